@@ -1,0 +1,332 @@
+//! The cardvault applet: command handlers over the persistent card state.
+//!
+//! The ISO layer (`iso.rs`) has already parsed, de-chained and routed the
+//! command; handlers here check access conditions, change state and return
+//! response data or a status word. A handler that changes persistent state
+//! marks it dirty; the state is committed before the response leaves.
+
+use crate::apdu::CommandApdu;
+use crate::proto::{self, cla, ins, sw, tag};
+use crate::state::{CardState, PinState, Store};
+use iso7816_tlv::ber::{Tag, Tlv, Value};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use zeroize::Zeroizing;
+
+/// Volatile session state, lost at reset or power off.
+#[derive(Debug, Default)]
+pub struct Session {
+    pub pin_verified: bool,
+    pub admin_authenticated: bool,
+    pub challenge: Option<[u8; proto::CHALLENGE_LEN]>,
+}
+
+/// The applet with its persistent state and store.
+#[derive(Debug)]
+pub struct Applet {
+    pub(crate) state: CardState,
+    store: Store,
+    pub(crate) session: Session,
+    dirty: bool,
+}
+
+/// Result of a command handler: response data, or a status word.
+pub type HandlerResult = Result<Vec<u8>, u16>;
+
+impl Applet {
+    pub fn new(state: CardState, store: Store) -> Applet {
+        Applet {
+            state,
+            store,
+            session: Session::default(),
+            dirty: false,
+        }
+    }
+
+    pub fn state(&self) -> &CardState {
+        &self.state
+    }
+
+    pub fn reset_session(&mut self) {
+        self.session = Session::default();
+    }
+
+    /// Dispatch one command (already de-chained) and commit any state change.
+    pub fn process(&mut self, c: &CommandApdu) -> HandlerResult {
+        let result = self.dispatch(c);
+        if self.dirty {
+            self.dirty = false;
+            if let Err(e) = self.store.commit(&self.state) {
+                // The change did not reach non-volatile memory: report a memory
+                // failure and forget the session, as a card would after tearing.
+                eprintln!("applet-sim: {e}");
+                self.session = Session::default();
+                if let Store::File { path, .. } = &self.store {
+                    if let Ok(s) = Store::peek(path) {
+                        self.state = s;
+                    }
+                }
+                return Err(sw::MEMORY_FAILURE);
+            }
+        }
+        result
+    }
+
+    fn dispatch(&mut self, c: &CommandApdu) -> HandlerResult {
+        let class = c.cla & !cla::CHAINING;
+        match (class, c.ins) {
+            (cla::ISO, ins::GET_DATA) => self.get_data(c),
+            (cla::ISO, ins::VERIFY) => self.verify(c),
+            (cla::ISO, ins::CHANGE_REFERENCE_DATA) => self.change_pin(c),
+            (cla::ISO, ins::RESET_RETRY_COUNTER) => self.reset_retry_counter(c),
+            (cla::ISO, ins::GET_CHALLENGE) => self.get_challenge(c),
+            (cla::ISO, ins::EXTERNAL_AUTHENTICATE) => self.external_authenticate(c),
+            (cla::PROPRIETARY, ins::READ_MEMORY) => self.read_memory(c),
+            (cla::PROPRIETARY, ins::WRITE_MEMORY) => self.write_memory(c),
+            (cla::ISO | cla::PROPRIETARY, _) => Err(sw::INS_NOT_SUPPORTED),
+            _ => Err(sw::CLA_NOT_SUPPORTED),
+        }
+    }
+
+    fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    fn data_object(&self, t: u16) -> Option<Tlv> {
+        let s = &self.state;
+        let v: Vec<u8> = match t {
+            tag::CARD_NUMBER => s.card_number.as_bytes().to_vec(),
+            tag::ROLE => s.role.as_bytes().to_vec(),
+            tag::APPLET_VERSION => vec![proto::APPLET_VERSION.0, proto::APPLET_VERSION.1],
+            tag::PIN_TRIES_LEFT => vec![s.pin.tries_left],
+            tag::PIN_MAX_TRIES => vec![s.pin.max_tries],
+            tag::PAGE_SIZE => s.page_size.to_be_bytes().to_vec(),
+            tag::PAGE_COUNT => s.page_count.to_be_bytes().to_vec(),
+            tag::FLAGS => {
+                vec![(s.extended_length as u8) | ((self.session.pin_verified as u8) << 1)]
+            }
+            tag::CARD_STATUS => {
+                let children = [
+                    tag::CARD_NUMBER,
+                    tag::ROLE,
+                    tag::APPLET_VERSION,
+                    tag::PIN_TRIES_LEFT,
+                    tag::PIN_MAX_TRIES,
+                    tag::PAGE_SIZE,
+                    tag::PAGE_COUNT,
+                    tag::FLAGS,
+                ]
+                .iter()
+                .filter_map(|t| self.data_object(*t))
+                .collect();
+                return Tlv::new(Tag::try_from(t).ok()?, Value::Constructed(children)).ok();
+            }
+            _ => return None,
+        };
+        Tlv::new(Tag::try_from(t).ok()?, Value::Primitive(v)).ok()
+    }
+
+    fn get_data(&mut self, c: &CommandApdu) -> HandlerResult {
+        if !c.data.is_empty() {
+            return Err(sw::WRONG_LENGTH);
+        }
+        let t = u16::from_be_bytes([c.p1, c.p2]);
+        self.data_object(t)
+            .map(|tlv| tlv.to_vec())
+            .ok_or(sw::REF_DATA_NOT_FOUND)
+    }
+
+    /// VERIFY: the retry counter is committed before the answer goes out, so
+    /// pulling the card cannot buy free tries.
+    fn verify(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != proto::PIN_REF {
+            return Err(sw::WRONG_P1P2);
+        }
+        if c.data.is_empty() {
+            // Status query (ISO 7816-4 7.5.6): verified, blocked, or tries left.
+            return if self.state.pin.blocked() {
+                Err(sw::AUTH_METHOD_BLOCKED)
+            } else if self.session.pin_verified {
+                Ok(vec![])
+            } else {
+                Err(sw::VERIFY_FAIL_PREFIX | self.state.pin.tries_left as u16)
+            };
+        }
+        if !(proto::PIN_MIN_LEN..=proto::PIN_MAX_LEN).contains(&c.data.len()) {
+            return Err(sw::WRONG_LENGTH);
+        }
+        if self.state.pin.blocked() {
+            return Err(sw::AUTH_METHOD_BLOCKED);
+        }
+        if self.state.pin.matches(&c.data) {
+            if self.state.pin.tries_left != self.state.pin.max_tries {
+                self.state.pin.tries_left = self.state.pin.max_tries;
+                self.mark_dirty();
+            }
+            self.session.pin_verified = true;
+            Ok(vec![])
+        } else {
+            self.state.pin.tries_left -= 1;
+            self.session.pin_verified = false;
+            self.mark_dirty();
+            Err(sw::VERIFY_FAIL_PREFIX | self.state.pin.tries_left as u16)
+        }
+    }
+
+    /// CHANGE REFERENCE DATA: data = len(old) || old || new.
+    fn change_pin(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != proto::PIN_REF {
+            return Err(sw::WRONG_P1P2);
+        }
+        let data = Zeroizing::new(c.data.clone());
+        let (old, new) = split_lv(&data).ok_or(sw::WRONG_DATA)?;
+        let range = proto::PIN_MIN_LEN..=proto::PIN_MAX_LEN;
+        if !range.contains(&old.len()) || !range.contains(&new.len()) {
+            return Err(sw::WRONG_DATA);
+        }
+        if self.state.pin.blocked() {
+            return Err(sw::AUTH_METHOD_BLOCKED);
+        }
+        if !self.state.pin.matches(old) {
+            self.state.pin.tries_left -= 1;
+            self.session.pin_verified = false;
+            self.mark_dirty();
+            return Err(sw::VERIFY_FAIL_PREFIX | self.state.pin.tries_left as u16);
+        }
+        self.state.pin = PinState::new(new, self.state.pin.max_tries);
+        self.session.pin_verified = true;
+        self.mark_dirty();
+        Ok(vec![])
+    }
+
+    /// RESET RETRY COUNTER: needs the issuer admin authentication of this session.
+    /// P1=03 resets the counter; P1=02 also sets a new PIN (data).
+    fn reset_retry_counter(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p2 != proto::PIN_REF || !matches!(c.p1, 0x02 | 0x03) {
+            return Err(sw::WRONG_P1P2);
+        }
+        if !self.session.admin_authenticated {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        match c.p1 {
+            0x03 if c.data.is_empty() => {
+                self.state.pin.tries_left = self.state.pin.max_tries;
+            }
+            0x02 if (proto::PIN_MIN_LEN..=proto::PIN_MAX_LEN).contains(&c.data.len()) => {
+                self.state.pin = PinState::new(&c.data, self.state.pin.max_tries);
+            }
+            _ => return Err(sw::WRONG_LENGTH),
+        }
+        self.session.admin_authenticated = false;
+        self.mark_dirty();
+        Ok(vec![])
+    }
+
+    fn get_challenge(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if !c.data.is_empty() {
+            return Err(sw::WRONG_LENGTH);
+        }
+        let mut ch = [0u8; proto::CHALLENGE_LEN];
+        openssl::rand::rand_bytes(&mut ch).map_err(|_| sw::UNKNOWN)?;
+        self.session.challenge = Some(ch);
+        Ok(ch.to_vec())
+    }
+
+    /// EXTERNAL AUTHENTICATE with the issuer admin key:
+    /// data = HMAC-SHA256(admin key, label || challenge || card number).
+    /// The challenge is single-use whatever the outcome.
+    fn external_authenticate(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != proto::ADMIN_KEY_REF {
+            return Err(sw::WRONG_P1P2);
+        }
+        let challenge = self
+            .session
+            .challenge
+            .take()
+            .ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        if c.data.len() != 32 {
+            return Err(sw::WRONG_LENGTH);
+        }
+        let expected = admin_cryptogram(&self.state.admin_key, &challenge, &self.state.card_number)
+            .map_err(|_| sw::UNKNOWN)?;
+        if openssl::memcmp::eq(&expected, &c.data) {
+            self.session.admin_authenticated = true;
+            Ok(vec![])
+        } else {
+            self.session.admin_authenticated = false;
+            Err(sw::SECURITY_STATUS_NOT_SATISFIED)
+        }
+    }
+
+    fn page_range(&self, c: &CommandApdu, len: usize) -> Result<std::ops::Range<usize>, u16> {
+        let page = u16::from_be_bytes([c.p1, c.p2]);
+        if page >= self.state.page_count {
+            return Err(sw::WRONG_P1P2);
+        }
+        let start = page as usize * self.state.page_size as usize;
+        let end = start.checked_add(len).ok_or(sw::WRONG_LENGTH)?;
+        if end > self.state.memory.len() {
+            return Err(sw::WRONG_LENGTH);
+        }
+        Ok(start..end)
+    }
+
+    /// READ MEMORY (CLA 80): Ne bytes from page P1P2 on. PIN required.
+    fn read_memory(&mut self, c: &CommandApdu) -> HandlerResult {
+        if !c.data.is_empty() {
+            return Err(sw::WRONG_LENGTH);
+        }
+        if !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        let page = u16::from_be_bytes([c.p1, c.p2]);
+        if page >= self.state.page_count {
+            return Err(sw::WRONG_P1P2);
+        }
+        let start = page as usize * self.state.page_size as usize;
+        // Read up to Ne bytes, or to the end of memory (the ISO layer trims to Ne).
+        let end = self.state.memory.len().min(start + c.ne.max(1));
+        Ok(self.state.memory[start..end].to_vec())
+    }
+
+    /// WRITE MEMORY (CLA 80): write the data starting at page P1P2. PIN required.
+    fn write_memory(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.data.is_empty() {
+            return Err(sw::WRONG_LENGTH);
+        }
+        if !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        let r = self.page_range(c, c.data.len())?;
+        if self.state.memory[r.clone()] != c.data[..] {
+            self.state.memory[r].copy_from_slice(&c.data);
+            self.mark_dirty();
+        }
+        Ok(vec![])
+    }
+}
+
+fn split_lv(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&n, rest) = data.split_first()?;
+    let n = n as usize;
+    (rest.len() >= n).then(|| rest.split_at(n))
+}
+
+/// The admin cryptogram for EXTERNAL AUTHENTICATE, computed the same way by
+/// the card and by the issuer's terminal.
+pub fn admin_cryptogram(
+    key: &[u8],
+    challenge: &[u8],
+    card_number: &str,
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    let pkey = PKey::hmac(key)?;
+    let mut signer = Signer::new(MessageDigest::sha256(), &pkey)?;
+    signer.update(proto::ADMIN_AUTH_LABEL)?;
+    signer.update(challenge)?;
+    signer.update(card_number.as_bytes())?;
+    signer.sign_to_vec()
+}

@@ -1,0 +1,280 @@
+//! The ISO 7816-4 layer of the card: ATR, SELECT, command chaining, GET
+//! RESPONSE, `61xx`/`6Cxx`, class and length checks. It hands complete
+//! commands to the applet.
+
+use crate::apdu::CommandApdu;
+use crate::applet::Applet;
+use crate::profile::Profile;
+use crate::proto::{self, cla, ins, sw, tag};
+use crate::state::{CardState, Store, StoreError};
+use iso7816_tlv::ber::{Tag, Tlv, Value};
+use std::path::Path;
+
+/// Largest command data a chain may accumulate.
+const MAX_CHAIN: usize = 65535;
+
+/// A simulated card: one applet behind the ISO 7816-4 layer.
+#[derive(Debug)]
+pub struct Card {
+    applet: Applet,
+    powered: bool,
+    selected: bool,
+    /// Accumulated chained command: header (CLA without chain bit, INS, P1, P2) and data.
+    chain: Option<([u8; 4], Vec<u8>)>,
+    /// Response bytes waiting for GET RESPONSE.
+    pending: Vec<u8>,
+    pending_pos: usize,
+}
+
+impl Card {
+    /// A card whose state lives only in memory (unit tests).
+    pub fn in_memory(profile: &Profile) -> Card {
+        Card::with(CardState::from_profile(profile), Store::Memory)
+    }
+
+    /// Open (or create from `profile`) the card whose state file is `path`.
+    /// Returns the card and whether it was newly created.
+    pub fn open(path: &Path, profile: &Profile) -> Result<(Card, bool), StoreError> {
+        let (store, state, created) = Store::open(path, profile)?;
+        Ok((Card::with(state, store), created))
+    }
+
+    fn with(state: CardState, store: Store) -> Card {
+        Card {
+            applet: Applet::new(state, store),
+            powered: true,
+            selected: false,
+            chain: None,
+            pending: Vec::new(),
+            pending_pos: 0,
+        }
+    }
+
+    /// Persistent state (read-only), for inspection and tests.
+    pub fn state(&self) -> &CardState {
+        self.applet.state()
+    }
+
+    /// Answer to reset: T=1, historical bytes with card capabilities
+    /// (command chaining, and extended Lc/Le when the profile allows it).
+    pub fn atr(&self) -> Vec<u8> {
+        let caps3 = 0x80
+            | if self.state().extended_length {
+                0x40
+            } else {
+                0
+            };
+        // Category 80, compact TLV: card capabilities (73), issuer data "CVLT" (54).
+        let hist = [0x80, 0x73, 0x00, 0x00, caps3, 0x54, b'C', b'V', b'L', b'T'];
+        let mut atr = vec![0x3B, 0x80 | hist.len() as u8, 0x80, 0x01];
+        atr.extend_from_slice(&hist);
+        let tck = atr[1..].iter().fold(0u8, |a, b| a ^ b);
+        atr.push(tck);
+        atr
+    }
+
+    pub fn power_on(&mut self) {
+        self.powered = true;
+        self.reset();
+    }
+
+    pub fn power_off(&mut self) {
+        self.powered = false;
+        self.reset();
+    }
+
+    /// Warm reset: all volatile state goes, persistent state stays.
+    pub fn reset(&mut self) {
+        self.selected = false;
+        self.chain = None;
+        self.pending.clear();
+        self.pending_pos = 0;
+        self.applet.reset_session();
+    }
+
+    /// Process one command APDU and return the response APDU (data + SW1 SW2).
+    pub fn transmit(&mut self, raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.transmit_into(raw, &mut out);
+        out
+    }
+
+    /// As [`Card::transmit`], writing into a caller-owned buffer (no allocation on the hot path).
+    pub fn transmit_into(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        if !self.powered {
+            push_sw(out, sw::CONDITIONS_NOT_SATISFIED);
+            return;
+        }
+        let c = match CommandApdu::parse(raw) {
+            Ok(c) => c,
+            Err(s) => {
+                self.chain = None;
+                push_sw(out, s);
+                return;
+            }
+        };
+        // Class 00 (interindustry) or 80 (proprietary), each with or without the
+        // chaining bit; no secure messaging, no logical channels.
+        let class = c.cla & !cla::CHAINING;
+        if class != cla::ISO && class != cla::PROPRIETARY {
+            self.chain = None;
+            let s = if class & 0xE0 == 0 && class & 0x03 != 0 {
+                sw::LOGICAL_CHANNEL_NOT_SUPPORTED
+            } else {
+                sw::CLA_NOT_SUPPORTED
+            };
+            push_sw(out, s);
+            return;
+        }
+        if c.extended && !self.state().extended_length {
+            self.chain = None;
+            push_sw(out, sw::WRONG_LENGTH);
+            return;
+        }
+        if c.ins == ins::GET_RESPONSE && c.cla & !cla::CHAINING == cla::ISO {
+            self.get_response(&c, out);
+            return;
+        }
+        self.pending.clear();
+        self.pending_pos = 0;
+
+        // Command chaining.
+        let header = [c.cla & !cla::CHAINING, c.ins, c.p1, c.p2];
+        if c.cla & cla::CHAINING != 0 {
+            match &mut self.chain {
+                Some((h, data)) if *h == header => {
+                    if data.len() + c.data.len() > MAX_CHAIN {
+                        self.chain = None;
+                        push_sw(out, sw::WRONG_LENGTH);
+                        return;
+                    }
+                    data.extend_from_slice(&c.data);
+                }
+                _ => self.chain = Some((header, c.data.clone())),
+            }
+            push_sw(out, sw::OK);
+            return;
+        }
+        let c = match self.chain.take() {
+            Some((h, mut data)) if h == header => {
+                if data.len() + c.data.len() > MAX_CHAIN {
+                    push_sw(out, sw::WRONG_LENGTH);
+                    return;
+                }
+                data.extend_from_slice(&c.data);
+                CommandApdu { data, ..c }
+            }
+            Some(_) => {
+                push_sw(out, sw::LAST_COMMAND_OF_CHAIN_EXPECTED);
+                return;
+            }
+            None => c,
+        };
+
+        let result = if c.ins == ins::SELECT && c.cla == cla::ISO {
+            self.select(&c)
+        } else if !self.selected {
+            Err(sw::CONDITIONS_NOT_SATISFIED)
+        } else {
+            self.applet.process(&c)
+        };
+        match result {
+            Ok(data) => self.respond(&c, data, out),
+            Err(s) => push_sw(out, s),
+        }
+    }
+
+    fn select(&mut self, c: &CommandApdu) -> Result<Vec<u8>, u16> {
+        if c.p1 != 0x04 || (c.p2 & 0xF3) != 0x00 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if c.data.is_empty() || c.data.len() > 16 {
+            return Err(sw::WRONG_LENGTH);
+        }
+        if c.data[..] != *proto::AID {
+            self.selected = false;
+            return Err(sw::FILE_NOT_FOUND);
+        }
+        self.selected = true;
+        self.applet.reset_session();
+        if c.p2 & 0x0C == 0x0C {
+            return Ok(vec![]); // no response data requested
+        }
+        let fci = Tlv::new(
+            Tag::try_from(tag::FCI).expect("tag"),
+            Value::Constructed(vec![
+                Tlv::new(
+                    Tag::try_from(tag::FCI_AID).expect("tag"),
+                    Value::Primitive(proto::AID.to_vec()),
+                )
+                .expect("tlv"),
+                Tlv::new(
+                    Tag::try_from(tag::FCI_PROPRIETARY).expect("tag"),
+                    Value::Constructed(vec![Tlv::new(
+                        Tag::try_from(tag::APPLET_VERSION).expect("tag"),
+                        Value::Primitive(vec![proto::APPLET_VERSION.0, proto::APPLET_VERSION.1]),
+                    )
+                    .expect("tlv")]),
+                )
+                .expect("tlv"),
+            ]),
+        )
+        .expect("tlv");
+        Ok(fci.to_vec())
+    }
+
+    /// Deliver response data within the command's Ne:
+    /// - no Le and data waiting: `61xx` (fetch with GET RESPONSE);
+    /// - Le too short for a short response: `6Cxx` with the exact length;
+    /// - Le too short for a longer response: Ne bytes and `61xx` for the rest.
+    fn respond(&mut self, c: &CommandApdu, data: Vec<u8>, out: &mut Vec<u8>) {
+        let r = data.len();
+        if r == 0 || c.ne >= r {
+            out.extend_from_slice(&data);
+            push_sw(out, sw::OK);
+            return;
+        }
+        if c.ne > 0 && r <= 256 && c.data.is_empty() {
+            push_sw(out, 0x6C00 | (r & 0xFF) as u16);
+            return;
+        }
+        let first = c.ne.min(r);
+        out.extend_from_slice(&data[..first]);
+        self.pending = data;
+        self.pending_pos = first;
+        push_more(out, r - first);
+    }
+
+    fn get_response(&mut self, c: &CommandApdu, out: &mut Vec<u8>) {
+        if c.p1 != 0 || c.p2 != 0 {
+            push_sw(out, sw::WRONG_P1P2);
+            return;
+        }
+        let left = self.pending.len() - self.pending_pos;
+        if left == 0 {
+            push_sw(out, sw::CONDITIONS_NOT_SATISFIED);
+            return;
+        }
+        let n = c.ne.min(left);
+        out.extend_from_slice(&self.pending[self.pending_pos..self.pending_pos + n]);
+        self.pending_pos += n;
+        let left = left - n;
+        if left == 0 {
+            self.pending.clear();
+            self.pending_pos = 0;
+            push_sw(out, sw::OK);
+        } else {
+            push_more(out, left);
+        }
+    }
+}
+
+fn push_sw(out: &mut Vec<u8>, s: u16) {
+    out.extend_from_slice(&s.to_be_bytes());
+}
+
+fn push_more(out: &mut Vec<u8>, left: usize) {
+    out.push(sw::MORE_DATA_PREFIX);
+    out.push(if left >= 256 { 0 } else { left as u8 });
+}

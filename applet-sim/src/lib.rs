@@ -1,0 +1,18 @@
+//! The cardvault card: the applet, its ISO 7816-4 layer, persistent state and
+//! the vpcd client that puts it behind pcscd.
+//!
+//! Layers, outermost first: [`vpcd`] framing → [`iso`] dispatch (SELECT,
+//! chaining, GET RESPONSE) → [`applet`] commands → [`state`] persistence.
+//! The same [`Card`] runs in-process as the terminal's embedded reader.
+
+pub mod apdu;
+pub mod applet;
+pub mod iso;
+pub mod profile;
+pub mod proto;
+pub mod state;
+pub mod vpcd;
+
+pub use iso::Card;
+pub use profile::Profile;
+pub use state::{CardState, StoreError};

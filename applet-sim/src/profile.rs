@@ -1,0 +1,132 @@
+//! Card profiles: what a fresh card looks like when the simulator creates it.
+//!
+//! A profile is a TOML file (see fixtures/profiles/). The built-in names `main`,
+//! `backup`, `replacement` and `blank` are compiled in.
+
+use serde::Deserialize;
+
+/// A card profile as read from TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Role reported by GET DATA (main, backup, replacement, issuer, blank...).
+    pub role: String,
+    /// Card number; when absent a random 16-digit number is generated.
+    pub card_number: Option<String>,
+    /// Initial holder PIN (test and demo cards only; issuance sets real ones).
+    pub pin: String,
+    #[serde(default = "default_tries")]
+    pub pin_max_tries: u8,
+    /// Issuer admin key (hex, 32 bytes) that unblocks the PIN.
+    pub admin_key: String,
+    #[serde(default = "default_page_size")]
+    pub page_size: u16,
+    #[serde(default = "default_page_count")]
+    pub page_count: u16,
+    /// Whether the card (and the reader path it sits behind) accepts extended-length APDUs.
+    #[serde(default = "default_true")]
+    pub extended_length: bool,
+}
+
+fn default_tries() -> u8 {
+    3
+}
+fn default_page_size() -> u16 {
+    256
+}
+fn default_page_count() -> u16 {
+    256
+}
+fn default_true() -> bool {
+    true
+}
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("main", include_str!("../profiles/main.toml")),
+    ("backup", include_str!("../profiles/backup.toml")),
+    ("replacement", include_str!("../profiles/replacement.toml")),
+    ("blank", include_str!("../profiles/blank.toml")),
+];
+
+impl Profile {
+    /// Parse profile TOML.
+    pub fn from_toml(text: &str) -> Result<Profile, String> {
+        let p: Profile = toml::from_str(text).map_err(|e| e.to_string())?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// A built-in profile by name, or a profile file by path.
+    pub fn load(name_or_path: &str) -> Result<Profile, String> {
+        if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return Profile::from_toml(text);
+        }
+        let text = std::fs::read_to_string(name_or_path).map_err(|e| {
+            format!(
+                "profile '{name_or_path}' is neither a built-in ({}) nor a readable file: {e}",
+                BUILTIN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        Profile::from_toml(&text).map_err(|e| format!("profile {name_or_path}: {e}"))
+    }
+
+    /// Names of the built-in profiles.
+    pub fn builtin_names() -> Vec<&'static str> {
+        BUILTIN.iter().map(|(n, _)| *n).collect()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let pin_ok =
+            (crate::proto::PIN_MIN_LEN..=crate::proto::PIN_MAX_LEN).contains(&self.pin.len());
+        if !pin_ok {
+            return Err(format!(
+                "pin must be {} to {} bytes",
+                crate::proto::PIN_MIN_LEN,
+                crate::proto::PIN_MAX_LEN
+            ));
+        }
+        if !(1..=15).contains(&self.pin_max_tries) {
+            return Err("pin_max_tries must be 1 to 15".into());
+        }
+        match crate::proto::from_hex(&self.admin_key) {
+            Some(k) if k.len() == 32 => {}
+            _ => return Err("admin_key must be 32 bytes of hex".into()),
+        }
+        if !(16..=4096).contains(&self.page_size) || self.page_count == 0 {
+            return Err("page_size must be 16 to 4096 and page_count at least 1".into());
+        }
+        if let Some(n) = &self.card_number {
+            if n.is_empty()
+                || n.len() > 32
+                || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err("card_number must be 1 to 32 letters, digits or '-'".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_parse() {
+        for name in Profile::builtin_names() {
+            Profile::load(name).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_profiles_are_refused() {
+        let base = Profile::load("main").unwrap();
+        assert!(Profile::from_toml("role='x'\npin='12'\nadmin_key='00'").is_err());
+        assert!(Profile::from_toml("role='x'\npin='1234'\nadmin_key='00'\nbogus=1").is_err());
+        assert_eq!(base.page_size, 256);
+    }
+}

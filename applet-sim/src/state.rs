@@ -1,0 +1,306 @@
+//! Persistent card state (the card's EEPROM) and its atomic storage.
+//!
+//! Every change is written to a temporary file, fsynced and renamed over the
+//! state file before the card answers, so a simulator killed at any point
+//! leaves the last committed state, like a card pulled from a reader.
+
+use crate::profile::Profile;
+use crate::proto::from_hex;
+use openssl::sha::sha256;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroize;
+
+/// State file format version.
+pub const STATE_VERSION: u32 = 1;
+
+/// The holder PIN: a salted hash and the retry counter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PinState {
+    #[serde(with = "hexbytes")]
+    pub salt: Vec<u8>,
+    #[serde(with = "hexbytes")]
+    pub hash: Vec<u8>,
+    pub max_tries: u8,
+    pub tries_left: u8,
+}
+
+impl PinState {
+    pub fn new(pin: &[u8], max_tries: u8) -> PinState {
+        let mut salt = vec![0u8; 16];
+        openssl::rand::rand_bytes(&mut salt).expect("card RNG");
+        let hash = Self::digest(&salt, pin);
+        PinState {
+            salt,
+            hash,
+            max_tries,
+            tries_left: max_tries,
+        }
+    }
+
+    pub fn digest(salt: &[u8], pin: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(salt.len() + pin.len());
+        buf.extend_from_slice(salt);
+        buf.extend_from_slice(pin);
+        let h = sha256(&buf).to_vec();
+        buf.zeroize();
+        h
+    }
+
+    /// Constant-time comparison of a presented PIN.
+    pub fn matches(&self, pin: &[u8]) -> bool {
+        let h = Self::digest(&self.salt, pin);
+        h.len() == self.hash.len() && openssl::memcmp::eq(&h, &self.hash)
+    }
+
+    pub fn blocked(&self) -> bool {
+        self.tries_left == 0
+    }
+}
+
+/// Everything the card keeps across power cycles.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CardState {
+    pub version: u32,
+    pub card_number: String,
+    pub role: String,
+    pub pin: PinState,
+    /// Issuer admin key (unblocks the PIN). Never readable from outside the card.
+    #[serde(with = "hexbytes")]
+    pub admin_key: Vec<u8>,
+    pub page_size: u16,
+    pub page_count: u16,
+    pub extended_length: bool,
+    /// Application memory, `page_size * page_count` bytes.
+    #[serde(with = "hexbytes")]
+    pub memory: Vec<u8>,
+}
+
+impl Drop for CardState {
+    fn drop(&mut self) {
+        self.admin_key.zeroize();
+    }
+}
+
+impl CardState {
+    /// A fresh card made from a profile.
+    pub fn from_profile(p: &Profile) -> CardState {
+        let card_number = p.card_number.clone().unwrap_or_else(random_card_number);
+        CardState {
+            version: STATE_VERSION,
+            card_number,
+            role: p.role.clone(),
+            pin: PinState::new(p.pin.as_bytes(), p.pin_max_tries),
+            admin_key: from_hex(&p.admin_key).expect("validated profile"),
+            page_size: p.page_size,
+            page_count: p.page_count,
+            extended_length: p.extended_length,
+            memory: vec![0u8; p.page_size as usize * p.page_count as usize],
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.version != STATE_VERSION {
+            return Err(format!(
+                "state version {} is not {}",
+                self.version, STATE_VERSION
+            ));
+        }
+        if self.memory.len() != self.page_size as usize * self.page_count as usize {
+            return Err("memory size does not match page size and count".into());
+        }
+        if self.pin.tries_left > self.pin.max_tries || self.admin_key.len() != 32 {
+            return Err("inconsistent PIN or key fields".into());
+        }
+        Ok(())
+    }
+}
+
+/// A random 16-digit card number from the card's RNG.
+pub fn random_card_number() -> String {
+    let mut b = [0u8; 8];
+    openssl::rand::rand_bytes(&mut b).expect("card RNG");
+    format!("{:016}", u64::from_be_bytes(b) % 10_000_000_000_000_000)
+}
+
+/// Where the state lives: a file (real simulator and embedded reader) or nowhere (unit tests).
+#[derive(Debug)]
+pub enum Store {
+    Memory,
+    File { path: PathBuf, _lock: File },
+}
+
+/// Errors opening or writing a card state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("card state {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("card state {path} is in use by another process (a simulator or terminal already holds this card)")]
+    Locked { path: PathBuf },
+    #[error("card state {path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+impl Store {
+    /// Open the card at `path`, creating it from `profile` when the file does not exist.
+    /// The card is locked for this process (one reader holds one card).
+    pub fn open(path: &Path, profile: &Profile) -> Result<(Store, CardState, bool), StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+        }
+        let lock_path = lock_path(path);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io)?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StoreError::Locked {
+                path: path.to_path_buf(),
+            });
+        }
+        let store = Store::File {
+            path: path.to_path_buf(),
+            _lock: lock,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let state = Self::decode(path, &bytes)?;
+                Ok((store, state, false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let state = CardState::from_profile(profile);
+                store.commit(&state)?;
+                Ok((store, state, true))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Read a state file without locking it (inspection and tests).
+    pub fn peek(path: &Path) -> Result<CardState, StoreError> {
+        let bytes = std::fs::read(path).map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::decode(path, &bytes)
+    }
+
+    fn decode(path: &Path, bytes: &[u8]) -> Result<CardState, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let state: CardState = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        state.check().map_err(corrupt)?;
+        Ok(state)
+    }
+
+    /// Durably replace the stored state: temp file, fsync, rename, fsync directory.
+    pub fn commit(&self, state: &CardState) -> Result<(), StoreError> {
+        let Store::File { path, .. } = self else {
+            return Ok(());
+        };
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut bytes = serde_json::to_vec(state).expect("state serializes");
+        let tmp = tmp_path(path);
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            if let Some(dir) = path.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        bytes.zeroize();
+        result.map_err(io)
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+mod hexbytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::proto::to_hex(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::proto::from_hex(&s).ok_or_else(|| serde::de::Error::custom("invalid hex"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_commit_reopen() {
+        let dir = std::env::temp_dir().join(format!("cv-state-{}", std::process::id()));
+        let path = dir.join("a.card");
+        let _ = std::fs::remove_dir_all(&dir);
+        let p = Profile::load("main").unwrap();
+        let (store, mut st, created) = Store::open(&path, &p).unwrap();
+        assert!(created);
+        st.memory[0] = 7;
+        store.commit(&st).unwrap();
+        // A second opener is refused while the first holds the card.
+        assert!(matches!(
+            Store::open(&path, &p),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(store);
+        let (_s2, st2, created2) = Store::open(&path, &p).unwrap();
+        assert!(!created2);
+        assert_eq!(st2, st);
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(
+            Store::peek(&path),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
