@@ -1,1 +1,17 @@
+//! cardvault: the terminal side.
+//!
+//! Layers, from the wire up: [`transport`] (PC/SC readers and the embedded
+//! simulator) → [`apdu`] (encoding, GET RESPONSE, chaining, status words) →
+//! [`card`] (one method per card command) → [`cli`]. [`reader`] picks the
+//! reader the user named; [`config`] and [`secret`] supply settings and PINs.
 
+pub mod apdu;
+pub mod card;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod reader;
+pub mod secret;
+pub mod transport;
+
+pub use error::{Error, Result};

@@ -275,9 +275,16 @@ impl Applet {
         Ok(start..end)
     }
 
-    /// READ MEMORY (CLA 80): Ne bytes from page P1P2 on. PIN required.
+    /// READ MEMORY (CLA 80): from page P1P2 on, as many bytes as the 2-byte
+    /// length in the data field says (or Ne when there is no data). A length
+    /// over Ne is delivered with `61xx` and GET RESPONSE. PIN required.
     fn read_memory(&mut self, c: &CommandApdu) -> HandlerResult {
-        if !c.data.is_empty() {
+        let len = match c.data.as_slice() {
+            [] => c.ne,
+            [hi, lo] => u16::from_be_bytes([*hi, *lo]) as usize,
+            _ => return Err(sw::WRONG_LENGTH),
+        };
+        if len == 0 {
             return Err(sw::WRONG_LENGTH);
         }
         if !self.session.pin_verified {
@@ -288,8 +295,11 @@ impl Applet {
             return Err(sw::WRONG_P1P2);
         }
         let start = page as usize * self.state.page_size as usize;
-        // Read up to Ne bytes, or to the end of memory (the ISO layer trims to Ne).
-        let end = self.state.memory.len().min(start + c.ne.max(1));
+        // Without an explicit length, Ne may run past the end: read to the end.
+        let end = match c.data.is_empty() {
+            true => self.state.memory.len().min(start + len),
+            false => self.page_range(c, len)?.end,
+        };
         Ok(self.state.memory[start..end].to_vec())
     }
 

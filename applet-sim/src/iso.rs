@@ -55,22 +55,9 @@ impl Card {
         self.applet.state()
     }
 
-    /// Answer to reset: T=1, historical bytes with card capabilities
-    /// (command chaining, and extended Lc/Le when the profile allows it).
+    /// Answer to reset of this card.
     pub fn atr(&self) -> Vec<u8> {
-        let caps3 = 0x80
-            | if self.state().extended_length {
-                0x40
-            } else {
-                0
-            };
-        // Category 80, compact TLV: card capabilities (73), issuer data "CVLT" (54).
-        let hist = [0x80, 0x73, 0x00, 0x00, caps3, 0x54, b'C', b'V', b'L', b'T'];
-        let mut atr = vec![0x3B, 0x80 | hist.len() as u8, 0x80, 0x01];
-        atr.extend_from_slice(&hist);
-        let tck = atr[1..].iter().fold(0u8, |a, b| a ^ b);
-        atr.push(tck);
-        atr
+        atr(self.state().extended_length)
     }
 
     pub fn power_on(&mut self) {
@@ -268,6 +255,19 @@ impl Card {
             push_more(out, left);
         }
     }
+}
+
+/// Answer to reset: T=1, historical bytes with card capabilities (command
+/// chaining, and extended Lc/Le when the card takes them).
+pub fn atr(extended_length: bool) -> Vec<u8> {
+    let caps3 = 0x80 | if extended_length { 0x40 } else { 0 };
+    // Category 80, compact TLV: card capabilities (73), issuer data "CVLT" (54).
+    let hist = [0x80, 0x73, 0x00, 0x00, caps3, 0x54, b'C', b'V', b'L', b'T'];
+    let mut atr = vec![0x3B, 0x80 | hist.len() as u8, 0x80, 0x01];
+    atr.extend_from_slice(&hist);
+    let tck = atr[1..].iter().fold(0u8, |a, b| a ^ b);
+    atr.push(tck);
+    atr
 }
 
 fn push_sw(out: &mut Vec<u8>, s: u16) {

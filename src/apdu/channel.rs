@@ -1,0 +1,284 @@
+//! The channel: sends a [`Command`] over a transaction in the best encoding
+//! the reader path allows, and collects the whole response.
+//!
+//! - extended length when the reader and card accept it, otherwise short
+//!   APDUs with command chaining (CLA bit 0x10) for data over 255 bytes;
+//! - `61xx` answered with GET RESPONSE until the data is complete;
+//! - `6Cxx` answered by re-sending the command once with the exact Le.
+//!
+//! With `--trace` every APDU is printed to stderr with its timing and the
+//! decoded status word; secret command data is masked.
+
+use super::{Command, StatusWord};
+use crate::error::{Error, Result};
+use crate::transport::{Caps, Transmit, TransportError};
+use applet_sim::proto::{cla, to_hex};
+use std::ops::Range;
+use std::time::Instant;
+
+/// Largest response the channel will assemble from GET RESPONSE rounds.
+const MAX_ASSEMBLED: usize = 1 << 20;
+
+/// A complete response: data and the final status word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub data: Vec<u8>,
+    pub sw: StatusWord,
+}
+
+/// APDU and byte counts, for benchmarks and reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub apdus: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+}
+
+/// A channel to one card for the length of one transaction.
+pub struct Channel<'a> {
+    tx: Box<dyn Transmit + 'a>,
+    caps: Caps,
+    trace: bool,
+    reader: String,
+    cmd_buf: Vec<u8>,
+    resp_buf: Vec<u8>,
+    stats: Stats,
+}
+
+/// Where the data field sits in an encoded command APDU, if it has one.
+pub fn data_range(raw: &[u8]) -> Option<Range<usize>> {
+    match raw.len() {
+        0..=5 => None,
+        _ if raw[4] != 0 => {
+            let end = (5 + raw[4] as usize).min(raw.len());
+            Some(5..end)
+        }
+        7 => None, // extended case 2
+        _ => {
+            let lc = u16::from_be_bytes([raw[5], raw[6]]) as usize;
+            Some(7..(7 + lc).min(raw.len()))
+        }
+    }
+}
+
+/// A command APDU as upper-case hex, with the data field masked when secret.
+pub fn format_command(raw: &[u8], secret: bool) -> String {
+    match (secret, data_range(raw)) {
+        (true, Some(r)) => {
+            let mut s = format!(
+                "{} <{} secret bytes masked>",
+                to_hex(&raw[..r.start]).to_uppercase(),
+                r.len()
+            );
+            if r.end < raw.len() {
+                s.push(' ');
+                s.push_str(&to_hex(&raw[r.end..]).to_uppercase());
+            }
+            s
+        }
+        _ => to_hex(raw).to_uppercase(),
+    }
+}
+
+/// Whether a raw command APDU carries secret data.
+pub fn raw_is_secret(raw: &[u8]) -> bool {
+    raw.len() >= 2 && applet_sim::proto::command_data_is_secret(raw[0], raw[1])
+}
+
+impl<'a> Channel<'a> {
+    pub fn new(tx: Box<dyn Transmit + 'a>, caps: Caps, reader: &str, trace: bool) -> Channel<'a> {
+        Channel {
+            tx,
+            caps,
+            trace,
+            reader: reader.to_string(),
+            cmd_buf: Vec::with_capacity(512),
+            resp_buf: Vec::with_capacity(512),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn reader(&self) -> &str {
+        &self.reader
+    }
+
+    /// Send exactly the bytes in `self.cmd_buf`; the response lands in `self.resp_buf`.
+    fn exchange(&mut self, secret: bool) -> Result<StatusWord> {
+        let start = self.trace.then(Instant::now);
+        let r = self.tx.transmit(&self.cmd_buf, &mut self.resp_buf);
+        if let Err(e) = r {
+            if self.trace {
+                self.trace_command(secret);
+                eprintln!("< ({e})");
+            }
+            return Err(match e {
+                TransportError::CardRemoved | TransportError::CardReset => {
+                    Error::CardRemoved(self.reader.clone())
+                }
+                TransportError::Pcsc(source) => Error::Pcsc {
+                    reader: self.reader.clone(),
+                    doing: "transmitting",
+                    source,
+                },
+            });
+        }
+        self.stats.apdus += 1;
+        self.stats.bytes_out += self.cmd_buf.len() as u64;
+        self.stats.bytes_in += self.resp_buf.len() as u64;
+        let n = self.resp_buf.len();
+        if n < 2 {
+            return Err(Error::Malformed {
+                command: "APDU",
+                reason: format!("response of {n} bytes has no status word"),
+            });
+        }
+        let sw = StatusWord::from_bytes(self.resp_buf[n - 2], self.resp_buf[n - 1]);
+        if let Some(start) = start {
+            self.trace_command(secret);
+            let ms = start.elapsed().as_secs_f64() * 1000.0;
+            let data = to_hex(&self.resp_buf[..n - 2]).to_uppercase();
+            let sep = if data.is_empty() { "" } else { " " };
+            eprintln!("< {data}{sep}{sw}  [{ms:.3} ms]");
+        }
+        Ok(sw)
+    }
+
+    fn trace_command(&self, secret: bool) {
+        eprintln!("> {}", format_command(&self.cmd_buf, secret));
+    }
+
+    /// Send raw bytes as given (the `apdu` command). With `auto`, `61xx` and
+    /// `6Cxx` are handled as for any command.
+    pub fn send_raw(&mut self, raw: &[u8], auto: bool) -> Result<Response> {
+        let parsed = applet_sim::apdu::CommandApdu::parse(raw).ok();
+        let secret = raw_is_secret(raw);
+        self.cmd_buf.clear();
+        self.cmd_buf.extend_from_slice(raw);
+        let sw = self.exchange(secret)?;
+        if !auto {
+            return Ok(self.take_response(sw));
+        }
+        match parsed {
+            Some(c) if !c.extended => {
+                let mut cmd = Command::new("APDU", c.cla, c.ins, c.p1, c.p2).with_data(&c.data);
+                cmd.ne = c.ne;
+                cmd.secret = secret;
+                self.finish(&cmd, sw, Vec::new())
+            }
+            _ => self.finish_more_data(sw, Vec::new()),
+        }
+    }
+
+    fn take_response(&mut self, sw: StatusWord) -> Response {
+        let n = self.resp_buf.len() - 2;
+        Response {
+            data: self.resp_buf[..n].to_vec(),
+            sw,
+        }
+    }
+
+    /// Send a command and collect its whole response, whatever the status word.
+    pub fn transmit(&mut self, cmd: &Command) -> Result<Response> {
+        let sw = if cmd.fits_short() || (!self.caps.extended && cmd.data.len() <= 255) {
+            cmd.encode_short(cmd.cla, &cmd.data, cmd.ne.min(256), &mut self.cmd_buf);
+            self.exchange(cmd.secret)?
+        } else if self.caps.extended {
+            if cmd.data.len() > 65535 {
+                return Err(Error::Usage(format!(
+                    "{}: {} bytes of data exceed one APDU",
+                    cmd.name,
+                    cmd.data.len()
+                )));
+            }
+            cmd.encode_extended(&mut self.cmd_buf);
+            self.exchange(cmd.secret)?
+        } else {
+            self.send_chained(cmd)?
+        };
+        self.finish(cmd, sw, Vec::new())
+    }
+
+    /// Command chaining: all blocks but the last carry CLA bit 0x10 and no Le.
+    fn send_chained(&mut self, cmd: &Command) -> Result<StatusWord> {
+        let chunks: Vec<&[u8]> = cmd.data.chunks(255).collect();
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.iter().enumerate() {
+            if i < last {
+                cmd.encode_short(cmd.cla | cla::CHAINING, chunk, 0, &mut self.cmd_buf);
+                let sw = self.exchange(cmd.secret)?;
+                if !sw.is_ok() {
+                    return Ok(sw);
+                }
+            } else {
+                cmd.encode_short(cmd.cla, chunk, cmd.ne.min(256), &mut self.cmd_buf);
+            }
+        }
+        self.exchange(cmd.secret)
+    }
+
+    fn finish(&mut self, cmd: &Command, sw: StatusWord, acc: Vec<u8>) -> Result<Response> {
+        if let StatusWord::WrongLe(n) = sw {
+            if cmd.data.len() <= 255 {
+                let ne = if n == 0 { 256 } else { n as usize };
+                cmd.encode_short(cmd.cla, &cmd.data, ne, &mut self.cmd_buf);
+                let sw = self.exchange(cmd.secret)?;
+                return self.finish_more_data(sw, acc);
+            }
+        }
+        self.finish_more_data(sw, acc)
+    }
+
+    fn finish_more_data(&mut self, mut sw: StatusWord, mut acc: Vec<u8>) -> Result<Response> {
+        loop {
+            let n = self.resp_buf.len() - 2;
+            acc.extend_from_slice(&self.resp_buf[..n]);
+            let StatusWord::MoreData(more) = sw else {
+                return Ok(Response { data: acc, sw });
+            };
+            if acc.len() > MAX_ASSEMBLED {
+                return Err(Error::Malformed {
+                    command: "GET RESPONSE",
+                    reason: format!("card keeps offering data past {MAX_ASSEMBLED} bytes"),
+                });
+            }
+            let ne = if more == 0 { 256 } else { more as usize };
+            let gr = Command::get_response(ne);
+            gr.encode_short(gr.cla, &[], ne, &mut self.cmd_buf);
+            sw = self.exchange(false)?;
+        }
+    }
+
+    /// Send a command and require `9000`; other status words become errors.
+    pub fn exec(&mut self, cmd: &Command) -> Result<Vec<u8>> {
+        let r = self.transmit(cmd)?;
+        if r.sw.is_ok() {
+            Ok(r.data)
+        } else {
+            Err(Error::Card {
+                command: cmd.name,
+                sw: r.sw,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_data_field() {
+        assert_eq!(data_range(&[0, 0x20, 0, 0x81, 2, 1, 2]), Some(5..7));
+        assert_eq!(data_range(&[0, 0xCA, 0, 0xE1, 0]), None);
+        assert_eq!(data_range(&[0, 0xB0, 0, 0, 0, 0x10, 0]), None);
+        assert_eq!(data_range(&[0, 0xD6, 0, 0, 0, 0, 2, 9, 9]), Some(7..9));
+    }
+}

@@ -1,0 +1,182 @@
+//! Status words with their ISO 7816-4 meanings.
+
+use applet_sim::proto::sw;
+use std::fmt;
+
+/// A status word (SW1 SW2) decoded to its ISO 7816-4 meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWord {
+    Ok,
+    /// `61xx`: more bytes available with GET RESPONSE (0 means 256 or more).
+    MoreData(u8),
+    /// `6Cxx`: wrong Le; the exact length is given.
+    WrongLe(u8),
+    /// `63Cx`: verification failed, x tries left.
+    VerifyFailed {
+        tries_left: u8,
+    },
+    /// `6283`: selected file or application invalidated.
+    SelectedFileInvalidated,
+    MemoryFailure,
+    WrongLength,
+    LogicalChannelNotSupported,
+    SecureMessagingNotSupported,
+    LastCommandOfChainExpected,
+    ChainingNotSupported,
+    SecurityStatusNotSatisfied,
+    AuthMethodBlocked,
+    ReferenceDataNotUsable,
+    ConditionsNotSatisfied,
+    WrongData,
+    FunctionNotSupported,
+    FileNotFound,
+    NotEnoughMemory,
+    WrongP1P2,
+    ReferenceDataNotFound,
+    InsNotSupported,
+    ClaNotSupported,
+    NoPreciseDiagnosis,
+    Other(u16),
+}
+
+impl StatusWord {
+    pub fn from_u16(v: u16) -> StatusWord {
+        use StatusWord::*;
+        match v {
+            sw::OK => Ok,
+            0x6100..=0x61FF => MoreData(v as u8),
+            0x6C00..=0x6CFF => WrongLe(v as u8),
+            0x63C0..=0x63CF => VerifyFailed {
+                tries_left: (v & 0x0F) as u8,
+            },
+            0x6283 => SelectedFileInvalidated,
+            sw::MEMORY_FAILURE => MemoryFailure,
+            sw::WRONG_LENGTH => WrongLength,
+            sw::LOGICAL_CHANNEL_NOT_SUPPORTED => LogicalChannelNotSupported,
+            0x6882 => SecureMessagingNotSupported,
+            sw::LAST_COMMAND_OF_CHAIN_EXPECTED => LastCommandOfChainExpected,
+            sw::CHAINING_NOT_SUPPORTED => ChainingNotSupported,
+            sw::SECURITY_STATUS_NOT_SATISFIED => SecurityStatusNotSatisfied,
+            sw::AUTH_METHOD_BLOCKED => AuthMethodBlocked,
+            0x6984 => ReferenceDataNotUsable,
+            sw::CONDITIONS_NOT_SATISFIED => ConditionsNotSatisfied,
+            sw::WRONG_DATA => WrongData,
+            sw::FUNC_NOT_SUPPORTED => FunctionNotSupported,
+            sw::FILE_NOT_FOUND => FileNotFound,
+            0x6A84 => NotEnoughMemory,
+            sw::WRONG_P1P2 => WrongP1P2,
+            sw::REF_DATA_NOT_FOUND => ReferenceDataNotFound,
+            sw::INS_NOT_SUPPORTED => InsNotSupported,
+            sw::CLA_NOT_SUPPORTED => ClaNotSupported,
+            sw::UNKNOWN => NoPreciseDiagnosis,
+            other => Other(other),
+        }
+    }
+
+    pub fn from_bytes(sw1: u8, sw2: u8) -> StatusWord {
+        Self::from_u16(u16::from_be_bytes([sw1, sw2]))
+    }
+
+    pub fn to_u16(self) -> u16 {
+        use StatusWord::*;
+        match self {
+            Ok => sw::OK,
+            MoreData(n) => 0x6100 | n as u16,
+            WrongLe(n) => 0x6C00 | n as u16,
+            VerifyFailed { tries_left } => 0x63C0 | (tries_left & 0x0F) as u16,
+            SelectedFileInvalidated => 0x6283,
+            MemoryFailure => sw::MEMORY_FAILURE,
+            WrongLength => sw::WRONG_LENGTH,
+            LogicalChannelNotSupported => sw::LOGICAL_CHANNEL_NOT_SUPPORTED,
+            SecureMessagingNotSupported => 0x6882,
+            LastCommandOfChainExpected => sw::LAST_COMMAND_OF_CHAIN_EXPECTED,
+            ChainingNotSupported => sw::CHAINING_NOT_SUPPORTED,
+            SecurityStatusNotSatisfied => sw::SECURITY_STATUS_NOT_SATISFIED,
+            AuthMethodBlocked => sw::AUTH_METHOD_BLOCKED,
+            ReferenceDataNotUsable => 0x6984,
+            ConditionsNotSatisfied => sw::CONDITIONS_NOT_SATISFIED,
+            WrongData => sw::WRONG_DATA,
+            FunctionNotSupported => sw::FUNC_NOT_SUPPORTED,
+            FileNotFound => sw::FILE_NOT_FOUND,
+            NotEnoughMemory => 0x6A84,
+            WrongP1P2 => sw::WRONG_P1P2,
+            ReferenceDataNotFound => sw::REF_DATA_NOT_FOUND,
+            InsNotSupported => sw::INS_NOT_SUPPORTED,
+            ClaNotSupported => sw::CLA_NOT_SUPPORTED,
+            NoPreciseDiagnosis => sw::UNKNOWN,
+            Other(v) => v,
+        }
+    }
+
+    pub fn is_ok(self) -> bool {
+        self == StatusWord::Ok
+    }
+
+    /// The meaning in words, without the hex code.
+    pub fn text(self) -> String {
+        use StatusWord::*;
+        match self {
+            Ok => "ok".into(),
+            MoreData(0) => "256 or more bytes available (GET RESPONSE)".into(),
+            MoreData(n) => format!("{n} more bytes available (GET RESPONSE)"),
+            WrongLe(n) => format!("wrong Le, exact length is {n}"),
+            VerifyFailed { tries_left } => format!("verification failed, {tries_left} tries left"),
+            SelectedFileInvalidated => "selected file invalidated".into(),
+            MemoryFailure => "memory failure".into(),
+            WrongLength => "wrong length".into(),
+            LogicalChannelNotSupported => "logical channel not supported".into(),
+            SecureMessagingNotSupported => "secure messaging not supported".into(),
+            LastCommandOfChainExpected => "last command of the chain expected".into(),
+            ChainingNotSupported => "command chaining not supported".into(),
+            SecurityStatusNotSatisfied => "security status not satisfied".into(),
+            AuthMethodBlocked => "authentication method blocked".into(),
+            ReferenceDataNotUsable => "reference data not usable".into(),
+            ConditionsNotSatisfied => "conditions of use not satisfied".into(),
+            WrongData => "incorrect parameters in the data field".into(),
+            FunctionNotSupported => "function not supported".into(),
+            FileNotFound => "file or application not found".into(),
+            NotEnoughMemory => "not enough memory space".into(),
+            WrongP1P2 => "incorrect parameters P1-P2".into(),
+            ReferenceDataNotFound => "referenced data not found".into(),
+            InsNotSupported => "instruction not supported".into(),
+            ClaNotSupported => "class not supported".into(),
+            NoPreciseDiagnosis => "no precise diagnosis".into(),
+            Other(v) => match v >> 8 {
+                0x62 | 0x63 => "warning".into(),
+                0x64 | 0x65 => "execution error".into(),
+                0x67..=0x6F => "checking error".into(),
+                _ => "unknown status".into(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for StatusWord {
+    /// `6982 security status not satisfied`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04X} {}", self.to_u16(), self.text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_and_round_trips() {
+        for v in [
+            0x9000u16, 0x6103, 0x6C10, 0x63C2, 0x6982, 0x6983, 0x6A82, 0x6D00, 0x6E00, 0x6400,
+            0x1234,
+        ] {
+            assert_eq!(StatusWord::from_u16(v).to_u16(), v);
+        }
+        assert_eq!(
+            StatusWord::from_u16(0x6982).to_string(),
+            "6982 security status not satisfied"
+        );
+        assert_eq!(
+            StatusWord::from_u16(0x63C1),
+            StatusWord::VerifyFailed { tries_left: 1 }
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! `cardvault apdu`: raw APDUs, from the command line or a script file.
+
+use super::{print_json, Ctx};
+use crate::apdu::{format_command, raw_is_secret, Channel, StatusWord};
+use crate::error::{Error, Result};
+use applet_sim::proto::{from_hex, to_hex};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Command APDUs in hex (spaces and ':' allowed inside one argument).
+    #[arg(value_name = "HEX")]
+    apdus: Vec<String>,
+    /// Read APDUs from a file, one per line ('#' starts a comment; '-' is stdin).
+    #[arg(long, short, value_name = "FILE", conflicts_with = "apdus")]
+    script: Option<PathBuf>,
+    /// Do not answer 61xx with GET RESPONSE or 6Cxx with the corrected Le.
+    #[arg(long)]
+    raw: bool,
+    /// Stop at the first status word other than 9000 and exit with code 4.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Serialize)]
+struct Exchange {
+    command: String,
+    response: String,
+    sw: String,
+    sw_text: String,
+    micros: u128,
+}
+
+fn load_script(path: &PathBuf) -> Result<Vec<(usize, String)>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Error::io("reading the script from stdin", e))?
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+    };
+    Ok(text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim().to_string()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect())
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let lines: Vec<(usize, String)> = match &a.script {
+        Some(p) => load_script(p)?,
+        None => a
+            .apdus
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i + 1, s.clone()))
+            .collect(),
+    };
+    if lines.is_empty() {
+        return Err(Error::Usage(
+            "no APDUs given (HEX arguments or --script FILE)".into(),
+        ));
+    }
+    // Parse everything first: a typo on line 40 must not leave 39 commands sent.
+    let mut apdus = Vec::with_capacity(lines.len());
+    for (n, l) in &lines {
+        let bytes = from_hex(l).filter(|b| b.len() >= 4).ok_or_else(|| {
+            let whereabouts = if a.script.is_some() { format!("line {n}") } else { format!("argument {n}") };
+            Error::Usage(format!("{whereabouts}: '{l}' is not a command APDU in hex (at least 4 bytes; one APDU per argument, quoted if it has spaces)"))
+        })?;
+        apdus.push(bytes);
+    }
+
+    let mut reader = ctx.open_reader()?;
+    let (caps, name) = (reader.caps(), reader.name().to_string());
+    let tx = reader
+        .transaction()
+        .map_err(|_| Error::CardRemoved(name.clone()))?;
+    let mut ch = Channel::new(tx, caps, &name, ctx.trace);
+    let mut log = Vec::with_capacity(apdus.len());
+    let mut failure = None;
+    for raw in &apdus {
+        let start = std::time::Instant::now();
+        let r = ch.send_raw(raw, !a.raw)?;
+        let micros = start.elapsed().as_micros();
+        let shown = format_command(raw, raw_is_secret(raw));
+        let data = to_hex(&r.data).to_uppercase();
+        if !ctx.json {
+            println!("> {shown}");
+            let sep = if data.is_empty() { "" } else { " " };
+            println!("< {data}{sep}{}", r.sw);
+        }
+        log.push(Exchange {
+            command: shown,
+            response: data,
+            sw: format!("{:04X}", r.sw.to_u16()),
+            sw_text: r.sw.text(),
+            micros,
+        });
+        if a.strict && r.sw != StatusWord::Ok && !matches!(r.sw, StatusWord::MoreData(_)) {
+            failure = Some(r.sw);
+            break;
+        }
+    }
+    if ctx.json {
+        print_json(&serde_json::json!({ "reader": name, "exchanges": log }));
+    }
+    match failure {
+        Some(sw) => Err(Error::Card {
+            command: "APDU",
+            sw,
+        }),
+        None => Ok(()),
+    }
+}

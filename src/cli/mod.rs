@@ -1,0 +1,148 @@
+//! The command line: argument definitions and dispatch. Each subcommand lives
+//! in its own module and calls into the library.
+
+mod apdu;
+mod demo;
+mod pin;
+mod readers;
+mod status;
+
+use crate::apdu::Channel;
+use crate::card::CardClient;
+use crate::config::{Config, ExtendedMode};
+use crate::error::{Error, Result};
+use crate::reader::ReaderOptions;
+use crate::transport::Reader;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// cardvault: duplicate card keys onto backup cards, back up cards into an
+/// encrypted vault, keep electronic value in a safe, and store data on cards
+/// only with the issuer's and the data provider's agreement.
+#[derive(Parser, Debug)]
+#[command(name = "cardvault", version, propagate_version = true)]
+pub struct Cli {
+    /// Reader: an index from `cardvault readers`, a name substring, or sim:NAME for
+    /// an embedded simulated card.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "CARDVAULT_READER",
+        value_name = "READER"
+    )]
+    pub reader: Option<String>,
+    /// Configuration file (default: ~/.config/cardvault/config.toml if present).
+    #[arg(long, global = true, env = "CARDVAULT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Data directory for embedded cards (default: ~/.local/share/cardvault).
+    #[arg(long, global = true, env = "CARDVAULT_HOME", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print every APDU with its timing and decoded status word (secrets masked) on stderr.
+    #[arg(long, global = true)]
+    pub trace: bool,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Wait up to SECS seconds (default 30) for a card in the reader.
+    #[arg(long, global = true, value_name = "SECS", num_args = 0..=1, default_missing_value = "30")]
+    pub wait: Option<u64>,
+    /// Extended-length APDUs: auto (from the ATR), always, or never (short APDUs with
+    /// chaining and GET RESPONSE).
+    #[arg(long, global = true, value_enum, value_name = "MODE")]
+    pub extended_length: Option<ExtendedMode>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List readers, whether a card is present, and its ATR.
+    Readers(readers::Args),
+    /// Show the card number, role, PIN tries left and applet version.
+    Status(status::Args),
+    /// Send raw APDUs (hex) and print the responses, like scriptor.
+    Apdu(apdu::Args),
+    /// Verify, change or unblock the holder PIN.
+    #[command(subcommand)]
+    Pin(pin::PinCommand),
+    /// Run the end-to-end demonstration on embedded simulated cards.
+    Demo(demo::Args),
+}
+
+/// Resolved settings shared by every command.
+pub struct Ctx {
+    pub reader: Option<String>,
+    pub trace: bool,
+    pub json: bool,
+    pub opts: ReaderOptions,
+}
+
+impl Ctx {
+    pub fn from_cli(cli: &Cli) -> Result<Ctx> {
+        let (config, _path) = Config::load(cli.config.as_deref())?;
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .or_else(|| config.data_dir.clone())
+            .unwrap_or_else(crate::config::default_data_dir);
+        Ok(Ctx {
+            reader: cli.reader.clone().or_else(|| config.reader.clone()),
+            trace: cli.trace,
+            json: cli.json,
+            opts: ReaderOptions {
+                data_dir,
+                config,
+                extended_flag: cli.extended_length,
+                wait: cli.wait.map(Duration::from_secs),
+            },
+        })
+    }
+
+    /// Open the chosen reader.
+    pub fn open_reader(&self) -> Result<Box<dyn Reader>> {
+        crate::reader::open(self.reader.as_deref(), &self.opts)
+    }
+
+    /// Open the reader, lock the card, SELECT the applet and run `f`.
+    pub fn with_card<T>(&self, f: impl FnOnce(&mut CardClient<'_>) -> Result<T>) -> Result<T> {
+        let mut reader = self.open_reader()?;
+        with_selected(reader.as_mut(), self.trace, f)
+    }
+}
+
+/// Lock `reader`'s card, SELECT the applet and run `f` with the client.
+pub fn with_selected<T>(
+    reader: &mut dyn Reader,
+    trace: bool,
+    f: impl FnOnce(&mut CardClient<'_>) -> Result<T>,
+) -> Result<T> {
+    let (caps, name) = (reader.caps(), reader.name().to_string());
+    let tx = reader
+        .transaction()
+        .map_err(|_| Error::CardRemoved(name.clone()))?;
+    let mut client = CardClient::new(Channel::new(tx, caps, &name, trace));
+    client.select()?;
+    f(&mut client)
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("serializable output")
+    );
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx::from_cli(&cli)?;
+    match cli.command {
+        Command::Readers(a) => readers::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
+        Command::Apdu(a) => apdu::run(&ctx, a),
+        Command::Pin(c) => pin::run(&ctx, c),
+        Command::Demo(a) => demo::run(&ctx, a),
+    }
+}

@@ -1,0 +1,69 @@
+//! `cardvault pin verify | change | unblock`
+
+use super::{print_json, Ctx};
+use crate::error::{Error, Result};
+use crate::secret::SecretSource;
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum PinCommand {
+    /// Verify the holder PIN (reports tries left on failure).
+    Verify {
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+    /// Change the holder PIN.
+    Change {
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        new_pin: SecretSource,
+    },
+    /// Unblock the holder PIN with the issuer's admin key (hex, 32 bytes).
+    Unblock {
+        /// Where the admin key comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE")]
+        admin_key: SecretSource,
+        /// Set a new PIN as well (otherwise only the retry counter is reset).
+        #[arg(long, value_name = "SOURCE")]
+        new_pin: Option<SecretSource>,
+    },
+}
+
+pub fn run(ctx: &Ctx, c: PinCommand) -> Result<()> {
+    let what = match c {
+        PinCommand::Verify { pin } => {
+            let pin = pin.read("PIN")?;
+            ctx.with_card(|card| card.verify_pin(&pin))?;
+            "verified"
+        }
+        PinCommand::Change { pin, new_pin } => {
+            let old = pin.read("current PIN")?;
+            let new = new_pin.read("new PIN")?;
+            ctx.with_card(|card| card.change_pin(&old, &new))?;
+            "changed"
+        }
+        PinCommand::Unblock { admin_key, new_pin } => {
+            let key_hex = admin_key.read("admin key (hex)")?;
+            let key = std::str::from_utf8(&key_hex)
+                .ok()
+                .and_then(applet_sim::proto::from_hex)
+                .filter(|k| k.len() == 32)
+                .map(zeroize::Zeroizing::new)
+                .ok_or_else(|| Error::Usage("the admin key must be 32 bytes of hex".into()))?;
+            let new = new_pin.map(|s| s.read("new PIN")).transpose()?;
+            ctx.with_card(|card| {
+                let number = card.card_number()?;
+                card.unblock_pin(&key, &number, new.as_deref().map(|v| &v[..]))
+            })?;
+            "unblocked"
+        }
+    };
+    if ctx.json {
+        print_json(&serde_json::json!({ "pin": what }));
+    } else {
+        println!("PIN {what}");
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Configuration: `config.toml` (path by `--config` or `CARDVAULT_CONFIG`,
+//! else `~/.config/cardvault/config.toml` when present). Command-line flags
+//! override every value here.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// When to use extended-length APDUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtendedMode {
+    /// When the card's ATR announces extended Lc/Le.
+    #[default]
+    Auto,
+    /// Always (the reader and card are known to take them).
+    Always,
+    /// Never: short APDUs, command chaining and GET RESPONSE only.
+    Never,
+}
+
+impl ExtendedMode {
+    /// The forced value, or `None` for "decide from the ATR".
+    pub fn forced(self) -> Option<bool> {
+        match self {
+            ExtendedMode::Auto => None,
+            ExtendedMode::Always => Some(true),
+            ExtendedMode::Never => Some(false),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApduConfig {
+    #[serde(default)]
+    pub extended_length: ExtendedMode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Profile for embedded cards that do not exist yet.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            profile: default_profile(),
+        }
+    }
+}
+
+fn default_profile() -> String {
+    "main".into()
+}
+
+/// Settings for readers whose name contains the key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderConfig {
+    #[serde(default)]
+    pub extended_length: ExtendedMode,
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Default reader: index, name substring or `sim:NAME`.
+    pub reader: Option<String>,
+    /// Where embedded cards (and later the vault) live.
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub apdu: ApduConfig,
+    #[serde(default)]
+    pub sim: SimConfig,
+    #[serde(default)]
+    pub readers: BTreeMap<String, ReaderConfig>,
+}
+
+impl Config {
+    /// Load from an explicit path (must exist) or the per-user default (may be absent).
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => user_config_path().filter(|p| p.exists()),
+        };
+        let Some(path) = path else {
+            return Ok((Config::default(), None));
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Config {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let cfg = Config::parse(&text).map_err(|reason| Error::Config {
+            path: path.clone(),
+            reason,
+        })?;
+        Ok((cfg, Some(path)))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if let Some(r) = &cfg.reader {
+            if r.trim().is_empty() {
+                return Err("reader must not be empty (remove the line for no default)".into());
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Extended-length mode for a reader: the first `[readers."..."]` entry whose key the
+    /// reader name contains, else `[apdu]`.
+    pub fn extended_for(&self, reader: &str) -> ExtendedMode {
+        self.readers
+            .iter()
+            .find(|(k, _)| reader.contains(k.as_str()))
+            .map(|(_, r)| r.extended_length)
+            .filter(|m| *m != ExtendedMode::Auto)
+            .unwrap_or(self.apdu.extended_length)
+    }
+}
+
+fn user_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("cardvault").join("config.toml"))
+}
+
+/// Default data directory: `$XDG_DATA_HOME/cardvault` or `~/.local/share/cardvault`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("cardvault")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../config.toml");
+        let cfg = Config::parse(text).unwrap();
+        assert_eq!(cfg.apdu.extended_length, ExtendedMode::Auto);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        assert!(Config::parse("bogus = 1").is_err());
+        assert!(Config::parse("[apdu]\nextended_length = \"sometimes\"").is_err());
+        assert!(Config::parse("reader = \"  \"").is_err());
+    }
+
+    #[test]
+    fn per_reader_override_wins() {
+        let cfg = Config::parse(
+            "[apdu]\nextended_length='always'\n[readers.\"PCD 00 01\"]\nextended_length='never'",
+        )
+        .unwrap();
+        assert_eq!(cfg.extended_for("Virtual PCD 00 01"), ExtendedMode::Never);
+        assert_eq!(cfg.extended_for("Virtual PCD 00 00"), ExtendedMode::Always);
+    }
+}

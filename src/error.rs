@@ -1,0 +1,120 @@
+//! Errors and the exit codes they map to (documented in the README).
+
+use crate::apdu::StatusWord;
+use std::path::PathBuf;
+
+/// Process exit codes. Stable: scripts depend on them.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Unexpected failure (I/O, internal).
+    pub const FAILURE: u8 = 1;
+    /// Bad command line, configuration or input file.
+    pub const USAGE: u8 = 2;
+    /// No PC/SC service, no such reader, no card, card removed.
+    pub const READER: u8 = 3;
+    /// The card refused a command, or is not a cardvault card.
+    pub const CARD: u8 = 4;
+    /// Wrong PIN, PIN blocked, or admin authentication failed.
+    pub const AUTH: u8 = 5;
+    /// Data failed an integrity or format check.
+    pub const DATA: u8 = 6;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("configuration {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error(
+        "PC/SC service not available ({0}); start pcscd, or use an embedded card with -r sim:NAME"
+    )]
+    NoPcsc(String),
+    #[error("{0}")]
+    Reader(String),
+    #[error("no card in reader '{0}'; insert a card or use --wait")]
+    NoCard(String),
+    #[error(
+        "the card was removed from reader '{0}' (or the reader went away) during the operation"
+    )]
+    CardRemoved(String),
+    #[error("PC/SC error on reader '{reader}' while {doing}: {source}")]
+    Pcsc {
+        reader: String,
+        doing: &'static str,
+        source: pcsc::Error,
+    },
+    #[error(
+        "the card in '{0}' is not a cardvault card (SELECT of the cardvault applet answered 6A82)"
+    )]
+    NotCardvault(String),
+    #[error("{command} refused by the card: {sw}")]
+    Card {
+        command: &'static str,
+        sw: StatusWord,
+    },
+    #[error("wrong PIN: {tries_left} tries left before the PIN is blocked")]
+    WrongPin { tries_left: u8 },
+    #[error("the PIN is blocked; the issuer must unblock it (cardvault pin unblock)")]
+    PinBlocked,
+    #[error("admin authentication failed: the admin key does not match this card")]
+    AdminAuthFailed,
+    #[error("the card answered {command} with a malformed response: {reason}")]
+    Malformed {
+        command: &'static str,
+        reason: String,
+    },
+    #[error("embedded card: {0}")]
+    Sim(#[from] applet_sim::StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        use Error::*;
+        match self {
+            Usage(_) | Config { .. } => exit::USAGE,
+            NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
+            NotCardvault(_) | Card { .. } => exit::CARD,
+            WrongPin { .. } | PinBlocked | AdminAuthFailed => exit::AUTH,
+            Malformed { .. } => exit::DATA,
+            Sim(applet_sim::StoreError::Locked { .. }) => exit::READER,
+            Sim(_) | Io { .. } => exit::FAILURE,
+        }
+    }
+
+    /// Stable machine-readable kind for `--json` error output.
+    pub fn kind(&self) -> &'static str {
+        use Error::*;
+        match self {
+            Usage(_) => "usage",
+            Config { .. } => "config",
+            NoPcsc(_) => "no_pcsc",
+            Reader(_) => "reader",
+            NoCard(_) => "no_card",
+            CardRemoved(_) => "card_removed",
+            Pcsc { .. } => "pcsc",
+            NotCardvault(_) => "not_cardvault",
+            Card { .. } => "card_refused",
+            WrongPin { .. } => "wrong_pin",
+            PinBlocked => "pin_blocked",
+            AdminAuthFailed => "admin_auth_failed",
+            Malformed { .. } => "malformed_response",
+            Sim(_) => "embedded_card",
+            Io { .. } => "io",
+        }
+    }
+
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,125 @@
+//! Secrets (PINs, admin keys) come from a prompt, `env:VAR` or `file:PATH`,
+//! never from the command line itself, and are zeroized when dropped.
+
+use crate::error::{Error, Result};
+use std::io::{BufRead, Write};
+use zeroize::Zeroizing;
+
+/// A secret value in memory.
+pub type Secret = Zeroizing<Vec<u8>>;
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Ask on the terminal, without echo.
+    Prompt,
+    /// An environment variable.
+    Env(String),
+    /// The first line of a file.
+    File(std::path::PathBuf),
+}
+
+impl std::str::FromStr for SecretSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "prompt" {
+            Ok(SecretSource::Prompt)
+        } else if let Some(v) = s.strip_prefix("env:").filter(|v| !v.is_empty()) {
+            Ok(SecretSource::Env(v.to_string()))
+        } else if let Some(p) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            Ok(SecretSource::File(p.into()))
+        } else {
+            Err("a secret is read from 'prompt', 'env:VAR' or 'file:PATH', never given on the command line".into())
+        }
+    }
+}
+
+impl SecretSource {
+    /// Read the secret; `what` names it in prompts and errors ("PIN of sim:alice").
+    pub fn read(&self, what: &str) -> Result<Secret> {
+        let value = match self {
+            SecretSource::Env(var) => {
+                let v = std::env::var_os(var).ok_or_else(|| {
+                    Error::Usage(format!("{what}: environment variable {var} is not set"))
+                })?;
+                Zeroizing::new(v.into_encoded_bytes())
+            }
+            SecretSource::File(path) => {
+                let bytes =
+                    Zeroizing::new(std::fs::read(path).map_err(|e| {
+                        Error::io(format!("{what}: reading {}", path.display()), e)
+                    })?);
+                let line = bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                Zeroizing::new(line.to_vec())
+            }
+            SecretSource::Prompt => prompt(what)?,
+        };
+        if value.is_empty() {
+            return Err(Error::Usage(format!("{what} is empty")));
+        }
+        Ok(value)
+    }
+}
+
+/// Prompt on the controlling terminal with echo off.
+fn prompt(what: &str) -> Result<Secret> {
+    use std::os::unix::io::AsRawFd;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| {
+            Error::Usage(format!(
+                "{what} is needed and there is no terminal to ask on; give it as env:VAR or file:PATH"
+            ))
+        })?;
+    let fd = tty.as_raw_fd();
+    // SAFETY: termios calls on a terminal descriptor we opened; the original
+    // settings are restored before returning.
+    let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    let have_term = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
+    if have_term {
+        let mut silent = term;
+        silent.c_lflag &= !libc::ECHO;
+        silent.c_lflag |= libc::ECHONL;
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &silent) };
+    }
+    let mut out = &tty;
+    let _ = write!(out, "{what}: ");
+    let _ = out.flush();
+    let mut line = Zeroizing::new(String::new());
+    let r = std::io::BufReader::new(&tty).read_line(&mut line);
+    if have_term {
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
+    }
+    r.map_err(|e| Error::io("reading from the terminal", e))?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources_and_refuses_literal_secrets() {
+        assert_eq!(
+            "env:PIN".parse::<SecretSource>(),
+            Ok(SecretSource::Env("PIN".into()))
+        );
+        assert_eq!("prompt".parse::<SecretSource>(), Ok(SecretSource::Prompt));
+        assert!("123456".parse::<SecretSource>().is_err());
+        assert!("env:".parse::<SecretSource>().is_err());
+    }
+
+    #[test]
+    fn reads_first_line_of_file() {
+        let p = std::env::temp_dir().join(format!("cv-secret-{}", std::process::id()));
+        std::fs::write(&p, "4321\r\nignored\n").unwrap();
+        let s = SecretSource::File(p.clone()).read("PIN").unwrap();
+        assert_eq!(&s[..], b"4321");
+        std::fs::remove_file(p).unwrap();
+    }
+}

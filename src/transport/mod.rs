@@ -1,0 +1,42 @@
+//! Transports: how command bytes reach a card. The card logic above never sees
+//! `pcsc` types; it sees a [`Reader`] that hands out a [`Transmit`] transaction.
+
+pub mod atr;
+pub mod pcsc;
+pub mod sim;
+
+/// Why a transmit failed below the APDU layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("card removed")]
+    CardRemoved,
+    #[error("card reset by another application")]
+    CardReset,
+    #[error("{0}")]
+    Pcsc(::pcsc::Error),
+}
+
+/// What the reader path (reader + card) accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Extended-length APDUs (Lc up to 65535, Le up to 65536).
+    pub extended: bool,
+}
+
+/// A locked session with one card: bytes in, bytes out.
+pub trait Transmit {
+    /// Send one command APDU; the response APDU (data + SW) replaces `resp`.
+    fn transmit(&mut self, cmd: &[u8], resp: &mut Vec<u8>) -> Result<(), TransportError>;
+}
+
+/// A reader with a card in it.
+pub trait Reader {
+    /// Reader name as shown to the user (`Virtual PCD 00 00`, `sim:alice`).
+    fn name(&self) -> &str;
+    /// The card's answer to reset.
+    fn atr(&self) -> &[u8];
+    /// Capabilities after configuration overrides.
+    fn caps(&self) -> Caps;
+    /// Lock the card for a sequence of commands; released when dropped.
+    fn transaction(&mut self) -> Result<Box<dyn Transmit + '_>, TransportError>;
+}
