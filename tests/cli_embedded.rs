@@ -1,0 +1,254 @@
+//! The terminal on embedded simulated cards (no reader, no pcscd needed).
+
+mod common;
+
+use common::*;
+
+fn card_file(home: &std::path::Path, name: &str) -> std::path::PathBuf {
+    home.join("cards").join(format!("{name}.card"))
+}
+
+fn state(home: &std::path::Path, name: &str) -> applet_sim::CardState {
+    applet_sim::state::Store::peek(&card_file(home, name)).unwrap()
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let home = temp_dir("demo");
+    let o = run(cardvault(&home).arg("demo"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("demo complete"), "{out}");
+    assert!(out.contains("data identical"));
+    let o = run(cardvault(&home).args(["--json", "demo"]));
+    let v = json(&o);
+    assert!(v["steps"].as_array().unwrap().len() >= 8, "{v}");
+}
+
+#[test]
+fn status_of_an_embedded_card_persists_between_commands() {
+    let home = temp_dir("status");
+    let o = run(cardvault(&home).args(["--json", "-r", "sim:alice", "status"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = json(&o);
+    assert_eq!(first["role"], "main");
+    assert_eq!(first["pin_tries_left"], 3);
+    assert_eq!(first["reader"], "sim:alice");
+    let number = first["card_number"].as_str().unwrap().to_string();
+    assert_eq!(number.len(), 16);
+    // Same card next time, also when named through CARDVAULT_READER.
+    let o = run(cardvault(&home)
+        .env("CARDVAULT_READER", "sim:alice")
+        .args(["--json", "status"]));
+    assert_eq!(json(&o)["card_number"], number.as_str());
+    assert_eq!(state(&home, "alice").card_number, number);
+}
+
+#[test]
+fn wrong_pin_counts_down_blocks_and_is_reported_with_exit_code_5() {
+    let home = temp_dir("pin");
+    run(cardvault(&home).args(["-r", "sim:bob", "status"]));
+    let verify = |pin: &str| {
+        run(cardvault(&home)
+            .env("P", pin)
+            .args(["-r", "sim:bob", "pin", "verify", "--pin", "env:P"]))
+    };
+    let o = verify("111111");
+    assert_eq!(o.status.code(), Some(5));
+    assert!(
+        stderr(&o).contains("wrong PIN: 2 tries left"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(state(&home, "bob").pin.tries_left, 2);
+    assert!(verify("123456").status.success());
+    assert_eq!(state(&home, "bob").pin.tries_left, 3);
+    for _ in 0..3 {
+        verify("111111");
+    }
+    assert_eq!(state(&home, "bob").pin.tries_left, 0);
+    let o = run(cardvault(&home)
+        .env("P", "123456")
+        .args(["--json", "-r", "sim:bob", "pin", "verify", "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(json(&o)["error"]["kind"], "pin_blocked");
+}
+
+#[test]
+fn pin_on_the_command_line_is_refused_and_nothing_is_sent() {
+    let home = temp_dir("argv");
+    run(cardvault(&home).args(["-r", "sim:c", "status"]));
+    let before = state(&home, "c");
+    let o = run(cardvault(&home).args(["-r", "sim:c", "pin", "verify", "--pin", "123456"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("never given on the command line"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(state(&home, "c"), before);
+    // No terminal to prompt on: a clear error, not a hang.
+    let o = run(cardvault(&home).args(["-r", "sim:c", "pin", "verify"]));
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(state(&home, "c"), before);
+}
+
+#[test]
+fn trace_shows_every_apdu_with_timing_and_masks_the_pin() {
+    let home = temp_dir("trace");
+    let o = run(cardvault(&home)
+        .env("P", "864213")
+        .args(["--trace", "-r", "sim:t", "pin", "verify", "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(5)); // the card's PIN is 123456
+    let err = stderr(&o);
+    assert!(err.contains("> 00A4040006F043564C5401"), "{err}");
+    assert!(err.contains("secret bytes masked"), "{err}");
+    assert!(
+        err.contains("63C2 verification failed, 2 tries left"),
+        "{err}"
+    );
+    assert!(err.contains(" ms]"), "{err}");
+    assert!(
+        !err.contains("383634323133") && !err.contains("864213"),
+        "PIN leaked: {err}"
+    );
+}
+
+#[test]
+fn apdu_script_like_scriptor_with_decoded_status_words() {
+    let home = temp_dir("apdu");
+    let script = home.join("s.apdu");
+    std::fs::write(
+        &script,
+        "# select the applet\n00 A4 04 00 06 F0 43 56 4C 54 01 00\n00CADF0101   # wrong Le, corrected\n00 20 00 81 06 31 32 33 34 35 36\n80 99 00 00\n",
+    )
+    .unwrap();
+    let o = run(cardvault(&home)
+        .args(["-r", "sim:s", "apdu", "--script"])
+        .arg(&script));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("< 6F0F8406F043564C5401"), "{out}");
+    assert!(out.contains("DF0110"), "6Cxx was not followed: {out}");
+    assert!(
+        out.contains("> 0020008106 <6 secret bytes masked>"),
+        "{out}"
+    );
+    assert!(out.contains("< 6D00 instruction not supported"), "{out}");
+    assert!(!out.contains("313233343536"));
+
+    // --raw shows 6Cxx as the card sent it; --strict fails on it with exit code 4.
+    let o = run(cardvault(&home).args([
+        "-r",
+        "sim:s",
+        "apdu",
+        "--raw",
+        "--strict",
+        "00A4040006F043564C5401",
+        "00CADF0101",
+    ]));
+    assert_eq!(o.status.code(), Some(4));
+    // GET DATA DF01 answers DF 01 10 + 16 digits = 19 bytes.
+    assert!(
+        stdout(&o).contains("< 6C13 wrong Le, exact length is 19"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A malformed line is refused before anything is sent.
+    let before = state(&home, "s");
+    std::fs::write(
+        &script,
+        "00 A4 04 00 06 F0 43 56 4C 54 01\n0020008106313233343536\nXYZ\n",
+    )
+    .unwrap();
+    let o = run(cardvault(&home)
+        .args(["-r", "sim:s", "apdu", "--script"])
+        .arg(&script));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("line 3"), "{}", stderr(&o));
+    assert_eq!(state(&home, "s"), before);
+
+    // JSON: stable field names.
+    let o = run(cardvault(&home).args(["--json", "-r", "sim:s", "apdu", "00A4040006F043564C5401"]));
+    let v = json(&o);
+    assert_eq!(v["exchanges"][0]["sw"], "9000");
+    assert_eq!(v["exchanges"][0]["sw_text"], "ok");
+}
+
+#[test]
+fn short_apdus_only_still_move_long_data() {
+    let home = temp_dir("short");
+    let o = run(cardvault(&home).args([
+        "--extended-length",
+        "never",
+        "--trace",
+        "-r",
+        "sim:x",
+        "demo",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Reading 4 KiB through short APDUs uses GET RESPONSE (00C0...).
+    assert!(stderr(&o).contains("> 00C0000000"), "no GET RESPONSE seen");
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error_with_exit_code_2() {
+    let home = temp_dir("config");
+    let cfg = home.join("bad.toml");
+    std::fs::write(&cfg, "[apdu]\nextended_lenght = \"never\"\n").unwrap();
+    let o = run(cardvault(&home)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["-r", "sim:z", "status"]));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("bad.toml") && e.contains("extended_lenght"),
+        "{e}"
+    );
+    assert!(
+        !card_file(&home, "z").exists(),
+        "a card was created despite the bad config"
+    );
+    // The shipped config.toml is valid and accepted as is.
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let o = run(cardvault(&home)
+        .arg("--config")
+        .arg(shipped)
+        .args(["-r", "sim:z", "status"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A config that names the default reader.
+    let cfg2 = home.join("reader.toml");
+    std::fs::write(&cfg2, "reader = \"sim:z\"\n").unwrap();
+    let o = run(cardvault(&home)
+        .env("CARDVAULT_CONFIG", &cfg2)
+        .args(["--json", "status"]));
+    assert_eq!(json(&o)["reader"], "sim:z");
+}
+
+#[test]
+fn bad_reader_names_are_refused() {
+    let home = temp_dir("names");
+    let o = run(cardvault(&home).args(["-r", "sim:../etc", "status"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!home.join("etc.card").exists());
+    let o =
+        run(cardvault(&home).args(["-r", "sim:nope", "--config", "/nonexistent.toml", "status"]));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn a_card_in_use_by_another_process_is_reported() {
+    let home = temp_dir("locked");
+    run(cardvault(&home).args(["-r", "sim:held", "status"]));
+    let profile = applet_sim::Profile::load("main").unwrap();
+    let (_held, _) = applet_sim::Card::open(&card_file(&home, "held"), &profile).unwrap();
+    let o = run(cardvault(&home).args(["-r", "sim:held", "status"]));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).contains("in use by another process"),
+        "{}",
+        stderr(&o)
+    );
+}
