@@ -87,8 +87,10 @@ impl PcscReader {
                 },
             })?;
         let atr = card
-            .get_attribute_owned(::pcsc::Attribute::AtrString)
-            .map_err(|e| pcsc_err(name, "reading the ATR", e))?;
+            .status2_owned()
+            .map_err(|e| pcsc_err(name, "reading the ATR", e))?
+            .atr()
+            .to_vec();
         let from_atr = super::atr::card_capabilities(&atr)
             .map(|(_, ext)| ext)
             .unwrap_or(false);
@@ -157,6 +159,10 @@ struct PcscTransaction<'a> {
 impl Transmit for PcscTransaction<'_> {
     fn transmit(&mut self, cmd: &[u8], resp: &mut Vec<u8>) -> Result<(), TransportError> {
         let r = self.tx.transmit(cmd, &mut self.buf).map_err(map_tx_err)?;
+        if r.is_empty() {
+            // Some drivers (vpcd among them) report a vanished card as an empty answer.
+            return Err(TransportError::CardRemoved);
+        }
         resp.clear();
         resp.extend_from_slice(r);
         Ok(())
