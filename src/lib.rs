@@ -10,6 +10,7 @@ pub mod card;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fileenc;
 pub mod reader;
 pub mod secret;
 pub mod transport;

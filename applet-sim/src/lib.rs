@@ -6,6 +6,7 @@
 //! The same [`Card`] runs in-process as the terminal's embedded reader.
 
 pub mod apdu;
+pub mod crypto;
 pub mod applet;
 pub mod iso;
 pub mod profile;

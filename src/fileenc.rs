@@ -1,0 +1,1 @@
+//! Encrypted file format (see docs/FORMATS.md).
