@@ -35,11 +35,7 @@ impl CommandApdu {
         };
         match body.len() {
             0 => Ok(mk(&[], 0, false)),
-            1 => Ok(mk(
-                &[],
-                if body[0] == 0 { 256 } else { body[0] as usize },
-                false,
-            )),
+            1 => Ok(mk(&[], if body[0] == 0 { 256 } else { body[0] as usize }, false)),
             _ if body[0] != 0 => {
                 // Short case 3 or 4.
                 let lc = body[0] as usize;
@@ -47,11 +43,7 @@ impl CommandApdu {
                     n if n == lc => Ok(mk(&body[1..], 0, false)),
                     n if n == lc + 1 => {
                         let le = body[lc + 1];
-                        Ok(mk(
-                            &body[1..=lc],
-                            if le == 0 { 256 } else { le as usize },
-                            false,
-                        ))
+                        Ok(mk(&body[1..=lc], if le == 0 { 256 } else { le as usize }, false))
                     }
                     _ => Err(sw::WRONG_LENGTH),
                 }

@@ -20,6 +20,8 @@ pub struct Session {
     pub pin_verified: bool,
     pub admin_authenticated: bool,
     pub challenge: Option<[u8; proto::CHALLENGE_LEN]>,
+    /// Ephemeral key for SET MAIN KEY (key service variant), one per session.
+    pub transport_key: Option<crate::crypto::KeyPair>,
 }
 
 /// The applet with its persistent state and store.
@@ -84,12 +86,26 @@ impl Applet {
             (cla::ISO, ins::EXTERNAL_AUTHENTICATE) => self.external_authenticate(c),
             (cla::PROPRIETARY, ins::READ_MEMORY) => self.read_memory(c),
             (cla::PROPRIETARY, ins::WRITE_MEMORY) => self.write_memory(c),
+            (cla::ISO, ins::PUT_DATA) => self.put_data(c),
+            (cla::PROPRIETARY, ins::END_PERSONALIZATION) => self.end_personalization(c),
+            (cla::PROPRIETARY, ins::WRITE_KEY_ELEMENT) => self.write_key_element(c),
+            (cla::PROPRIETARY, ins::RESET_KEY_GROUP) => self.reset_key_group(c),
+            (cla::PROPRIETARY, ins::GENERATE_KEY_PAIR) => self.generate_key_pair(c),
+            (cla::PROPRIETARY, ins::TAKE_OUT_KEY) => self.take_out_key(c),
+            (cla::PROPRIETARY, ins::IMPORT_KEY) => self.import_key(c),
+            (cla::PROPRIETARY, ins::CONFIRM_DUPLICATE) => self.confirm_duplicate(c),
+            (cla::PROPRIETARY, ins::RELEASE_DUPLICATE) => self.release_duplicate(c),
+            (cla::PROPRIETARY, ins::UNWRAP_FILE_KEY) => self.unwrap_file_key(c),
+            (cla::PROPRIETARY, ins::SET_PEER_KEY) => self.set_peer_key(c),
+            (cla::PROPRIETARY, ins::REWRAP_TO_PEER) => self.rewrap_to_peer(c),
+            (cla::PROPRIETARY, ins::GET_TRANSPORT_KEY) => self.get_transport_key(c),
+            (cla::PROPRIETARY, ins::SET_MAIN_KEY) => self.set_main_key(c),
             (cla::ISO | cla::PROPRIETARY, _) => Err(sw::INS_NOT_SUPPORTED),
             _ => Err(sw::CLA_NOT_SUPPORTED),
         }
     }
 
-    fn mark_dirty(&mut self) {
+    pub(crate) fn mark_dirty(&mut self) {
         self.dirty = true;
     }
 
@@ -106,6 +122,43 @@ impl Applet {
             tag::FLAGS => {
                 vec![(s.extended_length as u8) | ((self.session.pin_verified as u8) << 1)]
             }
+            tag::ISSUED => vec![s.issued as u8],
+            tag::MEMBER_NUMBER if !s.member_number.is_empty() => s.member_number.as_bytes().to_vec(),
+            tag::EXPIRY if !s.expiry.is_empty() => s.expiry.as_bytes().to_vec(),
+            tag::KEY_GROUP_STATUS => {
+                let set = s.key_group.elements.iter().enumerate().filter(|(_, e)| !e.0.is_empty());
+                vec![s.key_group.size, set.fold(0u8, |m, (i, _)| m | (1 << i))]
+            }
+            tag::KEY_GROUP_KCV => self.key_group_kcv().ok()?.to_vec(),
+            tag::PUBLIC_KEY => match &s.main_key {
+                Some(k) if k.public_readable => k.public.clone(),
+                _ => return None,
+            },
+            tag::KEY_ORIGIN => match &s.main_key {
+                Some(k) => serde_json::to_value(k.origin).ok()?.as_str()?.as_bytes().to_vec(),
+                None => return None,
+            },
+            tag::SOURCE_CARD => match &s.main_key {
+                Some(k) if !k.source_card.is_empty() => k.source_card.as_bytes().to_vec(),
+                _ => return None,
+            },
+            tag::PEER_KEY if !s.peer_key.is_empty() => s.peer_key.clone(),
+            tag::EXPORT_STATUS => {
+                let e = &s.export;
+                let state = if e.confirmed {
+                    2
+                } else if e.target.is_empty() {
+                    0
+                } else {
+                    1
+                };
+                let mut v = e.counter.to_be_bytes().to_vec();
+                v.push(state);
+                v.push(e.no_export_after_backup as u8);
+                v.push(e.target.len() as u8);
+                v.extend_from_slice(e.target.as_bytes());
+                v
+            }
             tag::CARD_STATUS => {
                 let children = [
                     tag::CARD_NUMBER,
@@ -116,6 +169,11 @@ impl Applet {
                     tag::PAGE_SIZE,
                     tag::PAGE_COUNT,
                     tag::FLAGS,
+                    tag::ISSUED,
+                    tag::MEMBER_NUMBER,
+                    tag::EXPIRY,
+                    tag::KEY_GROUP_STATUS,
+                    tag::KEY_ORIGIN,
                 ]
                 .iter()
                 .filter_map(|t| self.data_object(*t))
@@ -218,7 +276,6 @@ impl Applet {
             }
             _ => return Err(sw::WRONG_LENGTH),
         }
-        self.session.admin_authenticated = false;
         self.mark_dirty();
         Ok(vec![])
     }
@@ -243,16 +300,12 @@ impl Applet {
         if c.p1 != 0 || c.p2 != proto::ADMIN_KEY_REF {
             return Err(sw::WRONG_P1P2);
         }
-        let challenge = self
-            .session
-            .challenge
-            .take()
-            .ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let challenge = self.session.challenge.take().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
         if c.data.len() != 32 {
             return Err(sw::WRONG_LENGTH);
         }
-        let expected = admin_cryptogram(&self.state.admin_key, &challenge, &self.state.card_number)
-            .map_err(|_| sw::UNKNOWN)?;
+        let expected =
+            admin_cryptogram(&self.state.admin_key, &challenge, &self.state.card_number).map_err(|_| sw::UNKNOWN)?;
         if openssl::memcmp::eq(&expected, &c.data) {
             self.session.admin_authenticated = true;
             Ok(vec![])

@@ -100,6 +100,12 @@ pub struct KeyPair {
     key: EcKey<Private>,
 }
 
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPair(..)")
+    }
+}
+
 impl KeyPair {
     pub fn generate() -> Result<KeyPair> {
         let g = group()?;
@@ -119,13 +125,19 @@ impl KeyPair {
         let mut q = EcPoint::new(&g)?;
         q.mul_generator2(&g, &bn, &mut ctx)?;
         let key = EcKey::from_private_components(&g, &bn, &q)?;
-        key.check_key().map_err(|_| CryptoError::Malformed("private key out of range"))?;
+        key.check_key()
+            .map_err(|_| CryptoError::Malformed("private key out of range"))?;
         Ok(KeyPair { key })
     }
 
     /// The private scalar, fixed 32 bytes.
     pub fn private_bytes(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(self.key.private_key().to_vec_padded(PRIVATE_KEY_LEN as i32).expect("scalar fits"))
+        Zeroizing::new(
+            self.key
+                .private_key()
+                .to_vec_padded(PRIVATE_KEY_LEN as i32)
+                .expect("scalar fits"),
+        )
     }
 
     /// Uncompressed public key.
@@ -157,7 +169,8 @@ pub fn public_key(bytes: &[u8]) -> Result<PKey<Public>> {
     let mut ctx = BigNumContext::new()?;
     let point = EcPoint::from_bytes(&g, bytes, &mut ctx).map_err(|_| CryptoError::Malformed("not a P-256 point"))?;
     let key = EcKey::from_public_key(&g, &point)?;
-    key.check_key().map_err(|_| CryptoError::Malformed("not a valid P-256 public key"))?;
+    key.check_key()
+        .map_err(|_| CryptoError::Malformed("not a valid P-256 public key"))?;
     Ok(PKey::from_ec_key(key)?)
 }
 

@@ -6,9 +6,10 @@
 //! The same [`Card`] runs in-process as the terminal's embedded reader.
 
 pub mod apdu;
-pub mod crypto;
 pub mod applet;
+pub mod crypto;
 pub mod iso;
+pub mod keygroup;
 pub mod profile;
 pub mod proto;
 pub mod state;

@@ -26,6 +26,24 @@ pub struct Profile {
     /// Whether the card (and the reader path it sits behind) accepts extended-length APDUs.
     #[serde(default = "default_true")]
     pub extended_length: bool,
+    /// Card leaves the factory already personalized (test cards); blank cards are
+    /// personalized by `cardvault issue`.
+    #[serde(default)]
+    pub issued: bool,
+    /// Number of key group elements, 1 to 8.
+    #[serde(default = "default_group_size")]
+    pub key_group_size: u8,
+    /// Key group element 1 (hex, 32 bytes) for pre-issued test cards.
+    pub key1: Option<String>,
+    pub member_number: Option<String>,
+    pub expiry: Option<String>,
+    /// Export policy: no key take-out at all once a backup exists.
+    #[serde(default)]
+    pub no_export_after_backup: bool,
+}
+
+fn default_group_size() -> u8 {
+    3
 }
 
 fn default_tries() -> u8 {
@@ -64,11 +82,7 @@ impl Profile {
         let text = std::fs::read_to_string(name_or_path).map_err(|e| {
             format!(
                 "profile '{name_or_path}' is neither a built-in ({}) nor a readable file: {e}",
-                BUILTIN
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
             )
         })?;
         Profile::from_toml(&text).map_err(|e| format!("profile {name_or_path}: {e}"))
@@ -80,8 +94,7 @@ impl Profile {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let pin_ok =
-            (crate::proto::PIN_MIN_LEN..=crate::proto::PIN_MAX_LEN).contains(&self.pin.len());
+        let pin_ok = (crate::proto::PIN_MIN_LEN..=crate::proto::PIN_MAX_LEN).contains(&self.pin.len());
         if !pin_ok {
             return Err(format!(
                 "pin must be {} to {} bytes",
@@ -99,11 +112,16 @@ impl Profile {
         if !(16..=4096).contains(&self.page_size) || self.page_count == 0 {
             return Err("page_size must be 16 to 4096 and page_count at least 1".into());
         }
+        if !(1..=8).contains(&self.key_group_size) {
+            return Err("key_group_size must be 1 to 8".into());
+        }
+        if let Some(k) = &self.key1 {
+            if crate::proto::from_hex(k).map(|k| k.len()) != Some(32) {
+                return Err("key1 must be 32 bytes of hex".into());
+            }
+        }
         if let Some(n) = &self.card_number {
-            if n.is_empty()
-                || n.len() > 32
-                || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            {
+            if n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 return Err("card_number must be 1 to 32 letters, digits or '-'".into());
             }
         }

@@ -33,6 +33,43 @@ pub mod ins {
     pub const READ_MEMORY: u8 = 0xB0;
     /// Proprietary (CLA 80): write application memory starting at page P1P2.
     pub const WRITE_MEMORY: u8 = 0xD6;
+    /// PUT DATA (CLA 00): issuer personalization data objects, admin only.
+    pub const PUT_DATA: u8 = 0xDA;
+    // Key groups and duplication (CLA 80).
+    pub const END_PERSONALIZATION: u8 = 0xE0;
+    pub const WRITE_KEY_ELEMENT: u8 = 0xE1;
+    pub const RESET_KEY_GROUP: u8 = 0xE2;
+    pub const GENERATE_KEY_PAIR: u8 = 0x46;
+    pub const TAKE_OUT_KEY: u8 = 0xE4;
+    pub const IMPORT_KEY: u8 = 0xE5;
+    pub const CONFIRM_DUPLICATE: u8 = 0xE6;
+    pub const RELEASE_DUPLICATE: u8 = 0xE7;
+    pub const UNWRAP_FILE_KEY: u8 = 0xE8;
+    pub const SET_PEER_KEY: u8 = 0xE9;
+    pub const REWRAP_TO_PEER: u8 = 0xEA;
+    pub const GET_TRANSPORT_KEY: u8 = 0xEB;
+    pub const SET_MAIN_KEY: u8 = 0xEC;
+}
+
+/// Key take-out blob (TAKE OUT KEY → IMPORT KEY), see docs/FORMATS.md.
+pub mod takeout {
+    pub const VERSION: u8 = 1;
+    /// Key slot of the main decryption key.
+    pub const SLOT_MAIN: u8 = 0x01;
+    /// Key type: EC P-256 private scalar (plaintext = d (32) || Q (65)).
+    pub const TYPE_P256: u8 = 0x01;
+    pub const KCV_LEN: usize = 8;
+    pub const RECEIPT_LEN: usize = 32;
+    /// HKDF salt for the key group secret.
+    pub const GROUP_SALT: &[u8] = b"cardvault key group v1";
+    /// HMAC label of the key group check value.
+    pub const KCV_LABEL: &[u8] = b"cardvault key group check value";
+    /// HKDF info of the take-out encryption key.
+    pub const EXPORT_INFO: &[u8] = b"cardvault key export v1";
+    /// HMAC label of the import receipt.
+    pub const RECEIPT_LABEL: &[u8] = b"cardvault duplicate receipt v1";
+    /// Associated data label for SET MAIN KEY (key service variant).
+    pub const KEY_SERVICE_LABEL: &[u8] = b"cardvault key service v1";
 }
 
 /// P2 reference of the holder PIN (ISO 7816-4: specific reference data, number 1).
@@ -60,6 +97,20 @@ pub mod tag {
     pub const PAGE_COUNT: u16 = 0xDF07;
     /// 1 byte: bit 0 = extended length supported, bit 1 = PIN verified in this session.
     pub const FLAGS: u16 = 0xDF08;
+    pub const KEY_GROUP_STATUS: u16 = 0xDF10;
+    pub const KEY_GROUP_KCV: u16 = 0xDF11;
+    pub const PUBLIC_KEY: u16 = 0xDF12;
+    pub const EXPORT_STATUS: u16 = 0xDF13;
+    pub const KEY_ORIGIN: u16 = 0xDF14;
+    pub const SOURCE_CARD: u16 = 0xDF15;
+    pub const PEER_KEY: u16 = 0xDF16;
+    pub const ISSUED: u16 = 0xDF17;
+    pub const MEMBER_NUMBER: u16 = 0xDF20;
+    pub const EXPIRY: u16 = 0xDF21;
+    /// PUT DATA only: number of key group elements (1 byte, 1..8).
+    pub const KEY_GROUP_SIZE: u16 = 0xDF22;
+    /// PUT DATA only: export policy (1 byte, bit 0 = no take-out once a backup exists).
+    pub const EXPORT_POLICY: u16 = 0xDF23;
     /// File control information template returned by SELECT.
     pub const FCI: u16 = 0x6F;
     pub const FCI_AID: u16 = 0x84;
@@ -76,6 +127,7 @@ pub mod sw {
     pub const LAST_COMMAND_OF_CHAIN_EXPECTED: u16 = 0x6883;
     pub const SECURITY_STATUS_NOT_SATISFIED: u16 = 0x6982;
     pub const AUTH_METHOD_BLOCKED: u16 = 0x6983;
+    pub const REF_DATA_NOT_USABLE: u16 = 0x6984;
     pub const CONDITIONS_NOT_SATISFIED: u16 = 0x6985;
     pub const WRONG_DATA: u16 = 0x6A80;
     pub const FUNC_NOT_SUPPORTED: u16 = 0x6A81;
@@ -94,17 +146,20 @@ pub mod sw {
 }
 
 /// Whether the data field of a command carries a secret that must never be
-/// shown in a trace (PINs, admin cryptograms).
+/// shown in a trace (PINs, admin cryptograms, key group elements).
 pub fn command_data_is_secret(cla: u8, ins: u8) -> bool {
     let cla = cla & !self::cla::CHAINING;
-    cla == self::cla::ISO
+    (cla == self::cla::ISO
         && matches!(
             ins,
-            ins::VERIFY
-                | ins::CHANGE_REFERENCE_DATA
-                | ins::RESET_RETRY_COUNTER
-                | ins::EXTERNAL_AUTHENTICATE
-        )
+            ins::VERIFY | ins::CHANGE_REFERENCE_DATA | ins::RESET_RETRY_COUNTER | ins::EXTERNAL_AUTHENTICATE
+        ))
+        || (cla == self::cla::PROPRIETARY && ins == ins::WRITE_KEY_ELEMENT)
+}
+
+/// Whether the response data of a command is secret (an unwrapped file key).
+pub fn response_data_is_secret(cla: u8, ins: u8) -> bool {
+    cla & !self::cla::CHAINING == self::cla::PROPRIETARY && ins == ins::UNWRAP_FILE_KEY
 }
 
 /// Lower-case hex encoding (state files, traces, JSON output).
@@ -120,11 +175,8 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Decode hex, ignoring ASCII whitespace and ':' separators (as pasted from traces).
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    let digits: Vec<u8> = s
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b':')
-        .collect();
-    if digits.len() % 2 != 0 {
+    let digits: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b':').collect();
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits

@@ -78,6 +78,102 @@ pub struct CardState {
     /// Application memory, `page_size * page_count` bytes.
     #[serde(with = "hexbytes")]
     pub memory: Vec<u8>,
+    /// Personalization is finished (END PERSONALIZATION); issuer-only data is frozen.
+    #[serde(default)]
+    pub issued: bool,
+    #[serde(default)]
+    pub member_number: String,
+    #[serde(default)]
+    pub expiry: String,
+    #[serde(default)]
+    pub key_group: KeyGroupState,
+    /// The main key pair ("first key"), when the card holds one.
+    #[serde(default)]
+    pub main_key: Option<MainKey>,
+    /// A peer's encryption key, for re-encrypting file keys to it (FIG. 5).
+    #[serde(default, with = "hexbytes")]
+    pub peer_key: Vec<u8>,
+    #[serde(default)]
+    pub export: ExportState,
+}
+
+/// The key group ("second key"): write-once elements 1..n.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyGroupState {
+    pub size: u8,
+    /// One entry per element; empty = not written.
+    pub elements: Vec<HexBytes>,
+}
+
+impl Drop for KeyGroupState {
+    fn drop(&mut self) {
+        for e in &mut self.elements {
+            e.0.zeroize();
+        }
+    }
+}
+
+/// Where the main keys came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyOrigin {
+    /// Generated inside this card (GENERATE KEY PAIR).
+    Generated,
+    /// Imported from a main card under the key group (IMPORT KEY).
+    Imported,
+    /// Set by a key service through a protected channel (SET MAIN KEY).
+    KeyService,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MainKey {
+    #[serde(with = "hexbytes")]
+    pub private: Vec<u8>,
+    #[serde(with = "hexbytes")]
+    pub public: Vec<u8>,
+    pub origin: KeyOrigin,
+    /// For an imported key: the card it came from.
+    #[serde(default)]
+    pub source_card: String,
+    /// Whether GET DATA may return the encryption key (always on main cards;
+    /// on backup cards only with the FIG. 26/27 variant).
+    pub public_readable: bool,
+}
+
+impl Drop for MainKey {
+    fn drop(&mut self) {
+        self.private.zeroize();
+    }
+}
+
+/// Export ("take-out") bookkeeping on a main card.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExportState {
+    /// Take-outs made so far (bound into every blob).
+    pub counter: u32,
+    /// The one card a duplicate may go to, fixed by the first take-out.
+    #[serde(default)]
+    pub target: String,
+    /// The target confirmed the import with a receipt.
+    pub confirmed: bool,
+    /// Policy: no take-out at all once a backup exists.
+    pub no_export_after_backup: bool,
+}
+
+/// Bytes stored as hex in the state file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HexBytes(pub Vec<u8>);
+
+impl Serialize for HexBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        hexbytes::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for HexBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        hexbytes::deserialize(d).map(HexBytes)
+    }
 }
 
 impl Drop for CardState {
@@ -100,21 +196,48 @@ impl CardState {
             page_count: p.page_count,
             extended_length: p.extended_length,
             memory: vec![0u8; p.page_size as usize * p.page_count as usize],
+            issued: p.issued,
+            member_number: p.member_number.clone().unwrap_or_default(),
+            expiry: p.expiry.clone().unwrap_or_default(),
+            key_group: KeyGroupState {
+                size: p.key_group_size,
+                elements: (0..p.key_group_size)
+                    .map(|i| match (i, &p.key1) {
+                        (0, Some(k)) => HexBytes(from_hex(k).expect("validated profile")),
+                        _ => HexBytes::default(),
+                    })
+                    .collect(),
+            },
+            main_key: None,
+            peer_key: Vec::new(),
+            export: ExportState {
+                no_export_after_backup: p.no_export_after_backup,
+                ..ExportState::default()
+            },
         }
     }
 
     fn check(&self) -> Result<(), String> {
         if self.version != STATE_VERSION {
-            return Err(format!(
-                "state version {} is not {}",
-                self.version, STATE_VERSION
-            ));
+            return Err(format!("state version {} is not {}", self.version, STATE_VERSION));
         }
         if self.memory.len() != self.page_size as usize * self.page_count as usize {
             return Err("memory size does not match page size and count".into());
         }
         if self.pin.tries_left > self.pin.max_tries || self.admin_key.len() != 32 {
             return Err("inconsistent PIN or key fields".into());
+        }
+        let kg = &self.key_group;
+        if kg.size as usize != kg.elements.len()
+            || kg.size > 8
+            || kg.elements.iter().any(|e| !matches!(e.0.len(), 0 | 32))
+        {
+            return Err("inconsistent key group".into());
+        }
+        if let Some(k) = &self.main_key {
+            if k.private.len() != 32 || k.public.len() != 65 {
+                return Err("inconsistent main key".into());
+            }
         }
         Ok(())
     }
@@ -138,10 +261,7 @@ pub enum Store {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("card state {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("card state {path} is in use by another process (a simulator or terminal already holds this card)")]
     Locked { path: PathBuf },
     #[error("card state {path} is damaged: {reason}")]
@@ -288,19 +408,13 @@ mod tests {
         st.memory[0] = 7;
         store.commit(&st).unwrap();
         // A second opener is refused while the first holds the card.
-        assert!(matches!(
-            Store::open(&path, &p),
-            Err(StoreError::Locked { .. })
-        ));
+        assert!(matches!(Store::open(&path, &p), Err(StoreError::Locked { .. })));
         drop(store);
         let (_s2, st2, created2) = Store::open(&path, &p).unwrap();
         assert!(!created2);
         assert_eq!(st2, st);
         std::fs::write(&path, b"{not json").unwrap();
-        assert!(matches!(
-            Store::peek(&path),
-            Err(StoreError::Corrupt { .. })
-        ));
+        assert!(matches!(Store::peek(&path), Err(StoreError::Corrupt { .. })));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

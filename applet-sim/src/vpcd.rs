@@ -65,16 +65,9 @@ pub fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<boo
 }
 
 /// Write one vpcd message (length and payload in a single write).
-pub fn write_message(
-    stream: &mut TcpStream,
-    payload: &[u8],
-    scratch: &mut Vec<u8>,
-) -> io::Result<()> {
+pub fn write_message(stream: &mut TcpStream, payload: &[u8], scratch: &mut Vec<u8>) -> io::Result<()> {
     if payload.len() > MAX_MESSAGE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "vpcd message too long",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "vpcd message too long"));
     }
     scratch.clear();
     scratch.extend_from_slice(&(payload.len() as u16).to_be_bytes());
@@ -111,11 +104,7 @@ pub fn handle_message(card: &mut Card, msg: &[u8], out: &mut Vec<u8>) -> bool {
 }
 
 /// Serve one connection until it closes or fails.
-pub fn serve_connection(
-    card: &mut Card,
-    mut stream: TcpStream,
-    stop: &AtomicBool,
-) -> io::Result<()> {
+pub fn serve_connection(card: &mut Card, mut stream: TcpStream, stop: &AtomicBool) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     let mut msg = Vec::with_capacity(MAX_MESSAGE);
@@ -128,12 +117,7 @@ pub fn serve_connection(
         match read_message(&mut stream, &mut msg) {
             Ok(true) => {}
             Ok(false) => return Ok(()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 // An idle timeout between messages is not an error. A timeout in
                 // the middle of one leaves the stream out of step: reconnect.
                 if msg.is_empty() {
@@ -164,9 +148,7 @@ pub fn run(card: &mut Card, addr: &str, stop: Arc<AtomicBool>, log: impl Fn(&str
                 ));
                 card.power_off();
                 match serve_connection(card, stream, &stop) {
-                    Ok(()) => log(&format!(
-                        "vpcd at {addr} closed the connection; reconnecting"
-                    )),
+                    Ok(()) => log(&format!("vpcd at {addr} closed the connection; reconnecting")),
                     Err(e) => log(&format!("vpcd at {addr}: {e}; reconnecting")),
                 }
                 card.power_off();

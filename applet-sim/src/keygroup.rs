@@ -1,0 +1,558 @@
+//! Key groups, main keys and duplication (the Toshiba flow, FIG. 11/15/19).
+//!
+//! - The key group ("second key") is 1..8 write-once elements. Element 1 is
+//!   written by the issuer (admin-authenticated), elements 2..n by the holder
+//!   (PIN). Only a check value of the whole group is ever readable.
+//! - The main key pair ("first key") is generated on the card, imported from
+//!   a main card under the key group, or set by a key service.
+//! - TAKE OUT KEY encrypts the private key under a key derived from the whole
+//!   group, bound to source card, target card, group check value and counter.
+//!   The first take-out fixes the one target a duplicate may go to; retries to
+//!   that target work until the target's receipt confirms the import.
+
+use crate::apdu::CommandApdu;
+use crate::applet::{Applet, HandlerResult};
+use crate::crypto::{self, KeyPair};
+use crate::proto::{sw, tag, takeout};
+use crate::state::{HexBytes, KeyGroupState, KeyOrigin, MainKey};
+use zeroize::Zeroizing;
+
+/// Roles that may hold an exportable main key.
+fn is_main_role(role: &str) -> bool {
+    matches!(role, "main" | "replacement")
+}
+
+impl KeyGroupState {
+    pub fn complete(&self) -> bool {
+        self.size > 0 && self.elements.iter().all(|e| e.0.len() == 32)
+    }
+
+    /// The group secret: HKDF over all elements in order.
+    pub fn secret(&self) -> Option<Zeroizing<[u8; 32]>> {
+        if !self.complete() {
+            return None;
+        }
+        let mut ikm = Zeroizing::new(Vec::with_capacity(32 * self.elements.len()));
+        for e in &self.elements {
+            ikm.extend_from_slice(&e.0);
+        }
+        crypto::hkdf(&ikm, takeout::GROUP_SALT, &[self.size]).ok()
+    }
+}
+
+/// Parsed take-out blob.
+struct TakeOut<'a> {
+    aad: &'a [u8],
+    source: &'a str,
+    target: &'a str,
+    kcv: &'a [u8],
+    counter: u32,
+    nonce: &'a [u8],
+    sealed: &'a [u8],
+}
+
+fn parse_takeout(b: &[u8]) -> Option<TakeOut<'_>> {
+    let mut i = 0usize;
+    let take = |i: &mut usize, n: usize| -> Option<&[u8]> {
+        let s = b.get(*i..*i + n)?;
+        *i += n;
+        Some(s)
+    };
+    let head = take(&mut i, 3)?;
+    if head != [takeout::VERSION, takeout::SLOT_MAIN, takeout::TYPE_P256] {
+        return None;
+    }
+    let sl = take(&mut i, 1)?[0] as usize;
+    let source = std::str::from_utf8(take(&mut i, sl)?).ok()?;
+    let tl = take(&mut i, 1)?[0] as usize;
+    let target = std::str::from_utf8(take(&mut i, tl)?).ok()?;
+    let kcv = take(&mut i, takeout::KCV_LEN)?;
+    let counter = u32::from_be_bytes(take(&mut i, 4)?.try_into().ok()?);
+    let aad_end = i;
+    let nonce = take(&mut i, crypto::GCM_NONCE_LEN)?;
+    let sealed = &b[i..];
+    if sealed.len() != crypto::PRIVATE_KEY_LEN + crypto::PUBLIC_KEY_LEN + crypto::GCM_TAG_LEN {
+        return None;
+    }
+    Some(TakeOut {
+        aad: &b[..aad_end],
+        source,
+        target,
+        kcv,
+        counter,
+        nonce,
+        sealed,
+    })
+}
+
+/// The public fields of a take-out blob, for terminals and audit trails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeOutInfo {
+    pub source: String,
+    pub target: String,
+    pub kcv: Vec<u8>,
+    pub counter: u32,
+}
+
+/// Parse a take-out blob's bindings (it is not decrypted).
+pub fn takeout_info(blob: &[u8]) -> Option<TakeOutInfo> {
+    parse_takeout(blob).map(|t| TakeOutInfo {
+        source: t.source.to_string(),
+        target: t.target.to_string(),
+        kcv: t.kcv.to_vec(),
+        counter: t.counter,
+    })
+}
+
+impl Applet {
+    fn require_pin(&self) -> Result<(), u16> {
+        if self.session.pin_verified {
+            Ok(())
+        } else {
+            Err(sw::SECURITY_STATUS_NOT_SATISFIED)
+        }
+    }
+
+    fn require_admin(&self) -> Result<(), u16> {
+        if self.session.admin_authenticated {
+            Ok(())
+        } else {
+            Err(sw::SECURITY_STATUS_NOT_SATISFIED)
+        }
+    }
+
+    fn require_issued(&self) -> Result<(), u16> {
+        if self.state.issued {
+            Ok(())
+        } else {
+            Err(sw::CONDITIONS_NOT_SATISFIED)
+        }
+    }
+
+    /// Check value of the complete key group: HMAC-SHA256(group secret, label), 8 bytes.
+    pub(crate) fn key_group_kcv(&self) -> Result<[u8; takeout::KCV_LEN], u16> {
+        let secret = self.state.key_group.secret().ok_or(sw::REF_DATA_NOT_FOUND)?;
+        let mac = crypto::hmac_sha256(&secret[..], &[takeout::KCV_LABEL]).map_err(|_| sw::UNKNOWN)?;
+        let mut kcv = [0u8; takeout::KCV_LEN];
+        kcv.copy_from_slice(&mac[..takeout::KCV_LEN]);
+        Ok(kcv)
+    }
+
+    /// PUT DATA (issuer, before END PERSONALIZATION): role, member number,
+    /// expiry, key group size, export policy.
+    pub(crate) fn put_data(&mut self, c: &CommandApdu) -> HandlerResult {
+        self.require_admin()?;
+        if self.state.issued {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let text = |d: &[u8]| -> Result<String, u16> {
+            let s = std::str::from_utf8(d).map_err(|_| sw::WRONG_DATA)?;
+            if s.is_empty() || s.len() > 32 || s.chars().any(|ch| ch.is_control()) {
+                return Err(sw::WRONG_DATA);
+            }
+            Ok(s.to_string())
+        };
+        match u16::from_be_bytes([c.p1, c.p2]) {
+            tag::ROLE => {
+                let role = text(&c.data)?;
+                if !matches!(role.as_str(), "main" | "backup" | "replacement" | "issuer") {
+                    return Err(sw::WRONG_DATA);
+                }
+                self.state.role = role;
+            }
+            tag::MEMBER_NUMBER => self.state.member_number = text(&c.data)?,
+            tag::EXPIRY => self.state.expiry = text(&c.data)?,
+            tag::KEY_GROUP_SIZE => {
+                let [n] = c.data[..] else { return Err(sw::WRONG_LENGTH) };
+                if !(1..=8).contains(&n) {
+                    return Err(sw::WRONG_DATA);
+                }
+                if self.state.key_group.elements.iter().any(|e| !e.0.is_empty()) {
+                    return Err(sw::CONDITIONS_NOT_SATISFIED);
+                }
+                self.state.key_group = KeyGroupState {
+                    size: n,
+                    elements: vec![HexBytes::default(); n as usize],
+                };
+            }
+            tag::EXPORT_POLICY => {
+                let [p] = c.data[..] else { return Err(sw::WRONG_LENGTH) };
+                if p & !1 != 0 {
+                    return Err(sw::WRONG_DATA);
+                }
+                self.state.export.no_export_after_backup = p & 1 != 0;
+            }
+            _ => return Err(sw::REF_DATA_NOT_FOUND),
+        }
+        self.mark_dirty();
+        Ok(vec![])
+    }
+
+    /// END PERSONALIZATION: freezes issuer data. Needs a role and key element 1.
+    pub(crate) fn end_personalization(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        self.require_admin()?;
+        if self.state.issued {
+            return Ok(vec![]);
+        }
+        let kg = &self.state.key_group;
+        if self.state.role == "blank" || kg.elements.first().map(|e| e.0.is_empty()).unwrap_or(true) {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        self.state.issued = true;
+        self.mark_dirty();
+        Ok(vec![])
+    }
+
+    /// WRITE KEY ELEMENT P1 = element number (1..n), data = 32 bytes.
+    /// Write-once; writing the same value again succeeds (retry after an interruption).
+    pub(crate) fn write_key_element(&mut self, c: &CommandApdu) -> HandlerResult {
+        let idx = c.p1 as usize;
+        if c.p2 != 0 || idx == 0 || idx > self.state.key_group.size as usize {
+            return Err(sw::WRONG_P1P2);
+        }
+        if c.data.len() != 32 {
+            return Err(sw::WRONG_LENGTH);
+        }
+        if idx == 1 {
+            self.require_admin()?;
+        } else {
+            self.require_issued()?;
+            if !self.session.admin_authenticated {
+                self.require_pin()?;
+            }
+        }
+        let slot = &mut self.state.key_group.elements[idx - 1];
+        if !slot.0.is_empty() {
+            return if openssl::memcmp::eq(&slot.0, &c.data) {
+                Ok(vec![])
+            } else {
+                Err(sw::CONDITIONS_NOT_SATISFIED)
+            };
+        }
+        slot.0 = c.data.clone();
+        self.mark_dirty();
+        Ok(vec![])
+    }
+
+    /// RESET KEY GROUP: clears elements 2..n and destroys the main keys with
+    /// them, so a known group can never be slipped under an existing key.
+    pub(crate) fn reset_key_group(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        self.require_issued()?;
+        self.require_pin()?;
+        for e in self.state.key_group.elements.iter_mut().skip(1) {
+            zeroize::Zeroize::zeroize(&mut e.0);
+            e.0.clear();
+        }
+        self.state.main_key = None;
+        let policy = self.state.export.no_export_after_backup;
+        self.state.export = crate::state::ExportState {
+            no_export_after_backup: policy,
+            ..Default::default()
+        };
+        self.mark_dirty();
+        Ok(vec![])
+    }
+
+    /// GENERATE KEY PAIR: only on a main card with a complete group and no key.
+    pub(crate) fn generate_key_pair(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        self.require_issued()?;
+        self.require_pin()?;
+        if !is_main_role(&self.state.role) || !self.state.key_group.complete() || self.state.main_key.is_some() {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let kp = KeyPair::generate().map_err(|_| sw::UNKNOWN)?;
+        let public = kp.public_bytes();
+        self.state.main_key = Some(MainKey {
+            private: kp.private_bytes().to_vec(),
+            public: public.clone(),
+            origin: KeyOrigin::Generated,
+            source_card: String::new(),
+            public_readable: true,
+        });
+        self.mark_dirty();
+        Ok(public)
+    }
+
+    fn export_kek(&self, aad: &[u8]) -> Result<Zeroizing<[u8; 32]>, u16> {
+        let secret = self.state.key_group.secret().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let mut info = takeout::EXPORT_INFO.to_vec();
+        info.extend_from_slice(aad);
+        crypto::hkdf(&secret[..], takeout::GROUP_SALT, &info).map_err(|_| sw::UNKNOWN)
+    }
+
+    fn receipt(&self, source: &str, target: &str, counter: u32, public: &[u8]) -> Result<[u8; 32], u16> {
+        let secret = self.state.key_group.secret().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let kcv = self.key_group_kcv()?;
+        crypto::hmac_sha256(
+            &secret[..],
+            &[
+                takeout::RECEIPT_LABEL,
+                &[source.len() as u8],
+                source.as_bytes(),
+                &[target.len() as u8],
+                target.as_bytes(),
+                &counter.to_be_bytes(),
+                &kcv,
+                &crypto::sha256(public),
+            ],
+        )
+        .map_err(|_| sw::UNKNOWN)
+    }
+
+    /// TAKE OUT KEY, data = target card number. Returns the take-out blob.
+    pub(crate) fn take_out_key(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        let target = std::str::from_utf8(&c.data).map_err(|_| sw::WRONG_DATA)?.to_string();
+        if target.is_empty() || target.len() > 32 {
+            return Err(sw::WRONG_LENGTH);
+        }
+        self.require_issued()?;
+        self.require_pin()?;
+        let key = self.state.main_key.as_ref().ok_or(sw::REF_DATA_NOT_FOUND)?;
+        // A backup card never exports; nor does any card holding an imported key.
+        if !is_main_role(&self.state.role) || key.origin == KeyOrigin::Imported {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        if target == self.state.card_number {
+            return Err(sw::WRONG_DATA);
+        }
+        let e = &self.state.export;
+        let allowed = if e.confirmed {
+            !e.no_export_after_backup && e.target == target
+        } else {
+            e.target.is_empty() || e.target == target
+        };
+        if !allowed {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let kcv = self.key_group_kcv().map_err(|_| sw::CONDITIONS_NOT_SATISFIED)?;
+        let counter = e.counter.checked_add(1).ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let source = self.state.card_number.clone();
+        let mut blob = vec![takeout::VERSION, takeout::SLOT_MAIN, takeout::TYPE_P256];
+        blob.push(source.len() as u8);
+        blob.extend_from_slice(source.as_bytes());
+        blob.push(target.len() as u8);
+        blob.extend_from_slice(target.as_bytes());
+        blob.extend_from_slice(&kcv);
+        blob.extend_from_slice(&counter.to_be_bytes());
+        let kek = self.export_kek(&blob)?;
+        let nonce = crypto::random::<{ crypto::GCM_NONCE_LEN }>();
+        let mut plain = Zeroizing::new(key.private.clone());
+        plain.extend_from_slice(&key.public);
+        let sealed = crypto::seal(&kek, &nonce, &blob, &plain).map_err(|_| sw::UNKNOWN)?;
+        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(&sealed);
+        // Bind the target and count the take-out before the blob leaves the card.
+        self.state.export.target = target;
+        self.state.export.counter = counter;
+        self.mark_dirty();
+        Ok(blob)
+    }
+
+    /// IMPORT KEY, data = take-out blob; P1 = 01 also makes the encryption key
+    /// readable (FIG. 26/27 variant). Returns the receipt for the main card.
+    pub(crate) fn import_key(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 > 1 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        self.require_issued()?;
+        self.require_pin()?;
+        if self.state.role != "backup" || !self.state.key_group.complete() {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let t = parse_takeout(&c.data).ok_or(sw::WRONG_DATA)?;
+        if t.target != self.state.card_number || t.source == self.state.card_number {
+            return Err(sw::WRONG_DATA);
+        }
+        let kcv = self.key_group_kcv()?;
+        if !openssl::memcmp::eq(t.kcv, &kcv) {
+            // A different key group: nothing is stored.
+            return Err(sw::REF_DATA_NOT_USABLE);
+        }
+        let kek = self.export_kek(t.aad)?;
+        let plain = crypto::open(&kek, t.nonce, t.aad, t.sealed).map_err(|_| sw::WRONG_DATA)?;
+        let (d, q) = plain.split_at(crypto::PRIVATE_KEY_LEN);
+        let kp = KeyPair::from_private(d).map_err(|_| sw::WRONG_DATA)?;
+        if kp.public_bytes() != q {
+            return Err(sw::WRONG_DATA);
+        }
+        if let Some(existing) = &self.state.main_key {
+            // A retry after an interrupted answer: same key, same answer.
+            if !(existing.origin == KeyOrigin::Imported && openssl::memcmp::eq(&existing.private, d)) {
+                return Err(sw::CONDITIONS_NOT_SATISFIED);
+            }
+        } else {
+            self.state.main_key = Some(MainKey {
+                private: d.to_vec(),
+                public: q.to_vec(),
+                origin: KeyOrigin::Imported,
+                source_card: t.source.to_string(),
+                public_readable: c.p1 == 1,
+            });
+            self.mark_dirty();
+        }
+        if c.p1 == 1 {
+            if let Some(k) = self.state.main_key.as_mut().filter(|k| !k.public_readable) {
+                k.public_readable = true;
+                self.mark_dirty();
+            }
+        }
+        let mut out = t.counter.to_be_bytes().to_vec();
+        out.extend_from_slice(&self.receipt(t.source, t.target, t.counter, q)?);
+        Ok(out)
+    }
+
+    /// CONFIRM DUPLICATE, data = counter (4) || receipt (32) from IMPORT KEY.
+    pub(crate) fn confirm_duplicate(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if c.data.len() != 4 + takeout::RECEIPT_LEN {
+            return Err(sw::WRONG_LENGTH);
+        }
+        self.require_pin()?;
+        let key = self.state.main_key.as_ref().ok_or(sw::REF_DATA_NOT_FOUND)?;
+        let e = &self.state.export;
+        if e.target.is_empty() {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let counter = u32::from_be_bytes(c.data[..4].try_into().expect("4 bytes"));
+        if counter == 0 || counter > e.counter {
+            return Err(sw::WRONG_DATA);
+        }
+        let expected = self.receipt(&self.state.card_number, &e.target, counter, &key.public)?;
+        if !openssl::memcmp::eq(&expected, &c.data[4..]) {
+            return Err(sw::WRONG_DATA);
+        }
+        if !self.state.export.confirmed {
+            self.state.export.confirmed = true;
+            self.mark_dirty();
+        }
+        Ok(vec![])
+    }
+
+    /// RELEASE DUPLICATE (issuer): forget an unconfirmed target, e.g. when the
+    /// backup card was lost before it imported anything.
+    pub(crate) fn release_duplicate(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        self.require_admin()?;
+        if self.state.export.confirmed {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        if !self.state.export.target.is_empty() {
+            self.state.export.target.clear();
+            self.mark_dirty();
+        }
+        Ok(vec![])
+    }
+
+    fn split_wrapped<'a>(&self, data: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), u16> {
+        let (&n, rest) = data.split_first().ok_or(sw::WRONG_LENGTH)?;
+        let n = n as usize;
+        if rest.len() != n + crypto::WRAPPED_KEY_LEN {
+            return Err(sw::WRONG_LENGTH);
+        }
+        Ok(rest.split_at(n))
+    }
+
+    fn main_keypair(&self) -> Result<KeyPair, u16> {
+        let k = self.state.main_key.as_ref().ok_or(sw::REF_DATA_NOT_FOUND)?;
+        KeyPair::from_private(&k.private).map_err(|_| sw::UNKNOWN)
+    }
+
+    /// UNWRAP FILE KEY, data = len(aad) || aad || wrapped key (125). Returns the file key.
+    pub(crate) fn unwrap_file_key(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        let (aad, wrapped) = self.split_wrapped(&c.data)?;
+        self.require_pin()?;
+        let kp = self.main_keypair()?;
+        let key = crypto::unwrap_key(&kp, wrapped, aad).map_err(|_| sw::WRONG_DATA)?;
+        Ok(key.to_vec())
+    }
+
+    /// SET PEER KEY, data = 65-byte P-256 public key of a peer.
+    pub(crate) fn set_peer_key(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        self.require_pin()?;
+        crypto::public_key(&c.data).map_err(|_| sw::WRONG_DATA)?;
+        self.state.peer_key = c.data.clone();
+        self.mark_dirty();
+        Ok(vec![])
+    }
+
+    /// REWRAP TO PEER (FIG. 5): unwrap with the card's key and wrap the same
+    /// file key to the peer's key, with the same associated data.
+    pub(crate) fn rewrap_to_peer(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        let (aad, wrapped) = self.split_wrapped(&c.data)?;
+        self.require_pin()?;
+        if self.state.peer_key.is_empty() {
+            return Err(sw::REF_DATA_NOT_FOUND);
+        }
+        let kp = self.main_keypair()?;
+        let key = crypto::unwrap_key(&kp, wrapped, aad).map_err(|_| sw::WRONG_DATA)?;
+        crypto::wrap_key(&self.state.peer_key, &key, aad).map_err(|_| sw::UNKNOWN)
+    }
+
+    /// GET TRANSPORT KEY (key service variant, issuer): a fresh ephemeral key
+    /// pair for this session; its public key is returned.
+    pub(crate) fn get_transport_key(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        self.require_admin()?;
+        let kp = KeyPair::generate().map_err(|_| sw::UNKNOWN)?;
+        let public = kp.public_bytes();
+        self.session.transport_key = Some(kp);
+        Ok(public)
+    }
+
+    /// SET MAIN KEY (FIG. 28/29): data = the private scalar wrapped to the
+    /// session transport key with aad = label || card number. Admin only.
+    pub(crate) fn set_main_key(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if c.data.len() != crypto::WRAPPED_KEY_LEN {
+            return Err(sw::WRONG_LENGTH);
+        }
+        self.require_admin()?;
+        if !is_main_role(&self.state.role) || self.state.main_key.is_some() {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let tk = self.session.transport_key.take().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let mut aad = takeout::KEY_SERVICE_LABEL.to_vec();
+        aad.extend_from_slice(self.state.card_number.as_bytes());
+        let d = crypto::unwrap_key(&tk, &c.data, &aad).map_err(|_| sw::WRONG_DATA)?;
+        let kp = KeyPair::from_private(&d[..]).map_err(|_| sw::WRONG_DATA)?;
+        let public = kp.public_bytes();
+        self.state.main_key = Some(MainKey {
+            private: kp.private_bytes().to_vec(),
+            public: public.clone(),
+            origin: KeyOrigin::KeyService,
+            source_card: String::new(),
+            public_readable: true,
+        });
+        self.mark_dirty();
+        Ok(public)
+    }
+}
