@@ -3,7 +3,7 @@
 
 use crate::apdu::{Channel, Command, StatusWord};
 use crate::error::{Error, Result};
-use applet_sim::proto::{self, tag};
+use applet_sim::proto::{self, tag, to_hex};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
 use serde::Serialize;
 
@@ -16,6 +16,9 @@ pub struct CardStatus {
     pub pin_tries_left: u8,
     pub pin_max_tries: u8,
     pub pin_blocked: bool,
+    pub issued: bool,
+    pub member_number: Option<String>,
+    pub expiry: Option<String>,
     pub page_size: u16,
     pub page_count: u16,
     pub extended_length: bool,
@@ -41,10 +44,7 @@ impl<'a> CardClient<'a> {
         match r.sw {
             StatusWord::Ok => Ok(()),
             StatusWord::FileNotFound => Err(Error::NotCardvault(self.ch.reader().to_string())),
-            sw => Err(Error::Card {
-                command: "SELECT",
-                sw,
-            }),
+            sw => Err(Error::Card { command: "SELECT", sw }),
         }
     }
 
@@ -63,21 +63,15 @@ impl<'a> CardClient<'a> {
                 _ => Err(malformed(&format!("tag {t:04X} missing"))),
             }
         };
-        let byte = |t: u16| -> Result<u8> {
-            field(t)?
-                .first()
-                .copied()
-                .ok_or_else(|| malformed("empty field"))
-        };
+        let byte = |t: u16| -> Result<u8> { field(t)?.first().copied().ok_or_else(|| malformed("empty field")) };
         let word = |t: u16| -> Result<u16> {
             let v = field(t)?;
             (v.len() == 2)
                 .then(|| u16::from_be_bytes([v[0], v[1]]))
                 .ok_or_else(|| malformed("bad u16 field"))
         };
-        let text = |t: u16| -> Result<String> {
-            String::from_utf8(field(t)?).map_err(|_| malformed("non-UTF-8 text field"))
-        };
+        let text =
+            |t: u16| -> Result<String> { String::from_utf8(field(t)?).map_err(|_| malformed("non-UTF-8 text field")) };
         let v = field(tag::APPLET_VERSION)?;
         if v.len() != 2 {
             return Err(malformed("bad applet version"));
@@ -90,6 +84,9 @@ impl<'a> CardClient<'a> {
             pin_tries_left: tries,
             pin_max_tries: byte(tag::PIN_MAX_TRIES)?,
             pin_blocked: tries == 0,
+            issued: byte(tag::ISSUED)? != 0,
+            member_number: text(tag::MEMBER_NUMBER).ok(),
+            expiry: text(tag::EXPIRY).ok(),
             page_size: word(tag::PAGE_SIZE)?,
             page_count: word(tag::PAGE_COUNT)?,
             extended_length: byte(tag::FLAGS)? & 1 != 0,
@@ -125,24 +122,23 @@ impl<'a> CardClient<'a> {
 
     /// Authenticate as the issuer (GET CHALLENGE + EXTERNAL AUTHENTICATE), then
     /// RESET RETRY COUNTER, optionally setting a new PIN.
-    pub fn unblock_pin(
-        &mut self,
-        admin_key: &[u8],
-        card_number: &str,
-        new_pin: Option<&[u8]>,
-    ) -> Result<()> {
+    pub fn unblock_pin(&mut self, admin_key: &[u8], card_number: &str, new_pin: Option<&[u8]>) -> Result<()> {
+        self.admin_authenticate(admin_key, card_number)?;
+        self.ch.exec(&Command::reset_retry_counter(new_pin))?;
+        Ok(())
+    }
+
+    /// Issuer authentication for this session: GET CHALLENGE, then EXTERNAL
+    /// AUTHENTICATE with HMAC-SHA256(admin key, label || challenge || card number).
+    pub fn admin_authenticate(&mut self, admin_key: &[u8], card_number: &str) -> Result<()> {
         let challenge = self.ch.exec(&Command::get_challenge())?;
         let cryptogram = zeroize::Zeroizing::new(
-            applet_sim::applet::admin_cryptogram(admin_key, &challenge, card_number).map_err(
-                |e| Error::Io {
-                    what: "computing the admin cryptogram".into(),
-                    source: std::io::Error::other(e),
-                },
-            )?,
+            applet_sim::applet::admin_cryptogram(admin_key, &challenge, card_number).map_err(|e| Error::Io {
+                what: "computing the admin cryptogram".into(),
+                source: std::io::Error::other(e),
+            })?,
         );
-        let r = self
-            .ch
-            .transmit(&Command::external_authenticate(&cryptogram))?;
+        let r = self.ch.transmit(&Command::external_authenticate(&cryptogram))?;
         match r.sw {
             StatusWord::Ok => {}
             StatusWord::SecurityStatusNotSatisfied => return Err(Error::AdminAuthFailed),
@@ -153,7 +149,6 @@ impl<'a> CardClient<'a> {
                 })
             }
         }
-        self.ch.exec(&Command::reset_retry_counter(new_pin))?;
         Ok(())
     }
 
@@ -179,12 +174,258 @@ impl<'a> CardClient<'a> {
     }
 }
 
+/// Key group and main key state, as the card reports it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyState {
+    pub group_size: u8,
+    /// Element numbers (1-based) that are written.
+    pub elements_written: Vec<u8>,
+    pub group_complete: bool,
+    /// Key group check value (hex), when the group is complete.
+    pub check_value: Option<String>,
+    /// generated, imported or key-service; None when the card holds no main key.
+    pub key_origin: Option<String>,
+    /// The encryption (public) key, hex, when readable.
+    pub public_key: Option<String>,
+    pub source_card: Option<String>,
+    pub export: ExportStatus,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ExportStatus {
+    pub take_outs: u32,
+    /// none, pending (bound to a target, no receipt yet) or confirmed.
+    pub state: String,
+    pub target: Option<String>,
+    pub no_export_after_backup: bool,
+}
+
+impl CardClient<'_> {
+    /// GET DATA of one primitive data object; `None` when the card has none (6A88).
+    pub fn data_object(&mut self, t: u16) -> Result<Option<Vec<u8>>> {
+        let r = self.ch.transmit(&Command::get_data(t))?;
+        match r.sw {
+            StatusWord::Ok => {}
+            StatusWord::ReferenceDataNotFound => return Ok(None),
+            sw => {
+                return Err(Error::Card {
+                    command: "GET DATA",
+                    sw,
+                })
+            }
+        }
+        match Tlv::from_bytes(&r.data).map(|t| t.value().clone()) {
+            Ok(Value::Primitive(v)) => Ok(Some(v)),
+            _ => Err(Error::Malformed {
+                command: "GET DATA",
+                reason: format!("tag {t:04X} is not a primitive data object"),
+            }),
+        }
+    }
+
+    /// Key group check value (8 bytes) of a complete group.
+    pub fn key_group_kcv(&mut self) -> Result<Option<Vec<u8>>> {
+        self.data_object(tag::KEY_GROUP_KCV)
+    }
+
+    /// The card's encryption key (65-byte uncompressed P-256), if readable.
+    pub fn public_key(&mut self) -> Result<Option<Vec<u8>>> {
+        self.data_object(tag::PUBLIC_KEY)
+    }
+
+    pub fn key_state(&mut self) -> Result<KeyState> {
+        let malformed = |reason: &str| Error::Malformed {
+            command: "GET DATA",
+            reason: reason.into(),
+        };
+        let kg = self
+            .data_object(tag::KEY_GROUP_STATUS)?
+            .ok_or_else(|| malformed("no key group status"))?;
+        let [size, bits] = kg[..] else {
+            return Err(malformed("key group status is not 2 bytes"));
+        };
+        let elements_written: Vec<u8> = (0..size).filter(|i| bits & (1 << i) != 0).map(|i| i + 1).collect();
+        let kcv = self.key_group_kcv()?;
+        let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let origin = text(self.data_object(tag::KEY_ORIGIN)?);
+        let public = self.public_key()?;
+        let source = text(self.data_object(tag::SOURCE_CARD)?);
+        let ex = self
+            .data_object(tag::EXPORT_STATUS)?
+            .ok_or_else(|| malformed("no export status"))?;
+        if ex.len() < 7 || ex.len() != 7 + ex[6] as usize {
+            return Err(malformed("bad export status"));
+        }
+        let target = String::from_utf8_lossy(&ex[7..]).into_owned();
+        Ok(KeyState {
+            group_size: size,
+            group_complete: elements_written.len() == size as usize && size > 0,
+            elements_written,
+            check_value: kcv.map(|k| to_hex(&k)),
+            key_origin: origin,
+            public_key: public.map(|p| to_hex(&p)),
+            source_card: source,
+            export: ExportStatus {
+                take_outs: u32::from_be_bytes([ex[0], ex[1], ex[2], ex[3]]),
+                state: match ex[4] {
+                    0 => "none",
+                    1 => "pending",
+                    _ => "confirmed",
+                }
+                .into(),
+                target: (!target.is_empty()).then_some(target),
+                no_export_after_backup: ex[5] & 1 != 0,
+            },
+        })
+    }
+
+    pub fn put_data(&mut self, t: u16, data: &[u8]) -> Result<()> {
+        self.ch.exec(&Command::put_data(t, data)).map(|_| ())
+    }
+
+    pub fn end_personalization(&mut self) -> Result<()> {
+        self.ch.exec(&Command::end_personalization()).map(|_| ())
+    }
+
+    /// WRITE KEY ELEMENT n (write-once; the same value again is accepted).
+    pub fn write_key_element(&mut self, index: u8, element: &[u8]) -> Result<()> {
+        let r = self.ch.transmit(&Command::write_key_element(index, element))?;
+        match r.sw {
+            StatusWord::Ok => Ok(()),
+            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(format!(
+                "key group element {index} is already written with a different value \
+                 (elements are write-once; reset the key group to start over)"
+            ))),
+            sw => Err(Error::Card {
+                command: "WRITE KEY ELEMENT",
+                sw,
+            }),
+        }
+    }
+
+    pub fn reset_key_group(&mut self) -> Result<()> {
+        self.ch.exec(&Command::reset_key_group()).map(|_| ())
+    }
+
+    /// GENERATE KEY PAIR; returns the new encryption key.
+    pub fn generate_key_pair(&mut self) -> Result<Vec<u8>> {
+        let r = self.ch.transmit(&Command::generate_key_pair())?;
+        match r.sw {
+            StatusWord::Ok if r.data.len() == 65 => Ok(r.data),
+            StatusWord::Ok => Err(Error::Malformed {
+                command: "GENERATE KEY PAIR",
+                reason: "public key is not 65 bytes".into(),
+            }),
+            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(
+                "the card will not generate a key pair: it must be an issued main card with a complete key \
+                 group and no key yet (reset the key group to replace a key)"
+                    .into(),
+            )),
+            sw => Err(Error::Card {
+                command: "GENERATE KEY PAIR",
+                sw,
+            }),
+        }
+    }
+
+    /// TAKE OUT KEY towards `target`; returns the take-out blob.
+    pub fn take_out_key(&mut self, target: &str) -> Result<Vec<u8>> {
+        let r = self.ch.transmit(&Command::take_out_key(target))?;
+        match r.sw {
+            StatusWord::Ok => Ok(r.data),
+            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(
+                "the card refused the take-out: backup cards and imported keys never export, and a main card \
+                 makes one duplicate only (to the card its first take-out named)"
+                    .into(),
+            )),
+            StatusWord::ReferenceDataNotFound => Err(Error::Refused("the card holds no main key to take out".into())),
+            sw => Err(Error::Card {
+                command: "TAKE OUT KEY",
+                sw,
+            }),
+        }
+    }
+
+    /// IMPORT KEY; returns the receipt (counter || MAC) for the main card.
+    pub fn import_key(&mut self, blob: &[u8], expose_public_key: bool) -> Result<Vec<u8>> {
+        let r = self.ch.transmit(&Command::import_key(blob, expose_public_key))?;
+        match r.sw {
+            StatusWord::Ok if r.data.len() == 36 => Ok(r.data),
+            StatusWord::Ok => Err(Error::Malformed {
+                command: "IMPORT KEY",
+                reason: "receipt is not 36 bytes".into(),
+            }),
+            StatusWord::ReferenceDataNotUsable => Err(Error::Refused(
+                "import refused: the backup card's key group differs from the main card's (check values differ); \
+                 nothing was stored"
+                    .into(),
+            )),
+            StatusWord::WrongData => Err(Error::Refused(
+                "import refused: the take-out is not for this card, or it was altered; nothing was stored".into(),
+            )),
+            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(
+                "import refused: the card is not an issued backup card with a complete key group, or already \
+                 holds a different key"
+                    .into(),
+            )),
+            sw => Err(Error::Card {
+                command: "IMPORT KEY",
+                sw,
+            }),
+        }
+    }
+
+    pub fn confirm_duplicate(&mut self, receipt: &[u8]) -> Result<()> {
+        self.ch.exec(&Command::confirm_duplicate(receipt)).map(|_| ())
+    }
+
+    pub fn release_duplicate(&mut self) -> Result<()> {
+        self.ch.exec(&Command::release_duplicate()).map(|_| ())
+    }
+
+    /// UNWRAP FILE KEY: the card opens a wrapped file key with its private key.
+    pub fn unwrap_file_key(&mut self, aad: &[u8], wrapped: &[u8]) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        let r = self.ch.transmit(&Command::unwrap_file_key(aad, wrapped))?;
+        match r.sw {
+            StatusWord::Ok if r.data.len() == 32 => {
+                let mut k = zeroize::Zeroizing::new([0u8; 32]);
+                k.copy_from_slice(&r.data);
+                let mut data = r.data;
+                zeroize::Zeroize::zeroize(&mut data);
+                Ok(k)
+            }
+            StatusWord::WrongData => Err(Error::Refused(
+                "the card could not open the file key: the file is encrypted to another key, or altered".into(),
+            )),
+            StatusWord::ReferenceDataNotFound => Err(Error::Refused("the card holds no decryption key".into())),
+            sw => Err(Error::Card {
+                command: "UNWRAP FILE KEY",
+                sw,
+            }),
+        }
+    }
+
+    pub fn set_peer_key(&mut self, public: &[u8]) -> Result<()> {
+        self.ch.exec(&Command::set_peer_key(public)).map(|_| ())
+    }
+
+    pub fn rewrap_to_peer(&mut self, aad: &[u8], wrapped: &[u8]) -> Result<Vec<u8>> {
+        self.ch.exec(&Command::rewrap_to_peer(aad, wrapped))
+    }
+
+    pub fn get_transport_key(&mut self) -> Result<Vec<u8>> {
+        self.ch.exec(&Command::get_transport_key())
+    }
+
+    pub fn set_main_key(&mut self, wrapped: &[u8]) -> Result<Vec<u8>> {
+        self.ch.exec(&Command::set_main_key(wrapped))
+    }
+}
+
 fn pin_result(command: &'static str, sw: StatusWord) -> Result<()> {
     match sw {
         StatusWord::Ok => Ok(()),
-        StatusWord::VerifyFailed { tries_left: 0 } | StatusWord::AuthMethodBlocked => {
-            Err(Error::PinBlocked)
-        }
+        StatusWord::VerifyFailed { tries_left: 0 } | StatusWord::AuthMethodBlocked => Err(Error::PinBlocked),
         StatusWord::VerifyFailed { tries_left } => Err(Error::WrongPin { tries_left }),
         sw => Err(Error::Card { command, sw }),
     }

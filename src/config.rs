@@ -72,8 +72,10 @@ pub struct ReaderConfig {
 pub struct Config {
     /// Default reader: index, name substring or `sim:NAME`.
     pub reader: Option<String>,
-    /// Where embedded cards (and later the vault) live.
+    /// Where embedded cards (and by default the vault) live.
     pub data_dir: Option<PathBuf>,
+    /// The vault file (default: vault.sqlite in the data directory).
+    pub vault: Option<PathBuf>,
     #[serde(default)]
     pub apdu: ApduConfig,
     #[serde(default)]
@@ -161,10 +163,8 @@ mod tests {
 
     #[test]
     fn per_reader_override_wins() {
-        let cfg = Config::parse(
-            "[apdu]\nextended_length='always'\n[readers.\"PCD 00 01\"]\nextended_length='never'",
-        )
-        .unwrap();
+        let cfg = Config::parse("[apdu]\nextended_length='always'\n[readers.\"PCD 00 01\"]\nextended_length='never'")
+            .unwrap();
         assert_eq!(cfg.extended_for("Virtual PCD 00 01"), ExtendedMode::Never);
         assert_eq!(cfg.extended_for("Virtual PCD 00 00"), ExtendedMode::Always);
     }

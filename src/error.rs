@@ -18,6 +18,8 @@ pub mod exit {
     pub const AUTH: u8 = 5;
     /// Data failed an integrity or format check.
     pub const DATA: u8 = 6;
+    /// The vault could not be opened, read or written.
+    pub const VAULT: u8 = 7;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,17 +28,13 @@ pub enum Error {
     Usage(String),
     #[error("configuration {path}: {reason}")]
     Config { path: PathBuf, reason: String },
-    #[error(
-        "PC/SC service not available ({0}); start pcscd, or use an embedded card with -r sim:NAME"
-    )]
+    #[error("PC/SC service not available ({0}); start pcscd, or use an embedded card with -r sim:NAME")]
     NoPcsc(String),
     #[error("{0}")]
     Reader(String),
     #[error("no card in reader '{0}'; insert a card or use --wait")]
     NoCard(String),
-    #[error(
-        "the card was removed from reader '{0}' (or the reader went away) during the operation"
-    )]
+    #[error("the card was removed from reader '{0}' (or the reader went away) during the operation")]
     CardRemoved(String),
     #[error("PC/SC error on reader '{reader}' while {doing}: {source}")]
     Pcsc {
@@ -44,33 +42,30 @@ pub enum Error {
         doing: &'static str,
         source: pcsc::Error,
     },
-    #[error(
-        "the card in '{0}' is not a cardvault card (SELECT of the cardvault applet answered 6A82)"
-    )]
+    #[error("the card in '{0}' is not a cardvault card (SELECT of the cardvault applet answered 6A82)")]
     NotCardvault(String),
     #[error("{command} refused by the card: {sw}")]
-    Card {
-        command: &'static str,
-        sw: StatusWord,
-    },
+    Card { command: &'static str, sw: StatusWord },
     #[error("wrong PIN: {tries_left} tries left before the PIN is blocked")]
     WrongPin { tries_left: u8 },
     #[error("the PIN is blocked; the issuer must unblock it (cardvault pin unblock)")]
     PinBlocked,
     #[error("admin authentication failed: the admin key does not match this card")]
     AdminAuthFailed,
+    /// The card refused an operation for a reason we can name.
+    #[error("{0}")]
+    Refused(String),
+    /// A file or blob failed its integrity or format check.
+    #[error("{0}")]
+    Data(String),
+    #[error("vault {path}: {reason}")]
+    Vault { path: PathBuf, reason: String },
     #[error("the card answered {command} with a malformed response: {reason}")]
-    Malformed {
-        command: &'static str,
-        reason: String,
-    },
+    Malformed { command: &'static str, reason: String },
     #[error("embedded card: {0}")]
     Sim(#[from] applet_sim::StoreError),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
 }
 
 impl Error {
@@ -79,7 +74,9 @@ impl Error {
         match self {
             Usage(_) | Config { .. } => exit::USAGE,
             NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
-            NotCardvault(_) | Card { .. } => exit::CARD,
+            NotCardvault(_) | Card { .. } | Refused(_) => exit::CARD,
+            Data(_) => exit::DATA,
+            Vault { .. } => exit::VAULT,
             WrongPin { .. } | PinBlocked | AdminAuthFailed => exit::AUTH,
             Malformed { .. } => exit::DATA,
             Sim(applet_sim::StoreError::Locked { .. }) => exit::READER,
@@ -100,6 +97,9 @@ impl Error {
             Pcsc { .. } => "pcsc",
             NotCardvault(_) => "not_cardvault",
             Card { .. } => "card_refused",
+            Refused(_) => "refused",
+            Data(_) => "data_integrity",
+            Vault { .. } => "vault",
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",
             AdminAuthFailed => "admin_auth_failed",

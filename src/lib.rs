@@ -14,5 +14,8 @@ pub mod fileenc;
 pub mod reader;
 pub mod secret;
 pub mod transport;
+pub mod util;
+pub mod vault;
+pub mod workflow;
 
 pub use error::{Error, Result};

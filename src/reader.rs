@@ -79,9 +79,9 @@ pub fn list_all(opts: &ReaderOptions) -> (Vec<ReaderEntry>, Option<String>) {
     }
     for name in crate::transport::sim::list(&opts.data_dir) {
         let path = crate::transport::sim::card_path(&opts.data_dir, &name);
-        let atr = applet_sim::state::Store::peek(&path).ok().map(|st| {
-            applet_sim::proto::to_hex(&applet_sim::iso::atr(st.extended_length)).to_uppercase()
-        });
+        let atr = applet_sim::state::Store::peek(&path)
+            .ok()
+            .map(|st| applet_sim::proto::to_hex(&applet_sim::iso::atr(st.extended_length)).to_uppercase());
         out.push(ReaderEntry {
             index: None,
             name: format!("sim:{name}"),
@@ -100,11 +100,7 @@ fn describe(list: &[PcscReaderInfo]) -> String {
             format!(
                 "\n  {i}: {} ({})",
                 r.name,
-                if r.card_present {
-                    "card present"
-                } else {
-                    "no card"
-                }
+                if r.card_present { "card present" } else { "no card" }
             )
         })
         .collect()
@@ -167,10 +163,7 @@ fn choose(spec: Option<&ReaderSpec>, list: &[PcscReaderInfo]) -> Result<Choice> 
             ))),
         },
         Some(ReaderSpec::Name(sub)) => {
-            let matches: Vec<&PcscReaderInfo> = list
-                .iter()
-                .filter(|r| r.name.contains(sub.as_str()))
-                .collect();
+            let matches: Vec<&PcscReaderInfo> = list.iter().filter(|r| r.name.contains(sub.as_str())).collect();
             match matches.as_slice() {
                 [one] => Ok(pick(one)),
                 [] => Ok(Choice::Wait(Error::Reader(format!(
@@ -197,10 +190,12 @@ fn choose(spec: Option<&ReaderSpec>, list: &[PcscReaderInfo]) -> Result<Choice> 
             let with_card: Vec<&PcscReaderInfo> = list.iter().filter(|r| r.card_present).collect();
             match with_card.as_slice() {
                 [one] => Ok(Choice::Ready(one.name.clone())),
-                [] => Ok(Choice::Wait(Error::Reader(format!(
+                [] => {
+                    Ok(Choice::Wait(Error::Reader(format!(
                     "no reader has a card; insert one, use --wait, or use -r sim:NAME for an embedded card; readers:{}",
                     if list.is_empty() { " none".to_string() } else { describe(list) }
-                )))),
+                ))))
+                }
                 many => Err(Error::Reader(format!(
                     "{} readers have a card; choose one with -r INDEX, -r NAME or CARDVAULT_READER:{}",
                     many.len(),
@@ -227,18 +222,12 @@ mod tests {
     fn parses_specs() {
         assert_eq!(ReaderSpec::parse("sim:a"), ReaderSpec::Sim("a".into()));
         assert_eq!(ReaderSpec::parse("1"), ReaderSpec::Index(1));
-        assert_eq!(
-            ReaderSpec::parse("PCD 00 01"),
-            ReaderSpec::Name("PCD 00 01".into())
-        );
+        assert_eq!(ReaderSpec::parse("PCD 00 01"), ReaderSpec::Name("PCD 00 01".into()));
     }
 
     #[test]
     fn ambiguity_lists_readers() {
-        let list = [
-            info("Virtual PCD 00 00", true),
-            info("Virtual PCD 00 01", true),
-        ];
+        let list = [info("Virtual PCD 00 00", true), info("Virtual PCD 00 01", true)];
         let Err(Error::Reader(msg)) = choose(None, &list) else {
             panic!()
         };
@@ -246,17 +235,14 @@ mod tests {
             msg.contains("0: Virtual PCD 00 00") && msg.contains("1: Virtual PCD 00 01"),
             "{msg}"
         );
-        let Err(Error::Reader(msg)) = choose(Some(&ReaderSpec::Name("Virtual".into())), &list)
-        else {
+        let Err(Error::Reader(msg)) = choose(Some(&ReaderSpec::Name("Virtual".into())), &list) else {
             panic!()
         };
         assert!(msg.contains("matches 2 readers"), "{msg}");
         assert!(
             matches!(choose(Some(&ReaderSpec::Name("00 01".into())), &list), Ok(Choice::Ready(n)) if n == "Virtual PCD 00 01")
         );
-        assert!(
-            matches!(choose(Some(&ReaderSpec::Index(0)), &list), Ok(Choice::Ready(n)) if n == "Virtual PCD 00 00")
-        );
+        assert!(matches!(choose(Some(&ReaderSpec::Index(0)), &list), Ok(Choice::Ready(n)) if n == "Virtual PCD 00 00"));
         assert!(choose(Some(&ReaderSpec::Index(5)), &list).is_err());
     }
 

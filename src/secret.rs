@@ -35,20 +35,35 @@ impl std::str::FromStr for SecretSource {
 }
 
 impl SecretSource {
+    /// Read a secret that may span lines (key group elements): the whole file or
+    /// variable; a prompt still reads one line.
+    pub fn read_all(&self, what: &str) -> Result<Secret> {
+        match self {
+            SecretSource::File(path) => {
+                let bytes = Zeroizing::new(
+                    std::fs::read(path).map_err(|e| Error::io(format!("{what}: reading {}", path.display()), e))?,
+                );
+                if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                    return Err(Error::Usage(format!("{what} is empty")));
+                }
+                Ok(bytes)
+            }
+            _ => self.read(what),
+        }
+    }
+
     /// Read the secret; `what` names it in prompts and errors ("PIN of sim:alice").
     pub fn read(&self, what: &str) -> Result<Secret> {
         let value = match self {
             SecretSource::Env(var) => {
-                let v = std::env::var_os(var).ok_or_else(|| {
-                    Error::Usage(format!("{what}: environment variable {var} is not set"))
-                })?;
+                let v = std::env::var_os(var)
+                    .ok_or_else(|| Error::Usage(format!("{what}: environment variable {var} is not set")))?;
                 Zeroizing::new(v.into_encoded_bytes())
             }
             SecretSource::File(path) => {
-                let bytes =
-                    Zeroizing::new(std::fs::read(path).map_err(|e| {
-                        Error::io(format!("{what}: reading {}", path.display()), e)
-                    })?);
+                let bytes = Zeroizing::new(
+                    std::fs::read(path).map_err(|e| Error::io(format!("{what}: reading {}", path.display()), e))?,
+                );
                 let line = bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 Zeroizing::new(line.to_vec())
@@ -94,9 +109,7 @@ fn prompt(what: &str) -> Result<Secret> {
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
     }
     r.map_err(|e| Error::io("reading from the terminal", e))?;
-    Ok(Zeroizing::new(
-        line.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
-    ))
+    Ok(Zeroizing::new(line.trim_end_matches(['\n', '\r']).as_bytes().to_vec()))
 }
 
 #[cfg(test)]
@@ -105,10 +118,7 @@ mod tests {
 
     #[test]
     fn parses_sources_and_refuses_literal_secrets() {
-        assert_eq!(
-            "env:PIN".parse::<SecretSource>(),
-            Ok(SecretSource::Env("PIN".into()))
-        );
+        assert_eq!("env:PIN".parse::<SecretSource>(), Ok(SecretSource::Env("PIN".into())));
         assert_eq!("prompt".parse::<SecretSource>(), Ok(SecretSource::Prompt));
         assert!("123456".parse::<SecretSource>().is_err());
         assert!("env:".parse::<SecretSource>().is_err());

@@ -112,6 +112,8 @@ impl<'a> Channel<'a> {
 
     /// Send exactly the bytes in `self.cmd_buf`; the response lands in `self.resp_buf`.
     fn exchange(&mut self, secret: bool) -> Result<StatusWord> {
+        let secret_response =
+            self.cmd_buf.len() >= 2 && applet_sim::proto::response_data_is_secret(self.cmd_buf[0], self.cmd_buf[1]);
         let start = self.trace.then(Instant::now);
         let r = self.tx.transmit(&self.cmd_buf, &mut self.resp_buf);
         if let Err(e) = r {
@@ -120,9 +122,7 @@ impl<'a> Channel<'a> {
                 eprintln!("< ({e})");
             }
             return Err(match e {
-                TransportError::CardRemoved | TransportError::CardReset => {
-                    Error::CardRemoved(self.reader.clone())
-                }
+                TransportError::CardRemoved | TransportError::CardReset => Error::CardRemoved(self.reader.clone()),
                 TransportError::Pcsc(source) => Error::Pcsc {
                     reader: self.reader.clone(),
                     doing: "transmitting",
@@ -144,7 +144,11 @@ impl<'a> Channel<'a> {
         if let Some(start) = start {
             self.trace_command(secret);
             let ms = start.elapsed().as_secs_f64() * 1000.0;
-            let data = to_hex(&self.resp_buf[..n - 2]).to_uppercase();
+            let data = if secret_response && n > 2 {
+                format!("<{} secret bytes masked>", n - 2)
+            } else {
+                to_hex(&self.resp_buf[..n - 2]).to_uppercase()
+            };
             let sep = if data.is_empty() { "" } else { " " };
             eprintln!("< {data}{sep}{sw}  [{ms:.3} ms]");
         }

@@ -117,8 +117,7 @@ impl Command {
     }
 
     pub fn get_challenge() -> Command {
-        Command::new("GET CHALLENGE", cla::ISO, ins::GET_CHALLENGE, 0, 0)
-            .expect(proto::CHALLENGE_LEN)
+        Command::new("GET CHALLENGE", cla::ISO, ins::GET_CHALLENGE, 0, 0).expect(proto::CHALLENGE_LEN)
     }
 
     pub fn external_authenticate(cryptogram: &[u8]) -> Command {
@@ -151,6 +150,87 @@ impl Command {
     pub fn write_memory(page: u16, data: &[u8]) -> Command {
         let [p1, p2] = page.to_be_bytes();
         Command::new("WRITE MEMORY", cla::PROPRIETARY, ins::WRITE_MEMORY, p1, p2).with_data(data)
+    }
+
+    // --- issuance and key groups -------------------------------------------------
+
+    pub fn put_data(tag: u16, data: &[u8]) -> Command {
+        let [p1, p2] = tag.to_be_bytes();
+        Command::new("PUT DATA", cla::ISO, ins::PUT_DATA, p1, p2).with_data(data)
+    }
+
+    pub fn end_personalization() -> Command {
+        Command::new("END PERSONALIZATION", cla::PROPRIETARY, ins::END_PERSONALIZATION, 0, 0)
+    }
+
+    pub fn write_key_element(index: u8, element: &[u8]) -> Command {
+        Command::new("WRITE KEY ELEMENT", cla::PROPRIETARY, ins::WRITE_KEY_ELEMENT, index, 0).with_data(element)
+    }
+
+    pub fn reset_key_group() -> Command {
+        Command::new("RESET KEY GROUP", cla::PROPRIETARY, ins::RESET_KEY_GROUP, 0, 0)
+    }
+
+    pub fn generate_key_pair() -> Command {
+        Command::new("GENERATE KEY PAIR", cla::PROPRIETARY, ins::GENERATE_KEY_PAIR, 0, 0).expect(65)
+    }
+
+    pub fn take_out_key(target_card: &str) -> Command {
+        Command::new("TAKE OUT KEY", cla::PROPRIETARY, ins::TAKE_OUT_KEY, 0, 0)
+            .with_data(target_card.as_bytes())
+            .expect_max()
+    }
+
+    pub fn import_key(blob: &[u8], expose_public_key: bool) -> Command {
+        Command::new(
+            "IMPORT KEY",
+            cla::PROPRIETARY,
+            ins::IMPORT_KEY,
+            expose_public_key as u8,
+            0,
+        )
+        .with_data(blob)
+        .expect(36)
+    }
+
+    pub fn confirm_duplicate(receipt: &[u8]) -> Command {
+        Command::new("CONFIRM DUPLICATE", cla::PROPRIETARY, ins::CONFIRM_DUPLICATE, 0, 0).with_data(receipt)
+    }
+
+    pub fn release_duplicate() -> Command {
+        Command::new("RELEASE DUPLICATE", cla::PROPRIETARY, ins::RELEASE_DUPLICATE, 0, 0)
+    }
+
+    fn with_aad_and_wrapped(name: &'static str, ins: u8, aad: &[u8], wrapped: &[u8], ne: usize) -> Command {
+        let mut data = Vec::with_capacity(1 + aad.len() + wrapped.len());
+        data.push(aad.len() as u8);
+        data.extend_from_slice(aad);
+        data.extend_from_slice(wrapped);
+        Command::new(name, cla::PROPRIETARY, ins, 0, 0)
+            .with_data(&data)
+            .expect(ne)
+    }
+
+    pub fn unwrap_file_key(aad: &[u8], wrapped: &[u8]) -> Command {
+        Command::with_aad_and_wrapped("UNWRAP FILE KEY", ins::UNWRAP_FILE_KEY, aad, wrapped, 32)
+    }
+
+    pub fn rewrap_to_peer(aad: &[u8], wrapped: &[u8]) -> Command {
+        Command::with_aad_and_wrapped("REWRAP TO PEER", ins::REWRAP_TO_PEER, aad, wrapped, 256)
+    }
+
+    pub fn set_peer_key(public: &[u8]) -> Command {
+        Command::new("SET PEER KEY", cla::PROPRIETARY, ins::SET_PEER_KEY, 0, 0).with_data(public)
+    }
+
+    pub fn get_transport_key() -> Command {
+        Command::new("GET TRANSPORT KEY", cla::PROPRIETARY, ins::GET_TRANSPORT_KEY, 0, 0).expect(65)
+    }
+
+    pub fn set_main_key(wrapped: &[u8]) -> Command {
+        Command::new("SET MAIN KEY", cla::PROPRIETARY, ins::SET_MAIN_KEY, 0, 0)
+            .with_data(wrapped)
+            .expect(65)
     }
 
     /// Encode as one short APDU (data ≤ 255, Ne ≤ 256), with the given CLA.
@@ -204,15 +284,10 @@ mod tests {
             [0x00, 0xA4, 0x04, 0x00, 0x06, 0xF0, 0x43, 0x56, 0x4C, 0x54, 0x01, 0x00]
         );
         Command::read_memory(1, 4096).encode_extended(&mut out);
-        assert_eq!(
-            out,
-            [0x80, 0xB0, 0x00, 0x01, 0x00, 0x00, 0x02, 0x10, 0x00, 0x10, 0x00]
-        );
+        assert_eq!(out, [0x80, 0xB0, 0x00, 0x01, 0x00, 0x00, 0x02, 0x10, 0x00, 0x10, 0x00]);
         Command::write_memory(0, &[1, 2]).encode_extended(&mut out);
         assert_eq!(out, [0x80, 0xD6, 0, 0, 0, 0, 2, 1, 2]);
-        Command::get_data(0xDF01)
-            .expect_max()
-            .encode_extended(&mut out);
+        Command::get_data(0xDF01).expect_max().encode_extended(&mut out);
         assert_eq!(out, [0x00, 0xCA, 0xDF, 0x01, 0, 0, 0]);
     }
 

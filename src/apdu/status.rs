@@ -58,7 +58,7 @@ impl StatusWord {
             sw::CHAINING_NOT_SUPPORTED => ChainingNotSupported,
             sw::SECURITY_STATUS_NOT_SATISFIED => SecurityStatusNotSatisfied,
             sw::AUTH_METHOD_BLOCKED => AuthMethodBlocked,
-            0x6984 => ReferenceDataNotUsable,
+            sw::REF_DATA_NOT_USABLE => ReferenceDataNotUsable,
             sw::CONDITIONS_NOT_SATISFIED => ConditionsNotSatisfied,
             sw::WRONG_DATA => WrongData,
             sw::FUNC_NOT_SUPPORTED => FunctionNotSupported,
@@ -93,7 +93,7 @@ impl StatusWord {
             ChainingNotSupported => sw::CHAINING_NOT_SUPPORTED,
             SecurityStatusNotSatisfied => sw::SECURITY_STATUS_NOT_SATISFIED,
             AuthMethodBlocked => sw::AUTH_METHOD_BLOCKED,
-            ReferenceDataNotUsable => 0x6984,
+            ReferenceDataNotUsable => sw::REF_DATA_NOT_USABLE,
             ConditionsNotSatisfied => sw::CONDITIONS_NOT_SATISFIED,
             WrongData => sw::WRONG_DATA,
             FunctionNotSupported => sw::FUNC_NOT_SUPPORTED,
@@ -165,8 +165,7 @@ mod tests {
     #[test]
     fn decodes_and_round_trips() {
         for v in [
-            0x9000u16, 0x6103, 0x6C10, 0x63C2, 0x6982, 0x6983, 0x6A82, 0x6D00, 0x6E00, 0x6400,
-            0x1234,
+            0x9000u16, 0x6103, 0x6C10, 0x63C2, 0x6982, 0x6983, 0x6A82, 0x6D00, 0x6E00, 0x6400, 0x1234,
         ] {
             assert_eq!(StatusWord::from_u16(v).to_u16(), v);
         }
@@ -174,9 +173,6 @@ mod tests {
             StatusWord::from_u16(0x6982).to_string(),
             "6982 security status not satisfied"
         );
-        assert_eq!(
-            StatusWord::from_u16(0x63C1),
-            StatusWord::VerifyFailed { tries_left: 1 }
-        );
+        assert_eq!(StatusWord::from_u16(0x63C1), StatusWord::VerifyFailed { tries_left: 1 });
     }
 }

@@ -34,11 +34,9 @@ struct Exchange {
 
 fn load_script(path: &PathBuf) -> Result<Vec<(usize, String)>> {
     let text = if path.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| Error::io("reading the script from stdin", e))?
+        std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("reading the script from stdin", e))?
     } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?
     };
     Ok(text
         .lines()
@@ -51,17 +49,10 @@ fn load_script(path: &PathBuf) -> Result<Vec<(usize, String)>> {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let lines: Vec<(usize, String)> = match &a.script {
         Some(p) => load_script(p)?,
-        None => a
-            .apdus
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i + 1, s.clone()))
-            .collect(),
+        None => a.apdus.iter().enumerate().map(|(i, s)| (i + 1, s.clone())).collect(),
     };
     if lines.is_empty() {
-        return Err(Error::Usage(
-            "no APDUs given (HEX arguments or --script FILE)".into(),
-        ));
+        return Err(Error::Usage("no APDUs given (HEX arguments or --script FILE)".into()));
     }
     // Parse everything first: a typo on line 40 must not leave 39 commands sent.
     let mut apdus = Vec::with_capacity(lines.len());
@@ -75,9 +66,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
 
     let mut reader = ctx.open_reader()?;
     let (caps, name) = (reader.caps(), reader.name().to_string());
-    let tx = reader
-        .transaction()
-        .map_err(|_| Error::CardRemoved(name.clone()))?;
+    let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
     let mut ch = Channel::new(tx, caps, &name, ctx.trace);
     let mut log = Vec::with_capacity(apdus.len());
     let mut failure = None;
@@ -108,10 +97,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         print_json(&serde_json::json!({ "reader": name, "exchanges": log }));
     }
     match failure {
-        Some(sw) => Err(Error::Card {
-            command: "APDU",
-            sw,
-        }),
+        Some(sw) => Err(Error::Card { command: "APDU", sw }),
         None => Ok(()),
     }
 }

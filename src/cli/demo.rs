@@ -74,10 +74,7 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
         report: Report::default(),
     };
     if !d.json {
-        println!(
-            "cardvault demo: embedded simulated cards in {}",
-            dir.display()
-        );
+        println!("cardvault demo: embedded simulated cards in {}", dir.display());
     }
 
     d.heading("1. Two new cards");
@@ -101,10 +98,7 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
         Err(e) => Err(e),
         Ok(()) => Err(Error::Usage("the demo card accepted a wrong PIN".into())),
     })?;
-    d.step(
-        "wrong PIN on sim:demo-main",
-        format!("refused, {wrong} tries left"),
-    );
+    d.step("wrong PIN on sim:demo-main", format!("refused, {wrong} tries left"));
     with_selected(&mut main, ctx.trace, |c| c.verify_pin(DEMO_PIN))?;
     d.step("right PIN on sim:demo-main", "verified, counter reset");
 
@@ -141,9 +135,7 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
 
     d.heading("4. Raw APDUs (what `cardvault apdu` sends)");
     let card_number = with_selected(&mut main, ctx.trace, |c| {
-        let r = c
-            .channel()
-            .send_raw(&[0x00, 0xCA, 0xDF, 0x01, 0x00], true)?;
+        let r = c.channel().send_raw(&[0x00, 0xCA, 0xDF, 0x01, 0x00], true)?;
         let unknown = c.channel().send_raw(&[0x00, 0x99, 0x00, 0x00], true)?;
         Ok((r, unknown))
     })?;
@@ -155,10 +147,7 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
             card_number.0.sw
         ),
     );
-    d.step(
-        "00 99 00 00 (unknown instruction)",
-        card_number.1.sw.to_string(),
-    );
+    d.step("00 99 00 00 (unknown instruction)", card_number.1.sw.to_string());
 
     if d.json {
         print_json(&d.report);

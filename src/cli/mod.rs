@@ -2,7 +2,12 @@
 //! in its own module and calls into the library.
 
 mod apdu;
+mod audit;
 mod demo;
+mod duplicate;
+mod files;
+mod issue;
+mod keygroup;
 mod pin;
 mod readers;
 mod status;
@@ -25,13 +30,7 @@ use std::time::Duration;
 pub struct Cli {
     /// Reader: an index from `cardvault readers`, a name substring, or sim:NAME for
     /// an embedded simulated card.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "CARDVAULT_READER",
-        value_name = "READER"
-    )]
+    #[arg(short, long, global = true, env = "CARDVAULT_READER", value_name = "READER")]
     pub reader: Option<String>,
     /// Configuration file (default: ~/.config/cardvault/config.toml if present).
     #[arg(long, global = true, env = "CARDVAULT_CONFIG", value_name = "PATH")]
@@ -48,6 +47,9 @@ pub struct Cli {
     /// Wait up to SECS seconds (default 30) for a card in the reader.
     #[arg(long, global = true, value_name = "SECS", num_args = 0..=1, default_missing_value = "30")]
     pub wait: Option<u64>,
+    /// Vault file (default: vault.sqlite in the data directory).
+    #[arg(long, global = true, env = "CARDVAULT_VAULT", value_name = "PATH")]
+    pub vault: Option<PathBuf>,
     /// Extended-length APDUs: auto (from the ATR), always, or never (short APDUs with
     /// chaining and GET RESPONSE).
     #[arg(long, global = true, value_enum, value_name = "MODE")]
@@ -67,6 +69,21 @@ pub enum Command {
     /// Verify, change or unblock the holder PIN.
     #[command(subcommand)]
     Pin(pin::PinCommand),
+    /// Issue cards to holders from a CSV file (personalize blank cards).
+    Issue(issue::Args),
+    /// Key group and main key state, reset, and duplicate release.
+    #[command(subcommand)]
+    Keygroup(keygroup::KeygroupCommand),
+    /// Duplicate the main card's keys onto the backup card.
+    Duplicate(duplicate::Args),
+    /// Encrypt a file to a card's encryption key (no card needed with --recipient).
+    Encrypt(files::EncryptArgs),
+    /// Decrypt a file with the card that holds its key.
+    Decrypt(files::DecryptArgs),
+    /// Re-encrypt files from the backup card to a new main card.
+    Recover(files::RecoverArgs),
+    /// Show or verify the audit trail of key take-outs, imports and issuance.
+    Audit(audit::Args),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
 }
@@ -74,6 +91,7 @@ pub enum Command {
 /// Resolved settings shared by every command.
 pub struct Ctx {
     pub reader: Option<String>,
+    pub vault_path: PathBuf,
     pub trace: bool,
     pub json: bool,
     pub opts: ReaderOptions,
@@ -87,8 +105,14 @@ impl Ctx {
             .clone()
             .or_else(|| config.data_dir.clone())
             .unwrap_or_else(crate::config::default_data_dir);
+        let vault_path = cli
+            .vault
+            .clone()
+            .or_else(|| config.vault.clone())
+            .unwrap_or_else(|| data_dir.join("vault.sqlite"));
         Ok(Ctx {
             reader: cli.reader.clone().or_else(|| config.reader.clone()),
+            vault_path,
             trace: cli.trace,
             json: cli.json,
             opts: ReaderOptions {
@@ -105,11 +129,31 @@ impl Ctx {
         crate::reader::open(self.reader.as_deref(), &self.opts)
     }
 
+    /// Open a reader named by a command's own option (`--main`, `--backup`...).
+    pub fn open_named(&self, spec: &str) -> Result<Box<dyn Reader>> {
+        crate::reader::open(Some(spec), &self.opts)
+    }
+
+    /// Open the vault.
+    pub fn vault(&self) -> Result<crate::vault::Vault> {
+        crate::vault::Vault::open(&self.vault_path)
+    }
+
     /// Open the reader, lock the card, SELECT the applet and run `f`.
     pub fn with_card<T>(&self, f: impl FnOnce(&mut CardClient<'_>) -> Result<T>) -> Result<T> {
         let mut reader = self.open_reader()?;
         with_selected(reader.as_mut(), self.trace, f)
     }
+}
+
+/// Open a channel to `reader`'s card and SELECT the applet. The card stays
+/// locked (PC/SC transaction) for as long as the client lives.
+pub fn client(reader: &mut dyn Reader, trace: bool) -> Result<CardClient<'_>> {
+    let (caps, name) = (reader.caps(), reader.name().to_string());
+    let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
+    let mut client = CardClient::new(Channel::new(tx, caps, &name, trace));
+    client.select()?;
+    Ok(client)
 }
 
 /// Lock `reader`'s card, SELECT the applet and run `f` with the client.
@@ -119,9 +163,7 @@ pub fn with_selected<T>(
     f: impl FnOnce(&mut CardClient<'_>) -> Result<T>,
 ) -> Result<T> {
     let (caps, name) = (reader.caps(), reader.name().to_string());
-    let tx = reader
-        .transaction()
-        .map_err(|_| Error::CardRemoved(name.clone()))?;
+    let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
     let mut client = CardClient::new(Channel::new(tx, caps, &name, trace));
     client.select()?;
     f(&mut client)
@@ -129,10 +171,7 @@ pub fn with_selected<T>(
 
 /// Print a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("serializable output")
-    );
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable output"));
 }
 
 /// Run the parsed command line.
@@ -144,5 +183,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Apdu(a) => apdu::run(&ctx, a),
         Command::Pin(c) => pin::run(&ctx, c),
         Command::Demo(a) => demo::run(&ctx, a),
+        Command::Issue(a) => issue::run(&ctx, a),
+        Command::Keygroup(c) => keygroup::run(&ctx, c),
+        Command::Duplicate(a) => duplicate::run(&ctx, a),
+        Command::Encrypt(a) => files::encrypt(&ctx, a),
+        Command::Decrypt(a) => files::decrypt(&ctx, a),
+        Command::Recover(a) => files::recover(&ctx, a),
+        Command::Audit(a) => audit::run(&ctx, a),
     }
 }

@@ -31,6 +31,17 @@ pub enum PinCommand {
     },
 }
 
+/// Read the issuer admin key (32 bytes of hex) from its source.
+pub fn admin_key(src: &SecretSource) -> Result<crate::secret::Secret> {
+    let key_hex = src.read("issuer admin key (hex)")?;
+    std::str::from_utf8(&key_hex)
+        .ok()
+        .and_then(applet_sim::proto::from_hex)
+        .filter(|k| k.len() == 32)
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| Error::Usage("the admin key must be 32 bytes of hex".into()))
+}
+
 pub fn run(ctx: &Ctx, c: PinCommand) -> Result<()> {
     let what = match c {
         PinCommand::Verify { pin } => {
@@ -44,14 +55,11 @@ pub fn run(ctx: &Ctx, c: PinCommand) -> Result<()> {
             ctx.with_card(|card| card.change_pin(&old, &new))?;
             "changed"
         }
-        PinCommand::Unblock { admin_key, new_pin } => {
-            let key_hex = admin_key.read("admin key (hex)")?;
-            let key = std::str::from_utf8(&key_hex)
-                .ok()
-                .and_then(applet_sim::proto::from_hex)
-                .filter(|k| k.len() == 32)
-                .map(zeroize::Zeroizing::new)
-                .ok_or_else(|| Error::Usage("the admin key must be 32 bytes of hex".into()))?;
+        PinCommand::Unblock {
+            admin_key: src,
+            new_pin,
+        } => {
+            let key = admin_key(&src)?;
             let new = new_pin.map(|s| s.read("new PIN")).transpose()?;
             ctx.with_card(|card| {
                 let number = card.card_number()?;

@@ -23,15 +23,8 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
         println!("no readers (use -r sim:NAME to create an embedded simulated card)");
     }
     for r in &list {
-        let idx = r
-            .index
-            .map(|i| format!("{i}:"))
-            .unwrap_or_else(|| "-".into());
-        let card = if r.card_present {
-            "card present"
-        } else {
-            "no card"
-        };
+        let idx = r.index.map(|i| format!("{i}:")).unwrap_or_else(|| "-".into());
+        let card = if r.card_present { "card present" } else { "no card" };
         println!("{idx:<3} {}  [{card}]", r.name);
         if let Some(atr) = &r.atr {
             println!("    ATR {atr}");

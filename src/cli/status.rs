@@ -24,20 +24,11 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
     println!("role         {}", st.role);
     println!("applet       {}", st.applet_version);
     if st.pin_blocked {
-        println!(
-            "PIN          BLOCKED (0 of {} tries left)",
-            st.pin_max_tries
-        );
+        println!("PIN          BLOCKED (0 of {} tries left)", st.pin_max_tries);
     } else {
-        println!(
-            "PIN          {} of {} tries left",
-            st.pin_tries_left, st.pin_max_tries
-        );
+        println!("PIN          {} of {} tries left", st.pin_tries_left, st.pin_max_tries);
     }
-    println!(
-        "memory       {} pages of {} bytes",
-        st.page_count, st.page_size
-    );
+    println!("memory       {} pages of {} bytes", st.page_count, st.page_size);
     println!(
         "APDUs        {}",
         if st.extended_length {

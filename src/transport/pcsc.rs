@@ -32,20 +32,14 @@ pub fn list(ctx: &Context) -> Result<Vec<PcscReaderInfo>> {
         .collect();
     if !states.is_empty() {
         ctx.get_status_change(std::time::Duration::from_millis(0), &mut states)
-            .or_else(|e| {
-                if e == ::pcsc::Error::Timeout {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
+            .or_else(|e| if e == ::pcsc::Error::Timeout { Ok(()) } else { Err(e) })
             .map_err(|e| Error::NoPcsc(e.to_string()))?;
     }
     Ok(states
         .iter()
         .map(|s| {
-            let present = s.event_state().contains(::pcsc::State::PRESENT)
-                && !s.event_state().contains(::pcsc::State::MUTE);
+            let present =
+                s.event_state().contains(::pcsc::State::PRESENT) && !s.event_state().contains(::pcsc::State::MUTE);
             PcscReaderInfo {
                 name: s.name().to_string_lossy().into_owned(),
                 card_present: present,
@@ -68,18 +62,15 @@ pub struct PcscReader {
 impl PcscReader {
     /// Connect (shared mode, T=0 or T=1) to the card in reader `name`.
     pub fn connect(ctx: Context, name: &str, extended: Option<bool>) -> Result<PcscReader> {
-        let cname =
-            CString::new(name).map_err(|_| Error::Reader(format!("bad reader name '{name}'")))?;
+        let cname = CString::new(name).map_err(|_| Error::Reader(format!("bad reader name '{name}'")))?;
         let card = ctx
             .connect(&cname, ShareMode::Shared, Protocols::ANY)
             .map_err(|e| match e {
-                ::pcsc::Error::NoSmartcard | ::pcsc::Error::RemovedCard => {
-                    Error::NoCard(name.to_string())
-                }
+                ::pcsc::Error::NoSmartcard | ::pcsc::Error::RemovedCard => Error::NoCard(name.to_string()),
                 ::pcsc::Error::UnknownReader => Error::Reader(format!("reader '{name}' is gone")),
-                ::pcsc::Error::SharingViolation => Error::Reader(format!(
-                    "reader '{name}' is in exclusive use by another application"
-                )),
+                ::pcsc::Error::SharingViolation => {
+                    Error::Reader(format!("reader '{name}' is in exclusive use by another application"))
+                }
                 other => Error::Pcsc {
                     reader: name.to_string(),
                     doing: "connecting",
@@ -91,9 +82,7 @@ impl PcscReader {
             .map_err(|e| pcsc_err(name, "reading the ATR", e))?
             .atr()
             .to_vec();
-        let from_atr = super::atr::card_capabilities(&atr)
-            .map(|(_, ext)| ext)
-            .unwrap_or(false);
+        let from_atr = super::atr::card_capabilities(&atr).map(|(_, ext)| ext).unwrap_or(false);
         Ok(PcscReader {
             name: name.to_string(),
             card,
@@ -108,9 +97,9 @@ impl PcscReader {
 
 fn pcsc_err(reader: &str, doing: &'static str, e: ::pcsc::Error) -> Error {
     match e {
-        ::pcsc::Error::RemovedCard
-        | ::pcsc::Error::NoSmartcard
-        | ::pcsc::Error::ReaderUnavailable => Error::CardRemoved(reader.to_string()),
+        ::pcsc::Error::RemovedCard | ::pcsc::Error::NoSmartcard | ::pcsc::Error::ReaderUnavailable => {
+            Error::CardRemoved(reader.to_string())
+        }
         other => Error::Pcsc {
             reader: reader.to_string(),
             doing,
@@ -143,9 +132,9 @@ impl Reader for PcscReader {
 
 fn map_tx_err(e: ::pcsc::Error) -> TransportError {
     match e {
-        ::pcsc::Error::RemovedCard
-        | ::pcsc::Error::NoSmartcard
-        | ::pcsc::Error::ReaderUnavailable => TransportError::CardRemoved,
+        ::pcsc::Error::RemovedCard | ::pcsc::Error::NoSmartcard | ::pcsc::Error::ReaderUnavailable => {
+            TransportError::CardRemoved
+        }
         ::pcsc::Error::ResetCard => TransportError::CardReset,
         other => TransportError::Pcsc(other),
     }

@@ -20,12 +20,7 @@ pub fn list(data_dir: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(CARD_SUFFIX)
-                .map(str::to_string)
-        })
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(CARD_SUFFIX).map(str::to_string))
         .collect();
     names.sort();
     names
@@ -52,12 +47,7 @@ pub struct SimReader {
 
 impl SimReader {
     /// Open embedded card `name`, creating it from `profile` if it does not exist.
-    pub fn open(
-        data_dir: &Path,
-        name: &str,
-        profile: &str,
-        extended: Option<bool>,
-    ) -> Result<SimReader> {
+    pub fn open(data_dir: &Path, name: &str, profile: &str, extended: Option<bool>) -> Result<SimReader> {
         if !valid_name(name) {
             return Err(Error::Usage(format!(
                 "'sim:{name}': an embedded card name uses letters, digits, '-', '_' and '.'"
@@ -73,9 +63,7 @@ impl SimReader {
         let (mut card, created) = Card::open(&path, &profile)?;
         card.power_on();
         let atr = card.atr();
-        let from_atr = super::atr::card_capabilities(&atr)
-            .map(|(_, e)| e)
-            .unwrap_or(false);
+        let from_atr = super::atr::card_capabilities(&atr).map(|(_, e)| e).unwrap_or(false);
         Ok(SimReader {
             name: format!("sim:{name}"),
             card,

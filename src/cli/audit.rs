@@ -1,0 +1,55 @@
+//! `cardvault audit`
+
+use super::{print_json, Ctx};
+use crate::error::{Error, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only entries about this card number.
+    #[arg(long, value_name = "NUMBER")]
+    card: Option<String>,
+    /// Check the hash chain instead of listing.
+    #[arg(long)]
+    verify: bool,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let vault = ctx.vault()?;
+    if a.verify {
+        let problems = vault.verify_audit()?;
+        if ctx.json {
+            print_json(&serde_json::json!({ "ok": problems.is_empty(), "problems": problems }));
+        } else if problems.is_empty() {
+            println!("audit trail intact");
+        } else {
+            for p in &problems {
+                println!("{p}");
+            }
+        }
+        return if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Data(format!(
+                "the audit trail has {} problem(s)",
+                problems.len()
+            )))
+        };
+    }
+    let entries = vault.audit_entries(a.card.as_deref())?;
+    if ctx.json {
+        print_json(&serde_json::json!({ "entries": entries }));
+    } else {
+        for e in &entries {
+            println!(
+                "{:>5} {} {:<18} {:<18} {:<18} {}",
+                e.id,
+                e.at,
+                e.event,
+                e.card,
+                e.peer.as_deref().unwrap_or("-"),
+                e.result
+            );
+        }
+    }
+    Ok(())
+}

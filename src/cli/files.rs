@@ -1,0 +1,212 @@
+//! `cardvault encrypt | decrypt | recover`
+
+use super::{client, print_json, Ctx};
+use crate::error::{Error, Result};
+use crate::fileenc;
+use crate::secret::SecretSource;
+use crate::workflow::files::{self, card_unwrapper, file_error};
+use applet_sim::proto::{from_hex, to_hex};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct EncryptArgs {
+    /// Encrypt to the card in this reader (reads its encryption key).
+    #[arg(
+        long,
+        value_name = "READER",
+        conflicts_with = "recipient",
+        required_unless_present = "recipient"
+    )]
+    to: Option<String>,
+    /// Encrypt to a public key file (hex or raw 65-byte P-256 key); no card needed.
+    #[arg(long, value_name = "FILE")]
+    recipient: Option<PathBuf>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    #[arg(value_name = "IN")]
+    input: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DecryptArgs {
+    #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+    pin: SecretSource,
+    #[arg(long)]
+    force: bool,
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    #[arg(value_name = "IN")]
+    input: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecoverArgs {
+    /// Reader holding the backup card.
+    #[arg(long, value_name = "READER")]
+    backup: String,
+    /// Reader holding the new main card.
+    #[arg(long = "new", value_name = "READER")]
+    new_main: String,
+    /// PIN of the backup card.
+    #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+    backup_pin: SecretSource,
+    /// PIN of the new main card.
+    #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+    new_pin: SecretSource,
+    /// If the new main card has no key yet: its key group elements 2..n (hex, from
+    /// prompt, env:VAR or file:PATH) so it can generate one.
+    #[arg(long, value_name = "SOURCE")]
+    elements: Option<SecretSource>,
+    /// Encrypted files to re-encrypt in place.
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+}
+
+fn parse_public_key(bytes: &[u8]) -> Result<Vec<u8>> {
+    let key = if bytes.len() == 65 && bytes[0] == 4 {
+        bytes.to_vec()
+    } else {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| from_hex(s.trim()))
+            .ok_or_else(|| Error::Usage("the recipient file is neither hex nor a raw 65-byte key".into()))?
+    };
+    applet_sim::crypto::public_key(&key).map_err(|e| Error::Usage(format!("recipient key: {e}")))?;
+    Ok(key)
+}
+
+pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
+    let public = match (&a.to, &a.recipient) {
+        (_, Some(path)) => parse_public_key(&files::read_small(path, 4096)?)?,
+        (Some(spec), None) => {
+            let mut r = ctx.open_named(spec)?;
+            let key = client(r.as_mut(), ctx.trace)?.public_key()?;
+            key.ok_or_else(|| Error::Refused(format!("the card in {spec} has no readable encryption key")))?
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let n = fileenc::encrypt_file(&a.input, &a.output, &public, a.force).map_err(|e| file_error(&a.output, e))?;
+    let key_id = to_hex(&applet_sim::crypto::key_id(&public));
+    if ctx.json {
+        print_json(&serde_json::json!({ "output": a.output, "bytes": n, "recipient_key_id": key_id }));
+    } else {
+        println!("{} bytes encrypted to key {key_id} -> {}", n, a.output.display());
+    }
+    Ok(())
+}
+
+pub fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<()> {
+    let pin = a.pin.read("PIN")?;
+    let mut r = ctx.open_reader()?;
+    let mut card = client(r.as_mut(), ctx.trace)?;
+    card.verify_pin(&pin)?;
+    let key_id = card.public_key()?.map(|p| applet_sim::crypto::key_id(&p));
+    let n = fileenc::decrypt_file(&a.input, &a.output, a.force, key_id, card_unwrapper(&mut card))
+        .map_err(|e| file_error(&a.input, e))?;
+    if ctx.json {
+        print_json(&serde_json::json!({ "output": a.output, "bytes": n }));
+    } else {
+        println!("{} bytes decrypted -> {}", n, a.output.display());
+    }
+    Ok(())
+}
+
+pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
+    let backup_pin = a.backup_pin.read("PIN of the backup card")?;
+    let new_pin = a.new_pin.read("PIN of the new main card")?;
+    let mut br = ctx.open_named(&a.backup)?;
+    let mut nr = ctx.open_named(&a.new_main)?;
+    let mut backup = client(br.as_mut(), ctx.trace)?;
+    let mut new_main = client(nr.as_mut(), ctx.trace)?;
+    let (bs, ns) = (backup.status()?, new_main.status()?);
+    if bs.role != "backup" {
+        return Err(Error::Refused(format!(
+            "card {} in {} is not a backup card",
+            bs.card_number, a.backup
+        )));
+    }
+    backup.verify_pin(&backup_pin)?;
+    new_main.verify_pin(&new_pin)?;
+    let public = match new_main.public_key()? {
+        Some(p) => p,
+        None => {
+            let src = a.elements.as_ref().ok_or_else(|| {
+                Error::Usage(format!(
+                    "the new main card {} has no key yet; give --elements so it can generate one",
+                    ns.card_number
+                ))
+            })?;
+            let elements = super::duplicate::parse_elements(&src.read_all("key group elements 2..n (hex)")?)?;
+            let size = new_main.key_state()?.group_size as usize;
+            if elements.len() + 1 != size {
+                return Err(Error::Usage(format!(
+                    "the new main card's key group has {size} elements: give {} (elements 2..{size}), {} given",
+                    size - 1,
+                    elements.len()
+                )));
+            }
+            for (i, e) in elements.iter().enumerate() {
+                new_main.write_key_element(i as u8 + 2, e)?;
+            }
+            new_main.generate_key_pair()?
+        }
+    };
+    let bar = if ctx.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(a.files.len() as u64)
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}").expect("template"));
+    let mut vault = ctx.vault()?;
+    let mut done = Vec::new();
+    let mut failed = None;
+    for path in &a.files {
+        bar.set_message(path.display().to_string());
+        let r = files::recover_file(&mut backup, &mut new_main, &public, path);
+        let result = match &r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        vault.audit(crate::vault::AuditEvent {
+            event: "recover-file",
+            card: &ns.card_number,
+            peer: Some(&bs.card_number),
+            result: &result,
+            details: serde_json::json!({ "file": path }),
+        })?;
+        bar.inc(1);
+        match r {
+            Ok(bytes) => done.push(files::RecoveredFile {
+                path: path.clone(),
+                bytes,
+                result,
+            }),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if ctx.json {
+        print_json(
+            &serde_json::json!({ "new_main_card": ns.card_number, "backup_card": bs.card_number, "files": done }),
+        );
+    } else {
+        for f in &done {
+            println!(
+                "re-encrypted to card {}: {} ({} bytes)",
+                ns.card_number,
+                f.path.display(),
+                f.bytes
+            );
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

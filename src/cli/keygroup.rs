@@ -1,0 +1,115 @@
+//! `cardvault keygroup status | reset | release | public-key`
+
+use super::{print_json, Ctx};
+use crate::error::{Error, Result};
+use crate::secret::SecretSource;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum KeygroupCommand {
+    /// Key group elements written, check value, main key origin, export state.
+    Status,
+    /// Clear elements 2..n; this destroys the card's main keys with them.
+    Reset {
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+        /// Confirm that the main keys on the card are to be destroyed.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Issuer: forget the pending (never confirmed) duplicate target of a main card.
+    Release {
+        #[arg(long, value_name = "SOURCE")]
+        admin_key: SecretSource,
+    },
+    /// Write the card's encryption (public) key to a file, for `encrypt --recipient`.
+    PublicKey {
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
+    match c {
+        KeygroupCommand::Status => {
+            let (st, ks) = ctx.with_card(|card| Ok((card.status()?, card.key_state()?)))?;
+            if ctx.json {
+                let mut v = serde_json::to_value(&ks).expect("serializable");
+                v["card_number"] = st.card_number.into();
+                v["role"] = st.role.into();
+                print_json(&v);
+            } else {
+                println!("card number     {} ({})", st.card_number, st.role);
+                println!(
+                    "key group       {} of {} elements written{}",
+                    ks.elements_written.len(),
+                    ks.group_size,
+                    if ks.group_complete { ", complete" } else { "" }
+                );
+                println!("check value     {}", ks.check_value.as_deref().unwrap_or("-"));
+                println!("main key        {}", ks.key_origin.as_deref().unwrap_or("none"));
+                if let Some(p) = &ks.public_key {
+                    println!("encryption key  {p}");
+                }
+                if let Some(s) = &ks.source_card {
+                    println!("imported from   {s}");
+                }
+                println!(
+                    "duplicate       {}{} ({} take-outs){}",
+                    ks.export.state,
+                    ks.export
+                        .target
+                        .as_deref()
+                        .map(|t| format!(" to {t}"))
+                        .unwrap_or_default(),
+                    ks.export.take_outs,
+                    if ks.export.no_export_after_backup {
+                        ", no export once backed up"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
+        KeygroupCommand::Reset { pin, yes } => {
+            if !yes {
+                return Err(Error::Usage(
+                    "resetting the key group destroys the card's main keys; add --yes to confirm".into(),
+                ));
+            }
+            let pin = pin.read("PIN")?;
+            ctx.with_card(|card| {
+                card.verify_pin(&pin)?;
+                card.reset_key_group()
+            })?;
+            report(ctx, "key group reset; main keys destroyed")
+        }
+        KeygroupCommand::Release { admin_key } => {
+            let key = super::pin::admin_key(&admin_key)?;
+            ctx.with_card(|card| {
+                let n = card.card_number()?;
+                card.admin_authenticate(&key, &n)?;
+                card.release_duplicate()
+            })?;
+            report(ctx, "pending duplicate released")
+        }
+        KeygroupCommand::PublicKey { output } => {
+            let key = ctx.with_card(|card| card.public_key())?;
+            let key = key.ok_or_else(|| Error::Refused("the card has no readable encryption key".into()))?;
+            std::fs::write(&output, format!("{}\n", applet_sim::proto::to_hex(&key)))
+                .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
+            report(ctx, &format!("encryption key written to {}", output.display()))
+        }
+    }
+}
+
+fn report(ctx: &Ctx, msg: &str) -> Result<()> {
+    if ctx.json {
+        print_json(&serde_json::json!({ "result": msg }));
+    } else {
+        println!("{msg}");
+    }
+    Ok(())
+}

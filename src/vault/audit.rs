@@ -1,0 +1,159 @@
+//! The audit trail: append-only (triggers refuse UPDATE and DELETE) and hash
+//! chained, so an edited, removed or reordered row shows up in verification.
+//! It records what happened to which card; it never holds key material.
+
+use super::Vault;
+use crate::error::Result;
+use rusqlite::OptionalExtension;
+use serde::Serialize;
+
+/// What is being recorded.
+pub struct AuditEvent<'a> {
+    pub event: &'a str,
+    pub card: &'a str,
+    pub peer: Option<&'a str>,
+    pub result: &'a str,
+    pub details: serde_json::Value,
+}
+
+/// One row of the audit trail.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub event: String,
+    pub card: String,
+    pub peer: Option<String>,
+    pub result: String,
+    pub details: serde_json::Value,
+}
+
+/// SHA-256(prev_hash || id || each field as u32 length + bytes). Fields:
+/// at, event, card, peer (NUL when absent), result, details.
+fn entry_hash(prev: &[u8], id: i64, fields: [&str; 6]) -> [u8; 32] {
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(prev);
+    buf.extend_from_slice(&id.to_be_bytes());
+    for f in fields {
+        buf.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        buf.extend_from_slice(f.as_bytes());
+    }
+    openssl::sha::sha256(&buf)
+}
+
+impl Vault {
+    /// Append one audit entry (its own transaction).
+    pub fn audit(&mut self, e: AuditEvent<'_>) -> Result<i64> {
+        let at = crate::util::now_utc();
+        let details = e.details.to_string();
+        let path = self.path.clone();
+        let verr = |x: rusqlite::Error| crate::Error::Vault {
+            path: path.clone(),
+            reason: x.to_string(),
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(verr)?;
+        let last: Option<(i64, Vec<u8>)> = tx
+            .query_row("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(verr)?;
+        let (id, prev) = match last {
+            Some((id, h)) => (id + 1, h),
+            None => (1, vec![0u8; 32]),
+        };
+        let hash = entry_hash(
+            &prev,
+            id,
+            [&at, e.event, e.card, e.peer.unwrap_or("\u{0}"), e.result, &details],
+        );
+        tx.execute(
+            "INSERT INTO audit (id, at, event, card, peer, result, details, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            rusqlite::params![id, at, e.event, e.card, e.peer, e.result, details, prev, hash.to_vec()],
+        )
+        .map_err(verr)?;
+        tx.commit().map_err(verr)?;
+        Ok(id)
+    }
+
+    /// Audit entries, oldest first; `card` filters on either side.
+    pub fn audit_entries(&self, card: Option<&str>) -> Result<Vec<AuditEntry>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, at, event, card, peer, result, details FROM audit
+                 WHERE ?1 IS NULL OR card = ?1 OR peer = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([card], |r| {
+                let details: String = r.get(6)?;
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    event: r.get(2)?,
+                    card: r.get(3)?,
+                    peer: r.get(4)?,
+                    result: r.get(5)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Check the hash chain; returns a description of every problem found.
+    pub fn verify_audit(&self) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, at, event, card, peer, result, details, prev_hash, hash FROM audit ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
+        let mut problems = Vec::new();
+        let mut prev = vec![0u8; 32];
+        let mut expected_id = 1i64;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let id: i64 = r.get(0).map_err(|e| self.err(e))?;
+            let get = |i| r.get::<_, String>(i);
+            let (at, event, card, result, details) = (get(1), get(2), get(3), get(5), get(6));
+            let peer: Option<String> = r.get(4).map_err(|e| self.err(e))?;
+            let prev_hash: Vec<u8> = r.get(7).map_err(|e| self.err(e))?;
+            let hash: Vec<u8> = r.get(8).map_err(|e| self.err(e))?;
+            if id != expected_id {
+                problems.push(format!("audit: entry {expected_id} is missing (next is {id})"));
+            }
+            if prev_hash != prev {
+                problems.push(format!(
+                    "audit: entry {id} does not follow the entry before it (chain broken)"
+                ));
+            }
+            match (at, event, card, result, details) {
+                (Ok(at), Ok(event), Ok(card), Ok(result), Ok(details)) => {
+                    let h = entry_hash(
+                        &prev_hash,
+                        id,
+                        [
+                            &at,
+                            &event,
+                            &card,
+                            peer.as_deref().unwrap_or("\u{0}"),
+                            &result,
+                            &details,
+                        ],
+                    );
+                    if h.as_slice() != hash.as_slice() {
+                        problems.push(format!("audit: entry {id} was altered (hash mismatch)"));
+                    }
+                }
+                _ => problems.push(format!("audit: entry {id} has fields of the wrong type")),
+            }
+            prev = hash;
+            expected_id = id + 1;
+        }
+        Ok(problems)
+    }
+}

@@ -1,0 +1,123 @@
+//! The vault: one SQLite file (WAL mode, mode 0600) holding the audit trail,
+//! and the card backups once they land. Schema changes are migration files
+//! (migrations/NNNN_*.sql) applied in one transaction at open; the schema
+//! version is `PRAGMA user_version`. docs/FORMATS.md documents every table.
+
+mod audit;
+
+pub use audit::{AuditEntry, AuditEvent};
+
+use crate::error::{Error, Result};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Migrations in order; index + 1 is the schema version they produce.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_audit.sql")];
+
+/// An open vault.
+pub struct Vault {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Vault {
+    /// Open (creating if needed) the vault at `path`, apply migrations.
+    pub fn open(path: &Path) -> Result<Vault> {
+        let err = |reason: String| Error::Vault {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        }
+        let existed = path.exists();
+        if !existed {
+            // Create it 0600 before SQLite touches it.
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(|e| err(e.to_string()))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| err(format!("not a vault (or damaged): {e}")))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(err(format!("could not switch to WAL mode (got {mode})")));
+        }
+        conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;")
+            .map_err(|e| err(e.to_string()))?;
+        let mut v = Vault {
+            conn,
+            path: path.to_path_buf(),
+        };
+        v.migrate()?;
+        Ok(v)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Vault {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(self.err(format!(
+                "schema version {version} is newer than this cardvault understands ({}); upgrade cardvault",
+                MIGRATIONS.len()
+            )));
+        }
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| Error::Vault {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)
+                .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)))
+                .map_err(|e| Error::Vault {
+                    path: path.clone(),
+                    reason: format!("migration {}: {e}", i + 1),
+                })?;
+        }
+        tx.commit().map_err(|e| Error::Vault {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Record that a card was seen with a role.
+    pub fn note_card(&self, card_number: &str, role: &str) -> Result<()> {
+        let now = crate::util::now_utc();
+        self.conn
+            .execute(
+                "INSERT INTO cards (card_number, role, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(card_number) DO UPDATE SET role = ?2, last_seen = ?3",
+                rusqlite::params![card_number, role, now],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}

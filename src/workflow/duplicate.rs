@@ -1,0 +1,228 @@
+//! Duplication onto a backup card (FIG. 15, claim 7).
+//!
+//! 1. Verify the PIN on both cards and write key group elements 2..n to both.
+//! 2. Confirm both writes succeeded and both groups have the same check value;
+//!    only then does the main card generate its key pair.
+//! 3. Take out the decryption key (encrypted under the group, bound to both
+//!    card numbers) and import it on the backup card; the backup card's
+//!    receipt confirms the one duplicate on the main card.
+//! 4. End-to-end check: the backup card opens a key wrapped to the main
+//!    card's public key.
+//!
+//! Every step is idempotent, so an interrupted run is simply run again.
+
+use crate::card::CardClient;
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+use crate::vault::{AuditEvent, Vault};
+use applet_sim::crypto;
+use applet_sim::proto::to_hex;
+use serde::Serialize;
+use serde_json::json;
+
+pub struct DuplicateOptions {
+    pub main_pin: Secret,
+    pub backup_pin: Secret,
+    /// Key group elements 2..n, in order (32 bytes each).
+    pub elements: Vec<Secret>,
+    /// FIG. 26/27 variant: the backup card also gets (exposes) the encryption key.
+    pub backup_gets_public_key: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DuplicateReport {
+    pub main_card: String,
+    pub backup_card: String,
+    pub check_value: String,
+    pub public_key: String,
+    pub key_generated_now: bool,
+    pub take_out_counter: u32,
+    pub end_to_end_check: bool,
+    pub backup_has_public_key: bool,
+}
+
+const CHECK_AAD: &[u8] = b"cardvault duplicate end-to-end check";
+
+pub fn duplicate(
+    main: &mut CardClient<'_>,
+    backup: &mut CardClient<'_>,
+    opts: &DuplicateOptions,
+    vault: &mut Vault,
+) -> Result<DuplicateReport> {
+    let ms = main.status()?;
+    let bs = backup.status()?;
+    if ms.card_number == bs.card_number {
+        return Err(Error::Usage("the main and the backup reader hold the same card".into()));
+    }
+    if !ms.issued || !matches!(ms.role.as_str(), "main" | "replacement") {
+        return Err(Error::Refused(format!(
+            "card {} is not an issued main card (role {}, issued {})",
+            ms.card_number, ms.role, ms.issued
+        )));
+    }
+    if !bs.issued || bs.role != "backup" {
+        return Err(Error::Refused(format!(
+            "card {} is not an issued backup card (role {}, issued {})",
+            bs.card_number, bs.role, bs.issued
+        )));
+    }
+    let (mk, bk) = (main.key_state()?, backup.key_state()?);
+    if mk.group_size != bk.group_size {
+        return Err(Error::Refused(format!(
+            "key group sizes differ: main card {} elements, backup card {}",
+            mk.group_size, bk.group_size
+        )));
+    }
+    let need = mk.group_size.saturating_sub(1) as usize;
+    if opts.elements.len() != need {
+        return Err(Error::Usage(format!(
+            "the key group has {} elements: give {need} element(s) (2..{}), {} given",
+            mk.group_size,
+            mk.group_size,
+            opts.elements.len()
+        )));
+    }
+
+    // Step 1: PINs, then elements 2..n on both cards.
+    main.verify_pin(&opts.main_pin)?;
+    backup.verify_pin(&opts.backup_pin)?;
+    for (i, e) in opts.elements.iter().enumerate() {
+        let n = i as u8 + 2;
+        main.write_key_element(n, e)?;
+        backup.write_key_element(n, e)?;
+    }
+
+    // Step 2: both groups complete and equal, compared by check value only.
+    let (mkcv, bkcv) = (main.key_group_kcv()?, backup.key_group_kcv()?);
+    let (Some(mkcv), Some(bkcv)) = (mkcv, bkcv) else {
+        return Err(Error::Refused(
+            "a key group is still incomplete after writing its elements".into(),
+        ));
+    };
+    if mkcv != bkcv {
+        return Err(Error::Refused(format!(
+            "the two cards hold different key groups (check values {} and {}); key 1 from issuance differs, \
+             or an element was entered differently. No key was generated.",
+            to_hex(&mkcv),
+            to_hex(&bkcv)
+        )));
+    }
+    let kcv_hex = to_hex(&mkcv);
+
+    // Only now: the main key pair.
+    let (public, generated) = match main.public_key()? {
+        Some(p) => (p, false),
+        None => (main.generate_key_pair()?, true),
+    };
+
+    // Step 3: take out, import, confirm.
+    let blob = match main.take_out_key(&bs.card_number) {
+        Ok(b) => b,
+        Err(e) => {
+            audit(
+                vault,
+                "take-out",
+                &ms.card_number,
+                &bs.card_number,
+                &format!("refused: {e}"),
+                &kcv_hex,
+                None,
+            )?;
+            return Err(e);
+        }
+    };
+    let info = applet_sim::keygroup::takeout_info(&blob).ok_or_else(|| Error::Malformed {
+        command: "TAKE OUT KEY",
+        reason: "the take-out blob does not parse".into(),
+    })?;
+    if info.source != ms.card_number || info.target != bs.card_number || info.kcv != mkcv {
+        return Err(Error::Data(
+            "the take-out blob is not bound to these two cards and this key group".into(),
+        ));
+    }
+    audit(
+        vault,
+        "take-out",
+        &ms.card_number,
+        &bs.card_number,
+        "ok",
+        &kcv_hex,
+        Some(info.counter),
+    )?;
+    let receipt = match backup.import_key(&blob, opts.backup_gets_public_key) {
+        Ok(r) => r,
+        Err(e) => {
+            audit(
+                vault,
+                "import",
+                &bs.card_number,
+                &ms.card_number,
+                &format!("refused: {e}"),
+                &kcv_hex,
+                Some(info.counter),
+            )?;
+            return Err(e);
+        }
+    };
+    audit(
+        vault,
+        "import",
+        &bs.card_number,
+        &ms.card_number,
+        "ok",
+        &kcv_hex,
+        Some(info.counter),
+    )?;
+    main.confirm_duplicate(&receipt)?;
+    audit(
+        vault,
+        "confirm-duplicate",
+        &ms.card_number,
+        &bs.card_number,
+        "ok",
+        &kcv_hex,
+        Some(info.counter),
+    )?;
+
+    // Step 4: what the main card's public key locks, the backup card opens.
+    let probe = crypto::random::<32>();
+    let wrapped = crypto::wrap_key(&public, &probe, CHECK_AAD).map_err(|e| Error::Data(e.to_string()))?;
+    let opened = backup.unwrap_file_key(CHECK_AAD, &wrapped)?;
+    if opened[..] != probe[..] {
+        return Err(Error::Data(
+            "end-to-end check failed: the backup card opened a different key".into(),
+        ));
+    }
+    vault.note_card(&ms.card_number, &ms.role)?;
+    vault.note_card(&bs.card_number, &bs.role)?;
+    Ok(DuplicateReport {
+        main_card: ms.card_number,
+        backup_card: bs.card_number,
+        check_value: kcv_hex,
+        public_key: to_hex(&public),
+        key_generated_now: generated,
+        take_out_counter: info.counter,
+        end_to_end_check: true,
+        backup_has_public_key: backup.public_key()?.is_some(),
+    })
+}
+
+fn audit(
+    vault: &mut Vault,
+    event: &str,
+    card: &str,
+    peer: &str,
+    result: &str,
+    kcv: &str,
+    counter: Option<u32>,
+) -> Result<()> {
+    vault
+        .audit(AuditEvent {
+            event,
+            card,
+            peer: Some(peer),
+            result,
+            details: json!({ "check_value": kcv, "take_out_counter": counter }),
+        })
+        .map(|_| ())
+}

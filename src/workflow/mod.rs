@@ -1,0 +1,6 @@
+//! Workflows: the operator's jobs, built from card-client calls, with every
+//! response checked and every step recorded where the job says so.
+
+pub mod duplicate;
+pub mod files;
+pub mod issue;
