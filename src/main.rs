@@ -8,7 +8,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();
-            if json {
+            if json && !cardvault::cli::json_printed() {
                 let v = serde_json::json!({
                     "error": { "kind": e.kind(), "message": e.to_string(), "exit_code": code }
                 });

@@ -55,11 +55,7 @@ fn wrong_pin_counts_down_blocks_and_is_reported_with_exit_code_5() {
     };
     let o = verify("111111");
     assert_eq!(o.status.code(), Some(5));
-    assert!(
-        stderr(&o).contains("wrong PIN: 2 tries left"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("wrong PIN: 2 tries left"), "{}", stderr(&o));
     assert_eq!(state(&home, "bob").pin.tries_left, 2);
     assert!(verify("123456").status.success());
     assert_eq!(state(&home, "bob").pin.tries_left, 3);
@@ -81,11 +77,7 @@ fn pin_on_the_command_line_is_refused_and_nothing_is_sent() {
     let before = state(&home, "c");
     let o = run(cardvault(&home).args(["-r", "sim:c", "pin", "verify", "--pin", "123456"]));
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("never given on the command line"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("never given on the command line"), "{}", stderr(&o));
     assert_eq!(state(&home, "c"), before);
     // No terminal to prompt on: a clear error, not a hang.
     let o = run(cardvault(&home).args(["-r", "sim:c", "pin", "verify"]));
@@ -103,10 +95,7 @@ fn trace_shows_every_apdu_with_timing_and_masks_the_pin() {
     let err = stderr(&o);
     assert!(err.contains("> 00A4040006F043564C5401"), "{err}");
     assert!(err.contains("secret bytes masked"), "{err}");
-    assert!(
-        err.contains("63C2 verification failed, 2 tries left"),
-        "{err}"
-    );
+    assert!(err.contains("63C2 verification failed, 2 tries left"), "{err}");
     assert!(err.contains(" ms]"), "{err}");
     assert!(
         !err.contains("383634323133") && !err.contains("864213"),
@@ -123,17 +112,12 @@ fn apdu_script_like_scriptor_with_decoded_status_words() {
         "# select the applet\n00 A4 04 00 06 F0 43 56 4C 54 01 00\n00CADF0101   # wrong Le, corrected\n00 20 00 81 06 31 32 33 34 35 36\n80 99 00 00\n",
     )
     .unwrap();
-    let o = run(cardvault(&home)
-        .args(["-r", "sim:s", "apdu", "--script"])
-        .arg(&script));
+    let o = run(cardvault(&home).args(["-r", "sim:s", "apdu", "--script"]).arg(&script));
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("< 6F0F8406F043564C5401"), "{out}");
     assert!(out.contains("DF0110"), "6Cxx was not followed: {out}");
-    assert!(
-        out.contains("> 0020008106 <6 secret bytes masked>"),
-        "{out}"
-    );
+    assert!(out.contains("> 0020008106 <6 secret bytes masked>"), "{out}");
     assert!(out.contains("< 6D00 instruction not supported"), "{out}");
     assert!(!out.contains("313233343536"));
 
@@ -162,9 +146,7 @@ fn apdu_script_like_scriptor_with_decoded_status_words() {
         "00 A4 04 00 06 F0 43 56 4C 54 01\n0020008106313233343536\nXYZ\n",
     )
     .unwrap();
-    let o = run(cardvault(&home)
-        .args(["-r", "sim:s", "apdu", "--script"])
-        .arg(&script));
+    let o = run(cardvault(&home).args(["-r", "sim:s", "apdu", "--script"]).arg(&script));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("line 3"), "{}", stderr(&o));
     assert_eq!(state(&home, "s"), before);
@@ -179,14 +161,7 @@ fn apdu_script_like_scriptor_with_decoded_status_words() {
 #[test]
 fn short_apdus_only_still_move_long_data() {
     let home = temp_dir("short");
-    let o = run(cardvault(&home).args([
-        "--extended-length",
-        "never",
-        "--trace",
-        "-r",
-        "sim:x",
-        "demo",
-    ]));
+    let o = run(cardvault(&home).args(["--extended-length", "never", "--trace", "-r", "sim:x", "demo"]));
     assert!(o.status.success(), "{}", stderr(&o));
     // Reading 4 KiB through short APDUs uses GET RESPONSE (00C0...).
     assert!(stderr(&o).contains("> 00C0000000"), "no GET RESPONSE seen");
@@ -203,10 +178,7 @@ fn bad_configuration_is_a_clear_error_with_exit_code_2() {
         .args(["-r", "sim:z", "status"]));
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(
-        e.contains("bad.toml") && e.contains("extended_lenght"),
-        "{e}"
-    );
+    assert!(e.contains("bad.toml") && e.contains("extended_lenght"), "{e}");
     assert!(
         !card_file(&home, "z").exists(),
         "a card was created despite the bad config"
@@ -233,8 +205,7 @@ fn bad_reader_names_are_refused() {
     let o = run(cardvault(&home).args(["-r", "sim:../etc", "status"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(!home.join("etc.card").exists());
-    let o =
-        run(cardvault(&home).args(["-r", "sim:nope", "--config", "/nonexistent.toml", "status"]));
+    let o = run(cardvault(&home).args(["-r", "sim:nope", "--config", "/nonexistent.toml", "status"]));
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -246,9 +217,5 @@ fn a_card_in_use_by_another_process_is_reported() {
     let (_held, _) = applet_sim::Card::open(&card_file(&home, "held"), &profile).unwrap();
     let o = run(cardvault(&home).args(["-r", "sim:held", "status"]));
     assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("in use by another process"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("in use by another process"), "{}", stderr(&o));
 }

@@ -35,10 +35,7 @@ fn tool_available(tool: &str) -> bool {
 }
 
 fn card_number_of(path: &std::path::Path) -> String {
-    applet_sim::state::Store::peek(path)
-        .unwrap()
-        .card_number
-        .clone()
+    applet_sim::state::Store::peek(path).unwrap().card_number.clone()
 }
 
 #[test]
@@ -54,10 +51,7 @@ fn peer_tools_see_the_virtual_readers_and_the_applet() {
     if tool_available("pcsc_scan") {
         let o = Command::new("pcsc_scan").arg("-r").output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            out.contains(READER0) && out.contains(READER1),
-            "pcsc_scan -r: {out}"
-        );
+        assert!(out.contains(READER0) && out.contains(READER1), "pcsc_scan -r: {out}");
     }
     if tool_available("opensc-tool") {
         let o = Command::new("opensc-tool").arg("-l").output().unwrap();
@@ -67,20 +61,13 @@ fn peer_tools_see_the_virtual_readers_and_the_applet() {
                 .lines()
                 .find(|l| l.contains(r))
                 .unwrap_or_else(|| panic!("opensc-tool -l: {out}"));
-            assert!(
-                line.contains("Yes"),
-                "card not present per opensc-tool: {line}"
-            );
+            assert!(line.contains("Yes"), "card not present per opensc-tool: {line}");
         }
     }
     if tool_available("scriptor") {
         // The two APDUs docs/PROTOCOL.md gives for selecting the applet and reading the card number.
         let script = dir.join("read-number.txt");
-        std::fs::write(
-            &script,
-            "00 A4 04 00 06 F0 43 56 4C 54 01 00\n00 CA DF 01 00\n",
-        )
-        .unwrap();
+        std::fs::write(&script, "00 A4 04 00 06 F0 43 56 4C 54 01 00\n00 CA DF 01 00\n").unwrap();
         let o = Command::new("scriptor")
             .args(["-r", READER0])
             .arg(&script)
@@ -89,10 +76,7 @@ fn peer_tools_see_the_virtual_readers_and_the_applet() {
         let out = String::from_utf8_lossy(&o.stdout)
             .to_uppercase()
             .replace(['\n', ' '], "");
-        let number_hex: String = card_number_of(&a)
-            .bytes()
-            .map(|b| format!("{b:02X}"))
-            .collect();
+        let number_hex: String = card_number_of(&a).bytes().map(|b| format!("{b:02X}")).collect();
         assert!(
             out.contains(&number_hex),
             "scriptor did not read card number {number_hex}: {out}"
@@ -120,17 +104,12 @@ fn cardvault_reaches_cards_by_index_name_and_sim() {
     let v = json(&o);
     let rs = v["readers"].as_array().unwrap();
     for (name, idx) in [(READER0, 0), (READER1, 1)] {
-        let r = rs
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("{v}"));
+        let r = rs.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{v}"));
         assert_eq!(r["card_present"], true);
         assert_eq!(r["index"], idx);
         assert!(r["atr"].as_str().unwrap().starts_with("3B"));
     }
-    assert!(rs
-        .iter()
-        .any(|r| r["name"] == "sim:desk" && r["kind"] == "embedded"));
+    assert!(rs.iter().any(|r| r["name"] == "sim:desk" && r["kind"] == "embedded"));
 
     // status by index, by name substring and from CARDVAULT_READER.
     for (sel, want, role) in [("0", &na, "main"), ("PCD 00 01", &nb, "backup")] {
@@ -157,38 +136,20 @@ fn cardvault_reaches_cards_by_index_name_and_sim() {
     );
 
     // apdu by name: SELECT then GET DATA card number.
-    let o = run(cardvault(&home).args([
-        "-r",
-        READER0,
-        "apdu",
-        "00A4040006F043564C5401",
-        "00CADF0100",
-    ]));
+    let o = run(cardvault(&home).args(["-r", READER0, "apdu", "00A4040006F043564C5401", "00CADF0100"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let number_hex: String = na.bytes().map(|b| format!("{b:02X}")).collect();
-    assert!(
-        out.contains(&number_hex) && out.contains("9000 ok"),
-        "{out}"
-    );
+    assert!(out.contains(&number_hex) && out.contains("9000 ok"), "{out}");
 
     // A reader index that does not exist.
     let o = run(cardvault(&home).args(["-r", "7", "status"]));
     assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("there is no reader 7"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("there is no reader 7"), "{}", stderr(&o));
 }
 
 /// Write 4 KiB, read it back through `reader`, and return (data, APDUs used for the read).
-fn read_4k(
-    home: &std::path::Path,
-    reader_name: &str,
-    ext: Option<ExtendedMode>,
-    pattern: &[u8],
-) -> (Vec<u8>, u64) {
+fn read_4k(home: &std::path::Path, reader_name: &str, ext: Option<ExtendedMode>, pattern: &[u8]) -> (Vec<u8>, u64) {
     let mut r = reader::open(Some(reader_name), &opts(home, ext)).unwrap();
     with_selected(r.as_mut(), false, |c| {
         c.verify_pin(b"123456")?;
@@ -256,11 +217,7 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
     for left in [2, 1] {
         let o = verify("999999");
         assert_eq!(o.status.code(), Some(5));
-        assert!(
-            stderr(&o).contains(&format!("{left} tries left")),
-            "{}",
-            stderr(&o)
-        );
+        assert!(stderr(&o).contains(&format!("{left} tries left")), "{}", stderr(&o));
     }
     let o = verify("999999");
     assert_eq!(o.status.code(), Some(5));
@@ -272,13 +229,7 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
 
     // Pull the card (kill the simulator) and put it back.
     sim.kill();
-    assert_eq!(
-        applet_sim::state::Store::peek(&card)
-            .unwrap()
-            .pin
-            .tries_left,
-        0
-    );
+    assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 0);
     let _sim = Sim::one(&card, "main");
     let o = run(cardvault(&home).args(["--json", "-r", "0", "status"]));
     let v = json(&o);
@@ -288,36 +239,22 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
 
     // A wrong admin key does not unblock, and changes nothing.
     let bad = "ff".repeat(32);
-    let o = run(cardvault(&home).env("ADMIN", &bad).args([
+    let o = run(cardvault(&home)
+        .env("ADMIN", &bad)
+        .args(["-r", "0", "pin", "unblock", "--admin-key", "env:ADMIN"]));
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 0);
+    // The issuer's admin key unblocks and sets a new PIN.
+    let o = run(cardvault(&home).env("ADMIN", ADMIN_KEY).env("NEWPIN", "24680").args([
         "-r",
         "0",
         "pin",
         "unblock",
         "--admin-key",
         "env:ADMIN",
+        "--new-pin",
+        "env:NEWPIN",
     ]));
-    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert_eq!(
-        applet_sim::state::Store::peek(&card)
-            .unwrap()
-            .pin
-            .tries_left,
-        0
-    );
-    // The issuer's admin key unblocks and sets a new PIN.
-    let o = run(cardvault(&home)
-        .env("ADMIN", ADMIN_KEY)
-        .env("NEWPIN", "24680")
-        .args([
-            "-r",
-            "0",
-            "pin",
-            "unblock",
-            "--admin-key",
-            "env:ADMIN",
-            "--new-pin",
-            "env:NEWPIN",
-        ]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(verify("24680").status.success());
 }
@@ -373,5 +310,117 @@ fn killing_the_simulator_during_writes_leaves_the_card_old_or_new() {
             "round {round}: card holds {first}, last acknowledged write was {acked}"
         );
         expected = first;
+    }
+}
+
+#[test]
+fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
+    if !pcscd_ready() {
+        return;
+    }
+    let _g = vpcd_lock();
+    let dir = temp_dir("tworeaders");
+    let home = dir.join("home");
+    let (main_card, backup_card) = (dir.join("main.card"), dir.join("backup.card"));
+    let mut sim = Sim::start(&[
+        (PORT0, READER0, &main_card, "blank"),
+        (PORT1, READER1, &backup_card, "blank"),
+    ]);
+    let env = |c: &mut Command| {
+        c.env("ADMIN", ADMIN_KEY)
+            .env("P", "2468")
+            .env("E", format!("{}\n{}", "ab".repeat(32), "cd".repeat(32)));
+    };
+    let csv = dir.join("h.csv");
+    std::fs::write(&csv, "holder,pin,member_number,expiry\nalice,2468,M-9,2030-01\n").unwrap();
+
+    // Issue the pair: main in reader 0, backup in reader 1.
+    let mut c = cardvault(&home);
+    env(&mut c);
+    c.args([
+        "--json",
+        "-r",
+        "0",
+        "issue",
+        "--profile",
+        "pair",
+        "--backup-reader",
+        "1",
+        "--holders",
+    ])
+    .arg(&csv)
+    .args(["--admin-key", "env:ADMIN"]);
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(json(&o)["issued"], 2);
+
+    // Duplicate across the two readers.
+    let mut c = cardvault(&home);
+    env(&mut c);
+    c.args(["--json", "duplicate", "--main", READER0, "--backup", READER1]);
+    c.args(["--pin", "env:P", "--backup-pin", "env:P", "--elements", "env:E"]);
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["end_to_end_check"], true);
+
+    // Encrypt three files to the main card (through the reader).
+    let files: Vec<std::path::PathBuf> = (0..3).map(|i| dir.join(format!("f{i}"))).collect();
+    for (i, f) in files.iter().enumerate() {
+        std::fs::write(f, vec![i as u8 + 1; 5000 * (i + 1)]).unwrap();
+        let o = run(cardvault(&home)
+            .args(["encrypt", "--to", "0"])
+            .arg(f)
+            .arg("-o")
+            .arg(f.with_extension("cve")));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+
+    // The main card breaks; a new blank card takes its place in reader 0.
+    sim.kill();
+    std::fs::remove_file(&main_card).unwrap();
+    let new_card = dir.join("new-main.card");
+    let _sim = Sim::start(&[
+        (PORT0, READER0, &new_card, "blank"),
+        (PORT1, READER1, &backup_card, "blank"),
+    ]);
+    let mut c = cardvault(&home);
+    env(&mut c);
+    c.args(["-r", "0", "issue", "--profile", "main", "--holders"])
+        .arg(&csv)
+        .args(["--admin-key", "env:ADMIN"]);
+    assert!(run(&mut c).status.success());
+    let mut c = cardvault(&home);
+    env(&mut c);
+    c.args([
+        "recover",
+        "--backup",
+        "1",
+        "--new",
+        "0",
+        "--backup-pin",
+        "env:P",
+        "--new-pin",
+        "env:P",
+        "--elements",
+        "env:E",
+    ]);
+    for f in &files {
+        c.arg(f.with_extension("cve"));
+    }
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // All three decrypt with the new card.
+    for f in &files {
+        let out = f.with_extension("out");
+        let mut c = cardvault(&home);
+        env(&mut c);
+        let o = run(c
+            .args(["-r", "0", "decrypt", "--pin", "env:P"])
+            .arg(f.with_extension("cve"))
+            .arg("-o")
+            .arg(&out));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(std::fs::read(f).unwrap(), std::fs::read(&out).unwrap());
     }
 }

@@ -169,9 +169,17 @@ pub fn with_selected<T>(
     f(&mut client)
 }
 
-/// Print a value as pretty JSON on stdout.
+static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Print a value as pretty JSON on stdout. Each run prints one JSON document.
 pub fn print_json<T: serde::Serialize>(v: &T) {
+    JSON_PRINTED.store(true, std::sync::atomic::Ordering::SeqCst);
     println!("{}", serde_json::to_string_pretty(v).expect("serializable output"));
+}
+
+/// Whether this run already printed its JSON report (an error then goes to stderr only).
+pub fn json_printed() -> bool {
+    JSON_PRINTED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Run the parsed command line.

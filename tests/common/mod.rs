@@ -84,14 +84,10 @@ pub fn pcscd_ready() -> bool {
     let ok = pcsc::Context::establish(pcsc::Scope::User)
         .ok()
         .and_then(|ctx| ctx.list_readers_owned().ok())
-        .map(|rs| {
-            rs.iter()
-                .any(|r| r.to_string_lossy().contains("Virtual PCD"))
-        })
+        .map(|rs| rs.iter().any(|r| r.to_string_lossy().contains("Virtual PCD")))
         .unwrap_or(false);
     if !ok {
-        let msg =
-            "pcscd with the vsmartcard vpcd driver is not running (start: pcscd --foreground)";
+        let msg = "pcscd with the vsmartcard vpcd driver is not running (start: pcscd --foreground)";
         if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
             panic!("{msg}; CI=true requires it");
         }
@@ -107,10 +103,7 @@ pub fn card_present(reader: &str) -> bool {
     };
     let name = std::ffi::CString::new(reader).unwrap();
     let mut st = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
-    if ctx
-        .get_status_change(Duration::from_millis(0), &mut st)
-        .is_err()
-    {
+    if ctx.get_status_change(Duration::from_millis(0), &mut st).is_err() {
         return false;
     }
     st[0].event_state().contains(pcsc::State::PRESENT)
@@ -134,11 +127,9 @@ impl Sim {
     /// Serve `cards` = [(port, reader name, card file, profile)].
     pub fn start(cards: &[(&str, &'static str, &Path, &str)]) -> Sim {
         for (_, reader, _, _) in cards {
-            wait_for(
-                &format!("{reader} to be empty"),
-                Duration::from_secs(10),
-                || !card_present(reader),
-            );
+            wait_for(&format!("{reader} to be empty"), Duration::from_secs(10), || {
+                !card_present(reader)
+            });
         }
         let mut cmd = Command::new(applet_sim_bin());
         if std::env::var_os("CV_SIM_VERBOSE").is_none() {
@@ -155,9 +146,7 @@ impl Sim {
             readers: cards.iter().map(|c| c.1).collect(),
         };
         for r in &sim.readers {
-            wait_for(&format!("a card in {r}"), Duration::from_secs(10), || {
-                card_present(r)
-            });
+            wait_for(&format!("a card in {r}"), Duration::from_secs(10), || card_present(r));
         }
         sim
     }

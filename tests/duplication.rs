@@ -1,0 +1,435 @@
+//! Key groups and duplicate cards on embedded cards: the operator's story,
+//! and every refusal the card must make without changing anything.
+
+mod common;
+
+use applet_sim::proto::{from_hex, to_hex};
+use cardvault::apdu::{Command, StatusWord};
+use cardvault::cli::client;
+use cardvault::transport::sim::SimReader;
+use common::*;
+use std::path::{Path, PathBuf};
+
+const PIN: &str = "2468";
+const E2: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const E3: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const OTHER_KEY1: &str = "9999999999999999999999999999999999999999999999999999999999999999";
+
+fn card_path(home: &Path, name: &str) -> PathBuf {
+    home.join("cards").join(format!("{name}.card"))
+}
+
+fn snapshot(home: &Path, name: &str) -> applet_sim::CardState {
+    applet_sim::state::Store::peek(&card_path(home, name)).unwrap()
+}
+
+fn cv(home: &Path) -> std::process::Command {
+    let mut c = cardvault(home);
+    c.env("ADMIN", ADMIN_KEY).env("P", PIN).env("E", format!("{E2}\n{E3}"));
+    c
+}
+
+/// Issue cards for holders (CSV rows after the header) with a profile.
+fn issue(home: &Path, prefix: &str, profile: &str, rows: &str) {
+    let csv = home.join(format!("{prefix}-{profile}.csv"));
+    std::fs::create_dir_all(home).unwrap();
+    std::fs::write(&csv, format!("holder,pin,member_number,expiry,key1\n{rows}")).unwrap();
+    let o = run(cv(home)
+        .args([
+            "-r",
+            &format!("sim:{prefix}"),
+            "issue",
+            "--profile",
+            profile,
+            "--holders",
+        ])
+        .arg(&csv)
+        .args(["--admin-key", "env:ADMIN"]));
+    assert!(o.status.success(), "issue failed: {}{}", stdout(&o), stderr(&o));
+}
+
+fn duplicate(home: &Path, main: &str, backup: &str) -> std::process::Output {
+    run(cv(home).args([
+        "--json",
+        "duplicate",
+        "--main",
+        &format!("sim:{main}"),
+        "--backup",
+        &format!("sim:{backup}"),
+        "--pin",
+        "env:P",
+        "--backup-pin",
+        "env:P",
+        "--elements",
+        "env:E",
+    ]))
+}
+
+/// Open an embedded card, verify the PIN, and send one command.
+fn send(home: &Path, name: &str, verify: bool, cmd: &Command) -> (Vec<u8>, StatusWord) {
+    let mut r = SimReader::open(home, name, "blank", None).unwrap();
+    let mut c = client(&mut r, false).unwrap();
+    if verify {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+    }
+    let resp = c.channel().transmit(cmd).unwrap();
+    (resp.data, resp.sw)
+}
+
+fn card_number(home: &Path, name: &str) -> String {
+    snapshot(home, name).card_number.clone()
+}
+
+#[test]
+fn operator_story_issue_duplicate_encrypt_break_recover_decrypt() {
+    let home = temp_dir("story");
+    issue(&home, "desk", "pair", "alice,2468,M-1,2030-01,\n");
+    let o = duplicate(&home, "desk-alice-main", "desk-alice-backup");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rep = json(&o);
+    assert_eq!(rep["end_to_end_check"], true);
+    assert_eq!(rep["key_generated_now"], true);
+    // The main key never left in the clear: the backup holds the same private
+    // key, and neither the vault nor the output contains it.
+    let (main, backup) = (snapshot(&home, "desk-alice-main"), snapshot(&home, "desk-alice-backup"));
+    let mk = main.main_key.as_ref().unwrap();
+    assert_eq!(backup.main_key.as_ref().unwrap().private, mk.private);
+    let secret_hex = to_hex(&mk.private);
+    assert!(!stdout(&o).contains(&secret_hex));
+    let vault_bytes = std::fs::read(home.join("vault.sqlite")).unwrap();
+    assert!(!vault_bytes.windows(32).any(|w| w == &mk.private[..]));
+
+    // Three files, one of them 100 MiB.
+    let files = home.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut rng = Rng::new(7);
+    let small: Vec<u8> = (0..10_000).map(|_| rng.next() as u8).collect();
+    std::fs::write(files.join("a.txt"), b"meeting notes\n").unwrap();
+    std::fs::write(files.join("b.bin"), &small).unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(files.join("c.big")).unwrap());
+        let block: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
+        for i in 0..100u32 {
+            f.write_all(&i.to_be_bytes()).unwrap();
+            f.write_all(&block[4..]).unwrap();
+        }
+    }
+    let names = ["a.txt", "b.bin", "c.big"];
+    for n in names {
+        let o = run(cv(&home)
+            .args(["encrypt", "--to", "sim:desk-alice-main"])
+            .arg(files.join(n))
+            .arg("-o")
+            .arg(files.join(format!("{n}.cve"))));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+
+    // The main card breaks.
+    std::fs::remove_file(card_path(&home, "desk-alice-main")).unwrap();
+    // A new main card for alice, and recovery from the backup card.
+    issue(&home, "new", "main", "alice,2468,M-1,2030-01,\n");
+    let mut cmd = cv(&home);
+    cmd.args([
+        "recover",
+        "--backup",
+        "sim:desk-alice-backup",
+        "--new",
+        "sim:new-alice-main",
+        "--backup-pin",
+        "env:P",
+        "--new-pin",
+        "env:P",
+        "--elements",
+        "env:E",
+    ]);
+    for n in names {
+        cmd.arg(files.join(format!("{n}.cve")));
+    }
+    let o = run(&mut cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Every file decrypts with the new card and equals the original.
+    for n in names {
+        let out = files.join(format!("{n}.out"));
+        let o = run(cv(&home)
+            .args(["-r", "sim:new-alice-main", "decrypt", "--pin", "env:P"])
+            .arg(files.join(format!("{n}.cve")))
+            .arg("-o")
+            .arg(&out));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            std::fs::read(files.join(n)).unwrap() == std::fs::read(&out).unwrap(),
+            "{n} differs"
+        );
+    }
+    // No temporary files are left beside them.
+    let leftovers: Vec<_> = std::fs::read_dir(&files)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The audit trail holds take-out, import and confirmation, and verifies.
+    let o = run(cv(&home).args(["--json", "audit"]));
+    let events: Vec<String> = json(&o)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["issue", "take-out", "import", "confirm-duplicate", "recover-file"] {
+        assert!(events.iter().any(|e| e == want), "{want} missing from {events:?}");
+    }
+    assert!(run(cv(&home).args(["audit", "--verify"])).status.success());
+}
+
+#[test]
+fn a_backup_card_with_another_key_group_is_refused_and_stores_nothing() {
+    let home = temp_dir("othergroup");
+    issue(&home, "a", "main", &format!("alice,2468,M-1,2030-01,{E2}\n"));
+    issue(&home, "m", "backup", &format!("mallory,2468,,,{OTHER_KEY1}\n"));
+    let backup_before = snapshot(&home, "m-mallory-backup");
+    let o = duplicate(&home, "a-alice-main", "m-mallory-backup");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("different key groups"), "{}", stderr(&o));
+    // No key was generated on the main card, none stored on the backup card.
+    assert!(snapshot(&home, "a-alice-main").main_key.is_none());
+    let after = snapshot(&home, "m-mallory-backup");
+    assert!(after.main_key.is_none());
+    assert_eq!(after.export, backup_before.export);
+
+    // The card refuses on its own too: a take-out sealed under alice's group,
+    // addressed to mallory's card, is not imported.
+    let (pubkey, sw) = send(&home, "a-alice-main", true, &Command::generate_key_pair());
+    assert!(sw.is_ok() && pubkey.len() == 65);
+    let target = card_number(&home, "m-mallory-backup");
+    let (blob, sw) = send(&home, "a-alice-main", true, &Command::take_out_key(&target));
+    assert!(sw.is_ok());
+    let before = snapshot(&home, "m-mallory-backup");
+    let (_, sw) = send(&home, "m-mallory-backup", true, &Command::import_key(&blob, false));
+    assert_eq!(sw, StatusWord::ReferenceDataNotUsable);
+    assert_eq!(snapshot(&home, "m-mallory-backup"), before);
+}
+
+#[test]
+fn one_duplicate_only_backup_never_exports_and_blobs_are_bound() {
+    let home = temp_dir("oneonly");
+    issue(&home, "d", "pair", "alice,2468,M-1,2030-01,\n");
+    issue(&home, "x", "backup", &format!("bob,2468,,,{E2}\n"));
+    assert!(duplicate(&home, "d-alice-main", "d-alice-backup").status.success());
+
+    // A second take-out towards a different card is refused and changes nothing.
+    let main_before = snapshot(&home, "d-alice-main");
+    let other = card_number(&home, "x-bob-backup");
+    let (_, sw) = send(&home, "d-alice-main", true, &Command::take_out_key(&other));
+    assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
+    assert_eq!(snapshot(&home, "d-alice-main"), main_before);
+    let o = duplicate(&home, "d-alice-main", "x-bob-backup");
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(snapshot(&home, "d-alice-main").export, main_before.export);
+
+    // A backup card never exports.
+    let backup_before = snapshot(&home, "d-alice-backup");
+    let main_number = card_number(&home, "d-alice-main");
+    let (_, sw) = send(&home, "d-alice-backup", true, &Command::take_out_key(&main_number));
+    assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
+    assert_eq!(snapshot(&home, "d-alice-backup"), backup_before);
+
+    // Before the PIN: 6982, nothing changes.
+    let (_, sw) = send(&home, "d-alice-main", false, &Command::take_out_key(&other));
+    assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied);
+    let (_, sw) = send(&home, "d-alice-main", false, &Command::generate_key_pair());
+    assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied);
+    assert_eq!(snapshot(&home, "d-alice-main"), main_before);
+}
+
+#[test]
+fn tampered_truncated_or_misaddressed_take_outs_are_refused() {
+    let home = temp_dir("tamper");
+    issue(&home, "t", "pair", "alice,2468,M-1,2030-01,\n");
+    // Write elements 2..3 and generate on the main card, as duplicate would.
+    for (card, admin) in [("t-alice-main", false), ("t-alice-backup", false)] {
+        let _ = admin;
+        for (i, e) in [E2, E3].iter().enumerate() {
+            let (_, sw) = send(
+                &home,
+                card,
+                true,
+                &Command::write_key_element(i as u8 + 2, &from_hex(e).unwrap()),
+            );
+            assert!(sw.is_ok());
+        }
+    }
+    send(&home, "t-alice-main", true, &Command::generate_key_pair());
+    let target = card_number(&home, "t-alice-backup");
+    let (blob, sw) = send(&home, "t-alice-main", true, &Command::take_out_key(&target));
+    assert!(sw.is_ok());
+    let before = snapshot(&home, "t-alice-backup");
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in [0, 5, blob.len() / 2, blob.len() - 1] {
+        let mut b = blob.clone();
+        b[i] ^= 0x01;
+        cases.push((format!("byte {i} flipped"), b));
+    }
+    cases.push(("truncated".into(), blob[..blob.len() - 10].to_vec()));
+    cases.push(("extended".into(), [blob.clone(), vec![0]].concat()));
+    for (what, b) in cases {
+        let (_, sw) = send(&home, "t-alice-backup", true, &Command::import_key(&b, false));
+        assert!(!sw.is_ok(), "{what}: accepted");
+        assert_eq!(snapshot(&home, "t-alice-backup"), before, "{what}: card changed");
+    }
+    // The intact blob is accepted.
+    let (receipt, sw) = send(&home, "t-alice-backup", true, &Command::import_key(&blob, false));
+    assert!(sw.is_ok() && receipt.len() == 36);
+}
+
+#[test]
+fn an_interrupted_import_is_retried_onto_the_same_backup_card() {
+    let home = temp_dir("retry");
+    issue(&home, "r", "pair", "alice,2468,M-1,2030-01,\nbob,2468,M-2,2030-02,\n");
+    // Alice: the take-out happened, then the backup card was pulled before IMPORT.
+    for card in ["r-alice-main", "r-alice-backup"] {
+        for (i, e) in [E2, E3].iter().enumerate() {
+            send(
+                &home,
+                card,
+                true,
+                &Command::write_key_element(i as u8 + 2, &from_hex(e).unwrap()),
+            );
+        }
+    }
+    send(&home, "r-alice-main", true, &Command::generate_key_pair());
+    let target = card_number(&home, "r-alice-backup");
+    let (_, sw) = send(&home, "r-alice-main", true, &Command::take_out_key(&target));
+    assert!(sw.is_ok());
+    let o = duplicate(&home, "r-alice-main", "r-alice-backup");
+    assert!(o.status.success(), "retry after a lost import: {}", stderr(&o));
+    assert_eq!(json(&o)["take_out_counter"], 2);
+
+    // Bob: IMPORT ran but its answer (the receipt) was lost before CONFIRM.
+    for card in ["r-bob-main", "r-bob-backup"] {
+        for (i, e) in [E2, E3].iter().enumerate() {
+            send(
+                &home,
+                card,
+                true,
+                &Command::write_key_element(i as u8 + 2, &from_hex(e).unwrap()),
+            );
+        }
+    }
+    send(&home, "r-bob-main", true, &Command::generate_key_pair());
+    let target = card_number(&home, "r-bob-backup");
+    let (blob, _) = send(&home, "r-bob-main", true, &Command::take_out_key(&target));
+    let (_, sw) = send(&home, "r-bob-backup", true, &Command::import_key(&blob, false));
+    assert!(sw.is_ok());
+    assert_eq!(snapshot(&home, "r-bob-main").export.confirmed, false);
+    let o = duplicate(&home, "r-bob-main", "r-bob-backup");
+    assert!(o.status.success(), "retry after a lost receipt: {}", stderr(&o));
+    assert!(snapshot(&home, "r-bob-main").export.confirmed);
+}
+
+#[test]
+fn a_group_reset_destroys_the_main_keys() {
+    let home = temp_dir("reset");
+    issue(&home, "g", "pair", "alice,2468,M-1,2030-01,\n");
+    assert!(duplicate(&home, "g-alice-main", "g-alice-backup").status.success());
+    assert!(snapshot(&home, "g-alice-main").main_key.is_some());
+    // Without --yes: refused, nothing changes.
+    let before = snapshot(&home, "g-alice-main");
+    let o = run(cv(&home).args(["-r", "sim:g-alice-main", "keygroup", "reset", "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(snapshot(&home, "g-alice-main"), before);
+    let o = run(cv(&home).args(["-r", "sim:g-alice-main", "keygroup", "reset", "--pin", "env:P", "--yes"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = snapshot(&home, "g-alice-main");
+    assert!(after.main_key.is_none());
+    assert!(after.key_group.elements[1].0.is_empty() && after.key_group.elements[2].0.is_empty());
+    assert!(!after.key_group.elements[0].0.is_empty(), "element 1 (issuer) stays");
+    let o = run(cv(&home).args(["--json", "-r", "sim:g-alice-main", "keygroup", "status"]));
+    let v = json(&o);
+    assert_eq!(v["key_origin"], serde_json::Value::Null);
+    assert_eq!(v["group_complete"], false);
+}
+
+#[test]
+fn a_blocked_pin_stops_duplication_and_changes_nothing() {
+    let home = temp_dir("blocked");
+    issue(&home, "b", "pair", "alice,2468,M-1,2030-01,\n");
+    for _ in 0..3 {
+        run(cardvault(&home)
+            .env("X", "0000")
+            .args(["-r", "sim:b-alice-main", "pin", "verify", "--pin", "env:X"]));
+    }
+    let (m, b) = (snapshot(&home, "b-alice-main"), snapshot(&home, "b-alice-backup"));
+    let o = duplicate(&home, "b-alice-main", "b-alice-backup");
+    assert_eq!(o.status.code(), Some(5));
+    assert!(stderr(&o).contains("blocked"), "{}", stderr(&o));
+    assert_eq!(snapshot(&home, "b-alice-main"), m);
+    assert_eq!(snapshot(&home, "b-alice-backup"), b);
+}
+
+#[test]
+fn backup_card_can_receive_the_encryption_key_variant() {
+    let home = temp_dir("variant");
+    issue(&home, "v", "pair", "alice,2468,M-1,2030-01,\n");
+    let o = run(cv(&home).args([
+        "--json",
+        "duplicate",
+        "--main",
+        "sim:v-alice-main",
+        "--backup",
+        "sim:v-alice-backup",
+        "--pin",
+        "env:P",
+        "--backup-pin",
+        "env:P",
+        "--elements",
+        "env:E",
+        "--backup-gets-public-key",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["backup_has_public_key"], true);
+    // Without the variant the backup card does not hand out the key.
+    issue(&home, "w", "pair", "bob,2468,M-2,2030-01,\n");
+    let o = duplicate(&home, "w-bob-main", "w-bob-backup");
+    assert_eq!(json(&o)["backup_has_public_key"], false);
+}
+
+#[test]
+fn bad_holder_files_are_refused_before_any_card_is_touched() {
+    let home = temp_dir("csv");
+    let csv = home.join("bad.csv");
+    std::fs::write(
+        &csv,
+        "holder,pin,member_number,expiry\nalice,12,M-1,2030-01\nbob,1234,M-2,2030-13\nalice,1234,M-3,2030-01\n",
+    )
+    .unwrap();
+    let o = run(cv(&home)
+        .args(["-r", "sim:z", "issue", "--profile", "main", "--holders"])
+        .arg(&csv)
+        .args(["--admin-key", "env:ADMIN"]));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("line 2") && e.contains("line 3") && e.contains("line 4"),
+        "{e}"
+    );
+    assert!(!home.join("cards").exists(), "cards were created");
+    // A wrong admin key rejects the card with the reason, and the card stays blank.
+    let csv = home.join("good.csv");
+    std::fs::write(&csv, "holder,pin,member_number,expiry\ncarol,1234,M-1,2030-01\n").unwrap();
+    let o = run(cardvault(&home)
+        .env("ADMIN", "ab".repeat(32))
+        .args(["--json", "-r", "sim:z", "issue", "--profile", "main", "--holders"])
+        .arg(&csv)
+        .args(["--admin-key", "env:ADMIN"]));
+    assert_eq!(o.status.code(), Some(4));
+    // One JSON document: the report (the error is not printed a second time).
+    let v = json(&o);
+    assert_eq!(v["rejected"], 1);
+    assert!(v["cards"][0]["reason"].as_str().unwrap().contains("admin"), "{v}");
+    let st = snapshot(&home, "z-carol-main");
+    assert!(!st.issued && st.role == "blank");
+}
