@@ -35,7 +35,7 @@ impl Demo {
     fn step(&mut self, step: &str, result: impl Into<String>) {
         let result = result.into();
         if !self.json {
-            println!("  {step:<44} {result}");
+            println!("  {step:<58} {result}");
         }
         self.report.steps.push(Step {
             step: step.into(),
@@ -149,10 +149,147 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
     );
     d.step("00 99 00 00 (unknown instruction)", card_number.1.sw.to_string());
 
+    duplication_story(ctx, &mut d, dir)?;
+
     if d.json {
         print_json(&d.report);
     } else {
         println!("\ndemo complete");
     }
+    Ok(())
+}
+
+/// The demo issuer's admin key (the built-in blank profile's test key).
+const DEMO_ADMIN_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// Issue a main/backup pair, duplicate, encrypt files, break the main card,
+/// recover onto a new main card, decrypt with it (FIG. 11, 15, 19).
+fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
+    use crate::workflow::{duplicate, files, issue};
+    use applet_sim::proto::from_hex;
+    use zeroize::Zeroizing;
+
+    let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
+    let holder = issue::Holder {
+        id: "alice".into(),
+        pin: Zeroizing::new(b"2468".to_vec()),
+        member_number: Some("M-0001".into()),
+        expiry: Some("2030-12".into()),
+        key1: None,
+    };
+    let opts = issue::IssueOptions {
+        admin_key: Zeroizing::new(from_hex(DEMO_ADMIN_KEY).expect("hex")),
+        key_group_size: 3,
+        no_export_after_backup: false,
+    };
+    let key1 = Zeroizing::new(applet_sim::crypto::random::<32>().to_vec());
+
+    d.heading("5. Issue a main and a backup card (key 1 generated, stored nowhere)");
+    let mut cards = Vec::new();
+    for role in ["main", "backup"] {
+        let mut r = SimReader::open(dir, &format!("alice-{role}"), "blank", None)?;
+        let n = issue::personalize(&mut super::client(&mut r, ctx.trace)?, &holder, role, &key1, &opts)?;
+        d.step(&format!("issue {role} card"), format!("card {n} issued"));
+        cards.push(r);
+    }
+    let mut backup_r = cards.pop().expect("backup");
+    let mut main_r = cards.pop().expect("main");
+
+    d.heading("6. Duplicate the main card's keys onto the backup card");
+    let elements: Vec<crate::secret::Secret> = (0..2)
+        .map(|_| Zeroizing::new(applet_sim::crypto::random::<32>().to_vec()))
+        .collect();
+    let rep = {
+        let mut main = super::client(&mut main_r, ctx.trace)?;
+        let mut backup = super::client(&mut backup_r, ctx.trace)?;
+        let dopts = duplicate::DuplicateOptions {
+            main_pin: holder.pin.clone(),
+            backup_pin: holder.pin.clone(),
+            elements: elements.clone(),
+            backup_gets_public_key: false,
+        };
+        duplicate::duplicate(&mut main, &mut backup, &dopts, &mut vault)?
+    };
+    d.step("key groups equal (check value)", rep.check_value.clone());
+    d.step("key pair generated on the main card", rep.key_generated_now.to_string());
+    d.step(
+        "take-out imported on the backup card",
+        format!("take-out #{}, receipt confirmed", rep.take_out_counter),
+    );
+    d.step(
+        "end-to-end check",
+        "backup card opens what is encrypted to the main card",
+    );
+
+    d.heading("7. Encrypt files to the main card, break it, recover onto a new card");
+    let public = applet_sim::proto::from_hex(&rep.public_key).expect("hex");
+    let docs = dir.join("files");
+    std::fs::create_dir_all(&docs).map_err(|e| Error::io("creating the demo files", e))?;
+    let mut paths = Vec::new();
+    for (name, size) in [
+        ("letter.txt", 2_000usize),
+        ("ledger.csv", 70_000),
+        ("scan.bin", 1_500_000),
+    ] {
+        let plain = docs.join(name);
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&plain, &data).map_err(|e| Error::io("writing a demo file", e))?;
+        let enc = docs.join(format!("{name}.cve"));
+        crate::fileenc::encrypt_file(&plain, &enc, &public, true).map_err(|e| files::file_error(&enc, e))?;
+        paths.push((plain, enc));
+    }
+    d.step("encrypt 3 files to the main card", "letter.txt, ledger.csv, scan.bin");
+    let main_path = crate::transport::sim::card_path(dir, "alice-main");
+    drop(main_r);
+    std::fs::remove_file(&main_path).map_err(|e| Error::io("breaking the demo main card", e))?;
+    d.step("the main card breaks", "its state is gone");
+    let mut new_r = SimReader::open(dir, "alice-new-main", "blank", None)?;
+    let new_number = issue::personalize(
+        &mut super::client(&mut new_r, ctx.trace)?,
+        &holder,
+        "main",
+        &key1,
+        &opts,
+    )?;
+    d.step("issue a new main card", format!("card {new_number}"));
+    {
+        let mut backup = super::client(&mut backup_r, ctx.trace)?;
+        let mut new_main = super::client(&mut new_r, ctx.trace)?;
+        backup.verify_pin(&holder.pin)?;
+        new_main.verify_pin(&holder.pin)?;
+        let fresh: Vec<crate::secret::Secret> = (0..2)
+            .map(|_| Zeroizing::new(applet_sim::crypto::random::<32>().to_vec()))
+            .collect();
+        for (i, e) in fresh.iter().enumerate() {
+            new_main.write_key_element(i as u8 + 2, e)?;
+        }
+        let new_public = new_main.generate_key_pair()?;
+        for (_, enc) in &paths {
+            files::recover_file(&mut backup, &mut new_main, &new_public, enc)?;
+        }
+        d.step(
+            "recover: backup card decrypts, new card's key re-encrypts",
+            format!("{} files", paths.len()),
+        );
+        for (plain, enc) in &paths {
+            let out = enc.with_extension("check");
+            crate::fileenc::decrypt_file(enc, &out, true, None, files::card_unwrapper(&mut new_main))
+                .map_err(|e| files::file_error(enc, e))?;
+            let same = std::fs::read(plain).ok() == std::fs::read(&out).ok();
+            if !same {
+                return Err(Error::Data(format!("{} did not survive recovery", plain.display())));
+            }
+        }
+        d.step("decrypt all files with the new main card", "identical to the originals");
+    }
+    let problems = vault.verify_audit()?;
+    d.step(
+        "audit trail (take-out, import, confirm)",
+        if problems.is_empty() {
+            "intact".to_string()
+        } else {
+            problems.join("; ")
+        },
+    );
     Ok(())
 }
