@@ -103,8 +103,10 @@ impl From<crypto::CryptoError> for FileError {
     }
 }
 
-/// The fixed-size file header. The fields are a decoded view of `raw`; the
-/// raw bytes are what the associated data and the payload key are bound to.
+/// The fixed-size file header. The public fields are a decoded copy for
+/// display; every cryptographic use (associated data, wrapped key, key id
+/// check, chunk size, payload key) reads the raw bytes as parsed, so changing
+/// the fields has no effect on decryption.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub version: u8,
@@ -155,12 +157,20 @@ impl Header {
 
     /// Plaintext bytes per chunk.
     pub fn chunk_size(&self) -> usize {
-        1usize << self.chunk_exp
+        1usize << self.raw[OFF_CHUNK_EXP]
     }
 
     /// The recipient key id in lower-case hex, as the CLI shows key ids.
     pub fn key_id_hex(&self) -> String {
-        to_hex(&self.recipient_key_id)
+        to_hex(self.raw_key_id())
+    }
+
+    fn raw_key_id(&self) -> &[u8] {
+        &self.raw[OFF_KEY_ID..OFF_WRAPPED]
+    }
+
+    fn raw_wrapped_key(&self) -> &[u8] {
+        &self.raw[OFF_WRAPPED..OFF_RESERVED]
     }
 
     fn aad_for(chunk_exp: u8, key_id: &[u8; 8]) -> [u8; AAD_LEN] {
@@ -393,14 +403,14 @@ fn unwrap_file_key(
     unwrap: impl FnOnce(&[u8], &[u8]) -> Result<Zeroizing<[u8; 32]>, FileError>,
 ) -> Result<Zeroizing<[u8; 32]>, FileError> {
     if let Some(card) = expected_key_id {
-        if card != header.recipient_key_id {
+        if card[..] != *header.raw_key_id() {
             return Err(FileError::WrongRecipient {
                 file_key_id: header.key_id_hex(),
                 card_key_id: to_hex(&card),
             });
         }
     }
-    unwrap(header.aad(), &header.wrapped_key)
+    unwrap(header.aad(), header.raw_wrapped_key())
 }
 
 /// Full decrypt: reads the header, calls `unwrap(aad, wrapped) -> file key`
@@ -814,7 +824,7 @@ mod tests {
         for len in 0..f.len() {
             let (r, out) = dec(&kp, &f[..len]);
             let e = r.expect_err("truncated file accepted");
-            let boundary = len >= HEADER_LEN && (len - HEADER_LEN) % C == 0;
+            let boundary = len >= HEADER_LEN && (len - HEADER_LEN).is_multiple_of(C);
             let ok = match len {
                 0..=3 => matches!(e, FileError::NotEncrypted),
                 _ if len < HEADER_LEN => matches!(e, FileError::Truncated),
@@ -822,7 +832,7 @@ mod tests {
                 _ => matches!(e, FileError::Truncated | FileError::ChunkAuth { .. }),
             };
             assert!(ok, "len {len}: {e:?}");
-            assert!(data.starts_with(&out) && out.len() % P == 0, "len {len}");
+            assert!(data.starts_with(&out) && out.len().is_multiple_of(P), "len {len}");
         }
     }
 
