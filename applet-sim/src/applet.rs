@@ -22,6 +22,10 @@ pub struct Session {
     pub challenge: Option<[u8; proto::CHALLENGE_LEN]>,
     /// Ephemeral key for SET MAIN KEY (key service variant), one per session.
     pub transport_key: Option<crate::crypto::KeyPair>,
+    /// A backup in progress (BACKUP .. BACKUP COMPLETE).
+    pub backup: Option<crate::backup::BackupSession>,
+    /// A restore in progress, pages staged (RESTORE .. RESTORE COMPLETE).
+    pub restore: Option<crate::backup::RestoreSession>,
 }
 
 /// The applet with its persistent state and store.
@@ -31,6 +35,7 @@ pub struct Applet {
     store: Store,
     pub(crate) session: Session,
     dirty: bool,
+    final_sw: u16,
 }
 
 /// Result of a command handler: response data, or a status word.
@@ -43,6 +48,7 @@ impl Applet {
             store,
             session: Session::default(),
             dirty: false,
+            final_sw: sw::OK,
         }
     }
 
@@ -57,6 +63,9 @@ impl Applet {
     /// Dispatch one command (already de-chained) and commit any state change.
     pub fn process(&mut self, c: &CommandApdu) -> HandlerResult {
         let result = self.dispatch(c);
+        if result.is_err() {
+            self.final_sw = sw::OK;
+        }
         if self.dirty {
             self.dirty = false;
             if let Err(e) = self.store.commit(&self.state) {
@@ -100,9 +109,29 @@ impl Applet {
             (cla::PROPRIETARY, ins::REWRAP_TO_PEER) => self.rewrap_to_peer(c),
             (cla::PROPRIETARY, ins::GET_TRANSPORT_KEY) => self.get_transport_key(c),
             (cla::PROPRIETARY, ins::SET_MAIN_KEY) => self.set_main_key(c),
+            (cla::PROPRIETARY, ins::BACKUP) => self.backup(c),
+            (cla::PROPRIETARY, ins::BACKUP_DATA) => self.backup_data(c),
+            (cla::PROPRIETARY, ins::BACKUP_COMPLETE) => self.backup_complete(c),
+            (cla::PROPRIETARY, ins::GET_RESTORE_CHALLENGE) => self.get_restore_challenge(c),
+            (cla::PROPRIETARY, ins::RESTORE) => self.restore(c),
+            (cla::PROPRIETARY, ins::RESTORE_DATA) => self.restore_data(c),
+            (cla::PROPRIETARY, ins::RESTORE_COMPLETE) => self.restore_complete(c),
+            (cla::PROPRIETARY, ins::GET_BALANCE) => self.get_balance(c),
+            (cla::PROPRIETARY, ins::CREDIT) => self.credit_debit(c, true),
+            (cla::PROPRIETARY, ins::DEBIT) => self.credit_debit(c, false),
             (cla::ISO | cla::PROPRIETARY, _) => Err(sw::INS_NOT_SUPPORTED),
             _ => Err(sw::CLA_NOT_SUPPORTED),
         }
+    }
+
+    /// The status word to end the current response with (9000 unless a handler
+    /// set a warning such as 6310).
+    pub fn take_final_sw(&mut self) -> u16 {
+        std::mem::replace(&mut self.final_sw, sw::OK)
+    }
+
+    pub(crate) fn set_final_sw(&mut self, s: u16) {
+        self.final_sw = s;
     }
 
     pub(crate) fn mark_dirty(&mut self) {
@@ -123,6 +152,27 @@ impl Applet {
                 vec![(s.extended_length as u8) | ((self.session.pin_verified as u8) << 1)]
             }
             tag::ISSUED => vec![s.issued as u8],
+            tag::APPLICATIONS => {
+                let mut v = Vec::new();
+                for a in &s.applications {
+                    v.push(a.id);
+                    v.extend_from_slice(&a.first_page.to_be_bytes());
+                    v.extend_from_slice(&a.page_count.to_be_bytes());
+                    v.push(a.value as u8 | (a.restored as u8) << 1);
+                    v.push(a.name.len() as u8);
+                    v.extend_from_slice(a.name.as_bytes());
+                }
+                v
+            }
+            tag::BACKUP_COUNTERS => {
+                let b = &s.backup;
+                let changed: u32 = s.change_flags.iter().map(|f| f.count_ones()).sum();
+                let mut v = b.issued.to_be_bytes().to_vec();
+                v.extend_from_slice(&b.base.to_be_bytes());
+                v.extend_from_slice(&b.newest_seen.to_be_bytes());
+                v.extend_from_slice(&(changed as u16).to_be_bytes());
+                v
+            }
             tag::MEMBER_NUMBER if !s.member_number.is_empty() => s.member_number.as_bytes().to_vec(),
             tag::EXPIRY if !s.expiry.is_empty() => s.expiry.as_bytes().to_vec(),
             tag::KEY_GROUP_STATUS => {
@@ -353,6 +403,7 @@ impl Applet {
             true => self.state.memory.len().min(start + len),
             false => self.page_range(c, len)?.end,
         };
+        self.reset_restored_values(&(start..end));
         Ok(self.state.memory[start..end].to_vec())
     }
 
@@ -364,9 +415,14 @@ impl Applet {
         if !self.session.pin_verified {
             return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
         }
+        if self.session.backup.is_some() || self.session.restore.is_some() {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
         let r = self.page_range(c, c.data.len())?;
+        self.reset_restored_values(&r);
         if self.state.memory[r.clone()] != c.data[..] {
-            self.state.memory[r].copy_from_slice(&c.data);
+            self.state.memory[r.clone()].copy_from_slice(&c.data);
+            self.flag_changed(&r);
             self.mark_dirty();
         }
         Ok(vec![])

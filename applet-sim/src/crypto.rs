@@ -160,6 +160,28 @@ impl KeyPair {
     }
 }
 
+/// ECDSA P-256 / SHA-256 signature as raw r || s (64 bytes).
+pub fn sign_p256(key: &KeyPair, msg: &[u8]) -> Result<Vec<u8>> {
+    let digest = sha256(msg);
+    let sig = openssl::ecdsa::EcdsaSig::sign(&digest, &key.key)?;
+    let mut out = sig.r().to_vec_padded(32)?;
+    out.extend_from_slice(&sig.s().to_vec_padded(32)?);
+    Ok(out)
+}
+
+/// Verify a raw r || s ECDSA P-256 / SHA-256 signature.
+pub fn verify_p256(public: &[u8], msg: &[u8], sig: &[u8]) -> Result<bool> {
+    if sig.len() != 64 {
+        return Ok(false);
+    }
+    let pk = public_key(public)?;
+    let ec = pk.ec_key()?;
+    let r = openssl::bn::BigNum::from_slice(&sig[..32])?;
+    let s = openssl::bn::BigNum::from_slice(&sig[32..])?;
+    let sig = openssl::ecdsa::EcdsaSig::from_private_components(r, s)?;
+    Ok(sig.verify(&sha256(msg), &ec).unwrap_or(false))
+}
+
 /// Parse and validate an uncompressed P-256 public key.
 pub fn public_key(bytes: &[u8]) -> Result<PKey<Public>> {
     if bytes.len() != PUBLIC_KEY_LEN || bytes[0] != 0x04 {

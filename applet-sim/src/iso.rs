@@ -24,6 +24,8 @@ pub struct Card {
     /// Response bytes waiting for GET RESPONSE.
     pending: Vec<u8>,
     pending_pos: usize,
+    /// Status word that ends the pending response (9000, or a warning such as 6310).
+    pending_sw: u16,
 }
 
 impl Card {
@@ -47,6 +49,7 @@ impl Card {
             chain: None,
             pending: Vec::new(),
             pending_pos: 0,
+            pending_sw: sw::OK,
         }
     }
 
@@ -167,7 +170,10 @@ impl Card {
             self.applet.process(&c)
         };
         match result {
-            Ok(data) => self.respond(&c, data, out),
+            Ok(data) => {
+                let final_sw = self.applet.take_final_sw();
+                self.respond(&c, data, final_sw, out)
+            }
             Err(s) => push_sw(out, s),
         }
     }
@@ -215,11 +221,11 @@ impl Card {
     /// - no Le and data waiting: `61xx` (fetch with GET RESPONSE);
     /// - Le too short for a short response: `6Cxx` with the exact length;
     /// - Le too short for a longer response: Ne bytes and `61xx` for the rest.
-    fn respond(&mut self, c: &CommandApdu, data: Vec<u8>, out: &mut Vec<u8>) {
+    fn respond(&mut self, c: &CommandApdu, data: Vec<u8>, final_sw: u16, out: &mut Vec<u8>) {
         let r = data.len();
         if r == 0 || c.ne >= r {
             out.extend_from_slice(&data);
-            push_sw(out, sw::OK);
+            push_sw(out, final_sw);
             return;
         }
         if c.ne > 0 && r <= 256 && c.data.is_empty() {
@@ -230,6 +236,7 @@ impl Card {
         out.extend_from_slice(&data[..first]);
         self.pending = data;
         self.pending_pos = first;
+        self.pending_sw = final_sw;
         push_more(out, r - first);
     }
 
@@ -250,7 +257,7 @@ impl Card {
         if left == 0 {
             self.pending.clear();
             self.pending_pos = 0;
-            push_sw(out, sw::OK);
+            push_sw(out, self.pending_sw);
         } else {
             push_more(out, left);
         }

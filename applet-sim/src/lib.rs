@@ -7,6 +7,7 @@
 
 pub mod apdu;
 pub mod applet;
+pub mod backup;
 pub mod crypto;
 pub mod iso;
 pub mod keygroup;

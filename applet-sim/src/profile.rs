@@ -40,6 +40,14 @@ pub struct Profile {
     /// Export policy: no key take-out at all once a backup exists.
     #[serde(default)]
     pub no_export_after_backup: bool,
+    /// Card-common key of the issuer domain (hex, 32 bytes) for pre-issued test
+    /// cards; blank cards receive it wrapped at issuance.
+    pub common_key: Option<String>,
+    /// Issuer public key (hex, 65 bytes) trusted for restore authorizations.
+    pub issuer_public_key: Option<String>,
+    /// The application table.
+    #[serde(default, rename = "application")]
+    pub applications: Vec<crate::state::Application>,
 }
 
 fn default_group_size() -> u8 {
@@ -118,6 +126,32 @@ impl Profile {
         if let Some(k) = &self.key1 {
             if crate::proto::from_hex(k).map(|k| k.len()) != Some(32) {
                 return Err("key1 must be 32 bytes of hex".into());
+            }
+        }
+        if let Some(k) = &self.common_key {
+            if crate::proto::from_hex(k).map(|k| k.len()) != Some(32) {
+                return Err("common_key must be 32 bytes of hex".into());
+            }
+        }
+        if let Some(k) = &self.issuer_public_key {
+            let ok = crate::proto::from_hex(k)
+                .map(|k| crate::crypto::public_key(&k).is_ok())
+                .unwrap_or(false);
+            if !ok {
+                return Err("issuer_public_key must be a 65-byte P-256 public key in hex".into());
+            }
+        }
+        let mut used = vec![false; self.page_count as usize];
+        for a in &self.applications {
+            let end = a.first_page as usize + a.page_count as usize;
+            if a.page_count == 0 || end > self.page_count as usize {
+                return Err(format!("application {} lies outside the memory", a.name));
+            }
+            for u in &mut used[a.first_page as usize..end] {
+                if *u {
+                    return Err(format!("application {} overlaps another", a.name));
+                }
+                *u = true;
             }
         }
         if let Some(n) = &self.card_number {

@@ -49,6 +49,47 @@ pub mod ins {
     pub const REWRAP_TO_PEER: u8 = 0xEA;
     pub const GET_TRANSPORT_KEY: u8 = 0xEB;
     pub const SET_MAIN_KEY: u8 = 0xEC;
+    // Page backup and restore (CLA 80).
+    pub const BACKUP: u8 = 0xF0;
+    pub const BACKUP_DATA: u8 = 0xF1;
+    pub const BACKUP_COMPLETE: u8 = 0xF2;
+    pub const GET_RESTORE_CHALLENGE: u8 = 0xF3;
+    pub const RESTORE: u8 = 0xF4;
+    pub const RESTORE_DATA: u8 = 0xF5;
+    pub const RESTORE_COMPLETE: u8 = 0xF6;
+    // Value applications (CLA 80).
+    pub const GET_BALANCE: u8 = 0x5C;
+    pub const CREDIT: u8 = 0x52;
+    pub const DEBIT: u8 = 0x54;
+}
+
+/// Page backup blobs (BACKUP → vault → RESTORE), see docs/FORMATS.md.
+pub mod backup {
+    pub const VERSION: u8 = 1;
+    pub const TYPE_FULL: u8 = 0;
+    pub const TYPE_DIFFERENTIAL: u8 = 1;
+    /// BACKUP P1: differential when the card has a base, else full.
+    pub const BACKUP_AUTO: u8 = 2;
+    /// Largest record the terminal asks for: a vpcd frame carries 65535 bytes,
+    /// two of which are the status word.
+    pub const MAX_BLOCK: usize = 65533;
+    pub const MIN_BLOCK: usize = 1024;
+    pub const WRAPPED_UNIQUE_KEY_LEN: usize = 60;
+    pub const TRAILER_LEN: usize = 36;
+    pub const BACKUP_SALT: &[u8] = b"cardvault backup v1";
+    pub const UNIQUE_WRAP_LABEL: &[u8] = b"cardvault unique key wrap v1";
+    pub const CONTROL_LABEL: &[u8] = b"cardvault control v1";
+    pub const RECORD_LABEL: &[u8] = b"cardvault record v1";
+    pub const TRAILER_LABEL: &[u8] = b"cardvault trailer v1";
+    pub const AUTHORIZATION_LABEL: &[u8] = b"cardvault restore authorization v1";
+    /// RESTORE P1 values.
+    pub const RESTORE_SAME_CARD: u8 = 0x00;
+    pub const RESTORE_OTHER_CARD: u8 = 0x01;
+    pub const RESTORE_NEXT_IN_CHAIN: u8 = 0x02;
+    /// RESTORE P2 bit: issuer override of the anti-rollback check (admin session).
+    pub const RESTORE_OVERRIDE_ROLLBACK: u8 = 0x01;
+    /// `6310`: this block is not the last; ask for the next one.
+    pub const SW_MORE_BLOCKS: u16 = 0x6310;
 }
 
 /// Key take-out blob (TAKE OUT KEY → IMPORT KEY), see docs/FORMATS.md.
@@ -107,6 +148,11 @@ pub mod tag {
     pub const ISSUED: u16 = 0xDF17;
     pub const MEMBER_NUMBER: u16 = 0xDF20;
     pub const EXPIRY: u16 = 0xDF21;
+    /// Application table: per application id(1) first_page(2) page_count(2)
+    /// flags(1: bit 0 value, bit 1 restored) name_len(1) name.
+    pub const APPLICATIONS: u16 = 0xDF30;
+    /// Backup counters: issued(4) base(4) newest_seen(4) changed_pages(2).
+    pub const BACKUP_COUNTERS: u16 = 0xDF31;
     /// PUT DATA only: number of key group elements (1 byte, 1..8).
     pub const KEY_GROUP_SIZE: u16 = 0xDF22;
     /// PUT DATA only: export policy (1 byte, bit 0 = no take-out once a backup exists).

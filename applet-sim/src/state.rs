@@ -95,6 +95,52 @@ pub struct CardState {
     pub peer_key: Vec<u8>,
     #[serde(default)]
     pub export: ExportState,
+    /// Card-unique key (backup encryption), generated on the card.
+    #[serde(default, with = "hexbytes")]
+    pub unique_key: Vec<u8>,
+    /// Card-common key of the issuer domain (wraps the unique key in backups).
+    #[serde(default, with = "hexbytes")]
+    pub common_key: Vec<u8>,
+    /// Issuer's public key (P-256, uncompressed) that signs restore authorizations.
+    #[serde(default, with = "hexbytes")]
+    pub issuer_public_key: Vec<u8>,
+    /// The application table.
+    #[serde(default)]
+    pub applications: Vec<Application>,
+    /// One change flag per page (bitmap, page i = bit i%8 of byte i/8).
+    #[serde(default, with = "hexbytes")]
+    pub change_flags: Vec<u8>,
+    #[serde(default)]
+    pub backup: BackupCounters,
+    /// Outstanding challenge for an other-card restore authorization.
+    #[serde(default, with = "hexbytes")]
+    pub restore_challenge: Vec<u8>,
+}
+
+/// An application in the application area.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Application {
+    pub id: u8,
+    pub name: String,
+    pub first_page: u16,
+    pub page_count: u16,
+    /// Holds value (e-money): reset after a restore (FIG. 20).
+    pub value: bool,
+    /// Set by RESTORE COMPLETE when the application's pages were restored.
+    #[serde(default)]
+    pub restored: bool,
+}
+
+/// Backup and restore counters (system area).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupCounters {
+    /// Last counter handed out by BACKUP (never reused).
+    pub issued: u32,
+    /// Counter of the last completed backup or same-card restore: the base of
+    /// the next differential (0 = none; a full backup is needed).
+    pub base: u32,
+    /// Newest backup counter this card has made or restored (anti-rollback).
+    pub newest_seen: u32,
 }
 
 /// The key group ("second key"): write-once elements 1..n.
@@ -179,6 +225,8 @@ impl<'de> Deserialize<'de> for HexBytes {
 impl Drop for CardState {
     fn drop(&mut self) {
         self.admin_key.zeroize();
+        self.unique_key.zeroize();
+        self.common_key.zeroize();
     }
 }
 
@@ -214,6 +262,13 @@ impl CardState {
                 no_export_after_backup: p.no_export_after_backup,
                 ..ExportState::default()
             },
+            unique_key: crate::crypto::random::<32>().to_vec(),
+            common_key: p.common_key.as_deref().and_then(from_hex).unwrap_or_default(),
+            issuer_public_key: p.issuer_public_key.as_deref().and_then(from_hex).unwrap_or_default(),
+            applications: p.applications.clone(),
+            change_flags: vec![0u8; (p.page_count as usize).div_ceil(8)],
+            backup: BackupCounters::default(),
+            restore_challenge: Vec::new(),
         }
     }
 
@@ -233,6 +288,9 @@ impl CardState {
             || kg.elements.iter().any(|e| !matches!(e.0.len(), 0 | 32))
         {
             return Err("inconsistent key group".into());
+        }
+        if self.change_flags.len() != (self.page_count as usize).div_ceil(8) || self.unique_key.len() != 32 {
+            return Err("inconsistent backup fields".into());
         }
         if let Some(k) = &self.main_key {
             if k.private.len() != 32 || k.public.len() != 65 {

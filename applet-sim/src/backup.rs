@@ -1,0 +1,736 @@
+//! Encrypted page backup and restore (the Hitachi flow), with the gaps of the
+//! patent closed: authenticated encryption bound to card, backup and record;
+//! a trailer MAC that detects truncation; a card-side counter that never
+//! repeats; refusal to roll back; other-card restores only with an issuer
+//! authorization naming the target card and a fresh card challenge; pages
+//! staged in RAM until RESTORE COMPLETE commits them in one state write.
+//!
+//! Byte layouts are in docs/FORMATS.md ("Page backups").
+
+use crate::apdu::CommandApdu;
+use crate::applet::{Applet, HandlerResult};
+use crate::crypto;
+use crate::proto::{backup as bk, sw};
+use openssl::sha::Sha256;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use zeroize::Zeroizing;
+
+/// A backup being read out.
+pub struct BackupSession {
+    counter: u32,
+    kind: u8,
+    pages: Vec<u16>,
+    cursor: usize,
+    next_record: u32,
+    key: Zeroizing<[u8; 32]>,
+    header_hash: [u8; 32],
+    records_hash: Sha256,
+    block: usize,
+    finished: bool,
+}
+
+impl std::fmt::Debug for BackupSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackupSession(counter {})", self.counter)
+    }
+}
+
+/// One backup of a restore chain, being received.
+struct Incoming {
+    card: String,
+    counter: u32,
+    pages_declared: u16,
+    pages_received: u16,
+    key: Zeroizing<[u8; 32]>,
+    header_hash: [u8; 32],
+    records_hash: Sha256,
+    next_record: u32,
+    trailer_ok: bool,
+}
+
+/// A restore in progress: pages staged, nothing written yet.
+pub struct RestoreSession {
+    /// Issuer override of the rollback check (admin session at RESTORE).
+    override_rollback: bool,
+    other_card: bool,
+    /// Counter the issuer authorized (other-card restores).
+    authorized_counter: Option<u32>,
+    chain: Vec<u32>,
+    current: Incoming,
+    staged: BTreeMap<u16, Vec<u8>>,
+}
+
+impl std::fmt::Debug for RestoreSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RestoreSession({} pages staged)", self.staged.len())
+    }
+}
+
+/// The clear part of a backup header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderInfo {
+    pub version: u8,
+    pub kind: u8,
+    pub counter: u32,
+    pub base: u32,
+    pub page_size: u16,
+    pub page_count: u16,
+    pub pages: u16,
+    pub card_number: String,
+    pub wrapped_unique_key: Vec<u8>,
+    pub control: Vec<u8>,
+    /// Bytes of the header up to and including the wrapped key (control AAD).
+    prefix_len: usize,
+}
+
+/// Parse a backup header (terminal and card use the same parser).
+pub fn parse_header(h: &[u8]) -> Option<HeaderInfo> {
+    let mut i = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = h.get(i..i + n)?;
+        i += n;
+        Some(s)
+    };
+    let version = take(1)?[0];
+    let kind = take(1)?[0];
+    let counter = u32::from_be_bytes(take(4)?.try_into().ok()?);
+    let base = u32::from_be_bytes(take(4)?.try_into().ok()?);
+    let page_size = u16::from_be_bytes(take(2)?.try_into().ok()?);
+    let page_count = u16::from_be_bytes(take(2)?.try_into().ok()?);
+    let pages = u16::from_be_bytes(take(2)?.try_into().ok()?);
+    let cl = take(1)?[0] as usize;
+    let card_number = std::str::from_utf8(take(cl)?).ok()?.to_string();
+    let wrapped_unique_key = take(bk::WRAPPED_UNIQUE_KEY_LEN)?.to_vec();
+    let prefix_len = 17 + cl + bk::WRAPPED_UNIQUE_KEY_LEN;
+    let ctl_len = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+    let control = take(ctl_len)?.to_vec();
+    if version != bk::VERSION || kind > bk::TYPE_DIFFERENTIAL || h.len() != prefix_len + 2 + ctl_len {
+        return None;
+    }
+    Some(HeaderInfo {
+        version,
+        kind,
+        counter,
+        base,
+        page_size,
+        page_count,
+        pages,
+        card_number,
+        wrapped_unique_key,
+        control,
+        prefix_len,
+    })
+}
+
+fn lv(s: &str) -> Vec<u8> {
+    let mut v = vec![s.len() as u8];
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+fn backup_key(unique: &[u8], card: &str, counter: u32) -> Result<Zeroizing<[u8; 32]>, u16> {
+    let mut info = lv(card);
+    info.extend_from_slice(&counter.to_be_bytes());
+    crypto::hkdf(unique, bk::BACKUP_SALT, &info).map_err(|_| sw::UNKNOWN)
+}
+
+fn unique_wrap_aad(card: &str, counter: u32) -> Vec<u8> {
+    let mut aad = bk::UNIQUE_WRAP_LABEL.to_vec();
+    aad.extend_from_slice(&lv(card));
+    aad.extend_from_slice(&counter.to_be_bytes());
+    aad
+}
+
+fn record_aad(card: &str, counter: u32, index: u32) -> Vec<u8> {
+    let mut aad = bk::RECORD_LABEL.to_vec();
+    aad.extend_from_slice(&lv(card));
+    aad.extend_from_slice(&counter.to_be_bytes());
+    aad.extend_from_slice(&index.to_be_bytes());
+    aad
+}
+
+fn record_nonce(index: u32) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[8..].copy_from_slice(&index.to_be_bytes());
+    n
+}
+
+fn trailer_mac(key: &[u8; 32], header_hash: &[u8; 32], count: u32, records_hash: [u8; 32]) -> Result<[u8; 32], u16> {
+    crypto::hmac_sha256(
+        key,
+        &[bk::TRAILER_LABEL, header_hash, &count.to_be_bytes(), &records_hash],
+    )
+    .map_err(|_| sw::UNKNOWN)
+}
+
+fn hash_record(h: &mut Sha256, record: &[u8]) {
+    h.update(&(record.len() as u32).to_be_bytes());
+    h.update(record);
+}
+
+/// The message an issuer signs to authorize a restore onto another card.
+pub fn authorization_message(source: &str, counter: u32, target: &str, challenge: &[u8]) -> Vec<u8> {
+    let mut m = bk::AUTHORIZATION_LABEL.to_vec();
+    m.extend_from_slice(&lv(source));
+    m.extend_from_slice(&counter.to_be_bytes());
+    m.extend_from_slice(&lv(target));
+    m.extend_from_slice(challenge);
+    m
+}
+
+impl Applet {
+    fn page_bytes(&self, page: u16) -> Range<usize> {
+        let s = self.state.page_size as usize;
+        page as usize * s..(page as usize + 1) * s
+    }
+
+    /// Set the change flag of every page a byte range touches.
+    pub(crate) fn flag_changed(&mut self, r: &Range<usize>) {
+        if r.is_empty() {
+            return;
+        }
+        let s = self.state.page_size as usize;
+        for p in r.start / s..=(r.end - 1) / s {
+            self.state.change_flags[p / 8] |= 1 << (p % 8);
+        }
+    }
+
+    fn changed_pages(&self) -> Vec<u16> {
+        (0..self.state.page_count)
+            .filter(|p| self.state.change_flags[*p as usize / 8] & (1 << (p % 8)) != 0)
+            .collect()
+    }
+
+    /// FIG. 20: a value application restored from a backup resets its value
+    /// before its next use. Called by every command that touches application data.
+    pub(crate) fn reset_restored_values(&mut self, touched: &Range<usize>) {
+        let s = self.state.page_size as usize;
+        let hits: Vec<usize> = self
+            .state
+            .applications
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.value && a.restored)
+            .filter(|(_, a)| {
+                let r = a.first_page as usize * s..(a.first_page + a.page_count) as usize * s;
+                r.start < touched.end && touched.start < r.end
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in hits {
+            let a = &mut self.state.applications[i];
+            a.restored = false;
+            let r = a.first_page as usize * s..a.first_page as usize * s + 4;
+            self.state.memory[r.clone()].fill(0);
+            self.flag_changed(&r);
+            self.mark_dirty();
+        }
+    }
+
+    /// BACKUP: P1 = 00 full, 01 differential, 02 differential when a base
+    /// exists else full; data = block size (2) || time (8).
+    /// Returns header length (2) || header || record 0 [|| trailer].
+    pub(crate) fn backup(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 > bk::BACKUP_AUTO || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if c.data.len() != 10 {
+            return Err(sw::WRONG_LENGTH);
+        }
+        let block = u16::from_be_bytes([c.data[0], c.data[1]]) as usize;
+        if !(bk::MIN_BLOCK..=bk::MAX_BLOCK).contains(&block) {
+            return Err(sw::WRONG_DATA);
+        }
+        let time = &c.data[2..10];
+        if !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        if self.session.restore.is_some() || self.state.common_key.len() != 32 {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let base = self.state.backup.base;
+        let kind = match c.p1 {
+            bk::BACKUP_AUTO if base == 0 => bk::TYPE_FULL,
+            bk::BACKUP_AUTO => bk::TYPE_DIFFERENTIAL,
+            k => k,
+        };
+        if kind == bk::TYPE_DIFFERENTIAL && base == 0 {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let pages: Vec<u16> = match kind {
+            bk::TYPE_FULL => (0..self.state.page_count).collect(),
+            _ => self.changed_pages(),
+        };
+        // A new counter for every backup, committed before any data leaves.
+        let counter = self
+            .state
+            .backup
+            .issued
+            .checked_add(1)
+            .ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        self.state.backup.issued = counter;
+        self.mark_dirty();
+
+        let card = self.state.card_number.clone();
+        let key = backup_key(&self.state.unique_key, &card, counter)?;
+        let mut ck = [0u8; 32];
+        ck.copy_from_slice(&self.state.common_key);
+        let nonce = crypto::random::<12>();
+        let mut wrapped = nonce.to_vec();
+        wrapped.extend(
+            crypto::seal(&ck, &nonce, &unique_wrap_aad(&card, counter), &self.state.unique_key)
+                .map_err(|_| sw::UNKNOWN)?,
+        );
+        zeroize::Zeroize::zeroize(&mut ck);
+        let mut header = vec![bk::VERSION, kind];
+        header.extend_from_slice(&counter.to_be_bytes());
+        header.extend_from_slice(&(if kind == bk::TYPE_FULL { 0 } else { base }).to_be_bytes());
+        header.extend_from_slice(&self.state.page_size.to_be_bytes());
+        header.extend_from_slice(&self.state.page_count.to_be_bytes());
+        header.extend_from_slice(&(pages.len() as u16).to_be_bytes());
+        header.extend_from_slice(&lv(&card));
+        header.extend_from_slice(&wrapped);
+        let mut control = vec![bk::VERSION];
+        control.extend_from_slice(&lv(&card));
+        control.extend_from_slice(&header[1..16]); // kind, counter, base, geometry, pages
+        control.extend_from_slice(time);
+        let mut aad = bk::CONTROL_LABEL.to_vec();
+        aad.extend_from_slice(&header);
+        let sealed = crypto::seal(&key, &[0xFF; 12], &aad, &control).map_err(|_| sw::UNKNOWN)?;
+        header.extend_from_slice(&(sealed.len() as u16).to_be_bytes());
+        header.extend_from_slice(&sealed);
+        if 2 + header.len() + bk::TRAILER_LEN + 18 + 4 + self.state.page_size as usize > block {
+            return Err(sw::WRONG_DATA);
+        }
+        let mut out = (header.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&header);
+        self.session.backup = Some(BackupSession {
+            counter,
+            kind,
+            pages,
+            cursor: 0,
+            next_record: 0,
+            key,
+            header_hash: crypto::sha256(&header),
+            records_hash: Sha256::new(),
+            block,
+            finished: false,
+        });
+        let budget = block - out.len();
+        self.next_record(budget, &mut out)?;
+        Ok(out)
+    }
+
+    /// Seal the next record into `out` (at most `budget` bytes incl. a trailer).
+    fn next_record(&mut self, budget: usize, out: &mut Vec<u8>) -> Result<(), u16> {
+        let ps = self.state.page_size as usize;
+        let card = self.state.card_number.clone();
+        let b = self.session.backup.as_mut().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        if b.finished {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        // Room for: tag (16), run count (2), trailer; then runs of 4 + n pages.
+        let mut room = budget - 16 - 2 - bk::TRAILER_LEN;
+        let mut plain = Zeroizing::new(vec![0u8, 0u8]);
+        let mut runs = 0u16;
+        while b.cursor < b.pages.len() && room >= 4 + ps {
+            let first = b.pages[b.cursor];
+            let mut n = 0usize;
+            while b.cursor + n < b.pages.len() && b.pages[b.cursor + n] == first + n as u16 && room >= 4 + (n + 1) * ps
+            {
+                n += 1;
+            }
+            plain.extend_from_slice(&first.to_be_bytes());
+            plain.extend_from_slice(&(n as u16).to_be_bytes());
+            let start = first as usize * ps;
+            plain.extend_from_slice(&self.state.memory[start..start + n * ps]);
+            b.cursor += n;
+            room -= 4 + n * ps;
+            runs += 1;
+        }
+        plain[..2].copy_from_slice(&runs.to_be_bytes());
+        let index = b.next_record;
+        let record = crypto::seal(
+            &b.key,
+            &record_nonce(index),
+            &record_aad(&card, b.counter, index),
+            &plain,
+        )
+        .map_err(|_| sw::UNKNOWN)?;
+        hash_record(&mut b.records_hash, &record);
+        b.next_record += 1;
+        out.extend_from_slice(&record);
+        if b.cursor >= b.pages.len() {
+            b.finished = true;
+            let count = b.next_record;
+            let mac = trailer_mac(&b.key, &b.header_hash, count, b.records_hash.clone().finish())?;
+            out.extend_from_slice(&count.to_be_bytes());
+            out.extend_from_slice(&mac);
+        } else {
+            self.set_final_sw(bk::SW_MORE_BLOCKS);
+        }
+        Ok(())
+    }
+
+    /// BACKUP DATA: P1P2 = record index (1, 2, ...). Returns the record [|| trailer].
+    pub(crate) fn backup_data(&mut self, c: &CommandApdu) -> HandlerResult {
+        if !c.data.is_empty() {
+            return Err(sw::WRONG_LENGTH);
+        }
+        let b = self.session.backup.as_ref().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        if u16::from_be_bytes([c.p1, c.p2]) as u32 != b.next_record || b.finished {
+            return Err(sw::WRONG_P1P2);
+        }
+        let block = b.block;
+        let mut out = Vec::with_capacity(block);
+        self.next_record(block, &mut out)?;
+        Ok(out)
+    }
+
+    /// BACKUP COMPLETE: data = counter (4). Sent only once the vault holds the
+    /// whole backup; clears the change flags and makes this backup the base.
+    pub(crate) fn backup_complete(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        let [a, b2, c2, d] = c.data[..] else {
+            return Err(sw::WRONG_LENGTH);
+        };
+        let counter = u32::from_be_bytes([a, b2, c2, d]);
+        let b = self.session.backup.as_ref().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        if !b.finished || b.counter != counter {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let (kind, pages) = (b.kind, b.pages.clone());
+        self.session.backup = None;
+        match kind {
+            bk::TYPE_FULL => self.state.change_flags.fill(0),
+            _ => {
+                for p in pages {
+                    self.state.change_flags[p as usize / 8] &= !(1 << (p % 8));
+                }
+            }
+        }
+        self.state.backup.base = counter;
+        self.state.backup.newest_seen = self.state.backup.newest_seen.max(counter);
+        self.mark_dirty();
+        Ok(vec![])
+    }
+
+    /// GET RESTORE CHALLENGE: a fresh challenge, kept by the card (across power
+    /// cycles) until a restore authorization uses it.
+    pub(crate) fn get_restore_challenge(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        let ch = crypto::random::<16>().to_vec();
+        self.state.restore_challenge = ch.clone();
+        self.mark_dirty();
+        Ok(ch)
+    }
+
+    /// Check a header against this card and derive its backup key.
+    fn open_header(&self, h: &HeaderInfo, raw: &[u8], other_card: bool) -> Result<Zeroizing<[u8; 32]>, u16> {
+        if h.page_size != self.state.page_size || h.page_count != self.state.page_count {
+            return Err(sw::WRONG_DATA);
+        }
+        let unique: Zeroizing<Vec<u8>> = if other_card {
+            if self.state.common_key.len() != 32 {
+                return Err(sw::CONDITIONS_NOT_SATISFIED);
+            }
+            let mut ck = Zeroizing::new([0u8; 32]);
+            ck.copy_from_slice(&self.state.common_key);
+            let (nonce, sealed) = h.wrapped_unique_key.split_at(12);
+            crypto::open(&ck, nonce, &unique_wrap_aad(&h.card_number, h.counter), sealed).map_err(|_| sw::WRONG_DATA)?
+        } else {
+            if h.card_number != self.state.card_number {
+                return Err(sw::WRONG_DATA);
+            }
+            Zeroizing::new(self.state.unique_key.clone())
+        };
+        let key = backup_key(&unique, &h.card_number, h.counter)?;
+        let mut aad = bk::CONTROL_LABEL.to_vec();
+        aad.extend_from_slice(&raw[..h.prefix_len]);
+        let control = crypto::open(&key, &[0xFF; 12], &aad, &h.control).map_err(|_| sw::WRONG_DATA)?;
+        // The authenticated control information must say what the clear header says.
+        let mut expect = vec![bk::VERSION];
+        expect.extend_from_slice(&lv(&h.card_number));
+        expect.extend_from_slice(&raw[1..16]);
+        if control.len() != expect.len() + 8 || control[..expect.len()] != expect[..] {
+            return Err(sw::WRONG_DATA);
+        }
+        Ok(key)
+    }
+
+    /// RESTORE: P1 = 00 same card, 01 other card, 02 next backup of the chain;
+    /// P2 bit 0 = issuer override of the rollback check (admin session).
+    /// Data = header, and for P1 = 01: authorization length (2) || signature (64).
+    pub(crate) fn restore(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 > bk::RESTORE_NEXT_IN_CHAIN || c.p2 & !bk::RESTORE_OVERRIDE_ROLLBACK != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        if self.session.backup.is_some() {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let override_rollback = c.p2 & bk::RESTORE_OVERRIDE_ROLLBACK != 0;
+        if override_rollback && !self.session.admin_authenticated {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        // Other-card data ends with: authorized counter (4) || 00 40 || signature (64).
+        let (raw, auth) = if c.p1 == bk::RESTORE_OTHER_CARD {
+            if c.data.len() < 70 {
+                return Err(sw::WRONG_LENGTH);
+            }
+            let (head, tail) = c.data.split_at(c.data.len() - 70);
+            if tail[4..6] != [0, 64] {
+                return Err(sw::WRONG_DATA);
+            }
+            let counter = u32::from_be_bytes(tail[..4].try_into().expect("4 bytes"));
+            (head, Some((counter, &tail[6..])))
+        } else {
+            (&c.data[..], None)
+        };
+        let h = parse_header(raw).ok_or(sw::WRONG_DATA)?;
+        match c.p1 {
+            bk::RESTORE_NEXT_IN_CHAIN => {
+                let r = self.session.restore.as_ref().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+                let ok = r.current.trailer_ok
+                    && h.kind == bk::TYPE_DIFFERENTIAL
+                    && h.card_number == r.current.card
+                    && h.counter > r.current.counter
+                    && r.chain.contains(&h.base);
+                if !ok {
+                    return Err(sw::WRONG_DATA);
+                }
+                let other = r.other_card;
+                let key = self.open_header(&h, raw, other)?;
+                let r = self.session.restore.as_mut().expect("checked");
+                r.chain.push(h.counter);
+                r.current = incoming(&h, raw, key);
+                Ok(vec![])
+            }
+            p1 => {
+                let other = p1 == bk::RESTORE_OTHER_CARD;
+                if h.kind != bk::TYPE_FULL {
+                    return Err(sw::WRONG_DATA);
+                }
+                let mut authorized_counter = None;
+                if other {
+                    if h.card_number == self.state.card_number {
+                        return Err(sw::WRONG_DATA);
+                    }
+                    // Authorization: issuer signature naming source, backup, this card and
+                    // the challenge this card handed out (used once, whatever the outcome).
+                    let challenge = std::mem::take(&mut self.state.restore_challenge);
+                    self.mark_dirty();
+                    let (counter, sig) = auth.expect("other-card data has an authorization");
+                    if challenge.is_empty() || self.state.issuer_public_key.is_empty() || counter < h.counter {
+                        return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+                    }
+                    let msg = authorization_message(&h.card_number, counter, &self.state.card_number, &challenge);
+                    if !crypto::verify_p256(&self.state.issuer_public_key, &msg, sig).unwrap_or(false) {
+                        return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+                    }
+                    authorized_counter = Some(counter);
+                }
+                let key = self.open_header(&h, raw, other)?;
+                self.session.restore = Some(RestoreSession {
+                    override_rollback,
+                    other_card: other,
+                    authorized_counter,
+                    chain: vec![h.counter],
+                    current: incoming(&h, raw, key),
+                    staged: BTreeMap::new(),
+                });
+                Ok(vec![])
+            }
+        }
+    }
+
+    /// RESTORE DATA: P1 = 00 a record (P2 = 0), 01 the trailer of the current backup.
+    pub(crate) fn restore_data(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 > 1 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        let ps = self.state.page_size as usize;
+        let pc = self.state.page_count;
+        let r = self.session.restore.as_mut().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let cur = &mut r.current;
+        if cur.trailer_ok {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        if c.p1 == 1 {
+            if c.data.len() != bk::TRAILER_LEN {
+                return Err(sw::WRONG_LENGTH);
+            }
+            let count = u32::from_be_bytes(c.data[..4].try_into().expect("4"));
+            let mac = trailer_mac(&cur.key, &cur.header_hash, count, cur.records_hash.clone().finish())?;
+            if count != cur.next_record
+                || !openssl::memcmp::eq(&mac, &c.data[4..])
+                || cur.pages_received != cur.pages_declared
+            {
+                // Truncated, reordered or forged: the whole restore is abandoned.
+                self.session.restore = None;
+                return Err(sw::WRONG_DATA);
+            }
+            cur.trailer_ok = true;
+            return Ok(vec![]);
+        }
+        let index = cur.next_record;
+        let aad = record_aad(&cur.card, cur.counter, index);
+        let Ok(plain) = crypto::open(&cur.key, &record_nonce(index), &aad, &c.data) else {
+            self.session.restore = None;
+            return Err(sw::WRONG_DATA);
+        };
+        // Parse runs; any inconsistency abandons the restore.
+        let mut pages = Vec::new();
+        let ok = (|| {
+            let runs = u16::from_be_bytes(plain.get(..2)?.try_into().ok()?);
+            let mut i = 2usize;
+            for _ in 0..runs {
+                let first = u16::from_be_bytes(plain.get(i..i + 2)?.try_into().ok()?);
+                let n = u16::from_be_bytes(plain.get(i + 2..i + 4)?.try_into().ok()?);
+                i += 4;
+                if n == 0 || first as u32 + n as u32 > pc as u32 {
+                    return None;
+                }
+                for k in 0..n {
+                    pages.push((first + k, plain.get(i..i + ps)?.to_vec()));
+                    i += ps;
+                }
+            }
+            (i == plain.len()).then_some(())
+        })();
+        let r = self.session.restore.as_mut().expect("present");
+        let cur = &mut r.current;
+        if ok.is_none() || cur.pages_received as usize + pages.len() > cur.pages_declared as usize {
+            self.session.restore = None;
+            return Err(sw::WRONG_DATA);
+        }
+        hash_record(&mut cur.records_hash, &c.data);
+        cur.next_record += 1;
+        cur.pages_received += pages.len() as u16;
+        for (p, content) in pages {
+            r.staged.insert(p, content);
+        }
+        Ok(vec![])
+    }
+
+    /// RESTORE COMPLETE: commit every staged page in one state write, flag the
+    /// restored value applications, clear the change flags. Returns pages written (2).
+    pub(crate) fn restore_complete(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 || !c.data.is_empty() {
+            return Err(sw::WRONG_P1P2);
+        }
+        let r = self.session.restore.as_ref().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        if !r.current.trailer_ok {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let last = r.current.counter;
+        if r.other_card && r.authorized_counter != Some(last) {
+            self.session.restore = None;
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        // Anti-rollback: never back to a state older than the newest backup this
+        // card has made or restored, unless the issuer overrides.
+        if !r.other_card && last < self.state.backup.newest_seen && !r.override_rollback {
+            self.session.restore = None;
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let r = self.session.restore.take().expect("present");
+        let written = r.staged.len() as u16;
+        for (p, content) in &r.staged {
+            let range = self.page_bytes(*p);
+            self.state.memory[range].copy_from_slice(content);
+        }
+        for a in self.state.applications.iter_mut().filter(|a| a.value) {
+            if r.staged
+                .keys()
+                .any(|p| (a.first_page..a.first_page + a.page_count).contains(p))
+            {
+                a.restored = true;
+            }
+        }
+        self.state.change_flags.fill(0);
+        if r.other_card {
+            self.state.backup.base = 0; // the next own backup must be full
+        } else {
+            self.state.backup.base = last;
+            self.state.backup.newest_seen = self.state.backup.newest_seen.max(last);
+        }
+        self.mark_dirty();
+        Ok(written.to_be_bytes().to_vec())
+    }
+
+    fn value_app(&self, id: u8) -> Result<Range<usize>, u16> {
+        let a = self
+            .state
+            .applications
+            .iter()
+            .find(|a| a.id == id && a.value)
+            .ok_or(sw::WRONG_P1P2)?;
+        let start = a.first_page as usize * self.state.page_size as usize;
+        Ok(start..start + 4)
+    }
+
+    /// GET BALANCE: P1 = application id of a value application. Returns 4 bytes.
+    pub(crate) fn get_balance(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p2 != 0 || !c.data.is_empty() {
+            return Err(sw::WRONG_P1P2);
+        }
+        let r = self.value_app(c.p1)?;
+        self.reset_restored_values(&r);
+        Ok(self.state.memory[r].to_vec())
+    }
+
+    /// CREDIT / DEBIT: P1 = application id, data = amount (4). PIN required.
+    pub(crate) fn credit_debit(&mut self, c: &CommandApdu, credit: bool) -> HandlerResult {
+        if c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        let [a, b, c3, d] = c.data[..] else {
+            return Err(sw::WRONG_LENGTH);
+        };
+        let amount = u32::from_be_bytes([a, b, c3, d]);
+        let r = self.value_app(c.p1)?;
+        if !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        if self.session.backup.is_some() || self.session.restore.is_some() {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        self.reset_restored_values(&r);
+        let bal = u32::from_be_bytes(self.state.memory[r.clone()].try_into().expect("4 bytes"));
+        let new = if credit {
+            bal.checked_add(amount)
+        } else {
+            bal.checked_sub(amount)
+        }
+        .ok_or(sw::WRONG_DATA)?;
+        self.state.memory[r.clone()].copy_from_slice(&new.to_be_bytes());
+        self.flag_changed(&r);
+        self.mark_dirty();
+        Ok(new.to_be_bytes().to_vec())
+    }
+}
+
+fn incoming(h: &HeaderInfo, raw: &[u8], key: Zeroizing<[u8; 32]>) -> Incoming {
+    Incoming {
+        card: h.card_number.clone(),
+        counter: h.counter,
+        pages_declared: h.pages,
+        pages_received: 0,
+        key,
+        header_hash: crypto::sha256(raw),
+        records_hash: Sha256::new(),
+        next_record: 0,
+        trailer_ok: false,
+    }
+}
