@@ -233,6 +233,70 @@ impl Command {
             .expect(65)
     }
 
+    // --- page backup and restore, value applications -------------------------------
+
+    /// BACKUP: P1 = 00 full, 01 differential, 02 the card decides (differential
+    /// once it has a base); data = block size (2) || time (8, UNIX seconds).
+    pub fn backup(p1: u8, block: u16, time: u64) -> Command {
+        let mut data = block.to_be_bytes().to_vec();
+        data.extend_from_slice(&time.to_be_bytes());
+        Command::new("BACKUP", cla::PROPRIETARY, ins::BACKUP, p1, 0)
+            .with_data(&data)
+            .expect_max()
+    }
+
+    pub fn backup_data(index: u16) -> Command {
+        let [p1, p2] = index.to_be_bytes();
+        Command::new("BACKUP DATA", cla::PROPRIETARY, ins::BACKUP_DATA, p1, p2).expect_max()
+    }
+
+    pub fn backup_complete(counter: u32) -> Command {
+        Command::new("BACKUP COMPLETE", cla::PROPRIETARY, ins::BACKUP_COMPLETE, 0, 0).with_data(&counter.to_be_bytes())
+    }
+
+    pub fn get_restore_challenge() -> Command {
+        Command::new(
+            "GET RESTORE CHALLENGE",
+            cla::PROPRIETARY,
+            ins::GET_RESTORE_CHALLENGE,
+            0,
+            0,
+        )
+        .expect(16)
+    }
+
+    pub fn restore(p1: u8, override_rollback: bool, data: &[u8]) -> Command {
+        Command::new("RESTORE", cla::PROPRIETARY, ins::RESTORE, p1, override_rollback as u8).with_data(data)
+    }
+
+    pub fn restore_record(record: &[u8]) -> Command {
+        Command::new("RESTORE DATA", cla::PROPRIETARY, ins::RESTORE_DATA, 0, 0).with_data(record)
+    }
+
+    pub fn restore_trailer(trailer: &[u8]) -> Command {
+        Command::new("RESTORE DATA", cla::PROPRIETARY, ins::RESTORE_DATA, 1, 0).with_data(trailer)
+    }
+
+    pub fn restore_complete() -> Command {
+        Command::new("RESTORE COMPLETE", cla::PROPRIETARY, ins::RESTORE_COMPLETE, 0, 0).expect(2)
+    }
+
+    pub fn get_balance(app: u8) -> Command {
+        Command::new("GET BALANCE", cla::PROPRIETARY, ins::GET_BALANCE, app, 0).expect(4)
+    }
+
+    pub fn credit(app: u8, amount: u32) -> Command {
+        Command::new("CREDIT", cla::PROPRIETARY, ins::CREDIT, app, 0)
+            .with_data(&amount.to_be_bytes())
+            .expect(4)
+    }
+
+    pub fn debit(app: u8, amount: u32) -> Command {
+        Command::new("DEBIT", cla::PROPRIETARY, ins::DEBIT, app, 0)
+            .with_data(&amount.to_be_bytes())
+            .expect(4)
+    }
+
     /// Encode as one short APDU (data ≤ 255, Ne ≤ 256), with the given CLA.
     pub fn encode_short(&self, cla: u8, data: &[u8], ne: usize, out: &mut Vec<u8>) {
         out.clear();

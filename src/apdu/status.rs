@@ -15,6 +15,8 @@ pub enum StatusWord {
     VerifyFailed {
         tries_left: u8,
     },
+    /// `6310`: more blocks follow (BACKUP / BACKUP DATA).
+    MoreBlocks,
     /// `6283`: selected file or application invalidated.
     SelectedFileInvalidated,
     MemoryFailure,
@@ -50,6 +52,7 @@ impl StatusWord {
                 tries_left: (v & 0x0F) as u8,
             },
             0x6283 => SelectedFileInvalidated,
+            0x6310 => MoreBlocks,
             sw::MEMORY_FAILURE => MemoryFailure,
             sw::WRONG_LENGTH => WrongLength,
             sw::LOGICAL_CHANNEL_NOT_SUPPORTED => LogicalChannelNotSupported,
@@ -85,6 +88,7 @@ impl StatusWord {
             WrongLe(n) => 0x6C00 | n as u16,
             VerifyFailed { tries_left } => 0x63C0 | (tries_left & 0x0F) as u16,
             SelectedFileInvalidated => 0x6283,
+            MoreBlocks => 0x6310,
             MemoryFailure => sw::MEMORY_FAILURE,
             WrongLength => sw::WRONG_LENGTH,
             LogicalChannelNotSupported => sw::LOGICAL_CHANNEL_NOT_SUPPORTED,
@@ -122,6 +126,7 @@ impl StatusWord {
             WrongLe(n) => format!("wrong Le, exact length is {n}"),
             VerifyFailed { tries_left } => format!("verification failed, {tries_left} tries left"),
             SelectedFileInvalidated => "selected file invalidated".into(),
+            MoreBlocks => "more data available (next block follows)".into(),
             MemoryFailure => "memory failure".into(),
             WrongLength => "wrong length".into(),
             LogicalChannelNotSupported => "logical channel not supported".into(),

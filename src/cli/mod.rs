@@ -3,6 +3,7 @@
 
 mod apdu;
 mod audit;
+mod backup;
 mod demo;
 mod duplicate;
 mod files;
@@ -84,6 +85,18 @@ pub enum Command {
     Recover(files::RecoverArgs),
     /// Show or verify the audit trail of key take-outs, imports and issuance.
     Audit(audit::Args),
+    /// Back up the card's application area, encrypted by the card, into the vault.
+    Backup(backup::BackupArgs),
+    /// Restore a backup chain onto the same card or a replacement card.
+    Restore(backup::RestoreArgs),
+    /// Issuer: sign a restore authorization request.
+    AuthorizeRestore(backup::AuthorizeArgs),
+    /// List, show, verify, export and import vault backups.
+    #[command(subcommand)]
+    Vault(backup::VaultCommand),
+    /// Value application (e-money purse): balance, credit, debit.
+    #[command(subcommand)]
+    Purse(backup::PurseCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
 }
@@ -198,5 +211,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Decrypt(a) => files::decrypt(&ctx, a),
         Command::Recover(a) => files::recover(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
+        Command::Backup(a) => backup::run_backup(&ctx, a),
+        Command::Restore(a) => backup::run_restore(&ctx, a),
+        Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
+        Command::Vault(c) => backup::run_vault(&ctx, c),
+        Command::Purse(c) => backup::run_purse(&ctx, c),
     }
 }

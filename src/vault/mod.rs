@@ -4,8 +4,10 @@
 //! version is `PRAGMA user_version`. docs/FORMATS.md documents every table.
 
 mod audit;
+mod backups;
 
 pub use audit::{AuditEntry, AuditEvent};
+pub use backups::{BackupRow, NewBackup, StoredBackup};
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;
@@ -13,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Migrations in order; index + 1 is the schema version they produce.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_audit.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_audit.sql"),
+    include_str!("../../migrations/0002_backups.sql"),
+];
 
 /// An open vault.
 pub struct Vault {

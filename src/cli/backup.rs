@@ -1,0 +1,415 @@
+//! `cardvault backup | restore | authorize-restore | vault ... | purse ...`
+
+use super::{client, print_json, Ctx};
+use crate::error::{Error, Result};
+use crate::secret::SecretSource;
+use crate::workflow::backup::{self, RestoreAuthorization, RestorePlan, RestoreRequest};
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    /// Make a full backup (default: differential once a completed full backup exists).
+    #[arg(long)]
+    full: bool,
+    #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+    pin: SecretSource,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// Restore the chain ending at this vault backup id.
+    #[arg(long, value_name = "ID", conflicts_with = "latest")]
+    backup: Option<i64>,
+    /// Restore the newest backup (the default).
+    #[arg(long)]
+    latest: bool,
+    /// Restore another card's backup onto this one (replacement card).
+    #[arg(long, value_name = "NUMBER")]
+    from_card: Option<String>,
+    /// The issuer's authorization file for --from-card.
+    #[arg(long, value_name = "FILE", requires = "from_card", conflicts_with = "request")]
+    authorization: Option<PathBuf>,
+    /// Write an authorization request for the issuer (with a fresh challenge from this card) and stop.
+    #[arg(long, value_name = "FILE", requires = "from_card")]
+    request: Option<PathBuf>,
+    /// Issuer override of the rollback check (restoring an older backup); needs --admin-key.
+    #[arg(long, requires = "admin_key")]
+    allow_rollback: bool,
+    #[arg(long, value_name = "SOURCE")]
+    admin_key: Option<SecretSource>,
+    #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+    pin: SecretSource,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AuthorizeArgs {
+    /// The request file written by `restore --request`.
+    #[arg(long, value_name = "FILE")]
+    request: PathBuf,
+    /// Issuer signing key (hex P-256 private scalar): prompt, env:VAR or file:PATH.
+    #[arg(long, value_name = "SOURCE")]
+    issuer_key: SecretSource,
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VaultCommand {
+    /// List backups.
+    List {
+        #[arg(long, value_name = "NUMBER")]
+        card: Option<String>,
+    },
+    /// Show one backup and the chain that restores it.
+    Show { id: i64 },
+    /// Check structure, blobs, record counts, chains and the audit hash chain.
+    Verify,
+    /// Copy backups into a new vault file (all, or one card's).
+    Export {
+        #[arg(long, value_name = "NUMBER")]
+        card: Option<String>,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Add the backups of an exported vault file that this vault lacks.
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PurseCommand {
+    /// Show the balance of a value application.
+    Balance {
+        #[arg(long, default_value_t = 1)]
+        app: u8,
+    },
+    /// Add value.
+    Credit {
+        #[arg(long, default_value_t = 1)]
+        app: u8,
+        amount: u32,
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+    /// Take value.
+    Debit {
+        #[arg(long, default_value_t = 1)]
+        app: u8,
+        amount: u32,
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+}
+
+fn bar(ctx: &Ctx, what: &str) -> indicatif::ProgressBar {
+    let b = if ctx.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what}")).expect("template"),
+    );
+    b
+}
+
+pub fn run_backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
+    let pin = a.pin.read("PIN")?;
+    let mut vault = ctx.vault()?;
+    let mut reader = ctx.open_reader()?;
+    let mut card = client(reader.as_mut(), ctx.trace)?;
+    card.verify_pin(&pin)?;
+    let pb = bar(ctx, "pages");
+    let rep = backup::backup(&mut card, &mut vault, a.full, &|n, t| {
+        pb.set_length(t);
+        pb.set_position(n);
+    })?;
+    pb.finish_and_clear();
+    if ctx.json {
+        print_json(&rep);
+    } else {
+        println!(
+            "backup {} of card {}: #{} {} ({} pages{}), {} records, {} APDUs",
+            rep.backup_id,
+            rep.card_number,
+            rep.counter,
+            rep.kind,
+            rep.pages,
+            if rep.kind == "differential" {
+                format!(" changed since #{}", rep.base_counter)
+            } else {
+                String::new()
+            },
+            rep.records,
+            rep.apdus
+        );
+    }
+    Ok(())
+}
+
+pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
+    let pin = a.pin.read("PIN")?;
+    let mut vault = ctx.vault()?;
+    let mut reader = ctx.open_reader()?;
+    let mut card = client(reader.as_mut(), ctx.trace)?;
+    let target = card.card_number()?;
+    let source = a.from_card.clone().unwrap_or_else(|| target.clone());
+    if a.from_card.as_deref() == Some(target.as_str()) {
+        return Err(Error::Usage(
+            "--from-card names this very card; leave it out for a same-card restore".into(),
+        ));
+    }
+    card.verify_pin(&pin)?;
+    let auth: Option<RestoreAuthorization> = match &a.authorization {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            Some(serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?)
+        }
+        None => None,
+    };
+    let last = match (a.backup, &auth) {
+        (Some(id), _) => vault
+            .backup_row(id)?
+            .ok_or_else(|| Error::Usage(format!("no backup {id} in the vault")))?,
+        (None, Some(au)) => vault
+            .list_backups(Some(&source))?
+            .into_iter()
+            .find(|b| b.counter == au.request.counter)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "the vault has no backup #{} of card {source}",
+                    au.request.counter
+                ))
+            })?,
+        (None, None) => vault
+            .latest_backup(&source)?
+            .ok_or_else(|| Error::Usage(format!("the vault has no backup of card {source}")))?,
+    };
+    if last.card_number != source {
+        return Err(Error::Usage(format!(
+            "backup {} belongs to card {}, not {source}",
+            last.id, last.card_number
+        )));
+    }
+    if let Some(path) = &a.request {
+        let ch = card.channel().exec(&crate::apdu::Command::get_restore_challenge())?;
+        let req = RestoreRequest {
+            version: 1,
+            source_card: source.clone(),
+            counter: last.counter,
+            target_card: target.clone(),
+            challenge: applet_sim::proto::to_hex(&ch),
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&req).expect("json"))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        if ctx.json {
+            print_json(&req);
+        } else {
+            println!(
+                "authorization request written to {} (card {source} backup #{} onto card {target}); \
+                 the issuer signs it with `cardvault authorize-restore`",
+                path.display(),
+                last.counter
+            );
+        }
+        return Ok(());
+    }
+    if let Some(au) = &auth {
+        let r = &au.request;
+        if r.target_card != target || r.source_card != source || r.counter != last.counter {
+            return Err(Error::Refused(format!(
+                "the authorization is for card {} backup #{} onto card {}, not card {source} #{} onto {target}",
+                r.source_card, r.counter, r.target_card, last.counter
+            )));
+        }
+    }
+    if a.from_card.is_some() && auth.is_none() {
+        return Err(Error::Usage(format!(
+            "restoring card {source}'s backup onto card {target} needs an issuer authorization: \
+             run with --request FILE, have the issuer sign it, then pass --authorization FILE"
+        )));
+    }
+    if a.allow_rollback {
+        let key = super::pin::admin_key(a.admin_key.as_ref().expect("clap requires it"))?;
+        card.admin_authenticate(&key, &target)?;
+    }
+    let chain = vault.chain_to(&last)?;
+    let plan = RestorePlan {
+        chain,
+        authorization: auth.as_ref(),
+        override_rollback: a.allow_rollback,
+    };
+    let pb = bar(ctx, "blocks");
+    let rep = backup::restore(&mut card, &mut vault, &plan, &|n, t| {
+        pb.set_length(t);
+        pb.set_position(n);
+    })?;
+    pb.finish_and_clear();
+    if ctx.json {
+        print_json(&rep);
+    } else {
+        println!(
+            "restored card {}'s backup chain {:?} onto card {} ({}): {} pages written, {} APDUs{}",
+            rep.source_card,
+            rep.chain,
+            rep.target_card,
+            rep.mode,
+            rep.pages_written,
+            rep.apdus,
+            if rep.rollback_override {
+                " (rollback override by the issuer, audited)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
+    let text =
+        std::fs::read_to_string(&a.request).map_err(|e| Error::io(format!("reading {}", a.request.display()), e))?;
+    let req: RestoreRequest =
+        serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", a.request.display())))?;
+    if req.version != 1 {
+        return Err(Error::Usage(format!(
+            "request version {} is not supported",
+            req.version
+        )));
+    }
+    let key_hex = a.issuer_key.read("issuer signing key (hex)")?;
+    let key = std::str::from_utf8(&key_hex)
+        .ok()
+        .and_then(|s| applet_sim::proto::from_hex(s.trim()))
+        .filter(|k| k.len() == 32)
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| Error::Usage("the issuer key must be a 32-byte P-256 private key in hex".into()))?;
+    let auth = backup::sign_authorization(&req, &key)?;
+    if a.output.exists() {
+        return Err(Error::Usage(format!("{} already exists", a.output.display())));
+    }
+    std::fs::write(&a.output, serde_json::to_string_pretty(&auth).expect("json"))
+        .map_err(|e| Error::io(format!("writing {}", a.output.display()), e))?;
+    if ctx.json {
+        print_json(&auth);
+    } else {
+        println!(
+            "authorized: card {} backup #{} onto card {} -> {}",
+            req.source_card,
+            req.counter,
+            req.target_card,
+            a.output.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
+    let mut vault = ctx.vault()?;
+    match c {
+        VaultCommand::List { card } => {
+            let rows = vault.list_backups(card.as_deref())?;
+            if ctx.json {
+                print_json(&serde_json::json!({ "backups": rows }));
+            } else {
+                if rows.is_empty() {
+                    println!("no backups");
+                }
+                for r in rows {
+                    println!(
+                        "{:>5}  card {:<18} #{:<5} {:<12} base #{:<5} {:>5} pages  {}  {}",
+                        r.id, r.card_number, r.counter, r.kind, r.base_counter, r.pages, r.created_at, r.state
+                    );
+                }
+            }
+        }
+        VaultCommand::Show { id } => {
+            let row = vault
+                .backup_row(id)?
+                .ok_or_else(|| Error::Usage(format!("no backup {id} in the vault")))?;
+            let chain = vault.chain_to(&row)?;
+            if ctx.json {
+                print_json(&serde_json::json!({ "backup": row, "chain": chain }));
+            } else {
+                println!("{row:#?}");
+                println!(
+                    "restores as chain: {:?}",
+                    chain.iter().map(|b| b.counter).collect::<Vec<_>>()
+                );
+            }
+        }
+        VaultCommand::Verify => {
+            let problems = vault.verify()?;
+            if ctx.json {
+                print_json(&serde_json::json!({ "ok": problems.is_empty(), "problems": problems }));
+            } else if problems.is_empty() {
+                println!("vault {} verifies", vault.path().display());
+            } else {
+                for p in &problems {
+                    println!("{p}");
+                }
+            }
+            if !problems.is_empty() {
+                return Err(Error::Data(format!("the vault has {} problem(s)", problems.len())));
+            }
+        }
+        VaultCommand::Export { card, output } => {
+            let ids: Vec<i64> = vault.list_backups(card.as_deref())?.iter().map(|b| b.id).collect();
+            let n = vault.export(&output, &ids)?;
+            if ctx.json {
+                print_json(&serde_json::json!({ "exported": n, "file": output }));
+            } else {
+                println!("{n} backup(s) exported to {}", output.display());
+            }
+        }
+        VaultCommand::Import { file } => {
+            let (n, present) = vault.import(&file)?;
+            if ctx.json {
+                print_json(&serde_json::json!({ "imported": n, "already_present": present }));
+            } else {
+                println!("{n} backup(s) imported, {present} already present");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run_purse(ctx: &Ctx, c: PurseCommand) -> Result<()> {
+    use crate::apdu::Command;
+    let (balance, what) = match c {
+        PurseCommand::Balance { app } => (
+            ctx.with_card(|card| card.channel().exec(&Command::get_balance(app)))?,
+            "balance",
+        ),
+        PurseCommand::Credit { app, amount, pin } => {
+            let pin = pin.read("PIN")?;
+            (
+                ctx.with_card(|card| {
+                    card.verify_pin(&pin)?;
+                    card.channel().exec(&Command::credit(app, amount))
+                })?,
+                "credited; balance",
+            )
+        }
+        PurseCommand::Debit { app, amount, pin } => {
+            let pin = pin.read("PIN")?;
+            (
+                ctx.with_card(|card| {
+                    card.verify_pin(&pin)?;
+                    card.channel().exec(&Command::debit(app, amount))
+                })?,
+                "debited; balance",
+            )
+        }
+    };
+    let v = u32::from_be_bytes(balance.try_into().map_err(|_| Error::Malformed {
+        command: "GET BALANCE",
+        reason: "not 4 bytes".into(),
+    })?);
+    if ctx.json {
+        print_json(&serde_json::json!({ "balance": v }));
+    } else {
+        println!("{what} {v}");
+    }
+    Ok(())
+}

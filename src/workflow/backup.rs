@@ -1,0 +1,343 @@
+//! Page backup into the vault and restore onto the same or another card.
+//!
+//! Backup: BACKUP → BACKUP DATA until the card says the last block came (9000
+//! instead of 6310) → store everything in the vault in one transaction →
+//! only then BACKUP COMPLETE, which lets the card clear its change flags. A
+//! crash between the two leaves the flags set, so the next differential still
+//! carries those pages.
+//!
+//! Restore: RESTORE (header; for another card also the issuer's authorization)
+//! → RESTORE DATA per record → the trailer → the next backup of the chain →
+//! RESTORE COMPLETE. The card stages everything and writes nothing before
+//! RESTORE COMPLETE.
+
+use crate::apdu::{Command, StatusWord};
+use crate::card::CardClient;
+use crate::error::{Error, Result};
+use crate::vault::{AuditEvent, BackupRow, NewBackup, Vault};
+use applet_sim::proto::backup as bk;
+use applet_sim::proto::tag;
+use serde::{Deserialize, Serialize};
+
+/// Backup counters as the card reports them (GET DATA DF31).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Counters {
+    pub issued: u32,
+    pub base: u32,
+    pub newest_seen: u32,
+    pub changed_pages: u16,
+}
+
+pub fn counters(card: &mut CardClient<'_>) -> Result<Counters> {
+    let v = card
+        .data_object(tag::BACKUP_COUNTERS)?
+        .filter(|v| v.len() == 14)
+        .ok_or_else(|| Error::Malformed {
+            command: "GET DATA",
+            reason: "backup counters missing".into(),
+        })?;
+    let u = |i: usize| u32::from_be_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+    Ok(Counters {
+        issued: u(0),
+        base: u(4),
+        newest_seen: u(8),
+        changed_pages: u16::from_be_bytes([v[12], v[13]]),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub backup_id: i64,
+    pub card_number: String,
+    pub counter: u32,
+    pub kind: String,
+    pub base_counter: u32,
+    pub pages: u16,
+    pub records: usize,
+    pub apdus: u64,
+    pub bytes_in: u64,
+    pub completed: bool,
+}
+
+fn card_err(command: &'static str, sw: StatusWord) -> Error {
+    match sw {
+        StatusWord::SecurityStatusNotSatisfied => Error::Refused(format!("{command}: verify the PIN first")),
+        sw => Error::Card { command, sw },
+    }
+}
+
+/// Read a backup out of the card and store it. `progress` gets (pages so far, pages).
+pub fn backup(
+    card: &mut CardClient<'_>,
+    vault: &mut Vault,
+    force_full: bool,
+    progress: &dyn Fn(u64, u64),
+) -> Result<BackupReport> {
+    // No status round trip: the header names the card and says which kind the
+    // card chose, so a full 64 KiB backup stays at SELECT + VERIFY + 3 APDUs.
+    let before = card.channel().stats();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let p1 = if force_full { bk::TYPE_FULL } else { bk::BACKUP_AUTO };
+    let r = card
+        .channel()
+        .transmit(&Command::backup(p1, bk::MAX_BLOCK as u16, now))?;
+    if !matches!(r.sw, StatusWord::Ok | StatusWord::MoreBlocks) {
+        return Err(card_err("BACKUP", r.sw));
+    }
+    let malformed = |why: &str| Error::Malformed {
+        command: "BACKUP",
+        reason: why.into(),
+    };
+    let hlen = u16::from_be_bytes(
+        r.data
+            .get(..2)
+            .ok_or_else(|| malformed("short answer"))?
+            .try_into()
+            .expect("2"),
+    ) as usize;
+    let header = r
+        .data
+        .get(2..2 + hlen)
+        .ok_or_else(|| malformed("header cut short"))?
+        .to_vec();
+    let h = applet_sim::backup::parse_header(&header).ok_or_else(|| malformed("header does not parse"))?;
+    let differential = h.kind == bk::TYPE_DIFFERENTIAL;
+    let card_number = h.card_number.clone();
+    let total_pages = h.pages as u64;
+    let mut records = Vec::new();
+    let mut body = r.data[2 + hlen..].to_vec();
+    let mut sw = r.sw;
+    let mut pages_seen = 0u64;
+    loop {
+        if sw == StatusWord::Ok {
+            if body.len() < bk::TRAILER_LEN {
+                return Err(malformed("last block has no trailer"));
+            }
+            let trailer = body.split_off(body.len() - bk::TRAILER_LEN);
+            records.push(body);
+            progress(total_pages, total_pages);
+            let report_pages = h.pages;
+            // Durably store everything before the card may clear its flags.
+            let id = vault.store_backup(&NewBackup {
+                card_number: &card_number,
+                header: &header,
+                records: &records,
+                trailer: &trailer,
+            })?;
+            let done = card.channel().transmit(&Command::backup_complete(h.counter))?;
+            let completed = done.sw.is_ok();
+            if completed {
+                vault.mark_completed(id)?;
+            }
+            vault.audit(AuditEvent {
+                event: "backup",
+                card: &card_number,
+                peer: None,
+                result: if completed { "ok" } else { "stored; BACKUP COMPLETE refused" },
+                details: serde_json::json!({ "backup_id": id, "counter": h.counter, "kind": if differential { "differential" } else { "full" }, "pages": report_pages }),
+            })?;
+            if !completed {
+                return Err(card_err("BACKUP COMPLETE", done.sw));
+            }
+            let after = card.channel().stats();
+            return Ok(BackupReport {
+                backup_id: id,
+                card_number,
+                counter: h.counter,
+                kind: if differential { "differential" } else { "full" }.into(),
+                base_counter: h.base,
+                pages: h.pages,
+                records: records.len(),
+                apdus: after.apdus - before.apdus,
+                bytes_in: after.bytes_in - before.bytes_in,
+                completed,
+            });
+        }
+        records.push(std::mem::take(&mut body));
+        pages_seen = (pages_seen + (records.last().map(|r| r.len()).unwrap_or(0) / h.page_size.max(1) as usize) as u64)
+            .min(total_pages);
+        progress(pages_seen, total_pages);
+        let r = card.channel().transmit(&Command::backup_data(records.len() as u16))?;
+        if !matches!(r.sw, StatusWord::Ok | StatusWord::MoreBlocks) {
+            return Err(card_err("BACKUP DATA", r.sw));
+        }
+        body = r.data;
+        sw = r.sw;
+    }
+}
+
+/// A request for an other-card restore authorization (help desk → issuer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreRequest {
+    pub version: u32,
+    pub source_card: String,
+    pub counter: u32,
+    pub target_card: String,
+    /// Hex, from the target card's GET RESTORE CHALLENGE.
+    pub challenge: String,
+}
+
+/// The issuer's authorization: the request plus an ECDSA P-256 signature (hex r||s).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreAuthorization {
+    #[serde(flatten)]
+    pub request: RestoreRequest,
+    pub signature: String,
+}
+
+pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result<RestoreAuthorization> {
+    let challenge = applet_sim::proto::from_hex(&req.challenge)
+        .filter(|c| c.len() == 16)
+        .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
+    let key = applet_sim::crypto::KeyPair::from_private(issuer_private)
+        .map_err(|e| Error::Usage(format!("issuer key: {e}")))?;
+    let msg = applet_sim::backup::authorization_message(&req.source_card, req.counter, &req.target_card, &challenge);
+    let sig = applet_sim::crypto::sign_p256(&key, &msg).map_err(|e| Error::Data(e.to_string()))?;
+    Ok(RestoreAuthorization {
+        request: req.clone(),
+        signature: applet_sim::proto::to_hex(&sig),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub target_card: String,
+    pub source_card: String,
+    pub mode: String,
+    pub chain: Vec<u32>,
+    pub pages_written: u16,
+    pub apdus: u64,
+    pub rollback_override: bool,
+}
+
+/// How to restore.
+pub struct RestorePlan<'a> {
+    pub chain: Vec<BackupRow>,
+    /// For another card: the issuer's authorization.
+    pub authorization: Option<&'a RestoreAuthorization>,
+    /// Issuer override of the anti-rollback check (admin session already open).
+    pub override_rollback: bool,
+}
+
+fn restore_err(command: &'static str, sw: StatusWord) -> Error {
+    match sw {
+        StatusWord::WrongData => Error::Refused(format!(
+            "{command} refused: the backup does not authenticate for this card (altered, reordered, truncated, \
+             from another backup or meant for another card); nothing was written"
+        )),
+        StatusWord::ConditionsNotSatisfied => Error::Refused(format!(
+            "{command} refused: the backup is older than one this card has already made or restored (rollback), \
+             or the card is busy; nothing was written"
+        )),
+        StatusWord::SecurityStatusNotSatisfied => Error::Refused(format!(
+            "{command} refused: missing or invalid authorization (or PIN); nothing was written"
+        )),
+        sw => Error::Card { command, sw },
+    }
+}
+
+/// Send a chain of backups to the card and commit it.
+pub fn restore(
+    card: &mut CardClient<'_>,
+    vault: &mut Vault,
+    plan: &RestorePlan<'_>,
+    progress: &dyn Fn(u64, u64),
+) -> Result<RestoreReport> {
+    let st = card.status()?;
+    let first = plan
+        .chain
+        .first()
+        .ok_or_else(|| Error::Usage("nothing to restore".into()))?;
+    let other = first.card_number != st.card_number;
+    if other && plan.authorization.is_none() {
+        return Err(Error::Usage(format!(
+            "backup of card {} onto card {} needs an issuer authorization (--authorization FILE)",
+            first.card_number, st.card_number
+        )));
+    }
+    let mode = if other { "other-card" } else { "same-card" };
+    let last = plan.chain.last().expect("non-empty");
+    let restore_id = vault.start_restore(last.id, &st.card_number, mode)?;
+    let before = card.channel().stats();
+    let total: u64 = plan.chain.iter().map(|b| b.record_count as u64 + 2).sum();
+    let mut done = 0u64;
+    let result = (|| -> Result<u16> {
+        for (i, row) in plan.chain.iter().enumerate() {
+            let b = vault.load_backup(row.id)?;
+            let (p1, mut data) = match (i, plan.authorization) {
+                (0, Some(a)) => {
+                    let mut d = b.header.clone();
+                    d.extend_from_slice(&a.request.counter.to_be_bytes());
+                    d.extend_from_slice(&[0, 64]);
+                    let sig = applet_sim::proto::from_hex(&a.signature)
+                        .filter(|s| s.len() == 64)
+                        .ok_or_else(|| Error::Data("the authorization's signature is not 64 bytes of hex".into()))?;
+                    d.extend_from_slice(&sig);
+                    (bk::RESTORE_OTHER_CARD, d)
+                }
+                (0, None) => (bk::RESTORE_SAME_CARD, b.header.clone()),
+                _ => (bk::RESTORE_NEXT_IN_CHAIN, b.header.clone()),
+            };
+            let r = card
+                .channel()
+                .transmit(&Command::restore(p1, plan.override_rollback && i == 0, &data))?;
+            data.clear();
+            if !r.sw.is_ok() {
+                return Err(restore_err("RESTORE", r.sw));
+            }
+            for rec in &b.records {
+                let r = card.channel().transmit(&Command::restore_record(rec))?;
+                if !r.sw.is_ok() {
+                    return Err(restore_err("RESTORE DATA", r.sw));
+                }
+                done += 1;
+                progress(done, total);
+            }
+            let r = card.channel().transmit(&Command::restore_trailer(&b.trailer))?;
+            if !r.sw.is_ok() {
+                return Err(restore_err("RESTORE DATA (trailer)", r.sw));
+            }
+            done += 2;
+            progress(done, total);
+        }
+        let r = card.channel().transmit(&Command::restore_complete())?;
+        if !r.sw.is_ok() || r.data.len() != 2 {
+            return Err(restore_err("RESTORE COMPLETE", r.sw));
+        }
+        Ok(u16::from_be_bytes([r.data[0], r.data[1]]))
+    })();
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("failed: {e}"),
+    };
+    vault.finish_restore(restore_id, &outcome)?;
+    vault.audit(AuditEvent {
+        event: if plan.override_rollback {
+            "restore-with-rollback-override"
+        } else {
+            "restore"
+        },
+        card: &st.card_number,
+        peer: Some(&first.card_number),
+        result: &outcome,
+        details: serde_json::json!({
+            "mode": mode,
+            "chain": plan.chain.iter().map(|b| b.counter).collect::<Vec<_>>(),
+            "backup_id": last.id,
+        }),
+    })?;
+    let written = result?;
+    let after = card.channel().stats();
+    Ok(RestoreReport {
+        target_card: st.card_number,
+        source_card: first.card_number.clone(),
+        mode: mode.into(),
+        chain: plan.chain.iter().map(|b| b.counter).collect(),
+        pages_written: written,
+        apdus: after.apdus - before.apdus,
+        rollback_override: plan.override_rollback,
+    })
+}
