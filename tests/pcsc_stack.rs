@@ -424,3 +424,88 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
         assert_eq!(std::fs::read(f).unwrap(), std::fs::read(&out).unwrap());
     }
 }
+
+#[test]
+fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
+    if !pcscd_ready() {
+        return;
+    }
+    let _g = vpcd_lock();
+    let dir = temp_dir("backup");
+    let home = dir.join("home");
+    let (a, b) = (dir.join("a.card"), dir.join("b.card"));
+    let _sim = Sim::start(&[(PORT0, READER0, &a, "main"), (PORT1, READER1, &b, "replacement")]);
+    let pattern: Vec<u8> = (0..32768u32).map(|i| (i * 13 % 256) as u8).collect();
+    {
+        let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
+        with_selected(r.as_mut(), false, |c| {
+            c.verify_pin(b"123456")?;
+            c.write_memory(0, &pattern)?;
+            c.write_memory(128, &pattern)
+        })
+        .unwrap();
+    }
+    let cv = |args: &[&str]| {
+        let mut c = cardvault(&home);
+        c.env("P", "123456").args(args);
+        run(&mut c)
+    };
+    let o = cv(&["--json", "-r", "0", "backup", "--pin", "env:P"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rep = json(&o);
+    assert_eq!(rep["kind"], "full");
+    assert!(rep["apdus"].as_u64().unwrap() <= 3, "{rep}");
+    let at_backup = applet_sim::state::Store::peek(&a).unwrap().memory.clone();
+    {
+        let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
+        with_selected(r.as_mut(), false, |c| {
+            c.verify_pin(b"123456")?;
+            c.write_memory(7, &[0xEE; 1000])
+        })
+        .unwrap();
+    }
+    let o = cv(&["-r", "0", "restore", "--latest", "--pin", "env:P"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(applet_sim::state::Store::peek(&a).unwrap().memory, at_backup);
+
+    // Onto the replacement card in reader 1, with the issuer's authorization.
+    let number = card_number_of(&a);
+    let req = dir.join("req.json");
+    let auth = dir.join("auth.json");
+    let o = cv(&[
+        "-r",
+        "1",
+        "restore",
+        "--from-card",
+        &number,
+        "--pin",
+        "env:P",
+        "--request",
+        req.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer/issuer-private.hex");
+    let o = cv(&[
+        "authorize-restore",
+        "--request",
+        req.to_str().unwrap(),
+        "--issuer-key",
+        &format!("file:{}", key.display()),
+        "-o",
+        auth.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cv(&[
+        "-r",
+        "1",
+        "restore",
+        "--from-card",
+        &number,
+        "--pin",
+        "env:P",
+        "--authorization",
+        auth.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(applet_sim::state::Store::peek(&b).unwrap().memory, at_backup);
+}

@@ -1,0 +1,591 @@
+//! Encrypted page backup into the vault, and restore onto the same card or a
+//! replacement card, on embedded cards. Every refusal leaves the card unchanged.
+
+mod common;
+
+use applet_sim::proto::backup as bk;
+use cardvault::apdu::{Command, StatusWord};
+use cardvault::cli::client;
+use cardvault::transport::sim::SimReader;
+use cardvault::vault::Vault;
+use common::*;
+use std::path::{Path, PathBuf};
+
+const PIN: &str = "123456";
+
+fn card_path(home: &Path, name: &str) -> PathBuf {
+    home.join("cards").join(format!("{name}.card"))
+}
+
+fn memory(home: &Path, name: &str) -> Vec<u8> {
+    applet_sim::state::Store::peek(&card_path(home, name))
+        .unwrap()
+        .memory
+        .clone()
+}
+
+fn state(home: &Path, name: &str) -> applet_sim::CardState {
+    applet_sim::state::Store::peek(&card_path(home, name)).unwrap()
+}
+
+fn cv(home: &Path) -> std::process::Command {
+    let mut c = cardvault(home);
+    c.env("P", PIN);
+    c
+}
+
+fn ok(o: std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    json(&o)
+}
+
+/// Write `data` at `page` of an embedded card (creating it from `profile`).
+fn write(home: &Path, name: &str, page: u16, data: &[u8]) {
+    let mut r = SimReader::open(home, name, "main", None).unwrap();
+    let mut c = client(&mut r, false).unwrap();
+    c.verify_pin(PIN.as_bytes()).unwrap();
+    // One APDU carries at most 65535 bytes: write in 32 KiB (128-page) pieces.
+    for (i, chunk) in data.chunks(32768).enumerate() {
+        c.write_memory(page + (i * 128) as u16, chunk).unwrap();
+    }
+}
+
+fn backup(home: &Path, name: &str, full: bool) -> serde_json::Value {
+    let mut c = cv(home);
+    c.args(["--json", "-r", &format!("sim:{name}"), "backup", "--pin", "env:P"]);
+    if full {
+        c.arg("--full");
+    }
+    ok(run(&mut c))
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut r = Rng::new(seed);
+    (0..len).map(|_| r.next() as u8).collect()
+}
+
+#[test]
+fn full_backup_then_changes_then_restore_gives_back_the_application_area() {
+    let home = temp_dir("same");
+    write(&home, "c", 10, &pattern(1, 8192));
+    let b = backup(&home, "c", false);
+    assert_eq!(b["kind"], "full");
+    let at_backup = memory(&home, "c");
+    write(&home, "c", 10, &pattern(2, 4096));
+    write(&home, "c", 200, &pattern(3, 512));
+    assert_ne!(memory(&home, "c"), at_backup);
+    let r =
+        ok(run(cv(&home).args([
+            "--json", "-r", "sim:c", "restore", "--latest", "--pin", "env:P",
+        ])));
+    assert_eq!(r["mode"], "same-card");
+    assert_eq!(memory(&home, "c"), at_backup, "application area differs after restore");
+    // The vault holds no plaintext: the written pattern appears nowhere in it.
+    let vault = std::fs::read(home.join("vault.sqlite")).unwrap();
+    let needle = &pattern(1, 8192)[100..164];
+    assert!(
+        !vault.windows(needle.len()).any(|w| w == needle),
+        "plaintext page data in the vault"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.join("vault.sqlite"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+fn request_and_authorize(home: &Path, target: &str, source_number: &str, extra: &[&str]) -> PathBuf {
+    let req = home.join(format!("req-{target}.json"));
+    let auth = home.join(format!("auth-{target}.json"));
+    let _ = std::fs::remove_file(&auth);
+    let mut c = cv(home);
+    c.args([
+        "-r",
+        &format!("sim:{target}"),
+        "restore",
+        "--from-card",
+        source_number,
+        "--pin",
+        "env:P",
+        "--request",
+    ])
+    .arg(&req)
+    .args(extra);
+    ok_plain(run(&mut c));
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer/issuer-private.hex");
+    let o = run(cv(home)
+        .args(["authorize-restore", "--request"])
+        .arg(&req)
+        .arg("--issuer-key")
+        .arg(format!("file:{}", key.display()))
+        .arg("-o")
+        .arg(&auth));
+    ok_plain(o);
+    auth
+}
+
+fn ok_plain(o: std::process::Output) {
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn a_chain_of_a_full_and_five_differentials_restores_onto_a_replacement_card() {
+    let home = temp_dir("chain");
+    write(&home, "src", 0, &pattern(10, 65536));
+    assert_eq!(backup(&home, "src", false)["kind"], "full");
+    for i in 0..5u64 {
+        write(&home, "src", (i * 37 % 250) as u16, &pattern(20 + i, 700));
+        let b = backup(&home, "src", false);
+        assert_eq!(b["kind"], "differential");
+        assert!(b["pages"].as_u64().unwrap() >= 3);
+    }
+    let source = memory(&home, "src");
+    let number = state(&home, "src").card_number.clone();
+    // A blank-state replacement card of the same issuer domain.
+    ok_plain(run(cv(&home).args(["-r", "sim:repl", "status"])));
+    let before = memory(&home, "repl");
+    // Without an authorization: refused, nothing written.
+    let o = run(cv(&home).args(["-r", "sim:repl", "restore", "--from-card", &number, "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(memory(&home, "repl"), before);
+    let auth = request_and_authorize(&home, "repl", &number, &[]);
+    let r = ok(run(cv(&home)
+        .args([
+            "--json",
+            "-r",
+            "sim:repl",
+            "restore",
+            "--from-card",
+            &number,
+            "--pin",
+            "env:P",
+            "--authorization",
+        ])
+        .arg(&auth)));
+    assert_eq!(r["chain"].as_array().unwrap().len(), 6);
+    assert_eq!(r["mode"], "other-card");
+    assert_eq!(
+        memory(&home, "repl"),
+        source,
+        "replacement card differs from the source"
+    );
+    // The authorization was for one use: replaying it is refused.
+    let again = memory(&home, "repl");
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:repl",
+            "restore",
+            "--from-card",
+            &number,
+            "--pin",
+            "env:P",
+            "--authorization",
+        ])
+        .arg(&auth));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(memory(&home, "repl"), again);
+}
+
+/// Send a backup's APDUs by hand (to tamper below the vault's checks).
+fn send_restore(home: &Path, card: &str, p1: u8, header: &[u8], records: &[Vec<u8>], trailer: &[u8]) -> StatusWord {
+    let mut r = SimReader::open(home, card, "main", None).unwrap();
+    let mut c = client(&mut r, false).unwrap();
+    c.verify_pin(PIN.as_bytes()).unwrap();
+    let ch = c.channel();
+    let sw = ch.transmit(&Command::restore(p1, false, header)).unwrap().sw;
+    if !sw.is_ok() {
+        return sw;
+    }
+    for rec in records {
+        let sw = ch.transmit(&Command::restore_record(rec)).unwrap().sw;
+        if !sw.is_ok() {
+            return sw;
+        }
+    }
+    let sw = ch.transmit(&Command::restore_trailer(trailer)).unwrap().sw;
+    if !sw.is_ok() {
+        return sw;
+    }
+    ch.transmit(&Command::restore_complete()).unwrap().sw
+}
+
+#[test]
+fn tampered_reordered_truncated_or_foreign_records_are_refused_and_nothing_is_written() {
+    let home = temp_dir("tamper");
+    write(&home, "t", 0, &pattern(5, 65536));
+    backup(&home, "t", true); // id 1: two records
+    write(&home, "t", 3, &pattern(6, 300));
+    backup(&home, "t", true); // id 2: another full backup
+    write(&home, "t", 50, &pattern(7, 300));
+    let vault = Vault::open(&home.join("vault.sqlite")).unwrap();
+    let a = vault.load_backup(1).unwrap();
+    let b = vault.load_backup(2).unwrap();
+    assert!(a.records.len() >= 2);
+    let before = state(&home, "t");
+    let mut cases: Vec<(&str, Vec<u8>, Vec<Vec<u8>>, Vec<u8>)> = Vec::new();
+    let mut flipped = a.records.clone();
+    flipped[0][100] ^= 1;
+    cases.push(("tampered record", a.header.clone(), flipped, a.trailer.clone()));
+    let mut swapped = a.records.clone();
+    swapped.swap(0, 1);
+    cases.push(("reordered records", a.header.clone(), swapped, a.trailer.clone()));
+    cases.push((
+        "truncated backup",
+        a.header.clone(),
+        a.records[..1].to_vec(),
+        a.trailer.clone(),
+    ));
+    let mut foreign = a.records.clone();
+    foreign[0] = b.records[0].clone();
+    cases.push((
+        "record from another backup",
+        a.header.clone(),
+        foreign,
+        a.trailer.clone(),
+    ));
+    let mut bad_trailer = a.trailer.clone();
+    bad_trailer[10] ^= 1;
+    cases.push(("forged trailer", a.header.clone(), a.records.clone(), bad_trailer));
+    let mut bad_header = a.header.clone();
+    let n = bad_header.len();
+    bad_header[n - 5] ^= 1;
+    cases.push((
+        "tampered control information",
+        bad_header,
+        a.records.clone(),
+        a.trailer.clone(),
+    ));
+    for (what, h, recs, tr) in cases {
+        let sw = send_restore(&home, "t", bk::RESTORE_SAME_CARD, &h, &recs, &tr);
+        assert!(!sw.is_ok(), "{what}: accepted");
+        assert_eq!(state(&home, "t"), before, "{what}: the card changed");
+    }
+    // Another card's backup presented as a same-card restore.
+    write(&home, "other", 0, &[1; 256]);
+    backup(&home, "other", true);
+    let o = vault
+        .list_backups(None)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.card_number != before.card_number)
+        .unwrap();
+    let ob = vault.load_backup(o.id).unwrap();
+    let sw = send_restore(&home, "t", bk::RESTORE_SAME_CARD, &ob.header, &ob.records, &ob.trailer);
+    assert_eq!(sw, StatusWord::WrongData);
+    assert_eq!(state(&home, "t"), before);
+    // The intact backup restores (a control that the harness itself works).
+    let sw = send_restore(&home, "t", bk::RESTORE_SAME_CARD, &b.header, &b.records, &b.trailer);
+    assert!(sw.is_ok(), "{sw}");
+}
+
+#[test]
+fn a_tampered_vault_is_named_by_verify_and_restore_refuses_before_the_card_changes() {
+    let home = temp_dir("vault");
+    write(&home, "v", 0, &pattern(8, 4096));
+    backup(&home, "v", true);
+    let before = state(&home, "v");
+    {
+        let conn = rusqlite::Connection::open(home.join("vault.sqlite")).unwrap();
+        conn.execute(
+            "UPDATE records SET data = zeroblob(length(data)) WHERE backup_id = 1 AND idx = 0",
+            [],
+        )
+        .unwrap();
+    }
+    let o = run(cv(&home).args(["vault", "verify"]));
+    assert_eq!(o.status.code(), Some(6));
+    assert!(
+        stdout(&o).contains("backup 1") && stdout(&o).contains("digest"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(cv(&home).args(["-r", "sim:v", "restore", "--latest", "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert_eq!(state(&home, "v"), before);
+}
+
+#[test]
+fn wrong_target_forged_or_replayed_authorizations_are_refused() {
+    let home = temp_dir("auth");
+    write(&home, "s", 0, &pattern(9, 2048));
+    backup(&home, "s", true);
+    let number = state(&home, "s").card_number.clone();
+    ok_plain(run(cv(&home).args(["-r", "sim:x", "status"])));
+    ok_plain(run(cv(&home).args(["-r", "sim:y", "status"])));
+    // Authorized for x, presented by y.
+    let auth_x = request_and_authorize(&home, "x", &number, &[]);
+    let y_before = state(&home, "y");
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:y",
+            "restore",
+            "--from-card",
+            &number,
+            "--pin",
+            "env:P",
+            "--authorization",
+        ])
+        .arg(&auth_x));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("authorization is for"), "{}", stderr(&o));
+    assert_eq!(state(&home, "y"), y_before);
+    // The card itself refuses a wrong target: edit the file's target to y.
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&auth_x).unwrap()).unwrap();
+    v["target_card"] = state(&home, "y").card_number.clone().into();
+    let forged = home.join("forged-target.json");
+    std::fs::write(&forged, v.to_string()).unwrap();
+    // y needs an outstanding challenge for the card to even look at a signature.
+    let _ = request_and_authorize(&home, "y", &number, &[]);
+    let y_before = state(&home, "y");
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:y",
+            "restore",
+            "--from-card",
+            &number,
+            "--pin",
+            "env:P",
+            "--authorization",
+        ])
+        .arg(&forged));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(state(&home, "y").memory, y_before.memory);
+    // Signed by a key the card does not trust.
+    let req = home.join("req-x2.json");
+    ok_plain(run(cv(&home)
+        .args([
+            "-r",
+            "sim:x",
+            "restore",
+            "--from-card",
+            &number,
+            "--pin",
+            "env:P",
+            "--request",
+        ])
+        .arg(&req)));
+    let rogue = home.join("rogue.hex");
+    std::fs::write(&rogue, "7".repeat(64)).unwrap();
+    let rogue_auth = home.join("rogue-auth.json");
+    ok_plain(run(cv(&home)
+        .args(["authorize-restore", "--request"])
+        .arg(&req)
+        .arg("--issuer-key")
+        .arg(format!("file:{}", rogue.display()))
+        .arg("-o")
+        .arg(&rogue_auth)));
+    let x_before = state(&home, "x");
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:x",
+            "restore",
+            "--from-card",
+            &number,
+            "--pin",
+            "env:P",
+            "--authorization",
+        ])
+        .arg(&rogue_auth));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(state(&home, "x").memory, x_before.memory);
+}
+
+#[test]
+fn rollback_is_refused_unless_the_issuer_overrides_and_the_override_is_audited() {
+    let home = temp_dir("rollback");
+    write(&home, "r", 0, &[1; 256]);
+    let first = backup(&home, "r", true);
+    write(&home, "r", 0, &[2; 256]);
+    backup(&home, "r", true);
+    let before = state(&home, "r");
+    let id = first["backup_id"].as_i64().unwrap().to_string();
+    let o = run(cv(&home).args(["-r", "sim:r", "restore", "--backup", &id, "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(4));
+    assert!(stderr(&o).contains("rollback"), "{}", stderr(&o));
+    assert_eq!(state(&home, "r"), before);
+    let o = run(cv(&home).env("ADMIN", ADMIN_KEY).args([
+        "-r",
+        "sim:r",
+        "restore",
+        "--backup",
+        &id,
+        "--pin",
+        "env:P",
+        "--allow-rollback",
+        "--admin-key",
+        "env:ADMIN",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(memory(&home, "r")[..256], [1; 256]);
+    let o = run(cv(&home).args(["--json", "audit"]));
+    let entries = json(&o)["entries"].as_array().unwrap().clone();
+    assert!(entries
+        .iter()
+        .any(|e| e["event"] == "restore-with-rollback-override" && e["result"] == "ok"));
+}
+
+#[test]
+fn a_card_pulled_mid_restore_is_unchanged_and_the_purse_resets_after_a_restore() {
+    let home = temp_dir("pulled");
+    {
+        let mut r = SimReader::open(&home, "p", "main", None).unwrap();
+        let mut c = client(&mut r, false).unwrap();
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.channel().exec(&Command::credit(1, 1000)).unwrap();
+        c.write_memory(100, &pattern(11, 4096)).unwrap();
+    }
+    backup(&home, "p", true);
+    write(&home, "p", 100, &pattern(12, 4096));
+    let vault = Vault::open(&home.join("vault.sqlite")).unwrap();
+    let b = vault.load_backup(1).unwrap();
+    let before = state(&home, "p");
+    {
+        // RESTORE and one record, then the card leaves the reader.
+        let mut r = SimReader::open(&home, "p", "main", None).unwrap();
+        let mut c = client(&mut r, false).unwrap();
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        assert!(c
+            .channel()
+            .transmit(&Command::restore(0, false, &b.header))
+            .unwrap()
+            .sw
+            .is_ok());
+        assert!(c
+            .channel()
+            .transmit(&Command::restore_record(&b.records[0]))
+            .unwrap()
+            .sw
+            .is_ok());
+    }
+    assert_eq!(state(&home, "p"), before, "a pulled card changed");
+    // The whole restore then works, and the restored purse value is reset before use.
+    ok_plain(run(
+        cv(&home).args(["-r", "sim:p", "restore", "--latest", "--pin", "env:P"])
+    ));
+    assert!(state(&home, "p").applications.iter().any(|a| a.value && a.restored));
+    let o = ok(run(cv(&home).args(["--json", "-r", "sim:p", "purse", "balance"])));
+    assert_eq!(o["balance"], 0, "restored value must not be spendable");
+    assert!(state(&home, "p").applications.iter().all(|a| !a.restored));
+}
+
+#[test]
+fn a_crash_between_vault_commit_and_complete_keeps_the_pages_for_the_next_differential() {
+    let home = temp_dir("crash");
+    write(&home, "k", 0, &pattern(13, 1024));
+    backup(&home, "k", true);
+    write(&home, "k", 40, &pattern(14, 512)); // pages 40, 41
+    {
+        // Read the differential and store it, but never send BACKUP COMPLETE.
+        let mut r = SimReader::open(&home, "k", "main", None).unwrap();
+        let mut c = client(&mut r, false).unwrap();
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let resp = c
+            .channel()
+            .transmit(&Command::backup(bk::BACKUP_AUTO, bk::MAX_BLOCK as u16, 0))
+            .unwrap();
+        assert!(resp.sw.is_ok());
+        let hlen = u16::from_be_bytes([resp.data[0], resp.data[1]]) as usize;
+        let header = resp.data[2..2 + hlen].to_vec();
+        let body = &resp.data[2 + hlen..];
+        let (rec, trailer) = body.split_at(body.len() - bk::TRAILER_LEN);
+        let number = applet_sim::backup::parse_header(&header).unwrap().card_number;
+        let mut vault = Vault::open(&home.join("vault.sqlite")).unwrap();
+        vault
+            .store_backup(&cardvault::vault::NewBackup {
+                card_number: &number,
+                header: &header,
+                records: &[rec.to_vec()],
+                trailer,
+            })
+            .unwrap();
+    }
+    write(&home, "k", 90, &pattern(15, 256)); // page 90
+    let next = backup(&home, "k", false);
+    assert_eq!(next["kind"], "differential");
+    assert_eq!(
+        next["pages"], 3,
+        "pages 40, 41 and 90 must all be in the next differential"
+    );
+    // And the chain restores the latest state onto the card.
+    let latest = memory(&home, "k");
+    write(&home, "k", 40, &[0; 512]);
+    ok_plain(run(
+        cv(&home).args(["-r", "sim:k", "restore", "--latest", "--pin", "env:P"])
+    ));
+    assert_eq!(memory(&home, "k"), latest);
+    assert!(run(cv(&home).args(["vault", "verify"])).status.success());
+}
+
+#[test]
+fn a_full_backup_of_64k_takes_the_minimum_apdus() {
+    let home = temp_dir("apdus");
+    write(&home, "m", 0, &pattern(16, 65536));
+    let mut vault = Vault::open(&home.join("vault.sqlite")).unwrap();
+    let mut r = SimReader::open(&home, "m", "main", None).unwrap();
+    let mut c = client(&mut r, false).unwrap();
+    c.verify_pin(PIN.as_bytes()).unwrap();
+    let rep = cardvault::workflow::backup::backup(&mut c, &mut vault, true, &|_, _| {}).unwrap();
+    let total = c.channel().stats().apdus; // SELECT + VERIFY + the backup itself
+    let minimum = 65536usize.div_ceil(bk::MAX_BLOCK) as u64 + 3;
+    println!(
+        "full backup of 64 KiB: {total} APDUs (bound {minimum}), {} bytes in",
+        rep.bytes_in
+    );
+    assert!(total <= minimum, "{total} APDUs, bound {minimum}");
+}
+
+#[test]
+fn export_and_import_move_backups_between_vaults() {
+    let home = temp_dir("export");
+    write(&home, "e", 0, &pattern(17, 1000));
+    backup(&home, "e", true);
+    write(&home, "e", 9, &pattern(18, 300));
+    backup(&home, "e", false);
+    let file = home.join("export.cvv");
+    ok_plain(run(cv(&home).args(["vault", "export", "-o"]).arg(&file)));
+    let other = home.join("other-vault.sqlite");
+    let v = ok(run(cv(&home)
+        .arg("--vault")
+        .arg(&other)
+        .args(["--json", "vault", "import"])
+        .arg(&file)));
+    assert_eq!(v["imported"], 2);
+    let v = ok(run(cv(&home)
+        .arg("--vault")
+        .arg(&other)
+        .args(["--json", "vault", "import"])
+        .arg(&file)));
+    assert_eq!(
+        (v["imported"].as_u64(), v["already_present"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let l = ok(run(cv(&home)
+        .arg("--vault")
+        .arg(&other)
+        .args(["--json", "vault", "list"])));
+    assert_eq!(l["backups"].as_array().unwrap().len(), 2);
+    // A damaged export is refused whole.
+    {
+        let conn = rusqlite::Connection::open(&file).unwrap();
+        conn.execute("UPDATE backups SET trailer = zeroblob(36) WHERE counter = 2", [])
+            .unwrap();
+    }
+    let third = home.join("third.sqlite");
+    let o = run(cv(&home)
+        .arg("--vault")
+        .arg(&third)
+        .args(["vault", "import"])
+        .arg(&file));
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let l = ok(run(cv(&home)
+        .arg("--vault")
+        .arg(&third)
+        .args(["--json", "vault", "list"])));
+    assert!(l["backups"].as_array().unwrap().is_empty());
+}
