@@ -212,6 +212,9 @@ fn send_restore(home: &Path, card: &str, p1: u8, header: &[u8], records: &[Vec<u
     ch.transmit(&Command::restore_complete()).unwrap().sw
 }
 
+/// (what, header, records, trailer) of one tampered restore.
+type Case = (&'static str, Vec<u8>, Vec<Vec<u8>>, Vec<u8>);
+
 #[test]
 fn tampered_reordered_truncated_or_foreign_records_are_refused_and_nothing_is_written() {
     let home = temp_dir("tamper");
@@ -225,7 +228,7 @@ fn tampered_reordered_truncated_or_foreign_records_are_refused_and_nothing_is_wr
     let b = vault.load_backup(2).unwrap();
     assert!(a.records.len() >= 2);
     let before = state(&home, "t");
-    let mut cases: Vec<(&str, Vec<u8>, Vec<Vec<u8>>, Vec<u8>)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     let mut flipped = a.records.clone();
     flipped[0][100] ^= 1;
     cases.push(("tampered record", a.header.clone(), flipped, a.trailer.clone()));
