@@ -150,6 +150,7 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
     d.step("00 99 00 00 (unknown instruction)", card_number.1.sw.to_string());
 
     duplication_story(ctx, &mut d, dir)?;
+    backup_story(ctx, &mut d, dir, &mut main)?;
 
     if d.json {
         print_json(&d.report);
@@ -290,6 +291,91 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
         } else {
             problems.join("; ")
         },
+    );
+    Ok(())
+}
+
+/// The test issuer's restore-authorization key (fixtures/issuer), trusted by
+/// the built-in simulator profiles. Demo and tests only.
+const DEMO_ISSUER_KEY: &str = include_str!("../../fixtures/issuer/issuer-private.hex");
+
+/// Back up a card into the vault (full, then differential), and restore the
+/// chain onto a replacement card with an issuer authorization (Hitachi flow).
+fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimReader) -> Result<()> {
+    use crate::apdu::Command;
+    use crate::workflow::backup as wb;
+    let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
+    let mut repl = SimReader::open(dir, "demo-replacement", "replacement", None)?;
+
+    d.heading("8. Encrypted page backup into the vault");
+    let (full, diff, number) = {
+        let mut c = super::client(src, ctx.trace)?;
+        c.verify_pin(DEMO_PIN)?;
+        c.channel().exec(&Command::credit(1, 5000))?;
+        let full = wb::backup(&mut c, &mut vault, true, &|_, _| {})?;
+        c.write_memory(40, &[0x42; 600])?;
+        let diff = wb::backup(&mut c, &mut vault, false, &|_, _| {})?;
+        (full, diff, c.card_number()?)
+    };
+    d.step(
+        "full backup (encrypted inside the card)",
+        format!("#{}: {} pages in {} APDUs", full.counter, full.pages, full.apdus),
+    );
+    d.step(
+        "differential backup after a change",
+        format!(
+            "#{}: {} changed pages since #{}",
+            diff.counter, diff.pages, diff.base_counter
+        ),
+    );
+    d.step(
+        "vault verify",
+        if vault.verify()?.is_empty() { "ok" } else { "PROBLEMS" },
+    );
+
+    d.heading("9. Restore onto a replacement card (issuer authorization)");
+    let mut target = super::client(&mut repl, ctx.trace)?;
+    target.verify_pin(DEMO_PIN)?;
+    let target_number = target.card_number()?;
+    let challenge = target.channel().exec(&Command::get_restore_challenge())?;
+    let req = wb::RestoreRequest {
+        version: 1,
+        source_card: number.clone(),
+        counter: diff.counter,
+        target_card: target_number.clone(),
+        challenge: applet_sim::proto::to_hex(&challenge),
+    };
+    let key = zeroize::Zeroizing::new(
+        applet_sim::proto::from_hex(DEMO_ISSUER_KEY.trim()).ok_or_else(|| Error::Data("demo issuer key".into()))?,
+    );
+    let auth = wb::sign_authorization(&req, &key)?;
+    d.step(
+        "issuer signs the request",
+        format!("card {number} #{} onto card {target_number}", diff.counter),
+    );
+    let last = vault
+        .latest_backup(&number)?
+        .ok_or_else(|| Error::Data("the demo backup is missing from the vault".into()))?;
+    let plan = wb::RestorePlan {
+        chain: vault.chain_to(&last)?,
+        authorization: Some(&auth),
+        override_rollback: false,
+    };
+    let rep = wb::restore(&mut target, &mut vault, &plan, &|_, _| {})?;
+    d.step(
+        "restore the chain onto the replacement",
+        format!(
+            "chain {:?}: {} pages in {} APDUs",
+            rep.chain, rep.pages_written, rep.apdus
+        ),
+    );
+    let balance = target.channel().exec(&Command::get_balance(1))?;
+    d.step(
+        "purse on the replacement after restore",
+        format!(
+            "{} (value reset, FIG. 20: restored value is never spendable)",
+            u32::from_be_bytes(balance.try_into().unwrap_or([0xFF; 4]))
+        ),
     );
     Ok(())
 }
