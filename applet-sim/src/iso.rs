@@ -185,7 +185,7 @@ impl Card {
         if c.data.is_empty() || c.data.len() > 16 {
             return Err(sw::WRONG_LENGTH);
         }
-        if c.data[..] != *proto::AID {
+        if c.data[..] != *proto::AID || !self.state().applet_installed {
             self.selected = false;
             return Err(sw::FILE_NOT_FOUND);
         }

@@ -45,6 +45,10 @@ pub struct Profile {
     pub common_key: Option<String>,
     /// Issuer public key (hex, 65 bytes) trusted for restore authorizations.
     pub issuer_public_key: Option<String>,
+    /// Whether the cardvault applet is installed. A card without it answers
+    /// 6A82 to SELECT, like any other card in a reader (tests of foreign cards).
+    #[serde(default = "default_true")]
+    pub applet_installed: bool,
     /// The application table.
     #[serde(default, rename = "application")]
     pub applications: Vec<crate::state::Application>,
@@ -72,6 +76,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("backup", include_str!("../profiles/backup.toml")),
     ("replacement", include_str!("../profiles/replacement.toml")),
     ("blank", include_str!("../profiles/blank.toml")),
+    ("foreign", include_str!("../profiles/foreign.toml")),
 ];
 
 impl Profile {

@@ -112,6 +112,9 @@ pub struct CardState {
     pub change_flags: Vec<u8>,
     #[serde(default)]
     pub backup: BackupCounters,
+    /// The cardvault applet is installed (false: a foreign card, SELECT gives 6A82).
+    #[serde(default = "yes")]
+    pub applet_installed: bool,
     /// Outstanding challenge for an other-card restore authorization.
     #[serde(default, with = "hexbytes")]
     pub restore_challenge: Vec<u8>,
@@ -269,6 +272,7 @@ impl CardState {
             change_flags: vec![0u8; (p.page_count as usize).div_ceil(8)],
             backup: BackupCounters::default(),
             restore_challenge: Vec::new(),
+            applet_installed: p.applet_installed,
         }
     }
 
@@ -299,6 +303,10 @@ impl CardState {
         }
         Ok(())
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A random 16-digit card number from the card's RNG.

@@ -4,6 +4,7 @@
 mod apdu;
 mod audit;
 mod backup;
+mod bench;
 mod demo;
 mod duplicate;
 mod files;
@@ -97,6 +98,8 @@ pub enum Command {
     /// Value application (e-money purse): balance, credit, debit.
     #[command(subcommand)]
     Purse(backup::PurseCommand),
+    /// Measure APDU counts, round trips, file encryption and backup throughput.
+    Bench(bench::Args),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
 }
@@ -216,5 +219,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => backup::run_purse(&ctx, c),
+        Command::Bench(a) => bench::run(&ctx, a),
     }
 }
