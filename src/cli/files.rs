@@ -167,7 +167,8 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
         bar.set_message(path.display().to_string());
         let r = files::recover_file(&mut backup, &mut new_main, &public, path);
         let result = match &r {
-            Ok(_) => "ok".to_string(),
+            Ok(files::Recovery::Reencrypted(_)) => "ok".to_string(),
+            Ok(files::Recovery::AlreadyRecovered) => "already encrypted to the new card".to_string(),
             Err(e) => format!("failed: {e}"),
         };
         vault.audit(crate::vault::AuditEvent {
@@ -179,9 +180,12 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
         })?;
         bar.inc(1);
         match r {
-            Ok(bytes) => done.push(files::RecoveredFile {
+            Ok(rec) => done.push(files::RecoveredFile {
                 path: path.clone(),
-                bytes,
+                bytes: match rec {
+                    files::Recovery::Reencrypted(n) => n,
+                    files::Recovery::AlreadyRecovered => 0,
+                },
                 result,
             }),
             Err(e) => {

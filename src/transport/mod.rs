@@ -2,6 +2,7 @@
 //! `pcsc` types; it sees a [`Reader`] that hands out a [`Transmit`] transaction.
 
 pub mod atr;
+pub mod fault;
 pub mod pcsc;
 pub mod sim;
 

@@ -115,74 +115,23 @@ pub fn duplicate(
         None => (main.generate_key_pair()?, true),
     };
 
-    // Step 3: take out, import, confirm.
-    let blob = match main.take_out_key(&bs.card_number) {
-        Ok(b) => b,
-        Err(e) => {
-            audit(
-                vault,
-                "take-out",
-                &ms.card_number,
-                &bs.card_number,
-                &format!("refused: {e}"),
-                &kcv_hex,
-                None,
-            )?;
-            return Err(e);
-        }
+    // A run that was cut after the main card confirmed the duplicate: the
+    // duplicate exists; only the end-to-end check is left to do.
+    let done = main.key_state()?.export;
+    let already = done.state == "confirmed" && done.target.as_deref() == Some(bs.card_number.as_str());
+    let counter = if already {
+        done.take_outs
+    } else {
+        take_out_import_confirm(
+            main,
+            backup,
+            opts,
+            vault,
+            (&ms.card_number, &bs.card_number),
+            &mkcv,
+            &kcv_hex,
+        )?
     };
-    let info = applet_sim::keygroup::takeout_info(&blob).ok_or_else(|| Error::Malformed {
-        command: "TAKE OUT KEY",
-        reason: "the take-out blob does not parse".into(),
-    })?;
-    if info.source != ms.card_number || info.target != bs.card_number || info.kcv != mkcv {
-        return Err(Error::Data(
-            "the take-out blob is not bound to these two cards and this key group".into(),
-        ));
-    }
-    audit(
-        vault,
-        "take-out",
-        &ms.card_number,
-        &bs.card_number,
-        "ok",
-        &kcv_hex,
-        Some(info.counter),
-    )?;
-    let receipt = match backup.import_key(&blob, opts.backup_gets_public_key) {
-        Ok(r) => r,
-        Err(e) => {
-            audit(
-                vault,
-                "import",
-                &bs.card_number,
-                &ms.card_number,
-                &format!("refused: {e}"),
-                &kcv_hex,
-                Some(info.counter),
-            )?;
-            return Err(e);
-        }
-    };
-    audit(
-        vault,
-        "import",
-        &bs.card_number,
-        &ms.card_number,
-        "ok",
-        &kcv_hex,
-        Some(info.counter),
-    )?;
-    main.confirm_duplicate(&receipt)?;
-    audit(
-        vault,
-        "confirm-duplicate",
-        &ms.card_number,
-        &bs.card_number,
-        "ok",
-        &kcv_hex,
-        Some(info.counter),
-    )?;
 
     // Step 4: what the main card's public key locks, the backup card opens.
     let probe = crypto::random::<32>();
@@ -201,10 +150,91 @@ pub fn duplicate(
         check_value: kcv_hex,
         public_key: to_hex(&public),
         key_generated_now: generated,
-        take_out_counter: info.counter,
+        take_out_counter: counter,
         end_to_end_check: true,
         backup_has_public_key: backup.public_key()?.is_some(),
     })
+}
+
+/// Step 3: take out, import, confirm. Returns the take-out counter.
+fn take_out_import_confirm(
+    main: &mut CardClient<'_>,
+    backup: &mut CardClient<'_>,
+    opts: &DuplicateOptions,
+    vault: &mut Vault,
+    (main_number, backup_number): (&str, &str),
+    mkcv: &[u8],
+    kcv_hex: &str,
+) -> Result<u32> {
+    let blob = match main.take_out_key(backup_number) {
+        Ok(b) => b,
+        Err(e) => {
+            audit(
+                vault,
+                "take-out",
+                main_number,
+                backup_number,
+                &format!("refused: {e}"),
+                kcv_hex,
+                None,
+            )?;
+            return Err(e);
+        }
+    };
+    let info = applet_sim::keygroup::takeout_info(&blob).ok_or_else(|| Error::Malformed {
+        command: "TAKE OUT KEY",
+        reason: "the take-out blob does not parse".into(),
+    })?;
+    if info.source != main_number || info.target != backup_number || info.kcv != mkcv {
+        return Err(Error::Data(
+            "the take-out blob is not bound to these two cards and this key group".into(),
+        ));
+    }
+    audit(
+        vault,
+        "take-out",
+        main_number,
+        backup_number,
+        "ok",
+        kcv_hex,
+        Some(info.counter),
+    )?;
+    let receipt = match backup.import_key(&blob, opts.backup_gets_public_key) {
+        Ok(r) => r,
+        Err(e) => {
+            let result = format!("refused: {e}");
+            audit(
+                vault,
+                "import",
+                backup_number,
+                main_number,
+                &result,
+                kcv_hex,
+                Some(info.counter),
+            )?;
+            return Err(e);
+        }
+    };
+    audit(
+        vault,
+        "import",
+        backup_number,
+        main_number,
+        "ok",
+        kcv_hex,
+        Some(info.counter),
+    )?;
+    main.confirm_duplicate(&receipt)?;
+    audit(
+        vault,
+        "confirm-duplicate",
+        main_number,
+        backup_number,
+        "ok",
+        kcv_hex,
+        Some(info.counter),
+    )?;
+    Ok(info.counter)
 }
 
 fn audit(

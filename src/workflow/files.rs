@@ -73,14 +73,28 @@ fn temp_beside(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// What happened to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Re-encrypted to the new card: this many plaintext bytes.
+    Reencrypted(u64),
+    /// Already encrypted to the new card (an earlier, interrupted run got here).
+    AlreadyRecovered,
+}
+
 /// Re-encrypt one file from the backup card to the new main card's key.
+/// A file already encrypted to the new card is left as it is, so an
+/// interrupted recovery is simply run again.
 pub fn recover_file(
     backup: &mut CardClient<'_>,
     new_main: &mut CardClient<'_>,
     new_public: &[u8],
     path: &Path,
-) -> Result<u64> {
+) -> Result<Recovery> {
     let (header, input) = open_header(path)?;
+    if header.recipient_key_id == applet_sim::crypto::key_id(new_public) {
+        return Ok(Recovery::AlreadyRecovered);
+    }
     let key = backup.unwrap_file_key(header.aad(), &header.wrapped_key)?;
     let tmp = temp_beside(path);
     let result = (|| -> Result<u64> {
@@ -144,7 +158,7 @@ pub fn recover_file(
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result.map(Recovery::Reencrypted)
 }
 
 /// Read the recipient key id from an encrypted file without a card.
