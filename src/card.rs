@@ -413,12 +413,49 @@ impl CardClient<'_> {
         self.ch.exec(&Command::rewrap_to_peer(aad, wrapped))
     }
 
-    pub fn get_transport_key(&mut self) -> Result<Vec<u8>> {
-        self.ch.exec(&Command::get_transport_key())
-    }
-
-    pub fn set_main_key(&mut self, wrapped: &[u8]) -> Result<Vec<u8>> {
-        self.ch.exec(&Command::set_main_key(wrapped))
+    /// Key service variant (FIG. 28/29): set main keys made outside the card.
+    /// The private key travels only wrapped to a transport key that the card
+    /// made for this admin session and authenticated with the admin key.
+    /// Returns the card's encryption key.
+    pub fn set_service_key(&mut self, admin_key: &[u8], card_number: &str, private: &[u8]) -> Result<Vec<u8>> {
+        let r = self.ch.exec(&Command::get_transport_key())?;
+        if r.len() != 97 {
+            return Err(Error::Malformed {
+                command: "GET TRANSPORT KEY",
+                reason: "answer is not 97 bytes".into(),
+            });
+        }
+        let (public, mac) = r.split_at(65);
+        let n = card_number.as_bytes();
+        let expected = applet_sim::crypto::hmac_sha256(
+            admin_key,
+            &[proto::takeout::TRANSPORT_KEY_LABEL, &[n.len() as u8], n, public],
+        )
+        .map_err(|e| Error::Data(e.to_string()))?;
+        if !openssl::memcmp::eq(&expected, mac) {
+            return Err(Error::Data(
+                "the transport key is not authenticated by this card's admin key; the key was not sent".into(),
+            ));
+        }
+        let mut d = zeroize::Zeroizing::new([0u8; 32]);
+        if private.len() != 32 {
+            return Err(Error::Usage("the key service's private key must be 32 bytes".into()));
+        }
+        d.copy_from_slice(private);
+        let mut aad = proto::takeout::KEY_SERVICE_LABEL.to_vec();
+        aad.extend_from_slice(n);
+        let wrapped = applet_sim::crypto::wrap_key(public, &d, &aad).map_err(|e| Error::Data(e.to_string()))?;
+        let r = self.ch.transmit(&Command::set_main_key(&wrapped))?;
+        match r.sw {
+            StatusWord::Ok => Ok(r.data),
+            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(
+                "the card refused the key: it must be a main card without a key (reset the key group first)".into(),
+            )),
+            sw => Err(Error::Card {
+                command: "SET MAIN KEY",
+                sw,
+            }),
+        }
     }
 }
 

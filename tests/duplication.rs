@@ -432,3 +432,69 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
     let st = snapshot(&home, "z-carol-main");
     assert!(!st.issued && st.role == "blank");
 }
+
+#[test]
+fn key_service_sets_main_keys_wrapped_never_in_the_clear() {
+    let home = temp_dir("keyservice");
+    issue(&home, "k", "main", &format!("alice,2468,M-1,2030-01,{E2}\n"));
+    let d = "1f".repeat(32);
+    let keyfile = home.join("service.hex");
+    std::fs::write(&keyfile, &d).unwrap();
+    let before = snapshot(&home, "k-alice-main");
+    // A wrong admin key: refused, nothing changes.
+    let o = run(cardvault(&home)
+        .env("ADMIN", "ee".repeat(32))
+        .args([
+            "--trace",
+            "-r",
+            "sim:k-alice-main",
+            "keygroup",
+            "set-key",
+            "--admin-key",
+            "env:ADMIN",
+            "--key",
+        ])
+        .arg(format!("file:{}", keyfile.display())));
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(snapshot(&home, "k-alice-main"), before);
+    let o = run(cv(&home)
+        .args([
+            "--trace",
+            "-r",
+            "sim:k-alice-main",
+            "keygroup",
+            "set-key",
+            "--admin-key",
+            "env:ADMIN",
+            "--key",
+        ])
+        .arg(format!("file:{}", keyfile.display())));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).to_lowercase().contains(&d),
+        "the private key crossed the wire in the clear"
+    );
+    let k = snapshot(&home, "k-alice-main").main_key.clone().unwrap();
+    assert_eq!(to_hex(&k.private), d);
+    assert_eq!(k.origin, applet_sim::state::KeyOrigin::KeyService);
+}
+
+#[test]
+fn a_state_changing_command_is_never_answered_with_6cxx() {
+    let home = temp_dir("sixc");
+    issue(&home, "s", "pair", "alice,2468,M-1,2030-01,\n");
+    for (i, e) in [E2, E3].iter().enumerate() {
+        send(
+            &home,
+            "s-alice-main",
+            true,
+            &Command::write_key_element(i as u8 + 2, &from_hex(e).unwrap()),
+        );
+    }
+    // GENERATE KEY PAIR with Le = 01: the key is generated, so the answer comes
+    // whole through GET RESPONSE rather than as 6C41 (which would invite a repeat).
+    let (data, sw) = send(&home, "s-alice-main", true, &Command::generate_key_pair().expect(1));
+    assert!(sw.is_ok(), "{sw}");
+    assert_eq!(data.len(), 65);
+    assert_eq!(snapshot(&home, "s-alice-main").main_key.as_ref().unwrap().public, data);
+}

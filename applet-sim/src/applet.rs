@@ -35,6 +35,8 @@ pub struct Applet {
     store: Store,
     pub(crate) session: Session,
     dirty: bool,
+    changed: bool,
+    mute: bool,
     final_sw: u16,
 }
 
@@ -48,6 +50,8 @@ impl Applet {
             store,
             session: Session::default(),
             dirty: false,
+            changed: false,
+            mute: false,
             final_sw: sw::OK,
         }
     }
@@ -62,26 +66,46 @@ impl Applet {
 
     /// Dispatch one command (already de-chained) and commit any state change.
     pub fn process(&mut self, c: &CommandApdu) -> HandlerResult {
+        self.changed = false;
+        if self.mute {
+            return Err(sw::MEMORY_FAILURE);
+        }
         let result = self.dispatch(c);
         if result.is_err() {
             self.final_sw = sw::OK;
         }
         if self.dirty {
             self.dirty = false;
+            self.changed = true;
             if let Err(e) = self.store.commit(&self.state) {
                 // The change did not reach non-volatile memory: report a memory
                 // failure and forget the session, as a card would after tearing.
+                // The last committed state is reloaded; if even that fails the
+                // card goes mute until it is opened again.
                 eprintln!("applet-sim: {e}");
                 self.session = Session::default();
-                if let Store::File { path, .. } = &self.store {
-                    if let Ok(s) = Store::peek(path) {
-                        self.state = s;
-                    }
+                match &self.store {
+                    Store::File { path, .. } => match Store::peek(path) {
+                        Ok(s) => self.state = s,
+                        Err(_) => self.mute = true,
+                    },
+                    Store::Memory => {}
                 }
                 return Err(sw::MEMORY_FAILURE);
             }
         }
         result
+    }
+
+    /// Start of a command, before routing (SELECT does not reach `process`).
+    pub fn begin_command(&mut self) {
+        self.changed = false;
+    }
+
+    /// Whether the last command changed persistent state (so its answer must
+    /// not be replaced by a 6Cxx that asks for the command again).
+    pub fn last_changed_state(&self) -> bool {
+        self.changed
     }
 
     fn dispatch(&mut self, c: &CommandApdu) -> HandlerResult {

@@ -162,6 +162,7 @@ impl Card {
             None => c,
         };
 
+        self.applet.begin_command();
         let result = if c.ins == ins::SELECT && c.cla == cla::ISO {
             self.select(&c)
         } else if !self.selected {
@@ -219,7 +220,8 @@ impl Card {
 
     /// Deliver response data within the command's Ne:
     /// - no Le and data waiting: `61xx` (fetch with GET RESPONSE);
-    /// - Le too short for a short response: `6Cxx` with the exact length;
+    /// - Le too short for a short response of a command that changed no state:
+    ///   `6Cxx` with the exact length;
     /// - Le too short for a longer response: Ne bytes and `61xx` for the rest.
     fn respond(&mut self, c: &CommandApdu, data: Vec<u8>, final_sw: u16, out: &mut Vec<u8>) {
         let r = data.len();
@@ -228,7 +230,9 @@ impl Card {
             push_sw(out, final_sw);
             return;
         }
-        if c.ne > 0 && r <= 256 && c.data.is_empty() {
+        // 6Cxx asks the terminal to send the command again: only for commands
+        // that changed nothing, so a repeat cannot run them twice.
+        if c.ne > 0 && r <= 256 && c.data.is_empty() && !self.applet.last_changed_state() {
             push_sw(out, 0x6C00 | (r & 0xFF) as u16);
             return;
         }

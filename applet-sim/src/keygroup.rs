@@ -514,16 +514,25 @@ impl Applet {
     }
 
     /// GET TRANSPORT KEY (key service variant, issuer): a fresh ephemeral key
-    /// pair for this session; its public key is returned.
+    /// pair for this session. Returns its public key (65) and
+    /// HMAC-SHA256(admin key, label || lv(card number) || public key) (32), so the
+    /// key service knows the key really comes from this card.
     pub(crate) fn get_transport_key(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
         }
         self.require_admin()?;
         let kp = KeyPair::generate().map_err(|_| sw::UNKNOWN)?;
-        let public = kp.public_bytes();
+        let mut out = kp.public_bytes();
+        let n = self.state.card_number.as_bytes();
+        let mac = crypto::hmac_sha256(
+            &self.state.admin_key,
+            &[takeout::TRANSPORT_KEY_LABEL, &[n.len() as u8], n, &out],
+        )
+        .map_err(|_| sw::UNKNOWN)?;
+        out.extend_from_slice(&mac);
         self.session.transport_key = Some(kp);
-        Ok(public)
+        Ok(out)
     }
 
     /// SET MAIN KEY (FIG. 28/29): data = the private scalar wrapped to the

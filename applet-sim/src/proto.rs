@@ -109,6 +109,8 @@ pub mod takeout {
     pub const EXPORT_INFO: &[u8] = b"cardvault key export v1";
     /// HMAC label of the import receipt.
     pub const RECEIPT_LABEL: &[u8] = b"cardvault duplicate receipt v1";
+    /// HMAC label authenticating the transport key (GET TRANSPORT KEY).
+    pub const TRANSPORT_KEY_LABEL: &[u8] = b"cardvault transport key v1";
     /// Associated data label for SET MAIN KEY (key service variant).
     pub const KEY_SERVICE_LABEL: &[u8] = b"cardvault key service v1";
 }

@@ -43,6 +43,8 @@ pub struct Channel<'a> {
     cmd_buf: Vec<u8>,
     resp_buf: Vec<u8>,
     stats: Stats,
+    /// The command being answered returns secret data: mask its GET RESPONSE parts too.
+    secret_response: bool,
 }
 
 /// Where the data field sits in an encoded command APDU, if it has one.
@@ -95,6 +97,7 @@ impl<'a> Channel<'a> {
             cmd_buf: Vec::with_capacity(512),
             resp_buf: Vec::with_capacity(512),
             stats: Stats::default(),
+            secret_response: false,
         }
     }
 
@@ -164,6 +167,7 @@ impl<'a> Channel<'a> {
     pub fn send_raw(&mut self, raw: &[u8], auto: bool) -> Result<Response> {
         let parsed = applet_sim::apdu::CommandApdu::parse(raw).ok();
         let secret = raw_is_secret(raw);
+        self.secret_response = raw.len() >= 2 && applet_sim::proto::response_data_is_secret(raw[0], raw[1]);
         self.cmd_buf.clear();
         self.cmd_buf.extend_from_slice(raw);
         let sw = self.exchange(secret)?;
@@ -191,6 +195,7 @@ impl<'a> Channel<'a> {
 
     /// Send a command and collect its whole response, whatever the status word.
     pub fn transmit(&mut self, cmd: &Command) -> Result<Response> {
+        self.secret_response = applet_sim::proto::response_data_is_secret(cmd.cla, cmd.ins);
         let sw = if cmd.fits_short() || (!self.caps.extended && cmd.data.len() <= 255) {
             cmd.encode_short(cmd.cla, &cmd.data, cmd.ne.min(256), &mut self.cmd_buf);
             self.exchange(cmd.secret)?

@@ -224,7 +224,7 @@ impl Command {
     }
 
     pub fn get_transport_key() -> Command {
-        Command::new("GET TRANSPORT KEY", cla::PROPRIETARY, ins::GET_TRANSPORT_KEY, 0, 0).expect(65)
+        Command::new("GET TRANSPORT KEY", cla::PROPRIETARY, ins::GET_TRANSPORT_KEY, 0, 0).expect(97)
     }
 
     pub fn set_main_key(wrapped: &[u8]) -> Command {

@@ -75,7 +75,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         let r = ch.send_raw(raw, !a.raw)?;
         let micros = start.elapsed().as_micros();
         let shown = format_command(raw, raw_is_secret(raw));
-        let data = to_hex(&r.data).to_uppercase();
+        // Secret answers (an unwrapped file key) are masked here as in traces.
+        let data = if raw.len() >= 2 && applet_sim::proto::response_data_is_secret(raw[0], raw[1]) && !r.data.is_empty()
+        {
+            format!("<{} secret bytes masked>", r.data.len())
+        } else {
+            to_hex(&r.data).to_uppercase()
+        };
         if !ctx.json {
             println!("> {shown}");
             let sep = if data.is_empty() { "" } else { " " };

@@ -23,6 +23,15 @@ pub enum KeygroupCommand {
         #[arg(long, value_name = "SOURCE")]
         admin_key: SecretSource,
     },
+    /// Key service variant: set a main key made outside the card (hex P-256 private
+    /// key), sent wrapped to a transport key the card authenticates with the admin key.
+    SetKey {
+        #[arg(long, value_name = "SOURCE")]
+        admin_key: SecretSource,
+        /// The key service's private key (hex): prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE")]
+        key: SecretSource,
+    },
     /// Write the card's encryption (public) key to a file, for `encrypt --recipient`.
     PublicKey {
         #[arg(short, long, value_name = "FILE")]
@@ -80,20 +89,45 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                 ));
             }
             let pin = pin.read("PIN")?;
-            ctx.with_card(|card| {
+            let number = ctx.with_card(|card| {
                 card.verify_pin(&pin)?;
-                card.reset_key_group()
+                card.reset_key_group()?;
+                card.card_number()
             })?;
+            audit(ctx, "key-group-reset", &number)?;
             report(ctx, "key group reset; main keys destroyed")
         }
         KeygroupCommand::Release { admin_key } => {
             let key = super::pin::admin_key(&admin_key)?;
-            ctx.with_card(|card| {
+            let number = ctx.with_card(|card| {
                 let n = card.card_number()?;
                 card.admin_authenticate(&key, &n)?;
-                card.release_duplicate()
+                card.release_duplicate()?;
+                Ok(n)
             })?;
+            audit(ctx, "duplicate-released", &number)?;
             report(ctx, "pending duplicate released")
+        }
+        KeygroupCommand::SetKey { admin_key, key } => {
+            let admin = super::pin::admin_key(&admin_key)?;
+            let hex = key.read("key service private key (hex)")?;
+            let d = std::str::from_utf8(&hex)
+                .ok()
+                .and_then(|s| applet_sim::proto::from_hex(s.trim()))
+                .filter(|k| k.len() == 32)
+                .map(zeroize::Zeroizing::new)
+                .ok_or_else(|| Error::Usage("the key must be a 32-byte P-256 private key in hex".into()))?;
+            let (number, public) = ctx.with_card(|card| {
+                let n = card.card_number()?;
+                card.admin_authenticate(&admin, &n)?;
+                let p = card.set_service_key(&admin, &n, &d)?;
+                Ok((n, p))
+            })?;
+            audit(ctx, "key-service-set", &number)?;
+            report(
+                ctx,
+                &format!("main key set; encryption key {}", applet_sim::proto::to_hex(&public)),
+            )
         }
         KeygroupCommand::PublicKey { output } => {
             let key = ctx.with_card(|card| card.public_key())?;
@@ -103,6 +137,18 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             report(ctx, &format!("encryption key written to {}", output.display()))
         }
     }
+}
+
+fn audit(ctx: &Ctx, event: &str, card: &str) -> Result<()> {
+    ctx.vault()?
+        .audit(crate::vault::AuditEvent {
+            event,
+            card,
+            peer: None,
+            result: "ok",
+            details: serde_json::json!({}),
+        })
+        .map(|_| ())
 }
 
 fn report(ctx: &Ctx, msg: &str) -> Result<()> {
