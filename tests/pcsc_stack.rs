@@ -509,3 +509,63 @@ fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(applet_sim::state::Store::peek(&b).unwrap().memory, at_backup);
 }
+
+#[test]
+fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
+    if !pcscd_ready() {
+        return;
+    }
+    let _g = vpcd_lock();
+    let dir = temp_dir("sigkill");
+    let home = dir.join("home");
+    let card = dir.join("k.card");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("sigkill test seed {seed}");
+    let mut rng = Rng::new(seed);
+    {
+        let _sim = Sim::one(&card, "main");
+        let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
+        with_selected(r.as_mut(), false, |c| {
+            c.verify_pin(b"123456")?;
+            c.write_memory(0, &vec![0x5A; 32768])
+        })
+        .unwrap();
+    }
+    // Let pcscd notice the card left before the loop restarts it.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (mut tried, mut reported) = (0, 0);
+    for round in 0..6 {
+        let mut sim = Sim::one(&card, "main");
+        let child = cardvault(&home)
+            .env("P", "123456")
+            .args(["-r", "0", "backup", "--full", "--pin", "env:P"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(60)));
+        sim.kill();
+        let out = child.wait_with_output().unwrap();
+        tried += 1;
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Every card file stays whole (old or new); the vault stays consistent.
+        applet_sim::state::Store::peek(&card).unwrap_or_else(|e| panic!("round {round}: card file broken: {e}"));
+        let v = run(cardvault(&home).args(["vault", "verify"]));
+        assert!(v.status.success(), "round {round}: {}", stdout(&v));
+        if !out.status.success() {
+            // A removed card is reported as such, with the reader exit code.
+            assert_eq!(out.status.code(), Some(3), "round {round}: {err}");
+            assert!(
+                err.contains("removed") || err.contains("no card"),
+                "round {round}: {err}"
+            );
+            reported += 1;
+        }
+    }
+    println!(
+        "sigkill through pcscd: {tried} runs, {reported} interrupted and reported, all card files and vaults intact"
+    );
+}

@@ -132,9 +132,14 @@ impl Reader for PcscReader {
 
 fn map_tx_err(e: ::pcsc::Error) -> TransportError {
     match e {
-        ::pcsc::Error::RemovedCard | ::pcsc::Error::NoSmartcard | ::pcsc::Error::ReaderUnavailable => {
-            TransportError::CardRemoved
-        }
+        // A card pulled (or a simulator killed) mid-transaction shows up as any of
+        // these, depending on when pcscd noticed.
+        ::pcsc::Error::RemovedCard
+        | ::pcsc::Error::NoSmartcard
+        | ::pcsc::Error::ReaderUnavailable
+        | ::pcsc::Error::NotTransacted
+        | ::pcsc::Error::UnpoweredCard
+        | ::pcsc::Error::UnresponsiveCard => TransportError::CardRemoved,
         ::pcsc::Error::ResetCard => TransportError::CardReset,
         other => TransportError::Pcsc(other),
     }
