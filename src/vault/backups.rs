@@ -204,12 +204,48 @@ impl Vault {
                 "backup {id}: its blobs do not match the stored digest (altered)"
             )));
         }
+        self.check_columns(&row, &header, &trailer)?;
         Ok(StoredBackup {
             row,
             header,
             records,
             trailer,
         })
+    }
+
+    /// The listing columns must say what the card's own header says.
+    fn check_columns(&self, b: &BackupRow, header: &[u8], trailer: &[u8]) -> Result<()> {
+        let label = format!("backup {} (card {}, #{})", b.id, b.card_number, b.counter);
+        let h = applet_sim::backup::parse_header(header)
+            .ok_or_else(|| Error::Data(format!("{label}: header does not parse")))?;
+        let kind = if h.kind == 0 { "full" } else { "differential" };
+        if h.counter != b.counter
+            || h.card_number != b.card_number
+            || kind != b.kind
+            || h.base != b.base_counter
+            || h.pages as u32 != b.pages
+            || h.page_size as u32 != b.page_size
+            || h.page_count as u32 != b.page_count
+        {
+            return Err(Error::Data(format!("{label}: columns disagree with the card's header")));
+        }
+        let (wk, ci): (Vec<u8>, Vec<u8>) = self
+            .conn
+            .query_row(
+                "SELECT wrapped_key, control_info FROM backups WHERE id = ?1",
+                [b.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        if wk != h.wrapped_unique_key || ci != h.control {
+            return Err(Error::Data(format!(
+                "{label}: wrapped key or control information altered"
+            )));
+        }
+        if trailer.len() != applet_sim::proto::backup::TRAILER_LEN || trailer[..4] != b.record_count.to_be_bytes() {
+            return Err(Error::Data(format!("{label}: trailer does not match the record count")));
+        }
+        Ok(())
     }
 
     /// The chain that restores a card to backup `last`: the full backup it
@@ -277,38 +313,13 @@ impl Vault {
         }
         for b in self.list_backups(None)? {
             let label = format!("backup {} (card {}, #{})", b.id, b.card_number, b.counter);
-            match self.load_backup(b.id) {
-                Err(e) => problems.push(format!("{label}: {e}")),
-                Ok(s) => match applet_sim::backup::parse_header(&s.header) {
-                    None => problems.push(format!("{label}: header does not parse")),
-                    Some(h) => {
-                        let kind = if h.kind == 0 { "full" } else { "differential" };
-                        if h.counter != b.counter
-                            || h.card_number != b.card_number
-                            || kind != b.kind
-                            || h.base != b.base_counter
-                            || h.pages as u32 != b.pages
-                        {
-                            problems.push(format!("{label}: columns disagree with the card's header"));
-                        }
-                        let (wk, ci): (Vec<u8>, Vec<u8>) = self
-                            .conn
-                            .query_row(
-                                "SELECT wrapped_key, control_info FROM backups WHERE id = ?1",
-                                [b.id],
-                                |r| Ok((r.get(0)?, r.get(1)?)),
-                            )
-                            .map_err(|e| self.err(e))?;
-                        if wk != h.wrapped_unique_key || ci != h.control {
-                            problems.push(format!("{label}: wrapped key or control information altered"));
-                        }
-                        if s.trailer.len() != applet_sim::proto::backup::TRAILER_LEN
-                            || s.trailer[..4] != (b.record_count).to_be_bytes()
-                        {
-                            problems.push(format!("{label}: trailer does not match the record count"));
-                        }
-                    }
-                },
+            if let Err(e) = self.load_backup(b.id) {
+                let msg = e.to_string();
+                problems.push(if msg.starts_with("backup ") {
+                    msg
+                } else {
+                    format!("{label}: {msg}")
+                });
             }
             if b.kind == "differential" && self.backup_by_counter(&b.card_number, b.base_counter)?.is_none() {
                 problems.push(format!("{label}: its base #{} is missing", b.base_counter));

@@ -40,12 +40,17 @@ impl Vault {
         if !existed {
             // Create it 0600 before SQLite touches it.
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .create_new(true)
                 .write(true)
                 .mode(0o600)
                 .open(path)
-                .map_err(|e| err(e.to_string()))?;
+            {
+                Ok(_) => {}
+                // Another terminal created it a moment ago: fine.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(e.to_string())),
+            }
         }
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         conn.busy_timeout(Duration::from_secs(30))
@@ -78,21 +83,26 @@ impl Vault {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        if version as usize > MIGRATIONS.len() {
-            return Err(self.err(format!(
-                "schema version {version} is newer than this cardvault understands ({}); upgrade cardvault",
-                MIGRATIONS.len()
-            )));
-        }
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| Error::Vault {
+        let verr = |e: rusqlite::Error| Error::Vault {
             path: path.clone(),
             reason: e.to_string(),
-        })?;
+        };
+        // IMMEDIATE: two terminals opening a new vault at once migrate it once.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(verr)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(verr)?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(Error::Vault {
+                path: path.clone(),
+                reason: format!(
+                    "schema version {version} is newer than this cardvault understands ({}); upgrade cardvault",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(sql)
                 .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)))
@@ -101,10 +111,7 @@ impl Vault {
                     reason: format!("migration {}: {e}", i + 1),
                 })?;
         }
-        tx.commit().map_err(|e| Error::Vault {
-            path,
-            reason: e.to_string(),
-        })
+        tx.commit().map_err(verr)
     }
 
     pub fn schema_version(&self) -> Result<i64> {

@@ -1,0 +1,375 @@
+//! Faults outside the card: a tampered vault, terminals side by side, secrets
+//! hygiene, and wrong input at the edges. Each bad input gets a clear error,
+//! a non-zero exit, and changes nothing.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+const PIN: &str = "123456";
+
+fn cv(home: &Path) -> Command {
+    let mut c = cardvault(home);
+    c.env("P", PIN);
+    c
+}
+
+fn card_state(home: &Path, name: &str) -> applet_sim::CardState {
+    applet_sim::state::Store::peek(&home.join("cards").join(format!("{name}.card"))).unwrap()
+}
+
+fn write(home: &Path, name: &str, page: u16, data: &[u8]) {
+    let mut r = cardvault::transport::sim::SimReader::open(home, name, "main", None).unwrap();
+    let mut c = cardvault::cli::client(&mut r, false).unwrap();
+    c.verify_pin(PIN.as_bytes()).unwrap();
+    c.write_memory(page, data).unwrap();
+}
+
+fn backup(home: &Path, name: &str) {
+    let o = run(cv(home).args(["-r", &format!("sim:{name}"), "backup", "--pin", "env:P"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A vault with a full backup and two differentials of card "t", plus audit entries.
+fn vault_with_chain(tag: &str) -> std::path::PathBuf {
+    let home = temp_dir(tag);
+    write(&home, "t", 0, &vec![7u8; 20000]);
+    backup(&home, "t");
+    write(&home, "t", 5, &[8u8; 600]);
+    backup(&home, "t");
+    write(&home, "t", 50, &[9u8; 300]);
+    backup(&home, "t");
+    home
+}
+
+#[test]
+fn every_kind_of_vault_tampering_is_named_and_restore_refuses() {
+    // (what is done, SQL, words `vault verify` must print)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "flip a byte in a record",
+            "UPDATE records SET data = substr(data,1,10) || x'ff' || substr(data,12) WHERE backup_id = 1 AND idx = 0",
+            "backup 1",
+        ),
+        (
+            "flip a byte in a header",
+            "UPDATE backups SET header = substr(header,1,20) || x'00' || substr(header,22) WHERE id = 2",
+            "backup 2",
+        ),
+        (
+            "flip a byte in a wrapped key",
+            "UPDATE backups SET wrapped_key = zeroblob(60) WHERE id = 1",
+            "wrapped key",
+        ),
+        (
+            "flip a byte in control information",
+            "UPDATE backups SET control_info = substr(control_info,2) || x'00' WHERE id = 3",
+            "backup 3",
+        ),
+        (
+            "flip a byte in a trailer",
+            "UPDATE backups SET trailer = zeroblob(36) WHERE id = 3",
+            "backup 3",
+        ),
+        (
+            "delete a record",
+            "DELETE FROM records WHERE backup_id = 1 AND idx = 1",
+            "backup 1",
+        ),
+        (
+            "delete a base backup",
+            "DELETE FROM records WHERE backup_id = 1; DELETE FROM backups WHERE id = 1",
+            "base #1 is missing",
+        ),
+        (
+            "renumber a sequence",
+            "UPDATE backups SET counter = 7 WHERE id = 3",
+            "columns disagree",
+        ),
+        (
+            "claim a backup for another card",
+            "UPDATE backups SET card_number = '0000' WHERE id = 2",
+            "backup 2",
+        ),
+    ];
+    let mut passed = 0;
+    for (what, sql, words) in cases {
+        let home = vault_with_chain("tamper");
+        let before = card_state(&home, "t");
+        write(&home, "t", 90, &[1u8; 256]);
+        let changed = card_state(&home, "t");
+        {
+            let conn = rusqlite::Connection::open(home.join("vault.sqlite")).unwrap();
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        let o = run(cv(&home).args(["vault", "verify"]));
+        assert_eq!(o.status.code(), Some(6), "{what}: verify passed: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains(words),
+            "{what}: verify did not name it ({words}): {}",
+            stdout(&o)
+        );
+        let o = run(cv(&home).args(["-r", "sim:t", "restore", "--latest", "--pin", "env:P"]));
+        assert_ne!(o.status.code(), Some(0), "{what}: restore accepted a tampered vault");
+        assert_eq!(
+            stderr(&o).trim().lines().count(),
+            1,
+            "{what}: not a one-line error: {}",
+            stderr(&o)
+        );
+        let after = card_state(&home, "t");
+        assert_eq!(after.memory, changed.memory, "{what}: the card was written");
+        assert_ne!(after.memory, before.memory);
+        passed += 1;
+    }
+    // The audit chain: edit an entry (the trigger refuses; drop it first, as an attacker would).
+    let home = vault_with_chain("audit");
+    {
+        let conn = rusqlite::Connection::open(home.join("vault.sqlite")).unwrap();
+        assert!(
+            conn.execute("UPDATE audit SET result = 'ok' WHERE id = 1", []).is_err(),
+            "append-only not enforced"
+        );
+        conn.execute_batch("DROP TRIGGER audit_append_only_update; UPDATE audit SET result = 'forged' WHERE id = 2;")
+            .unwrap();
+    }
+    let o = run(cv(&home).args(["vault", "verify"]));
+    assert_eq!(o.status.code(), Some(6));
+    assert!(stdout(&o).contains("audit: entry 2 was altered"), "{}", stdout(&o));
+    passed += 1;
+    println!("vault tampering: tried {}, passed {passed}", cases.len() + 1);
+}
+
+#[test]
+fn four_terminals_back_up_side_by_side_while_a_fifth_lists() {
+    let home = temp_dir("parallel");
+    for i in 0..4 {
+        write(&home, &format!("p{i}"), 0, &vec![i as u8 + 1; 30000]);
+    }
+    let vault_path = home.join("vault.sqlite");
+    let mut children = Vec::new();
+    for _round in 0..3 {
+        for i in 0..4 {
+            children.push(
+                cv(&home)
+                    .args(["--json", "-r", &format!("sim:p{i}"), "backup", "--pin", "env:P"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        let lister = cv(&home).args(["--json", "vault", "list"]).output().unwrap();
+        assert!(
+            lister.status.success(),
+            "lister: {}",
+            String::from_utf8_lossy(&lister.stderr)
+        );
+        for c in children.drain(..) {
+            let o = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "a backup failed: {err}");
+            assert!(!err.contains("locked") && !err.contains("busy"), "{err}");
+        }
+    }
+    let v = cardvault::vault::Vault::open(&vault_path).unwrap();
+    assert_eq!(v.list_backups(None).unwrap().len(), 12, "rows were lost");
+    assert!(v.verify().unwrap().is_empty());
+    println!("side by side: 12 backups from 4 processes with a concurrent lister, none lost");
+}
+
+#[test]
+fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
+    let home = temp_dir("hygiene");
+    let holders = home.join("h.csv");
+    std::fs::write(&holders, "holder,pin,member_number,expiry\nalice,864213,M-1,2030-01\n").unwrap();
+    let elements = "a1".repeat(32) + "\n" + &"b2".repeat(32);
+    let mut logs = String::new();
+    let mut step = |args: &[&str]| {
+        let o = run(cv(&home)
+            .env("ADMIN", ADMIN_KEY)
+            .env("HP", "864213")
+            .env("E", &elements)
+            .arg("--trace")
+            .args(args));
+        logs.push_str(&stdout(&o));
+        logs.push_str(&stderr(&o));
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    };
+    step(&[
+        "-r",
+        "sim:h",
+        "issue",
+        "--profile",
+        "pair",
+        "--holders",
+        holders.to_str().unwrap(),
+        "--admin-key",
+        "env:ADMIN",
+    ]);
+    step(&[
+        "duplicate",
+        "--main",
+        "sim:h-alice-main",
+        "--backup",
+        "sim:h-alice-backup",
+        "--pin",
+        "env:HP",
+        "--backup-pin",
+        "env:HP",
+        "--elements",
+        "env:E",
+    ]);
+    let f = home.join("doc.txt");
+    std::fs::write(&f, "quarterly figures").unwrap();
+    step(&[
+        "encrypt",
+        "--to",
+        "sim:h-alice-main",
+        f.to_str().unwrap(),
+        "-o",
+        home.join("doc.cve").to_str().unwrap(),
+    ]);
+    step(&[
+        "-r",
+        "sim:h-alice-backup",
+        "decrypt",
+        "--pin",
+        "env:HP",
+        home.join("doc.cve").to_str().unwrap(),
+        "-o",
+        home.join("doc.out").to_str().unwrap(),
+    ]);
+    step(&["-r", "sim:h-alice-main", "backup", "--pin", "env:HP"]);
+    step(&["-r", "sim:h-alice-main", "restore", "--latest", "--pin", "env:HP"]);
+    step(&["-r", "sim:h-alice-main", "pin", "unblock", "--admin-key", "env:ADMIN"]);
+    // Every secret the simulator holds.
+    let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in ["h-alice-main", "h-alice-backup"] {
+        let s = card_state(&home, name);
+        secrets.push((format!("{name} admin key"), s.admin_key.clone()));
+        secrets.push((format!("{name} unique key"), s.unique_key.clone()));
+        secrets.push((format!("{name} common key"), s.common_key.clone()));
+        secrets.push((format!("{name} PIN hash"), s.pin.hash.clone()));
+        for (i, e) in s.key_group.elements.iter().enumerate() {
+            secrets.push((format!("{name} key group element {}", i + 1), e.0.clone()));
+        }
+        if let Some(k) = &s.main_key {
+            secrets.push((format!("{name} main private key"), k.private.clone()));
+        }
+    }
+    secrets.push(("holder PIN".into(), b"864213".to_vec()));
+    let vault = std::fs::read(home.join("vault.sqlite")).unwrap();
+    let wal = std::fs::read(home.join("vault.sqlite-wal")).unwrap_or_default();
+    let logs_lower = logs.to_lowercase();
+    let mut checked = 0;
+    for (what, bytes) in &secrets {
+        if bytes.is_empty() {
+            continue;
+        }
+        checked += 1;
+        let hex = applet_sim::proto::to_hex(bytes);
+        let spaced: String = bytes.iter().map(|b| format!("{b:02x} ")).collect();
+        assert!(
+            !logs_lower.contains(&hex) && !logs_lower.contains(spaced.trim()),
+            "{what} appears in the output"
+        );
+        if what != "holder PIN" {
+            assert!(
+                !vault.windows(bytes.len()).any(|w| w == &bytes[..]),
+                "{what} is in the vault file"
+            );
+            assert!(
+                !wal.windows(bytes.len()).any(|w| w == &bytes[..]),
+                "{what} is in the vault WAL"
+            );
+        }
+    }
+    assert!(!logs.contains("864213"), "the PIN appears in the output");
+    assert!(logs.contains("secret bytes masked"), "the trace did not run");
+    println!("secrets hygiene: {checked} secrets checked against traces, output and the vault");
+}
+
+#[test]
+fn a_foreign_card_gets_one_clear_line_and_exit_code_4() {
+    let home = temp_dir("foreign");
+    let cfg = home.join("c.toml");
+    std::fs::write(&cfg, "[sim]\nprofile = \"foreign\"\n").unwrap();
+    let o = run(cv(&home).arg("--config").arg(&cfg).args(["-r", "sim:other", "status"]));
+    assert_eq!(o.status.code(), Some(4));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("not a cardvault card") && e.contains("6A82"), "{e}");
+    let o = run(cv(&home)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["-r", "sim:other", "backup", "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        !home.join("vault.sqlite").exists()
+            || cardvault::vault::Vault::open(&home.join("vault.sqlite"))
+                .unwrap()
+                .list_backups(None)
+                .unwrap()
+                .is_empty()
+    );
+}
+
+#[test]
+fn a_full_disk_for_the_vault_is_a_clear_error_and_loses_nothing() {
+    use std::os::unix::process::CommandExt;
+    let home = temp_dir("fulldisk");
+    // A small card, so that only the vault needs room to grow.
+    let profile = home.join("small.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "role='main'\npin='{PIN}'\nadmin_key='{ADMIN_KEY}'\npage_size=256\npage_count=4\ncommon_key='{}'\n",
+            "11".repeat(32)
+        ),
+    )
+    .unwrap();
+    let cfg = home.join("c.toml");
+    std::fs::write(&cfg, format!("[sim]\nprofile = \"{}\"\n", profile.display())).unwrap();
+    let o = run(cv(&home)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["-r", "sim:s", "backup", "--pin", "env:P"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    write(&home, "s", 1, &[0x77; 512]);
+    let before = card_state(&home, "s");
+    // Files may not grow past 4 KiB: the card's state file (under 3 KiB) still
+    // fits, the vault's write-ahead log does not.
+    let limit: libc::rlim_t = 4096;
+    let mut c = cv(&home);
+    c.arg("--config")
+        .arg(&cfg)
+        .args(["-r", "sim:s", "backup", "--full", "--pin", "env:P"]);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(7), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("vault"), "{e}");
+    // Nothing lost: the card still has its change flags and its base, and the
+    // vault holds only the first backup, intact.
+    let after = card_state(&home, "s");
+    assert_eq!(after.change_flags, before.change_flags);
+    assert_eq!(after.backup.base, before.backup.base);
+    let v = cardvault::vault::Vault::open(&home.join("vault.sqlite")).unwrap();
+    assert_eq!(v.list_backups(None).unwrap().len(), 1);
+    assert!(v.verify().unwrap().is_empty());
+}
