@@ -4,7 +4,7 @@
 use crate::apdu::{Channel, Command, StatusWord};
 use crate::error::{Error, Result};
 use applet_sim::proto::{self, tag, to_hex};
-use iso7816_tlv::ber::{Tag, Tlv, Value};
+use iso7816_tlv::ber::{Tlv, Value};
 use serde::Serialize;
 
 /// What `cardvault status` reports.
@@ -48,49 +48,42 @@ impl<'a> CardClient<'a> {
         }
     }
 
+    /// GET DATA of the card status template (E1): every data object by tag.
+    fn status_template(&mut self) -> Result<std::collections::BTreeMap<u16, Vec<u8>>> {
+        let raw = self.ch.exec(&Command::card_status())?;
+        let malformed = |reason: String| Error::Malformed {
+            command: "GET DATA",
+            reason,
+        };
+        let tlv = Tlv::from_bytes(&raw).map_err(|e| malformed(format!("{e:?}")))?;
+        let Value::Constructed(children) = tlv.value() else {
+            return Err(malformed("the status template is not constructed".into()));
+        };
+        let mut map = std::collections::BTreeMap::new();
+        for c in children {
+            let t = c.tag().to_bytes();
+            let t = match t {
+                [a, b] => u16::from_be_bytes([*a, *b]),
+                [a] => *a as u16,
+                _ => return Err(malformed("unexpected tag".into())),
+            };
+            if let Value::Primitive(v) = c.value() {
+                map.insert(t, v.clone());
+            }
+        }
+        Ok(map)
+    }
+
     /// GET DATA of the card status template.
     pub fn status(&mut self) -> Result<CardStatus> {
-        let raw = self.ch.exec(&Command::card_status())?;
-        let malformed = |reason: &str| Error::Malformed {
-            command: "GET DATA",
-            reason: reason.to_string(),
-        };
-        let tlv = Tlv::from_bytes(&raw).map_err(|e| malformed(&format!("{e:?}")))?;
-        let field = |t: u16| -> Result<Vec<u8>> {
-            let want = Tag::try_from(t).map_err(|_| malformed("bad tag"))?;
-            match tlv.find(&want).map(|t| t.value()) {
-                Some(Value::Primitive(v)) => Ok(v.clone()),
-                _ => Err(malformed(&format!("tag {t:04X} missing"))),
-            }
-        };
-        let byte = |t: u16| -> Result<u8> { field(t)?.first().copied().ok_or_else(|| malformed("empty field")) };
-        let word = |t: u16| -> Result<u16> {
-            let v = field(t)?;
-            (v.len() == 2)
-                .then(|| u16::from_be_bytes([v[0], v[1]]))
-                .ok_or_else(|| malformed("bad u16 field"))
-        };
-        let text =
-            |t: u16| -> Result<String> { String::from_utf8(field(t)?).map_err(|_| malformed("non-UTF-8 text field")) };
-        let v = field(tag::APPLET_VERSION)?;
-        if v.len() != 2 {
-            return Err(malformed("bad applet version"));
-        }
-        let tries = byte(tag::PIN_TRIES_LEFT)?;
-        Ok(CardStatus {
-            card_number: text(tag::CARD_NUMBER)?,
-            role: text(tag::ROLE)?,
-            applet_version: format!("{}.{}", v[0], v[1]),
-            pin_tries_left: tries,
-            pin_max_tries: byte(tag::PIN_MAX_TRIES)?,
-            pin_blocked: tries == 0,
-            issued: byte(tag::ISSUED)? != 0,
-            member_number: text(tag::MEMBER_NUMBER).ok(),
-            expiry: text(tag::EXPIRY).ok(),
-            page_size: word(tag::PAGE_SIZE)?,
-            page_count: word(tag::PAGE_COUNT)?,
-            extended_length: byte(tag::FLAGS)? & 1 != 0,
-        })
+        let m = self.status_template()?;
+        parse_status(&m)
+    }
+
+    /// Card status and key state from one GET DATA.
+    pub fn overview(&mut self) -> Result<(CardStatus, KeyState)> {
+        let m = self.status_template()?;
+        Ok((parse_status(&m)?, parse_key_state(&m)?))
     }
 
     /// GET DATA of the card number only.
@@ -234,49 +227,8 @@ impl CardClient<'_> {
     }
 
     pub fn key_state(&mut self) -> Result<KeyState> {
-        let malformed = |reason: &str| Error::Malformed {
-            command: "GET DATA",
-            reason: reason.into(),
-        };
-        let kg = self
-            .data_object(tag::KEY_GROUP_STATUS)?
-            .ok_or_else(|| malformed("no key group status"))?;
-        let [size, bits] = kg[..] else {
-            return Err(malformed("key group status is not 2 bytes"));
-        };
-        let elements_written: Vec<u8> = (0..size).filter(|i| bits & (1 << i) != 0).map(|i| i + 1).collect();
-        let kcv = self.key_group_kcv()?;
-        let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
-        let origin = text(self.data_object(tag::KEY_ORIGIN)?);
-        let public = self.public_key()?;
-        let source = text(self.data_object(tag::SOURCE_CARD)?);
-        let ex = self
-            .data_object(tag::EXPORT_STATUS)?
-            .ok_or_else(|| malformed("no export status"))?;
-        if ex.len() < 7 || ex.len() != 7 + ex[6] as usize {
-            return Err(malformed("bad export status"));
-        }
-        let target = String::from_utf8_lossy(&ex[7..]).into_owned();
-        Ok(KeyState {
-            group_size: size,
-            group_complete: elements_written.len() == size as usize && size > 0,
-            elements_written,
-            check_value: kcv.map(|k| to_hex(&k)),
-            key_origin: origin,
-            public_key: public.map(|p| to_hex(&p)),
-            source_card: source,
-            export: ExportStatus {
-                take_outs: u32::from_be_bytes([ex[0], ex[1], ex[2], ex[3]]),
-                state: match ex[4] {
-                    0 => "none",
-                    1 => "pending",
-                    _ => "confirmed",
-                }
-                .into(),
-                target: (!target.is_empty()).then_some(target),
-                no_export_after_backup: ex[5] & 1 != 0,
-            },
-        })
+        let m = self.status_template()?;
+        parse_key_state(&m)
     }
 
     pub fn put_data(&mut self, t: u16, data: &[u8]) -> Result<()> {
@@ -288,10 +240,16 @@ impl CardClient<'_> {
     }
 
     /// WRITE KEY ELEMENT n (write-once; the same value again is accepted).
-    pub fn write_key_element(&mut self, index: u8, element: &[u8]) -> Result<()> {
+    /// Returns the group's check value once the group is complete.
+    pub fn write_key_element(&mut self, index: u8, element: &[u8]) -> Result<Option<Vec<u8>>> {
         let r = self.ch.transmit(&Command::write_key_element(index, element))?;
         match r.sw {
-            StatusWord::Ok => Ok(()),
+            StatusWord::Ok if r.data.is_empty() => Ok(None),
+            StatusWord::Ok if r.data.len() == 8 => Ok(Some(r.data)),
+            StatusWord::Ok => Err(Error::Malformed {
+                command: "WRITE KEY ELEMENT",
+                reason: "the check value is not 8 bytes".into(),
+            }),
             StatusWord::ConditionsNotSatisfied => Err(Error::Refused(format!(
                 "key group element {index} is already written with a different value \
                  (elements are write-once; reset the key group to start over)"
@@ -457,6 +415,80 @@ impl CardClient<'_> {
             }),
         }
     }
+}
+
+fn malformed_status(reason: &str) -> Error {
+    Error::Malformed {
+        command: "GET DATA",
+        reason: reason.into(),
+    }
+}
+
+fn parse_status(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<CardStatus> {
+    let field = |t: u16| m.get(&t).ok_or_else(|| malformed_status(&format!("tag {t:04X} missing")));
+    let byte = |t: u16| -> Result<u8> { field(t)?.first().copied().ok_or_else(|| malformed_status("empty field")) };
+    let word = |t: u16| -> Result<u16> {
+        let v = field(t)?;
+        (v.len() == 2)
+            .then(|| u16::from_be_bytes([v[0], v[1]]))
+            .ok_or_else(|| malformed_status("bad u16 field"))
+    };
+    let text = |t: u16| -> Result<String> {
+        String::from_utf8(field(t)?.clone()).map_err(|_| malformed_status("non-UTF-8 text field"))
+    };
+    let v = field(tag::APPLET_VERSION)?;
+    if v.len() != 2 {
+        return Err(malformed_status("bad applet version"));
+    }
+    let tries = byte(tag::PIN_TRIES_LEFT)?;
+    Ok(CardStatus {
+        card_number: text(tag::CARD_NUMBER)?,
+        role: text(tag::ROLE)?,
+        applet_version: format!("{}.{}", v[0], v[1]),
+        pin_tries_left: tries,
+        pin_max_tries: byte(tag::PIN_MAX_TRIES)?,
+        pin_blocked: tries == 0,
+        issued: byte(tag::ISSUED)? != 0,
+        member_number: text(tag::MEMBER_NUMBER).ok(),
+        expiry: text(tag::EXPIRY).ok(),
+        page_size: word(tag::PAGE_SIZE)?,
+        page_count: word(tag::PAGE_COUNT)?,
+        extended_length: byte(tag::FLAGS)? & 1 != 0,
+    })
+}
+
+fn parse_key_state(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<KeyState> {
+    let kg = m.get(&tag::KEY_GROUP_STATUS).ok_or_else(|| malformed_status("no key group status"))?;
+    let [size, bits] = kg[..] else {
+        return Err(malformed_status("key group status is not 2 bytes"));
+    };
+    let elements_written: Vec<u8> = (0..size).filter(|i| bits & (1 << i) != 0).map(|i| i + 1).collect();
+    let text = |t: u16| m.get(&t).map(|b| String::from_utf8_lossy(b).into_owned());
+    let ex = m.get(&tag::EXPORT_STATUS).ok_or_else(|| malformed_status("no export status"))?;
+    if ex.len() < 7 || ex.len() != 7 + ex[6] as usize {
+        return Err(malformed_status("bad export status"));
+    }
+    let target = String::from_utf8_lossy(&ex[7..]).into_owned();
+    Ok(KeyState {
+        group_size: size,
+        group_complete: elements_written.len() == size as usize && size > 0,
+        elements_written,
+        check_value: m.get(&tag::KEY_GROUP_KCV).map(|k| to_hex(k)),
+        key_origin: text(tag::KEY_ORIGIN),
+        public_key: m.get(&tag::PUBLIC_KEY).map(|p| to_hex(p)),
+        source_card: text(tag::SOURCE_CARD),
+        export: ExportStatus {
+            take_outs: u32::from_be_bytes([ex[0], ex[1], ex[2], ex[3]]),
+            state: match ex[4] {
+                0 => "none",
+                1 => "pending",
+                _ => "confirmed",
+            }
+            .into(),
+            target: (!target.is_empty()).then_some(target),
+            no_export_after_backup: ex[5] & 1 != 0,
+        },
+    })
 }
 
 fn pin_result(command: &'static str, sw: StatusWord) -> Result<()> {

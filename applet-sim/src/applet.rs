@@ -247,7 +247,12 @@ impl Applet {
                     tag::MEMBER_NUMBER,
                     tag::EXPIRY,
                     tag::KEY_GROUP_STATUS,
+                    tag::KEY_GROUP_KCV,
                     tag::KEY_ORIGIN,
+                    tag::PUBLIC_KEY,
+                    tag::SOURCE_CARD,
+                    tag::EXPORT_STATUS,
+                    tag::BACKUP_COUNTERS,
                 ]
                 .iter()
                 .filter_map(|t| self.data_object(*t))

@@ -208,6 +208,8 @@ impl Applet {
 
     /// WRITE KEY ELEMENT P1 = element number (1..n), data = 32 bytes.
     /// Write-once; writing the same value again succeeds (retry after an interruption).
+    /// Once the group is complete the answer is its check value (8 bytes), which
+    /// saves the terminal a GET DATA when it compares two cards' groups.
     pub(crate) fn write_key_element(&mut self, c: &CommandApdu) -> HandlerResult {
         let idx = c.p1 as usize;
         if c.p2 != 0 || idx == 0 || idx > self.state.key_group.size as usize {
@@ -226,15 +228,14 @@ impl Applet {
         }
         let slot = &mut self.state.key_group.elements[idx - 1];
         if !slot.0.is_empty() {
-            return if openssl::memcmp::eq(&slot.0, &c.data) {
-                Ok(vec![])
-            } else {
-                Err(sw::CONDITIONS_NOT_SATISFIED)
-            };
+            if !openssl::memcmp::eq(&slot.0, &c.data) {
+                return Err(sw::CONDITIONS_NOT_SATISFIED);
+            }
+        } else {
+            slot.0 = c.data.clone();
+            self.mark_dirty();
         }
-        slot.0 = c.data.clone();
-        self.mark_dirty();
-        Ok(vec![])
+        Ok(self.key_group_kcv().map(|k| k.to_vec()).unwrap_or_default())
     }
 
     /// RESET KEY GROUP: clears elements 2..n and destroys the main keys with

@@ -164,7 +164,9 @@ impl Command {
     }
 
     pub fn write_key_element(index: u8, element: &[u8]) -> Command {
-        Command::new("WRITE KEY ELEMENT", cla::PROPRIETARY, ins::WRITE_KEY_ELEMENT, index, 0).with_data(element)
+        Command::new("WRITE KEY ELEMENT", cla::PROPRIETARY, ins::WRITE_KEY_ELEMENT, index, 0)
+            .with_data(element)
+            .expect(8)
     }
 
     pub fn reset_key_group() -> Command {

@@ -49,8 +49,9 @@ pub fn duplicate(
     opts: &DuplicateOptions,
     vault: &mut Vault,
 ) -> Result<DuplicateReport> {
-    let ms = main.status()?;
-    let bs = backup.status()?;
+    // One GET DATA per card tells role, issuance, key group and export state.
+    let (ms, mk) = main.overview()?;
+    let (bs, bk) = backup.overview()?;
     if ms.card_number == bs.card_number {
         return Err(Error::Usage("the main and the backup reader hold the same card".into()));
     }
@@ -66,7 +67,6 @@ pub fn duplicate(
             bs.card_number, bs.role, bs.issued
         )));
     }
-    let (mk, bk) = (main.key_state()?, backup.key_state()?);
     if mk.group_size != bk.group_size {
         return Err(Error::Refused(format!(
             "key group sizes differ: main card {} elements, backup card {}",
@@ -83,21 +83,24 @@ pub fn duplicate(
         )));
     }
 
-    // Step 1: PINs, then elements 2..n on both cards.
+    // Step 1: PINs, then elements 2..n on both cards. The last write answers
+    // with the group's check value.
     main.verify_pin(&opts.main_pin)?;
     backup.verify_pin(&opts.backup_pin)?;
+    let (mut mkcv, mut bkcv) = (None, None);
     for (i, e) in opts.elements.iter().enumerate() {
         let n = i as u8 + 2;
-        main.write_key_element(n, e)?;
-        backup.write_key_element(n, e)?;
+        mkcv = main.write_key_element(n, e)?;
+        bkcv = backup.write_key_element(n, e)?;
+    }
+    if need == 0 {
+        mkcv = main.key_group_kcv()?;
+        bkcv = backup.key_group_kcv()?;
     }
 
     // Step 2: both groups complete and equal, compared by check value only.
-    let (mkcv, bkcv) = (main.key_group_kcv()?, backup.key_group_kcv()?);
     let (Some(mkcv), Some(bkcv)) = (mkcv, bkcv) else {
-        return Err(Error::Refused(
-            "a key group is still incomplete after writing its elements".into(),
-        ));
+        return Err(Error::Refused("a key group is still incomplete after writing its elements".into()));
     };
     if mkcv != bkcv {
         return Err(Error::Refused(format!(
@@ -110,27 +113,20 @@ pub fn duplicate(
     let kcv_hex = to_hex(&mkcv);
 
     // Only now: the main key pair.
-    let (public, generated) = match main.public_key()? {
+    let existing = mk.public_key.as_deref().and_then(applet_sim::proto::from_hex);
+    let (public, generated) = match existing {
         Some(p) => (p, false),
         None => (main.generate_key_pair()?, true),
     };
 
-    // A run that was cut after the main card confirmed the duplicate: the
-    // duplicate exists; only the end-to-end check is left to do.
-    let done = main.key_state()?.export;
+    // Step 3, unless a run cut after CONFIRM DUPLICATE already did it: the
+    // duplicate exists; only the end-to-end check is left.
+    let done = &mk.export;
     let already = done.state == "confirmed" && done.target.as_deref() == Some(bs.card_number.as_str());
     let counter = if already {
         done.take_outs
     } else {
-        take_out_import_confirm(
-            main,
-            backup,
-            opts,
-            vault,
-            (&ms.card_number, &bs.card_number),
-            &mkcv,
-            &kcv_hex,
-        )?
+        take_out_import_confirm(main, backup, opts, vault, (&ms.card_number, &bs.card_number), &mkcv, &kcv_hex)?
     };
 
     // Step 4: what the main card's public key locks, the backup card opens.
@@ -138,9 +134,7 @@ pub fn duplicate(
     let wrapped = crypto::wrap_key(&public, &probe, CHECK_AAD).map_err(|e| Error::Data(e.to_string()))?;
     let opened = backup.unwrap_file_key(CHECK_AAD, &wrapped)?;
     if opened[..] != probe[..] {
-        return Err(Error::Data(
-            "end-to-end check failed: the backup card opened a different key".into(),
-        ));
+        return Err(Error::Data("end-to-end check failed: the backup card opened a different key".into()));
     }
     vault.note_card(&ms.card_number, &ms.role)?;
     vault.note_card(&bs.card_number, &bs.role)?;
@@ -152,7 +146,7 @@ pub fn duplicate(
         key_generated_now: generated,
         take_out_counter: counter,
         end_to_end_check: true,
-        backup_has_public_key: backup.public_key()?.is_some(),
+        backup_has_public_key: opts.backup_gets_public_key || bk.public_key.is_some(),
     })
 }
 

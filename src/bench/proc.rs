@@ -1,0 +1,184 @@
+//! Timing helpers: child processes timed from spawn to exit with their peak
+//! RSS (`wait4` rusage of exactly that child), medians over interleaved rounds.
+
+use crate::error::{Error, Result};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How one child process went.
+#[derive(Debug)]
+pub struct ChildRun {
+    pub wall: Duration,
+    /// Peak resident set size (VmHWM) of the child, in bytes.
+    pub max_rss: u64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Run `cmd` to completion (stdin closed, stdout and stderr captured), timing
+/// it from spawn to exit. A non-zero exit is an error naming the command.
+pub fn run_child(cmd: &mut Command) -> Result<ChildRun> {
+    let what = format!("{cmd:?}");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| Error::io(format!("starting {what}"), e))?;
+    let pid = child.id() as libc::pid_t;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let mut stdout = Vec::new();
+    let _ = out.read_to_end(&mut stdout);
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child, with valid out-pointers. std's Child is
+    // not waited on afterwards (dropping it does not reap).
+    let r = loop {
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    let wall = start.elapsed();
+    if r != pid {
+        return Err(Error::io(format!("waiting for {what}"), std::io::Error::last_os_error()));
+    }
+    let stderr = err_reader.join().unwrap_or_default();
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if !ok {
+        return Err(Error::Io {
+            what: format!("{what} failed"),
+            source: std::io::Error::other(format!(
+                "exit status {status:#x}: {}{}",
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            )),
+        });
+    }
+    Ok(ChildRun {
+        wall,
+        max_rss: usage.ru_maxrss as u64 * 1024,
+        stdout,
+        stderr,
+    })
+}
+
+/// Whether `tool` is on the PATH.
+pub fn have_tool(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// `cardvault` itself (the running binary), isolated from the user's setup:
+/// its own data directory, no configuration file, no default reader.
+pub fn cardvault(exe: &Path, home: &Path) -> Command {
+    let mut c = Command::new(exe);
+    c.env("CARDVAULT_HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env_remove("CARDVAULT_READER")
+        .env_remove("CARDVAULT_CONFIG")
+        .env_remove("CARDVAULT_VAULT");
+    c
+}
+
+/// Samples of one measurement (seconds, µs, ... as the caller decides).
+#[derive(Debug, Clone, Default)]
+pub struct Samples(pub Vec<f64>);
+
+impl Samples {
+    pub fn push(&mut self, x: f64) {
+        self.0.push(x);
+    }
+
+    pub fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    pub fn max(&self) -> f64 {
+        self.0.iter().copied().fold(f64::NAN, f64::max)
+    }
+
+    /// "min–max over n" for the detail column.
+    pub fn spread(&self, unit: super::Unit) -> String {
+        let min = self.0.iter().copied().fold(f64::NAN, f64::min);
+        format!(
+            "{}–{} over {} rounds",
+            unit.format(min),
+            unit.format(self.max()),
+            self.0.len()
+        )
+    }
+}
+
+/// Run side-by-side measurements in interleaved rounds: one warm-up pass
+/// (discarded), then `rounds` passes, alternating the order every round so
+/// that neither side always runs first on a noisy machine. Each closure
+/// returns one sample.
+pub fn interleave(rounds: usize, runs: &mut [&mut dyn FnMut() -> Result<f64>]) -> Result<Vec<Samples>> {
+    let mut samples = vec![Samples::default(); runs.len()];
+    for r in runs.iter_mut() {
+        r()?;
+    }
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..runs.len()).collect()
+        } else {
+            (0..runs.len()).rev().collect()
+        };
+        for i in order {
+            let x = runs[i]()?;
+            samples[i].push(x);
+        }
+    }
+    Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(Samples(vec![3.0, 1.0, 2.0]).median(), 2.0);
+        assert_eq!(Samples(vec![4.0, 1.0, 2.0, 3.0]).median(), 2.5);
+        assert!(Samples(vec![]).median().is_nan());
+    }
+
+    #[test]
+    fn interleaves_with_a_warm_up() {
+        let (mut a, mut b) = (0, 0);
+        let mut fa = || -> Result<f64> {
+            a += 1;
+            Ok(1.0)
+        };
+        let mut fb = || -> Result<f64> {
+            b += 1;
+            Ok(2.0)
+        };
+        let s = interleave(3, &mut [&mut fa, &mut fb]).unwrap();
+        assert_eq!((s[0].0.len(), s[1].median()), (3, 2.0));
+        assert_eq!((a, b), (4, 4));
+    }
+
+    #[test]
+    fn child_rss_and_failure() {
+        let r = run_child(Command::new("sh").args(["-c", "echo hi"])).unwrap();
+        assert_eq!(r.stdout, b"hi\n");
+        assert!(r.max_rss > 0);
+        assert!(run_child(Command::new("sh").args(["-c", "exit 3"])).is_err());
+    }
+}
