@@ -425,8 +425,16 @@ fn malformed_status(reason: &str) -> Error {
 }
 
 fn parse_status(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<CardStatus> {
-    let field = |t: u16| m.get(&t).ok_or_else(|| malformed_status(&format!("tag {t:04X} missing")));
-    let byte = |t: u16| -> Result<u8> { field(t)?.first().copied().ok_or_else(|| malformed_status("empty field")) };
+    let field = |t: u16| {
+        m.get(&t)
+            .ok_or_else(|| malformed_status(&format!("tag {t:04X} missing")))
+    };
+    let byte = |t: u16| -> Result<u8> {
+        field(t)?
+            .first()
+            .copied()
+            .ok_or_else(|| malformed_status("empty field"))
+    };
     let word = |t: u16| -> Result<u16> {
         let v = field(t)?;
         (v.len() == 2)
@@ -458,13 +466,17 @@ fn parse_status(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<CardStat
 }
 
 fn parse_key_state(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<KeyState> {
-    let kg = m.get(&tag::KEY_GROUP_STATUS).ok_or_else(|| malformed_status("no key group status"))?;
+    let kg = m
+        .get(&tag::KEY_GROUP_STATUS)
+        .ok_or_else(|| malformed_status("no key group status"))?;
     let [size, bits] = kg[..] else {
         return Err(malformed_status("key group status is not 2 bytes"));
     };
     let elements_written: Vec<u8> = (0..size).filter(|i| bits & (1 << i) != 0).map(|i| i + 1).collect();
     let text = |t: u16| m.get(&t).map(|b| String::from_utf8_lossy(b).into_owned());
-    let ex = m.get(&tag::EXPORT_STATUS).ok_or_else(|| malformed_status("no export status"))?;
+    let ex = m
+        .get(&tag::EXPORT_STATUS)
+        .ok_or_else(|| malformed_status("no export status"))?;
     if ex.len() < 7 || ex.len() != 7 + ex[6] as usize {
         return Err(malformed_status("bad export status"));
     }

@@ -311,6 +311,7 @@ fn killing_the_simulator_during_writes_leaves_the_card_old_or_new() {
         );
         expected = first;
     }
+    println!("SIGKILL during writes through pcscd: 12 rounds, every card file old or new, none torn");
 }
 
 #[test]

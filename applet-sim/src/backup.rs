@@ -554,38 +554,58 @@ impl Applet {
         }
     }
 
-    /// RESTORE DATA: P1 = 00 a record (P2 = 0), 01 the trailer of the current backup.
+    /// RESTORE DATA: P1 = 00 a record, 01 the trailer of the current backup,
+    /// 02 the last record followed by the trailer (one APDU less). P2 = 00.
     pub(crate) fn restore_data(&mut self, c: &CommandApdu) -> HandlerResult {
-        if c.p1 > 1 || c.p2 != 0 {
+        if c.p1 > 2 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
         }
+        let r = self.session.restore.as_ref().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        if r.current.trailer_ok {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        match c.p1 {
+            0 => self.take_record(&c.data)?,
+            1 => self.take_trailer(&c.data)?,
+            _ => {
+                if c.data.len() < bk::TRAILER_LEN {
+                    return Err(sw::WRONG_LENGTH);
+                }
+                let (record, trailer) = c.data.split_at(c.data.len() - bk::TRAILER_LEN);
+                self.take_record(record)?;
+                self.take_trailer(trailer)?;
+            }
+        }
+        Ok(vec![])
+    }
+
+    /// Check the trailer of the current backup; any mismatch abandons the restore.
+    fn take_trailer(&mut self, t: &[u8]) -> Result<(), u16> {
+        if t.len() != bk::TRAILER_LEN {
+            return Err(sw::WRONG_LENGTH);
+        }
+        let r = self.session.restore.as_mut().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let cur = &mut r.current;
+        let count = u32::from_be_bytes(t[..4].try_into().expect("4"));
+        let mac = trailer_mac(&cur.key, &cur.header_hash, count, cur.records_hash.clone().finish())?;
+        if count != cur.next_record || !openssl::memcmp::eq(&mac, &t[4..]) || cur.pages_received != cur.pages_declared {
+            // Truncated, reordered or forged: the whole restore is abandoned.
+            self.session.restore = None;
+            return Err(sw::WRONG_DATA);
+        }
+        cur.trailer_ok = true;
+        Ok(())
+    }
+
+    /// Open the next record and stage its pages; any failure abandons the restore.
+    fn take_record(&mut self, data: &[u8]) -> Result<(), u16> {
         let ps = self.state.page_size as usize;
         let pc = self.state.page_count;
         let r = self.session.restore.as_mut().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
         let cur = &mut r.current;
-        if cur.trailer_ok {
-            return Err(sw::CONDITIONS_NOT_SATISFIED);
-        }
-        if c.p1 == 1 {
-            if c.data.len() != bk::TRAILER_LEN {
-                return Err(sw::WRONG_LENGTH);
-            }
-            let count = u32::from_be_bytes(c.data[..4].try_into().expect("4"));
-            let mac = trailer_mac(&cur.key, &cur.header_hash, count, cur.records_hash.clone().finish())?;
-            if count != cur.next_record
-                || !openssl::memcmp::eq(&mac, &c.data[4..])
-                || cur.pages_received != cur.pages_declared
-            {
-                // Truncated, reordered or forged: the whole restore is abandoned.
-                self.session.restore = None;
-                return Err(sw::WRONG_DATA);
-            }
-            cur.trailer_ok = true;
-            return Ok(vec![]);
-        }
         let index = cur.next_record;
         let aad = record_aad(&cur.card, cur.counter, index);
-        let Ok(plain) = crypto::open(&cur.key, &record_nonce(index), &aad, &c.data) else {
+        let Ok(plain) = crypto::open(&cur.key, &record_nonce(index), &aad, data) else {
             self.session.restore = None;
             return Err(sw::WRONG_DATA);
         };
@@ -614,13 +634,13 @@ impl Applet {
             self.session.restore = None;
             return Err(sw::WRONG_DATA);
         }
-        hash_record(&mut cur.records_hash, &c.data);
+        hash_record(&mut cur.records_hash, data);
         cur.next_record += 1;
         cur.pages_received += pages.len() as u16;
         for (p, content) in pages {
             r.staged.insert(p, content);
         }
-        Ok(vec![])
+        Ok(())
     }
 
     /// RESTORE COMPLETE: commit every staged page in one state write, flag the

@@ -275,6 +275,13 @@ impl Command {
         Command::new("RESTORE DATA", cla::PROPRIETARY, ins::RESTORE_DATA, 0, 0).with_data(record)
     }
 
+    /// The last record of a backup together with its trailer (RESTORE DATA P1 = 02).
+    pub fn restore_last_record(record: &[u8], trailer: &[u8]) -> Command {
+        let mut data = record.to_vec();
+        data.extend_from_slice(trailer);
+        Command::new("RESTORE DATA", cla::PROPRIETARY, ins::RESTORE_DATA, 2, 0).with_data(&data)
+    }
+
     pub fn restore_trailer(trailer: &[u8]) -> Command {
         Command::new("RESTORE DATA", cla::PROPRIETARY, ins::RESTORE_DATA, 1, 0).with_data(trailer)
     }

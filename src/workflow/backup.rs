@@ -246,23 +246,23 @@ pub fn restore(
     plan: &RestorePlan<'_>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoreReport> {
-    let st = card.status()?;
+    let target_card = card.card_number()?;
     let first = plan
         .chain
         .first()
         .ok_or_else(|| Error::Usage("nothing to restore".into()))?;
-    let other = first.card_number != st.card_number;
+    let other = first.card_number != target_card;
     if other && plan.authorization.is_none() {
         return Err(Error::Usage(format!(
             "backup of card {} onto card {} needs an issuer authorization (--authorization FILE)",
-            first.card_number, st.card_number
+            first.card_number, target_card
         )));
     }
     let mode = if other { "other-card" } else { "same-card" };
     let last = plan.chain.last().expect("non-empty");
-    let restore_id = vault.start_restore(last.id, &st.card_number, mode)?;
+    let restore_id = vault.start_restore(last.id, &target_card, mode)?;
     let before = card.channel().stats();
-    let total: u64 = plan.chain.iter().map(|b| b.record_count as u64 + 2).sum();
+    let total: u64 = plan.chain.iter().map(|b| b.record_count as u64 + 1).sum();
     let mut done = 0u64;
     let result = (|| -> Result<u16> {
         for (i, row) in plan.chain.iter().enumerate() {
@@ -288,19 +288,34 @@ pub fn restore(
             if !r.sw.is_ok() {
                 return Err(restore_err("RESTORE", r.sw));
             }
-            for rec in &b.records {
-                let r = card.channel().transmit(&Command::restore_record(rec))?;
+            // Records in order; the last one travels with the trailer, when the
+            // two fit one APDU.
+            let n = b.records.len();
+            let fits = b
+                .records
+                .last()
+                .map(|r| r.len() + b.trailer.len() <= 65535)
+                .unwrap_or(false);
+            for (k, rec) in b.records.iter().enumerate() {
+                let cmd = if k + 1 == n && fits {
+                    Command::restore_last_record(rec, &b.trailer)
+                } else {
+                    Command::restore_record(rec)
+                };
+                let r = card.channel().transmit(&cmd)?;
                 if !r.sw.is_ok() {
                     return Err(restore_err("RESTORE DATA", r.sw));
                 }
                 done += 1;
                 progress(done, total);
             }
-            let r = card.channel().transmit(&Command::restore_trailer(&b.trailer))?;
-            if !r.sw.is_ok() {
-                return Err(restore_err("RESTORE DATA (trailer)", r.sw));
+            if !fits {
+                let r = card.channel().transmit(&Command::restore_trailer(&b.trailer))?;
+                if !r.sw.is_ok() {
+                    return Err(restore_err("RESTORE DATA (trailer)", r.sw));
+                }
             }
-            done += 2;
+            done += 1;
             progress(done, total);
         }
         let r = card.channel().transmit(&Command::restore_complete())?;
@@ -320,7 +335,7 @@ pub fn restore(
         } else {
             "restore"
         },
-        card: &st.card_number,
+        card: &target_card,
         peer: Some(&first.card_number),
         result: &outcome,
         details: serde_json::json!({
@@ -332,7 +347,7 @@ pub fn restore(
     let written = result?;
     let after = card.channel().stats();
     Ok(RestoreReport {
-        target_card: st.card_number,
+        target_card,
         source_card: first.card_number.clone(),
         mode: mode.into(),
         chain: plan.chain.iter().map(|b| b.counter).collect(),

@@ -100,7 +100,9 @@ pub fn duplicate(
 
     // Step 2: both groups complete and equal, compared by check value only.
     let (Some(mkcv), Some(bkcv)) = (mkcv, bkcv) else {
-        return Err(Error::Refused("a key group is still incomplete after writing its elements".into()));
+        return Err(Error::Refused(
+            "a key group is still incomplete after writing its elements".into(),
+        ));
     };
     if mkcv != bkcv {
         return Err(Error::Refused(format!(
@@ -126,7 +128,15 @@ pub fn duplicate(
     let counter = if already {
         done.take_outs
     } else {
-        take_out_import_confirm(main, backup, opts, vault, (&ms.card_number, &bs.card_number), &mkcv, &kcv_hex)?
+        take_out_import_confirm(
+            main,
+            backup,
+            opts,
+            vault,
+            (&ms.card_number, &bs.card_number),
+            &mkcv,
+            &kcv_hex,
+        )?
     };
 
     // Step 4: what the main card's public key locks, the backup card opens.
@@ -134,7 +144,9 @@ pub fn duplicate(
     let wrapped = crypto::wrap_key(&public, &probe, CHECK_AAD).map_err(|e| Error::Data(e.to_string()))?;
     let opened = backup.unwrap_file_key(CHECK_AAD, &wrapped)?;
     if opened[..] != probe[..] {
-        return Err(Error::Data("end-to-end check failed: the backup card opened a different key".into()));
+        return Err(Error::Data(
+            "end-to-end check failed: the backup card opened a different key".into(),
+        ));
     }
     vault.note_card(&ms.card_number, &ms.role)?;
     vault.note_card(&bs.card_number, &bs.role)?;

@@ -1,0 +1,141 @@
+//! Embedded cards for the benchmarks: issued pairs, duplicated pairs, memory
+//! filled with random data, and a 1 MiB card profile.
+
+use crate::card::CardClient;
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+use crate::transport::sim::SimReader;
+use crate::vault::Vault;
+use crate::workflow::{duplicate, issue};
+use applet_sim::Profile;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// PIN of the built-in test profiles (main, backup, replacement).
+pub const PROFILE_PIN: &[u8] = b"123456";
+/// PIN that issuance gives the benchmark holders.
+pub const HOLDER_PIN: &str = "2468";
+
+/// Open (creating from `profile`) the embedded card `name` under `dir`.
+pub fn open(dir: &Path, name: &str, profile: &str) -> Result<SimReader> {
+    SimReader::open(dir, name, profile, None)
+}
+
+/// The issuer admin key of the built-in blank cards.
+pub fn admin_key() -> Result<Secret> {
+    let p = Profile::load("blank").map_err(Error::Usage)?;
+    applet_sim::proto::from_hex(&p.admin_key)
+        .map(Zeroizing::new)
+        .ok_or_else(|| Error::Data("the blank profile's admin key is not hex".into()))
+}
+
+/// A holder record as the holder file would give it.
+pub fn holder(id: &str) -> issue::Holder {
+    issue::Holder {
+        id: id.to_string(),
+        pin: Zeroizing::new(HOLDER_PIN.as_bytes().to_vec()),
+        member_number: Some(format!("M-{id}")),
+        expiry: Some("2030-12".into()),
+        key1: None,
+    }
+}
+
+/// `n` random key group elements.
+pub fn elements(n: usize) -> Vec<Secret> {
+    (0..n)
+        .map(|_| Zeroizing::new(applet_sim::crypto::random::<32>().to_vec()))
+        .collect()
+}
+
+pub fn issue_options() -> Result<issue::IssueOptions> {
+    Ok(issue::IssueOptions {
+        admin_key: admin_key()?,
+        key_group_size: 3,
+        no_export_after_backup: false,
+    })
+}
+
+/// Personalize the blank embedded card `name` as `role` for `h`.
+pub fn issue_card(dir: &Path, name: &str, h: &issue::Holder, role: &str, key1: &[u8]) -> Result<SimReader> {
+    let mut r = open(dir, name, "blank")?;
+    issue::personalize(&mut crate::cli::client(&mut r, false)?, h, role, key1, &issue_options()?)?;
+    Ok(r)
+}
+
+/// A main and a backup card issued to holder `id` with a shared key 1, then
+/// duplicated. Returns the readers, the main card's public key and key 1.
+pub struct DuplicatedPair {
+    pub main: SimReader,
+    pub backup: SimReader,
+    pub public: Vec<u8>,
+    pub key1: Secret,
+    pub holder: issue::Holder,
+}
+
+pub fn duplicated_pair(dir: &Path, id: &str, vault: &mut Vault) -> Result<DuplicatedPair> {
+    let h = holder(id);
+    let key1: Secret = Zeroizing::new(applet_sim::crypto::random::<32>().to_vec());
+    let mut main = issue_card(dir, &format!("{id}-main"), &h, "main", &key1)?;
+    let mut backup = issue_card(dir, &format!("{id}-backup"), &h, "backup", &key1)?;
+    let report = {
+        let mut m = crate::cli::client(&mut main, false)?;
+        let mut b = crate::cli::client(&mut backup, false)?;
+        let opts = duplicate::DuplicateOptions {
+            main_pin: h.pin.clone(),
+            backup_pin: h.pin.clone(),
+            elements: elements(2),
+            backup_gets_public_key: false,
+        };
+        duplicate::duplicate(&mut m, &mut b, &opts, vault)?
+    };
+    let public = applet_sim::proto::from_hex(&report.public_key)
+        .ok_or_else(|| Error::Data("duplicate reported a public key that is not hex".into()))?;
+    Ok(DuplicatedPair {
+        main,
+        backup,
+        public,
+        key1,
+        holder: h,
+    })
+}
+
+/// Write `len` random bytes from page 0 on, in 32 KiB WRITE MEMORY commands.
+pub fn fill(card: &mut CardClient<'_>, page_size: usize, len: usize) -> Result<()> {
+    let mut data = vec![0u8; len];
+    openssl::rand::rand_bytes(&mut data).map_err(|e| Error::Data(e.to_string()))?;
+    let per = (32768 / page_size).max(1) * page_size;
+    for (i, chunk) in data.chunks(per).enumerate() {
+        card.write_memory((i * per / page_size) as u16, chunk)?;
+    }
+    Ok(())
+}
+
+/// Write a card profile like the built-in main card but with `page_count`
+/// pages of 256 bytes (4096 pages = a 1 MiB application area).
+pub fn large_profile(dir: &Path, page_count: u16) -> Result<PathBuf> {
+    let p = Profile::load("main").map_err(Error::Usage)?;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let text = format!(
+        "role = \"main\"\npin = \"{}\"\nadmin_key = \"{}\"\npage_size = 256\npage_count = {page_count}\n\
+         issued = true\nkey_group_size = 3\nkey1 = \"{}\"\nmember_number = \"M-BENCH\"\nexpiry = \"2031-12\"\n\
+         common_key = \"{}\"\nissuer_public_key = \"{}\"\n",
+        p.pin,
+        p.admin_key,
+        opt(&p.key1),
+        opt(&p.common_key),
+        opt(&p.issuer_public_key)
+    );
+    let path = dir.join(format!("main-{page_count}-pages.toml"));
+    super::write_file(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// Generate the main key on a pre-issued `main` profile card (elements 2 and 3
+/// first). Returns the public key.
+pub fn give_key(card: &mut CardClient<'_>) -> Result<Vec<u8>> {
+    card.verify_pin(PROFILE_PIN)?;
+    for (i, e) in elements(2).iter().enumerate() {
+        card.write_key_element(i as u8 + 2, e)?;
+    }
+    card.generate_key_pair()
+}
