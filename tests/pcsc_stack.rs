@@ -570,3 +570,22 @@ fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
         "sigkill through pcscd: {tried} runs, {reported} interrupted and reported, all card files and vaults intact"
     );
 }
+
+#[test]
+fn a_reader_without_a_card_is_a_clear_error() {
+    if !pcscd_ready() {
+        return;
+    }
+    let _g = vpcd_lock();
+    wait_for("empty readers", Duration::from_secs(10), || !card_present(READER0));
+    let home = temp_dir("nocard");
+    let o = run(cardvault(&home).args(["-r", "0", "status"]));
+    assert_eq!(o.status.code(), Some(3));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("no card in reader 'Virtual PCD 00 00'"), "{e}");
+    // And no reader choice at all: the list of readers.
+    let o = run(cardvault(&home).arg("status"));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("no reader has a card"), "{}", stderr(&o));
+}
