@@ -592,3 +592,21 @@ fn export_and_import_move_backups_between_vaults() {
         .args(["--json", "vault", "list"])));
     assert!(l["backups"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn application_writes_are_refused_while_a_backup_is_in_progress() {
+    let home = temp_dir("busy");
+    write(&home, "b", 0, &[1u8; 1024]);
+    let mut r = SimReader::open(&home, "b", "main", None).unwrap();
+    let mut c = client(&mut r, false).unwrap();
+    c.verify_pin(PIN.as_bytes()).unwrap();
+    // A tiny block size keeps the backup open after its first answer.
+    let resp = c.channel().transmit(&Command::backup(bk::TYPE_FULL, 1024, 0)).unwrap();
+    assert_eq!(resp.sw, StatusWord::MoreBlocks);
+    let before = state(&home, "b");
+    let sw = c.channel().transmit(&Command::write_memory(0, &[9u8; 16])).unwrap().sw;
+    assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
+    let sw = c.channel().transmit(&Command::credit(1, 10)).unwrap().sw;
+    assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
+    assert_eq!(state(&home, "b").memory, before.memory);
+}

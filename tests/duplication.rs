@@ -498,3 +498,36 @@ fn a_state_changing_command_is_never_answered_with_6cxx() {
     assert_eq!(data.len(), 65);
     assert_eq!(snapshot(&home, "s-alice-main").main_key.as_ref().unwrap().public, data);
 }
+
+#[test]
+fn the_card_re_encrypts_a_file_key_to_its_peer_fig5() {
+    let home = temp_dir("peer");
+    issue(&home, "p", "pair", "alice,2468,M-1,2030-01,\nbob,2468,M-2,2030-01,\n");
+    assert!(duplicate(&home, "p-alice-main", "p-alice-backup").status.success());
+    assert!(duplicate(&home, "p-bob-main", "p-bob-backup").status.success());
+    let alice = snapshot(&home, "p-alice-main")
+        .main_key
+        .as_ref()
+        .unwrap()
+        .public
+        .clone();
+    let bob = snapshot(&home, "p-bob-main").main_key.as_ref().unwrap().public.clone();
+    let file_key = [0x5Au8; 32];
+    let aad = b"mail header";
+    let wrapped = applet_sim::crypto::wrap_key(&alice, &file_key, aad).unwrap();
+    // Without a peer key the card refuses, and nothing changes.
+    let before = snapshot(&home, "p-alice-main");
+    let (_, sw) = send(&home, "p-alice-main", true, &Command::rewrap_to_peer(aad, &wrapped));
+    assert_eq!(sw, StatusWord::ReferenceDataNotFound);
+    assert_eq!(snapshot(&home, "p-alice-main"), before);
+    let (_, sw) = send(&home, "p-alice-main", true, &Command::set_peer_key(&bob));
+    assert!(sw.is_ok());
+    let (for_bob, sw) = send(&home, "p-alice-main", true, &Command::rewrap_to_peer(aad, &wrapped));
+    assert!(sw.is_ok() && for_bob.len() == applet_sim::crypto::WRAPPED_KEY_LEN);
+    let (opened, sw) = send(&home, "p-bob-main", true, &Command::unwrap_file_key(aad, &for_bob));
+    assert!(sw.is_ok());
+    assert_eq!(opened, file_key);
+    // Alice's card cannot open what it re-encrypted for Bob.
+    let (_, sw) = send(&home, "p-alice-main", true, &Command::unwrap_file_key(aad, &for_bob));
+    assert_eq!(sw, StatusWord::WrongData);
+}

@@ -589,3 +589,26 @@ fn a_reader_without_a_card_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("no reader has a card"), "{}", stderr(&o));
 }
+
+#[test]
+fn wait_for_a_card_that_arrives_later() {
+    if !pcscd_ready() {
+        return;
+    }
+    let _g = vpcd_lock();
+    wait_for("empty readers", Duration::from_secs(10), || !card_present(READER0));
+    let dir = temp_dir("wait");
+    let home = dir.join("home");
+    let card = dir.join("late.card");
+    let child = cardvault(&home)
+        .args(["--json", "--wait", "20", "-r", "0", "status"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let _sim = Sim::one(&card, "main");
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["card_number"], card_number_of(&card).as_str());
+}
