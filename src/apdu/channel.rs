@@ -279,6 +279,14 @@ impl<'a> Channel<'a> {
     }
 }
 
+impl Drop for Channel<'_> {
+    fn drop(&mut self) {
+        // The buffers carried PINs and unwrapped file keys.
+        zeroize::Zeroize::zeroize(&mut self.cmd_buf);
+        zeroize::Zeroize::zeroize(&mut self.resp_buf);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
