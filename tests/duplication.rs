@@ -531,3 +531,39 @@ fn the_card_re_encrypts_a_file_key_to_its_peer_fig5() {
     let (_, sw) = send(&home, "p-alice-main", true, &Command::unwrap_file_key(aad, &for_bob));
     assert_eq!(sw, StatusWord::WrongData);
 }
+
+#[test]
+fn an_unwrapped_file_key_is_masked_in_traces_and_apdu_output_even_in_pieces() {
+    let home = temp_dir("maskkey");
+    issue(&home, "m", "pair", "alice,2468,M-1,2030-01,\n");
+    assert!(duplicate(&home, "m-alice-main", "m-alice-backup").status.success());
+    let public = snapshot(&home, "m-alice-main")
+        .main_key
+        .as_ref()
+        .unwrap()
+        .public
+        .clone();
+    let file_key = [0xC3u8; 32];
+    let aad = b"x";
+    let wrapped = applet_sim::crypto::wrap_key(&public, &file_key, aad).unwrap();
+    // UNWRAP FILE KEY with Le = 10: the key comes in two parts through GET RESPONSE.
+    let mut data = vec![aad.len() as u8];
+    data.extend_from_slice(aad);
+    data.extend_from_slice(&wrapped);
+    let mut apdu = vec![0x80, 0xE8, 0, 0, data.len() as u8];
+    apdu.extend_from_slice(&data);
+    apdu.push(0x10);
+    let o = run(cardvault(&home).args([
+        "--trace",
+        "-r",
+        "sim:m-alice-main",
+        "apdu",
+        "00A4040006F043564C5401",
+        "0020008104 32343638",
+        &to_hex(&apdu),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = (stdout(&o) + &stderr(&o)).to_lowercase();
+    assert!(all.contains("secret bytes masked"), "{all}");
+    assert!(!all.contains("c3c3c3c3"), "the file key leaked: {all}");
+}

@@ -231,8 +231,16 @@ impl Card {
             return;
         }
         // 6Cxx asks the terminal to send the command again: only for commands
-        // that changed nothing, so a repeat cannot run them twice.
-        if c.ne > 0 && r <= 256 && c.data.is_empty() && !self.applet.last_changed_state() {
+        // that read and change nothing (not even session progress), so a
+        // repeat cannot run them twice.
+        let repeatable = matches!(
+            (c.cla & !cla::CHAINING, c.ins),
+            (cla::ISO, ins::GET_DATA)
+                | (cla::ISO, ins::SELECT)
+                | (cla::PROPRIETARY, ins::READ_MEMORY)
+                | (cla::PROPRIETARY, ins::GET_BALANCE)
+        );
+        if c.ne > 0 && r <= 256 && c.data.is_empty() && repeatable && !self.applet.last_changed_state() {
             push_sw(out, 0x6C00 | (r & 0xFF) as u16);
             return;
         }

@@ -115,8 +115,10 @@ impl<'a> Channel<'a> {
 
     /// Send exactly the bytes in `self.cmd_buf`; the response lands in `self.resp_buf`.
     fn exchange(&mut self, secret: bool) -> Result<StatusWord> {
-        let secret_response =
-            self.cmd_buf.len() >= 2 && applet_sim::proto::response_data_is_secret(self.cmd_buf[0], self.cmd_buf[1]);
+        // Secret answers stay masked across the GET RESPONSE parts that carry them.
+        let secret_response = self.secret_response
+            || (self.cmd_buf.len() >= 2
+                && applet_sim::proto::response_data_is_secret(self.cmd_buf[0], self.cmd_buf[1]));
         let start = self.trace.then(Instant::now);
         let r = self.tx.transmit(&self.cmd_buf, &mut self.resp_buf);
         if let Err(e) = r {
