@@ -47,10 +47,7 @@ impl Vault {
         let at = crate::util::now_utc();
         let details = e.details.to_string();
         let path = self.path.clone();
-        let verr = |x: rusqlite::Error| crate::Error::Vault {
-            path: path.clone(),
-            reason: x.to_string(),
-        };
+        let verr = super::vault_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

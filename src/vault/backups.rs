@@ -83,10 +83,7 @@ impl Vault {
         let digest = backup_digest(b.header, b.records, b.trailer);
         let now = crate::util::now_utc();
         let path = self.path.clone();
-        let verr = |e: rusqlite::Error| Error::Vault {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let verr = super::vault_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -394,10 +391,7 @@ impl Vault {
         }
         let rows = other.list_backups(None)?;
         let path = self.path.clone();
-        let verr = |e: rusqlite::Error| Error::Vault {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let verr = super::vault_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

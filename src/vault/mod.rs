@@ -20,6 +20,15 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_backups.sql"),
 ];
 
+/// Maps SQLite errors of the vault at `path` to [`Error::Vault`]; usable while
+/// a transaction borrows the connection.
+pub(crate) fn vault_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + Copy + '_ {
+    move |e| Error::Vault {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
 /// An open vault.
 pub struct Vault {
     conn: Connection,
@@ -84,10 +93,7 @@ impl Vault {
 
     fn migrate(&mut self) -> Result<()> {
         let path = self.path.clone();
-        let verr = |e: rusqlite::Error| Error::Vault {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let verr = vault_error(&path);
         // IMMEDIATE: two terminals opening a new vault at once migrate it once.
         let tx = self
             .conn
