@@ -612,3 +612,25 @@ fn wait_for_a_card_that_arrives_later() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json(&o)["card_number"], card_number_of(&card).as_str());
 }
+
+#[test]
+fn a_65535_byte_read_arrives_whole_through_vpcd() {
+    if !pcscd_ready() {
+        return;
+    }
+    let _g = vpcd_lock();
+    let dir = temp_dir("bigread");
+    let home = dir.join("home");
+    let card = dir.join("big.card");
+    let _sim = Sim::one(&card, "main");
+    let pattern: Vec<u8> = (0..65535u32).map(|i| (i * 7 % 253) as u8).collect();
+    let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
+    let back = with_selected(r.as_mut(), false, |c| {
+        c.verify_pin(b"123456")?;
+        c.write_memory(0, &pattern[..32768])?;
+        c.write_memory(128, &pattern[32768..])?;
+        c.read_memory(0, 65535)
+    })
+    .unwrap();
+    assert_eq!(back, pattern);
+}

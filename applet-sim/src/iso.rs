@@ -13,6 +13,10 @@ use std::path::Path;
 /// Largest command data a chain may accumulate.
 const MAX_CHAIN: usize = 65535;
 
+/// Largest response data in one answer: a vpcd frame carries 65535 bytes, two
+/// of which are the status word. Longer answers continue with 61xx.
+pub const MAX_RESPONSE_DATA: usize = 65533;
+
 /// A simulated card: one applet behind the ISO 7816-4 layer.
 #[derive(Debug)]
 pub struct Card {
@@ -225,7 +229,8 @@ impl Card {
     /// - Le too short for a longer response: Ne bytes and `61xx` for the rest.
     fn respond(&mut self, c: &CommandApdu, data: Vec<u8>, final_sw: u16, out: &mut Vec<u8>) {
         let r = data.len();
-        if r == 0 || c.ne >= r {
+        let ne = c.ne.min(MAX_RESPONSE_DATA);
+        if r == 0 || ne >= r {
             out.extend_from_slice(&data);
             push_sw(out, final_sw);
             return;
@@ -244,7 +249,7 @@ impl Card {
             push_sw(out, 0x6C00 | (r & 0xFF) as u16);
             return;
         }
-        let first = c.ne.min(r);
+        let first = ne.min(r);
         out.extend_from_slice(&data[..first]);
         self.pending = data;
         self.pending_pos = first;
@@ -262,7 +267,7 @@ impl Card {
             push_sw(out, sw::CONDITIONS_NOT_SATISFIED);
             return;
         }
-        let n = c.ne.min(left);
+        let n = c.ne.min(MAX_RESPONSE_DATA).min(left);
         out.extend_from_slice(&self.pending[self.pending_pos..self.pending_pos + n]);
         self.pending_pos += n;
         let left = left - n;
