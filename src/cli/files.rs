@@ -121,7 +121,9 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
     let mut nr = ctx.open_named(&a.new_main)?;
     let mut backup = client(br.as_mut(), ctx.trace)?;
     let mut new_main = client(nr.as_mut(), ctx.trace)?;
-    let (bs, ns) = (backup.status()?, new_main.status()?);
+    // One status read per card: the new card's template also carries its key.
+    let bs = backup.status()?;
+    let (ns, nk) = new_main.overview()?;
     if bs.role != "backup" {
         return Err(Error::Refused(format!(
             "card {} in {} is not a backup card",
@@ -130,7 +132,7 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
     }
     backup.verify_pin(&backup_pin)?;
     new_main.verify_pin(&new_pin)?;
-    let public = match new_main.public_key()? {
+    let public = match nk.public_key.as_deref().and_then(applet_sim::proto::from_hex) {
         Some(p) => p,
         None => {
             let src = a.elements.as_ref().ok_or_else(|| {
@@ -140,7 +142,7 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
                 ))
             })?;
             let elements = super::duplicate::parse_elements(&src.read_all("key group elements 2..n (hex)")?)?;
-            let size = new_main.key_state()?.group_size as usize;
+            let size = nk.group_size as usize;
             if elements.len() + 1 != size {
                 return Err(Error::Usage(format!(
                     "the new main card's key group has {size} elements: give {} (elements 2..{size}), {} given",

@@ -131,15 +131,31 @@ impl Vault {
             .map_err(|e| self.err(e))
     }
 
+    /// Backups of one card (an index search) or of all cards.
     pub fn list_backups(&self, card: Option<&str>) -> Result<Vec<BackupRow>> {
-        let mut st = self
-            .conn
-            .prepare(&format!(
-                "SELECT {ROW_COLUMNS} FROM backups WHERE ?1 IS NULL OR card_number = ?1 ORDER BY card_number, counter"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = st.query_map([card], row).map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+        let rows = match card {
+            Some(c) => {
+                let mut st = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT {ROW_COLUMNS} FROM backups WHERE card_number = ?1 ORDER BY counter"
+                    ))
+                    .map_err(|e| self.err(e))?;
+                let rows = st.query_map([c], row).map_err(|e| self.err(e))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            }
+            None => {
+                let mut st = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT {ROW_COLUMNS} FROM backups ORDER BY card_number, counter"
+                    ))
+                    .map_err(|e| self.err(e))?;
+                let rows = st.query_map([], row).map_err(|e| self.err(e))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            }
+        };
+        rows.map_err(|e| self.err(e))
     }
 
     pub fn backup_row(&self, id: i64) -> Result<Option<BackupRow>> {
