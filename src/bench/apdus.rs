@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::transport::sim::SimReader;
 use crate::vault::Vault;
 use crate::workflow::{backup as wb, duplicate, files as wf, issue};
-use applet_sim::proto::{backup as bk, tag};
+use applet_sim::proto::backup as bk;
 use std::path::Path;
 
 /// Largest command data field (extended Lc).
@@ -108,8 +108,8 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Section> {
     progress("apdus: the CLI, counted from --trace");
     cli_counts(cfg, &dir, &mut s)?;
     s.note(
-        "the minimum counts one status read per card; the key group size and whether a main key exists are in \
-         the card status template too, so a separate read of either is above the minimum",
+        "the minimum counts one status read per card: the card status template carries the key group, the \
+         main key and the export state, so any further read of them is above the minimum",
     );
     Ok(s)
 }
@@ -164,8 +164,7 @@ fn duplicate_minimum() -> Minimum {
         .add(2, "SELECT")
         .add(2, "status")
         .add(2, "VERIFY")
-        .add(4, "WRITE KEY ELEMENT 2..3")
-        .add(2, "GET DATA check value")
+        .add(4, "WRITE KEY ELEMENT 2..3 (the last answers the check value)")
         .add(1, "GENERATE KEY PAIR")
         .add(1, "TAKE OUT KEY")
         .add(1, "IMPORT KEY")
@@ -173,52 +172,45 @@ fn duplicate_minimum() -> Minimum {
         .add(1, "UNWRAP FILE KEY (end-to-end check)")
 }
 
-/// Bytes of the backups in `chain` as stored (records), and their minimum.
+/// Bytes of the backups in `chain` as stored (records and trailers), and
+/// their minimum: per backup its header, then records and trailer packed
+/// into as few RESTORE DATA commands as the command data field allows.
 fn restore_minimum(vault: &Vault, chain: &[crate::vault::BackupRow]) -> Result<(Minimum, u64)> {
-    let mut min = Minimum::default().add(1, "SELECT").add(1, "status").add(1, "VERIFY");
     let mut payload = 0;
-    let mut records = 0;
+    let mut data_apdus = 0;
     for row in chain {
         let b = vault.load_backup(row.id)?;
-        for r in &b.records {
-            records += (r.len() as u64).div_ceil(MAX_COMMAND_DATA);
-            payload += r.len() as u64;
-        }
+        let bytes = b.records.iter().map(|r| r.len() as u64).sum::<u64>() + b.trailer.len() as u64;
+        data_apdus += bytes.div_ceil(MAX_COMMAND_DATA);
+        payload += bytes;
     }
-    let n = chain.len() as u64;
-    min = min
-        .add(n, "RESTORE (header)")
-        .add(records, "RESTORE DATA records")
-        .add(n, "RESTORE DATA trailer")
+    let min = Minimum::default()
+        .add(1, "SELECT")
+        .add(1, "status")
+        .add(1, "VERIFY")
+        .add(chain.len() as u64, "RESTORE (header)")
+        .add(data_apdus, "RESTORE DATA (records + trailer)")
         .add(1, "RESTORE COMPLETE");
     Ok((min, payload))
 }
 
-/// Restore the newest backup of the card in `r` (its whole chain) onto it.
+/// Restore the newest backup of the card in `r` (its whole chain) onto it:
+/// SELECT + VERIFY + the workflow.
 fn restore_latest(r: &mut SimReader, vault: &mut Vault) -> Result<(Stats, Vec<crate::vault::BackupRow>)> {
-    let mut c = client(r, false)?;
-    c.verify_pin(PROFILE_PIN)?;
-    let number = c.card_number()?;
-    let before = stats(&mut c);
+    let number = r.card().state().card_number.clone();
     let last = vault
         .latest_backup(&number)?
         .ok_or_else(|| Error::Data("the benchmark backup is missing".into()))?;
     let chain = vault.chain_to(&last)?;
+    let mut c = client(r, false)?;
+    c.verify_pin(PROFILE_PIN)?;
     let plan = wb::RestorePlan {
         chain: chain.clone(),
         authorization: None,
         override_rollback: false,
     };
     wb::restore(&mut c, vault, &plan, &|_, _| {})?;
-    // The card number read above stands in for the status read the CLI makes
-    // before the workflow's own; count SELECT + VERIFY + the workflow.
-    let after = stats(&mut c);
-    let s = Stats {
-        apdus: after.apdus - before.apdus + 2,
-        bytes_out: after.bytes_out,
-        bytes_in: after.bytes_in,
-    };
-    Ok((s, chain))
+    Ok((stats(&mut c), chain))
 }
 
 /// One backup of the card in `r`; returns what went over the wire.
@@ -250,7 +242,7 @@ fn write_pages(r: &mut SimReader, pages: &[u16], page_size: usize) -> Result<()>
 fn backups(cfg: &Config, dir: &Path, vault: &mut Vault, s: &mut Section) -> Result<()> {
     // A 64 KiB card: full backup, restore, differential, chain restore.
     let mut r = cards::open(dir, "b64", "main")?;
-    cards::fill(&mut client(&mut r, false)?.tap_pin()?, 256, 65536)?;
+    cards::fill_reader(&mut r, 65536)?;
     let st = backup_once(&mut r, vault, true)?;
     s.row(row(
         "full backup, 64 KiB card",
@@ -287,7 +279,7 @@ fn backups(cfg: &Config, dir: &Path, vault: &mut Vault, s: &mut Section) -> Resu
 
     // The same card behind a reader limited to short APDUs (chaining, GET RESPONSE).
     let mut short = SimReader::open(dir, "b64-short", "main", Some(false))?;
-    cards::fill(&mut client(&mut short, false)?.tap_pin()?, 256, 65536)?;
+    cards::fill_reader(&mut short, 65536)?;
     let st = backup_once(&mut short, vault, true)?;
     s.row(row(
         "full backup, 64 KiB card, short APDUs only",
@@ -299,7 +291,7 @@ fn backups(cfg: &Config, dir: &Path, vault: &mut Vault, s: &mut Section) -> Resu
     // A 1 MiB card.
     let profile = cards::large_profile(dir, 4096)?;
     let mut big = cards::open(dir, "b1m", profile.to_str().expect("utf-8 path"))?;
-    cards::fill(&mut client(&mut big, false)?.tap_pin()?, 256, 1 << 20)?;
+    cards::fill_reader(&mut big, 1 << 20)?;
     let st = backup_once(&mut big, vault, true)?;
     s.row(row(
         "full backup, 1 MiB card",
@@ -324,17 +316,16 @@ fn recover(dir: &Path, vault: &mut Vault, s: &mut Section) -> Result<()> {
     let mut b = client(&mut backup_r, false)?;
     let mut n = client(&mut new_r, false)?;
     b.status()?;
-    n.status()?;
+    let (_, keys) = n.overview()?;
     b.verify_pin(&pair.holder.pin)?;
     n.verify_pin(&pair.holder.pin)?;
-    if n.public_key()?.is_some() {
+    if keys.public_key.is_some() {
         return Err(Error::Data("the new main card already has a key".into()));
     }
-    let size = n
-        .data_object(tag::KEY_GROUP_STATUS)?
-        .and_then(|v| v.first().copied())
-        .unwrap_or(0);
-    for (i, e) in cards::elements(size.saturating_sub(1) as usize).iter().enumerate() {
+    for (i, e) in cards::elements(keys.group_size.saturating_sub(1) as usize)
+        .iter()
+        .enumerate()
+    {
         n.write_key_element(i as u8 + 2, e)?;
     }
     let public = n.generate_key_pair()?;
@@ -374,10 +365,7 @@ fn encrypt_files(dir: &Path, tag: &str, public: &[u8]) -> Result<Vec<std::path::
 fn traced_apdus(cfg: &Config, home: &Path, args: &[&str], files: &[std::path::PathBuf]) -> Result<u64> {
     let mut c = cardvault(&cfg.exe, home);
     c.env("CV_PIN", cards::HOLDER_PIN)
-        .env(
-            "CV_ELEMENTS",
-            format!("{}\n{}", "11".repeat(32), "22".repeat(32)),
-        )
+        .env("CV_ELEMENTS", format!("{}\n{}", "11".repeat(32), "22".repeat(32)))
         .arg("--trace")
         .args(args)
         .args(files);
@@ -454,16 +442,4 @@ fn cli_counts(cfg: &Config, dir: &Path, s: &mut Section) -> Result<()> {
             .detail("counted from --trace; the minimum as for the workflow"),
     );
     Ok(())
-}
-
-/// A client with the profile PIN verified (setup steps that are not counted).
-trait TapPin<'a> {
-    fn tap_pin(self) -> Result<CardClient<'a>>;
-}
-
-impl<'a> TapPin<'a> for CardClient<'a> {
-    fn tap_pin(mut self) -> Result<CardClient<'a>> {
-        self.verify_pin(PROFILE_PIN)?;
-        Ok(self)
-    }
 }

@@ -58,7 +58,13 @@ pub fn issue_options() -> Result<issue::IssueOptions> {
 /// Personalize the blank embedded card `name` as `role` for `h`.
 pub fn issue_card(dir: &Path, name: &str, h: &issue::Holder, role: &str, key1: &[u8]) -> Result<SimReader> {
     let mut r = open(dir, name, "blank")?;
-    issue::personalize(&mut crate::cli::client(&mut r, false)?, h, role, key1, &issue_options()?)?;
+    issue::personalize(
+        &mut crate::cli::client(&mut r, false)?,
+        h,
+        role,
+        key1,
+        &issue_options()?,
+    )?;
     Ok(r)
 }
 
@@ -108,6 +114,14 @@ pub fn fill(card: &mut CardClient<'_>, page_size: usize, len: usize) -> Result<(
         card.write_memory((i * per / page_size) as u16, chunk)?;
     }
     Ok(())
+}
+
+/// Fill the whole application area (`len` bytes, 256-byte pages) of a
+/// built-in-profile card with random data.
+pub fn fill_reader(r: &mut SimReader, len: usize) -> Result<()> {
+    let mut c = crate::cli::client(r, false)?;
+    c.verify_pin(PROFILE_PIN)?;
+    fill(&mut c, 256, len)
 }
 
 /// Write a card profile like the built-in main card but with `page_count`

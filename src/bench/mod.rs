@@ -20,10 +20,12 @@
 pub mod apdus;
 pub mod backup;
 pub mod batch;
+pub mod cards;
 pub mod files;
 pub mod proc;
 pub mod report;
 pub mod responder;
+pub mod robot;
 pub mod roundtrip;
 pub mod stack;
 pub mod vault;
@@ -87,7 +89,9 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 1GiB, 64MiB, 4096)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 1GiB, 64MiB, 4096)"))?;
     let mult: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" | "kb" => 1 << 10,
@@ -139,7 +143,7 @@ pub(crate) fn human_count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -1,5 +1,10 @@
 //! Timing helpers: child processes timed from spawn to exit with their peak
-//! RSS (`wait4` rusage of exactly that child), medians over interleaved rounds.
+//! RSS and CPU time, medians over interleaved rounds.
+//!
+//! The peak RSS is the child's VmHWM, sampled from /proc while it runs. The
+//! `ru_maxrss` that `wait4` reports is no use here: a child started with
+//! vfork/posix_spawn inherits the parent's high-water mark at exec, so it
+//! never reads below the benchmark process's own size.
 
 use crate::error::{Error, Result};
 use std::io::Read;
@@ -11,8 +16,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct ChildRun {
     pub wall: Duration,
-    /// Peak resident set size (VmHWM) of the child, in bytes.
+    /// Peak resident set size (VmHWM) of the child, in bytes (0 if it exited
+    /// before the first sample).
     pub max_rss: u64,
+    /// User + system CPU time of the child, in seconds.
+    pub cpu: f64,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
 }
@@ -20,6 +28,16 @@ pub struct ChildRun {
 /// Run `cmd` to completion (stdin closed, stdout and stderr captured), timing
 /// it from spawn to exit. A non-zero exit is an error naming the command.
 pub fn run_child(cmd: &mut Command) -> Result<ChildRun> {
+    run(cmd, false)
+}
+
+/// As [`run_child`], sampling the child's peak RSS every few milliseconds
+/// (a thread of this process wakes for it; only where the RSS is reported).
+pub fn run_child_rss(cmd: &mut Command) -> Result<ChildRun> {
+    run(cmd, true)
+}
+
+fn run(cmd: &mut Command, sample_rss: bool) -> Result<ChildRun> {
     let what = format!("{cmd:?}");
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
@@ -32,6 +50,27 @@ pub fn run_child(cmd: &mut Command) -> Result<ChildRun> {
         let _ = err.read_to_end(&mut v);
         v
     });
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        // Bound to this process, not its pid: reads fail once it is gone.
+        let dir = sample_rss
+            .then(|| std::fs::File::open(format!("/proc/{pid}")).ok())
+            .flatten();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while let Some(d) = &dir {
+                if let Some(kib) = vm_hwm_kib(d) {
+                    peak = peak.max(kib);
+                }
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak * 1024
+        })
+    };
     let mut stdout = Vec::new();
     let _ = out.read_to_end(&mut stdout);
     let mut status: libc::c_int = 0;
@@ -47,8 +86,13 @@ pub fn run_child(cmd: &mut Command) -> Result<ChildRun> {
         break r;
     };
     let wall = start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let max_rss = sampler.join().unwrap_or(0);
     if r != pid {
-        return Err(Error::io(format!("waiting for {what}"), std::io::Error::last_os_error()));
+        return Err(Error::io(
+            format!("waiting for {what}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     let stderr = err_reader.join().unwrap_or_default();
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
@@ -62,12 +106,32 @@ pub fn run_child(cmd: &mut Command) -> Result<ChildRun> {
             )),
         });
     }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(ChildRun {
         wall,
-        max_rss: usage.ru_maxrss as u64 * 1024,
+        max_rss,
+        cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
         stdout,
         stderr,
     })
+}
+
+/// VmHWM (KiB) from the status file of the /proc directory `dir`.
+fn vm_hwm_kib(dir: &std::fs::File) -> Option<u64> {
+    use std::os::unix::io::AsRawFd;
+    let name = c"status";
+    // SAFETY: openat relative to a directory fd we hold, with a NUL-terminated name.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a freshly opened descriptor that the File now owns.
+    let mut f = unsafe { <std::fs::File as std::os::unix::io::FromRawFd>::from_raw_fd(fd) };
+    let mut text = String::new();
+    f.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// Whether `tool` is on the PATH.
@@ -106,6 +170,11 @@ impl Samples {
             n if n % 2 == 1 => v[n / 2],
             n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
         }
+    }
+
+    /// Every sample times `k` (seconds to milliseconds, ...).
+    pub fn scaled(&self, k: f64) -> Samples {
+        Samples(self.0.iter().map(|x| x * k).collect())
     }
 
     pub fn max(&self) -> f64 {
@@ -176,9 +245,9 @@ mod tests {
 
     #[test]
     fn child_rss_and_failure() {
-        let r = run_child(Command::new("sh").args(["-c", "echo hi"])).unwrap();
+        let r = run_child_rss(Command::new("sh").args(["-c", "sleep 0.05; echo hi"])).unwrap();
         assert_eq!(r.stdout, b"hi\n");
-        assert!(r.max_rss > 0);
+        assert!(r.max_rss > 0 && r.max_rss < 64 << 20, "a shell is small: {}", r.max_rss);
         assert!(run_child(Command::new("sh").args(["-c", "exit 3"])).is_err());
     }
 }

@@ -30,6 +30,7 @@ impl Unit {
         match self {
             Unit::Apdus => format!("{v:.0} APDUs"),
             Unit::Bytes => format_bytes(v),
+            Unit::Micros if v.abs() < 1.0 => format!("{v:.2} µs"),
             Unit::Micros => format!("{v:.1} µs"),
             Unit::Millis => format!("{v:.2} ms"),
             Unit::Seconds => format!("{v:.2} s"),
@@ -378,11 +379,7 @@ impl Report {
                 let _ = writeln!(out, "   - {n}");
             }
         }
-        let _ = writeln!(
-            out,
-            "\ngoals: {} met, {} missed",
-            self.goals_met, self.goals_missed
-        );
+        let _ = writeln!(out, "\ngoals: {} met, {} missed", self.goals_met, self.goals_missed);
         out
     }
 }
@@ -449,7 +446,9 @@ mod tests {
 
     #[test]
     fn goals_and_ratios() {
-        let r = Row::new("x", 22.0, Unit::Apdus).against("min", 20.0).goal(Goal::ratio(Op::Le, 1.1));
+        let r = Row::new("x", 22.0, Unit::Apdus)
+            .against("min", 20.0)
+            .goal(Goal::ratio(Op::Le, 1.1));
         assert_eq!(r.met, Some(true));
         assert!((r.ratio.unwrap() - 1.1).abs() < 1e-9);
         let r = Row::new("rss", 70.0 * 1048576.0, Unit::Bytes).goal(Goal::value(Op::Lt, 64.0 * 1048576.0));
