@@ -207,13 +207,13 @@ fn chain(cfg: &Config, dir: &Path, s: &mut Section, progress: &dyn Fn(&str)) -> 
     s.row(
         Row::new(
             format!("chain restore, full + {n} differentials"),
-            restores.median(),
-            Unit::Seconds,
+            restores.median() * 1e3,
+            Unit::Millis,
         )
         .detail(format!(
             "{apdus} APDUs; {} per backup of the chain; {}",
             Unit::Millis.format(restores.median() * 1e3 / (n + 1) as f64),
-            restores.spread(Unit::Seconds)
+            restores.scaled(1e3).spread(Unit::Millis)
         )),
     );
     drop(vault);

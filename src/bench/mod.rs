@@ -104,6 +104,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 
 /// Run the selected parts. `progress` gets one line per step (for stderr).
 pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
+    let load = report::load_average();
     std::fs::create_dir_all(&cfg.dir).map_err(|e| Error::io(format!("creating {}", cfg.dir.display()), e))?;
     // A private pcscd, when asked for, serves every PC/SC part of this run.
     let stack = if cfg.setup_readers && cfg.parts.iter().any(|p| matches!(p, Part::Roundtrip | Part::Batch)) {
@@ -130,7 +131,7 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
         }));
     }
     drop(stack);
-    Ok(Report::new(Machine::detect(), cfg.settings(), sections))
+    Ok(Report::new(Machine::detect(load), cfg.settings(), sections))
 }
 
 /// Write `data` to `path`, naming the file on failure.

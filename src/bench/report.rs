@@ -302,10 +302,22 @@ pub struct Machine {
     pub kernel: String,
     /// `release` or `debug` (debug timings are not representative).
     pub build: &'static str,
+    /// The 1-minute load average when the run started and when it ended: other
+    /// work on the machine shows here.
+    pub load: (f64, f64),
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 impl Machine {
-    pub fn detect() -> Machine {
+    /// The machine, with the load average at the start of the run.
+    pub fn detect(load_at_start: f64) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -327,6 +339,7 @@ impl Machine {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
             build: if cfg!(debug_assertions) { "debug" } else { "release" },
+            load: (load_at_start, load_average()),
         }
     }
 }
@@ -361,8 +374,9 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "cardvault bench: {} ({} CPUs), {} MiB RAM, Linux {}, {} build",
-            m.cpu, m.cpus, m.memory_mib, m.kernel, m.build
+            "cardvault bench: {} ({} CPUs), {} MiB RAM, Linux {}, {} build; load average {:.2} at the start, \
+             {:.2} at the end",
+            m.cpu, m.cpus, m.memory_mib, m.kernel, m.build, m.load.0, m.load.1
         );
         if m.build == "debug" {
             let _ = writeln!(out, "(debug build: timings are not representative; use --release)");
@@ -454,7 +468,7 @@ mod tests {
         let r = Row::new("rss", 70.0 * 1048576.0, Unit::Bytes).goal(Goal::value(Op::Lt, 64.0 * 1048576.0));
         assert_eq!(r.met, Some(false));
         let rep = Report::new(
-            Machine::detect(),
+            Machine::detect(0.0),
             serde_json::json!({}),
             vec![Section {
                 rows: vec![r],

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 const TITLE: &str = "Per-APDU round trip through pcscd + vpcd + applet-sim";
 /// APDUs per interleaved slice.
 const SLICE: usize = 100;
+/// Round-trip APDUs per side and round, in multiples of `--apdus`: the
+/// sides differ by a few percent at most, so the medians need many slices.
+const SLICES_PER_SCRIPT: usize = 4;
 
 fn pcsc_err(doing: &'static str) -> impl Fn(pcsc::Error) -> Error {
     move |source| Error::Pcsc {
@@ -124,9 +127,9 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
     stack::wait_card(&min_r.name, true, Duration::from_secs(10))?;
 
     // Many short slices, interleaved, so that a burst of load elsewhere on
-    // the machine hits every side alike: rounds × apdus per side in all.
+    // the machine hits every side alike: 4 × rounds × apdus per side in all.
     let n = cfg.apdus.min(SLICE);
-    let slices = (cfg.rounds * cfg.apdus).div_ceil(n);
+    let slices = (cfg.rounds * cfg.apdus * SLICES_PER_SCRIPT).div_ceil(n);
     let mut s = Section::new(
         Part::Roundtrip,
         format!("{TITLE} (median µs per APDU over {slices} interleaved slices of {n} APDUs per side)"),

@@ -26,8 +26,8 @@ pub struct Args {
     /// Holder pairs issued and duplicated per configuration [default: 100].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..=10_000))]
     pairs: Option<u64>,
-    /// APDUs per side and round of the round-trip comparison (sent in interleaved
-    /// slices of 100), and in the script for scriptor [default: 1000].
+    /// APDUs in the script for cardvault and scriptor; the round-trip loops send 4x
+    /// as many per side and round, in interleaved slices of 100 [default: 1000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
     apdus: Option<u64>,
     /// Measured rounds of each side-by-side comparison, after a warm-up [default: 5].
