@@ -3,7 +3,7 @@
 
 use crate::apdu::{Channel, Command, StatusWord};
 use crate::error::{Error, Result};
-use applet_sim::proto::{self, tag, to_hex};
+use cardvault_proto::{self as proto, tag, to_hex};
 use iso7816_tlv::ber::{Tlv, Value};
 use serde::Serialize;
 
@@ -126,7 +126,7 @@ impl<'a> CardClient<'a> {
     pub fn admin_authenticate(&mut self, admin_key: &[u8], card_number: &str) -> Result<()> {
         let challenge = self.ch.exec(&Command::get_challenge())?;
         let cryptogram = zeroize::Zeroizing::new(
-            applet_sim::applet::admin_cryptogram(admin_key, &challenge, card_number).map_err(|e| Error::Io {
+            cardvault_proto::admin::admin_cryptogram(admin_key, &challenge, card_number).map_err(|e| Error::Io {
                 what: "computing the admin cryptogram".into(),
                 source: std::io::Error::other(e),
             })?,
@@ -385,7 +385,7 @@ impl CardClient<'_> {
         }
         let (public, mac) = r.split_at(65);
         let n = card_number.as_bytes();
-        let expected = applet_sim::crypto::hmac_sha256(
+        let expected = cardvault_proto::crypto::hmac_sha256(
             admin_key,
             &[proto::takeout::TRANSPORT_KEY_LABEL, &[n.len() as u8], n, public],
         )
@@ -402,7 +402,7 @@ impl CardClient<'_> {
         d.copy_from_slice(private);
         let mut aad = proto::takeout::KEY_SERVICE_LABEL.to_vec();
         aad.extend_from_slice(n);
-        let wrapped = applet_sim::crypto::wrap_key(public, &d, &aad).map_err(|e| Error::Data(e.to_string()))?;
+        let wrapped = cardvault_proto::crypto::wrap_key(public, &d, &aad).map_err(|e| Error::Data(e.to_string()))?;
         let r = self.ch.transmit(&Command::set_main_key(&wrapped))?;
         match r.sw {
             StatusWord::Ok => Ok(r.data),

@@ -62,8 +62,12 @@ pub enum Error {
     Vault { path: PathBuf, reason: String },
     #[error("the card answered {command} with a malformed response: {reason}")]
     Malformed { command: &'static str, reason: String },
+    /// The embedded card's state could not be used (the simulated chip failed).
     #[error("embedded card: {0}")]
-    Sim(#[from] applet_sim::StoreError),
+    Embedded(String),
+    /// The embedded card is held by another process.
+    #[error("embedded card: {0}")]
+    EmbeddedBusy(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
@@ -79,8 +83,8 @@ impl Error {
             Vault { .. } => exit::VAULT,
             WrongPin { .. } | PinBlocked | AdminAuthFailed => exit::AUTH,
             Malformed { .. } => exit::DATA,
-            Sim(applet_sim::StoreError::Locked { .. }) => exit::READER,
-            Sim(_) | Io { .. } => exit::FAILURE,
+            EmbeddedBusy(_) => exit::READER,
+            Embedded(_) | Io { .. } => exit::FAILURE,
         }
     }
 
@@ -104,7 +108,7 @@ impl Error {
             PinBlocked => "pin_blocked",
             AdminAuthFailed => "admin_auth_failed",
             Malformed { .. } => "malformed_response",
-            Sim(_) => "embedded_card",
+            Embedded(_) | EmbeddedBusy(_) => "embedded_card",
             Io { .. } => "io",
         }
     }

@@ -19,8 +19,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use applet_sim::crypto::{self, GCM_TAG_LEN, WRAPPED_KEY_LEN};
-use applet_sim::proto::to_hex;
+use cardvault_proto::crypto::{self, GCM_TAG_LEN, WRAPPED_KEY_LEN};
+use cardvault_proto::to_hex;
 use openssl::cipher::Cipher;
 use openssl::cipher_ctx::CipherCtx;
 use openssl::error::ErrorStack;
@@ -575,8 +575,8 @@ fn with_paths(e: FileError, input: &Path, output: &Path) -> FileError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use applet_sim::crypto::KeyPair;
-    use applet_sim::proto::from_hex;
+    use cardvault_proto::crypto::KeyPair;
+    use cardvault_proto::from_hex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const EXP: u8 = 10;

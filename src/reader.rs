@@ -73,15 +73,13 @@ pub fn list_all(opts: &ReaderOptions) -> (Vec<ReaderEntry>, Option<String>) {
             name: r.name,
             kind: "pcsc",
             card_present: r.card_present,
-            atr: r.atr.map(|a| applet_sim::proto::to_hex(&a).to_uppercase()),
+            atr: r.atr.map(|a| cardvault_proto::to_hex(&a).to_uppercase()),
         })),
         Err(e) => pcsc_note = Some(e.to_string()),
     }
     for name in crate::transport::sim::list(&opts.data_dir) {
-        let path = crate::transport::sim::card_path(&opts.data_dir, &name);
-        let atr = applet_sim::state::Store::peek(&path)
-            .ok()
-            .map(|st| applet_sim::proto::to_hex(&applet_sim::iso::atr(st.extended_length)).to_uppercase());
+        let atr =
+            crate::transport::sim::peek_atr(&opts.data_dir, &name).map(|a| cardvault_proto::to_hex(&a).to_uppercase());
         out.push(ReaderEntry {
             index: None,
             name: format!("sim:{name}"),

@@ -3,11 +3,11 @@
 
 mod common;
 
-use applet_sim::proto::backup as bk;
 use cardvault::apdu::{Command, StatusWord};
 use cardvault::cli::client;
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
+use cardvault_proto::backup as bk;
 use common::*;
 use std::path::{Path, PathBuf};
 
@@ -497,7 +497,7 @@ fn a_crash_between_vault_commit_and_complete_keeps_the_pages_for_the_next_differ
         let header = resp.data[2..2 + hlen].to_vec();
         let body = &resp.data[2 + hlen..];
         let (rec, trailer) = body.split_at(body.len() - bk::TRAILER_LEN);
-        let number = applet_sim::backup::parse_header(&header).unwrap().card_number;
+        let number = cardvault_proto::backup::parse_header(&header).unwrap().card_number;
         let mut vault = Vault::open(&home.join("vault.sqlite")).unwrap();
         vault
             .store_backup(&cardvault::vault::NewBackup {

@@ -6,7 +6,6 @@
 
 mod common;
 
-use applet_sim::proto::from_hex;
 use cardvault::apdu::{Command, StatusWord};
 use cardvault::card::CardClient;
 use cardvault::cli::client;
@@ -14,6 +13,7 @@ use cardvault::transport::fault::{FaultyReader, PullMode, PullSchedule};
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
 use cardvault::workflow::{backup as wb, duplicate, files, issue};
+use cardvault_proto::from_hex;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -349,7 +349,7 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
         source_card: source.into(),
         counter,
         target_card: target,
-        challenge: applet_sim::proto::to_hex(&ch),
+        challenge: cardvault_proto::to_hex(&ch),
     };
     wb::sign_authorization(&req, &from_hex(ISSUER_KEY.trim()).unwrap()).unwrap()
 }

@@ -3,10 +3,10 @@
 
 mod common;
 
-use applet_sim::proto::{from_hex, to_hex};
 use cardvault::apdu::{Command, StatusWord};
 use cardvault::cli::client;
 use cardvault::transport::sim::SimReader;
+use cardvault_proto::{from_hex, to_hex};
 use common::*;
 use std::path::{Path, PathBuf};
 
@@ -514,7 +514,7 @@ fn the_card_re_encrypts_a_file_key_to_its_peer_fig5() {
     let bob = snapshot(&home, "p-bob-main").main_key.as_ref().unwrap().public.clone();
     let file_key = [0x5Au8; 32];
     let aad = b"mail header";
-    let wrapped = applet_sim::crypto::wrap_key(&alice, &file_key, aad).unwrap();
+    let wrapped = cardvault_proto::crypto::wrap_key(&alice, &file_key, aad).unwrap();
     // Without a peer key the card refuses, and nothing changes.
     let before = snapshot(&home, "p-alice-main");
     let (_, sw) = send(&home, "p-alice-main", true, &Command::rewrap_to_peer(aad, &wrapped));
@@ -523,7 +523,7 @@ fn the_card_re_encrypts_a_file_key_to_its_peer_fig5() {
     let (_, sw) = send(&home, "p-alice-main", true, &Command::set_peer_key(&bob));
     assert!(sw.is_ok());
     let (for_bob, sw) = send(&home, "p-alice-main", true, &Command::rewrap_to_peer(aad, &wrapped));
-    assert!(sw.is_ok() && for_bob.len() == applet_sim::crypto::WRAPPED_KEY_LEN);
+    assert!(sw.is_ok() && for_bob.len() == cardvault_proto::crypto::WRAPPED_KEY_LEN);
     let (opened, sw) = send(&home, "p-bob-main", true, &Command::unwrap_file_key(aad, &for_bob));
     assert!(sw.is_ok());
     assert_eq!(opened, file_key);
@@ -545,7 +545,7 @@ fn an_unwrapped_file_key_is_masked_in_traces_and_apdu_output_even_in_pieces() {
         .clone();
     let file_key = [0xC3u8; 32];
     let aad = b"x";
-    let wrapped = applet_sim::crypto::wrap_key(&public, &file_key, aad).unwrap();
+    let wrapped = cardvault_proto::crypto::wrap_key(&public, &file_key, aad).unwrap();
     // UNWRAP FILE KEY with Le = 10: the key comes in two parts through GET RESPONSE.
     let mut data = vec![aad.len() as u8];
     data.extend_from_slice(aad);

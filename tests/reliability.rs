@@ -270,7 +270,7 @@ fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
             continue;
         }
         checked += 1;
-        let hex = applet_sim::proto::to_hex(bytes);
+        let hex = cardvault_proto::to_hex(bytes);
         let spaced: String = bytes.iter().map(|b| format!("{b:02x} ")).collect();
         assert!(
             !logs_lower.contains(&hex) && !logs_lower.contains(spaced.trim()),

@@ -5,13 +5,11 @@
 //! response data or a status word. A handler that changes persistent state
 //! marks it dirty; the state is committed before the response leaves.
 
-use crate::apdu::CommandApdu;
-use crate::proto::{self, cla, ins, sw, tag};
 use crate::state::{CardState, PinState, Store};
+use cardvault_proto::admin::admin_cryptogram;
+use cardvault_proto::apdu::CommandApdu;
+use cardvault_proto::{self as proto, cla, ins, sw, tag};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
 use zeroize::Zeroizing;
 
 /// Volatile session state, lost at reset or power off.
@@ -21,7 +19,7 @@ pub struct Session {
     pub admin_authenticated: bool,
     pub challenge: Option<[u8; proto::CHALLENGE_LEN]>,
     /// Ephemeral key for SET MAIN KEY (key service variant), one per session.
-    pub transport_key: Option<crate::crypto::KeyPair>,
+    pub transport_key: Option<cardvault_proto::crypto::KeyPair>,
     /// A backup in progress (BACKUP .. BACKUP COMPLETE).
     pub backup: Option<crate::backup::BackupSession>,
     /// A restore in progress, pages staged (RESTORE .. RESTORE COMPLETE).
@@ -462,19 +460,4 @@ fn split_lv(data: &[u8]) -> Option<(&[u8], &[u8])> {
     let (&n, rest) = data.split_first()?;
     let n = n as usize;
     (rest.len() >= n).then(|| rest.split_at(n))
-}
-
-/// The admin cryptogram for EXTERNAL AUTHENTICATE, computed the same way by
-/// the card and by the issuer's terminal.
-pub fn admin_cryptogram(
-    key: &[u8],
-    challenge: &[u8],
-    card_number: &str,
-) -> Result<Vec<u8>, openssl::error::ErrorStack> {
-    let pkey = PKey::hmac(key)?;
-    let mut signer = Signer::new(MessageDigest::sha256(), &pkey)?;
-    signer.update(proto::ADMIN_AUTH_LABEL)?;
-    signer.update(challenge)?;
-    signer.update(card_number.as_bytes())?;
-    signer.sign_to_vec()
 }

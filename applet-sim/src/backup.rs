@@ -7,10 +7,11 @@
 //!
 //! Byte layouts are in docs/FORMATS.md ("Page backups").
 
-use crate::apdu::CommandApdu;
 use crate::applet::{Applet, HandlerResult};
-use crate::crypto;
-use crate::proto::{backup as bk, sw};
+use cardvault_proto::apdu::CommandApdu;
+use cardvault_proto::backup::{self as bk, authorization_message, lv, parse_header, HeaderInfo};
+use cardvault_proto::crypto;
+use cardvault_proto::sw;
 use openssl::sha::Sha256;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -67,68 +68,6 @@ impl std::fmt::Debug for RestoreSession {
     }
 }
 
-/// The clear part of a backup header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderInfo {
-    pub version: u8,
-    pub kind: u8,
-    pub counter: u32,
-    pub base: u32,
-    pub page_size: u16,
-    pub page_count: u16,
-    pub pages: u16,
-    pub card_number: String,
-    pub wrapped_unique_key: Vec<u8>,
-    pub control: Vec<u8>,
-    /// Bytes of the header up to and including the wrapped key (control AAD).
-    prefix_len: usize,
-}
-
-/// Parse a backup header (terminal and card use the same parser).
-pub fn parse_header(h: &[u8]) -> Option<HeaderInfo> {
-    let mut i = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = h.get(i..i + n)?;
-        i += n;
-        Some(s)
-    };
-    let version = take(1)?[0];
-    let kind = take(1)?[0];
-    let counter = u32::from_be_bytes(take(4)?.try_into().ok()?);
-    let base = u32::from_be_bytes(take(4)?.try_into().ok()?);
-    let page_size = u16::from_be_bytes(take(2)?.try_into().ok()?);
-    let page_count = u16::from_be_bytes(take(2)?.try_into().ok()?);
-    let pages = u16::from_be_bytes(take(2)?.try_into().ok()?);
-    let cl = take(1)?[0] as usize;
-    let card_number = std::str::from_utf8(take(cl)?).ok()?.to_string();
-    let wrapped_unique_key = take(bk::WRAPPED_UNIQUE_KEY_LEN)?.to_vec();
-    let prefix_len = 17 + cl + bk::WRAPPED_UNIQUE_KEY_LEN;
-    let ctl_len = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
-    let control = take(ctl_len)?.to_vec();
-    if version != bk::VERSION || kind > bk::TYPE_DIFFERENTIAL || h.len() != prefix_len + 2 + ctl_len {
-        return None;
-    }
-    Some(HeaderInfo {
-        version,
-        kind,
-        counter,
-        base,
-        page_size,
-        page_count,
-        pages,
-        card_number,
-        wrapped_unique_key,
-        control,
-        prefix_len,
-    })
-}
-
-fn lv(s: &str) -> Vec<u8> {
-    let mut v = vec![s.len() as u8];
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
 fn backup_key(unique: &[u8], card: &str, counter: u32) -> Result<Zeroizing<[u8; 32]>, u16> {
     let mut info = lv(card);
     info.extend_from_slice(&counter.to_be_bytes());
@@ -167,16 +106,6 @@ fn trailer_mac(key: &[u8; 32], header_hash: &[u8; 32], count: u32, records_hash:
 fn hash_record(h: &mut Sha256, record: &[u8]) {
     h.update(&(record.len() as u32).to_be_bytes());
     h.update(record);
-}
-
-/// The message an issuer signs to authorize a restore onto another card.
-pub fn authorization_message(source: &str, counter: u32, target: &str, challenge: &[u8]) -> Vec<u8> {
-    let mut m = bk::AUTHORIZATION_LABEL.to_vec();
-    m.extend_from_slice(&lv(source));
-    m.extend_from_slice(&counter.to_be_bytes());
-    m.extend_from_slice(&lv(target));
-    m.extend_from_slice(challenge);
-    m
 }
 
 impl Applet {

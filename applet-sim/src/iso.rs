@@ -2,11 +2,11 @@
 //! RESPONSE, `61xx`/`6Cxx`, class and length checks. It hands complete
 //! commands to the applet.
 
-use crate::apdu::CommandApdu;
 use crate::applet::Applet;
 use crate::profile::Profile;
-use crate::proto::{self, cla, ins, sw, tag};
 use crate::state::{CardState, Store, StoreError};
+use cardvault_proto::apdu::CommandApdu;
+use cardvault_proto::{self as proto, cla, ins, sw, tag};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
 use std::path::Path;
 

@@ -10,11 +10,12 @@
 //!   The first take-out fixes the one target a duplicate may go to; retries to
 //!   that target work until the target's receipt confirms the import.
 
-use crate::apdu::CommandApdu;
 use crate::applet::{Applet, HandlerResult};
-use crate::crypto::{self, KeyPair};
-use crate::proto::{sw, tag, takeout};
 use crate::state::{HexBytes, KeyGroupState, KeyOrigin, MainKey};
+use cardvault_proto::apdu::CommandApdu;
+use cardvault_proto::crypto::{self, KeyPair};
+use cardvault_proto::takeout::{self, parse_takeout};
+use cardvault_proto::{sw, tag};
 use zeroize::Zeroizing;
 
 /// Roles that may hold an exportable main key.
@@ -38,70 +39,6 @@ impl KeyGroupState {
         }
         crypto::hkdf(&ikm, takeout::GROUP_SALT, &[self.size]).ok()
     }
-}
-
-/// Parsed take-out blob.
-struct TakeOut<'a> {
-    aad: &'a [u8],
-    source: &'a str,
-    target: &'a str,
-    kcv: &'a [u8],
-    counter: u32,
-    nonce: &'a [u8],
-    sealed: &'a [u8],
-}
-
-fn parse_takeout(b: &[u8]) -> Option<TakeOut<'_>> {
-    let mut i = 0usize;
-    let take = |i: &mut usize, n: usize| -> Option<&[u8]> {
-        let s = b.get(*i..*i + n)?;
-        *i += n;
-        Some(s)
-    };
-    let head = take(&mut i, 3)?;
-    if head != [takeout::VERSION, takeout::SLOT_MAIN, takeout::TYPE_P256] {
-        return None;
-    }
-    let sl = take(&mut i, 1)?[0] as usize;
-    let source = std::str::from_utf8(take(&mut i, sl)?).ok()?;
-    let tl = take(&mut i, 1)?[0] as usize;
-    let target = std::str::from_utf8(take(&mut i, tl)?).ok()?;
-    let kcv = take(&mut i, takeout::KCV_LEN)?;
-    let counter = u32::from_be_bytes(take(&mut i, 4)?.try_into().ok()?);
-    let aad_end = i;
-    let nonce = take(&mut i, crypto::GCM_NONCE_LEN)?;
-    let sealed = &b[i..];
-    if sealed.len() != crypto::PRIVATE_KEY_LEN + crypto::PUBLIC_KEY_LEN + crypto::GCM_TAG_LEN {
-        return None;
-    }
-    Some(TakeOut {
-        aad: &b[..aad_end],
-        source,
-        target,
-        kcv,
-        counter,
-        nonce,
-        sealed,
-    })
-}
-
-/// The public fields of a take-out blob, for terminals and audit trails.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TakeOutInfo {
-    pub source: String,
-    pub target: String,
-    pub kcv: Vec<u8>,
-    pub counter: u32,
-}
-
-/// Parse a take-out blob's bindings (it is not decrypted).
-pub fn takeout_info(blob: &[u8]) -> Option<TakeOutInfo> {
-    parse_takeout(blob).map(|t| TakeOutInfo {
-        source: t.source.to_string(),
-        target: t.target.to_string(),
-        kcv: t.kcv.to_vec(),
-        counter: t.counter,
-    })
 }
 
 impl Applet {

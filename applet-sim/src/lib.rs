@@ -5,14 +5,11 @@
 //! chaining, GET RESPONSE) → [`applet`] commands → [`state`] persistence.
 //! The same [`Card`] runs in-process as the terminal's embedded reader.
 
-pub mod apdu;
 pub mod applet;
 pub mod backup;
-pub mod crypto;
 pub mod iso;
 pub mod keygroup;
 pub mod profile;
-pub mod proto;
 pub mod state;
 pub mod vpcd;
 

@@ -107,18 +107,18 @@ impl Profile {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let pin_ok = (crate::proto::PIN_MIN_LEN..=crate::proto::PIN_MAX_LEN).contains(&self.pin.len());
+        let pin_ok = (cardvault_proto::PIN_MIN_LEN..=cardvault_proto::PIN_MAX_LEN).contains(&self.pin.len());
         if !pin_ok {
             return Err(format!(
                 "pin must be {} to {} bytes",
-                crate::proto::PIN_MIN_LEN,
-                crate::proto::PIN_MAX_LEN
+                cardvault_proto::PIN_MIN_LEN,
+                cardvault_proto::PIN_MAX_LEN
             ));
         }
         if !(1..=15).contains(&self.pin_max_tries) {
             return Err("pin_max_tries must be 1 to 15".into());
         }
-        match crate::proto::from_hex(&self.admin_key) {
+        match cardvault_proto::from_hex(&self.admin_key) {
             Some(k) if k.len() == 32 => {}
             _ => return Err("admin_key must be 32 bytes of hex".into()),
         }
@@ -129,18 +129,18 @@ impl Profile {
             return Err("key_group_size must be 1 to 8".into());
         }
         if let Some(k) = &self.key1 {
-            if crate::proto::from_hex(k).map(|k| k.len()) != Some(32) {
+            if cardvault_proto::from_hex(k).map(|k| k.len()) != Some(32) {
                 return Err("key1 must be 32 bytes of hex".into());
             }
         }
         if let Some(k) = &self.common_key {
-            if crate::proto::from_hex(k).map(|k| k.len()) != Some(32) {
+            if cardvault_proto::from_hex(k).map(|k| k.len()) != Some(32) {
                 return Err("common_key must be 32 bytes of hex".into());
             }
         }
         if let Some(k) = &self.issuer_public_key {
-            let ok = crate::proto::from_hex(k)
-                .map(|k| crate::crypto::public_key(&k).is_ok())
+            let ok = cardvault_proto::from_hex(k)
+                .map(|k| cardvault_proto::crypto::public_key(&k).is_ok())
                 .unwrap_or(false);
             if !ok {
                 return Err("issuer_public_key must be a 65-byte P-256 public key in hex".into());

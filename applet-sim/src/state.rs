@@ -5,7 +5,7 @@
 //! leaves the last committed state, like a card pulled from a reader.
 
 use crate::profile::Profile;
-use crate::proto::from_hex;
+use cardvault_proto::from_hex;
 use openssl::sha::sha256;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -265,7 +265,7 @@ impl CardState {
                 no_export_after_backup: p.no_export_after_backup,
                 ..ExportState::default()
             },
-            unique_key: crate::crypto::random::<32>().to_vec(),
+            unique_key: cardvault_proto::crypto::random::<32>().to_vec(),
             common_key: p.common_key.as_deref().and_then(from_hex).unwrap_or_default(),
             issuer_public_key: p.issuer_public_key.as_deref().and_then(from_hex).unwrap_or_default(),
             applications: p.applications.clone(),
@@ -450,12 +450,12 @@ mod hexbytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::proto::to_hex(v))
+        s.serialize_str(&cardvault_proto::to_hex(v))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
-        crate::proto::from_hex(&s).ok_or_else(|| serde::de::Error::custom("invalid hex"))
+        cardvault_proto::from_hex(&s).ok_or_else(|| serde::de::Error::custom("invalid hex"))
     }
 }
 

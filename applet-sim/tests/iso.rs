@@ -1,10 +1,10 @@
 //! Integration tests of the simulated card: the ISO 7816-4 layer, the applet
 //! commands, persistence of the card state, and the vpcd framing.
 
-use applet_sim::applet::admin_cryptogram;
-use applet_sim::proto::{self, tag};
 use applet_sim::state::Store;
 use applet_sim::{Card, Profile, StoreError};
+use cardvault_proto::admin::admin_cryptogram;
+use cardvault_proto::{self as proto, tag};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

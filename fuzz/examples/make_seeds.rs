@@ -10,10 +10,10 @@
 //! output (take-out blobs, backup headers) differ from run to run: keys and
 //! nonces are random.
 
-use applet_sim::proto::ins;
 use cardvault_fuzz::dispatch::*;
 use cardvault_fuzz::restore::{self, *};
 use cardvault_fuzz::*;
+use cardvault_proto::ins;
 use std::path::Path;
 
 fn lv(out: &mut Vec<u8>, apdus: &[Vec<u8>]) {
@@ -39,7 +39,7 @@ fn apdu_dispatch() -> Vec<(&'static str, Vec<u8>)> {
     let mut unwrap = vec![14u8];
     unwrap.extend_from_slice(&file::VECTOR[..14]);
     unwrap.extend_from_slice(wrapped);
-    let issuer_pub = applet_sim::proto::from_hex(include_str!("../../fixtures/issuer/issuer-public.hex")).unwrap();
+    let issuer_pub = cardvault_proto::from_hex(include_str!("../../fixtures/issuer/issuer-public.hex")).unwrap();
     vec![
         (
             "pin-and-select",

@@ -15,9 +15,9 @@
 //!   written, and only the vector's chunks authenticate); it returns Ok only
 //!   for the vector itself, byte for byte.
 
-use applet_sim::crypto::{self, KeyPair};
-use applet_sim::proto::{from_hex, to_hex};
 use cardvault::fileenc::{self, FileError, Header, HEADER_LEN};
+use cardvault_proto::crypto::{self, KeyPair};
+use cardvault_proto::{from_hex, to_hex};
 use std::sync::OnceLock;
 
 pub const VECTOR: &[u8] = include_bytes!("../../fixtures/fileenc/vector.cve");

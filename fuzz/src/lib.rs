@@ -10,10 +10,10 @@
 //! crashing input replays the same way (keys and challenges stay random, but
 //! no check depends on their values).
 
-use applet_sim::apdu::CommandApdu;
-use applet_sim::applet::admin_cryptogram;
-use applet_sim::proto::{from_hex, to_hex};
 use applet_sim::{CardState, Profile};
+use cardvault_proto::admin::admin_cryptogram;
+use cardvault_proto::apdu::CommandApdu;
+use cardvault_proto::{from_hex, to_hex};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -73,11 +73,11 @@ pub fn admin_key() -> Vec<u8> {
 }
 
 /// The test issuer's restore-authorization key (fixtures/issuer/).
-pub fn issuer_key() -> &'static applet_sim::crypto::KeyPair {
-    static KEY: OnceLock<applet_sim::crypto::KeyPair> = OnceLock::new();
+pub fn issuer_key() -> &'static cardvault_proto::crypto::KeyPair {
+    static KEY: OnceLock<cardvault_proto::crypto::KeyPair> = OnceLock::new();
     KEY.get_or_init(|| {
         let d = from_hex(include_str!("../../fixtures/issuer/issuer-private.hex")).expect("hex");
-        applet_sim::crypto::KeyPair::from_private(&d).expect("issuer key")
+        cardvault_proto::crypto::KeyPair::from_private(&d).expect("issuer key")
     })
 }
 
@@ -200,7 +200,7 @@ pub fn check_rejected(before: &CardState, after: &CardState, raw: &[u8], sw: u16
             return Ok(());
         }
     }
-    if raw.len() >= 2 && raw[0] & !0x10 == 0x80 && raw[1] == applet_sim::proto::ins::RESTORE {
+    if raw.len() >= 2 && raw[0] & !0x10 == 0x80 && raw[1] == cardvault_proto::ins::RESTORE {
         let mut expect = before.clone();
         expect.restore_challenge.clear();
         if *after == expect {

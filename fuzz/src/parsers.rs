@@ -6,8 +6,8 @@
 //! reference parser written from docs/FORMATS.md accepts; an accepted header
 //! re-encodes, field by field, to the input.
 
-use applet_sim::backup::parse_header;
-use applet_sim::proto::{backup as bk, to_hex};
+use cardvault_proto::backup::parse_header;
+use cardvault_proto::{backup as bk, to_hex};
 
 /// The header layout of docs/FORMATS.md: version (1) kind (1) counter (4)
 /// base (4) page size (2) page count (2) pages (2) card number (1 + n, UTF-8)

@@ -35,10 +35,10 @@
 //! reordered, mixed or truncated content onto a card.
 
 use crate::{apdu, checked_tx, issuer_key, tx, Card, Input, MAX_STEPS};
-use applet_sim::backup::authorization_message;
-use applet_sim::proto::{ins, to_hex};
 use applet_sim::state::Application;
 use applet_sim::{CardState, Profile};
+use cardvault_proto::backup::authorization_message;
+use cardvault_proto::{ins, to_hex};
 use std::cell::RefCell;
 use std::path::PathBuf;
 
@@ -257,7 +257,7 @@ fn login(card: &mut Card, admin: bool, check: bool) {
 pub fn authorization(card: &Card, counter: u32) -> Vec<u8> {
     let st = card.state();
     let msg = authorization_message(crate::MAIN_NUMBER, counter, &st.card_number, &st.restore_challenge);
-    let sig = applet_sim::crypto::sign_p256(issuer_key(), &msg).expect("sign");
+    let sig = cardvault_proto::crypto::sign_p256(issuer_key(), &msg).expect("sign");
     let mut v = counter.to_be_bytes().to_vec();
     v.extend_from_slice(&[0, 64]);
     v.extend_from_slice(&sig);
@@ -363,8 +363,7 @@ pub fn run(fx: &Fixture, data: &[u8]) -> Vec<(u8, u16)> {
                 }
             }
         }
-        let ne = if ins == applet_sim::proto::ins::RESTORE_COMPLETE
-            || ins == applet_sim::proto::ins::GET_RESTORE_CHALLENGE
+        let ne = if ins == cardvault_proto::ins::RESTORE_COMPLETE || ins == cardvault_proto::ins::GET_RESTORE_CHALLENGE
         {
             256
         } else {

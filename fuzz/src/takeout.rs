@@ -24,9 +24,9 @@
 //! unchanged. The cards are reused across inputs: they never change.
 
 use crate::{apdu, checked_tx, is_success, ready_card, tx, Card, Input};
-use applet_sim::crypto::{self, GCM_NONCE_LEN, PRIVATE_KEY_LEN, PUBLIC_KEY_LEN};
-use applet_sim::keygroup::takeout_info;
-use applet_sim::proto::{takeout, to_hex};
+use cardvault_proto::crypto::{self, GCM_NONCE_LEN, PRIVATE_KEY_LEN, PUBLIC_KEY_LEN};
+use cardvault_proto::takeout::takeout_info;
+use cardvault_proto::{takeout, to_hex};
 use std::cell::RefCell;
 
 pub struct Fixture {

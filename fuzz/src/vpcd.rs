@@ -20,8 +20,8 @@
 //! connection must end cleanly unless the stream ends inside a frame.
 
 use crate::{check_response, profile, Card};
-use applet_sim::proto::to_hex;
 use applet_sim::vpcd::{handle_message, serve_connection, MAX_MESSAGE};
+use cardvault_proto::to_hex;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::AtomicBool;

@@ -12,7 +12,7 @@
 use super::{Command, StatusWord};
 use crate::error::{Error, Result};
 use crate::transport::{Caps, Transmit, TransportError};
-use applet_sim::proto::{cla, to_hex};
+use cardvault_proto::{cla, to_hex};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -84,7 +84,7 @@ pub fn format_command(raw: &[u8], secret: bool) -> String {
 
 /// Whether a raw command APDU carries secret data.
 pub fn raw_is_secret(raw: &[u8]) -> bool {
-    raw.len() >= 2 && applet_sim::proto::command_data_is_secret(raw[0], raw[1])
+    raw.len() >= 2 && cardvault_proto::command_data_is_secret(raw[0], raw[1])
 }
 
 impl<'a> Channel<'a> {
@@ -117,8 +117,7 @@ impl<'a> Channel<'a> {
     fn exchange(&mut self, secret: bool) -> Result<StatusWord> {
         // Secret answers stay masked across the GET RESPONSE parts that carry them.
         let secret_response = self.secret_response
-            || (self.cmd_buf.len() >= 2
-                && applet_sim::proto::response_data_is_secret(self.cmd_buf[0], self.cmd_buf[1]));
+            || (self.cmd_buf.len() >= 2 && cardvault_proto::response_data_is_secret(self.cmd_buf[0], self.cmd_buf[1]));
         let start = self.trace.then(Instant::now);
         let r = self.tx.transmit(&self.cmd_buf, &mut self.resp_buf);
         if let Err(e) = r {
@@ -167,9 +166,9 @@ impl<'a> Channel<'a> {
     /// Send raw bytes as given (the `apdu` command). With `auto`, `61xx` and
     /// `6Cxx` are handled as for any command.
     pub fn send_raw(&mut self, raw: &[u8], auto: bool) -> Result<Response> {
-        let parsed = applet_sim::apdu::CommandApdu::parse(raw).ok();
+        let parsed = cardvault_proto::apdu::CommandApdu::parse(raw).ok();
         let secret = raw_is_secret(raw);
-        self.secret_response = raw.len() >= 2 && applet_sim::proto::response_data_is_secret(raw[0], raw[1]);
+        self.secret_response = raw.len() >= 2 && cardvault_proto::response_data_is_secret(raw[0], raw[1]);
         self.cmd_buf.clear();
         self.cmd_buf.extend_from_slice(raw);
         let sw = self.exchange(secret)?;
@@ -197,7 +196,7 @@ impl<'a> Channel<'a> {
 
     /// Send a command and collect its whole response, whatever the status word.
     pub fn transmit(&mut self, cmd: &Command) -> Result<Response> {
-        self.secret_response = applet_sim::proto::response_data_is_secret(cmd.cla, cmd.ins);
+        self.secret_response = cardvault_proto::response_data_is_secret(cmd.cla, cmd.ins);
         let sw = if cmd.fits_short() || (!self.caps.extended && cmd.data.len() <= 255) {
             cmd.encode_short(cmd.cla, &cmd.data, cmd.ne.min(256), &mut self.cmd_buf);
             self.exchange(cmd.secret)?

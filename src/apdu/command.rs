@@ -1,7 +1,7 @@
 //! Command APDUs: one constructor per card command, so the whole command set
 //! reads on one screen.
 
-use applet_sim::proto::{self, cla, ins, tag};
+use cardvault_proto::{self as proto, cla, ins, tag};
 use zeroize::Zeroizing;
 
 /// A command APDU before encoding. Encoding (short, extended, chained) is

@@ -1,6 +1,6 @@
 //! Status words with their ISO 7816-4 meanings.
 
-use applet_sim::proto::sw;
+use cardvault_proto::sw;
 use std::fmt;
 
 /// A status word (SW1 SW2) decoded to its ISO 7816-4 meaning.

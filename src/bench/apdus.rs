@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::transport::sim::SimReader;
 use crate::vault::Vault;
 use crate::workflow::{backup as wb, duplicate, files as wf, issue};
-use applet_sim::proto::backup as bk;
+use cardvault_proto::backup as bk;
 use std::path::Path;
 
 /// Largest command data field (extended Lc).
@@ -117,7 +117,7 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Section> {
 /// Issuance of a main and a backup card from blank cards.
 fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
     let h = cards::holder("issue");
-    let key1 = applet_sim::crypto::random::<32>();
+    let key1 = cardvault_proto::crypto::random::<32>();
     let opts = cards::issue_options()?;
     let mut total = Stats::default();
     for role in ["main", "backup"] {
@@ -142,7 +142,7 @@ fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
 /// Duplication of a freshly issued pair (key group of 3, key generated now).
 fn duplicate_pair(dir: &Path, vault: &mut Vault, s: &mut Section) -> Result<()> {
     let h = cards::holder("dup");
-    let key1 = applet_sim::crypto::random::<32>();
+    let key1 = cardvault_proto::crypto::random::<32>();
     let mut m = cards::issue_card(dir, "dup-main", &h, "main", &key1)?;
     let mut b = cards::issue_card(dir, "dup-backup", &h, "backup", &key1)?;
     let mut mc = client(&mut m, false)?;
@@ -233,7 +233,7 @@ fn write_pages(r: &mut SimReader, pages: &[u16], page_size: usize) -> Result<()>
     let mut c = client(r, false)?;
     c.verify_pin(PROFILE_PIN)?;
     for p in pages {
-        let data = applet_sim::crypto::random::<32>().repeat(page_size / 32);
+        let data = cardvault_proto::crypto::random::<32>().repeat(page_size / 32);
         c.write_memory(*p, &data)?;
     }
     Ok(())
@@ -379,7 +379,7 @@ fn traced_apdus(cfg: &Config, home: &Path, args: &[&str], files: &[std::path::Pa
 fn cli_counts(cfg: &Config, dir: &Path, s: &mut Section) -> Result<()> {
     let home = dir.join("cli");
     let h = cards::holder("cli");
-    let key1 = applet_sim::crypto::random::<32>();
+    let key1 = cardvault_proto::crypto::random::<32>();
     drop(cards::issue_card(&home, "cli-main", &h, "main", &key1)?);
     drop(cards::issue_card(&home, "cli-backup", &h, "backup", &key1)?);
     let n = traced_apdus(

@@ -183,7 +183,7 @@ fn chain(cfg: &Config, dir: &Path, s: &mut Section, progress: &dyn Fn(&str)) -> 
         {
             let mut c = client(&mut r, false)?;
             c.verify_pin(PROFILE_PIN)?;
-            let data = applet_sim::crypto::random::<32>().repeat(8);
+            let data = cardvault_proto::crypto::random::<32>().repeat(8);
             c.write_memory((i * 2 % 256) as u16, &data)?;
             c.write_memory(((i * 2 + 101) % 256) as u16, &data)?;
         }

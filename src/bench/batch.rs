@@ -49,7 +49,7 @@ pub fn issue_and_duplicate(
     stations: &[(String, String)],
 ) -> Result<BatchRun> {
     let _ = std::fs::remove_dir_all(home);
-    let admin = applet_sim::proto::to_hex(&super::cards::admin_key()?);
+    let admin = cardvault_proto::to_hex(&super::cards::admin_key()?);
     let station_args: Vec<String> = stations
         .iter()
         .flat_map(|(m, b)| ["--main".to_string(), m.clone(), "--backup".to_string(), b.clone()])

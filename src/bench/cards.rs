@@ -24,7 +24,7 @@ pub fn open(dir: &Path, name: &str, profile: &str) -> Result<SimReader> {
 /// The issuer admin key of the built-in blank cards.
 pub fn admin_key() -> Result<Secret> {
     let p = Profile::load("blank").map_err(Error::Usage)?;
-    applet_sim::proto::from_hex(&p.admin_key)
+    cardvault_proto::from_hex(&p.admin_key)
         .map(Zeroizing::new)
         .ok_or_else(|| Error::Data("the blank profile's admin key is not hex".into()))
 }
@@ -43,7 +43,7 @@ pub fn holder(id: &str) -> issue::Holder {
 /// `n` random key group elements.
 pub fn elements(n: usize) -> Vec<Secret> {
     (0..n)
-        .map(|_| Zeroizing::new(applet_sim::crypto::random::<32>().to_vec()))
+        .map(|_| Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec()))
         .collect()
 }
 
@@ -80,7 +80,7 @@ pub struct DuplicatedPair {
 
 pub fn duplicated_pair(dir: &Path, id: &str, vault: &mut Vault) -> Result<DuplicatedPair> {
     let h = holder(id);
-    let key1: Secret = Zeroizing::new(applet_sim::crypto::random::<32>().to_vec());
+    let key1: Secret = Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec());
     let mut main = issue_card(dir, &format!("{id}-main"), &h, "main", &key1)?;
     let mut backup = issue_card(dir, &format!("{id}-backup"), &h, "backup", &key1)?;
     let report = {
@@ -94,7 +94,7 @@ pub fn duplicated_pair(dir: &Path, id: &str, vault: &mut Vault) -> Result<Duplic
         };
         duplicate::duplicate(&mut m, &mut b, &opts, vault)?
     };
-    let public = applet_sim::proto::from_hex(&report.public_key)
+    let public = cardvault_proto::from_hex(&report.public_key)
         .ok_or_else(|| Error::Data("duplicate reported a public key that is not hex".into()))?;
     Ok(DuplicatedPair {
         main,

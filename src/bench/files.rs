@@ -76,14 +76,14 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Section> {
         cards::give_key(&mut c)?
     };
     let pubfile = dir.join("recipient.hex");
-    super::write_file(&pubfile, applet_sim::proto::to_hex(&public).as_bytes())?;
+    super::write_file(&pubfile, cardvault_proto::to_hex(&public).as_bytes())?;
     let input = dir.join("input.bin");
     progress(&format!("files: writing {} of input", Unit::Bytes.format(size as f64)));
     generate(&input, size)?;
     let (enc, dec) = (dir.join("input.cve"), dir.join("output.bin"));
     let (oenc, odec) = (dir.join("input.ctr"), dir.join("output.ctr"));
-    let key = applet_sim::proto::to_hex(&applet_sim::crypto::random::<32>());
-    let iv = applet_sim::proto::to_hex(&applet_sim::crypto::random::<16>());
+    let key = cardvault_proto::to_hex(&cardvault_proto::crypto::random::<32>());
+    let iv = cardvault_proto::to_hex(&cardvault_proto::crypto::random::<16>());
     let openssl = |decrypt: bool, from: &Path, to: &Path| {
         let mut c = std::process::Command::new("openssl");
         c.args(["enc", "-aes-256-ctr", "-K", &key, "-iv", &iv]);

@@ -179,7 +179,7 @@ fn serve_slot(addr: &str, station: &RobotStation, role: &str, stop: &AtomicBool)
                 }
                 Err(_) => break,
             }
-            if msg.len() > 4 && msg[1] == applet_sim::proto::ins::SELECT {
+            if msg.len() > 4 && msg[1] == cardvault_proto::ins::SELECT {
                 if let Some((c, p)) = station.on_select(role, &card, &path, &mut served)? {
                     (card, path) = (c, p);
                     card.power_on();
@@ -297,7 +297,7 @@ fn run_config(
         .collect();
 
     let robot = Robot::start(stations.iter().cloned().zip(readers.iter().copied()).collect())?;
-    let admin = applet_sim::proto::to_hex(&super::cards::admin_key()?);
+    let admin = cardvault_proto::to_hex(&super::cards::admin_key()?);
     // CPU of the whole system under test: the CLI, the card robot (this
     // process) and pcscd.
     let others = || stack::own_cpu_seconds() + p.cpu_seconds();

@@ -22,7 +22,7 @@ use crate::apdu::{Channel, Command};
 use crate::error::{Error, Result};
 use crate::transport::pcsc::PcscReader;
 use crate::transport::Reader;
-use applet_sim::proto::{self, tag};
+use cardvault_proto::{self as proto, tag};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 

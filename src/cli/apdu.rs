@@ -3,7 +3,7 @@
 use super::{print_json, Ctx};
 use crate::apdu::{format_command, raw_is_secret, Channel, StatusWord};
 use crate::error::{Error, Result};
-use applet_sim::proto::{from_hex, to_hex};
+use cardvault_proto::{from_hex, to_hex};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -76,8 +76,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         let micros = start.elapsed().as_micros();
         let shown = format_command(raw, raw_is_secret(raw));
         // Secret answers (an unwrapped file key) are masked here as in traces.
-        let data = if raw.len() >= 2 && applet_sim::proto::response_data_is_secret(raw[0], raw[1]) && !r.data.is_empty()
-        {
+        let data = if raw.len() >= 2 && cardvault_proto::response_data_is_secret(raw[0], raw[1]) && !r.data.is_empty() {
             format!("<{} secret bytes masked>", r.data.len())
         } else {
             to_hex(&r.data).to_uppercase()

@@ -198,7 +198,7 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
             source_card: source.clone(),
             counter: last.counter,
             target_card: target.clone(),
-            challenge: applet_sim::proto::to_hex(&ch),
+            challenge: cardvault_proto::to_hex(&ch),
         };
         std::fs::write(path, serde_json::to_string_pretty(&req).expect("json"))
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
@@ -280,7 +280,7 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
     let key_hex = a.issuer_key.read("issuer signing key (hex)")?;
     let key = std::str::from_utf8(&key_hex)
         .ok()
-        .and_then(|s| applet_sim::proto::from_hex(s.trim()))
+        .and_then(|s| cardvault_proto::from_hex(s.trim()))
         .filter(|k| k.len() == 32)
         .map(zeroize::Zeroizing::new)
         .ok_or_else(|| Error::Usage("the issuer key must be a 32-byte P-256 private key in hex".into()))?;

@@ -143,7 +143,7 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
         "00 CA DF 01 00 (GET DATA card number)",
         format!(
             "{} {}",
-            applet_sim::proto::to_hex(&card_number.0.data).to_uppercase(),
+            cardvault_proto::to_hex(&card_number.0.data).to_uppercase(),
             card_number.0.sw
         ),
     );
@@ -167,7 +167,7 @@ const DEMO_ADMIN_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718
 /// recover onto a new main card, decrypt with it (FIG. 11, 15, 19).
 fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
     use crate::workflow::{duplicate, files, issue};
-    use applet_sim::proto::from_hex;
+    use cardvault_proto::from_hex;
     use zeroize::Zeroizing;
 
     let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
@@ -183,7 +183,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
         key_group_size: 3,
         no_export_after_backup: false,
     };
-    let key1 = Zeroizing::new(applet_sim::crypto::random::<32>().to_vec());
+    let key1 = Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec());
 
     d.heading("5. Issue a main and a backup card (key 1 generated, stored nowhere)");
     let mut cards = Vec::new();
@@ -198,7 +198,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
 
     d.heading("6. Duplicate the main card's keys onto the backup card");
     let elements: Vec<crate::secret::Secret> = (0..2)
-        .map(|_| Zeroizing::new(applet_sim::crypto::random::<32>().to_vec()))
+        .map(|_| Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec()))
         .collect();
     let rep = {
         let mut main = super::client(&mut main_r, ctx.trace)?;
@@ -223,7 +223,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
     );
 
     d.heading("7. Encrypt files to the main card, break it, recover onto a new card");
-    let public = applet_sim::proto::from_hex(&rep.public_key).expect("hex");
+    let public = cardvault_proto::from_hex(&rep.public_key).expect("hex");
     let docs = dir.join("files");
     std::fs::create_dir_all(&docs).map_err(|e| Error::io("creating the demo files", e))?;
     let mut paths = Vec::new();
@@ -259,7 +259,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
         backup.verify_pin(&holder.pin)?;
         new_main.verify_pin(&holder.pin)?;
         let fresh: Vec<crate::secret::Secret> = (0..2)
-            .map(|_| Zeroizing::new(applet_sim::crypto::random::<32>().to_vec()))
+            .map(|_| Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec()))
             .collect();
         for (i, e) in fresh.iter().enumerate() {
             new_main.write_key_element(i as u8 + 2, e)?;
@@ -343,10 +343,10 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
         source_card: number.clone(),
         counter: diff.counter,
         target_card: target_number.clone(),
-        challenge: applet_sim::proto::to_hex(&challenge),
+        challenge: cardvault_proto::to_hex(&challenge),
     };
     let key = zeroize::Zeroizing::new(
-        applet_sim::proto::from_hex(DEMO_ISSUER_KEY.trim()).ok_or_else(|| Error::Data("demo issuer key".into()))?,
+        cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim()).ok_or_else(|| Error::Data("demo issuer key".into()))?,
     );
     let auth = wb::sign_authorization(&req, &key)?;
     d.step(

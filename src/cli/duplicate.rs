@@ -9,7 +9,7 @@ use crate::transport::sim::{card_path, SimReader};
 use crate::transport::Reader;
 use crate::workflow::duplicate::{self, DuplicateOptions, DuplicateReport};
 use crate::workflow::issue::{self, Holder, IssueProfile};
-use applet_sim::proto::{from_hex, to_hex};
+use cardvault_proto::{from_hex, to_hex};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,7 +78,7 @@ pub fn parse_elements(text: &[u8]) -> Result<Vec<Secret>> {
 /// Key group elements 2..n for a card whose group has `size` elements.
 fn generate_elements(size: u8) -> Vec<Secret> {
     (0..size.saturating_sub(1))
-        .map(|_| Zeroizing::new(applet_sim::crypto::random::<32>().to_vec()))
+        .map(|_| Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec()))
         .collect()
 }
 

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::fileenc;
 use crate::secret::SecretSource;
 use crate::workflow::files::{self, card_unwrapper, file_error};
-use applet_sim::proto::{from_hex, to_hex};
+use cardvault_proto::{from_hex, to_hex};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -74,7 +74,7 @@ fn parse_public_key(bytes: &[u8]) -> Result<Vec<u8>> {
             .and_then(|s| from_hex(s.trim()))
             .ok_or_else(|| Error::Usage("the recipient file is neither hex nor a raw 65-byte key".into()))?
     };
-    applet_sim::crypto::public_key(&key).map_err(|e| Error::Usage(format!("recipient key: {e}")))?;
+    cardvault_proto::crypto::public_key(&key).map_err(|e| Error::Usage(format!("recipient key: {e}")))?;
     Ok(key)
 }
 
@@ -89,7 +89,7 @@ pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires one"),
     };
     let n = fileenc::encrypt_file(&a.input, &a.output, &public, a.force).map_err(|e| file_error(&a.output, e))?;
-    let key_id = to_hex(&applet_sim::crypto::key_id(&public));
+    let key_id = to_hex(&cardvault_proto::crypto::key_id(&public));
     if ctx.json {
         print_json(&serde_json::json!({ "output": a.output, "bytes": n, "recipient_key_id": key_id }));
     } else {
@@ -103,7 +103,7 @@ pub fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<()> {
     let mut r = ctx.open_reader()?;
     let mut card = client(r.as_mut(), ctx.trace)?;
     card.verify_pin(&pin)?;
-    let key_id = card.public_key()?.map(|p| applet_sim::crypto::key_id(&p));
+    let key_id = card.public_key()?.map(|p| cardvault_proto::crypto::key_id(&p));
     let n = fileenc::decrypt_file(&a.input, &a.output, a.force, key_id, card_unwrapper(&mut card))
         .map_err(|e| file_error(&a.input, e))?;
     if ctx.json {
@@ -132,7 +132,7 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
     }
     backup.verify_pin(&backup_pin)?;
     new_main.verify_pin(&new_pin)?;
-    let public = match nk.public_key.as_deref().and_then(applet_sim::proto::from_hex) {
+    let public = match nk.public_key.as_deref().and_then(cardvault_proto::from_hex) {
         Some(p) => p,
         None => {
             let src = a.elements.as_ref().ok_or_else(|| {

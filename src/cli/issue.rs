@@ -190,7 +190,7 @@ impl Batch<'_> {
             // Key 1 from the record, or generated for this holder and stored nowhere.
             let key1 = match &h.key1 {
                 Some(k) => k.clone(),
-                None => Zeroizing::new(applet_sim::crypto::random::<32>().to_vec()),
+                None => Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec()),
             };
             for (ri, role) in self.roles.iter().enumerate() {
                 self.bar.set_message(format!("{} ({role})", h.id));

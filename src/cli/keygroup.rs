@@ -113,7 +113,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             let hex = key.read("key service private key (hex)")?;
             let d = std::str::from_utf8(&hex)
                 .ok()
-                .and_then(|s| applet_sim::proto::from_hex(s.trim()))
+                .and_then(|s| cardvault_proto::from_hex(s.trim()))
                 .filter(|k| k.len() == 32)
                 .map(zeroize::Zeroizing::new)
                 .ok_or_else(|| Error::Usage("the key must be a 32-byte P-256 private key in hex".into()))?;
@@ -126,13 +126,13 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             audit(ctx, "key-service-set", &number)?;
             report(
                 ctx,
-                &format!("main key set; encryption key {}", applet_sim::proto::to_hex(&public)),
+                &format!("main key set; encryption key {}", cardvault_proto::to_hex(&public)),
             )
         }
         KeygroupCommand::PublicKey { output } => {
             let key = ctx.with_card(|card| card.public_key())?;
             let key = key.ok_or_else(|| Error::Refused("the card has no readable encryption key".into()))?;
-            std::fs::write(&output, format!("{}\n", applet_sim::proto::to_hex(&key)))
+            std::fs::write(&output, format!("{}\n", cardvault_proto::to_hex(&key)))
                 .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
             report(ctx, &format!("encryption key written to {}", output.display()))
         }

@@ -36,7 +36,7 @@ pub fn admin_key(src: &SecretSource) -> Result<crate::secret::Secret> {
     let key_hex = src.read("issuer admin key (hex)")?;
     std::str::from_utf8(&key_hex)
         .ok()
-        .and_then(applet_sim::proto::from_hex)
+        .and_then(cardvault_proto::from_hex)
         .filter(|k| k.len() == 32)
         .map(zeroize::Zeroizing::new)
         .ok_or_else(|| Error::Usage("the admin key must be 32 bytes of hex".into()))

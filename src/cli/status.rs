@@ -9,7 +9,7 @@ pub struct Args {}
 pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
     let mut reader = ctx.open_reader()?;
     let name = reader.name().to_string();
-    let atr = applet_sim::proto::to_hex(reader.atr()).to_uppercase();
+    let atr = cardvault_proto::to_hex(reader.atr()).to_uppercase();
     let st = super::with_selected(reader.as_mut(), ctx.trace, |c| c.status())?;
     if ctx.json {
         let mut v = serde_json::to_value(&st).expect("status serializes");

@@ -51,19 +51,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_simulator_capabilities() {
-        let p = applet_sim::Profile::load("main").unwrap();
-        let card = applet_sim::Card::in_memory(&p);
-        assert_eq!(card_capabilities(&card.atr()), Some((true, true)));
-        let short = applet_sim::Profile::from_toml(
-            "role='main'\npin='123456'\nadmin_key='000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'\nextended_length=false",
-        )
-        .unwrap();
-        let card = applet_sim::Card::in_memory(&short);
-        assert_eq!(card_capabilities(&card.atr()), Some((true, false)));
-    }
-
-    #[test]
     fn tolerates_other_atrs() {
         // A common T=0 ATR without compact-TLV capabilities.
         let atr = [0x3B, 0x65, 0x00, 0x00, 0x9C, 0x11, 0x01, 0x01, 0x03];

@@ -3,7 +3,7 @@
 
 use super::{Caps, Reader, Transmit, TransportError};
 use crate::error::{Error, Result};
-use applet_sim::{Card, Profile};
+use applet_sim::{Card, Profile, StoreError};
 use std::path::{Path, PathBuf};
 
 /// File name suffix of embedded card state files.
@@ -36,6 +36,21 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// The ATR of embedded card `name` (without opening it, so a card held by
+/// another process is still listed), or `None` when it cannot be read.
+pub fn peek_atr(data_dir: &Path, name: &str) -> Option<Vec<u8>> {
+    applet_sim::state::Store::peek(&card_path(data_dir, name))
+        .ok()
+        .map(|st| applet_sim::iso::atr(st.extended_length))
+}
+
+fn store_error(e: StoreError) -> Error {
+    match e {
+        StoreError::Locked { .. } => Error::EmbeddedBusy(e.to_string()),
+        _ => Error::Embedded(e.to_string()),
+    }
+}
+
 /// An embedded simulated card.
 pub struct SimReader {
     name: String,
@@ -60,7 +75,7 @@ impl SimReader {
         } else {
             Profile::load(profile).map_err(Error::Usage)?
         };
-        let (mut card, created) = Card::open(&path, &profile)?;
+        let (mut card, created) = Card::open(&path, &profile).map_err(store_error)?;
         card.power_on();
         let atr = card.atr();
         let from_atr = super::atr::card_capabilities(&atr).map(|(_, e)| e).unwrap_or(false);
@@ -110,5 +125,24 @@ impl Transmit for SimTransaction<'_> {
     fn transmit(&mut self, cmd: &[u8], resp: &mut Vec<u8>) -> Result<(), TransportError> {
         self.0.transmit_into(cmd, resp);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::atr::card_capabilities;
+    use applet_sim::{Card, Profile};
+
+    #[test]
+    fn reads_simulator_capabilities() {
+        let p = Profile::load("main").unwrap();
+        let card = Card::in_memory(&p);
+        assert_eq!(card_capabilities(&card.atr()), Some((true, true)));
+        let short = Profile::from_toml(
+            "role='main'\npin='123456'\nadmin_key='000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'\nextended_length=false",
+        )
+        .unwrap();
+        let card = Card::in_memory(&short);
+        assert_eq!(card_capabilities(&card.atr()), Some((true, false)));
     }
 }

@@ -75,7 +75,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
 impl Vault {
     /// Store a whole backup in one transaction (state `stored`). Returns its id.
     pub fn store_backup(&mut self, b: &NewBackup<'_>) -> Result<i64> {
-        let h = applet_sim::backup::parse_header(b.header)
+        let h = cardvault_proto::backup::parse_header(b.header)
             .ok_or_else(|| Error::Data("the card's backup header does not parse".into()))?;
         if h.card_number != b.card_number {
             return Err(Error::Data("the backup header names another card".into()));
@@ -229,7 +229,7 @@ impl Vault {
     /// The listing columns must say what the card's own header says.
     fn check_columns(&self, b: &BackupRow, header: &[u8], trailer: &[u8]) -> Result<()> {
         let label = format!("backup {} (card {}, #{})", b.id, b.card_number, b.counter);
-        let h = applet_sim::backup::parse_header(header)
+        let h = cardvault_proto::backup::parse_header(header)
             .ok_or_else(|| Error::Data(format!("{label}: header does not parse")))?;
         let kind = if h.kind == 0 { "full" } else { "differential" };
         if h.counter != b.counter
@@ -255,7 +255,7 @@ impl Vault {
                 "{label}: wrapped key or control information altered"
             )));
         }
-        if trailer.len() != applet_sim::proto::backup::TRAILER_LEN || trailer[..4] != b.record_count.to_be_bytes() {
+        if trailer.len() != cardvault_proto::backup::TRAILER_LEN || trailer[..4] != b.record_count.to_be_bytes() {
             return Err(Error::Data(format!("{label}: trailer does not match the record count")));
         }
         Ok(())

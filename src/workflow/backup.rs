@@ -15,8 +15,8 @@ use crate::apdu::{Command, StatusWord};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::vault::{AuditEvent, BackupRow, NewBackup, Vault};
-use applet_sim::proto::backup as bk;
-use applet_sim::proto::tag;
+use cardvault_proto::backup as bk;
+use cardvault_proto::tag;
 use serde::{Deserialize, Serialize};
 
 /// Backup counters as the card reports them (GET DATA DF31).
@@ -103,7 +103,7 @@ pub fn backup(
         .get(2..2 + hlen)
         .ok_or_else(|| malformed("header cut short"))?
         .to_vec();
-    let h = applet_sim::backup::parse_header(&header).ok_or_else(|| malformed("header does not parse"))?;
+    let h = cardvault_proto::backup::parse_header(&header).ok_or_else(|| malformed("header does not parse"))?;
     let differential = h.kind == bk::TYPE_DIFFERENTIAL;
     let card_number = h.card_number.clone();
     let total_pages = h.pages as u64;
@@ -189,16 +189,17 @@ pub struct RestoreAuthorization {
 }
 
 pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result<RestoreAuthorization> {
-    let challenge = applet_sim::proto::from_hex(&req.challenge)
+    let challenge = cardvault_proto::from_hex(&req.challenge)
         .filter(|c| c.len() == 16)
         .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
-    let key = applet_sim::crypto::KeyPair::from_private(issuer_private)
+    let key = cardvault_proto::crypto::KeyPair::from_private(issuer_private)
         .map_err(|e| Error::Usage(format!("issuer key: {e}")))?;
-    let msg = applet_sim::backup::authorization_message(&req.source_card, req.counter, &req.target_card, &challenge);
-    let sig = applet_sim::crypto::sign_p256(&key, &msg).map_err(|e| Error::Data(e.to_string()))?;
+    let msg =
+        cardvault_proto::backup::authorization_message(&req.source_card, req.counter, &req.target_card, &challenge);
+    let sig = cardvault_proto::crypto::sign_p256(&key, &msg).map_err(|e| Error::Data(e.to_string()))?;
     Ok(RestoreAuthorization {
         request: req.clone(),
-        signature: applet_sim::proto::to_hex(&sig),
+        signature: cardvault_proto::to_hex(&sig),
     })
 }
 
@@ -272,7 +273,7 @@ pub fn restore(
                     let mut d = b.header.clone();
                     d.extend_from_slice(&a.request.counter.to_be_bytes());
                     d.extend_from_slice(&[0, 64]);
-                    let sig = applet_sim::proto::from_hex(&a.signature)
+                    let sig = cardvault_proto::from_hex(&a.signature)
                         .filter(|s| s.len() == 64)
                         .ok_or_else(|| Error::Data("the authorization's signature is not 64 bytes of hex".into()))?;
                     d.extend_from_slice(&sig);

@@ -15,8 +15,8 @@ use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use crate::vault::{AuditEvent, Vault};
-use applet_sim::crypto;
-use applet_sim::proto::to_hex;
+use cardvault_proto::crypto;
+use cardvault_proto::to_hex;
 use serde::Serialize;
 use serde_json::json;
 
@@ -115,7 +115,7 @@ pub fn duplicate(
     let kcv_hex = to_hex(&mkcv);
 
     // Only now: the main key pair.
-    let existing = mk.public_key.as_deref().and_then(applet_sim::proto::from_hex);
+    let existing = mk.public_key.as_deref().and_then(cardvault_proto::from_hex);
     let (public, generated) = match existing {
         Some(p) => (p, false),
         None => (main.generate_key_pair()?, true),
@@ -187,7 +187,7 @@ fn take_out_import_confirm(
             return Err(e);
         }
     };
-    let info = applet_sim::keygroup::takeout_info(&blob).ok_or_else(|| Error::Malformed {
+    let info = cardvault_proto::takeout::takeout_info(&blob).ok_or_else(|| Error::Malformed {
         command: "TAKE OUT KEY",
         reason: "the take-out blob does not parse".into(),
     })?;

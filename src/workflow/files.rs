@@ -92,7 +92,7 @@ pub fn recover_file(
     path: &Path,
 ) -> Result<Recovery> {
     let (header, input) = open_header(path)?;
-    if header.recipient_key_id == applet_sim::crypto::key_id(new_public) {
+    if header.recipient_key_id == cardvault_proto::crypto::key_id(new_public) {
         return Ok(Recovery::AlreadyRecovered);
     }
     let key = backup.unwrap_file_key(header.aad(), &header.wrapped_key)?;

@@ -5,7 +5,7 @@
 use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
-use applet_sim::proto::{from_hex, tag};
+use cardvault_proto::{from_hex, tag};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -93,7 +93,7 @@ pub fn parse_holders(text: &str, profile: IssueProfile) -> Result<Vec<Holder>> {
             continue;
         }
         let pin = get("pin").unwrap_or("");
-        if !(applet_sim::proto::PIN_MIN_LEN..=applet_sim::proto::PIN_MAX_LEN).contains(&pin.len())
+        if !(cardvault_proto::PIN_MIN_LEN..=cardvault_proto::PIN_MAX_LEN).contains(&pin.len())
             || !pin.bytes().all(|b| b.is_ascii_digit())
         {
             problems.push(format!("line {n}: holder '{id}': the PIN must be 4 to 16 digits"));

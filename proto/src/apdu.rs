@@ -1,6 +1,6 @@
 //! Card-side parsing of command APDUs (ISO 7816-3 cases 1 to 4, short and extended).
 
-use crate::proto::sw;
+use crate::sw;
 
 /// A command APDU as the card received it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -278,7 +278,7 @@ mod tests {
         let info: Vec<u8> = (0xf0..=0xf9).collect();
         let okm = hkdf(&ikm, &salt, &info).unwrap();
         assert_eq!(
-            crate::proto::to_hex(&okm[..]),
+            crate::to_hex(&okm[..]),
             "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
         );
     }

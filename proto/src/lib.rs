@@ -1,7 +1,15 @@
-//! The wire protocol shared by the card (this crate) and the terminal (`cardvault`).
+//! The cardvault wire protocol, shared by the card (`applet-sim`) and the
+//! terminal (`cardvault`): constants, wire formats with their parsers, and the
+//! cryptographic building blocks both sides compute identically.
 //!
 //! Every constant that both sides must agree on lives here, so the two cannot
 //! drift apart. docs/PROTOCOL.md documents the same values for other tools.
+
+pub mod admin;
+pub mod apdu;
+pub mod backup;
+pub mod crypto;
+pub mod takeout;
 
 /// Application identifier of the cardvault applet (proprietary, unregistered RID `F0`).
 pub const AID: &[u8] = &[0xF0, 0x43, 0x56, 0x4C, 0x54, 0x01];
@@ -61,58 +69,6 @@ pub mod ins {
     pub const GET_BALANCE: u8 = 0x5C;
     pub const CREDIT: u8 = 0x52;
     pub const DEBIT: u8 = 0x54;
-}
-
-/// Page backup blobs (BACKUP → vault → RESTORE), see docs/FORMATS.md.
-pub mod backup {
-    pub const VERSION: u8 = 1;
-    pub const TYPE_FULL: u8 = 0;
-    pub const TYPE_DIFFERENTIAL: u8 = 1;
-    /// BACKUP P1: differential when the card has a base, else full.
-    pub const BACKUP_AUTO: u8 = 2;
-    /// Largest record the terminal asks for: a vpcd frame carries 65535 bytes,
-    /// two of which are the status word.
-    pub const MAX_BLOCK: usize = 65533;
-    pub const MIN_BLOCK: usize = 1024;
-    pub const WRAPPED_UNIQUE_KEY_LEN: usize = 60;
-    pub const TRAILER_LEN: usize = 36;
-    pub const BACKUP_SALT: &[u8] = b"cardvault backup v1";
-    pub const UNIQUE_WRAP_LABEL: &[u8] = b"cardvault unique key wrap v1";
-    pub const CONTROL_LABEL: &[u8] = b"cardvault control v1";
-    pub const RECORD_LABEL: &[u8] = b"cardvault record v1";
-    pub const TRAILER_LABEL: &[u8] = b"cardvault trailer v1";
-    pub const AUTHORIZATION_LABEL: &[u8] = b"cardvault restore authorization v1";
-    /// RESTORE P1 values.
-    pub const RESTORE_SAME_CARD: u8 = 0x00;
-    pub const RESTORE_OTHER_CARD: u8 = 0x01;
-    pub const RESTORE_NEXT_IN_CHAIN: u8 = 0x02;
-    /// RESTORE P2 bit: issuer override of the anti-rollback check (admin session).
-    pub const RESTORE_OVERRIDE_ROLLBACK: u8 = 0x01;
-    /// `6310`: this block is not the last; ask for the next one.
-    pub const SW_MORE_BLOCKS: u16 = 0x6310;
-}
-
-/// Key take-out blob (TAKE OUT KEY → IMPORT KEY), see docs/FORMATS.md.
-pub mod takeout {
-    pub const VERSION: u8 = 1;
-    /// Key slot of the main decryption key.
-    pub const SLOT_MAIN: u8 = 0x01;
-    /// Key type: EC P-256 private scalar (plaintext = d (32) || Q (65)).
-    pub const TYPE_P256: u8 = 0x01;
-    pub const KCV_LEN: usize = 8;
-    pub const RECEIPT_LEN: usize = 32;
-    /// HKDF salt for the key group secret.
-    pub const GROUP_SALT: &[u8] = b"cardvault key group v1";
-    /// HMAC label of the key group check value.
-    pub const KCV_LABEL: &[u8] = b"cardvault key group check value";
-    /// HKDF info of the take-out encryption key.
-    pub const EXPORT_INFO: &[u8] = b"cardvault key export v1";
-    /// HMAC label of the import receipt.
-    pub const RECEIPT_LABEL: &[u8] = b"cardvault duplicate receipt v1";
-    /// HMAC label authenticating the transport key (GET TRANSPORT KEY).
-    pub const TRANSPORT_KEY_LABEL: &[u8] = b"cardvault transport key v1";
-    /// Associated data label for SET MAIN KEY (key service variant).
-    pub const KEY_SERVICE_LABEL: &[u8] = b"cardvault key service v1";
 }
 
 /// P2 reference of the holder PIN (ISO 7816-4: specific reference data, number 1).
