@@ -6,7 +6,6 @@
 //! reader the user named; [`config`] and [`secret`] supply settings and PINs.
 
 pub mod apdu;
-pub mod bench;
 pub mod card;
 pub mod cli;
 pub mod config;

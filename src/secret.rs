@@ -90,14 +90,19 @@ fn prompt(what: &str) -> Result<Secret> {
             ))
         })?;
     let fd = tty.as_raw_fd();
-    // SAFETY: termios calls on a terminal descriptor we opened; the original
-    // settings are restored before returning.
+    // Echo goes off on the terminal we opened and comes back before returning.
+    // SAFETY: `termios` is a plain C struct of integers and arrays, for which
+    // all-zero bytes is a valid value; tcgetattr overwrites it.
     let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` stays open while `tty` lives (to the end of this function)
+    // and `term` is a valid, exclusively borrowed termios to write into.
     let have_term = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
     if have_term {
         let mut silent = term;
         silent.c_lflag &= !libc::ECHO;
         silent.c_lflag |= libc::ECHONL;
+        // SAFETY: `fd` is open (see above); `silent` is a termios that
+        // tcgetattr filled in, changed only in its local-mode flags.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &silent) };
     }
     let mut out = &tty;
@@ -106,6 +111,7 @@ fn prompt(what: &str) -> Result<Secret> {
     let mut line = Zeroizing::new(String::new());
     let r = std::io::BufReader::new(&tty).read_line(&mut line);
     if have_term {
+        // SAFETY: `fd` is still open; `term` holds the settings tcgetattr read.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
     }
     r.map_err(|e| Error::io("reading from the terminal", e))?;

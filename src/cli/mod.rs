@@ -4,7 +4,6 @@
 mod apdu;
 mod audit;
 mod backup;
-mod bench;
 mod demo;
 mod duplicate;
 mod files;
@@ -98,8 +97,6 @@ pub enum Command {
     /// Value application (e-money purse): balance, credit, debit.
     #[command(subcommand)]
     Purse(backup::PurseCommand),
-    /// Measure APDU counts, round trips, file encryption and backup throughput.
-    Bench(bench::Args),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
 }
@@ -165,11 +162,7 @@ impl Ctx {
 /// Open a channel to `reader`'s card and SELECT the applet. The card stays
 /// locked (PC/SC transaction) for as long as the client lives.
 pub fn client(reader: &mut dyn Reader, trace: bool) -> Result<CardClient<'_>> {
-    let (caps, name) = (reader.caps(), reader.name().to_string());
-    let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
-    let mut client = CardClient::new(Channel::new(tx, caps, &name, trace));
-    client.select()?;
-    Ok(client)
+    crate::workflow::open_card(reader, trace)
 }
 
 /// Lock `reader`'s card, SELECT the applet and run `f` with the client.
@@ -219,6 +212,5 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => backup::run_purse(&ctx, c),
-        Command::Bench(a) => bench::run(&ctx, a),
     }
 }

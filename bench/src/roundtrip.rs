@@ -18,12 +18,14 @@ use super::proc::{cardvault, have_tool, interleave, run_child, Samples};
 use super::responder::Responder;
 use super::stack::{self, AppletSim, PrivatePcscd};
 use super::{Config, Goal, Op, Part, Row, Section, Unit};
-use crate::apdu::{Channel, Command};
-use crate::error::{Error, Result};
-use crate::transport::pcsc::PcscReader;
-use crate::transport::Reader;
+use cardvault::apdu::{Channel, Command};
+use cardvault::error::{Error, Result};
+use cardvault::transport::pcsc::PcscReader;
+use cardvault::transport::Reader;
+use cardvault::workflow::open_card;
 use cardvault_proto::{self as proto, tag};
 use std::ffi::CString;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TITLE: &str = "Per-APDU round trip through pcscd + vpcd + applet-sim";
@@ -85,7 +87,7 @@ fn channel_loop(reader: &mut PcscReader, n: usize, raw: Option<&[u8]>) -> Result
 
 /// cardvault's APDU layer with no transport cost: `n` GET DATA through a
 /// [`Channel`] to an embedded card (its applet's work is measured apart).
-fn channel_in_process(reader: &mut crate::transport::sim::SimReader, n: usize) -> Result<f64> {
+fn channel_in_process(reader: &mut cardvault::transport::sim::SimReader, n: usize) -> Result<f64> {
     let (caps, name) = (reader.caps(), reader.name().to_string());
     let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
     let mut ch = Channel::new(tx, caps, &name, false);
@@ -111,7 +113,8 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
         Ok(r) => r,
         Err(why) => return Ok(Section::skipped(Part::Roundtrip, TITLE, why)),
     };
-    let bin = match stack::applet_sim_bin(&cfg.exe) {
+    let bin_dir = cfg.exe.parent().unwrap_or(Path::new("."));
+    let bin = match stack::workspace_bin(bin_dir, "applet-sim", "applet-sim") {
         Ok(b) => b,
         Err(why) => return Ok(Section::skipped(Part::Roundtrip, TITLE, format!("applet-sim: {why}"))),
     };
@@ -150,7 +153,7 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
     // The same client context as the bare loop: one pcscd context thread serves both.
     let mut ours = PcscReader::connect(ctx.clone(), &sim_r.name, None)?;
     // Select the applet once; the card keeps it selected across transactions.
-    crate::cli::client(&mut ours, false)?;
+    open_card(&mut ours, false)?;
     let ours = std::cell::RefCell::new(ours);
     let mut card = applet_sim::Card::in_memory(&applet_sim::Profile::load("main").map_err(Error::Usage)?);
     card.transmit(&encode(&Command::select_aid(proto::AID)));
@@ -169,7 +172,7 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
     };
     let cpu_bare = std::cell::Cell::new((0.0, 0.0, 0.0));
     let mut embedded = super::cards::open(&dir.join("home"), "rt-inproc", "main")?;
-    crate::cli::client(&mut embedded, false)?;
+    open_card(&mut embedded, false)?;
     let samples = interleave(
         slices,
         &mut [

@@ -21,7 +21,7 @@
 //! on port 35963 and the old one the card on 35965). The private pcscd loads
 //! a copy of the driver for its second entry.
 
-use crate::error::{Error, Result};
+use cardvault::error::{Error, Result};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -124,41 +124,40 @@ pub fn readers(private: Option<&PrivatePcscd>) -> std::result::Result<Vec<Virtua
     Ok(want)
 }
 
-/// The applet-sim binary next to this one, built with cargo when this is a
-/// build from the source tree and it is missing.
-pub fn applet_sim_bin(exe: &Path) -> std::result::Result<PathBuf, String> {
-    let dir = exe.parent().ok_or("the cardvault binary has no directory")?;
-    let bin = dir.join("applet-sim");
-    if bin.is_file() {
-        return Ok(bin);
+/// The binary `bin` of workspace package `package` in directory `dir` (where
+/// this benchmark's own binary lives). When this run was started by cargo
+/// (`cargo run`, `cargo test`) from the source tree, cargo is asked to build it
+/// first, so the benchmark never measures a stale CLI; otherwise it is built
+/// only when missing.
+pub fn workspace_bin(dir: &Path, package: &str, bin: &str) -> std::result::Result<PathBuf, String> {
+    let path = dir.join(bin);
+    let by_cargo = std::env::var_os("CARGO").is_some();
+    if path.is_file() && !by_cargo {
+        return Ok(path);
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     if !manifest.is_file() {
-        return Err(format!(
-            "{} does not exist and there is no source tree to build it",
-            bin.display()
-        ));
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{} does not exist and there is no source tree to build it",
+                path.display()
+            ))
+        };
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut c = Command::new(cargo);
-    c.args([
-        "build",
-        "-q",
-        "-p",
-        "applet-sim",
-        "--bin",
-        "applet-sim",
-        "--manifest-path",
-    ])
-    .arg(&manifest);
+    c.args(["build", "-q", "-p", package, "--bin", bin, "--manifest-path"])
+        .arg(&manifest);
     if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
         c.arg("--release");
     }
     let ok = c.stdin(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
-    if ok && bin.is_file() {
-        Ok(bin)
+    if ok && path.is_file() {
+        Ok(path)
     } else {
-        Err(format!("could not build {}", bin.display()))
+        Err(format!("could not build {}", path.display()))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Benchmarks behind `cardvault bench` (issue 6; results in BENCHMARKS.md).
+//! Benchmarks behind `cardvault-bench` (issue 6; results in BENCHMARKS.md).
 //!
 //! One run measures every part the caller selects and returns a [`Report`]:
 //!
@@ -32,7 +32,7 @@ pub mod vault;
 
 pub use report::{Goal, Machine, Op, Part, Report, Row, Section, Unit};
 
-use crate::error::{Error, Result};
+use cardvault::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// What to run and how big.

@@ -1,9 +1,10 @@
-//! `cardvault bench`: measured figures and ratios (see BENCHMARKS.md).
+//! `cardvault-bench`: measured figures and ratios (see BENCHMARKS.md).
 
-use super::{print_json, Ctx};
-use crate::bench::{self, Part};
-use crate::error::{Error, Result};
+use cardvault::error::{Error, Result};
+use cardvault_bench::{self as bench, stack, Part};
+use clap::Parser;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Measure APDU counts against the minimum, per-APDU cost through pcscd against
 /// a bare PC/SC loop, scriptor and a minimal vpcd card, file encryption against
@@ -11,8 +12,12 @@ use std::path::PathBuf;
 /// 2 reader pairs against 1, and vault lookups at scale. Side-by-side
 /// comparisons run interleaved and report medians. Parts that need pcscd with
 /// the vpcd driver, openssl or scriptor say so and are skipped without them.
-#[derive(clap::Args, Debug)]
-pub struct Args {
+#[derive(Parser, Debug)]
+#[command(name = "cardvault-bench", version)]
+struct Args {
+    /// The JSON report on stdout instead of the text tables.
+    #[arg(long)]
+    json: bool,
     /// Parts to run, comma-separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "PART,...")]
     only: Vec<Part>,
@@ -50,10 +55,33 @@ pub struct Args {
     /// Keep the scratch directory.
     #[arg(long)]
     keep: bool,
+    /// The cardvault binary whose CLI is measured (default: the one next to
+    /// this binary, built from the source tree when missing).
+    #[arg(long, value_name = "PATH")]
+    cardvault: Option<PathBuf>,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    let exe = std::env::current_exe().map_err(|e| Error::io("locating the cardvault binary", e))?;
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cardvault-bench: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(a: Args) -> Result<()> {
+    let exe = match &a.cardvault {
+        Some(p) => p.clone(),
+        None => {
+            let me = std::env::current_exe().map_err(|e| Error::io("locating the cardvault-bench binary", e))?;
+            let dir = me.parent().unwrap_or(std::path::Path::new("."));
+            stack::workspace_bin(dir, "cardvault", "cardvault")
+                .map_err(|why| Error::Usage(format!("the cardvault binary: {why}")))?
+        }
+    };
     let (dir, temporary) = match &a.dir {
         Some(d) => (d.clone(), false),
         None => (
@@ -82,8 +110,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         eprintln!("bench: scratch directory kept: {}", dir.display());
     }
     let report = result?;
-    if ctx.json {
-        print_json(&report);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable report")
+        );
     } else {
         print!("{}", report.to_text());
     }

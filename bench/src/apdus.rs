@@ -1,7 +1,7 @@
 //! Part 1: APDUs on the wire per workflow, against the minimum its data needs.
 //!
 //! Each workflow runs on embedded cards (the count does not depend on the
-//! transport) and is counted by [`Channel::stats`](crate::apdu::Channel::stats),
+//! transport) and is counted by [`Channel::stats`](cardvault::apdu::Channel::stats),
 //! SELECT included. The minimum is the data divided by the largest APDU data
 //! field (65535 bytes of command data, 65533 bytes of response data: a vpcd
 //! frame is 65535 bytes with the status word) plus the fixed commands the
@@ -14,13 +14,13 @@
 use super::cards::{self, PROFILE_PIN};
 use super::proc::{cardvault, run_child};
 use super::{Config, Goal, Op, Part, Row, Section, Unit};
-use crate::apdu::Stats;
-use crate::card::CardClient;
-use crate::cli::client;
-use crate::error::{Error, Result};
-use crate::transport::sim::SimReader;
-use crate::vault::Vault;
-use crate::workflow::{backup as wb, duplicate, files as wf, issue};
+use cardvault::apdu::Stats;
+use cardvault::card::CardClient;
+use cardvault::error::{Error, Result};
+use cardvault::transport::sim::SimReader;
+use cardvault::vault::Vault;
+use cardvault::workflow::open_card;
+use cardvault::workflow::{backup as wb, duplicate, files as wf, issue};
 use cardvault_proto::backup as bk;
 use std::path::Path;
 
@@ -122,7 +122,7 @@ fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
     let mut total = Stats::default();
     for role in ["main", "backup"] {
         let mut r = cards::open(dir, &format!("issue-{role}"), "blank")?;
-        let mut c = client(&mut r, false)?;
+        let mut c = open_card(&mut r, false)?;
         issue::personalize(&mut c, &h, role, &key1, &opts)?;
         total = add(total, stats(&mut c));
     }
@@ -145,8 +145,8 @@ fn duplicate_pair(dir: &Path, vault: &mut Vault, s: &mut Section) -> Result<()> 
     let key1 = cardvault_proto::crypto::random::<32>();
     let mut m = cards::issue_card(dir, "dup-main", &h, "main", &key1)?;
     let mut b = cards::issue_card(dir, "dup-backup", &h, "backup", &key1)?;
-    let mut mc = client(&mut m, false)?;
-    let mut bc = client(&mut b, false)?;
+    let mut mc = open_card(&mut m, false)?;
+    let mut bc = open_card(&mut b, false)?;
     let opts = duplicate::DuplicateOptions {
         main_pin: h.pin.clone(),
         backup_pin: h.pin.clone(),
@@ -175,7 +175,7 @@ fn duplicate_minimum() -> Minimum {
 /// Bytes of the backups in `chain` as stored (records and trailers), and
 /// their minimum: per backup its header, then records and trailer packed
 /// into as few RESTORE DATA commands as the command data field allows.
-fn restore_minimum(vault: &Vault, chain: &[crate::vault::BackupRow]) -> Result<(Minimum, u64)> {
+fn restore_minimum(vault: &Vault, chain: &[cardvault::vault::BackupRow]) -> Result<(Minimum, u64)> {
     let mut payload = 0;
     let mut data_apdus = 0;
     for row in chain {
@@ -196,13 +196,13 @@ fn restore_minimum(vault: &Vault, chain: &[crate::vault::BackupRow]) -> Result<(
 
 /// Restore the newest backup of the card in `r` (its whole chain) onto it:
 /// SELECT + VERIFY + the workflow.
-fn restore_latest(r: &mut SimReader, vault: &mut Vault) -> Result<(Stats, Vec<crate::vault::BackupRow>)> {
+fn restore_latest(r: &mut SimReader, vault: &mut Vault) -> Result<(Stats, Vec<cardvault::vault::BackupRow>)> {
     let number = r.card().state().card_number.clone();
     let last = vault
         .latest_backup(&number)?
         .ok_or_else(|| Error::Data("the benchmark backup is missing".into()))?;
     let chain = vault.chain_to(&last)?;
-    let mut c = client(r, false)?;
+    let mut c = open_card(r, false)?;
     c.verify_pin(PROFILE_PIN)?;
     let plan = wb::RestorePlan {
         chain: chain.clone(),
@@ -215,7 +215,7 @@ fn restore_latest(r: &mut SimReader, vault: &mut Vault) -> Result<(Stats, Vec<cr
 
 /// One backup of the card in `r`; returns what went over the wire.
 fn backup_once(r: &mut SimReader, vault: &mut Vault, full: bool) -> Result<Stats> {
-    let mut c = client(r, false)?;
+    let mut c = open_card(r, false)?;
     c.verify_pin(PROFILE_PIN)?;
     wb::backup(&mut c, vault, full, &|_, _| {})?;
     Ok(stats(&mut c))
@@ -230,7 +230,7 @@ fn backup_minimum(payload: u64, max: u64) -> Minimum {
 }
 
 fn write_pages(r: &mut SimReader, pages: &[u16], page_size: usize) -> Result<()> {
-    let mut c = client(r, false)?;
+    let mut c = open_card(r, false)?;
     c.verify_pin(PROFILE_PIN)?;
     for p in pages {
         let data = cardvault_proto::crypto::random::<32>().repeat(page_size / 32);
@@ -313,8 +313,8 @@ fn recover(dir: &Path, vault: &mut Vault, s: &mut Section) -> Result<()> {
     drop(pair.main);
     let mut backup_r = pair.backup;
     let mut new_r = cards::issue_card(dir, "rec-new-main", &pair.holder, "main", &pair.key1)?;
-    let mut b = client(&mut backup_r, false)?;
-    let mut n = client(&mut new_r, false)?;
+    let mut b = open_card(&mut backup_r, false)?;
+    let mut n = open_card(&mut new_r, false)?;
     b.status()?;
     let (_, keys) = n.overview()?;
     b.verify_pin(&pair.holder.pin)?;
@@ -355,7 +355,7 @@ fn encrypt_files(dir: &Path, tag: &str, public: &[u8]) -> Result<Vec<std::path::
         let plain = dir.join(format!("{tag}-{i}.txt"));
         super::write_file(&plain, &vec![i as u8 + 1; size])?;
         let enc = plain.with_extension("cve");
-        crate::fileenc::encrypt_file(&plain, &enc, public, true).map_err(|e| wf::file_error(&enc, e))?;
+        cardvault::fileenc::encrypt_file(&plain, &enc, public, true).map_err(|e| wf::file_error(&enc, e))?;
         out.push(enc);
     }
     Ok(out)
@@ -410,7 +410,7 @@ fn cli_counts(cfg: &Config, dir: &Path, s: &mut Section) -> Result<()> {
 
     let public = {
         let mut m = cards::open(&home, "cli-main", "blank")?;
-        let mut c = client(&mut m, false)?;
+        let mut c = open_card(&mut m, false)?;
         c.public_key()?
             .ok_or_else(|| Error::Data("the duplicated card has no key".into()))?
     };

@@ -6,7 +6,7 @@
 //! vfork/posix_spawn inherits the parent's high-water mark at exec, so it
 //! never reads below the benchmark process's own size.
 
-use crate::error::{Error, Result};
+use cardvault::error::{Error, Result};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};

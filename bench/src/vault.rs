@@ -13,8 +13,8 @@
 
 use super::proc::Samples;
 use super::{Config, Goal, Op, Part, Row, Section, Unit};
-use crate::error::{Error, Result};
-use crate::vault::Vault;
+use cardvault::error::{Error, Result};
+use cardvault::vault::Vault;
 use std::path::Path;
 use std::time::Instant;
 

@@ -1,13 +1,13 @@
 //! Embedded cards for the benchmarks: issued pairs, duplicated pairs, memory
 //! filled with random data, and a 1 MiB card profile.
 
-use crate::card::CardClient;
-use crate::error::{Error, Result};
-use crate::secret::Secret;
-use crate::transport::sim::SimReader;
-use crate::vault::Vault;
-use crate::workflow::{duplicate, issue};
 use applet_sim::Profile;
+use cardvault::card::CardClient;
+use cardvault::error::{Error, Result};
+use cardvault::secret::Secret;
+use cardvault::transport::sim::SimReader;
+use cardvault::vault::Vault;
+use cardvault::workflow::{duplicate, issue, open_card};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -58,13 +58,7 @@ pub fn issue_options() -> Result<issue::IssueOptions> {
 /// Personalize the blank embedded card `name` as `role` for `h`.
 pub fn issue_card(dir: &Path, name: &str, h: &issue::Holder, role: &str, key1: &[u8]) -> Result<SimReader> {
     let mut r = open(dir, name, "blank")?;
-    issue::personalize(
-        &mut crate::cli::client(&mut r, false)?,
-        h,
-        role,
-        key1,
-        &issue_options()?,
-    )?;
+    issue::personalize(&mut open_card(&mut r, false)?, h, role, key1, &issue_options()?)?;
     Ok(r)
 }
 
@@ -84,8 +78,8 @@ pub fn duplicated_pair(dir: &Path, id: &str, vault: &mut Vault) -> Result<Duplic
     let mut main = issue_card(dir, &format!("{id}-main"), &h, "main", &key1)?;
     let mut backup = issue_card(dir, &format!("{id}-backup"), &h, "backup", &key1)?;
     let report = {
-        let mut m = crate::cli::client(&mut main, false)?;
-        let mut b = crate::cli::client(&mut backup, false)?;
+        let mut m = open_card(&mut main, false)?;
+        let mut b = open_card(&mut backup, false)?;
         let opts = duplicate::DuplicateOptions {
             main_pin: h.pin.clone(),
             backup_pin: h.pin.clone(),
@@ -119,7 +113,7 @@ pub fn fill(card: &mut CardClient<'_>, page_size: usize, len: usize) -> Result<(
 /// Fill the whole application area (`len` bytes, 256-byte pages) of a
 /// built-in-profile card with random data.
 pub fn fill_reader(r: &mut SimReader, len: usize) -> Result<()> {
-    let mut c = crate::cli::client(r, false)?;
+    let mut c = open_card(r, false)?;
     c.verify_pin(PROFILE_PIN)?;
     fill(&mut c, 256, len)
 }

@@ -374,7 +374,7 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "cardvault bench: {} ({} CPUs), {} MiB RAM, Linux {}, {} build; load average {:.2} at the start, \
+            "cardvault-bench: {} ({} CPUs), {} MiB RAM, Linux {}, {} build; load average {:.2} at the start, \
              {:.2} at the end",
             m.cpu, m.cpus, m.memory_mib, m.kernel, m.build, m.load.0, m.load.1
         );

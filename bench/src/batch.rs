@@ -12,7 +12,7 @@
 use super::proc::{cardvault, interleave, run_child, Samples};
 use super::stack::PrivatePcscd;
 use super::{Config, Goal, Op, Part, Row, Section, Unit};
-use crate::error::{Error, Result};
+use cardvault::error::{Error, Result};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 

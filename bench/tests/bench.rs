@@ -1,0 +1,124 @@
+//! `cardvault-bench` in a tiny configuration: its report's structure, never
+//! its timings.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A fresh directory for one test.
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cvbench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `cardvault-bench` with an isolated home and no user configuration (the
+/// cardvault CLI it runs inherits them).
+fn bench(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cardvault-bench"));
+    c.env("CARDVAULT_HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env_remove("CARDVAULT_READER")
+        .env_remove("CARDVAULT_CONFIG")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run cardvault-bench")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+#[test]
+fn a_quick_bench_reports_apdu_counts_and_vault_lookups() {
+    let home = temp_dir("bench");
+    let o = run(bench(&home)
+        .args([
+            "--json",
+            "--only",
+            "apdus,vault",
+            "--quick",
+            "--vault-rows",
+            "2000",
+            "--chain",
+            "2",
+            "--dir",
+        ])
+        .arg(home.join("scratch")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1, "{v}");
+    let sections = v["sections"].as_array().unwrap();
+    let parts: Vec<&str> = sections.iter().map(|s| s["part"].as_str().unwrap()).collect();
+    assert_eq!(parts, ["apdus", "vault"]);
+    for s in sections {
+        assert!(s["skipped"].is_null(), "{s}");
+        for r in s["rows"].as_array().unwrap() {
+            assert!(
+                r["measure"].is_string() && r["value"].is_number() && r["unit"].is_string(),
+                "{r}"
+            );
+        }
+    }
+    // Every workflow's APDU count comes with its minimum, the ratio and the goal.
+    let apdus = sections[0]["rows"].as_array().unwrap();
+    for want in [
+        "duplicate",
+        "full backup",
+        "differential backup",
+        "restore",
+        "chain restore",
+        "recover",
+    ] {
+        assert!(
+            apdus.iter().any(|r| r["measure"].as_str().unwrap().contains(want)),
+            "no row for {want}: {apdus:?}"
+        );
+    }
+    for r in apdus {
+        assert_eq!(r["unit"], "apdus");
+        assert_eq!(r["reference"]["unit"], "apdus");
+        assert!(r["ratio"].is_number() && r["met"].is_boolean(), "{r}");
+        assert_eq!(r["goal"]["op"], "<=");
+    }
+    // Vault: both sizes, with the query plans.
+    let vault = &sections[1];
+    assert!(vault["rows"].as_array().unwrap().len() >= 4, "{vault}");
+    assert!(
+        vault["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("query plan")),
+        "{vault}"
+    );
+    let met = v["goals_met"].as_u64().unwrap() + v["goals_missed"].as_u64().unwrap();
+    assert!(met >= apdus.len() as u64, "{v}");
+    // --dir is kept; the text report has one table per part.
+    assert!(home.join("scratch").join("apdus").exists());
+    let o = run(bench(&home).args(["--only", "vault", "--vault-rows", "1000", "--rounds", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("1. Vault at scale") && text.contains("goals:"), "{text}");
+}
+
+#[test]
+fn bench_options_are_checked() {
+    let home = temp_dir("bench-args");
+    let o = run(bench(&home).args(["--only", "nothing"]));
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(bench(&home).args(["--file-size", "1 PiB"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("size unit"), "{}", stderr(&o));
+}
