@@ -4,7 +4,6 @@
 mod common;
 
 use cardvault::apdu::{Command, StatusWord};
-use cardvault::cli::client;
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
 use cardvault_proto::backup as bk;
@@ -609,4 +608,9 @@ fn application_writes_are_refused_while_a_backup_is_in_progress() {
     let sw = c.channel().transmit(&Command::credit(1, 10)).unwrap().sw;
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
     assert_eq!(state(&home, "b").memory, before.memory);
+}
+
+/// Open a card session on `r` (SELECT included).
+fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<cardvault::card::CardClient<'_>> {
+    cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })
 }

@@ -8,7 +8,6 @@ mod common;
 
 use cardvault::apdu::{Command, StatusWord};
 use cardvault::card::CardClient;
-use cardvault::cli::client;
 use cardvault::transport::fault::{FaultyReader, PullMode, PullSchedule};
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
@@ -489,4 +488,9 @@ fn recovery_survives_a_pull_at_every_apdu() {
         }
     };
     cut_points("recover", &template, &run, &check_cut, &retry);
+}
+
+/// Open a card session on `r` (SELECT included).
+fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<cardvault::card::CardClient<'_>> {
+    cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })
 }

@@ -4,7 +4,6 @@
 mod common;
 
 use cardvault::apdu::{Command, StatusWord};
-use cardvault::cli::client;
 use cardvault::transport::sim::SimReader;
 use cardvault_proto::{from_hex, to_hex};
 use common::*;
@@ -566,4 +565,9 @@ fn an_unwrapped_file_key_is_masked_in_traces_and_apdu_output_even_in_pieces() {
     let all = (stdout(&o) + &stderr(&o)).to_lowercase();
     assert!(all.contains("secret bytes masked"), "{all}");
     assert!(!all.contains("c3c3c3c3"), "the file key leaked: {all}");
+}
+
+/// Open a card session on `r` (SELECT included).
+fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<cardvault::card::CardClient<'_>> {
+    cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })
 }

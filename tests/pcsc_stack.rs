@@ -3,7 +3,6 @@
 
 mod common;
 
-use cardvault::cli::with_selected;
 use cardvault::config::{Config, ExtendedMode};
 use cardvault::reader::{self, ReaderOptions};
 use common::*;
@@ -633,4 +632,14 @@ fn a_65535_byte_read_arrives_whole_through_vpcd() {
     })
     .unwrap();
     assert_eq!(back, pattern);
+}
+
+/// Open a card session on `r` and run `f` with it.
+fn with_selected<T>(
+    r: &mut dyn cardvault::transport::Reader,
+    trace: bool,
+    f: impl FnOnce(&mut cardvault::card::CardClient<'_>) -> cardvault::Result<T>,
+) -> cardvault::Result<T> {
+    let mut c = cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })?;
+    f(&mut c)
 }

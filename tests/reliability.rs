@@ -22,7 +22,7 @@ fn card_state(home: &Path, name: &str) -> applet_sim::CardState {
 
 fn write(home: &Path, name: &str, page: u16, data: &[u8]) {
     let mut r = cardvault::transport::sim::SimReader::open(home, name, "main", None).unwrap();
-    let mut c = cardvault::cli::client(&mut r, false).unwrap();
+    let mut c = client(&mut r, false).unwrap();
     c.verify_pin(PIN.as_bytes()).unwrap();
     c.write_memory(page, data).unwrap();
 }
@@ -372,4 +372,9 @@ fn a_full_disk_for_the_vault_is_a_clear_error_and_loses_nothing() {
     let v = cardvault::vault::Vault::open(&home.join("vault.sqlite")).unwrap();
     assert_eq!(v.list_backups(None).unwrap().len(), 1);
     assert!(v.verify().unwrap().is_empty());
+}
+
+/// Open a card session on `r` (SELECT included).
+fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<cardvault::card::CardClient<'_>> {
+    cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })
 }

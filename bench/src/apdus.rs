@@ -15,11 +15,10 @@ use super::cards::{self, PROFILE_PIN};
 use super::proc::{cardvault, run_child};
 use super::{Config, Goal, Op, Part, Row, Section, Unit};
 use cardvault::apdu::Stats;
-use cardvault::card::CardClient;
+use cardvault::card::{CardClient, SessionOptions};
 use cardvault::error::{Error, Result};
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
-use cardvault::workflow::open_card;
 use cardvault::workflow::{backup as wb, duplicate, files as wf, issue};
 use cardvault_proto::backup as bk;
 use std::path::Path;
@@ -88,7 +87,7 @@ fn row(name: &str, actual: Stats, min: &Minimum, payload: Option<u64>) -> Row {
 }
 
 fn stats(c: &mut CardClient<'_>) -> Stats {
-    c.channel().stats()
+    c.stats()
 }
 
 pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Section> {
@@ -122,7 +121,7 @@ fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
     let mut total = Stats::default();
     for role in ["main", "backup"] {
         let mut r = cards::open(dir, &format!("issue-{role}"), "blank")?;
-        let mut c = open_card(&mut r, false)?;
+        let mut c = CardClient::open(&mut r, SessionOptions::default())?;
         issue::personalize(&mut c, &h, role, &key1, &opts)?;
         total = add(total, stats(&mut c));
     }
@@ -145,8 +144,8 @@ fn duplicate_pair(dir: &Path, vault: &mut Vault, s: &mut Section) -> Result<()> 
     let key1 = cardvault_proto::crypto::random::<32>();
     let mut m = cards::issue_card(dir, "dup-main", &h, "main", &key1)?;
     let mut b = cards::issue_card(dir, "dup-backup", &h, "backup", &key1)?;
-    let mut mc = open_card(&mut m, false)?;
-    let mut bc = open_card(&mut b, false)?;
+    let mut mc = CardClient::open(&mut m, SessionOptions::default())?;
+    let mut bc = CardClient::open(&mut b, SessionOptions::default())?;
     let opts = duplicate::DuplicateOptions {
         main_pin: h.pin.clone(),
         backup_pin: h.pin.clone(),
@@ -202,7 +201,7 @@ fn restore_latest(r: &mut SimReader, vault: &mut Vault) -> Result<(Stats, Vec<ca
         .latest_backup(&number)?
         .ok_or_else(|| Error::Data("the benchmark backup is missing".into()))?;
     let chain = vault.chain_to(&last)?;
-    let mut c = open_card(r, false)?;
+    let mut c = CardClient::open(r, SessionOptions::default())?;
     c.verify_pin(PROFILE_PIN)?;
     let plan = wb::RestorePlan {
         chain: chain.clone(),
@@ -215,7 +214,7 @@ fn restore_latest(r: &mut SimReader, vault: &mut Vault) -> Result<(Stats, Vec<ca
 
 /// One backup of the card in `r`; returns what went over the wire.
 fn backup_once(r: &mut SimReader, vault: &mut Vault, full: bool) -> Result<Stats> {
-    let mut c = open_card(r, false)?;
+    let mut c = CardClient::open(r, SessionOptions::default())?;
     c.verify_pin(PROFILE_PIN)?;
     wb::backup(&mut c, vault, full, &|_, _| {})?;
     Ok(stats(&mut c))
@@ -230,7 +229,7 @@ fn backup_minimum(payload: u64, max: u64) -> Minimum {
 }
 
 fn write_pages(r: &mut SimReader, pages: &[u16], page_size: usize) -> Result<()> {
-    let mut c = open_card(r, false)?;
+    let mut c = CardClient::open(r, SessionOptions::default())?;
     c.verify_pin(PROFILE_PIN)?;
     for p in pages {
         let data = cardvault_proto::crypto::random::<32>().repeat(page_size / 32);
@@ -313,8 +312,8 @@ fn recover(dir: &Path, vault: &mut Vault, s: &mut Section) -> Result<()> {
     drop(pair.main);
     let mut backup_r = pair.backup;
     let mut new_r = cards::issue_card(dir, "rec-new-main", &pair.holder, "main", &pair.key1)?;
-    let mut b = open_card(&mut backup_r, false)?;
-    let mut n = open_card(&mut new_r, false)?;
+    let mut b = CardClient::open(&mut backup_r, SessionOptions::default())?;
+    let mut n = CardClient::open(&mut new_r, SessionOptions::default())?;
     b.status()?;
     let (_, keys) = n.overview()?;
     b.verify_pin(&pair.holder.pin)?;
@@ -410,7 +409,7 @@ fn cli_counts(cfg: &Config, dir: &Path, s: &mut Section) -> Result<()> {
 
     let public = {
         let mut m = cards::open(&home, "cli-main", "blank")?;
-        let mut c = open_card(&mut m, false)?;
+        let mut c = CardClient::open(&mut m, SessionOptions::default())?;
         c.public_key()?
             .ok_or_else(|| Error::Data("the duplicated card has no key".into()))?
     };

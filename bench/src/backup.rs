@@ -7,11 +7,11 @@
 use super::cards::{self, PROFILE_PIN};
 use super::proc::{interleave, Samples};
 use super::{Config, Part, Row, Section, Unit};
+use cardvault::card::{CardClient, SessionOptions};
 use cardvault::error::{Error, Result};
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
 use cardvault::workflow::backup as wb;
-use cardvault::workflow::open_card;
 use std::path::Path;
 use std::time::Instant;
 
@@ -24,10 +24,10 @@ fn secs_since(t: Instant) -> f64 {
 /// One backup; returns seconds and APDUs.
 fn backup(r: &mut SimReader, vault: &mut Vault, full: bool) -> Result<(f64, u64)> {
     let t = Instant::now();
-    let mut c = open_card(r, false)?;
+    let mut c = CardClient::open(r, SessionOptions::default())?;
     c.verify_pin(PROFILE_PIN)?;
     wb::backup(&mut c, vault, full, &|_, _| {})?;
-    Ok((secs_since(t), c.channel().stats().apdus))
+    Ok((secs_since(t), c.stats().apdus))
 }
 
 /// Restore the newest backup's chain onto the same card; returns seconds and APDUs.
@@ -42,10 +42,10 @@ fn restore(r: &mut SimReader, vault: &mut Vault) -> Result<(f64, u64)> {
         authorization: None,
         override_rollback: false,
     };
-    let mut c = open_card(r, false)?;
+    let mut c = CardClient::open(r, SessionOptions::default())?;
     c.verify_pin(PROFILE_PIN)?;
     wb::restore(&mut c, vault, &plan, &|_, _| {})?;
-    Ok((secs_since(t), c.channel().stats().apdus))
+    Ok((secs_since(t), c.stats().apdus))
 }
 
 /// Median time of one simulator state write (a 1-page WRITE MEMORY), and of
@@ -58,7 +58,7 @@ fn state_write(r: &mut SimReader) -> Result<(f64, f64)> {
         encode.push(secs_since(t));
         drop(bytes);
     }
-    let mut c = open_card(r, false)?;
+    let mut c = CardClient::open(r, SessionOptions::default())?;
     c.verify_pin(PROFILE_PIN)?;
     let mut write = Samples::default();
     for i in 0..5u8 {
@@ -181,7 +181,7 @@ fn chain(cfg: &Config, dir: &Path, s: &mut Section, progress: &dyn Fn(&str)) -> 
     let mut diffs = Samples::default();
     for i in 0..n {
         {
-            let mut c = open_card(&mut r, false)?;
+            let mut c = CardClient::open(&mut r, SessionOptions::default())?;
             c.verify_pin(PROFILE_PIN)?;
             let data = cardvault_proto::crypto::random::<32>().repeat(8);
             c.write_memory((i * 2 % 256) as u16, &data)?;

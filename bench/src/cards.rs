@@ -2,12 +2,12 @@
 //! filled with random data, and a 1 MiB card profile.
 
 use applet_sim::Profile;
-use cardvault::card::CardClient;
+use cardvault::card::{CardClient, SessionOptions};
 use cardvault::error::{Error, Result};
 use cardvault::secret::Secret;
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
-use cardvault::workflow::{duplicate, issue, open_card};
+use cardvault::workflow::{duplicate, issue};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -58,7 +58,13 @@ pub fn issue_options() -> Result<issue::IssueOptions> {
 /// Personalize the blank embedded card `name` as `role` for `h`.
 pub fn issue_card(dir: &Path, name: &str, h: &issue::Holder, role: &str, key1: &[u8]) -> Result<SimReader> {
     let mut r = open(dir, name, "blank")?;
-    issue::personalize(&mut open_card(&mut r, false)?, h, role, key1, &issue_options()?)?;
+    issue::personalize(
+        &mut CardClient::open(&mut r, SessionOptions::default())?,
+        h,
+        role,
+        key1,
+        &issue_options()?,
+    )?;
     Ok(r)
 }
 
@@ -78,8 +84,8 @@ pub fn duplicated_pair(dir: &Path, id: &str, vault: &mut Vault) -> Result<Duplic
     let mut main = issue_card(dir, &format!("{id}-main"), &h, "main", &key1)?;
     let mut backup = issue_card(dir, &format!("{id}-backup"), &h, "backup", &key1)?;
     let report = {
-        let mut m = open_card(&mut main, false)?;
-        let mut b = open_card(&mut backup, false)?;
+        let mut m = CardClient::open(&mut main, SessionOptions::default())?;
+        let mut b = CardClient::open(&mut backup, SessionOptions::default())?;
         let opts = duplicate::DuplicateOptions {
             main_pin: h.pin.clone(),
             backup_pin: h.pin.clone(),
@@ -113,7 +119,7 @@ pub fn fill(card: &mut CardClient<'_>, page_size: usize, len: usize) -> Result<(
 /// Fill the whole application area (`len` bytes, 256-byte pages) of a
 /// built-in-profile card with random data.
 pub fn fill_reader(r: &mut SimReader, len: usize) -> Result<()> {
-    let mut c = open_card(r, false)?;
+    let mut c = CardClient::open(r, SessionOptions::default())?;
     c.verify_pin(PROFILE_PIN)?;
     fill(&mut c, 256, len)
 }

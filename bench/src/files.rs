@@ -16,9 +16,9 @@
 use super::cards;
 use super::proc::{cardvault, have_tool, interleave, run_child, run_child_rss, Samples};
 use super::{Config, Goal, Op, Part, Row, Section, Unit};
+use cardvault::card::{CardClient, SessionOptions};
 use cardvault::error::{Error, Result};
 use cardvault::fileenc;
-use cardvault::workflow::open_card;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
@@ -72,7 +72,7 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Section> {
     let size = cfg.file_size;
     let public = {
         let mut r = cards::open(&home, CARD, "main")?;
-        let mut c = open_card(&mut r, false)?;
+        let mut c = CardClient::open(&mut r, SessionOptions::default())?;
         cards::give_key(&mut c)?
     };
     let pubfile = dir.join("recipient.hex");
@@ -175,7 +175,7 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Section> {
             },
             &mut || {
                 let mut r = cards::open(&home, CARD, "main")?;
-                let mut c = open_card(&mut r, false)?;
+                let mut c = CardClient::open(&mut r, SessionOptions::default())?;
                 c.verify_pin(cards::PROFILE_PIN)?;
                 let f = File::open(&enc).map_err(|e| Error::io("opening the encrypted file", e))?;
                 let t = Instant::now();

@@ -19,10 +19,10 @@ use super::responder::Responder;
 use super::stack::{self, AppletSim, PrivatePcscd};
 use super::{Config, Goal, Op, Part, Row, Section, Unit};
 use cardvault::apdu::{Channel, Command};
+use cardvault::card::{CardClient, SessionOptions};
 use cardvault::error::{Error, Result};
 use cardvault::transport::pcsc::PcscReader;
 use cardvault::transport::Reader;
-use cardvault::workflow::open_card;
 use cardvault_proto::{self as proto, tag};
 use std::ffi::CString;
 use std::path::Path;
@@ -153,7 +153,7 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
     // The same client context as the bare loop: one pcscd context thread serves both.
     let mut ours = PcscReader::connect(ctx.clone(), &sim_r.name, None)?;
     // Select the applet once; the card keeps it selected across transactions.
-    open_card(&mut ours, false)?;
+    CardClient::open(&mut ours, SessionOptions::default())?;
     let ours = std::cell::RefCell::new(ours);
     let mut card = applet_sim::Card::in_memory(&applet_sim::Profile::load("main").map_err(Error::Usage)?);
     card.transmit(&encode(&Command::select_aid(proto::AID)));
@@ -172,7 +172,7 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
     };
     let cpu_bare = std::cell::Cell::new((0.0, 0.0, 0.0));
     let mut embedded = super::cards::open(&dir.join("home"), "rt-inproc", "main")?;
-    open_card(&mut embedded, false)?;
+    CardClient::open(&mut embedded, SessionOptions::default())?;
     let samples = interleave(
         slices,
         &mut [

@@ -1,6 +1,7 @@
 //! `cardvault backup | restore | authorize-restore | vault ... | purse ...`
 
-use super::{client, print_json, Ctx};
+use super::{print_json, Ctx};
+use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::SecretSource;
 use crate::workflow::backup::{self, RestoreAuthorization, RestorePlan, RestoreRequest};
@@ -117,7 +118,7 @@ pub fn run_backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
     let pin = a.pin.read("PIN")?;
     let mut vault = ctx.vault()?;
     let mut reader = ctx.open_reader()?;
-    let mut card = client(reader.as_mut(), ctx.trace)?;
+    let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
     card.verify_pin(&pin)?;
     let pb = bar(ctx, "pages");
     let rep = backup::backup(&mut card, &mut vault, a.full, &|n, t| {
@@ -151,7 +152,7 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     let pin = a.pin.read("PIN")?;
     let mut vault = ctx.vault()?;
     let mut reader = ctx.open_reader()?;
-    let mut card = client(reader.as_mut(), ctx.trace)?;
+    let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
     let target = card.card_number()?;
     let source = a.from_card.clone().unwrap_or_else(|| target.clone());
     if a.from_card.as_deref() == Some(target.as_str()) {
@@ -192,7 +193,7 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         )));
     }
     if let Some(path) = &a.request {
-        let ch = card.channel().exec(&crate::apdu::Command::get_restore_challenge())?;
+        let ch = card.restore_challenge()?;
         let req = RestoreRequest {
             version: 1,
             source_card: source.clone(),
@@ -375,18 +376,14 @@ pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
 }
 
 pub fn run_purse(ctx: &Ctx, c: PurseCommand) -> Result<()> {
-    use crate::apdu::Command;
-    let (balance, what) = match c {
-        PurseCommand::Balance { app } => (
-            ctx.with_card(|card| card.channel().exec(&Command::get_balance(app)))?,
-            "balance",
-        ),
+    let (v, what) = match c {
+        PurseCommand::Balance { app } => (ctx.with_card(|card| card.balance(app))?, "balance"),
         PurseCommand::Credit { app, amount, pin } => {
             let pin = pin.read("PIN")?;
             (
                 ctx.with_card(|card| {
                     card.verify_pin(&pin)?;
-                    card.channel().exec(&Command::credit(app, amount))
+                    card.credit(app, amount)
                 })?,
                 "credited; balance",
             )
@@ -396,16 +393,12 @@ pub fn run_purse(ctx: &Ctx, c: PurseCommand) -> Result<()> {
             (
                 ctx.with_card(|card| {
                     card.verify_pin(&pin)?;
-                    card.channel().exec(&Command::debit(app, amount))
+                    card.debit(app, amount)
                 })?,
                 "debited; balance",
             )
         }
     };
-    let v = u32::from_be_bytes(balance.try_into().map_err(|_| Error::Malformed {
-        command: "GET BALANCE",
-        reason: "not 4 bytes".into(),
-    })?);
     if ctx.json {
         print_json(&serde_json::json!({ "balance": v }));
     } else {

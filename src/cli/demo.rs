@@ -1,6 +1,7 @@
 //! `cardvault demo`: the product end to end on embedded simulated cards.
 
-use super::{print_json, with_selected, Ctx};
+use super::{print_json, Ctx};
+use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::transport::sim::SimReader;
 use crate::transport::Reader;
@@ -82,7 +83,7 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
     let mut backup = SimReader::open(dir, "demo-backup", "backup", Some(false))?;
     for r in [&mut main as &mut dyn Reader, &mut backup] {
         let name = r.name().to_string();
-        let st = with_selected(r, ctx.trace, |c| c.status())?;
+        let st = CardClient::open(r, ctx.session())?.status()?;
         d.step(
             &format!("status of {name}"),
             format!(
@@ -93,13 +94,13 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
     }
 
     d.heading("2. PIN handling (data of VERIFY is masked in --trace)");
-    let wrong = with_selected(&mut main, ctx.trace, |c| match c.verify_pin(b"000000") {
+    let wrong = match CardClient::open(&mut main, ctx.session())?.verify_pin(b"000000") {
         Err(Error::WrongPin { tries_left }) => Ok(tries_left),
         Err(e) => Err(e),
         Ok(()) => Err(Error::Usage("the demo card accepted a wrong PIN".into())),
-    })?;
+    }?;
     d.step("wrong PIN on sim:demo-main", format!("refused, {wrong} tries left"));
-    with_selected(&mut main, ctx.trace, |c| c.verify_pin(DEMO_PIN))?;
+    CardClient::open(&mut main, ctx.session())?.verify_pin(DEMO_PIN)?;
     d.step("right PIN on sim:demo-main", "verified, counter reset");
 
     d.heading("3. A 4 KiB write and read-back, extended and short APDUs");
@@ -107,15 +108,16 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
     for r in [&mut main as &mut dyn Reader, &mut backup] {
         let name = r.name().to_string();
         let ext = r.caps().extended;
-        let (back, stats_w, stats_r) = with_selected(r, ctx.trace, |c| {
+        let (back, stats_w, stats_r) = {
+            let c = &mut CardClient::open(r, ctx.session())?;
             c.verify_pin(DEMO_PIN)?;
-            let before = c.channel().stats();
+            let before = c.stats();
             c.write_memory(0, &pattern)?;
-            let mid = c.channel().stats();
+            let mid = c.stats();
             let back = c.read_memory(0, pattern.len())?;
-            let after = c.channel().stats();
-            Ok((back, mid.apdus - before.apdus, after.apdus - mid.apdus))
-        })?;
+            let after = c.stats();
+            (back, mid.apdus - before.apdus, after.apdus - mid.apdus)
+        };
         if back != pattern {
             return Err(Error::Malformed {
                 command: "READ MEMORY",
@@ -134,11 +136,12 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
     }
 
     d.heading("4. Raw APDUs (what `cardvault apdu` sends)");
-    let card_number = with_selected(&mut main, ctx.trace, |c| {
-        let r = c.channel().send_raw(&[0x00, 0xCA, 0xDF, 0x01, 0x00], true)?;
-        let unknown = c.channel().send_raw(&[0x00, 0x99, 0x00, 0x00], true)?;
-        Ok((r, unknown))
-    })?;
+    let card_number = {
+        let c = &mut CardClient::open(&mut main, ctx.session())?;
+        let r = c.send_raw(&[0x00, 0xCA, 0xDF, 0x01, 0x00], true)?;
+        let unknown = c.send_raw(&[0x00, 0x99, 0x00, 0x00], true)?;
+        (r, unknown)
+    };
     d.step(
         "00 CA DF 01 00 (GET DATA card number)",
         format!(
@@ -189,7 +192,13 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
     let mut cards = Vec::new();
     for role in ["main", "backup"] {
         let mut r = SimReader::open(dir, &format!("alice-{role}"), "blank", None)?;
-        let n = issue::personalize(&mut super::client(&mut r, ctx.trace)?, &holder, role, &key1, &opts)?;
+        let n = issue::personalize(
+            &mut CardClient::open(&mut r, ctx.session())?,
+            &holder,
+            role,
+            &key1,
+            &opts,
+        )?;
         d.step(&format!("issue {role} card"), format!("card {n} issued"));
         cards.push(r);
     }
@@ -201,8 +210,8 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
         .map(|_| Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec()))
         .collect();
     let rep = {
-        let mut main = super::client(&mut main_r, ctx.trace)?;
-        let mut backup = super::client(&mut backup_r, ctx.trace)?;
+        let mut main = CardClient::open(&mut main_r, ctx.session())?;
+        let mut backup = CardClient::open(&mut backup_r, ctx.session())?;
         let dopts = duplicate::DuplicateOptions {
             main_pin: holder.pin.clone(),
             backup_pin: holder.pin.clone(),
@@ -246,7 +255,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
     d.step("the main card breaks", "its state is gone");
     let mut new_r = SimReader::open(dir, "alice-new-main", "blank", None)?;
     let new_number = issue::personalize(
-        &mut super::client(&mut new_r, ctx.trace)?,
+        &mut CardClient::open(&mut new_r, ctx.session())?,
         &holder,
         "main",
         &key1,
@@ -254,8 +263,8 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
     )?;
     d.step("issue a new main card", format!("card {new_number}"));
     {
-        let mut backup = super::client(&mut backup_r, ctx.trace)?;
-        let mut new_main = super::client(&mut new_r, ctx.trace)?;
+        let mut backup = CardClient::open(&mut backup_r, ctx.session())?;
+        let mut new_main = CardClient::open(&mut new_r, ctx.session())?;
         backup.verify_pin(&holder.pin)?;
         new_main.verify_pin(&holder.pin)?;
         let fresh: Vec<crate::secret::Secret> = (0..2)
@@ -302,16 +311,15 @@ const DEMO_ISSUER_KEY: &str = include_str!("../../fixtures/issuer/issuer-private
 /// Back up a card into the vault (full, then differential), and restore the
 /// chain onto a replacement card with an issuer authorization (Hitachi flow).
 fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimReader) -> Result<()> {
-    use crate::apdu::Command;
     use crate::workflow::backup as wb;
     let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
     let mut repl = SimReader::open(dir, "demo-replacement", "replacement", None)?;
 
     d.heading("8. Encrypted page backup into the vault");
     let (full, diff, number) = {
-        let mut c = super::client(src, ctx.trace)?;
+        let mut c = CardClient::open(src, ctx.session())?;
         c.verify_pin(DEMO_PIN)?;
-        c.channel().exec(&Command::credit(1, 5000))?;
+        c.credit(1, 5000)?;
         let full = wb::backup(&mut c, &mut vault, true, &|_, _| {})?;
         c.write_memory(40, &[0x42; 600])?;
         let diff = wb::backup(&mut c, &mut vault, false, &|_, _| {})?;
@@ -334,10 +342,10 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
     );
 
     d.heading("9. Restore onto a replacement card (issuer authorization)");
-    let mut target = super::client(&mut repl, ctx.trace)?;
+    let mut target = CardClient::open(&mut repl, ctx.session())?;
     target.verify_pin(DEMO_PIN)?;
     let target_number = target.card_number()?;
-    let challenge = target.channel().exec(&Command::get_restore_challenge())?;
+    let challenge = target.restore_challenge()?;
     let req = wb::RestoreRequest {
         version: 1,
         source_card: number.clone(),
@@ -369,13 +377,10 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
             rep.chain, rep.pages_written, rep.apdus
         ),
     );
-    let balance = target.channel().exec(&Command::get_balance(1))?;
+    let balance = target.balance(1)?;
     d.step(
         "purse on the replacement after restore",
-        format!(
-            "{} (value reset, FIG. 20: restored value is never spendable)",
-            u32::from_be_bytes(balance.try_into().unwrap_or([0xFF; 4]))
-        ),
+        format!("{} (value reset, FIG. 20: restored value is never spendable)", balance),
     );
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `cardvault duplicate --main R --backup R` (FIG. 15): one pair of cards, or
 //! with `--holders` a batch on one or several stations working in parallel.
 
-use super::{client, print_json, Ctx};
+use super::{print_json, Ctx};
+use crate::card::{CardClient, SessionOptions};
 use crate::error::{Error, Result};
 use crate::reader::ReaderSpec;
 use crate::secret::{Secret, SecretSource};
@@ -100,8 +101,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     }
     let mut main_reader = ctx.open_named(&a.main[0])?;
     let mut backup_reader = ctx.open_named(&a.backup[0])?;
-    let mut main = client(main_reader.as_mut(), ctx.trace)?;
-    let mut backup = client(backup_reader.as_mut(), ctx.trace)?;
+    let mut main = CardClient::open(main_reader.as_mut(), ctx.session())?;
+    let mut backup = CardClient::open(backup_reader.as_mut(), ctx.session())?;
     let generate = a.elements == "generate";
     let elements = if generate {
         generate_elements(main.key_state()?.group_size)
@@ -274,7 +275,7 @@ impl Batch<'_> {
             }
             match self.ctx.open_named(spec) {
                 Ok(mut r) => {
-                    let st = client(r.as_mut(), false)?.status()?;
+                    let st = CardClient::open(r.as_mut(), SessionOptions::default())?.status()?;
                     if !self.is_used(&st.card_number) {
                         let holder = self
                             .holders
@@ -315,7 +316,7 @@ impl Batch<'_> {
         loop {
             match self.ctx.open_named(spec) {
                 Ok(mut r) => {
-                    let number = client(r.as_mut(), false)
+                    let number = CardClient::open(r.as_mut(), SessionOptions::default())
                         .and_then(|mut c| c.card_number())
                         .map_err(|e| e.to_string())?;
                     if !self.is_used(&number) {
@@ -361,8 +362,8 @@ impl Batch<'_> {
             }
         };
         let outcome = (|| -> Result<(DuplicateReport, Option<Vec<Secret>>)> {
-            let mut main = client(main_reader, self.ctx.trace)?;
-            let mut backup = client(backup_reader.as_mut(), self.ctx.trace)?;
+            let mut main = CardClient::open(main_reader, self.ctx.session())?;
+            let mut backup = CardClient::open(backup_reader.as_mut(), self.ctx.session())?;
             let (elements, generated) = match self.elements {
                 Some(e) => (e.to_vec(), None),
                 None => {

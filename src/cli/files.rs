@@ -1,6 +1,7 @@
 //! `cardvault encrypt | decrypt | recover`
 
-use super::{client, print_json, Ctx};
+use super::{print_json, Ctx};
+use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::fileenc;
 use crate::secret::SecretSource;
@@ -83,7 +84,7 @@ pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
         (_, Some(path)) => parse_public_key(&files::read_small(path, 4096)?)?,
         (Some(spec), None) => {
             let mut r = ctx.open_named(spec)?;
-            let key = client(r.as_mut(), ctx.trace)?.public_key()?;
+            let key = CardClient::open(r.as_mut(), ctx.session())?.public_key()?;
             key.ok_or_else(|| Error::Refused(format!("the card in {spec} has no readable encryption key")))?
         }
         (None, None) => unreachable!("clap requires one"),
@@ -101,7 +102,7 @@ pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
 pub fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<()> {
     let pin = a.pin.read("PIN")?;
     let mut r = ctx.open_reader()?;
-    let mut card = client(r.as_mut(), ctx.trace)?;
+    let mut card = CardClient::open(r.as_mut(), ctx.session())?;
     card.verify_pin(&pin)?;
     let key_id = card.public_key()?.map(|p| cardvault_proto::crypto::key_id(&p));
     let n = fileenc::decrypt_file(&a.input, &a.output, a.force, key_id, card_unwrapper(&mut card))
@@ -119,8 +120,8 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
     let new_pin = a.new_pin.read("PIN of the new main card")?;
     let mut br = ctx.open_named(&a.backup)?;
     let mut nr = ctx.open_named(&a.new_main)?;
-    let mut backup = client(br.as_mut(), ctx.trace)?;
-    let mut new_main = client(nr.as_mut(), ctx.trace)?;
+    let mut backup = CardClient::open(br.as_mut(), ctx.session())?;
+    let mut new_main = CardClient::open(nr.as_mut(), ctx.session())?;
     // One status read per card: the new card's template also carries its key.
     let bs = backup.status()?;
     let (ns, nk) = new_main.overview()?;

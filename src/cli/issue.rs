@@ -1,7 +1,8 @@
 //! `cardvault issue`: batch issuance from a holder file (FIG. 11), on one
 //! station or on several stations (reader pairs) working in parallel.
 
-use super::{client, print_json, Ctx};
+use super::{print_json, Ctx};
+use crate::card::{CardClient, SessionOptions};
 use crate::error::{Error, Result};
 use crate::reader::ReaderSpec;
 use crate::secret::SecretSource;
@@ -84,7 +85,7 @@ impl Feeder {
                 let mut told = false;
                 loop {
                     let mut r = ctx.open_named(spec)?;
-                    let number = client(r.as_mut(), false)?.card_number()?;
+                    let number = CardClient::open(r.as_mut(), SessionOptions::default())?.card_number()?;
                     if !used.lock().expect("lock").contains(&number) {
                         return Ok(r);
                     }
@@ -346,7 +347,7 @@ fn issue_card(
         }
     };
     rec.reader = reader.name().to_string();
-    let outcome = client(reader.as_mut(), ctx.trace).and_then(|mut c| {
+    let outcome = CardClient::open(reader.as_mut(), ctx.session()).and_then(|mut c| {
         rec.card_number = c.card_number().ok();
         issue::personalize(&mut c, h, role, key1, opts)
     });

@@ -13,10 +13,9 @@ mod pin;
 mod readers;
 mod status;
 
-use crate::apdu::Channel;
-use crate::card::CardClient;
+use crate::card::{CardClient, SessionOptions};
 use crate::config::{Config, ExtendedMode};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::reader::ReaderOptions;
 use crate::transport::Reader;
 use clap::{Parser, Subcommand};
@@ -155,27 +154,14 @@ impl Ctx {
     /// Open the reader, lock the card, SELECT the applet and run `f`.
     pub fn with_card<T>(&self, f: impl FnOnce(&mut CardClient<'_>) -> Result<T>) -> Result<T> {
         let mut reader = self.open_reader()?;
-        with_selected(reader.as_mut(), self.trace, f)
+        let mut card = CardClient::open(reader.as_mut(), self.session())?;
+        f(&mut card)
     }
-}
 
-/// Open a channel to `reader`'s card and SELECT the applet. The card stays
-/// locked (PC/SC transaction) for as long as the client lives.
-pub fn client(reader: &mut dyn Reader, trace: bool) -> Result<CardClient<'_>> {
-    crate::workflow::open_card(reader, trace)
-}
-
-/// Lock `reader`'s card, SELECT the applet and run `f` with the client.
-pub fn with_selected<T>(
-    reader: &mut dyn Reader,
-    trace: bool,
-    f: impl FnOnce(&mut CardClient<'_>) -> Result<T>,
-) -> Result<T> {
-    let (caps, name) = (reader.caps(), reader.name().to_string());
-    let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
-    let mut client = CardClient::new(Channel::new(tx, caps, &name, trace));
-    client.select()?;
-    f(&mut client)
+    /// How this run opens card sessions.
+    pub fn session(&self) -> SessionOptions {
+        SessionOptions { trace: self.trace }
+    }
 }
 
 static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

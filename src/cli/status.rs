@@ -1,6 +1,7 @@
 //! `cardvault status`
 
 use super::{print_json, Ctx};
+use crate::card::CardClient;
 use crate::error::Result;
 
 #[derive(clap::Args, Debug)]
@@ -10,7 +11,7 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
     let mut reader = ctx.open_reader()?;
     let name = reader.name().to_string();
     let atr = cardvault_proto::to_hex(reader.atr()).to_uppercase();
-    let st = super::with_selected(reader.as_mut(), ctx.trace, |c| c.status())?;
+    let st = CardClient::open(reader.as_mut(), ctx.session())?.status()?;
     if ctx.json {
         let mut v = serde_json::to_value(&st).expect("status serializes");
         v["reader"] = name.into();

@@ -11,8 +11,8 @@
 //! RESTORE COMPLETE. The card stages everything and writes nothing before
 //! RESTORE COMPLETE.
 
-use crate::apdu::{Command, StatusWord};
-use crate::card::CardClient;
+use crate::apdu::StatusWord;
+use crate::card::{BackupRequest, CardClient, Completion};
 use crate::error::{Error, Result};
 use crate::vault::{AuditEvent, BackupRow, NewBackup, Vault};
 use cardvault_proto::backup as bk;
@@ -59,13 +59,6 @@ pub struct BackupReport {
     pub completed: bool,
 }
 
-fn card_err(command: &'static str, sw: StatusWord) -> Error {
-    match sw {
-        StatusWord::SecurityStatusNotSatisfied => Error::Refused(format!("{command}: verify the PIN first")),
-        sw => Error::Card { command, sw },
-    }
-}
-
 /// Read a backup out of the card and store it. `progress` gets (pages so far, pages).
 pub fn backup(
     card: &mut CardClient<'_>,
@@ -75,18 +68,17 @@ pub fn backup(
 ) -> Result<BackupReport> {
     // No status round trip: the header names the card and says which kind the
     // card chose, so a full 64 KiB backup stays at SELECT + VERIFY + 3 APDUs.
-    let before = card.channel().stats();
+    let before = card.stats();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let p1 = if force_full { bk::TYPE_FULL } else { bk::BACKUP_AUTO };
-    let r = card
-        .channel()
-        .transmit(&Command::backup(p1, bk::MAX_BLOCK as u16, now))?;
-    if !matches!(r.sw, StatusWord::Ok | StatusWord::MoreBlocks) {
-        return Err(card_err("BACKUP", r.sw));
-    }
+    let request = if force_full {
+        BackupRequest::Full
+    } else {
+        BackupRequest::Auto
+    };
+    let r = card.backup(request, now)?;
     let malformed = |why: &str| Error::Malformed {
         command: "BACKUP",
         reason: why.into(),
@@ -109,10 +101,10 @@ pub fn backup(
     let total_pages = h.pages as u64;
     let mut records = Vec::new();
     let mut body = r.data[2 + hlen..].to_vec();
-    let mut sw = r.sw;
+    let mut more = r.more;
     let mut pages_seen = 0u64;
     loop {
-        if sw == StatusWord::Ok {
+        if !more {
             if body.len() < bk::TRAILER_LEN {
                 return Err(malformed("last block has no trailer"));
             }
@@ -127,8 +119,8 @@ pub fn backup(
                 records: &records,
                 trailer: &trailer,
             })?;
-            let done = card.channel().transmit(&Command::backup_complete(h.counter))?;
-            let completed = done.sw.is_ok();
+            let done = card.backup_complete(h.counter)?;
+            let completed = matches!(done, Completion::Done);
             if completed {
                 vault.mark_completed(id)?;
             }
@@ -139,10 +131,10 @@ pub fn backup(
                 result: if completed { "ok" } else { "stored; BACKUP COMPLETE refused" },
                 details: serde_json::json!({ "backup_id": id, "counter": h.counter, "kind": if differential { "differential" } else { "full" }, "pages": report_pages }),
             })?;
-            if !completed {
-                return Err(card_err("BACKUP COMPLETE", done.sw));
+            if let Completion::Refused(e) = done {
+                return Err(e);
             }
-            let after = card.channel().stats();
+            let after = card.stats();
             return Ok(BackupReport {
                 backup_id: id,
                 card_number,
@@ -160,12 +152,9 @@ pub fn backup(
         pages_seen = (pages_seen + (records.last().map(|r| r.len()).unwrap_or(0) / h.page_size.max(1) as usize) as u64)
             .min(total_pages);
         progress(pages_seen, total_pages);
-        let r = card.channel().transmit(&Command::backup_data(records.len() as u16))?;
-        if !matches!(r.sw, StatusWord::Ok | StatusWord::MoreBlocks) {
-            return Err(card_err("BACKUP DATA", r.sw));
-        }
+        let r = card.backup_data(records.len() as u16)?;
         body = r.data;
-        sw = r.sw;
+        more = r.more;
     }
 }
 
@@ -262,7 +251,7 @@ pub fn restore(
     let mode = if other { "other-card" } else { "same-card" };
     let last = plan.chain.last().expect("non-empty");
     let restore_id = vault.start_restore(last.id, &target_card, mode)?;
-    let before = card.channel().stats();
+    let before = card.stats();
     let total: u64 = plan.chain.iter().map(|b| b.record_count as u64 + 1).sum();
     let mut done = 0u64;
     let result = (|| -> Result<u16> {
@@ -282,12 +271,10 @@ pub fn restore(
                 (0, None) => (bk::RESTORE_SAME_CARD, b.header.clone()),
                 _ => (bk::RESTORE_NEXT_IN_CHAIN, b.header.clone()),
             };
-            let r = card
-                .channel()
-                .transmit(&Command::restore(p1, plan.override_rollback && i == 0, &data))?;
+            let sw = card.restore_begin(p1, plan.override_rollback && i == 0, &data)?;
             data.clear();
-            if !r.sw.is_ok() {
-                return Err(restore_err("RESTORE", r.sw));
+            if !sw.is_ok() {
+                return Err(restore_err("RESTORE", sw));
             }
             // Records in order; the last one travels with the trailer, when the
             // two fit one APDU.
@@ -298,28 +285,24 @@ pub fn restore(
                 .map(|r| r.len() + b.trailer.len() <= 65535)
                 .unwrap_or(false);
             for (k, rec) in b.records.iter().enumerate() {
-                let cmd = if k + 1 == n && fits {
-                    Command::restore_last_record(rec, &b.trailer)
-                } else {
-                    Command::restore_record(rec)
-                };
-                let r = card.channel().transmit(&cmd)?;
-                if !r.sw.is_ok() {
-                    return Err(restore_err("RESTORE DATA", r.sw));
+                let trailer = (k + 1 == n && fits).then_some(&b.trailer[..]);
+                let sw = card.restore_record(rec, trailer)?;
+                if !sw.is_ok() {
+                    return Err(restore_err("RESTORE DATA", sw));
                 }
                 done += 1;
                 progress(done, total);
             }
             if !fits {
-                let r = card.channel().transmit(&Command::restore_trailer(&b.trailer))?;
-                if !r.sw.is_ok() {
-                    return Err(restore_err("RESTORE DATA (trailer)", r.sw));
+                let sw = card.restore_trailer(&b.trailer)?;
+                if !sw.is_ok() {
+                    return Err(restore_err("RESTORE DATA (trailer)", sw));
                 }
             }
             done += 1;
             progress(done, total);
         }
-        let r = card.channel().transmit(&Command::restore_complete())?;
+        let r = card.restore_complete()?;
         if !r.sw.is_ok() || r.data.len() != 2 {
             return Err(restore_err("RESTORE COMPLETE", r.sw));
         }
@@ -346,7 +329,7 @@ pub fn restore(
         }),
     })?;
     let written = result?;
-    let after = card.channel().stats();
+    let after = card.stats();
     Ok(RestoreReport {
         target_card,
         source_card: first.card_number.clone(),

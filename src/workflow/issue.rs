@@ -180,8 +180,7 @@ pub fn personalize(
         )));
     }
     card.admin_authenticate(&opts.admin_key, &st.card_number)?;
-    card.channel()
-        .exec(&crate::apdu::Command::reset_retry_counter(Some(&holder.pin)))?;
+    card.reset_retry_counter(Some(&holder.pin))?;
     card.put_data(tag::ROLE, role.as_bytes())?;
     card.put_data(tag::KEY_GROUP_SIZE, &[opts.key_group_size])?;
     if role == "main" {

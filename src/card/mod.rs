@@ -1,8 +1,16 @@
 //! The card client: one method per card command, with the card's answers
-//! turned into typed values and errors.
+//! turned into typed values and errors. Every APDU the terminal sends to a
+//! card is built here (the `apdu` command, which sends what the user typed,
+//! is the one exception).
 
-use crate::apdu::{Channel, Command, StatusWord};
+mod commands;
+mod value;
+
+pub use value::{BackupBlock, BackupRequest, Completion};
+
+use crate::apdu::{Channel, Command, Stats, StatusWord};
 use crate::error::{Error, Result};
+use crate::transport::Reader;
 use cardvault_proto::{self as proto, tag, to_hex};
 use iso7816_tlv::ber::{Tlv, Value};
 use serde::Serialize;
@@ -29,13 +37,45 @@ pub struct CardClient<'a> {
     ch: Channel<'a>,
 }
 
+/// How a card session is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionOptions {
+    /// Print every APDU (secrets masked) on stderr.
+    pub trace: bool,
+}
+
 impl<'a> CardClient<'a> {
+    /// Open a session with the card in `reader`: lock it (a PC/SC transaction
+    /// for as long as the client lives) and SELECT the cardvault applet.
+    pub fn open(reader: &'a mut dyn Reader, options: SessionOptions) -> Result<CardClient<'a>> {
+        let (caps, name) = (reader.caps(), reader.name().to_string());
+        let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
+        let mut client = CardClient {
+            ch: Channel::new(tx, caps, &name, options.trace),
+        };
+        client.select()?;
+        Ok(client)
+    }
+
+    /// A client over a channel that is already open (no SELECT is sent).
     pub fn new(ch: Channel<'a>) -> CardClient<'a> {
         CardClient { ch }
     }
 
+    /// The channel itself, for conformance tests that send commands out of
+    /// order or malformed on purpose. Workflows use the methods.
     pub fn channel(&mut self) -> &mut Channel<'a> {
         &mut self.ch
+    }
+
+    /// APDUs and bytes sent and received so far in this session.
+    pub fn stats(&self) -> Stats {
+        self.ch.stats()
+    }
+
+    /// The reader this session runs on.
+    pub fn reader(&self) -> &str {
+        self.ch.reader()
     }
 
     /// SELECT the cardvault applet. A card without it gives [`Error::NotCardvault`].
@@ -117,8 +157,19 @@ impl<'a> CardClient<'a> {
     /// RESET RETRY COUNTER, optionally setting a new PIN.
     pub fn unblock_pin(&mut self, admin_key: &[u8], card_number: &str, new_pin: Option<&[u8]>) -> Result<()> {
         self.admin_authenticate(admin_key, card_number)?;
-        self.ch.exec(&Command::reset_retry_counter(new_pin))?;
-        Ok(())
+        self.reset_retry_counter(new_pin)
+    }
+
+    /// RESET RETRY COUNTER (admin session open): reset the PIN's tries and,
+    /// with `new_pin`, set a new PIN.
+    pub fn reset_retry_counter(&mut self, new_pin: Option<&[u8]>) -> Result<()> {
+        self.ch.exec(&Command::reset_retry_counter(new_pin)).map(|_| ())
+    }
+
+    /// Send `raw` exactly as given (GET RESPONSE and `6Cxx` handled when
+    /// `auto`); for showing the card's answers to hand-written APDUs.
+    pub fn send_raw(&mut self, raw: &[u8], auto: bool) -> Result<crate::apdu::Response> {
+        self.ch.send_raw(raw, auto)
     }
 
     /// Issuer authentication for this session: GET CHALLENGE, then EXTERNAL

@@ -1,0 +1,153 @@
+//! Card commands of the page backup and restore (Hitachi flow) and of the
+//! value application: each one sends its APDU and turns the answer into a
+//! typed value; status words the workflow must tell apart stay visible.
+
+use super::CardClient;
+use crate::apdu::{Command, Response, StatusWord};
+use crate::error::{Error, Result};
+use cardvault_proto::backup as bk;
+
+/// Which backup BACKUP asks the card for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupRequest {
+    /// A full backup, whatever the card holds.
+    Full,
+    /// Differential once the card has a base backup, full before.
+    Auto,
+}
+
+/// One answer of BACKUP or BACKUP DATA.
+#[derive(Debug)]
+pub struct BackupBlock {
+    pub data: Vec<u8>,
+    /// The card has more blocks (`6310`); ask with BACKUP DATA.
+    pub more: bool,
+}
+
+/// What the card said to BACKUP COMPLETE.
+#[derive(Debug)]
+pub enum Completion {
+    /// The card cleared its change flags and advanced its base.
+    Done,
+    /// The card refused; the backup stays stored but not complete.
+    Refused(Error),
+}
+
+/// Refusals of the backup and restore commands that the holder can act on.
+fn backup_refusal(command: &'static str, sw: StatusWord) -> Error {
+    match sw {
+        StatusWord::SecurityStatusNotSatisfied => Error::Refused(format!("{command}: verify the PIN first")),
+        sw => Error::Card { command, sw },
+    }
+}
+
+fn block(command: &'static str, r: Response) -> Result<BackupBlock> {
+    match r.sw {
+        StatusWord::Ok => Ok(BackupBlock {
+            data: r.data,
+            more: false,
+        }),
+        StatusWord::MoreBlocks => Ok(BackupBlock {
+            data: r.data,
+            more: true,
+        }),
+        sw => Err(backup_refusal(command, sw)),
+    }
+}
+
+impl CardClient<'_> {
+    /// BACKUP: the card seals its header and answers the first block.
+    pub fn backup(&mut self, request: BackupRequest, time: u64) -> Result<BackupBlock> {
+        let p1 = match request {
+            BackupRequest::Full => bk::TYPE_FULL,
+            BackupRequest::Auto => bk::BACKUP_AUTO,
+        };
+        let r = self.ch.transmit(&Command::backup(p1, bk::MAX_BLOCK as u16, time))?;
+        block("BACKUP", r)
+    }
+
+    /// BACKUP DATA: block number `index` (1 for the block after BACKUP's).
+    pub fn backup_data(&mut self, index: u16) -> Result<BackupBlock> {
+        let r = self.ch.transmit(&Command::backup_data(index))?;
+        block("BACKUP DATA", r)
+    }
+
+    /// BACKUP COMPLETE for backup `counter`: only after the vault holds it.
+    pub fn backup_complete(&mut self, counter: u32) -> Result<Completion> {
+        let r = self.ch.transmit(&Command::backup_complete(counter))?;
+        Ok(if r.sw.is_ok() {
+            Completion::Done
+        } else {
+            Completion::Refused(backup_refusal("BACKUP COMPLETE", r.sw))
+        })
+    }
+
+    /// GET RESTORE CHALLENGE: a fresh challenge the issuer's restore
+    /// authorization must name (the card keeps it until used).
+    pub fn restore_challenge(&mut self) -> Result<Vec<u8>> {
+        let ch = self.ch.exec(&Command::get_restore_challenge())?;
+        if ch.len() != cardvault_proto::CHALLENGE_LEN {
+            return Err(Error::Malformed {
+                command: "GET RESTORE CHALLENGE",
+                reason: format!(
+                    "the challenge is {} bytes, not {}",
+                    ch.len(),
+                    cardvault_proto::CHALLENGE_LEN
+                ),
+            });
+        }
+        Ok(ch)
+    }
+
+    /// RESTORE: the header of one backup of the chain (P1: same card, other
+    /// card, next in chain). Refusals come back as the card's status word.
+    pub fn restore_begin(&mut self, p1: u8, override_rollback: bool, data: &[u8]) -> Result<StatusWord> {
+        Ok(self.ch.transmit(&Command::restore(p1, override_rollback, data))?.sw)
+    }
+
+    /// RESTORE DATA with one record; with `trailer`, the record is the last
+    /// and travels with the backup's trailer.
+    pub fn restore_record(&mut self, record: &[u8], trailer: Option<&[u8]>) -> Result<StatusWord> {
+        let cmd = match trailer {
+            Some(t) => Command::restore_last_record(record, t),
+            None => Command::restore_record(record),
+        };
+        Ok(self.ch.transmit(&cmd)?.sw)
+    }
+
+    /// RESTORE DATA with the trailer alone (a backup without records).
+    pub fn restore_trailer(&mut self, trailer: &[u8]) -> Result<StatusWord> {
+        Ok(self.ch.transmit(&Command::restore_trailer(trailer))?.sw)
+    }
+
+    /// RESTORE COMPLETE: the card commits the staged pages in one write.
+    pub fn restore_complete(&mut self) -> Result<Response> {
+        self.ch.transmit(&Command::restore_complete())
+    }
+
+    /// GET BALANCE of value application `app`.
+    pub fn balance(&mut self, app: u8) -> Result<u32> {
+        let raw = self.ch.exec(&Command::get_balance(app))?;
+        amount("GET BALANCE", raw)
+    }
+
+    /// CREDIT `amount` to value application `app`; returns the new balance.
+    pub fn credit(&mut self, app: u8, amount_: u32) -> Result<u32> {
+        let raw = self.ch.exec(&Command::credit(app, amount_))?;
+        amount("CREDIT", raw)
+    }
+
+    /// DEBIT `amount` from value application `app`; returns the new balance.
+    pub fn debit(&mut self, app: u8, amount_: u32) -> Result<u32> {
+        let raw = self.ch.exec(&Command::debit(app, amount_))?;
+        amount("DEBIT", raw)
+    }
+}
+
+fn amount(command: &'static str, raw: Vec<u8>) -> Result<u32> {
+    let bytes: [u8; 4] = raw.try_into().map_err(|r: Vec<u8>| Error::Malformed {
+        command,
+        reason: format!("a balance is 4 bytes, the card sent {}", r.len()),
+    })?;
+    Ok(u32::from_be_bytes(bytes))
+}
