@@ -68,6 +68,9 @@ pub enum Error {
     /// The embedded card is held by another process.
     #[error("embedded card: {0}")]
     EmbeddedBusy(String),
+    /// A restore job that cannot start (nothing was written).
+    #[error("{0}")]
+    Restore(#[from] crate::workflow::backup::RestoreRefusal),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }
@@ -80,6 +83,8 @@ impl Error {
             NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
             NotCardvault(_) | Card { .. } | Refused(_) => exit::CARD,
             Data(_) => exit::DATA,
+            Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
+            Restore(_) => exit::USAGE,
             Vault { .. } => exit::VAULT,
             WrongPin { .. } | PinBlocked | AdminAuthFailed => exit::AUTH,
             Malformed { .. } => exit::DATA,
@@ -103,6 +108,8 @@ impl Error {
             Card { .. } => "card_refused",
             Refused(_) => "refused",
             Data(_) => "data_integrity",
+            Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => "refused",
+            Restore(_) => "usage",
             Vault { .. } => "vault",
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",

@@ -4,7 +4,7 @@ use super::{print_json, Ctx};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::SecretSource;
-use crate::workflow::backup::{self, RestoreAuthorization, RestorePlan, RestoreRequest};
+use crate::workflow::backup::{self, RestoreAuthorization, RestoreJob, RestoreOutcome, RestoreRefusal, RestoreRequest};
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -77,31 +77,6 @@ pub enum VaultCommand {
     Import { file: PathBuf },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum PurseCommand {
-    /// Show the balance of a value application.
-    Balance {
-        #[arg(long, default_value_t = 1)]
-        app: u8,
-    },
-    /// Add value.
-    Credit {
-        #[arg(long, default_value_t = 1)]
-        app: u8,
-        amount: u32,
-        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
-        pin: SecretSource,
-    },
-    /// Take value.
-    Debit {
-        #[arg(long, default_value_t = 1)]
-        app: u8,
-        amount: u32,
-        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
-        pin: SecretSource,
-    },
-}
-
 fn bar(ctx: &Ctx, what: &str) -> indicatif::ProgressBar {
     let b = if ctx.json {
         indicatif::ProgressBar::hidden()
@@ -149,18 +124,7 @@ pub fn run_backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
 }
 
 pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
-    let pin = a.pin.read("PIN")?;
-    let mut vault = ctx.vault()?;
-    let mut reader = ctx.open_reader()?;
-    let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
-    let target = card.card_number()?;
-    let source = a.from_card.clone().unwrap_or_else(|| target.clone());
-    if a.from_card.as_deref() == Some(target.as_str()) {
-        return Err(Error::Usage(
-            "--from-card names this very card; leave it out for a same-card restore".into(),
-        ));
-    }
-    card.verify_pin(&pin)?;
+    // Files first: a bad authorization file costs no PIN try.
     let auth: Option<RestoreAuthorization> = match &a.authorization {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
@@ -168,84 +132,59 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
         None => None,
     };
-    let last = match (a.backup, &auth) {
-        (Some(id), _) => vault
-            .backup_row(id)?
-            .ok_or_else(|| Error::Usage(format!("no backup {id} in the vault")))?,
-        (None, Some(au)) => vault
-            .list_backups(Some(&source))?
-            .into_iter()
-            .find(|b| b.counter == au.request.counter)
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "the vault has no backup #{} of card {source}",
-                    au.request.counter
-                ))
-            })?,
-        (None, None) => vault
-            .latest_backup(&source)?
-            .ok_or_else(|| Error::Usage(format!("the vault has no backup of card {source}")))?,
+    let admin_key = match (a.allow_rollback, &a.admin_key) {
+        (true, Some(k)) => Some(super::pin::admin_key(k)?),
+        _ => None,
     };
-    if last.card_number != source {
-        return Err(Error::Usage(format!(
-            "backup {} belongs to card {}, not {source}",
-            last.id, last.card_number
-        )));
-    }
-    if let Some(path) = &a.request {
-        let ch = card.restore_challenge()?;
-        let req = RestoreRequest {
-            version: 1,
-            source_card: source.clone(),
-            counter: last.counter,
-            target_card: target.clone(),
-            challenge: cardvault_proto::to_hex(&ch),
-        };
-        std::fs::write(path, serde_json::to_string_pretty(&req).expect("json"))
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        if ctx.json {
-            print_json(&req);
-        } else {
-            println!(
-                "authorization request written to {} (card {source} backup #{} onto card {target}); \
-                 the issuer signs it with `cardvault authorize-restore`",
-                path.display(),
-                last.counter
-            );
-        }
-        return Ok(());
-    }
-    if let Some(au) = &auth {
-        let r = &au.request;
-        if r.target_card != target || r.source_card != source || r.counter != last.counter {
-            return Err(Error::Refused(format!(
-                "the authorization is for card {} backup #{} onto card {}, not card {source} #{} onto {target}",
-                r.source_card, r.counter, r.target_card, last.counter
-            )));
-        }
-    }
-    if a.from_card.is_some() && auth.is_none() {
-        return Err(Error::Usage(format!(
-            "restoring card {source}'s backup onto card {target} needs an issuer authorization: \
-             run with --request FILE, have the issuer sign it, then pass --authorization FILE"
-        )));
-    }
-    if a.allow_rollback {
-        let key = super::pin::admin_key(a.admin_key.as_ref().expect("clap requires it"))?;
-        card.admin_authenticate(&key, &target)?;
-    }
-    let chain = vault.chain_to(&last)?;
-    let plan = RestorePlan {
-        chain,
+    let pin = a.pin.read("PIN")?;
+    let mut vault = ctx.vault()?;
+    let mut reader = ctx.open_reader()?;
+    let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
+    let job = RestoreJob {
+        from_card: a.from_card.as_deref(),
+        backup_id: a.backup,
         authorization: auth.as_ref(),
-        override_rollback: a.allow_rollback,
+        request_only: a.request.is_some(),
+        pin: &pin,
+        rollback_admin_key: admin_key.as_deref().map(|k| &k[..]),
     };
     let pb = bar(ctx, "blocks");
-    let rep = backup::restore(&mut card, &mut vault, &plan, &|n, t| {
+    let outcome = backup::run_restore(&mut card, &mut vault, &job, &|n, t| {
         pb.set_length(t);
         pb.set_position(n);
-    })?;
+    });
     pb.finish_and_clear();
+    let outcome = outcome.map_err(|e| match e {
+        Error::Restore(RestoreRefusal::SourceIsTarget) => {
+            Error::Usage("--from-card names this very card; leave it out for a same-card restore".into())
+        }
+        Error::Restore(RestoreRefusal::NeedsAuthorization { source_card, target }) => Error::Usage(format!(
+            "restoring card {source_card}'s backup onto card {target} needs an issuer authorization: \
+             run with --request FILE, have the issuer sign it, then pass --authorization FILE"
+        )),
+        e => e,
+    })?;
+    let rep = match outcome {
+        RestoreOutcome::Requested(req) => {
+            let path = a.request.as_ref().expect("request_only comes from --request");
+            std::fs::write(path, serde_json::to_string_pretty(&req).expect("json"))
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            if ctx.json {
+                print_json(&req);
+            } else {
+                println!(
+                    "authorization request written to {} (card {} backup #{} onto card {}); \
+                     the issuer signs it with `cardvault authorize-restore`",
+                    path.display(),
+                    req.source_card,
+                    req.counter,
+                    req.target_card
+                );
+            }
+            return Ok(());
+        }
+        RestoreOutcome::Restored(rep) => rep,
+    };
     if ctx.json {
         print_json(&rep);
     } else {
@@ -371,38 +310,6 @@ pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
                 println!("{n} backup(s) imported, {present} already present");
             }
         }
-    }
-    Ok(())
-}
-
-pub fn run_purse(ctx: &Ctx, c: PurseCommand) -> Result<()> {
-    let (v, what) = match c {
-        PurseCommand::Balance { app } => (ctx.with_card(|card| card.balance(app))?, "balance"),
-        PurseCommand::Credit { app, amount, pin } => {
-            let pin = pin.read("PIN")?;
-            (
-                ctx.with_card(|card| {
-                    card.verify_pin(&pin)?;
-                    card.credit(app, amount)
-                })?,
-                "credited; balance",
-            )
-        }
-        PurseCommand::Debit { app, amount, pin } => {
-            let pin = pin.read("PIN")?;
-            (
-                ctx.with_card(|card| {
-                    card.verify_pin(&pin)?;
-                    card.debit(app, amount)
-                })?,
-                "debited; balance",
-            )
-        }
-    };
-    if ctx.json {
-        print_json(&serde_json::json!({ "balance": v }));
-    } else {
-        println!("{what} {v}");
     }
     Ok(())
 }

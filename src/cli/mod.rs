@@ -10,6 +10,7 @@ mod files;
 mod issue;
 mod keygroup;
 mod pin;
+mod purse;
 mod readers;
 mod status;
 
@@ -95,7 +96,7 @@ pub enum Command {
     Vault(backup::VaultCommand),
     /// Value application (e-money purse): balance, credit, debit.
     #[command(subcommand)]
-    Purse(backup::PurseCommand),
+    Purse(purse::PurseCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
 }
@@ -197,6 +198,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => backup::run_restore(&ctx, a),
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
-        Command::Purse(c) => backup::run_purse(&ctx, c),
+        Command::Purse(c) => purse::run(&ctx, c),
     }
 }

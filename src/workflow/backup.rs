@@ -243,10 +243,11 @@ pub fn restore(
         .ok_or_else(|| Error::Usage("nothing to restore".into()))?;
     let other = first.card_number != target_card;
     if other && plan.authorization.is_none() {
-        return Err(Error::Usage(format!(
-            "backup of card {} onto card {} needs an issuer authorization (--authorization FILE)",
-            first.card_number, target_card
-        )));
+        return Err(RestoreRefusal::NeedsAuthorization {
+            source_card: first.card_number.clone(),
+            target: target_card,
+        }
+        .into());
     }
     let mode = if other { "other-card" } else { "same-card" };
     let last = plan.chain.last().expect("non-empty");
@@ -339,4 +340,136 @@ pub fn restore(
         apdus: after.apdus - before.apdus,
         rollback_override: plan.override_rollback,
     })
+}
+
+/// A restore as the holder or the help desk asks for it.
+pub struct RestoreJob<'a> {
+    /// Restore another card's backup onto this one (replacement card).
+    pub from_card: Option<&'a str>,
+    /// The chain ending at this vault backup id (default: the newest, or the
+    /// one the authorization names).
+    pub backup_id: Option<i64>,
+    /// The issuer's authorization, for another card's backup.
+    pub authorization: Option<&'a RestoreAuthorization>,
+    /// Only make the authorization request (with a fresh card challenge).
+    pub request_only: bool,
+    /// The holder PIN of the target card.
+    pub pin: &'a [u8],
+    /// The issuer's admin key, for an override of the rollback check.
+    pub rollback_admin_key: Option<&'a [u8]>,
+}
+
+/// What a restore job ended with.
+#[derive(Debug)]
+pub enum RestoreOutcome {
+    /// The request for the issuer, to be signed with `authorize-restore`.
+    Requested(RestoreRequest),
+    Restored(RestoreReport),
+}
+
+/// Why a restore job cannot start, before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreRefusal {
+    #[error("the source card named is this very card; a same-card restore names no source card")]
+    SourceIsTarget,
+    #[error("no backup {0} in the vault")]
+    NoSuchBackup(i64),
+    #[error("the vault has no backup #{counter} of card {card}")]
+    NoSuchCounter { card: String, counter: u32 },
+    #[error("the vault has no backup of card {0}")]
+    NoBackupOf(String),
+    #[error("backup {id} belongs to card {owner}, not {wanted}")]
+    OtherOwner { id: i64, owner: String, wanted: String },
+    #[error(
+        "the authorization is for card {auth_source} backup #{auth_counter} onto card {auth_target}, \
+         not card {source_card} #{counter} onto {target}"
+    )]
+    AuthorizationMismatch {
+        auth_source: String,
+        auth_counter: u32,
+        auth_target: String,
+        source_card: String,
+        counter: u32,
+        target: String,
+    },
+    #[error("restoring card {source_card}'s backup onto card {target} needs an issuer authorization")]
+    NeedsAuthorization { source_card: String, target: String },
+}
+
+/// Choose the backup chain, check the authorization against the card and
+/// the vault, then either make the issuer's request or restore.
+pub fn run_restore(
+    card: &mut CardClient<'_>,
+    vault: &mut Vault,
+    job: &RestoreJob<'_>,
+    progress: &dyn Fn(u64, u64),
+) -> Result<RestoreOutcome> {
+    let target = card.card_number()?;
+    let source = job.from_card.unwrap_or(&target).to_string();
+    if job.from_card == Some(target.as_str()) {
+        return Err(RestoreRefusal::SourceIsTarget.into());
+    }
+    if job.from_card.is_some() && job.authorization.is_none() && !job.request_only {
+        return Err(RestoreRefusal::NeedsAuthorization {
+            source_card: source,
+            target,
+        }
+        .into());
+    }
+    card.verify_pin(job.pin)?;
+    let last = match (job.backup_id, job.authorization) {
+        (Some(id), _) => vault.backup_row(id)?.ok_or(RestoreRefusal::NoSuchBackup(id))?,
+        (None, Some(au)) => vault
+            .list_backups(Some(&source))?
+            .into_iter()
+            .find(|b| b.counter == au.request.counter)
+            .ok_or_else(|| RestoreRefusal::NoSuchCounter {
+                card: source.clone(),
+                counter: au.request.counter,
+            })?,
+        (None, None) => vault
+            .latest_backup(&source)?
+            .ok_or_else(|| RestoreRefusal::NoBackupOf(source.clone()))?,
+    };
+    if last.card_number != source {
+        return Err(RestoreRefusal::OtherOwner {
+            id: last.id,
+            owner: last.card_number,
+            wanted: source,
+        }
+        .into());
+    }
+    if job.request_only {
+        let ch = card.restore_challenge()?;
+        return Ok(RestoreOutcome::Requested(RestoreRequest {
+            version: 1,
+            source_card: source,
+            counter: last.counter,
+            target_card: target,
+            challenge: cardvault_proto::to_hex(&ch),
+        }));
+    }
+    if let Some(au) = job.authorization {
+        let r = &au.request;
+        if r.target_card != target || r.source_card != source || r.counter != last.counter {
+            return Err(RestoreRefusal::AuthorizationMismatch {
+                auth_source: r.source_card.clone(),
+                auth_counter: r.counter,
+                auth_target: r.target_card.clone(),
+                source_card: source,
+                counter: last.counter,
+                target,
+            }
+            .into());
+        }
+    }
+    if let Some(key) = job.rollback_admin_key {
+        card.admin_authenticate(key, &target)?;
+    }
+    let plan = RestorePlan {
+        chain: vault.chain_to(&last)?,
+        authorization: job.authorization,
+        override_rollback: job.rollback_admin_key.is_some(),
+    };
+    restore(card, vault, &plan, progress).map(RestoreOutcome::Restored)
 }

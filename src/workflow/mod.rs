@@ -5,3 +5,4 @@ pub mod backup;
 pub mod duplicate;
 pub mod files;
 pub mod issue;
+pub mod purse;
