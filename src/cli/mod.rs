@@ -23,9 +23,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// cardvault: duplicate card keys onto backup cards, back up cards into an
-/// encrypted vault, keep electronic value in a safe, and store data on cards
-/// only with the issuer's and the data provider's agreement.
+/// cardvault: duplicate card keys onto backup cards, and back up cards into an
+/// encrypted vault and restore them onto the same or a replacement card.
 #[derive(Parser, Debug)]
 #[command(name = "cardvault", version, propagate_version = true)]
 pub struct Cli {
