@@ -58,8 +58,14 @@ pub enum Error {
     /// A file or blob failed its integrity or format check.
     #[error("{0}")]
     Data(String),
+    /// The vault could not be used; `source` keeps SQLite's own error.
     #[error("vault {path}: {reason}")]
-    Vault { path: PathBuf, reason: String },
+    Vault {
+        path: PathBuf,
+        reason: String,
+        #[source]
+        source: Option<rusqlite::Error>,
+    },
     #[error("the card answered {command} with a malformed response: {reason}")]
     Malformed { command: &'static str, reason: String },
     /// The embedded card's state could not be used (the simulated chip failed).
@@ -117,6 +123,24 @@ impl Error {
             Malformed { .. } => "malformed_response",
             Embedded(_) | EmbeddedBusy(_) => "embedded_card",
             Io { .. } => "io",
+        }
+    }
+
+    /// A vault failure with SQLite's error kept as the source.
+    pub fn vault(path: &std::path::Path, e: rusqlite::Error) -> Error {
+        Error::Vault {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+            source: Some(e),
+        }
+    }
+
+    /// A vault failure that is not SQLite's (a newer schema, a bad file).
+    pub fn vault_msg(path: &std::path::Path, reason: impl Into<String>) -> Error {
+        Error::Vault {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+            source: None,
         }
     }
 

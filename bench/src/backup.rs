@@ -71,10 +71,7 @@ fn state_write(r: &mut SimReader) -> Result<(f64, f64)> {
 
 /// (vault bytes on disk after a checkpoint, raw ciphertext bytes it holds).
 fn vault_sizes(path: &Path) -> Result<(u64, u64)> {
-    let err = |e: rusqlite::Error| Error::Vault {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let err = |e: rusqlite::Error| Error::vault(path, e);
     let conn = rusqlite::Connection::open(path).map_err(err)?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .map_err(err)?;

@@ -56,10 +56,7 @@ fn sql(i: usize) -> String {
 }
 
 fn insert(path: &Path, rows: u64) -> Result<()> {
-    let err = |e: rusqlite::Error| Error::Vault {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let err = |e: rusqlite::Error| Error::vault(path, e);
     let mut conn = rusqlite::Connection::open(path).map_err(err)?;
     let tx = conn.transaction().map_err(err)?;
     {
@@ -97,10 +94,7 @@ fn insert(path: &Path, rows: u64) -> Result<()> {
 
 /// The query plan of each statement, as notes.
 fn plans(path: &Path) -> Result<Vec<String>> {
-    let err = |e: rusqlite::Error| Error::Vault {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let err = |e: rusqlite::Error| Error::vault(path, e);
     let conn = rusqlite::Connection::open(path).map_err(err)?;
     let mut out = Vec::new();
     for (i, (what, _)) in QUERIES.iter().enumerate() {
@@ -124,10 +118,7 @@ fn plans(path: &Path) -> Result<Vec<String>> {
 /// independent, flat with the table size for an index search, proportional
 /// to it for a scan.
 fn vm_steps(path: &Path) -> Result<[u64; 2]> {
-    let err = |e: rusqlite::Error| Error::Vault {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let err = |e: rusqlite::Error| Error::vault(path, e);
     let conn = rusqlite::Connection::open(path).map_err(err)?;
     let card = card_number(0);
     let steps = |i: usize, params: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {

@@ -359,10 +359,7 @@ impl Vault {
             return Err(Error::Usage(format!("{} already exists", dest.display())));
         }
         let mut out = Vault::open(dest)?;
-        let tx = out.conn.transaction().map_err(|e| Error::Vault {
-            path: dest.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let tx = out.conn.transaction().map_err(|e| Error::vault(dest, e))?;
         for id in ids {
             let b = self.load_backup(*id)?;
             let (created, state, wk, ci, digest): (String, String, Vec<u8>, Vec<u8>, Vec<u8>) = self
@@ -373,15 +370,9 @@ impl Vault {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .map_err(|e| self.err(e))?;
-            copy_backup(&tx, &b, &created, &state, &wk, &ci, &digest).map_err(|e| Error::Vault {
-                path: dest.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            copy_backup(&tx, &b, &created, &state, &wk, &ci, &digest).map_err(|e| Error::vault(dest, e))?;
         }
-        tx.commit().map_err(|e| Error::Vault {
-            path: dest.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        tx.commit().map_err(|e| Error::vault(dest, e))?;
         Ok(ids.len())
     }
 

@@ -23,10 +23,7 @@ const MIGRATIONS: &[&str] = &[
 /// Maps SQLite errors of the vault at `path` to [`Error::Vault`]; usable while
 /// a transaction borrows the connection.
 pub(crate) fn vault_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + Copy + '_ {
-    move |e| Error::Vault {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
+    move |e| Error::vault(path, e)
 }
 
 /// An open vault.
@@ -38,10 +35,7 @@ pub struct Vault {
 impl Vault {
     /// Open (creating if needed) the vault at `path`, apply migrations.
     pub fn open(path: &Path) -> Result<Vault> {
-        let err = |reason: String| Error::Vault {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let err = |reason: String| Error::vault_msg(path, reason);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         }
@@ -61,9 +55,9 @@ impl Vault {
                 Err(e) => return Err(err(e.to_string())),
             }
         }
-        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        let conn = Connection::open(path).map_err(|e| Error::vault(path, e))?;
         conn.busy_timeout(Duration::from_secs(30))
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| Error::vault(path, e))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(|e| err(format!("not a vault (or damaged): {e}")))?;
@@ -71,7 +65,7 @@ impl Vault {
             return Err(err(format!("could not switch to WAL mode (got {mode})")));
         }
         conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;")
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| Error::vault(path, e))?;
         let mut v = Vault {
             conn,
             path: path.to_path_buf(),
@@ -84,11 +78,8 @@ impl Vault {
         &self.path
     }
 
-    pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {
-        Error::Vault {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        }
+    pub(crate) fn err(&self, e: rusqlite::Error) -> Error {
+        Error::vault(&self.path, e)
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -101,13 +92,13 @@ impl Vault {
             .map_err(verr)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(verr)?;
         if version as usize > MIGRATIONS.len() {
-            return Err(Error::Vault {
-                path: path.clone(),
-                reason: format!(
+            return Err(Error::vault_msg(
+                &path,
+                format!(
                     "schema version {version} is newer than this cardvault understands ({}); upgrade cardvault",
                     MIGRATIONS.len()
                 ),
-            });
+            ));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(sql)
@@ -115,6 +106,7 @@ impl Vault {
                 .map_err(|e| Error::Vault {
                     path: path.clone(),
                     reason: format!("migration {}: {e}", i + 1),
+                    source: Some(e),
                 })?;
         }
         tx.commit().map_err(verr)
