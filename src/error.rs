@@ -52,6 +52,9 @@ pub enum Error {
     PinBlocked,
     #[error("admin authentication failed: the admin key does not match this card")]
     AdminAuthFailed,
+    /// The card refused a command for a reason its status word names.
+    #[error("{0}")]
+    CardRefusal(#[from] crate::card::Refusal),
     /// The card refused an operation for a reason we can name.
     #[error("{0}")]
     Refused(String),
@@ -87,7 +90,7 @@ impl Error {
         match self {
             Usage(_) | Config { .. } => exit::USAGE,
             NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
-            NotCardvault(_) | Card { .. } | Refused(_) => exit::CARD,
+            NotCardvault(_) | Card { .. } | CardRefusal(_) | Refused(_) => exit::CARD,
             Data(_) => exit::DATA,
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
             Restore(_) => exit::USAGE,
@@ -112,7 +115,7 @@ impl Error {
             Pcsc { .. } => "pcsc",
             NotCardvault(_) => "not_cardvault",
             Card { .. } => "card_refused",
-            Refused(_) => "refused",
+            CardRefusal(_) | Refused(_) => "refused",
             Data(_) => "data_integrity",
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => "refused",
             Restore(_) => "usage",

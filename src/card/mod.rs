@@ -4,8 +4,10 @@
 //! is the one exception).
 
 mod commands;
+mod refusal;
 mod value;
 
+pub use refusal::Refusal;
 pub use value::{BackupBlock, BackupRequest, Completion};
 
 use crate::apdu::{Channel, Command, Stats, StatusWord};
@@ -301,10 +303,7 @@ impl CardClient<'_> {
                 command: "WRITE KEY ELEMENT",
                 reason: "the check value is not 8 bytes".into(),
             }),
-            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(format!(
-                "key group element {index} is already written with a different value \
-                 (elements are write-once; reset the key group to start over)"
-            ))),
+            StatusWord::ConditionsNotSatisfied => Err(Refusal::ElementAlreadyWritten(index).into()),
             sw => Err(Error::Card {
                 command: "WRITE KEY ELEMENT",
                 sw,
@@ -325,11 +324,7 @@ impl CardClient<'_> {
                 command: "GENERATE KEY PAIR",
                 reason: "public key is not 65 bytes".into(),
             }),
-            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(
-                "the card will not generate a key pair: it must be an issued main card with a complete key \
-                 group and no key yet (reset the key group to replace a key)"
-                    .into(),
-            )),
+            StatusWord::ConditionsNotSatisfied => Err(Refusal::KeyGenerationNotAllowed.into()),
             sw => Err(Error::Card {
                 command: "GENERATE KEY PAIR",
                 sw,
@@ -342,12 +337,8 @@ impl CardClient<'_> {
         let r = self.ch.transmit(&Command::take_out_key(target))?;
         match r.sw {
             StatusWord::Ok => Ok(r.data),
-            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(
-                "the card refused the take-out: backup cards and imported keys never export, and a main card \
-                 makes one duplicate only (to the card its first take-out named)"
-                    .into(),
-            )),
-            StatusWord::ReferenceDataNotFound => Err(Error::Refused("the card holds no main key to take out".into())),
+            StatusWord::ConditionsNotSatisfied => Err(Refusal::TakeOutNotAllowed.into()),
+            StatusWord::ReferenceDataNotFound => Err(Refusal::NoMainKey.into()),
             sw => Err(Error::Card {
                 command: "TAKE OUT KEY",
                 sw,
@@ -364,19 +355,9 @@ impl CardClient<'_> {
                 command: "IMPORT KEY",
                 reason: "receipt is not 36 bytes".into(),
             }),
-            StatusWord::ReferenceDataNotUsable => Err(Error::Refused(
-                "import refused: the backup card's key group differs from the main card's (check values differ); \
-                 nothing was stored"
-                    .into(),
-            )),
-            StatusWord::WrongData => Err(Error::Refused(
-                "import refused: the take-out is not for this card, or it was altered; nothing was stored".into(),
-            )),
-            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(
-                "import refused: the card is not an issued backup card with a complete key group, or already \
-                 holds a different key"
-                    .into(),
-            )),
+            StatusWord::ReferenceDataNotUsable => Err(Refusal::KeyGroupMismatch.into()),
+            StatusWord::WrongData => Err(Refusal::TakeOutNotForThisCard.into()),
+            StatusWord::ConditionsNotSatisfied => Err(Refusal::ImportNotAllowed.into()),
             sw => Err(Error::Card {
                 command: "IMPORT KEY",
                 sw,
@@ -403,10 +384,8 @@ impl CardClient<'_> {
                 zeroize::Zeroize::zeroize(&mut data);
                 Ok(k)
             }
-            StatusWord::WrongData => Err(Error::Refused(
-                "the card could not open the file key: the file is encrypted to another key, or altered".into(),
-            )),
-            StatusWord::ReferenceDataNotFound => Err(Error::Refused("the card holds no decryption key".into())),
+            StatusWord::WrongData => Err(Refusal::FileKeyNotOpened.into()),
+            StatusWord::ReferenceDataNotFound => Err(Refusal::NoDecryptionKey.into()),
             sw => Err(Error::Card {
                 command: "UNWRAP FILE KEY",
                 sw,
@@ -457,9 +436,7 @@ impl CardClient<'_> {
         let r = self.ch.transmit(&Command::set_main_key(&wrapped))?;
         match r.sw {
             StatusWord::Ok => Ok(r.data),
-            StatusWord::ConditionsNotSatisfied => Err(Error::Refused(
-                "the card refused the key: it must be a main card without a key (reset the key group first)".into(),
-            )),
+            StatusWord::ConditionsNotSatisfied => Err(Refusal::MainKeyNotAccepted.into()),
             sw => Err(Error::Card {
                 command: "SET MAIN KEY",
                 sw,

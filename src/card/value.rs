@@ -2,7 +2,7 @@
 //! value application: each one sends its APDU and turns the answer into a
 //! typed value; status words the workflow must tell apart stay visible.
 
-use super::CardClient;
+use super::{CardClient, Refusal};
 use crate::apdu::{Command, Response, StatusWord};
 use crate::error::{Error, Result};
 use cardvault_proto::backup as bk;
@@ -36,7 +36,7 @@ pub enum Completion {
 /// Refusals of the backup and restore commands that the holder can act on.
 fn backup_refusal(command: &'static str, sw: StatusWord) -> Error {
     match sw {
-        StatusWord::SecurityStatusNotSatisfied => Error::Refused(format!("{command}: verify the PIN first")),
+        StatusWord::SecurityStatusNotSatisfied => Refusal::PinRequired(command).into(),
         sw => Error::Card { command, sw },
     }
 }

@@ -12,7 +12,7 @@
 //! RESTORE COMPLETE.
 
 use crate::apdu::StatusWord;
-use crate::card::{BackupRequest, CardClient, Completion};
+use crate::card::{BackupRequest, CardClient, Completion, Refusal};
 use crate::error::{Error, Result};
 use crate::vault::{AuditEvent, BackupRow, NewBackup, Vault};
 use cardvault_proto::backup as bk;
@@ -214,17 +214,9 @@ pub struct RestorePlan<'a> {
 
 fn restore_err(command: &'static str, sw: StatusWord) -> Error {
     match sw {
-        StatusWord::WrongData => Error::Refused(format!(
-            "{command} refused: the backup does not authenticate for this card (altered, reordered, truncated, \
-             from another backup or meant for another card); nothing was written"
-        )),
-        StatusWord::ConditionsNotSatisfied => Error::Refused(format!(
-            "{command} refused: the backup is older than one this card has already made or restored (rollback), \
-             or the card is busy; nothing was written"
-        )),
-        StatusWord::SecurityStatusNotSatisfied => Error::Refused(format!(
-            "{command} refused: missing or invalid authorization (or PIN); nothing was written"
-        )),
+        StatusWord::WrongData => Refusal::BackupNotAuthentic(command).into(),
+        StatusWord::ConditionsNotSatisfied => Refusal::Rollback(command).into(),
+        StatusWord::SecurityStatusNotSatisfied => Refusal::RestoreNotAuthorized(command).into(),
         sw => Error::Card { command, sw },
     }
 }

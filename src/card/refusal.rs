@@ -1,0 +1,71 @@
+//! Why the card refused a command, when the status word says something the
+//! holder or operator can act on. Each variant keeps the card's status word
+//! meaning for that command (docs/PROTOCOL.md).
+
+/// A card refusal with a known meaning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// WRITE KEY ELEMENT `6985`.
+    #[error(
+        "key group element {0} is already written with a different value \
+         (elements are write-once; reset the key group to start over)"
+    )]
+    ElementAlreadyWritten(u8),
+    /// GENERATE KEY PAIR `6985`.
+    #[error(
+        "the card will not generate a key pair: it must be an issued main card with a complete key \
+         group and no key yet (reset the key group to replace a key)"
+    )]
+    KeyGenerationNotAllowed,
+    /// TAKE OUT KEY `6985`.
+    #[error(
+        "the card refused the take-out: backup cards and imported keys never export, and a main card \
+         makes one duplicate only (to the card its first take-out named)"
+    )]
+    TakeOutNotAllowed,
+    /// TAKE OUT KEY `6A88`.
+    #[error("the card holds no main key to take out")]
+    NoMainKey,
+    /// IMPORT KEY `6984`.
+    #[error(
+        "import refused: the backup card's key group differs from the main card's (check values differ); \
+         nothing was stored"
+    )]
+    KeyGroupMismatch,
+    /// IMPORT KEY `6A80`.
+    #[error("import refused: the take-out is not for this card, or it was altered; nothing was stored")]
+    TakeOutNotForThisCard,
+    /// IMPORT KEY `6985`.
+    #[error(
+        "import refused: the card is not an issued backup card with a complete key group, or already \
+         holds a different key"
+    )]
+    ImportNotAllowed,
+    /// UNWRAP FILE KEY `6A80`.
+    #[error("the card could not open the file key: the file is encrypted to another key, or altered")]
+    FileKeyNotOpened,
+    /// UNWRAP FILE KEY `6A88`.
+    #[error("the card holds no decryption key")]
+    NoDecryptionKey,
+    /// SET MAIN KEY `6985`.
+    #[error("the card refused the key: it must be a main card without a key (reset the key group first)")]
+    MainKeyNotAccepted,
+    /// `6982` to a command that needs the holder PIN.
+    #[error("{0}: verify the PIN first")]
+    PinRequired(&'static str),
+    /// RESTORE / RESTORE DATA `6A80`.
+    #[error(
+        "{0} refused: the backup does not authenticate for this card (altered, reordered, truncated, \
+         from another backup or meant for another card); nothing was written"
+    )]
+    BackupNotAuthentic(&'static str),
+    /// RESTORE / RESTORE DATA `6985`.
+    #[error(
+        "{0} refused: the backup is older than one this card has already made or restored (rollback), \
+         or the card is busy; nothing was written"
+    )]
+    Rollback(&'static str),
+    /// RESTORE `6982`.
+    #[error("{0} refused: missing or invalid authorization (or PIN); nothing was written")]
+    RestoreNotAuthorized(&'static str),
+}
