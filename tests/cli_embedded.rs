@@ -80,8 +80,10 @@ fn pin_on_the_command_line_is_refused_and_nothing_is_sent() {
     assert!(stderr(&o).contains("never given on the command line"), "{}", stderr(&o));
     assert_eq!(state(&home, "c"), before);
     // No terminal to prompt on: a clear error, not a hang.
-    let o = run(cardvault(&home).args(["-r", "sim:c", "pin", "verify"]));
-    assert_ne!(o.status.code(), Some(0));
+    let o = run(cardvault(&home).args(["--json", "-r", "sim:c", "pin", "verify"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(json(&o)["error"]["kind"], "usage");
+    assert!(stderr(&o).contains("no terminal to ask on"), "{}", stderr(&o));
     assert_eq!(state(&home, "c"), before);
 }
 
