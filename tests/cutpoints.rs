@@ -277,7 +277,7 @@ fn run_restore_latest(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()
     })
 }
 
-fn restore_template(name: &str, diffs: usize) -> (PathBuf, Vec<u8>, Vec<u8>) {
+fn restore_template(name: &str, diffs: usize) -> (TempDir, Vec<u8>, Vec<u8>) {
     let t = temp_dir(name);
     sim(&t, "card", "main");
     with_one(&t, "card", &PullSchedule::counting(), |c| {

@@ -33,7 +33,7 @@ fn backup(home: &Path, name: &str) {
 }
 
 /// A vault with a full backup and two differentials of card "t", plus audit entries.
-fn vault_with_chain(tag: &str) -> std::path::PathBuf {
+fn vault_with_chain(tag: &str) -> TempDir {
     let home = temp_dir(tag);
     write(&home, "t", 0, &vec![7u8; 20000]);
     backup(&home, "t");
@@ -199,7 +199,6 @@ fn every_kind_of_vault_tampering_is_named_and_restore_refuses() {
         assert_eq!(after.memory, changed.memory, "{what}: the card was written");
         assert_ne!(after.memory, before.memory);
         passed += 1;
-        let _ = std::fs::remove_dir_all(&home);
     }
     // The audit chain: edit an entry (the trigger refuses; drop it first, as an attacker would).
     let home = vault_with_chain("audit");
@@ -216,7 +215,6 @@ fn every_kind_of_vault_tampering_is_named_and_restore_refuses() {
     assert_eq!(o.status.code(), Some(6));
     assert!(stdout(&o).contains("audit: entry 2 was altered"), "{}", stdout(&o));
     passed += 1;
-    let _ = std::fs::remove_dir_all(&home);
     assert_eq!(TAMPERING.len() + 1, TAMPER_CASES);
     assert_eq!(passed, TAMPER_CASES);
     println!("vault tampering: tried {TAMPER_CASES}, passed {passed}");
