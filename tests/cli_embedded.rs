@@ -221,3 +221,82 @@ fn a_card_in_use_by_another_process_is_reported() {
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("in use by another process"), "{}", stderr(&o));
 }
+
+/// The instructions whose command data is secret (docs/PROTOCOL.md).
+const SECRET_INS: [u8; 5] = [0x20, 0x24, 0x2C, 0x82, 0xE1];
+
+/// Every traced command with a secret instruction and a data field shows
+/// its data masked; returns how many such commands the trace holds.
+fn secret_commands_masked(trace: &str) -> usize {
+    let mut n = 0;
+    for line in trace.lines().filter_map(|l| l.trim_start().strip_prefix("> ")) {
+        let head = applet_sim::proto::from_hex(&line[..line.len().min(10)]).unwrap_or_default();
+        if head.len() == 5 && SECRET_INS.contains(&head[1]) && head[4] != 0 {
+            assert!(
+                line.contains("secret bytes masked"),
+                "secret data in the clear: > {line}"
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn secret_commands_are_masked_in_traces_whatever_the_class_byte() {
+    let home = temp_dir("maskcla");
+    run(cardvault(&home).args(["-r", "sim:m", "status"]));
+    // The issue's example: VERIFY with CLA 01 carries the PIN 123456.
+    let o = run(cardvault(&home).args(["--trace", "-r", "sim:m", "apdu", "0120008106313233343536"]));
+    let all = stdout(&o) + &stderr(&o);
+    assert!(!all.contains("313233343536"), "the PIN leaked: {all}");
+    assert!(all.contains("0120008106 <6 secret bytes masked>"), "{all}");
+    // Every secret instruction with any class byte, in `apdu` output and in the trace.
+    let secret = "a5a5a5a5a5a5a5a5";
+    for cla in ["00", "01", "0C", "10", "80", "84", "90", "FF"] {
+        for ins in SECRET_INS {
+            let apdu = format!("{cla}{ins:02X}0081 08 {secret}");
+            let o = run(cardvault(&home).args(["--trace", "-r", "sim:m", "apdu", &apdu]));
+            let all = (stdout(&o) + &stderr(&o)).to_lowercase();
+            assert!(!all.contains(secret), "CLA {cla} INS {ins:02X}: {all}");
+            assert_eq!(secret_commands_masked(&stderr(&o)), 1, "CLA {cla} INS {ins:02X}: {all}");
+        }
+    }
+    // pin change (CHANGE REFERENCE DATA) and pin unblock (EXTERNAL
+    // AUTHENTICATE, RESET RETRY COUNTER): old PIN, new PIN and cryptogram masked.
+    let o = run(cardvault(&home).env("OLD", "123456").env("NEW", "975310").args([
+        "--trace",
+        "-r",
+        "sim:m",
+        "pin",
+        "change",
+        "--pin",
+        "env:OLD",
+        "--new-pin",
+        "env:NEW",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trace = stderr(&o);
+    assert!(trace.contains("> 0024"), "no CHANGE REFERENCE DATA traced: {trace}");
+    assert_eq!(secret_commands_masked(&trace), 1, "{trace}");
+    for pin in ["123456", "975310"] {
+        let hex: String = pin.bytes().map(|b| format!("{b:02X}")).collect();
+        assert!(!trace.contains(pin) && !trace.contains(&hex), "{pin} leaked: {trace}");
+    }
+    let o = run(cardvault(&home).env("ADMIN", ADMIN_KEY).env("NEW", "864200").args([
+        "--trace",
+        "-r",
+        "sim:m",
+        "pin",
+        "unblock",
+        "--admin-key",
+        "env:ADMIN",
+        "--new-pin",
+        "env:NEW",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trace = stderr(&o);
+    assert!(trace.contains("> 0082") && trace.contains("> 002C"), "{trace}");
+    assert_eq!(secret_commands_masked(&trace), 2, "{trace}");
+    assert!(!trace.contains("383634323030") && !trace.contains("864200"), "{trace}");
+}
