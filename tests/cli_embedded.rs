@@ -300,3 +300,76 @@ fn secret_commands_are_masked_in_traces_whatever_the_class_byte() {
     assert_eq!(secret_commands_masked(&trace), 2, "{trace}");
     assert!(!trace.contains("383634323030") && !trace.contains("864200"), "{trace}");
 }
+
+/// Under `--json` every failure prints `{"error": {kind, message, exit_code}}`
+/// on stdout and nothing else, with the exit code of the README's table.
+fn json_error(o: &std::process::Output, code: i32, kind: &str, words: &str) {
+    assert_eq!(o.status.code(), Some(code), "{}{}", stdout(o), stderr(o));
+    let v = json(o);
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.keys().collect::<Vec<_>>(), ["error"], "{v}");
+    let e = v["error"].as_object().unwrap();
+    let mut keys: Vec<&String> = e.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["exit_code", "kind", "message"], "{v}");
+    assert_eq!(e["exit_code"], code, "{v}");
+    assert_eq!(e["kind"], kind, "{v}");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains(words), "exit {code}: {message}");
+    assert!(stderr(o).contains(message), "stderr does not say it: {}", stderr(o));
+}
+
+#[test]
+fn every_exit_code_comes_as_a_json_error_under_json() {
+    let home = temp_dir("jsonerr");
+    // 1: unexpected failure: the data directory is a file.
+    let file = home.join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let o = run(cardvault(&file).args(["--json", "-r", "sim:x", "status"]));
+    json_error(&o, 1, "embedded_card", "Not a directory");
+    // 2: a command line clap refuses, from the first byte (a PIN in argv).
+    run(cardvault(&home).args(["-r", "sim:c", "status"]));
+    let before = state(&home, "c");
+    let o = run(cardvault(&home).args(["--json", "-r", "sim:c", "pin", "verify", "--pin", "123456"]));
+    json_error(&o, 2, "usage", "never given on the command line");
+    assert_eq!(state(&home, "c"), before);
+    let o = run(cardvault(&home).args(["--json", "no-such-command"]));
+    json_error(&o, 2, "usage", "no-such-command");
+    // 3: no PC/SC service (a socket that does not exist).
+    let o = run(cardvault(&home)
+        .env("PCSCLITE_CSOCK_NAME", home.join("no-pcscd.comm"))
+        .args(["--json", "-r", "0", "status"]));
+    json_error(&o, 3, "no_pcsc", "PC/SC service not available");
+    // 4: not a cardvault card.
+    let cfg = home.join("foreign.toml");
+    std::fs::write(&cfg, "[sim]\nprofile = \"foreign\"\n").unwrap();
+    let o = run(cardvault(&home)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--json", "-r", "sim:other", "status"]));
+    json_error(&o, 4, "not_cardvault", "not a cardvault card");
+    // 5: wrong PIN.
+    let o = run(cardvault(&home)
+        .env("P", "999999")
+        .args(["--json", "-r", "sim:c", "pin", "verify", "--pin", "env:P"]));
+    json_error(&o, 5, "wrong_pin", "2 tries left");
+    // 6: a tampered vault under restore.
+    let o = run(cardvault(&home)
+        .env("P", "123456")
+        .args(["-r", "sim:c", "backup", "--pin", "env:P"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    rusqlite::Connection::open(home.join("vault.sqlite"))
+        .unwrap()
+        .execute("UPDATE backups SET trailer = zeroblob(36)", [])
+        .unwrap();
+    let o = run(cardvault(&home)
+        .env("P", "123456")
+        .args(["--json", "-r", "sim:c", "restore", "--latest", "--pin", "env:P"]));
+    json_error(&o, 6, "data_integrity", "backup");
+    // 7: the vault cannot be opened.
+    let o = run(cardvault(&home)
+        .arg("--vault")
+        .arg(&*home)
+        .args(["--json", "vault", "list"]));
+    json_error(&o, 7, "vault", "vault");
+}
