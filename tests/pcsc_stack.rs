@@ -6,6 +6,7 @@ mod common;
 use cardvault::cli::with_selected;
 use cardvault::config::{Config, ExtendedMode};
 use cardvault::reader::{self, ReaderOptions};
+use common::claims::{BACKUP_KILL_RUNS, WRITE_KILL_ROUNDS};
 use common::stack::*;
 use common::*;
 use std::process::Command;
@@ -237,11 +238,6 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(verify("24680").status.success());
 }
-
-/// Rounds of the SIGKILL-during-writes test (RELIABILITY.md).
-pub const WRITE_KILL_ROUNDS: usize = 12;
-/// Runs of the SIGKILL-during-backup test (RELIABILITY.md).
-pub const BACKUP_KILL_RUNS: usize = 6;
 
 #[test]
 fn killing_the_simulator_during_writes_leaves_the_card_old_or_new() {

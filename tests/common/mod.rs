@@ -2,6 +2,7 @@
 //! pcscd + vpcd + applet-sim stack.
 #![allow(dead_code)]
 
+pub mod claims;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
