@@ -2,20 +2,54 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cardvault::cli::Cli::parse();
+    let cli = match cardvault::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return argument_error(e),
+    };
     let json = cli.json;
     match cardvault::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();
             if json && !cardvault::cli::json_printed() {
-                let v = serde_json::json!({
-                    "error": { "kind": e.kind(), "message": e.to_string(), "exit_code": code }
-                });
-                println!("{v}");
+                print_json_error(e.kind(), &e.to_string(), code);
             }
             eprintln!("cardvault: {e}");
             ExitCode::from(code)
         }
     }
+}
+
+fn print_json_error(kind: &str, message: &str, code: u8) {
+    let v = serde_json::json!({
+        "error": { "kind": kind, "message": message, "exit_code": code }
+    });
+    println!("{v}");
+}
+
+/// A command line clap refused: under `--json` the documented error object
+/// on stdout as for any other error (exit code 2, kind `usage`), and clap's
+/// own text on stderr. `--help` and `--version` print as usual.
+fn argument_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    // Before a `--` separator only: after it, "--json" would be a value.
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    let code = cardvault::error::exit::USAGE;
+    if json {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        print_json_error("usage", message, code);
+    }
+    let _ = e.print();
+    ExitCode::from(code)
 }

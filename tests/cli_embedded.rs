@@ -80,8 +80,10 @@ fn pin_on_the_command_line_is_refused_and_nothing_is_sent() {
     assert!(stderr(&o).contains("never given on the command line"), "{}", stderr(&o));
     assert_eq!(state(&home, "c"), before);
     // No terminal to prompt on: a clear error, not a hang.
-    let o = run(cardvault(&home).args(["-r", "sim:c", "pin", "verify"]));
-    assert_ne!(o.status.code(), Some(0));
+    let o = run(cardvault(&home).args(["--json", "-r", "sim:c", "pin", "verify"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(json(&o)["error"]["kind"], "usage");
+    assert!(stderr(&o).contains("no terminal to ask on"), "{}", stderr(&o));
     assert_eq!(state(&home, "c"), before);
 }
 
@@ -218,4 +220,156 @@ fn a_card_in_use_by_another_process_is_reported() {
     let o = run(cardvault(&home).args(["-r", "sim:held", "status"]));
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("in use by another process"), "{}", stderr(&o));
+}
+
+/// The instructions whose command data is secret (docs/PROTOCOL.md).
+const SECRET_INS: [u8; 5] = [0x20, 0x24, 0x2C, 0x82, 0xE1];
+
+/// Every traced command with a secret instruction and a data field shows
+/// its data masked; returns how many such commands the trace holds.
+fn secret_commands_masked(trace: &str) -> usize {
+    let mut n = 0;
+    for line in trace.lines().filter_map(|l| l.trim_start().strip_prefix("> ")) {
+        let head = cardvault_proto::from_hex(&line[..line.len().min(10)]).unwrap_or_default();
+        if head.len() == 5 && SECRET_INS.contains(&head[1]) && head[4] != 0 {
+            assert!(
+                line.contains("secret bytes masked"),
+                "secret data in the clear: > {line}"
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn secret_commands_are_masked_in_traces_whatever_the_class_byte() {
+    let home = temp_dir("maskcla");
+    run(cardvault(&home).args(["-r", "sim:m", "status"]));
+    // The issue's example: VERIFY with CLA 01 carries the PIN 123456.
+    let o = run(cardvault(&home).args(["--trace", "-r", "sim:m", "apdu", "0120008106313233343536"]));
+    let all = stdout(&o) + &stderr(&o);
+    assert!(!all.contains("313233343536"), "the PIN leaked: {all}");
+    assert!(all.contains("0120008106 <6 secret bytes masked>"), "{all}");
+    // Every secret instruction with any class byte, in `apdu` output and in the trace.
+    let secret = "a5a5a5a5a5a5a5a5";
+    for cla in ["00", "01", "0C", "10", "80", "84", "90", "FF"] {
+        for ins in SECRET_INS {
+            let apdu = format!("{cla}{ins:02X}0081 08 {secret}");
+            let o = run(cardvault(&home).args(["--trace", "-r", "sim:m", "apdu", &apdu]));
+            let all = (stdout(&o) + &stderr(&o)).to_lowercase();
+            assert!(!all.contains(secret), "CLA {cla} INS {ins:02X}: {all}");
+            assert_eq!(secret_commands_masked(&stderr(&o)), 1, "CLA {cla} INS {ins:02X}: {all}");
+        }
+    }
+    // pin change (CHANGE REFERENCE DATA) and pin unblock (EXTERNAL
+    // AUTHENTICATE, RESET RETRY COUNTER): old PIN, new PIN and cryptogram masked.
+    let o = run(cardvault(&home).env("OLD", "123456").env("NEW", "975310").args([
+        "--trace",
+        "-r",
+        "sim:m",
+        "pin",
+        "change",
+        "--pin",
+        "env:OLD",
+        "--new-pin",
+        "env:NEW",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trace = stderr(&o);
+    assert!(trace.contains("> 0024"), "no CHANGE REFERENCE DATA traced: {trace}");
+    assert_eq!(secret_commands_masked(&trace), 1, "{trace}");
+    for pin in ["123456", "975310"] {
+        let hex: String = pin.bytes().map(|b| format!("{b:02X}")).collect();
+        assert!(!trace.contains(pin) && !trace.contains(&hex), "{pin} leaked: {trace}");
+    }
+    let o = run(cardvault(&home).env("ADMIN", ADMIN_KEY).env("NEW", "864200").args([
+        "--trace",
+        "-r",
+        "sim:m",
+        "pin",
+        "unblock",
+        "--admin-key",
+        "env:ADMIN",
+        "--new-pin",
+        "env:NEW",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trace = stderr(&o);
+    assert!(trace.contains("> 0082") && trace.contains("> 002C"), "{trace}");
+    assert_eq!(secret_commands_masked(&trace), 2, "{trace}");
+    assert!(!trace.contains("383634323030") && !trace.contains("864200"), "{trace}");
+}
+
+/// Under `--json` every failure prints `{"error": {kind, message, exit_code}}`
+/// on stdout and nothing else, with the exit code of the README's table.
+fn json_error(o: &std::process::Output, code: i32, kind: &str, words: &str) {
+    assert_eq!(o.status.code(), Some(code), "{}{}", stdout(o), stderr(o));
+    let v = json(o);
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.keys().collect::<Vec<_>>(), ["error"], "{v}");
+    let e = v["error"].as_object().unwrap();
+    let mut keys: Vec<&String> = e.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["exit_code", "kind", "message"], "{v}");
+    assert_eq!(e["exit_code"], code, "{v}");
+    assert_eq!(e["kind"], kind, "{v}");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains(words), "exit {code}: {message}");
+    assert!(stderr(o).contains(message), "stderr does not say it: {}", stderr(o));
+}
+
+#[test]
+fn every_exit_code_comes_as_a_json_error_under_json() {
+    let home = temp_dir("jsonerr");
+    // 1: unexpected failure: the data directory is a file.
+    let file = home.join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let o = run(cardvault(&file).args(["--json", "-r", "sim:x", "status"]));
+    json_error(&o, 1, "embedded_card", "Not a directory");
+    // 2: a command line clap refuses, from the first byte (a PIN in argv).
+    run(cardvault(&home).args(["-r", "sim:c", "status"]));
+    let before = state(&home, "c");
+    let o = run(cardvault(&home).args(["--json", "-r", "sim:c", "pin", "verify", "--pin", "123456"]));
+    json_error(&o, 2, "usage", "never given on the command line");
+    assert_eq!(state(&home, "c"), before);
+    let o = run(cardvault(&home).args(["--json", "no-such-command"]));
+    json_error(&o, 2, "usage", "no-such-command");
+    // 3: no PC/SC service (a socket that does not exist).
+    let o = run(cardvault(&home)
+        .env("PCSCLITE_CSOCK_NAME", home.join("no-pcscd.comm"))
+        .args(["--json", "-r", "0", "status"]));
+    json_error(&o, 3, "no_pcsc", "PC/SC service not available");
+    // 4: not a cardvault card.
+    let cfg = home.join("foreign.toml");
+    std::fs::write(&cfg, "[sim]\nprofile = \"foreign\"\n").unwrap();
+    let o = run(cardvault(&home)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--json", "-r", "sim:other", "status"]));
+    json_error(&o, 4, "not_cardvault", "not a cardvault card");
+    // 5: wrong PIN.
+    let o = run(cardvault(&home)
+        .env("P", "999999")
+        .args(["--json", "-r", "sim:c", "pin", "verify", "--pin", "env:P"]));
+    json_error(&o, 5, "wrong_pin", "2 tries left");
+    // 6: a tampered vault under restore.
+    let o = run(cardvault(&home)
+        .env("P", "123456")
+        .args(["-r", "sim:c", "backup", "--pin", "env:P"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    rusqlite::Connection::open(home.join("vault.sqlite"))
+        .unwrap()
+        .execute("UPDATE backups SET trailer = zeroblob(36)", [])
+        .unwrap();
+    let o = run(cardvault(&home)
+        .env("P", "123456")
+        .args(["--json", "-r", "sim:c", "restore", "--latest", "--pin", "env:P"]));
+    json_error(&o, 6, "data_integrity", "backup");
+    // 7: the vault cannot be opened.
+    let o = run(cardvault(&home)
+        .arg("--vault")
+        .arg(&*home)
+        .args(["--json", "vault", "list"]));
+    json_error(&o, 7, "vault", "vault");
 }

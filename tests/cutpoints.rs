@@ -86,6 +86,7 @@ fn with_one<T>(
 /// again and checks the end state. Returns (tried, passed).
 fn cut_points(
     name: &str,
+    claimed: &str,
     template: &Path,
     run: &dyn Fn(&Path, &Arc<PullSchedule>) -> cardvault::Result<()>,
     check_cut: &dyn Fn(&Path, u64, PullMode),
@@ -97,8 +98,12 @@ fn cut_points(
     let counting = PullSchedule::counting();
     run(&base, &counting).unwrap_or_else(|e| panic!("{name}: uninterrupted run failed: {e}"));
     let n = counting.delivered();
-    assert!(n > 0);
-    let mut tried = 0;
+    assert_eq!(
+        n,
+        claims::cut_point_apdus(claimed),
+        "{name}: the uninterrupted run took {n} APDUs; RELIABILITY.md says otherwise for '{claimed}'"
+    );
+    let (mut tried, mut passed) = (0, 0);
     for k in 1..=n {
         for mode in [PullMode::AnswerLost, PullMode::NotDelivered] {
             tried += 1;
@@ -114,11 +119,12 @@ fn cut_points(
             }
             check_cut(&dir, k, mode);
             retry_and_check(&dir);
-            let _ = std::fs::remove_dir_all(&dir);
+            passed += 1;
         }
     }
-    println!("cut points {name}: tried {tried}, passed {tried} ({n} APDUs x 2 pull modes)");
-    (tried, tried)
+    assert_eq!((tried, passed), (2 * n, 2 * n));
+    println!("cut points {name}: tried {tried}, passed {passed} ({n} APDUs x 2 pull modes)");
+    (tried, passed)
 }
 
 fn issue_pair(dir: &Path) {
@@ -185,7 +191,14 @@ fn duplicate_survives_a_pull_at_every_apdu() {
         .unwrap();
         assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
     };
-    cut_points("duplicate", &template, &run_duplicate, &check_cut, &retry);
+    cut_points(
+        "duplicate",
+        "duplicate (two cards)",
+        &template,
+        &run_duplicate,
+        &check_cut,
+        &retry,
+    );
 }
 
 fn fill(dir: &Path, name: &str, page: u16, byte: u8, len: usize) {
@@ -245,7 +258,14 @@ fn full_and_differential_backups_survive_a_pull_at_every_apdu() {
         assert_vault_ok(dir, "after retry");
         vault_restores_current_memory(dir);
     };
-    cut_points("backup-full", &template, &run_backup(true), &check_cut, &retry_full);
+    cut_points(
+        "backup-full",
+        "backup, full",
+        &template,
+        &run_backup(true),
+        &check_cut,
+        &retry_full,
+    );
 
     // Differential: a full backup exists, then pages change.
     run_backup(true)(&template, &PullSchedule::counting()).unwrap();
@@ -253,6 +273,7 @@ fn full_and_differential_backups_survive_a_pull_at_every_apdu() {
     fill(&template, "card", 100, 0x33, 300);
     cut_points(
         "backup-differential",
+        "backup, differential",
         &template,
         &run_backup(false),
         &check_cut,
@@ -276,7 +297,7 @@ fn run_restore_latest(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()
     })
 }
 
-fn restore_template(name: &str, diffs: usize) -> (PathBuf, Vec<u8>, Vec<u8>) {
+fn restore_template(name: &str, diffs: usize) -> (TempDir, Vec<u8>, Vec<u8>) {
     let t = temp_dir(name);
     sim(&t, "card", "main");
     with_one(&t, "card", &PullSchedule::counting(), |c| {
@@ -304,7 +325,7 @@ fn balance(dir: &Path, name: &str) -> u32 {
     .unwrap()
 }
 
-fn restore_cut_points(name: &str, diffs: usize) {
+fn restore_cut_points(name: &str, claimed: &str, diffs: usize) {
     let (template, expected, before) = restore_template(name, diffs);
     let check_cut = |dir: &Path, k: u64, mode: PullMode| {
         assert_vault_ok(dir, &format!("{name} k={k} {mode:?}"));
@@ -323,17 +344,17 @@ fn restore_cut_points(name: &str, diffs: usize) {
         assert_eq!(m[4..], expected[4..]);
         assert_eq!(balance(dir, "card"), 0, "restored value must be reset, never doubled");
     };
-    cut_points(name, &template, &run_restore_latest, &check_cut, &retry);
+    cut_points(name, claimed, &template, &run_restore_latest, &check_cut, &retry);
 }
 
 #[test]
 fn same_card_restore_survives_a_pull_at_every_apdu() {
-    restore_cut_points("restore-same-card", 0);
+    restore_cut_points("restore-same-card", "restore, same card", 0);
 }
 
 #[test]
 fn chain_restore_survives_a_pull_at_every_apdu() {
-    restore_cut_points("restore-chain", 3);
+    restore_cut_points("restore-chain", "restore, chain (full + 3 differentials)", 3);
 }
 
 fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization {
@@ -396,7 +417,14 @@ fn other_card_restore_survives_a_pull_at_every_apdu() {
         assert_eq!(state(dir, "repl").memory[4..], expected[4..]);
         assert_eq!(balance(dir, "repl"), 0);
     };
-    cut_points("restore-other-card", &template, &run_other_card, &check_cut, &retry);
+    cut_points(
+        "restore-other-card",
+        "restore, other card (issuer-authorized)",
+        &template,
+        &run_other_card,
+        &check_cut,
+        &retry,
+    );
 }
 
 #[test]
@@ -487,7 +515,14 @@ fn recovery_survives_a_pull_at_every_apdu() {
             assert_eq!(decrypts_with(dir, "new", rel).as_ref(), Some(data));
         }
     };
-    cut_points("recover", &template, &run, &check_cut, &retry);
+    cut_points(
+        "recover",
+        "recover (three files, two cards)",
+        &template,
+        &run,
+        &check_cut,
+        &retry,
+    );
 }
 
 /// Open a card session on `r` (SELECT included).

@@ -215,7 +215,8 @@ fn a_backup_card_with_another_key_group_is_refused_and_stores_nothing() {
 #[test]
 fn one_duplicate_only_backup_never_exports_and_blobs_are_bound() {
     let home = temp_dir("oneonly");
-    issue(&home, "d", "pair", "alice,2468,M-1,2030-01,\n");
+    // Same key group for every card: only the one-duplicate rule can refuse.
+    issue(&home, "d", "pair", &format!("alice,2468,M-1,2030-01,{E2}\n"));
     issue(&home, "x", "backup", &format!("bob,2468,,,{E2}\n"));
     assert!(duplicate(&home, "d-alice-main", "d-alice-backup").status.success());
 
@@ -226,7 +227,13 @@ fn one_duplicate_only_backup_never_exports_and_blobs_are_bound() {
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
     assert_eq!(snapshot(&home, "d-alice-main"), main_before);
     let o = duplicate(&home, "d-alice-main", "x-bob-backup");
-    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let err = &json(&o)["error"];
+    assert_eq!(err["kind"], "refused", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("one duplicate only"),
+        "refused for another reason than the one-duplicate rule: {err}"
+    );
     assert_eq!(snapshot(&home, "d-alice-main").export, main_before.export);
 
     // A backup card never exports.

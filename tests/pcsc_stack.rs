@@ -5,6 +5,8 @@ mod common;
 
 use cardvault::config::{Config, ExtendedMode};
 use cardvault::reader::{self, ReaderOptions};
+use common::claims::{BACKUP_KILL_RUNS, WRITE_KILL_ROUNDS};
+use common::stack::*;
 use common::*;
 use std::process::Command;
 use std::time::Duration;
@@ -18,41 +20,25 @@ fn opts(home: &std::path::Path, ext: Option<ExtendedMode>) -> ReaderOptions {
     }
 }
 
-fn tool_available(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is not installed; CI=true requires it");
-        }
-        eprintln!("SKIPPED part: {tool} not installed");
-    }
-    ok
-}
-
 fn card_number_of(path: &std::path::Path) -> String {
     applet_sim::state::Store::peek(path).unwrap().card_number.clone()
 }
 
 #[test]
 fn peer_tools_see_the_virtual_readers_and_the_applet() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("peer_tools_see_the_virtual_readers_and_the_applet") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
     let dir = temp_dir("peers");
     let (a, b) = (dir.join("a.card"), dir.join("b.card"));
-    let _sim = Sim::start(&[(PORT0, READER0, &a, "main"), (PORT1, READER1, &b, "backup")]);
+    let _sim = stack.sim(&[(0, &a, "main"), (1, &b, "backup")]);
 
-    if tool_available("pcsc_scan") {
+    if require_tool("peer_tools_see_the_virtual_readers_and_the_applet", "pcsc_scan") {
         let o = Command::new("pcsc_scan").arg("-r").output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains(READER0) && out.contains(READER1), "pcsc_scan -r: {out}");
     }
-    if tool_available("opensc-tool") {
+    if require_tool("peer_tools_see_the_virtual_readers_and_the_applet", "opensc-tool") {
         let o = Command::new("opensc-tool").arg("-l").output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
         for r in [READER0, READER1] {
@@ -63,7 +49,7 @@ fn peer_tools_see_the_virtual_readers_and_the_applet() {
             assert!(line.contains("Yes"), "card not present per opensc-tool: {line}");
         }
     }
-    if tool_available("scriptor") {
+    if require_tool("peer_tools_see_the_virtual_readers_and_the_applet", "scriptor") {
         // The two APDUs docs/PROTOCOL.md gives for selecting the applet and reading the card number.
         let script = dir.join("read-number.txt");
         std::fs::write(&script, "00 A4 04 00 06 F0 43 56 4C 54 01 00\n00 CA DF 01 00\n").unwrap();
@@ -86,14 +72,13 @@ fn peer_tools_see_the_virtual_readers_and_the_applet() {
 
 #[test]
 fn cardvault_reaches_cards_by_index_name_and_sim() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("cardvault_reaches_cards_by_index_name_and_sim") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
     let dir = temp_dir("select");
     let home = dir.join("home");
     let (a, b) = (dir.join("a.card"), dir.join("b.card"));
-    let _sim = Sim::start(&[(PORT0, READER0, &a, "main"), (PORT1, READER1, &b, "backup")]);
+    let _sim = stack.sim(&[(0, &a, "main"), (1, &b, "backup")]);
     let (na, nb) = (card_number_of(&a), card_number_of(&b));
 
     // readers: both virtual readers with a card and an ATR, plus an embedded card.
@@ -111,7 +96,7 @@ fn cardvault_reaches_cards_by_index_name_and_sim() {
     assert!(rs.iter().any(|r| r["name"] == "sim:desk" && r["kind"] == "embedded"));
 
     // status by index, by name substring and from CARDVAULT_READER.
-    for (sel, want, role) in [("0", &na, "main"), ("PCD 00 01", &nb, "backup")] {
+    for (sel, want, role) in [("0", &na, "main"), ("Test 00 01", &nb, "backup")] {
         let o = run(cardvault(&home).args(["--json", "-r", sel, "status"]));
         assert!(o.status.success(), "status -r {sel}: {}", stderr(&o));
         let v = json(&o);
@@ -130,7 +115,7 @@ fn cardvault_reaches_cards_by_index_name_and_sim() {
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
     assert!(
-        e.contains("0: Virtual PCD 00 00") && e.contains("1: Virtual PCD 00 01"),
+        e.contains(&format!("0: {READER0}")) && e.contains(&format!("1: {READER1}")),
         "{e}"
     );
 
@@ -162,10 +147,9 @@ fn read_4k(home: &std::path::Path, reader_name: &str, ext: Option<ExtendedMode>,
 
 #[test]
 fn a_4k_response_arrives_whole_extended_and_through_get_response() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("a_4k_response_arrives_whole_extended_and_through_get_response") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
     let dir = temp_dir("4k");
     let home = dir.join("home");
     let short_profile = dir.join("short.toml");
@@ -175,10 +159,7 @@ fn a_4k_response_arrives_whole_extended_and_through_get_response() {
     )
     .unwrap();
     let (a, b) = (dir.join("ext.card"), dir.join("short.card"));
-    let _sim = Sim::start(&[
-        (PORT0, READER0, &a, "main"),
-        (PORT1, READER1, &b, short_profile.to_str().unwrap()),
-    ]);
+    let _sim = stack.sim(&[(0, &a, "main"), (1, &b, short_profile.to_str().unwrap())]);
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 253) as u8 ^ 0x5A).collect();
 
     // Extended-length card: one APDU.
@@ -199,14 +180,13 @@ fn a_4k_response_arrives_whole_extended_and_through_get_response() {
 
 #[test]
 fn three_wrong_pins_block_and_the_block_survives_a_restart() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("three_wrong_pins_block_and_the_block_survives_a_restart") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
     let dir = temp_dir("pin");
     let home = dir.join("home");
     let card = dir.join("pin.card");
-    let mut sim = Sim::one(&card, "main");
+    let mut sim = stack.one(&card, "main");
     let verify = |pin: &str| {
         run(cardvault(&home)
             .env("PIN", pin)
@@ -229,7 +209,7 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
     // Pull the card (kill the simulator) and put it back.
     sim.kill();
     assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 0);
-    let _sim = Sim::one(&card, "main");
+    let _sim = stack.one(&card, "main");
     let o = run(cardvault(&home).args(["--json", "-r", "0", "status"]));
     let v = json(&o);
     assert_eq!(v["pin_blocked"], true, "{v}");
@@ -260,43 +240,52 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
 
 #[test]
 fn killing_the_simulator_during_writes_leaves_the_card_old_or_new() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("killing_the_simulator_during_writes_leaves_the_card_old_or_new") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
     let dir = temp_dir("kill");
     let home = dir.join("home");
     let card = dir.join("kill.card");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill test seed {seed}");
-    let mut rng = Rng::new(seed);
-    let mut expected: u8 = 0; // memory page 0..16 holds this byte everywhere
-    for round in 0..12 {
-        eprintln!("round {round}");
-        let mut sim = Sim::one(&card, "main");
-        let home2 = home.clone();
-        let start = expected;
-        let writer = std::thread::spawn(move || {
-            let mut acked = start;
-            let Ok(mut r) = reader::open(Some(READER0), &opts(&home2, None)) else {
-                return acked;
-            };
-            let _: cardvault::Result<()> = with_selected(r.as_mut(), false, |c| {
+    let mut rng = Rng::new(seed("killing_the_simulator_during_writes"));
+    let mut total_acked = 0u64;
+    for round in 0..WRITE_KILL_ROUNDS {
+        let mut sim = stack.one(&card, "main");
+        // Memory pages 0..16 hold one byte value everywhere: the last write.
+        let start = applet_sim::state::Store::peek(&card).unwrap().memory[0];
+        let acked = Arc::new(AtomicU64::new(0));
+        let (home2, acked2) = (home.clone(), acked.clone());
+        let writer = std::thread::spawn(move || -> (u8, cardvault::Error) {
+            let mut last = start;
+            let mut r = reader::open(Some(READER0), &opts(&home2, None)).expect("open the reader");
+            let err = with_selected(r.as_mut(), false, |c| -> cardvault::Result<()> {
                 c.verify_pin(b"123456")?;
                 loop {
-                    let next = acked.wrapping_add(1);
+                    let next = last.wrapping_add(1);
                     c.write_memory(0, &[next; 4096])?;
-                    acked = next;
+                    last = next;
+                    acked2.fetch_add(1, Ordering::SeqCst);
                 }
-            });
-            acked
+            })
+            .unwrap_err();
+            (last, err)
         });
-        std::thread::sleep(Duration::from_millis(20 + rng.below(120)));
+        // Kill only once a write was acknowledged, at a random point after it.
+        wait_for("an acknowledged write", Duration::from_secs(10), || {
+            acked.load(Ordering::SeqCst) > 0
+        });
+        std::thread::sleep(Duration::from_millis(rng.below(100)));
         sim.kill();
-        let acked = writer.join().unwrap();
+        let (last, err) = writer.join().unwrap();
+        let n = acked.load(Ordering::SeqCst);
+        assert!(n >= 1, "round {round}: no write was acknowledged");
+        total_acked += n;
+        assert_eq!(
+            err.exit_code(),
+            3,
+            "round {round}: the kill was reported as '{err}', not as a reader problem"
+        );
         let st = applet_sim::state::Store::peek(&card)
             .unwrap_or_else(|e| panic!("round {round}: card file broken after kill: {e}"));
         let first = st.memory[0];
@@ -305,27 +294,25 @@ fn killing_the_simulator_during_writes_leaves_the_card_old_or_new() {
             "round {round}: a write was torn"
         );
         assert!(
-            first == acked || first == acked.wrapping_add(1),
-            "round {round}: card holds {first}, last acknowledged write was {acked}"
+            first == last || first == last.wrapping_add(1),
+            "round {round}: card holds {first}, last acknowledged write was {last}"
         );
-        expected = first;
     }
-    println!("SIGKILL during writes through pcscd: 12 rounds, every card file old or new, none torn");
+    println!(
+        "SIGKILL during writes through pcscd: {WRITE_KILL_ROUNDS} rounds, {total_acked} writes acknowledged, \
+         every card file old or new, none torn"
+    );
 }
 
 #[test]
 fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("two_readers_issue_duplicate_break_and_recover_through_pcscd") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
     let dir = temp_dir("tworeaders");
     let home = dir.join("home");
     let (main_card, backup_card) = (dir.join("main.card"), dir.join("backup.card"));
-    let mut sim = Sim::start(&[
-        (PORT0, READER0, &main_card, "blank"),
-        (PORT1, READER1, &backup_card, "blank"),
-    ]);
+    let mut sim = stack.sim(&[(0, &main_card, "blank"), (1, &backup_card, "blank")]);
     let env = |c: &mut Command| {
         c.env("ADMIN", ADMIN_KEY)
             .env("P", "2468")
@@ -379,10 +366,7 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     sim.kill();
     std::fs::remove_file(&main_card).unwrap();
     let new_card = dir.join("new-main.card");
-    let _sim = Sim::start(&[
-        (PORT0, READER0, &new_card, "blank"),
-        (PORT1, READER1, &backup_card, "blank"),
-    ]);
+    let _sim = stack.sim(&[(0, &new_card, "blank"), (1, &backup_card, "blank")]);
     let mut c = cardvault(&home);
     env(&mut c);
     c.args(["-r", "0", "issue", "--profile", "main", "--holders"])
@@ -427,14 +411,13 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
 
 #[test]
 fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
     let dir = temp_dir("backup");
     let home = dir.join("home");
     let (a, b) = (dir.join("a.card"), dir.join("b.card"));
-    let _sim = Sim::start(&[(PORT0, READER0, &a, "main"), (PORT1, READER1, &b, "replacement")]);
+    let _sim = stack.sim(&[(0, &a, "main"), (1, &b, "replacement")]);
     let pattern: Vec<u8> = (0..32768u32).map(|i| (i * 13 % 256) as u8).collect();
     {
         let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
@@ -512,77 +495,142 @@ fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
 
 #[test]
 fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("sigkill_of_the_simulator_during_workflows_through_pcscd") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
+    use std::io::BufRead;
     let dir = temp_dir("sigkill");
     let home = dir.join("home");
     let card = dir.join("k.card");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("sigkill test seed {seed}");
-    let mut rng = Rng::new(seed);
-    {
-        let _sim = Sim::one(&card, "main");
+    let mut rng = Rng::new(seed("sigkill_of_the_simulator_during_workflows"));
+    let write = |byte: u8| {
         let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
         with_selected(r.as_mut(), false, |c| {
             c.verify_pin(b"123456")?;
-            c.write_memory(0, &vec![0x5A; 32768])
+            c.write_memory(0, &vec![byte; 32768])
         })
         .unwrap();
-    }
-    // Let pcscd notice the card left before the loop restarts it.
-    std::thread::sleep(Duration::from_millis(1200));
-    let (mut tried, mut reported) = (0, 0);
-    for round in 0..6 {
-        let mut sim = Sim::one(&card, "main");
-        let child = cardvault(&home)
+    };
+    // The APDUs of an uninterrupted full backup, from its trace.
+    let apdus = {
+        let _sim = stack.one(&card, "main");
+        write(0x5A);
+        let o = run(cardvault(&home)
             .env("P", "123456")
-            .args(["-r", "0", "backup", "--full", "--pin", "env:P"])
+            .args(["--trace", "-r", "0", "backup", "--full", "--pin", "env:P"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o).lines().filter(|l| l.starts_with("> ")).count()
+    };
+    assert!(apdus >= 4, "a full backup took {apdus} APDUs");
+    // Every backup the vault gains in a run must restore that run's memory.
+    let mut expected: Vec<(i64, Vec<u8>)> = Vec::new();
+    let vault_ids = || -> Vec<i64> {
+        cardvault::vault::Vault::open(&home.join("vault.sqlite"))
+            .unwrap()
+            .list_backups(None)
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect()
+    };
+    let (mut interrupted, mut completed) = (0, 0);
+    for round in 0..BACKUP_KILL_RUNS {
+        let mut sim = stack.one(&card, "main");
+        write(0x60 + round as u8);
+        let memory = applet_sim::state::Store::peek(&card).unwrap().memory.clone();
+        let before = vault_ids();
+        // Kill when the k-th APDU goes out (k random), plus up to 2 ms.
+        let k = 1 + rng.below(apdus as u64 - 1) as usize;
+        let mut child = cardvault(&home)
+            .env("P", "123456")
+            .args(["--trace", "-r", "0", "backup", "--full", "--pin", "env:P"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.below(60)));
+        let mut err = String::new();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut sent = 0;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            sent += line.starts_with("> ") as usize;
+            err.push_str(&line);
+            err.push('\n');
+            if sent == k {
+                break;
+            }
+        }
+        assert_eq!(sent, k, "round {round}: the backup ended before its APDU {k}: {err}");
+        std::thread::sleep(Duration::from_micros(rng.below(2000)));
         sim.kill();
-        let out = child.wait_with_output().unwrap();
-        tried += 1;
-        let err = String::from_utf8_lossy(&out.stderr);
+        for line in lines {
+            err.push_str(&line.unwrap());
+            err.push('\n');
+        }
+        let status = child.wait().unwrap();
         // Every card file stays whole (old or new); the vault stays consistent.
         applet_sim::state::Store::peek(&card).unwrap_or_else(|e| panic!("round {round}: card file broken: {e}"));
         let v = run(cardvault(&home).args(["vault", "verify"]));
         assert!(v.status.success(), "round {round}: {}", stdout(&v));
-        if !out.status.success() {
+        if status.success() {
+            completed += 1;
+        } else {
             // A removed card is reported as such, with the reader exit code.
-            assert_eq!(out.status.code(), Some(3), "round {round}: {err}");
-            assert!(
-                err.contains("removed") || err.contains("no card"),
-                "round {round}: {err}"
-            );
-            reported += 1;
+            assert_eq!(status.code(), Some(3), "round {round} (killed at APDU {k}): {err}");
+            let last = err.lines().rfind(|l| l.starts_with("cardvault: ")).unwrap_or("");
+            assert!(last.contains("removed"), "round {round} (killed at APDU {k}): {err}");
+            interrupted += 1;
         }
+        expected.extend(
+            vault_ids()
+                .into_iter()
+                .filter(|id| !before.contains(id))
+                .map(|id| (id, memory.clone())),
+        );
+    }
+    assert_eq!(interrupted + completed, BACKUP_KILL_RUNS);
+    assert!(
+        interrupted >= 1,
+        "no run was interrupted: the kill came too late every time"
+    );
+    // Every backup stored during the runs restores exactly that run's memory.
+    let _sim = stack.one(&card, "main");
+    for (id, memory) in &expected {
+        let o = run(cardvault(&home).env("P", "123456").env("ADMIN", ADMIN_KEY).args([
+            "-r",
+            "0",
+            "restore",
+            "--backup",
+            &id.to_string(),
+            "--pin",
+            "env:P",
+            "--allow-rollback",
+            "--admin-key",
+            "env:ADMIN",
+        ]));
+        assert!(o.status.success(), "restore of backup {id}: {}", stderr(&o));
+        let now = applet_sim::state::Store::peek(&card).unwrap().memory.clone();
+        assert_eq!(now[..32768], memory[..32768], "backup {id} restored other content");
     }
     println!(
-        "sigkill through pcscd: {tried} runs, {reported} interrupted and reported, all card files and vaults intact"
+        "sigkill through pcscd: {BACKUP_KILL_RUNS} runs killed after their k-th APDU, {interrupted} interrupted \
+         and reported (exit 3), {completed} completed; {} stored backups restore their run's content",
+        expected.len()
     );
 }
 
 #[test]
 fn a_reader_without_a_card_is_a_clear_error() {
-    if !pcscd_ready() {
+    let Some(_stack) = PcscStack::start("a_reader_without_a_card_is_a_clear_error") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
     wait_for("empty readers", Duration::from_secs(10), || !card_present(READER0));
     let home = temp_dir("nocard");
     let o = run(cardvault(&home).args(["-r", "0", "status"]));
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
     assert_eq!(e.trim().lines().count(), 1, "{e}");
-    assert!(e.contains("no card in reader 'Virtual PCD 00 00'"), "{e}");
+    assert!(e.contains(&format!("no card in reader '{READER0}'")), "{e}");
     // And no reader choice at all: the list of readers.
     let o = run(cardvault(&home).arg("status"));
     assert_eq!(o.status.code(), Some(3));
@@ -591,10 +639,9 @@ fn a_reader_without_a_card_is_a_clear_error() {
 
 #[test]
 fn wait_for_a_card_that_arrives_later() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("wait_for_a_card_that_arrives_later") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
     wait_for("empty readers", Duration::from_secs(10), || !card_present(READER0));
     let dir = temp_dir("wait");
     let home = dir.join("home");
@@ -606,7 +653,7 @@ fn wait_for_a_card_that_arrives_later() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    let _sim = Sim::one(&card, "main");
+    let _sim = stack.one(&card, "main");
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json(&o)["card_number"], card_number_of(&card).as_str());
@@ -614,14 +661,13 @@ fn wait_for_a_card_that_arrives_later() {
 
 #[test]
 fn a_65535_byte_read_arrives_whole_through_vpcd() {
-    if !pcscd_ready() {
+    let Some(stack) = PcscStack::start("a_65535_byte_read_arrives_whole_through_vpcd") else {
         return;
-    }
-    let _g = vpcd_lock();
+    };
     let dir = temp_dir("bigread");
     let home = dir.join("home");
     let card = dir.join("big.card");
-    let _sim = Sim::one(&card, "main");
+    let _sim = stack.one(&card, "main");
     let pattern: Vec<u8> = (0..65535u32).map(|i| (i * 7 % 253) as u8).collect();
     let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
     let back = with_selected(r.as_mut(), false, |c| {

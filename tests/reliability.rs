@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::claims::{SECRETS_CHECKED, SIDE_BY_SIDE, TAMPER_CASES};
 use common::*;
 use std::path::Path;
 use std::process::Command;
@@ -33,7 +34,7 @@ fn backup(home: &Path, name: &str) {
 }
 
 /// A vault with a full backup and two differentials of card "t", plus audit entries.
-fn vault_with_chain(tag: &str) -> std::path::PathBuf {
+fn vault_with_chain(tag: &str) -> TempDir {
     let home = temp_dir(tag);
     write(&home, "t", 0, &vec![7u8; 20000]);
     backup(&home, "t");
@@ -44,65 +45,130 @@ fn vault_with_chain(tag: &str) -> std::path::PathBuf {
     home
 }
 
+/// Flip one bit of a BLOB column in place. The edit is made on the bytes in
+/// Rust, so the column stays a BLOB (SQL string concatenation would store
+/// TEXT, and the vault would then fail on the column type, not on the check
+/// under test).
+fn flip_bit(conn: &rusqlite::Connection, table: &str, column: &str, row: &str, offset: usize) {
+    let mut b: Vec<u8> = conn
+        .query_row(&format!("SELECT {column} FROM {table} WHERE {row}"), [], |r| r.get(0))
+        .unwrap();
+    b[offset] ^= 0x01;
+    let n = conn
+        .execute(&format!("UPDATE {table} SET {column} = ?1 WHERE {row}"), [&b])
+        .unwrap();
+    assert_eq!(n, 1, "{table}.{column} WHERE {row}: no such row");
+}
+
+/// Every blob column of the vault still holds a BLOB (the tampering kept the types).
+fn assert_columns_are_blobs(conn: &rusqlite::Connection, what: &str) {
+    for (table, column) in [
+        ("records", "data"),
+        ("backups", "header"),
+        ("backups", "wrapped_key"),
+        ("backups", "control_info"),
+        ("backups", "trailer"),
+        ("backups", "digest"),
+    ] {
+        let not_blob: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE typeof({column}) != 'blob'"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(not_blob, 0, "{what}: {table}.{column} is no longer a BLOB");
+    }
+}
+
+/// A vault tampering: what is done, and the words `vault verify` must print.
+type Tamper = (&'static str, fn(&rusqlite::Connection), &'static str);
+
+/// The vault tampering cases of RELIABILITY.md, in its order.
+const TAMPERING: &[Tamper] = &[
+    (
+        "a byte flipped in a record",
+        |c| flip_bit(c, "records", "data", "backup_id = 1 AND idx = 0", 10),
+        "backup 1",
+    ),
+    (
+        "a byte changed in a header",
+        |c| flip_bit(c, "backups", "header", "id = 2", 20),
+        "backup 2",
+    ),
+    (
+        "the copy of the wrapped key replaced",
+        |c| {
+            c.execute("UPDATE backups SET wrapped_key = zeroblob(60) WHERE id = 1", [])
+                .unwrap();
+        },
+        "wrapped key or control information altered",
+    ),
+    (
+        "control information shifted",
+        |c| {
+            let mut b: Vec<u8> = c
+                .query_row("SELECT control_info FROM backups WHERE id = 3", [], |r| r.get(0))
+                .unwrap();
+            b.rotate_left(1);
+            c.execute("UPDATE backups SET control_info = ?1 WHERE id = 3", [&b])
+                .unwrap();
+        },
+        "backup 3",
+    ),
+    (
+        "a trailer zeroed",
+        |c| {
+            c.execute("UPDATE backups SET trailer = zeroblob(36) WHERE id = 3", [])
+                .unwrap();
+        },
+        "backup 3",
+    ),
+    (
+        "a record deleted",
+        |c| {
+            c.execute("DELETE FROM records WHERE backup_id = 1 AND idx = 1", [])
+                .unwrap();
+        },
+        "holds 1 of its 2 records",
+    ),
+    (
+        "a base backup deleted",
+        |c| {
+            c.execute_batch("DELETE FROM records WHERE backup_id = 1; DELETE FROM backups WHERE id = 1")
+                .unwrap();
+        },
+        "its base #1 is missing",
+    ),
+    (
+        "a backup renumbered",
+        |c| {
+            c.execute("UPDATE backups SET counter = 7 WHERE id = 3", []).unwrap();
+        },
+        "columns disagree with the card's header",
+    ),
+    (
+        "a backup re-labelled to another card",
+        |c| {
+            c.execute("UPDATE backups SET card_number = '0000' WHERE id = 2", [])
+                .unwrap();
+        },
+        "backup 2",
+    ),
+];
+
 #[test]
 fn every_kind_of_vault_tampering_is_named_and_restore_refuses() {
-    // (what is done, SQL, words `vault verify` must print)
-    let cases: &[(&str, &str, &str)] = &[
-        (
-            "flip a byte in a record",
-            "UPDATE records SET data = substr(data,1,10) || x'ff' || substr(data,12) WHERE backup_id = 1 AND idx = 0",
-            "backup 1",
-        ),
-        (
-            "flip a byte in a header",
-            "UPDATE backups SET header = substr(header,1,20) || x'00' || substr(header,22) WHERE id = 2",
-            "backup 2",
-        ),
-        (
-            "flip a byte in a wrapped key",
-            "UPDATE backups SET wrapped_key = zeroblob(60) WHERE id = 1",
-            "wrapped key",
-        ),
-        (
-            "flip a byte in control information",
-            "UPDATE backups SET control_info = substr(control_info,2) || x'00' WHERE id = 3",
-            "backup 3",
-        ),
-        (
-            "flip a byte in a trailer",
-            "UPDATE backups SET trailer = zeroblob(36) WHERE id = 3",
-            "backup 3",
-        ),
-        (
-            "delete a record",
-            "DELETE FROM records WHERE backup_id = 1 AND idx = 1",
-            "backup 1",
-        ),
-        (
-            "delete a base backup",
-            "DELETE FROM records WHERE backup_id = 1; DELETE FROM backups WHERE id = 1",
-            "base #1 is missing",
-        ),
-        (
-            "renumber a sequence",
-            "UPDATE backups SET counter = 7 WHERE id = 3",
-            "columns disagree",
-        ),
-        (
-            "claim a backup for another card",
-            "UPDATE backups SET card_number = '0000' WHERE id = 2",
-            "backup 2",
-        ),
-    ];
     let mut passed = 0;
-    for (what, sql, words) in cases {
+    for (what, tamper, words) in TAMPERING {
         let home = vault_with_chain("tamper");
         let before = card_state(&home, "t");
         write(&home, "t", 90, &[1u8; 256]);
         let changed = card_state(&home, "t");
         {
             let conn = rusqlite::Connection::open(home.join("vault.sqlite")).unwrap();
-            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{what}: {e}"));
+            tamper(&conn);
+            assert_columns_are_blobs(&conn, what);
         }
         let o = run(cv(&home).args(["vault", "verify"]));
         assert_eq!(o.status.code(), Some(6), "{what}: verify passed: {}", stdout(&o));
@@ -111,8 +177,16 @@ fn every_kind_of_vault_tampering_is_named_and_restore_refuses() {
             "{what}: verify did not name it ({words}): {}",
             stdout(&o)
         );
-        let o = run(cv(&home).args(["-r", "sim:t", "restore", "--latest", "--pin", "env:P"]));
-        assert_ne!(o.status.code(), Some(0), "{what}: restore accepted a tampered vault");
+        assert!(
+            !stdout(&o).contains("Invalid column type"),
+            "{what}: verify failed on a column type, not on the check: {}",
+            stdout(&o)
+        );
+        let o = run(cv(&home).args(["--json", "-r", "sim:t", "restore", "--latest", "--pin", "env:P"]));
+        assert_eq!(o.status.code(), Some(6), "{what}: restore: {}", stderr(&o));
+        let err = &json(&o)["error"];
+        assert_eq!(err["kind"], "data_integrity", "{what}: {err}");
+        assert_eq!(err["exit_code"], 6, "{what}: {err}");
         assert_eq!(
             stderr(&o).trim().lines().count(),
             1,
@@ -139,19 +213,22 @@ fn every_kind_of_vault_tampering_is_named_and_restore_refuses() {
     assert_eq!(o.status.code(), Some(6));
     assert!(stdout(&o).contains("audit: entry 2 was altered"), "{}", stdout(&o));
     passed += 1;
-    println!("vault tampering: tried {}, passed {passed}", cases.len() + 1);
+    assert_eq!(TAMPERING.len() + 1, TAMPER_CASES);
+    assert_eq!(passed, TAMPER_CASES);
+    println!("vault tampering: tried {TAMPER_CASES}, passed {passed}");
 }
 
 #[test]
 fn four_terminals_back_up_side_by_side_while_a_fifth_lists() {
     let home = temp_dir("parallel");
-    for i in 0..4 {
+    for i in 0..SIDE_BY_SIDE.0 {
         write(&home, &format!("p{i}"), 0, &vec![i as u8 + 1; 30000]);
     }
     let vault_path = home.join("vault.sqlite");
     let mut children = Vec::new();
-    for _round in 0..3 {
-        for i in 0..4 {
+    let (processes, rounds, backups) = SIDE_BY_SIDE;
+    for _round in 0..rounds {
+        for i in 0..processes {
             children.push(
                 cv(&home)
                     .args(["--json", "-r", &format!("sim:p{i}"), "backup", "--pin", "env:P"])
@@ -175,9 +252,10 @@ fn four_terminals_back_up_side_by_side_while_a_fifth_lists() {
         }
     }
     let v = cardvault::vault::Vault::open(&vault_path).unwrap();
-    assert_eq!(v.list_backups(None).unwrap().len(), 12, "rows were lost");
+    assert_eq!(processes * rounds, backups);
+    assert_eq!(v.list_backups(None).unwrap().len(), backups, "rows were lost");
     assert!(v.verify().unwrap().is_empty());
-    println!("side by side: 12 backups from 4 processes with a concurrent lister, none lost");
+    println!("side by side: {backups} backups from {processes} processes with a concurrent lister, none lost");
 }
 
 #[test]
@@ -276,19 +354,19 @@ fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
             !logs_lower.contains(&hex) && !logs_lower.contains(spaced.trim()),
             "{what} appears in the output"
         );
-        if what != "holder PIN" {
-            assert!(
-                !vault.windows(bytes.len()).any(|w| w == &bytes[..]),
-                "{what} is in the vault file"
-            );
-            assert!(
-                !wal.windows(bytes.len()).any(|w| w == &bytes[..]),
-                "{what} is in the vault WAL"
-            );
-        }
+        assert!(
+            !vault.windows(bytes.len()).any(|w| w == &bytes[..]),
+            "{what} is in the vault file"
+        );
+        assert!(
+            !wal.windows(bytes.len()).any(|w| w == &bytes[..]),
+            "{what} is in the vault WAL"
+        );
     }
     assert!(!logs.contains("864213"), "the PIN appears in the output");
     assert!(logs.contains("secret bytes masked"), "the trace did not run");
+    let names: Vec<&String> = secrets.iter().map(|s| &s.0).collect();
+    assert_eq!(checked, SECRETS_CHECKED, "secrets checked: {names:?}");
     println!("secrets hygiene: {checked} secrets checked against traces, output and the vault");
 }
 

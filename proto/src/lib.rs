@@ -150,20 +150,24 @@ pub mod sw {
 }
 
 /// Whether the data field of a command carries a secret that must never be
-/// shown in a trace (PINs, admin cryptograms, key group elements).
-pub fn command_data_is_secret(cla: u8, ins: u8) -> bool {
-    let cla = cla & !self::cla::CHAINING;
-    (cla == self::cla::ISO
-        && matches!(
-            ins,
-            ins::VERIFY | ins::CHANGE_REFERENCE_DATA | ins::RESET_RETRY_COUNTER | ins::EXTERNAL_AUTHENTICATE
-        ))
-        || (cla == self::cla::PROPRIETARY && ins == ins::WRITE_KEY_ELEMENT)
+/// shown in a trace (PINs, admin cryptograms, key group elements). Decided by
+/// the instruction alone: a command sent with an unexpected class byte still
+/// reaches a card (and a trace) with its secret.
+pub fn command_data_is_secret(_cla: u8, ins: u8) -> bool {
+    matches!(
+        ins,
+        ins::VERIFY
+            | ins::CHANGE_REFERENCE_DATA
+            | ins::RESET_RETRY_COUNTER
+            | ins::EXTERNAL_AUTHENTICATE
+            | ins::WRITE_KEY_ELEMENT
+    )
 }
 
-/// Whether the response data of a command is secret (an unwrapped file key).
-pub fn response_data_is_secret(cla: u8, ins: u8) -> bool {
-    cla & !self::cla::CHAINING == self::cla::PROPRIETARY && ins == ins::UNWRAP_FILE_KEY
+/// Whether the response data of a command is secret (an unwrapped file key),
+/// whatever the class byte.
+pub fn response_data_is_secret(_cla: u8, ins: u8) -> bool {
+    ins == ins::UNWRAP_FILE_KEY
 }
 
 /// Lower-case hex encoding (state files, traces, JSON output).
@@ -211,5 +215,23 @@ mod tests {
         assert!(command_data_is_secret(0x00, ins::VERIFY));
         assert!(command_data_is_secret(0x10, ins::RESET_RETRY_COUNTER));
         assert!(!command_data_is_secret(0x00, ins::SELECT));
+    }
+
+    #[test]
+    fn secrets_are_masked_whatever_the_class_byte() {
+        for cla in [0x00, 0x01, 0x0C, 0x10, 0x80, 0x84, 0x90, 0xFF] {
+            for ins in [
+                ins::VERIFY,
+                ins::CHANGE_REFERENCE_DATA,
+                ins::RESET_RETRY_COUNTER,
+                ins::EXTERNAL_AUTHENTICATE,
+                ins::WRITE_KEY_ELEMENT,
+            ] {
+                assert!(command_data_is_secret(cla, ins), "CLA {cla:02X} INS {ins:02X}");
+            }
+            assert!(response_data_is_secret(cla, ins::UNWRAP_FILE_KEY), "CLA {cla:02X}");
+            assert!(!command_data_is_secret(cla, ins::GET_DATA));
+            assert!(!response_data_is_secret(cla, ins::READ_MEMORY));
+        }
     }
 }

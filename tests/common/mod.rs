@@ -2,25 +2,75 @@
 //! pcscd + vpcd + applet-sim stack.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+pub mod claims;
+pub mod stack;
 
-pub const READER0: &str = "Virtual PCD 00 00";
-pub const READER1: &str = "Virtual PCD 00 01";
-pub const PORT0: &str = "127.0.0.1:35963";
-pub const PORT1: &str = "127.0.0.1:35964";
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
 pub const ADMIN_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
+/// A fresh directory for one test, removed when dropped. A test that fails
+/// keeps it (the path is printed) so that it can be looked at;
+/// `CARDVAULT_KEEP_TEST_DIRS=1` keeps every one.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("CARDVAULT_KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A fresh directory for one test.
-pub fn temp_dir(tag: &str) -> PathBuf {
+pub fn temp_dir(tag: &str) -> TempDir {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let d = std::env::temp_dir().join(format!("cvtest-{}-{}-{n}", tag, std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
+}
+
+/// The seed of a randomized test: `CARDVAULT_TEST_SEED` when set, otherwise
+/// drawn from the clock. Printed either way, so that a failure can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = match std::env::var("CARDVAULT_TEST_SEED") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("CARDVAULT_TEST_SEED={v}: not a number")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    println!("{test}: seed {seed} (replay with CARDVAULT_TEST_SEED={seed})");
+    eprintln!("{test}: seed {seed} (replay with CARDVAULT_TEST_SEED={seed})");
+    seed
 }
 
 /// `cardvault` with an isolated home and no user configuration.
@@ -70,120 +120,6 @@ pub fn applet_sim_bin() -> PathBuf {
         bin
     })
     .clone()
-}
-
-/// One test at a time owns the vpcd ports.
-pub fn vpcd_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether pcscd with the vpcd driver is reachable. Outside CI a missing
-/// stack skips the test with a message; under CI=true it is a failure.
-pub fn pcscd_ready() -> bool {
-    let ok = pcsc::Context::establish(pcsc::Scope::User)
-        .ok()
-        .and_then(|ctx| ctx.list_readers_owned().ok())
-        .map(|rs| rs.iter().any(|r| r.to_string_lossy().contains("Virtual PCD")))
-        .unwrap_or(false);
-    if !ok {
-        let msg = "pcscd with the vsmartcard vpcd driver is not running (start: pcscd --foreground)";
-        if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-            panic!("{msg}; CI=true requires it");
-        }
-        eprintln!("SKIPPED: {msg}");
-    }
-    ok
-}
-
-/// Card presence in a PC/SC reader.
-pub fn card_present(reader: &str) -> bool {
-    let Ok(ctx) = pcsc::Context::establish(pcsc::Scope::User) else {
-        return false;
-    };
-    let name = std::ffi::CString::new(reader).unwrap();
-    let mut st = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
-    if ctx.get_status_change(Duration::from_millis(0), &mut st).is_err() {
-        return false;
-    }
-    st[0].event_state().contains(pcsc::State::PRESENT)
-}
-
-pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A running applet-sim process serving cards on vpcd ports.
-pub struct Sim {
-    child: Option<Child>,
-    readers: Vec<&'static str>,
-}
-
-impl Sim {
-    /// Serve `cards` = [(port, reader name, card file, profile)].
-    pub fn start(cards: &[(&str, &'static str, &Path, &str)]) -> Sim {
-        for (_, reader, _, _) in cards {
-            wait_for(&format!("{reader} to be empty"), Duration::from_secs(10), || {
-                !card_present(reader)
-            });
-        }
-        let mut cmd = Command::new(applet_sim_bin());
-        if std::env::var_os("CV_SIM_VERBOSE").is_none() {
-            cmd.arg("--quiet");
-        }
-        for (port, _, path, profile) in cards {
-            cmd.args(["--vpcd", port, "--card"])
-                .arg(path)
-                .args(["--profile", profile]);
-        }
-        let child = cmd.stdin(Stdio::null()).spawn().expect("start applet-sim");
-        let sim = Sim {
-            child: Some(child),
-            readers: cards.iter().map(|c| c.1).collect(),
-        };
-        for r in &sim.readers {
-            wait_for(&format!("a card in {r}"), Duration::from_secs(10), || card_present(r));
-        }
-        sim
-    }
-
-    /// One card in reader 0.
-    pub fn one(path: &Path, profile: &str) -> Sim {
-        Sim::start(&[(PORT0, READER0, path, profile)])
-    }
-
-    /// SIGKILL the simulator (the card is pulled) and wait until pcscd sees it gone.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for r in &self.readers {
-            wait_for(&format!("{r} to be empty"), Duration::from_secs(10), || {
-                !card_present(r)
-            });
-        }
-        // pcscd polls card presence every 400 ms. A card that comes back before
-        // the poller saw it leave is never powered up again, so give it time.
-        std::thread::sleep(Duration::from_millis(1200));
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// A tiny deterministic PRNG (xorshift) for randomized-but-reproducible tests.

@@ -1,0 +1,37 @@
+//! The behavioural numbers RELIABILITY.md states, in one place: each test
+//! asserts what it measured against these, and `tests/docs.rs` checks that
+//! the document's tables say the same, so neither can drift alone.
+
+/// "Card pulled at every APDU": (workflow as the table names it, APDUs of
+/// the uninterrupted run). Cut points tried = passed = 2 x APDUs.
+pub const CUT_POINTS: &[(&str, u64)] = &[
+    ("duplicate (two cards)", 15),
+    ("backup, full", 5),
+    ("backup, differential", 4),
+    ("restore, same card", 7),
+    ("restore, chain (full + 3 differentials)", 13),
+    ("restore, other card (issuer-authorized)", 9),
+    ("recover (three files, two cards)", 11),
+];
+
+/// The APDU count claimed for a cut-point workflow.
+pub fn cut_point_apdus(workflow: &str) -> u64 {
+    CUT_POINTS
+        .iter()
+        .find(|(w, _)| *w == workflow)
+        .unwrap_or_else(|| panic!("{workflow} is not in RELIABILITY.md's cut-point table"))
+        .1
+}
+
+/// "Faults through the real PC/SC stack": rounds and runs.
+pub const WRITE_KILL_ROUNDS: usize = 12;
+pub const BACKUP_KILL_RUNS: usize = 6;
+pub const PIN_BLOCK_RESTARTS: usize = 1;
+
+/// "Vault tampering": rows of the table, the audit edit included.
+pub const TAMPER_CASES: usize = 10;
+
+/// "Terminals side by side": processes, rounds, backups.
+pub const SIDE_BY_SIDE: (usize, usize, usize) = (4, 3, 12);
+/// Secrets the hygiene test looks for.
+pub const SECRETS_CHECKED: usize = 17;

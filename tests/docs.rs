@@ -1,0 +1,113 @@
+//! RELIABILITY.md's tables against the numbers the tests assert
+//! (tests/common/claims.rs): the document cannot go stale alone.
+
+mod common;
+
+use common::claims::*;
+
+fn reliability() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/RELIABILITY.md")).unwrap()
+}
+
+/// The section under the `## ` heading that starts with `heading`.
+fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
+    let start = doc
+        .find(&format!("\n## {heading}"))
+        .unwrap_or_else(|| panic!("RELIABILITY.md has no section '{heading}'"));
+    let rest = &doc[start + 4..];
+    &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+}
+
+/// The data rows of the first table in `text` (header and rule skipped).
+fn table(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            l.trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn number(cell: &str) -> u64 {
+    let digits: String = cell.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number at the start of '{cell}'"))
+}
+
+#[test]
+fn the_cut_point_table_says_what_tests_cutpoints_asserts() {
+    let doc = reliability();
+    let rows = table(section(&doc, "Card pulled at every APDU"));
+    let got: Vec<(String, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| (r[0].clone(), number(&r[1]), number(&r[2]), number(&r[3])))
+        .collect();
+    let want: Vec<(String, u64, u64, u64)> = CUT_POINTS
+        .iter()
+        .map(|(w, n)| (w.to_string(), *n, 2 * n, 2 * n))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn the_pcsc_fault_table_says_what_tests_pcsc_stack_asserts() {
+    let doc = reliability();
+    let rows = table(section(&doc, "Faults through the real PC/SC stack"));
+    let tried: Vec<(u64, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                number(&r[1]),
+                r[1].trim_start_matches(char::is_numeric).trim().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            (WRITE_KILL_ROUNDS as u64, "rounds".to_string()),
+            (BACKUP_KILL_RUNS as u64, "runs".to_string()),
+            (PIN_BLOCK_RESTARTS as u64, String::new()),
+        ]
+    );
+}
+
+#[test]
+fn the_tampering_table_says_what_tests_reliability_asserts() {
+    let doc = reliability();
+    let text = section(&doc, "Vault tampering");
+    assert_eq!(table(text).len(), TAMPER_CASES);
+    assert!(
+        text.contains(&format!("{TAMPER_CASES} of {TAMPER_CASES} cases pass")),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_side_by_side_and_hygiene_rows_say_what_the_tests_assert() {
+    let doc = reliability();
+    let rows = table(section(&doc, "Terminals side by side"));
+    let (processes, rounds, backups) = SIDE_BY_SIDE;
+    let side = &rows[0];
+    assert!(
+        side[0].starts_with(&format!(
+            "{processes} processes back up {processes} cards into one vault, {rounds} rounds"
+        )),
+        "{side:?}"
+    );
+    assert!(
+        side[1].starts_with(&format!("{backups} backups, none lost")),
+        "{side:?}"
+    );
+    let hygiene = rows.iter().find(|r| r[0].starts_with("secrets hygiene")).unwrap();
+    assert!(
+        hygiene[1].starts_with(&format!("{SECRETS_CHECKED} secrets checked, none found")),
+        "{hygiene:?}"
+    );
+}
