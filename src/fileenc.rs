@@ -10,16 +10,24 @@
 //! (the last one shorter, or empty only for an empty file), each sealed with
 //! AES-256-GCM under the nonce `counter (11 bytes, big-endian) || final flag`.
 //!
-//! Memory use is constant (two chunk buffers). Decryption writes a chunk only
-//! after it authenticated, but a damaged or truncated file can still fail
-//! after earlier chunks were written: write to a temporary file and keep it
-//! only on success, as [`decrypt_file`] does.
+//! The body is written through [`StreamWriter`] (a [`Write`]: plaintext in,
+//! `finish` seals the last chunk) and read through [`StreamReader`] (a
+//! [`Read`]: plaintext out, one authenticated chunk at a time), so any
+//! plaintext source or sink plugs in with one [`io::copy`]; [`encrypt`] and
+//! [`decrypt`] are exactly that.
+//!
+//! Memory use is constant (a few chunk buffers). Decryption hands out a chunk
+//! only after it authenticated, but a damaged or truncated file can still
+//! fail after earlier chunks were written: write to a temporary file and keep
+//! it only on success, as [`decrypt_file`] does (through
+//! [`fsutil::AtomicFile`]).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cardvault_proto::crypto::{self, GCM_TAG_LEN, WRAPPED_KEY_LEN};
+use cardvault_proto::fsutil::{self, AtomicFile};
 use cardvault_proto::to_hex;
 use openssl::cipher::Cipher;
 use openssl::cipher_ctx::CipherCtx;
@@ -88,6 +96,36 @@ impl FileError {
     fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> FileError {
         let context = context.into();
         move |source| FileError::Io { context, source }
+    }
+
+    /// The error behind an [`io::Error`] from a [`StreamReader`] or
+    /// [`StreamWriter`] (for example one returned by [`io::copy`]); any other
+    /// I/O error becomes [`FileError::Io`] with `context`.
+    pub fn from_io(e: io::Error, context: impl Into<String>) -> FileError {
+        if e.get_ref().is_some_and(|inner| inner.is::<FileError>()) {
+            if let Ok(inner) = e.into_inner().expect("checked above").downcast::<FileError>() {
+                return *inner;
+            }
+            unreachable!("checked above");
+        }
+        FileError::Io {
+            context: context.into(),
+            source: e,
+        }
+    }
+}
+
+/// How [`StreamReader`] and [`StreamWriter`] report errors through
+/// [`Read`]/[`Write`]: the [`FileError`] itself, recoverable with
+/// [`FileError::from_io`].
+impl From<FileError> for io::Error {
+    fn from(e: FileError) -> io::Error {
+        let kind = match &e {
+            FileError::Io { source, .. } => source.kind(),
+            FileError::Truncated => io::ErrorKind::UnexpectedEof,
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
     }
 }
 
@@ -278,107 +316,230 @@ impl ChunkCipher {
     }
 }
 
-/// Encrypt to a recipient public key (65-byte uncompressed P-256). Returns plaintext bytes processed.
-pub fn encrypt<R: Read, W: Write>(recipient_pub: &[u8], chunk_exp: u8, input: R, output: W) -> Result<u64, FileError> {
-    let file_key = Zeroizing::new(crypto::random::<32>());
-    encrypt_with_key(recipient_pub, chunk_exp, &file_key, input, output)
-}
-
-fn encrypt_with_key<R: Read, W: Write>(
-    recipient_pub: &[u8],
-    chunk_exp: u8,
-    file_key: &[u8; 32],
-    mut input: R,
-    mut output: W,
-) -> Result<u64, FileError> {
-    if !(MIN_CHUNK_EXP..=MAX_CHUNK_EXP).contains(&chunk_exp) {
-        return Err(FileError::BadHeader("chunk size exponent outside 10..=24"));
-    }
-    let aad = Header::aad_for(chunk_exp, &crypto::key_id(recipient_pub));
-    let wrapped = crypto::wrap_key(recipient_pub, file_key, &aad)?;
-    if wrapped.len() != WRAPPED_KEY_LEN {
-        return Err(FileError::Crypto("wrapped key has an unexpected length".into()));
-    }
-    let mut raw = [0u8; HEADER_LEN];
-    raw[..AAD_LEN].copy_from_slice(&aad);
-    raw[OFF_WRAPPED..OFF_RESERVED].copy_from_slice(&wrapped);
-    let header = Header::parse(&raw)?;
-    let payload_key = header.payload_key(file_key)?;
-    let mut cipher = ChunkCipher::new(&payload_key, true)?;
-
-    let wr = "writing the encrypted output";
-    output.write_all(&raw).map_err(FileError::io(wr))?;
-
-    let p = header.chunk_size();
-    // One byte of read-ahead tells whether a full chunk is the last one.
-    let mut pt = Zeroizing::new(vec![0u8; p + 1]);
-    let mut ct = vec![0u8; p + TAG_LEN];
-    let mut have = 0;
-    let mut index = 0u64;
-    let mut total = 0u64;
-    loop {
-        let n = have + read_full(&mut input, &mut pt[have..]).map_err(FileError::io("reading the input"))?;
-        let last = n <= p;
-        let m = n.min(p);
-        cipher.seal(index, last, &pt[..m], &mut ct[..m + TAG_LEN])?;
-        output.write_all(&ct[..m + TAG_LEN]).map_err(FileError::io(wr))?;
-        total += m as u64;
-        if last {
-            break;
-        }
-        pt[0] = pt[p];
-        have = 1;
-        index = next_index(index)?;
-    }
-    output.flush().map_err(FileError::io(wr))?;
-    Ok(total)
-}
-
-/// Decrypt the body after a header that was already read, given the unwrapped file key.
+/// Encrypts a plaintext stream into a `.cve` file: the [`Write`] half of the
+/// STREAM construction.
 ///
-/// Each chunk is written only after it authenticated, but on error the chunks
-/// before the bad one have been written: discard the output on error.
-pub fn decrypt_body<R: Read, W: Write>(
-    header: &Header,
-    file_key: &[u8; 32],
-    mut input: R,
-    mut output: W,
-) -> Result<u64, FileError> {
-    let payload_key = header.payload_key(file_key)?;
-    let mut cipher = ChunkCipher::new(&payload_key, false)?;
-    let p = header.chunk_size();
-    let c = p + TAG_LEN;
-    // A full sealed chunk plus one byte of read-ahead.
-    let mut ct = vec![0u8; c + 1];
-    let mut pt = Zeroizing::new(vec![0u8; p]);
-    let rd = "reading the encrypted file";
-    let wr = "writing the decrypted output";
-    let mut have = 0;
-    let mut index = 0u64;
-    let mut total = 0u64;
-    loop {
-        let n = have + read_full(&mut input, &mut ct[have..]).map_err(FileError::io(rd))?;
+/// [`new`](StreamWriter::new) writes the header; every write is buffered
+/// into the current chunk, and a full chunk is sealed (as non-final) only
+/// when more data arrives, because a full chunk may also be the last one.
+/// [`finish`](StreamWriter::finish) seals what is buffered as the final
+/// chunk. A writer dropped without `finish` leaves a file that fails to
+/// decrypt as [`FileError::Truncated`]; `flush` cannot write the buffered
+/// chunk for the same reason.
+///
+/// After any error the writer refuses further writes: a chunk is never
+/// sealed twice.
+pub struct StreamWriter<W: Write> {
+    inner: W,
+    cipher: ChunkCipher,
+    chunk_size: usize,
+    /// Plaintext of the chunk being filled; capacity `chunk_size`, never reallocated.
+    chunk: Zeroizing<Vec<u8>>,
+    /// Ciphertext || tag of the chunk being written.
+    sealed: Vec<u8>,
+    index: u64,
+    failed: bool,
+}
+
+impl<W: Write> StreamWriter<W> {
+    /// Start a file encrypted to a recipient public key (65-byte uncompressed
+    /// P-256) under a fresh random file key; writes the 140-byte header.
+    /// Nothing is written when the parameters are refused.
+    pub fn new(recipient_pub: &[u8], chunk_exp: u8, output: W) -> Result<StreamWriter<W>, FileError> {
+        let file_key = Zeroizing::new(crypto::random::<32>());
+        Self::with_file_key(recipient_pub, chunk_exp, &file_key, output)
+    }
+
+    fn with_file_key(
+        recipient_pub: &[u8],
+        chunk_exp: u8,
+        file_key: &[u8; 32],
+        mut output: W,
+    ) -> Result<StreamWriter<W>, FileError> {
+        if !(MIN_CHUNK_EXP..=MAX_CHUNK_EXP).contains(&chunk_exp) {
+            return Err(FileError::BadHeader("chunk size exponent outside 10..=24"));
+        }
+        let aad = Header::aad_for(chunk_exp, &crypto::key_id(recipient_pub));
+        let wrapped = crypto::wrap_key(recipient_pub, file_key, &aad)?;
+        if wrapped.len() != WRAPPED_KEY_LEN {
+            return Err(FileError::Crypto("wrapped key has an unexpected length".into()));
+        }
+        let mut raw = [0u8; HEADER_LEN];
+        raw[..AAD_LEN].copy_from_slice(&aad);
+        raw[OFF_WRAPPED..OFF_RESERVED].copy_from_slice(&wrapped);
+        let header = Header::parse(&raw)?;
+        let payload_key = header.payload_key(file_key)?;
+        let cipher = ChunkCipher::new(&payload_key, true)?;
+        output.write_all(&raw).map_err(FileError::io(WRITING_ENCRYPTED))?;
+        let chunk_size = header.chunk_size();
+        Ok(StreamWriter {
+            inner: output,
+            cipher,
+            chunk_size,
+            chunk: Zeroizing::new(Vec::with_capacity(chunk_size)),
+            sealed: vec![0u8; chunk_size + TAG_LEN],
+            index: 0,
+            failed: false,
+        })
+    }
+
+    /// Plaintext bytes per chunk.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Seal the buffered plaintext as the final chunk, write it and flush;
+    /// returns the output.
+    pub fn finish(mut self) -> Result<W, FileError> {
+        if self.failed {
+            return Err(FileError::Crypto(POISONED.into()));
+        }
+        self.write_chunk(true)?;
+        self.inner.flush().map_err(FileError::io(WRITING_ENCRYPTED))?;
+        Ok(self.inner)
+    }
+
+    fn write_chunk(&mut self, last: bool) -> Result<(), FileError> {
+        let m = self.chunk.len();
+        let sealed = &mut self.sealed[..m + TAG_LEN];
+        self.cipher.seal(self.index, last, &self.chunk, sealed)?;
+        self.inner.write_all(sealed).map_err(FileError::io(WRITING_ENCRYPTED))?;
+        self.chunk.clear();
+        if !last {
+            self.index = next_index(self.index)?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for StreamWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other(POISONED));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.chunk.len() == self.chunk_size {
+            // More data follows a full chunk: it is not the last one.
+            if let Err(e) = self.write_chunk(false) {
+                self.failed = true;
+                return Err(e.into());
+            }
+        }
+        let n = buf.len().min(self.chunk_size - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    /// Flushes the output; the buffered chunk is written only by
+    /// [`finish`](StreamWriter::finish).
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Decrypts the body of a `.cve` file: the [`Read`] half of the STREAM
+/// construction.
+///
+/// Plaintext is handed out one authenticated chunk at a time: a chunk that
+/// fails authentication, arrives out of order, or is followed by data after
+/// the final one is an error, and nothing of it is returned. End of file
+/// (`Ok(0)`) is reported only after the final chunk authenticated, so a
+/// file cut at a chunk boundary is [`FileError::Truncated`], never a short
+/// success. Errors are [`io::Error`]s carrying the [`FileError`]; recover it
+/// with [`FileError::from_io`]. After an error the reader returns errors only.
+pub struct StreamReader<R: Read> {
+    inner: R,
+    cipher: ChunkCipher,
+    chunk_size: usize,
+    /// One sealed chunk plus one byte of read-ahead, which tells whether the
+    /// chunk is the last one.
+    sealed: Vec<u8>,
+    /// Bytes of `sealed` already read (the read-ahead byte of the previous chunk).
+    carried: usize,
+    /// The current chunk's plaintext; `plain[pos..end]` is not yet returned.
+    plain: Zeroizing<Vec<u8>>,
+    pos: usize,
+    end: usize,
+    index: u64,
+    state: ReadState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    Reading,
+    /// The final chunk authenticated.
+    Finished,
+    Failed,
+}
+
+impl<R: Read> StreamReader<R> {
+    /// Read the header from `input`, have `unwrap(aad, wrapped) -> file key`
+    /// unwrap the file key (the card does this: UNWRAP FILE KEY) and return
+    /// a reader of the plaintext. With `expected_key_id` (the card's key id),
+    /// a file encrypted to another key is refused before the card is asked.
+    pub fn open(
+        mut input: R,
+        expected_key_id: Option<[u8; 8]>,
+        unwrap: impl FnOnce(&[u8], &[u8]) -> Result<Zeroizing<[u8; 32]>, FileError>,
+    ) -> Result<StreamReader<R>, FileError> {
+        let header = read_header(&mut input)?;
+        let file_key = unwrap_file_key(&header, expected_key_id, unwrap)?;
+        StreamReader::new(&header, &file_key, input)
+    }
+
+    /// A reader of the body that follows `header` in `input` (the header
+    /// already read), given the unwrapped file key.
+    pub fn new(header: &Header, file_key: &[u8; 32], input: R) -> Result<StreamReader<R>, FileError> {
+        let payload_key = header.payload_key(file_key)?;
+        let cipher = ChunkCipher::new(&payload_key, false)?;
+        let chunk_size = header.chunk_size();
+        Ok(StreamReader {
+            inner: input,
+            cipher,
+            chunk_size,
+            sealed: vec![0u8; chunk_size + TAG_LEN + 1],
+            carried: 0,
+            plain: Zeroizing::new(vec![0u8; chunk_size]),
+            pos: 0,
+            end: 0,
+            index: 0,
+            state: ReadState::Reading,
+        })
+    }
+
+    /// Plaintext bytes per chunk.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Read, authenticate and decrypt the next chunk into `plain`.
+    fn next_chunk(&mut self) -> Result<(), FileError> {
+        let (p, c) = (self.chunk_size, self.chunk_size + TAG_LEN);
+        let index = self.index;
+        let n = self.carried
+            + read_full(&mut self.inner, &mut self.sealed[self.carried..]).map_err(FileError::io(READING_ENCRYPTED))?;
         if n > c {
             // More data follows: this must be a non-final chunk.
-            if !cipher.open(index, false, &ct[..c], &mut pt)? {
-                if cipher.open(index, true, &ct[..c], &mut pt)? {
+            if !self.cipher.open(index, false, &self.sealed[..c], &mut self.plain)? {
+                if self.cipher.open(index, true, &self.sealed[..c], &mut self.plain)? {
                     return Err(FileError::TrailingData);
                 }
                 return Err(FileError::ChunkAuth { index });
             }
-            output.write_all(&pt[..p]).map_err(FileError::io(wr))?;
-            total += p as u64;
-            ct[0] = ct[c];
-            have = 1;
-            index = next_index(index)?;
-            continue;
+            (self.pos, self.end) = (0, p);
+            self.sealed[0] = self.sealed[c];
+            self.carried = 1;
+            self.index = next_index(index)?;
+            return Ok(());
         }
         // End of input: this must be the final chunk.
         if n < TAG_LEN {
             return Err(FileError::Truncated);
         }
-        if !cipher.open(index, true, &ct[..n], &mut pt)? {
-            if n == c && cipher.open(index, false, &ct[..n], &mut pt)? {
+        if !self.cipher.open(index, true, &self.sealed[..n], &mut self.plain)? {
+            if n == c && self.cipher.open(index, false, &self.sealed[..n], &mut self.plain)? {
                 // A valid non-final chunk at the end: the rest was cut off.
                 return Err(FileError::Truncated);
             }
@@ -388,15 +549,72 @@ pub fn decrypt_body<R: Read, W: Write>(
         if m == 0 && index > 0 {
             return Err(FileError::EmptyFinalChunk { index });
         }
-        output.write_all(&pt[..m]).map_err(FileError::io(wr))?;
-        total += m as u64;
-        output.flush().map_err(FileError::io(wr))?;
-        return Ok(total);
+        (self.pos, self.end) = (0, m);
+        self.state = ReadState::Finished;
+        Ok(())
     }
 }
 
-/// Check the recipient (if the caller knows the card's key id), then have the
-/// card unwrap the file key.
+impl<R: Read> Read for StreamReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos < self.end || buf.is_empty() {
+                let n = buf.len().min(self.end - self.pos);
+                buf[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            match self.state {
+                ReadState::Finished => return Ok(0),
+                ReadState::Failed => return Err(io::Error::other(POISONED)),
+                ReadState::Reading => {}
+            }
+            if let Err(e) = self.next_chunk() {
+                // `plain` may hold the unauthenticated chunk: never hand it out.
+                self.state = ReadState::Failed;
+                (self.pos, self.end) = (0, 0);
+                self.plain.fill(0);
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+const READING_ENCRYPTED: &str = "reading the encrypted file";
+const WRITING_ENCRYPTED: &str = "writing the encrypted output";
+const WRITING_DECRYPTED: &str = "writing the decrypted output";
+const POISONED: &str = "the encrypted stream already failed and cannot go on";
+
+/// Copy `r` to `w` through one chunk-sized buffer that is zeroized
+/// afterwards (plaintext passes through it), so both sides see whole chunks.
+fn copy_chunks<R: Read + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W, size: usize) -> io::Result<u64> {
+    let mut buf = Zeroizing::new(vec![0u8; size]);
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Encrypt to a recipient public key (65-byte uncompressed P-256). Returns plaintext bytes processed.
+pub fn encrypt<R: Read, W: Write>(
+    recipient_pub: &[u8],
+    chunk_exp: u8,
+    mut input: R,
+    output: W,
+) -> Result<u64, FileError> {
+    let mut w = StreamWriter::new(recipient_pub, chunk_exp, output)?;
+    let n = copy_chunks(&mut input, &mut w, 1 << chunk_exp).map_err(|e| FileError::from_io(e, "reading the input"))?;
+    w.finish()?;
+    Ok(n)
+}
+
 fn unwrap_file_key(
     header: &Header,
     expected_key_id: Option<[u8; 8]>,
@@ -413,102 +631,24 @@ fn unwrap_file_key(
     unwrap(header.aad(), header.raw_wrapped_key())
 }
 
-/// Full decrypt: reads the header, calls `unwrap(aad, wrapped) -> file key`
-/// (the card does this: UNWRAP FILE KEY), then decrypts. With
-/// `expected_key_id` (the card's key id), a file encrypted to another key is
-/// refused before the card is asked.
+/// Full decrypt through a [`StreamReader`]: reads the header, calls
+/// `unwrap(aad, wrapped) -> file key` (the card does this: UNWRAP FILE KEY),
+/// then decrypts. With `expected_key_id` (the card's key id), a file
+/// encrypted to another key is refused before the card is asked.
+///
+/// Each chunk is written only after it authenticated, but on error the chunks
+/// before the bad one have been written: discard the output on error.
 pub fn decrypt<R: Read, W: Write>(
-    mut input: R,
-    output: W,
+    input: R,
+    mut output: W,
     expected_key_id: Option<[u8; 8]>,
     unwrap: impl FnOnce(&[u8], &[u8]) -> Result<Zeroizing<[u8; 32]>, FileError>,
 ) -> Result<u64, FileError> {
-    let header = read_header(&mut input)?;
-    let file_key = unwrap_file_key(&header, expected_key_id, unwrap)?;
-    decrypt_body(&header, &file_key, input, output)
-}
-
-/// A temporary output next to the final path, removed on drop unless persisted.
-struct TempOutput {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl TempOutput {
-    fn create(output: &Path, private: bool) -> Result<TempOutput, FileError> {
-        let mut name = output.as_os_str().to_owned();
-        name.push(format!(".tmp-{}", std::process::id()));
-        let path = PathBuf::from(name);
-        let open = || {
-            let mut o = OpenOptions::new();
-            o.write(true).create_new(true);
-            #[cfg(unix)]
-            if private {
-                use std::os::unix::fs::OpenOptionsExt;
-                o.mode(0o600);
-            }
-            #[cfg(not(unix))]
-            let _ = private;
-            o.open(&path)
-        };
-        let file = match open() {
-            // Left behind by a crashed process that had our pid.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_file(&path).and_then(|_| open()),
-            r => r,
-        }
-        .map_err(FileError::io(format!("creating {}", path.display())))?;
-        Ok(TempOutput { path, file: Some(file) })
-    }
-
-    fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("temporary output is open")
-    }
-
-    /// fsync, then move into place (refusing to replace `output` unless `overwrite`).
-    fn persist(mut self, output: &Path, overwrite: bool) -> Result<(), FileError> {
-        let file = self.file.take().expect("temporary output is open");
-        file.sync_all()
-            .map_err(FileError::io(format!("syncing {}", self.path.display())))?;
-        drop(file);
-        let ctx = || format!("moving {} to {}", self.path.display(), output.display());
-        if overwrite {
-            fs::rename(&self.path, output).map_err(FileError::io(ctx()))?;
-        } else {
-            // A hard link never replaces an existing file; fall back to a
-            // checked rename where the file system has no hard links.
-            match fs::hard_link(&self.path, output) {
-                Ok(()) => {
-                    let _ = fs::remove_file(&self.path);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(exists_error(output)),
-                Err(_) => {
-                    if fs::symlink_metadata(output).is_ok() {
-                        return Err(exists_error(output));
-                    }
-                    fs::rename(&self.path, output).map_err(FileError::io(ctx()))?;
-                }
-            }
-        }
-        // Make the new directory entry durable (best effort).
-        let dir = match output.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        self.path = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        self.file.take();
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
+    let mut r = StreamReader::open(input, expected_key_id, unwrap)?;
+    let size = r.chunk_size();
+    let n = copy_chunks(&mut r, &mut output, size).map_err(|e| FileError::from_io(e, WRITING_DECRYPTED))?;
+    output.flush().map_err(FileError::io(WRITING_DECRYPTED))?;
+    Ok(n)
 }
 
 fn exists_error(output: &Path) -> FileError {
@@ -525,20 +665,42 @@ fn check_output(output: &Path, overwrite: bool) -> Result<(), FileError> {
     Ok(())
 }
 
-/// Encrypt `input` to `output` with [`DEFAULT_CHUNK_EXP`], through
-/// `<output>.tmp-<pid>` (fsynced, then renamed; removed on failure). An
+fn create_output(output: &Path, mode: u32) -> Result<AtomicFile, FileError> {
+    AtomicFile::create_with_mode(output, mode).map_err(FileError::io(format!(
+        "creating a temporary file beside {}",
+        output.display()
+    )))
+}
+
+/// fsync and move into place (refusing to replace `output` unless `overwrite`).
+fn commit_output(tmp: AtomicFile, output: &Path, overwrite: bool) -> Result<(), FileError> {
+    let ctx = format!("moving {} to {}", tmp.temp_path().display(), output.display());
+    let r = if overwrite { tmp.commit() } else { tmp.commit_new() };
+    match r {
+        Err(e) if !overwrite && e.kind() == io::ErrorKind::AlreadyExists => Err(exists_error(output)),
+        r => r.map_err(FileError::io(ctx)),
+    }
+}
+
+/// Encrypt `input` to `output` with [`DEFAULT_CHUNK_EXP`], through an
+/// [`AtomicFile`] beside it (fsynced, then renamed; removed on failure). An
 /// existing `output` is only replaced if `overwrite`.
 pub fn encrypt_file(input: &Path, output: &Path, recipient_pub: &[u8], overwrite: bool) -> Result<u64, FileError> {
     check_output(output, overwrite)?;
-    let src = File::open(input).map_err(FileError::io(format!("opening {}", input.display())))?;
-    let mut tmp = TempOutput::create(output, false)?;
-    let n = encrypt(recipient_pub, DEFAULT_CHUNK_EXP, src, tmp.file()).map_err(|e| with_paths(e, input, output))?;
-    tmp.persist(output, overwrite)?;
+    let mut src = File::open(input).map_err(FileError::io(format!("opening {}", input.display())))?;
+    // Ciphertext is not private: the usual mode, subject to the umask.
+    let tmp = create_output(output, 0o666)?;
+    let mut w = StreamWriter::new(recipient_pub, DEFAULT_CHUNK_EXP, tmp).map_err(|e| with_paths(e, input, output))?;
+    let size = w.chunk_size();
+    let n = copy_chunks(&mut src, &mut w, size)
+        .map_err(|e| with_paths(FileError::from_io(e, "reading the input"), input, output))?;
+    let tmp = w.finish().map_err(|e| with_paths(e, input, output))?;
+    commit_output(tmp, output, overwrite)?;
     Ok(n)
 }
 
-/// Decrypt `input` to `output` through `<output>.tmp-<pid>` (mode 0600 on
-/// Unix; fsynced, then renamed; removed on failure), so a damaged file never
+/// Decrypt `input` to `output` through an [`AtomicFile`] beside it (mode
+/// 0600; fsynced, then renamed; removed on failure), so a damaged file never
 /// leaves partial plaintext at `output`. The output check and the header
 /// checks happen before `unwrap` is called (before the card is asked).
 pub fn decrypt_file(
@@ -549,12 +711,13 @@ pub fn decrypt_file(
     unwrap: impl FnOnce(&[u8], &[u8]) -> Result<Zeroizing<[u8; 32]>, FileError>,
 ) -> Result<u64, FileError> {
     check_output(output, overwrite)?;
-    let mut src = File::open(input).map_err(FileError::io(format!("opening {}", input.display())))?;
-    let header = read_header(&mut src).map_err(|e| with_paths(e, input, output))?;
-    let file_key = unwrap_file_key(&header, expected_key_id, unwrap)?;
-    let mut tmp = TempOutput::create(output, true)?;
-    let n = decrypt_body(&header, &file_key, src, tmp.file()).map_err(|e| with_paths(e, input, output))?;
-    tmp.persist(output, overwrite)?;
+    let src = File::open(input).map_err(FileError::io(format!("opening {}", input.display())))?;
+    let mut r = StreamReader::open(src, expected_key_id, unwrap).map_err(|e| with_paths(e, input, output))?;
+    let mut tmp = create_output(output, fsutil::PRIVATE_MODE)?;
+    let size = r.chunk_size();
+    let n = copy_chunks(&mut r, &mut tmp, size)
+        .map_err(|e| with_paths(FileError::from_io(e, WRITING_DECRYPTED), input, output))?;
+    commit_output(tmp, output, overwrite)?;
     Ok(n)
 }
 
@@ -577,6 +740,7 @@ mod tests {
     use super::*;
     use cardvault_proto::crypto::KeyPair;
     use cardvault_proto::from_hex;
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const EXP: u8 = 10;
@@ -606,6 +770,28 @@ mod tests {
     fn dec(kp: &KeyPair, file: &[u8]) -> (Result<u64, FileError>, Vec<u8>) {
         let mut out = Vec::new();
         let r = decrypt(file, &mut out, None, unwrapper(kp));
+        (r, out)
+    }
+
+    /// `encrypt` under a chosen file key.
+    fn encrypt_with_key(
+        recipient_pub: &[u8],
+        chunk_exp: u8,
+        file_key: &[u8; 32],
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), FileError> {
+        let mut w = StreamWriter::with_file_key(recipient_pub, chunk_exp, file_key, out)?;
+        w.write_all(data).unwrap();
+        w.finish()?;
+        Ok(())
+    }
+
+    /// Decrypt a body (after its header) with a known file key.
+    fn decrypt_body(header: &Header, file_key: &[u8; 32], body: &[u8]) -> (Result<u64, FileError>, Vec<u8>) {
+        let mut out = Vec::new();
+        let r = StreamReader::new(header, file_key, body)
+            .and_then(|mut r| io::copy(&mut r, &mut out).map_err(|e| FileError::from_io(e, "test")));
         (r, out)
     }
 
@@ -791,10 +977,11 @@ mod tests {
         let mut raw = h.to_bytes();
         raw[14..139].copy_from_slice(&crypto::wrap_key(&kp.public_bytes(), &file_key, h.aad()).unwrap());
         let h2 = Header::parse(&raw).unwrap();
-        let e = decrypt_body(&h2, &file_key, &f[HEADER_LEN..], Vec::new()).unwrap_err();
-        assert!(matches!(e, FileError::ChunkAuth { index: 0 }), "{e:?}");
-        let mut out = Vec::new();
-        decrypt_body(&h, &file_key, &f[HEADER_LEN..], &mut out).unwrap();
+        let (r, out) = decrypt_body(&h2, &file_key, &f[HEADER_LEN..]);
+        assert!(matches!(r, Err(FileError::ChunkAuth { index: 0 })), "{r:?}");
+        assert!(out.is_empty());
+        let (r, out) = decrypt_body(&h, &file_key, &f[HEADER_LEN..]);
+        assert_eq!(r.unwrap(), 10);
         assert_eq!(out, pattern(10));
     }
 
@@ -1024,6 +1211,191 @@ mod tests {
         assert_eq!(dir.entries(), vec!["p.bin", "p.cve", "p.out"]);
     }
 
+    /// Read `r` to the end in `step`-byte reads: everything it handed out,
+    /// and how it ended.
+    fn drain<R: Read>(r: &mut StreamReader<R>, step: usize) -> (Result<(), FileError>, Vec<u8>) {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; step];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return (Ok(()), out),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    // The failure is final: no later read hands anything out.
+                    assert!(r.read(&mut buf).is_err(), "read after a failure succeeded");
+                    return (Err(FileError::from_io(e, "test")), out);
+                }
+            }
+        }
+    }
+
+    fn stream_reader<'a>(kp: &KeyPair, file: &'a [u8]) -> StreamReader<&'a [u8]> {
+        StreamReader::open(file, Some(crypto::key_id(&kp.public_bytes())), unwrapper(kp)).unwrap()
+    }
+
+    /// The writer produces the documented chunks whatever the sizes of the
+    /// writes, and the reader gives back the plaintext whatever the sizes of
+    /// the reads, at and around every chunk boundary.
+    #[test]
+    fn stream_round_trips_at_chunk_boundaries() {
+        let kp = card();
+        let file_key = [0x24u8; 32];
+        for len in [0, 1, P - 1, P, P + 1, 2 * P - 1, 2 * P, 2 * P + 1] {
+            let data = pattern(len);
+            for step in [1, 7, P - 1, P, P + 1, 3 * P] {
+                if step == 1 && len > P + 1 {
+                    continue;
+                }
+                let mut w = StreamWriter::with_file_key(&kp.public_bytes(), EXP, &file_key, Vec::new()).unwrap();
+                assert_eq!(w.chunk_size(), P);
+                for piece in data.chunks(step) {
+                    w.write_all(piece).unwrap();
+                }
+                w.flush().unwrap();
+                let f = w.finish().unwrap();
+                assert_eq!(
+                    f.len(),
+                    HEADER_LEN + len + TAG_LEN * chunks_for(len),
+                    "len {len} step {step}"
+                );
+                // Each chunk is the reference AES-GCM sealing.
+                let h = read_header(&mut &f[..]).unwrap();
+                let payload = h.payload_key(&file_key).unwrap();
+                let pts: Vec<&[u8]> = if len == 0 { vec![&[]] } else { data.chunks(P).collect() };
+                let mut off = HEADER_LEN;
+                for (i, pt) in pts.iter().enumerate() {
+                    let sealed = crypto::seal(&payload, &chunk_nonce(i as u64, i == pts.len() - 1), b"", pt).unwrap();
+                    assert_eq!(
+                        &f[off..off + sealed.len()],
+                        &sealed[..],
+                        "len {len} step {step} chunk {i}"
+                    );
+                    off += sealed.len();
+                }
+                let (r, out) = drain(&mut stream_reader(&kp, &f), step);
+                r.unwrap();
+                assert_eq!(out, data, "len {len} step {step}");
+            }
+        }
+    }
+
+    /// Re-encryption is one `io::copy` from a reader into a writer.
+    #[test]
+    fn stream_reader_copies_into_stream_writer() {
+        let (old, new) = (card(), card());
+        let data = pattern(3 * P + 5);
+        let f = enc(&old, &data);
+        let mut w = StreamWriter::new(&new.public_bytes(), EXP, Vec::new()).unwrap();
+        let n = io::copy(&mut stream_reader(&old, &f), &mut w).unwrap();
+        assert_eq!(n, data.len() as u64);
+        let g = w.finish().unwrap();
+        assert_eq!(dec(&new, &g).1, data);
+        assert!(matches!(dec(&old, &g).0, Err(FileError::Unwrap(_))));
+    }
+
+    /// Cut, reordered or altered bodies: the reader fails, hands out nothing
+    /// past the last chunk that authenticated, and never reports end of file.
+    #[test]
+    fn stream_reader_stops_at_the_last_authenticated_chunk() {
+        let kp = card();
+        let data = pattern(3 * P + 5);
+        let f = enc(&kp, &data);
+        let check = |g: &[u8], what: &str| -> FileError {
+            let (r, out) = drain(&mut stream_reader(&kp, g), 100);
+            let e = r.expect_err(what);
+            assert!(
+                out.len().is_multiple_of(P) && data.starts_with(&out),
+                "{what}: {} bytes",
+                out.len()
+            );
+            e
+        };
+        // (Every cut length is in truncation_everywhere_rejected; here a
+        // spread of them plus each chunk boundary and its neighbours.)
+        let mut cuts: Vec<usize> = (HEADER_LEN..f.len()).step_by(61).collect();
+        cuts.extend((0..4).flat_map(|k| [C * k + HEADER_LEN - 1, C * k + HEADER_LEN, C * k + HEADER_LEN + 1]));
+        for len in cuts.into_iter().filter(|&l| (HEADER_LEN..f.len()).contains(&l)) {
+            let e = check(&f[..len], &format!("cut at {len}"));
+            let boundary = (len - HEADER_LEN).is_multiple_of(C);
+            assert!(
+                matches!(e, FileError::Truncated) || (!boundary && matches!(e, FileError::ChunkAuth { .. })),
+                "cut at {len}: {e:?}"
+            );
+        }
+        for k in 0..4 {
+            // Cut exactly after chunk k: chunk k authenticates, but only as
+            // a non-final chunk where the input ends, so it is withheld too.
+            if k < 3 {
+                let g = &f[..HEADER_LEN + (k + 1) * C];
+                let (r, out) = drain(&mut stream_reader(&kp, g), P);
+                assert!(matches!(r, Err(FileError::Truncated)), "{r:?}");
+                assert_eq!(out, data[..k * P]);
+            }
+            let mut g = f.clone();
+            g[HEADER_LEN + k * C + 3] ^= 0x40;
+            let e = check(&g, &format!("flip in chunk {k}"));
+            assert!(
+                matches!(e, FileError::ChunkAuth { index } if index == k as u64),
+                "{e:?}"
+            );
+        }
+        let swapped = [&f[..HEADER_LEN], chunk(&f, 0), chunk(&f, 2), chunk(&f, 1), chunk(&f, 3)].concat();
+        let (r, out) = drain(&mut stream_reader(&kp, &swapped), 100);
+        assert!(matches!(r, Err(FileError::ChunkAuth { index: 1 })), "{r:?}");
+        assert_eq!(out, data[..P]);
+        let extra = [&f[..], b"x"].concat();
+        assert!(matches!(
+            check(&extra, "trailing byte"),
+            FileError::ChunkAuth { index: 3 }
+        ));
+    }
+
+    struct FailingWriter {
+        accept: usize,
+    }
+    impl Write for FailingWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.accept == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.accept);
+            self.accept -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A writer whose output failed seals nothing more.
+    #[test]
+    fn stream_writer_stops_after_an_output_error() {
+        let kp = card();
+        let mut w = StreamWriter::new(
+            &kp.public_bytes(),
+            EXP,
+            FailingWriter {
+                accept: HEADER_LEN + 10,
+            },
+        )
+        .unwrap();
+        w.write_all(&pattern(P)).unwrap();
+        let e = w.write_all(b"more").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Other);
+        let e = FileError::from_io(e, "test");
+        assert!(
+            matches!(&e, FileError::Io { context, .. } if context == WRITING_ENCRYPTED),
+            "{e:?}"
+        );
+        assert!(w.write(b"x").is_err());
+        assert!(w.finish().is_err());
+        // Without finish, the last chunk is missing.
+        let mut w = StreamWriter::new(&kp.public_bytes(), EXP, Vec::new()).unwrap();
+        w.write_all(&pattern(2 * P + 1)).unwrap();
+        let partial = std::mem::take(&mut w.inner);
+        assert!(matches!(dec(&kp, &partial).0, Err(FileError::Truncated)));
+    }
+
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures/fileenc")
@@ -1058,6 +1430,10 @@ mod tests {
         let mut out = Vec::new();
         let n = decrypt(&vector[..], &mut out, Some(h.recipient_key_id), unwrapper(&kp)).unwrap();
         assert_eq!(n, VECTOR_LEN as u64);
+        assert_eq!(out, plaintext);
+        // The same through the reader alone, in odd-sized reads.
+        let (r, out) = drain(&mut stream_reader(&kp, &vector), 333);
+        r.unwrap();
         assert_eq!(out, plaintext);
     }
 

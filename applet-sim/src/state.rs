@@ -5,11 +5,10 @@
 //! leaves the last committed state, like a card pulled from a reader.
 
 use crate::profile::Profile;
-use cardvault_proto::from_hex;
+use cardvault_proto::{from_hex, fsutil};
 use openssl::sha::sha256;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -361,6 +360,9 @@ impl Store {
                 path: path.to_path_buf(),
             });
         }
+        // Holding the lock, no other writer of this card is alive: temporary
+        // files beside it were left by a simulator killed mid-write.
+        fsutil::remove_stale_temps(path).map_err(io)?;
         let store = Store::File {
             path: path.to_path_buf(),
             _lock: lock,
@@ -398,46 +400,20 @@ impl Store {
         Ok(state)
     }
 
-    /// Durably replace the stored state: temp file, fsync, rename, fsync directory.
+    /// Durably replace the stored state through [`fsutil::atomic_write`]:
+    /// temporary file (mode 0600), fsync, rename, fsync of the directory.
     pub fn commit(&self, state: &CardState) -> Result<(), StoreError> {
         let Store::File { path, .. } = self else {
             return Ok(());
         };
-        let io = |source| StoreError::Io {
+        let mut bytes = serde_json::to_vec(state).expect("state serializes");
+        let result = fsutil::atomic_write(path, &bytes);
+        bytes.zeroize();
+        result.map_err(|source| StoreError::Io {
             path: path.clone(),
             source,
-        };
-        let mut bytes = serde_json::to_vec(state).expect("state serializes");
-        let tmp = tmp_path(path);
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            if let Some(dir) = path.parent() {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        })();
-        bytes.zeroize();
-        result.map_err(io)
+        })
     }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
 }
 
 fn lock_path(path: &Path) -> PathBuf {
@@ -479,6 +455,14 @@ mod tests {
         let (_s2, st2, created2) = Store::open(&path, &p).unwrap();
         assert!(!created2);
         assert_eq!(st2, st);
+        // A write cut short by a kill leaves a temporary file; the next open sweeps it.
+        drop(_s2);
+        let stale = dir.join("a.card.tmp-1-0");
+        std::fs::write(&stale, b"{\"half").unwrap();
+        let (_s3, st3, _) = Store::open(&path, &p).unwrap();
+        assert_eq!(st3, st);
+        assert!(!stale.exists());
+        drop(_s3);
         std::fs::write(&path, b"{not json").unwrap();
         assert!(matches!(Store::peek(&path), Err(StoreError::Corrupt { .. })));
         let _ = std::fs::remove_dir_all(&dir);

@@ -1,6 +1,7 @@
 //! The cardvault wire protocol, shared by the card (`applet-sim`) and the
 //! terminal (`cardvault`): constants, wire formats with their parsers, and the
-//! cryptographic building blocks both sides compute identically.
+//! cryptographic building blocks both sides compute identically, and
+//! [`fsutil`], the one durable file write both sides use.
 //!
 //! Every constant that both sides must agree on lives here, so the two cannot
 //! drift apart. docs/PROTOCOL.md documents the same values for other tools.
@@ -9,6 +10,8 @@ pub mod admin;
 pub mod apdu;
 pub mod backup;
 pub mod crypto;
+#[cfg(unix)]
+pub mod fsutil;
 pub mod takeout;
 
 /// Application identifier of the cardvault applet (proprietary, unregistered RID `F0`).

@@ -4,15 +4,17 @@
 //! Recovery is the one flow where file plaintext passes through the terminal,
 //! as in the patent: each file is decrypted with the backup card and
 //! re-encrypted to the new main card. The plaintext only ever flows through
-//! memory (a pipe between the two streams), never to disk, and the original
-//! file is replaced only after the new one has been written, synced and
-//! verified with the new card.
+//! memory (one `io::copy` from the decrypting reader into the encrypting
+//! writer), never to disk, and the original file is replaced only after the
+//! new one has been written, verified with the new card and synced.
 
 use crate::card::CardClient;
 use crate::error::{Error, Result};
-use crate::fileenc::{self, FileError, Header};
+use crate::fileenc::{self, FileError, Header, StreamReader, StreamWriter};
+use cardvault_proto::fsutil::AtomicFile;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub fn file_error(path: &Path, e: FileError) -> Error {
@@ -41,6 +43,19 @@ struct HashingWriter<W: Write> {
     hash: openssl::sha::Sha256,
 }
 
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter {
+            inner,
+            hash: openssl::sha::Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> (W, [u8; 32]) {
+        (self.inner, self.hash.finish())
+    }
+}
+
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
@@ -67,12 +82,6 @@ pub struct RecoveredFile {
     pub result: String,
 }
 
-fn temp_beside(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".recover-{}.tmp", std::process::id()));
-    PathBuf::from(s)
-}
-
 /// What happened to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
@@ -85,6 +94,13 @@ pub enum Recovery {
 /// Re-encrypt one file from the backup card to the new main card's key.
 /// A file already encrypted to the new card is left as it is, so an
 /// interrupted recovery is simply run again.
+///
+/// Order: the plaintext streams from a [`StreamReader`] under the file key
+/// the backup card unwrapped into a [`StreamWriter`] to the new card's key
+/// (one `io::copy`, only memory in between), which writes an [`AtomicFile`]
+/// beside the original (same permissions); the new card then decrypts that
+/// file and its plaintext hash must match; only then does it replace the
+/// original (fsync, rename, fsync directory).
 pub fn recover_file(
     backup: &mut CardClient<'_>,
     new_main: &mut CardClient<'_>,
@@ -96,69 +112,54 @@ pub fn recover_file(
         return Ok(Recovery::AlreadyRecovered);
     }
     let key = backup.unwrap_file_key(header.aad(), &header.wrapped_key)?;
-    let tmp = temp_beside(path);
-    let result = (|| -> Result<u64> {
-        let out = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe", e))?;
-        let (plain_hash, bytes) = std::thread::scope(|s| -> Result<([u8; 32], u64)> {
-            let dec = s.spawn(|| {
-                let mut w = HashingWriter {
-                    inner: std::io::BufWriter::with_capacity(1 << 16, writer),
-                    hash: openssl::sha::Sha256::new(),
-                };
-                let n = fileenc::decrypt_body(&header, &key, input, &mut w)?;
-                w.flush().map_err(|source| FileError::Io {
-                    context: "writing plaintext to the re-encryption pipe".into(),
-                    source,
-                })?;
-                Ok::<_, FileError>((w.hash.finish(), n))
-            });
-            let mut out = std::io::BufWriter::with_capacity(1 << 17, &out);
-            let enc = fileenc::encrypt(new_public, header.chunk_exp, reader, &mut out);
-            let flushed = out.flush();
-            let dec = dec.join().map_err(|_| Error::Data("decryption thread failed".into()))?;
-            let (hash, n) = dec.map_err(|e| file_error(path, e))?;
-            enc.map_err(|e| file_error(&tmp, e))?;
-            flushed.map_err(|e| Error::io(tmp.display().to_string(), e))?;
-            Ok((hash, n))
-        })?;
-        out.sync_all()
-            .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
-        // Verify with the new card before anything replaces the original.
-        let (h2, r2) = open_header(&tmp)?;
-        let key2 = new_main.unwrap_file_key(h2.aad(), &h2.wrapped_key)?;
-        let mut sink = HashingWriter {
-            inner: std::io::sink(),
-            hash: openssl::sha::Sha256::new(),
-        };
-        fileenc::decrypt_body(&h2, &key2, r2, &mut sink).map_err(|e| file_error(&tmp, e))?;
-        if sink.hash.finish() != plain_hash {
-            return Err(Error::Data(format!(
-                "{}: the re-encrypted file does not verify",
-                path.display()
-            )));
-        }
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
-        if let Some(dir) = path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(bytes)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mode = input
+        .get_ref()
+        .metadata()
+        .map_err(|e| Error::io(format!("reading the permissions of {}", path.display()), e))?
+        .permissions()
+        .mode();
+    // Dropped on any error below: the temporary file goes, the original stays.
+    let tmp = AtomicFile::create_with_mode(path, mode & 0o777)
+        .map_err(|e| Error::io(format!("creating a temporary file beside {}", path.display()), e))?;
+    let tmp_path = tmp.temp_path().to_path_buf();
+    // A failed copy names the original when reading it failed, the new file when writing did.
+    let copy_error = |e: FileError| match &e {
+        FileError::Io { context, .. } if context.starts_with("writing") => file_error(&tmp_path, e),
+        _ => file_error(path, e),
+    };
+
+    let mut plain = StreamReader::new(&header, &key, input).map_err(|e| file_error(path, e))?;
+    let mut reencrypt =
+        HashingWriter::new(StreamWriter::new(new_public, header.chunk_exp, tmp).map_err(|e| file_error(&tmp_path, e))?);
+    let bytes = std::io::copy(&mut plain, &mut reencrypt)
+        .map_err(|e| copy_error(FileError::from_io(e, "writing the re-encrypted file")))?;
+    let (writer, plain_hash) = reencrypt.finish();
+    let tmp = writer.finish().map_err(|e| file_error(&tmp_path, e))?;
+
+    // Verify with the new card before anything replaces the original.
+    let mut written = tmp
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io(format!("reading back {}", tmp_path.display()), e))?;
+    written
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(format!("reading back {}", tmp_path.display()), e))?;
+    let mut written = BufReader::with_capacity(1 << 17, written);
+    let h2 = fileenc::read_header(&mut written).map_err(|e| file_error(&tmp_path, e))?;
+    let key2 = new_main.unwrap_file_key(h2.aad(), &h2.wrapped_key)?;
+    let mut check = StreamReader::new(&h2, &key2, written).map_err(|e| file_error(&tmp_path, e))?;
+    let mut sink = HashingWriter::new(std::io::sink());
+    std::io::copy(&mut check, &mut sink)
+        .map_err(|e| file_error(&tmp_path, FileError::from_io(e, "verifying the re-encrypted file")))?;
+    if sink.finish().1 != plain_hash {
+        return Err(Error::Data(format!(
+            "{}: the re-encrypted file does not verify",
+            path.display()
+        )));
     }
-    result.map(Recovery::Reencrypted)
+    tmp.commit()
+        .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
+    Ok(Recovery::Reencrypted(bytes))
 }
 
 /// Read the recipient key id from an encrypted file without a card.
