@@ -5,7 +5,7 @@ use super::{print_json, Ctx};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::{Secret, SecretSource};
-use crate::workflow::duplicate::{self, generate_elements, DuplicateOptions, DuplicationOutcome};
+use crate::workflow::duplicate::{self, DuplicationOutcome, Elements};
 use crate::workflow::issue;
 use crate::workflow::station::{CardSource, Station};
 use cardvault_proto::{from_hex, to_hex};
@@ -70,6 +70,17 @@ pub fn parse_elements(text: &[u8]) -> Result<Vec<Secret>> {
         .collect()
 }
 
+/// `--elements`: `generate`, or where to read the given elements from.
+fn elements(arg: &str) -> Result<Elements> {
+    if arg == "generate" {
+        return Ok(Elements::Generate);
+    }
+    let src: SecretSource = arg.parse().map_err(Error::Usage)?;
+    Ok(Elements::Given(parse_elements(
+        &src.read_all("key group elements 2..n (hex)")?,
+    )?))
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     if a.main.len() != a.backup.len() {
         return Err(Error::Usage(format!(
@@ -90,33 +101,30 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let mut backup_reader = ctx.open_named(&a.backup[0])?;
     let mut main = CardClient::open(main_reader.as_mut(), ctx.session())?;
     let mut backup = CardClient::open(backup_reader.as_mut(), ctx.session())?;
-    let generate = a.elements == "generate";
-    let elements = if generate {
-        generate_elements(main.key_state()?.group_size)
-    } else {
-        let src: SecretSource = a.elements.parse().map_err(Error::Usage)?;
-        parse_elements(&src.read_all("key group elements 2..n (hex)")?)?
-    };
-    let opts = DuplicateOptions {
-        main_pin: a.pin.unwrap_or(SecretSource::Prompt).read("PIN of the main card")?,
-        backup_pin: a
-            .backup_pin
-            .unwrap_or(SecretSource::Prompt)
-            .read("PIN of the backup card")?,
-        elements,
-        backup_gets_public_key: a.backup_gets_public_key,
-    };
+    let elements = elements(&a.elements)?;
+    let main_pin = a.pin.unwrap_or(SecretSource::Prompt).read("PIN of the main card")?;
+    let backup_pin = a
+        .backup_pin
+        .unwrap_or(SecretSource::Prompt)
+        .read("PIN of the backup card")?;
     let mut vault = ctx.vault()?;
-    let report = duplicate::duplicate(&mut main, &mut backup, &opts, &mut vault)?;
-    let shown: Vec<String> = if generate {
-        opts.elements.iter().map(|e| to_hex(e)).collect()
-    } else {
-        vec![]
-    };
+    let done = duplicate::duplicate_pair(
+        &mut main,
+        &mut backup,
+        &elements,
+        (main_pin, backup_pin),
+        a.backup_gets_public_key,
+        &mut vault,
+    )?;
+    let report = &done.report;
+    let shown: Option<Vec<String>> = done
+        .generated_elements
+        .as_ref()
+        .map(|g| g.iter().map(|e| to_hex(e)).collect());
     if ctx.json {
-        let mut v = serde_json::to_value(&report).expect("serializable");
-        if generate {
-            v["generated_elements"] = shown.into();
+        let mut v = serde_json::to_value(report).expect("serializable");
+        if let Some(shown) = &shown {
+            v["generated_elements"] = shown.clone().into();
         }
         print_json(&v);
     } else {
@@ -136,7 +144,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             report.take_out_counter
         );
         println!("end-to-end check ok: the backup card opens what is encrypted to the main card");
-        if generate {
+        if let Some(shown) = &shown {
             println!(
                 "\nkey group elements 2..{} (shown once; keep them to redo a duplicate):",
                 shown.len() + 1
@@ -162,19 +170,14 @@ fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
         })
         .collect();
     let holders = issue::parse_holders(&text, duplicate::holder_profile(&stations))?;
-    let given = if a.elements == "generate" {
-        None
-    } else {
-        let src: SecretSource = a.elements.parse().map_err(Error::Usage)?;
-        Some(parse_elements(&src.read_all("key group elements 2..n (hex)")?)?)
-    };
+    let elements = elements(&a.elements)?;
     let bar = super::progress(ctx, holders.len() as u64, "holders");
     let events = super::station_events(ctx, &bar);
     let records = duplicate::duplicate_batch(
         &super::station_env(ctx, &events),
         &stations,
         &holders,
-        given.as_deref(),
+        &elements,
         a.backup_gets_public_key,
     );
     bar.finish_and_clear();

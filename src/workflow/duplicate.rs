@@ -274,6 +274,51 @@ pub fn generate_elements(size: u8) -> Vec<Secret> {
         .collect()
 }
 
+/// Key group elements 2..n for a duplication.
+pub enum Elements {
+    /// Given by the operator (the same for every holder of a batch).
+    Given(Vec<Secret>),
+    /// Made here for the main card's group size, to be shown once.
+    Generate,
+}
+
+/// One pair duplicated, with the elements made for it if they were generated here.
+#[derive(Debug)]
+pub struct PairDuplication {
+    pub report: DuplicateReport,
+    /// The elements 2..n made here (shown once); `None` when they were given.
+    pub generated_elements: Option<Vec<Secret>>,
+}
+
+/// Duplicate `main` onto `backup` with the given or freshly made elements:
+/// [`duplicate`], after choosing the elements.
+pub fn duplicate_pair(
+    main: &mut CardClient<'_>,
+    backup: &mut CardClient<'_>,
+    elements: &Elements,
+    (main_pin, backup_pin): (Secret, Secret),
+    backup_gets_public_key: bool,
+    vault: &mut Vault,
+) -> Result<PairDuplication> {
+    let (elements, generated_elements) = match elements {
+        Elements::Given(e) => (e.clone(), None),
+        Elements::Generate => {
+            let e = generate_elements(main.key_state()?.group_size);
+            (e.clone(), Some(e))
+        }
+    };
+    let opts = DuplicateOptions {
+        main_pin,
+        backup_pin,
+        elements,
+        backup_gets_public_key,
+    };
+    Ok(PairDuplication {
+        report: duplicate(main, backup, &opts, vault)?,
+        generated_elements,
+    })
+}
+
 /// What became of one holder of a batch.
 #[derive(Debug)]
 pub enum DuplicationOutcome {
@@ -358,8 +403,8 @@ pub fn holder_profile(stations: &[Station]) -> IssueProfile {
     }
 }
 
-/// Duplicate the cards of every holder on `stations` in parallel. `elements`
-/// serve every holder; without them each holder gets fresh ones. Each
+/// Duplicate the cards of every holder on `stations` in parallel. Given
+/// elements serve every holder; generated ones are made per holder. Each
 /// holder's cards use the PIN of the holder's row. A vault that cannot be
 /// written stops the batch; any other failure is that holder's outcome. The
 /// report lists the holders in file order, including those whose cards were
@@ -368,7 +413,7 @@ pub fn duplicate_batch(
     env: &StationEnv<'_>,
     stations: &[Station],
     holders: &[Holder],
-    elements: Option<&[Secret]>,
+    elements: &Elements,
     backup_gets_public_key: bool,
 ) -> Result<Vec<HolderDuplication>> {
     if stations.iter().any(|s| s.main.is_none() || s.backup.is_none()) {
@@ -455,7 +500,7 @@ struct HolderJob<'a> {
     env: &'a StationEnv<'a>,
     batch: &'a Batch,
     holder: &'a Holder,
-    elements: Option<&'a [Secret]>,
+    elements: &'a Elements,
     backup_gets_public_key: bool,
 }
 
@@ -472,26 +517,23 @@ impl HolderJob<'_> {
             Ok(r) => r,
             Err(e) => return Ok(DuplicationOutcome::Failed { reason: e.to_string() }),
         };
-        let outcome = (|| -> Result<(DuplicateReport, Option<Vec<Secret>>)> {
-            let mut main = CardClient::open(main_reader, self.env.session)?;
+        let outcome = CardClient::open(main_reader, self.env.session).and_then(|mut main| {
             let mut backup = CardClient::open(backup_reader.as_mut(), self.env.session)?;
-            let (elements, generated) = match self.elements {
-                Some(e) => (e.to_vec(), None),
-                None => {
-                    let e = generate_elements(main.key_state()?.group_size);
-                    (e.clone(), Some(e))
-                }
-            };
-            let opts = DuplicateOptions {
-                main_pin: h.pin.clone(),
-                backup_pin: h.pin.clone(),
-                elements,
-                backup_gets_public_key: self.backup_gets_public_key,
-            };
-            Ok((duplicate(&mut main, &mut backup, &opts, vault)?, generated))
-        })();
+            let pins = (h.pin.clone(), h.pin.clone());
+            duplicate_pair(
+                &mut main,
+                &mut backup,
+                self.elements,
+                pins,
+                self.backup_gets_public_key,
+                vault,
+            )
+        });
         match outcome {
-            Ok((report, generated_elements)) => {
+            Ok(PairDuplication {
+                report,
+                generated_elements,
+            }) => {
                 self.batch.mark_handled(&report.main_card);
                 self.batch.mark_handled(&report.backup_card);
                 Ok(DuplicationOutcome::Duplicated {
