@@ -54,7 +54,8 @@ impl CardSource {
 
     /// A blank card for `holder`'s `role` card. Embedded: made fresh (or the
     /// one made for this holder and role before). PC/SC: the card in the
-    /// reader once it is one this batch has not handled yet.
+    /// reader once it is one this batch has not handled yet; an empty reader
+    /// is this card's failure (the reader options' own wait applies first).
     pub fn blank_card(&self, env: &StationEnv<'_>, batch: &Batch, holder: &str, role: Role) -> Result<Box<dyn Reader>> {
         let spec = match self {
             CardSource::Sim { prefix } => return Ok(Box::new(sim_reader(env, prefix, holder, role)?)),
