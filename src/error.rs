@@ -82,6 +82,10 @@ pub enum Error {
     Restore(#[from] crate::workflow::backup::RestoreRefusal),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// A fault in cardvault itself (a worker thread panicked): nothing the
+    /// user did, and not a promise that no card was touched.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -98,7 +102,7 @@ impl Error {
             WrongPin { .. } | PinBlocked | AdminAuthFailed => exit::AUTH,
             Malformed { .. } => exit::DATA,
             EmbeddedBusy(_) => exit::READER,
-            Embedded(_) | Io { .. } => exit::FAILURE,
+            Embedded(_) | Io { .. } | Internal(_) => exit::FAILURE,
         }
     }
 
@@ -126,6 +130,7 @@ impl Error {
             Malformed { .. } => "malformed_response",
             Embedded(_) | EmbeddedBusy(_) => "embedded_card",
             Io { .. } => "io",
+            Internal(_) => "internal",
         }
     }
 

@@ -19,6 +19,7 @@ use crate::config::{Config, ExtendedMode};
 use crate::error::Result;
 use crate::reader::ReaderOptions;
 use crate::transport::Reader;
+use crate::workflow::station::{StationEnv, StationEvent};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -161,6 +162,51 @@ impl Ctx {
     /// How this run opens card sessions.
     pub fn session(&self) -> SessionOptions {
         SessionOptions { trace: self.trace }
+    }
+}
+
+/// A progress bar for a batch of `len` `unit`s (hidden with --json).
+fn progress(ctx: &Ctx, len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = if ctx.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(len)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}"))
+            .expect("progress template"),
+    );
+    bar
+}
+
+/// What a batch's stations report: progress on `bar`, notices for the
+/// operator on stderr (not with --json).
+fn station_events<'a>(ctx: &'a Ctx, bar: &'a indicatif::ProgressBar) -> impl Fn(StationEvent<'_>) + Sync + 'a {
+    let json = ctx.json;
+    move |e| match e {
+        StationEvent::Started {
+            holder,
+            role: Some(role),
+        } => bar.set_message(format!("{holder} ({role})")),
+        StationEvent::Started { holder, role: None } => bar.set_message(holder.to_string()),
+        StationEvent::Finished => bar.inc(1),
+        StationEvent::Notice(n) => {
+            if !json {
+                eprintln!("{n}");
+            }
+        }
+    }
+}
+
+/// How a batch's stations reach readers and the vault; a PC/SC station waits
+/// `--wait` seconds (default 60) for the next card.
+fn station_env<'a>(ctx: &'a Ctx, events: &'a (dyn Fn(StationEvent<'_>) + Sync)) -> StationEnv<'a> {
+    StationEnv {
+        readers: &ctx.opts,
+        session: ctx.session(),
+        vault: &ctx.vault_path,
+        wait: ctx.opts.wait.unwrap_or(Duration::from_secs(60)),
+        events,
     }
 }
 

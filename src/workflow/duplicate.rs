@@ -11,14 +11,18 @@
 //!
 //! Every step is idempotent, so an interrupted run is simply run again.
 
+use super::issue::{Holder, IssueProfile, Role};
+use super::station::{run_stations, Batch, CardSource, Station, StationEnv, StationEvent};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
+use crate::transport::Reader;
 use crate::vault::{AuditEvent, Vault};
 use cardvault_proto::crypto;
 use cardvault_proto::to_hex;
 use serde::Serialize;
 use serde_json::json;
+use zeroize::Zeroizing;
 
 pub struct DuplicateOptions {
     pub main_pin: Secret,
@@ -261,4 +265,284 @@ fn audit(
             details: json!({ "check_value": kcv, "take_out_counter": counter }),
         })
         .map(|_| ())
+}
+
+/// Key group elements 2..n for a card whose group has `size` elements, made here.
+pub fn generate_elements(size: u8) -> Vec<Secret> {
+    (0..size.saturating_sub(1))
+        .map(|_| Zeroizing::new(crypto::random::<32>().to_vec()))
+        .collect()
+}
+
+/// Key group elements 2..n for a duplication.
+pub enum Elements {
+    /// Given by the operator (the same for every holder of a batch).
+    Given(Vec<Secret>),
+    /// Made here for the main card's group size, to be shown once.
+    Generate,
+}
+
+/// One pair duplicated, with the elements made for it if they were generated here.
+#[derive(Debug)]
+pub struct PairDuplication {
+    pub report: DuplicateReport,
+    /// The elements 2..n made here (shown once); `None` when they were given.
+    pub generated_elements: Option<Vec<Secret>>,
+}
+
+/// Duplicate `main` onto `backup` with the given or freshly made elements:
+/// [`duplicate`], after choosing the elements.
+pub fn duplicate_pair(
+    main: &mut CardClient<'_>,
+    backup: &mut CardClient<'_>,
+    elements: &Elements,
+    (main_pin, backup_pin): (Secret, Secret),
+    backup_gets_public_key: bool,
+    vault: &mut Vault,
+) -> Result<PairDuplication> {
+    let (elements, generated_elements) = match elements {
+        Elements::Given(e) => (e.clone(), None),
+        Elements::Generate => {
+            let e = generate_elements(main.key_state()?.group_size);
+            (e.clone(), Some(e))
+        }
+    };
+    let opts = DuplicateOptions {
+        main_pin,
+        backup_pin,
+        elements,
+        backup_gets_public_key,
+    };
+    Ok(PairDuplication {
+        report: duplicate(main, backup, &opts, vault)?,
+        generated_elements,
+    })
+}
+
+/// What became of one holder of a batch.
+#[derive(Debug)]
+pub enum DuplicationOutcome {
+    /// `generated_elements`: the elements made for this holder (shown once).
+    Duplicated {
+        report: DuplicateReport,
+        generated_elements: Option<Vec<Secret>>,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// One holder of the batch report. Serialized as one row of
+/// `duplicate --holders --json`'s `holders`.
+#[derive(Debug)]
+pub struct HolderDuplication {
+    pub holder: String,
+    /// 1-based station number, in the order of the stations; none if no
+    /// station reached the holder.
+    pub station: Option<usize>,
+    pub outcome: DuplicationOutcome,
+}
+
+impl HolderDuplication {
+    pub fn is_duplicated(&self) -> bool {
+        matches!(self.outcome, DuplicationOutcome::Duplicated { .. })
+    }
+
+    /// The generated elements 2..n as hex, if this holder got fresh ones.
+    pub fn generated_elements_hex(&self) -> Option<Vec<String>> {
+        match &self.outcome {
+            DuplicationOutcome::Duplicated {
+                generated_elements: Some(g),
+                ..
+            } => Some(g.iter().map(|e| to_hex(e)).collect()),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for HolderDuplication {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Row<'a> {
+            holder: &'a str,
+            station: Option<usize>,
+            result: &'static str,
+            reason: Option<&'a str>,
+            #[serde(flatten)]
+            report: Option<&'a DuplicateReport>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            generated_elements: Option<Vec<String>>,
+        }
+        let (result, reason, report) = match &self.outcome {
+            DuplicationOutcome::Duplicated { report, .. } => ("duplicated", None, Some(report)),
+            DuplicationOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None),
+        };
+        Row {
+            holder: &self.holder,
+            station: self.station,
+            result,
+            reason,
+            report,
+            generated_elements: self.generated_elements_hex(),
+        }
+        .serialize(s)
+    }
+}
+
+/// The holder file columns a batch on `stations` needs: a PC/SC station
+/// recognizes a holder by the main card's member number, so the file must
+/// have them.
+pub fn holder_profile(stations: &[Station]) -> IssueProfile {
+    if stations
+        .iter()
+        .any(|s| s.main.as_ref().is_some_and(CardSource::is_pcsc))
+    {
+        IssueProfile::Pair
+    } else {
+        IssueProfile::Backup
+    }
+}
+
+/// Duplicate the cards of every holder on `stations` in parallel. Given
+/// elements serve every holder; generated ones are made per holder. Each
+/// holder's cards use the PIN of the holder's row. A vault that cannot be
+/// written stops the batch; any other failure is that holder's outcome. The
+/// report lists the holders in file order, including those whose cards were
+/// never presented.
+pub fn duplicate_batch(
+    env: &StationEnv<'_>,
+    stations: &[Station],
+    holders: &[Holder],
+    elements: &Elements,
+    backup_gets_public_key: bool,
+) -> Result<Vec<HolderDuplication>> {
+    if stations.iter().any(|s| s.main.is_none() || s.backup.is_none()) {
+        return Err(Error::Usage(
+            "every station needs a reader for main cards and one for backup cards".into(),
+        ));
+    }
+    // Create (and migrate) the vault once, before the stations open their own.
+    drop(env.vault()?);
+    let outcomes = run_stations(stations, holders.len(), |number, station: &Station| {
+        let mut vault = env.vault()?;
+        let (Some(main_source), Some(backup_source)) = (station.source(Role::Main), station.source(Role::Backup))
+        else {
+            return Err(Error::Internal("a station has no main or no backup reader".into()));
+        };
+        Ok(move |batch: &Batch| -> Result<Option<(usize, HolderDuplication)>> {
+            let (i, main) = match main_source {
+                CardSource::Sim { .. } => {
+                    let Some(i) = batch.take_next() else {
+                        return Ok(None);
+                    };
+                    (i, main_source.issued_card(env, batch, &holders[i].id, Role::Main))
+                }
+                CardSource::Pcsc { .. } => {
+                    let pick = |st: &crate::card::CardStatus| {
+                        holders
+                            .iter()
+                            .position(|h| h.member_number.is_some() && h.member_number == st.member_number)
+                            .filter(|i| batch.take(*i))
+                    };
+                    match main_source.recognized_card(env, batch, number, pick)? {
+                        Some((i, r)) => (i, Ok(r)),
+                        None => return Ok(None),
+                    }
+                }
+            };
+            let h = &holders[i];
+            let outcome = match main {
+                Ok(mut main_reader) => {
+                    env.emit(StationEvent::Started {
+                        holder: &h.id,
+                        role: None,
+                    });
+                    let job = HolderJob {
+                        env,
+                        batch,
+                        holder: h,
+                        elements,
+                        backup_gets_public_key,
+                    };
+                    job.run(main_reader.as_mut(), backup_source, &mut vault)?
+                }
+                Err(e) => DuplicationOutcome::Failed { reason: e.to_string() },
+            };
+            env.emit(StationEvent::Finished);
+            Ok(Some((
+                i,
+                HolderDuplication {
+                    holder: h.id.clone(),
+                    station: Some(number),
+                    outcome,
+                },
+            )))
+        })
+    })?;
+    Ok(outcomes
+        .into_iter()
+        .zip(holders)
+        .map(|(o, h)| {
+            // Holders no station reached: their cards never came.
+            o.unwrap_or_else(|| HolderDuplication {
+                holder: h.id.clone(),
+                station: None,
+                outcome: DuplicationOutcome::Failed {
+                    reason: format!("the holder's cards were not presented within {} s", env.wait.as_secs()),
+                },
+            })
+        })
+        .collect())
+}
+
+/// One holder's duplication at a station that has the holder's main card.
+struct HolderJob<'a> {
+    env: &'a StationEnv<'a>,
+    batch: &'a Batch,
+    holder: &'a Holder,
+    elements: &'a Elements,
+    backup_gets_public_key: bool,
+}
+
+impl HolderJob<'_> {
+    /// Find the backup card and duplicate; only a vault failure is an error.
+    fn run(
+        &self,
+        main_reader: &mut dyn Reader,
+        backup_source: &CardSource,
+        vault: &mut Vault,
+    ) -> Result<DuplicationOutcome> {
+        let h = self.holder;
+        let mut backup_reader = match backup_source.issued_card(self.env, self.batch, &h.id, Role::Backup) {
+            Ok(r) => r,
+            Err(e) => return Ok(DuplicationOutcome::Failed { reason: e.to_string() }),
+        };
+        let outcome = CardClient::open(main_reader, self.env.session).and_then(|mut main| {
+            let mut backup = CardClient::open(backup_reader.as_mut(), self.env.session)?;
+            let pins = (h.pin.clone(), h.pin.clone());
+            duplicate_pair(
+                &mut main,
+                &mut backup,
+                self.elements,
+                pins,
+                self.backup_gets_public_key,
+                vault,
+            )
+        });
+        match outcome {
+            Ok(PairDuplication {
+                report,
+                generated_elements,
+            }) => {
+                self.batch.mark_handled(&report.main_card);
+                self.batch.mark_handled(&report.backup_card);
+                Ok(DuplicationOutcome::Duplicated {
+                    report,
+                    generated_elements,
+                })
+            }
+            Err(e @ Error::Vault { .. }) => Err(e),
+            Err(e) => Ok(DuplicationOutcome::Failed { reason: e.to_string() }),
+        }
+    }
 }

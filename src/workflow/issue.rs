@@ -2,9 +2,11 @@
 //! it with the profile's commands, check every response, and report the card
 //! as issued or rejected with the reason.
 
+use super::station::{run_stations, Batch, CardSource, Station, StationEnv, StationEvent};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
+use crate::vault::AuditEvent;
 use cardvault_proto::{from_hex, tag};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -204,14 +206,237 @@ pub fn personalize(
     Ok(after.card_number)
 }
 
-/// Outcome for one card of the batch.
-#[derive(Debug, Clone, Serialize)]
-pub struct IssueRecord {
+/// The role a card is issued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Main,
+    Backup,
+}
+
+impl Role {
+    /// The role as the card stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Main => "main",
+            Role::Backup => "backup",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl IssueProfile {
+    /// The cards issued per holder, in the order a station issues them.
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            IssueProfile::Main => &[Role::Main],
+            IssueProfile::Backup => &[Role::Backup],
+            IssueProfile::Pair => &[Role::Main, Role::Backup],
+        }
+    }
+}
+
+/// What became of one card of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardOutcome {
+    Issued {
+        card_number: String,
+    },
+    /// The card goes to the reject bin; `card_number` if the card told it.
+    Rejected {
+        card_number: Option<String>,
+        reason: String,
+    },
+}
+
+/// One card of the batch report: for whom, as what, in which reader, and
+/// what became of it. Serialized as one row of `issue --json`'s `cards`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCard {
     pub holder: String,
-    pub role: String,
+    pub role: Role,
+    /// The reader the card was in (empty when no card was reached).
     pub reader: String,
-    pub card_number: Option<String>,
-    /// "issued" or "rejected".
-    pub result: String,
-    pub reason: Option<String>,
+    pub outcome: CardOutcome,
+}
+
+impl IssuedCard {
+    pub fn is_issued(&self) -> bool {
+        matches!(self.outcome, CardOutcome::Issued { .. })
+    }
+
+    pub fn card_number(&self) -> Option<&str> {
+        match &self.outcome {
+            CardOutcome::Issued { card_number } => Some(card_number),
+            CardOutcome::Rejected { card_number, .. } => card_number.as_deref(),
+        }
+    }
+
+    /// Why the card was rejected.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.outcome {
+            CardOutcome::Issued { .. } => None,
+            CardOutcome::Rejected { reason, .. } => Some(reason),
+        }
+    }
+
+    /// "issued" or "rejected", as the report and the audit trail say it.
+    pub fn result(&self) -> &'static str {
+        if self.is_issued() {
+            "issued"
+        } else {
+            "rejected"
+        }
+    }
+}
+
+impl Serialize for IssuedCard {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Row<'a> {
+            holder: &'a str,
+            role: Role,
+            reader: &'a str,
+            card_number: Option<&'a str>,
+            result: &'static str,
+            reason: Option<&'a str>,
+        }
+        Row {
+            holder: &self.holder,
+            role: self.role,
+            reader: &self.reader,
+            card_number: self.card_number(),
+            result: self.result(),
+            reason: self.reason(),
+        }
+        .serialize(s)
+    }
+}
+
+/// Every station must have a reader for every card the profile issues.
+pub fn check_stations(stations: &[Station], profile: IssueProfile) -> Result<()> {
+    if stations.is_empty()
+        || stations
+            .iter()
+            .any(|s| profile.roles().iter().any(|r| s.source(*r).is_none()))
+    {
+        return Err(Error::Usage(
+            "every station needs a reader for the cards it issues".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Issue the cards of every holder on `stations` in parallel, each station
+/// taking the next holder of the file. Every card is recorded in the audit
+/// trail, and issued cards are noted in the vault; a vault that cannot be
+/// written stops the batch. The report lists the cards in file order, a
+/// holder's main card before its backup card.
+pub fn issue_batch(
+    env: &StationEnv<'_>,
+    stations: &[Station],
+    holders: &[Holder],
+    profile: IssueProfile,
+    opts: &IssueOptions,
+) -> Result<Vec<IssuedCard>> {
+    check_stations(stations, profile)?;
+    // Create (and migrate) the vault once, before the stations open their own.
+    drop(env.vault()?);
+    let outcomes = run_stations(stations, holders.len(), |_, station: &Station| {
+        let mut vault = env.vault()?;
+        Ok(move |batch: &Batch| -> Result<Option<(usize, Vec<IssuedCard>)>> {
+            let Some(i) = batch.take_next() else {
+                return Ok(None);
+            };
+            let h = &holders[i];
+            // Key 1 from the record, or generated for this holder and stored nowhere.
+            let key1 = match &h.key1 {
+                Some(k) => k.clone(),
+                None => Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec()),
+            };
+            let mut cards = Vec::new();
+            for &role in profile.roles() {
+                env.emit(StationEvent::Started {
+                    holder: &h.id,
+                    role: Some(role),
+                });
+                let Some(source) = station.source(role) else {
+                    return Err(Error::Internal(format!("a station has no reader for {role} cards")));
+                };
+                let card = issue_card(env, batch, source, h, role, &key1, opts);
+                if let Some(n) = card.card_number() {
+                    batch.mark_handled(n);
+                }
+                vault.audit(AuditEvent {
+                    event: "issue",
+                    card: card.card_number().unwrap_or("-"),
+                    peer: None,
+                    result: card
+                        .reason()
+                        .map(|r| format!("rejected: {r}"))
+                        .as_deref()
+                        .unwrap_or("issued"),
+                    details: serde_json::json!({ "holder": h.id, "role": role }),
+                })?;
+                if let CardOutcome::Issued { card_number } = &card.outcome {
+                    vault.note_card(card_number, role.as_str())?;
+                }
+                cards.push(card);
+                env.emit(StationEvent::Finished);
+            }
+            Ok(Some((i, cards)))
+        })
+    })?;
+    Ok(outcomes.into_iter().flatten().flatten().collect())
+}
+
+/// Take the next blank card from `source` and personalize it; any failure
+/// rejects the card (with the reason), it does not stop the station.
+fn issue_card(
+    env: &StationEnv<'_>,
+    batch: &Batch,
+    source: &CardSource,
+    h: &Holder,
+    role: Role,
+    key1: &[u8],
+    opts: &IssueOptions,
+) -> IssuedCard {
+    let mut card = IssuedCard {
+        holder: h.id.clone(),
+        role,
+        reader: String::new(),
+        outcome: CardOutcome::Rejected {
+            card_number: None,
+            reason: String::new(),
+        },
+    };
+    let mut reader = match source.blank_card(env, batch, &h.id, role) {
+        Ok(r) => r,
+        Err(e) => {
+            card.outcome = CardOutcome::Rejected {
+                card_number: None,
+                reason: e.to_string(),
+            };
+            return card;
+        }
+    };
+    card.reader = reader.name().to_string();
+    let mut seen = None;
+    let personalized = CardClient::open(reader.as_mut(), env.session).and_then(|mut c| {
+        seen = c.card_number().ok();
+        personalize(&mut c, h, role.as_str(), key1, opts)
+    });
+    card.outcome = match personalized {
+        Ok(card_number) => CardOutcome::Issued { card_number },
+        Err(e) => CardOutcome::Rejected {
+            card_number: seen,
+            reason: e.to_string(),
+        },
+    };
+    card
 }

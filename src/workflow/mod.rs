@@ -6,3 +6,4 @@ pub mod duplicate;
 pub mod files;
 pub mod issue;
 pub mod purse;
+pub mod station;
