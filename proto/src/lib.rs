@@ -8,7 +8,9 @@
 pub mod admin;
 pub mod apdu;
 pub mod backup;
+pub mod cert;
 pub mod crypto;
+pub mod scp11;
 pub mod takeout;
 
 /// Application identifier of the cardvault applet (proprietary, unregistered RID `F0`).
@@ -133,6 +135,11 @@ pub mod sw {
     pub const AUTH_METHOD_BLOCKED: u16 = 0x6983;
     pub const REF_DATA_NOT_USABLE: u16 = 0x6984;
     pub const CONDITIONS_NOT_SATISFIED: u16 = 0x6985;
+    /// Secure messaging data objects expected but missing (a plain sensitive
+    /// command in an open secure session).
+    pub const SM_DATA_MISSING: u16 = 0x6987;
+    /// Secure messaging data objects incorrect (wrong MAC, bad padding).
+    pub const SM_DATA_INCORRECT: u16 = 0x6988;
     pub const WRONG_DATA: u16 = 0x6A80;
     pub const FUNC_NOT_SUPPORTED: u16 = 0x6A81;
     pub const FILE_NOT_FOUND: u16 = 0x6A82;
