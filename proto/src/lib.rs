@@ -168,6 +168,41 @@ pub fn command_data_is_secret(cla: u8, ins: u8) -> bool {
         || (cla == self::cla::PROPRIETARY && ins == ins::WRITE_KEY_ELEMENT)
 }
 
+/// Whether a command is sensitive: it carries or returns a secret, or changes
+/// keys, PIN or value, so the card can require it under SCP11 (profile
+/// setting `require_secure_channel`) and ends a secure session when it arrives
+/// plain in the middle of one. `cla` is taken without the chaining and secure
+/// messaging bits. Public reads (SELECT, GET DATA) are never sensitive.
+pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
+    let class = cla & !(self::cla::CHAINING | scp11::CLA_SECURE_MESSAGING);
+    match class {
+        self::cla::ISO => matches!(
+            ins,
+            ins::VERIFY | ins::CHANGE_REFERENCE_DATA | ins::RESET_RETRY_COUNTER | ins::PUT_DATA
+        ),
+        self::cla::PROPRIETARY => matches!(
+            ins,
+            ins::WRITE_KEY_ELEMENT
+                | ins::TAKE_OUT_KEY
+                | ins::IMPORT_KEY
+                | ins::UNWRAP_FILE_KEY
+                | ins::REWRAP_TO_PEER
+                | ins::SET_MAIN_KEY
+                | ins::GET_TRANSPORT_KEY
+                | ins::CREDIT
+                | ins::DEBIT
+                | ins::BACKUP
+                | ins::BACKUP_DATA
+                | ins::BACKUP_COMPLETE
+                | ins::GET_RESTORE_CHALLENGE
+                | ins::RESTORE
+                | ins::RESTORE_DATA
+                | ins::RESTORE_COMPLETE
+        ),
+        _ => false,
+    }
+}
+
 /// Whether the response data of a command is secret (an unwrapped file key).
 pub fn response_data_is_secret(cla: u8, ins: u8) -> bool {
     cla & !self::cla::CHAINING == self::cla::PROPRIETARY && ins == ins::UNWRAP_FILE_KEY
@@ -218,5 +253,14 @@ mod tests {
         assert!(command_data_is_secret(0x00, ins::VERIFY));
         assert!(command_data_is_secret(0x10, ins::RESET_RETRY_COUNTER));
         assert!(!command_data_is_secret(0x00, ins::SELECT));
+    }
+
+    #[test]
+    fn sensitive_commands_whatever_the_class_bits() {
+        assert!(command_is_sensitive(0x04, ins::VERIFY));
+        assert!(command_is_sensitive(0x94, ins::IMPORT_KEY));
+        assert!(!command_is_sensitive(0x00, ins::GET_DATA));
+        assert!(!command_is_sensitive(0x00, ins::SELECT));
+        assert!(!command_is_sensitive(0x80, ins::GET_BALANCE));
     }
 }
