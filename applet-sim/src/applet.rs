@@ -8,7 +8,7 @@
 use crate::state::{CardState, PinState, Store};
 use cardvault_proto::admin::admin_cryptogram;
 use cardvault_proto::apdu::CommandApdu;
-use cardvault_proto::{self as proto, cla, ins, sw, tag};
+use cardvault_proto::{self as proto, cert, cla, ins, scp11, sw, tag};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
 use zeroize::Zeroizing;
 
@@ -24,6 +24,10 @@ pub struct Session {
     pub backup: Option<crate::backup::BackupSession>,
     /// A restore in progress, pages staged (RESTORE .. RESTORE COMPLETE).
     pub restore: Option<crate::backup::RestoreSession>,
+    /// The open SCP11 secure channel.
+    pub secure: Option<crate::secure::SecureSession>,
+    /// SCP11a: the OCE certificate chain received so far, and its verified key.
+    pub oce: crate::secure::OceState,
 }
 
 /// The applet with its persistent state and store.
@@ -36,6 +40,8 @@ pub struct Applet {
     changed: bool,
     mute: bool,
     final_sw: u16,
+    /// The current command arrived under secure messaging.
+    protected: bool,
 }
 
 /// Result of a command handler: response data, or a status word.
@@ -51,6 +57,7 @@ impl Applet {
             changed: false,
             mute: false,
             final_sw: sw::OK,
+            protected: false,
         }
     }
 
@@ -62,11 +69,28 @@ impl Applet {
         self.session = Session::default();
     }
 
-    /// Dispatch one command (already de-chained) and commit any state change.
+    /// Forget the secure session and everything the session had gained
+    /// (PIN verification, admin authentication, commands in progress): after a
+    /// secure messaging error, nothing of the session may be used any more.
+    pub fn end_secure_session(&mut self) {
+        self.session = Session::default();
+    }
+
+    /// Whether the current command arrived under secure messaging (SCP11),
+    /// MAC checked and data decrypted by the ISO layer.
+    pub fn protected_command(&self) -> bool {
+        self.protected
+    }
+
+    /// Dispatch one command (already de-chained and, when protected,
+    /// unwrapped) and commit any state change.
     pub fn process(&mut self, c: &CommandApdu) -> HandlerResult {
         self.changed = false;
         if self.mute {
             return Err(sw::MEMORY_FAILURE);
+        }
+        if self.state.require_secure_channel && !self.protected && proto::command_is_sensitive(c.cla, c.ins) {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
         }
         let result = self.dispatch(c);
         if result.is_err() {
@@ -95,9 +119,11 @@ impl Applet {
         result
     }
 
-    /// Start of a command, before routing (SELECT does not reach `process`).
-    pub fn begin_command(&mut self) {
+    /// Start of a command, before routing (SELECT does not reach `process`):
+    /// `protected` says whether it arrived under secure messaging.
+    pub fn begin_command(&mut self, protected: bool) {
         self.changed = false;
+        self.protected = protected;
     }
 
     /// Whether the last command changed persistent state (so its answer must
@@ -139,6 +165,13 @@ impl Applet {
             (cla::PROPRIETARY, ins::RESTORE_DATA) => self.restore_data(c),
             (cla::PROPRIETARY, ins::RESTORE_COMPLETE) => self.restore_complete(c),
             (cla::PROPRIETARY, ins::GET_BALANCE) => self.get_balance(c),
+            (cla::PROPRIETARY, scp11::ins::PERFORM_SECURITY_OPERATION) => self.perform_security_operation(c),
+            (cla::PROPRIETARY, scp11::ins::INTERNAL_AUTHENTICATE | scp11::ins::MUTUAL_AUTHENTICATE) => {
+                match scp11::Variant::from_command(c.ins, c.p2) {
+                    Some(v) => self.scp11_handshake(c, v),
+                    None => Err(sw::REF_DATA_NOT_FOUND),
+                }
+            }
             (cla::PROPRIETARY, ins::CREDIT) => self.credit_debit(c, true),
             (cla::PROPRIETARY, ins::DEBIT) => self.credit_debit(c, false),
             (cla::ISO | cla::PROPRIETARY, _) => Err(sw::INS_NOT_SUPPORTED),
@@ -263,6 +296,9 @@ impl Applet {
     }
 
     fn get_data(&mut self, c: &CommandApdu) -> HandlerResult {
+        if u16::from_be_bytes([c.p1, c.p2]) == cert::TAG_CERTIFICATE_STORE {
+            return self.certificate_store(c);
+        }
         if !c.data.is_empty() {
             return Err(sw::WRONG_LENGTH);
         }

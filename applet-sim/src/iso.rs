@@ -1,12 +1,16 @@
 //! The ISO 7816-4 layer of the card: ATR, SELECT, command chaining, GET
-//! RESPONSE, `61xx`/`6Cxx`, class and length checks. It hands complete
-//! commands to the applet.
+//! RESPONSE, `61xx`/`6Cxx`, class and length checks, and SCP11 secure
+//! messaging. It hands complete, unwrapped commands to the applet.
+//!
+//! Order for one command: parse → class check → GET RESPONSE (below the
+//! secure channel) → de-chain → unwrap (CLA bit 04: MAC checked, data
+//! decrypted) → applet → wrap the answer → 61xx delivery of the wrapped answer.
 
 use crate::applet::Applet;
 use crate::profile::Profile;
 use crate::state::{CardState, Store, StoreError};
 use cardvault_proto::apdu::CommandApdu;
-use cardvault_proto::{self as proto, cla, ins, sw, tag};
+use cardvault_proto::{self as proto, cla, ins, scp11, sw, tag};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
 use std::path::Path;
 
@@ -109,8 +113,8 @@ impl Card {
             }
         };
         // Class 00 (interindustry) or 80 (proprietary), each with or without the
-        // chaining bit; no secure messaging, no logical channels.
-        let class = c.cla & !cla::CHAINING;
+        // chaining and secure messaging bits; no logical channels.
+        let class = c.cla & !(cla::CHAINING | scp11::CLA_SECURE_MESSAGING);
         if class != cla::ISO && class != cla::PROPRIETARY {
             self.chain = None;
             let s = if class & 0xE0 == 0 && class & 0x03 != 0 {
@@ -166,20 +170,70 @@ impl Card {
             None => c,
         };
 
-        self.applet.begin_command();
-        let result = if c.ins == ins::SELECT && c.cla == cla::ISO {
-            self.select(&c)
+        // Secure messaging: a protected command is unwrapped here; any error
+        // ends the session. A plain sensitive command in an open session ends
+        // it too (the applet never sees either).
+        let protected = c.cla & scp11::CLA_SECURE_MESSAGING != 0;
+        let unwrapped;
+        let cmd = if protected {
+            let Some(session) = self.applet.session.secure.as_mut() else {
+                push_sw(out, sw::SECURITY_STATUS_NOT_SATISFIED);
+                return;
+            };
+            match session.channel.unwrap(&c) {
+                Ok(plain) => {
+                    unwrapped = plain;
+                    &unwrapped
+                }
+                Err(_) => {
+                    self.applet.end_secure_session();
+                    push_sw(out, sw::SM_DATA_INCORRECT);
+                    return;
+                }
+            }
+        } else {
+            if self.applet.session.secure.is_some() && proto::command_is_sensitive(c.cla, c.ins) {
+                self.applet.end_secure_session();
+                push_sw(out, sw::SM_DATA_MISSING);
+                return;
+            }
+            &c
+        };
+
+        self.applet.begin_command(protected);
+        let result = if cmd.ins == ins::SELECT && cmd.cla == cla::ISO {
+            self.select(cmd)
         } else if !self.selected {
             Err(sw::CONDITIONS_NOT_SATISFIED)
         } else {
-            self.applet.process(&c)
+            self.applet.process(cmd)
         };
-        match result {
-            Ok(data) => {
-                let final_sw = self.applet.take_final_sw();
-                self.respond(&c, data, final_sw, out)
-            }
-            Err(s) => push_sw(out, s),
+        let (data, status) = match result {
+            Ok(data) => (data, self.applet.take_final_sw()),
+            Err(s) => (Vec::new(), s),
+        };
+        if !protected {
+            return self.respond(&c, data, status, out);
+        }
+        // The answer to a protected command goes back protected, unless the
+        // command closed the session (SELECT) or the channel cannot wrap it.
+        let wrapped = match self.applet.session.secure.as_mut() {
+            Some(session) => match session.channel.wrap(&data, status) {
+                Ok(w) => w,
+                Err(_) => {
+                    self.applet.end_secure_session();
+                    push_sw(out, sw::UNKNOWN);
+                    return;
+                }
+            },
+            None => data,
+        };
+        // `c` is the command as it came over the wire (CLA bit 04, MAC in the
+        // data), so `respond` never asks for it again with 6Cxx.
+        if wrapped.is_empty() {
+            push_sw(out, status);
+        } else {
+            self.respond(&c, wrapped, status, out);
         }
     }
 

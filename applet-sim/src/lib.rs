@@ -10,7 +10,9 @@ pub mod backup;
 pub mod iso;
 pub mod keygroup;
 pub mod profile;
+pub mod secure;
 pub mod state;
+pub mod test_issuer;
 pub mod vpcd;
 
 pub use iso::Card;

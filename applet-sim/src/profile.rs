@@ -49,6 +49,14 @@ pub struct Profile {
     /// 6A82 to SELECT, like any other card in a reader (tests of foreign cards).
     #[serde(default = "default_true")]
     pub applet_installed: bool,
+    /// The card gets an SCP11 key pair and a certificate signed by the built-in
+    /// **test** issuer (fixtures/issuer/), with that issuer's root as trust anchor.
+    #[serde(default = "default_true")]
+    pub test_issuer_certificate: bool,
+    /// Sensitive commands are refused (6982) unless they arrive under SCP11
+    /// (docs/PROTOCOL.md, "Secure channel"). Off by default for now.
+    #[serde(default)]
+    pub require_secure_channel: bool,
     /// The application table.
     #[serde(default, rename = "application")]
     pub applications: Vec<crate::state::Application>,

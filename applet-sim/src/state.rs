@@ -117,6 +117,22 @@ pub struct CardState {
     /// Outstanding challenge for an other-card restore authorization.
     #[serde(default, with = "hexbytes")]
     pub restore_challenge: Vec<u8>,
+    /// SCP11: the card's key agreement private key SK.SD.ECKA (P-256 scalar,
+    /// 32 bytes; empty on cards made before secure messaging: no SCP11).
+    /// Never readable from outside the card.
+    #[serde(default, with = "hexbytes")]
+    pub ecka_private: Vec<u8>,
+    /// The card certificate over the ECKA public key (DER X.509), returned by
+    /// GET DATA `BF21`.
+    #[serde(default, with = "hexbytes")]
+    pub certificate: Vec<u8>,
+    /// The issuer root certificate (DER X.509) installed as the trust anchor
+    /// for OCE certificate chains (SCP11a).
+    #[serde(default, with = "hexbytes")]
+    pub trust_anchor: Vec<u8>,
+    /// Sensitive commands are refused (6982) unless they arrive under SCP11.
+    #[serde(default)]
+    pub require_secure_channel: bool,
 }
 
 /// An application in the application area.
@@ -229,6 +245,7 @@ impl Drop for CardState {
         self.admin_key.zeroize();
         self.unique_key.zeroize();
         self.common_key.zeroize();
+        self.ecka_private.zeroize();
     }
 }
 
@@ -272,7 +289,40 @@ impl CardState {
             backup: BackupCounters::default(),
             restore_challenge: Vec::new(),
             applet_installed: p.applet_installed,
+            ecka_private: Vec::new(),
+            certificate: Vec::new(),
+            trust_anchor: Vec::new(),
+            require_secure_channel: p.require_secure_channel,
         }
+        .with_identity(p)
+    }
+
+    /// Give a new card its SCP11 identity: an ECKA key pair generated on the
+    /// card, a certificate from the test issuer and the issuer root as trust
+    /// anchor (profiles with `test_issuer_certificate`, the default).
+    fn with_identity(mut self, p: &Profile) -> CardState {
+        if !p.test_issuer_certificate {
+            return self;
+        }
+        let key = cardvault_proto::crypto::KeyPair::generate().expect("card RNG");
+        let subject = cardvault_proto::cert::CardSubject {
+            card_number: self.card_number.clone(),
+            role: self.role.clone(),
+            member_number: Some(self.member_number.clone()).filter(|m| !m.is_empty()),
+        };
+        let cert = crate::test_issuer::certify_card(&key.public_bytes(), &subject);
+        self.ecka_private = key.private_bytes().to_vec();
+        self.certificate = cert;
+        self.trust_anchor = crate::test_issuer::root_der();
+        self
+    }
+
+    /// The card's SCP11 key pair, when it has one.
+    pub fn ecka_key(&self) -> Option<cardvault_proto::crypto::KeyPair> {
+        if self.ecka_private.is_empty() {
+            return None;
+        }
+        cardvault_proto::crypto::KeyPair::from_private(&self.ecka_private).ok()
     }
 
     fn check(&self) -> Result<(), String> {
@@ -294,6 +344,10 @@ impl CardState {
         }
         if self.change_flags.len() != (self.page_count as usize).div_ceil(8) || self.unique_key.len() != 32 {
             return Err("inconsistent backup fields".into());
+        }
+        if !matches!(self.ecka_private.len(), 0 | 32) || (!self.ecka_private.is_empty() && self.certificate.is_empty())
+        {
+            return Err("inconsistent secure channel key or certificate".into());
         }
         if let Some(k) = &self.main_key {
             if k.private.len() != 32 || k.public.len() != 65 {

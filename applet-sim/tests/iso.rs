@@ -257,7 +257,8 @@ fn get_data_unknown_tag_returns_6a88() {
 #[test]
 fn wrong_cla_returns_6e00() {
     let mut c = selected_card();
-    for cla in [0xA0u8, 0x84, 0x0C, 0xFF, 0x40] {
+    // (84 and 04 are the secure messaging classes: tests/secure_channel.rs.)
+    for cla in [0xA0u8, 0x0C, 0xFF, 0x40] {
         assert_eq!(sw(&mut c, &[cla, 0xCA, 0xDF, 0x01, 0x00]), 0x6E00, "CLA {cla:02X}");
     }
 }

@@ -17,6 +17,48 @@ pub struct CommandApdu {
 }
 
 impl CommandApdu {
+    /// A command without Le, short unless its data needs the extended encoding.
+    pub fn new(cla: u8, ins: u8, p1: u8, p2: u8, data: Vec<u8>) -> CommandApdu {
+        let extended = data.len() > 255;
+        CommandApdu {
+            cla,
+            ins,
+            p1,
+            p2,
+            data,
+            ne: 0,
+            extended,
+        }
+    }
+
+    /// Encode for the wire: short form, or extended when `extended` is set or
+    /// the lengths need it. An Ne of 0 sends no Le field.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let extended = self.extended || self.data.len() > 255 || self.ne > 256;
+        let mut out = Vec::with_capacity(self.data.len() + 9);
+        out.extend_from_slice(&[self.cla, self.ins, self.p1, self.p2]);
+        if !self.data.is_empty() {
+            if extended {
+                out.push(0);
+                out.extend_from_slice(&(self.data.len() as u16).to_be_bytes());
+            } else {
+                out.push(self.data.len() as u8);
+            }
+            out.extend_from_slice(&self.data);
+        }
+        if self.ne > 0 {
+            if extended {
+                if self.data.is_empty() {
+                    out.push(0);
+                }
+                out.extend_from_slice(&((self.ne.min(65536) % 65536) as u16).to_be_bytes());
+            } else {
+                out.push((self.ne % 256) as u8);
+            }
+        }
+        out
+    }
+
     /// Parse raw bytes. A malformed length encoding gives `6700`.
     pub fn parse(raw: &[u8]) -> Result<CommandApdu, u16> {
         if raw.len() < 4 {
@@ -90,6 +132,22 @@ mod tests {
         assert_eq!((e2.ne, e2.extended), (4096, true));
         let e4 = CommandApdu::parse(&[0, 1, 0, 0, 0, 0, 2, 7, 8, 0, 0]).unwrap();
         assert_eq!((e4.data, e4.ne, e4.extended), (vec![7, 8], 65536, true));
+    }
+
+    #[test]
+    fn encodes_what_it_parses() {
+        for raw in [
+            &[0u8, 0xA4, 4, 0][..],
+            &[0, 0xCA, 0, 0xE1, 0],
+            &[0, 0x20, 0, 0x81, 2, 1, 2],
+            &[0, 0xA4, 4, 0, 1, 9, 0x10],
+            &[0, 0xB0, 0, 0, 0, 0x10, 0x00],
+            &[0, 1, 0, 0, 0, 0, 2, 7, 8, 0, 0],
+        ] {
+            assert_eq!(CommandApdu::parse(raw).unwrap().to_bytes(), raw, "{raw:02x?}");
+        }
+        let long = CommandApdu::new(0x84, 0xE5, 0, 0, vec![1; 300]);
+        assert_eq!(&long.to_bytes()[..7], &[0x84, 0xE5, 0, 0, 0, 0x01, 0x2C]);
     }
 
     #[test]

@@ -130,6 +130,31 @@ impl KeyPair {
         Ok(KeyPair { key })
     }
 
+    /// The key as an OpenSSL key (certificate signing and checks).
+    pub fn pkey(&self) -> Result<PKey<Private>> {
+        Ok(PKey::from_ec_key(self.key.clone())?)
+    }
+
+    /// Take a P-256 key from an OpenSSL key (e.g. read from PEM).
+    pub fn from_pkey(key: &PKey<Private>) -> Result<KeyPair> {
+        let ec = key.ec_key().map_err(|_| CryptoError::Malformed("not an EC key"))?;
+        if ec.group().curve_name() != Some(Nid::X9_62_PRIME256V1) {
+            return Err(CryptoError::Malformed("not a P-256 key"));
+        }
+        Ok(KeyPair { key: ec })
+    }
+
+    /// The private key as PKCS#8 PEM (key files of the issuer tools).
+    pub fn to_pem(&self) -> Result<Zeroizing<Vec<u8>>> {
+        Ok(Zeroizing::new(self.pkey()?.private_key_to_pem_pkcs8()?))
+    }
+
+    /// Read a P-256 private key from PEM (PKCS#8 or SEC1).
+    pub fn from_pem(pem: &[u8]) -> Result<KeyPair> {
+        let key = PKey::private_key_from_pem(pem).map_err(|_| CryptoError::Malformed("not a PEM private key"))?;
+        Self::from_pkey(&key)
+    }
+
     /// The private scalar, fixed 32 bytes.
     pub fn private_bytes(&self) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(

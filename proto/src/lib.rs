@@ -9,9 +9,11 @@
 pub mod admin;
 pub mod apdu;
 pub mod backup;
+pub mod cert;
 pub mod crypto;
 #[cfg(unix)]
 pub mod fsutil;
+pub mod scp11;
 pub mod takeout;
 
 /// Application identifier of the cardvault applet (proprietary, unregistered RID `F0`).
@@ -136,6 +138,11 @@ pub mod sw {
     pub const AUTH_METHOD_BLOCKED: u16 = 0x6983;
     pub const REF_DATA_NOT_USABLE: u16 = 0x6984;
     pub const CONDITIONS_NOT_SATISFIED: u16 = 0x6985;
+    /// Secure messaging data objects expected but missing (a plain sensitive
+    /// command in an open secure session).
+    pub const SM_DATA_MISSING: u16 = 0x6987;
+    /// Secure messaging data objects incorrect (wrong MAC, bad padding).
+    pub const SM_DATA_INCORRECT: u16 = 0x6988;
     pub const WRONG_DATA: u16 = 0x6A80;
     pub const FUNC_NOT_SUPPORTED: u16 = 0x6A81;
     pub const FILE_NOT_FOUND: u16 = 0x6A82;
@@ -165,6 +172,41 @@ pub fn command_data_is_secret(_cla: u8, ins: u8) -> bool {
             | ins::EXTERNAL_AUTHENTICATE
             | ins::WRITE_KEY_ELEMENT
     )
+}
+
+/// Whether a command is sensitive: it carries or returns a secret, or changes
+/// keys, PIN or value, so the card can require it under SCP11 (profile
+/// setting `require_secure_channel`) and ends a secure session when it arrives
+/// plain in the middle of one. `cla` is taken without the chaining and secure
+/// messaging bits. Public reads (SELECT, GET DATA) are never sensitive.
+pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
+    let class = cla & !(self::cla::CHAINING | scp11::CLA_SECURE_MESSAGING);
+    match class {
+        self::cla::ISO => matches!(
+            ins,
+            ins::VERIFY | ins::CHANGE_REFERENCE_DATA | ins::RESET_RETRY_COUNTER | ins::PUT_DATA
+        ),
+        self::cla::PROPRIETARY => matches!(
+            ins,
+            ins::WRITE_KEY_ELEMENT
+                | ins::TAKE_OUT_KEY
+                | ins::IMPORT_KEY
+                | ins::UNWRAP_FILE_KEY
+                | ins::REWRAP_TO_PEER
+                | ins::SET_MAIN_KEY
+                | ins::GET_TRANSPORT_KEY
+                | ins::CREDIT
+                | ins::DEBIT
+                | ins::BACKUP
+                | ins::BACKUP_DATA
+                | ins::BACKUP_COMPLETE
+                | ins::GET_RESTORE_CHALLENGE
+                | ins::RESTORE
+                | ins::RESTORE_DATA
+                | ins::RESTORE_COMPLETE
+        ),
+        _ => false,
+    }
 }
 
 /// Whether the response data of a command is secret (an unwrapped file key),
@@ -236,5 +278,14 @@ mod tests {
             assert!(!command_data_is_secret(cla, ins::GET_DATA));
             assert!(!response_data_is_secret(cla, ins::READ_MEMORY));
         }
+    }
+
+    #[test]
+    fn sensitive_commands_whatever_the_class_bits() {
+        assert!(command_is_sensitive(0x04, ins::VERIFY));
+        assert!(command_is_sensitive(0x94, ins::IMPORT_KEY));
+        assert!(!command_is_sensitive(0x00, ins::GET_DATA));
+        assert!(!command_is_sensitive(0x00, ins::SELECT));
+        assert!(!command_is_sensitive(0x80, ins::GET_BALANCE));
     }
 }

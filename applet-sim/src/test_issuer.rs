@@ -1,0 +1,40 @@
+//! The **test-only** issuer that certifies the simulator's cards
+//! (fixtures/issuer/test-root.pem and its key, made by
+//! `cargo run -p cardvault-proto --example test_issuer`). Cards created from
+//! the built-in profiles carry a certificate from it, so that embedded cards,
+//! the demo and the tests run SCP11 against a known root. Never use it for
+//! real cards: its private key is public.
+
+use cardvault_proto::cert::{issue_card_certificate, CardSubject};
+use cardvault_proto::crypto::KeyPair;
+use openssl::x509::X509;
+
+/// The test issuer root certificate (PEM); the trust anchor of simulated cards.
+pub const ROOT_PEM: &[u8] = include_bytes!("../../fixtures/issuer/test-root.pem");
+/// The test issuer root's private key (PEM).
+pub const ROOT_KEY_PEM: &[u8] = include_bytes!("../../fixtures/issuer/test-root-key.pem");
+/// The test operator (OCE) certificate for SCP11a, signed by the root (PEM).
+pub const OCE_PEM: &[u8] = include_bytes!("../../fixtures/issuer/test-oce.pem");
+/// The test operator's ECKA private key (PEM).
+pub const OCE_KEY_PEM: &[u8] = include_bytes!("../../fixtures/issuer/test-oce-key.pem");
+
+/// Validity of a card certificate, in days.
+pub const CARD_CERTIFICATE_DAYS: u32 = 3650;
+
+/// The root certificate.
+pub fn root() -> X509 {
+    X509::from_pem(ROOT_PEM).expect("fixtures/issuer/test-root.pem")
+}
+
+/// The root certificate, DER.
+pub fn root_der() -> Vec<u8> {
+    root().to_der().expect("DER")
+}
+
+/// Certify a card's ECKA public key: DER X.509 signed by the test root.
+pub fn certify_card(card_public: &[u8], subject: &CardSubject) -> Vec<u8> {
+    let key = KeyPair::from_pem(ROOT_KEY_PEM).expect("fixtures/issuer/test-root-key.pem");
+    issue_card_certificate(&key, &root(), card_public, subject, CARD_CERTIFICATE_DAYS)
+        .and_then(|c| Ok(c.to_der()?))
+        .expect("certify card key")
+}

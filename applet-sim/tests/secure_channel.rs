@@ -1,0 +1,316 @@
+//! The card side of SCP11: certificate store, handshakes, secure messaging in
+//! the ISO layer, and what happens to a session on any secure messaging error.
+//! The client side is cardvault_proto::scp11, as the terminal will use it.
+
+use applet_sim::{Card, Profile};
+use cardvault_proto::apdu::CommandApdu;
+use cardvault_proto::cert::{certificate_store_query, ecka_public_key, split_certificates, verify_chain};
+use cardvault_proto::crypto::KeyPair;
+use cardvault_proto::scp11::{self, ClientChannel, ClientHandshake};
+use openssl::x509::X509;
+
+const SELECT: &[u8] = &[0x00, 0xA4, 0x04, 0x00, 0x06, 0xF0, 0x43, 0x56, 0x4C, 0x54, 0x01, 0x00];
+const PIN: &[u8] = b"123456";
+
+/// Send one APDU and fetch the rest of a long answer with plain GET RESPONSE.
+fn tx(card: &mut Card, raw: &[u8]) -> (Vec<u8>, u16) {
+    let mut data = Vec::new();
+    let mut r = card.transmit(raw);
+    loop {
+        let (d, s) = r.split_at(r.len() - 2);
+        data.extend_from_slice(d);
+        if s[0] != 0x61 {
+            return (data, u16::from_be_bytes([s[0], s[1]]));
+        }
+        r = card.transmit(&[0x00, 0xC0, 0x00, 0x00, s[1]]);
+    }
+}
+
+fn card_with(profile: &Profile) -> Card {
+    let mut card = Card::in_memory(profile);
+    assert_eq!(tx(&mut card, SELECT).1, 0x9000);
+    card
+}
+
+fn main_card() -> Card {
+    card_with(&Profile::load("main").unwrap())
+}
+
+fn test_root() -> X509 {
+    X509::from_pem(applet_sim::test_issuer::ROOT_PEM).unwrap()
+}
+
+/// GET DATA BF21, the chain checked against the test issuer root: PK.SD.ECKA.
+fn card_key(card: &mut Card) -> Vec<u8> {
+    let mut q = CommandApdu::new(
+        0x00,
+        0xCA,
+        0xBF,
+        0x21,
+        certificate_store_query(scp11::KID_SCP11B, scp11::KVN),
+    );
+    q.ne = 256;
+    let (der, sw) = tx(card, &q.to_bytes());
+    assert_eq!(sw, 0x9000);
+    let chain = split_certificates(&der).unwrap();
+    ecka_public_key(&verify_chain(&[test_root()], &chain).unwrap()).unwrap()
+}
+
+fn open_scp11b(card: &mut Card) -> ClientChannel {
+    let pk = card_key(card);
+    let hs = ClientHandshake::scp11b(scp11::KVN, &pk).unwrap();
+    let (answer, sw) = tx(card, &hs.command().to_bytes());
+    assert_eq!(sw, 0x9000);
+    hs.finish(&answer).unwrap()
+}
+
+/// A protected command: wrap, send, unwrap the whole answer.
+fn stx(card: &mut Card, ch: &mut ClientChannel, header: [u8; 4], data: &[u8]) -> (Vec<u8>, u16) {
+    let w = ch.wrap(header[0], header[1], header[2], header[3], data).unwrap();
+    let (answer, sw) = tx(card, &w.to_bytes());
+    (ch.unwrap(&answer, sw).expect("answer unwraps").to_vec(), sw)
+}
+
+fn pin_verified(card: &mut Card) -> bool {
+    let (d, sw) = tx(card, &[0x00, 0xCA, 0xDF, 0x08, 0x00]);
+    assert_eq!(sw, 0x9000);
+    d[3] & 2 != 0
+}
+
+#[test]
+fn certificate_store_returns_the_card_certificate_from_the_test_issuer() {
+    let mut card = main_card();
+    let number = card.state().card_number.clone();
+    let (der, sw) = tx(&mut card, &[0x00, 0xCA, 0xBF, 0x21, 0x00]);
+    assert_eq!(sw, 0x9000);
+    let cert = X509::from_der(&der).unwrap();
+    let cn = cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .unwrap();
+    assert_eq!(cn.data().as_slice(), number.as_bytes());
+    let key = KeyPair::from_private(&card.state().ecka_private).unwrap();
+    assert_eq!(card_key(&mut card), key.public_bytes());
+    // Another key reference is not there.
+    let q = CommandApdu::new(0x00, 0xCA, 0xBF, 0x21, certificate_store_query(0x15, 1));
+    assert_eq!(tx(&mut card, &q.to_bytes()).1, 0x6A88);
+}
+
+#[test]
+fn scp11b_session_carries_verify_get_data_and_long_answers() {
+    let mut card = main_card();
+    let mut ch = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN), (vec![], 0x9000));
+    assert!(pin_verified(&mut card), "a plain public read does not end the session");
+    let (status, sw) = stx(&mut card, &mut ch, [0x00, 0xCA, 0x00, 0xE1], &[]);
+    assert_eq!(sw, 0x9000);
+    assert_eq!(&status[..1], &[0xE1]);
+    // A long answer travels wrapped, fetched with plain GET RESPONSE.
+    let (mem, sw) = stx(&mut card, &mut ch, [0x80, 0xB0, 0x00, 0x04], &[0x07, 0xD0]);
+    assert_eq!((mem.len(), sw), (2000, 0x9000));
+    // A long command, with short chaining on the wire.
+    let page = vec![0x5A; 300];
+    let w = ch.wrap(0x80, 0xD6, 0x00, 0x04, &page).unwrap();
+    assert!(w.data.len() > 255);
+    let (first, rest) = w.data.split_at(200);
+    let mut part = vec![w.cla | 0x10, w.ins, w.p1, w.p2, first.len() as u8];
+    part.extend_from_slice(first);
+    assert_eq!(tx(&mut card, &part).1, 0x9000);
+    let mut last = vec![w.cla, w.ins, w.p1, w.p2, rest.len() as u8];
+    last.extend_from_slice(rest);
+    let (answer, sw) = tx(&mut card, &last);
+    assert_eq!(sw, 0x9000);
+    ch.unwrap(&answer, sw).unwrap();
+    let (back, _) = stx(&mut card, &mut ch, [0x80, 0xB0, 0x00, 0x04], &[0x01, 0x2C]);
+    assert_eq!(back, page);
+}
+
+#[test]
+fn warnings_carry_an_r_mac_and_errors_come_bare() {
+    let mut card = main_card();
+    let mut ch = open_scp11b(&mut card);
+    let w = ch.wrap(0x00, 0x20, 0x00, 0x81, b"999999").unwrap();
+    let (answer, sw) = tx(&mut card, &w.to_bytes());
+    assert_eq!((answer.len(), sw), (8, 0x63C2));
+    assert!(ch.unwrap(&answer, sw).unwrap().is_empty());
+    let w = ch.wrap(0x00, 0xCA, 0xDF, 0x7F, &[]).unwrap();
+    let (answer, sw) = tx(&mut card, &w.to_bytes());
+    assert_eq!((answer.len(), sw), (0, 0x6A88));
+    ch.unwrap(&answer, sw).unwrap();
+    // The session goes on.
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN).1, 0x9000);
+}
+
+#[test]
+fn wrong_mac_ends_the_session_with_6988_and_keeps_nothing() {
+    let mut card = main_card();
+    let mut ch = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN).1, 0x9000);
+    let mut w = ch.wrap(0x80, 0xB0, 0x00, 0x00, &[0x00, 0x10]).unwrap();
+    let n = w.data.len();
+    w.data[n - 1] ^= 0x01;
+    assert_eq!(tx(&mut card, &w.to_bytes()), (vec![], 0x6988));
+    assert!(!pin_verified(&mut card), "the PIN verification went with the session");
+    // Protected commands are refused until a new handshake.
+    let w = ch.wrap(0x00, 0xCA, 0x00, 0xE1, &[]).unwrap();
+    assert_eq!(tx(&mut card, &w.to_bytes()).1, 0x6982);
+    let mut ch = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN).1, 0x9000);
+}
+
+#[test]
+fn replayed_command_ends_the_session() {
+    let mut card = main_card();
+    let mut ch = open_scp11b(&mut card);
+    let w = ch.wrap(0x00, 0x20, 0x00, 0x81, PIN).unwrap();
+    let (answer, sw) = tx(&mut card, &w.to_bytes());
+    ch.unwrap(&answer, sw).unwrap();
+    assert_eq!(tx(&mut card, &w.to_bytes()).1, 0x6988);
+    assert!(!pin_verified(&mut card));
+}
+
+#[test]
+fn plain_sensitive_command_mid_session_ends_it_with_6987() {
+    let mut card = main_card();
+    let mut ch = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN).1, 0x9000);
+    assert_eq!(
+        tx(
+            &mut card,
+            &[0x00, 0x20, 0x00, 0x81, 0x06, b'1', b'2', b'3', b'4', b'5', b'6']
+        )
+        .1,
+        0x6987
+    );
+    assert!(!pin_verified(&mut card));
+    let w = ch.wrap(0x00, 0xCA, 0x00, 0xE1, &[]).unwrap();
+    assert_eq!(tx(&mut card, &w.to_bytes()).1, 0x6982);
+}
+
+#[test]
+fn select_closes_the_session() {
+    let mut card = main_card();
+    let mut ch = open_scp11b(&mut card);
+    assert_eq!(tx(&mut card, SELECT).1, 0x9000);
+    let w = ch.wrap(0x00, 0xCA, 0x00, 0xE1, &[]).unwrap();
+    assert_eq!(tx(&mut card, &w.to_bytes()).1, 0x6982);
+}
+
+#[test]
+fn require_secure_channel_refuses_plain_sensitive_commands_with_6982() {
+    let mut p = Profile::load("main").unwrap();
+    p.require_secure_channel = true;
+    let mut card = card_with(&p);
+    let verify = [0x00, 0x20, 0x00, 0x81, 0x06, b'1', b'2', b'3', b'4', b'5', b'6'];
+    assert_eq!(tx(&mut card, &verify).1, 0x6982);
+    assert_eq!(card.state().pin.tries_left, 3, "refused before the PIN is looked at");
+    // Public reads stay plain.
+    assert_eq!(tx(&mut card, &[0x00, 0xCA, 0x00, 0xE1, 0x00]).1, 0x9000);
+    let mut ch = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN).1, 0x9000);
+
+    // Off (the default): plain VERIFY works as before.
+    let mut card = main_card();
+    assert_eq!(tx(&mut card, &verify).1, 0x9000);
+}
+
+#[test]
+fn protected_command_without_a_session_gets_6982() {
+    let mut card = main_card();
+    assert_eq!(
+        tx(&mut card, &[0x84, 0xCA, 0x00, 0xE1, 0x08, 1, 2, 3, 4, 5, 6, 7, 8]).1,
+        0x6982
+    );
+}
+
+#[test]
+fn handshake_refusals() {
+    let mut card = main_card();
+    let pk = card_key(&mut card);
+    let hs = ClientHandshake::scp11b(scp11::KVN, &pk).unwrap();
+    let good = hs.command();
+    // Unknown key version, wrong KID for the instruction, garbage data.
+    for (p1, p2, data, want) in [
+        (0x05, 0x13, good.data.clone(), 0x6A88),
+        (0x01, 0x11, good.data.clone(), 0x6A88),
+        (0x01, 0x13, vec![0xA6, 0x00], 0x6A80),
+        (0x01, 0x13, good.data[..40].to_vec(), 0x6A80),
+    ] {
+        let c = CommandApdu::new(0x80, 0x88, p1, p2, data);
+        assert_eq!(tx(&mut card, &c.to_bytes()).1, want, "P1 {p1:02x} P2 {p2:02x}");
+    }
+    // SCP11a without an OCE certificate first.
+    let oce = KeyPair::generate().unwrap();
+    let hs_a = ClientHandshake::scp11a(scp11::KVN, &pk, oce).unwrap();
+    assert_eq!(tx(&mut card, &hs_a.command().to_bytes()).1, 0x6985);
+    // A card without an SCP11 key.
+    let mut p = Profile::load("main").unwrap();
+    p.test_issuer_certificate = false;
+    let mut bare = card_with(&p);
+    assert_eq!(tx(&mut bare, &good.to_bytes()).1, 0x6A88);
+    assert_eq!(tx(&mut bare, &[0x00, 0xCA, 0xBF, 0x21, 0x00]).1, 0x6A88);
+}
+
+#[test]
+fn scp11a_with_the_test_operator_certificate() {
+    let mut card = main_card();
+    let pk = card_key(&mut card);
+    let oce_cert = X509::from_pem(applet_sim::test_issuer::OCE_PEM).unwrap();
+    let oce_key = KeyPair::from_pem(applet_sim::test_issuer::OCE_KEY_PEM).unwrap();
+    for c in scp11::oce_certificate_commands(scp11::KVN, scp11::KID_OCE, &[oce_cert.to_der().unwrap()]) {
+        assert_eq!(tx(&mut card, &c.to_bytes()).1, 0x9000);
+    }
+    let hs = ClientHandshake::scp11a(scp11::KVN, &pk, oce_key).unwrap();
+    let (answer, sw) = tx(&mut card, &hs.command().to_bytes());
+    assert_eq!(sw, 0x9000);
+    let mut ch = hs.finish(&answer).unwrap();
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN).1, 0x9000);
+    assert!(pin_verified(&mut card));
+}
+
+#[test]
+fn scp11a_refuses_an_operator_from_another_issuer() {
+    let mut card = main_card();
+    let other_key = KeyPair::generate().unwrap();
+    let other_root =
+        cardvault_proto::cert::issue_root(&other_key, "other", "20250101000000Z", "20500101000000Z").unwrap();
+    let oce = KeyPair::generate().unwrap();
+    let cert =
+        cardvault_proto::cert::issue_oce_certificate(&other_key, &other_root, &oce.public_bytes(), "op", 30).unwrap();
+    let cmds = scp11::oce_certificate_commands(
+        scp11::KVN,
+        scp11::KID_OCE,
+        &[other_root.to_der().unwrap(), cert.to_der().unwrap()],
+    );
+    assert_eq!(tx(&mut card, &cmds[0].to_bytes()).1, 0x9000);
+    assert_eq!(tx(&mut card, &cmds[1].to_bytes()).1, 0x6982);
+    let pk = card_key(&mut card);
+    let hs = ClientHandshake::scp11a(scp11::KVN, &pk, oce).unwrap();
+    assert_eq!(tx(&mut card, &hs.command().to_bytes()).1, 0x6985);
+}
+
+#[test]
+fn card_state_keeps_key_certificate_and_anchor_across_reopen() {
+    let dir = std::env::temp_dir().join(format!("cv-sc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("c.card");
+    let p = Profile::load("backup").unwrap();
+    let before = {
+        let (card, created) = Card::open(&path, &p).unwrap();
+        assert!(created);
+        (card.state().ecka_private.clone(), card.state().certificate.clone())
+    };
+    let (mut card, created) = Card::open(&path, &p).unwrap();
+    assert!(!created);
+    assert_eq!(
+        (card.state().ecka_private.clone(), card.state().certificate.clone()),
+        before
+    );
+    assert_eq!(card.state().trust_anchor, test_root().to_der().unwrap());
+    assert_eq!(tx(&mut card, SELECT).1, 0x9000);
+    let mut ch = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xCA, 0x00, 0xE1], &[]).1, 0x9000);
+    drop(card);
+    let _ = std::fs::remove_dir_all(&dir);
+}
