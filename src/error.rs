@@ -80,6 +80,9 @@ pub enum Error {
     /// A restore job that cannot start (nothing was written).
     #[error("{0}")]
     Restore(#[from] crate::workflow::backup::RestoreRefusal),
+    /// An output file exists and replacing it was not asked for.
+    #[error("{} already exists", .0.display())]
+    OutputExists(PathBuf),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     /// A fault in cardvault itself (a worker thread panicked): nothing the
@@ -92,7 +95,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         use Error::*;
         match self {
-            Usage(_) | Config { .. } => exit::USAGE,
+            Usage(_) | Config { .. } | OutputExists(_) => exit::USAGE,
             NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
             NotCardvault(_) | Card { .. } | CardRefusal(_) | Refused(_) => exit::CARD,
             Data(_) => exit::DATA,
@@ -110,7 +113,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         use Error::*;
         match self {
-            Usage(_) => "usage",
+            Usage(_) | OutputExists(_) => "usage",
             Config { .. } => "config",
             NoPcsc(_) => "no_pcsc",
             Reader(_) => "reader",

@@ -5,7 +5,15 @@ use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::fileenc;
 use crate::secret::SecretSource;
-use crate::workflow::files::{self, card_unwrapper, file_error};
+use crate::workflow::files::{self, card_unwrapper};
+
+/// A file error in the words of this command line (`--force`).
+fn file_error(path: &std::path::Path, e: crate::fileenc::FileError) -> Error {
+    match files::file_error(path, e) {
+        Error::OutputExists(p) => Error::Usage(format!("{} already exists; use --force to replace it", p.display())),
+        e => e,
+    }
+}
 use cardvault_proto::{from_hex, to_hex};
 use std::path::PathBuf;
 

@@ -17,10 +17,11 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// A file-format or file-system failure on `path`, as a cardvault error.
 pub fn file_error(path: &Path, e: FileError) -> Error {
     match e {
         FileError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-            Error::Usage(format!("{} already exists; use --force to replace it", path.display()))
+            Error::OutputExists(path.to_path_buf())
         }
         FileError::Io { context, source } => Error::io(format!("{}: {context}", path.display()), source),
         other => Error::Data(format!("{}: {other}", path.display())),
