@@ -82,6 +82,10 @@ pub struct Config {
     pub sim: SimConfig,
     #[serde(default)]
     pub readers: BTreeMap<String, ReaderConfig>,
+    /// Trusted card issuer roots (PEM files); relative paths are relative to
+    /// the configuration file. `--trust` and `CARDVAULT_TRUST` replace them.
+    #[serde(default)]
+    pub trust: Vec<PathBuf>,
 }
 
 impl Config {

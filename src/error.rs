@@ -44,6 +44,14 @@ pub enum Error {
     },
     #[error("the card in '{0}' is not a cardvault card (SELECT of the cardvault applet answered 6A82)")]
     NotCardvault(String),
+    /// The card's certificate chain does not lead to a trusted issuer root (or
+    /// the card does not hold the certified key): it got no PIN and no secret.
+    #[error("the card in '{reader}' is not certified by a trusted issuer: {reason}; no PIN or secret was sent to it")]
+    UntrustedCard { reader: String, reason: String },
+    /// A protected answer failed its R-MAC or decryption (or a command could
+    /// not be wrapped): the secure session is closed.
+    #[error("secure channel broken during {command}: {reason}; the session was closed")]
+    SecureChannel { command: &'static str, reason: String },
     #[error("{command} refused by the card: {sw}")]
     Card { command: &'static str, sw: StatusWord },
     #[error("wrong PIN: {tries_left} tries left before the PIN is blocked")]
@@ -97,7 +105,8 @@ impl Error {
         match self {
             Usage(_) | Config { .. } | OutputExists(_) => exit::USAGE,
             NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
-            NotCardvault(_) | Card { .. } | CardRefusal(_) | Refused(_) => exit::CARD,
+            NotCardvault(_) | Card { .. } | CardRefusal(_) | Refused(_) | UntrustedCard { .. } => exit::CARD,
+            SecureChannel { .. } => exit::DATA,
             Data(_) => exit::DATA,
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
             Restore(_) => exit::USAGE,
@@ -122,6 +131,8 @@ impl Error {
             Pcsc { .. } => "pcsc",
             NotCardvault(_) => "not_cardvault",
             Card { .. } => "card_refused",
+            UntrustedCard { .. } => "untrusted_card",
+            SecureChannel { .. } => "secure_channel",
             CardRefusal(_) | Refused(_) => "refused",
             Data(_) => "data_integrity",
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => "refused",

@@ -14,6 +14,7 @@ pub mod fileenc;
 pub mod reader;
 pub mod secret;
 pub mod transport;
+pub mod trust;
 pub mod util;
 pub mod vault;
 pub mod workflow;

@@ -193,22 +193,21 @@ fn send_restore(home: &Path, card: &str, p1: u8, header: &[u8], records: &[Vec<u
     let mut r = SimReader::open(home, card, "main", None).unwrap();
     let mut c = client(&mut r, false).unwrap();
     c.verify_pin(PIN.as_bytes()).unwrap();
-    let ch = c.channel();
-    let sw = ch.transmit(&Command::restore(p1, false, header)).unwrap().sw;
+    let sw = c.transmit(&Command::restore(p1, false, header)).unwrap().sw;
     if !sw.is_ok() {
         return sw;
     }
     for rec in records {
-        let sw = ch.transmit(&Command::restore_record(rec)).unwrap().sw;
+        let sw = c.transmit(&Command::restore_record(rec)).unwrap().sw;
         if !sw.is_ok() {
             return sw;
         }
     }
-    let sw = ch.transmit(&Command::restore_trailer(trailer)).unwrap().sw;
+    let sw = c.transmit(&Command::restore_trailer(trailer)).unwrap().sw;
     if !sw.is_ok() {
         return sw;
     }
-    ch.transmit(&Command::restore_complete()).unwrap().sw
+    c.transmit(&Command::restore_complete()).unwrap().sw
 }
 
 /// (what, header, records, trailer) of one tampered restore.
@@ -439,7 +438,7 @@ fn a_card_pulled_mid_restore_is_unchanged_and_the_purse_resets_after_a_restore()
         let mut r = SimReader::open(&home, "p", "main", None).unwrap();
         let mut c = client(&mut r, false).unwrap();
         c.verify_pin(PIN.as_bytes()).unwrap();
-        c.channel().exec(&Command::credit(1, 1000)).unwrap();
+        c.exec(&Command::credit(1, 1000)).unwrap();
         c.write_memory(100, &pattern(11, 4096)).unwrap();
     }
     backup(&home, "p", true);
@@ -452,18 +451,8 @@ fn a_card_pulled_mid_restore_is_unchanged_and_the_purse_resets_after_a_restore()
         let mut r = SimReader::open(&home, "p", "main", None).unwrap();
         let mut c = client(&mut r, false).unwrap();
         c.verify_pin(PIN.as_bytes()).unwrap();
-        assert!(c
-            .channel()
-            .transmit(&Command::restore(0, false, &b.header))
-            .unwrap()
-            .sw
-            .is_ok());
-        assert!(c
-            .channel()
-            .transmit(&Command::restore_record(&b.records[0]))
-            .unwrap()
-            .sw
-            .is_ok());
+        assert!(c.transmit(&Command::restore(0, false, &b.header)).unwrap().sw.is_ok());
+        assert!(c.transmit(&Command::restore_record(&b.records[0])).unwrap().sw.is_ok());
     }
     assert_eq!(state(&home, "p"), before, "a pulled card changed");
     // The whole restore then works, and the restored purse value is reset before use.
@@ -488,7 +477,6 @@ fn a_crash_between_vault_commit_and_complete_keeps_the_pages_for_the_next_differ
         let mut c = client(&mut r, false).unwrap();
         c.verify_pin(PIN.as_bytes()).unwrap();
         let resp = c
-            .channel()
             .transmit(&Command::backup(bk::BACKUP_AUTO, bk::MAX_BLOCK as u16, 0))
             .unwrap();
         assert!(resp.sw.is_ok());
@@ -533,8 +521,10 @@ fn a_full_backup_of_64k_takes_the_minimum_apdus() {
     let mut c = client(&mut r, false).unwrap();
     c.verify_pin(PIN.as_bytes()).unwrap();
     let rep = cardvault::workflow::backup::backup(&mut c, &mut vault, true, &|_, _| {}).unwrap();
-    let total = c.channel().stats().apdus; // SELECT + VERIFY + the backup itself
-    let minimum = 65536usize.div_ceil(bk::MAX_BLOCK) as u64 + 3;
+    // SELECT, the SCP11b handshake (GET DATA BF21, INTERNAL AUTHENTICATE),
+    // VERIFY, and the backup itself (BACKUP, BACKUP DATA..., BACKUP COMPLETE).
+    let total = c.channel().stats().apdus;
+    let minimum = 65536usize.div_ceil(bk::MAX_BLOCK) as u64 + 5;
     println!(
         "full backup of 64 KiB: {total} APDUs (bound {minimum}), {} bytes in",
         rep.bytes_in
@@ -600,17 +590,23 @@ fn application_writes_are_refused_while_a_backup_is_in_progress() {
     let mut c = client(&mut r, false).unwrap();
     c.verify_pin(PIN.as_bytes()).unwrap();
     // A tiny block size keeps the backup open after its first answer.
-    let resp = c.channel().transmit(&Command::backup(bk::TYPE_FULL, 1024, 0)).unwrap();
+    let resp = c.transmit(&Command::backup(bk::TYPE_FULL, 1024, 0)).unwrap();
     assert_eq!(resp.sw, StatusWord::MoreBlocks);
     let before = state(&home, "b");
-    let sw = c.channel().transmit(&Command::write_memory(0, &[9u8; 16])).unwrap().sw;
+    let sw = c.transmit(&Command::write_memory(0, &[9u8; 16])).unwrap().sw;
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
-    let sw = c.channel().transmit(&Command::credit(1, 10)).unwrap().sw;
+    let sw = c.transmit(&Command::credit(1, 10)).unwrap().sw;
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
     assert_eq!(state(&home, "b").memory, before.memory);
 }
 
 /// Open a card session on `r` (SELECT included).
 fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<cardvault::card::CardClient<'_>> {
-    cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })
+    cardvault::card::CardClient::open(
+        r,
+        cardvault::card::SessionOptions {
+            trace,
+            ..Default::default()
+        },
+    )
 }

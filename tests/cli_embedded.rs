@@ -229,7 +229,13 @@ const SECRET_INS: [u8; 5] = [0x20, 0x24, 0x2C, 0x82, 0xE1];
 /// its data masked; returns how many such commands the trace holds.
 fn secret_commands_masked(trace: &str) -> usize {
     let mut n = 0;
-    for line in trace.lines().filter_map(|l| l.trim_start().strip_prefix("> ")) {
+    // A protected command is traced twice: its plaintext (`> [SCP11] ...`)
+    // and the wrapped bytes on the wire; both must mask.
+    for line in trace
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("> "))
+        .map(|l| l.strip_prefix("[SCP11] ").unwrap_or(l))
+    {
         let head = cardvault_proto::from_hex(&line[..line.len().min(10)]).unwrap_or_default();
         if head.len() == 5 && SECRET_INS.contains(&head[1]) && head[4] != 0 {
             assert!(
@@ -277,8 +283,11 @@ fn secret_commands_are_masked_in_traces_whatever_the_class_byte() {
     ]));
     assert!(o.status.success(), "{}", stderr(&o));
     let trace = stderr(&o);
-    assert!(trace.contains("> 0024"), "no CHANGE REFERENCE DATA traced: {trace}");
-    assert_eq!(secret_commands_masked(&trace), 1, "{trace}");
+    assert!(
+        trace.contains("> [SCP11] 0024") && trace.contains("> 0424"),
+        "no protected CHANGE REFERENCE DATA traced: {trace}"
+    );
+    assert_eq!(secret_commands_masked(&trace), 2, "{trace}");
     for pin in ["123456", "975310"] {
         let hex: String = pin.bytes().map(|b| format!("{b:02X}")).collect();
         assert!(!trace.contains(pin) && !trace.contains(&hex), "{pin} leaked: {trace}");
@@ -296,8 +305,11 @@ fn secret_commands_are_masked_in_traces_whatever_the_class_byte() {
     ]));
     assert!(o.status.success(), "{}", stderr(&o));
     let trace = stderr(&o);
-    assert!(trace.contains("> 0082") && trace.contains("> 002C"), "{trace}");
-    assert_eq!(secret_commands_masked(&trace), 2, "{trace}");
+    assert!(
+        trace.contains("> [SCP11] 0082") && trace.contains("> [SCP11] 002C"),
+        "{trace}"
+    );
+    assert_eq!(secret_commands_masked(&trace), 4, "{trace}");
     assert!(!trace.contains("383634323030") && !trace.contains("864200"), "{trace}");
 }
 

@@ -186,7 +186,7 @@ fn duplicate_survives_a_pull_at_every_apdu() {
         let third = state(dir, "third").card_number.clone();
         let sw = with_one(dir, "main", &PullSchedule::counting(), |c| {
             c.verify_pin(PIN)?;
-            Ok(c.channel().transmit(&Command::take_out_key(&third))?.sw)
+            Ok(c.transmit(&Command::take_out_key(&third))?.sw)
         })
         .unwrap();
         assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
@@ -302,7 +302,7 @@ fn restore_template(name: &str, diffs: usize) -> (TempDir, Vec<u8>, Vec<u8>) {
     sim(&t, "card", "main");
     with_one(&t, "card", &PullSchedule::counting(), |c| {
         c.verify_pin(PIN)?;
-        c.channel().exec(&Command::credit(1, 700)).map(|_| ())
+        c.exec(&Command::credit(1, 700)).map(|_| ())
     })
     .unwrap();
     fill(&t, "card", 10, 0x44, 4096);
@@ -319,7 +319,7 @@ fn restore_template(name: &str, diffs: usize) -> (TempDir, Vec<u8>, Vec<u8>) {
 
 fn balance(dir: &Path, name: &str) -> u32 {
     with_one(dir, name, &PullSchedule::counting(), |c| {
-        let b = c.channel().exec(&Command::get_balance(1))?;
+        let b = c.exec(&Command::get_balance(1))?;
         Ok(u32::from_be_bytes(b.try_into().unwrap()))
     })
     .unwrap()
@@ -361,7 +361,7 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
     let target = state(dir, "repl").card_number.clone();
     let ch = with_one(dir, "repl", &PullSchedule::counting(), |c| {
         c.verify_pin(PIN)?;
-        c.channel().exec(&Command::get_restore_challenge())
+        c.exec(&Command::get_restore_challenge())
     })
     .unwrap();
     let req = wb::RestoreRequest {
@@ -527,5 +527,11 @@ fn recovery_survives_a_pull_at_every_apdu() {
 
 /// Open a card session on `r` (SELECT included).
 fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<cardvault::card::CardClient<'_>> {
-    cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })
+    cardvault::card::CardClient::open(
+        r,
+        cardvault::card::SessionOptions {
+            trace,
+            ..Default::default()
+        },
+    )
 }

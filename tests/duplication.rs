@@ -71,7 +71,7 @@ fn send(home: &Path, name: &str, verify: bool, cmd: &Command) -> (Vec<u8>, Statu
     if verify {
         c.verify_pin(PIN.as_bytes()).unwrap();
     }
-    let resp = c.channel().transmit(cmd).unwrap();
+    let resp = c.transmit(cmd).unwrap();
     (resp.data, resp.sw)
 }
 
@@ -576,5 +576,11 @@ fn an_unwrapped_file_key_is_masked_in_traces_and_apdu_output_even_in_pieces() {
 
 /// Open a card session on `r` (SELECT included).
 fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<cardvault::card::CardClient<'_>> {
-    cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })
+    cardvault::card::CardClient::open(
+        r,
+        cardvault::card::SessionOptions {
+            trace,
+            ..Default::default()
+        },
+    )
 }

@@ -11,6 +11,14 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
+/// `cardvault` for PC/SC cards: they are trusted only when told, so every
+/// run names the test issuer root the simulator's cards are certified under.
+fn cv_pcsc(home: &std::path::Path) -> std::process::Command {
+    let mut c = cardvault(home);
+    c.arg("--trust").arg(common::test_root());
+    c
+}
+
 fn opts(home: &std::path::Path, ext: Option<ExtendedMode>) -> ReaderOptions {
     ReaderOptions {
         data_dir: home.to_path_buf(),
@@ -82,8 +90,8 @@ fn cardvault_reaches_cards_by_index_name_and_sim() {
     let (na, nb) = (card_number_of(&a), card_number_of(&b));
 
     // readers: both virtual readers with a card and an ATR, plus an embedded card.
-    run(cardvault(&home).args(["-r", "sim:desk", "status"]));
-    let o = run(cardvault(&home).args(["--json", "readers"]));
+    run(cv_pcsc(&home).args(["-r", "sim:desk", "status"]));
+    let o = run(cv_pcsc(&home).args(["--json", "readers"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
     let rs = v["readers"].as_array().unwrap();
@@ -97,7 +105,7 @@ fn cardvault_reaches_cards_by_index_name_and_sim() {
 
     // status by index, by name substring and from CARDVAULT_READER.
     for (sel, want, role) in [("0", &na, "main"), ("Test 00 01", &nb, "backup")] {
-        let o = run(cardvault(&home).args(["--json", "-r", sel, "status"]));
+        let o = run(cv_pcsc(&home).args(["--json", "-r", sel, "status"]));
         assert!(o.status.success(), "status -r {sel}: {}", stderr(&o));
         let v = json(&o);
         assert_eq!(v["card_number"], want.as_str());
@@ -105,13 +113,13 @@ fn cardvault_reaches_cards_by_index_name_and_sim() {
         assert_eq!(v["pin_tries_left"], 3);
         assert_eq!(v["applet_version"], "1.0");
     }
-    let o = run(cardvault(&home)
+    let o = run(cv_pcsc(&home)
         .env("CARDVAULT_READER", READER1)
         .args(["--json", "status"]));
     assert_eq!(json(&o)["card_number"], nb.as_str());
 
     // Two cards and no choice: a clear list, exit code 3, nothing sent.
-    let o = run(cardvault(&home).arg("status"));
+    let o = run(cv_pcsc(&home).arg("status"));
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
     assert!(
@@ -120,14 +128,14 @@ fn cardvault_reaches_cards_by_index_name_and_sim() {
     );
 
     // apdu by name: SELECT then GET DATA card number.
-    let o = run(cardvault(&home).args(["-r", READER0, "apdu", "00A4040006F043564C5401", "00CADF0100"]));
+    let o = run(cv_pcsc(&home).args(["-r", READER0, "apdu", "00A4040006F043564C5401", "00CADF0100"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let number_hex: String = na.bytes().map(|b| format!("{b:02X}")).collect();
     assert!(out.contains(&number_hex) && out.contains("9000 ok"), "{out}");
 
     // A reader index that does not exist.
-    let o = run(cardvault(&home).args(["-r", "7", "status"]));
+    let o = run(cv_pcsc(&home).args(["-r", "7", "status"]));
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("there is no reader 7"), "{}", stderr(&o));
 }
@@ -167,15 +175,19 @@ fn a_4k_response_arrives_whole_extended_and_through_get_response() {
     assert_eq!(data, pattern);
     assert_eq!(n, 1, "extended read should be one APDU");
 
-    // Card limited to short APDUs: READ MEMORY + 15 GET RESPONSE.
+    // Card limited to short APDUs: READ MEMORY + GET RESPONSE rounds for the
+    // protected answer (after VERIFY the session is under SCP11: the 4 KiB
+    // come padded, encrypted and with an R-MAC, 4120 bytes in 256-byte parts).
+    let short = cardvault_proto::scp11::wrapped_len(4096).div_ceil(256) as u64;
+    assert_eq!(short, 17);
     let (data, n) = read_4k(&home, READER1, None, &pattern);
     assert_eq!(data, pattern);
-    assert_eq!(n, 16, "short read should be 1 command + 15 GET RESPONSE");
+    assert_eq!(n, short, "short read should be 1 command + 16 GET RESPONSE");
 
     // An extended-capable card behind a reader configured for short APDUs only.
     let (data, n) = read_4k(&home, READER0, Some(ExtendedMode::Never), &pattern);
     assert_eq!(data, pattern);
-    assert_eq!(n, 16);
+    assert_eq!(n, short);
 }
 
 #[test]
@@ -188,7 +200,7 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
     let card = dir.join("pin.card");
     let mut sim = stack.one(&card, "main");
     let verify = |pin: &str| {
-        run(cardvault(&home)
+        run(cv_pcsc(&home)
             .env("PIN", pin)
             .args(["-r", "0", "pin", "verify", "--pin", "env:PIN"]))
     };
@@ -210,7 +222,7 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
     sim.kill();
     assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 0);
     let _sim = stack.one(&card, "main");
-    let o = run(cardvault(&home).args(["--json", "-r", "0", "status"]));
+    let o = run(cv_pcsc(&home).args(["--json", "-r", "0", "status"]));
     let v = json(&o);
     assert_eq!(v["pin_blocked"], true, "{v}");
     assert_eq!(v["pin_tries_left"], 0);
@@ -218,13 +230,13 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
 
     // A wrong admin key does not unblock, and changes nothing.
     let bad = "ff".repeat(32);
-    let o = run(cardvault(&home)
+    let o = run(cv_pcsc(&home)
         .env("ADMIN", &bad)
         .args(["-r", "0", "pin", "unblock", "--admin-key", "env:ADMIN"]));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 0);
     // The issuer's admin key unblocks and sets a new PIN.
-    let o = run(cardvault(&home).env("ADMIN", ADMIN_KEY).env("NEWPIN", "24680").args([
+    let o = run(cv_pcsc(&home).env("ADMIN", ADMIN_KEY).env("NEWPIN", "24680").args([
         "-r",
         "0",
         "pin",
@@ -322,7 +334,7 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     std::fs::write(&csv, "holder,pin,member_number,expiry\nalice,2468,M-9,2030-01\n").unwrap();
 
     // Issue the pair: main in reader 0, backup in reader 1.
-    let mut c = cardvault(&home);
+    let mut c = cv_pcsc(&home);
     env(&mut c);
     c.args([
         "--json",
@@ -342,7 +354,7 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     assert_eq!(json(&o)["issued"], 2);
 
     // Duplicate across the two readers.
-    let mut c = cardvault(&home);
+    let mut c = cv_pcsc(&home);
     env(&mut c);
     c.args(["--json", "duplicate", "--main", READER0, "--backup", READER1]);
     c.args(["--pin", "env:P", "--backup-pin", "env:P", "--elements", "env:E"]);
@@ -354,7 +366,7 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     let files: Vec<std::path::PathBuf> = (0..3).map(|i| dir.join(format!("f{i}"))).collect();
     for (i, f) in files.iter().enumerate() {
         std::fs::write(f, vec![i as u8 + 1; 5000 * (i + 1)]).unwrap();
-        let o = run(cardvault(&home)
+        let o = run(cv_pcsc(&home)
             .args(["encrypt", "--to", "0"])
             .arg(f)
             .arg("-o")
@@ -367,13 +379,13 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     std::fs::remove_file(&main_card).unwrap();
     let new_card = dir.join("new-main.card");
     let _sim = stack.sim(&[(0, &new_card, "blank"), (1, &backup_card, "blank")]);
-    let mut c = cardvault(&home);
+    let mut c = cv_pcsc(&home);
     env(&mut c);
     c.args(["-r", "0", "issue", "--profile", "main", "--holders"])
         .arg(&csv)
         .args(["--admin-key", "env:ADMIN"]);
     assert!(run(&mut c).status.success());
-    let mut c = cardvault(&home);
+    let mut c = cv_pcsc(&home);
     env(&mut c);
     c.args([
         "recover",
@@ -397,7 +409,7 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     // All three decrypt with the new card.
     for f in &files {
         let out = f.with_extension("out");
-        let mut c = cardvault(&home);
+        let mut c = cv_pcsc(&home);
         env(&mut c);
         let o = run(c
             .args(["-r", "0", "decrypt", "--pin", "env:P"])
@@ -429,7 +441,7 @@ fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
         .unwrap();
     }
     let cv = |args: &[&str]| {
-        let mut c = cardvault(&home);
+        let mut c = cv_pcsc(&home);
         c.env("P", "123456").args(args);
         run(&mut c)
     };
@@ -515,7 +527,7 @@ fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
     let apdus = {
         let _sim = stack.one(&card, "main");
         write(0x5A);
-        let o = run(cardvault(&home)
+        let o = run(cv_pcsc(&home)
             .env("P", "123456")
             .args(["--trace", "-r", "0", "backup", "--full", "--pin", "env:P"]));
         assert!(o.status.success(), "{}", stderr(&o));
@@ -541,7 +553,7 @@ fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
         let before = vault_ids();
         // Kill when the k-th APDU goes out (k random), plus up to 2 ms.
         let k = 1 + rng.below(apdus as u64 - 1) as usize;
-        let mut child = cardvault(&home)
+        let mut child = cv_pcsc(&home)
             .env("P", "123456")
             .args(["--trace", "-r", "0", "backup", "--full", "--pin", "env:P"])
             .stdout(std::process::Stdio::piped())
@@ -570,7 +582,7 @@ fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
         let status = child.wait().unwrap();
         // Every card file stays whole (old or new); the vault stays consistent.
         applet_sim::state::Store::peek(&card).unwrap_or_else(|e| panic!("round {round}: card file broken: {e}"));
-        let v = run(cardvault(&home).args(["vault", "verify"]));
+        let v = run(cv_pcsc(&home).args(["vault", "verify"]));
         assert!(v.status.success(), "round {round}: {}", stdout(&v));
         if status.success() {
             completed += 1;
@@ -596,7 +608,7 @@ fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
     // Every backup stored during the runs restores exactly that run's memory.
     let _sim = stack.one(&card, "main");
     for (id, memory) in &expected {
-        let o = run(cardvault(&home).env("P", "123456").env("ADMIN", ADMIN_KEY).args([
+        let o = run(cv_pcsc(&home).env("P", "123456").env("ADMIN", ADMIN_KEY).args([
             "-r",
             "0",
             "restore",
@@ -626,13 +638,13 @@ fn a_reader_without_a_card_is_a_clear_error() {
     };
     wait_for("empty readers", Duration::from_secs(10), || !card_present(READER0));
     let home = temp_dir("nocard");
-    let o = run(cardvault(&home).args(["-r", "0", "status"]));
+    let o = run(cv_pcsc(&home).args(["-r", "0", "status"]));
     assert_eq!(o.status.code(), Some(3));
     let e = stderr(&o);
     assert_eq!(e.trim().lines().count(), 1, "{e}");
     assert!(e.contains(&format!("no card in reader '{READER0}'")), "{e}");
     // And no reader choice at all: the list of readers.
-    let o = run(cardvault(&home).arg("status"));
+    let o = run(cv_pcsc(&home).arg("status"));
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("no reader has a card"), "{}", stderr(&o));
 }
@@ -646,7 +658,7 @@ fn wait_for_a_card_that_arrives_later() {
     let dir = temp_dir("wait");
     let home = dir.join("home");
     let card = dir.join("late.card");
-    let child = cardvault(&home)
+    let child = cv_pcsc(&home)
         .args(["--json", "--wait", "20", "-r", "0", "status"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -686,6 +698,7 @@ fn with_selected<T>(
     trace: bool,
     f: impl FnOnce(&mut cardvault::card::CardClient<'_>) -> cardvault::Result<T>,
 ) -> cardvault::Result<T> {
-    let mut c = cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })?;
+    let trust = cardvault::trust::Trust::from_files(&[common::repo_path("fixtures/issuer/test-root.pem")])?;
+    let mut c = cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace, trust })?;
     f(&mut c)
 }

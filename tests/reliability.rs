@@ -454,5 +454,11 @@ fn a_full_disk_for_the_vault_is_a_clear_error_and_loses_nothing() {
 
 /// Open a card session on `r` (SELECT included).
 fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<cardvault::card::CardClient<'_>> {
-    cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })
+    cardvault::card::CardClient::open(
+        r,
+        cardvault::card::SessionOptions {
+            trace,
+            ..Default::default()
+        },
+    )
 }

@@ -6,7 +6,10 @@
 //! field (65535 bytes of command data, 65533 bytes of response data: a vpcd
 //! frame is 65535 bytes with the status word) plus the fixed commands the
 //! protocol defines for the job: per card one SELECT, one status read and the
-//! PIN (or issuer authentication), then the job's own commands. A read of
+//! PIN (or issuer authentication), then the job's own commands. Every card
+//! session that sends a PIN or a secret opens SCP11b first: GET DATA `BF21`
+//! (the card's certificate, one answer with extended length, three short
+//! ones) and INTERNAL AUTHENTICATE are part of the minimum. A read of
 //! something the card already reported (in its status template, or in an
 //! earlier answer) is not part of the minimum; that is what this part exists
 //! to find. Goal: within 1.1x of the minimum.
@@ -22,6 +25,13 @@ use cardvault::vault::Vault;
 use cardvault::workflow::{backup as wb, duplicate, files as wf, issue};
 use cardvault_proto::backup as bk;
 use std::path::Path;
+
+/// The SCP11b handshake of a card session: GET DATA `BF21` (the card
+/// certificate in one extended answer) and INTERNAL AUTHENTICATE.
+const HANDSHAKE: u64 = 2;
+/// The same with short APDUs only: the certificate (about 550 bytes) comes in
+/// three answers (GET DATA and two GET RESPONSE).
+const HANDSHAKE_SHORT: u64 = 4;
 
 /// Largest command data field (extended Lc).
 const MAX_COMMAND_DATA: u64 = 65535;
@@ -128,6 +138,7 @@ fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
     let min = Minimum::default()
         .add(2, "SELECT")
         .add(2, "status")
+        .add(HANDSHAKE * 2, "SCP11b handshake")
         .add(4, "GET CHALLENGE/EXTERNAL AUTHENTICATE")
         .add(2, "RESET RETRY COUNTER")
         .add(7, "PUT DATA (5 main, 2 backup)")
@@ -162,6 +173,7 @@ fn duplicate_minimum() -> Minimum {
     Minimum::default()
         .add(2, "SELECT")
         .add(2, "status")
+        .add(HANDSHAKE * 2, "SCP11b handshake")
         .add(2, "VERIFY")
         .add(4, "WRITE KEY ELEMENT 2..3 (the last answers the check value)")
         .add(1, "GENERATE KEY PAIR")
@@ -186,6 +198,7 @@ fn restore_minimum(vault: &Vault, chain: &[cardvault::vault::BackupRow]) -> Resu
     let min = Minimum::default()
         .add(1, "SELECT")
         .add(1, "status")
+        .add(HANDSHAKE, "SCP11b handshake")
         .add(1, "VERIFY")
         .add(chain.len() as u64, "RESTORE (header)")
         .add(data_apdus, "RESTORE DATA (records + trailer)")
@@ -221,8 +234,14 @@ fn backup_once(r: &mut SimReader, vault: &mut Vault, full: bool) -> Result<Stats
 }
 
 fn backup_minimum(payload: u64, max: u64) -> Minimum {
+    let handshake = if max < MAX_RESPONSE_DATA {
+        HANDSHAKE_SHORT
+    } else {
+        HANDSHAKE
+    };
     Minimum::default()
         .add(1, "SELECT")
+        .add(handshake, "SCP11b handshake")
         .add(1, "VERIFY")
         .data(payload, max, "BACKUP/BACKUP DATA blocks")
         .add(1, "BACKUP COMPLETE")
@@ -340,6 +359,7 @@ fn recover_minimum(files: u64) -> Minimum {
     Minimum::default()
         .add(2, "SELECT")
         .add(2, "status")
+        .add(HANDSHAKE * 2, "SCP11b handshake")
         .add(2, "VERIFY")
         .add(2, "WRITE KEY ELEMENT 2..3")
         .add(1, "GENERATE KEY PAIR")
@@ -360,7 +380,8 @@ fn encrypt_files(dir: &Path, tag: &str, public: &[u8]) -> Result<Vec<std::path::
     Ok(out)
 }
 
-/// The real CLI: count the APDUs `--trace` prints (one "> " line each).
+/// The real CLI: count the APDUs `--trace` prints (one "> " line each on the
+/// wire; a protected command's plaintext line, "> [SCP11] ...", is not one).
 fn traced_apdus(cfg: &Config, home: &Path, args: &[&str], files: &[std::path::PathBuf]) -> Result<u64> {
     let mut c = cardvault(&cfg.exe, home);
     c.env("CV_PIN", cards::HOLDER_PIN)
@@ -371,7 +392,7 @@ fn traced_apdus(cfg: &Config, home: &Path, args: &[&str], files: &[std::path::Pa
     let run = run_child(&mut c)?;
     Ok(String::from_utf8_lossy(&run.stderr)
         .lines()
-        .filter(|l| l.starts_with("> "))
+        .filter(|l| l.starts_with("> ") && !l.starts_with("> [SCP11]"))
         .count() as u64)
 }
 

@@ -19,7 +19,7 @@ use openssl::nid::Nid;
 use openssl::stack::Stack;
 use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier};
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509Builder, X509NameBuilder, X509StoreContext, X509};
+use openssl::x509::{X509Builder, X509KeyUsage, X509NameBuilder, X509StoreContext, X509};
 
 /// Tag of the certificate store data object (GET DATA P1P2, GlobalPlatform).
 pub const TAG_CERTIFICATE_STORE: u16 = 0xBF21;
@@ -224,6 +224,40 @@ pub fn verify_chain(trusted: &[X509], chain: &[X509]) -> Result<X509> {
     Ok(leaf.clone())
 }
 
+/// Verify a card's (or an OCE's) certificate chain for key agreement: the
+/// chain under one of `trusted` at the current time ([`verify_chain`]), and a
+/// leaf that is an end entity whose key usage is keyAgreement on a P-256 key.
+/// Returns the leaf and the ECKA public key it certifies.
+pub fn verify_ecka_chain(trusted: &[X509], chain: &[X509]) -> Result<(X509, Vec<u8>)> {
+    let leaf = verify_chain(trusted, chain)?;
+    match leaf.key_usage() {
+        Some(ku) if ku.contains(X509KeyUsage::KEY_AGREEMENT) => {}
+        _ => {
+            return Err(CertError::Untrusted(
+                "the card certificate is not for key agreement".into(),
+            ))
+        }
+    }
+    let key = ecka_public_key(&leaf)?;
+    Ok((leaf, key))
+}
+
+/// The text of the first entry of `nid` in a name, if any.
+pub fn name_entry(name: &openssl::x509::X509NameRef, nid: Nid) -> Option<String> {
+    name.entries_by_nid(nid).next().and_then(|e| e.data().to_string().ok())
+}
+
+/// Who a card certificate names (subject CN/serialNumber, OU, UID).
+pub fn card_subject(cert: &X509) -> Option<CardSubject> {
+    let n = cert.subject_name();
+    let card_number = name_entry(n, Nid::SERIALNUMBER).or_else(|| name_entry(n, Nid::COMMONNAME))?;
+    Some(CardSubject {
+        card_number,
+        role: name_entry(n, Nid::ORGANIZATIONALUNITNAME).unwrap_or_default(),
+        member_number: name_entry(n, Nid::USERID),
+    })
+}
+
 /// The `A6 { 83 KID KVN }` query of GET DATA `BF21` for one key's certificates.
 pub fn certificate_store_query(kid: u8, kvn: u8) -> Vec<u8> {
     vec![0xA6, 0x04, 0x83, 0x02, kid, kvn]
@@ -256,8 +290,17 @@ mod tests {
         let cn = leaf.subject_name().entries_by_nid(Nid::COMMONNAME).next().unwrap();
         assert_eq!(cn.data().to_string().unwrap(), "1234567890123456");
 
+        let (key, subject_back) = (
+            verify_ecka_chain(std::slice::from_ref(&rc), &chain).unwrap().1,
+            card_subject(&leaf).unwrap(),
+        );
+        assert_eq!(key, card.public_bytes());
+        assert_eq!(subject_back, subject);
+
         let (_, other) = root();
         assert!(matches!(verify_chain(&[other], &chain), Err(CertError::Untrusted(_))));
+        // A CA certificate (no keyAgreement) is no card certificate.
+        assert!(verify_ecka_chain(std::slice::from_ref(&rc), std::slice::from_ref(&rc)).is_err());
     }
 
     #[test]

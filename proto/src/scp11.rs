@@ -63,6 +63,12 @@ pub const KEY_LEN: usize = 16;
 /// Length of the truncated C-MAC and R-MAC.
 pub const MAC_LEN: usize = 8;
 
+/// Length of the protected data field for `plain` bytes of data: padded to
+/// the next multiple of 16 (always at least one byte of padding), plus the MAC.
+pub const fn wrapped_len(plain: usize) -> usize {
+    (plain / 16 + 1) * 16 + MAC_LEN
+}
+
 const TAG_CRT: u16 = 0xA6;
 const TAG_SCP_ID: u16 = 0x90;
 const TAG_KEY_USAGE: u16 = 0x95;
@@ -604,10 +610,18 @@ impl ClientChannel {
     /// extended-length exactly when its data exceeds 255 bytes; a short-only
     /// path sends it with command chaining, which the MAC does not see.
     pub fn wrap(&mut self, cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Result<CommandApdu> {
+        self.wrap_with(cla, ins, p1, p2, data, false)
+    }
+
+    /// As [`ClientChannel::wrap`], and extended-length also when `extended`
+    /// asks for it (a long answer is expected on a path that takes extended
+    /// APDUs). The C-MAC covers Lc as it is encoded, so the command must be
+    /// sent in the encoding its `extended` flag says.
+    pub fn wrap_with(&mut self, cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8], extended: bool) -> Result<CommandApdu> {
         let counter = self.state.counter;
         let mut body = self.state.encrypt(counter, false, data)?;
         let cla = cla | CLA_SECURE_MESSAGING;
-        let extended = body.len() + MAC_LEN > 255;
+        let extended = extended || body.len() + MAC_LEN > 255;
         let mac = self.state.command_mac([cla, ins, p1, p2], extended, &body)?;
         body.extend_from_slice(&mac);
         self.state.counter += 1;

@@ -159,6 +159,37 @@ impl<'a> Channel<'a> {
         Ok(sw)
     }
 
+    /// With `--trace`: the plaintext of a command about to be sent under the
+    /// secure channel, secrets masked as for any command, marked `[SCP11]`.
+    /// The wire lines (ciphertext and MAC) follow as usual.
+    pub fn trace_protected_command(&self, cmd: &Command) {
+        if !self.trace {
+            return;
+        }
+        let mut plain = zeroize::Zeroizing::new(Vec::new());
+        if cmd.fits_short() {
+            cmd.encode_short(cmd.cla, &cmd.data, cmd.ne, &mut plain);
+        } else {
+            cmd.encode_extended(&mut plain);
+        }
+        eprintln!("> [SCP11] {}", format_command(&plain, cmd.secret));
+    }
+
+    /// With `--trace`: the unwrapped answer (R-MAC verified), secret data masked.
+    pub fn trace_protected_response(&self, cmd: &Command, data: &[u8], sw: StatusWord) {
+        if !self.trace {
+            return;
+        }
+        let shown = if data.is_empty() {
+            String::new()
+        } else if cardvault_proto::response_data_is_secret(cmd.cla, cmd.ins) {
+            format!("<{} secret bytes masked> ", data.len())
+        } else {
+            format!("{} ", to_hex(data).to_uppercase())
+        };
+        eprintln!("< [SCP11] {shown}{sw}");
+    }
+
     fn trace_command(&self, secret: bool) {
         eprintln!("> {}", format_command(&self.cmd_buf, secret));
     }

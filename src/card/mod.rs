@@ -5,16 +5,21 @@
 
 mod commands;
 mod refusal;
+pub mod secure;
 mod value;
 
 pub use refusal::Refusal;
+pub use secure::{CardIdentity, CertificateInfo, CertificateReport};
 pub use value::{BackupBlock, BackupRequest, Completion};
 
-use crate::apdu::{Channel, Command, Stats, StatusWord};
+use crate::apdu::{Channel, Command, Response, Stats, StatusWord};
 use crate::error::{Error, Result};
 use crate::transport::Reader;
-use cardvault_proto::{self as proto, tag, to_hex};
+use crate::trust::Trust;
+use cardvault_proto::{self as proto, scp11, tag, to_hex};
 use iso7816_tlv::ber::{Tlv, Value};
+use openssl::x509::X509;
+use secure::SecureChannel;
 use serde::Serialize;
 
 /// What `cardvault status` reports.
@@ -34,38 +39,64 @@ pub struct CardStatus {
     pub extended_length: bool,
 }
 
-/// A cardvault card, reached through a channel.
+/// A cardvault card, reached through a channel, with the secure channel
+/// (SCP11b) the session opens before the first sensitive command.
 pub struct CardClient<'a> {
     ch: Channel<'a>,
+    /// Issuer roots this card must be certified under before it gets a secret.
+    trust: Trust,
+    secure: Option<SecureChannel>,
 }
 
 /// How a card session is opened.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
     /// Print every APDU (secrets masked) on stderr.
     pub trace: bool,
+    /// Trusted issuer roots (the reader's built-in root is added to them).
+    pub trust: Trust,
+}
+
+impl SessionOptions {
+    /// Default options trusting `trust`.
+    pub fn trusting(trust: Trust) -> SessionOptions {
+        SessionOptions { trace: false, trust }
+    }
 }
 
 impl<'a> CardClient<'a> {
     /// Open a session with the card in `reader`: lock it (a PC/SC transaction
-    /// for as long as the client lives) and SELECT the cardvault applet.
+    /// for as long as the client lives) and SELECT the cardvault applet. The
+    /// secure channel is opened later, before the first command that needs it.
     pub fn open(reader: &'a mut dyn Reader, options: SessionOptions) -> Result<CardClient<'a>> {
         let (caps, name) = (reader.caps(), reader.name().to_string());
+        let trust = match reader.built_in_root() {
+            Some(pem) => options.trust.with_pem(pem, "built-in test issuer")?,
+            None => options.trust,
+        };
         let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
         let mut client = CardClient {
             ch: Channel::new(tx, caps, &name, options.trace),
+            trust,
+            secure: None,
         };
         client.select()?;
         Ok(client)
     }
 
-    /// A client over a channel that is already open (no SELECT is sent).
-    pub fn new(ch: Channel<'a>) -> CardClient<'a> {
-        CardClient { ch }
+    /// A client over a channel that is already open (no SELECT is sent),
+    /// trusting `trust`.
+    pub fn new(ch: Channel<'a>, trust: Trust) -> CardClient<'a> {
+        CardClient {
+            ch,
+            trust,
+            secure: None,
+        }
     }
 
     /// The channel itself, for conformance tests that send commands out of
-    /// order or malformed on purpose. Workflows use the methods.
+    /// order or malformed on purpose: what goes through it directly is never
+    /// wrapped. Workflows use the methods.
     pub fn channel(&mut self) -> &mut Channel<'a> {
         &mut self.ch
     }
@@ -81,7 +112,9 @@ impl<'a> CardClient<'a> {
     }
 
     /// SELECT the cardvault applet. A card without it gives [`Error::NotCardvault`].
+    /// SELECT ends the card's session, the secure channel with it.
     pub fn select(&mut self) -> Result<()> {
+        self.secure = None;
         let r = self.ch.transmit(&Command::select_aid(proto::AID))?;
         match r.sw {
             StatusWord::Ok => Ok(()),
@@ -90,9 +123,130 @@ impl<'a> CardClient<'a> {
         }
     }
 
+    /// Send a command and collect its whole answer: under the secure channel
+    /// when one is open or the command needs one (which opens it first).
+    pub fn transmit(&mut self, cmd: &Command) -> Result<Response> {
+        if self.secure.is_none() && secure::needs_secure_session(cmd) {
+            self.open_secure_session()?;
+        }
+        let Some(sc) = self.secure.as_mut() else {
+            return self.ch.transmit(cmd);
+        };
+        let wire = secure::wrap(sc, cmd, self.ch.caps().extended)?;
+        self.ch.trace_protected_command(cmd);
+        let r = match self.ch.transmit(&wire) {
+            Ok(r) => r,
+            Err(e) => {
+                self.secure = None;
+                return Err(e);
+            }
+        };
+        match secure::unwrap(sc, cmd.name, &r.data, r.sw) {
+            Ok(data) => {
+                self.ch.trace_protected_response(cmd, &data, r.sw);
+                // The card ends the session on a secure messaging error.
+                if matches!(r.sw.to_u16(), proto::sw::SM_DATA_INCORRECT | proto::sw::SM_DATA_MISSING) {
+                    self.secure = None;
+                }
+                Ok(Response { data, sw: r.sw })
+            }
+            Err(e) => {
+                self.secure = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Send a command and require `9000`; other status words become errors.
+    pub fn exec(&mut self, cmd: &Command) -> Result<Vec<u8>> {
+        let r = self.transmit(cmd)?;
+        if r.sw.is_ok() {
+            Ok(r.data)
+        } else {
+            Err(Error::Card {
+                command: cmd.name,
+                sw: r.sw,
+            })
+        }
+    }
+
+    /// Whether a secure channel is open.
+    pub fn is_secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// The verified identity of the card, once the secure channel is open.
+    pub fn identity(&self) -> Option<&CardIdentity> {
+        self.secure.as_ref().map(|s| &s.identity)
+    }
+
+    /// GET DATA `BF21`: the card's certificate chain (root side first, leaf
+    /// last); empty when the card has none.
+    pub fn certificates(&mut self) -> Result<Vec<X509>> {
+        let cmd = Command::get_data(proto::cert::TAG_CERTIFICATE_STORE).expect_max();
+        let r = self.ch.transmit(&cmd)?;
+        match r.sw {
+            StatusWord::Ok => proto::cert::split_certificates(&r.data).map_err(|e| Error::Malformed {
+                command: "GET DATA",
+                reason: format!("certificate store: {e}"),
+            }),
+            StatusWord::ReferenceDataNotFound | StatusWord::InsNotSupported | StatusWord::FileNotFound => {
+                Ok(Vec::new())
+            }
+            sw => Err(Error::Card {
+                command: "GET DATA",
+                sw,
+            }),
+        }
+    }
+
+    /// Read the card's certificate chain and verify it under the trusted roots.
+    pub fn certificate_report(&mut self) -> Result<CertificateReport> {
+        let chain = self.certificates()?;
+        let result = secure::verify(&self.trust, &chain);
+        Ok(CertificateReport {
+            chain: chain.iter().map(CertificateInfo::of).collect(),
+            verified: result.is_ok(),
+            reason: result.err(),
+            trusted_roots: self.trust.sources().to_vec(),
+        })
+    }
+
+    /// Open the SCP11b secure channel now (it opens by itself before the
+    /// first sensitive command): read and verify the card's certificate
+    /// chain, then INTERNAL AUTHENTICATE. A card that is not certified by a
+    /// trusted issuer, or fails the receipt, gets [`Error::UntrustedCard`].
+    /// A session open before is replaced (the card starts a new session).
+    pub fn open_secure_session(&mut self) -> Result<&CardIdentity> {
+        self.secure = None;
+        let untrusted = |reader: &str, reason: String| Error::UntrustedCard {
+            reader: reader.to_string(),
+            reason,
+        };
+        let chain = self.certificates()?;
+        let identity = secure::verify(&self.trust, &chain).map_err(|r| untrusted(self.ch.reader(), r))?;
+        let hs = scp11::ClientHandshake::scp11b(scp11::KVN, &identity.public_key)
+            .map_err(|e| untrusted(self.ch.reader(), e.to_string()))?;
+        let c = hs.command();
+        let cmd = Command::new("INTERNAL AUTHENTICATE", c.cla, c.ins, c.p1, c.p2)
+            .with_data(&c.data)
+            .expect(256);
+        let r = self.ch.transmit(&cmd)?;
+        if !r.sw.is_ok() {
+            return Err(untrusted(
+                self.ch.reader(),
+                format!("the card refused the SCP11b handshake ({})", r.sw),
+            ));
+        }
+        let channel = hs
+            .finish(&r.data)
+            .map_err(|e| untrusted(self.ch.reader(), e.to_string()))?;
+        Ok(&self.secure.insert(SecureChannel { channel, identity }).identity)
+    }
+
     /// GET DATA of the card status template (E1): every data object by tag.
     fn status_template(&mut self) -> Result<std::collections::BTreeMap<u16, Vec<u8>>> {
-        let raw = self.ch.exec(&Command::card_status())?;
+        let raw = self.exec(&Command::card_status())?;
         let malformed = |reason: String| Error::Malformed {
             command: "GET DATA",
             reason,
@@ -130,7 +284,7 @@ impl<'a> CardClient<'a> {
 
     /// GET DATA of the card number only.
     pub fn card_number(&mut self) -> Result<String> {
-        let raw = self.ch.exec(&Command::get_data(tag::CARD_NUMBER))?;
+        let raw = self.exec(&Command::get_data(tag::CARD_NUMBER))?;
         match Tlv::from_bytes(&raw).map(|t| t.value().clone()) {
             Ok(Value::Primitive(v)) => String::from_utf8(v).map_err(|_| Error::Malformed {
                 command: "GET DATA",
@@ -145,13 +299,13 @@ impl<'a> CardClient<'a> {
 
     /// VERIFY the holder PIN.
     pub fn verify_pin(&mut self, pin: &[u8]) -> Result<()> {
-        let r = self.ch.transmit(&Command::verify_pin(pin))?;
+        let r = self.transmit(&Command::verify_pin(pin))?;
         pin_result("VERIFY", r.sw)
     }
 
     /// CHANGE REFERENCE DATA for the holder PIN.
     pub fn change_pin(&mut self, old: &[u8], new: &[u8]) -> Result<()> {
-        let r = self.ch.transmit(&Command::change_pin(old, new))?;
+        let r = self.transmit(&Command::change_pin(old, new))?;
         pin_result("CHANGE REFERENCE DATA", r.sw)
     }
 
@@ -165,7 +319,7 @@ impl<'a> CardClient<'a> {
     /// RESET RETRY COUNTER (admin session open): reset the PIN's tries and,
     /// with `new_pin`, set a new PIN.
     pub fn reset_retry_counter(&mut self, new_pin: Option<&[u8]>) -> Result<()> {
-        self.ch.exec(&Command::reset_retry_counter(new_pin)).map(|_| ())
+        self.exec(&Command::reset_retry_counter(new_pin)).map(|_| ())
     }
 
     /// Send `raw` exactly as given (GET RESPONSE and `6Cxx` handled when
@@ -177,14 +331,14 @@ impl<'a> CardClient<'a> {
     /// Issuer authentication for this session: GET CHALLENGE, then EXTERNAL
     /// AUTHENTICATE with HMAC-SHA256(admin key, label || challenge || card number).
     pub fn admin_authenticate(&mut self, admin_key: &[u8], card_number: &str) -> Result<()> {
-        let challenge = self.ch.exec(&Command::get_challenge())?;
+        let challenge = self.exec(&Command::get_challenge())?;
         let cryptogram = zeroize::Zeroizing::new(
             cardvault_proto::admin::admin_cryptogram(admin_key, &challenge, card_number).map_err(|e| Error::Io {
                 what: "computing the admin cryptogram".into(),
                 source: std::io::Error::other(e),
             })?,
         );
-        let r = self.ch.transmit(&Command::external_authenticate(&cryptogram))?;
+        let r = self.transmit(&Command::external_authenticate(&cryptogram))?;
         match r.sw {
             StatusWord::Ok => {}
             StatusWord::SecurityStatusNotSatisfied => return Err(Error::AdminAuthFailed),
@@ -204,7 +358,7 @@ impl<'a> CardClient<'a> {
             .ok()
             .filter(|l| *l > 0)
             .ok_or_else(|| Error::Usage(format!("READ MEMORY: {len} bytes is not 1 to 65535")))?;
-        let data = self.ch.exec(&Command::read_memory(page, len16))?;
+        let data = self.exec(&Command::read_memory(page, len16))?;
         if data.len() != len {
             return Err(Error::Malformed {
                 command: "READ MEMORY",
@@ -216,7 +370,7 @@ impl<'a> CardClient<'a> {
 
     /// WRITE MEMORY: `data` from page `page` on.
     pub fn write_memory(&mut self, page: u16, data: &[u8]) -> Result<()> {
-        self.ch.exec(&Command::write_memory(page, data)).map(|_| ())
+        self.exec(&Command::write_memory(page, data)).map(|_| ())
     }
 }
 
@@ -249,7 +403,7 @@ pub struct ExportStatus {
 impl CardClient<'_> {
     /// GET DATA of one primitive data object; `None` when the card has none (6A88).
     pub fn data_object(&mut self, t: u16) -> Result<Option<Vec<u8>>> {
-        let r = self.ch.transmit(&Command::get_data(t))?;
+        let r = self.transmit(&Command::get_data(t))?;
         match r.sw {
             StatusWord::Ok => {}
             StatusWord::ReferenceDataNotFound => return Ok(None),
@@ -285,17 +439,17 @@ impl CardClient<'_> {
     }
 
     pub fn put_data(&mut self, t: u16, data: &[u8]) -> Result<()> {
-        self.ch.exec(&Command::put_data(t, data)).map(|_| ())
+        self.exec(&Command::put_data(t, data)).map(|_| ())
     }
 
     pub fn end_personalization(&mut self) -> Result<()> {
-        self.ch.exec(&Command::end_personalization()).map(|_| ())
+        self.exec(&Command::end_personalization()).map(|_| ())
     }
 
     /// WRITE KEY ELEMENT n (write-once; the same value again is accepted).
     /// Returns the group's check value once the group is complete.
     pub fn write_key_element(&mut self, index: u8, element: &[u8]) -> Result<Option<Vec<u8>>> {
-        let r = self.ch.transmit(&Command::write_key_element(index, element))?;
+        let r = self.transmit(&Command::write_key_element(index, element))?;
         match r.sw {
             StatusWord::Ok if r.data.is_empty() => Ok(None),
             StatusWord::Ok if r.data.len() == 8 => Ok(Some(r.data)),
@@ -312,12 +466,12 @@ impl CardClient<'_> {
     }
 
     pub fn reset_key_group(&mut self) -> Result<()> {
-        self.ch.exec(&Command::reset_key_group()).map(|_| ())
+        self.exec(&Command::reset_key_group()).map(|_| ())
     }
 
     /// GENERATE KEY PAIR; returns the new encryption key.
     pub fn generate_key_pair(&mut self) -> Result<Vec<u8>> {
-        let r = self.ch.transmit(&Command::generate_key_pair())?;
+        let r = self.transmit(&Command::generate_key_pair())?;
         match r.sw {
             StatusWord::Ok if r.data.len() == 65 => Ok(r.data),
             StatusWord::Ok => Err(Error::Malformed {
@@ -334,7 +488,7 @@ impl CardClient<'_> {
 
     /// TAKE OUT KEY towards `target`; returns the take-out blob.
     pub fn take_out_key(&mut self, target: &str) -> Result<Vec<u8>> {
-        let r = self.ch.transmit(&Command::take_out_key(target))?;
+        let r = self.transmit(&Command::take_out_key(target))?;
         match r.sw {
             StatusWord::Ok => Ok(r.data),
             StatusWord::ConditionsNotSatisfied => Err(Refusal::TakeOutNotAllowed.into()),
@@ -348,7 +502,7 @@ impl CardClient<'_> {
 
     /// IMPORT KEY; returns the receipt (counter || MAC) for the main card.
     pub fn import_key(&mut self, blob: &[u8], expose_public_key: bool) -> Result<Vec<u8>> {
-        let r = self.ch.transmit(&Command::import_key(blob, expose_public_key))?;
+        let r = self.transmit(&Command::import_key(blob, expose_public_key))?;
         match r.sw {
             StatusWord::Ok if r.data.len() == 36 => Ok(r.data),
             StatusWord::Ok => Err(Error::Malformed {
@@ -366,16 +520,16 @@ impl CardClient<'_> {
     }
 
     pub fn confirm_duplicate(&mut self, receipt: &[u8]) -> Result<()> {
-        self.ch.exec(&Command::confirm_duplicate(receipt)).map(|_| ())
+        self.exec(&Command::confirm_duplicate(receipt)).map(|_| ())
     }
 
     pub fn release_duplicate(&mut self) -> Result<()> {
-        self.ch.exec(&Command::release_duplicate()).map(|_| ())
+        self.exec(&Command::release_duplicate()).map(|_| ())
     }
 
     /// UNWRAP FILE KEY: the card opens a wrapped file key with its private key.
     pub fn unwrap_file_key(&mut self, aad: &[u8], wrapped: &[u8]) -> Result<zeroize::Zeroizing<[u8; 32]>> {
-        let r = self.ch.transmit(&Command::unwrap_file_key(aad, wrapped))?;
+        let r = self.transmit(&Command::unwrap_file_key(aad, wrapped))?;
         match r.sw {
             StatusWord::Ok if r.data.len() == 32 => {
                 let mut k = zeroize::Zeroizing::new([0u8; 32]);
@@ -394,11 +548,11 @@ impl CardClient<'_> {
     }
 
     pub fn set_peer_key(&mut self, public: &[u8]) -> Result<()> {
-        self.ch.exec(&Command::set_peer_key(public)).map(|_| ())
+        self.exec(&Command::set_peer_key(public)).map(|_| ())
     }
 
     pub fn rewrap_to_peer(&mut self, aad: &[u8], wrapped: &[u8]) -> Result<Vec<u8>> {
-        self.ch.exec(&Command::rewrap_to_peer(aad, wrapped))
+        self.exec(&Command::rewrap_to_peer(aad, wrapped))
     }
 
     /// Key service variant (FIG. 28/29): set main keys made outside the card.
@@ -406,7 +560,7 @@ impl CardClient<'_> {
     /// made for this admin session and authenticated with the admin key.
     /// Returns the card's encryption key.
     pub fn set_service_key(&mut self, admin_key: &[u8], card_number: &str, private: &[u8]) -> Result<Vec<u8>> {
-        let r = self.ch.exec(&Command::get_transport_key())?;
+        let r = self.exec(&Command::get_transport_key())?;
         if r.len() != 97 {
             return Err(Error::Malformed {
                 command: "GET TRANSPORT KEY",
@@ -433,7 +587,7 @@ impl CardClient<'_> {
         let mut aad = proto::takeout::KEY_SERVICE_LABEL.to_vec();
         aad.extend_from_slice(n);
         let wrapped = cardvault_proto::crypto::wrap_key(public, &d, &aad).map_err(|e| Error::Data(e.to_string()))?;
-        let r = self.ch.transmit(&Command::set_main_key(&wrapped))?;
+        let r = self.transmit(&Command::set_main_key(&wrapped))?;
         match r.sw {
             StatusWord::Ok => Ok(r.data),
             StatusWord::ConditionsNotSatisfied => Err(Refusal::MainKeyNotAccepted.into()),

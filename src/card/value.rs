@@ -62,19 +62,19 @@ impl CardClient<'_> {
             BackupRequest::Full => bk::TYPE_FULL,
             BackupRequest::Auto => bk::BACKUP_AUTO,
         };
-        let r = self.ch.transmit(&Command::backup(p1, bk::MAX_BLOCK as u16, time))?;
+        let r = self.transmit(&Command::backup(p1, bk::MAX_BLOCK as u16, time))?;
         block("BACKUP", r)
     }
 
     /// BACKUP DATA: block number `index` (1 for the block after BACKUP's).
     pub fn backup_data(&mut self, index: u16) -> Result<BackupBlock> {
-        let r = self.ch.transmit(&Command::backup_data(index))?;
+        let r = self.transmit(&Command::backup_data(index))?;
         block("BACKUP DATA", r)
     }
 
     /// BACKUP COMPLETE for backup `counter`: only after the vault holds it.
     pub fn backup_complete(&mut self, counter: u32) -> Result<Completion> {
-        let r = self.ch.transmit(&Command::backup_complete(counter))?;
+        let r = self.transmit(&Command::backup_complete(counter))?;
         Ok(if r.sw.is_ok() {
             Completion::Done
         } else {
@@ -85,7 +85,7 @@ impl CardClient<'_> {
     /// GET RESTORE CHALLENGE: a fresh challenge the issuer's restore
     /// authorization must name (the card keeps it until used).
     pub fn restore_challenge(&mut self) -> Result<Vec<u8>> {
-        let ch = self.ch.exec(&Command::get_restore_challenge())?;
+        let ch = self.exec(&Command::get_restore_challenge())?;
         if ch.len() != cardvault_proto::CHALLENGE_LEN {
             return Err(Error::Malformed {
                 command: "GET RESTORE CHALLENGE",
@@ -102,7 +102,7 @@ impl CardClient<'_> {
     /// RESTORE: the header of one backup of the chain (P1: same card, other
     /// card, next in chain). Refusals come back as the card's status word.
     pub fn restore_begin(&mut self, p1: u8, override_rollback: bool, data: &[u8]) -> Result<StatusWord> {
-        Ok(self.ch.transmit(&Command::restore(p1, override_rollback, data))?.sw)
+        Ok(self.transmit(&Command::restore(p1, override_rollback, data))?.sw)
     }
 
     /// RESTORE DATA with one record; with `trailer`, the record is the last
@@ -112,34 +112,34 @@ impl CardClient<'_> {
             Some(t) => Command::restore_last_record(record, t),
             None => Command::restore_record(record),
         };
-        Ok(self.ch.transmit(&cmd)?.sw)
+        Ok(self.transmit(&cmd)?.sw)
     }
 
     /// RESTORE DATA with the trailer alone (a backup without records).
     pub fn restore_trailer(&mut self, trailer: &[u8]) -> Result<StatusWord> {
-        Ok(self.ch.transmit(&Command::restore_trailer(trailer))?.sw)
+        Ok(self.transmit(&Command::restore_trailer(trailer))?.sw)
     }
 
     /// RESTORE COMPLETE: the card commits the staged pages in one write.
     pub fn restore_complete(&mut self) -> Result<Response> {
-        self.ch.transmit(&Command::restore_complete())
+        self.transmit(&Command::restore_complete())
     }
 
     /// GET BALANCE of value application `app`.
     pub fn balance(&mut self, app: u8) -> Result<u32> {
-        let raw = self.ch.exec(&Command::get_balance(app))?;
+        let raw = self.exec(&Command::get_balance(app))?;
         amount("GET BALANCE", raw)
     }
 
     /// CREDIT `amount` to value application `app`; returns the new balance.
     pub fn credit(&mut self, app: u8, amount_: u32) -> Result<u32> {
-        let raw = self.ch.exec(&Command::credit(app, amount_))?;
+        let raw = self.exec(&Command::credit(app, amount_))?;
         amount("CREDIT", raw)
     }
 
     /// DEBIT `amount` from value application `app`; returns the new balance.
     pub fn debit(&mut self, app: u8, amount_: u32) -> Result<u32> {
-        let raw = self.ch.exec(&Command::debit(app, amount_))?;
+        let raw = self.exec(&Command::debit(app, amount_))?;
         amount("DEBIT", raw)
     }
 }

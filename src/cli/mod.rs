@@ -45,6 +45,12 @@ pub struct Cli {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Trust card issuers under this root certificate (PEM); repeatable. Also
+    /// CARDVAULT_TRUST (a path list) or `trust = [...]` in config.toml. A card
+    /// gets a PIN or a secret only once its certificate chain verifies under a
+    /// trusted root; embedded sim: cards trust the built-in test issuer.
+    #[arg(long, global = true, value_name = "ROOT.pem")]
+    pub trust: Vec<PathBuf>,
     /// Wait up to SECS seconds (default 30) for a card in the reader.
     #[arg(long, global = true, value_name = "SECS", num_args = 0..=1, default_missing_value = "30")]
     pub wait: Option<u64>,
@@ -107,12 +113,21 @@ pub struct Ctx {
     pub vault_path: PathBuf,
     pub trace: bool,
     pub json: bool,
+    /// Trusted card issuer roots.
+    pub trust: crate::trust::Trust,
     pub opts: ReaderOptions,
 }
 
 impl Ctx {
     pub fn from_cli(cli: &Cli) -> Result<Ctx> {
-        let (config, _path) = Config::load(cli.config.as_deref())?;
+        let (config, config_path) = Config::load(cli.config.as_deref())?;
+        let trust_paths = crate::trust::configured_paths(
+            &cli.trust,
+            std::env::var_os("CARDVAULT_TRUST"),
+            &config.trust,
+            config_path.as_deref(),
+        );
+        let trust = crate::trust::Trust::from_files(&trust_paths)?;
         let data_dir = cli
             .data_dir
             .clone()
@@ -128,6 +143,7 @@ impl Ctx {
             vault_path,
             trace: cli.trace,
             json: cli.json,
+            trust,
             opts: ReaderOptions {
                 data_dir,
                 config,
@@ -161,7 +177,10 @@ impl Ctx {
 
     /// How this run opens card sessions.
     pub fn session(&self) -> SessionOptions {
-        SessionOptions { trace: self.trace }
+        SessionOptions {
+            trace: self.trace,
+            trust: self.trust.clone(),
+        }
     }
 }
 

@@ -79,6 +79,10 @@ impl<R: Reader> Reader for FaultyReader<R> {
     fn caps(&self) -> Caps {
         self.inner.caps()
     }
+    fn built_in_root(&self) -> Option<&'static [u8]> {
+        self.inner.built_in_root()
+    }
+
     fn transaction(&mut self) -> Result<Box<dyn Transmit + '_>, TransportError> {
         if self.schedule.pulled() {
             return Err(TransportError::CardRemoved);

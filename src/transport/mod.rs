@@ -40,4 +40,10 @@ pub trait Reader {
     fn caps(&self) -> Caps;
     /// Lock the card for a sequence of commands; released when dropped.
     fn transaction(&mut self) -> Result<Box<dyn Transmit + '_>, TransportError>;
+    /// An issuer root (PEM) that cards in this reader are trusted under
+    /// without configuration: the built-in test issuer for embedded cards;
+    /// none for PC/SC readers.
+    fn built_in_root(&self) -> Option<&'static [u8]> {
+        None
+    }
 }

@@ -117,6 +117,12 @@ impl Reader for SimReader {
     fn transaction(&mut self) -> Result<Box<dyn Transmit + '_>, TransportError> {
         Ok(Box::new(SimTransaction(&mut self.card)))
     }
+
+    /// Embedded cards are certified by the built-in **test** issuer
+    /// (fixtures/issuer/test-root.pem), which they are trusted under.
+    fn built_in_root(&self) -> Option<&'static [u8]> {
+        Some(applet_sim::test_issuer::ROOT_PEM)
+    }
 }
 
 struct SimTransaction<'a>(&'a mut Card);

@@ -517,8 +517,8 @@ impl HolderJob<'_> {
             Ok(r) => r,
             Err(e) => return Ok(DuplicationOutcome::Failed { reason: e.to_string() }),
         };
-        let outcome = CardClient::open(main_reader, self.env.session).and_then(|mut main| {
-            let mut backup = CardClient::open(backup_reader.as_mut(), self.env.session)?;
+        let outcome = CardClient::open(main_reader, self.env.session.clone()).and_then(|mut main| {
+            let mut backup = CardClient::open(backup_reader.as_mut(), self.env.session.clone())?;
             let pins = (h.pin.clone(), h.pin.clone());
             duplicate_pair(
                 &mut main,

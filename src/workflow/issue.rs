@@ -427,7 +427,7 @@ fn issue_card(
     };
     card.reader = reader.name().to_string();
     let mut seen = None;
-    let personalized = CardClient::open(reader.as_mut(), env.session).and_then(|mut c| {
+    let personalized = CardClient::open(reader.as_mut(), env.session.clone()).and_then(|mut c| {
         seen = c.card_number().ok();
         personalize(&mut c, h, role.as_str(), key1, opts)
     });

@@ -5,13 +5,13 @@
 /// "Card pulled at every APDU": (workflow as the table names it, APDUs of
 /// the uninterrupted run). Cut points tried = passed = 2 x APDUs.
 pub const CUT_POINTS: &[(&str, u64)] = &[
-    ("duplicate (two cards)", 15),
-    ("backup, full", 5),
-    ("backup, differential", 4),
-    ("restore, same card", 7),
-    ("restore, chain (full + 3 differentials)", 13),
-    ("restore, other card (issuer-authorized)", 9),
-    ("recover (three files, two cards)", 11),
+    ("duplicate (two cards)", 19),
+    ("backup, full", 7),
+    ("backup, differential", 6),
+    ("restore, same card", 9),
+    ("restore, chain (full + 3 differentials)", 15),
+    ("restore, other card (issuer-authorized)", 11),
+    ("recover (three files, two cards)", 15),
 ];
 
 /// The APDU count claimed for a cut-point workflow.

@@ -141,3 +141,14 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// A path in the repository (fixtures, docs).
+pub fn repo_path(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// The test issuer root that simulated cards are certified under; PC/SC
+/// tests pass it with `--trust`.
+pub fn test_root() -> PathBuf {
+    repo_path("fixtures/issuer/test-root.pem")
+}
