@@ -54,8 +54,10 @@ pub struct Profile {
     #[serde(default = "default_true")]
     pub test_issuer_certificate: bool,
     /// Sensitive commands are refused (6982) unless they arrive under SCP11
-    /// (docs/PROTOCOL.md, "Secure channel"). Off by default for now.
-    #[serde(default)]
+    /// (docs/PROTOCOL.md, "Secure channel"). On unless a profile turns it off
+    /// (`require_secure_channel = false`, for conformance tests of something
+    /// else than the secure channel).
+    #[serde(default = "default_true")]
     pub require_secure_channel: bool,
     /// The application table.
     #[serde(default, rename = "application")]

@@ -199,9 +199,11 @@ fn select_closes_the_session() {
 
 #[test]
 fn require_secure_channel_refuses_plain_sensitive_commands_with_6982() {
-    let mut p = Profile::load("main").unwrap();
-    p.require_secure_channel = true;
-    let mut card = card_with(&p);
+    // The default of every built-in profile.
+    for name in ["main", "backup", "replacement", "blank"] {
+        assert!(Profile::load(name).unwrap().require_secure_channel, "{name}");
+    }
+    let mut card = main_card();
     let verify = [0x00, 0x20, 0x00, 0x81, 0x06, b'1', b'2', b'3', b'4', b'5', b'6'];
     assert_eq!(tx(&mut card, &verify).1, 0x6982);
     assert_eq!(card.state().pin.tries_left, 3, "refused before the PIN is looked at");
@@ -210,9 +212,66 @@ fn require_secure_channel_refuses_plain_sensitive_commands_with_6982() {
     let mut ch = open_scp11b(&mut card);
     assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN).1, 0x9000);
 
-    // Off (the default): plain VERIFY works as before.
-    let mut card = main_card();
+    // A profile that turns it off: plain VERIFY works as before.
+    let mut p = Profile::load("main").unwrap();
+    p.require_secure_channel = false;
+    let mut card = card_with(&p);
     assert_eq!(tx(&mut card, &verify).1, 0x9000);
+}
+
+/// Every sensitive command, sent plain to a default card (outside a session,
+/// PIN verified or not), gets 6982 and changes nothing.
+#[test]
+fn every_sensitive_command_sent_plain_gets_6982_and_changes_nothing() {
+    use cardvault_proto::ins;
+    let commands: &[(u8, u8, u8, u8, &[u8])] = &[
+        (0x00, ins::VERIFY, 0x00, 0x81, b"123456"),
+        (0x00, ins::CHANGE_REFERENCE_DATA, 0x00, 0x81, b"\x06123456654321"),
+        (0x00, ins::RESET_RETRY_COUNTER, 0x03, 0x81, b""),
+        (0x00, ins::PUT_DATA, 0xDF, 0x20, b"M-1"),
+        (0x80, ins::WRITE_KEY_ELEMENT, 0x02, 0x00, &[7u8; 32]),
+        (0x80, ins::TAKE_OUT_KEY, 0x00, 0x00, b"0000000000000000"),
+        (0x80, ins::IMPORT_KEY, 0x00, 0x00, &[1u8; 64]),
+        (0x80, ins::UNWRAP_FILE_KEY, 0x00, 0x00, &[2u8; 96]),
+        (0x80, ins::REWRAP_TO_PEER, 0x00, 0x00, &[2u8; 96]),
+        (0x80, ins::SET_MAIN_KEY, 0x00, 0x00, &[3u8; 96]),
+        (0x80, ins::GET_TRANSPORT_KEY, 0x00, 0x00, b""),
+        (0x80, ins::CREDIT, 0x01, 0x00, &[0, 0, 0, 100]),
+        (0x80, ins::DEBIT, 0x01, 0x00, &[0, 0, 0, 1]),
+        (0x80, ins::BACKUP, 0x00, 0x00, &[0u8; 10]),
+        (0x80, ins::BACKUP_DATA, 0x00, 0x00, b""),
+        (0x80, ins::BACKUP_COMPLETE, 0x00, 0x00, &[0, 0, 0, 1]),
+        (0x80, ins::GET_RESTORE_CHALLENGE, 0x00, 0x00, b""),
+        (0x80, ins::RESTORE, 0x00, 0x00, &[0u8; 40]),
+        (0x80, ins::RESTORE_DATA, 0x00, 0x00, &[0u8; 40]),
+        (0x80, ins::RESTORE_COMPLETE, 0x00, 0x00, b""),
+    ];
+    for (cla, ins_byte, _, _, _) in commands {
+        assert!(cardvault_proto::command_is_sensitive(*cla, *ins_byte), "{ins_byte:02X}");
+    }
+    for pin_first in [false, true] {
+        let mut card = main_card();
+        if pin_first {
+            let mut ch = open_scp11b(&mut card);
+            assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN).1, 0x9000);
+            // A plain sensitive command in the session ends it (6987)...
+            let c = CommandApdu::new(0x00, ins::VERIFY, 0x00, 0x81, PIN.to_vec());
+            assert_eq!(tx(&mut card, &c.to_bytes()).1, 0x6987);
+            // ...and the protected ones that follow are refused.
+            let w = ch.wrap(0x00, 0xCA, 0x00, 0xE1, &[]).unwrap();
+            assert_eq!(tx(&mut card, &w.to_bytes()).1, 0x6982);
+        }
+        let before = card.state().clone();
+        for (cla, ins_byte, p1, p2, data) in commands {
+            let c = CommandApdu::new(*cla, *ins_byte, *p1, *p2, data.to_vec());
+            assert_eq!(
+                tx(&mut card, &c.to_bytes()).1,
+                0x6982,
+                "plain {cla:02X} {ins_byte:02X} (PIN verified before: {pin_first})"
+            );
+        }
+        assert_eq!(card.state(), &before);
+    }
 }
 
 #[test]

@@ -47,6 +47,12 @@ pub const VERIFY_PIN: &[u8] = &[0x00, 0x20, 0x00, 0x81, 0x06, b'1', b'2', b'3', 
 pub const MAX_STEPS: usize = 64;
 
 /// A built-in profile with a fixed card number: "main", "backup", "replacement", "blank".
+///
+/// Plain sensitive commands are allowed on these cards (`require_secure_channel`
+/// off): the targets explore the command handlers and their invariants with
+/// raw APDUs, which the secure channel check would stop before dispatch. That
+/// check, and every secure messaging error, are tested in
+/// applet-sim/tests/secure_channel.rs on the default profiles.
 pub fn profile(name: &str) -> &'static Profile {
     static CACHE: OnceLock<HashMap<&'static str, Profile>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| {
@@ -60,6 +66,7 @@ pub fn profile(name: &str) -> &'static Profile {
         .map(|(n, number)| {
             let mut p = Profile::load(n).expect("built-in profile");
             p.card_number = Some(number.to_string());
+            p.require_secure_channel = false;
             (n, p)
         })
         .collect()
