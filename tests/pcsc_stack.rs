@@ -702,3 +702,50 @@ fn with_selected<T>(
     let mut c = cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace, trust })?;
     f(&mut c)
 }
+
+#[test]
+fn a_pcsc_card_gets_a_pin_only_under_a_root_it_was_told_to_trust() {
+    let Some(stack) = PcscStack::start("a_pcsc_card_gets_a_pin_only_under_a_root_it_was_told_to_trust") else {
+        return;
+    };
+    let dir = temp_dir("trust");
+    let home = dir.join("home");
+    let card = dir.join("t.card");
+    let _sim = stack.one(&card, "main");
+    // The simulator's card, behind pcscd, is certified by the test issuer, but
+    // a PC/SC card is not trusted under the built-in test root.
+    let o = run(cardvault(&home)
+        .env("PIN", "123456")
+        .args(["--trace", "-r", "0", "pin", "verify", "--pin", "env:PIN"]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no issuer root is trusted") && err.contains("--trust"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("[SCP11]") && !err.contains("> 0020") && !err.contains("> 0420"),
+        "{err}"
+    );
+    let o = run(cardvault(&home).args(["--json", "-r", "0", "cert", "show"]));
+    assert_eq!(json(&o)["verified"], false);
+    assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 3);
+    // Told: --trust, CARDVAULT_TRUST, or the configuration's trust list.
+    let o = run(cv_pcsc(&home)
+        .env("PIN", "123456")
+        .args(["-r", "0", "pin", "verify", "--pin", "env:PIN"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cardvault(&home)
+        .env("PIN", "123456")
+        .env("CARDVAULT_TRUST", test_root())
+        .args(["-r", "0", "pin", "verify", "--pin", "env:PIN"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config = dir.join("config.toml");
+    std::fs::write(&config, format!("trust = [{:?}]\n", test_root().display().to_string())).unwrap();
+    let o = run(cardvault(&home)
+        .env("PIN", "123456")
+        .arg("--config")
+        .arg(&config)
+        .args(["-r", "0", "pin", "verify", "--pin", "env:PIN"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}

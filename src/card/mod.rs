@@ -126,6 +126,11 @@ impl<'a> CardClient<'a> {
     /// Send a command and collect its whole answer: under the secure channel
     /// when one is open or the command needs one (which opens it first).
     pub fn transmit(&mut self, cmd: &Command) -> Result<Response> {
+        if cmd.cla & !proto::cla::CHAINING == proto::cla::ISO && cmd.ins == proto::ins::SELECT {
+            // SELECT goes plain and ends the card's session.
+            self.secure = None;
+            return self.ch.transmit(cmd);
+        }
         if self.secure.is_none() && secure::needs_secure_session(cmd) {
             self.open_secure_session()?;
         }

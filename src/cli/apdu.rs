@@ -1,8 +1,11 @@
 //! `cardvault apdu`: raw APDUs, from the command line or a script file.
 
 use super::{print_json, Ctx};
-use crate::apdu::{format_command, raw_is_secret, Channel, StatusWord};
+use crate::apdu::{format_command, raw_is_secret, Channel, Command, StatusWord};
+use crate::card::CardClient;
 use crate::error::{Error, Result};
+use cardvault_proto::apdu::CommandApdu;
+use cardvault_proto::{cla, ins};
 use cardvault_proto::{from_hex, to_hex};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -21,6 +24,11 @@ pub struct Args {
     /// Stop at the first status word other than 9000 and exit with code 4.
     #[arg(long)]
     strict: bool,
+    /// Open an SCP11b secure channel first (the card's certificate must verify
+    /// under a trusted root) and send every APDU protected; SELECT goes plain
+    /// and the next APDU opens a new session. Shows the plaintext exchanges.
+    #[arg(long, conflicts_with = "raw")]
+    secure: bool,
 }
 
 #[derive(Serialize)]
@@ -66,43 +74,88 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
 
     let mut reader = ctx.open_reader()?;
     let (caps, name) = (reader.caps(), reader.name().to_string());
-    let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
-    let mut ch = Channel::new(tx, caps, &name, ctx.trace);
     let mut log = Vec::with_capacity(apdus.len());
     let mut failure = None;
-    for raw in &apdus {
-        let start = std::time::Instant::now();
-        let r = ch.send_raw(raw, !a.raw)?;
-        let micros = start.elapsed().as_micros();
-        let shown = format_command(raw, raw_is_secret(raw));
-        // Secret answers (an unwrapped file key) are masked here as in traces.
-        let data = if raw.len() >= 2 && cardvault_proto::response_data_is_secret(raw[0], raw[1]) && !r.data.is_empty() {
-            format!("<{} secret bytes masked>", r.data.len())
-        } else {
-            to_hex(&r.data).to_uppercase()
-        };
-        if !ctx.json {
-            println!("> {shown}");
-            let sep = if data.is_empty() { "" } else { " " };
-            println!("< {data}{sep}{}", r.sw);
+    if a.secure {
+        // CardClient::open selects the applet; the session opens before the
+        // first APDU that is not a SELECT (a SELECT ends it on the card).
+        let parsed = apdus
+            .iter()
+            .map(|raw| {
+                CommandApdu::parse(raw).map_err(|sw| {
+                    Error::Usage(format!(
+                        "{}: not a well-formed command APDU ({sw:04X}); nothing was sent",
+                        to_hex(raw).to_uppercase()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
+        for (raw, c) in apdus.iter().zip(parsed) {
+            let mut cmd = Command::new("APDU", c.cla, c.ins, c.p1, c.p2).with_data(&c.data);
+            cmd.ne = c.ne;
+            let select = c.cla & !cla::CHAINING == cla::ISO && c.ins == ins::SELECT;
+            if !select && !card.is_secure() {
+                card.open_secure_session()?;
+            }
+            let start = std::time::Instant::now();
+            let r = card.transmit(&cmd)?;
+            let micros = start.elapsed().as_micros();
+            if let Some(sw) = record(ctx, a.strict, raw, r, micros, &mut log) {
+                failure = Some(sw);
+                break;
+            }
         }
-        log.push(Exchange {
-            command: shown,
-            response: data,
-            sw: format!("{:04X}", r.sw.to_u16()),
-            sw_text: r.sw.text(),
-            micros,
-        });
-        if a.strict && r.sw != StatusWord::Ok && !matches!(r.sw, StatusWord::MoreData(_)) {
-            failure = Some(r.sw);
-            break;
+    } else {
+        let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
+        let mut ch = Channel::new(tx, caps, &name, ctx.trace);
+        for raw in &apdus {
+            let start = std::time::Instant::now();
+            let r = ch.send_raw(raw, !a.raw)?;
+            let micros = start.elapsed().as_micros();
+            if let Some(sw) = record(ctx, a.strict, raw, r, micros, &mut log) {
+                failure = Some(sw);
+                break;
+            }
         }
     }
     if ctx.json {
-        print_json(&serde_json::json!({ "reader": name, "exchanges": log }));
+        print_json(&serde_json::json!({ "reader": name, "secure": a.secure, "exchanges": log }));
     }
     match failure {
         Some(sw) => Err(Error::Card { command: "APDU", sw }),
         None => Ok(()),
     }
+}
+
+/// Print one exchange (the plaintext, under --secure) and log it; the status
+/// word that stops a --strict run.
+fn record(
+    ctx: &Ctx,
+    strict: bool,
+    raw: &[u8],
+    r: crate::apdu::Response,
+    micros: u128,
+    log: &mut Vec<Exchange>,
+) -> Option<StatusWord> {
+    let shown = format_command(raw, raw_is_secret(raw));
+    // Secret answers (an unwrapped file key) are masked here as in traces.
+    let data = if raw.len() >= 2 && cardvault_proto::response_data_is_secret(raw[0], raw[1]) && !r.data.is_empty() {
+        format!("<{} secret bytes masked>", r.data.len())
+    } else {
+        to_hex(&r.data).to_uppercase()
+    };
+    if !ctx.json {
+        println!("> {shown}");
+        let sep = if data.is_empty() { "" } else { " " };
+        println!("< {data}{sep}{}", r.sw);
+    }
+    log.push(Exchange {
+        command: shown,
+        response: data,
+        sw: format!("{:04X}", r.sw.to_u16()),
+        sw_text: r.sw.text(),
+        micros,
+    });
+    (strict && r.sw != StatusWord::Ok && !matches!(r.sw, StatusWord::MoreData(_))).then_some(r.sw)
 }

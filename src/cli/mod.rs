@@ -4,6 +4,7 @@
 mod apdu;
 mod audit;
 mod backup;
+mod cert;
 mod demo;
 mod duplicate;
 mod files;
@@ -73,6 +74,9 @@ pub enum Command {
     Status(status::Args),
     /// Send raw APDUs (hex) and print the responses, like scriptor.
     Apdu(apdu::Args),
+    /// The card's certificate chain: show it (verified or not), export it.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
     /// Verify, change or unblock the holder PIN.
     #[command(subcommand)]
     Pin(pin::PinCommand),
@@ -249,6 +253,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Readers(a) => readers::run(&ctx, a),
         Command::Status(a) => status::run(&ctx, a),
         Command::Apdu(a) => apdu::run(&ctx, a),
+        Command::Cert(c) => cert::run(&ctx, c),
         Command::Pin(c) => pin::run(&ctx, c),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Issue(a) => issue::run(&ctx, a),

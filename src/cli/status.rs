@@ -11,11 +11,33 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
     let mut reader = ctx.open_reader()?;
     let name = reader.name().to_string();
     let atr = cardvault_proto::to_hex(reader.atr()).to_uppercase();
-    let st = CardClient::open(reader.as_mut(), ctx.session())?.status()?;
+    let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
+    let st = card.status()?;
+    let cert = card.certificate_report()?;
+    // The certificate must name the card that answers.
+    let certified_number = cert.chain.last().and_then(|c| c.card_number.clone());
+    let (verified, reason) = match (&cert.reason, &certified_number) {
+        (Some(why), _) => (false, Some(why.clone())),
+        (None, Some(n)) if *n != st.card_number => (
+            false,
+            Some(format!(
+                "the certificate names card {n}, the card says {}",
+                st.card_number
+            )),
+        ),
+        (None, _) => (true, None),
+    };
     if ctx.json {
         let mut v = serde_json::to_value(&st).expect("status serializes");
         v["reader"] = name.into();
         v["atr"] = atr.into();
+        v["certificate"] = serde_json::json!({
+            "verified": verified,
+            "reason": reason,
+            "card_number": certified_number,
+            "issuer": cert.chain.last().map(|c| c.issuer.clone()),
+            "not_after": cert.chain.last().map(|c| c.not_after.clone()),
+        });
         print_json(&v);
         return Ok(());
     }
@@ -23,6 +45,11 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
     println!("ATR          {atr}");
     println!("card number  {}", st.card_number);
     println!("role         {}", st.role);
+    match (&reason, cert.chain.last()) {
+        (None, Some(c)) => println!("certificate  verified (issuer {}, valid to {})", c.issuer, c.not_after),
+        (Some(why), _) => println!("certificate  NOT verified: {why}"),
+        (None, None) => println!("certificate  none"),
+    }
     println!("applet       {}", st.applet_version);
     if st.pin_blocked {
         println!("PIN          BLOCKED (0 of {} tries left)", st.pin_max_tries);
