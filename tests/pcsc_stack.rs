@@ -749,3 +749,287 @@ fn a_pcsc_card_gets_a_pin_only_under_a_root_it_was_told_to_trust() {
         .args(["-r", "0", "pin", "verify", "--pin", "env:PIN"]));
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// The issue's first "done when": the whole flow (issue, duplicate, encrypt
+/// and decrypt, backup, recover onto a new card, restore onto another card)
+/// through pcscd with its APDU log on, as an attacker on the same host would
+/// run it, and not one secret in that log: PIN, key group elements, file
+/// keys, main private keys (what a take-out carries), card ECKA private
+/// keys, card-unique and card-common keys, the admin key. The secrets come
+/// from the cards' state files and the test's inputs.
+#[test]
+fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
+    let name = "the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log";
+    let Some(stack) = PcscStack::start_logging_apdus(name) else {
+        return;
+    };
+    use applet_sim::state::Store;
+    let dir = temp_dir("apdulog");
+    let home = dir.join("home");
+    let (main_card, backup_card, new_card) = (dir.join("main.card"), dir.join("backup.card"), dir.join("new.card"));
+    const PIN: &str = "86420975";
+    let (e2, e3) = ("5e".repeat(32), "c3".repeat(32));
+    let mut sim = stack.sim(&[(0, &main_card, "blank"), (1, &backup_card, "blank")]);
+    let cv = |args: &[&str]| {
+        let mut c = cv_pcsc(&home);
+        c.env("ADMIN", ADMIN_KEY)
+            .env("P", PIN)
+            .env("E", format!("{e2}\n{e3}"))
+            .args(args);
+        let o = run(&mut c);
+        assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        o
+    };
+    let csv = dir.join("h.csv");
+    std::fs::write(
+        &csv,
+        format!("holder,pin,member_number,expiry\nalice,{PIN},M-77,2030-01\n"),
+    )
+    .unwrap();
+    let csv_s = csv.to_str().unwrap();
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+
+    // Issue the pair from blank cards, duplicate, encrypt two files to the
+    // main card and decrypt one, write memory and back it up.
+    cv(&[
+        "-r",
+        "0",
+        "issue",
+        "--profile",
+        "pair",
+        "--backup-reader",
+        "1",
+        "--holders",
+        csv_s,
+        "--admin-key",
+        "env:ADMIN",
+    ]);
+    cv(&[
+        "duplicate",
+        "--main",
+        READER0,
+        "--backup",
+        READER1,
+        "--pin",
+        "env:P",
+        "--backup-pin",
+        "env:P",
+        "--elements",
+        "env:E",
+    ]);
+    for i in 0..2 {
+        std::fs::write(f(&format!("doc{i}")), vec![0x40 + i as u8; 3000]).unwrap();
+        cv(&[
+            "encrypt",
+            "--to",
+            "0",
+            &f(&format!("doc{i}")),
+            "-o",
+            &f(&format!("doc{i}.cve")),
+        ]);
+    }
+    cv(&[
+        "-r",
+        "0",
+        "decrypt",
+        "--pin",
+        "env:P",
+        &f("doc0.cve"),
+        "-o",
+        &f("doc0.out"),
+    ]);
+    assert_eq!(std::fs::read(f("doc0.out")).unwrap(), vec![0x40; 3000]);
+    {
+        let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
+        with_selected(r.as_mut(), false, |c| {
+            c.verify_pin(PIN.as_bytes())?;
+            c.write_memory(0, &[0x77; 2048])
+        })
+        .unwrap();
+    }
+    cv(&["-r", "0", "backup", "--pin", "env:P"]);
+    let old_main = Store::peek(&main_card).unwrap();
+    let file_keys_old: Vec<Vec<u8>> = (0..2)
+        .map(|i| file_key(&f(&format!("doc{i}.cve")), &old_main))
+        .collect();
+
+    // The main card breaks: a new blank card is issued as main, the files
+    // are recovered onto it from the backup card.
+    sim.kill();
+    let _sim = stack.sim(&[(0, &new_card, "blank"), (1, &backup_card, "blank")]);
+    cv(&[
+        "-r",
+        "0",
+        "issue",
+        "--profile",
+        "main",
+        "--holders",
+        csv_s,
+        "--admin-key",
+        "env:ADMIN",
+    ]);
+    cv(&[
+        "recover",
+        "--backup",
+        "1",
+        "--new",
+        "0",
+        "--backup-pin",
+        "env:P",
+        "--new-pin",
+        "env:P",
+        "--elements",
+        "env:E",
+        &f("doc0.cve"),
+        &f("doc1.cve"),
+    ]);
+    cv(&[
+        "-r",
+        "0",
+        "decrypt",
+        "--pin",
+        "env:P",
+        &f("doc1.cve"),
+        "-o",
+        &f("doc1.out"),
+    ]);
+    assert_eq!(std::fs::read(f("doc1.out")).unwrap(), vec![0x41; 3000]);
+
+    // Restore the old main card's backup onto the new card (another card),
+    // with the issuer's authorization.
+    let (req, auth) = (f("req.json"), f("auth.json"));
+    cv(&[
+        "-r",
+        "0",
+        "restore",
+        "--from-card",
+        &old_main.card_number,
+        "--pin",
+        "env:P",
+        "--request",
+        &req,
+    ]);
+    let key = common::repo_path("fixtures/issuer/issuer-private.hex");
+    cv(&[
+        "authorize-restore",
+        "--request",
+        &req,
+        "--issuer-key",
+        &format!("file:{}", key.display()),
+        "-o",
+        &auth,
+    ]);
+    cv(&[
+        "-r",
+        "0",
+        "restore",
+        "--from-card",
+        &old_main.card_number,
+        "--pin",
+        "env:P",
+        "--authorization",
+        &auth,
+    ]);
+    let new_main = Store::peek(&new_card).unwrap();
+    assert_eq!(new_main.memory[..2048], [0x77; 2048]);
+    let backup = Store::peek(&backup_card).unwrap();
+    let file_keys_new: Vec<Vec<u8>> = (0..2)
+        .map(|i| file_key(&f(&format!("doc{i}.cve")), &new_main))
+        .collect();
+
+    // A decoy secret sent in clear on purpose (the card refuses a plain
+    // VERIFY, 6982): the log check must find it, or it finds nothing.
+    let decoy = "d3c0ded3c0de5ec2e7";
+    let o = cv(&[
+        "--json",
+        "-r",
+        "0",
+        "apdu",
+        "00A4040006F043564C5401",
+        &format!("0020008109{decoy}"),
+    ]);
+    assert_eq!(json(&o)["exchanges"][1]["sw"], "6982");
+
+    // Every secret, as the bytes that would cross PC/SC.
+    let mut secrets: Vec<(String, Vec<u8>)> = vec![
+        ("PIN".into(), PIN.as_bytes().to_vec()),
+        ("admin key".into(), cardvault_proto::from_hex(ADMIN_KEY).unwrap()),
+    ];
+    for (who, s) in [("old main", &old_main), ("backup", &backup), ("new main", &new_main)] {
+        for (i, e) in s.key_group.elements.iter().enumerate() {
+            secrets.push((format!("{who} key group element {}", i + 1), e.0.clone()));
+        }
+        if let Some(k) = &s.main_key {
+            secrets.push((
+                format!("{who} main private key (take-out plaintext)"),
+                k.private.clone(),
+            ));
+        }
+        secrets.push((format!("{who} ECKA private key"), s.ecka_private.clone()));
+        secrets.push((format!("{who} card-unique key"), s.unique_key.clone()));
+        secrets.push((format!("{who} card-common key"), s.common_key.clone()));
+    }
+    for (i, k) in file_keys_old.iter().chain(&file_keys_new).enumerate() {
+        secrets.push((format!("file key {i}"), k.clone()));
+    }
+    secrets.retain(|(_, s)| !s.is_empty());
+    secrets.sort_by(|a, b| a.1.cmp(&b.1));
+    secrets.dedup_by(|a, b| a.1 == b.1);
+
+    let log = stack.log();
+    let hay: String = log.to_lowercase().chars().filter(|c| !c.is_whitespace()).collect();
+    let apdu_lines = log.lines().filter(|l| l.contains(" APDU: ")).count();
+    let answer_lines = log.lines().filter(|l| l.contains(" SW: ")).count();
+    println!("{name}: pcscd logged {apdu_lines} commands and {answer_lines} answers");
+    // The flow takes about 130 APDUs (the handshakes included).
+    assert!(
+        apdu_lines >= 100,
+        "the log holds too few APDUs: {}",
+        &log[..log.len().min(2000)]
+    );
+    assert_eq!(answer_lines, apdu_lines, "every answer is logged too");
+    // The log shows APDUs as the hex this check searches: the plain SELECT,
+    // protected VERIFYs (CLA 04, Lc 18), and the decoy in clear.
+    assert!(hay.contains("00a4040006f043564c5401"), "no SELECT in the log");
+    assert!(hay.contains("0420008118"), "no protected VERIFY in the log");
+    assert!(
+        hay.contains(decoy),
+        "the decoy sent in clear is not found: the check would be vacuous"
+    );
+    let leaked: Vec<&str> = secrets
+        .iter()
+        .filter(|(_, s)| hay.contains(&cardvault_proto::to_hex(s)))
+        .map(|(what, _)| what.as_str())
+        .collect();
+    println!("{name}: {} distinct secrets checked", secrets.len());
+    // PIN, admin key, 3 key group elements (the same on every card of the
+    // holder), 2 main private keys, 3 ECKA keys, 3 card-unique keys, the
+    // domain's card-common key, 4 file keys (before and after recovery).
+    let names: Vec<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
+    for kind in [
+        "PIN",
+        "admin key",
+        "element 3",
+        "take-out plaintext",
+        "ECKA",
+        "card-unique",
+        "card-common",
+        "file key 3",
+    ] {
+        assert!(names.iter().any(|n| n.contains(kind)), "no {kind} among {names:?}");
+    }
+    assert_eq!(secrets.len(), 19, "{names:?}");
+    assert!(leaked.is_empty(), "in pcscd's APDU log: {leaked:?}");
+}
+
+/// The file key of an encrypted file, opened with the card's main private key
+/// taken from its state file (what UNWRAP FILE KEY answers).
+fn file_key(path: &str, card: &applet_sim::CardState) -> Vec<u8> {
+    let private = &card.main_key.as_ref().expect("main key").private;
+    let me = cardvault_proto::crypto::KeyPair::from_private(private).unwrap();
+    let mut header = [0u8; cardvault::fileenc::HEADER_LEN];
+    std::io::Read::read_exact(&mut std::fs::File::open(path).unwrap(), &mut header).unwrap();
+    let h = cardvault::fileenc::Header::parse(&header).unwrap();
+    let k = cardvault_proto::crypto::unwrap_key(&me, &h.wrapped_key, h.aad()).unwrap();
+    k.to_vec()
+}

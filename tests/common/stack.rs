@@ -159,6 +159,22 @@ impl PcscStack {
     /// Start the stack for `test`. `None` only when the stack is missing and
     /// skipping is allowed; otherwise a missing stack fails the test.
     pub fn start(test: &str) -> Option<PcscStack> {
+        Self::start_with(test, false)
+    }
+
+    /// As [`PcscStack::start`], with pcscd's APDU log on (`-a -d`, as an
+    /// attacker on the host would run it): every APDU and answer lands in the
+    /// log that [`PcscStack::log`] reads.
+    pub fn start_logging_apdus(test: &str) -> Option<PcscStack> {
+        Self::start_with(test, true)
+    }
+
+    /// What pcscd wrote so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("pcscd.log")).unwrap_or_default()).into_owned()
+    }
+
+    fn start_with(test: &str, apdu_log: bool) -> Option<PcscStack> {
         static LOCK: Mutex<()> = Mutex::new(());
         let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let run = run_dir();
@@ -193,8 +209,9 @@ impl PcscStack {
         }
         let log = std::fs::File::create(dir.join("pcscd.log")).unwrap();
         let script = format!(
-            "mount --bind '{}' /run/pcscd && exec pcscd --foreground -c '{}'",
+            "mount --bind '{}' /run/pcscd && exec pcscd --foreground {}-c '{}'",
             run.display(),
+            if apdu_log { "--apdu --debug " } else { "" },
             conf.display()
         );
         let mut cmd = Command::new("unshare");
