@@ -423,7 +423,7 @@ impl ClientHandshake {
             return Err(Scp11Error::Receipt);
         }
         Ok(ClientChannel {
-            state: ChannelState::new(keys, expected),
+            state: ChannelState::new(keys, expected)?,
             pending: None,
         })
     }
@@ -474,7 +474,7 @@ pub fn card_handshake(
     Ok((
         answer,
         CardChannel {
-            state: ChannelState::new(keys, receipt),
+            state: ChannelState::new(keys, receipt)?,
             current: None,
         },
     ))
@@ -482,53 +482,199 @@ pub fn card_handshake(
 
 // ---------------------------------------------------------------- channels
 
-/// What both ends keep between APDUs: keys, MAC chaining value, encryption counter.
-#[derive(zeroize::ZeroizeOnDrop)]
+/// One AES-128 key, set up once for raw block operations. Creating an
+/// OpenSSL context costs far more than an AES block; a session keeps its
+/// contexts for every APDU. OpenSSL cleanses the key schedule when the
+/// context is freed.
+struct AesBlock {
+    enc: Crypter,
+    dec: Crypter,
+}
+
+impl AesBlock {
+    fn new(key: &[u8; KEY_LEN]) -> Result<AesBlock> {
+        let mut enc = Crypter::new(Cipher::aes_128_ecb(), Mode::Encrypt, key, None)?;
+        enc.pad(false);
+        let mut dec = Crypter::new(Cipher::aes_128_ecb(), Mode::Decrypt, key, None)?;
+        dec.pad(false);
+        Ok(AesBlock { enc, dec })
+    }
+
+    fn run(c: &mut Crypter, block: &mut [u8; 16]) -> Result<()> {
+        let mut out = [0u8; 32];
+        let n = c.update(block, &mut out)?;
+        if n != 16 {
+            return Err(Scp11Error::Malformed("AES block operation"));
+        }
+        block.copy_from_slice(&out[..16]);
+        out.zeroize();
+        Ok(())
+    }
+
+    fn encrypt(&mut self, block: &mut [u8; 16]) -> Result<()> {
+        Self::run(&mut self.enc, block)
+    }
+
+    fn decrypt(&mut self, block: &mut [u8; 16]) -> Result<()> {
+        Self::run(&mut self.dec, block)
+    }
+}
+
+/// AES-128-CMAC (RFC 4493) with its key and subkeys set up once.
+struct Cmac {
+    aes: AesBlock,
+    k1: Zeroizing<[u8; 16]>,
+    k2: Zeroizing<[u8; 16]>,
+}
+
+fn dbl(b: &[u8; 16]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for i in 0..16 {
+        out[i] = (b[i] << 1) | if i < 15 { b[i + 1] >> 7 } else { 0 };
+    }
+    if b[0] & 0x80 != 0 {
+        out[15] ^= 0x87;
+    }
+    out
+}
+
+impl Cmac {
+    fn new(key: &[u8; KEY_LEN]) -> Result<Cmac> {
+        let mut aes = AesBlock::new(key)?;
+        let mut l = Zeroizing::new([0u8; 16]);
+        aes.encrypt(&mut l)?;
+        let k1 = Zeroizing::new(dbl(&l));
+        let k2 = Zeroizing::new(dbl(&k1));
+        Ok(Cmac { aes, k1, k2 })
+    }
+
+    /// CMAC over the concatenation of `parts`.
+    fn mac(&mut self, parts: &[&[u8]]) -> Result<[u8; 16]> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        // Blocks before the last are chained as they come; the last (complete
+        // or not) gets K1 or K2.
+        let last_len = match total {
+            0 => 0,
+            n if n % 16 == 0 => 16,
+            n => n % 16,
+        };
+        let before_last = total - last_len;
+        let mut x = [0u8; 16];
+        let mut block = [0u8; 16];
+        let mut fill = 0;
+        let mut done = 0;
+        let mut last = [0u8; 16];
+        for p in parts {
+            for &b in p.iter() {
+                if done < before_last {
+                    block[fill] = b;
+                    fill += 1;
+                    done += 1;
+                    if fill == 16 {
+                        for (xi, bi) in x.iter_mut().zip(block.iter()) {
+                            *xi ^= bi;
+                        }
+                        self.aes.encrypt(&mut x)?;
+                        fill = 0;
+                    }
+                } else {
+                    last[done - before_last] = b;
+                    done += 1;
+                }
+            }
+        }
+        let subkey = if last_len == 16 {
+            &self.k1
+        } else {
+            last[last_len] = 0x80;
+            &self.k2
+        };
+        for (l, k) in last.iter_mut().zip(subkey.iter()) {
+            *l ^= k;
+        }
+        for (xi, li) in x.iter_mut().zip(last.iter()) {
+            *xi ^= li;
+        }
+        self.aes.encrypt(&mut x)?;
+        block.zeroize();
+        last.zeroize();
+        Ok(x)
+    }
+}
+
+/// What both ends keep between APDUs: keys (as ready AES and CMAC
+/// contexts), MAC chaining value, encryption counter.
 struct ChannelState {
-    #[zeroize(skip)]
     keys: SessionKeys,
+    enc: AesBlock,
+    cmac: Cmac,
+    rmac: Cmac,
     chain: [u8; 16],
     counter: u64,
 }
 
+impl Drop for ChannelState {
+    fn drop(&mut self) {
+        self.chain.zeroize();
+    }
+}
+
 impl ChannelState {
-    fn new(keys: SessionKeys, receipt: [u8; 16]) -> ChannelState {
-        ChannelState {
+    fn new(keys: SessionKeys, receipt: [u8; 16]) -> Result<ChannelState> {
+        Ok(ChannelState {
+            enc: AesBlock::new(&keys.s_enc)?,
+            cmac: Cmac::new(&keys.s_mac)?,
+            rmac: Cmac::new(&keys.s_rmac)?,
             keys,
             chain: receipt,
             counter: 1,
-        }
+        })
     }
 
     /// IV for a command (`counter` as 16 bytes) or an answer (`80` ‖ counter as 15 bytes).
-    fn iv(&self, counter: u64, response: bool) -> Result<[u8; 16]> {
+    fn iv(&mut self, counter: u64, response: bool) -> Result<[u8; 16]> {
         let mut block = [0u8; 16];
         block[8..].copy_from_slice(&counter.to_be_bytes());
         if response {
             block[0] = 0x80;
         }
-        let mut c = Crypter::new(Cipher::aes_128_ecb(), Mode::Encrypt, &self.keys.s_enc, None)?;
-        c.pad(false);
-        let mut out = [0u8; 32];
-        let n = c.update(&block, &mut out)?;
-        let m = c.finalize(&mut out[n..])?;
-        debug_assert_eq!(n + m, 16);
-        let mut iv = [0u8; 16];
-        iv.copy_from_slice(&out[..16]);
-        Ok(iv)
+        self.enc.encrypt(&mut block)?;
+        Ok(block)
     }
 
-    fn cbc(&self, mode: Mode, iv: &[u8; 16], input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let mut c = Crypter::new(Cipher::aes_128_cbc(), mode, &self.keys.s_enc, Some(iv))?;
-        c.pad(false);
-        let mut out = Zeroizing::new(vec![0u8; input.len() + 16]);
-        let n = c.update(input, &mut out)?;
-        let m = c.finalize(&mut out[n..])?;
-        out.truncate(n + m);
+    /// AES-128-CBC without padding under S-ENC.
+    fn cbc(&mut self, mode: Mode, iv: &[u8; 16], input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        if !input.len().is_multiple_of(16) {
+            return Err(Scp11Error::Padding);
+        }
+        let mut out = Zeroizing::new(Vec::with_capacity(input.len()));
+        let mut prev = *iv;
+        let mut block = [0u8; 16];
+        for chunk in input.chunks_exact(16) {
+            block.copy_from_slice(chunk);
+            match mode {
+                Mode::Encrypt => {
+                    for (b, p) in block.iter_mut().zip(prev.iter()) {
+                        *b ^= p;
+                    }
+                    self.enc.encrypt(&mut block)?;
+                    prev = block;
+                }
+                Mode::Decrypt => {
+                    self.enc.decrypt(&mut block)?;
+                    for (b, p) in block.iter_mut().zip(prev.iter()) {
+                        *b ^= p;
+                    }
+                    prev.copy_from_slice(chunk);
+                }
+            }
+            out.extend_from_slice(&block);
+        }
+        block.zeroize();
         Ok(out)
     }
 
-    fn encrypt(&self, counter: u64, response: bool, plain: &[u8]) -> Result<Vec<u8>> {
+    fn encrypt(&mut self, counter: u64, response: bool, plain: &[u8]) -> Result<Vec<u8>> {
         let mut padded = Zeroizing::new(Vec::with_capacity(plain.len() + 16));
         padded.extend_from_slice(plain);
         padded.push(0x80);
@@ -539,7 +685,7 @@ impl ChannelState {
         Ok(self.cbc(Mode::Encrypt, &iv, &padded)?.to_vec())
     }
 
-    fn decrypt(&self, counter: u64, response: bool, enc: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn decrypt(&mut self, counter: u64, response: bool, enc: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         if enc.is_empty() || !enc.len().is_multiple_of(16) {
             return Err(Scp11Error::Padding);
         }
@@ -557,7 +703,7 @@ impl ChannelState {
     /// C-MAC over the protected command with `lc` counting the MAC: updates the chain.
     fn command_mac(&mut self, header: [u8; 4], extended: bool, body: &[u8]) -> Result<[u8; MAC_LEN]> {
         let lc = lc_bytes(body.len() + MAC_LEN, extended);
-        let chain = cmac(&self.keys.s_mac, &[&self.chain, &header, &lc, body])?;
+        let chain = self.cmac.mac(&[&self.chain, &header, &lc, body])?;
         self.chain = chain;
         let mut mac = [0u8; MAC_LEN];
         mac.copy_from_slice(&chain[..MAC_LEN]);
@@ -565,8 +711,8 @@ impl ChannelState {
     }
 
     /// R-MAC over the answer's encrypted data and status word (chain unchanged).
-    fn response_mac(&self, body: &[u8], sw: u16) -> Result<[u8; MAC_LEN]> {
-        let full = cmac(&self.keys.s_rmac, &[&self.chain, body, &sw.to_be_bytes()])?;
+    fn response_mac(&mut self, body: &[u8], sw: u16) -> Result<[u8; MAC_LEN]> {
+        let full = self.rmac.mac(&[&self.chain, body, &sw.to_be_bytes()])?;
         let mut mac = [0u8; MAC_LEN];
         mac.copy_from_slice(&full[..MAC_LEN]);
         Ok(mac)
@@ -764,6 +910,38 @@ mod tests {
         }
         // Parts are concatenated.
         assert_eq!(cmac(&k, &[&m[..7], &m[7..40]]).unwrap(), cmac(&k, &[&m[..40]]).unwrap());
+        // The session's own CMAC (contexts kept across APDUs) agrees with
+        // OpenSSL's, for every length and split.
+        let mut session = Cmac::new(&k).unwrap();
+        for len in 0..=64 {
+            for split in [0, len / 3, len] {
+                assert_eq!(
+                    session.mac(&[&m[..split], &m[split..len]]).unwrap(),
+                    cmac(&k, &[&m[..len]]).unwrap(),
+                    "{len} bytes split at {split}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn session_cbc_matches_openssl() {
+        let keys = SessionKeys {
+            s_enc: key16("2b7e151628aed2a6abf7158809cf4f3c"),
+            s_mac: [1; 16],
+            s_rmac: [2; 16],
+            s_dek: [3; 16],
+        };
+        let mut st = ChannelState::new(keys, [0; 16]).unwrap();
+        let iv = key16("000102030405060708090a0b0c0d0e0f");
+        let data: Vec<u8> = (0..96u8).collect();
+        let enc = st.cbc(Mode::Encrypt, &iv, &data).unwrap();
+        let mut c = Crypter::new(Cipher::aes_128_cbc(), Mode::Encrypt, &st.keys.s_enc, Some(&iv)).unwrap();
+        c.pad(false);
+        let mut out = vec![0u8; 96 + 16];
+        let n = c.update(&data, &mut out).unwrap();
+        assert_eq!(&enc[..], &out[..n]);
+        assert_eq!(&st.cbc(Mode::Decrypt, &iv, &enc).unwrap()[..], &data[..]);
     }
 
     #[test]
