@@ -27,6 +27,7 @@ pub mod report;
 pub mod responder;
 pub mod robot;
 pub mod roundtrip;
+pub mod secure;
 pub mod stack;
 pub mod vault;
 
@@ -123,6 +124,7 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
             Part::Backup => backup::run(cfg, progress),
             Part::Batch => batch::run(cfg, stack.as_ref(), progress),
             Part::Vault => vault::run(cfg, progress),
+            Part::Secure => secure::run(cfg, progress),
         };
         sections.push(s.unwrap_or_else(|e| {
             let mut s = Section::skipped(*part, format!("{part:?}"), format!("failed: {e}"));

@@ -142,10 +142,19 @@ pub fn have_tool(tool: &str) -> bool {
 }
 
 /// `cardvault` itself (the running binary), isolated from the user's setup:
-/// its own data directory, no configuration file, no default reader.
+/// its own data directory, no configuration file, no default reader. The
+/// cards the benchmark serves through pcscd are the simulator's, certified
+/// by the test issuer: the run trusts that root (`CARDVAULT_TRUST`), as an
+/// operator would trust their issuer's.
 pub fn cardvault(exe: &Path, home: &Path) -> Command {
+    let root = home.join("trusted-test-root.pem");
+    if !root.exists() {
+        let _ = std::fs::create_dir_all(home);
+        let _ = std::fs::write(&root, applet_sim::test_issuer::ROOT_PEM);
+    }
     let mut c = Command::new(exe);
-    c.env("CARDVAULT_HOME", home)
+    c.env("CARDVAULT_TRUST", &root)
+        .env("CARDVAULT_HOME", home)
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env_remove("CARDVAULT_READER")
         .env_remove("CARDVAULT_CONFIG")

@@ -240,6 +240,9 @@ pub enum Part {
     Batch,
     /// Vault lookups at 1k and 100k backup rows.
     Vault,
+    /// The secure channel: handshake APDUs and time, secure messaging per APDU.
+    #[value(alias = "scp11")]
+    Secure,
 }
 
 impl Part {
@@ -251,6 +254,7 @@ impl Part {
             Part::Backup,
             Part::Batch,
             Part::Vault,
+            Part::Secure,
         ]
     }
 }

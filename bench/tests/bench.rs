@@ -168,3 +168,32 @@ fn every_apdu_count_in_benchmarks_md_is_what_the_workflows_take() {
     assert_eq!(measured, documented, "BENCHMARKS.md's APDU table differs from a run");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn the_secure_part_reports_the_handshake_and_the_cost_per_apdu() {
+    let home = temp_dir("bench-secure");
+    let o = run(bench(&home)
+        .args([
+            "--json", "--only", "secure", "--quick", "--rounds", "1", "--apdus", "50", "--dir",
+        ])
+        .arg(home.join("scratch")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let rows = v["sections"][0]["rows"].as_array().unwrap();
+    let apdus = |name: &str| {
+        let r = rows
+            .iter()
+            .find(|r| r["measure"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {rows:?}"));
+        assert_eq!(r["met"], true, "{r}");
+        r["value"].as_f64().unwrap() as u64
+    };
+    assert_eq!(apdus("SCP11b handshake, extended APDUs"), 2);
+    assert_eq!(apdus("SCP11b handshake, short APDUs only"), 4);
+    for name in ["GET DATA card number, protected", "READ MEMORY 1 KiB, protected"] {
+        let r = rows.iter().find(|r| r["measure"] == name).unwrap();
+        assert_eq!(r["unit"], "micros", "{r}");
+        assert!(r["reference"]["value"].is_number(), "{r}");
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
