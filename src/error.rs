@@ -60,6 +60,9 @@ pub enum Error {
     PinBlocked,
     #[error("admin authentication failed: the admin key does not match this card")]
     AdminAuthFailed,
+    /// The card refused the issuer operator's certificate chain (SCP11a).
+    #[error("the card in '{0}' does not accept this issuer's operator certificate (its chain does not lead to the issuer root installed on the card, or it expired)")]
+    IssuerRefused(String),
     /// The card refused a command for a reason its status word names.
     #[error("{0}")]
     CardRefusal(#[from] crate::card::Refusal),
@@ -111,7 +114,7 @@ impl Error {
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
             Restore(_) => exit::USAGE,
             Vault { .. } => exit::VAULT,
-            WrongPin { .. } | PinBlocked | AdminAuthFailed => exit::AUTH,
+            WrongPin { .. } | PinBlocked | AdminAuthFailed | IssuerRefused(_) => exit::AUTH,
             Malformed { .. } => exit::DATA,
             EmbeddedBusy(_) => exit::READER,
             Embedded(_) | Io { .. } | Internal(_) => exit::FAILURE,
@@ -141,6 +144,7 @@ impl Error {
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",
             AdminAuthFailed => "admin_auth_failed",
+            IssuerRefused(_) => "issuer_refused",
             Malformed { .. } => "malformed_response",
             Embedded(_) | EmbeddedBusy(_) => "embedded_card",
             Io { .. } => "io",

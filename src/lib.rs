@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fileenc;
+pub mod issuer;
 pub mod reader;
 pub mod secret;
 pub mod transport;

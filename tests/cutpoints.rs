@@ -136,7 +136,7 @@ fn issue_pair(dir: &Path) {
         key1: None,
     };
     let opts = issue::IssueOptions {
-        admin_key: Zeroizing::new(from_hex(ADMIN_KEY).unwrap()),
+        issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
         key_group_size: 3,
         no_export_after_backup: false,
     };
@@ -457,7 +457,7 @@ fn recovery_survives_a_pull_at_every_apdu() {
         key1: None,
     };
     let opts = issue::IssueOptions {
-        admin_key: Zeroizing::new(from_hex(ADMIN_KEY).unwrap()),
+        issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
         key_group_size: 3,
         no_export_after_backup: false,
     };

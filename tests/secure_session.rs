@@ -296,3 +296,73 @@ fn a_flipped_mac_byte_ends_the_session() {
     c.verify_pin(PIN.as_bytes()).unwrap();
     assert_eq!(tries_left(&home, "t"), 3);
 }
+
+/// SCP11a: the issuer's operator (certified under the root installed on the
+/// card) unblocks a PIN and issues a blank card without the shared admin
+/// key; an operator of a new issuer (`issuer init`) is refused.
+#[test]
+fn the_issuer_operator_works_without_the_admin_key_and_another_issuer_is_refused() {
+    let home = temp_dir("issuer");
+    for _ in 0..3 {
+        let o = run(cardvault(&home)
+            .env("P", "000000")
+            .args(["-r", "sim:u", "pin", "verify", "--pin", "env:P"]));
+        assert_eq!(o.status.code(), Some(5));
+    }
+    assert_eq!(tries_left(&home, "u"), 0);
+    let fixtures = repo_path("fixtures/issuer");
+    let o = run(cardvault(&home)
+        .args(["--trace", "-r", "sim:u", "pin", "unblock", "--issuer"])
+        .arg(&fixtures));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trace = stderr(&o);
+    assert!(
+        trace.contains("> 802A0190") && trace.contains("> 802A0110"),
+        "OCE chain: {trace}"
+    );
+    assert!(trace.contains("> 8082011153"), "MUTUAL AUTHENTICATE: {trace}");
+    assert!(trace.contains("> [SCP11] 002C0381"), "{trace}");
+    for plain_admin in ["> 0084", "> 0484", "> 0082", "> 0482", "[SCP11] 0084", "[SCP11] 0082"] {
+        assert!(!trace.contains(plain_admin), "admin key authentication used: {trace}");
+    }
+    assert_eq!(tries_left(&home, "u"), 3);
+
+    // Issue a blank card with the operator, no admin key anywhere.
+    let csv = home.join("h.csv");
+    std::fs::write(&csv, "holder,pin,member_number,expiry\nbob,86420975,M-5,2031-01\n").unwrap();
+    let o = run(cardvault(&home)
+        .args(["--json", "issue", "--profile", "main", "--holders"])
+        .arg(&csv)
+        .arg("--issuer")
+        .arg(&fixtures)
+        .args(["--main", "sim:st"]));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(json(&o)["issued"], 1);
+
+    // A new issuer's operator: the card's installed root is not its root.
+    let other = home.join("other-issuer");
+    let o = run(cardvault(&home).args(["issuer", "init", "-o"]).arg(&other));
+    assert!(o.status.success(), "{}", stderr(&o));
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["root-key.pem", "oce-key.pem"] {
+        let mode = std::fs::metadata(other.join(key)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    let o = run(cardvault(&home).args(["issuer", "init", "-o"]).arg(&other));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "existing issuer files are not replaced without --force"
+    );
+    for _ in 0..3 {
+        run(cardvault(&home)
+            .env("P", "000000")
+            .args(["-r", "sim:u", "pin", "verify", "--pin", "env:P"]));
+    }
+    let o = run(cardvault(&home)
+        .args(["--json", "-r", "sim:u", "pin", "unblock", "--issuer"])
+        .arg(&other));
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    assert_eq!(json(&o)["error"]["kind"], "issuer_refused");
+    assert_eq!(tries_left(&home, "u"), 0, "still blocked");
+}

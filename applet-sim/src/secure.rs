@@ -86,7 +86,8 @@ impl Applet {
     /// INTERNAL AUTHENTICATE `80 88 KVN 13` (SCP11b) and MUTUAL AUTHENTICATE
     /// `80 82 KVN 11` (SCP11a, after the OCE chain): open a new secure session.
     /// Whatever the session had (PIN verified, admin authenticated, a backup
-    /// in progress) is forgotten first.
+    /// in progress) is forgotten first. An SCP11a session is an issuer
+    /// (admin) session.
     pub(crate) fn scp11_handshake(&mut self, c: &CommandApdu, variant: Variant) -> HandlerResult {
         if !matches!(c.p1, 0 | scp11::KVN) {
             return Err(sw::REF_DATA_NOT_FOUND);
@@ -103,6 +104,11 @@ impl Applet {
         let (answer, channel) =
             scp11::card_handshake(variant, &key, pk_oce.as_deref(), &c.data).map_err(|_| sw::WRONG_DATA)?;
         self.session.secure = Some(SecureSession { variant, channel });
+        // SCP11a authenticated an operator whose certificate chains to the
+        // issuer root installed on this card: the session is the issuer's,
+        // as after EXTERNAL AUTHENTICATE with the admin key (and it ends with
+        // the secure session).
+        self.session.admin_authenticated = variant == Variant::Scp11a;
         Ok(answer)
     }
 }

@@ -324,8 +324,18 @@ fn scp11a_with_the_test_operator_certificate() {
     let (answer, sw) = tx(&mut card, &hs.command().to_bytes());
     assert_eq!(sw, 0x9000);
     let mut ch = hs.finish(&answer).unwrap();
+    // The SCP11a session is the issuer's: an admin command works without
+    // the admin key (RESET RETRY COUNTER, counter only).
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0x2C, 0x03, 0x81], &[]).1, 0x9000);
     assert_eq!(stx(&mut card, &mut ch, [0x00, 0x20, 0x00, 0x81], PIN).1, 0x9000);
     assert!(pin_verified(&mut card));
+}
+
+#[test]
+fn an_scp11b_session_is_no_issuer_session() {
+    let mut card = main_card();
+    let mut ch = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0x2C, 0x03, 0x81], &[]).1, 0x6982);
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub fn elements(n: usize) -> Vec<Secret> {
 
 pub fn issue_options() -> Result<issue::IssueOptions> {
     Ok(issue::IssueOptions {
-        admin_key: admin_key()?,
+        issuer: cardvault::card::IssuerAuth::AdminKey(admin_key()?),
         key_group_size: 3,
         no_export_after_backup: false,
     })

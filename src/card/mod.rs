@@ -14,6 +14,7 @@ pub use value::{BackupBlock, BackupRequest, Completion};
 
 use crate::apdu::{Channel, Command, Response, Stats, StatusWord};
 use crate::error::{Error, Result};
+use crate::issuer::IssuerCredentials;
 use crate::transport::Reader;
 use crate::trust::Trust;
 use cardvault_proto::{self as proto, scp11, tag, to_hex};
@@ -46,6 +47,16 @@ pub struct CardClient<'a> {
     /// Issuer roots this card must be certified under before it gets a secret.
     trust: Trust,
     secure: Option<SecureChannel>,
+}
+
+/// How the terminal authenticates as the card's issuer for admin commands.
+#[derive(Debug, Clone)]
+pub enum IssuerAuth {
+    /// The shared symmetric admin key (GET CHALLENGE, EXTERNAL AUTHENTICATE).
+    AdminKey(crate::secret::Secret),
+    /// SCP11a with an operator key certified under the issuer root that is
+    /// installed on the card (`cardvault issuer init`, `--issuer DIR`).
+    Operator(std::sync::Arc<IssuerCredentials>),
 }
 
 /// How a card session is opened.
@@ -355,6 +366,63 @@ impl<'a> CardClient<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Open an SCP11a session as the issuer's operator: the card's chain
+    /// verified as for SCP11b, the operator's certificate chain sent with
+    /// PERFORM SECURITY OPERATION (the card checks it under its installed
+    /// issuer root), then MUTUAL AUTHENTICATE. The card treats the session as
+    /// an issuer (admin) session; every later command is protected.
+    pub fn open_issuer_session(&mut self, issuer: &IssuerCredentials) -> Result<&CardIdentity> {
+        self.secure = None;
+        let untrusted = |reader: &str, reason: String| Error::UntrustedCard {
+            reader: reader.to_string(),
+            reason,
+        };
+        let chain = self.certificates()?;
+        let identity = secure::verify(&self.trust, &chain).map_err(|r| untrusted(self.ch.reader(), r))?;
+        for c in scp11::oce_certificate_commands(scp11::KVN, scp11::KID_OCE, &issuer.chain_der()?) {
+            let cmd = Command::new("PERFORM SECURITY OPERATION", c.cla, c.ins, c.p1, c.p2).with_data(&c.data);
+            let r = self.ch.transmit(&cmd)?;
+            match r.sw {
+                StatusWord::Ok => {}
+                StatusWord::SecurityStatusNotSatisfied => {
+                    return Err(Error::IssuerRefused(self.ch.reader().to_string()))
+                }
+                sw => {
+                    return Err(Error::Card {
+                        command: "PERFORM SECURITY OPERATION",
+                        sw,
+                    })
+                }
+            }
+        }
+        let hs = scp11::ClientHandshake::scp11a(scp11::KVN, &identity.public_key, issuer.key()?)
+            .map_err(|e| untrusted(self.ch.reader(), e.to_string()))?;
+        let c = hs.command();
+        let cmd = Command::new("MUTUAL AUTHENTICATE", c.cla, c.ins, c.p1, c.p2)
+            .with_data(&c.data)
+            .expect(256);
+        let r = self.ch.transmit(&cmd)?;
+        if !r.sw.is_ok() {
+            return Err(Error::Card {
+                command: "MUTUAL AUTHENTICATE",
+                sw: r.sw,
+            });
+        }
+        let channel = hs
+            .finish(&r.data)
+            .map_err(|e| untrusted(self.ch.reader(), e.to_string()))?;
+        Ok(&self.secure.insert(SecureChannel { channel, identity }).identity)
+    }
+
+    /// Authenticate as the issuer for this session, by the operator's SCP11a
+    /// session or by the shared admin key (EXTERNAL AUTHENTICATE).
+    pub fn issuer_authenticate(&mut self, auth: &IssuerAuth, card_number: &str) -> Result<()> {
+        match auth {
+            IssuerAuth::AdminKey(key) => self.admin_authenticate(key, card_number),
+            IssuerAuth::Operator(creds) => self.open_issuer_session(creds).map(|_| ()),
+        }
     }
 
     /// READ MEMORY: `len` bytes from page `page` on.

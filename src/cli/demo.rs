@@ -182,7 +182,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
         key1: None,
     };
     let opts = issue::IssueOptions {
-        admin_key: Zeroizing::new(from_hex(DEMO_ADMIN_KEY).expect("hex")),
+        issuer: crate::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(DEMO_ADMIN_KEY).expect("hex"))),
         key_group_size: 3,
         no_export_after_backup: false,
     };

@@ -31,6 +31,11 @@ pub struct Args {
     /// Issuer admin key (hex, 32 bytes) of the blank cards: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     admin_key: SecretSource,
+    /// Authenticate as the issuer with SCP11a instead of the admin key: the
+    /// operator key and certificate in DIR (`cardvault issuer init`), under
+    /// the issuer root installed on the cards.
+    #[arg(long, value_name = "DIR")]
+    issuer: Option<PathBuf>,
     /// Number of key group elements (1 to 8).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
     key_group_size: u8,
@@ -93,9 +98,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let holders = issue::parse_holders(&text, a.profile)?;
     let stations = stations(ctx, &a)?;
     issue::check_stations(&stations, a.profile)?;
-    let admin_key = super::pin::admin_key(&a.admin_key)?;
+    let issuer = super::pin::issuer_auth(a.issuer.as_deref(), Some(&a.admin_key))?;
     let opts = IssueOptions {
-        admin_key,
+        issuer,
         key_group_size: a.key_group_size,
         no_export_after_backup: a.no_export_after_backup,
     };

@@ -9,6 +9,7 @@ mod demo;
 mod duplicate;
 mod files;
 mod issue;
+mod issuer;
 mod keygroup;
 mod pin;
 mod purse;
@@ -82,6 +83,9 @@ pub enum Command {
     Pin(pin::PinCommand),
     /// Issue cards to holders from a CSV file (personalize blank cards).
     Issue(issue::Args),
+    /// Issuer keys: make a root and an SCP11a operator key (issuer init).
+    #[command(subcommand)]
+    Issuer(issuer::IssuerCommand),
     /// Key group and main key state, reset, and duplicate release.
     #[command(subcommand)]
     Keygroup(keygroup::KeygroupCommand),
@@ -257,6 +261,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pin(c) => pin::run(&ctx, c),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Issue(a) => issue::run(&ctx, a),
+        Command::Issuer(c) => issuer::run(&ctx, c),
         Command::Keygroup(c) => keygroup::run(&ctx, c),
         Command::Duplicate(a) => duplicate::run(&ctx, a),
         Command::Encrypt(a) => files::encrypt(&ctx, a),

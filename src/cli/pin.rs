@@ -1,7 +1,9 @@
 //! `cardvault pin verify | change | unblock`
 
 use super::{print_json, Ctx};
+use crate::card::IssuerAuth;
 use crate::error::{Error, Result};
+use crate::issuer::IssuerCredentials;
 use crate::secret::SecretSource;
 use clap::Subcommand;
 
@@ -20,11 +22,16 @@ pub enum PinCommand {
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         new_pin: SecretSource,
     },
-    /// Unblock the holder PIN with the issuer's admin key (hex, 32 bytes).
+    /// Unblock the holder PIN as the issuer: with the admin key (hex, 32
+    /// bytes), or with an SCP11a operator key (--issuer DIR).
     Unblock {
         /// Where the admin key comes from: prompt, env:VAR or file:PATH.
-        #[arg(long, value_name = "SOURCE")]
-        admin_key: SecretSource,
+        #[arg(long, value_name = "SOURCE", required_unless_present = "issuer")]
+        admin_key: Option<SecretSource>,
+        /// Issuer operator credentials (`cardvault issuer init`): SCP11a
+        /// instead of the admin key.
+        #[arg(long, value_name = "DIR", conflicts_with = "admin_key")]
+        issuer: Option<std::path::PathBuf>,
         /// Set a new PIN as well (otherwise only the retry counter is reset).
         #[arg(long, value_name = "SOURCE")]
         new_pin: Option<SecretSource>,
@@ -42,6 +49,16 @@ pub fn admin_key(src: &SecretSource) -> Result<crate::secret::Secret> {
         .ok_or_else(|| Error::Usage("the admin key must be 32 bytes of hex".into()))
 }
 
+/// The issuer authentication a command was given: `--issuer DIR` (SCP11a
+/// operator credentials) when present, else the admin key from its source.
+pub fn issuer_auth(issuer: Option<&std::path::Path>, admin: Option<&SecretSource>) -> Result<IssuerAuth> {
+    match (issuer, admin) {
+        (Some(dir), _) => Ok(IssuerAuth::Operator(std::sync::Arc::new(IssuerCredentials::load(dir)?))),
+        (None, Some(src)) => Ok(IssuerAuth::AdminKey(admin_key(src)?)),
+        (None, None) => Err(Error::Usage("give --admin-key SOURCE or --issuer DIR".into())),
+    }
+}
+
 pub fn run(ctx: &Ctx, c: PinCommand) -> Result<()> {
     let what = match c {
         PinCommand::Verify { pin } => {
@@ -57,13 +74,15 @@ pub fn run(ctx: &Ctx, c: PinCommand) -> Result<()> {
         }
         PinCommand::Unblock {
             admin_key: src,
+            issuer,
             new_pin,
         } => {
-            let key = admin_key(&src)?;
+            let auth = issuer_auth(issuer.as_deref(), src.as_ref())?;
             let new = new_pin.map(|s| s.read("new PIN")).transpose()?;
             ctx.with_card(|card| {
                 let number = card.card_number()?;
-                card.unblock_pin(&key, &number, new.as_deref().map(|v| &v[..]))
+                card.issuer_authenticate(&auth, &number)?;
+                card.reset_retry_counter(new.as_deref().map(|v| &v[..]))
             })?;
             "unblocked"
         }

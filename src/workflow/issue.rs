@@ -159,7 +159,9 @@ pub fn parse_holders(text: &str, profile: IssueProfile) -> Result<Vec<Holder>> {
 
 /// Options shared by every card of a batch.
 pub struct IssueOptions {
-    pub admin_key: Secret,
+    /// How the issuer authenticates to each blank card: the operator's SCP11a
+    /// session, or the shared admin key.
+    pub issuer: crate::card::IssuerAuth,
     pub key_group_size: u8,
     pub no_export_after_backup: bool,
 }
@@ -181,7 +183,7 @@ pub fn personalize(
             st.card_number, st.role
         )));
     }
-    card.admin_authenticate(&opts.admin_key, &st.card_number)?;
+    card.issuer_authenticate(&opts.issuer, &st.card_number)?;
     card.reset_retry_counter(Some(&holder.pin))?;
     card.put_data(tag::ROLE, role.as_bytes())?;
     card.put_data(tag::KEY_GROUP_SIZE, &[opts.key_group_size])?;
