@@ -366,3 +366,57 @@ fn the_issuer_operator_works_without_the_admin_key_and_another_issuer_is_refused
     assert_eq!(json(&o)["error"]["kind"], "issuer_refused");
     assert_eq!(tries_left(&home, "u"), 0, "still blocked");
 }
+
+/// The issuer's other admin commands take the operator too: releasing a
+/// pending duplicate, and the rollback override of a restore (where the
+/// PIN is verified again in the SCP11a session, which forgot the first).
+#[test]
+fn keygroup_release_and_the_rollback_override_take_the_issuer_operator() {
+    let home = temp_dir("issuer-admin");
+    let fixtures = repo_path("fixtures/issuer");
+    {
+        let mut r = SimReader::open(&home, "m", "main", None).unwrap();
+        let mut c = CardClient::open(&mut r, SessionOptions::default()).unwrap();
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.write_key_element(2, &[0x22; 32]).unwrap();
+        c.write_key_element(3, &[0x33; 32]).unwrap();
+        c.generate_key_pair().unwrap();
+        c.take_out_key("1234567890123456").unwrap();
+    }
+    assert_eq!(state_json(&home, "m")["export"]["target"], "1234567890123456");
+    let o = run(cardvault(&home)
+        .args(["-r", "sim:m", "keygroup", "release", "--issuer"])
+        .arg(&fixtures));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state_json(&home, "m")["export"]["target"], "");
+
+    // Rollback override: back up twice, then restore the first backup.
+    let backup = |fill: u8| {
+        {
+            let mut r = SimReader::open(&home, "m", "main", None).unwrap();
+            let mut c = CardClient::open(&mut r, SessionOptions::default()).unwrap();
+            c.verify_pin(PIN.as_bytes()).unwrap();
+            c.write_memory(0, &[fill; 256]).unwrap();
+        }
+        let o = run(cardvault(&home)
+            .env("P", PIN)
+            .args(["--json", "-r", "sim:m", "backup", "--full", "--pin", "env:P"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        json(&o)["backup_id"].as_i64().unwrap().to_string()
+    };
+    let first = backup(1);
+    backup(2);
+    let restore = |extra: &[&str]| {
+        let mut c = cardvault(&home);
+        c.env("P", PIN)
+            .args(["-r", "sim:m", "restore", "--backup", &first, "--pin", "env:P"])
+            .args(extra);
+        run(&mut c)
+    };
+    let o = restore(&["--allow-rollback"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = restore(&["--allow-rollback", "--issuer", fixtures.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mem = from_hex(state_json(&home, "m")["memory"].as_str().unwrap()).unwrap();
+    assert_eq!(mem[..256], [1; 256]);
+}

@@ -34,11 +34,15 @@ pub struct RestoreArgs {
     /// Write an authorization request for the issuer (with a fresh challenge from this card) and stop.
     #[arg(long, value_name = "FILE", requires = "from_card")]
     request: Option<PathBuf>,
-    /// Issuer override of the rollback check (restoring an older backup); needs --admin-key.
-    #[arg(long, requires = "admin_key")]
+    /// Issuer override of the rollback check (restoring an older backup); needs
+    /// --admin-key or --issuer.
+    #[arg(long)]
     allow_rollback: bool,
     #[arg(long, value_name = "SOURCE")]
     admin_key: Option<SecretSource>,
+    /// Issuer operator credentials (`cardvault issuer init`): SCP11a instead of the admin key.
+    #[arg(long, value_name = "DIR", conflicts_with = "admin_key")]
+    issuer: Option<PathBuf>,
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     pin: SecretSource,
 }
@@ -132,9 +136,10 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
         None => None,
     };
-    let admin_key = match (a.allow_rollback, &a.admin_key) {
-        (true, Some(k)) => Some(super::pin::admin_key(k)?),
-        _ => None,
+    let rollback_issuer = match (a.allow_rollback, a.issuer.as_deref(), &a.admin_key) {
+        (true, None, None) => return Err(Error::Usage("--allow-rollback needs --admin-key or --issuer".into())),
+        (true, issuer, admin) => Some(super::pin::issuer_auth(issuer, admin.as_ref())?),
+        (false, _, _) => None,
     };
     let pin = a.pin.read("PIN")?;
     let mut vault = ctx.vault()?;
@@ -146,7 +151,7 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         authorization: auth.as_ref(),
         request_only: a.request.is_some(),
         pin: &pin,
-        rollback_admin_key: admin_key.as_deref().map(|k| &k[..]),
+        rollback_issuer: rollback_issuer.as_ref(),
     };
     let pb = bar(ctx, "blocks");
     let outcome = backup::run_restore(&mut card, &mut vault, &job, &|n, t| {

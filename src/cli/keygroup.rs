@@ -20,8 +20,11 @@ pub enum KeygroupCommand {
     },
     /// Issuer: forget the pending (never confirmed) duplicate target of a main card.
     Release {
-        #[arg(long, value_name = "SOURCE")]
-        admin_key: SecretSource,
+        #[arg(long, value_name = "SOURCE", required_unless_present = "issuer")]
+        admin_key: Option<SecretSource>,
+        /// Issuer operator credentials (`cardvault issuer init`): SCP11a instead of the admin key.
+        #[arg(long, value_name = "DIR", conflicts_with = "admin_key")]
+        issuer: Option<PathBuf>,
     },
     /// Key service variant: set a main key made outside the card (hex P-256 private
     /// key), sent wrapped to a transport key the card authenticates with the admin key.
@@ -97,11 +100,11 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             audit(ctx, "key-group-reset", &number)?;
             report(ctx, "key group reset; main keys destroyed")
         }
-        KeygroupCommand::Release { admin_key } => {
-            let key = super::pin::admin_key(&admin_key)?;
+        KeygroupCommand::Release { admin_key, issuer } => {
+            let auth = super::pin::issuer_auth(issuer.as_deref(), admin_key.as_ref())?;
             let number = ctx.with_card(|card| {
                 let n = card.card_number()?;
-                card.admin_authenticate(&key, &n)?;
+                card.issuer_authenticate(&auth, &n)?;
                 card.release_duplicate()?;
                 Ok(n)
             })?;

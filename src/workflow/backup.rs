@@ -347,8 +347,8 @@ pub struct RestoreJob<'a> {
     pub request_only: bool,
     /// The holder PIN of the target card.
     pub pin: &'a [u8],
-    /// The issuer's admin key, for an override of the rollback check.
-    pub rollback_admin_key: Option<&'a [u8]>,
+    /// The issuer's authentication, for an override of the rollback check.
+    pub rollback_issuer: Option<&'a crate::card::IssuerAuth>,
 }
 
 /// What a restore job ended with.
@@ -455,13 +455,18 @@ pub fn run_restore(
             .into());
         }
     }
-    if let Some(key) = job.rollback_admin_key {
-        card.admin_authenticate(key, &target)?;
+    if let Some(auth) = job.rollback_issuer {
+        card.issuer_authenticate(auth, &target)?;
+        if matches!(auth, crate::card::IssuerAuth::Operator(_)) {
+            // The SCP11a handshake started a new card session: the PIN
+            // verified before it is forgotten, so verify it in this one.
+            card.verify_pin(job.pin)?;
+        }
     }
     let plan = RestorePlan {
         chain: vault.chain_to(&last)?,
         authorization: job.authorization,
-        override_rollback: job.rollback_admin_key.is_some(),
+        override_rollback: job.rollback_issuer.is_some(),
     };
     restore(card, vault, &plan, progress).map(RestoreOutcome::Restored)
 }
