@@ -4,14 +4,6 @@ mod common;
 
 use common::*;
 
-fn card_file(home: &std::path::Path, name: &str) -> std::path::PathBuf {
-    home.join("cards").join(format!("{name}.card"))
-}
-
-fn state(home: &std::path::Path, name: &str) -> applet_sim::CardState {
-    applet_sim::state::Store::peek(&card_file(home, name)).unwrap()
-}
-
 #[test]
 fn demo_runs_end_to_end() {
     let home = temp_dir("demo");
@@ -182,7 +174,7 @@ fn bad_configuration_is_a_clear_error_with_exit_code_2() {
     let e = stderr(&o);
     assert!(e.contains("bad.toml") && e.contains("extended_lenght"), "{e}");
     assert!(
-        !card_file(&home, "z").exists(),
+        !card_path(&home, "z").exists(),
         "a card was created despite the bad config"
     );
     // The shipped config.toml is valid and accepted as is.
@@ -216,7 +208,7 @@ fn a_card_in_use_by_another_process_is_reported() {
     let home = temp_dir("locked");
     run(cardvault(&home).args(["-r", "sim:held", "status"]));
     let profile = applet_sim::Profile::load("main").unwrap();
-    let (_held, _) = applet_sim::Card::open(&card_file(&home, "held"), &profile).unwrap();
+    let (_held, _) = applet_sim::Card::open(&card_path(&home, "held"), &profile).unwrap();
     let o = run(cardvault(&home).args(["-r", "sim:held", "status"]));
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("in use by another process"), "{}", stderr(&o));

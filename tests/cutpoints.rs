@@ -41,11 +41,6 @@ fn sim(dir: &Path, name: &str, profile: &str) -> SimReader {
     SimReader::open(dir, name, profile, None).unwrap()
 }
 
-fn state(dir: &Path, name: &str) -> applet_sim::CardState {
-    applet_sim::state::Store::peek(&cardvault::transport::sim::card_path(dir, name))
-        .unwrap_or_else(|e| panic!("card {name} is not readable after a pull: {e}"))
-}
-
 fn vault(dir: &Path) -> Vault {
     Vault::open(&dir.join("vault.sqlite")).unwrap()
 }
