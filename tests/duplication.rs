@@ -561,3 +561,140 @@ fn an_unwrapped_file_key_is_masked_in_traces_and_apdu_output_even_in_pieces() {
 fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<cardvault::card::CardClient<'_>> {
     cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })
 }
+
+#[test]
+fn the_issuer_releases_a_pending_duplicate_but_never_a_confirmed_one() {
+    let home = temp_dir("release");
+    // Both holders' cards share key 1, so that Bob's backup card can take Alice's keys.
+    let key1 = "33".repeat(32);
+    issue(
+        &home,
+        "l",
+        "pair",
+        &format!("alice,2468,M-1,2030-01,{key1}\nbob,2468,M-2,2030-02,{key1}\n"),
+    );
+    // Alice's take-out named her backup card, which was then lost before IMPORT.
+    for (i, e) in [E2, E3].iter().enumerate() {
+        let element = from_hex(e).unwrap();
+        send(
+            &home,
+            "l-alice-main",
+            true,
+            &Command::write_key_element(i as u8 + 2, &element),
+        );
+    }
+    send(&home, "l-alice-main", true, &Command::generate_key_pair());
+    let lost = card_number(&home, "l-alice-backup");
+    let (_, sw) = send(&home, "l-alice-main", true, &Command::take_out_key(&lost));
+    assert!(sw.is_ok());
+    // One duplicate only: another backup card is refused while the take-out is pending.
+    let before = state(&home, "l-bob-backup");
+    let o = duplicate(&home, "l-alice-main", "l-bob-backup");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(state(&home, "l-bob-backup").main_key, before.main_key);
+    // Without the admin key nothing is released.
+    let o = run(cv(&home).env("ADMIN", OTHER_KEY1).args([
+        "-r",
+        "sim:l-alice-main",
+        "keygroup",
+        "release",
+        "--admin-key",
+        "env:ADMIN",
+    ]));
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(state(&home, "l-alice-main").export.target, lost);
+    // The issuer releases it; the release is audited.
+    let o = run(cv(&home).args([
+        "-r",
+        "sim:l-alice-main",
+        "keygroup",
+        "release",
+        "--admin-key",
+        "env:ADMIN",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("pending duplicate released"), "{}", stdout(&o));
+    assert_eq!(state(&home, "l-alice-main").export.target, "");
+    let audit = json(&run(cv(&home).args(["--json", "audit"])));
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "duplicate-released"),
+        "{audit}"
+    );
+    // Now the duplicate goes to the other backup card, and is confirmed.
+    let o = duplicate(&home, "l-alice-main", "l-bob-backup");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let main = state(&home, "l-alice-main");
+    assert!(main.export.confirmed);
+    assert_eq!(main.export.target, card_number(&home, "l-bob-backup"));
+    // A confirmed duplicate is never released: refused after the admin
+    // authentication succeeded, exit 4, and the card keeps its confirmation.
+    let o = run(cv(&home).args([
+        "-r",
+        "sim:l-alice-main",
+        "keygroup",
+        "release",
+        "--admin-key",
+        "env:ADMIN",
+    ]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("RELEASE DUPLICATE refused by the card: 6985"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(state(&home, "l-alice-main"), main);
+}
+
+#[test]
+fn encrypt_to_a_public_key_file_needs_no_card_and_the_card_decrypts() {
+    let home = temp_dir("recipient");
+    issue(&home, "k", "pair", "alice,2468,M-1,2030-01,\n");
+    assert!(duplicate(&home, "k-alice-main", "k-alice-backup").status.success());
+    let public = home.join("alice.pub");
+    let o = run(cv(&home)
+        .args(["-r", "sim:k-alice-main", "keygroup", "public-key", "-o"])
+        .arg(&public));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = home.join("letter.txt");
+    std::fs::write(&plain, b"to alice, by key file").unwrap();
+    // No reader at all: the cards directory is moved away while encrypting.
+    std::fs::rename(home.join("cards"), home.join("cards.away")).unwrap();
+    let sealed = home.join("letter.cve");
+    let o = run(cv(&home)
+        .arg("encrypt")
+        .arg("--recipient")
+        .arg(&public)
+        .arg(&plain)
+        .arg("-o")
+        .arg(&sealed));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!home.join("cards").exists(), "encrypt --recipient opened a card");
+    std::fs::rename(home.join("cards.away"), home.join("cards")).unwrap();
+    for card in ["k-alice-main", "k-alice-backup"] {
+        let out = home.join(format!("letter-{card}.txt"));
+        let o = run(cv(&home)
+            .args(["-r", &format!("sim:{card}"), "decrypt", "--pin", "env:P"])
+            .arg(&sealed)
+            .arg("-o")
+            .arg(&out));
+        assert!(o.status.success(), "{card}: {}", stderr(&o));
+        assert_eq!(std::fs::read(&out).unwrap(), b"to alice, by key file");
+    }
+    // A key file that holds no P-256 point is refused, and writes nothing.
+    let bad = home.join("bad.pub");
+    std::fs::write(&bad, format!("04{}\n", "00".repeat(64))).unwrap();
+    let out = home.join("bad.cve");
+    let o = run(cv(&home)
+        .arg("encrypt")
+        .arg("--recipient")
+        .arg(&bad)
+        .arg(&plain)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!out.exists());
+}
