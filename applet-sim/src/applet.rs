@@ -30,6 +30,21 @@ pub struct Session {
     pub oce: crate::secure::OceState,
 }
 
+/// What the volatile session has gained so far, seen from outside the card:
+/// for tests and the fuzz targets' access-control invariants, which are
+/// stated in terms of these flags rather than of any one command path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionView {
+    pub pin_verified: bool,
+    pub admin_authenticated: bool,
+    /// An SCP11 secure channel is open.
+    pub secure_channel: bool,
+    /// A backup is in progress (BACKUP .. BACKUP COMPLETE).
+    pub backup_in_progress: bool,
+    /// A restore is in progress (RESTORE .. RESTORE COMPLETE).
+    pub restore: Option<crate::backup::RestoreView>,
+}
+
 /// The applet with its persistent state and store.
 #[derive(Debug)]
 pub struct Applet {
@@ -63,6 +78,17 @@ impl Applet {
 
     pub fn state(&self) -> &CardState {
         &self.state
+    }
+
+    /// The session's flags (see [`SessionView`]).
+    pub fn session_view(&self) -> SessionView {
+        SessionView {
+            pin_verified: self.session.pin_verified,
+            admin_authenticated: self.session.admin_authenticated,
+            secure_channel: self.session.secure.is_some(),
+            backup_in_progress: self.session.backup.is_some(),
+            restore: self.session.restore.as_ref().map(|r| r.view()),
+        }
     }
 
     pub fn reset_session(&mut self) {

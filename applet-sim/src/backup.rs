@@ -62,6 +62,26 @@ pub struct RestoreSession {
     staged: BTreeMap<u16, Vec<u8>>,
 }
 
+/// A restore in progress as [`crate::applet::SessionView`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreView {
+    /// Counter of the backup being received (the last of the chain so far).
+    pub counter: u32,
+    pub other_card: bool,
+    /// The issuer override of the rollback check was given at RESTORE.
+    pub override_rollback: bool,
+}
+
+impl RestoreSession {
+    pub(crate) fn view(&self) -> RestoreView {
+        RestoreView {
+            counter: self.current.counter,
+            other_card: self.other_card,
+            override_rollback: self.override_rollback,
+        }
+    }
+}
+
 impl std::fmt::Debug for RestoreSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RestoreSession({} pages staged)", self.staged.len())

@@ -66,6 +66,12 @@ impl Card {
         self.applet.state()
     }
 
+    /// What the current session has gained (PIN, admin, secure channel,
+    /// operations in progress), for tests and fuzz invariants.
+    pub fn session(&self) -> crate::applet::SessionView {
+        self.applet.session_view()
+    }
+
     /// Answer to reset of this card.
     pub fn atr(&self) -> Vec<u8> {
         atr(self.state().extended_length)
