@@ -136,7 +136,11 @@ fn issue_pair(dir: &Path) {
         no_export_after_backup: false,
     };
     let key1 = [7u8; 32];
-    for (name, role) in [("main", "main"), ("backup", "backup"), ("third", "backup")] {
+    for (name, role) in [
+        ("main", issue::Role::Main),
+        ("backup", issue::Role::Backup),
+        ("third", issue::Role::Backup),
+    ] {
         let mut r = SimReader::open(dir, name, "blank", None).unwrap();
         issue::personalize(&mut client(&mut r, false).unwrap(), &holder, role, &key1, &opts).unwrap();
     }
@@ -459,7 +463,7 @@ fn recovery_survives_a_pull_at_every_apdu() {
     {
         let mut r = SimReader::open(&template, "new", "blank", None).unwrap();
         let mut c = client(&mut r, false).unwrap();
-        issue::personalize(&mut c, &holder, "main", &[9u8; 32], &opts).unwrap();
+        issue::personalize(&mut c, &holder, issue::Role::Main, &[9u8; 32], &opts).unwrap();
         c.verify_pin(PIN).unwrap();
         c.write_key_element(2, &[4u8; 32]).unwrap();
         c.write_key_element(3, &[5u8; 32]).unwrap();

@@ -26,6 +26,58 @@ pub const RESTORE_OVERRIDE_ROLLBACK: u8 = 0x01;
 /// `6310`: this block is not the last; ask for the next one.
 pub const SW_MORE_BLOCKS: u16 = 0x6310;
 
+/// What a backup holds: every page of the application area, or the pages
+/// changed since its base (the header's type byte; "full" / "differential"
+/// in the vault and the JSON output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackupKind {
+    Full,
+    Differential,
+}
+
+impl BackupKind {
+    /// From the header's type byte.
+    pub fn from_byte(b: u8) -> Option<BackupKind> {
+        match b {
+            TYPE_FULL => Some(BackupKind::Full),
+            TYPE_DIFFERENTIAL => Some(BackupKind::Differential),
+            _ => None,
+        }
+    }
+
+    /// The header's type byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            BackupKind::Full => TYPE_FULL,
+            BackupKind::Differential => TYPE_DIFFERENTIAL,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Differential => "differential",
+        }
+    }
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackupKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BackupKind, String> {
+        match s {
+            "full" => Ok(BackupKind::Full),
+            "differential" => Ok(BackupKind::Differential),
+            other => Err(format!("unknown backup kind '{other}'")),
+        }
+    }
+}
+
 /// The clear part of a backup header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderInfo {
@@ -41,6 +93,13 @@ pub struct HeaderInfo {
     pub control: Vec<u8>,
     /// Bytes of the header up to and including the wrapped key (control AAD).
     pub prefix_len: usize,
+}
+
+impl HeaderInfo {
+    /// The backup's kind (the parser accepts no other type byte).
+    pub fn backup_kind(&self) -> BackupKind {
+        BackupKind::from_byte(self.kind).expect("parse_header checks the type byte")
+    }
 }
 
 /// Parse a backup header (terminal and card use the same parser).

@@ -4,9 +4,11 @@
 //! is the one exception).
 
 mod commands;
+mod kinds;
 mod refusal;
 mod value;
 
+pub use kinds::{CardRole, ExportState};
 pub use refusal::Refusal;
 pub use value::{BackupBlock, BackupRequest, Completion};
 
@@ -21,7 +23,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CardStatus {
     pub card_number: String,
-    pub role: String,
+    pub role: CardRole,
     pub applet_version: String,
     pub pin_tries_left: u8,
     pub pin_max_tries: u8,
@@ -241,7 +243,7 @@ pub struct KeyState {
 pub struct ExportStatus {
     pub take_outs: u32,
     /// none, pending (bound to a target, no receipt yet) or confirmed.
-    pub state: String,
+    pub state: ExportState,
     pub target: Option<String>,
     pub no_export_after_backup: bool,
 }
@@ -479,7 +481,7 @@ fn parse_status(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<CardStat
     let tries = byte(tag::PIN_TRIES_LEFT)?;
     Ok(CardStatus {
         card_number: text(tag::CARD_NUMBER)?,
-        role: text(tag::ROLE)?,
+        role: CardRole::from(text(tag::ROLE)?.as_str()),
         applet_version: format!("{}.{}", v[0], v[1]),
         pin_tries_left: tries,
         pin_max_tries: byte(tag::PIN_MAX_TRIES)?,
@@ -519,12 +521,7 @@ fn parse_key_state(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<KeySt
         source_card: text(tag::SOURCE_CARD),
         export: ExportStatus {
             take_outs: u32::from_be_bytes([ex[0], ex[1], ex[2], ex[3]]),
-            state: match ex[4] {
-                0 => "none",
-                1 => "pending",
-                _ => "confirmed",
-            }
-            .into(),
+            state: ExportState::from_byte(ex[4]),
             target: (!target.is_empty()).then_some(target),
             no_export_after_backup: ex[5] & 1 != 0,
         },

@@ -46,7 +46,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             if ctx.json {
                 let mut v = serde_json::to_value(&ks).expect("serializable");
                 v["card_number"] = st.card_number.into();
-                v["role"] = st.role.into();
+                v["role"] = st.role.as_str().into();
                 print_json(&v);
             } else {
                 println!("card number     {} ({})", st.card_number, st.role);

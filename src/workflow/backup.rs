@@ -16,6 +16,7 @@ use crate::card::{BackupRequest, CardClient, Completion, Refusal};
 use crate::error::{Error, Result};
 use crate::vault::{AuditEvent, BackupRow, NewBackup, Vault};
 use cardvault_proto::backup as bk;
+use cardvault_proto::backup::BackupKind;
 use cardvault_proto::tag;
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +51,8 @@ pub struct BackupReport {
     pub backup_id: i64,
     pub card_number: String,
     pub counter: u32,
-    pub kind: String,
+    #[serde(serialize_with = "crate::util::serialize_display")]
+    pub kind: BackupKind,
     pub base_counter: u32,
     pub pages: u16,
     pub records: usize,
@@ -96,7 +98,7 @@ pub fn backup(
         .ok_or_else(|| malformed("header cut short"))?
         .to_vec();
     let h = cardvault_proto::backup::parse_header(&header).ok_or_else(|| malformed("header does not parse"))?;
-    let differential = h.kind == bk::TYPE_DIFFERENTIAL;
+    let kind = h.backup_kind();
     let card_number = h.card_number.clone();
     let total_pages = h.pages as u64;
     let mut records = Vec::new();
@@ -129,7 +131,7 @@ pub fn backup(
                 card: &card_number,
                 peer: None,
                 result: if completed { "ok" } else { "stored; BACKUP COMPLETE refused" },
-                details: serde_json::json!({ "backup_id": id, "counter": h.counter, "kind": if differential { "differential" } else { "full" }, "pages": report_pages }),
+                details: serde_json::json!({ "backup_id": id, "counter": h.counter, "kind": kind.as_str(), "pages": report_pages }),
             })?;
             if let Completion::Refused(e) = done {
                 return Err(e);
@@ -139,7 +141,7 @@ pub fn backup(
                 backup_id: id,
                 card_number,
                 counter: h.counter,
-                kind: if differential { "differential" } else { "full" }.into(),
+                kind,
                 base_counter: h.base,
                 pages: h.pages,
                 records: records.len(),

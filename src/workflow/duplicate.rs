@@ -13,7 +13,7 @@
 
 use super::issue::{Holder, IssueProfile, Role};
 use super::station::{run_stations, Batch, CardSource, Station, StationEnv, StationEvent};
-use crate::card::CardClient;
+use crate::card::{CardClient, CardRole, ExportState};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use crate::transport::Reader;
@@ -59,13 +59,13 @@ pub fn duplicate(
     if ms.card_number == bs.card_number {
         return Err(Error::Usage("the main and the backup reader hold the same card".into()));
     }
-    if !ms.issued || !matches!(ms.role.as_str(), "main" | "replacement") {
+    if !ms.issued || !ms.role.holds_main_keys() {
         return Err(Error::Refused(format!(
             "card {} is not an issued main card (role {}, issued {})",
             ms.card_number, ms.role, ms.issued
         )));
     }
-    if !bs.issued || bs.role != "backup" {
+    if !bs.issued || bs.role != CardRole::Backup {
         return Err(Error::Refused(format!(
             "card {} is not an issued backup card (role {}, issued {})",
             bs.card_number, bs.role, bs.issued
@@ -128,7 +128,7 @@ pub fn duplicate(
     // Step 3, unless a run cut after CONFIRM DUPLICATE already did it: the
     // duplicate exists; only the end-to-end check is left.
     let done = &mk.export;
-    let already = done.state == "confirmed" && done.target.as_deref() == Some(bs.card_number.as_str());
+    let already = done.state == ExportState::Confirmed && done.target.as_deref() == Some(bs.card_number.as_str());
     let counter = if already {
         done.take_outs
     } else {
@@ -152,8 +152,8 @@ pub fn duplicate(
             "end-to-end check failed: the backup card opened a different key".into(),
         ));
     }
-    vault.note_card(&ms.card_number, &ms.role)?;
-    vault.note_card(&bs.card_number, &bs.role)?;
+    vault.note_card(&ms.card_number, ms.role.as_str())?;
+    vault.note_card(&bs.card_number, bs.role.as_str())?;
     Ok(DuplicateReport {
         main_card: ms.card_number,
         backup_card: bs.card_number,
