@@ -28,11 +28,11 @@ pub enum Error {
     Usage(String),
     #[error("configuration {path}: {reason}")]
     Config { path: PathBuf, reason: String },
-    #[error("PC/SC service not available ({0}); start pcscd, or use an embedded card with -r sim:NAME")]
+    #[error("PC/SC service not available ({0}); start pcscd")]
     NoPcsc(String),
     #[error("{0}")]
     Reader(String),
-    #[error("no card in reader '{0}'; insert a card or use --wait")]
+    #[error("no card in reader '{0}'")]
     NoCard(String),
     #[error("the card was removed from reader '{0}' (or the reader went away) during the operation")]
     CardRemoved(String),
@@ -48,7 +48,7 @@ pub enum Error {
     Card { command: &'static str, sw: StatusWord },
     #[error("wrong PIN: {tries_left} tries left before the PIN is blocked")]
     WrongPin { tries_left: u8 },
-    #[error("the PIN is blocked; the issuer must unblock it (cardvault pin unblock)")]
+    #[error("the PIN is blocked; the issuer must unblock it")]
     PinBlocked,
     #[error("admin authentication failed: the admin key does not match this card")]
     AdminAuthFailed,
@@ -80,6 +80,12 @@ pub enum Error {
     /// A restore job that cannot start (nothing was written).
     #[error("{0}")]
     Restore(#[from] crate::workflow::backup::RestoreRefusal),
+    /// A duplication that cannot go on (no key was moved).
+    #[error("{0}")]
+    Duplicate(#[from] crate::workflow::duplicate::DuplicateRefusal),
+    /// A card that cannot be issued as asked (it goes to the reject bin).
+    #[error("{0}")]
+    Issue(#[from] crate::workflow::issue::IssueRefusal),
     /// An output file exists and replacing it was not asked for.
     #[error("{} already exists", .0.display())]
     OutputExists(PathBuf),
@@ -101,6 +107,8 @@ impl Error {
             Data(_) => exit::DATA,
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
             Restore(_) => exit::USAGE,
+            Duplicate(d) if d.is_usage() => exit::USAGE,
+            Duplicate(_) | Issue(_) => exit::CARD,
             Vault { .. } => exit::VAULT,
             WrongPin { .. } | PinBlocked | AdminAuthFailed => exit::AUTH,
             Malformed { .. } => exit::DATA,
@@ -126,6 +134,8 @@ impl Error {
             Data(_) => "data_integrity",
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => "refused",
             Restore(_) => "usage",
+            Duplicate(d) if d.is_usage() => "usage",
+            Duplicate(_) | Issue(_) => "refused",
             Vault { .. } => "vault",
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",

@@ -231,10 +231,7 @@ pub fn restore(
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoreReport> {
     let target_card = card.card_number()?;
-    let first = plan
-        .chain
-        .first()
-        .ok_or_else(|| Error::Usage("nothing to restore".into()))?;
+    let first = plan.chain.first().ok_or(RestoreRefusal::NothingToRestore)?;
     let other = first.card_number != target_card;
     if other && plan.authorization.is_none() {
         return Err(RestoreRefusal::NeedsAuthorization {
@@ -364,6 +361,9 @@ pub enum RestoreOutcome {
 /// Why a restore job cannot start, before anything is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RestoreRefusal {
+    /// An empty chain.
+    #[error("nothing to restore")]
+    NothingToRestore,
     #[error("the source card named is this very card; a same-card restore names no source card")]
     SourceIsTarget,
     #[error("no backup {0} in the vault")]

@@ -47,6 +47,40 @@ pub struct DuplicateReport {
 
 const CHECK_AAD: &[u8] = b"cardvault duplicate end-to-end check";
 
+/// Why a duplication stops before any key moves: the cards or the elements
+/// given do not fit (checked before GENERATE KEY PAIR and TAKE OUT KEY).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DuplicateRefusal {
+    #[error("the main and the backup reader hold the same card")]
+    SameCard,
+    #[error("card {card} is not an issued main card (role {role}, issued {issued})")]
+    NotAnIssuedMainCard { card: String, role: CardRole, issued: bool },
+    #[error("card {card} is not an issued backup card (role {role}, issued {issued})")]
+    NotAnIssuedBackupCard { card: String, role: CardRole, issued: bool },
+    #[error("key group sizes differ: main card {main} elements, backup card {backup}")]
+    GroupSizesDiffer { main: u8, backup: u8 },
+    #[error("the key group has {size} elements: give {need} element(s) (2..{size}), {given} given")]
+    WrongElementCount { size: u8, need: usize, given: usize },
+    #[error("a key group is still incomplete after writing its elements")]
+    GroupIncomplete,
+    #[error(
+        "the two cards hold different key groups (check values {main} and {backup}); key 1 from issuance differs, \
+         or an element was entered differently. No key was generated."
+    )]
+    KeyGroupsDiffer { main: String, backup: String },
+}
+
+impl DuplicateRefusal {
+    /// Whether the operator's input is at fault (the same card twice, the
+    /// wrong number of elements) rather than a card.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            DuplicateRefusal::SameCard | DuplicateRefusal::WrongElementCount { .. }
+        )
+    }
+}
+
 pub fn duplicate(
     main: &mut CardClient<'_>,
     backup: &mut CardClient<'_>,
@@ -57,34 +91,39 @@ pub fn duplicate(
     let (ms, mk) = main.overview()?;
     let (bs, bk) = backup.overview()?;
     if ms.card_number == bs.card_number {
-        return Err(Error::Usage("the main and the backup reader hold the same card".into()));
+        return Err(DuplicateRefusal::SameCard.into());
     }
     if !ms.issued || !ms.role.holds_main_keys() {
-        return Err(Error::Refused(format!(
-            "card {} is not an issued main card (role {}, issued {})",
-            ms.card_number, ms.role, ms.issued
-        )));
+        return Err(DuplicateRefusal::NotAnIssuedMainCard {
+            card: ms.card_number,
+            role: ms.role,
+            issued: ms.issued,
+        }
+        .into());
     }
     if !bs.issued || bs.role != CardRole::Backup {
-        return Err(Error::Refused(format!(
-            "card {} is not an issued backup card (role {}, issued {})",
-            bs.card_number, bs.role, bs.issued
-        )));
+        return Err(DuplicateRefusal::NotAnIssuedBackupCard {
+            card: bs.card_number,
+            role: bs.role,
+            issued: bs.issued,
+        }
+        .into());
     }
     if mk.group_size != bk.group_size {
-        return Err(Error::Refused(format!(
-            "key group sizes differ: main card {} elements, backup card {}",
-            mk.group_size, bk.group_size
-        )));
+        return Err(DuplicateRefusal::GroupSizesDiffer {
+            main: mk.group_size,
+            backup: bk.group_size,
+        }
+        .into());
     }
     let need = mk.group_size.saturating_sub(1) as usize;
     if opts.elements.len() != need {
-        return Err(Error::Usage(format!(
-            "the key group has {} elements: give {need} element(s) (2..{}), {} given",
-            mk.group_size,
-            mk.group_size,
-            opts.elements.len()
-        )));
+        return Err(DuplicateRefusal::WrongElementCount {
+            size: mk.group_size,
+            need,
+            given: opts.elements.len(),
+        }
+        .into());
     }
 
     // Step 1: PINs, then elements 2..n on both cards. The last write answers
@@ -104,17 +143,14 @@ pub fn duplicate(
 
     // Step 2: both groups complete and equal, compared by check value only.
     let (Some(mkcv), Some(bkcv)) = (mkcv, bkcv) else {
-        return Err(Error::Refused(
-            "a key group is still incomplete after writing its elements".into(),
-        ));
+        return Err(DuplicateRefusal::GroupIncomplete.into());
     };
     if mkcv != bkcv {
-        return Err(Error::Refused(format!(
-            "the two cards hold different key groups (check values {} and {}); key 1 from issuance differs, \
-             or an element was entered differently. No key was generated.",
-            to_hex(&mkcv),
-            to_hex(&bkcv)
-        )));
+        return Err(DuplicateRefusal::KeyGroupsDiffer {
+            main: to_hex(&mkcv),
+            backup: to_hex(&bkcv),
+        }
+        .into());
     }
     let kcv_hex = to_hex(&mkcv);
 

@@ -164,6 +164,16 @@ pub struct IssueOptions {
     pub no_export_after_backup: bool,
 }
 
+/// Why a card cannot be issued as asked: it goes to the reject bin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueRefusal {
+    #[error("card {card} is already issued (role {role})")]
+    AlreadyIssued { card: String, role: crate::card::CardRole },
+    /// Read back after END PERSONALIZATION, the card does not say what was written.
+    #[error("card {card} does not report the personalization just written")]
+    PersonalizationNotReported { card: String },
+}
+
 /// Personalize one blank card as `role` for `holder`.
 /// Returns the card number. Any refusal is an error: the card goes to the
 /// reject bin.
@@ -176,10 +186,11 @@ pub fn personalize(
 ) -> Result<String> {
     let st = card.status()?;
     if st.issued {
-        return Err(Error::Refused(format!(
-            "card {} is already issued (role {})",
-            st.card_number, st.role
-        )));
+        return Err(IssueRefusal::AlreadyIssued {
+            card: st.card_number,
+            role: st.role,
+        }
+        .into());
     }
     card.admin_authenticate(&opts.admin_key, &st.card_number)?;
     card.reset_retry_counter(Some(&holder.pin))?;
@@ -198,10 +209,10 @@ pub fn personalize(
     let after = card.status()?;
     let wanted_member = (role == Role::Main).then(|| holder.member_number.clone()).flatten();
     if !after.issued || after.role != role.as_str() || after.member_number != wanted_member {
-        return Err(Error::Refused(format!(
-            "card {} does not report the personalization just written",
-            after.card_number
-        )));
+        return Err(IssueRefusal::PersonalizationNotReported {
+            card: after.card_number,
+        }
+        .into());
     }
     Ok(after.card_number)
 }
