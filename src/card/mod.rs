@@ -352,7 +352,7 @@ impl CardClient<'_> {
     pub fn import_key(&mut self, blob: &[u8], expose_public_key: bool) -> Result<Vec<u8>> {
         let r = self.ch.transmit(&Command::import_key(blob, expose_public_key))?;
         match r.sw {
-            StatusWord::Ok if r.data.len() == 36 => Ok(r.data),
+            StatusWord::Ok if cardvault_proto::takeout::Receipt::parse(&r.data).is_some() => Ok(r.data),
             StatusWord::Ok => Err(Error::Malformed {
                 command: "IMPORT KEY",
                 reason: "receipt is not 36 bytes".into(),

@@ -299,7 +299,7 @@ impl Vault {
                 "{label}: wrapped key or control information altered"
             )));
         }
-        if trailer.len() != cardvault_proto::backup::TRAILER_LEN || trailer[..4] != b.record_count.to_be_bytes() {
+        if cardvault_proto::backup::Trailer::parse(trailer).map(|t| t.record_count) != Some(b.record_count) {
             return Err(Error::Data(format!("{label}: trailer does not match the record count")));
         }
         Ok(())

@@ -251,13 +251,15 @@ pub fn restore(
             let b = vault.load_backup(row.id)?;
             let (p1, mut data) = match (i, plan.authorization) {
                 (0, Some(a)) => {
-                    let mut d = b.header.clone();
-                    d.extend_from_slice(&a.request.counter.to_be_bytes());
-                    d.extend_from_slice(&[0, 64]);
                     let sig = cardvault_proto::from_hex(&a.signature)
-                        .filter(|s| s.len() == 64)
+                        .filter(|s| s.len() == bk::AUTHORIZATION_SIGNATURE_LEN)
                         .ok_or_else(|| Error::Data("the authorization's signature is not 64 bytes of hex".into()))?;
-                    d.extend_from_slice(&sig);
+                    let d = bk::AuthorizedRestore {
+                        header: &b.header,
+                        counter: a.request.counter,
+                        signature: &sig,
+                    }
+                    .encode();
                     (bk::RESTORE_OTHER_CARD, d)
                 }
                 (0, None) => (bk::RESTORE_SAME_CARD, b.header.clone()),
