@@ -32,6 +32,9 @@ pub enum Error {
     NoPcsc(String),
     #[error("{0}")]
     Reader(String),
+    /// The reader to use cannot be chosen from the readers there are.
+    #[error("{0}")]
+    NoReaderChosen(#[from] crate::reader::NoReaderChosen),
     #[error("no card in reader '{0}'")]
     NoCard(String),
     #[error("the card was removed from reader '{0}' (or the reader went away) during the operation")]
@@ -102,7 +105,7 @@ impl Error {
         use Error::*;
         match self {
             Usage(_) | Config { .. } | OutputExists(_) => exit::USAGE,
-            NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
+            NoPcsc(_) | Reader(_) | NoReaderChosen(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
             NotCardvault(_) | Card { .. } | CardRefusal(_) | Refused(_) => exit::CARD,
             Data(_) => exit::DATA,
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
@@ -124,7 +127,7 @@ impl Error {
             Usage(_) | OutputExists(_) => "usage",
             Config { .. } => "config",
             NoPcsc(_) => "no_pcsc",
-            Reader(_) => "reader",
+            Reader(_) | NoReaderChosen(_) => "reader",
             NoCard(_) => "no_card",
             CardRemoved(_) => "card_removed",
             Pcsc { .. } => "pcsc",

@@ -222,6 +222,21 @@ pub fn print_json<T: serde::Serialize>(v: &T) {
 /// where that names a command or an option of this program (the library
 /// names none).
 pub fn error_message(e: &Error) -> String {
+    use crate::reader::NoReaderChosen as N;
+    if let Error::NoReaderChosen(n) = e {
+        return match n {
+            N::NoReaders(_) => format!("{n}; use -r sim:NAME for an embedded card"),
+            N::Ambiguous { name, count, readers } => {
+                format!("'{name}' matches {count} readers; pick one with -r INDEX or a longer name:{readers}")
+            }
+            N::NoCardAnywhere(readers) => format!(
+                "no reader has a card; insert one, use --wait, or use -r sim:NAME for an embedded card; readers:{readers}"
+            ),
+            N::ManyCards { count, readers } => {
+                format!("{count} readers have a card; choose one with -r INDEX, -r NAME or CARDVAULT_READER:{readers}")
+            }
+        };
+    }
     let hint = match e {
         Error::NoPcsc(_) => ", or use an embedded card with -r sim:NAME",
         Error::NoCard(_) => "; insert a card or use --wait",
@@ -279,6 +294,24 @@ mod error_message_tests {
             "the PIN is blocked; the issuer must unblock it (cardvault pin unblock)"
         );
         assert!(!Error::NoPcsc("x".into()).to_string().contains("-r"));
+        let many: Error = crate::reader::NoReaderChosen::ManyCards {
+            count: 2,
+            readers: "\n  0: A (card present)\n  1: B (card present)".into(),
+        }
+        .into();
+        assert_eq!(
+            many.to_string(),
+            "2 readers have a card:\n  0: A (card present)\n  1: B (card present)"
+        );
+        assert_eq!(
+            error_message(&many),
+            "2 readers have a card; choose one with -r INDEX, -r NAME or CARDVAULT_READER:\n  0: A (card present)\n  1: B (card present)"
+        );
+        assert_eq!((many.exit_code(), many.kind()), (3, "reader"));
+        assert_eq!(
+            error_message(&crate::reader::NoReaderChosen::NoReaders(2).into()),
+            "no PC/SC readers, so there is no reader 2; use -r sim:NAME for an embedded card"
+        );
     }
 
     #[test]
