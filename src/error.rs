@@ -102,6 +102,7 @@ pub enum Error {
 
 impl Error {
     pub fn exit_code(&self) -> u8 {
+        use crate::workflow::duplicate::RefusalClass;
         use Error::*;
         match self {
             Usage(_) | Config { .. } | OutputExists(_) => exit::USAGE,
@@ -110,8 +111,12 @@ impl Error {
             Data(_) => exit::DATA,
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
             Restore(_) => exit::USAGE,
-            Duplicate(d) if d.is_usage() => exit::USAGE,
-            Duplicate(_) | Issue(_) => exit::CARD,
+            Duplicate(d) => match d.class() {
+                RefusalClass::Usage => exit::USAGE,
+                RefusalClass::Card => exit::CARD,
+                RefusalClass::Integrity => exit::DATA,
+            },
+            Issue(_) => exit::CARD,
             Vault { .. } => exit::VAULT,
             WrongPin { .. } | PinBlocked | AdminAuthFailed => exit::AUTH,
             Malformed { .. } => exit::DATA,
@@ -122,6 +127,7 @@ impl Error {
 
     /// Stable machine-readable kind for `--json` error output.
     pub fn kind(&self) -> &'static str {
+        use crate::workflow::duplicate::RefusalClass;
         use Error::*;
         match self {
             Usage(_) | OutputExists(_) => "usage",
@@ -137,8 +143,12 @@ impl Error {
             Data(_) => "data_integrity",
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => "refused",
             Restore(_) => "usage",
-            Duplicate(d) if d.is_usage() => "usage",
-            Duplicate(_) | Issue(_) => "refused",
+            Duplicate(d) => match d.class() {
+                RefusalClass::Usage => "usage",
+                RefusalClass::Card => "refused",
+                RefusalClass::Integrity => "data_integrity",
+            },
+            Issue(_) => "refused",
             Vault { .. } => "vault",
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",

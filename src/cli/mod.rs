@@ -324,5 +324,7 @@ mod error_message_tests {
             sizes.to_string(),
             "key group sizes differ: main card 3 elements, backup card 2"
         );
+        let unbound: Error = DuplicateRefusal::TakeOutNotBound.into();
+        assert_eq!((unbound.exit_code(), unbound.kind()), (6, "data_integrity"));
     }
 }

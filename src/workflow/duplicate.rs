@@ -68,16 +68,37 @@ pub enum DuplicateRefusal {
          or an element was entered differently. No key was generated."
     )]
     KeyGroupsDiffer { main: String, backup: String },
+    /// The main card's take-out names other cards or another key group than
+    /// the two in the readers (the import is not attempted).
+    #[error("the take-out blob is not bound to these two cards and this key group")]
+    TakeOutNotBound,
+    /// What the main card's public key locks, the backup card did not open.
+    #[error("end-to-end check failed: the backup card opened a different key")]
+    EndToEndCheckFailed,
+}
+
+/// How a duplication refusal is reported: the operator's input (the same
+/// card twice, the wrong number of elements), a card, or data that failed
+/// its check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalClass {
+    Usage,
+    Card,
+    Integrity,
 }
 
 impl DuplicateRefusal {
-    /// Whether the operator's input is at fault (the same card twice, the
-    /// wrong number of elements) rather than a card.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            DuplicateRefusal::SameCard | DuplicateRefusal::WrongElementCount { .. }
-        )
+    pub fn class(&self) -> RefusalClass {
+        use DuplicateRefusal::*;
+        match self {
+            SameCard | WrongElementCount { .. } => RefusalClass::Usage,
+            TakeOutNotBound | EndToEndCheckFailed => RefusalClass::Integrity,
+            NotAnIssuedMainCard { .. }
+            | NotAnIssuedBackupCard { .. }
+            | GroupSizesDiffer { .. }
+            | GroupIncomplete
+            | KeyGroupsDiffer { .. } => RefusalClass::Card,
+        }
     }
 }
 
@@ -184,9 +205,7 @@ pub fn duplicate(
     let wrapped = crypto::wrap_key(&public, &probe, CHECK_AAD).map_err(|e| Error::Data(e.to_string()))?;
     let opened = backup.unwrap_file_key(CHECK_AAD, &wrapped)?;
     if opened[..] != probe[..] {
-        return Err(Error::Data(
-            "end-to-end check failed: the backup card opened a different key".into(),
-        ));
+        return Err(DuplicateRefusal::EndToEndCheckFailed.into());
     }
     vault.note_card(&ms.card_number, ms.role.as_str())?;
     vault.note_card(&bs.card_number, bs.role.as_str())?;
@@ -232,9 +251,7 @@ fn take_out_import_confirm(
         reason: "the take-out blob does not parse".into(),
     })?;
     if info.source != main_number || info.target != backup_number || info.kcv != mkcv {
-        return Err(Error::Data(
-            "the take-out blob is not bound to these two cards and this key group".into(),
-        ));
+        return Err(DuplicateRefusal::TakeOutNotBound.into());
     }
     audit(
         vault,
