@@ -271,7 +271,7 @@ impl Applet {
                 _ => return None,
             },
             proto::Tag::KeyOrigin => match &s.main_key {
-                Some(k) => serde_json::to_value(k.origin).ok()?.as_str()?.as_bytes().to_vec(),
+                Some(k) => k.origin.as_str().as_bytes().to_vec(),
                 None => return None,
             },
             proto::Tag::SourceCard => match &s.main_key {

@@ -20,6 +20,45 @@ pub const TRANSPORT_KEY_LABEL: &[u8] = b"cardvault transport key v1";
 /// Associated data label for SET MAIN KEY (key service variant).
 pub const KEY_SERVICE_LABEL: &[u8] = b"cardvault key service v1";
 
+/// Where a card's main keys came from (GET DATA DF14 carries the string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyOrigin {
+    /// Generated inside this card (GENERATE KEY PAIR).
+    Generated,
+    /// Imported from a main card under the key group (IMPORT KEY).
+    Imported,
+    /// Set by a key service through a protected channel (SET MAIN KEY).
+    KeyService,
+}
+
+impl KeyOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyOrigin::Generated => "generated",
+            KeyOrigin::Imported => "imported",
+            KeyOrigin::KeyService => "key-service",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for KeyOrigin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<KeyOrigin, String> {
+        match s {
+            "generated" => Ok(KeyOrigin::Generated),
+            "imported" => Ok(KeyOrigin::Imported),
+            "key-service" => Ok(KeyOrigin::KeyService),
+            other => Err(format!("unknown key origin '{other}'")),
+        }
+    }
+}
+
 /// Parsed take-out blob.
 pub struct TakeOut<'a> {
     pub aad: &'a [u8],
@@ -155,5 +194,9 @@ mod tests {
         };
         assert_eq!(Receipt::parse(&r.encode()), Some(r));
         assert_eq!(Receipt::parse(&[0; 35]), None);
+        for o in [KeyOrigin::Generated, KeyOrigin::Imported, KeyOrigin::KeyService] {
+            assert_eq!(o.to_string().parse::<KeyOrigin>(), Ok(o));
+        }
+        assert_eq!(KeyOrigin::KeyService.as_str(), "key-service");
     }
 }

@@ -8,6 +8,7 @@ mod kinds;
 mod refusal;
 mod value;
 
+pub use cardvault_proto::takeout::KeyOrigin;
 pub use kinds::{CardRole, ExportState};
 pub use refusal::Refusal;
 pub use value::{BackupBlock, BackupRequest, Completion};
@@ -232,7 +233,8 @@ pub struct KeyState {
     /// Key group check value (hex), when the group is complete.
     pub check_value: Option<String>,
     /// generated, imported or key-service; None when the card holds no main key.
-    pub key_origin: Option<String>,
+    #[serde(serialize_with = "crate::util::serialize_display_opt")]
+    pub key_origin: Option<KeyOrigin>,
     /// The encryption (public) key, hex, when readable.
     pub public_key: Option<String>,
     pub source_card: Option<String>,
@@ -516,7 +518,10 @@ fn parse_key_state(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<KeySt
         group_complete: elements_written.len() == size as usize && size > 0,
         elements_written,
         check_value: m.get(&tag::KEY_GROUP_KCV).map(|k| to_hex(k)),
-        key_origin: text(tag::KEY_ORIGIN),
+        key_origin: text(tag::KEY_ORIGIN)
+            .map(|o| o.parse::<KeyOrigin>())
+            .transpose()
+            .map_err(|e| malformed_status(&e))?,
         public_key: m.get(&tag::PUBLIC_KEY).map(|p| to_hex(p)),
         source_card: text(tag::SOURCE_CARD),
         export: ExportStatus {

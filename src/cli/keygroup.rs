@@ -57,7 +57,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                     if ks.group_complete { ", complete" } else { "" }
                 );
                 println!("check value     {}", ks.check_value.as_deref().unwrap_or("-"));
-                println!("main key        {}", ks.key_origin.as_deref().unwrap_or("none"));
+                println!("main key        {}", ks.key_origin.map_or("none", |o| o.as_str()));
                 if let Some(p) = &ks.public_key {
                     println!("encryption key  {p}");
                 }

@@ -198,11 +198,47 @@ pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result
 pub struct RestoreReport {
     pub target_card: String,
     pub source_card: String,
-    pub mode: String,
+    pub mode: RestoreMode,
     pub chain: Vec<u32>,
     pub pages_written: u16,
     pub apdus: u64,
     pub rollback_override: bool,
+}
+
+/// Onto which card a restore goes: the card the backup came from, or a
+/// replacement card (with the issuer's authorization).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestoreMode {
+    SameCard,
+    OtherCard,
+}
+
+impl RestoreMode {
+    /// As the vault's restores table and the JSON output say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreMode::SameCard => "same-card",
+            RestoreMode::OtherCard => "other-card",
+        }
+    }
+}
+
+impl std::fmt::Display for RestoreMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RestoreMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<RestoreMode, String> {
+        match s {
+            "same-card" => Ok(RestoreMode::SameCard),
+            "other-card" => Ok(RestoreMode::OtherCard),
+            other => Err(format!("unknown restore mode '{other}'")),
+        }
+    }
 }
 
 /// How to restore.
@@ -240,9 +276,13 @@ pub fn restore(
         }
         .into());
     }
-    let mode = if other { "other-card" } else { "same-card" };
+    let mode = if other {
+        RestoreMode::OtherCard
+    } else {
+        RestoreMode::SameCard
+    };
     let last = plan.chain.last().expect("non-empty");
-    let restore_id = vault.start_restore(last.id, &target_card, mode)?;
+    let restore_id = vault.start_restore(last.id, &target_card, mode.as_str())?;
     let before = card.stats();
     let total: u64 = plan.chain.iter().map(|b| b.record_count as u64 + 1).sum();
     let mut done = 0u64;
@@ -317,7 +357,7 @@ pub fn restore(
         peer: Some(&first.card_number),
         result: &outcome,
         details: serde_json::json!({
-            "mode": mode,
+            "mode": mode.as_str(),
             "chain": plan.chain.iter().map(|b| b.counter).collect::<Vec<_>>(),
             "backup_id": last.id,
         }),
@@ -327,7 +367,7 @@ pub fn restore(
     Ok(RestoreReport {
         target_card,
         source_card: first.card_number.clone(),
-        mode: mode.into(),
+        mode,
         chain: plan.chain.iter().map(|b| b.counter).collect(),
         pages_written: written,
         apdus: after.apdus - before.apdus,
@@ -468,4 +508,18 @@ pub fn run_restore(
         override_rollback: job.rollback_admin_key.is_some(),
     };
     restore(card, vault, &plan, progress).map(RestoreOutcome::Restored)
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::RestoreMode;
+
+    #[test]
+    fn restore_modes_keep_the_vault_and_json_strings() {
+        for m in [RestoreMode::SameCard, RestoreMode::OtherCard] {
+            assert_eq!(m.to_string().parse::<RestoreMode>(), Ok(m));
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+        assert_eq!(RestoreMode::OtherCard.as_str(), "other-card");
+    }
 }
