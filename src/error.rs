@@ -28,11 +28,14 @@ pub enum Error {
     Usage(String),
     #[error("configuration {path}: {reason}")]
     Config { path: PathBuf, reason: String },
-    #[error("PC/SC service not available ({0}); start pcscd, or use an embedded card with -r sim:NAME")]
+    #[error("PC/SC service not available ({0}); start pcscd")]
     NoPcsc(String),
     #[error("{0}")]
     Reader(String),
-    #[error("no card in reader '{0}'; insert a card or use --wait")]
+    /// The reader to use cannot be chosen from the readers there are.
+    #[error("{0}")]
+    NoReaderChosen(#[from] crate::reader::NoReaderChosen),
+    #[error("no card in reader '{0}'")]
     NoCard(String),
     #[error("the card was removed from reader '{0}' (or the reader went away) during the operation")]
     CardRemoved(String),
@@ -56,7 +59,7 @@ pub enum Error {
     Card { command: &'static str, sw: StatusWord },
     #[error("wrong PIN: {tries_left} tries left before the PIN is blocked")]
     WrongPin { tries_left: u8 },
-    #[error("the PIN is blocked; the issuer must unblock it (cardvault pin unblock)")]
+    #[error("the PIN is blocked; the issuer must unblock it")]
     PinBlocked,
     #[error("admin authentication failed: the admin key does not match this card")]
     AdminAuthFailed,
@@ -91,6 +94,12 @@ pub enum Error {
     /// A restore job that cannot start (nothing was written).
     #[error("{0}")]
     Restore(#[from] crate::workflow::backup::RestoreRefusal),
+    /// A duplication that cannot go on (no key was moved).
+    #[error("{0}")]
+    Duplicate(#[from] crate::workflow::duplicate::DuplicateRefusal),
+    /// A card that cannot be issued as asked (it goes to the reject bin).
+    #[error("{0}")]
+    Issue(#[from] crate::workflow::issue::IssueRefusal),
     /// An output file exists and replacing it was not asked for.
     #[error("{} already exists", .0.display())]
     OutputExists(PathBuf),
@@ -104,15 +113,22 @@ pub enum Error {
 
 impl Error {
     pub fn exit_code(&self) -> u8 {
+        use crate::workflow::duplicate::RefusalClass;
         use Error::*;
         match self {
             Usage(_) | Config { .. } | OutputExists(_) => exit::USAGE,
-            NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
+            NoPcsc(_) | Reader(_) | NoReaderChosen(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
             NotCardvault(_) | Card { .. } | CardRefusal(_) | Refused(_) | UntrustedCard { .. } => exit::CARD,
             SecureChannel { .. } => exit::DATA,
             Data(_) => exit::DATA,
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
             Restore(_) => exit::USAGE,
+            Duplicate(d) => match d.class() {
+                RefusalClass::Usage => exit::USAGE,
+                RefusalClass::Card => exit::CARD,
+                RefusalClass::Integrity => exit::DATA,
+            },
+            Issue(_) => exit::CARD,
             Vault { .. } => exit::VAULT,
             WrongPin { .. } | PinBlocked | AdminAuthFailed | IssuerRefused(_) => exit::AUTH,
             Malformed { .. } => exit::DATA,
@@ -123,12 +139,13 @@ impl Error {
 
     /// Stable machine-readable kind for `--json` error output.
     pub fn kind(&self) -> &'static str {
+        use crate::workflow::duplicate::RefusalClass;
         use Error::*;
         match self {
             Usage(_) | OutputExists(_) => "usage",
             Config { .. } => "config",
             NoPcsc(_) => "no_pcsc",
-            Reader(_) => "reader",
+            Reader(_) | NoReaderChosen(_) => "reader",
             NoCard(_) => "no_card",
             CardRemoved(_) => "card_removed",
             Pcsc { .. } => "pcsc",
@@ -140,6 +157,12 @@ impl Error {
             Data(_) => "data_integrity",
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => "refused",
             Restore(_) => "usage",
+            Duplicate(d) => match d.class() {
+                RefusalClass::Usage => "usage",
+                RefusalClass::Card => "refused",
+                RefusalClass::Integrity => "data_integrity",
+            },
+            Issue(_) => "refused",
             Vault { .. } => "vault",
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",

@@ -11,10 +11,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();
+            let message = cardvault::cli::error_message(&e);
             if json && !cardvault::cli::json_printed() {
-                print_json_error(e.kind(), &e.to_string(), code);
+                print_json_error(e.kind(), &message, code);
             }
-            eprintln!("cardvault: {e}");
+            eprintln!("cardvault: {message}");
             ExitCode::from(code)
         }
     }

@@ -91,6 +91,25 @@ pub fn list_all(opts: &ReaderOptions) -> (Vec<ReaderEntry>, Option<String>) {
     (out, pcsc_note)
 }
 
+/// Why no single reader can be chosen. The words leave out how to choose
+/// one (the command line's reader option, waiting): the CLI adds that.
+/// `readers` is the numbered list, one reader per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoReaderChosen {
+    #[error("no PC/SC readers, so there is no reader {0}")]
+    NoReaders(usize),
+    #[error("'{name}' matches {count} readers:{readers}")]
+    Ambiguous {
+        name: String,
+        count: usize,
+        readers: String,
+    },
+    #[error("no reader has a card; readers:{0}")]
+    NoCardAnywhere(String),
+    #[error("{count} readers have a card:{readers}")]
+    ManyCards { count: usize, readers: String },
+}
+
 fn describe(list: &[PcscReaderInfo]) -> String {
     list.iter()
         .enumerate()
@@ -152,9 +171,7 @@ fn choose(spec: Option<&ReaderSpec>, list: &[PcscReaderInfo]) -> Result<Choice> 
         Some(ReaderSpec::Sim(_)) => unreachable!("embedded readers are opened directly"),
         Some(ReaderSpec::Index(i)) => match list.get(*i) {
             Some(r) => Ok(pick(r)),
-            None if list.is_empty() => Ok(Choice::Wait(Error::Reader(format!(
-                "no PC/SC readers, so there is no reader {i}; use -r sim:NAME for an embedded card"
-            )))),
+            None if list.is_empty() => Ok(Choice::Wait(NoReaderChosen::NoReaders(*i).into())),
             None => Err(Error::Reader(format!(
                 "there is no reader {i}; readers:{}",
                 describe(list)
@@ -176,11 +193,12 @@ fn choose(spec: Option<&ReaderSpec>, list: &[PcscReaderInfo]) -> Result<Choice> 
                     if let Some(exact) = many.iter().find(|r| r.name == *sub) {
                         return Ok(pick(exact));
                     }
-                    Err(Error::Reader(format!(
-                        "'{sub}' matches {} readers; pick one with -r INDEX or a longer name:{}",
-                        many.len(),
-                        describe(list)
-                    )))
+                    Err(NoReaderChosen::Ambiguous {
+                        name: sub.clone(),
+                        count: many.len(),
+                        readers: describe(list),
+                    }
+                    .into())
                 }
             }
         }
@@ -188,17 +206,19 @@ fn choose(spec: Option<&ReaderSpec>, list: &[PcscReaderInfo]) -> Result<Choice> 
             let with_card: Vec<&PcscReaderInfo> = list.iter().filter(|r| r.card_present).collect();
             match with_card.as_slice() {
                 [one] => Ok(Choice::Ready(one.name.clone())),
-                [] => {
-                    Ok(Choice::Wait(Error::Reader(format!(
-                    "no reader has a card; insert one, use --wait, or use -r sim:NAME for an embedded card; readers:{}",
-                    if list.is_empty() { " none".to_string() } else { describe(list) }
-                ))))
+                [] => Ok(Choice::Wait(
+                    NoReaderChosen::NoCardAnywhere(if list.is_empty() {
+                        " none".to_string()
+                    } else {
+                        describe(list)
+                    })
+                    .into(),
+                )),
+                many => Err(NoReaderChosen::ManyCards {
+                    count: many.len(),
+                    readers: describe(list),
                 }
-                many => Err(Error::Reader(format!(
-                    "{} readers have a card; choose one with -r INDEX, -r NAME or CARDVAULT_READER:{}",
-                    many.len(),
-                    describe(list)
-                ))),
+                .into()),
             }
         }
     }
@@ -226,16 +246,18 @@ mod tests {
     #[test]
     fn ambiguity_lists_readers() {
         let list = [info("Virtual PCD 00 00", true), info("Virtual PCD 00 01", true)];
-        let Err(Error::Reader(msg)) = choose(None, &list) else {
+        let Err(Error::NoReaderChosen(e @ NoReaderChosen::ManyCards { .. })) = choose(None, &list) else {
             panic!()
         };
+        let msg = e.to_string();
         assert!(
             msg.contains("0: Virtual PCD 00 00") && msg.contains("1: Virtual PCD 00 01"),
             "{msg}"
         );
-        let Err(Error::Reader(msg)) = choose(Some(&ReaderSpec::Name("Virtual".into())), &list) else {
+        let Err(Error::NoReaderChosen(e)) = choose(Some(&ReaderSpec::Name("Virtual".into())), &list) else {
             panic!()
         };
+        let msg = e.to_string();
         assert!(msg.contains("matches 2 readers"), "{msg}");
         assert!(
             matches!(choose(Some(&ReaderSpec::Name("00 01".into())), &list), Ok(Choice::Ready(n)) if n == "Virtual PCD 00 01")

@@ -2,6 +2,23 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Serialize a value by its `Display` (for enums of the protocol crate, which
+/// has no serde, in the terminal's JSON output).
+pub fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// [`serialize_display`] for an optional value (`null` when absent).
+pub fn serialize_display_opt<T: std::fmt::Display, S: serde::Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn now_utc() -> String {
     let secs = SystemTime::now()

@@ -10,27 +10,11 @@ use cardvault_proto::backup as bk;
 use common::*;
 use std::path::{Path, PathBuf};
 
-const PIN: &str = "123456";
-
-fn card_path(home: &Path, name: &str) -> PathBuf {
-    home.join("cards").join(format!("{name}.card"))
-}
-
 fn memory(home: &Path, name: &str) -> Vec<u8> {
     applet_sim::state::Store::peek(&card_path(home, name))
         .unwrap()
         .memory
         .clone()
-}
-
-fn state(home: &Path, name: &str) -> applet_sim::CardState {
-    applet_sim::state::Store::peek(&card_path(home, name)).unwrap()
-}
-
-fn cv(home: &Path) -> std::process::Command {
-    let mut c = cardvault(home);
-    c.env("P", PIN);
-    c
 }
 
 fn ok(o: std::process::Output) -> serde_json::Value {
@@ -283,19 +267,11 @@ fn tampered_reordered_truncated_or_foreign_records_are_refused_and_nothing_is_wr
 }
 
 #[test]
-fn a_tampered_vault_is_named_by_verify_and_restore_refuses_before_the_card_changes() {
+fn a_tampered_vault_is_named_by_verify() {
     let home = temp_dir("vault");
     write(&home, "v", 0, &pattern(8, 4096));
     backup(&home, "v", true);
-    let before = state(&home, "v");
-    {
-        let conn = rusqlite::Connection::open(home.join("vault.sqlite")).unwrap();
-        conn.execute(
-            "UPDATE records SET data = zeroblob(length(data)) WHERE backup_id = 1 AND idx = 0",
-            [],
-        )
-        .unwrap();
-    }
+    zero_record(&home, 1);
     let o = run(cv(&home).args(["vault", "verify"]));
     assert_eq!(o.status.code(), Some(6));
     assert!(
@@ -303,113 +279,274 @@ fn a_tampered_vault_is_named_by_verify_and_restore_refuses_before_the_card_chang
         "{}",
         stdout(&o)
     );
-    let o = run(cv(&home).args(["-r", "sim:v", "restore", "--latest", "--pin", "env:P"]));
-    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
-    assert_eq!(state(&home, "v"), before);
+}
+
+/// Overwrite the first record of vault backup `id` with zeros (still a BLOB).
+fn zero_record(home: &Path, id: i64) {
+    let conn = rusqlite::Connection::open(home.join("vault.sqlite")).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE records SET data = zeroblob(length(data)) WHERE backup_id = ?1 AND idx = 0",
+            [id],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// The vault's backups and records, row by row (restore attempts and the
+/// audit trail are meant to grow with each attempt; these are not).
+fn backup_rows(home: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(home.join("vault.sqlite")).unwrap();
+    let mut rows = Vec::new();
+    for table in ["backups", "records"] {
+        let mut q = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).unwrap();
+        let n = q.column_count();
+        let mut r = q.query([]).unwrap();
+        while let Some(row) = r.next().unwrap() {
+            let values: Vec<rusqlite::types::Value> = (0..n).map(|k| row.get(k).unwrap()).collect();
+            rows.push(format!("{table} {values:?}"));
+        }
+    }
+    rows
+}
+
+/// A card `s` with two full backups (older, newer) in the vault, and a
+/// blank replacement card `t` of the same issuer domain.
+struct RestoreScene {
+    home: TempDir,
+    source: String,
+    older_id: i64,
+    newer_counter: u32,
+}
+
+impl RestoreScene {
+    fn new(tag: &str) -> RestoreScene {
+        let home = temp_dir(tag);
+        write(&home, "s", 0, &[1; 2048]);
+        let older = backup(&home, "s", true);
+        write(&home, "s", 0, &[2; 2048]);
+        let newer = backup(&home, "s", true);
+        ok_plain(run(cv(&home).args(["-r", "sim:t", "status"])));
+        RestoreScene {
+            source: state(&home, "s").card_number.clone(),
+            older_id: older["backup_id"].as_i64().unwrap(),
+            newer_counter: newer["counter"].as_u64().unwrap() as u32,
+            home,
+        }
+    }
+
+    /// `restore --from-card s --pin env:P` for card `t`, with more arguments.
+    fn onto_t(&self, more: &[&str]) -> (&'static str, Vec<String>) {
+        let mut args = vec![
+            "--from-card".to_string(),
+            self.source.clone(),
+            "--pin".into(),
+            "env:P".into(),
+        ];
+        args.extend(more.iter().map(|a| a.to_string()));
+        ("t", args)
+    }
+
+    /// An authorization made for card `target`, edited by `edit`, saved as a
+    /// new file whose path is returned. Leaves `t` with an outstanding challenge.
+    fn authorization(&self, target: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        if target != "t" {
+            ok_plain(run(cv(&self.home).args(["-r", &format!("sim:{target}"), "status"])));
+        }
+        let auth = request_and_authorize(&self.home, target, &self.source, &[]);
+        if target != "t" {
+            request_and_authorize(&self.home, "t", &self.source, &[]);
+        }
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&auth).unwrap()).unwrap();
+        edit(&mut v);
+        let edited = self.home.join(format!("edited-{target}.json"));
+        std::fs::write(&edited, v.to_string()).unwrap();
+        edited.display().to_string()
+    }
+}
+
+/// One refused restore: how to set it up (the card to restore and the
+/// arguments after `restore`), and what the refusal must be.
+struct RefusedRestore {
+    case: &'static str,
+    setup: fn(&RestoreScene) -> (&'static str, Vec<String>),
+    exit_code: i32,
+    message: &'static str,
+}
+
+const REFUSED_RESTORES: &[RefusedRestore] = &[
+    RefusedRestore {
+        case: "a record of the backup altered in the vault",
+        setup: |s| {
+            let id = s.older_id + 1;
+            zero_record(&s.home, id);
+            ("s", vec!["--latest".into(), "--pin".into(), "env:P".into()])
+        },
+        exit_code: 6,
+        message: "backup 2",
+    },
+    RefusedRestore {
+        case: "an older backup without the issuer's override (rollback)",
+        setup: |s| {
+            let id = s.older_id.to_string();
+            ("s", vec!["--backup".into(), id, "--pin".into(), "env:P".into()])
+        },
+        exit_code: 4,
+        message: "rollback",
+    },
+    RefusedRestore {
+        case: "a wrong PIN",
+        setup: |s| {
+            let pin = s.home.join("wrong-pin");
+            std::fs::write(&pin, "999999").unwrap();
+            (
+                "s",
+                vec!["--latest".into(), "--pin".into(), format!("file:{}", pin.display())],
+            )
+        },
+        exit_code: 5,
+        message: "wrong PIN",
+    },
+    RefusedRestore {
+        case: "another card's backup without an authorization",
+        setup: |s| s.onto_t(&[]),
+        exit_code: 2,
+        message: "needs an issuer authorization",
+    },
+    RefusedRestore {
+        case: "an authorization for another target card",
+        setup: |s| {
+            let auth = s.authorization("x", |_| {});
+            s.onto_t(&["--authorization", &auth])
+        },
+        exit_code: 4,
+        message: "authorization is for",
+    },
+    RefusedRestore {
+        case: "an authorization whose target was edited (the card checks the signature)",
+        setup: |s| {
+            let t = state(&s.home, "t").card_number.clone();
+            let auth = s.authorization("x", |v| v["target_card"] = t.into());
+            s.onto_t(&["--authorization", &auth])
+        },
+        exit_code: 4,
+        message: "missing or invalid authorization",
+    },
+    RefusedRestore {
+        case: "an authorization signed by a key the card does not trust",
+        setup: |s| {
+            let req = s.home.join("req-rogue.json");
+            let mut c = cv(&s.home);
+            c.args([
+                "-r",
+                "sim:t",
+                "restore",
+                "--from-card",
+                &s.source,
+                "--pin",
+                "env:P",
+                "--request",
+            ])
+            .arg(&req);
+            ok_plain(run(&mut c));
+            let rogue = s.home.join("rogue.hex");
+            std::fs::write(&rogue, "7".repeat(64)).unwrap();
+            let auth = s.home.join("rogue-auth.json");
+            ok_plain(run(cv(&s.home)
+                .args(["authorize-restore", "--request"])
+                .arg(&req)
+                .arg("--issuer-key")
+                .arg(format!("file:{}", rogue.display()))
+                .arg("-o")
+                .arg(&auth)));
+            s.onto_t(&["--authorization", &auth.display().to_string()])
+        },
+        exit_code: 4,
+        message: "missing or invalid authorization",
+    },
+    RefusedRestore {
+        case: "an authorization for the newest backup, presented with an older chain",
+        setup: |s| {
+            let auth = s.authorization("t", |_| {});
+            let id = s.older_id.to_string();
+            s.onto_t(&["--authorization", &auth, "--backup", &id])
+        },
+        exit_code: 4,
+        message: "authorization is for",
+    },
+    RefusedRestore {
+        case: "an authorization whose counter was edited to an older backup (the card checks the signature)",
+        setup: |s| {
+            let older = s.newer_counter - 1;
+            let auth = s.authorization("t", |v| v["counter"] = older.into());
+            s.onto_t(&["--authorization", &auth])
+        },
+        exit_code: 4,
+        message: "missing or invalid authorization",
+    },
+    RefusedRestore {
+        case: "an authorization whose counter names no backup in the vault",
+        setup: |s| {
+            let auth = s.authorization("t", |v| v["counter"] = 99.into());
+            s.onto_t(&["--authorization", &auth])
+        },
+        exit_code: 2,
+        message: "has no backup #99",
+    },
+];
+
+/// Every refused restore exits with its code, says why, and leaves every card
+/// and the vault's backups as they were.
+#[test]
+fn refused_restores_change_nothing() {
+    for (k, r) in REFUSED_RESTORES.iter().enumerate() {
+        let scene = RestoreScene::new(&format!("refused{k}"));
+        let (card, args) = (r.setup)(&scene);
+        let home = &scene.home;
+        let cards: Vec<(String, applet_sim::CardState)> = cardvault::transport::sim::list(home)
+            .into_iter()
+            .map(|n| {
+                let st = state(home, &n);
+                (n, st)
+            })
+            .collect();
+        let rows = backup_rows(home);
+        let o = run(cv(home).args(["-r", &format!("sim:{card}"), "restore"]).args(&args));
+        assert_eq!(o.status.code(), Some(r.exit_code), "{}: {}", r.case, stderr(&o));
+        assert!(
+            stderr(&o).contains(r.message),
+            "{}: '{}' not in: {}",
+            r.case,
+            r.message,
+            stderr(&o)
+        );
+        for (name, before) in &cards {
+            let mut expected = before.clone();
+            let after = state(home, name);
+            if name == card {
+                // A wrong PIN counts down its retry counter; a card that looked
+                // at an authorization has spent its one-use challenge.
+                if r.exit_code == 5 {
+                    expected.pin.tries_left -= 1;
+                }
+                if after.restore_challenge.is_empty() {
+                    expected.restore_challenge.clear();
+                }
+            }
+            assert!(after == expected, "{}: card {name} changed", r.case);
+        }
+        assert_eq!(backup_rows(home), rows, "{}: the vault's backups changed", r.case);
+    }
 }
 
 #[test]
-fn wrong_target_forged_or_replayed_authorizations_are_refused() {
-    let home = temp_dir("auth");
-    write(&home, "s", 0, &pattern(9, 2048));
-    backup(&home, "s", true);
-    let number = state(&home, "s").card_number.clone();
-    ok_plain(run(cv(&home).args(["-r", "sim:x", "status"])));
-    ok_plain(run(cv(&home).args(["-r", "sim:y", "status"])));
-    // Authorized for x, presented by y.
-    let auth_x = request_and_authorize(&home, "x", &number, &[]);
-    let y_before = state(&home, "y");
-    let o = run(cv(&home)
-        .args([
-            "-r",
-            "sim:y",
-            "restore",
-            "--from-card",
-            &number,
-            "--pin",
-            "env:P",
-            "--authorization",
-        ])
-        .arg(&auth_x));
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("authorization is for"), "{}", stderr(&o));
-    assert_eq!(state(&home, "y"), y_before);
-    // The card itself refuses a wrong target: edit the file's target to y.
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&auth_x).unwrap()).unwrap();
-    v["target_card"] = state(&home, "y").card_number.clone().into();
-    let forged = home.join("forged-target.json");
-    std::fs::write(&forged, v.to_string()).unwrap();
-    // y needs an outstanding challenge for the card to even look at a signature.
-    let _ = request_and_authorize(&home, "y", &number, &[]);
-    let y_before = state(&home, "y");
-    let o = run(cv(&home)
-        .args([
-            "-r",
-            "sim:y",
-            "restore",
-            "--from-card",
-            &number,
-            "--pin",
-            "env:P",
-            "--authorization",
-        ])
-        .arg(&forged));
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert_eq!(state(&home, "y").memory, y_before.memory);
-    // Signed by a key the card does not trust.
-    let req = home.join("req-x2.json");
-    ok_plain(run(cv(&home)
-        .args([
-            "-r",
-            "sim:x",
-            "restore",
-            "--from-card",
-            &number,
-            "--pin",
-            "env:P",
-            "--request",
-        ])
-        .arg(&req)));
-    let rogue = home.join("rogue.hex");
-    std::fs::write(&rogue, "7".repeat(64)).unwrap();
-    let rogue_auth = home.join("rogue-auth.json");
-    ok_plain(run(cv(&home)
-        .args(["authorize-restore", "--request"])
-        .arg(&req)
-        .arg("--issuer-key")
-        .arg(format!("file:{}", rogue.display()))
-        .arg("-o")
-        .arg(&rogue_auth)));
-    let x_before = state(&home, "x");
-    let o = run(cv(&home)
-        .args([
-            "-r",
-            "sim:x",
-            "restore",
-            "--from-card",
-            &number,
-            "--pin",
-            "env:P",
-            "--authorization",
-        ])
-        .arg(&rogue_auth));
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert_eq!(state(&home, "x").memory, x_before.memory);
-}
-
-#[test]
-fn rollback_is_refused_unless_the_issuer_overrides_and_the_override_is_audited() {
+fn rollback_is_allowed_when_the_issuer_overrides_and_the_override_is_audited() {
     let home = temp_dir("rollback");
     write(&home, "r", 0, &[1; 256]);
     let first = backup(&home, "r", true);
     write(&home, "r", 0, &[2; 256]);
     backup(&home, "r", true);
-    let before = state(&home, "r");
     let id = first["backup_id"].as_i64().unwrap().to_string();
-    let o = run(cv(&home).args(["-r", "sim:r", "restore", "--backup", &id, "--pin", "env:P"]));
-    assert_eq!(o.status.code(), Some(4));
-    assert!(stderr(&o).contains("rollback"), "{}", stderr(&o));
-    assert_eq!(state(&home, "r"), before);
     let o = run(cv(&home).env("ADMIN", ADMIN_KEY).args([
         "-r",
         "sim:r",

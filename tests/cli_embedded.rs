@@ -4,14 +4,6 @@ mod common;
 
 use common::*;
 
-fn card_file(home: &std::path::Path, name: &str) -> std::path::PathBuf {
-    home.join("cards").join(format!("{name}.card"))
-}
-
-fn state(home: &std::path::Path, name: &str) -> applet_sim::CardState {
-    applet_sim::state::Store::peek(&card_file(home, name)).unwrap()
-}
-
 #[test]
 fn demo_runs_end_to_end() {
     let home = temp_dir("demo");
@@ -182,7 +174,7 @@ fn bad_configuration_is_a_clear_error_with_exit_code_2() {
     let e = stderr(&o);
     assert!(e.contains("bad.toml") && e.contains("extended_lenght"), "{e}");
     assert!(
-        !card_file(&home, "z").exists(),
+        !card_path(&home, "z").exists(),
         "a card was created despite the bad config"
     );
     // The shipped config.toml is valid and accepted as is.
@@ -216,7 +208,7 @@ fn a_card_in_use_by_another_process_is_reported() {
     let home = temp_dir("locked");
     run(cardvault(&home).args(["-r", "sim:held", "status"]));
     let profile = applet_sim::Profile::load("main").unwrap();
-    let (_held, _) = applet_sim::Card::open(&card_file(&home, "held"), &profile).unwrap();
+    let (_held, _) = applet_sim::Card::open(&card_path(&home, "held"), &profile).unwrap();
     let o = run(cardvault(&home).args(["-r", "sim:held", "status"]));
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("in use by another process"), "{}", stderr(&o));
@@ -384,4 +376,111 @@ fn every_exit_code_comes_as_a_json_error_under_json() {
         .arg(&*home)
         .args(["--json", "vault", "list"]));
     json_error(&o, 7, "vault", "vault");
+}
+
+#[test]
+fn purse_debit_takes_value_under_the_pin_and_never_below_zero() {
+    let home = temp_dir("debit");
+    let balance = |home: &std::path::Path| -> u64 {
+        let o = run(cv(home).args(["--json", "-r", "sim:w", "purse", "balance"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        json(&o)["balance"].as_u64().unwrap()
+    };
+    let o = run(cv(&home).args(["--json", "-r", "sim:w", "purse", "credit", "100", "--pin", "env:P"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cv(&home).args(["--json", "-r", "sim:w", "purse", "debit", "30", "--pin", "env:P"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["balance"], 70);
+    assert_eq!(balance(&home), 70);
+    // More than the balance: the card refuses, nothing is taken.
+    let before = state(&home, "w");
+    let o = run(cv(&home).args(["-r", "sim:w", "purse", "debit", "71", "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("DEBIT refused by the card: 6A80"), "{}", stderr(&o));
+    assert_eq!(state(&home, "w"), before);
+    // A wrong PIN: exit 5, and only the retry counter moves.
+    let o = run(cv(&home)
+        .env("P", "999999")
+        .args(["-r", "sim:w", "purse", "debit", "1", "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let after = state(&home, "w");
+    assert_eq!(after.memory, before.memory);
+    assert_eq!(after.pin.tries_left + 1, before.pin.tries_left);
+    assert_eq!(balance(&home), 70);
+}
+
+/// A card whose ATR does not announce extended length (the main profile with
+/// `extended_length = false`), as `--config` for embedded cards.
+fn short_only_config(home: &std::path::Path) -> std::path::PathBuf {
+    let main = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/applet-sim/profiles/main.toml")).unwrap();
+    let profile = home.join("short.toml");
+    std::fs::write(
+        &profile,
+        main.replace("extended_length = true", "extended_length = false"),
+    )
+    .unwrap();
+    let cfg = home.join("short-config.toml");
+    std::fs::write(&cfg, format!("[sim]\nprofile = {:?}\n", profile.display().to_string())).unwrap();
+    cfg
+}
+
+/// The traced command APDUs that use extended length (Lc or Le in three bytes).
+fn extended_apdus(trace: &str) -> usize {
+    trace
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("> "))
+        .filter(|l| {
+            let b = cardvault_proto::from_hex(l.split(" <").next().unwrap()).unwrap_or_default();
+            b.len() >= 7 && b[4] == 0
+        })
+        .count()
+}
+
+#[test]
+fn extended_length_always_sends_extended_apdus_even_when_the_atr_does_not_announce_them() {
+    let home = temp_dir("extalways");
+    let cfg = short_only_config(&home);
+    // sim:s is made from the short-only profile, sim:e from the built-in main one.
+    let backup = |mode: &str, card: &str| {
+        let mut c = cv(&home);
+        if card == "sim:s" {
+            c.arg("--config").arg(&cfg);
+        }
+        run(c.args([
+            "--extended-length",
+            mode,
+            "--trace",
+            "-r",
+            card,
+            "backup",
+            "--pin",
+            "env:P",
+        ]))
+    };
+    // auto: this card gets short APDUs and GET RESPONSE only.
+    let o = backup("auto", "sim:s");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(extended_apdus(&stderr(&o)), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("> 00C0"), "no GET RESPONSE: {}", stderr(&o));
+    // always: the terminal sends extended APDUs; this card refuses the first
+    // one (GET DATA of the certificate store, before the secure channel) with
+    // 6700, exit 4, and neither the card nor the vault changes.
+    let before = state(&home, "s");
+    let listed = json(&run(cv(&home).args(["--json", "vault", "list"])));
+    let o = backup("always", "sim:s");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("GET DATA refused by the card: 6700 wrong length"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(extended_apdus(&stderr(&o)) >= 1, "{}", stderr(&o));
+    assert_eq!(state(&home, "s"), before);
+    assert_eq!(json(&run(cv(&home).args(["--json", "vault", "list"]))), listed);
+    // always, on a card that takes them: the backup runs on extended APDUs
+    // with no GET RESPONSE.
+    let o = backup("always", "sim:e");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(extended_apdus(&stderr(&o)) >= 2, "{}", stderr(&o));
+    assert!(!stderr(&o).contains("> 00C0"), "{}", stderr(&o));
 }

@@ -41,11 +41,6 @@ fn sim(dir: &Path, name: &str, profile: &str) -> SimReader {
     SimReader::open(dir, name, profile, None).unwrap()
 }
 
-fn state(dir: &Path, name: &str) -> applet_sim::CardState {
-    applet_sim::state::Store::peek(&cardvault::transport::sim::card_path(dir, name))
-        .unwrap_or_else(|e| panic!("card {name} is not readable after a pull: {e}"))
-}
-
 fn vault(dir: &Path) -> Vault {
     Vault::open(&dir.join("vault.sqlite")).unwrap()
 }
@@ -141,7 +136,11 @@ fn issue_pair(dir: &Path) {
         no_export_after_backup: false,
     };
     let key1 = [7u8; 32];
-    for (name, role) in [("main", "main"), ("backup", "backup"), ("third", "backup")] {
+    for (name, role) in [
+        ("main", issue::Role::Main),
+        ("backup", issue::Role::Backup),
+        ("third", issue::Role::Backup),
+    ] {
         let mut r = SimReader::open(dir, name, "blank", None).unwrap();
         issue::personalize(&mut client(&mut r, false).unwrap(), &holder, role, &key1, &opts).unwrap();
     }
@@ -464,7 +463,7 @@ fn recovery_survives_a_pull_at_every_apdu() {
     {
         let mut r = SimReader::open(&template, "new", "blank", None).unwrap();
         let mut c = client(&mut r, false).unwrap();
-        issue::personalize(&mut c, &holder, "main", &[9u8; 32], &opts).unwrap();
+        issue::personalize(&mut c, &holder, issue::Role::Main, &[9u8; 32], &opts).unwrap();
         c.verify_pin(PIN).unwrap();
         c.write_key_element(2, &[4u8; 32]).unwrap();
         c.write_key_element(3, &[5u8; 32]).unwrap();

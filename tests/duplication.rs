@@ -7,24 +7,17 @@ use cardvault::apdu::{Command, StatusWord};
 use cardvault::transport::sim::SimReader;
 use cardvault_proto::{from_hex, to_hex};
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const PIN: &str = "2468";
 const E2: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const E3: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 const OTHER_KEY1: &str = "9999999999999999999999999999999999999999999999999999999999999999";
 
-fn card_path(home: &Path, name: &str) -> PathBuf {
-    home.join("cards").join(format!("{name}.card"))
-}
-
-fn snapshot(home: &Path, name: &str) -> applet_sim::CardState {
-    applet_sim::state::Store::peek(&card_path(home, name)).unwrap()
-}
-
+/// The common `cv` with this file's PIN and key group elements 2 and 3 in `E`.
 fn cv(home: &Path) -> std::process::Command {
-    let mut c = cardvault(home);
-    c.env("ADMIN", ADMIN_KEY).env("P", PIN).env("E", format!("{E2}\n{E3}"));
+    let mut c = common::cv(home);
+    c.env("P", PIN).env("E", format!("{E2}\n{E3}"));
     c
 }
 
@@ -76,7 +69,7 @@ fn send(home: &Path, name: &str, verify: bool, cmd: &Command) -> (Vec<u8>, Statu
 }
 
 fn card_number(home: &Path, name: &str) -> String {
-    snapshot(home, name).card_number.clone()
+    state(home, name).card_number.clone()
 }
 
 #[test]
@@ -90,7 +83,7 @@ fn operator_story_issue_duplicate_encrypt_break_recover_decrypt() {
     assert_eq!(rep["key_generated_now"], true);
     // The main key never left in the clear: the backup holds the same private
     // key, and neither the vault nor the output contains it.
-    let (main, backup) = (snapshot(&home, "desk-alice-main"), snapshot(&home, "desk-alice-backup"));
+    let (main, backup) = (state(&home, "desk-alice-main"), state(&home, "desk-alice-backup"));
     let mk = main.main_key.as_ref().unwrap();
     assert_eq!(backup.main_key.as_ref().unwrap().private, mk.private);
     let secret_hex = to_hex(&mk.private);
@@ -189,13 +182,13 @@ fn a_backup_card_with_another_key_group_is_refused_and_stores_nothing() {
     let home = temp_dir("othergroup");
     issue(&home, "a", "main", &format!("alice,2468,M-1,2030-01,{E2}\n"));
     issue(&home, "m", "backup", &format!("mallory,2468,,,{OTHER_KEY1}\n"));
-    let backup_before = snapshot(&home, "m-mallory-backup");
+    let backup_before = state(&home, "m-mallory-backup");
     let o = duplicate(&home, "a-alice-main", "m-mallory-backup");
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("different key groups"), "{}", stderr(&o));
     // No key was generated on the main card, none stored on the backup card.
-    assert!(snapshot(&home, "a-alice-main").main_key.is_none());
-    let after = snapshot(&home, "m-mallory-backup");
+    assert!(state(&home, "a-alice-main").main_key.is_none());
+    let after = state(&home, "m-mallory-backup");
     assert!(after.main_key.is_none());
     assert_eq!(after.export, backup_before.export);
 
@@ -206,10 +199,10 @@ fn a_backup_card_with_another_key_group_is_refused_and_stores_nothing() {
     let target = card_number(&home, "m-mallory-backup");
     let (blob, sw) = send(&home, "a-alice-main", true, &Command::take_out_key(&target));
     assert!(sw.is_ok());
-    let before = snapshot(&home, "m-mallory-backup");
+    let before = state(&home, "m-mallory-backup");
     let (_, sw) = send(&home, "m-mallory-backup", true, &Command::import_key(&blob, false));
     assert_eq!(sw, StatusWord::ReferenceDataNotUsable);
-    assert_eq!(snapshot(&home, "m-mallory-backup"), before);
+    assert_eq!(state(&home, "m-mallory-backup"), before);
 }
 
 #[test]
@@ -221,11 +214,11 @@ fn one_duplicate_only_backup_never_exports_and_blobs_are_bound() {
     assert!(duplicate(&home, "d-alice-main", "d-alice-backup").status.success());
 
     // A second take-out towards a different card is refused and changes nothing.
-    let main_before = snapshot(&home, "d-alice-main");
+    let main_before = state(&home, "d-alice-main");
     let other = card_number(&home, "x-bob-backup");
     let (_, sw) = send(&home, "d-alice-main", true, &Command::take_out_key(&other));
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
-    assert_eq!(snapshot(&home, "d-alice-main"), main_before);
+    assert_eq!(state(&home, "d-alice-main"), main_before);
     let o = duplicate(&home, "d-alice-main", "x-bob-backup");
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let err = &json(&o)["error"];
@@ -234,21 +227,21 @@ fn one_duplicate_only_backup_never_exports_and_blobs_are_bound() {
         err["message"].as_str().unwrap().contains("one duplicate only"),
         "refused for another reason than the one-duplicate rule: {err}"
     );
-    assert_eq!(snapshot(&home, "d-alice-main").export, main_before.export);
+    assert_eq!(state(&home, "d-alice-main").export, main_before.export);
 
     // A backup card never exports.
-    let backup_before = snapshot(&home, "d-alice-backup");
+    let backup_before = state(&home, "d-alice-backup");
     let main_number = card_number(&home, "d-alice-main");
     let (_, sw) = send(&home, "d-alice-backup", true, &Command::take_out_key(&main_number));
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
-    assert_eq!(snapshot(&home, "d-alice-backup"), backup_before);
+    assert_eq!(state(&home, "d-alice-backup"), backup_before);
 
     // Before the PIN: 6982, nothing changes.
     let (_, sw) = send(&home, "d-alice-main", false, &Command::take_out_key(&other));
     assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied);
     let (_, sw) = send(&home, "d-alice-main", false, &Command::generate_key_pair());
     assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied);
-    assert_eq!(snapshot(&home, "d-alice-main"), main_before);
+    assert_eq!(state(&home, "d-alice-main"), main_before);
 }
 
 #[test]
@@ -271,7 +264,7 @@ fn tampered_truncated_or_misaddressed_take_outs_are_refused() {
     let target = card_number(&home, "t-alice-backup");
     let (blob, sw) = send(&home, "t-alice-main", true, &Command::take_out_key(&target));
     assert!(sw.is_ok());
-    let before = snapshot(&home, "t-alice-backup");
+    let before = state(&home, "t-alice-backup");
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
     for i in [0, 5, blob.len() / 2, blob.len() - 1] {
         let mut b = blob.clone();
@@ -283,7 +276,7 @@ fn tampered_truncated_or_misaddressed_take_outs_are_refused() {
     for (what, b) in cases {
         let (_, sw) = send(&home, "t-alice-backup", true, &Command::import_key(&b, false));
         assert!(!sw.is_ok(), "{what}: accepted");
-        assert_eq!(snapshot(&home, "t-alice-backup"), before, "{what}: card changed");
+        assert_eq!(state(&home, "t-alice-backup"), before, "{what}: card changed");
     }
     // The intact blob is accepted.
     let (receipt, sw) = send(&home, "t-alice-backup", true, &Command::import_key(&blob, false));
@@ -329,10 +322,10 @@ fn an_interrupted_import_is_retried_onto_the_same_backup_card() {
     let (blob, _) = send(&home, "r-bob-main", true, &Command::take_out_key(&target));
     let (_, sw) = send(&home, "r-bob-backup", true, &Command::import_key(&blob, false));
     assert!(sw.is_ok());
-    assert!(!snapshot(&home, "r-bob-main").export.confirmed);
+    assert!(!state(&home, "r-bob-main").export.confirmed);
     let o = duplicate(&home, "r-bob-main", "r-bob-backup");
     assert!(o.status.success(), "retry after a lost receipt: {}", stderr(&o));
-    assert!(snapshot(&home, "r-bob-main").export.confirmed);
+    assert!(state(&home, "r-bob-main").export.confirmed);
 }
 
 #[test]
@@ -340,15 +333,15 @@ fn a_group_reset_destroys_the_main_keys() {
     let home = temp_dir("reset");
     issue(&home, "g", "pair", "alice,2468,M-1,2030-01,\n");
     assert!(duplicate(&home, "g-alice-main", "g-alice-backup").status.success());
-    assert!(snapshot(&home, "g-alice-main").main_key.is_some());
+    assert!(state(&home, "g-alice-main").main_key.is_some());
     // Without --yes: refused, nothing changes.
-    let before = snapshot(&home, "g-alice-main");
+    let before = state(&home, "g-alice-main");
     let o = run(cv(&home).args(["-r", "sim:g-alice-main", "keygroup", "reset", "--pin", "env:P"]));
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(snapshot(&home, "g-alice-main"), before);
+    assert_eq!(state(&home, "g-alice-main"), before);
     let o = run(cv(&home).args(["-r", "sim:g-alice-main", "keygroup", "reset", "--pin", "env:P", "--yes"]));
     assert!(o.status.success(), "{}", stderr(&o));
-    let after = snapshot(&home, "g-alice-main");
+    let after = state(&home, "g-alice-main");
     assert!(after.main_key.is_none());
     assert!(after.key_group.elements[1].0.is_empty() && after.key_group.elements[2].0.is_empty());
     assert!(!after.key_group.elements[0].0.is_empty(), "element 1 (issuer) stays");
@@ -367,12 +360,12 @@ fn a_blocked_pin_stops_duplication_and_changes_nothing() {
             .env("X", "0000")
             .args(["-r", "sim:b-alice-main", "pin", "verify", "--pin", "env:X"]));
     }
-    let (m, b) = (snapshot(&home, "b-alice-main"), snapshot(&home, "b-alice-backup"));
+    let (m, b) = (state(&home, "b-alice-main"), state(&home, "b-alice-backup"));
     let o = duplicate(&home, "b-alice-main", "b-alice-backup");
     assert_eq!(o.status.code(), Some(5));
     assert!(stderr(&o).contains("blocked"), "{}", stderr(&o));
-    assert_eq!(snapshot(&home, "b-alice-main"), m);
-    assert_eq!(snapshot(&home, "b-alice-backup"), b);
+    assert_eq!(state(&home, "b-alice-main"), m);
+    assert_eq!(state(&home, "b-alice-backup"), b);
 }
 
 #[test]
@@ -435,7 +428,7 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
     let v = json(&o);
     assert_eq!(v["rejected"], 1);
     assert!(v["cards"][0]["reason"].as_str().unwrap().contains("admin"), "{v}");
-    let st = snapshot(&home, "z-carol-main");
+    let st = state(&home, "z-carol-main");
     assert!(!st.issued && st.role == "blank");
 }
 
@@ -446,7 +439,7 @@ fn key_service_sets_main_keys_wrapped_never_in_the_clear() {
     let d = "1f".repeat(32);
     let keyfile = home.join("service.hex");
     std::fs::write(&keyfile, &d).unwrap();
-    let before = snapshot(&home, "k-alice-main");
+    let before = state(&home, "k-alice-main");
     // A wrong admin key: refused, nothing changes.
     let o = run(cardvault(&home)
         .env("ADMIN", "ee".repeat(32))
@@ -462,7 +455,7 @@ fn key_service_sets_main_keys_wrapped_never_in_the_clear() {
         ])
         .arg(format!("file:{}", keyfile.display())));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert_eq!(snapshot(&home, "k-alice-main"), before);
+    assert_eq!(state(&home, "k-alice-main"), before);
     let o = run(cv(&home)
         .args([
             "--trace",
@@ -480,7 +473,7 @@ fn key_service_sets_main_keys_wrapped_never_in_the_clear() {
         !stderr(&o).to_lowercase().contains(&d),
         "the private key crossed the wire in the clear"
     );
-    let k = snapshot(&home, "k-alice-main").main_key.clone().unwrap();
+    let k = state(&home, "k-alice-main").main_key.clone().unwrap();
     assert_eq!(to_hex(&k.private), d);
     assert_eq!(k.origin, applet_sim::state::KeyOrigin::KeyService);
 }
@@ -502,7 +495,7 @@ fn a_state_changing_command_is_never_answered_with_6cxx() {
     let (data, sw) = send(&home, "s-alice-main", true, &Command::generate_key_pair().expect(1));
     assert!(sw.is_ok(), "{sw}");
     assert_eq!(data.len(), 65);
-    assert_eq!(snapshot(&home, "s-alice-main").main_key.as_ref().unwrap().public, data);
+    assert_eq!(state(&home, "s-alice-main").main_key.as_ref().unwrap().public, data);
 }
 
 #[test]
@@ -511,21 +504,16 @@ fn the_card_re_encrypts_a_file_key_to_its_peer_fig5() {
     issue(&home, "p", "pair", "alice,2468,M-1,2030-01,\nbob,2468,M-2,2030-01,\n");
     assert!(duplicate(&home, "p-alice-main", "p-alice-backup").status.success());
     assert!(duplicate(&home, "p-bob-main", "p-bob-backup").status.success());
-    let alice = snapshot(&home, "p-alice-main")
-        .main_key
-        .as_ref()
-        .unwrap()
-        .public
-        .clone();
-    let bob = snapshot(&home, "p-bob-main").main_key.as_ref().unwrap().public.clone();
+    let alice = state(&home, "p-alice-main").main_key.as_ref().unwrap().public.clone();
+    let bob = state(&home, "p-bob-main").main_key.as_ref().unwrap().public.clone();
     let file_key = [0x5Au8; 32];
     let aad = b"mail header";
     let wrapped = cardvault_proto::crypto::wrap_key(&alice, &file_key, aad).unwrap();
     // Without a peer key the card refuses, and nothing changes.
-    let before = snapshot(&home, "p-alice-main");
+    let before = state(&home, "p-alice-main");
     let (_, sw) = send(&home, "p-alice-main", true, &Command::rewrap_to_peer(aad, &wrapped));
     assert_eq!(sw, StatusWord::ReferenceDataNotFound);
-    assert_eq!(snapshot(&home, "p-alice-main"), before);
+    assert_eq!(state(&home, "p-alice-main"), before);
     let (_, sw) = send(&home, "p-alice-main", true, &Command::set_peer_key(&bob));
     assert!(sw.is_ok());
     let (for_bob, sw) = send(&home, "p-alice-main", true, &Command::rewrap_to_peer(aad, &wrapped));
@@ -543,12 +531,7 @@ fn an_unwrapped_file_key_is_masked_in_traces_and_apdu_output_even_in_pieces() {
     let home = temp_dir("maskkey");
     issue(&home, "m", "pair", "alice,2468,M-1,2030-01,\n");
     assert!(duplicate(&home, "m-alice-main", "m-alice-backup").status.success());
-    let public = snapshot(&home, "m-alice-main")
-        .main_key
-        .as_ref()
-        .unwrap()
-        .public
-        .clone();
+    let public = state(&home, "m-alice-main").main_key.as_ref().unwrap().public.clone();
     let file_key = [0xC3u8; 32];
     let aad = b"x";
     let wrapped = cardvault_proto::crypto::wrap_key(&public, &file_key, aad).unwrap();
@@ -583,4 +566,141 @@ fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::R
             ..Default::default()
         },
     )
+}
+
+#[test]
+fn the_issuer_releases_a_pending_duplicate_but_never_a_confirmed_one() {
+    let home = temp_dir("release");
+    // Both holders' cards share key 1, so that Bob's backup card can take Alice's keys.
+    let key1 = "33".repeat(32);
+    issue(
+        &home,
+        "l",
+        "pair",
+        &format!("alice,2468,M-1,2030-01,{key1}\nbob,2468,M-2,2030-02,{key1}\n"),
+    );
+    // Alice's take-out named her backup card, which was then lost before IMPORT.
+    for (i, e) in [E2, E3].iter().enumerate() {
+        let element = from_hex(e).unwrap();
+        send(
+            &home,
+            "l-alice-main",
+            true,
+            &Command::write_key_element(i as u8 + 2, &element),
+        );
+    }
+    send(&home, "l-alice-main", true, &Command::generate_key_pair());
+    let lost = card_number(&home, "l-alice-backup");
+    let (_, sw) = send(&home, "l-alice-main", true, &Command::take_out_key(&lost));
+    assert!(sw.is_ok());
+    // One duplicate only: another backup card is refused while the take-out is pending.
+    let before = state(&home, "l-bob-backup");
+    let o = duplicate(&home, "l-alice-main", "l-bob-backup");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(state(&home, "l-bob-backup").main_key, before.main_key);
+    // Without the admin key nothing is released.
+    let o = run(cv(&home).env("ADMIN", OTHER_KEY1).args([
+        "-r",
+        "sim:l-alice-main",
+        "keygroup",
+        "release",
+        "--admin-key",
+        "env:ADMIN",
+    ]));
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(state(&home, "l-alice-main").export.target, lost);
+    // The issuer releases it; the release is audited.
+    let o = run(cv(&home).args([
+        "-r",
+        "sim:l-alice-main",
+        "keygroup",
+        "release",
+        "--admin-key",
+        "env:ADMIN",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("pending duplicate released"), "{}", stdout(&o));
+    assert_eq!(state(&home, "l-alice-main").export.target, "");
+    let audit = json(&run(cv(&home).args(["--json", "audit"])));
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "duplicate-released"),
+        "{audit}"
+    );
+    // Now the duplicate goes to the other backup card, and is confirmed.
+    let o = duplicate(&home, "l-alice-main", "l-bob-backup");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let main = state(&home, "l-alice-main");
+    assert!(main.export.confirmed);
+    assert_eq!(main.export.target, card_number(&home, "l-bob-backup"));
+    // A confirmed duplicate is never released: refused after the admin
+    // authentication succeeded, exit 4, and the card keeps its confirmation.
+    let o = run(cv(&home).args([
+        "-r",
+        "sim:l-alice-main",
+        "keygroup",
+        "release",
+        "--admin-key",
+        "env:ADMIN",
+    ]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("RELEASE DUPLICATE refused by the card: 6985"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(state(&home, "l-alice-main"), main);
+}
+
+#[test]
+fn encrypt_to_a_public_key_file_needs_no_card_and_the_card_decrypts() {
+    let home = temp_dir("recipient");
+    issue(&home, "k", "pair", "alice,2468,M-1,2030-01,\n");
+    assert!(duplicate(&home, "k-alice-main", "k-alice-backup").status.success());
+    let public = home.join("alice.pub");
+    let o = run(cv(&home)
+        .args(["-r", "sim:k-alice-main", "keygroup", "public-key", "-o"])
+        .arg(&public));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = home.join("letter.txt");
+    std::fs::write(&plain, b"to alice, by key file").unwrap();
+    // No reader at all: the cards directory is moved away while encrypting.
+    std::fs::rename(home.join("cards"), home.join("cards.away")).unwrap();
+    let sealed = home.join("letter.cve");
+    let o = run(cv(&home)
+        .arg("encrypt")
+        .arg("--recipient")
+        .arg(&public)
+        .arg(&plain)
+        .arg("-o")
+        .arg(&sealed));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!home.join("cards").exists(), "encrypt --recipient opened a card");
+    std::fs::rename(home.join("cards.away"), home.join("cards")).unwrap();
+    for card in ["k-alice-main", "k-alice-backup"] {
+        let out = home.join(format!("letter-{card}.txt"));
+        let o = run(cv(&home)
+            .args(["-r", &format!("sim:{card}"), "decrypt", "--pin", "env:P"])
+            .arg(&sealed)
+            .arg("-o")
+            .arg(&out));
+        assert!(o.status.success(), "{card}: {}", stderr(&o));
+        assert_eq!(std::fs::read(&out).unwrap(), b"to alice, by key file");
+    }
+    // A key file that holds no P-256 point is refused, and writes nothing.
+    let bad = home.join("bad.pub");
+    std::fs::write(&bad, format!("04{}\n", "00".repeat(64))).unwrap();
+    let out = home.join("bad.cve");
+    let o = run(cv(&home)
+        .arg("encrypt")
+        .arg("--recipient")
+        .arg(&bad)
+        .arg(&plain)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!out.exists());
 }

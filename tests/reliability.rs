@@ -7,19 +7,6 @@ mod common;
 use common::claims::{SECRETS_CHECKED, SIDE_BY_SIDE, TAMPER_CASES};
 use common::*;
 use std::path::Path;
-use std::process::Command;
-
-const PIN: &str = "123456";
-
-fn cv(home: &Path) -> Command {
-    let mut c = cardvault(home);
-    c.env("P", PIN);
-    c
-}
-
-fn card_state(home: &Path, name: &str) -> applet_sim::CardState {
-    applet_sim::state::Store::peek(&home.join("cards").join(format!("{name}.card"))).unwrap()
-}
 
 fn write(home: &Path, name: &str, page: u16, data: &[u8]) {
     let mut r = cardvault::transport::sim::SimReader::open(home, name, "main", None).unwrap();
@@ -162,9 +149,9 @@ fn every_kind_of_vault_tampering_is_named_and_restore_refuses() {
     let mut passed = 0;
     for (what, tamper, words) in TAMPERING {
         let home = vault_with_chain("tamper");
-        let before = card_state(&home, "t");
+        let before = state(&home, "t");
         write(&home, "t", 90, &[1u8; 256]);
-        let changed = card_state(&home, "t");
+        let changed = state(&home, "t");
         {
             let conn = rusqlite::Connection::open(home.join("vault.sqlite")).unwrap();
             tamper(&conn);
@@ -193,7 +180,7 @@ fn every_kind_of_vault_tampering_is_named_and_restore_refuses() {
             "{what}: not a one-line error: {}",
             stderr(&o)
         );
-        let after = card_state(&home, "t");
+        let after = state(&home, "t");
         assert_eq!(after.memory, changed.memory, "{what}: the card was written");
         assert_ne!(after.memory, before.memory);
         passed += 1;
@@ -326,7 +313,7 @@ fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
     // Every secret the simulator holds.
     let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
     for name in ["h-alice-main", "h-alice-backup"] {
-        let s = card_state(&home, name);
+        let s = state(&home, name);
         secrets.push((format!("{name} admin key"), s.admin_key.clone()));
         secrets.push((format!("{name} unique key"), s.unique_key.clone()));
         secrets.push((format!("{name} common key"), s.common_key.clone()));
@@ -417,7 +404,7 @@ fn a_full_disk_for_the_vault_is_a_clear_error_and_loses_nothing() {
         .args(["-r", "sim:s", "backup", "--pin", "env:P"]));
     assert!(o.status.success(), "{}", stderr(&o));
     write(&home, "s", 1, &[0x77; 512]);
-    let before = card_state(&home, "s");
+    let before = state(&home, "s");
     // Files may not grow past 4 KiB: the card's state file (under 3 KiB) still
     // fits, the vault's write-ahead log does not.
     let limit: libc::rlim_t = 4096;
@@ -444,7 +431,7 @@ fn a_full_disk_for_the_vault_is_a_clear_error_and_loses_nothing() {
     assert!(e.contains("vault"), "{e}");
     // Nothing lost: the card still has its change flags and its base, and the
     // vault holds only the first backup, intact.
-    let after = card_state(&home, "s");
+    let after = state(&home, "s");
     assert_eq!(after.change_flags, before.change_flags);
     assert_eq!(after.backup.base, before.backup.base);
     let v = cardvault::vault::Vault::open(&home.join("vault.sqlite")).unwrap();

@@ -8,7 +8,7 @@
 use crate::state::{CardState, PinState, Store};
 use cardvault_proto::admin::admin_cryptogram;
 use cardvault_proto::apdu::CommandApdu;
-use cardvault_proto::{self as proto, cert, cla, ins, scp11, sw, tag};
+use cardvault_proto::{self as proto, cert, cla, scp11, sw, tag, Ins};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
 use zeroize::Zeroizing;
 
@@ -28,6 +28,21 @@ pub struct Session {
     pub secure: Option<crate::secure::SecureSession>,
     /// SCP11a: the OCE certificate chain received so far, and its verified key.
     pub oce: crate::secure::OceState,
+}
+
+/// What the volatile session has gained so far, seen from outside the card:
+/// for tests and the fuzz targets' access-control invariants, which are
+/// stated in terms of these flags rather than of any one command path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionView {
+    pub pin_verified: bool,
+    pub admin_authenticated: bool,
+    /// An SCP11 secure channel is open.
+    pub secure_channel: bool,
+    /// A backup is in progress (BACKUP .. BACKUP COMPLETE).
+    pub backup_in_progress: bool,
+    /// A restore is in progress (RESTORE .. RESTORE COMPLETE).
+    pub restore: Option<crate::backup::RestoreView>,
 }
 
 /// The applet with its persistent state and store.
@@ -63,6 +78,17 @@ impl Applet {
 
     pub fn state(&self) -> &CardState {
         &self.state
+    }
+
+    /// The session's flags (see [`SessionView`]).
+    pub fn session_view(&self) -> SessionView {
+        SessionView {
+            pin_verified: self.session.pin_verified,
+            admin_authenticated: self.session.admin_authenticated,
+            secure_channel: self.session.secure.is_some(),
+            backup_in_progress: self.session.backup.is_some(),
+            restore: self.session.restore.as_ref().map(|r| r.view()),
+        }
     }
 
     pub fn reset_session(&mut self) {
@@ -134,48 +160,53 @@ impl Applet {
 
     fn dispatch(&mut self, c: &CommandApdu) -> HandlerResult {
         let class = c.cla & !cla::CHAINING;
-        match (class, c.ins) {
-            (cla::ISO, ins::GET_DATA) => self.get_data(c),
-            (cla::ISO, ins::VERIFY) => self.verify(c),
-            (cla::ISO, ins::CHANGE_REFERENCE_DATA) => self.change_pin(c),
-            (cla::ISO, ins::RESET_RETRY_COUNTER) => self.reset_retry_counter(c),
-            (cla::ISO, ins::GET_CHALLENGE) => self.get_challenge(c),
-            (cla::ISO, ins::EXTERNAL_AUTHENTICATE) => self.external_authenticate(c),
-            (cla::PROPRIETARY, ins::READ_MEMORY) => self.read_memory(c),
-            (cla::PROPRIETARY, ins::WRITE_MEMORY) => self.write_memory(c),
-            (cla::ISO, ins::PUT_DATA) => self.put_data(c),
-            (cla::PROPRIETARY, ins::END_PERSONALIZATION) => self.end_personalization(c),
-            (cla::PROPRIETARY, ins::WRITE_KEY_ELEMENT) => self.write_key_element(c),
-            (cla::PROPRIETARY, ins::RESET_KEY_GROUP) => self.reset_key_group(c),
-            (cla::PROPRIETARY, ins::GENERATE_KEY_PAIR) => self.generate_key_pair(c),
-            (cla::PROPRIETARY, ins::TAKE_OUT_KEY) => self.take_out_key(c),
-            (cla::PROPRIETARY, ins::IMPORT_KEY) => self.import_key(c),
-            (cla::PROPRIETARY, ins::CONFIRM_DUPLICATE) => self.confirm_duplicate(c),
-            (cla::PROPRIETARY, ins::RELEASE_DUPLICATE) => self.release_duplicate(c),
-            (cla::PROPRIETARY, ins::UNWRAP_FILE_KEY) => self.unwrap_file_key(c),
-            (cla::PROPRIETARY, ins::SET_PEER_KEY) => self.set_peer_key(c),
-            (cla::PROPRIETARY, ins::REWRAP_TO_PEER) => self.rewrap_to_peer(c),
-            (cla::PROPRIETARY, ins::GET_TRANSPORT_KEY) => self.get_transport_key(c),
-            (cla::PROPRIETARY, ins::SET_MAIN_KEY) => self.set_main_key(c),
-            (cla::PROPRIETARY, ins::BACKUP) => self.backup(c),
-            (cla::PROPRIETARY, ins::BACKUP_DATA) => self.backup_data(c),
-            (cla::PROPRIETARY, ins::BACKUP_COMPLETE) => self.backup_complete(c),
-            (cla::PROPRIETARY, ins::GET_RESTORE_CHALLENGE) => self.get_restore_challenge(c),
-            (cla::PROPRIETARY, ins::RESTORE) => self.restore(c),
-            (cla::PROPRIETARY, ins::RESTORE_DATA) => self.restore_data(c),
-            (cla::PROPRIETARY, ins::RESTORE_COMPLETE) => self.restore_complete(c),
-            (cla::PROPRIETARY, ins::GET_BALANCE) => self.get_balance(c),
-            (cla::PROPRIETARY, scp11::ins::PERFORM_SECURITY_OPERATION) => self.perform_security_operation(c),
-            (cla::PROPRIETARY, scp11::ins::INTERNAL_AUTHENTICATE | scp11::ins::MUTUAL_AUTHENTICATE) => {
+        if class != cla::ISO && class != cla::PROPRIETARY {
+            return Err(sw::CLA_NOT_SUPPORTED);
+        }
+        let Ok(ins) = Ins::try_from(c.ins) else {
+            return Err(sw::INS_NOT_SUPPORTED);
+        };
+        match (class, ins) {
+            (cla::ISO, Ins::GetData) => self.get_data(c),
+            (cla::ISO, Ins::Verify) => self.verify(c),
+            (cla::ISO, Ins::ChangeReferenceData) => self.change_pin(c),
+            (cla::ISO, Ins::ResetRetryCounter) => self.reset_retry_counter(c),
+            (cla::ISO, Ins::GetChallenge) => self.get_challenge(c),
+            (cla::ISO, Ins::ExternalAuthenticate) => self.external_authenticate(c),
+            (cla::PROPRIETARY, Ins::ReadMemory) => self.read_memory(c),
+            (cla::PROPRIETARY, Ins::WriteMemory) => self.write_memory(c),
+            (cla::ISO, Ins::PutData) => self.put_data(c),
+            (cla::PROPRIETARY, Ins::EndPersonalization) => self.end_personalization(c),
+            (cla::PROPRIETARY, Ins::WriteKeyElement) => self.write_key_element(c),
+            (cla::PROPRIETARY, Ins::ResetKeyGroup) => self.reset_key_group(c),
+            (cla::PROPRIETARY, Ins::GenerateKeyPair) => self.generate_key_pair(c),
+            (cla::PROPRIETARY, Ins::TakeOutKey) => self.take_out_key(c),
+            (cla::PROPRIETARY, Ins::ImportKey) => self.import_key(c),
+            (cla::PROPRIETARY, Ins::ConfirmDuplicate) => self.confirm_duplicate(c),
+            (cla::PROPRIETARY, Ins::ReleaseDuplicate) => self.release_duplicate(c),
+            (cla::PROPRIETARY, Ins::UnwrapFileKey) => self.unwrap_file_key(c),
+            (cla::PROPRIETARY, Ins::SetPeerKey) => self.set_peer_key(c),
+            (cla::PROPRIETARY, Ins::RewrapToPeer) => self.rewrap_to_peer(c),
+            (cla::PROPRIETARY, Ins::GetTransportKey) => self.get_transport_key(c),
+            (cla::PROPRIETARY, Ins::SetMainKey) => self.set_main_key(c),
+            (cla::PROPRIETARY, Ins::Backup) => self.backup(c),
+            (cla::PROPRIETARY, Ins::BackupData) => self.backup_data(c),
+            (cla::PROPRIETARY, Ins::BackupComplete) => self.backup_complete(c),
+            (cla::PROPRIETARY, Ins::GetRestoreChallenge) => self.get_restore_challenge(c),
+            (cla::PROPRIETARY, Ins::Restore) => self.restore(c),
+            (cla::PROPRIETARY, Ins::RestoreData) => self.restore_data(c),
+            (cla::PROPRIETARY, Ins::RestoreComplete) => self.restore_complete(c),
+            (cla::PROPRIETARY, Ins::GetBalance) => self.get_balance(c),
+            (cla::PROPRIETARY, Ins::PerformSecurityOperation) => self.perform_security_operation(c),
+            (cla::PROPRIETARY, Ins::InternalAuthenticate | Ins::MUTUAL_AUTHENTICATE) => {
                 match scp11::Variant::from_command(c.ins, c.p2) {
                     Some(v) => self.scp11_handshake(c, v),
                     None => Err(sw::REF_DATA_NOT_FOUND),
                 }
             }
-            (cla::PROPRIETARY, ins::CREDIT) => self.credit_debit(c, true),
-            (cla::PROPRIETARY, ins::DEBIT) => self.credit_debit(c, false),
-            (cla::ISO | cla::PROPRIETARY, _) => Err(sw::INS_NOT_SUPPORTED),
-            _ => Err(sw::CLA_NOT_SUPPORTED),
+            (cla::PROPRIETARY, Ins::Credit) => self.credit_debit(c, true),
+            (cla::PROPRIETARY, Ins::Debit) => self.credit_debit(c, false),
+            _ => Err(sw::INS_NOT_SUPPORTED),
         }
     }
 
@@ -195,19 +226,19 @@ impl Applet {
 
     fn data_object(&self, t: u16) -> Option<Tlv> {
         let s = &self.state;
-        let v: Vec<u8> = match t {
-            tag::CARD_NUMBER => s.card_number.as_bytes().to_vec(),
-            tag::ROLE => s.role.as_bytes().to_vec(),
-            tag::APPLET_VERSION => vec![proto::APPLET_VERSION.0, proto::APPLET_VERSION.1],
-            tag::PIN_TRIES_LEFT => vec![s.pin.tries_left],
-            tag::PIN_MAX_TRIES => vec![s.pin.max_tries],
-            tag::PAGE_SIZE => s.page_size.to_be_bytes().to_vec(),
-            tag::PAGE_COUNT => s.page_count.to_be_bytes().to_vec(),
-            tag::FLAGS => {
+        let v: Vec<u8> = match proto::Tag::try_from(t).ok()? {
+            proto::Tag::CardNumber => s.card_number.as_bytes().to_vec(),
+            proto::Tag::Role => s.role.as_bytes().to_vec(),
+            proto::Tag::AppletVersion => vec![proto::APPLET_VERSION.0, proto::APPLET_VERSION.1],
+            proto::Tag::PinTriesLeft => vec![s.pin.tries_left],
+            proto::Tag::PinMaxTries => vec![s.pin.max_tries],
+            proto::Tag::PageSize => s.page_size.to_be_bytes().to_vec(),
+            proto::Tag::PageCount => s.page_count.to_be_bytes().to_vec(),
+            proto::Tag::Flags => {
                 vec![(s.extended_length as u8) | ((self.session.pin_verified as u8) << 1)]
             }
-            tag::ISSUED => vec![s.issued as u8],
-            tag::APPLICATIONS => {
+            proto::Tag::Issued => vec![s.issued as u8],
+            proto::Tag::Applications => {
                 let mut v = Vec::new();
                 for a in &s.applications {
                     v.push(a.id);
@@ -219,7 +250,7 @@ impl Applet {
                 }
                 v
             }
-            tag::BACKUP_COUNTERS => {
+            proto::Tag::BackupCounters => {
                 let b = &s.backup;
                 let changed: u32 = s.change_flags.iter().map(|f| f.count_ones()).sum();
                 let mut v = b.issued.to_be_bytes().to_vec();
@@ -228,27 +259,27 @@ impl Applet {
                 v.extend_from_slice(&(changed as u16).to_be_bytes());
                 v
             }
-            tag::MEMBER_NUMBER if !s.member_number.is_empty() => s.member_number.as_bytes().to_vec(),
-            tag::EXPIRY if !s.expiry.is_empty() => s.expiry.as_bytes().to_vec(),
-            tag::KEY_GROUP_STATUS => {
+            proto::Tag::MemberNumber if !s.member_number.is_empty() => s.member_number.as_bytes().to_vec(),
+            proto::Tag::Expiry if !s.expiry.is_empty() => s.expiry.as_bytes().to_vec(),
+            proto::Tag::KeyGroupStatus => {
                 let set = s.key_group.elements.iter().enumerate().filter(|(_, e)| !e.0.is_empty());
                 vec![s.key_group.size, set.fold(0u8, |m, (i, _)| m | (1 << i))]
             }
-            tag::KEY_GROUP_KCV => self.key_group_kcv().ok()?.to_vec(),
-            tag::PUBLIC_KEY => match &s.main_key {
+            proto::Tag::KeyGroupKcv => self.key_group_kcv().ok()?.to_vec(),
+            proto::Tag::PublicKey => match &s.main_key {
                 Some(k) if k.public_readable => k.public.clone(),
                 _ => return None,
             },
-            tag::KEY_ORIGIN => match &s.main_key {
-                Some(k) => serde_json::to_value(k.origin).ok()?.as_str()?.as_bytes().to_vec(),
+            proto::Tag::KeyOrigin => match &s.main_key {
+                Some(k) => k.origin.as_str().as_bytes().to_vec(),
                 None => return None,
             },
-            tag::SOURCE_CARD => match &s.main_key {
+            proto::Tag::SourceCard => match &s.main_key {
                 Some(k) if !k.source_card.is_empty() => k.source_card.as_bytes().to_vec(),
                 _ => return None,
             },
-            tag::PEER_KEY if !s.peer_key.is_empty() => s.peer_key.clone(),
-            tag::EXPORT_STATUS => {
+            proto::Tag::PeerKey if !s.peer_key.is_empty() => s.peer_key.clone(),
+            proto::Tag::ExportStatus => {
                 let e = &s.export;
                 let state = if e.confirmed {
                     2
@@ -264,7 +295,7 @@ impl Applet {
                 v.extend_from_slice(e.target.as_bytes());
                 v
             }
-            tag::CARD_STATUS => {
+            proto::Tag::CardStatus => {
                 let children = [
                     tag::CARD_NUMBER,
                     tag::ROLE,

@@ -9,7 +9,10 @@
 
 use crate::applet::{Applet, HandlerResult};
 use cardvault_proto::apdu::CommandApdu;
-use cardvault_proto::backup::{self as bk, authorization_message, lv, parse_header, HeaderInfo};
+use cardvault_proto::backup::{
+    self as bk, authorization_message, lv, parse_header, AuthorizedRestore, AuthorizedRestoreError, BackupKind,
+    HeaderInfo, Trailer,
+};
 use cardvault_proto::crypto;
 use cardvault_proto::sw;
 use openssl::sha::Sha256;
@@ -60,6 +63,26 @@ pub struct RestoreSession {
     chain: Vec<u32>,
     current: Incoming,
     staged: BTreeMap<u16, Vec<u8>>,
+}
+
+/// A restore in progress as [`crate::applet::SessionView`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreView {
+    /// Counter of the backup being received (the last of the chain so far).
+    pub counter: u32,
+    pub other_card: bool,
+    /// The issuer override of the rollback check was given at RESTORE.
+    pub override_rollback: bool,
+}
+
+impl RestoreSession {
+    pub(crate) fn view(&self) -> RestoreView {
+        RestoreView {
+            counter: self.current.counter,
+            other_card: self.other_card,
+            override_rollback: self.override_rollback,
+        }
+    }
 }
 
 impl std::fmt::Debug for RestoreSession {
@@ -212,23 +235,25 @@ impl Applet {
                 .map_err(|_| sw::UNKNOWN)?,
         );
         zeroize::Zeroize::zeroize(&mut ck);
-        let mut header = vec![bk::VERSION, kind];
-        header.extend_from_slice(&counter.to_be_bytes());
-        header.extend_from_slice(&(if kind == bk::TYPE_FULL { 0 } else { base }).to_be_bytes());
-        header.extend_from_slice(&self.state.page_size.to_be_bytes());
-        header.extend_from_slice(&self.state.page_count.to_be_bytes());
-        header.extend_from_slice(&(pages.len() as u16).to_be_bytes());
-        header.extend_from_slice(&lv(&card));
-        header.extend_from_slice(&wrapped);
+        let mut info = HeaderInfo::new(
+            BackupKind::from_byte(kind).ok_or(sw::UNKNOWN)?,
+            counter,
+            if kind == bk::TYPE_FULL { 0 } else { base },
+            self.state.page_size,
+            self.state.page_count,
+            pages.len() as u16,
+            &card,
+            wrapped,
+        );
+        let prefix = info.encode_prefix();
         let mut control = vec![bk::VERSION];
         control.extend_from_slice(&lv(&card));
-        control.extend_from_slice(&header[1..16]); // kind, counter, base, geometry, pages
+        control.extend_from_slice(&prefix[1..16]); // kind, counter, base, geometry, pages
         control.extend_from_slice(time);
         let mut aad = bk::CONTROL_LABEL.to_vec();
-        aad.extend_from_slice(&header);
-        let sealed = crypto::seal(&key, &[0xFF; 12], &aad, &control).map_err(|_| sw::UNKNOWN)?;
-        header.extend_from_slice(&(sealed.len() as u16).to_be_bytes());
-        header.extend_from_slice(&sealed);
+        aad.extend_from_slice(&prefix);
+        info.control = crypto::seal(&key, &[0xFF; 12], &aad, &control).map_err(|_| sw::UNKNOWN)?;
+        let header = info.encode();
         if 2 + header.len() + bk::TRAILER_LEN + 18 + 4 + self.state.page_size as usize > block {
             return Err(sw::WRONG_DATA);
         }
@@ -294,8 +319,13 @@ impl Applet {
             b.finished = true;
             let count = b.next_record;
             let mac = trailer_mac(&b.key, &b.header_hash, count, b.records_hash.clone().finish())?;
-            out.extend_from_slice(&count.to_be_bytes());
-            out.extend_from_slice(&mac);
+            out.extend_from_slice(
+                &Trailer {
+                    record_count: count,
+                    mac,
+                }
+                .encode(),
+            );
         } else {
             self.set_final_sw(bk::SW_MORE_BLOCKS);
         }
@@ -414,15 +444,11 @@ impl Applet {
         }
         // Other-card data ends with: authorized counter (4) || 00 40 || signature (64).
         let (raw, auth) = if c.p1 == bk::RESTORE_OTHER_CARD {
-            if c.data.len() < 70 {
-                return Err(sw::WRONG_LENGTH);
-            }
-            let (head, tail) = c.data.split_at(c.data.len() - 70);
-            if tail[4..6] != [0, 64] {
-                return Err(sw::WRONG_DATA);
-            }
-            let counter = u32::from_be_bytes(tail[..4].try_into().expect("4 bytes"));
-            (head, Some((counter, &tail[6..])))
+            let a = AuthorizedRestore::parse(&c.data).map_err(|e| match e {
+                AuthorizedRestoreError::TooShort => sw::WRONG_LENGTH,
+                AuthorizedRestoreError::BadSignatureLength => sw::WRONG_DATA,
+            })?;
+            (a.header, Some((a.counter, a.signature)))
         } else {
             (&c.data[..], None)
         };
@@ -510,14 +536,12 @@ impl Applet {
 
     /// Check the trailer of the current backup; any mismatch abandons the restore.
     fn take_trailer(&mut self, t: &[u8]) -> Result<(), u16> {
-        if t.len() != bk::TRAILER_LEN {
-            return Err(sw::WRONG_LENGTH);
-        }
+        let t = Trailer::parse(t).ok_or(sw::WRONG_LENGTH)?;
         let r = self.session.restore.as_mut().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
         let cur = &mut r.current;
-        let count = u32::from_be_bytes(t[..4].try_into().expect("4"));
+        let count = t.record_count;
         let mac = trailer_mac(&cur.key, &cur.header_hash, count, cur.records_hash.clone().finish())?;
-        if count != cur.next_record || !openssl::memcmp::eq(&mac, &t[4..]) || cur.pages_received != cur.pages_declared {
+        if count != cur.next_record || !openssl::memcmp::eq(&mac, &t.mac) || cur.pages_received != cur.pages_declared {
             // Truncated, reordered or forged: the whole restore is abandoned.
             self.session.restore = None;
             return Err(sw::WRONG_DATA);

@@ -10,7 +10,7 @@ use crate::applet::Applet;
 use crate::profile::Profile;
 use crate::state::{CardState, Store, StoreError};
 use cardvault_proto::apdu::CommandApdu;
-use cardvault_proto::{self as proto, cla, ins, scp11, sw, tag};
+use cardvault_proto::{self as proto, cla, scp11, sw, tag, Ins};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
 use std::path::Path;
 
@@ -64,6 +64,12 @@ impl Card {
     /// Persistent state (read-only), for inspection and tests.
     pub fn state(&self) -> &CardState {
         self.applet.state()
+    }
+
+    /// What the current session has gained (PIN, admin, secure channel,
+    /// operations in progress), for tests and fuzz invariants.
+    pub fn session(&self) -> crate::applet::SessionView {
+        self.applet.session_view()
     }
 
     /// Answer to reset of this card.
@@ -130,7 +136,7 @@ impl Card {
             push_sw(out, sw::WRONG_LENGTH);
             return;
         }
-        if c.ins == ins::GET_RESPONSE && c.cla & !cla::CHAINING == cla::ISO {
+        if Ins::try_from(c.ins) == Ok(Ins::GetResponse) && c.cla & !cla::CHAINING == cla::ISO {
             self.get_response(&c, out);
             return;
         }
@@ -201,7 +207,7 @@ impl Card {
         };
 
         self.applet.begin_command(protected);
-        let result = if cmd.ins == ins::SELECT && cmd.cla == cla::ISO {
+        let result = if Ins::try_from(cmd.ins) == Ok(Ins::Select) && cmd.cla == cla::ISO {
             self.select(cmd)
         } else if !self.selected {
             Err(sw::CONDITIONS_NOT_SATISFIED)
@@ -293,11 +299,11 @@ impl Card {
         // that read and change nothing (not even session progress), so a
         // repeat cannot run them twice.
         let repeatable = matches!(
-            (c.cla & !cla::CHAINING, c.ins),
-            (cla::ISO, ins::GET_DATA)
-                | (cla::ISO, ins::SELECT)
-                | (cla::PROPRIETARY, ins::READ_MEMORY)
-                | (cla::PROPRIETARY, ins::GET_BALANCE)
+            (c.cla & !cla::CHAINING, Ins::try_from(c.ins)),
+            (cla::ISO, Ok(Ins::GetData))
+                | (cla::ISO, Ok(Ins::Select))
+                | (cla::PROPRIETARY, Ok(Ins::ReadMemory))
+                | (cla::PROPRIETARY, Ok(Ins::GetBalance))
         );
         if c.ne > 0 && r <= 256 && c.data.is_empty() && repeatable && !self.applet.last_changed_state() {
             push_sw(out, 0x6C00 | (r & 0xFF) as u16);

@@ -277,13 +277,13 @@ impl Applet {
         let kcv = self.key_group_kcv().map_err(|_| sw::CONDITIONS_NOT_SATISFIED)?;
         let counter = e.counter.checked_add(1).ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
         let source = self.state.card_number.clone();
-        let mut blob = vec![takeout::VERSION, takeout::SLOT_MAIN, takeout::TYPE_P256];
-        blob.push(source.len() as u8);
-        blob.extend_from_slice(source.as_bytes());
-        blob.push(target.len() as u8);
-        blob.extend_from_slice(target.as_bytes());
-        blob.extend_from_slice(&kcv);
-        blob.extend_from_slice(&counter.to_be_bytes());
+        let mut blob = takeout::TakeOutInfo {
+            source,
+            target: target.clone(),
+            kcv: kcv.to_vec(),
+            counter,
+        }
+        .encode_aad();
         let kek = self.export_kek(&blob)?;
         let nonce = crypto::random::<{ crypto::GCM_NONCE_LEN }>();
         let mut plain = Zeroizing::new(key.private.clone());
@@ -346,9 +346,11 @@ impl Applet {
                 self.mark_dirty();
             }
         }
-        let mut out = t.counter.to_be_bytes().to_vec();
-        out.extend_from_slice(&self.receipt(t.source, t.target, t.counter, q)?);
-        Ok(out)
+        Ok(takeout::Receipt {
+            counter: t.counter,
+            mac: self.receipt(t.source, t.target, t.counter, q)?,
+        }
+        .encode())
     }
 
     /// CONFIRM DUPLICATE, data = counter (4) || receipt (32) from IMPORT KEY.
@@ -356,21 +358,19 @@ impl Applet {
         if c.p1 != 0 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
         }
-        if c.data.len() != 4 + takeout::RECEIPT_LEN {
-            return Err(sw::WRONG_LENGTH);
-        }
+        let receipt = takeout::Receipt::parse(&c.data).ok_or(sw::WRONG_LENGTH)?;
         self.require_pin()?;
         let key = self.state.main_key.as_ref().ok_or(sw::REF_DATA_NOT_FOUND)?;
         let e = &self.state.export;
         if e.target.is_empty() {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
-        let counter = u32::from_be_bytes(c.data[..4].try_into().expect("4 bytes"));
+        let counter = receipt.counter;
         if counter == 0 || counter > e.counter {
             return Err(sw::WRONG_DATA);
         }
         let expected = self.receipt(&self.state.card_number, &e.target, counter, &key.public)?;
-        if !openssl::memcmp::eq(&expected, &c.data[4..]) {
+        if !openssl::memcmp::eq(&expected, &receipt.mac) {
             return Err(sw::WRONG_DATA);
         }
         if !self.state.export.confirmed {

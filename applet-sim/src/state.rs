@@ -177,17 +177,9 @@ impl Drop for KeyGroupState {
     }
 }
 
-/// Where the main keys came from.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyOrigin {
-    /// Generated inside this card (GENERATE KEY PAIR).
-    Generated,
-    /// Imported from a main card under the key group (IMPORT KEY).
-    Imported,
-    /// Set by a key service through a protected channel (SET MAIN KEY).
-    KeyService,
-}
+/// Where the main keys came from (the protocol's type; kept in the state
+/// file by its string).
+pub use cardvault_proto::takeout::KeyOrigin;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MainKey {
@@ -195,6 +187,7 @@ pub struct MainKey {
     pub private: Vec<u8>,
     #[serde(with = "hexbytes")]
     pub public: Vec<u8>,
+    #[serde(with = "origin_str")]
     pub origin: KeyOrigin,
     /// For an imported key: the card it came from.
     #[serde(default)]
@@ -474,6 +467,19 @@ fn lock_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".lock");
     PathBuf::from(s)
+}
+
+mod origin_str {
+    use super::KeyOrigin;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(o: &KeyOrigin, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(o.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyOrigin, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 mod hexbytes {

@@ -22,6 +22,7 @@ use cardvault::card::{CardClient, SessionOptions};
 use cardvault::error::{Error, Result};
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
+use cardvault::workflow::issue::Role;
 use cardvault::workflow::{backup as wb, duplicate, files as wf, issue};
 use cardvault_proto::backup as bk;
 use std::path::Path;
@@ -129,7 +130,7 @@ fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
     let key1 = cardvault_proto::crypto::random::<32>();
     let opts = cards::issue_options()?;
     let mut total = Stats::default();
-    for role in ["main", "backup"] {
+    for role in [Role::Main, Role::Backup] {
         let mut r = cards::open(dir, &format!("issue-{role}"), "blank")?;
         let mut c = CardClient::open(&mut r, SessionOptions::default())?;
         issue::personalize(&mut c, &h, role, &key1, &opts)?;
@@ -153,8 +154,8 @@ fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
 fn duplicate_pair(dir: &Path, vault: &mut Vault, s: &mut Section) -> Result<()> {
     let h = cards::holder("dup");
     let key1 = cardvault_proto::crypto::random::<32>();
-    let mut m = cards::issue_card(dir, "dup-main", &h, "main", &key1)?;
-    let mut b = cards::issue_card(dir, "dup-backup", &h, "backup", &key1)?;
+    let mut m = cards::issue_card(dir, "dup-main", &h, Role::Main, &key1)?;
+    let mut b = cards::issue_card(dir, "dup-backup", &h, Role::Backup, &key1)?;
     let mut mc = CardClient::open(&mut m, SessionOptions::default())?;
     let mut bc = CardClient::open(&mut b, SessionOptions::default())?;
     let opts = duplicate::DuplicateOptions {
@@ -330,7 +331,7 @@ fn recover(dir: &Path, vault: &mut Vault, s: &mut Section) -> Result<()> {
     let files = encrypt_files(dir, "rec", &pair.public)?;
     drop(pair.main);
     let mut backup_r = pair.backup;
-    let mut new_r = cards::issue_card(dir, "rec-new-main", &pair.holder, "main", &pair.key1)?;
+    let mut new_r = cards::issue_card(dir, "rec-new-main", &pair.holder, Role::Main, &pair.key1)?;
     let mut b = CardClient::open(&mut backup_r, SessionOptions::default())?;
     let mut n = CardClient::open(&mut new_r, SessionOptions::default())?;
     b.status()?;
@@ -400,8 +401,8 @@ fn cli_counts(cfg: &Config, dir: &Path, s: &mut Section) -> Result<()> {
     let home = dir.join("cli");
     let h = cards::holder("cli");
     let key1 = cardvault_proto::crypto::random::<32>();
-    drop(cards::issue_card(&home, "cli-main", &h, "main", &key1)?);
-    drop(cards::issue_card(&home, "cli-backup", &h, "backup", &key1)?);
+    drop(cards::issue_card(&home, "cli-main", &h, Role::Main, &key1)?);
+    drop(cards::issue_card(&home, "cli-backup", &h, Role::Backup, &key1)?);
     let n = traced_apdus(
         cfg,
         &home,
@@ -435,7 +436,7 @@ fn cli_counts(cfg: &Config, dir: &Path, s: &mut Section) -> Result<()> {
             .ok_or_else(|| Error::Data("the duplicated card has no key".into()))?
     };
     let files = encrypt_files(&home, "cli", &public)?;
-    drop(cards::issue_card(&home, "cli-new-main", &h, "main", &key1)?);
+    drop(cards::issue_card(&home, "cli-new-main", &h, Role::Main, &key1)?);
     let n = traced_apdus(
         cfg,
         &home,

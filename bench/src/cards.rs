@@ -7,6 +7,7 @@ use cardvault::error::{Error, Result};
 use cardvault::secret::Secret;
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
+use cardvault::workflow::issue::Role;
 use cardvault::workflow::{duplicate, issue};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -56,7 +57,7 @@ pub fn issue_options() -> Result<issue::IssueOptions> {
 }
 
 /// Personalize the blank embedded card `name` as `role` for `h`.
-pub fn issue_card(dir: &Path, name: &str, h: &issue::Holder, role: &str, key1: &[u8]) -> Result<SimReader> {
+pub fn issue_card(dir: &Path, name: &str, h: &issue::Holder, role: issue::Role, key1: &[u8]) -> Result<SimReader> {
     let mut r = open(dir, name, "blank")?;
     issue::personalize(
         &mut CardClient::open(&mut r, SessionOptions::default())?,
@@ -81,8 +82,8 @@ pub struct DuplicatedPair {
 pub fn duplicated_pair(dir: &Path, id: &str, vault: &mut Vault) -> Result<DuplicatedPair> {
     let h = holder(id);
     let key1: Secret = Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec());
-    let mut main = issue_card(dir, &format!("{id}-main"), &h, "main", &key1)?;
-    let mut backup = issue_card(dir, &format!("{id}-backup"), &h, "backup", &key1)?;
+    let mut main = issue_card(dir, &format!("{id}-main"), &h, Role::Main, &key1)?;
+    let mut backup = issue_card(dir, &format!("{id}-backup"), &h, Role::Backup, &key1)?;
     let report = {
         let mut m = CardClient::open(&mut main, SessionOptions::default())?;
         let mut b = CardClient::open(&mut backup, SessionOptions::default())?;

@@ -171,6 +171,29 @@ fn apdu_dispatch() -> Vec<(&'static str, Vec<u8>)> {
                 ],
             ),
         ),
+        (
+            // A main card with keys, then a reset: every PIN or admin
+            // command must now be refused (the access-control invariant).
+            "after-reset-nothing-gated",
+            dispatch_seed(
+                sv | PRELUDE_GROUP | PRELUDE_KEYPAIR,
+                &[
+                    vec![],
+                    SELECT.to_vec(),
+                    a(0x80, 0xE4, 0x00, 0x00, BACKUP_NUMBER.as_bytes(), 256),
+                    a(0x80, 0xB0, 0x00, 0x00, &16u16.to_be_bytes(), 16),
+                    a(0x80, 0xD6, 0x00, 0x00, &[0x11; 16], 0),
+                    a(0x80, 0x54, 0x01, 0x00, &1u32.to_be_bytes(), 4),
+                    a(0x80, 0xE2, 0x00, 0x00, &[], 0),
+                    a(0x80, 0xE7, 0x00, 0x00, &[], 0),
+                    a(0x80, 0xF0, 0x00, 0x00, &backup_req, 65536),
+                    a(0x80, 0xF3, 0x00, 0x00, &[], 16),
+                    a(0x80, 0xE1, 0x01, 0x00, &[0x44; 32], 8),
+                    a(0x00, 0x2C, 0x03, 0x81, &[], 0),
+                    a(0x00, 0x20, 0x00, 0x81, b"999999", 0),
+                ],
+            ),
+        ),
     ]
 }
 

@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 
 pub mod dispatch;
 pub mod file;
+pub mod invariants;
 pub mod parsers;
 pub mod restore;
 pub mod takeout;
@@ -224,11 +225,16 @@ pub fn check_rejected(before: &CardState, after: &CardState, raw: &[u8], sw: u16
 ///   (see [`check_rejected`]);
 /// - a successful GET DATA answer is one BER-TLV with the asked tag.
 ///
+/// And on what the card allowed: see [`invariants`] (access control on
+/// successes, PIN tries, no rollback).
+///
 /// Returns (data, SW).
 pub fn checked_tx(card: &mut Card, raw: &[u8]) -> (Vec<u8>, u16) {
     let before = card.state().clone();
+    let session = card.session();
     let (data, sw) = tx(card, raw);
     check_response(&before, card.state(), raw, &data, sw);
+    invariants::assert_allowed(&session, &before, card.state(), raw, sw);
     (data, sw)
 }
 

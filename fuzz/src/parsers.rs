@@ -48,4 +48,9 @@ pub fn fuzz_backup_header(data: &[u8]) {
     v.extend_from_slice(&(h.control.len() as u16).to_be_bytes());
     v.extend_from_slice(&h.control);
     assert_eq!(v, data, "parsed header does not re-encode to its bytes");
+    assert_eq!(
+        h.encode(),
+        data,
+        "HeaderInfo::encode differs from the bytes it was parsed from"
+    );
 }

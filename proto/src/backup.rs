@@ -26,6 +26,58 @@ pub const RESTORE_OVERRIDE_ROLLBACK: u8 = 0x01;
 /// `6310`: this block is not the last; ask for the next one.
 pub const SW_MORE_BLOCKS: u16 = 0x6310;
 
+/// What a backup holds: every page of the application area, or the pages
+/// changed since its base (the header's type byte; "full" / "differential"
+/// in the vault and the JSON output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackupKind {
+    Full,
+    Differential,
+}
+
+impl BackupKind {
+    /// From the header's type byte.
+    pub fn from_byte(b: u8) -> Option<BackupKind> {
+        match b {
+            TYPE_FULL => Some(BackupKind::Full),
+            TYPE_DIFFERENTIAL => Some(BackupKind::Differential),
+            _ => None,
+        }
+    }
+
+    /// The header's type byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            BackupKind::Full => TYPE_FULL,
+            BackupKind::Differential => TYPE_DIFFERENTIAL,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Differential => "differential",
+        }
+    }
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackupKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BackupKind, String> {
+        match s {
+            "full" => Ok(BackupKind::Full),
+            "differential" => Ok(BackupKind::Differential),
+            other => Err(format!("unknown backup kind '{other}'")),
+        }
+    }
+}
+
 /// The clear part of a backup header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderInfo {
@@ -41,6 +93,140 @@ pub struct HeaderInfo {
     pub control: Vec<u8>,
     /// Bytes of the header up to and including the wrapped key (control AAD).
     pub prefix_len: usize,
+}
+
+impl HeaderInfo {
+    /// A header without its control information yet (the card seals the
+    /// control information over [`HeaderInfo::encode_prefix`], then sets
+    /// `control`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: BackupKind,
+        counter: u32,
+        base: u32,
+        page_size: u16,
+        page_count: u16,
+        pages: u16,
+        card_number: &str,
+        wrapped_unique_key: Vec<u8>,
+    ) -> HeaderInfo {
+        HeaderInfo {
+            version: VERSION,
+            kind: kind.byte(),
+            counter,
+            base,
+            page_size,
+            page_count,
+            pages,
+            card_number: card_number.to_string(),
+            prefix_len: 17 + card_number.len() + wrapped_unique_key.len(),
+            wrapped_unique_key,
+            control: Vec::new(),
+        }
+    }
+
+    /// The backup's kind (the parser accepts no other type byte).
+    pub fn backup_kind(&self) -> BackupKind {
+        BackupKind::from_byte(self.kind).expect("parse_header checks the type byte")
+    }
+
+    /// The header up to and including the wrapped key (the control
+    /// information's associated data).
+    pub fn encode_prefix(&self) -> Vec<u8> {
+        let mut h = vec![self.version, self.kind];
+        h.extend_from_slice(&self.counter.to_be_bytes());
+        h.extend_from_slice(&self.base.to_be_bytes());
+        h.extend_from_slice(&self.page_size.to_be_bytes());
+        h.extend_from_slice(&self.page_count.to_be_bytes());
+        h.extend_from_slice(&self.pages.to_be_bytes());
+        h.extend_from_slice(&lv(&self.card_number));
+        h.extend_from_slice(&self.wrapped_unique_key);
+        h
+    }
+
+    /// The whole header as [`parse_header`] reads it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut h = self.encode_prefix();
+        h.extend_from_slice(&(self.control.len() as u16).to_be_bytes());
+        h.extend_from_slice(&self.control);
+        h
+    }
+}
+
+/// The end of a backup: how many records it has, and the MAC over the
+/// header and every record that detects truncation and reordering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trailer {
+    pub record_count: u32,
+    pub mac: [u8; 32],
+}
+
+impl Trailer {
+    pub fn encode(&self) -> [u8; TRAILER_LEN] {
+        let mut t = [0u8; TRAILER_LEN];
+        t[..4].copy_from_slice(&self.record_count.to_be_bytes());
+        t[4..].copy_from_slice(&self.mac);
+        t
+    }
+
+    pub fn parse(t: &[u8]) -> Option<Trailer> {
+        if t.len() != TRAILER_LEN {
+            return None;
+        }
+        Some(Trailer {
+            record_count: u32::from_be_bytes(t[..4].try_into().ok()?),
+            mac: t[4..].try_into().ok()?,
+        })
+    }
+}
+
+/// Length of the issuer's signature in a restore authorization (P-256 r || s).
+pub const AUTHORIZATION_SIGNATURE_LEN: usize = 64;
+
+/// The data of RESTORE P1 = 01 (onto another card): the backup header, then
+/// the issuer's authorization: the authorized counter (4), the signature's
+/// length (2, always 64) and the signature over [`authorization_message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizedRestore<'a> {
+    pub header: &'a [u8],
+    pub counter: u32,
+    pub signature: &'a [u8],
+}
+
+/// Why RESTORE P1 = 01 data does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizedRestoreError {
+    /// Shorter than the authorization alone.
+    TooShort,
+    /// The signature's length field is not 64.
+    BadSignatureLength,
+}
+
+impl<'a> AuthorizedRestore<'a> {
+    const TAIL: usize = 4 + 2 + AUTHORIZATION_SIGNATURE_LEN;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut d = self.header.to_vec();
+        d.extend_from_slice(&self.counter.to_be_bytes());
+        d.extend_from_slice(&(self.signature.len() as u16).to_be_bytes());
+        d.extend_from_slice(self.signature);
+        d
+    }
+
+    pub fn parse(data: &'a [u8]) -> Result<AuthorizedRestore<'a>, AuthorizedRestoreError> {
+        if data.len() < Self::TAIL {
+            return Err(AuthorizedRestoreError::TooShort);
+        }
+        let (header, tail) = data.split_at(data.len() - Self::TAIL);
+        if tail[4..6] != (AUTHORIZATION_SIGNATURE_LEN as u16).to_be_bytes() {
+            return Err(AuthorizedRestoreError::BadSignatureLength);
+        }
+        Ok(AuthorizedRestore {
+            header,
+            counter: u32::from_be_bytes(tail[..4].try_into().expect("4 bytes")),
+            signature: &tail[6..],
+        })
+    }
 }
 
 /// Parse a backup header (terminal and card use the same parser).
@@ -97,4 +283,64 @@ pub fn authorization_message(source: &str, counter: u32, target: &str, challenge
     m.extend_from_slice(&lv(target));
     m.extend_from_slice(challenge);
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_encodes_what_the_parser_reads() {
+        let mut h = HeaderInfo::new(
+            BackupKind::Differential,
+            7,
+            6,
+            256,
+            256,
+            3,
+            "0401",
+            vec![0xAB; WRAPPED_UNIQUE_KEY_LEN],
+        );
+        let prefix = h.encode_prefix();
+        assert_eq!(prefix.len(), h.prefix_len);
+        h.control = vec![0xCD; 40];
+        let raw = h.encode();
+        assert_eq!(parse_header(&raw), Some(h.clone()));
+        assert_eq!(parse_header(&raw).unwrap().backup_kind(), BackupKind::Differential);
+        assert!(parse_header(&raw[..raw.len() - 1]).is_none());
+        for k in [BackupKind::Full, BackupKind::Differential] {
+            assert_eq!(BackupKind::from_byte(k.byte()), Some(k));
+            assert_eq!(k.to_string().parse::<BackupKind>(), Ok(k));
+        }
+    }
+
+    #[test]
+    fn trailer_and_authorized_restore_round_trip() {
+        let t = Trailer {
+            record_count: 5,
+            mac: [9; 32],
+        };
+        assert_eq!(Trailer::parse(&t.encode()), Some(t));
+        assert_eq!(Trailer::parse(&[0; 35]), None);
+        let header = [1u8, 2, 3];
+        let sig = [7u8; 64];
+        let a = AuthorizedRestore {
+            header: &header,
+            counter: 42,
+            signature: &sig,
+        };
+        let data = a.encode();
+        assert_eq!(AuthorizedRestore::parse(&data), Ok(a));
+        assert_eq!(AuthorizedRestore::parse(&data[3..]).map(|a| a.header.len()), Ok(0));
+        assert_eq!(
+            AuthorizedRestore::parse(&data[4..]),
+            Err(AuthorizedRestoreError::TooShort)
+        );
+        let mut bad = data.clone();
+        bad[header.len() + 5] = 65;
+        assert_eq!(
+            AuthorizedRestore::parse(&bad),
+            Err(AuthorizedRestoreError::BadSignatureLength)
+        );
+    }
 }

@@ -10,11 +10,14 @@ pub mod admin;
 pub mod apdu;
 pub mod backup;
 pub mod cert;
+mod codes;
 pub mod crypto;
 #[cfg(unix)]
 pub mod fsutil;
 pub mod scp11;
 pub mod takeout;
+
+pub use codes::{ins, sw, tag, Ins, Tag};
 
 /// Application identifier of the cardvault applet (proprietary, unregistered RID `F0`).
 pub const AID: &[u8] = &[0xF0, 0x43, 0x56, 0x4C, 0x54, 0x01];
@@ -32,50 +35,6 @@ pub mod cla {
     pub const CHAINING: u8 = 0x10;
 }
 
-/// Instruction bytes. The class each one is sent with is in docs/PROTOCOL.md.
-pub mod ins {
-    pub const SELECT: u8 = 0xA4;
-    pub const GET_DATA: u8 = 0xCA;
-    pub const GET_RESPONSE: u8 = 0xC0;
-    pub const VERIFY: u8 = 0x20;
-    pub const CHANGE_REFERENCE_DATA: u8 = 0x24;
-    pub const RESET_RETRY_COUNTER: u8 = 0x2C;
-    pub const GET_CHALLENGE: u8 = 0x84;
-    pub const EXTERNAL_AUTHENTICATE: u8 = 0x82;
-    /// Proprietary (CLA 80): read application memory starting at page P1P2.
-    pub const READ_MEMORY: u8 = 0xB0;
-    /// Proprietary (CLA 80): write application memory starting at page P1P2.
-    pub const WRITE_MEMORY: u8 = 0xD6;
-    /// PUT DATA (CLA 00): issuer personalization data objects, admin only.
-    pub const PUT_DATA: u8 = 0xDA;
-    // Key groups and duplication (CLA 80).
-    pub const END_PERSONALIZATION: u8 = 0xE0;
-    pub const WRITE_KEY_ELEMENT: u8 = 0xE1;
-    pub const RESET_KEY_GROUP: u8 = 0xE2;
-    pub const GENERATE_KEY_PAIR: u8 = 0x46;
-    pub const TAKE_OUT_KEY: u8 = 0xE4;
-    pub const IMPORT_KEY: u8 = 0xE5;
-    pub const CONFIRM_DUPLICATE: u8 = 0xE6;
-    pub const RELEASE_DUPLICATE: u8 = 0xE7;
-    pub const UNWRAP_FILE_KEY: u8 = 0xE8;
-    pub const SET_PEER_KEY: u8 = 0xE9;
-    pub const REWRAP_TO_PEER: u8 = 0xEA;
-    pub const GET_TRANSPORT_KEY: u8 = 0xEB;
-    pub const SET_MAIN_KEY: u8 = 0xEC;
-    // Page backup and restore (CLA 80).
-    pub const BACKUP: u8 = 0xF0;
-    pub const BACKUP_DATA: u8 = 0xF1;
-    pub const BACKUP_COMPLETE: u8 = 0xF2;
-    pub const GET_RESTORE_CHALLENGE: u8 = 0xF3;
-    pub const RESTORE: u8 = 0xF4;
-    pub const RESTORE_DATA: u8 = 0xF5;
-    pub const RESTORE_COMPLETE: u8 = 0xF6;
-    // Value applications (CLA 80).
-    pub const GET_BALANCE: u8 = 0x5C;
-    pub const CREDIT: u8 = 0x52;
-    pub const DEBIT: u8 = 0x54;
-}
-
 /// P2 reference of the holder PIN (ISO 7816-4: specific reference data, number 1).
 pub const PIN_REF: u8 = 0x81;
 /// P2 reference of the issuer admin key for EXTERNAL AUTHENTICATE.
@@ -87,77 +46,6 @@ pub const PIN_MAX_LEN: usize = 16;
 pub const CHALLENGE_LEN: usize = 16;
 /// Domain separation label for the admin authentication MAC.
 pub const ADMIN_AUTH_LABEL: &[u8] = b"cardvault admin auth v1";
-
-/// BER-TLV tags of the data objects readable with GET DATA (P1P2 = tag).
-pub mod tag {
-    /// Card status template (constructed), holds all of the following.
-    pub const CARD_STATUS: u16 = 0x00E1;
-    pub const CARD_NUMBER: u16 = 0xDF01;
-    pub const ROLE: u16 = 0xDF02;
-    pub const APPLET_VERSION: u16 = 0xDF03;
-    pub const PIN_TRIES_LEFT: u16 = 0xDF04;
-    pub const PIN_MAX_TRIES: u16 = 0xDF05;
-    pub const PAGE_SIZE: u16 = 0xDF06;
-    pub const PAGE_COUNT: u16 = 0xDF07;
-    /// 1 byte: bit 0 = extended length supported, bit 1 = PIN verified in this session.
-    pub const FLAGS: u16 = 0xDF08;
-    pub const KEY_GROUP_STATUS: u16 = 0xDF10;
-    pub const KEY_GROUP_KCV: u16 = 0xDF11;
-    pub const PUBLIC_KEY: u16 = 0xDF12;
-    pub const EXPORT_STATUS: u16 = 0xDF13;
-    pub const KEY_ORIGIN: u16 = 0xDF14;
-    pub const SOURCE_CARD: u16 = 0xDF15;
-    pub const PEER_KEY: u16 = 0xDF16;
-    pub const ISSUED: u16 = 0xDF17;
-    pub const MEMBER_NUMBER: u16 = 0xDF20;
-    pub const EXPIRY: u16 = 0xDF21;
-    /// Application table: per application id(1) first_page(2) page_count(2)
-    /// flags(1: bit 0 value, bit 1 restored) name_len(1) name.
-    pub const APPLICATIONS: u16 = 0xDF30;
-    /// Backup counters: issued(4) base(4) newest_seen(4) changed_pages(2).
-    pub const BACKUP_COUNTERS: u16 = 0xDF31;
-    /// PUT DATA only: number of key group elements (1 byte, 1..8).
-    pub const KEY_GROUP_SIZE: u16 = 0xDF22;
-    /// PUT DATA only: export policy (1 byte, bit 0 = no take-out once a backup exists).
-    pub const EXPORT_POLICY: u16 = 0xDF23;
-    /// File control information template returned by SELECT.
-    pub const FCI: u16 = 0x6F;
-    pub const FCI_AID: u16 = 0x84;
-    pub const FCI_PROPRIETARY: u16 = 0xA5;
-}
-
-/// Status words (ISO 7816-4 section 5.1.3 meanings).
-pub mod sw {
-    pub const OK: u16 = 0x9000;
-    pub const MEMORY_FAILURE: u16 = 0x6581;
-    pub const WRONG_LENGTH: u16 = 0x6700;
-    pub const LOGICAL_CHANNEL_NOT_SUPPORTED: u16 = 0x6881;
-    pub const CHAINING_NOT_SUPPORTED: u16 = 0x6884;
-    pub const LAST_COMMAND_OF_CHAIN_EXPECTED: u16 = 0x6883;
-    pub const SECURITY_STATUS_NOT_SATISFIED: u16 = 0x6982;
-    pub const AUTH_METHOD_BLOCKED: u16 = 0x6983;
-    pub const REF_DATA_NOT_USABLE: u16 = 0x6984;
-    pub const CONDITIONS_NOT_SATISFIED: u16 = 0x6985;
-    /// Secure messaging data objects expected but missing (a plain sensitive
-    /// command in an open secure session).
-    pub const SM_DATA_MISSING: u16 = 0x6987;
-    /// Secure messaging data objects incorrect (wrong MAC, bad padding).
-    pub const SM_DATA_INCORRECT: u16 = 0x6988;
-    pub const WRONG_DATA: u16 = 0x6A80;
-    pub const FUNC_NOT_SUPPORTED: u16 = 0x6A81;
-    pub const FILE_NOT_FOUND: u16 = 0x6A82;
-    pub const WRONG_P1P2: u16 = 0x6A86;
-    pub const REF_DATA_NOT_FOUND: u16 = 0x6A88;
-    pub const INS_NOT_SUPPORTED: u16 = 0x6D00;
-    pub const CLA_NOT_SUPPORTED: u16 = 0x6E00;
-    pub const UNKNOWN: u16 = 0x6F00;
-    /// `61xx`: xx more bytes available with GET RESPONSE (00 = 256 or more).
-    pub const MORE_DATA_PREFIX: u8 = 0x61;
-    /// `6Cxx`: wrong Le, xx is the exact length.
-    pub const WRONG_LE_PREFIX: u8 = 0x6C;
-    /// `63Cx`: verification failed, x tries left.
-    pub const VERIFY_FAIL_PREFIX: u16 = 0x63C0;
-}
 
 /// Whether the data field of a command carries a secret that must never be
 /// shown in a trace (PINs, admin cryptograms, key group elements). Decided by

@@ -44,11 +44,11 @@ pub const CLA_SECURE_MESSAGING: u8 = 0x04;
 /// Handshake instructions.
 pub mod ins {
     /// PERFORM SECURITY OPERATION: one certificate of the OCE chain (SCP11a/c).
-    pub const PERFORM_SECURITY_OPERATION: u8 = 0x2A;
+    pub const PERFORM_SECURITY_OPERATION: u8 = crate::Ins::PerformSecurityOperation.code();
     /// MUTUAL AUTHENTICATE (SCP11a/c).
-    pub const MUTUAL_AUTHENTICATE: u8 = 0x82;
+    pub const MUTUAL_AUTHENTICATE: u8 = crate::Ins::MUTUAL_AUTHENTICATE.code();
     /// INTERNAL AUTHENTICATE (SCP11b).
-    pub const INTERNAL_AUTHENTICATE: u8 = 0x88;
+    pub const INTERNAL_AUTHENTICATE: u8 = crate::Ins::InternalAuthenticate.code();
 }
 
 /// P2 bit of PERFORM SECURITY OPERATION: more certificates follow.

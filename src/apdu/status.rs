@@ -1,4 +1,5 @@
-//! Status words with their ISO 7816-4 meanings.
+//! Status words with their ISO 7816-4 meanings (the words come from the
+//! protocol crate's status-word table).
 
 use cardvault_proto::sw;
 use std::fmt;
@@ -51,12 +52,12 @@ impl StatusWord {
             0x63C0..=0x63CF => VerifyFailed {
                 tries_left: (v & 0x0F) as u8,
             },
-            0x6283 => SelectedFileInvalidated,
-            0x6310 => MoreBlocks,
+            sw::SELECTED_FILE_INVALIDATED => SelectedFileInvalidated,
+            sw::MORE_BLOCKS => MoreBlocks,
             sw::MEMORY_FAILURE => MemoryFailure,
             sw::WRONG_LENGTH => WrongLength,
             sw::LOGICAL_CHANNEL_NOT_SUPPORTED => LogicalChannelNotSupported,
-            0x6882 => SecureMessagingNotSupported,
+            sw::SECURE_MESSAGING_NOT_SUPPORTED => SecureMessagingNotSupported,
             sw::LAST_COMMAND_OF_CHAIN_EXPECTED => LastCommandOfChainExpected,
             sw::CHAINING_NOT_SUPPORTED => ChainingNotSupported,
             sw::SECURITY_STATUS_NOT_SATISFIED => SecurityStatusNotSatisfied,
@@ -66,7 +67,7 @@ impl StatusWord {
             sw::WRONG_DATA => WrongData,
             sw::FUNC_NOT_SUPPORTED => FunctionNotSupported,
             sw::FILE_NOT_FOUND => FileNotFound,
-            0x6A84 => NotEnoughMemory,
+            sw::NOT_ENOUGH_MEMORY => NotEnoughMemory,
             sw::WRONG_P1P2 => WrongP1P2,
             sw::REF_DATA_NOT_FOUND => ReferenceDataNotFound,
             sw::INS_NOT_SUPPORTED => InsNotSupported,
@@ -87,12 +88,12 @@ impl StatusWord {
             MoreData(n) => 0x6100 | n as u16,
             WrongLe(n) => 0x6C00 | n as u16,
             VerifyFailed { tries_left } => 0x63C0 | (tries_left & 0x0F) as u16,
-            SelectedFileInvalidated => 0x6283,
-            MoreBlocks => 0x6310,
+            SelectedFileInvalidated => sw::SELECTED_FILE_INVALIDATED,
+            MoreBlocks => sw::MORE_BLOCKS,
             MemoryFailure => sw::MEMORY_FAILURE,
             WrongLength => sw::WRONG_LENGTH,
             LogicalChannelNotSupported => sw::LOGICAL_CHANNEL_NOT_SUPPORTED,
-            SecureMessagingNotSupported => 0x6882,
+            SecureMessagingNotSupported => sw::SECURE_MESSAGING_NOT_SUPPORTED,
             LastCommandOfChainExpected => sw::LAST_COMMAND_OF_CHAIN_EXPECTED,
             ChainingNotSupported => sw::CHAINING_NOT_SUPPORTED,
             SecurityStatusNotSatisfied => sw::SECURITY_STATUS_NOT_SATISFIED,
@@ -102,7 +103,7 @@ impl StatusWord {
             WrongData => sw::WRONG_DATA,
             FunctionNotSupported => sw::FUNC_NOT_SUPPORTED,
             FileNotFound => sw::FILE_NOT_FOUND,
-            NotEnoughMemory => 0x6A84,
+            NotEnoughMemory => sw::NOT_ENOUGH_MEMORY,
             WrongP1P2 => sw::WRONG_P1P2,
             ReferenceDataNotFound => sw::REF_DATA_NOT_FOUND,
             InsNotSupported => sw::INS_NOT_SUPPORTED,
@@ -116,43 +117,10 @@ impl StatusWord {
         self == StatusWord::Ok
     }
 
-    /// The meaning in words, without the hex code.
+    /// The meaning in words, without the hex code, from the protocol's one
+    /// status-word table (`cardvault_proto::sw::TABLE`).
     pub fn text(self) -> String {
-        use StatusWord::*;
-        match self {
-            Ok => "ok".into(),
-            MoreData(0) => "256 or more bytes available (GET RESPONSE)".into(),
-            MoreData(n) => format!("{n} more bytes available (GET RESPONSE)"),
-            WrongLe(n) => format!("wrong Le, exact length is {n}"),
-            VerifyFailed { tries_left } => format!("verification failed, {tries_left} tries left"),
-            SelectedFileInvalidated => "selected file invalidated".into(),
-            MoreBlocks => "more data available (next block follows)".into(),
-            MemoryFailure => "memory failure".into(),
-            WrongLength => "wrong length".into(),
-            LogicalChannelNotSupported => "logical channel not supported".into(),
-            SecureMessagingNotSupported => "secure messaging not supported".into(),
-            LastCommandOfChainExpected => "last command of the chain expected".into(),
-            ChainingNotSupported => "command chaining not supported".into(),
-            SecurityStatusNotSatisfied => "security status not satisfied".into(),
-            AuthMethodBlocked => "authentication method blocked".into(),
-            ReferenceDataNotUsable => "reference data not usable".into(),
-            ConditionsNotSatisfied => "conditions of use not satisfied".into(),
-            WrongData => "incorrect parameters in the data field".into(),
-            FunctionNotSupported => "function not supported".into(),
-            FileNotFound => "file or application not found".into(),
-            NotEnoughMemory => "not enough memory space".into(),
-            WrongP1P2 => "incorrect parameters P1-P2".into(),
-            ReferenceDataNotFound => "referenced data not found".into(),
-            InsNotSupported => "instruction not supported".into(),
-            ClaNotSupported => "class not supported".into(),
-            NoPreciseDiagnosis => "no precise diagnosis".into(),
-            Other(v) => match v >> 8 {
-                0x62 | 0x63 => "warning".into(),
-                0x64 | 0x65 => "execution error".into(),
-                0x67..=0x6F => "checking error".into(),
-                _ => "unknown status".into(),
-            },
-        }
+        sw::describe(self.to_u16())
     }
 }
 
@@ -179,5 +147,14 @@ mod tests {
             "6982 security status not satisfied"
         );
         assert_eq!(StatusWord::from_u16(0x63C1), StatusWord::VerifyFailed { tries_left: 1 });
+    }
+
+    #[test]
+    fn every_status_word_of_the_protocol_table_decodes_and_prints_its_meaning() {
+        for e in cardvault_proto::sw::TABLE {
+            let s = StatusWord::from_u16(e.code);
+            assert_eq!(s.to_u16(), e.code, "{}", e.name);
+            assert_eq!(s.to_string(), format!("{:04X} {}", e.code, e.meaning));
+        }
     }
 }

@@ -3,21 +3,26 @@
 //! them; docs/PROTOCOL.md documents the same bytes.
 
 use crate::apdu::Command;
-use cardvault_proto::{self as proto, cla, ins, tag};
+use cardvault_proto::{self as proto, cla, tag, Ins};
 use zeroize::Zeroizing;
 
 impl Command {
+    /// A command of the set, named after its instruction for traces and errors.
+    fn of(cla: u8, ins: Ins, p1: u8, p2: u8) -> Command {
+        Command::new(ins.name(), cla, ins.code(), p1, p2)
+    }
+
     // --- ISO 7816-4 commands -------------------------------------------------
 
     pub fn select_aid(aid: &[u8]) -> Command {
-        Command::new("SELECT", cla::ISO, ins::SELECT, 0x04, 0x00)
+        Command::of(cla::ISO, Ins::Select, 0x04, 0x00)
             .with_data(aid)
             .expect(256)
     }
 
     pub fn get_data(tag: u16) -> Command {
         let [p1, p2] = tag.to_be_bytes();
-        Command::new("GET DATA", cla::ISO, ins::GET_DATA, p1, p2).expect(256)
+        Command::of(cla::ISO, Ins::GetData, p1, p2).expect(256)
     }
 
     pub fn card_status() -> Command {
@@ -25,12 +30,12 @@ impl Command {
     }
 
     pub fn verify_pin(pin: &[u8]) -> Command {
-        Command::new("VERIFY", cla::ISO, ins::VERIFY, 0x00, proto::PIN_REF).with_data(pin)
+        Command::of(cla::ISO, Ins::Verify, 0x00, proto::PIN_REF).with_data(pin)
     }
 
     /// VERIFY without data: asks for the PIN status (tries left).
     pub fn pin_status() -> Command {
-        Command::new("VERIFY", cla::ISO, ins::VERIFY, 0x00, proto::PIN_REF)
+        Command::of(cla::ISO, Ins::Verify, 0x00, proto::PIN_REF)
     }
 
     pub fn change_pin(old: &[u8], new: &[u8]) -> Command {
@@ -38,13 +43,7 @@ impl Command {
         data.push(old.len() as u8);
         data.extend_from_slice(old);
         data.extend_from_slice(new);
-        let mut c = Command::new(
-            "CHANGE REFERENCE DATA",
-            cla::ISO,
-            ins::CHANGE_REFERENCE_DATA,
-            0x00,
-            proto::PIN_REF,
-        );
+        let mut c = Command::of(cla::ISO, Ins::ChangeReferenceData, 0x00, proto::PIN_REF);
         c.data = data;
         c
     }
@@ -52,37 +51,17 @@ impl Command {
     /// RESET RETRY COUNTER; with a new PIN (P1=02) or counter only (P1=03).
     pub fn reset_retry_counter(new_pin: Option<&[u8]>) -> Command {
         match new_pin {
-            Some(pin) => Command::new(
-                "RESET RETRY COUNTER",
-                cla::ISO,
-                ins::RESET_RETRY_COUNTER,
-                0x02,
-                proto::PIN_REF,
-            )
-            .with_data(pin),
-            None => Command::new(
-                "RESET RETRY COUNTER",
-                cla::ISO,
-                ins::RESET_RETRY_COUNTER,
-                0x03,
-                proto::PIN_REF,
-            ),
+            Some(pin) => Command::of(cla::ISO, Ins::ResetRetryCounter, 0x02, proto::PIN_REF).with_data(pin),
+            None => Command::of(cla::ISO, Ins::ResetRetryCounter, 0x03, proto::PIN_REF),
         }
     }
 
     pub fn get_challenge() -> Command {
-        Command::new("GET CHALLENGE", cla::ISO, ins::GET_CHALLENGE, 0, 0).expect(proto::CHALLENGE_LEN)
+        Command::of(cla::ISO, Ins::GetChallenge, 0, 0).expect(proto::CHALLENGE_LEN)
     }
 
     pub fn external_authenticate(cryptogram: &[u8]) -> Command {
-        Command::new(
-            "EXTERNAL AUTHENTICATE",
-            cla::ISO,
-            ins::EXTERNAL_AUTHENTICATE,
-            0,
-            proto::ADMIN_KEY_REF,
-        )
-        .with_data(cryptogram)
+        Command::of(cla::ISO, Ins::ExternalAuthenticate, 0, proto::ADMIN_KEY_REF).with_data(cryptogram)
     }
 
     // --- cardvault proprietary commands (CLA 80) ------------------------------
@@ -92,95 +71,87 @@ impl Command {
     /// GET RESPONSE.
     pub fn read_memory(page: u16, len: u16) -> Command {
         let [p1, p2] = page.to_be_bytes();
-        Command::new("READ MEMORY", cla::PROPRIETARY, ins::READ_MEMORY, p1, p2)
+        Command::of(cla::PROPRIETARY, Ins::ReadMemory, p1, p2)
             .with_data(&len.to_be_bytes())
             .expect(len as usize)
     }
 
     pub fn write_memory(page: u16, data: &[u8]) -> Command {
         let [p1, p2] = page.to_be_bytes();
-        Command::new("WRITE MEMORY", cla::PROPRIETARY, ins::WRITE_MEMORY, p1, p2).with_data(data)
+        Command::of(cla::PROPRIETARY, Ins::WriteMemory, p1, p2).with_data(data)
     }
 
     // --- issuance and key groups -------------------------------------------------
 
     pub fn put_data(tag: u16, data: &[u8]) -> Command {
         let [p1, p2] = tag.to_be_bytes();
-        Command::new("PUT DATA", cla::ISO, ins::PUT_DATA, p1, p2).with_data(data)
+        Command::of(cla::ISO, Ins::PutData, p1, p2).with_data(data)
     }
 
     pub fn end_personalization() -> Command {
-        Command::new("END PERSONALIZATION", cla::PROPRIETARY, ins::END_PERSONALIZATION, 0, 0)
+        Command::of(cla::PROPRIETARY, Ins::EndPersonalization, 0, 0)
     }
 
     pub fn write_key_element(index: u8, element: &[u8]) -> Command {
-        Command::new("WRITE KEY ELEMENT", cla::PROPRIETARY, ins::WRITE_KEY_ELEMENT, index, 0)
+        Command::of(cla::PROPRIETARY, Ins::WriteKeyElement, index, 0)
             .with_data(element)
             .expect(8)
     }
 
     pub fn reset_key_group() -> Command {
-        Command::new("RESET KEY GROUP", cla::PROPRIETARY, ins::RESET_KEY_GROUP, 0, 0)
+        Command::of(cla::PROPRIETARY, Ins::ResetKeyGroup, 0, 0)
     }
 
     pub fn generate_key_pair() -> Command {
-        Command::new("GENERATE KEY PAIR", cla::PROPRIETARY, ins::GENERATE_KEY_PAIR, 0, 0).expect(65)
+        Command::of(cla::PROPRIETARY, Ins::GenerateKeyPair, 0, 0).expect(65)
     }
 
     pub fn take_out_key(target_card: &str) -> Command {
-        Command::new("TAKE OUT KEY", cla::PROPRIETARY, ins::TAKE_OUT_KEY, 0, 0)
+        Command::of(cla::PROPRIETARY, Ins::TakeOutKey, 0, 0)
             .with_data(target_card.as_bytes())
             .expect_max()
     }
 
     pub fn import_key(blob: &[u8], expose_public_key: bool) -> Command {
-        Command::new(
-            "IMPORT KEY",
-            cla::PROPRIETARY,
-            ins::IMPORT_KEY,
-            expose_public_key as u8,
-            0,
-        )
-        .with_data(blob)
-        .expect(36)
+        Command::of(cla::PROPRIETARY, Ins::ImportKey, expose_public_key as u8, 0)
+            .with_data(blob)
+            .expect(36)
     }
 
     pub fn confirm_duplicate(receipt: &[u8]) -> Command {
-        Command::new("CONFIRM DUPLICATE", cla::PROPRIETARY, ins::CONFIRM_DUPLICATE, 0, 0).with_data(receipt)
+        Command::of(cla::PROPRIETARY, Ins::ConfirmDuplicate, 0, 0).with_data(receipt)
     }
 
     pub fn release_duplicate() -> Command {
-        Command::new("RELEASE DUPLICATE", cla::PROPRIETARY, ins::RELEASE_DUPLICATE, 0, 0)
+        Command::of(cla::PROPRIETARY, Ins::ReleaseDuplicate, 0, 0)
     }
 
-    fn with_aad_and_wrapped(name: &'static str, ins: u8, aad: &[u8], wrapped: &[u8], ne: usize) -> Command {
+    fn with_aad_and_wrapped(ins: Ins, aad: &[u8], wrapped: &[u8], ne: usize) -> Command {
         let mut data = Vec::with_capacity(1 + aad.len() + wrapped.len());
         data.push(aad.len() as u8);
         data.extend_from_slice(aad);
         data.extend_from_slice(wrapped);
-        Command::new(name, cla::PROPRIETARY, ins, 0, 0)
-            .with_data(&data)
-            .expect(ne)
+        Command::of(cla::PROPRIETARY, ins, 0, 0).with_data(&data).expect(ne)
     }
 
     pub fn unwrap_file_key(aad: &[u8], wrapped: &[u8]) -> Command {
-        Command::with_aad_and_wrapped("UNWRAP FILE KEY", ins::UNWRAP_FILE_KEY, aad, wrapped, 32)
+        Command::with_aad_and_wrapped(Ins::UnwrapFileKey, aad, wrapped, 32)
     }
 
     pub fn rewrap_to_peer(aad: &[u8], wrapped: &[u8]) -> Command {
-        Command::with_aad_and_wrapped("REWRAP TO PEER", ins::REWRAP_TO_PEER, aad, wrapped, 256)
+        Command::with_aad_and_wrapped(Ins::RewrapToPeer, aad, wrapped, 256)
     }
 
     pub fn set_peer_key(public: &[u8]) -> Command {
-        Command::new("SET PEER KEY", cla::PROPRIETARY, ins::SET_PEER_KEY, 0, 0).with_data(public)
+        Command::of(cla::PROPRIETARY, Ins::SetPeerKey, 0, 0).with_data(public)
     }
 
     pub fn get_transport_key() -> Command {
-        Command::new("GET TRANSPORT KEY", cla::PROPRIETARY, ins::GET_TRANSPORT_KEY, 0, 0).expect(97)
+        Command::of(cla::PROPRIETARY, Ins::GetTransportKey, 0, 0).expect(97)
     }
 
     pub fn set_main_key(wrapped: &[u8]) -> Command {
-        Command::new("SET MAIN KEY", cla::PROPRIETARY, ins::SET_MAIN_KEY, 0, 0)
+        Command::of(cla::PROPRIETARY, Ins::SetMainKey, 0, 0)
             .with_data(wrapped)
             .expect(65)
     }
@@ -192,66 +163,59 @@ impl Command {
     pub fn backup(p1: u8, block: u16, time: u64) -> Command {
         let mut data = block.to_be_bytes().to_vec();
         data.extend_from_slice(&time.to_be_bytes());
-        Command::new("BACKUP", cla::PROPRIETARY, ins::BACKUP, p1, 0)
+        Command::of(cla::PROPRIETARY, Ins::Backup, p1, 0)
             .with_data(&data)
             .expect_max()
     }
 
     pub fn backup_data(index: u16) -> Command {
         let [p1, p2] = index.to_be_bytes();
-        Command::new("BACKUP DATA", cla::PROPRIETARY, ins::BACKUP_DATA, p1, p2).expect_max()
+        Command::of(cla::PROPRIETARY, Ins::BackupData, p1, p2).expect_max()
     }
 
     pub fn backup_complete(counter: u32) -> Command {
-        Command::new("BACKUP COMPLETE", cla::PROPRIETARY, ins::BACKUP_COMPLETE, 0, 0).with_data(&counter.to_be_bytes())
+        Command::of(cla::PROPRIETARY, Ins::BackupComplete, 0, 0).with_data(&counter.to_be_bytes())
     }
 
     pub fn get_restore_challenge() -> Command {
-        Command::new(
-            "GET RESTORE CHALLENGE",
-            cla::PROPRIETARY,
-            ins::GET_RESTORE_CHALLENGE,
-            0,
-            0,
-        )
-        .expect(16)
+        Command::of(cla::PROPRIETARY, Ins::GetRestoreChallenge, 0, 0).expect(16)
     }
 
     pub fn restore(p1: u8, override_rollback: bool, data: &[u8]) -> Command {
-        Command::new("RESTORE", cla::PROPRIETARY, ins::RESTORE, p1, override_rollback as u8).with_data(data)
+        Command::of(cla::PROPRIETARY, Ins::Restore, p1, override_rollback as u8).with_data(data)
     }
 
     pub fn restore_record(record: &[u8]) -> Command {
-        Command::new("RESTORE DATA", cla::PROPRIETARY, ins::RESTORE_DATA, 0, 0).with_data(record)
+        Command::of(cla::PROPRIETARY, Ins::RestoreData, 0, 0).with_data(record)
     }
 
     /// The last record of a backup together with its trailer (RESTORE DATA P1 = 02).
     pub fn restore_last_record(record: &[u8], trailer: &[u8]) -> Command {
         let mut data = record.to_vec();
         data.extend_from_slice(trailer);
-        Command::new("RESTORE DATA", cla::PROPRIETARY, ins::RESTORE_DATA, 2, 0).with_data(&data)
+        Command::of(cla::PROPRIETARY, Ins::RestoreData, 2, 0).with_data(&data)
     }
 
     pub fn restore_trailer(trailer: &[u8]) -> Command {
-        Command::new("RESTORE DATA", cla::PROPRIETARY, ins::RESTORE_DATA, 1, 0).with_data(trailer)
+        Command::of(cla::PROPRIETARY, Ins::RestoreData, 1, 0).with_data(trailer)
     }
 
     pub fn restore_complete() -> Command {
-        Command::new("RESTORE COMPLETE", cla::PROPRIETARY, ins::RESTORE_COMPLETE, 0, 0).expect(2)
+        Command::of(cla::PROPRIETARY, Ins::RestoreComplete, 0, 0).expect(2)
     }
 
     pub fn get_balance(app: u8) -> Command {
-        Command::new("GET BALANCE", cla::PROPRIETARY, ins::GET_BALANCE, app, 0).expect(4)
+        Command::of(cla::PROPRIETARY, Ins::GetBalance, app, 0).expect(4)
     }
 
     pub fn credit(app: u8, amount: u32) -> Command {
-        Command::new("CREDIT", cla::PROPRIETARY, ins::CREDIT, app, 0)
+        Command::of(cla::PROPRIETARY, Ins::Credit, app, 0)
             .with_data(&amount.to_be_bytes())
             .expect(4)
     }
 
     pub fn debit(app: u8, amount: u32) -> Command {
-        Command::new("DEBIT", cla::PROPRIETARY, ins::DEBIT, app, 0)
+        Command::of(cla::PROPRIETARY, Ins::Debit, app, 0)
             .with_data(&amount.to_be_bytes())
             .expect(4)
     }

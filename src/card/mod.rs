@@ -4,10 +4,13 @@
 //! is the one exception).
 
 mod commands;
+mod kinds;
 mod refusal;
 pub mod secure;
 mod value;
 
+pub use cardvault_proto::takeout::KeyOrigin;
+pub use kinds::{CardRole, ExportState};
 pub use refusal::Refusal;
 pub use secure::{CardIdentity, CertificateInfo, CertificateReport};
 pub use value::{BackupBlock, BackupRequest, Completion};
@@ -27,7 +30,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CardStatus {
     pub card_number: String,
-    pub role: String,
+    pub role: CardRole,
     pub applet_version: String,
     pub pin_tries_left: u8,
     pub pin_max_tries: u8,
@@ -457,7 +460,8 @@ pub struct KeyState {
     /// Key group check value (hex), when the group is complete.
     pub check_value: Option<String>,
     /// generated, imported or key-service; None when the card holds no main key.
-    pub key_origin: Option<String>,
+    #[serde(serialize_with = "crate::util::serialize_display_opt")]
+    pub key_origin: Option<KeyOrigin>,
     /// The encryption (public) key, hex, when readable.
     pub public_key: Option<String>,
     pub source_card: Option<String>,
@@ -468,7 +472,7 @@ pub struct KeyState {
 pub struct ExportStatus {
     pub take_outs: u32,
     /// none, pending (bound to a target, no receipt yet) or confirmed.
-    pub state: String,
+    pub state: ExportState,
     pub target: Option<String>,
     pub no_export_after_backup: bool,
 }
@@ -577,7 +581,7 @@ impl CardClient<'_> {
     pub fn import_key(&mut self, blob: &[u8], expose_public_key: bool) -> Result<Vec<u8>> {
         let r = self.transmit(&Command::import_key(blob, expose_public_key))?;
         match r.sw {
-            StatusWord::Ok if r.data.len() == 36 => Ok(r.data),
+            StatusWord::Ok if cardvault_proto::takeout::Receipt::parse(&r.data).is_some() => Ok(r.data),
             StatusWord::Ok => Err(Error::Malformed {
                 command: "IMPORT KEY",
                 reason: "receipt is not 36 bytes".into(),
@@ -706,7 +710,7 @@ fn parse_status(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<CardStat
     let tries = byte(tag::PIN_TRIES_LEFT)?;
     Ok(CardStatus {
         card_number: text(tag::CARD_NUMBER)?,
-        role: text(tag::ROLE)?,
+        role: CardRole::from(text(tag::ROLE)?.as_str()),
         applet_version: format!("{}.{}", v[0], v[1]),
         pin_tries_left: tries,
         pin_max_tries: byte(tag::PIN_MAX_TRIES)?,
@@ -741,17 +745,15 @@ fn parse_key_state(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<KeySt
         group_complete: elements_written.len() == size as usize && size > 0,
         elements_written,
         check_value: m.get(&tag::KEY_GROUP_KCV).map(|k| to_hex(k)),
-        key_origin: text(tag::KEY_ORIGIN),
+        key_origin: text(tag::KEY_ORIGIN)
+            .map(|o| o.parse::<KeyOrigin>())
+            .transpose()
+            .map_err(|e| malformed_status(&e))?,
         public_key: m.get(&tag::PUBLIC_KEY).map(|p| to_hex(p)),
         source_card: text(tag::SOURCE_CARD),
         export: ExportStatus {
             take_outs: u32::from_be_bytes([ex[0], ex[1], ex[2], ex[3]]),
-            state: match ex[4] {
-                0 => "none",
-                1 => "pending",
-                _ => "confirmed",
-            }
-            .into(),
+            state: ExportState::from_byte(ex[4]),
             target: (!target.is_empty()).then_some(target),
             no_export_after_backup: ex[5] & 1 != 0,
         },

@@ -115,7 +115,7 @@ pub fn run_backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
             rep.counter,
             rep.kind,
             rep.pages,
-            if rep.kind == "differential" {
+            if rep.kind == cardvault_proto::backup::BackupKind::Differential {
                 format!(" changed since #{}", rep.base_counter)
             } else {
                 String::new()

@@ -5,6 +5,7 @@ use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::transport::sim::SimReader;
 use crate::transport::Reader;
+use crate::workflow::issue::Role;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -190,7 +191,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
 
     d.heading("5. Issue a main and a backup card (key 1 generated, stored nowhere)");
     let mut cards = Vec::new();
-    for role in ["main", "backup"] {
+    for role in [Role::Main, Role::Backup] {
         let mut r = SimReader::open(dir, &format!("alice-{role}"), "blank", None)?;
         let n = issue::personalize(
             &mut CardClient::open(&mut r, ctx.session())?,
@@ -257,7 +258,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
     let new_number = issue::personalize(
         &mut CardClient::open(&mut new_r, ctx.session())?,
         &holder,
-        "main",
+        Role::Main,
         &key1,
         &opts,
     )?;

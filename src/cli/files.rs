@@ -133,7 +133,7 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
     // One status read per card: the new card's template also carries its key.
     let bs = backup.status()?;
     let (ns, nk) = new_main.overview()?;
-    if bs.role != "backup" {
+    if bs.role != crate::card::CardRole::Backup {
         return Err(Error::Refused(format!(
             "card {} in {} is not a backup card",
             bs.card_number, a.backup

@@ -49,7 +49,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             if ctx.json {
                 let mut v = serde_json::to_value(&ks).expect("serializable");
                 v["card_number"] = st.card_number.into();
-                v["role"] = st.role.into();
+                v["role"] = st.role.as_str().into();
                 print_json(&v);
             } else {
                 println!("card number     {} ({})", st.card_number, st.role);
@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                     if ks.group_complete { ", complete" } else { "" }
                 );
                 println!("check value     {}", ks.check_value.as_deref().unwrap_or("-"));
-                println!("main key        {}", ks.key_origin.as_deref().unwrap_or("none"));
+                println!("main key        {}", ks.key_origin.map_or("none", |o| o.as_str()));
                 if let Some(p) = &ks.public_key {
                     println!("encryption key  {p}");
                 }

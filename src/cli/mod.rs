@@ -18,7 +18,7 @@ mod status;
 
 use crate::card::{CardClient, SessionOptions};
 use crate::config::{Config, ExtendedMode};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::reader::ReaderOptions;
 use crate::transport::Reader;
 use crate::workflow::station::{StationEnv, StationEvent};
@@ -245,6 +245,34 @@ pub fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializable output"));
 }
 
+/// An error as the user reads it: the library's words, and what to do next
+/// where that names a command or an option of this program (the library
+/// names none).
+pub fn error_message(e: &Error) -> String {
+    use crate::reader::NoReaderChosen as N;
+    if let Error::NoReaderChosen(n) = e {
+        return match n {
+            N::NoReaders(_) => format!("{n}; use -r sim:NAME for an embedded card"),
+            N::Ambiguous { name, count, readers } => {
+                format!("'{name}' matches {count} readers; pick one with -r INDEX or a longer name:{readers}")
+            }
+            N::NoCardAnywhere(readers) => format!(
+                "no reader has a card; insert one, use --wait, or use -r sim:NAME for an embedded card; readers:{readers}"
+            ),
+            N::ManyCards { count, readers } => {
+                format!("{count} readers have a card; choose one with -r INDEX, -r NAME or CARDVAULT_READER:{readers}")
+            }
+        };
+    }
+    let hint = match e {
+        Error::NoPcsc(_) => ", or use an embedded card with -r sim:NAME",
+        Error::NoCard(_) => "; insert a card or use --wait",
+        Error::PinBlocked => " (cardvault pin unblock)",
+        _ => "",
+    };
+    format!("{e}{hint}")
+}
+
 /// Whether this run already printed its JSON report (an error then goes to stderr only).
 pub fn json_printed() -> bool {
     JSON_PRINTED.load(std::sync::atomic::Ordering::SeqCst)
@@ -273,5 +301,59 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
+    }
+}
+
+#[cfg(test)]
+mod error_message_tests {
+    use super::error_message;
+    use crate::error::Error;
+    use crate::workflow::duplicate::DuplicateRefusal;
+
+    #[test]
+    fn the_cli_adds_the_option_to_use_and_the_library_names_none() {
+        let e = Error::NoCard("Virtual PCD 00 00".into());
+        assert_eq!(e.to_string(), "no card in reader 'Virtual PCD 00 00'");
+        assert_eq!(
+            error_message(&e),
+            "no card in reader 'Virtual PCD 00 00'; insert a card or use --wait"
+        );
+        assert_eq!(
+            error_message(&Error::PinBlocked),
+            "the PIN is blocked; the issuer must unblock it (cardvault pin unblock)"
+        );
+        assert!(!Error::NoPcsc("x".into()).to_string().contains("-r"));
+        let many: Error = crate::reader::NoReaderChosen::ManyCards {
+            count: 2,
+            readers: "\n  0: A (card present)\n  1: B (card present)".into(),
+        }
+        .into();
+        assert_eq!(
+            many.to_string(),
+            "2 readers have a card:\n  0: A (card present)\n  1: B (card present)"
+        );
+        assert_eq!(
+            error_message(&many),
+            "2 readers have a card; choose one with -r INDEX, -r NAME or CARDVAULT_READER:\n  0: A (card present)\n  1: B (card present)"
+        );
+        assert_eq!((many.exit_code(), many.kind()), (3, "reader"));
+        assert_eq!(
+            error_message(&crate::reader::NoReaderChosen::NoReaders(2).into()),
+            "no PC/SC readers, so there is no reader 2; use -r sim:NAME for an embedded card"
+        );
+    }
+
+    #[test]
+    fn typed_refusals_keep_their_exit_codes_and_kinds() {
+        let same: Error = DuplicateRefusal::SameCard.into();
+        assert_eq!((same.exit_code(), same.kind()), (2, "usage"));
+        let sizes: Error = DuplicateRefusal::GroupSizesDiffer { main: 3, backup: 2 }.into();
+        assert_eq!((sizes.exit_code(), sizes.kind()), (4, "refused"));
+        assert_eq!(
+            sizes.to_string(),
+            "key group sizes differ: main card 3 elements, backup card 2"
+        );
+        let unbound: Error = DuplicateRefusal::TakeOutNotBound.into();
+        assert_eq!((unbound.exit_code(), unbound.kind()), (6, "data_integrity"));
     }
 }

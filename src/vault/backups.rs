@@ -5,6 +5,7 @@
 
 use super::Vault;
 use crate::error::{Error, Result};
+use cardvault_proto::backup::BackupKind;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -23,13 +24,57 @@ pub struct BackupRow {
     pub card_number: String,
     pub counter: u32,
     pub created_at: String,
-    pub kind: String,
+    #[serde(serialize_with = "crate::util::serialize_display")]
+    pub kind: BackupKind,
     pub base_counter: u32,
     pub pages: u32,
     pub page_size: u32,
     pub page_count: u32,
     pub record_count: u32,
-    pub state: String,
+    pub state: BackupState,
+}
+
+/// Where a stored backup stands: stored in the vault, or also acknowledged
+/// by the card (BACKUP COMPLETE answered 9000), after which the card has
+/// cleared its change flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupState {
+    Stored,
+    Completed,
+}
+
+impl BackupState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupState::Stored => "stored",
+            BackupState::Completed => "completed",
+        }
+    }
+}
+
+impl std::fmt::Display for BackupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackupState {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<BackupState, String> {
+        match s {
+            "stored" => Ok(BackupState::Stored),
+            "completed" => Ok(BackupState::Completed),
+            other => Err(format!("unknown backup state '{other}'")),
+        }
+    }
+}
+
+/// A TEXT column that holds one of an enum's strings.
+fn parsed<T: std::str::FromStr<Err = String>>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    s.parse()
+        .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into()))
 }
 
 /// A whole backup, for restoring.
@@ -62,13 +107,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
         card_number: r.get(1)?,
         counter: r.get(2)?,
         created_at: r.get(3)?,
-        kind: r.get(4)?,
+        kind: parsed(r, 4)?,
         base_counter: r.get(5)?,
         pages: r.get(6)?,
         page_size: r.get(7)?,
         page_count: r.get(8)?,
         record_count: r.get(9)?,
-        state: r.get(10)?,
+        state: parsed(r, 10)?,
     })
 }
 
@@ -96,7 +141,7 @@ impl Vault {
                 b.card_number,
                 h.counter,
                 now,
-                if h.kind == 0 { "full" } else { "differential" },
+                h.backup_kind().as_str(),
                 h.base,
                 h.page_size,
                 h.page_count,
@@ -231,10 +276,9 @@ impl Vault {
         let label = format!("backup {} (card {}, #{})", b.id, b.card_number, b.counter);
         let h = cardvault_proto::backup::parse_header(header)
             .ok_or_else(|| Error::Data(format!("{label}: header does not parse")))?;
-        let kind = if h.kind == 0 { "full" } else { "differential" };
         if h.counter != b.counter
             || h.card_number != b.card_number
-            || kind != b.kind
+            || h.backup_kind() != b.kind
             || h.base != b.base_counter
             || h.pages as u32 != b.pages
             || h.page_size as u32 != b.page_size
@@ -255,7 +299,7 @@ impl Vault {
                 "{label}: wrapped key or control information altered"
             )));
         }
-        if trailer.len() != cardvault_proto::backup::TRAILER_LEN || trailer[..4] != b.record_count.to_be_bytes() {
+        if cardvault_proto::backup::Trailer::parse(trailer).map(|t| t.record_count) != Some(b.record_count) {
             return Err(Error::Data(format!("{label}: trailer does not match the record count")));
         }
         Ok(())
@@ -266,7 +310,7 @@ impl Vault {
     pub fn chain_to(&self, last: &BackupRow) -> Result<Vec<BackupRow>> {
         let mut chain = vec![last.clone()];
         let mut cur = last.clone();
-        while cur.kind == "differential" {
+        while cur.kind == BackupKind::Differential {
             let base = self
                 .backup_by_counter(&cur.card_number, cur.base_counter)?
                 .ok_or_else(|| {
@@ -334,7 +378,7 @@ impl Vault {
                     format!("{label}: {msg}")
                 });
             }
-            if b.kind == "differential" && self.backup_by_counter(&b.card_number, b.base_counter)?.is_none() {
+            if b.kind == BackupKind::Differential && self.backup_by_counter(&b.card_number, b.base_counter)?.is_none() {
                 problems.push(format!("{label}: its base #{} is missing", b.base_counter));
             }
         }
@@ -459,7 +503,7 @@ fn copy_backup(
             r.card_number,
             r.counter,
             created,
-            r.kind,
+            r.kind.as_str(),
             r.base_counter,
             r.page_size,
             r.page_count,

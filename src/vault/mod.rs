@@ -7,7 +7,7 @@ mod audit;
 mod backups;
 
 pub use audit::{AuditEntry, AuditEvent};
-pub use backups::{BackupRow, NewBackup, StoredBackup};
+pub use backups::{BackupRow, BackupState, NewBackup, StoredBackup};
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;

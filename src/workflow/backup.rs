@@ -16,6 +16,7 @@ use crate::card::{BackupRequest, CardClient, Completion, Refusal};
 use crate::error::{Error, Result};
 use crate::vault::{AuditEvent, BackupRow, NewBackup, Vault};
 use cardvault_proto::backup as bk;
+use cardvault_proto::backup::BackupKind;
 use cardvault_proto::tag;
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +51,8 @@ pub struct BackupReport {
     pub backup_id: i64,
     pub card_number: String,
     pub counter: u32,
-    pub kind: String,
+    #[serde(serialize_with = "crate::util::serialize_display")]
+    pub kind: BackupKind,
     pub base_counter: u32,
     pub pages: u16,
     pub records: usize,
@@ -96,7 +98,7 @@ pub fn backup(
         .ok_or_else(|| malformed("header cut short"))?
         .to_vec();
     let h = cardvault_proto::backup::parse_header(&header).ok_or_else(|| malformed("header does not parse"))?;
-    let differential = h.kind == bk::TYPE_DIFFERENTIAL;
+    let kind = h.backup_kind();
     let card_number = h.card_number.clone();
     let total_pages = h.pages as u64;
     let mut records = Vec::new();
@@ -129,7 +131,7 @@ pub fn backup(
                 card: &card_number,
                 peer: None,
                 result: if completed { "ok" } else { "stored; BACKUP COMPLETE refused" },
-                details: serde_json::json!({ "backup_id": id, "counter": h.counter, "kind": if differential { "differential" } else { "full" }, "pages": report_pages }),
+                details: serde_json::json!({ "backup_id": id, "counter": h.counter, "kind": kind.as_str(), "pages": report_pages }),
             })?;
             if let Completion::Refused(e) = done {
                 return Err(e);
@@ -139,7 +141,7 @@ pub fn backup(
                 backup_id: id,
                 card_number,
                 counter: h.counter,
-                kind: if differential { "differential" } else { "full" }.into(),
+                kind,
                 base_counter: h.base,
                 pages: h.pages,
                 records: records.len(),
@@ -196,11 +198,47 @@ pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result
 pub struct RestoreReport {
     pub target_card: String,
     pub source_card: String,
-    pub mode: String,
+    pub mode: RestoreMode,
     pub chain: Vec<u32>,
     pub pages_written: u16,
     pub apdus: u64,
     pub rollback_override: bool,
+}
+
+/// Onto which card a restore goes: the card the backup came from, or a
+/// replacement card (with the issuer's authorization).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestoreMode {
+    SameCard,
+    OtherCard,
+}
+
+impl RestoreMode {
+    /// As the vault's restores table and the JSON output say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreMode::SameCard => "same-card",
+            RestoreMode::OtherCard => "other-card",
+        }
+    }
+}
+
+impl std::fmt::Display for RestoreMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RestoreMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<RestoreMode, String> {
+        match s {
+            "same-card" => Ok(RestoreMode::SameCard),
+            "other-card" => Ok(RestoreMode::OtherCard),
+            other => Err(format!("unknown restore mode '{other}'")),
+        }
+    }
 }
 
 /// How to restore.
@@ -229,10 +267,7 @@ pub fn restore(
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoreReport> {
     let target_card = card.card_number()?;
-    let first = plan
-        .chain
-        .first()
-        .ok_or_else(|| Error::Usage("nothing to restore".into()))?;
+    let first = plan.chain.first().ok_or(RestoreRefusal::NothingToRestore)?;
     let other = first.card_number != target_card;
     if other && plan.authorization.is_none() {
         return Err(RestoreRefusal::NeedsAuthorization {
@@ -241,9 +276,13 @@ pub fn restore(
         }
         .into());
     }
-    let mode = if other { "other-card" } else { "same-card" };
+    let mode = if other {
+        RestoreMode::OtherCard
+    } else {
+        RestoreMode::SameCard
+    };
     let last = plan.chain.last().expect("non-empty");
-    let restore_id = vault.start_restore(last.id, &target_card, mode)?;
+    let restore_id = vault.start_restore(last.id, &target_card, mode.as_str())?;
     let before = card.stats();
     let total: u64 = plan.chain.iter().map(|b| b.record_count as u64 + 1).sum();
     let mut done = 0u64;
@@ -252,13 +291,15 @@ pub fn restore(
             let b = vault.load_backup(row.id)?;
             let (p1, mut data) = match (i, plan.authorization) {
                 (0, Some(a)) => {
-                    let mut d = b.header.clone();
-                    d.extend_from_slice(&a.request.counter.to_be_bytes());
-                    d.extend_from_slice(&[0, 64]);
                     let sig = cardvault_proto::from_hex(&a.signature)
-                        .filter(|s| s.len() == 64)
+                        .filter(|s| s.len() == bk::AUTHORIZATION_SIGNATURE_LEN)
                         .ok_or_else(|| Error::Data("the authorization's signature is not 64 bytes of hex".into()))?;
-                    d.extend_from_slice(&sig);
+                    let d = bk::AuthorizedRestore {
+                        header: &b.header,
+                        counter: a.request.counter,
+                        signature: &sig,
+                    }
+                    .encode();
                     (bk::RESTORE_OTHER_CARD, d)
                 }
                 (0, None) => (bk::RESTORE_SAME_CARD, b.header.clone()),
@@ -316,7 +357,7 @@ pub fn restore(
         peer: Some(&first.card_number),
         result: &outcome,
         details: serde_json::json!({
-            "mode": mode,
+            "mode": mode.as_str(),
             "chain": plan.chain.iter().map(|b| b.counter).collect::<Vec<_>>(),
             "backup_id": last.id,
         }),
@@ -326,7 +367,7 @@ pub fn restore(
     Ok(RestoreReport {
         target_card,
         source_card: first.card_number.clone(),
-        mode: mode.into(),
+        mode,
         chain: plan.chain.iter().map(|b| b.counter).collect(),
         pages_written: written,
         apdus: after.apdus - before.apdus,
@@ -362,6 +403,9 @@ pub enum RestoreOutcome {
 /// Why a restore job cannot start, before anything is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RestoreRefusal {
+    /// An empty chain.
+    #[error("nothing to restore")]
+    NothingToRestore,
     #[error("the source card named is this very card; a same-card restore names no source card")]
     SourceIsTarget,
     #[error("no backup {0} in the vault")]
@@ -469,4 +513,18 @@ pub fn run_restore(
         override_rollback: job.rollback_issuer.is_some(),
     };
     restore(card, vault, &plan, progress).map(RestoreOutcome::Restored)
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::RestoreMode;
+
+    #[test]
+    fn restore_modes_keep_the_vault_and_json_strings() {
+        for m in [RestoreMode::SameCard, RestoreMode::OtherCard] {
+            assert_eq!(m.to_string().parse::<RestoreMode>(), Ok(m));
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+        assert_eq!(RestoreMode::OtherCard.as_str(), "other-card");
+    }
 }

@@ -13,7 +13,7 @@
 
 use super::issue::{Holder, IssueProfile, Role};
 use super::station::{run_stations, Batch, CardSource, Station, StationEnv, StationEvent};
-use crate::card::CardClient;
+use crate::card::{CardClient, CardRole, ExportState};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use crate::transport::Reader;
@@ -47,6 +47,61 @@ pub struct DuplicateReport {
 
 const CHECK_AAD: &[u8] = b"cardvault duplicate end-to-end check";
 
+/// Why a duplication stops before any key moves: the cards or the elements
+/// given do not fit (checked before GENERATE KEY PAIR and TAKE OUT KEY).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DuplicateRefusal {
+    #[error("the main and the backup reader hold the same card")]
+    SameCard,
+    #[error("card {card} is not an issued main card (role {role}, issued {issued})")]
+    NotAnIssuedMainCard { card: String, role: CardRole, issued: bool },
+    #[error("card {card} is not an issued backup card (role {role}, issued {issued})")]
+    NotAnIssuedBackupCard { card: String, role: CardRole, issued: bool },
+    #[error("key group sizes differ: main card {main} elements, backup card {backup}")]
+    GroupSizesDiffer { main: u8, backup: u8 },
+    #[error("the key group has {size} elements: give {need} element(s) (2..{size}), {given} given")]
+    WrongElementCount { size: u8, need: usize, given: usize },
+    #[error("a key group is still incomplete after writing its elements")]
+    GroupIncomplete,
+    #[error(
+        "the two cards hold different key groups (check values {main} and {backup}); key 1 from issuance differs, \
+         or an element was entered differently. No key was generated."
+    )]
+    KeyGroupsDiffer { main: String, backup: String },
+    /// The main card's take-out names other cards or another key group than
+    /// the two in the readers (the import is not attempted).
+    #[error("the take-out blob is not bound to these two cards and this key group")]
+    TakeOutNotBound,
+    /// What the main card's public key locks, the backup card did not open.
+    #[error("end-to-end check failed: the backup card opened a different key")]
+    EndToEndCheckFailed,
+}
+
+/// How a duplication refusal is reported: the operator's input (the same
+/// card twice, the wrong number of elements), a card, or data that failed
+/// its check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalClass {
+    Usage,
+    Card,
+    Integrity,
+}
+
+impl DuplicateRefusal {
+    pub fn class(&self) -> RefusalClass {
+        use DuplicateRefusal::*;
+        match self {
+            SameCard | WrongElementCount { .. } => RefusalClass::Usage,
+            TakeOutNotBound | EndToEndCheckFailed => RefusalClass::Integrity,
+            NotAnIssuedMainCard { .. }
+            | NotAnIssuedBackupCard { .. }
+            | GroupSizesDiffer { .. }
+            | GroupIncomplete
+            | KeyGroupsDiffer { .. } => RefusalClass::Card,
+        }
+    }
+}
+
 pub fn duplicate(
     main: &mut CardClient<'_>,
     backup: &mut CardClient<'_>,
@@ -57,34 +112,39 @@ pub fn duplicate(
     let (ms, mk) = main.overview()?;
     let (bs, bk) = backup.overview()?;
     if ms.card_number == bs.card_number {
-        return Err(Error::Usage("the main and the backup reader hold the same card".into()));
+        return Err(DuplicateRefusal::SameCard.into());
     }
-    if !ms.issued || !matches!(ms.role.as_str(), "main" | "replacement") {
-        return Err(Error::Refused(format!(
-            "card {} is not an issued main card (role {}, issued {})",
-            ms.card_number, ms.role, ms.issued
-        )));
+    if !ms.issued || !ms.role.holds_main_keys() {
+        return Err(DuplicateRefusal::NotAnIssuedMainCard {
+            card: ms.card_number,
+            role: ms.role,
+            issued: ms.issued,
+        }
+        .into());
     }
-    if !bs.issued || bs.role != "backup" {
-        return Err(Error::Refused(format!(
-            "card {} is not an issued backup card (role {}, issued {})",
-            bs.card_number, bs.role, bs.issued
-        )));
+    if !bs.issued || bs.role != CardRole::Backup {
+        return Err(DuplicateRefusal::NotAnIssuedBackupCard {
+            card: bs.card_number,
+            role: bs.role,
+            issued: bs.issued,
+        }
+        .into());
     }
     if mk.group_size != bk.group_size {
-        return Err(Error::Refused(format!(
-            "key group sizes differ: main card {} elements, backup card {}",
-            mk.group_size, bk.group_size
-        )));
+        return Err(DuplicateRefusal::GroupSizesDiffer {
+            main: mk.group_size,
+            backup: bk.group_size,
+        }
+        .into());
     }
     let need = mk.group_size.saturating_sub(1) as usize;
     if opts.elements.len() != need {
-        return Err(Error::Usage(format!(
-            "the key group has {} elements: give {need} element(s) (2..{}), {} given",
-            mk.group_size,
-            mk.group_size,
-            opts.elements.len()
-        )));
+        return Err(DuplicateRefusal::WrongElementCount {
+            size: mk.group_size,
+            need,
+            given: opts.elements.len(),
+        }
+        .into());
     }
 
     // Step 1: PINs, then elements 2..n on both cards. The last write answers
@@ -104,17 +164,14 @@ pub fn duplicate(
 
     // Step 2: both groups complete and equal, compared by check value only.
     let (Some(mkcv), Some(bkcv)) = (mkcv, bkcv) else {
-        return Err(Error::Refused(
-            "a key group is still incomplete after writing its elements".into(),
-        ));
+        return Err(DuplicateRefusal::GroupIncomplete.into());
     };
     if mkcv != bkcv {
-        return Err(Error::Refused(format!(
-            "the two cards hold different key groups (check values {} and {}); key 1 from issuance differs, \
-             or an element was entered differently. No key was generated.",
-            to_hex(&mkcv),
-            to_hex(&bkcv)
-        )));
+        return Err(DuplicateRefusal::KeyGroupsDiffer {
+            main: to_hex(&mkcv),
+            backup: to_hex(&bkcv),
+        }
+        .into());
     }
     let kcv_hex = to_hex(&mkcv);
 
@@ -128,7 +185,7 @@ pub fn duplicate(
     // Step 3, unless a run cut after CONFIRM DUPLICATE already did it: the
     // duplicate exists; only the end-to-end check is left.
     let done = &mk.export;
-    let already = done.state == "confirmed" && done.target.as_deref() == Some(bs.card_number.as_str());
+    let already = done.state == ExportState::Confirmed && done.target.as_deref() == Some(bs.card_number.as_str());
     let counter = if already {
         done.take_outs
     } else {
@@ -148,12 +205,10 @@ pub fn duplicate(
     let wrapped = crypto::wrap_key(&public, &probe, CHECK_AAD).map_err(|e| Error::Data(e.to_string()))?;
     let opened = backup.unwrap_file_key(CHECK_AAD, &wrapped)?;
     if opened[..] != probe[..] {
-        return Err(Error::Data(
-            "end-to-end check failed: the backup card opened a different key".into(),
-        ));
+        return Err(DuplicateRefusal::EndToEndCheckFailed.into());
     }
-    vault.note_card(&ms.card_number, &ms.role)?;
-    vault.note_card(&bs.card_number, &bs.role)?;
+    vault.note_card(&ms.card_number, ms.role.as_str())?;
+    vault.note_card(&bs.card_number, bs.role.as_str())?;
     Ok(DuplicateReport {
         main_card: ms.card_number,
         backup_card: bs.card_number,
@@ -196,9 +251,7 @@ fn take_out_import_confirm(
         reason: "the take-out blob does not parse".into(),
     })?;
     if info.source != main_number || info.target != backup_number || info.kcv != mkcv {
-        return Err(Error::Data(
-            "the take-out blob is not bound to these two cards and this key group".into(),
-        ));
+        return Err(DuplicateRefusal::TakeOutNotBound.into());
     }
     audit(
         vault,

@@ -166,28 +166,39 @@ pub struct IssueOptions {
     pub no_export_after_backup: bool,
 }
 
-/// Personalize one blank card as `role` ("main" or "backup") for `holder`.
+/// Why a card cannot be issued as asked: it goes to the reject bin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueRefusal {
+    #[error("card {card} is already issued (role {role})")]
+    AlreadyIssued { card: String, role: crate::card::CardRole },
+    /// Read back after END PERSONALIZATION, the card does not say what was written.
+    #[error("card {card} does not report the personalization just written")]
+    PersonalizationNotReported { card: String },
+}
+
+/// Personalize one blank card as `role` for `holder`.
 /// Returns the card number. Any refusal is an error: the card goes to the
 /// reject bin.
 pub fn personalize(
     card: &mut CardClient<'_>,
     holder: &Holder,
-    role: &str,
+    role: Role,
     key1: &[u8],
     opts: &IssueOptions,
 ) -> Result<String> {
     let st = card.status()?;
     if st.issued {
-        return Err(Error::Refused(format!(
-            "card {} is already issued (role {})",
-            st.card_number, st.role
-        )));
+        return Err(IssueRefusal::AlreadyIssued {
+            card: st.card_number,
+            role: st.role,
+        }
+        .into());
     }
     card.issuer_authenticate(&opts.issuer, &st.card_number)?;
     card.reset_retry_counter(Some(&holder.pin))?;
-    card.put_data(tag::ROLE, role.as_bytes())?;
+    card.put_data(tag::ROLE, role.as_str().as_bytes())?;
     card.put_data(tag::KEY_GROUP_SIZE, &[opts.key_group_size])?;
-    if role == "main" {
+    if role == Role::Main {
         let member = holder.member_number.as_deref().unwrap_or_default();
         let expiry = holder.expiry.as_deref().unwrap_or_default();
         card.put_data(tag::MEMBER_NUMBER, member.as_bytes())?;
@@ -198,12 +209,12 @@ pub fn personalize(
     card.end_personalization()?;
     // Read back what the card now says and check it against the profile.
     let after = card.status()?;
-    let wanted_member = (role == "main").then(|| holder.member_number.clone()).flatten();
-    if !after.issued || after.role != role || after.member_number != wanted_member {
-        return Err(Error::Refused(format!(
-            "card {} does not report the personalization just written",
-            after.card_number
-        )));
+    let wanted_member = (role == Role::Main).then(|| holder.member_number.clone()).flatten();
+    if !after.issued || after.role != role.as_str() || after.member_number != wanted_member {
+        return Err(IssueRefusal::PersonalizationNotReported {
+            card: after.card_number,
+        }
+        .into());
     }
     Ok(after.card_number)
 }
@@ -431,7 +442,7 @@ fn issue_card(
     let mut seen = None;
     let personalized = CardClient::open(reader.as_mut(), env.session.clone()).and_then(|mut c| {
         seen = c.card_number().ok();
-        personalize(&mut c, h, role.as_str(), key1, opts)
+        personalize(&mut c, h, role, key1, opts)
     });
     card.outcome = match personalized {
         Ok(card_number) => CardOutcome::Issued { card_number },

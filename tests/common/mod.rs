@@ -84,6 +84,29 @@ pub fn cardvault(home: &Path) -> Command {
     c
 }
 
+/// The PIN of the tests' cards, in `P` for `--pin env:P` (see [`cv`]).
+pub const PIN: &str = "123456";
+
+/// `cardvault` with an isolated home, [`PIN`] in `P` and the test issuer's
+/// admin key in `ADMIN` (for `env:P`, `env:ADMIN`).
+pub fn cv(home: &Path) -> Command {
+    let mut c = cardvault(home);
+    c.env("P", PIN).env("ADMIN", ADMIN_KEY);
+    c
+}
+
+/// Where embedded card `name` of a test home lives (the home is the data
+/// directory; the file name is the terminal's own rule).
+pub fn card_path(home: &Path, name: &str) -> PathBuf {
+    cardvault::transport::sim::card_path(home, name)
+}
+
+/// The persistent state of embedded card `name`, read without opening it.
+pub fn state(home: &Path, name: &str) -> applet_sim::CardState {
+    applet_sim::state::Store::peek(&card_path(home, name))
+        .unwrap_or_else(|e| panic!("card {name} is not readable: {e}"))
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run cardvault")
 }
