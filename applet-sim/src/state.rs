@@ -401,11 +401,22 @@ impl Store {
             .mode(0o600)
             .open(&lock_path)
             .map_err(io)?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(StoreError::Locked {
-                path: path.to_path_buf(),
-            });
+        // A lock can outlive its holder by a few milliseconds: a thread of the
+        // holding process that is starting a program shares the descriptor
+        // between fork and exec. So a busy card is retried briefly before it
+        // is called in use.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        loop {
+            // SAFETY: flock on a file descriptor we own.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         // Holding the lock, no other writer of this card is alive: temporary
         // files beside it were left by a simulator killed mid-write.
