@@ -48,6 +48,8 @@ pub struct Channel<'a> {
 }
 
 /// Where the data field sits in an encoded command APDU, if it has one.
+/// Bytes that fit no ISO case are shown from byte 5 on, so that a malformed
+/// secret command is still masked.
 pub fn data_range(raw: &[u8]) -> Option<Range<usize>> {
     match raw.len() {
         0..=5 => None,
@@ -55,7 +57,8 @@ pub fn data_range(raw: &[u8]) -> Option<Range<usize>> {
             let end = (5 + raw[4] as usize).min(raw.len());
             Some(5..end)
         }
-        7 => None, // extended case 2
+        6 => Some(5..6), // 00 and one byte: no valid encoding
+        7 => None,       // extended case 2
         _ => {
             let lc = u16::from_be_bytes([raw[5], raw[6]]) as usize;
             Some(7..(7 + lc).min(raw.len()))
@@ -298,5 +301,7 @@ mod tests {
         assert_eq!(data_range(&[0, 0xCA, 0, 0xE1, 0]), None);
         assert_eq!(data_range(&[0, 0xB0, 0, 0, 0, 0x10, 0]), None);
         assert_eq!(data_range(&[0, 0xD6, 0, 0, 0, 0, 2, 9, 9]), Some(7..9));
+        // The user-side panic: P3 = 00 and one more byte.
+        assert_eq!(data_range(&[0x80, 0xB0, 0x00, 0x24, 0x00, 0x04]), Some(5..6));
     }
 }
