@@ -36,6 +36,9 @@ pub enum Error {
     NoCard(String),
     #[error("the card was removed from reader '{0}' (or the reader went away) during the operation")]
     CardRemoved(String),
+    /// The card stopped answering in the middle of an exchange.
+    #[error("the card in reader '{reader}' did not answer within {secs} s (apdu timeout); remove and reinsert it")]
+    CardTimeout { reader: String, secs: f64 },
     #[error("PC/SC error on reader '{reader}' while {doing}: {source}")]
     Pcsc {
         reader: String,
@@ -96,7 +99,7 @@ impl Error {
         use Error::*;
         match self {
             Usage(_) | Config { .. } | OutputExists(_) => exit::USAGE,
-            NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
+            NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | CardTimeout { .. } | Pcsc { .. } => exit::READER,
             NotCardvault(_) | Card { .. } | CardRefusal(_) | Refused(_) => exit::CARD,
             Data(_) => exit::DATA,
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
@@ -119,6 +122,7 @@ impl Error {
             Reader(_) => "reader",
             NoCard(_) => "no_card",
             CardRemoved(_) => "card_removed",
+            CardTimeout { .. } => "card_timeout",
             Pcsc { .. } => "pcsc",
             NotCardvault(_) => "not_cardvault",
             Card { .. } => "card_refused",

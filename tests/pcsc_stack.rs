@@ -689,3 +689,37 @@ fn with_selected<T>(
     let mut c = cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace })?;
     f(&mut c)
 }
+
+#[test]
+fn a_card_that_stops_answering_is_an_error_after_the_apdu_timeout() {
+    let test = "a_card_that_stops_answering_is_an_error_after_the_apdu_timeout";
+    let Some(stack) = PcscStack::start(test) else {
+        return;
+    };
+    let dir = temp_dir("silent");
+    let home = dir.join("home");
+    // SELECT is answered; the card goes silent at the status GET DATA.
+    let peer = common::hostile::VpcdPeer::start(&stack.addr(0), "main", |apdu| {
+        if apdu[1] == 0xCA {
+            common::hostile::Reply::Silence
+        } else {
+            common::hostile::Reply::Genuine
+        }
+    });
+    wait_for("the hostile card", Duration::from_secs(10), || card_present(READER0));
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, "[apdu]\ntimeout = 2\n").unwrap();
+    let start = std::time::Instant::now();
+    let o = run(cardvault(&home)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["-r", READER0, "status"]));
+    let took = start.elapsed();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("did not answer within 2 s"), "{err}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert_eq!(peer.apdus(), 2, "SELECT and the unanswered GET DATA");
+    drop(peer);
+}

@@ -142,6 +142,10 @@ impl<'a> Channel<'a> {
             }
             return Err(match e {
                 TransportError::CardRemoved | TransportError::CardReset => Error::CardRemoved(self.reader.clone()),
+                TransportError::Timeout(limit) => Error::CardTimeout {
+                    reader: self.reader.clone(),
+                    secs: limit.as_secs_f64(),
+                },
                 TransportError::Pcsc(source) => Error::Pcsc {
                     reader: self.reader.clone(),
                     doing: "transmitting",

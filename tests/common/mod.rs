@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod claims;
+pub mod hostile;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
