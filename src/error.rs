@@ -45,8 +45,10 @@ pub enum Error {
         doing: &'static str,
         source: pcsc::Error,
     },
-    #[error("the card in '{0}' is not a cardvault card (SELECT of the cardvault applet answered 6A82)")]
-    NotCardvault(String),
+    /// SELECT of the cardvault applet did not answer with its FCI: whatever
+    /// else the card says, it is not a cardvault card.
+    #[error("the card in '{reader}' is not a cardvault card (SELECT of the cardvault applet answered {answer})")]
+    NotCardvault { reader: String, answer: String },
     #[error("{command} refused by the card: {sw}")]
     Card { command: &'static str, sw: StatusWord },
     #[error("wrong PIN: {tries_left} tries left before the PIN is blocked")]
@@ -100,7 +102,7 @@ impl Error {
         match self {
             Usage(_) | Config { .. } | OutputExists(_) => exit::USAGE,
             NoPcsc(_) | Reader(_) | NoCard(_) | CardRemoved(_) | CardTimeout { .. } | Pcsc { .. } => exit::READER,
-            NotCardvault(_) | Card { .. } | CardRefusal(_) | Refused(_) => exit::CARD,
+            NotCardvault { .. } | Card { .. } | CardRefusal(_) | Refused(_) => exit::CARD,
             Data(_) => exit::DATA,
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
             Restore(_) => exit::USAGE,
@@ -124,7 +126,7 @@ impl Error {
             CardRemoved(_) => "card_removed",
             CardTimeout { .. } => "card_timeout",
             Pcsc { .. } => "pcsc",
-            NotCardvault(_) => "not_cardvault",
+            NotCardvault { .. } => "not_cardvault",
             Card { .. } => "card_refused",
             CardRefusal(_) | Refused(_) => "refused",
             Data(_) => "data_integrity",

@@ -80,14 +80,38 @@ impl<'a> CardClient<'a> {
         self.ch.reader()
     }
 
-    /// SELECT the cardvault applet. A card without it gives [`Error::NotCardvault`].
+    /// SELECT the cardvault applet. Any answer but `9000` with the applet's
+    /// FCI (template `6F` naming the AID in `84`) gives [`Error::NotCardvault`]:
+    /// nothing else is sent to such a card.
     pub fn select(&mut self) -> Result<()> {
-        let r = self.ch.transmit(&Command::select_aid(proto::AID))?;
-        match r.sw {
-            StatusWord::Ok => Ok(()),
-            StatusWord::FileNotFound => Err(Error::NotCardvault(self.ch.reader().to_string())),
-            sw => Err(Error::Card { command: "SELECT", sw }),
+        let reader = self.ch.reader().to_string();
+        let not_cardvault = |answer: String| Error::NotCardvault {
+            reader: reader.clone(),
+            answer,
+        };
+        let r = match self.ch.transmit(&Command::select_aid(proto::AID)) {
+            Ok(r) => r,
+            Err(Error::Malformed { reason, .. }) => return Err(not_cardvault(format!("malformed: {reason}"))),
+            Err(e) => return Err(e),
+        };
+        if r.sw != StatusWord::Ok {
+            return Err(not_cardvault(format!("{:04X}", r.sw.to_u16())));
         }
+        let names_applet = parse_tlv(&r.data).ok().is_some_and(|fci| {
+            fci.tag().to_bytes() == [0x6F]
+                && fci
+                    .find(&iso7816_tlv::ber::Tag::try_from(0x84u32).expect("tag 84"))
+                    .is_some_and(|t| matches!(t.value(), Value::Primitive(aid) if aid[..] == *proto::AID))
+        });
+        if !names_applet {
+            let shown = if r.data.is_empty() {
+                "no data".to_string()
+            } else {
+                format!("{} bytes", r.data.len())
+            };
+            return Err(not_cardvault(format!("9000 with {shown}, not the applet's FCI")));
+        }
+        Ok(())
     }
 
     /// GET DATA of the card status template (E1): every data object by tag.
@@ -645,21 +669,6 @@ fn pin_result(command: &'static str, sw: StatusWord) -> Result<()> {
     }
 }
 
-/// `levels` constructed objects, each holding the next (the 64 KiB
-/// hostile answer), for tests.
-#[doc(hidden)]
-pub fn nested_template(levels: usize) -> Vec<u8> {
-    let mut v = vec![0xE1, 0x00];
-    for _ in 1..levels {
-        let n = v.len() as u16;
-        let mut outer = vec![0xE1, 0x82];
-        outer.extend_from_slice(&n.to_be_bytes());
-        outer.extend_from_slice(&v);
-        v = outer;
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,7 +679,7 @@ mod tests {
         let ok = [0xE1, 0x07, 0xDF, 0x01, 0x01, b'1', 0xDF, 0x04, 0x00];
         assert!(parse_tlv(&ok).is_ok());
         // 64 KiB of nested constructed objects: refused by depth, no recursion.
-        let deep = nested_template(16000);
+        let deep = crate::transport::hostile::answers::nested_templates(16000);
         assert!(deep.len() > 60000);
         assert!(parse_tlv(&deep).unwrap_err().contains("nested deeper"));
         let mut nest = vec![0xE1, 0x00];

@@ -3,6 +3,7 @@
 
 pub mod atr;
 pub mod fault;
+pub mod hostile;
 pub mod pcsc;
 pub mod sim;
 
