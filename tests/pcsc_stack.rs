@@ -723,3 +723,139 @@ fn a_card_that_stops_answering_is_an_error_after_the_apdu_timeout() {
     assert_eq!(peer.apdus(), 2, "SELECT and the unanswered GET DATA");
     drop(peer);
 }
+
+/// The issue's hostile cards behind vpcd, driven by the cardvault binary
+/// through the test's private pcscd: each ends in bounded APDUs with one
+/// line on stderr and its documented exit code.
+#[test]
+fn hostile_cards_behind_vpcd_end_in_one_line_and_a_documented_exit_code() {
+    use common::hostile::{Reply, VpcdPeer};
+    let test = "hostile_cards_behind_vpcd_end_in_one_line_and_a_documented_exit_code";
+    let Some(stack) = PcscStack::start(test) else {
+        return;
+    };
+    let dir = temp_dir("hostile-vpcd");
+    let home = dir.join("home");
+    let nested = {
+        let mut v = cardvault::transport::hostile::answers::nested_templates(16000);
+        v.extend_from_slice(&[0x90, 0x00]);
+        v
+    };
+    let select = |a: &[u8]| a[1] == 0xA4;
+    // A genuine status template whose key group status claims 9 elements.
+    let forged_status = {
+        let mut card = applet_sim::Card::in_memory(&applet_sim::Profile::load("main").unwrap());
+        let mut enc = Vec::new();
+        for cmd in [
+            cardvault::apdu::Command::select_aid(cardvault_proto::AID),
+            cardvault::apdu::Command::card_status(),
+        ] {
+            cmd.encode_short(cmd.cla, &cmd.data, cmd.ne.min(256), &mut enc);
+            enc = card.transmit(&enc);
+        }
+        let at = enc.windows(3).position(|w| w == [0xDF, 0x10, 0x02]).unwrap();
+        enc[at + 3] = 9;
+        enc[at + 4] = 0xFF;
+        enc
+    };
+    type Case = (
+        &'static str,
+        Box<dyn FnMut(&[u8]) -> Reply + Send>,
+        &'static [&'static str],
+        i32,
+        &'static str,
+        u64,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "61 10 without data to every GET RESPONSE",
+            Box::new(move |a: &[u8]| {
+                if select(a) {
+                    Reply::Genuine
+                } else {
+                    Reply::Bytes(vec![0x61, 0x10])
+                }
+            }),
+            &["status"],
+            6,
+            "GET RESPONSE with no data",
+            3,
+        ),
+        (
+            "64 KiB of nested templates",
+            Box::new(move |a: &[u8]| {
+                if select(a) {
+                    Reply::Genuine
+                } else {
+                    Reply::Bytes(nested.clone())
+                }
+            }),
+            &["status"],
+            6,
+            "nested deeper than 4 levels",
+            2,
+        ),
+        (
+            "key group size 9",
+            Box::new(move |a: &[u8]| {
+                if a[1] == 0xCA {
+                    // The genuine template would do; the forged one claims 9 elements.
+                    Reply::Bytes(forged_status.clone())
+                } else {
+                    Reply::Genuine
+                }
+            }),
+            &["keygroup", "status"],
+            6,
+            "key group size 9 is not 1 to 8",
+            3,
+        ),
+        (
+            "9000 without data to everything",
+            Box::new(|_: &[u8]| Reply::Bytes(vec![0x90, 0x00])),
+            &["status"],
+            4,
+            "is not a cardvault card",
+            1,
+        ),
+        (
+            "BACKUP DATA answering 6310 for ever",
+            Box::new(|a: &[u8]| {
+                if a[1] == 0xF1 {
+                    let mut v = vec![0x33; 300];
+                    v.extend_from_slice(&[0x63, 0x10]);
+                    Reply::Bytes(v)
+                } else {
+                    Reply::Genuine
+                }
+            }),
+            &["backup", "--pin", "env:P"],
+            6,
+            "its header announces",
+            40,
+        ),
+    ];
+    for (what, reply, args, code, says, max_apdus) in cases {
+        let peer = VpcdPeer::start(&stack.addr(0), "main", reply);
+        wait_for(&format!("{what}: the card"), Duration::from_secs(10), || {
+            card_present(READER0)
+        });
+        let start = std::time::Instant::now();
+        let o = run(cardvault(&home).env("P", "123456").args(["-r", READER0]).args(args));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{what}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(err.contains(says), "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(peer.apdus() <= max_apdus, "{what}: {} APDUs", peer.apdus());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: took {:?}",
+            start.elapsed()
+        );
+        drop(peer);
+        wait_for(&format!("{what}: the card to leave"), Duration::from_secs(10), || {
+            !card_present(READER0)
+        });
+    }
+}

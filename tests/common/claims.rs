@@ -35,3 +35,13 @@ pub const TAMPER_CASES: usize = 10;
 pub const SIDE_BY_SIDE: (usize, usize, usize) = (4, 3, 12);
 /// Secrets the hygiene test looks for.
 pub const SECRETS_CHECKED: usize = 17;
+
+/// "Hostile card": workflows and classes of bad answers of
+/// `tests/hostile.rs`, and the bounds every run stays within: APDUs beyond
+/// the clean run's (one command's GET RESPONSE rounds and 6Cxx re-send), and
+/// response bytes received per command of the clean run (one whole answer
+/// of 65 536 bytes and the status words of its rounds).
+pub const HOSTILE_WORKFLOWS: usize = 8;
+pub const HOSTILE_CLASSES: usize = 8;
+pub const HOSTILE_MAX_APDUS_OVER_CLEAN: u64 = 262;
+pub const HOSTILE_BYTES_PER_COMMAND: u64 = 65536 + 2 * 262;
