@@ -5,11 +5,11 @@ mod common;
 
 use cardvault::config::{Config, ExtendedMode};
 use cardvault::reader::{self, ReaderOptions};
-use common::claims::{BACKUP_KILL_RUNS, WRITE_KILL_ROUNDS};
+use common::claims::{BACKUP_KILL_RUNS, SIM_BACK_WITHIN, SIM_RESTARTS, WRITE_KILL_ROUNDS};
 use common::stack::*;
 use common::*;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn opts(home: &std::path::Path, ext: Option<ExtendedMode>) -> ReaderOptions {
     ReaderOptions {
@@ -858,4 +858,57 @@ fn hostile_cards_behind_vpcd_end_in_one_line_and_a_documented_exit_code() {
             !card_present(READER0)
         });
     }
+}
+
+/// The card answers SELECT through pcscd.
+fn answers_select(reader: &str) -> bool {
+    let Ok(ctx) = pcsc::Context::establish(pcsc::Scope::User) else {
+        return false;
+    };
+    let name = std::ffi::CString::new(reader).unwrap();
+    let Ok(card) = ctx.connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY) else {
+        return false;
+    };
+    let mut buf = [0u8; 300];
+    let select = [0x00, 0xA4, 0x04, 0x00, 0x06, 0xF0, 0x43, 0x56, 0x4C, 0x54, 0x01, 0x00];
+    matches!(card.transmit(&select, &mut buf), Ok(r) if r.len() >= 2 && r[r.len() - 2..] == [0x90, 0x00])
+}
+
+/// The quick restart: applet-sim killed and started again on the
+/// same vpcd port, at once or within a second or two, ten times in a row;
+/// the card is back each time within 2 s (it stayed absent for 30 s and
+/// more before the simulator showed vpcd an empty slot first).
+#[test]
+fn a_quickly_restarted_simulator_is_back_within_two_seconds_every_time() {
+    let test = "a_quickly_restarted_simulator_is_back_within_two_seconds_every_time";
+    let Some(stack) = PcscStack::start(test) else {
+        return;
+    };
+    let dir = temp_dir("restart");
+    let card = dir.join("restart.card");
+    let mut sim = stack.one(&card, "main");
+    let reader = stack.reader(0);
+    assert!(answers_select(reader));
+    let mut times = Vec::new();
+    for round in 1..=SIM_RESTARTS {
+        sim.kill_now();
+        // Started again at once, or within a second or two; pcscd may or may
+        // not have polled the dead connection meanwhile.
+        std::thread::sleep(Duration::from_millis([0, 300, 1000, 1700][round % 4]));
+        sim = stack.start_sim_now(&card, "main");
+        let start = Instant::now();
+        while !answers_select(reader) {
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "round {round}: the card never came back; times so far {times:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        times.push(start.elapsed());
+        eprintln!("round {round}: back after {:?}", start.elapsed());
+    }
+    assert!(
+        times.iter().all(|t| *t < SIM_BACK_WITHIN),
+        "each restart must be back within {SIM_BACK_WITHIN:?}: {times:?}"
+    );
 }

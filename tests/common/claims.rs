@@ -27,6 +27,10 @@ pub fn cut_point_apdus(workflow: &str) -> u64 {
 pub const WRITE_KILL_ROUNDS: usize = 12;
 pub const BACKUP_KILL_RUNS: usize = 6;
 pub const PIN_BLOCK_RESTARTS: usize = 1;
+/// Quick restarts of applet-sim on the same vpcd port, and how soon the card
+/// must be back after each.
+pub const SIM_RESTARTS: usize = 10;
+pub const SIM_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// "Vault tampering": rows of the table, the audit edit included.
 pub const TAMPER_CASES: usize = 10;
