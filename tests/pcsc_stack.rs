@@ -568,6 +568,7 @@ fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
             err.push('\n');
         }
         let status = child.wait().unwrap();
+        assert_no_panic(err.as_bytes());
         // Every card file stays whole (old or new); the vault stays consistent.
         applet_sim::state::Store::peek(&card).unwrap_or_else(|e| panic!("round {round}: card file broken: {e}"));
         let v = run(cardvault(&home).args(["vault", "verify"]));
