@@ -156,9 +156,9 @@ impl<'a> CardClient<'a> {
     pub fn card_number(&mut self) -> Result<String> {
         let raw = self.ch.exec(&Command::get_data(tag::CARD_NUMBER))?;
         match parse_tlv(&raw).map(|t| t.value().clone()) {
-            Ok(Value::Primitive(v)) => String::from_utf8(v).map_err(|_| Error::Malformed {
+            Ok(Value::Primitive(v)) => card_number_text(&v).map_err(|reason| Error::Malformed {
                 command: "GET DATA",
-                reason: "card number is not text".into(),
+                reason,
             }),
             _ => Err(Error::Malformed {
                 command: "GET DATA",
@@ -553,6 +553,32 @@ fn check_tlv_shape(raw: &[u8]) -> std::result::Result<(), String> {
     }
 }
 
+/// A card number as the card reports it: 1 to 32 letters, digits or '-'
+/// (docs/PROTOCOL.md, `DF 01`). It names files, vault rows and messages, so
+/// nothing else is taken from a card.
+pub fn card_number_text(bytes: &[u8]) -> std::result::Result<String, String> {
+    let ok = (1..=32).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+    if ok {
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    } else {
+        Err(format!(
+            "the card number is not 1 to 32 letters, digits or '-' ({} bytes)",
+            bytes.len()
+        ))
+    }
+}
+
+/// Text a card reports that is shown to the operator: UTF-8 without control
+/// characters, so that a card cannot put line breaks or terminal escape
+/// sequences into the output.
+fn card_text(t: u16, bytes: &[u8]) -> Result<String> {
+    let s = std::str::from_utf8(bytes).map_err(|_| malformed_status(&format!("tag {t:04X} is not UTF-8 text")))?;
+    if s.chars().any(char::is_control) {
+        return Err(malformed_status(&format!("tag {t:04X} holds control characters")));
+    }
+    Ok(s.to_string())
+}
+
 fn malformed_status(reason: &str) -> Error {
     Error::Malformed {
         command: "GET DATA",
@@ -577,9 +603,8 @@ fn parse_status(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<CardStat
             .then(|| u16::from_be_bytes([v[0], v[1]]))
             .ok_or_else(|| malformed_status("bad u16 field"))
     };
-    let text = |t: u16| -> Result<String> {
-        String::from_utf8(field(t)?.clone()).map_err(|_| malformed_status("non-UTF-8 text field"))
-    };
+    let text = |t: u16| -> Result<String> { card_text(t, field(t)?) };
+    let optional = |t: u16| m.get(&t).map(|v| card_text(t, v)).transpose();
     let v = field(tag::APPLET_VERSION)?;
     if v.len() != 2 {
         return Err(malformed_status("bad applet version"));
@@ -598,15 +623,15 @@ fn parse_status(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<CardStat
         )));
     }
     Ok(CardStatus {
-        card_number: text(tag::CARD_NUMBER)?,
+        card_number: card_number_text(field(tag::CARD_NUMBER)?).map_err(|r| malformed_status(&r))?,
         role: text(tag::ROLE)?,
         applet_version: format!("{}.{}", v[0], v[1]),
         pin_tries_left: tries,
         pin_max_tries: max_tries,
         pin_blocked: tries == 0,
         issued: byte(tag::ISSUED)? != 0,
-        member_number: text(tag::MEMBER_NUMBER).ok(),
-        expiry: text(tag::EXPIRY).ok(),
+        member_number: optional(tag::MEMBER_NUMBER)?,
+        expiry: optional(tag::EXPIRY)?,
         page_size,
         page_count,
         extended_length: byte(tag::FLAGS)? & 1 != 0,
@@ -629,22 +654,26 @@ fn parse_key_state(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<KeySt
         )));
     }
     let elements_written: Vec<u8> = (0..size).filter(|i| bits & (1 << i) != 0).map(|i| i + 1).collect();
-    let text = |t: u16| m.get(&t).map(|b| String::from_utf8_lossy(b).into_owned());
+    let text = |t: u16| m.get(&t).map(|v| card_text(t, v)).transpose();
     let ex = m
         .get(&tag::EXPORT_STATUS)
         .ok_or_else(|| malformed_status("no export status"))?;
     if ex.len() < 7 || ex.len() != 7 + ex[6] as usize {
         return Err(malformed_status("bad export status"));
     }
-    let target = String::from_utf8_lossy(&ex[7..]).into_owned();
+    let target = if ex.len() > 7 {
+        card_number_text(&ex[7..]).map_err(|r| malformed_status(&format!("export target: {r}")))?
+    } else {
+        String::new()
+    };
     Ok(KeyState {
         group_size: size,
         group_complete: elements_written.len() == size as usize && size > 0,
         elements_written,
         check_value: m.get(&tag::KEY_GROUP_KCV).map(|k| to_hex(k)),
-        key_origin: text(tag::KEY_ORIGIN),
+        key_origin: text(tag::KEY_ORIGIN)?,
         public_key: m.get(&tag::PUBLIC_KEY).map(|p| to_hex(p)),
-        source_card: text(tag::SOURCE_CARD),
+        source_card: text(tag::SOURCE_CARD)?,
         export: ExportStatus {
             take_outs: u32::from_be_bytes([ex[0], ex[1], ex[2], ex[3]]),
             state: match ex[4] {
@@ -698,6 +727,18 @@ mod tests {
         assert!(parse_tlv(&[0xE1, 0x84, 0, 0, 0, 1, 0]).is_err());
         assert!(parse_tlv(&[0xDF, 0x81, 0x81, 0x01, 0x00]).is_err());
         assert!(parse_tlv(&[0x9F, 0x81, 0x01, 0x01, 0x00]).is_ok());
+    }
+
+    #[test]
+    fn card_numbers_and_texts_from_the_card_cannot_break_lines() {
+        assert!(card_number_text(b"1234-abcd-XYZ").is_ok());
+        for bad in [&b""[..], b"FUZZ-M\nIN", b"12 34", b"\x1b[2J", &[b'1'; 33]] {
+            assert!(card_number_text(bad).is_err(), "{bad:?}");
+        }
+        assert!(card_text(tag::ROLE, b"main").is_ok());
+        assert!(card_text(tag::ROLE, b"ma\nin").is_err());
+        assert!(card_text(tag::ROLE, b"\x1b]0;owned\x07").is_err());
+        assert!(card_text(tag::ROLE, &[0xFF]).is_err());
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub fn backup(
         .to_vec();
     let h = cardvault_proto::backup::parse_header(&header).ok_or_else(|| malformed("header does not parse"))?;
     let bounds = RecordBounds::announced(&h).map_err(|why| malformed(&why))?;
+    crate::card::card_number_text(h.card_number.as_bytes()).map_err(|why| malformed(&why))?;
     let differential = h.kind == bk::TYPE_DIFFERENTIAL;
     let card_number = h.card_number.clone();
     let total_pages = h.pages as u64;
