@@ -42,6 +42,12 @@ impl Card {
         Card::with(CardState::from_profile(profile), Store::Memory)
     }
 
+    /// A card in memory with the given state (a copy of another card, as a
+    /// fuzz target starts every run from a prepared card).
+    pub fn from_state(state: CardState) -> Card {
+        Card::with(state, Store::Memory)
+    }
+
     /// Open (or create from `profile`) the card whose state file is `path`.
     /// Returns the card and whether it was newly created.
     pub fn open(path: &Path, profile: &Profile) -> Result<(Card, bool), StoreError> {
