@@ -17,7 +17,9 @@ use cardvault::transport::Reader;
 use cardvault::vault::Vault;
 use cardvault::workflow::{backup as wb, duplicate, files, issue};
 use cardvault_proto::{from_hex, ins};
-use common::claims::{HOSTILE_BYTES_PER_COMMAND, HOSTILE_CLASSES, HOSTILE_MAX_APDUS_OVER_CLEAN, HOSTILE_WORKFLOWS};
+use common::claims::{
+    HOSTILE_BYTES_PER_COMMAND, HOSTILE_CLASSES, HOSTILE_MAX_APDUS_OVER_CLEAN, HOSTILE_RUNS, HOSTILE_WORKFLOWS,
+};
 use common::*;
 use std::path::Path;
 use std::sync::Arc;
@@ -379,7 +381,10 @@ fn every_workflow_against_every_class_of_bad_answer_from_every_apdu() {
         WORKFLOWS.len(),
         CLASSES.len()
     );
-    assert_eq!((WORKFLOWS.len(), CLASSES.len()), (HOSTILE_WORKFLOWS, HOSTILE_CLASSES));
+    assert_eq!(
+        (WORKFLOWS.len(), CLASSES.len(), runs),
+        (HOSTILE_WORKFLOWS, HOSTILE_CLASSES, HOSTILE_RUNS)
+    );
 }
 
 // The issue's cases, one test each.

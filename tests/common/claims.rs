@@ -46,6 +46,8 @@ pub const SECRETS_CHECKED: usize = 17;
 /// response bytes received per command of the clean run (one whole answer
 /// of 65 536 bytes and the status words of its rounds).
 pub const HOSTILE_WORKFLOWS: usize = 8;
+/// Runs: for each workflow and class, one per APDU of the clean run.
+pub const HOSTILE_RUNS: u64 = 344;
 pub const HOSTILE_CLASSES: usize = 8;
 pub const HOSTILE_MAX_APDUS_OVER_CLEAN: u64 = 262;
 pub const HOSTILE_BYTES_PER_COMMAND: u64 = 65536 + 2 * 262;
