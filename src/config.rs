@@ -31,11 +31,38 @@ impl ExtendedMode {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApduConfig {
     #[serde(default)]
     pub extended_length: ExtendedMode,
+    /// Seconds a PC/SC card may take to answer one APDU (1 to 3600).
+    #[serde(default = "default_apdu_timeout")]
+    pub timeout: u64,
+}
+
+impl Default for ApduConfig {
+    fn default() -> Self {
+        ApduConfig {
+            extended_length: ExtendedMode::default(),
+            timeout: default_apdu_timeout(),
+        }
+    }
+}
+
+/// Default APDU timeout: far above the slowest legitimate answer (key
+/// generation on a slow card, a 64 KiB backup block), short enough for an
+/// operator to wait.
+pub const DEFAULT_APDU_TIMEOUT: u64 = 30;
+
+fn default_apdu_timeout() -> u64 {
+    DEFAULT_APDU_TIMEOUT
+}
+
+impl ApduConfig {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +138,9 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Config, String> {
         let cfg: Config = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if !(1..=3600).contains(&cfg.apdu.timeout) {
+            return Err(format!("[apdu] timeout = {}: give 1 to 3600 seconds", cfg.apdu.timeout));
+        }
         if let Some(r) = &cfg.reader {
             if r.trim().is_empty() {
                 return Err("reader must not be empty (remove the line for no default)".into());
@@ -156,6 +186,7 @@ mod tests {
         let text = include_str!("../config.toml");
         let cfg = Config::parse(text).unwrap();
         assert_eq!(cfg.apdu.extended_length, ExtendedMode::Auto);
+        assert_eq!(cfg.apdu.timeout, DEFAULT_APDU_TIMEOUT);
     }
 
     #[test]
@@ -163,6 +194,9 @@ mod tests {
         assert!(Config::parse("bogus = 1").is_err());
         assert!(Config::parse("[apdu]\nextended_length = \"sometimes\"").is_err());
         assert!(Config::parse("reader = \"  \"").is_err());
+        assert!(Config::parse("[apdu]\ntimeout = 0").is_err());
+        assert!(Config::parse("[apdu]\ntimeout = -1").is_err());
+        assert_eq!(Config::parse("[apdu]\ntimeout = 5").unwrap().apdu.timeout, 5);
     }
 
     #[test]

@@ -39,14 +39,19 @@ pub enum Error {
     NoCard(String),
     #[error("the card was removed from reader '{0}' (or the reader went away) during the operation")]
     CardRemoved(String),
+    /// The card stopped answering in the middle of an exchange.
+    #[error("the card in reader '{reader}' did not answer within {secs} s (apdu timeout); remove and reinsert it")]
+    CardTimeout { reader: String, secs: f64 },
     #[error("PC/SC error on reader '{reader}' while {doing}: {source}")]
     Pcsc {
         reader: String,
         doing: &'static str,
         source: pcsc::Error,
     },
-    #[error("the card in '{0}' is not a cardvault card (SELECT of the cardvault applet answered 6A82)")]
-    NotCardvault(String),
+    /// SELECT of the cardvault applet did not answer with its FCI: whatever
+    /// else the card says, it is not a cardvault card.
+    #[error("the card in '{reader}' is not a cardvault card (SELECT of the cardvault applet answered {answer})")]
+    NotCardvault { reader: String, answer: String },
     /// The card's certificate chain does not lead to a trusted issuer root (or
     /// the card does not hold the certified key): it got no PIN and no secret.
     #[error("the card in '{reader}' is not certified by a trusted issuer: {reason}; no PIN or secret was sent to it")]
@@ -117,8 +122,14 @@ impl Error {
         use Error::*;
         match self {
             Usage(_) | Config { .. } | OutputExists(_) => exit::USAGE,
-            NoPcsc(_) | Reader(_) | NoReaderChosen(_) | NoCard(_) | CardRemoved(_) | Pcsc { .. } => exit::READER,
-            NotCardvault(_) | Card { .. } | CardRefusal(_) | Refused(_) | UntrustedCard { .. } => exit::CARD,
+            NoPcsc(_)
+            | Reader(_)
+            | NoReaderChosen(_)
+            | NoCard(_)
+            | CardRemoved(_)
+            | CardTimeout { .. }
+            | Pcsc { .. } => exit::READER,
+            NotCardvault { .. } | Card { .. } | CardRefusal(_) | Refused(_) | UntrustedCard { .. } => exit::CARD,
             SecureChannel { .. } => exit::DATA,
             Data(_) => exit::DATA,
             Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
@@ -148,8 +159,9 @@ impl Error {
             Reader(_) | NoReaderChosen(_) => "reader",
             NoCard(_) => "no_card",
             CardRemoved(_) => "card_removed",
+            CardTimeout { .. } => "card_timeout",
             Pcsc { .. } => "pcsc",
-            NotCardvault(_) => "not_cardvault",
+            NotCardvault { .. } => "not_cardvault",
             Card { .. } => "card_refused",
             UntrustedCard { .. } => "untrusted_card",
             SecureChannel { .. } => "secure_channel",

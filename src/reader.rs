@@ -143,7 +143,8 @@ pub fn open(spec: Option<&str>, opts: &ReaderOptions) -> Result<Box<dyn Reader>>
         match chosen {
             Choice::Ready(name) => {
                 let ext = opts.extended_for(&name);
-                return Ok(Box::new(PcscReader::connect(ctx, &name, ext)?));
+                let timeout = opts.config.apdu.timeout();
+                return Ok(Box::new(PcscReader::connect(ctx, &name, ext)?.with_timeout(timeout)));
             }
             Choice::Wait(err) => match deadline {
                 Some(d) if Instant::now() < d => std::thread::sleep(Duration::from_millis(100)),

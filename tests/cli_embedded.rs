@@ -145,6 +145,49 @@ fn apdu_script_like_scriptor_with_decoded_status_words() {
     assert!(stderr(&o).contains("line 3"), "{}", stderr(&o));
     assert_eq!(state(&home, "s"), before);
 
+    // Hex that is no valid APDU: exit 2, one line saying what is wrong, nothing sent.
+    for (apdu, why) in [
+        ("80B000240004", "P3 = 00 followed by one byte"),
+        ("80B00024000", "odd number"),
+        ("00A404000601", "P3 = 06 announces 6 data bytes, but 1 bytes follow"),
+        (
+            "80D6000000000201",
+            "extended Lc = 0002 announces 2 data bytes, but 1 bytes follow",
+        ),
+        ("80B0", "at least 4"),
+    ] {
+        let o = run(cardvault(&home).args(["--trace", "-r", "sim:s", "apdu", "00A4040006F043564C5401", apdu]));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{apdu}: {err}");
+        assert_eq!(err.lines().count(), 1, "{apdu}: {err}");
+        assert!(err.contains("argument 2") && err.contains(why), "{apdu}: {err}");
+        assert!(!err.contains("> "), "{apdu}: something was sent: {err}");
+        assert_eq!(state(&home, "s"), before);
+    }
+    // Longer than one argument may be: from a script.
+    std::fs::write(&script, "00".repeat(65545)).unwrap();
+    let o = run(cardvault(&home).args(["-r", "sim:s", "apdu", "--script"]).arg(&script));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("line 1: '0000")
+            && stderr(&o).contains("65545 bytes exceed the longest command APDU (65544 bytes)"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(
+        &script,
+        "00 A4 04 00 06 F0 43 56 4C 54 01\n# comment\n80 B0 00 24 00 04\n",
+    )
+    .unwrap();
+    let o = run(cardvault(&home).args(["-r", "sim:s", "apdu", "--script"]).arg(&script));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("line 3: '80 B0 00 24 00 04' is not a command APDU: P3 = 00"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(state(&home, "s"), before);
+
     // JSON: stable field names.
     let o = run(cardvault(&home).args(["--json", "-r", "sim:s", "apdu", "00A4040006F043564C5401"]));
     let v = json(&o);

@@ -111,3 +111,54 @@ fn the_side_by_side_and_hygiene_rows_say_what_the_tests_assert() {
         "{hygiene:?}"
     );
 }
+
+#[test]
+fn the_hostile_card_section_says_what_the_tests_assert_and_names_real_tests() {
+    let doc = reliability();
+    let text = section(&doc, "Hostile card");
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for claim in [
+        format!("{HOSTILE_WORKFLOWS} workflows × {HOSTILE_CLASSES} classes, {HOSTILE_RUNS} runs"),
+        format!("(bound {HOSTILE_MAX_APDUS_OVER_CLEAN})"),
+        format!(
+            "(bound {} {:03}: one whole answer",
+            HOSTILE_BYTES_PER_COMMAND / 1000,
+            HOSTILE_BYTES_PER_COMMAND % 1000
+        ),
+        format!(
+            "{SIM_RESTARTS} restarts in a row, the card back within {} s",
+            SIM_BACK_WITHIN.as_secs()
+        ),
+        format!(
+            "at most {} GET RESPONSE rounds",
+            cardvault::apdu::MAX_GET_RESPONSE_ROUNDS
+        ),
+        format!("at most {} levels", cardvault::card::MAX_TLV_DEPTH),
+        format!("{} objects", cardvault::card::MAX_TLV_OBJECTS),
+        format!("default {} s", cardvault::config::DEFAULT_APDU_TIMEOUT),
+    ] {
+        assert!(
+            flat.contains(&claim),
+            "RELIABILITY.md, Hostile card, does not say '{claim}'"
+        );
+    }
+    // Every test the table names exists.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/");
+    let mut sources = String::new();
+    for dir in ["tests", "src/apdu", "src/card"] {
+        for e in std::fs::read_dir(format!("{root}{dir}")).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "rs") {
+                sources.push_str(&std::fs::read_to_string(e.path()).unwrap());
+            }
+        }
+    }
+    let rows = table(text);
+    assert!(rows.len() >= 10, "{rows:?}");
+    for r in rows {
+        let test = r[2].trim_matches('`');
+        assert!(
+            sources.contains(&format!("fn {test}(")),
+            "RELIABILITY.md names test {test}, which does not exist"
+        );
+    }
+}

@@ -225,7 +225,7 @@ fn four_terminals_back_up_side_by_side_while_a_fifth_lists() {
                     .unwrap(),
             );
         }
-        let lister = cv(&home).args(["--json", "vault", "list"]).output().unwrap();
+        let lister = run(cv(&home).args(["--json", "vault", "list"]));
         assert!(
             lister.status.success(),
             "lister: {}",
@@ -233,6 +233,7 @@ fn four_terminals_back_up_side_by_side_while_a_fifth_lists() {
         );
         for c in children.drain(..) {
             let o = c.wait_with_output().unwrap();
+            assert_no_panic(&o.stderr);
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(o.status.success(), "a backup failed: {err}");
             assert!(!err.contains("locked") && !err.contains("busy"), "{err}");
@@ -424,7 +425,7 @@ fn a_full_disk_for_the_vault_is_a_clear_error_and_loses_nothing() {
             Ok(())
         });
     }
-    let o = c.output().unwrap();
+    let o = run(&mut c);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(7), "{e}");
     assert_eq!(e.trim().lines().count(), 1, "{e}");

@@ -34,12 +34,34 @@ pub struct Card {
     pending_pos: usize,
     /// Status word that ends the pending response (9000, or a warning such as 6310).
     pending_sw: u16,
+    /// A hostile applet for tests: answers in place of the applet, inside the
+    /// secure channel, as a malicious card that holds its keys could.
+    hostile: Option<HostileApplet>,
+}
+
+/// The answer of a hostile applet to an unwrapped command: `Some((data, sw))`
+/// replaces the applet's answer (and is wrapped like it), `None` lets the
+/// applet answer.
+pub type HostileAnswer = Box<dyn FnMut(&CommandApdu) -> Option<(Vec<u8>, u16)> + Send>;
+
+struct HostileApplet(HostileAnswer);
+
+impl std::fmt::Debug for HostileApplet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostileApplet")
+    }
 }
 
 impl Card {
     /// A card whose state lives only in memory (unit tests).
     pub fn in_memory(profile: &Profile) -> Card {
         Card::with(CardState::from_profile(profile), Store::Memory)
+    }
+
+    /// A card in memory with the given state (a copy of another card, as a
+    /// fuzz target starts every run from a prepared card).
+    pub fn from_state(state: CardState) -> Card {
+        Card::with(state, Store::Memory)
     }
 
     /// Open (or create from `profile`) the card whose state file is `path`.
@@ -58,7 +80,15 @@ impl Card {
             pending: Vec::new(),
             pending_pos: 0,
             pending_sw: sw::OK,
+            hostile: None,
         }
+    }
+
+    /// Let `answer` choose the answers to commands after secure messaging is
+    /// removed (tests of the terminal against a hostile card that runs the
+    /// secure channel correctly). `None` restores the applet.
+    pub fn set_hostile(&mut self, answer: Option<HostileAnswer>) {
+        self.hostile = answer.map(HostileApplet);
     }
 
     /// Persistent state (read-only), for inspection and tests.
@@ -207,7 +237,20 @@ impl Card {
         };
 
         self.applet.begin_command(protected);
-        let result = if Ins::try_from(cmd.ins) == Ok(Ins::Select) && cmd.cla == cla::ISO {
+        let hostile = match self.hostile.as_mut() {
+            Some(HostileApplet(answer)) => answer(cmd),
+            None => None,
+        };
+        let result = if let Some((data, status)) = hostile {
+            if status == sw::OK {
+                Ok(data)
+            } else if data.is_empty() {
+                Err(status)
+            } else {
+                self.applet.set_final_sw(status);
+                Ok(data)
+            }
+        } else if Ins::try_from(cmd.ins) == Ok(Ins::Select) && cmd.cla == cla::ISO {
             self.select(cmd)
         } else if !self.selected {
             Err(sw::CONDITIONS_NOT_SATISFIED)

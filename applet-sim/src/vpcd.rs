@@ -5,6 +5,17 @@
 //! (00 power off, 01 power on, 02 reset, 04 get ATR); anything longer is a
 //! command APDU, answered with a response APDU.
 //!
+//! A card comes and goes for pcscd only when its poller sees it: vpcd accepts
+//! a connection inside its presence poll (GET ATR), and pcscd powers a card
+//! up only when a poll finds the slot full after one that found it empty. A
+//! simulator killed and started again between two polls (or while a
+//! transmit on the dead connection is failing) is therefore never seen to
+//! leave, and its new card is never powered: the reader stays empty for as
+//! long as the new connection lives. So a new card session starts with the
+//! slot seen empty once: the first presence poll of a connection that follows
+//! a served one is answered by closing the connection, and the card is back
+//! on the next poll, through a fresh connection ([`run`]).
+//!
 //! vpcd writes the length and the payload in two `send` calls. With delayed
 //! ACKs the second one can wait ~40 ms, so the socket runs with TCP_NODELAY and
 //! TCP_QUICKACK re-armed around every read (Linux clears QUICKACK by itself).
@@ -104,7 +115,29 @@ pub fn handle_message(card: &mut Card, msg: &[u8], out: &mut Vec<u8>) -> bool {
 }
 
 /// Serve one connection until it closes or fails.
-pub fn serve_connection(card: &mut Card, mut stream: TcpStream, stop: &AtomicBool) -> io::Result<()> {
+pub fn serve_connection(card: &mut Card, stream: TcpStream, stop: &AtomicBool) -> io::Result<()> {
+    serve_session(card, stream, stop, false).map(|_| ())
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// The first message was a presence poll, answered by closing: vpcd
+    /// reports the slot empty once.
+    AbsenceShown,
+    /// The connection carried a card session until it closed.
+    Session,
+}
+
+/// Serve one connection; with `show_absence`, a presence poll (GET ATR) as
+/// its first message closes it instead (see the module documentation).
+pub fn serve_session(
+    card: &mut Card,
+    mut stream: TcpStream,
+    stop: &AtomicBool,
+    show_absence: bool,
+) -> io::Result<Served> {
+    let mut first = true;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     let mut msg = Vec::with_capacity(MAX_MESSAGE);
@@ -112,11 +145,11 @@ pub fn serve_connection(card: &mut Card, mut stream: TcpStream, stop: &AtomicBoo
     let mut scratch = Vec::with_capacity(MAX_MESSAGE + 2);
     loop {
         if stop.load(Ordering::Relaxed) {
-            return Ok(());
+            return Ok(Served::Session);
         }
         match read_message(&mut stream, &mut msg) {
             Ok(true) => {}
-            Ok(false) => return Ok(()),
+            Ok(false) => return Ok(Served::Session),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 // An idle timeout between messages is not an error. A timeout in
                 // the middle of one leaves the stream out of step: reconnect.
@@ -127,6 +160,9 @@ pub fn serve_connection(card: &mut Card, mut stream: TcpStream, stop: &AtomicBoo
             }
             Err(e) => return Err(e),
         }
+        if std::mem::take(&mut first) && show_absence && msg[..] == [ctrl::GET_ATR] {
+            return Ok(Served::AbsenceShown);
+        }
         if handle_message(card, &msg, &mut out) {
             write_message(&mut stream, &out, &mut scratch)?;
         }
@@ -136,8 +172,13 @@ pub fn serve_connection(card: &mut Card, mut stream: TcpStream, stop: &AtomicBoo
 
 /// Connect to vpcd at `addr` and serve `card` for ever, reconnecting when
 /// pcscd restarts, until `stop` is set.
+///
+/// Every card session (the first connection, and each after one that carried
+/// a session) begins by showing vpcd an empty slot once; the card is back
+/// through the next connection, which follows at once.
 pub fn run(card: &mut Card, addr: &str, stop: Arc<AtomicBool>, log: impl Fn(&str)) {
     let mut announced_wait = false;
+    let mut show_absence = true;
     while !stop.load(Ordering::Relaxed) {
         match TcpStream::connect(addr) {
             Ok(stream) => {
@@ -147,11 +188,19 @@ pub fn run(card: &mut Card, addr: &str, stop: Arc<AtomicBool>, log: impl Fn(&str
                     card.state().card_number
                 ));
                 card.power_off();
-                match serve_connection(card, stream, &stop) {
-                    Ok(()) => log(&format!("vpcd at {addr} closed the connection; reconnecting")),
+                let served = serve_session(card, stream, &stop, show_absence);
+                card.power_off();
+                match served {
+                    Ok(Served::AbsenceShown) => {
+                        log(&format!("vpcd at {addr} saw the slot empty; inserting the card"));
+                        show_absence = false;
+                        // vpcd polls again within its polling interval: be there.
+                        continue;
+                    }
+                    Ok(Served::Session) => log(&format!("vpcd at {addr} closed the connection; reconnecting")),
                     Err(e) => log(&format!("vpcd at {addr}: {e}; reconnecting")),
                 }
-                card.power_off();
+                show_absence = true;
             }
             Err(e) => {
                 if !announced_wait {

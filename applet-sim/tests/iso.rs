@@ -827,11 +827,22 @@ fn vpcd_run_over_tcp_answers_framed_messages_and_reconnects() {
         assert_eq!(recv(s), expected_number);
     };
 
+    // A new card session first shows vpcd an empty slot: its first presence
+    // poll is answered by closing the connection, and the card comes back on
+    // the next connection.
+    let mut s0 = accept_within(&listener, Duration::from_secs(2));
+    send(&mut s0, &[0x04]);
+    let mut rest = Vec::new();
+    s0.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(s0.read_to_end(&mut rest).unwrap(), 0, "answered {rest:02x?}");
+
     let mut s1 = accept_within(&listener, Duration::from_secs(2));
     session(&mut s1);
     drop(s1);
 
-    // The simulator comes back on its own; the card was powered off meanwhile.
+    // The simulator comes back on its own, again through an empty slot; the
+    // card was powered off meanwhile. A connection that does not start with
+    // a presence poll is served at once.
     let mut s2 = accept_within(&listener, Duration::from_secs(2));
     send(&mut s2, &[0x00, 0xCA, 0xDF, 0x01, 0x00]);
     assert_eq!(recv(&mut s2), [0x69, 0x85]);
@@ -846,7 +857,7 @@ fn vpcd_run_over_tcp_answers_framed_messages_and_reconnects() {
     let log = log.lock().unwrap();
     assert_eq!(
         log.iter().filter(|m| m.starts_with("connected to vpcd")).count(),
-        2,
+        3,
         "{log:?}"
     );
 }

@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --manifest-path fuzz/Cargo.toml --example make_seeds
+//! cargo run --manifest-path fuzz/Cargo.toml --example make_seeds -- terminal_workflows   # one target
 //! ```
 //!
 //! Every seed is made from real exchanges with in-memory cards, then replayed
@@ -401,7 +402,66 @@ fn file_header() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn write(target: &str, seeds: Vec<(&str, Vec<u8>)>, check: fn(&[u8])) {
+fn terminal_workflows() -> Vec<(String, Vec<u8>)> {
+    let lv = |b: &[u8]| {
+        let mut v = vec![0x01];
+        v.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        v.extend_from_slice(b);
+        v
+    };
+    let nested = cardvault::transport::hostile::answers::with_sw(
+        &cardvault::transport::hostile::answers::nested_templates(1000),
+        0x9000,
+    );
+    let mut out = Vec::new();
+    for (w, name) in terminal::WORKFLOWS.iter().enumerate() {
+        let w = w as u8;
+        out.push((format!("{name}-genuine"), vec![w]));
+        out.push((
+            format!("{name}-select-9000-empty"),
+            [&[w][..], &lv(&[0x90, 0x00])].concat(),
+        ));
+        out.push((
+            format!("{name}-61-10-for-ever-at-2"),
+            [
+                &[w, 0x00][..],
+                &lv(&[0x61, 0x10]),
+                &lv(&[0x61, 0x10]),
+                &lv(&[0x61, 0x10]),
+            ]
+            .concat(),
+        ));
+        out.push((format!("{name}-nested-at-2"), [&[w, 0x00][..], &lv(&nested)].concat()));
+        for k in [2usize, 3, 5, 8] {
+            let mut v = vec![w];
+            v.extend(std::iter::repeat_n(0x00, k - 1));
+            v.extend_from_slice(&[0x02, 0x01]);
+            out.push((format!("{name}-bent-sw-at-{k}"), v));
+        }
+    }
+    // Found by the fuzzer: restore onto a card whose GET DATA names another
+    // card number (refused: it would need an issuer authorization).
+    out.push((
+        "restore-card-names-another-card".to_string(),
+        cardvault_proto::from_hex("472c40070707070700029090002cf84cff0201").unwrap(),
+    ));
+    // Found by the fuzzer: a card number with a line break in it (now
+    // malformed: card numbers are letters, digits and '-').
+    out.push((
+        "restore-card-number-with-line-break".to_string(),
+        cardvault_proto::from_hex(
+            "6f0b000000004b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b000000",
+        )
+        .unwrap(),
+    ));
+    out
+}
+
+fn write<S: AsRef<str>>(target: &str, seeds: Vec<(S, Vec<u8>)>, check: fn(&[u8])) {
+    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    if !wanted.is_empty() && !wanted.iter().any(|t| t == target) {
+        return;
+    }
     let dir = seed_dir(target);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).unwrap();
@@ -409,7 +469,7 @@ fn write(target: &str, seeds: Vec<(&str, Vec<u8>)>, check: fn(&[u8])) {
     std::fs::create_dir_all(&dir).unwrap();
     for (name, bytes) in &seeds {
         check(bytes);
-        std::fs::write(dir.join(name), bytes).unwrap();
+        std::fs::write(dir.join(name.as_ref()), bytes).unwrap();
     }
     println!(
         "{}: {} seeds",
@@ -425,4 +485,5 @@ fn main() {
     write("backup_header", backup_header(), parsers::fuzz_backup_header);
     write("restore_records", restore_records(), restore::fuzz_restore_records);
     write("file_header", file_header(), file::fuzz_file_header);
+    write("terminal_workflows", terminal_workflows(), terminal::fuzz_terminal);
 }

@@ -23,6 +23,7 @@ pub mod invariants;
 pub mod parsers;
 pub mod restore;
 pub mod takeout;
+pub mod terminal;
 pub mod vpcd;
 
 pub use applet_sim::Card;
@@ -371,6 +372,11 @@ mod tests {
     #[test]
     fn seeds_restore_records() {
         replay("restore_records", super::restore::fuzz_restore_records);
+    }
+
+    #[test]
+    fn seeds_terminal_workflows() {
+        replay("terminal_workflows", super::terminal::fuzz_terminal);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! - `61xx` answered with GET RESPONSE until the data is complete;
 //! - `6Cxx` answered by re-sending the command once with the exact Le.
 //!
+//! The card is untrusted: every loop and allocation its answers drive is
+//! bounded ([`MAX_RESPONSE`] bytes, [`MAX_GET_RESPONSE_ROUNDS`] rounds, one
+//! `6Cxx` re-send, a GET RESPONSE answer that brings no data while it
+//! announces more is refused at once).
+//!
 //! With `--trace` every APDU is printed to stderr with its timing and the
 //! decoded status word; secret command data is masked.
 
@@ -16,8 +21,16 @@ use cardvault_proto::{cla, to_hex};
 use std::ops::Range;
 use std::time::Instant;
 
-/// Largest response the channel will assemble from GET RESPONSE rounds.
-const MAX_ASSEMBLED: usize = 1 << 20;
+/// Largest response data the channel accepts for one command: Ne is at most
+/// 65 536, no cardvault command returns more, and secure messaging adds at
+/// most a padding block (16) and the R-MAC (8). A card offering more (in one
+/// answer or over GET RESPONSE rounds) is refused before it is stored.
+pub const MAX_RESPONSE: usize = 65536 + 16 + 8;
+
+/// Most GET RESPONSE rounds for one command: the largest answer in 256-byte
+/// parts (256 rounds), and a few to spare. A card that keeps answering `61xx`
+/// (with or without data) is refused after this many.
+pub const MAX_GET_RESPONSE_ROUNDS: u32 = 260;
 
 /// A complete response: data and the final status word.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +61,8 @@ pub struct Channel<'a> {
 }
 
 /// Where the data field sits in an encoded command APDU, if it has one.
+/// Bytes that fit no ISO case are shown from byte 5 on, so that a malformed
+/// secret command is still masked.
 pub fn data_range(raw: &[u8]) -> Option<Range<usize>> {
     match raw.len() {
         0..=5 => None,
@@ -55,7 +70,8 @@ pub fn data_range(raw: &[u8]) -> Option<Range<usize>> {
             let end = (5 + raw[4] as usize).min(raw.len());
             Some(5..end)
         }
-        7 => None, // extended case 2
+        6 => Some(5..6), // 00 and one byte: no valid encoding
+        7 => None,       // extended case 2
         _ => {
             let lc = u16::from_be_bytes([raw[5], raw[6]]) as usize;
             Some(7..(7 + lc).min(raw.len()))
@@ -127,6 +143,10 @@ impl<'a> Channel<'a> {
             }
             return Err(match e {
                 TransportError::CardRemoved | TransportError::CardReset => Error::CardRemoved(self.reader.clone()),
+                TransportError::Timeout(limit) => Error::CardTimeout {
+                    reader: self.reader.clone(),
+                    secs: limit.as_secs_f64(),
+                },
                 TransportError::Pcsc(source) => Error::Pcsc {
                     reader: self.reader.clone(),
                     doing: "transmitting",
@@ -142,6 +162,12 @@ impl<'a> Channel<'a> {
             return Err(Error::Malformed {
                 command: "APDU",
                 reason: format!("response of {n} bytes has no status word"),
+            });
+        }
+        if n > MAX_RESPONSE + 2 {
+            return Err(Error::Malformed {
+                command: "APDU",
+                reason: format!("one answer of {} data bytes, more than any command returns", n - 2),
             });
         }
         let sw = StatusWord::from_bytes(self.resp_buf[n - 2], self.resp_buf[n - 1]);
@@ -278,18 +304,41 @@ impl<'a> Channel<'a> {
     }
 
     fn finish_more_data(&mut self, mut sw: StatusWord, mut acc: Vec<u8>) -> Result<Response> {
+        let mut rounds = 0u32;
         loop {
             let n = self.resp_buf.len() - 2;
+            if acc.len() + n > MAX_RESPONSE {
+                return Err(Error::Malformed {
+                    command: "GET RESPONSE",
+                    reason: format!(
+                        "the card offered more than {MAX_RESPONSE} bytes for one command ({} so far)",
+                        acc.len() + n
+                    ),
+                });
+            }
             acc.extend_from_slice(&self.resp_buf[..n]);
             let StatusWord::MoreData(more) = sw else {
                 return Ok(Response { data: acc, sw });
             };
-            if acc.len() > MAX_ASSEMBLED {
+            if rounds > 0 && n == 0 {
                 return Err(Error::Malformed {
                     command: "GET RESPONSE",
-                    reason: format!("card keeps offering data past {MAX_ASSEMBLED} bytes"),
+                    reason: format!(
+                        "the card answered GET RESPONSE with no data and {:04X}, announcing more",
+                        sw.to_u16()
+                    ),
                 });
             }
+            if rounds == MAX_GET_RESPONSE_ROUNDS {
+                return Err(Error::Malformed {
+                    command: "GET RESPONSE",
+                    reason: format!(
+                        "the card still announced more data after {rounds} GET RESPONSE rounds ({} bytes)",
+                        acc.len()
+                    ),
+                });
+            }
+            rounds += 1;
             let ne = if more == 0 { 256 } else { more as usize };
             let gr = Command::get_response(ne);
             gr.encode_short(gr.cla, &[], ne, &mut self.cmd_buf);
@@ -323,11 +372,73 @@ impl Drop for Channel<'_> {
 mod tests {
     use super::*;
 
+    /// A card whose answer to each command is `f(command)`.
+    struct Scripted<F: FnMut(&[u8]) -> Vec<u8>>(F, u64);
+
+    impl<F: FnMut(&[u8]) -> Vec<u8>> Transmit for Scripted<F> {
+        fn transmit(&mut self, cmd: &[u8], resp: &mut Vec<u8>) -> std::result::Result<(), TransportError> {
+            self.1 += 1;
+            *resp = (self.0)(cmd);
+            Ok(())
+        }
+    }
+
+    fn channel<'a>(f: impl FnMut(&[u8]) -> Vec<u8> + 'a) -> Channel<'a> {
+        Channel::new(Box::new(Scripted(f, 0)), Caps { extended: false }, "test", false)
+    }
+
+    #[test]
+    fn get_response_rounds_and_bytes_are_bounded() {
+        // 61 10 with no data to every GET RESPONSE: refused after one round.
+        let mut ch = channel(|_| vec![0x61, 0x10]);
+        let e = ch.transmit(&Command::card_status()).unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{e}");
+        assert_eq!(ch.stats().apdus, 2);
+        // One byte and 61 01 for ever: refused after the round limit.
+        let mut ch = channel(|_| vec![0xAA, 0x61, 0x01]);
+        let e = ch.transmit(&Command::card_status()).unwrap_err();
+        assert!(e.to_string().contains("260 GET RESPONSE rounds"), "{e}");
+        assert_eq!(ch.stats().apdus, 1 + MAX_GET_RESPONSE_ROUNDS as u64);
+        // 256 bytes and 61 00 for ever: refused past 64 KiB and SM overhead.
+        let mut ch = channel(|_| {
+            let mut r = vec![0x55; 256];
+            r.extend_from_slice(&[0x61, 0x00]);
+            r
+        });
+        let e = ch.transmit(&Command::card_status()).unwrap_err();
+        assert!(e.to_string().contains("more than 65560 bytes"), "{e}");
+        assert_eq!((ch.stats().apdus, ch.stats().bytes_in), (257, 257 * 258));
+        // One answer larger than any command returns.
+        let mut ch = channel(|_| vec![0; MAX_RESPONSE + 3]);
+        assert!(ch.transmit(&Command::card_status()).is_err());
+        // A 64 KiB answer in 256-byte parts (what a short-APDU reader sees) is fine.
+        let mut left = 65536usize;
+        let mut ch = channel(move |_| {
+            let n = left.min(256);
+            left -= n;
+            let mut r = vec![0x11; n];
+            r.extend_from_slice(&if left > 0 { [0x61, 0x00] } else { [0x90, 0x00] });
+            r
+        });
+        let r = ch.transmit(&Command::read_memory(0, 65535)).unwrap();
+        assert_eq!(r.data.len(), 65536);
+    }
+
+    #[test]
+    fn wrong_le_is_followed_once() {
+        let mut ch = channel(|_| vec![0x6C, 0x10]);
+        let r = ch.transmit(&Command::card_status()).unwrap();
+        assert_eq!(r.sw, StatusWord::WrongLe(0x10));
+        assert_eq!(ch.stats().apdus, 2);
+    }
+
     #[test]
     fn finds_data_field() {
         assert_eq!(data_range(&[0, 0x20, 0, 0x81, 2, 1, 2]), Some(5..7));
         assert_eq!(data_range(&[0, 0xCA, 0, 0xE1, 0]), None);
         assert_eq!(data_range(&[0, 0xB0, 0, 0, 0, 0x10, 0]), None);
         assert_eq!(data_range(&[0, 0xD6, 0, 0, 0, 0, 2, 9, 9]), Some(7..9));
+        // The user-side panic: P3 = 00 and one more byte.
+        assert_eq!(data_range(&[0x80, 0xB0, 0x00, 0x24, 0x00, 0x04]), Some(5..6));
     }
 }

@@ -125,16 +125,40 @@ impl<'a> CardClient<'a> {
         self.ch.reader()
     }
 
-    /// SELECT the cardvault applet. A card without it gives [`Error::NotCardvault`].
+    /// SELECT the cardvault applet. Any answer but `9000` with the applet's
+    /// FCI (template `6F` naming the AID in `84`) gives [`Error::NotCardvault`]:
+    /// nothing else is sent to such a card.
     /// SELECT ends the card's session, the secure channel with it.
     pub fn select(&mut self) -> Result<()> {
         self.secure = None;
-        let r = self.ch.transmit(&Command::select_aid(proto::AID))?;
-        match r.sw {
-            StatusWord::Ok => Ok(()),
-            StatusWord::FileNotFound => Err(Error::NotCardvault(self.ch.reader().to_string())),
-            sw => Err(Error::Card { command: "SELECT", sw }),
+        let reader = self.ch.reader().to_string();
+        let not_cardvault = |answer: String| Error::NotCardvault {
+            reader: reader.clone(),
+            answer,
+        };
+        let r = match self.ch.transmit(&Command::select_aid(proto::AID)) {
+            Ok(r) => r,
+            Err(Error::Malformed { reason, .. }) => return Err(not_cardvault(format!("malformed: {reason}"))),
+            Err(e) => return Err(e),
+        };
+        if r.sw != StatusWord::Ok {
+            return Err(not_cardvault(format!("{:04X}", r.sw.to_u16())));
         }
+        let names_applet = parse_tlv(&r.data).ok().is_some_and(|fci| {
+            fci.tag().to_bytes() == [0x6F]
+                && fci
+                    .find(&iso7816_tlv::ber::Tag::try_from(0x84u32).expect("tag 84"))
+                    .is_some_and(|t| matches!(t.value(), Value::Primitive(aid) if aid[..] == *proto::AID))
+        });
+        if !names_applet {
+            let shown = if r.data.is_empty() {
+                "no data".to_string()
+            } else {
+                format!("{} bytes", r.data.len())
+            };
+            return Err(not_cardvault(format!("9000 with {shown}, not the applet's FCI")));
+        }
+        Ok(())
     }
 
     /// Send a command and collect its whole answer: under the secure channel
@@ -270,7 +294,7 @@ impl<'a> CardClient<'a> {
             command: "GET DATA",
             reason,
         };
-        let tlv = Tlv::from_bytes(&raw).map_err(|e| malformed(format!("{e:?}")))?;
+        let tlv = parse_tlv(&raw).map_err(malformed)?;
         let Value::Constructed(children) = tlv.value() else {
             return Err(malformed("the status template is not constructed".into()));
         };
@@ -304,10 +328,10 @@ impl<'a> CardClient<'a> {
     /// GET DATA of the card number only.
     pub fn card_number(&mut self) -> Result<String> {
         let raw = self.exec(&Command::get_data(tag::CARD_NUMBER))?;
-        match Tlv::from_bytes(&raw).map(|t| t.value().clone()) {
-            Ok(Value::Primitive(v)) => String::from_utf8(v).map_err(|_| Error::Malformed {
+        match parse_tlv(&raw).map(|t| t.value().clone()) {
+            Ok(Value::Primitive(v)) => card_number_text(&v).map_err(|reason| Error::Malformed {
                 command: "GET DATA",
-                reason: "card number is not text".into(),
+                reason,
             }),
             _ => Err(Error::Malformed {
                 command: "GET DATA",
@@ -491,7 +515,7 @@ impl CardClient<'_> {
                 })
             }
         }
-        match Tlv::from_bytes(&r.data).map(|t| t.value().clone()) {
+        match parse_tlv(&r.data).map(|t| t.value().clone()) {
             Ok(Value::Primitive(v)) => Ok(Some(v)),
             _ => Err(Error::Malformed {
                 command: "GET DATA",
@@ -676,6 +700,116 @@ impl CardClient<'_> {
     }
 }
 
+/// Deepest nesting of constructed data objects in a card's answer (the
+/// status template is one level; certificates and SCP11 objects two or three).
+pub const MAX_TLV_DEPTH: usize = 4;
+/// Most data objects in one answer (the status template holds about 20).
+pub const MAX_TLV_OBJECTS: usize = 256;
+
+/// One BER-TLV data object from a card's answer. The answer is first walked
+/// without recursion or allocation, so that what `iso7816-tlv` then parses
+/// (recursively, re-measuring each constructed object as it grows) has at
+/// most [`MAX_TLV_DEPTH`] levels and [`MAX_TLV_OBJECTS`] objects: a card
+/// cannot overflow the stack or make parsing quadratic.
+fn parse_tlv(raw: &[u8]) -> std::result::Result<Tlv, String> {
+    check_tlv_shape(raw)?;
+    Tlv::from_bytes(raw).map_err(|e| format!("{e:?}"))
+}
+
+fn check_tlv_shape(raw: &[u8]) -> std::result::Result<(), String> {
+    if raw.len() > crate::apdu::MAX_RESPONSE {
+        return Err(format!("{} bytes of data objects", raw.len()));
+    }
+    // Ends of the constructed objects we are inside, innermost last.
+    let mut ends = [0usize; MAX_TLV_DEPTH + 1];
+    ends[0] = raw.len();
+    let (mut depth, mut objects, mut i) = (0usize, 0usize, 0usize);
+    let byte = |i: usize| raw.get(i).copied().ok_or("a data object is cut short");
+    loop {
+        while depth > 0 && i == ends[depth] {
+            depth -= 1;
+        }
+        if i == ends[depth] {
+            return Ok(());
+        }
+        objects += 1;
+        if objects > MAX_TLV_OBJECTS {
+            return Err(format!("more than {MAX_TLV_OBJECTS} data objects"));
+        }
+        let first = byte(i)?;
+        i += 1;
+        if first & 0x1F == 0x1F {
+            // Tags of up to 3 bytes, as the parser takes them.
+            let mut more = 0;
+            loop {
+                let b = byte(i)?;
+                i += 1;
+                more += 1;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                if more == 2 {
+                    return Err("a tag longer than 3 bytes".into());
+                }
+            }
+        }
+        let l = byte(i)?;
+        i += 1;
+        let len = match l {
+            0..=0x7F => l as usize,
+            0x81..=0x83 => {
+                let n = (l & 0x7F) as usize;
+                let mut v = 0usize;
+                for _ in 0..n {
+                    v = v << 8 | byte(i)? as usize;
+                    i += 1;
+                }
+                v
+            }
+            _ => return Err(format!("length byte {l:02X}")),
+        };
+        let end = i
+            .checked_add(len)
+            .filter(|e| *e <= ends[depth])
+            .ok_or("a data object runs past the one that holds it")?;
+        if first & 0x20 != 0 {
+            if depth == MAX_TLV_DEPTH {
+                return Err(format!("data objects nested deeper than {MAX_TLV_DEPTH} levels"));
+            }
+            depth += 1;
+            ends[depth] = end;
+        } else {
+            i = end;
+        }
+    }
+}
+
+/// A card number as the card reports it: 1 to 32 letters, digits or '-'
+/// (docs/PROTOCOL.md, `DF 01`). It names files, vault rows and messages, so
+/// nothing else is taken from a card.
+pub fn card_number_text(bytes: &[u8]) -> std::result::Result<String, String> {
+    let ok = (1..=32).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+    if ok {
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    } else {
+        Err(format!(
+            "the card number is not 1 to 32 letters, digits or '-' ({} bytes)",
+            bytes.len()
+        ))
+    }
+}
+
+/// Text a card reports that is shown to the operator: UTF-8 without control
+/// characters, so that a card cannot put line breaks or terminal escape
+/// sequences into the output.
+fn card_text(t: u16, bytes: &[u8]) -> Result<String> {
+    let s = std::str::from_utf8(bytes).map_err(|_| malformed_status(&format!("tag {t:04X} is not UTF-8 text")))?;
+    if s.chars().any(char::is_control) {
+        return Err(malformed_status(&format!("tag {t:04X} holds control characters")));
+    }
+    Ok(s.to_string())
+}
+
 fn malformed_status(reason: &str) -> Error {
     Error::Malformed {
         command: "GET DATA",
@@ -700,26 +834,37 @@ fn parse_status(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<CardStat
             .then(|| u16::from_be_bytes([v[0], v[1]]))
             .ok_or_else(|| malformed_status("bad u16 field"))
     };
-    let text = |t: u16| -> Result<String> {
-        String::from_utf8(field(t)?.clone()).map_err(|_| malformed_status("non-UTF-8 text field"))
-    };
+    let text = |t: u16| -> Result<String> { card_text(t, field(t)?) };
+    let optional = |t: u16| m.get(&t).map(|v| card_text(t, v)).transpose();
     let v = field(tag::APPLET_VERSION)?;
     if v.len() != 2 {
         return Err(malformed_status("bad applet version"));
     }
     let tries = byte(tag::PIN_TRIES_LEFT)?;
+    let max_tries = byte(tag::PIN_MAX_TRIES)?;
+    if !(1..=15).contains(&max_tries) || tries > max_tries {
+        return Err(malformed_status(&format!(
+            "PIN tries {tries} of {max_tries} (maximum 1 to 15)"
+        )));
+    }
+    let (page_size, page_count) = (word(tag::PAGE_SIZE)?, word(tag::PAGE_COUNT)?);
+    if !(16..=4096).contains(&page_size) || page_count == 0 {
+        return Err(malformed_status(&format!(
+            "page size {page_size} (16 to 4096) or page count {page_count} (at least 1)"
+        )));
+    }
     Ok(CardStatus {
-        card_number: text(tag::CARD_NUMBER)?,
+        card_number: card_number_text(field(tag::CARD_NUMBER)?).map_err(|r| malformed_status(&r))?,
         role: CardRole::from(text(tag::ROLE)?.as_str()),
         applet_version: format!("{}.{}", v[0], v[1]),
         pin_tries_left: tries,
-        pin_max_tries: byte(tag::PIN_MAX_TRIES)?,
+        pin_max_tries: max_tries,
         pin_blocked: tries == 0,
         issued: byte(tag::ISSUED)? != 0,
-        member_number: text(tag::MEMBER_NUMBER).ok(),
-        expiry: text(tag::EXPIRY).ok(),
-        page_size: word(tag::PAGE_SIZE)?,
-        page_count: word(tag::PAGE_COUNT)?,
+        member_number: optional(tag::MEMBER_NUMBER)?,
+        expiry: optional(tag::EXPIRY)?,
+        page_size,
+        page_count,
         extended_length: byte(tag::FLAGS)? & 1 != 0,
     })
 }
@@ -731,29 +876,44 @@ fn parse_key_state(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> Result<KeySt
     let [size, bits] = kg[..] else {
         return Err(malformed_status("key group status is not 2 bytes"));
     };
+    if size > 8 {
+        return Err(malformed_status(&format!("key group size {size} is not 1 to 8")));
+    }
+    if u16::from(bits) >> size != 0 {
+        return Err(malformed_status(&format!(
+            "key group bitmap {bits:02X} names elements beyond size {size}"
+        )));
+    }
     let elements_written: Vec<u8> = (0..size).filter(|i| bits & (1 << i) != 0).map(|i| i + 1).collect();
-    let text = |t: u16| m.get(&t).map(|b| String::from_utf8_lossy(b).into_owned());
+    let text = |t: u16| m.get(&t).map(|v| card_text(t, v)).transpose();
     let ex = m
         .get(&tag::EXPORT_STATUS)
         .ok_or_else(|| malformed_status("no export status"))?;
     if ex.len() < 7 || ex.len() != 7 + ex[6] as usize {
         return Err(malformed_status("bad export status"));
     }
-    let target = String::from_utf8_lossy(&ex[7..]).into_owned();
+    let target = if ex.len() > 7 {
+        card_number_text(&ex[7..]).map_err(|r| malformed_status(&format!("export target: {r}")))?
+    } else {
+        String::new()
+    };
     Ok(KeyState {
         group_size: size,
         group_complete: elements_written.len() == size as usize && size > 0,
         elements_written,
         check_value: m.get(&tag::KEY_GROUP_KCV).map(|k| to_hex(k)),
-        key_origin: text(tag::KEY_ORIGIN)
+        key_origin: text(tag::KEY_ORIGIN)?
             .map(|o| o.parse::<KeyOrigin>())
             .transpose()
             .map_err(|e| malformed_status(&e))?,
         public_key: m.get(&tag::PUBLIC_KEY).map(|p| to_hex(p)),
-        source_card: text(tag::SOURCE_CARD),
+        source_card: text(tag::SOURCE_CARD)?,
         export: ExportStatus {
             take_outs: u32::from_be_bytes([ex[0], ex[1], ex[2], ex[3]]),
-            state: ExportState::from_byte(ex[4]),
+            state: match ex[4] {
+                0..=2 => ExportState::from_byte(ex[4]),
+                other => return Err(malformed_status(&format!("export state {other:02X} is not 00 to 02"))),
+            },
             target: (!target.is_empty()).then_some(target),
             no_export_after_backup: ex[5] & 1 != 0,
         },
@@ -766,5 +926,63 @@ fn pin_result(command: &'static str, sw: StatusWord) -> Result<()> {
         StatusWord::VerifyFailed { tries_left: 0 } | StatusWord::AuthMethodBlocked => Err(Error::PinBlocked),
         StatusWord::VerifyFailed { tries_left } => Err(Error::WrongPin { tries_left }),
         sw => Err(Error::Card { command, sw }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlv_shape_is_bounded_before_parsing() {
+        // The status template shape parses.
+        let ok = [0xE1, 0x07, 0xDF, 0x01, 0x01, b'1', 0xDF, 0x04, 0x00];
+        assert!(parse_tlv(&ok).is_ok());
+        // 64 KiB of nested constructed objects: refused by depth, no recursion.
+        let deep = crate::transport::hostile::answers::nested_templates(16000);
+        assert!(deep.len() > 60000);
+        assert!(parse_tlv(&deep).unwrap_err().contains("nested deeper"));
+        let mut nest = vec![0xE1, 0x00];
+        for _ in 0..MAX_TLV_DEPTH {
+            let mut outer = vec![0xE1, nest.len() as u8];
+            outer.extend_from_slice(&nest);
+            nest = outer;
+        }
+        assert!(parse_tlv(&nest).unwrap_err().contains("nested deeper"));
+        // Many small objects: refused by count.
+        let mut many = vec![0xE1, 0x82, 0x04, 0x02];
+        many.extend(std::iter::repeat_n([0x80u8, 0x00], 513).flatten());
+        assert!(parse_tlv(&many).unwrap_err().contains("more than 256"));
+        // Lengths past the end, bad length bytes, long tags.
+        assert!(parse_tlv(&[0xE1, 0x05, 0x80, 0x01]).is_err());
+        assert!(parse_tlv(&[0xE1, 0x84, 0, 0, 0, 1, 0]).is_err());
+        assert!(parse_tlv(&[0xDF, 0x81, 0x81, 0x01, 0x00]).is_err());
+        assert!(parse_tlv(&[0x9F, 0x81, 0x01, 0x01, 0x00]).is_ok());
+    }
+
+    #[test]
+    fn card_numbers_and_texts_from_the_card_cannot_break_lines() {
+        assert!(card_number_text(b"1234-abcd-XYZ").is_ok());
+        for bad in [&b""[..], b"FUZZ-M\nIN", b"12 34", b"\x1b[2J", &[b'1'; 33]] {
+            assert!(card_number_text(bad).is_err(), "{bad:?}");
+        }
+        assert!(card_text(tag::ROLE, b"main").is_ok());
+        assert!(card_text(tag::ROLE, b"ma\nin").is_err());
+        assert!(card_text(tag::ROLE, b"\x1b]0;owned\x07").is_err());
+        assert!(card_text(tag::ROLE, &[0xFF]).is_err());
+    }
+
+    #[test]
+    fn key_group_size_and_bitmap_are_checked() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(tag::EXPORT_STATUS, vec![0; 7]);
+        m.insert(tag::KEY_GROUP_STATUS, vec![9, 0xFF]);
+        assert!(parse_key_state(&m).is_err());
+        m.insert(tag::KEY_GROUP_STATUS, vec![3, 0x08]);
+        assert!(parse_key_state(&m).is_err());
+        m.insert(tag::KEY_GROUP_STATUS, vec![8, 0xFF]);
+        assert!(parse_key_state(&m).unwrap().group_complete);
+        m.insert(tag::EXPORT_STATUS, vec![0, 0, 0, 0, 7, 0, 0]);
+        assert!(parse_key_state(&m).is_err());
     }
 }

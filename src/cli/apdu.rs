@@ -54,6 +54,68 @@ fn load_script(path: &PathBuf) -> Result<Vec<(usize, String)>> {
         .collect())
 }
 
+/// Largest command APDU: header (4), extended Lc (3), 65 535 data bytes, extended Le (2).
+pub const MAX_COMMAND_APDU: usize = 4 + 3 + 65535 + 2;
+
+/// A command APDU typed by the user, as bytes, or what is wrong with it.
+/// Only what ISO 7816-3 allows (cases 1 to 4, short or extended, the length
+/// fields matching the data) is sent; the verdict is the card-side parser's.
+pub fn command_apdu(text: &str) -> std::result::Result<Vec<u8>, String> {
+    let digits: Vec<char> = text.chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
+    if let Some(c) = digits.iter().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("'{c}' is not a hex digit"));
+    }
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!(
+            "{} hex digits is an odd number (two digits per byte)",
+            digits.len()
+        ));
+    }
+    let raw = from_hex(text).ok_or_else(|| "not hex".to_string())?;
+    if raw.len() > MAX_COMMAND_APDU {
+        return Err(format!(
+            "{} bytes exceed the longest command APDU ({MAX_COMMAND_APDU} bytes)",
+            raw.len()
+        ));
+    }
+    match cardvault_proto::apdu::CommandApdu::parse(&raw) {
+        Ok(_) => Ok(raw),
+        Err(_) => Err(length_problem(&raw)),
+    }
+}
+
+/// Why the length fields of `raw` (which the parser refused) do not fit.
+fn length_problem(raw: &[u8]) -> String {
+    if raw.len() < 4 {
+        return format!("{} bytes; a command APDU has at least 4 (CLA INS P1 P2)", raw.len());
+    }
+    let body = &raw[4..];
+    let rest = body.len() - 1;
+    if body[0] != 0 {
+        let lc = body[0] as usize;
+        return format!(
+            "P3 = {:02X} announces {lc} data bytes, but {rest} bytes follow it ({lc}, or {} with Le, would fit)",
+            body[0],
+            lc + 1
+        );
+    }
+    if body.len() == 2 {
+        return "P3 = 00 followed by one byte: a short Le of 00 ends the APDU, and an extended length field \
+                has two bytes after the 00"
+            .into();
+    }
+    let lc = u16::from_be_bytes([body[1], body[2]]) as usize;
+    if lc == 0 {
+        return "extended Lc = 0000 announces no data, but bytes follow it".into();
+    }
+    let rest = body.len() - 3;
+    format!(
+        "extended Lc = {lc:04X} announces {lc} data bytes, but {rest} bytes follow it ({lc}, or {} with a 2-byte Le, \
+         would fit)",
+        lc + 2
+    )
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let lines: Vec<(usize, String)> = match &a.script {
         Some(p) => load_script(p)?,
@@ -65,9 +127,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     // Parse everything first: a typo on line 40 must not leave 39 commands sent.
     let mut apdus = Vec::with_capacity(lines.len());
     for (n, l) in &lines {
-        let bytes = from_hex(l).filter(|b| b.len() >= 4).ok_or_else(|| {
-            let whereabouts = if a.script.is_some() { format!("line {n}") } else { format!("argument {n}") };
-            Error::Usage(format!("{whereabouts}: '{l}' is not a command APDU in hex (at least 4 bytes; one APDU per argument, quoted if it has spaces)"))
+        let bytes = command_apdu(l).map_err(|why| {
+            let whereabouts = if a.script.is_some() {
+                format!("line {n}")
+            } else {
+                format!("argument {n}")
+            };
+            let shown: String = l.chars().take(40).collect();
+            let more = if l.chars().count() > 40 { "..." } else { "" };
+            Error::Usage(format!("{whereabouts}: '{shown}{more}' is not a command APDU: {why}"))
         })?;
         apdus.push(bytes);
     }
@@ -158,4 +226,39 @@ fn record(
         micros,
     });
     (strict && r.sw != StatusWord::Ok && !matches!(r.sw, StatusWord::MoreData(_))).then_some(r.sw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_every_iso_case_and_says_what_is_wrong_with_the_rest() {
+        for ok in [
+            "80990000",
+            "00CADF0100",
+            "00 A4 04 00 06 F0 43 56 4C 54 01",
+            "00A4040006F043564C540100",
+            "80B00001000010",
+            "80D60000000002AABB",
+            "80D60000000002AABB0000",
+        ] {
+            assert!(command_apdu(ok).is_ok(), "{ok}");
+        }
+        let why = |s: &str| command_apdu(s).unwrap_err();
+        assert!(why("80B000240004").contains("P3 = 00 followed by one byte"));
+        assert!(why("80B00024000").contains("odd"));
+        assert!(why("80B0002G").contains("'G' is not a hex digit"));
+        assert!(why("80B000").contains("at least 4"));
+        assert!(why("00A404000601").contains("P3 = 06 announces 6 data bytes, but 1 bytes follow"));
+        assert!(why("00A4040001AABBCC").contains("but 3 bytes follow"));
+        assert!(why("80D6000000000201").contains("extended Lc = 0002"));
+        assert!(why("80D60000000000AA").contains("extended Lc = 0000"));
+        let long = "00".repeat(MAX_COMMAND_APDU + 1);
+        assert!(why(&long).contains("exceed the longest command APDU (65544 bytes)"));
+        let mut max = "80D6000000FFFF".to_string();
+        max.push_str(&"AB".repeat(65535));
+        max.push_str("0000");
+        assert_eq!(command_apdu(&max).unwrap().len(), MAX_COMMAND_APDU);
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod atr;
 pub mod fault;
+pub mod hostile;
 pub mod pcsc;
 pub mod sim;
 
@@ -15,6 +16,9 @@ pub enum TransportError {
     CardReset,
     #[error("{0}")]
     Pcsc(::pcsc::Error),
+    /// The card did not answer an APDU within the APDU timeout.
+    #[error("no answer within {} s", .0.as_secs_f64())]
+    Timeout(std::time::Duration),
 }
 
 /// What the reader path (reader + card) accepts.

@@ -99,6 +99,11 @@ impl SimReader {
     pub fn card(&self) -> &Card {
         &self.card
     }
+
+    /// The simulated card, to change (tests: a hostile applet).
+    pub fn card_mut(&mut self) -> &mut Card {
+        &mut self.card
+    }
 }
 
 impl Reader for SimReader {

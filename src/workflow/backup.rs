@@ -98,11 +98,14 @@ pub fn backup(
         .ok_or_else(|| malformed("header cut short"))?
         .to_vec();
     let h = cardvault_proto::backup::parse_header(&header).ok_or_else(|| malformed("header does not parse"))?;
+    let bounds = RecordBounds::announced(&h).map_err(|why| malformed(&why))?;
+    crate::card::card_number_text(h.card_number.as_bytes()).map_err(|why| malformed(&why))?;
     let kind = h.backup_kind();
     let card_number = h.card_number.clone();
     let total_pages = h.pages as u64;
     let mut records = Vec::new();
     let mut body = r.data[2 + hlen..].to_vec();
+    let mut received = body.len();
     let mut more = r.more;
     let mut pages_seen = 0u64;
     loop {
@@ -150,13 +153,70 @@ pub fn backup(
                 completed,
             });
         }
+        if body.len() < bounds.min_record {
+            return Err(malformed(&format!(
+                "record {} of {} bytes carries no page, yet the card announces more",
+                records.len(),
+                body.len()
+            )));
+        }
         records.push(std::mem::take(&mut body));
+        if records.len() >= bounds.max_records {
+            return Err(malformed(&format!(
+                "the card offers more than the {} records its header announces ({} pages)",
+                bounds.max_records, h.pages
+            )));
+        }
         pages_seen = (pages_seen + (records.last().map(|r| r.len()).unwrap_or(0) / h.page_size.max(1) as usize) as u64)
             .min(total_pages);
         progress(pages_seen, total_pages);
         let r = card.backup_data(records.len() as u16)?;
+        received += r.data.len();
+        if received > bounds.max_bytes {
+            return Err(malformed(&format!(
+                "the card sent more than the {} bytes its header announces",
+                bounds.max_bytes
+            )));
+        }
         body = r.data;
         more = r.more;
+    }
+}
+
+/// What a backup's header lets the card send: records never split pages,
+/// so a backup of `pages` pages has at most `pages` records (one, empty,
+/// when no page changed), each record before the last carries at least one
+/// page, and the whole is at most its pages, their run headers, the record
+/// overheads and the trailer (docs/FORMATS.md, "Records").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordBounds {
+    pub max_records: usize,
+    pub min_record: usize,
+    pub max_bytes: usize,
+}
+
+/// Bytes of a record around its runs: run count (2) and the GCM tag (16).
+const RECORD_OVERHEAD: usize = 18;
+/// Bytes of a run header: first page (2) and page count (2).
+const RUN_HEADER: usize = 4;
+
+impl RecordBounds {
+    /// The bounds of the backup `h` announces; a header whose numbers are
+    /// outside their documented ranges is refused.
+    pub fn announced(h: &cardvault_proto::backup::HeaderInfo) -> std::result::Result<RecordBounds, String> {
+        if !(16..=4096).contains(&h.page_size) || h.page_count == 0 || h.pages > h.page_count {
+            return Err(format!(
+                "header announces {} pages of {} bytes out of {} (page size 16 to 4096, pages at most the page count)",
+                h.pages, h.page_size, h.page_count
+            ));
+        }
+        let (pages, page) = (h.pages as usize, h.page_size as usize);
+        let max_records = pages.max(1);
+        Ok(RecordBounds {
+            max_records,
+            min_record: RECORD_OVERHEAD + RUN_HEADER + page,
+            max_bytes: max_records * RECORD_OVERHEAD + pages * (RUN_HEADER + page) + bk::TRAILER_LEN,
+        })
     }
 }
 

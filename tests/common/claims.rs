@@ -27,6 +27,10 @@ pub fn cut_point_apdus(workflow: &str) -> u64 {
 pub const WRITE_KILL_ROUNDS: usize = 12;
 pub const BACKUP_KILL_RUNS: usize = 6;
 pub const PIN_BLOCK_RESTARTS: usize = 1;
+/// Quick restarts of applet-sim on the same vpcd port, and how soon the card
+/// must be back after each.
+pub const SIM_RESTARTS: usize = 10;
+pub const SIM_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// "Vault tampering": rows of the table, the audit edit included.
 pub const TAMPER_CASES: usize = 10;
@@ -35,3 +39,15 @@ pub const TAMPER_CASES: usize = 10;
 pub const SIDE_BY_SIDE: (usize, usize, usize) = (4, 3, 12);
 /// Secrets the hygiene test looks for.
 pub const SECRETS_CHECKED: usize = 17;
+
+/// "Hostile card": workflows and classes of bad answers of
+/// `tests/hostile.rs`, and the bounds every run stays within: APDUs beyond
+/// the clean run's (one command's GET RESPONSE rounds and 6Cxx re-send), and
+/// response bytes received per command of the clean run (one whole answer
+/// of at most 65 560 bytes and the status words of its rounds).
+pub const HOSTILE_WORKFLOWS: usize = 8;
+/// Runs: for each workflow and class, one per APDU of the clean run.
+pub const HOSTILE_RUNS: u64 = 440;
+pub const HOSTILE_CLASSES: usize = 8;
+pub const HOSTILE_MAX_APDUS_OVER_CLEAN: u64 = 262;
+pub const HOSTILE_BYTES_PER_COMMAND: u64 = 65560 + 2 * 262;

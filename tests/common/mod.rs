@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod claims;
+pub mod hostile;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
@@ -107,8 +108,23 @@ pub fn state(home: &Path, name: &str) -> applet_sim::CardState {
         .unwrap_or_else(|e| panic!("card {name} is not readable: {e}"))
 }
 
+/// Run a command (cardvault, as every test does): its stderr must not show
+/// a Rust panic, whatever the input or the card's answers.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run cardvault")
+    let o = cmd.output().expect("run cardvault");
+    assert_no_panic(&o.stderr);
+    o
+}
+
+/// A Rust panic printed by cardvault ("thread 'main' panicked at ..."): never,
+/// for any input or card answer. Every CLI output a test captures passes here
+/// (`run`, `stderr`, and the tests that read a child's stderr themselves).
+pub fn assert_no_panic(stderr: &[u8]) {
+    let text = String::from_utf8_lossy(stderr);
+    assert!(
+        !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+        "cardvault printed a Rust panic:\n{text}"
+    );
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -116,6 +132,7 @@ pub fn stdout(o: &Output) -> String {
 }
 
 pub fn stderr(o: &Output) -> String {
+    assert_no_panic(&o.stderr);
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 

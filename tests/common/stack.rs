@@ -332,6 +332,24 @@ impl PcscStack {
     pub fn one(&self, path: &Path, profile: &str) -> Sim {
         self.sim(&[(0, path, profile)])
     }
+
+    /// Start applet-sim for one card in reader 0 and return at once: no wait
+    /// for the reader to be empty before or for the card to appear after (a
+    /// quick restart, as operators and CI do it).
+    pub fn start_sim_now(&self, path: &Path, profile: &str) -> Sim {
+        let mut cmd = Command::new(applet_sim_bin());
+        if std::env::var_os("CV_SIM_VERBOSE").is_none() {
+            cmd.arg("--quiet");
+        }
+        cmd.args(["--vpcd", &self.addr(0), "--card"])
+            .arg(path)
+            .args(["--profile", profile]);
+        let child = cmd.stdin(Stdio::null()).spawn().expect("start applet-sim");
+        Sim {
+            child: Some(child),
+            readers: vec![(self.reader(0), 0)],
+        }
+    }
 }
 
 impl Drop for PcscStack {
@@ -377,6 +395,16 @@ impl Sim {
                 || matches!(reader_state(r), Some((false, n)) if n != *events),
             );
         }
+    }
+
+    /// SIGKILL the simulator and return at once, without waiting for pcscd
+    /// to notice (a quick restart follows).
+    pub fn kill_now(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.readers.clear();
     }
 
     pub fn pid(&self) -> u32 {
