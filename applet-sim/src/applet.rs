@@ -197,6 +197,7 @@ impl Applet {
             (cla::PROPRIETARY, Ins::RestoreData) => self.restore_data(c),
             (cla::PROPRIETARY, Ins::RestoreComplete) => self.restore_complete(c),
             (cla::PROPRIETARY, Ins::GetBalance) => self.get_balance(c),
+            (cla::PROPRIETARY, Ins::GetLoadChallenge) => self.get_load_challenge(c),
             (cla::PROPRIETARY, Ins::PerformSecurityOperation) => self.perform_security_operation(c),
             (cla::PROPRIETARY, Ins::InternalAuthenticate | Ins::MUTUAL_AUTHENTICATE) => {
                 match scp11::Variant::from_command(c.ins, c.p2) {
@@ -502,6 +503,8 @@ impl Applet {
     }
 
     /// WRITE MEMORY (CLA 80): write the data starting at page P1P2. PIN required.
+    /// The pages of a value application are never written (6982): value
+    /// enters only through an issuer-authorized CREDIT.
     fn write_memory(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.data.is_empty() {
             return Err(sw::WRONG_LENGTH);
@@ -513,6 +516,9 @@ impl Applet {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         let r = self.page_range(c, c.data.len())?;
+        if self.touches_value_application(&r) {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
         self.reset_restored_values(&r);
         if self.state.memory[r.clone()] != c.data[..] {
             self.state.memory[r.clone()].copy_from_slice(&c.data);

@@ -117,6 +117,9 @@ pub struct CardState {
     /// Outstanding challenge for an other-card restore authorization.
     #[serde(default, with = "hexbytes")]
     pub restore_challenge: Vec<u8>,
+    /// Outstanding challenge for an issuer load authorization (CREDIT).
+    #[serde(default, with = "hexbytes")]
+    pub load_challenge: Vec<u8>,
     /// SCP11: the card's key agreement private key SK.SD.ECKA (P-256 scalar,
     /// 32 bytes; empty on cards made before secure messaging: no SCP11).
     /// Never readable from outside the card.
@@ -281,6 +284,7 @@ impl CardState {
             change_flags: vec![0u8; (p.page_count as usize).div_ceil(8)],
             backup: BackupCounters::default(),
             restore_challenge: Vec::new(),
+            load_challenge: Vec::new(),
             applet_installed: p.applet_installed,
             ecka_private: Vec::new(),
             certificate: Vec::new(),

@@ -345,20 +345,21 @@ fn change_reference_data_replaces_the_pin() {
 
 // ---------------------------------------------------------------- short and extended lengths
 
-/// VERIFY, then write a 4096-byte pattern at page 0 and return it.
+/// VERIFY, then write a 4096-byte pattern at page 4 (the first page after
+/// the purse, which no holder command writes) and return it.
 fn card_with_pattern() -> (Card, Vec<u8>) {
     let mut c = selected_card();
     assert_eq!(verify(&mut c, PIN), 0x9000);
     let p = pattern(4096, 7);
-    assert_eq!(write_memory_ext(&mut c, 0, &p), 0x9000);
-    assert_eq!(c.state().memory[..4096], p[..]);
+    assert_eq!(write_memory_ext(&mut c, 4, &p), 0x9000);
+    assert_eq!(c.state().memory[1024..5120], p[..]);
     (c, p)
 }
 
 #[test]
 fn read_memory_4096_with_extended_le_returns_all_and_9000() {
     let (mut c, p) = card_with_pattern();
-    let (r, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x00, 0x00, 0x10, 0x00]);
+    let (r, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x04, 0x00, 0x10, 0x00]);
     assert_eq!(s, 0x9000);
     assert_eq!(r, p);
 }
@@ -367,7 +368,7 @@ fn read_memory_4096_with_extended_le_returns_all_and_9000() {
 fn read_memory_4096_with_short_le_gives_256_and_6100_then_get_response_collects_all() {
     let (mut c, p) = card_with_pattern();
     // Length 4096 in the data field, short Le 00 (256).
-    let (first, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x00, 0x02, 0x10, 0x00, 0x00]);
+    let (first, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x04, 0x02, 0x10, 0x00, 0x00]);
     assert_eq!(s, 0x6100);
     assert_eq!(first.len(), 256);
     let mut all = first;
@@ -393,7 +394,7 @@ fn read_memory_4096_with_short_le_gives_256_and_6100_then_get_response_collects_
 #[test]
 fn read_memory_without_length_short_le_00_reads_256_bytes() {
     let (mut c, p) = card_with_pattern();
-    let (r, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x01, 0x00]);
+    let (r, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x05, 0x00]);
     assert_eq!(s, 0x9000);
     assert_eq!(r, p[256..512]);
 }
@@ -473,14 +474,14 @@ fn chained_write_memory_of_600_bytes_in_3_short_apdus_writes_all() {
     let mut c = selected_card();
     assert_eq!(verify(&mut c, PIN), 0x9000);
     let p = pattern(600, 3);
-    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x02], &p[..255], None)), 0x9000);
-    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x02], &p[255..510], None)), 0x9000);
+    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x06], &p[..255], None)), 0x9000);
+    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x06], &p[255..510], None)), 0x9000);
     // Nothing is written before the last command of the chain.
-    assert!(c.state().memory[512..1112].iter().all(|&b| b == 0));
-    assert_eq!(sw(&mut c, &apdu([0x80, 0xD6, 0x00, 0x02], &p[510..], None)), 0x9000);
-    assert_eq!(c.state().memory[512..1112], p[..]);
-    assert!(c.state().memory[1112..].iter().all(|&b| b == 0));
-    assert!(c.state().memory[..512].iter().all(|&b| b == 0));
+    assert!(c.state().memory[1536..2136].iter().all(|&b| b == 0));
+    assert_eq!(sw(&mut c, &apdu([0x80, 0xD6, 0x00, 0x06], &p[510..], None)), 0x9000);
+    assert_eq!(c.state().memory[1536..2136], p[..]);
+    assert!(c.state().memory[2136..].iter().all(|&b| b == 0));
+    assert!(c.state().memory[..1536].iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -488,14 +489,15 @@ fn chain_interrupted_by_other_command_returns_6883_and_writes_nothing() {
     let mut c = selected_card();
     assert_eq!(verify(&mut c, PIN), 0x9000);
     let p = pattern(600, 5);
-    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x00], &p[..255], None)), 0x9000);
-    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x00], &p[255..510], None)), 0x9000);
+    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x04], &p[..255], None)), 0x9000);
+    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x04], &p[255..510], None)), 0x9000);
     assert_eq!(get_data(&mut c, tag::CARD_NUMBER), (vec![], 0x6883));
     // The chain is gone: the last part alone writes only its own 90 bytes.
     assert!(c.state().memory.iter().all(|&b| b == 0));
-    assert_eq!(sw(&mut c, &apdu([0x80, 0xD6, 0x00, 0x00], &p[510..], None)), 0x9000);
-    assert_eq!(c.state().memory[..90], p[510..]);
-    assert!(c.state().memory[90..].iter().all(|&b| b == 0));
+    assert_eq!(sw(&mut c, &apdu([0x80, 0xD6, 0x00, 0x04], &p[510..], None)), 0x9000);
+    assert_eq!(c.state().memory[1024..1114], p[510..]);
+    assert!(c.state().memory[1114..].iter().all(|&b| b == 0));
+    assert!(c.state().memory[..1024].iter().all(|&b| b == 0));
 }
 
 // ---------------------------------------------------------------- PIN
@@ -678,10 +680,10 @@ fn write_is_in_the_state_file_when_the_response_arrives_and_file_is_json() {
     assert_eq!(sw(&mut c, SELECT), 0x9000);
     assert_eq!(verify(&mut c, PIN), 0x9000);
     let p = pattern(300, 9);
-    assert_eq!(write_memory_ext(&mut c, 3, &p), 0x9000);
+    assert_eq!(write_memory_ext(&mut c, 7, &p), 0x9000);
     // The card is still open: the file was committed before the answer.
     let on_disk = Store::peek(&path).unwrap();
-    assert_eq!(on_disk.memory[768..1068], p[..]);
+    assert_eq!(on_disk.memory[1792..2092], p[..]);
     assert_eq!(&on_disk, c.state());
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(json["version"], 1);

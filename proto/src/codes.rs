@@ -94,6 +94,9 @@ instructions! {
     RestoreComplete, RESTORE_COMPLETE = 0xF6, "RESTORE COMPLETE";
     // Value applications (CLA 80).
     GetBalance, GET_BALANCE = 0x5C, "GET BALANCE";
+    /// GET LOAD CHALLENGE: the challenge an issuer load authorization must name.
+    GetLoadChallenge, GET_LOAD_CHALLENGE = 0x5A, "GET LOAD CHALLENGE";
+    /// CREDIT: amount and the issuer's load authorization (proto::load).
     Credit, CREDIT = 0x52, "CREDIT";
     Debit, DEBIT = 0x54, "DEBIT";
     // GlobalPlatform SCP11 (CLA 80).

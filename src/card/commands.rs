@@ -208,7 +208,20 @@ impl Command {
         Command::of(cla::PROPRIETARY, Ins::GetBalance, app, 0).expect(4)
     }
 
-    pub fn credit(app: u8, amount: u32) -> Command {
+    pub fn get_load_challenge(app: u8) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::GetLoadChallenge, app, 0).expect(16)
+    }
+
+    /// CREDIT with the issuer's load authorization (amount || signature).
+    pub fn credit(app: u8, auth: &cardvault_proto::load::LoadAuthorization) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::Credit, app, 0)
+            .with_data(&auth.encode())
+            .expect(4)
+    }
+
+    /// CREDIT with an amount alone: what a terminal without an issuer
+    /// authorization would send (the card refuses it; tests).
+    pub fn credit_unauthorized(app: u8, amount: u32) -> Command {
         Command::of(cla::PROPRIETARY, Ins::Credit, app, 0)
             .with_data(&amount.to_be_bytes())
             .expect(4)

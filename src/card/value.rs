@@ -131,9 +131,28 @@ impl CardClient<'_> {
         amount("GET BALANCE", raw)
     }
 
-    /// CREDIT `amount` to value application `app`; returns the new balance.
-    pub fn credit(&mut self, app: u8, amount_: u32) -> Result<u32> {
-        let raw = self.ch.exec(&Command::credit(app, amount_))?;
+    /// GET LOAD CHALLENGE of value application `app`: the challenge the
+    /// issuer's load authorization must name (the card keeps it until a
+    /// CREDIT uses it).
+    pub fn load_challenge(&mut self, app: u8) -> Result<Vec<u8>> {
+        let ch = self.ch.exec(&Command::get_load_challenge(app))?;
+        if ch.len() != cardvault_proto::load::LOAD_CHALLENGE_LEN {
+            return Err(Error::Malformed {
+                command: "GET LOAD CHALLENGE",
+                reason: format!(
+                    "the challenge is {} bytes, not {}",
+                    ch.len(),
+                    cardvault_proto::load::LOAD_CHALLENGE_LEN
+                ),
+            });
+        }
+        Ok(ch)
+    }
+
+    /// CREDIT value application `app` with an issuer load authorization;
+    /// returns the new balance.
+    pub fn credit(&mut self, app: u8, auth: &cardvault_proto::load::LoadAuthorization) -> Result<u32> {
+        let raw = self.ch.exec(&Command::credit(app, auth))?;
         amount("CREDIT", raw)
     }
 

@@ -206,6 +206,17 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// The issuer's P-256 private key (hex) from its secret source.
+pub(crate) fn read_issuer_key(source: &SecretSource) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let key_hex = source.read("issuer signing key (hex)")?;
+    std::str::from_utf8(&key_hex)
+        .ok()
+        .and_then(|s| cardvault_proto::from_hex(s.trim()))
+        .filter(|k| k.len() == 32)
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| Error::Usage("the issuer key must be a 32-byte P-256 private key in hex".into()))
+}
+
 pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
     let text =
         std::fs::read_to_string(&a.request).map_err(|e| Error::io(format!("reading {}", a.request.display()), e))?;
@@ -217,13 +228,7 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
             req.version
         )));
     }
-    let key_hex = a.issuer_key.read("issuer signing key (hex)")?;
-    let key = std::str::from_utf8(&key_hex)
-        .ok()
-        .and_then(|s| cardvault_proto::from_hex(s.trim()))
-        .filter(|k| k.len() == 32)
-        .map(zeroize::Zeroizing::new)
-        .ok_or_else(|| Error::Usage("the issuer key must be a 32-byte P-256 private key in hex".into()))?;
+    let key = read_issuer_key(&a.issuer_key)?;
     let auth = backup::sign_authorization(&req, &key)?;
     if a.output.exists() {
         return Err(Error::Usage(format!("{} already exists", a.output.display())));

@@ -113,9 +113,11 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
             let c = &mut CardClient::open(r, ctx.session())?;
             c.verify_pin(DEMO_PIN)?;
             let before = c.stats();
-            c.write_memory(0, &pattern)?;
+            // Page 4: the first page after the purse, whose pages no
+            // holder command writes.
+            c.write_memory(4, &pattern)?;
             let mid = c.stats();
-            let back = c.read_memory(0, pattern.len())?;
+            let back = c.read_memory(4, pattern.len())?;
             let after = c.stats();
             (back, mid.apdus - before.apdus, after.apdus - mid.apdus)
         };
@@ -320,7 +322,10 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
     let (full, diff, number) = {
         let mut c = CardClient::open(src, ctx.session())?;
         c.verify_pin(DEMO_PIN)?;
-        c.credit(1, 5000)?;
+        let issuer = cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim())
+            .map(zeroize::Zeroizing::new)
+            .ok_or_else(|| Error::Data("demo issuer key".into()))?;
+        crate::workflow::purse::credit_with_issuer_key(&mut c, DEMO_PIN, 1, 5000, &issuer)?;
         let full = wb::backup(&mut c, &mut vault, true, &|_, _| {})?;
         c.write_memory(40, &[0x42; 600])?;
         let diff = wb::backup(&mut c, &mut vault, false, &|_, _| {})?;

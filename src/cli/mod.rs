@@ -91,10 +91,12 @@ pub enum Command {
     Restore(backup::RestoreArgs),
     /// Issuer: sign a restore authorization request.
     AuthorizeRestore(backup::AuthorizeArgs),
+    /// Issuer: sign a load authorization request (`purse challenge`).
+    AuthorizeLoad(purse::AuthorizeLoadArgs),
     /// List, show, verify, export and import vault backups.
     #[command(subcommand)]
     Vault(backup::VaultCommand),
-    /// Value application (e-money purse): balance, credit, debit.
+    /// Value application (e-money purse): balance, load challenge, credit, debit.
     #[command(subcommand)]
     Purse(purse::PurseCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
@@ -270,6 +272,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backup(a) => backup::run_backup(&ctx, a),
         Command::Restore(a) => backup::run_restore(&ctx, a),
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
+        Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
     }
