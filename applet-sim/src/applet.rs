@@ -57,6 +57,8 @@ pub struct Applet {
     final_sw: u16,
     /// The current command arrived under secure messaging.
     protected: bool,
+    /// Fault injection: every state write fails (a worn-out or full store).
+    fail_state_writes: bool,
 }
 
 /// Result of a command handler: response data, or a status word.
@@ -73,6 +75,52 @@ impl Applet {
             mute: false,
             final_sw: sw::OK,
             protected: false,
+            fail_state_writes: false,
+        }
+    }
+
+    /// Fault injection for tests: make every state write fail (as a full
+    /// disk or a worn-out EEPROM would) until switched off again.
+    pub fn set_fail_state_writes(&mut self, fail: bool) {
+        self.fail_state_writes = fail;
+    }
+
+    fn write_state(&self) -> Result<(), crate::state::StoreError> {
+        if self.fail_state_writes {
+            return Err(crate::state::StoreError::Io {
+                path: "(fault injection)".into(),
+                source: std::io::Error::other("state writes are failing (fault injection)"),
+            });
+        }
+        self.store.commit(&self.state)
+    }
+
+    /// Write the state now, in the middle of a command (a PIN attempt is
+    /// counted before it is compared). On failure the card does what it does
+    /// after any failed write (see [`Applet::process`]) and the command ends
+    /// with 6581.
+    pub(crate) fn commit_now(&mut self) -> Result<(), u16> {
+        self.dirty = false;
+        self.changed = true;
+        if let Err(e) = self.write_state() {
+            self.after_failed_write(e);
+            return Err(sw::MEMORY_FAILURE);
+        }
+        Ok(())
+    }
+
+    /// The change did not reach non-volatile memory: forget the session, as a
+    /// card would after tearing, and reload the last committed state; if even
+    /// that fails the card goes mute until it is opened again.
+    fn after_failed_write(&mut self, e: crate::state::StoreError) {
+        eprintln!("applet-sim: {e}");
+        self.session = Session::default();
+        match &self.store {
+            Store::File { path, .. } => match Store::peek(path) {
+                Ok(s) => self.state = s,
+                Err(_) => self.mute = true,
+            },
+            Store::Memory => {}
         }
     }
 
@@ -125,20 +173,10 @@ impl Applet {
         if self.dirty {
             self.dirty = false;
             self.changed = true;
-            if let Err(e) = self.store.commit(&self.state) {
+            if let Err(e) = self.write_state() {
                 // The change did not reach non-volatile memory: report a memory
-                // failure and forget the session, as a card would after tearing.
-                // The last committed state is reloaded; if even that fails the
-                // card goes mute until it is opened again.
-                eprintln!("applet-sim: {e}");
-                self.session = Session::default();
-                match &self.store {
-                    Store::File { path, .. } => match Store::peek(path) {
-                        Ok(s) => self.state = s,
-                        Err(_) => self.mute = true,
-                    },
-                    Store::Memory => {}
-                }
+                // failure (see `after_failed_write`).
+                self.after_failed_write(e);
                 return Err(sw::MEMORY_FAILURE);
             }
         }
@@ -340,8 +378,10 @@ impl Applet {
             .ok_or(sw::REF_DATA_NOT_FOUND)
     }
 
-    /// VERIFY: the retry counter is committed before the answer goes out, so
-    /// pulling the card cannot buy free tries.
+    /// VERIFY: the attempt is counted and the counter stored **before** the
+    /// PIN is compared, and the counter is restored after a right PIN
+    /// (ISO 7816 practice): pulling the card, or a state write that fails,
+    /// cannot buy free tries. A failed write answers 6581 and compares nothing.
     fn verify(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != proto::PIN_REF {
             return Err(sw::WRONG_P1P2);
@@ -362,22 +402,26 @@ impl Applet {
         if self.state.pin.blocked() {
             return Err(sw::AUTH_METHOD_BLOCKED);
         }
+        self.count_pin_attempt()?;
         if self.state.pin.matches(&c.data) {
-            if self.state.pin.tries_left != self.state.pin.max_tries {
-                self.state.pin.tries_left = self.state.pin.max_tries;
-                self.mark_dirty();
-            }
+            self.state.pin.tries_left = self.state.pin.max_tries;
+            self.mark_dirty();
             self.session.pin_verified = true;
             Ok(vec![])
         } else {
-            self.state.pin.tries_left -= 1;
-            self.session.pin_verified = false;
-            self.mark_dirty();
             Err(sw::VERIFY_FAIL_PREFIX | self.state.pin.tries_left as u16)
         }
     }
 
-    /// CHANGE REFERENCE DATA: data = len(old) || old || new.
+    /// Decrement the retry counter and store it before any comparison.
+    fn count_pin_attempt(&mut self) -> Result<(), u16> {
+        self.state.pin.tries_left -= 1;
+        self.session.pin_verified = false;
+        self.commit_now()
+    }
+
+    /// CHANGE REFERENCE DATA: data = len(old) || old || new. The new PIN
+    /// comes with a full counter.
     fn change_pin(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != proto::PIN_REF {
             return Err(sw::WRONG_P1P2);
@@ -391,10 +435,9 @@ impl Applet {
         if self.state.pin.blocked() {
             return Err(sw::AUTH_METHOD_BLOCKED);
         }
+        // As VERIFY: counted and stored before the old PIN is compared.
+        self.count_pin_attempt()?;
         if !self.state.pin.matches(old) {
-            self.state.pin.tries_left -= 1;
-            self.session.pin_verified = false;
-            self.mark_dirty();
             return Err(sw::VERIFY_FAIL_PREFIX | self.state.pin.tries_left as u16);
         }
         self.state.pin = PinState::new(new, self.state.pin.max_tries);

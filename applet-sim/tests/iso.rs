@@ -514,6 +514,66 @@ fn wrong_pin_gives_63c2_63c1_63c0_then_6983_even_for_correct_pin() {
     assert_eq!(sw(&mut c, &[0x80, 0xB0, 0x00, 0x00, 0x10]), 0x6982);
 }
 
+/// CHANGE REFERENCE DATA: len(old) || old || new.
+fn change_pin(card: &mut Card, old: &[u8], new: &[u8]) -> u16 {
+    let mut data = vec![old.len() as u8];
+    data.extend_from_slice(old);
+    data.extend_from_slice(new);
+    sw(card, &apdu([0x00, 0x24, 0x00, 0x81], &data, None))
+}
+
+#[test]
+fn no_pin_is_compared_while_the_counter_cannot_be_stored() {
+    let dir = TempDir::new("pin-fault");
+    let path = dir.card_path();
+    let mut c = open(&path);
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    c.set_fail_state_writes(true);
+    // Ten wrong PINs, then the right one: every attempt is counted first,
+    // the count cannot be stored, so nothing is compared and nothing is learnt.
+    for i in 0..10 {
+        assert_eq!(sw(&mut c, SELECT), 0x9000);
+        assert_eq!(verify(&mut c, format!("00000{i}").as_bytes()), 0x6581, "wrong PIN {i}");
+        assert_eq!(change_pin(&mut c, format!("00000{i}").as_bytes(), b"654321"), 0x6581);
+    }
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    assert_eq!(verify(&mut c, PIN), 0x6581, "the right PIN was compared");
+    assert_eq!(change_pin(&mut c, PIN, b"654321"), 0x6581);
+    assert!(!c.session().pin_verified);
+    assert_eq!(sw(&mut c, &[0x80, 0xB0, 0x00, 0x04, 0x10]), 0x6982);
+    // The card on disk kept its PIN and its counter.
+    let on_disk = Store::peek(&path).unwrap();
+    assert_eq!(on_disk.pin.tries_left, 3);
+    assert!(on_disk.pin.matches(PIN));
+    // Writes work again: a wrong PIN costs a try, the right one restores them.
+    c.set_fail_state_writes(false);
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    assert_eq!(verify(&mut c, b"000000"), 0x63C2);
+    assert_eq!(Store::peek(&path).unwrap().pin.tries_left, 2);
+    assert_eq!(verify(&mut c, PIN), 0x9000);
+    assert_eq!(Store::peek(&path).unwrap().pin.tries_left, 3);
+}
+
+#[test]
+fn a_pin_attempt_is_stored_before_the_pin_is_compared() {
+    let dir = TempDir::new("pin-order");
+    let path = dir.card_path();
+    let mut c = open(&path);
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    assert_eq!(verify(&mut c, b"000000"), 0x63C2);
+    // The right PIN: counted (stored), compared, then the counter is restored.
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    assert_eq!(verify(&mut c, PIN), 0x9000);
+    assert_eq!(Store::peek(&path).unwrap().pin.tries_left, 3);
+    // CHANGE REFERENCE DATA counts the same way.
+    assert_eq!(change_pin(&mut c, b"000000", b"654321"), 0x63C2);
+    assert_eq!(Store::peek(&path).unwrap().pin.tries_left, 2);
+    assert_eq!(change_pin(&mut c, PIN, b"654321"), 0x9000);
+    let on_disk = Store::peek(&path).unwrap();
+    assert_eq!(on_disk.pin.tries_left, 3);
+    assert!(on_disk.pin.matches(b"654321"));
+}
+
 #[test]
 fn verify_without_data_reports_63cx_9000_or_6983() {
     let mut c = selected_card();
