@@ -304,7 +304,9 @@ impl Applet {
                 let set = s.key_group.elements.iter().enumerate().filter(|(_, e)| !e.0.is_empty());
                 vec![s.key_group.size, set.fold(0u8, |m, (i, _)| m | (1 << i))]
             }
-            proto::Tag::KeyGroupKcv => self.key_group_kcv().ok()?.to_vec(),
+            // The check value identifies the key group: only for a session
+            // that verified the PIN (also left out of the card status).
+            proto::Tag::KeyGroupKcv if self.session.pin_verified => self.key_group_kcv().ok()?.to_vec(),
             proto::Tag::PublicKey => match &s.main_key {
                 Some(k) if k.public_readable => k.public.clone(),
                 _ => return None,
@@ -373,6 +375,9 @@ impl Applet {
             return Err(sw::WRONG_LENGTH);
         }
         let t = u16::from_be_bytes([c.p1, c.p2]);
+        if t == tag::KEY_GROUP_KCV && !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
         self.data_object(t)
             .map(|tlv| tlv.to_vec())
             .ok_or(sw::REF_DATA_NOT_FOUND)

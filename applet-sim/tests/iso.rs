@@ -523,6 +523,60 @@ fn change_pin(card: &mut Card, old: &[u8], new: &[u8]) -> u16 {
 }
 
 #[test]
+fn the_key_group_check_value_needs_the_pin() {
+    let mut c = selected_card();
+    assert_eq!(get_data(&mut c, tag::KEY_GROUP_KCV), (vec![], 0x6982));
+    let (status, s) = get_data(&mut c, tag::CARD_STATUS);
+    assert_eq!(s, 0x9000);
+    let kcv_tag = tag::KEY_GROUP_KCV.to_be_bytes();
+    assert!(
+        !status.windows(2).any(|w| w == kcv_tag),
+        "DF11 in the card status without the PIN"
+    );
+    assert_eq!(verify(&mut c, PIN), 0x9000);
+    // The built-in main card's group is incomplete (element 1 only): not found.
+    assert_eq!(get_data(&mut c, tag::KEY_GROUP_KCV).1, 0x6A88);
+}
+
+#[test]
+fn a_symlink_planted_beside_the_state_file_receives_nothing() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let dir = TempDir::new("symlink");
+    let path = dir.card_path();
+    let mut c = open(&path);
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    // Links at the temporary names the card used to write through
+    // (<state>.tmp-<pid>-<n>), and at a few more, all to a victim file.
+    let victim = dir.0.join("victim");
+    std::fs::write(&victim, b"victim").unwrap();
+    let pid = std::process::id();
+    for n in 0..64 {
+        symlink(&victim, format!("{}.tmp-{pid}-{n}", path.display())).unwrap();
+    }
+    assert_eq!(verify(&mut c, PIN), 0x9000);
+    assert_eq!(write_memory_ext(&mut c, 4, &[0x5A; 300]), 0x9000);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(Store::peek(&path).unwrap().memory[1024..1324], [0x5A; 300]);
+    // Nothing but the state file, its lock and the planted links.
+    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !(n.contains(".tmp-")
+                && std::fs::symlink_metadata(dir.0.join(n))
+                    .unwrap()
+                    .file_type()
+                    .is_symlink())
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["card.json", "card.json.lock", "victim"]);
+}
+
+#[test]
 fn no_pin_is_compared_while_the_counter_cannot_be_stored() {
     let dir = TempDir::new("pin-fault");
     let path = dir.card_path();

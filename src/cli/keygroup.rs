@@ -9,7 +9,11 @@ use std::path::PathBuf;
 #[derive(Subcommand, Debug)]
 pub enum KeygroupCommand {
     /// Key group elements written, check value, main key origin, export state.
-    Status,
+    Status {
+        /// The holder PIN: the card shows the check value only after VERIFY.
+        #[arg(long, value_name = "SOURCE")]
+        pin: Option<SecretSource>,
+    },
     /// Clear elements 2..n; this destroys the card's main keys with them.
     Reset {
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
@@ -41,8 +45,14 @@ pub enum KeygroupCommand {
 
 pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
     match c {
-        KeygroupCommand::Status => {
-            let (st, ks) = ctx.with_card(|card| Ok((card.status()?, card.key_state()?)))?;
+        KeygroupCommand::Status { pin } => {
+            let pin = pin.map(|p| p.read("PIN")).transpose()?;
+            let (st, ks) = ctx.with_card(|card| {
+                if let Some(pin) = &pin {
+                    card.verify_pin(pin)?;
+                }
+                Ok((card.status()?, card.key_state()?))
+            })?;
             if ctx.json {
                 let mut v = serde_json::to_value(&ks).expect("serializable");
                 v["card_number"] = st.card_number.into();
@@ -56,7 +66,12 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                     ks.group_size,
                     if ks.group_complete { ", complete" } else { "" }
                 );
-                println!("check value     {}", ks.check_value.as_deref().unwrap_or("-"));
+                let hidden = if ks.group_complete && pin.is_none() {
+                    "- (shown with --pin)"
+                } else {
+                    "-"
+                };
+                println!("check value     {}", ks.check_value.as_deref().unwrap_or(hidden));
                 println!("main key        {}", ks.key_origin.map_or("none", |o| o.as_str()));
                 if let Some(p) = &ks.public_key {
                     println!("encryption key  {p}");
