@@ -222,6 +222,7 @@ impl Applet {
             (cla::PROPRIETARY, Ins::ImportKey) => self.import_key(c),
             (cla::PROPRIETARY, Ins::ConfirmDuplicate) => self.confirm_duplicate(c),
             (cla::PROPRIETARY, Ins::ReleaseDuplicate) => self.release_duplicate(c),
+            (cla::PROPRIETARY, Ins::DestroyKey) => self.destroy_key(c),
             (cla::PROPRIETARY, Ins::UnwrapFileKey) => self.unwrap_file_key(c),
             (cla::PROPRIETARY, Ins::SetPeerKey) => self.set_peer_key(c),
             (cla::PROPRIETARY, Ins::RewrapToPeer) => self.rewrap_to_peer(c),

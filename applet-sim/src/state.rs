@@ -94,6 +94,9 @@ pub struct CardState {
     pub peer_key: Vec<u8>,
     #[serde(default)]
     pub export: ExportState,
+    /// Backup card: take-outs destroyed by DESTROY KEY.
+    #[serde(default)]
+    pub destroyed: DestroyedImports,
     /// Card-unique key (backup encryption), generated on the card.
     #[serde(default, with = "hexbytes")]
     pub unique_key: Vec<u8>,
@@ -220,6 +223,17 @@ pub struct ExportState {
     pub no_export_after_backup: bool,
 }
 
+/// On a backup card: the take-outs it has destroyed (DESTROY KEY). IMPORT
+/// KEY refuses a take-out from `source` numbered `counter` or lower, so a
+/// receipt stays true.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DestroyedImports {
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub counter: u32,
+}
+
 /// Bytes stored as hex in the state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HexBytes(pub Vec<u8>);
@@ -277,6 +291,7 @@ impl CardState {
                 no_export_after_backup: p.no_export_after_backup,
                 ..ExportState::default()
             },
+            destroyed: DestroyedImports::default(),
             unique_key: cardvault_proto::crypto::random::<32>().to_vec(),
             common_key: p.common_key.as_deref().and_then(from_hex).unwrap_or_default(),
             issuer_public_key: p.issuer_public_key.as_deref().and_then(from_hex).unwrap_or_default(),

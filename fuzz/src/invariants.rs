@@ -49,8 +49,8 @@ pub fn needs(class: u8, ins: Ins, p1: u8) -> Needs {
         (
             cla::PROPRIETARY,
             ReadMemory | WriteMemory | ResetKeyGroup | GenerateKeyPair | TakeOutKey | ImportKey | ConfirmDuplicate
-            | UnwrapFileKey | SetPeerKey | RewrapToPeer | Backup | GetRestoreChallenge | GetLoadChallenge | Credit
-            | Debit,
+            | UnwrapFileKey | SetPeerKey | RewrapToPeer | Backup | GetRestoreChallenge | GetLoadChallenge | DestroyKey
+            | Credit | Debit,
         ) => Needs::Pin,
         (cla::PROPRIETARY, Restore) => Needs::PinAndAdminForOverride,
         (cla::PROPRIETARY, BackupData | BackupComplete) => Needs::BackupInProgress,

@@ -84,6 +84,8 @@ instructions! {
     RewrapToPeer, REWRAP_TO_PEER = 0xEA, "REWRAP TO PEER";
     GetTransportKey, GET_TRANSPORT_KEY = 0xEB, "GET TRANSPORT KEY";
     SetMainKey, SET_MAIN_KEY = 0xEC, "SET MAIN KEY";
+    /// DESTROY KEY (backup card): destroy an imported key and answer a receipt.
+    DestroyKey, DESTROY_KEY = 0xED, "DESTROY KEY";
     // Page backup and restore (CLA 80).
     Backup, BACKUP = 0xF0, "BACKUP";
     BackupData, BACKUP_DATA = 0xF1, "BACKUP DATA";

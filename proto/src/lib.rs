@@ -83,6 +83,7 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::UNWRAP_FILE_KEY
                 | ins::REWRAP_TO_PEER
                 | ins::SET_MAIN_KEY
+                | ins::DESTROY_KEY
                 | ins::GET_TRANSPORT_KEY
                 | ins::GET_LOAD_CHALLENGE
                 | ins::CREDIT

@@ -122,8 +122,23 @@ impl Command {
         Command::of(cla::PROPRIETARY, Ins::ConfirmDuplicate, 0, 0).with_data(receipt)
     }
 
-    pub fn release_duplicate() -> Command {
-        Command::of(cla::PROPRIETARY, Ins::ReleaseDuplicate, 0, 0)
+    /// RELEASE DUPLICATE, with the bound target's DESTROY KEY receipt when a
+    /// take-out has left the card.
+    pub fn release_duplicate(receipt: Option<&[u8]>) -> Command {
+        let c = Command::of(cla::PROPRIETARY, Ins::ReleaseDuplicate, 0, 0);
+        match receipt {
+            Some(r) => c.with_data(r),
+            None => c,
+        }
+    }
+
+    /// DESTROY KEY on a backup card: data = counter (4) || source card number.
+    pub fn destroy_key(source: &str, counter: u32) -> Command {
+        let mut data = counter.to_be_bytes().to_vec();
+        data.extend_from_slice(source.as_bytes());
+        Command::of(cla::PROPRIETARY, Ins::DestroyKey, 0, 0)
+            .with_data(&data)
+            .expect(cardvault_proto::takeout::Receipt::LEN)
     }
 
     fn with_aad_and_wrapped(ins: Ins, aad: &[u8], wrapped: &[u8], ne: usize) -> Command {

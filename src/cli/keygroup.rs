@@ -22,10 +22,30 @@ pub enum KeygroupCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Issuer: forget the pending (never confirmed) duplicate target of a main card.
+    /// Issuer: forget the duplicate target of a main card. Once a take-out
+    /// has left the card this needs the target's receipt (`keygroup destroy`
+    /// on the backup card); for a lost backup card, rotate the main key
+    /// (`keygroup reset`) instead.
     Release {
         #[arg(long, value_name = "SOURCE")]
         admin_key: SecretSource,
+        /// The backup card's DESTROY KEY receipt (written by `keygroup destroy`).
+        #[arg(long, value_name = "FILE")]
+        receipt: Option<PathBuf>,
+    },
+    /// Backup card: destroy the key imported from a main card and write the
+    /// receipt the issuer presents to release that main card's duplicate.
+    Destroy {
+        /// The main card whose key goes.
+        #[arg(long, value_name = "NUMBER")]
+        source: String,
+        /// The main card's take-out count (`keygroup status` on it).
+        #[arg(long)]
+        counter: u32,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
     },
     /// Key service variant: set a main key made outside the card (hex P-256 private
     /// key), sent wrapped to a transport key the card authenticates with the admin key.
@@ -112,16 +132,64 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             audit(ctx, "key-group-reset", &number)?;
             report(ctx, "key group reset; main keys destroyed")
         }
-        KeygroupCommand::Release { admin_key } => {
+        KeygroupCommand::Release { admin_key, receipt } => {
             let key = super::pin::admin_key(&admin_key)?;
+            let receipt = match &receipt {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                    let v: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+                    let r = v["receipt"]
+                        .as_str()
+                        .and_then(cardvault_proto::from_hex)
+                        .filter(|r| r.len() == cardvault_proto::takeout::Receipt::LEN)
+                        .ok_or_else(|| Error::Usage(format!("{}: no 36-byte receipt", path.display())))?;
+                    Some(r)
+                }
+                None => None,
+            };
             let number = ctx.with_card(|card| {
                 let n = card.card_number()?;
                 card.admin_authenticate(&key, &n)?;
-                card.release_duplicate()?;
+                card.release_duplicate(receipt.as_deref())?;
                 Ok(n)
             })?;
             audit(ctx, "duplicate-released", &number)?;
             report(ctx, "pending duplicate released")
+        }
+        KeygroupCommand::Destroy {
+            source,
+            counter,
+            output,
+            pin,
+        } => {
+            let pin = pin.read("PIN")?;
+            if output.exists() {
+                return Err(Error::Usage(format!("{} already exists", output.display())));
+            }
+            let (number, receipt) = ctx.with_card(|card| {
+                card.verify_pin(&pin)?;
+                let n = card.card_number()?;
+                Ok((n, card.destroy_key(&source, counter)?))
+            })?;
+            let v = serde_json::json!({
+                "version": 1,
+                "backup_card": number,
+                "source_card": source,
+                "counter": counter,
+                "receipt": cardvault_proto::to_hex(&receipt),
+            });
+            std::fs::write(&output, serde_json::to_string_pretty(&v).expect("json"))
+                .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
+            audit(ctx, "duplicate-key-destroyed", &number)?;
+            report(
+                ctx,
+                &format!(
+                    "key from card {source} destroyed; receipt written to {}",
+                    output.display()
+                ),
+            )
         }
         KeygroupCommand::SetKey { admin_key, key } => {
             let admin = super::pin::admin_key(&admin_key)?;
