@@ -97,12 +97,16 @@ fn request_and_authorize(home: &Path, target: &str, source_number: &str, extra: 
     .arg(&req)
     .args(extra);
     ok_plain(run(&mut c));
+    // The issuer signs only for a source card reported lost.
+    ok_plain(run(cv(home).args(["card", "revoke", source_number])));
     let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer/issuer-private.hex");
     let o = run(cv(home)
         .args(["authorize-restore", "--request"])
         .arg(&req)
         .arg("--issuer-key")
         .arg(format!("file:{}", key.display()))
+        .arg("--issuer-root")
+        .arg(issuer_root())
         .arg("-o")
         .arg(&auth));
     ok_plain(o);
@@ -458,11 +462,14 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
             let rogue = s.home.join("rogue.hex");
             std::fs::write(&rogue, "7".repeat(64)).unwrap();
             let auth = s.home.join("rogue-auth.json");
+            ok_plain(run(cv(&s.home).args(["card", "revoke", &s.source])));
             ok_plain(run(cv(&s.home)
                 .args(["authorize-restore", "--request"])
                 .arg(&req)
                 .arg("--issuer-key")
                 .arg(format!("file:{}", rogue.display()))
+                .arg("--issuer-root")
+                .arg(issuer_root())
                 .arg("-o")
                 .arg(&auth)));
             s.onto_t(&["--authorization", &auth.display().to_string()])

@@ -370,6 +370,7 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
         counter,
         target_card: target,
         challenge: cardvault_proto::to_hex(&ch),
+        target_certificate: String::new(),
     };
     wb::sign_authorization(&req, &from_hex(ISSUER_KEY.trim()).unwrap()).unwrap()
 }

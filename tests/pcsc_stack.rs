@@ -469,12 +469,16 @@ fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer/issuer-private.hex");
+    let o = cv(&["card", "revoke", &number]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = cv(&[
         "authorize-restore",
         "--request",
         req.to_str().unwrap(),
         "--issuer-key",
         &format!("file:{}", key.display()),
+        "--issuer-root",
+        issuer_root().to_str().unwrap(),
         "-o",
         auth.to_str().unwrap(),
     ]);

@@ -99,6 +99,22 @@ impl CardClient<'_> {
         Ok(ch)
     }
 
+    /// The card's certificate (DER X.509, GET DATA `BF21`), if it has one:
+    /// the issuer checks it before authorizing a restore onto this card.
+    pub fn card_certificate(&mut self) -> Result<Option<Vec<u8>>> {
+        let r = self
+            .ch
+            .transmit(&Command::get_data(cardvault_proto::cert::TAG_CERTIFICATE_STORE))?;
+        match r.sw {
+            StatusWord::Ok => Ok(Some(r.data)),
+            StatusWord::ReferenceDataNotFound => Ok(None),
+            sw => Err(Error::Card {
+                command: "GET DATA",
+                sw,
+            }),
+        }
+    }
+
     /// RESTORE: the header of one backup of the chain (P1: same card, other
     /// card, next in chain). Refusals come back as the card's status word.
     pub fn restore_begin(&mut self, p1: u8, override_rollback: bool, data: &[u8]) -> Result<StatusWord> {

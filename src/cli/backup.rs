@@ -51,6 +51,10 @@ pub struct AuthorizeArgs {
     /// Issuer signing key (hex P-256 private scalar): prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE")]
     issuer_key: SecretSource,
+    /// The issuer root certificate(s) (PEM) the target card's certificate
+    /// must verify under.
+    #[arg(long, value_name = "FILE")]
+    issuer_root: PathBuf,
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 }
@@ -228,6 +232,14 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
             req.version
         )));
     }
+    let pem =
+        std::fs::read(&a.issuer_root).map_err(|e| Error::io(format!("reading {}", a.issuer_root.display()), e))?;
+    let roots = openssl::x509::X509::stack_from_pem(&pem)
+        .ok()
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| Error::Usage(format!("{}: no PEM certificate", a.issuer_root.display())))?;
+    // Check first (vault, revocation, target certificate), then sign.
+    crate::workflow::authorize::check_restore_request(&ctx.vault()?, &req, &roots)?;
     let key = read_issuer_key(&a.issuer_key)?;
     let auth = backup::sign_authorization(&req, &key)?;
     if a.output.exists() {

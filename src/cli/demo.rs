@@ -310,6 +310,8 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
 /// The test issuer's restore-authorization key (fixtures/issuer), trusted by
 /// the built-in simulator profiles. Demo and tests only.
 const DEMO_ISSUER_KEY: &str = include_str!("../../fixtures/issuer/issuer-private.hex");
+/// The test issuer root that certifies the simulator's cards. Demo only.
+const DEMO_ISSUER_ROOT: &[u8] = include_bytes!("../../fixtures/issuer/test-root.pem");
 
 /// Back up a card into the vault (full, then differential), and restore the
 /// chain onto a replacement card with an issuer authorization (Hitachi flow).
@@ -358,14 +360,23 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
         counter: diff.counter,
         target_card: target_number.clone(),
         challenge: cardvault_proto::to_hex(&challenge),
+        target_certificate: cardvault_proto::to_hex(&target.card_certificate()?.unwrap_or_default()),
     };
     let key = zeroize::Zeroizing::new(
         cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim()).ok_or_else(|| Error::Data("demo issuer key".into()))?,
     );
+    // The issuer signs only for a source card reported lost, the newest
+    // complete backup, and a target whose certificate verifies.
+    crate::workflow::authorize::revoke_card(&mut vault, &number, "demo: the card is reported broken")?;
+    let root = openssl::x509::X509::from_pem(DEMO_ISSUER_ROOT).map_err(|e| Error::Data(e.to_string()))?;
+    crate::workflow::authorize::check_restore_request(&vault, &req, &[root])?;
     let auth = wb::sign_authorization(&req, &key)?;
     d.step(
-        "issuer signs the request",
-        format!("card {number} #{} onto card {target_number}", diff.counter),
+        "issuer checks and signs the request",
+        format!(
+            "card {number} revoked, #{} its newest backup, card {target_number}'s certificate verifies",
+            diff.counter
+        ),
     );
     let last = vault
         .latest_backup(&number)?

@@ -12,6 +12,7 @@ mod keygroup;
 mod pin;
 mod purse;
 mod readers;
+mod revoke;
 mod status;
 
 use crate::card::{CardClient, SessionOptions};
@@ -89,8 +90,11 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup chain onto the same card or a replacement card.
     Restore(backup::RestoreArgs),
-    /// Issuer: sign a restore authorization request.
+    /// Issuer: sign a restore authorization request (after its checks).
     AuthorizeRestore(backup::AuthorizeArgs),
+    /// Issuer: card records (revoke a lost card).
+    #[command(subcommand)]
+    Card(revoke::CardCommand),
     /// Issuer: sign a load authorization request (`purse challenge`).
     AuthorizeLoad(purse::AuthorizeLoadArgs),
     /// List, show, verify, export and import vault backups.
@@ -272,6 +276,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backup(a) => backup::run_backup(&ctx, a),
         Command::Restore(a) => backup::run_restore(&ctx, a),
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
+        Command::Card(c) => revoke::run(&ctx, c),
         Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),

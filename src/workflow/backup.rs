@@ -169,6 +169,10 @@ pub struct RestoreRequest {
     pub target_card: String,
     /// Hex, from the target card's GET RESTORE CHALLENGE.
     pub challenge: String,
+    /// Hex DER, the target card's certificate (GET DATA `BF21`), which the
+    /// issuer verifies before it signs.
+    #[serde(default)]
+    pub target_certificate: String,
 }
 
 /// The issuer's authorization: the request plus an ECDSA P-256 signature (hex r||s).
@@ -430,6 +434,16 @@ pub enum RestoreRefusal {
     },
     #[error("restoring card {source_card}'s backup onto card {target} needs an issuer authorization")]
     NeedsAuthorization { source_card: String, target: String },
+    #[error("the request names backup #{counter} of card {card}, but the newest complete backup in the vault is {}", newest.map_or("none".to_string(), |n| format!("#{n}")))]
+    NotNewestComplete {
+        card: String,
+        counter: u32,
+        newest: Option<u32>,
+    },
+    #[error("card {0} is not revoked; the issuer authorizes a restore from a card only once it is reported lost")]
+    SourceNotRevoked(String),
+    #[error("the target card {target}'s certificate does not verify: {why}")]
+    TargetCertificate { target: String, why: String },
 }
 
 /// Choose the backup chain, check the authorization against the card and
@@ -477,12 +491,14 @@ pub fn run_restore(
     }
     if job.request_only {
         let ch = card.restore_challenge()?;
+        let certificate = card.card_certificate()?.unwrap_or_default();
         return Ok(RestoreOutcome::Requested(RestoreRequest {
             version: 1,
             source_card: source,
             counter: last.counter,
             target_card: target,
             challenge: cardvault_proto::to_hex(&ch),
+            target_certificate: cardvault_proto::to_hex(&certificate),
         }));
     }
     if let Some(au) = job.authorization {

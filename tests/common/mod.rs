@@ -17,6 +17,11 @@ pub const ISSUER_KEY_HEX: &str = include_str!("../../fixtures/issuer/issuer-priv
 /// value application that no holder command writes).
 pub const FIRST_DATA_PAGE: u16 = 4;
 
+/// The test issuer root (PEM) that certifies the simulator's cards.
+pub fn issuer_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer/test-root.pem")
+}
+
 /// The test issuer's signing key, raw.
 pub fn issuer_key() -> Vec<u8> {
     cardvault_proto::from_hex(ISSUER_KEY_HEX.trim()).expect("fixtures/issuer/issuer-private.hex")
