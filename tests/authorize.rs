@@ -105,7 +105,38 @@ fn the_issuer_signs_only_after_its_checks() {
         assert!(stderr(&o).contains(what), "{what}: {}", stderr(&o));
         assert!(!auth.exists());
     }
+    // A chain hash other than the vault's chain: refused by the issuer.
+    let mut r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    r["chain_hash"] = "00".repeat(32).into();
+    let bad = home.join("bad.json");
+    std::fs::write(&bad, r.to_string()).unwrap();
+    let (o, auth) = authorize(&home, &bad);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("chain hash"), "{}", stderr(&o));
+    assert!(!auth.exists());
+    // Signed over another chain all the same (a careless signer): the card
+    // checks the chain it received against the signed hash and writes nothing.
+    let req_v: cardvault::workflow::backup::RestoreRequest = serde_json::from_value(r).unwrap();
+    let forged = cardvault::workflow::backup::sign_authorization(&req_v, &issuer_key()).unwrap();
+    let forged_path = home.join("forged-auth.json");
+    std::fs::write(&forged_path, serde_json::to_string(&forged).unwrap()).unwrap();
+    let before = state(&home, "repl");
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:repl",
+            "restore",
+            "--from-card",
+            &source,
+            "--pin",
+            "env:P",
+            "--authorization",
+        ])
+        .arg(&forged_path));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(state(&home, "repl").memory, before.memory);
     // All checks pass: signed, and the restore goes through.
+    let req = request(&home, &[]);
     let (o, auth) = authorize(&home, &req);
     ok(o);
     ok(run(cv(&home)

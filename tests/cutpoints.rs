@@ -371,6 +371,11 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
         target_card: target,
         challenge: cardvault_proto::to_hex(&ch),
         target_certificate: String::new(),
+        chain_hash: {
+            let v = vault(dir);
+            let last = v.latest_backup(source).unwrap().unwrap();
+            cardvault_proto::to_hex(&wb::chain_hash_of(&v, &v.chain_to(&last).unwrap()).unwrap())
+        },
     };
     wb::sign_authorization(&req, &from_hex(ISSUER_KEY.trim()).unwrap()).unwrap()
 }

@@ -61,6 +61,10 @@ pub struct RestoreSession {
     other_card: bool,
     /// Counter the issuer authorized (other-card restores).
     authorized_counter: Option<u32>,
+    /// Chain hash the issuer's signature covers (other-card restores).
+    authorized_chain: Option<[u8; 32]>,
+    /// SHA-256 of each header received, in order.
+    header_hashes: Vec<[u8; 32]>,
     chain: Vec<u32>,
     current: Incoming,
     staged: BTreeMap<u16, Vec<u8>>,
@@ -449,7 +453,7 @@ impl Applet {
                 AuthorizedRestoreError::TooShort => sw::WRONG_LENGTH,
                 AuthorizedRestoreError::BadSignatureLength => sw::WRONG_DATA,
             })?;
-            (a.header, Some((a.counter, a.signature)))
+            (a.header, Some((a.counter, a.chain_hash, a.signature)))
         } else {
             (&c.data[..], None)
         };
@@ -469,6 +473,7 @@ impl Applet {
                 let key = self.open_header(&h, raw, other)?;
                 let r = self.session.restore.as_mut().expect("checked");
                 r.chain.push(h.counter);
+                r.header_hashes.push(crypto::sha256(raw));
                 r.current = incoming(&h, raw, key);
                 Ok(vec![])
             }
@@ -478,6 +483,7 @@ impl Applet {
                     return Err(sw::WRONG_DATA);
                 }
                 let mut authorized_counter = None;
+                let mut authorized_chain = None;
                 if other {
                     if h.card_number == self.state.card_number {
                         return Err(sw::WRONG_DATA);
@@ -486,21 +492,25 @@ impl Applet {
                     // the challenge this card handed out (used once, whatever the outcome).
                     let challenge = std::mem::take(&mut self.state.restore_challenge);
                     self.mark_dirty();
-                    let (counter, sig) = auth.expect("other-card data has an authorization");
+                    let (counter, chain_hash, sig) = auth.expect("other-card data has an authorization");
                     if challenge.is_empty() || self.state.issuer_public_key.is_empty() || counter < h.counter {
                         return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
                     }
-                    let msg = authorization_message(&h.card_number, counter, &self.state.card_number, &challenge);
+                    let msg =
+                        authorization_message(&h.card_number, counter, &self.state.card_number, &challenge, chain_hash);
                     if !crypto::verify_p256(&self.state.issuer_public_key, &msg, sig).unwrap_or(false) {
                         return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
                     }
                     authorized_counter = Some(counter);
+                    authorized_chain = Some(chain_hash.try_into().expect("32 bytes"));
                 }
                 let key = self.open_header(&h, raw, other)?;
                 self.session.restore = Some(RestoreSession {
                     override_rollback,
                     other_card: other,
                     authorized_counter,
+                    authorized_chain,
+                    header_hashes: vec![crypto::sha256(raw)],
                     chain: vec![h.counter],
                     current: incoming(&h, raw, key),
                     staged: BTreeMap::new(),
@@ -608,7 +618,11 @@ impl Applet {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         let last = r.current.counter;
-        if r.other_card && r.authorized_counter != Some(last) {
+        // Other card: the chain must end with the authorized counter and be
+        // exactly the chain the issuer's signature covers.
+        // (bk::chain_hash over the headers: SHA-256 of their SHA-256s.)
+        let received = crypto::sha256(&r.header_hashes.concat());
+        if r.other_card && (r.authorized_counter != Some(last) || r.authorized_chain != Some(received)) {
             self.session.restore = None;
             return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
         }

@@ -354,6 +354,9 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
     target.verify_pin(DEMO_PIN)?;
     let target_number = target.card_number()?;
     let challenge = target.restore_challenge()?;
+    let last = vault
+        .latest_backup(&number)?
+        .ok_or_else(|| Error::Data("the demo backup is missing from the vault".into()))?;
     let req = wb::RestoreRequest {
         version: 1,
         source_card: number.clone(),
@@ -361,6 +364,7 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
         target_card: target_number.clone(),
         challenge: cardvault_proto::to_hex(&challenge),
         target_certificate: cardvault_proto::to_hex(&target.card_certificate()?.unwrap_or_default()),
+        chain_hash: cardvault_proto::to_hex(&wb::chain_hash_of(&vault, &vault.chain_to(&last)?)?),
     };
     let key = zeroize::Zeroizing::new(
         cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim()).ok_or_else(|| Error::Data("demo issuer key".into()))?,
@@ -378,9 +382,6 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
             diff.counter
         ),
     );
-    let last = vault
-        .latest_backup(&number)?
-        .ok_or_else(|| Error::Data("the demo backup is missing from the vault".into()))?;
     let plan = wb::RestorePlan {
         chain: vault.chain_to(&last)?,
         authorization: Some(&auth),

@@ -2,7 +2,8 @@
 //! (`authorize-restore`): the request names the newest complete backup of
 //! the source card in the issuer's vault, the source card was reported lost
 //! (a `card revoke` record in the vault's audit trail), and the target
-//! card's certificate verifies under the issuer root and names the target.
+//! card's certificate verifies under the issuer root and names the target,
+//! and the chain hash is that of the issuer's own chain to that backup.
 //! Only then does [`super::backup::sign_authorization`] sign.
 
 use super::backup::{RestoreRefusal, RestoreRequest};
@@ -43,8 +44,16 @@ pub fn check_restore_request(vault: &Vault, req: &RestoreRequest, roots: &[X509]
         .max_by_key(|b| b.counter);
     match &newest {
         Some(b) if b.counter == req.counter => {
-            // The whole chain must be in the vault.
-            vault.chain_to(b)?;
+            // The whole chain must be in the vault, and be the one the
+            // request names (the signature covers its hash).
+            let chain = super::backup::chain_hash_of(vault, &vault.chain_to(b)?)?;
+            if cardvault_proto::to_hex(&chain) != req.chain_hash.to_ascii_lowercase() {
+                return Err(RestoreRefusal::ChainMismatch {
+                    card: req.source_card.clone(),
+                    counter: req.counter,
+                }
+                .into());
+            }
         }
         _ => {
             return Err(RestoreRefusal::NotNewestComplete {
