@@ -5,6 +5,7 @@ mod apdu;
 mod audit;
 mod backup;
 mod demo;
+mod domain;
 mod duplicate;
 mod files;
 mod issue;
@@ -92,6 +93,9 @@ pub enum Command {
     Restore(backup::RestoreArgs),
     /// Issuer: sign a restore authorization request (after its checks).
     AuthorizeRestore(backup::AuthorizeArgs),
+    /// Issuer: the domain key ceremony (init, verify).
+    #[command(subcommand)]
+    Domain(domain::DomainCommand),
     /// Issuer: card records (revoke a lost card).
     #[command(subcommand)]
     Card(revoke::CardCommand),
@@ -277,6 +281,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => backup::run_restore(&ctx, a),
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
         Command::Card(c) => revoke::run(&ctx, c),
+        Command::Domain(c) => domain::run(&ctx, c),
         Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
