@@ -9,6 +9,7 @@ pub mod apdu;
 pub mod card;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod fileenc;
 pub mod issuer;

@@ -97,12 +97,16 @@ fn request_and_authorize(home: &Path, target: &str, source_number: &str, extra: 
     .arg(&req)
     .args(extra);
     ok_plain(run(&mut c));
+    // The issuer signs only for a source card reported lost.
+    ok_plain(run(cv(home).args(["card", "revoke", source_number])));
     let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer/issuer-private.hex");
     let o = run(cv(home)
         .args(["authorize-restore", "--request"])
         .arg(&req)
         .arg("--issuer-key")
         .arg(format!("file:{}", key.display()))
+        .arg("--issuer-root")
+        .arg(test_root())
         .arg("-o")
         .arg(&auth));
     ok_plain(o);
@@ -116,10 +120,15 @@ fn ok_plain(o: std::process::Output) {
 #[test]
 fn a_chain_of_a_full_and_five_differentials_restores_onto_a_replacement_card() {
     let home = temp_dir("chain");
-    write(&home, "src", 0, &pattern(10, 65536));
+    write(&home, "src", FIRST_DATA_PAGE, &pattern(10, 65536 - 1024));
     assert_eq!(backup(&home, "src", false)["kind"], "full");
     for i in 0..5u64 {
-        write(&home, "src", (i * 37 % 250) as u16, &pattern(20 + i, 700));
+        write(
+            &home,
+            "src",
+            FIRST_DATA_PAGE + (i * 37 % 240) as u16,
+            &pattern(20 + i, 700),
+        );
         let b = backup(&home, "src", false);
         assert_eq!(b["kind"], "differential");
         assert!(b["pages"].as_u64().unwrap() >= 3);
@@ -200,9 +209,9 @@ type Case = (&'static str, Vec<u8>, Vec<Vec<u8>>, Vec<u8>);
 #[test]
 fn tampered_reordered_truncated_or_foreign_records_are_refused_and_nothing_is_written() {
     let home = temp_dir("tamper");
-    write(&home, "t", 0, &pattern(5, 65536));
+    write(&home, "t", FIRST_DATA_PAGE, &pattern(5, 65536 - 1024));
     backup(&home, "t", true); // id 1: two records
-    write(&home, "t", 3, &pattern(6, 300));
+    write(&home, "t", 7, &pattern(6, 300));
     backup(&home, "t", true); // id 2: another full backup
     write(&home, "t", 50, &pattern(7, 300));
     let vault = Vault::open(&home.join("vault.sqlite")).unwrap();
@@ -249,7 +258,7 @@ fn tampered_reordered_truncated_or_foreign_records_are_refused_and_nothing_is_wr
         assert_eq!(state(&home, "t"), before, "{what}: the card changed");
     }
     // Another card's backup presented as a same-card restore.
-    write(&home, "other", 0, &[1; 256]);
+    write(&home, "other", FIRST_DATA_PAGE, &[1; 256]);
     backup(&home, "other", true);
     let o = vault
         .list_backups(None)
@@ -269,7 +278,7 @@ fn tampered_reordered_truncated_or_foreign_records_are_refused_and_nothing_is_wr
 #[test]
 fn a_tampered_vault_is_named_by_verify() {
     let home = temp_dir("vault");
-    write(&home, "v", 0, &pattern(8, 4096));
+    write(&home, "v", FIRST_DATA_PAGE, &pattern(8, 4096));
     backup(&home, "v", true);
     zero_record(&home, 1);
     let o = run(cv(&home).args(["vault", "verify"]));
@@ -322,9 +331,9 @@ struct RestoreScene {
 impl RestoreScene {
     fn new(tag: &str) -> RestoreScene {
         let home = temp_dir(tag);
-        write(&home, "s", 0, &[1; 2048]);
+        write(&home, "s", FIRST_DATA_PAGE, &[1; 2048]);
         let older = backup(&home, "s", true);
-        write(&home, "s", 0, &[2; 2048]);
+        write(&home, "s", FIRST_DATA_PAGE, &[2; 2048]);
         let newer = backup(&home, "s", true);
         ok_plain(run(cv(&home).args(["-r", "sim:t", "status"])));
         RestoreScene {
@@ -452,11 +461,14 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
             let rogue = s.home.join("rogue.hex");
             std::fs::write(&rogue, "7".repeat(64)).unwrap();
             let auth = s.home.join("rogue-auth.json");
+            ok_plain(run(cv(&s.home).args(["card", "revoke", &s.source])));
             ok_plain(run(cv(&s.home)
                 .args(["authorize-restore", "--request"])
                 .arg(&req)
                 .arg("--issuer-key")
                 .arg(format!("file:{}", rogue.display()))
+                .arg("--issuer-root")
+                .arg(test_root())
                 .arg("-o")
                 .arg(&auth)));
             s.onto_t(&["--authorization", &auth.display().to_string()])
@@ -542,9 +554,9 @@ fn refused_restores_change_nothing() {
 #[test]
 fn rollback_is_allowed_when_the_issuer_overrides_and_the_override_is_audited() {
     let home = temp_dir("rollback");
-    write(&home, "r", 0, &[1; 256]);
+    write(&home, "r", FIRST_DATA_PAGE, &[1; 256]);
     let first = backup(&home, "r", true);
-    write(&home, "r", 0, &[2; 256]);
+    write(&home, "r", FIRST_DATA_PAGE, &[2; 256]);
     backup(&home, "r", true);
     let id = first["backup_id"].as_i64().unwrap().to_string();
     let o = run(cv(&home).env("ADMIN", ADMIN_KEY).args([
@@ -560,7 +572,7 @@ fn rollback_is_allowed_when_the_issuer_overrides_and_the_override_is_audited() {
         "env:ADMIN",
     ]));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(memory(&home, "r")[..256], [1; 256]);
+    assert_eq!(memory(&home, "r")[1024..1280], [1; 256]);
     let o = run(cv(&home).args(["--json", "audit"]));
     let entries = json(&o)["entries"].as_array().unwrap().clone();
     assert!(entries
@@ -575,7 +587,7 @@ fn a_card_pulled_mid_restore_is_unchanged_and_the_purse_resets_after_a_restore()
         let mut r = SimReader::open(&home, "p", "main", None).unwrap();
         let mut c = client(&mut r, false).unwrap();
         c.verify_pin(PIN.as_bytes()).unwrap();
-        c.exec(&Command::credit(1, 1000)).unwrap();
+        cardvault::workflow::purse::credit_with_issuer_key(&mut c, PIN.as_bytes(), 1, 1000, &issuer_key()).unwrap();
         c.write_memory(100, &pattern(11, 4096)).unwrap();
     }
     backup(&home, "p", true);
@@ -605,7 +617,7 @@ fn a_card_pulled_mid_restore_is_unchanged_and_the_purse_resets_after_a_restore()
 #[test]
 fn a_crash_between_vault_commit_and_complete_keeps_the_pages_for_the_next_differential() {
     let home = temp_dir("crash");
-    write(&home, "k", 0, &pattern(13, 1024));
+    write(&home, "k", FIRST_DATA_PAGE, &pattern(13, 1024));
     backup(&home, "k", true);
     write(&home, "k", 40, &pattern(14, 512)); // pages 40, 41
     {
@@ -652,7 +664,7 @@ fn a_crash_between_vault_commit_and_complete_keeps_the_pages_for_the_next_differ
 #[test]
 fn a_full_backup_of_64k_takes_the_minimum_apdus() {
     let home = temp_dir("apdus");
-    write(&home, "m", 0, &pattern(16, 65536));
+    write(&home, "m", FIRST_DATA_PAGE, &pattern(16, 65536 - 1024));
     let mut vault = Vault::open(&home.join("vault.sqlite")).unwrap();
     let mut r = SimReader::open(&home, "m", "main", None).unwrap();
     let mut c = client(&mut r, false).unwrap();
@@ -672,7 +684,7 @@ fn a_full_backup_of_64k_takes_the_minimum_apdus() {
 #[test]
 fn export_and_import_move_backups_between_vaults() {
     let home = temp_dir("export");
-    write(&home, "e", 0, &pattern(17, 1000));
+    write(&home, "e", FIRST_DATA_PAGE, &pattern(17, 1000));
     backup(&home, "e", true);
     write(&home, "e", 9, &pattern(18, 300));
     backup(&home, "e", false);
@@ -722,7 +734,7 @@ fn export_and_import_move_backups_between_vaults() {
 #[test]
 fn application_writes_are_refused_while_a_backup_is_in_progress() {
     let home = temp_dir("busy");
-    write(&home, "b", 0, &[1u8; 1024]);
+    write(&home, "b", FIRST_DATA_PAGE, &[1u8; 1024]);
     let mut r = SimReader::open(&home, "b", "main", None).unwrap();
     let mut c = client(&mut r, false).unwrap();
     c.verify_pin(PIN.as_bytes()).unwrap();
@@ -730,9 +742,16 @@ fn application_writes_are_refused_while_a_backup_is_in_progress() {
     let resp = c.transmit(&Command::backup(bk::TYPE_FULL, 1024, 0)).unwrap();
     assert_eq!(resp.sw, StatusWord::MoreBlocks);
     let before = state(&home, "b");
-    let sw = c.transmit(&Command::write_memory(0, &[9u8; 16])).unwrap().sw;
+    let sw = c
+        .transmit(&Command::write_memory(FIRST_DATA_PAGE, &[9u8; 16]))
+        .unwrap()
+        .sw;
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
-    let sw = c.transmit(&Command::credit(1, 10)).unwrap().sw;
+    let auth = cardvault_proto::load::LoadAuthorization {
+        amount: 10,
+        signature: [0; 64],
+    };
+    let sw = c.transmit(&Command::credit(1, &auth)).unwrap().sw;
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
     assert_eq!(state(&home, "b").memory, before.memory);
 }

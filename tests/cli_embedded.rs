@@ -429,7 +429,18 @@ fn purse_debit_takes_value_under_the_pin_and_never_below_zero() {
         assert!(o.status.success(), "{}", stderr(&o));
         json(&o)["balance"].as_u64().unwrap()
     };
-    let o = run(cv(&home).args(["--json", "-r", "sim:w", "purse", "credit", "100", "--pin", "env:P"]));
+    let o = run(cv(&home).env("ISSUER", ISSUER_KEY_HEX.trim()).args([
+        "--json",
+        "-r",
+        "sim:w",
+        "purse",
+        "credit",
+        "100",
+        "--issuer-key",
+        "env:ISSUER",
+        "--pin",
+        "env:P",
+    ]));
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(cv(&home).args(["--json", "-r", "sim:w", "purse", "debit", "30", "--pin", "env:P"]));
     assert!(o.status.success(), "{}", stderr(&o));

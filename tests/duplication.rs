@@ -568,8 +568,53 @@ fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::R
     )
 }
 
+/// Write elements 2 and 3 on a card (PIN verified).
+fn write_elements(home: &Path, name: &str) {
+    for (i, e) in [E2, E3].iter().enumerate() {
+        let element = from_hex(e).unwrap();
+        send(home, name, true, &Command::write_key_element(i as u8 + 2, &element));
+    }
+}
+
+fn release(home: &Path, card: &str, receipt: Option<&Path>) -> std::process::Output {
+    let mut c = cv(home);
+    c.args([
+        "-r",
+        &format!("sim:{card}"),
+        "keygroup",
+        "release",
+        "--admin-key",
+        "env:ADMIN",
+    ]);
+    if let Some(r) = receipt {
+        c.arg("--receipt").arg(r);
+    }
+    run(&mut c)
+}
+
+fn destroy(home: &Path, backup: &str, source: &str, counter: u32, out: &Path) -> std::process::Output {
+    run(cv(home)
+        .args([
+            "-r",
+            &format!("sim:{backup}"),
+            "keygroup",
+            "destroy",
+            "--pin",
+            "env:P",
+            "--source",
+            source,
+        ])
+        .args(["--counter", &counter.to_string(), "-o"])
+        .arg(out))
+}
+
+/// A take-out left the main card for a backup card that was then lost
+/// before IMPORT: the issuer cannot release it (the card cannot prove it
+/// holds nothing); the holder rotates the main key, and the next duplicate
+/// goes to another backup card. (Before, RELEASE DUPLICATE forgot any
+/// unconfirmed target; see the next test for why that made two copies.)
 #[test]
-fn the_issuer_releases_a_pending_duplicate_but_never_a_confirmed_one() {
+fn a_lost_backup_card_is_replaced_by_rotating_the_main_key_never_by_a_bare_release() {
     let home = temp_dir("release");
     // Both holders' cards share key 1, so that Bob's backup card can take Alice's keys.
     let key1 = "33".repeat(32);
@@ -579,16 +624,7 @@ fn the_issuer_releases_a_pending_duplicate_but_never_a_confirmed_one() {
         "pair",
         &format!("alice,2468,M-1,2030-01,{key1}\nbob,2468,M-2,2030-02,{key1}\n"),
     );
-    // Alice's take-out named her backup card, which was then lost before IMPORT.
-    for (i, e) in [E2, E3].iter().enumerate() {
-        let element = from_hex(e).unwrap();
-        send(
-            &home,
-            "l-alice-main",
-            true,
-            &Command::write_key_element(i as u8 + 2, &element),
-        );
-    }
+    write_elements(&home, "l-alice-main");
     send(&home, "l-alice-main", true, &Command::generate_key_pair());
     let lost = card_number(&home, "l-alice-backup");
     let (_, sw) = send(&home, "l-alice-main", true, &Command::take_out_key(&lost));
@@ -609,43 +645,9 @@ fn the_issuer_releases_a_pending_duplicate_but_never_a_confirmed_one() {
     ]));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(state(&home, "l-alice-main").export.target, lost);
-    // The issuer releases it; the release is audited.
-    let o = run(cv(&home).args([
-        "-r",
-        "sim:l-alice-main",
-        "keygroup",
-        "release",
-        "--admin-key",
-        "env:ADMIN",
-    ]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("pending duplicate released"), "{}", stdout(&o));
-    assert_eq!(state(&home, "l-alice-main").export.target, "");
-    let audit = json(&run(cv(&home).args(["--json", "audit"])));
-    assert!(
-        audit["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["event"] == "duplicate-released"),
-        "{audit}"
-    );
-    // Now the duplicate goes to the other backup card, and is confirmed.
-    let o = duplicate(&home, "l-alice-main", "l-bob-backup");
-    assert!(o.status.success(), "{}", stderr(&o));
+    // With it, but without the backup card's receipt: refused, nothing changes.
     let main = state(&home, "l-alice-main");
-    assert!(main.export.confirmed);
-    assert_eq!(main.export.target, card_number(&home, "l-bob-backup"));
-    // A confirmed duplicate is never released: refused after the admin
-    // authentication succeeded, exit 4, and the card keeps its confirmation.
-    let o = run(cv(&home).args([
-        "-r",
-        "sim:l-alice-main",
-        "keygroup",
-        "release",
-        "--admin-key",
-        "env:ADMIN",
-    ]));
+    let o = release(&home, "l-alice-main", None);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("RELEASE DUPLICATE refused by the card: 6985"),
@@ -653,6 +655,99 @@ fn the_issuer_releases_a_pending_duplicate_but_never_a_confirmed_one() {
         stderr(&o)
     );
     assert_eq!(state(&home, "l-alice-main"), main);
+    // The holder rotates the main key (the old one goes with the group).
+    let o = run(cv(&home).args(["-r", "sim:l-alice-main", "keygroup", "reset", "--pin", "env:P", "--yes"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state(&home, "l-alice-main").export.target, "");
+    // Now the duplicate of the new key goes to the other backup card, and is confirmed.
+    let o = duplicate(&home, "l-alice-main", "l-bob-backup");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let main = state(&home, "l-alice-main");
+    assert!(main.export.confirmed);
+    assert_eq!(main.export.target, card_number(&home, "l-bob-backup"));
+    // A confirmed duplicate is not released without a receipt either: refused
+    // after the admin authentication succeeded, exit 4, the card keeps its confirmation.
+    let o = release(&home, "l-alice-main", None);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(state(&home, "l-alice-main"), main);
+}
+
+/// The auditor's attack: take-out to card B imported but unconfirmed,
+/// RELEASE, duplicate to card C, and both B and C held the holder's key.
+/// Now the release needs B's DESTROY KEY receipt, B's copy is gone with it,
+/// and B never takes that take-out again.
+#[test]
+fn b_imported_then_released_leaves_one_duplicate() {
+    let home = temp_dir("release-b");
+    let key1 = "44".repeat(32);
+    issue(
+        &home,
+        "r",
+        "pair",
+        &format!("alice,2468,M-1,2030-01,{key1}\nbob,2468,M-2,2030-02,{key1}\n"),
+    );
+    let (main, b, c) = ("r-alice-main", "r-alice-backup", "r-bob-backup");
+    write_elements(&home, main);
+    write_elements(&home, b);
+    send(&home, main, true, &Command::generate_key_pair());
+    let b_number = card_number(&home, b);
+    let main_number = card_number(&home, main);
+    let (blob, sw) = send(&home, main, true, &Command::take_out_key(&b_number));
+    assert!(sw.is_ok());
+    // B imports; the receipt never reaches the main card.
+    let (_, sw) = send(&home, b, true, &Command::import_key(&blob, false));
+    assert!(sw.is_ok(), "{sw:?}");
+    assert!(state(&home, b).main_key.is_some());
+    // The bare release of the attack: refused, nothing changes, C gets nothing.
+    let before = state(&home, main);
+    let o = release(&home, main, None);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(state(&home, main), before);
+    let o = duplicate(&home, main, c);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(state(&home, c).main_key.is_none());
+    // B destroys its copy and answers a receipt for take-out #1; a forged
+    // receipt is refused.
+    let stale = home.join("receipt.json");
+    let o = destroy(&home, b, &main_number, 1, &stale);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(state(&home, b).main_key.is_none(), "DESTROY KEY left B's copy");
+    let mut forged: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stale).unwrap()).unwrap();
+    forged["receipt"] = format!("00000001{}", "ab".repeat(32)).into();
+    let forged_path = home.join("forged.json");
+    std::fs::write(&forged_path, forged.to_string()).unwrap();
+    let o = release(&home, main, Some(&forged_path));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(state(&home, main), before);
+    // B's own receipt for the latest take-out (#1) releases the main card.
+    let o = release(&home, main, Some(&stale));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state(&home, main).export.target, "");
+    // B never takes the destroyed take-out back.
+    let (_, sw) = send(&home, b, true, &Command::import_key(&blob, false));
+    assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
+    assert!(state(&home, b).main_key.is_none());
+    // The duplicate goes to C: one copy, on C.
+    let o = duplicate(&home, main, c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(state(&home, c).main_key.is_some());
+    assert!(state(&home, b).main_key.is_none());
+    // And B's receipt does not release C's duplicate (it names B, take-out #1).
+    let confirmed = state(&home, main);
+    let o = release(&home, main, Some(&stale));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(state(&home, main), confirmed);
+    let audit = json(&run(cv(&home).args(["--json", "audit"])));
+    let events: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(
+        events.contains(&"duplicate-key-destroyed") && events.contains(&"duplicate-released"),
+        "{audit}"
+    );
 }
 
 #[test]

@@ -145,9 +145,10 @@ fn read_4k(home: &std::path::Path, reader_name: &str, ext: Option<ExtendedMode>,
     let mut r = reader::open(Some(reader_name), &opts(home, ext)).unwrap();
     with_selected(r.as_mut(), false, |c| {
         c.verify_pin(b"123456")?;
-        c.write_memory(0, pattern)?;
+        // Page 4: the first page after the purse, which no holder command writes.
+        c.write_memory(4, pattern)?;
         let before = c.channel().stats().apdus;
-        let data = c.read_memory(0, pattern.len())?;
+        let data = c.read_memory(4, pattern.len())?;
         Ok((data, c.channel().stats().apdus - before))
     })
     .unwrap()
@@ -264,8 +265,8 @@ fn killing_the_simulator_during_writes_leaves_the_card_old_or_new() {
     let mut total_acked = 0u64;
     for round in 0..WRITE_KILL_ROUNDS {
         let mut sim = stack.one(&card, "main");
-        // Memory pages 0..16 hold one byte value everywhere: the last write.
-        let start = applet_sim::state::Store::peek(&card).unwrap().memory[0];
+        // Memory pages 4..20 hold one byte value everywhere: the last write.
+        let start = applet_sim::state::Store::peek(&card).unwrap().memory[1024];
         let acked = Arc::new(AtomicU64::new(0));
         let (home2, acked2) = (home.clone(), acked.clone());
         let writer = std::thread::spawn(move || -> (u8, cardvault::Error) {
@@ -275,7 +276,7 @@ fn killing_the_simulator_during_writes_leaves_the_card_old_or_new() {
                 c.verify_pin(b"123456")?;
                 loop {
                     let next = last.wrapping_add(1);
-                    c.write_memory(0, &[next; 4096])?;
+                    c.write_memory(4, &[next; 4096])?;
                     last = next;
                     acked2.fetch_add(1, Ordering::SeqCst);
                 }
@@ -300,9 +301,9 @@ fn killing_the_simulator_during_writes_leaves_the_card_old_or_new() {
         );
         let st = applet_sim::state::Store::peek(&card)
             .unwrap_or_else(|e| panic!("round {round}: card file broken after kill: {e}"));
-        let first = st.memory[0];
+        let first = st.memory[1024];
         assert!(
-            st.memory[..4096].iter().all(|b| *b == first),
+            st.memory[1024..1024 + 4096].iter().all(|b| *b == first),
             "round {round}: a write was torn"
         );
         assert!(
@@ -435,7 +436,7 @@ fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
         let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
         with_selected(r.as_mut(), false, |c| {
             c.verify_pin(b"123456")?;
-            c.write_memory(0, &pattern)?;
+            c.write_memory(4, &pattern[1024..])?;
             c.write_memory(128, &pattern)
         })
         .unwrap();
@@ -480,12 +481,16 @@ fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer/issuer-private.hex");
+    let o = cv(&["card", "revoke", &number]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = cv(&[
         "authorize-restore",
         "--request",
         req.to_str().unwrap(),
         "--issuer-key",
         &format!("file:{}", key.display()),
+        "--issuer-root",
+        test_root().to_str().unwrap(),
         "-o",
         auth.to_str().unwrap(),
     ]);
@@ -519,7 +524,7 @@ fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
         let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
         with_selected(r.as_mut(), false, |c| {
             c.verify_pin(b"123456")?;
-            c.write_memory(0, &vec![byte; 32768])
+            c.write_memory(4, &vec![byte; 32768 - 1024])
         })
         .unwrap();
     };
@@ -681,11 +686,14 @@ fn a_65535_byte_read_arrives_whole_through_vpcd() {
     let home = dir.join("home");
     let card = dir.join("big.card");
     let _sim = stack.one(&card, "main");
-    let pattern: Vec<u8> = (0..65535u32).map(|i| (i * 7 % 253) as u8).collect();
+    // The purse's pages (0..4) take no holder write: they stay zero.
+    let pattern: Vec<u8> = (0..65535u32)
+        .map(|i| if i < 1024 { 0 } else { (i * 7 % 253) as u8 })
+        .collect();
     let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
     let back = with_selected(r.as_mut(), false, |c| {
         c.verify_pin(b"123456")?;
-        c.write_memory(0, &pattern[..32768])?;
+        c.write_memory(4, &pattern[1024..32768])?;
         c.write_memory(128, &pattern[32768..])?;
         c.read_memory(0, 65535)
     })
@@ -844,7 +852,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         let mut r = reader::open(Some(READER0), &opts(&home, None)).unwrap();
         with_selected(r.as_mut(), false, |c| {
             c.verify_pin(PIN.as_bytes())?;
-            c.write_memory(0, &[0x77; 2048])
+            c.write_memory(FIRST_DATA_PAGE, &[0x77; 2048])
         })
         .unwrap();
     }
@@ -911,12 +919,15 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         &req,
     ]);
     let key = common::repo_path("fixtures/issuer/issuer-private.hex");
+    cv(&["card", "revoke", &old_main.card_number]);
     cv(&[
         "authorize-restore",
         "--request",
         &req,
         "--issuer-key",
         &format!("file:{}", key.display()),
+        "--issuer-root",
+        test_root().to_str().unwrap(),
         "-o",
         &auth,
     ]);
@@ -932,7 +943,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         &auth,
     ]);
     let new_main = Store::peek(&new_card).unwrap();
-    assert_eq!(new_main.memory[..2048], [0x77; 2048]);
+    assert_eq!(new_main.memory[1024..1024 + 2048], [0x77; 2048]);
     let backup = Store::peek(&backup_card).unwrap();
     let file_keys_new: Vec<Vec<u8>> = (0..2)
         .map(|i| file_key(&f(&format!("doc{i}.cve")), &new_main))

@@ -23,7 +23,7 @@ fn backup(home: &Path, name: &str) {
 /// A vault with a full backup and two differentials of card "t", plus audit entries.
 fn vault_with_chain(tag: &str) -> TempDir {
     let home = temp_dir(tag);
-    write(&home, "t", 0, &vec![7u8; 20000]);
+    write(&home, "t", FIRST_DATA_PAGE, &vec![7u8; 20000]);
     backup(&home, "t");
     write(&home, "t", 5, &[8u8; 600]);
     backup(&home, "t");
@@ -209,7 +209,7 @@ fn every_kind_of_vault_tampering_is_named_and_restore_refuses() {
 fn four_terminals_back_up_side_by_side_while_a_fifth_lists() {
     let home = temp_dir("parallel");
     for i in 0..SIDE_BY_SIDE.0 {
-        write(&home, &format!("p{i}"), 0, &vec![i as u8 + 1; 30000]);
+        write(&home, &format!("p{i}"), FIRST_DATA_PAGE, &vec![i as u8 + 1; 30000]);
     }
     let vault_path = home.join("vault.sqlite");
     let mut children = Vec::new();

@@ -368,7 +368,7 @@ fn the_issuer_operator_works_without_the_admin_key_and_another_issuer_is_refused
 }
 
 /// The issuer's other admin commands take the operator too: releasing a
-/// pending duplicate, and the rollback override of a restore (where the
+/// duplicate (up to the card's own rule for it), and the rollback override of a restore (where the
 /// PIN is verified again in the SCP11a session, which forgot the first).
 #[test]
 fn keygroup_release_and_the_rollback_override_take_the_issuer_operator() {
@@ -384,11 +384,23 @@ fn keygroup_release_and_the_rollback_override_take_the_issuer_operator() {
         c.take_out_key("1234567890123456").unwrap();
     }
     assert_eq!(state_json(&home, "m")["export"]["target"], "1234567890123456");
+    // The operator's SCP11a session is an admin session: the card goes on to
+    // RELEASE DUPLICATE's own rule (a take-out left the card, so the backup
+    // card's DESTROY KEY receipt is needed: 6985, exit 4), where a refused
+    // operator would have stopped at the handshake (exit 5, issuer_refused).
     let o = run(cardvault(&home)
-        .args(["-r", "sim:m", "keygroup", "release", "--issuer"])
+        .args(["--json", "-r", "sim:m", "keygroup", "release", "--issuer"])
         .arg(&fixtures));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(state_json(&home, "m")["export"]["target"], "");
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    assert!(
+        json(&o)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("RELEASE DUPLICATE refused by the card: 6985"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(state_json(&home, "m")["export"]["target"], "1234567890123456");
 
     // Rollback override: back up twice, then restore the first backup.
     let backup = |fill: u8| {
@@ -396,7 +408,7 @@ fn keygroup_release_and_the_rollback_override_take_the_issuer_operator() {
             let mut r = SimReader::open(&home, "m", "main", None).unwrap();
             let mut c = CardClient::open(&mut r, SessionOptions::default()).unwrap();
             c.verify_pin(PIN.as_bytes()).unwrap();
-            c.write_memory(0, &[fill; 256]).unwrap();
+            c.write_memory(FIRST_DATA_PAGE, &[fill; 256]).unwrap();
         }
         let o = run(cardvault(&home)
             .env("P", PIN)
@@ -418,5 +430,9 @@ fn keygroup_release_and_the_rollback_override_take_the_issuer_operator() {
     let o = restore(&["--allow-rollback", "--issuer", fixtures.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mem = from_hex(state_json(&home, "m")["memory"].as_str().unwrap()).unwrap();
-    assert_eq!(mem[..256], [1; 256]);
+    assert_eq!(
+        mem[1024..1024 + 256],
+        [1; 256],
+        "page {FIRST_DATA_PAGE} is the first backup's"
+    );
 }

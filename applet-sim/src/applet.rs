@@ -57,6 +57,8 @@ pub struct Applet {
     final_sw: u16,
     /// The current command arrived under secure messaging.
     protected: bool,
+    /// Fault injection: every state write fails (a worn-out or full store).
+    fail_state_writes: bool,
 }
 
 /// Result of a command handler: response data, or a status word.
@@ -73,6 +75,52 @@ impl Applet {
             mute: false,
             final_sw: sw::OK,
             protected: false,
+            fail_state_writes: false,
+        }
+    }
+
+    /// Fault injection for tests: make every state write fail (as a full
+    /// disk or a worn-out EEPROM would) until switched off again.
+    pub fn set_fail_state_writes(&mut self, fail: bool) {
+        self.fail_state_writes = fail;
+    }
+
+    fn write_state(&self) -> Result<(), crate::state::StoreError> {
+        if self.fail_state_writes {
+            return Err(crate::state::StoreError::Io {
+                path: "(fault injection)".into(),
+                source: std::io::Error::other("state writes are failing (fault injection)"),
+            });
+        }
+        self.store.commit(&self.state)
+    }
+
+    /// Write the state now, in the middle of a command (a PIN attempt is
+    /// counted before it is compared). On failure the card does what it does
+    /// after any failed write (see [`Applet::process`]) and the command ends
+    /// with 6581.
+    pub(crate) fn commit_now(&mut self) -> Result<(), u16> {
+        self.dirty = false;
+        self.changed = true;
+        if let Err(e) = self.write_state() {
+            self.after_failed_write(e);
+            return Err(sw::MEMORY_FAILURE);
+        }
+        Ok(())
+    }
+
+    /// The change did not reach non-volatile memory: forget the session, as a
+    /// card would after tearing, and reload the last committed state; if even
+    /// that fails the card goes mute until it is opened again.
+    fn after_failed_write(&mut self, e: crate::state::StoreError) {
+        eprintln!("applet-sim: {e}");
+        self.session = Session::default();
+        match &self.store {
+            Store::File { path, .. } => match Store::peek(path) {
+                Ok(s) => self.state = s,
+                Err(_) => self.mute = true,
+            },
+            Store::Memory => {}
         }
     }
 
@@ -125,20 +173,10 @@ impl Applet {
         if self.dirty {
             self.dirty = false;
             self.changed = true;
-            if let Err(e) = self.store.commit(&self.state) {
+            if let Err(e) = self.write_state() {
                 // The change did not reach non-volatile memory: report a memory
-                // failure and forget the session, as a card would after tearing.
-                // The last committed state is reloaded; if even that fails the
-                // card goes mute until it is opened again.
-                eprintln!("applet-sim: {e}");
-                self.session = Session::default();
-                match &self.store {
-                    Store::File { path, .. } => match Store::peek(path) {
-                        Ok(s) => self.state = s,
-                        Err(_) => self.mute = true,
-                    },
-                    Store::Memory => {}
-                }
+                // failure (see `after_failed_write`).
+                self.after_failed_write(e);
                 return Err(sw::MEMORY_FAILURE);
             }
         }
@@ -184,6 +222,7 @@ impl Applet {
             (cla::PROPRIETARY, Ins::ImportKey) => self.import_key(c),
             (cla::PROPRIETARY, Ins::ConfirmDuplicate) => self.confirm_duplicate(c),
             (cla::PROPRIETARY, Ins::ReleaseDuplicate) => self.release_duplicate(c),
+            (cla::PROPRIETARY, Ins::DestroyKey) => self.destroy_key(c),
             (cla::PROPRIETARY, Ins::UnwrapFileKey) => self.unwrap_file_key(c),
             (cla::PROPRIETARY, Ins::SetPeerKey) => self.set_peer_key(c),
             (cla::PROPRIETARY, Ins::RewrapToPeer) => self.rewrap_to_peer(c),
@@ -197,6 +236,7 @@ impl Applet {
             (cla::PROPRIETARY, Ins::RestoreData) => self.restore_data(c),
             (cla::PROPRIETARY, Ins::RestoreComplete) => self.restore_complete(c),
             (cla::PROPRIETARY, Ins::GetBalance) => self.get_balance(c),
+            (cla::PROPRIETARY, Ins::GetLoadChallenge) => self.get_load_challenge(c),
             (cla::PROPRIETARY, Ins::PerformSecurityOperation) => self.perform_security_operation(c),
             (cla::PROPRIETARY, Ins::InternalAuthenticate | Ins::MUTUAL_AUTHENTICATE) => {
                 match scp11::Variant::from_command(c.ins, c.p2) {
@@ -265,7 +305,9 @@ impl Applet {
                 let set = s.key_group.elements.iter().enumerate().filter(|(_, e)| !e.0.is_empty());
                 vec![s.key_group.size, set.fold(0u8, |m, (i, _)| m | (1 << i))]
             }
-            proto::Tag::KeyGroupKcv => self.key_group_kcv().ok()?.to_vec(),
+            // The check value identifies the key group: only for a session
+            // that verified the PIN (also left out of the card status).
+            proto::Tag::KeyGroupKcv if self.session.pin_verified => self.key_group_kcv().ok()?.to_vec(),
             proto::Tag::PublicKey => match &s.main_key {
                 Some(k) if k.public_readable => k.public.clone(),
                 _ => return None,
@@ -334,13 +376,18 @@ impl Applet {
             return Err(sw::WRONG_LENGTH);
         }
         let t = u16::from_be_bytes([c.p1, c.p2]);
+        if t == tag::KEY_GROUP_KCV && !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
         self.data_object(t)
             .map(|tlv| tlv.to_vec())
             .ok_or(sw::REF_DATA_NOT_FOUND)
     }
 
-    /// VERIFY: the retry counter is committed before the answer goes out, so
-    /// pulling the card cannot buy free tries.
+    /// VERIFY: the attempt is counted and the counter stored **before** the
+    /// PIN is compared, and the counter is restored after a right PIN
+    /// (ISO 7816 practice): pulling the card, or a state write that fails,
+    /// cannot buy free tries. A failed write answers 6581 and compares nothing.
     fn verify(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != proto::PIN_REF {
             return Err(sw::WRONG_P1P2);
@@ -361,22 +408,26 @@ impl Applet {
         if self.state.pin.blocked() {
             return Err(sw::AUTH_METHOD_BLOCKED);
         }
+        self.count_pin_attempt()?;
         if self.state.pin.matches(&c.data) {
-            if self.state.pin.tries_left != self.state.pin.max_tries {
-                self.state.pin.tries_left = self.state.pin.max_tries;
-                self.mark_dirty();
-            }
+            self.state.pin.tries_left = self.state.pin.max_tries;
+            self.mark_dirty();
             self.session.pin_verified = true;
             Ok(vec![])
         } else {
-            self.state.pin.tries_left -= 1;
-            self.session.pin_verified = false;
-            self.mark_dirty();
             Err(sw::VERIFY_FAIL_PREFIX | self.state.pin.tries_left as u16)
         }
     }
 
-    /// CHANGE REFERENCE DATA: data = len(old) || old || new.
+    /// Decrement the retry counter and store it before any comparison.
+    fn count_pin_attempt(&mut self) -> Result<(), u16> {
+        self.state.pin.tries_left -= 1;
+        self.session.pin_verified = false;
+        self.commit_now()
+    }
+
+    /// CHANGE REFERENCE DATA: data = len(old) || old || new. The new PIN
+    /// comes with a full counter.
     fn change_pin(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != proto::PIN_REF {
             return Err(sw::WRONG_P1P2);
@@ -390,10 +441,9 @@ impl Applet {
         if self.state.pin.blocked() {
             return Err(sw::AUTH_METHOD_BLOCKED);
         }
+        // As VERIFY: counted and stored before the old PIN is compared.
+        self.count_pin_attempt()?;
         if !self.state.pin.matches(old) {
-            self.state.pin.tries_left -= 1;
-            self.session.pin_verified = false;
-            self.mark_dirty();
             return Err(sw::VERIFY_FAIL_PREFIX | self.state.pin.tries_left as u16);
         }
         self.state.pin = PinState::new(new, self.state.pin.max_tries);
@@ -502,6 +552,8 @@ impl Applet {
     }
 
     /// WRITE MEMORY (CLA 80): write the data starting at page P1P2. PIN required.
+    /// The pages of a value application are never written (6982): value
+    /// enters only through an issuer-authorized CREDIT.
     fn write_memory(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.data.is_empty() {
             return Err(sw::WRONG_LENGTH);
@@ -513,6 +565,9 @@ impl Applet {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         let r = self.page_range(c, c.data.len())?;
+        if self.touches_value_application(&r) {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
         self.reset_restored_values(&r);
         if self.state.memory[r.clone()] != c.data[..] {
             self.state.memory[r.clone()].copy_from_slice(&c.data);

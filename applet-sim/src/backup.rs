@@ -14,6 +14,7 @@ use cardvault_proto::backup::{
     HeaderInfo, Trailer,
 };
 use cardvault_proto::crypto;
+use cardvault_proto::load::{self, LoadAuthorization};
 use cardvault_proto::sw;
 use openssl::sha::Sha256;
 use std::collections::BTreeMap;
@@ -60,6 +61,10 @@ pub struct RestoreSession {
     other_card: bool,
     /// Counter the issuer authorized (other-card restores).
     authorized_counter: Option<u32>,
+    /// Chain hash the issuer's signature covers (other-card restores).
+    authorized_chain: Option<[u8; 32]>,
+    /// SHA-256 of each header received, in order.
+    header_hashes: Vec<[u8; 32]>,
     chain: Vec<u32>,
     current: Incoming,
     staged: BTreeMap<u16, Vec<u8>>,
@@ -448,7 +453,7 @@ impl Applet {
                 AuthorizedRestoreError::TooShort => sw::WRONG_LENGTH,
                 AuthorizedRestoreError::BadSignatureLength => sw::WRONG_DATA,
             })?;
-            (a.header, Some((a.counter, a.signature)))
+            (a.header, Some((a.counter, a.chain_hash, a.signature)))
         } else {
             (&c.data[..], None)
         };
@@ -468,6 +473,7 @@ impl Applet {
                 let key = self.open_header(&h, raw, other)?;
                 let r = self.session.restore.as_mut().expect("checked");
                 r.chain.push(h.counter);
+                r.header_hashes.push(crypto::sha256(raw));
                 r.current = incoming(&h, raw, key);
                 Ok(vec![])
             }
@@ -477,6 +483,7 @@ impl Applet {
                     return Err(sw::WRONG_DATA);
                 }
                 let mut authorized_counter = None;
+                let mut authorized_chain = None;
                 if other {
                     if h.card_number == self.state.card_number {
                         return Err(sw::WRONG_DATA);
@@ -485,21 +492,25 @@ impl Applet {
                     // the challenge this card handed out (used once, whatever the outcome).
                     let challenge = std::mem::take(&mut self.state.restore_challenge);
                     self.mark_dirty();
-                    let (counter, sig) = auth.expect("other-card data has an authorization");
+                    let (counter, chain_hash, sig) = auth.expect("other-card data has an authorization");
                     if challenge.is_empty() || self.state.issuer_public_key.is_empty() || counter < h.counter {
                         return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
                     }
-                    let msg = authorization_message(&h.card_number, counter, &self.state.card_number, &challenge);
+                    let msg =
+                        authorization_message(&h.card_number, counter, &self.state.card_number, &challenge, chain_hash);
                     if !crypto::verify_p256(&self.state.issuer_public_key, &msg, sig).unwrap_or(false) {
                         return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
                     }
                     authorized_counter = Some(counter);
+                    authorized_chain = Some(chain_hash.try_into().expect("32 bytes"));
                 }
                 let key = self.open_header(&h, raw, other)?;
                 self.session.restore = Some(RestoreSession {
                     override_rollback,
                     other_card: other,
                     authorized_counter,
+                    authorized_chain,
+                    header_hashes: vec![crypto::sha256(raw)],
                     chain: vec![h.counter],
                     current: incoming(&h, raw, key),
                     staged: BTreeMap::new(),
@@ -607,7 +618,11 @@ impl Applet {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         let last = r.current.counter;
-        if r.other_card && r.authorized_counter != Some(last) {
+        // Other card: the chain must end with the authorized counter and be
+        // exactly the chain the issuer's signature covers.
+        // (bk::chain_hash over the headers: SHA-256 of their SHA-256s.)
+        let received = crypto::sha256(&r.header_hashes.concat());
+        if r.other_card && (r.authorized_counter != Some(last) || r.authorized_chain != Some(received)) {
             self.session.restore = None;
             return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
         }
@@ -618,17 +633,26 @@ impl Applet {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         let r = self.session.restore.take().expect("present");
-        let written = r.staged.len() as u16;
-        for (p, content) in &r.staged {
+        // A value application's pages are never written from a backup: its
+        // value is reset (FIG. 20) and stays reset, so a restore cannot bring
+        // back spent value nor carry value written into a backup.
+        let value_pages: Vec<Range<u16>> = self.value_page_ranges();
+        let in_value = |p: &u16| value_pages.iter().any(|v| v.contains(p));
+        let mut written = 0u16;
+        for (p, content) in r.staged.iter().filter(|(p, _)| !in_value(p)) {
             let range = self.page_bytes(*p);
             self.state.memory[range].copy_from_slice(content);
+            written += 1;
         }
+        let ps = self.state.page_size as usize;
         for a in self.state.applications.iter_mut().filter(|a| a.value) {
             if r.staged
                 .keys()
                 .any(|p| (a.first_page..a.first_page + a.page_count).contains(p))
             {
                 a.restored = true;
+                let v = a.first_page as usize * ps..a.first_page as usize * ps + 4;
+                self.state.memory[v].fill(0);
             }
         }
         self.state.change_flags.fill(0);
@@ -663,21 +687,81 @@ impl Applet {
         Ok(self.state.memory[r].to_vec())
     }
 
-    /// CREDIT / DEBIT: P1 = application id, data = amount (4). PIN required.
+    /// The page ranges of the value applications.
+    fn value_page_ranges(&self) -> Vec<Range<u16>> {
+        let apps = self.state.applications.iter().filter(|a| a.value);
+        apps.map(|a| a.first_page..a.first_page.saturating_add(a.page_count))
+            .collect()
+    }
+
+    /// Whether a byte range of memory touches a value application's pages.
+    pub(crate) fn touches_value_application(&self, r: &Range<usize>) -> bool {
+        let s = self.state.page_size as usize;
+        self.value_page_ranges()
+            .iter()
+            .any(|v| r.start < v.end as usize * s && v.start as usize * s < r.end)
+    }
+
+    /// GET LOAD CHALLENGE: P1 = application id of a value application. A fresh
+    /// challenge, kept by the card (across power cycles) until a CREDIT uses
+    /// it. PIN required.
+    pub(crate) fn get_load_challenge(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p2 != 0 || !c.data.is_empty() {
+            return Err(sw::WRONG_P1P2);
+        }
+        self.value_app(c.p1)?;
+        if !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        let ch = crypto::random::<{ load::LOAD_CHALLENGE_LEN }>().to_vec();
+        self.state.load_challenge = ch.clone();
+        self.mark_dirty();
+        Ok(ch)
+    }
+
+    /// CREDIT: P1 = application id, data = amount (4) || issuer signature (64)
+    /// over `load::load_message` (card number, application, amount, the
+    /// outstanding load challenge). PIN required. The challenge is used once,
+    /// whatever the outcome; without a valid authorization: 6982.
+    /// DEBIT: P1 = application id, data = amount (4). PIN required.
     pub(crate) fn credit_debit(&mut self, c: &CommandApdu, credit: bool) -> HandlerResult {
         if c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
         }
-        let [a, b, c3, d] = c.data[..] else {
-            return Err(sw::WRONG_LENGTH);
+        let amount = if credit {
+            match c.data.len() {
+                // An amount alone: no authorization presented.
+                4 => return Err(sw::SECURITY_STATUS_NOT_SATISFIED),
+                load::CREDIT_DATA_LEN => {}
+                _ => return Err(sw::WRONG_LENGTH),
+            }
+            LoadAuthorization::parse(&c.data).ok_or(sw::WRONG_LENGTH)?.amount
+        } else {
+            let [a, b, c3, d] = c.data[..] else {
+                return Err(sw::WRONG_LENGTH);
+            };
+            u32::from_be_bytes([a, b, c3, d])
         };
-        let amount = u32::from_be_bytes([a, b, c3, d]);
         let r = self.value_app(c.p1)?;
         if !self.session.pin_verified {
             return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
         }
         if self.session.backup.is_some() || self.session.restore.is_some() {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        if credit {
+            let challenge = std::mem::take(&mut self.state.load_challenge);
+            if !challenge.is_empty() {
+                self.mark_dirty();
+            }
+            let auth = LoadAuthorization::parse(&c.data).ok_or(sw::WRONG_LENGTH)?;
+            let msg = load::load_message(&self.state.card_number, c.p1, amount, &challenge);
+            if challenge.len() != load::LOAD_CHALLENGE_LEN
+                || self.state.issuer_public_key.is_empty()
+                || !crypto::verify_p256(&self.state.issuer_public_key, &msg, &auth.signature).unwrap_or(false)
+            {
+                return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+            }
         }
         self.reset_restored_values(&r);
         let bal = u32::from_be_bytes(self.state.memory[r.clone()].try_into().expect("4 bytes"));

@@ -102,6 +102,12 @@ impl Card {
         self.applet.session_view()
     }
 
+    /// Fault injection for tests: every state write fails (6581) until
+    /// switched off, as with a full disk or a worn-out EEPROM.
+    pub fn set_fail_state_writes(&mut self, fail: bool) {
+        self.applet.set_fail_state_writes(fail);
+    }
+
     /// Answer to reset of this card.
     pub fn atr(&self) -> Vec<u8> {
         atr(self.state().extended_length)

@@ -313,6 +313,11 @@ impl Applet {
         if t.target != self.state.card_number || t.source == self.state.card_number {
             return Err(sw::WRONG_DATA);
         }
+        // A take-out this card has destroyed (DESTROY KEY) never comes back.
+        let d = &self.state.destroyed;
+        if t.source == d.source && t.counter <= d.counter {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
         let kcv = self.key_group_kcv()?;
         if !openssl::memcmp::eq(t.kcv, &kcv) {
             // A different key group: nothing is stored.
@@ -380,20 +385,107 @@ impl Applet {
         Ok(vec![])
     }
 
-    /// RELEASE DUPLICATE (issuer): forget an unconfirmed target, e.g. when the
-    /// backup card was lost before it imported anything.
+    /// The DESTROY KEY receipt: MAC under the key group secret over source,
+    /// backup card, the take-out counter it covers and the group check value.
+    fn destroy_receipt(&self, source: &str, target: &str, counter: u32) -> Result<[u8; 32], u16> {
+        let secret = self.state.key_group.secret().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let kcv = self.key_group_kcv()?;
+        crypto::hmac_sha256(
+            &secret[..],
+            &[
+                takeout::DESTROY_LABEL,
+                &[source.len() as u8],
+                source.as_bytes(),
+                &[target.len() as u8],
+                target.as_bytes(),
+                &counter.to_be_bytes(),
+                &kcv,
+            ],
+        )
+        .map_err(|_| sw::UNKNOWN)
+    }
+
+    /// DESTROY KEY (backup card), data = counter (4) || source card number:
+    /// destroy the key imported from `source` (if any), refuse that source's
+    /// take-outs numbered `counter` or lower from now on, and answer
+    /// counter (4) || receipt (32) for the source card's RELEASE DUPLICATE.
+    pub(crate) fn destroy_key(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if c.data.len() < 5 || c.data.len() > 4 + 32 {
+            return Err(sw::WRONG_LENGTH);
+        }
+        let counter = u32::from_be_bytes(c.data[..4].try_into().expect("4 bytes"));
+        let source = std::str::from_utf8(&c.data[4..])
+            .map_err(|_| sw::WRONG_DATA)?
+            .to_string();
+        self.require_issued()?;
+        self.require_pin()?;
+        if self.state.role != "backup" || !self.state.key_group.complete() {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        if counter == 0 || source == self.state.card_number {
+            return Err(sw::WRONG_DATA);
+        }
+        if self
+            .state
+            .main_key
+            .as_ref()
+            .is_some_and(|k| k.origin == KeyOrigin::Imported && k.source_card == source)
+        {
+            self.state.main_key = None;
+            self.mark_dirty();
+        }
+        let d = &self.state.destroyed;
+        if d.source != source || d.counter < counter {
+            self.state.destroyed = crate::state::DestroyedImports {
+                source: source.clone(),
+                counter,
+            };
+            self.mark_dirty();
+        }
+        Ok(takeout::Receipt {
+            counter,
+            mac: self.destroy_receipt(&source, &self.state.card_number, counter)?,
+        }
+        .encode())
+    }
+
+    /// RELEASE DUPLICATE (issuer), data = none or a DESTROY KEY receipt
+    /// (counter (4) || MAC (32)) from the bound target card. Once a take-out
+    /// has left the card (a target is bound) the target is forgotten only on
+    /// the target's receipt for the latest take-out: a backup card that
+    /// imported the key keeps no copy beside a second duplicate. Without the
+    /// receipt (a lost backup card), the holder rotates the main key (RESET
+    /// KEY GROUP, which clears the export state with the key).
     pub(crate) fn release_duplicate(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
         }
+        let receipt = match c.data.len() {
+            0 => None,
+            takeout::Receipt::LEN => takeout::Receipt::parse(&c.data),
+            _ => return Err(sw::WRONG_LENGTH),
+        };
         self.require_admin()?;
-        if self.state.export.confirmed {
+        let e = &self.state.export;
+        if e.target.is_empty() {
+            return Ok(vec![]);
+        }
+        let Some(receipt) = receipt else {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
+        };
+        if receipt.counter != e.counter {
+            return Err(sw::WRONG_DATA);
         }
-        if !self.state.export.target.is_empty() {
-            self.state.export.target.clear();
-            self.mark_dirty();
+        let expected = self.destroy_receipt(&self.state.card_number, &e.target, e.counter)?;
+        if !openssl::memcmp::eq(&expected, &receipt.mac) {
+            return Err(sw::WRONG_DATA);
         }
+        self.state.export.target.clear();
+        self.state.export.confirmed = false;
+        self.mark_dirty();
         Ok(vec![])
     }
 

@@ -94,6 +94,9 @@ pub struct CardState {
     pub peer_key: Vec<u8>,
     #[serde(default)]
     pub export: ExportState,
+    /// Backup card: take-outs destroyed by DESTROY KEY.
+    #[serde(default)]
+    pub destroyed: DestroyedImports,
     /// Card-unique key (backup encryption), generated on the card.
     #[serde(default, with = "hexbytes")]
     pub unique_key: Vec<u8>,
@@ -117,6 +120,9 @@ pub struct CardState {
     /// Outstanding challenge for an other-card restore authorization.
     #[serde(default, with = "hexbytes")]
     pub restore_challenge: Vec<u8>,
+    /// Outstanding challenge for an issuer load authorization (CREDIT).
+    #[serde(default, with = "hexbytes")]
+    pub load_challenge: Vec<u8>,
     /// SCP11: the card's key agreement private key SK.SD.ECKA (P-256 scalar,
     /// 32 bytes; empty on cards made before secure messaging: no SCP11).
     /// Never readable from outside the card.
@@ -217,6 +223,17 @@ pub struct ExportState {
     pub no_export_after_backup: bool,
 }
 
+/// On a backup card: the take-outs it has destroyed (DESTROY KEY). IMPORT
+/// KEY refuses a take-out from `source` numbered `counter` or lower, so a
+/// receipt stays true.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DestroyedImports {
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub counter: u32,
+}
+
 /// Bytes stored as hex in the state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HexBytes(pub Vec<u8>);
@@ -274,6 +291,7 @@ impl CardState {
                 no_export_after_backup: p.no_export_after_backup,
                 ..ExportState::default()
             },
+            destroyed: DestroyedImports::default(),
             unique_key: cardvault_proto::crypto::random::<32>().to_vec(),
             common_key: p.common_key.as_deref().and_then(from_hex).unwrap_or_default(),
             issuer_public_key: p.issuer_public_key.as_deref().and_then(from_hex).unwrap_or_default(),
@@ -281,6 +299,7 @@ impl CardState {
             change_flags: vec![0u8; (p.page_count as usize).div_ceil(8)],
             backup: BackupCounters::default(),
             restore_challenge: Vec::new(),
+            load_challenge: Vec::new(),
             applet_installed: p.applet_installed,
             ecka_private: Vec::new(),
             certificate: Vec::new(),

@@ -352,20 +352,21 @@ fn change_reference_data_replaces_the_pin() {
 
 // ---------------------------------------------------------------- short and extended lengths
 
-/// VERIFY, then write a 4096-byte pattern at page 0 and return it.
+/// VERIFY, then write a 4096-byte pattern at page 4 (the first page after
+/// the purse, which no holder command writes) and return it.
 fn card_with_pattern() -> (Card, Vec<u8>) {
     let mut c = selected_card();
     assert_eq!(verify(&mut c, PIN), 0x9000);
     let p = pattern(4096, 7);
-    assert_eq!(write_memory_ext(&mut c, 0, &p), 0x9000);
-    assert_eq!(c.state().memory[..4096], p[..]);
+    assert_eq!(write_memory_ext(&mut c, 4, &p), 0x9000);
+    assert_eq!(c.state().memory[1024..5120], p[..]);
     (c, p)
 }
 
 #[test]
 fn read_memory_4096_with_extended_le_returns_all_and_9000() {
     let (mut c, p) = card_with_pattern();
-    let (r, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x00, 0x00, 0x10, 0x00]);
+    let (r, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x04, 0x00, 0x10, 0x00]);
     assert_eq!(s, 0x9000);
     assert_eq!(r, p);
 }
@@ -374,7 +375,7 @@ fn read_memory_4096_with_extended_le_returns_all_and_9000() {
 fn read_memory_4096_with_short_le_gives_256_and_6100_then_get_response_collects_all() {
     let (mut c, p) = card_with_pattern();
     // Length 4096 in the data field, short Le 00 (256).
-    let (first, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x00, 0x02, 0x10, 0x00, 0x00]);
+    let (first, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x04, 0x02, 0x10, 0x00, 0x00]);
     assert_eq!(s, 0x6100);
     assert_eq!(first.len(), 256);
     let mut all = first;
@@ -400,7 +401,7 @@ fn read_memory_4096_with_short_le_gives_256_and_6100_then_get_response_collects_
 #[test]
 fn read_memory_without_length_short_le_00_reads_256_bytes() {
     let (mut c, p) = card_with_pattern();
-    let (r, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x01, 0x00]);
+    let (r, s) = tx(&mut c, &[0x80, 0xB0, 0x00, 0x05, 0x00]);
     assert_eq!(s, 0x9000);
     assert_eq!(r, p[256..512]);
 }
@@ -480,14 +481,14 @@ fn chained_write_memory_of_600_bytes_in_3_short_apdus_writes_all() {
     let mut c = selected_card();
     assert_eq!(verify(&mut c, PIN), 0x9000);
     let p = pattern(600, 3);
-    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x02], &p[..255], None)), 0x9000);
-    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x02], &p[255..510], None)), 0x9000);
+    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x06], &p[..255], None)), 0x9000);
+    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x06], &p[255..510], None)), 0x9000);
     // Nothing is written before the last command of the chain.
-    assert!(c.state().memory[512..1112].iter().all(|&b| b == 0));
-    assert_eq!(sw(&mut c, &apdu([0x80, 0xD6, 0x00, 0x02], &p[510..], None)), 0x9000);
-    assert_eq!(c.state().memory[512..1112], p[..]);
-    assert!(c.state().memory[1112..].iter().all(|&b| b == 0));
-    assert!(c.state().memory[..512].iter().all(|&b| b == 0));
+    assert!(c.state().memory[1536..2136].iter().all(|&b| b == 0));
+    assert_eq!(sw(&mut c, &apdu([0x80, 0xD6, 0x00, 0x06], &p[510..], None)), 0x9000);
+    assert_eq!(c.state().memory[1536..2136], p[..]);
+    assert!(c.state().memory[2136..].iter().all(|&b| b == 0));
+    assert!(c.state().memory[..1536].iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -495,14 +496,15 @@ fn chain_interrupted_by_other_command_returns_6883_and_writes_nothing() {
     let mut c = selected_card();
     assert_eq!(verify(&mut c, PIN), 0x9000);
     let p = pattern(600, 5);
-    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x00], &p[..255], None)), 0x9000);
-    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x00], &p[255..510], None)), 0x9000);
+    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x04], &p[..255], None)), 0x9000);
+    assert_eq!(sw(&mut c, &apdu([0x90, 0xD6, 0x00, 0x04], &p[255..510], None)), 0x9000);
     assert_eq!(get_data(&mut c, tag::CARD_NUMBER), (vec![], 0x6883));
     // The chain is gone: the last part alone writes only its own 90 bytes.
     assert!(c.state().memory.iter().all(|&b| b == 0));
-    assert_eq!(sw(&mut c, &apdu([0x80, 0xD6, 0x00, 0x00], &p[510..], None)), 0x9000);
-    assert_eq!(c.state().memory[..90], p[510..]);
-    assert!(c.state().memory[90..].iter().all(|&b| b == 0));
+    assert_eq!(sw(&mut c, &apdu([0x80, 0xD6, 0x00, 0x04], &p[510..], None)), 0x9000);
+    assert_eq!(c.state().memory[1024..1114], p[510..]);
+    assert!(c.state().memory[1114..].iter().all(|&b| b == 0));
+    assert!(c.state().memory[..1024].iter().all(|&b| b == 0));
 }
 
 // ---------------------------------------------------------------- PIN
@@ -517,6 +519,120 @@ fn wrong_pin_gives_63c2_63c1_63c0_then_6983_even_for_correct_pin() {
     assert_eq!(verify(&mut c, PIN), 0x6983);
     assert_eq!(tries_left(&mut c), 0);
     assert_eq!(sw(&mut c, &[0x80, 0xB0, 0x00, 0x00, 0x10]), 0x6982);
+}
+
+/// CHANGE REFERENCE DATA: len(old) || old || new.
+fn change_pin(card: &mut Card, old: &[u8], new: &[u8]) -> u16 {
+    let mut data = vec![old.len() as u8];
+    data.extend_from_slice(old);
+    data.extend_from_slice(new);
+    sw(card, &apdu([0x00, 0x24, 0x00, 0x81], &data, None))
+}
+
+#[test]
+fn the_key_group_check_value_needs_the_pin() {
+    let mut c = selected_card();
+    assert_eq!(get_data(&mut c, tag::KEY_GROUP_KCV), (vec![], 0x6982));
+    let (status, s) = get_data(&mut c, tag::CARD_STATUS);
+    assert_eq!(s, 0x9000);
+    let kcv_tag = tag::KEY_GROUP_KCV.to_be_bytes();
+    assert!(
+        !status.windows(2).any(|w| w == kcv_tag),
+        "DF11 in the card status without the PIN"
+    );
+    assert_eq!(verify(&mut c, PIN), 0x9000);
+    // The built-in main card's group is incomplete (element 1 only): not found.
+    assert_eq!(get_data(&mut c, tag::KEY_GROUP_KCV).1, 0x6A88);
+}
+
+#[test]
+fn a_symlink_planted_beside_the_state_file_receives_nothing() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let dir = TempDir::new("symlink");
+    let path = dir.card_path();
+    let mut c = open(&path);
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    // Links at the temporary names the card used to write through
+    // (<state>.tmp-<pid>-<n>), and at a few more, all to a victim file.
+    let victim = dir.0.join("victim");
+    std::fs::write(&victim, b"victim").unwrap();
+    let pid = std::process::id();
+    for n in 0..64 {
+        symlink(&victim, format!("{}.tmp-{pid}-{n}", path.display())).unwrap();
+    }
+    assert_eq!(verify(&mut c, PIN), 0x9000);
+    assert_eq!(write_memory_ext(&mut c, 4, &[0x5A; 300]), 0x9000);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(Store::peek(&path).unwrap().memory[1024..1324], [0x5A; 300]);
+    // Nothing but the state file, its lock and the planted links.
+    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !(n.contains(".tmp-")
+                && std::fs::symlink_metadata(dir.0.join(n))
+                    .unwrap()
+                    .file_type()
+                    .is_symlink())
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["card.json", "card.json.lock", "victim"]);
+}
+
+#[test]
+fn no_pin_is_compared_while_the_counter_cannot_be_stored() {
+    let dir = TempDir::new("pin-fault");
+    let path = dir.card_path();
+    let mut c = open(&path);
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    c.set_fail_state_writes(true);
+    // Ten wrong PINs, then the right one: every attempt is counted first,
+    // the count cannot be stored, so nothing is compared and nothing is learnt.
+    for i in 0..10 {
+        assert_eq!(sw(&mut c, SELECT), 0x9000);
+        assert_eq!(verify(&mut c, format!("00000{i}").as_bytes()), 0x6581, "wrong PIN {i}");
+        assert_eq!(change_pin(&mut c, format!("00000{i}").as_bytes(), b"654321"), 0x6581);
+    }
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    assert_eq!(verify(&mut c, PIN), 0x6581, "the right PIN was compared");
+    assert_eq!(change_pin(&mut c, PIN, b"654321"), 0x6581);
+    assert!(!c.session().pin_verified);
+    assert_eq!(sw(&mut c, &[0x80, 0xB0, 0x00, 0x04, 0x10]), 0x6982);
+    // The card on disk kept its PIN and its counter.
+    let on_disk = Store::peek(&path).unwrap();
+    assert_eq!(on_disk.pin.tries_left, 3);
+    assert!(on_disk.pin.matches(PIN));
+    // Writes work again: a wrong PIN costs a try, the right one restores them.
+    c.set_fail_state_writes(false);
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    assert_eq!(verify(&mut c, b"000000"), 0x63C2);
+    assert_eq!(Store::peek(&path).unwrap().pin.tries_left, 2);
+    assert_eq!(verify(&mut c, PIN), 0x9000);
+    assert_eq!(Store::peek(&path).unwrap().pin.tries_left, 3);
+}
+
+#[test]
+fn a_pin_attempt_is_stored_before_the_pin_is_compared() {
+    let dir = TempDir::new("pin-order");
+    let path = dir.card_path();
+    let mut c = open(&path);
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    assert_eq!(verify(&mut c, b"000000"), 0x63C2);
+    // The right PIN: counted (stored), compared, then the counter is restored.
+    assert_eq!(sw(&mut c, SELECT), 0x9000);
+    assert_eq!(verify(&mut c, PIN), 0x9000);
+    assert_eq!(Store::peek(&path).unwrap().pin.tries_left, 3);
+    // CHANGE REFERENCE DATA counts the same way.
+    assert_eq!(change_pin(&mut c, b"000000", b"654321"), 0x63C2);
+    assert_eq!(Store::peek(&path).unwrap().pin.tries_left, 2);
+    assert_eq!(change_pin(&mut c, PIN, b"654321"), 0x9000);
+    let on_disk = Store::peek(&path).unwrap();
+    assert_eq!(on_disk.pin.tries_left, 3);
+    assert!(on_disk.pin.matches(b"654321"));
 }
 
 #[test]
@@ -685,10 +801,10 @@ fn write_is_in_the_state_file_when_the_response_arrives_and_file_is_json() {
     assert_eq!(sw(&mut c, SELECT), 0x9000);
     assert_eq!(verify(&mut c, PIN), 0x9000);
     let p = pattern(300, 9);
-    assert_eq!(write_memory_ext(&mut c, 3, &p), 0x9000);
+    assert_eq!(write_memory_ext(&mut c, 7, &p), 0x9000);
     // The card is still open: the file was committed before the answer.
     let on_disk = Store::peek(&path).unwrap();
-    assert_eq!(on_disk.memory[768..1068], p[..]);
+    assert_eq!(on_disk.memory[1792..2092], p[..]);
     assert_eq!(&on_disk, c.state());
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(json["version"], 1);

@@ -273,7 +273,7 @@ fn backups(cfg: &Config, dir: &Path, vault: &mut Vault, s: &mut Section) -> Resu
     let (min, payload) = restore_minimum(vault, &chain)?;
     s.row(row("restore, 64 KiB card (same card)", st, &min, Some(payload)));
 
-    let changed: Vec<u16> = (0..8).map(|i| i * 31).collect();
+    let changed: Vec<u16> = (0..8).map(|i| 4 + i * 31).collect();
     write_pages(&mut r, &changed, 256)?;
     let st = backup_once(&mut r, vault, false)?;
     s.row(row(
@@ -284,7 +284,7 @@ fn backups(cfg: &Config, dir: &Path, vault: &mut Vault, s: &mut Section) -> Resu
     ));
     let diffs = cfg.chain.clamp(2, 10);
     for i in 1..diffs {
-        write_pages(&mut r, &[(i * 7 % 256) as u16, (i * 13 % 256) as u16], 256)?;
+        write_pages(&mut r, &[4 + (i * 7 % 252) as u16, 4 + (i * 13 % 252) as u16], 256)?;
         backup_once(&mut r, vault, false)?;
     }
     let (st, chain) = restore_latest(&mut r, vault)?;

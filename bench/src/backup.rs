@@ -181,8 +181,8 @@ fn chain(cfg: &Config, dir: &Path, s: &mut Section, progress: &dyn Fn(&str)) -> 
             let mut c = CardClient::open(&mut r, SessionOptions::default())?;
             c.verify_pin(PROFILE_PIN)?;
             let data = cardvault_proto::crypto::random::<32>().repeat(8);
-            c.write_memory((i * 2 % 256) as u16, &data)?;
-            c.write_memory(((i * 2 + 101) % 256) as u16, &data)?;
+            c.write_memory(4 + (i * 2 % 252) as u16, &data)?;
+            c.write_memory(4 + ((i * 2 + 101) % 252) as u16, &data)?;
         }
         diffs.push(backup(&mut r, &mut vault, false)?.0);
     }

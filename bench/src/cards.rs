@@ -107,12 +107,15 @@ pub fn duplicated_pair(dir: &Path, id: &str, vault: &mut Vault) -> Result<Duplic
 }
 
 /// Write `len` random bytes from page 0 on, in 32 KiB WRITE MEMORY commands.
+/// The purse (pages 0..4 of the built-in profiles) takes no holder write:
+/// filling starts after it.
 pub fn fill(card: &mut CardClient<'_>, page_size: usize, len: usize) -> Result<()> {
-    let mut data = vec![0u8; len];
+    const FIRST: usize = 4;
+    let mut data = vec![0u8; len.saturating_sub(FIRST * page_size)];
     openssl::rand::rand_bytes(&mut data).map_err(|e| Error::Data(e.to_string()))?;
     let per = (32768 / page_size).max(1) * page_size;
     for (i, chunk) in data.chunks(per).enumerate() {
-        card.write_memory((i * per / page_size) as u16, chunk)?;
+        card.write_memory((FIRST + i * per / page_size) as u16, chunk)?;
     }
     Ok(())
 }

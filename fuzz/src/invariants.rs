@@ -49,7 +49,8 @@ pub fn needs(class: u8, ins: Ins, p1: u8) -> Needs {
         (
             cla::PROPRIETARY,
             ReadMemory | WriteMemory | ResetKeyGroup | GenerateKeyPair | TakeOutKey | ImportKey | ConfirmDuplicate
-            | UnwrapFileKey | SetPeerKey | RewrapToPeer | Backup | GetRestoreChallenge | Credit | Debit,
+            | UnwrapFileKey | SetPeerKey | RewrapToPeer | Backup | GetRestoreChallenge | GetLoadChallenge | DestroyKey
+            | Credit | Debit,
         ) => Needs::Pin,
         (cla::PROPRIETARY, Restore) => Needs::PinAndAdminForOverride,
         (cla::PROPRIETARY, BackupData | BackupComplete) => Needs::BackupInProgress,
@@ -68,10 +69,24 @@ pub fn check(session: &SessionView, before: &CardState, after: &CardState, raw: 
             before.backup.newest_seen, after.backup.newest_seen
         ));
     }
-    let Ok(c) = CommandApdu::parse(raw) else {
-        return Ok(());
-    };
-    let Ok(ins) = Ins::try_from(c.ins) else {
+    let parsed = CommandApdu::parse(raw).ok();
+    let ins = parsed.as_ref().and_then(|c| Ins::try_from(c.ins).ok());
+    // Value comes only from its issuer: no command but a successful CREDIT
+    // (which checked an issuer load authorization) raises a value.
+    for a in before.applications.iter().filter(|a| a.value) {
+        let at = a.first_page as usize * before.page_size as usize;
+        let value = |s: &CardState| u32::from_be_bytes(s.memory[at..at + 4].try_into().expect("4 bytes"));
+        let credited = ins == Some(Ins::Credit) && crate::is_success(sw);
+        if value(after) > value(before) && !credited {
+            return Err(format!(
+                "the value of application {} went up from {} to {} without an authorized CREDIT",
+                a.id,
+                value(before),
+                value(after)
+            ));
+        }
+    }
+    let (Some(c), Some(ins)) = (parsed, ins) else {
         return Ok(());
     };
     let protected = c.cla & scp11::CLA_SECURE_MESSAGING != 0;

@@ -145,8 +145,9 @@ impl Fixture {
         let mut a = Card::in_memory(&profile_a);
         assert_eq!(tx(&mut a, crate::SELECT).1, 0x9000);
         assert_eq!(tx(&mut a, crate::VERIFY_PIN).1, 0x9000);
-        let pattern: Vec<u8> = (0..PAGES as usize * 256).map(|i| (i * 7 % 251) as u8).collect();
-        assert_eq!(tx(&mut a, &apdu(0x80, ins::WRITE_MEMORY, 0, 0, &pattern, 0)).1, 0x9000);
+        // From page 4 on: the purse's pages take no holder write.
+        let pattern: Vec<u8> = (0..(PAGES as usize - 4) * 256).map(|i| (i * 7 % 251) as u8).collect();
+        assert_eq!(tx(&mut a, &apdu(0x80, ins::WRITE_MEMORY, 0, 4, &pattern, 0)).1, 0x9000);
         let b1 = read_backup(&mut a, 0);
         let mem1 = a.state().memory.clone();
         for (page, byte) in [(5u8, 0xA5u8), (9, 0x5A)] {
@@ -254,11 +255,20 @@ fn login(card: &mut Card, admin: bool, check: bool) {
 
 /// The issuer's authorization for restoring backup `counter` of card A onto
 /// `card`, over the challenge `card` holds now.
-pub fn authorization(card: &Card, counter: u32) -> Vec<u8> {
+/// `headers` is the chain it covers, full backup first.
+pub fn authorization(card: &Card, counter: u32, headers: &[&[u8]]) -> Vec<u8> {
     let st = card.state();
-    let msg = authorization_message(crate::MAIN_NUMBER, counter, &st.card_number, &st.restore_challenge);
+    let chain = cardvault_proto::backup::chain_hash(headers.iter().copied());
+    let msg = authorization_message(
+        crate::MAIN_NUMBER,
+        counter,
+        &st.card_number,
+        &st.restore_challenge,
+        &chain,
+    );
     let sig = cardvault_proto::crypto::sign_p256(issuer_key(), &msg).expect("sign");
     let mut v = counter.to_be_bytes().to_vec();
+    v.extend_from_slice(&chain);
     v.extend_from_slice(&[0, 64]);
     v.extend_from_slice(&sig);
     v
@@ -295,10 +305,10 @@ pub fn run(fx: &Fixture, data: &[u8]) -> Vec<(u8, u16)> {
                 };
                 if p1 == 1 {
                     match (a >> 5) & 3 {
-                        0 => d.extend(authorization(&card, fx.b1.counter)),
-                        1 => d.extend(authorization(&card, fx.b2.counter)),
+                        0 => d.extend(authorization(&card, fx.b1.counter, &[&fx.b1.header])),
+                        1 => d.extend(authorization(&card, fx.b2.counter, &[&fx.b1.header, &fx.b2.header])),
                         2 => match input.u32() {
-                            Some(c) => d.extend(authorization(&card, c)),
+                            Some(c) => d.extend(authorization(&card, c, &[&fx.b1.header, &fx.b2.header])),
                             None => break,
                         },
                         _ => match input.lv16() {

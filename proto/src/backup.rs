@@ -16,7 +16,7 @@ pub const UNIQUE_WRAP_LABEL: &[u8] = b"cardvault unique key wrap v1";
 pub const CONTROL_LABEL: &[u8] = b"cardvault control v1";
 pub const RECORD_LABEL: &[u8] = b"cardvault record v1";
 pub const TRAILER_LABEL: &[u8] = b"cardvault trailer v1";
-pub const AUTHORIZATION_LABEL: &[u8] = b"cardvault restore authorization v1";
+pub const AUTHORIZATION_LABEL: &[u8] = b"cardvault restore authorization v2";
 /// RESTORE P1 values.
 pub const RESTORE_SAME_CARD: u8 = 0x00;
 pub const RESTORE_OTHER_CARD: u8 = 0x01;
@@ -183,13 +183,28 @@ impl Trailer {
 /// Length of the issuer's signature in a restore authorization (P-256 r || s).
 pub const AUTHORIZATION_SIGNATURE_LEN: usize = 64;
 
+/// Length of the chain hash in a restore authorization.
+pub const CHAIN_HASH_LEN: usize = 32;
+
+/// The hash of a restore chain the issuer's signature covers: SHA-256 over
+/// SHA-256(header) of each backup of the chain, full backup first.
+pub fn chain_hash<'h>(headers: impl IntoIterator<Item = &'h [u8]>) -> [u8; CHAIN_HASH_LEN] {
+    let mut all = Vec::new();
+    for h in headers {
+        all.extend_from_slice(&crate::crypto::sha256(h));
+    }
+    crate::crypto::sha256(&all)
+}
+
 /// The data of RESTORE P1 = 01 (onto another card): the backup header, then
-/// the issuer's authorization: the authorized counter (4), the signature's
-/// length (2, always 64) and the signature over [`authorization_message`].
+/// the issuer's authorization: the authorized counter (4), the chain hash
+/// (32), the signature's length (2, always 64) and the signature over
+/// [`authorization_message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizedRestore<'a> {
     pub header: &'a [u8],
     pub counter: u32,
+    pub chain_hash: &'a [u8],
     pub signature: &'a [u8],
 }
 
@@ -203,11 +218,12 @@ pub enum AuthorizedRestoreError {
 }
 
 impl<'a> AuthorizedRestore<'a> {
-    const TAIL: usize = 4 + 2 + AUTHORIZATION_SIGNATURE_LEN;
+    const TAIL: usize = 4 + CHAIN_HASH_LEN + 2 + AUTHORIZATION_SIGNATURE_LEN;
 
     pub fn encode(&self) -> Vec<u8> {
         let mut d = self.header.to_vec();
         d.extend_from_slice(&self.counter.to_be_bytes());
+        d.extend_from_slice(self.chain_hash);
         d.extend_from_slice(&(self.signature.len() as u16).to_be_bytes());
         d.extend_from_slice(self.signature);
         d
@@ -218,13 +234,15 @@ impl<'a> AuthorizedRestore<'a> {
             return Err(AuthorizedRestoreError::TooShort);
         }
         let (header, tail) = data.split_at(data.len() - Self::TAIL);
-        if tail[4..6] != (AUTHORIZATION_SIGNATURE_LEN as u16).to_be_bytes() {
+        let at = 4 + CHAIN_HASH_LEN;
+        if tail[at..at + 2] != (AUTHORIZATION_SIGNATURE_LEN as u16).to_be_bytes() {
             return Err(AuthorizedRestoreError::BadSignatureLength);
         }
         Ok(AuthorizedRestore {
             header,
             counter: u32::from_be_bytes(tail[..4].try_into().expect("4 bytes")),
-            signature: &tail[6..],
+            chain_hash: &tail[4..at],
+            signature: &tail[at + 2..],
         })
     }
 }
@@ -276,12 +294,14 @@ pub fn lv(s: &str) -> Vec<u8> {
 }
 
 /// The message an issuer signs to authorize a restore onto another card.
-pub fn authorization_message(source: &str, counter: u32, target: &str, challenge: &[u8]) -> Vec<u8> {
+/// The chain hash ([`chain_hash`]) names the exact backups to be restored.
+pub fn authorization_message(source: &str, counter: u32, target: &str, challenge: &[u8], chain: &[u8]) -> Vec<u8> {
     let mut m = AUTHORIZATION_LABEL.to_vec();
     m.extend_from_slice(&lv(source));
     m.extend_from_slice(&counter.to_be_bytes());
     m.extend_from_slice(&lv(target));
     m.extend_from_slice(challenge);
+    m.extend_from_slice(chain);
     m
 }
 
@@ -324,9 +344,11 @@ mod tests {
         assert_eq!(Trailer::parse(&[0; 35]), None);
         let header = [1u8, 2, 3];
         let sig = [7u8; 64];
+        let chain = [5u8; 32];
         let a = AuthorizedRestore {
             header: &header,
             counter: 42,
+            chain_hash: &chain,
             signature: &sig,
         };
         let data = a.encode();
@@ -337,7 +359,7 @@ mod tests {
             Err(AuthorizedRestoreError::TooShort)
         );
         let mut bad = data.clone();
-        bad[header.len() + 5] = 65;
+        bad[header.len() + 4 + 32 + 1] = 65;
         assert_eq!(
             AuthorizedRestore::parse(&bad),
             Err(AuthorizedRestoreError::BadSignatureLength)

@@ -84,6 +84,8 @@ instructions! {
     RewrapToPeer, REWRAP_TO_PEER = 0xEA, "REWRAP TO PEER";
     GetTransportKey, GET_TRANSPORT_KEY = 0xEB, "GET TRANSPORT KEY";
     SetMainKey, SET_MAIN_KEY = 0xEC, "SET MAIN KEY";
+    /// DESTROY KEY (backup card): destroy an imported key and answer a receipt.
+    DestroyKey, DESTROY_KEY = 0xED, "DESTROY KEY";
     // Page backup and restore (CLA 80).
     Backup, BACKUP = 0xF0, "BACKUP";
     BackupData, BACKUP_DATA = 0xF1, "BACKUP DATA";
@@ -94,6 +96,9 @@ instructions! {
     RestoreComplete, RESTORE_COMPLETE = 0xF6, "RESTORE COMPLETE";
     // Value applications (CLA 80).
     GetBalance, GET_BALANCE = 0x5C, "GET BALANCE";
+    /// GET LOAD CHALLENGE: the challenge an issuer load authorization must name.
+    GetLoadChallenge, GET_LOAD_CHALLENGE = 0x5A, "GET LOAD CHALLENGE";
+    /// CREDIT: amount and the issuer's load authorization (proto::load).
     Credit, CREDIT = 0x52, "CREDIT";
     Debit, DEBIT = 0x54, "DEBIT";
     // GlobalPlatform SCP11 (CLA 80).

@@ -5,9 +5,10 @@
 //! Every such write follows one order, so a crash at any point leaves either
 //! the old file or the new one, never a torn mix:
 //!
-//! 1. create `<target>.tmp-<pid>-<n>` in the target's directory with
-//!    `O_CREAT | O_EXCL | O_NOFOLLOW` (mode 0600 unless the caller asks
-//!    otherwise), so nothing planted at that name is written through;
+//! 1. create `<target>.tmp-<pid>-<n>-<random>` in the target's directory
+//!    with `O_CREAT | O_EXCL | O_NOFOLLOW` (mode 0600 unless the caller asks
+//!    otherwise): the name cannot be guessed in advance (64 random bits), and
+//!    nothing planted at it would be written through anyway;
 //! 2. write, then fsync the temporary file;
 //! 3. rename it over the target (or hard-link it, when an existing target
 //!    must not be replaced);
@@ -48,7 +49,7 @@ impl AtomicFile {
     /// Start a new version of `target` with `mode` (the process umask still applies).
     pub fn create_with_mode(target: impl AsRef<Path>, mode: u32) -> io::Result<AtomicFile> {
         let target = target.as_ref();
-        Self::create_at(target, temp_path(target), mode)
+        Self::create_at(target, temp_path(target)?, mode)
     }
 
     fn create_at(target: &Path, temp: PathBuf, mode: u32) -> io::Result<AtomicFile> {
@@ -182,16 +183,21 @@ pub fn remove_stale_temps(target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// `<target>.tmp-<pid>-<n>`, unique within this process and across live processes.
-fn temp_path(target: &Path) -> PathBuf {
+/// `<target>.tmp-<pid>-<n>-<16 hex digits>`: unique within this process
+/// and across live processes, and not predictable (64 random bits), so no
+/// one can plant a file or symlink at the name beforehand.
+fn temp_path(target: &Path) -> io::Result<PathBuf> {
     static N: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 8];
+    openssl::rand::rand_bytes(&mut random).map_err(io::Error::other)?;
     let mut s = target.as_os_str().to_owned();
     s.push(format!(
-        "{TEMP_MARKER}{}-{}",
+        "{TEMP_MARKER}{}-{}-{:016x}",
         std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
+        N.fetch_add(1, Ordering::Relaxed),
+        u64::from_be_bytes(random)
     ));
-    PathBuf::from(s)
+    Ok(PathBuf::from(s))
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -14,6 +14,7 @@ mod codes;
 pub mod crypto;
 #[cfg(unix)]
 pub mod fsutil;
+pub mod load;
 pub mod scp11;
 pub mod takeout;
 
@@ -82,7 +83,9 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::UNWRAP_FILE_KEY
                 | ins::REWRAP_TO_PEER
                 | ins::SET_MAIN_KEY
+                | ins::DESTROY_KEY
                 | ins::GET_TRANSPORT_KEY
+                | ins::GET_LOAD_CHALLENGE
                 | ins::CREDIT
                 | ins::DEBIT
                 | ins::BACKUP

@@ -15,6 +15,9 @@ pub const KCV_LABEL: &[u8] = b"cardvault key group check value";
 pub const EXPORT_INFO: &[u8] = b"cardvault key export v1";
 /// HMAC label of the import receipt.
 pub const RECEIPT_LABEL: &[u8] = b"cardvault duplicate receipt v1";
+/// Label of the DESTROY KEY receipt MAC (a backup card's proof that it holds
+/// no key of a source card's take-outs up to a counter).
+pub const DESTROY_LABEL: &[u8] = b"cardvault destroy receipt v1";
 /// HMAC label authenticating the transport key (GET TRANSPORT KEY).
 pub const TRANSPORT_KEY_LABEL: &[u8] = b"cardvault transport key v1";
 /// Associated data label for SET MAIN KEY (key service variant).

@@ -122,8 +122,23 @@ impl Command {
         Command::of(cla::PROPRIETARY, Ins::ConfirmDuplicate, 0, 0).with_data(receipt)
     }
 
-    pub fn release_duplicate() -> Command {
-        Command::of(cla::PROPRIETARY, Ins::ReleaseDuplicate, 0, 0)
+    /// RELEASE DUPLICATE, with the bound target's DESTROY KEY receipt when a
+    /// take-out has left the card.
+    pub fn release_duplicate(receipt: Option<&[u8]>) -> Command {
+        let c = Command::of(cla::PROPRIETARY, Ins::ReleaseDuplicate, 0, 0);
+        match receipt {
+            Some(r) => c.with_data(r),
+            None => c,
+        }
+    }
+
+    /// DESTROY KEY on a backup card: data = counter (4) || source card number.
+    pub fn destroy_key(source: &str, counter: u32) -> Command {
+        let mut data = counter.to_be_bytes().to_vec();
+        data.extend_from_slice(source.as_bytes());
+        Command::of(cla::PROPRIETARY, Ins::DestroyKey, 0, 0)
+            .with_data(&data)
+            .expect(cardvault_proto::takeout::Receipt::LEN)
     }
 
     fn with_aad_and_wrapped(ins: Ins, aad: &[u8], wrapped: &[u8], ne: usize) -> Command {
@@ -208,7 +223,20 @@ impl Command {
         Command::of(cla::PROPRIETARY, Ins::GetBalance, app, 0).expect(4)
     }
 
-    pub fn credit(app: u8, amount: u32) -> Command {
+    pub fn get_load_challenge(app: u8) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::GetLoadChallenge, app, 0).expect(16)
+    }
+
+    /// CREDIT with the issuer's load authorization (amount || signature).
+    pub fn credit(app: u8, auth: &cardvault_proto::load::LoadAuthorization) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::Credit, app, 0)
+            .with_data(&auth.encode())
+            .expect(4)
+    }
+
+    /// CREDIT with an amount alone: what a terminal without an issuer
+    /// authorization would send (the card refuses it; tests).
+    pub fn credit_unauthorized(app: u8, amount: u32) -> Command {
         Command::of(cla::PROPRIETARY, Ins::Credit, app, 0)
             .with_data(&amount.to_be_bytes())
             .expect(4)

@@ -624,8 +624,28 @@ impl CardClient<'_> {
         self.exec(&Command::confirm_duplicate(receipt)).map(|_| ())
     }
 
-    pub fn release_duplicate(&mut self) -> Result<()> {
-        self.exec(&Command::release_duplicate()).map(|_| ())
+    /// RELEASE DUPLICATE (admin session), with the target's DESTROY KEY
+    /// receipt once a take-out has left the card (6985 without it).
+    pub fn release_duplicate(&mut self, receipt: Option<&[u8]>) -> Result<()> {
+        self.exec(&Command::release_duplicate(receipt)).map(|_| ())
+    }
+
+    /// DESTROY KEY on a backup card: destroy the key imported from `source`
+    /// and refuse its take-outs up to `counter`; returns the receipt
+    /// (counter (4) || MAC (32)) for the source card's RELEASE DUPLICATE.
+    pub fn destroy_key(&mut self, source: &str, counter: u32) -> Result<Vec<u8>> {
+        let r = self.exec(&Command::destroy_key(source, counter))?;
+        if cardvault_proto::takeout::Receipt::parse(&r).is_none() {
+            return Err(Error::Malformed {
+                command: "DESTROY KEY",
+                reason: format!(
+                    "a receipt is {} bytes, the card sent {}",
+                    cardvault_proto::takeout::Receipt::LEN,
+                    r.len()
+                ),
+            });
+        }
+        Ok(r)
     }
 
     /// UNWRAP FILE KEY: the card opens a wrapped file key with its private key.

@@ -99,6 +99,22 @@ impl CardClient<'_> {
         Ok(ch)
     }
 
+    /// The card's certificate (DER X.509, GET DATA `BF21`), if it has one:
+    /// the issuer checks it before authorizing a restore onto this card.
+    pub fn card_certificate(&mut self) -> Result<Option<Vec<u8>>> {
+        let r = self
+            .ch
+            .transmit(&Command::get_data(cardvault_proto::cert::TAG_CERTIFICATE_STORE))?;
+        match r.sw {
+            StatusWord::Ok => Ok(Some(r.data)),
+            StatusWord::ReferenceDataNotFound => Ok(None),
+            sw => Err(Error::Card {
+                command: "GET DATA",
+                sw,
+            }),
+        }
+    }
+
     /// RESTORE: the header of one backup of the chain (P1: same card, other
     /// card, next in chain). Refusals come back as the card's status word.
     pub fn restore_begin(&mut self, p1: u8, override_rollback: bool, data: &[u8]) -> Result<StatusWord> {
@@ -131,9 +147,28 @@ impl CardClient<'_> {
         amount("GET BALANCE", raw)
     }
 
-    /// CREDIT `amount` to value application `app`; returns the new balance.
-    pub fn credit(&mut self, app: u8, amount_: u32) -> Result<u32> {
-        let raw = self.exec(&Command::credit(app, amount_))?;
+    /// GET LOAD CHALLENGE of value application `app`: the challenge the
+    /// issuer's load authorization must name (the card keeps it until a
+    /// CREDIT uses it).
+    pub fn load_challenge(&mut self, app: u8) -> Result<Vec<u8>> {
+        let ch = self.exec(&Command::get_load_challenge(app))?;
+        if ch.len() != cardvault_proto::load::LOAD_CHALLENGE_LEN {
+            return Err(Error::Malformed {
+                command: "GET LOAD CHALLENGE",
+                reason: format!(
+                    "the challenge is {} bytes, not {}",
+                    ch.len(),
+                    cardvault_proto::load::LOAD_CHALLENGE_LEN
+                ),
+            });
+        }
+        Ok(ch)
+    }
+
+    /// CREDIT value application `app` with an issuer load authorization;
+    /// returns the new balance.
+    pub fn credit(&mut self, app: u8, auth: &cardvault_proto::load::LoadAuthorization) -> Result<u32> {
+        let raw = self.exec(&Command::credit(app, auth))?;
         amount("CREDIT", raw)
     }
 

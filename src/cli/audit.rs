@@ -8,7 +8,7 @@ pub struct Args {
     /// Only entries about this card number.
     #[arg(long, value_name = "NUMBER")]
     card: Option<String>,
-    /// Check the hash chain instead of listing.
+    /// Check the hash chain and its checkpoint outside the vault instead of listing.
     #[arg(long)]
     verify: bool,
 }

@@ -55,6 +55,10 @@ pub struct AuthorizeArgs {
     /// Issuer signing key (hex P-256 private scalar): prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE")]
     issuer_key: SecretSource,
+    /// The issuer root certificate(s) (PEM) the target card's certificate
+    /// must verify under.
+    #[arg(long, value_name = "FILE")]
+    issuer_root: PathBuf,
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 }
@@ -211,6 +215,17 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// The issuer's P-256 private key (hex) from its secret source.
+pub(crate) fn read_issuer_key(source: &SecretSource) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let key_hex = source.read("issuer signing key (hex)")?;
+    std::str::from_utf8(&key_hex)
+        .ok()
+        .and_then(|s| cardvault_proto::from_hex(s.trim()))
+        .filter(|k| k.len() == 32)
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| Error::Usage("the issuer key must be a 32-byte P-256 private key in hex".into()))
+}
+
 pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
     let text =
         std::fs::read_to_string(&a.request).map_err(|e| Error::io(format!("reading {}", a.request.display()), e))?;
@@ -222,13 +237,15 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
             req.version
         )));
     }
-    let key_hex = a.issuer_key.read("issuer signing key (hex)")?;
-    let key = std::str::from_utf8(&key_hex)
+    let pem =
+        std::fs::read(&a.issuer_root).map_err(|e| Error::io(format!("reading {}", a.issuer_root.display()), e))?;
+    let roots = openssl::x509::X509::stack_from_pem(&pem)
         .ok()
-        .and_then(|s| cardvault_proto::from_hex(s.trim()))
-        .filter(|k| k.len() == 32)
-        .map(zeroize::Zeroizing::new)
-        .ok_or_else(|| Error::Usage("the issuer key must be a 32-byte P-256 private key in hex".into()))?;
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| Error::Usage(format!("{}: no PEM certificate", a.issuer_root.display())))?;
+    // Check first (vault, revocation, target certificate), then sign.
+    crate::workflow::authorize::check_restore_request(&ctx.vault()?, &req, &roots)?;
+    let key = read_issuer_key(&a.issuer_key)?;
     let auth = backup::sign_authorization(&req, &key)?;
     if a.output.exists() {
         return Err(Error::Usage(format!("{} already exists", a.output.display())));

@@ -113,9 +113,11 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
             let c = &mut CardClient::open(r, ctx.session())?;
             c.verify_pin(DEMO_PIN)?;
             let before = c.stats();
-            c.write_memory(0, &pattern)?;
+            // Page 4: the first page after the purse, whose pages no
+            // holder command writes.
+            c.write_memory(4, &pattern)?;
             let mid = c.stats();
-            let back = c.read_memory(0, pattern.len())?;
+            let back = c.read_memory(4, pattern.len())?;
             let after = c.stats();
             (back, mid.apdus - before.apdus, after.apdus - mid.apdus)
         };
@@ -308,6 +310,8 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
 /// The test issuer's restore-authorization key (fixtures/issuer), trusted by
 /// the built-in simulator profiles. Demo and tests only.
 const DEMO_ISSUER_KEY: &str = include_str!("../../fixtures/issuer/issuer-private.hex");
+/// The test issuer root that certifies the simulator's cards. Demo only.
+const DEMO_ISSUER_ROOT: &[u8] = include_bytes!("../../fixtures/issuer/test-root.pem");
 
 /// Back up a card into the vault (full, then differential), and restore the
 /// chain onto a replacement card with an issuer authorization (Hitachi flow).
@@ -320,7 +324,10 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
     let (full, diff, number) = {
         let mut c = CardClient::open(src, ctx.session())?;
         c.verify_pin(DEMO_PIN)?;
-        c.credit(1, 5000)?;
+        let issuer = cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim())
+            .map(zeroize::Zeroizing::new)
+            .ok_or_else(|| Error::Data("demo issuer key".into()))?;
+        crate::workflow::purse::credit_with_issuer_key(&mut c, DEMO_PIN, 1, 5000, &issuer)?;
         let full = wb::backup(&mut c, &mut vault, true, &|_, _| {})?;
         c.write_memory(40, &[0x42; 600])?;
         let diff = wb::backup(&mut c, &mut vault, false, &|_, _| {})?;
@@ -347,24 +354,34 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
     target.verify_pin(DEMO_PIN)?;
     let target_number = target.card_number()?;
     let challenge = target.restore_challenge()?;
+    let last = vault
+        .latest_backup(&number)?
+        .ok_or_else(|| Error::Data("the demo backup is missing from the vault".into()))?;
     let req = wb::RestoreRequest {
         version: 1,
         source_card: number.clone(),
         counter: diff.counter,
         target_card: target_number.clone(),
         challenge: cardvault_proto::to_hex(&challenge),
+        target_certificate: cardvault_proto::to_hex(&target.card_certificate()?.unwrap_or_default()),
+        chain_hash: cardvault_proto::to_hex(&wb::chain_hash_of(&vault, &vault.chain_to(&last)?)?),
     };
     let key = zeroize::Zeroizing::new(
         cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim()).ok_or_else(|| Error::Data("demo issuer key".into()))?,
     );
+    // The issuer signs only for a source card reported lost, the newest
+    // complete backup, and a target whose certificate verifies.
+    crate::workflow::authorize::revoke_card(&mut vault, &number, "demo: the card is reported broken")?;
+    let root = openssl::x509::X509::from_pem(DEMO_ISSUER_ROOT).map_err(|e| Error::Data(e.to_string()))?;
+    crate::workflow::authorize::check_restore_request(&vault, &req, &[root])?;
     let auth = wb::sign_authorization(&req, &key)?;
     d.step(
-        "issuer signs the request",
-        format!("card {number} #{} onto card {target_number}", diff.counter),
+        "issuer checks and signs the request",
+        format!(
+            "card {number} revoked, #{} its newest backup, card {target_number}'s certificate verifies",
+            diff.counter
+        ),
     );
-    let last = vault
-        .latest_backup(&number)?
-        .ok_or_else(|| Error::Data("the demo backup is missing from the vault".into()))?;
     let plan = wb::RestorePlan {
         chain: vault.chain_to(&last)?,
         authorization: Some(&auth),

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 #[derive(Subcommand, Debug)]
 pub enum KeygroupCommand {
     /// Key group elements written, check value, main key origin, export state.
-    Status,
+    Status {
+        /// The holder PIN: the card shows the check value only after VERIFY.
+        #[arg(long, value_name = "SOURCE")]
+        pin: Option<SecretSource>,
+    },
     /// Clear elements 2..n; this destroys the card's main keys with them.
     Reset {
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
@@ -18,13 +22,33 @@ pub enum KeygroupCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Issuer: forget the pending (never confirmed) duplicate target of a main card.
+    /// Issuer: forget the duplicate target of a main card. Once a take-out
+    /// has left the card this needs the target's receipt (`keygroup destroy`
+    /// on the backup card); for a lost backup card, rotate the main key
+    /// (`keygroup reset`) instead.
     Release {
         #[arg(long, value_name = "SOURCE", required_unless_present = "issuer")]
         admin_key: Option<SecretSource>,
         /// Issuer operator credentials (`cardvault issuer init`): SCP11a instead of the admin key.
         #[arg(long, value_name = "DIR", conflicts_with = "admin_key")]
         issuer: Option<PathBuf>,
+        /// The backup card's DESTROY KEY receipt (written by `keygroup destroy`).
+        #[arg(long, value_name = "FILE")]
+        receipt: Option<PathBuf>,
+    },
+    /// Backup card: destroy the key imported from a main card and write the
+    /// receipt the issuer presents to release that main card's duplicate.
+    Destroy {
+        /// The main card whose key goes.
+        #[arg(long, value_name = "NUMBER")]
+        source: String,
+        /// The main card's take-out count (`keygroup status` on it).
+        #[arg(long)]
+        counter: u32,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
     },
     /// Key service variant: set a main key made outside the card (hex P-256 private
     /// key), sent wrapped to a transport key the card authenticates with the admin key.
@@ -44,8 +68,14 @@ pub enum KeygroupCommand {
 
 pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
     match c {
-        KeygroupCommand::Status => {
-            let (st, ks) = ctx.with_card(|card| Ok((card.status()?, card.key_state()?)))?;
+        KeygroupCommand::Status { pin } => {
+            let pin = pin.map(|p| p.read("PIN")).transpose()?;
+            let (st, ks) = ctx.with_card(|card| {
+                if let Some(pin) = &pin {
+                    card.verify_pin(pin)?;
+                }
+                Ok((card.status()?, card.key_state()?))
+            })?;
             if ctx.json {
                 let mut v = serde_json::to_value(&ks).expect("serializable");
                 v["card_number"] = st.card_number.into();
@@ -59,7 +89,12 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                     ks.group_size,
                     if ks.group_complete { ", complete" } else { "" }
                 );
-                println!("check value     {}", ks.check_value.as_deref().unwrap_or("-"));
+                let hidden = if ks.group_complete && pin.is_none() {
+                    "- (shown with --pin)"
+                } else {
+                    "-"
+                };
+                println!("check value     {}", ks.check_value.as_deref().unwrap_or(hidden));
                 println!("main key        {}", ks.key_origin.map_or("none", |o| o.as_str()));
                 if let Some(p) = &ks.public_key {
                     println!("encryption key  {p}");
@@ -100,16 +135,68 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             audit(ctx, "key-group-reset", &number)?;
             report(ctx, "key group reset; main keys destroyed")
         }
-        KeygroupCommand::Release { admin_key, issuer } => {
+        KeygroupCommand::Release {
+            admin_key,
+            issuer,
+            receipt,
+        } => {
             let auth = super::pin::issuer_auth(issuer.as_deref(), admin_key.as_ref())?;
+            let receipt = match &receipt {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                    let v: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+                    let r = v["receipt"]
+                        .as_str()
+                        .and_then(cardvault_proto::from_hex)
+                        .filter(|r| r.len() == cardvault_proto::takeout::Receipt::LEN)
+                        .ok_or_else(|| Error::Usage(format!("{}: no 36-byte receipt", path.display())))?;
+                    Some(r)
+                }
+                None => None,
+            };
             let number = ctx.with_card(|card| {
                 let n = card.card_number()?;
                 card.issuer_authenticate(&auth, &n)?;
-                card.release_duplicate()?;
+                card.release_duplicate(receipt.as_deref())?;
                 Ok(n)
             })?;
             audit(ctx, "duplicate-released", &number)?;
             report(ctx, "pending duplicate released")
+        }
+        KeygroupCommand::Destroy {
+            source,
+            counter,
+            output,
+            pin,
+        } => {
+            let pin = pin.read("PIN")?;
+            if output.exists() {
+                return Err(Error::Usage(format!("{} already exists", output.display())));
+            }
+            let (number, receipt) = ctx.with_card(|card| {
+                card.verify_pin(&pin)?;
+                let n = card.card_number()?;
+                Ok((n, card.destroy_key(&source, counter)?))
+            })?;
+            let v = serde_json::json!({
+                "version": 1,
+                "backup_card": number,
+                "source_card": source,
+                "counter": counter,
+                "receipt": cardvault_proto::to_hex(&receipt),
+            });
+            std::fs::write(&output, serde_json::to_string_pretty(&v).expect("json"))
+                .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
+            audit(ctx, "duplicate-key-destroyed", &number)?;
+            report(
+                ctx,
+                &format!(
+                    "key from card {source} destroyed; receipt written to {}",
+                    output.display()
+                ),
+            )
         }
         KeygroupCommand::SetKey { admin_key, key } => {
             let admin = super::pin::admin_key(&admin_key)?;

@@ -6,6 +6,7 @@ mod audit;
 mod backup;
 mod cert;
 mod demo;
+mod domain;
 mod duplicate;
 mod files;
 mod issue;
@@ -14,6 +15,7 @@ mod keygroup;
 mod pin;
 mod purse;
 mod readers;
+mod revoke;
 mod status;
 
 use crate::card::{CardClient, SessionOptions};
@@ -103,12 +105,20 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup chain onto the same card or a replacement card.
     Restore(backup::RestoreArgs),
-    /// Issuer: sign a restore authorization request.
+    /// Issuer: sign a restore authorization request (after its checks).
     AuthorizeRestore(backup::AuthorizeArgs),
+    /// Issuer: the domain key ceremony (init, verify).
+    #[command(subcommand)]
+    Domain(domain::DomainCommand),
+    /// Issuer: card records (revoke a lost card).
+    #[command(subcommand)]
+    Card(revoke::CardCommand),
+    /// Issuer: sign a load authorization request (`purse challenge`).
+    AuthorizeLoad(purse::AuthorizeLoadArgs),
     /// List, show, verify, export and import vault backups.
     #[command(subcommand)]
     Vault(backup::VaultCommand),
-    /// Value application (e-money purse): balance, credit, debit.
+    /// Value application (e-money purse): balance, load challenge, credit, debit.
     #[command(subcommand)]
     Purse(purse::PurseCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
@@ -299,6 +309,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backup(a) => backup::run_backup(&ctx, a),
         Command::Restore(a) => backup::run_restore(&ctx, a),
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
+        Command::Card(c) => revoke::run(&ctx, c),
+        Command::Domain(c) => domain::run(&ctx, c),
+        Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
     }

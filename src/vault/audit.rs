@@ -73,7 +73,17 @@ impl Vault {
             rusqlite::params![id, at, e.event, e.card, e.peer, e.result, details, prev, hash.to_vec()],
         )
         .map_err(verr)?;
-        tx.commit().map_err(verr)?;
+        // The checkpoint moves while this transaction holds the vault's write
+        // lock, so terminals side by side advance it in entry order. A crash
+        // before the commit leaves it one entry ahead: `audit --verify` then
+        // reports a truncation (an alarm, never silence).
+        self.anchor.write(id, &hash)?;
+        if let Err(err) = tx.commit() {
+            if id > 1 {
+                let _ = self.anchor.write(id - 1, &prev);
+            }
+            return Err(verr(err));
+        }
         Ok(id)
     }
 
@@ -103,7 +113,8 @@ impl Vault {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
-    /// Check the hash chain; returns a description of every problem found.
+    /// Check the hash chain and its checkpoint outside the vault (see
+    /// [`super::anchor`]); returns a description of every problem found.
     pub fn verify_audit(&self) -> Result<Vec<String>> {
         let mut st = self
             .conn
@@ -113,6 +124,7 @@ impl Vault {
         let mut problems = Vec::new();
         let mut prev = vec![0u8; 32];
         let mut expected_id = 1i64;
+        let mut heads: Vec<(i64, Vec<u8>)> = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let id: i64 = r.get(0).map_err(|e| self.err(e))?;
             let get = |i| r.get::<_, String>(i);
@@ -148,8 +160,36 @@ impl Vault {
                 }
                 _ => problems.push(format!("audit: entry {id} has fields of the wrong type")),
             }
+            heads.push((id, hash.clone()));
             prev = hash;
             expected_id = id + 1;
+        }
+        let name = self.anchor.checkpoint_path().display().to_string();
+        match (self.anchor.read(), heads.last()) {
+            (Err(e), _) => problems.push(format!("audit: {e}")),
+            (Ok(None), None) => {}
+            (Ok(None), Some((last, _))) => problems.push(format!(
+                "audit: no checkpoint ({name}) anchors the {last} entries; they may have been rewritten"
+            )),
+            (Ok(Some(c)), last) => {
+                let last_id = last.map_or(0, |(i, _)| *i);
+                match heads.iter().find(|(i, _)| *i == c.id) {
+                    None => problems.push(format!(
+                        "audit: the checkpoint names entry {} but the trail ends at {last_id} (entries deleted or cut off)",
+                        c.id
+                    )),
+                    Some((_, h)) if *h != c.head => problems.push(format!(
+                        "audit: entry {} is not the one the checkpoint recorded (the trail was rewritten)",
+                        c.id
+                    )),
+                    Some(_) if last_id > c.id => problems.push(format!(
+                        "audit: entries {} to {last_id} come after the checkpoint (entry {}) and are not anchored",
+                        c.id + 1,
+                        c.id
+                    )),
+                    Some(_) => {}
+                }
+            }
         }
         Ok(problems)
     }

@@ -3,6 +3,7 @@
 //! (migrations/NNNN_*.sql) applied in one transaction at open; the schema
 //! version is `PRAGMA user_version`. docs/FORMATS.md documents every table.
 
+pub mod anchor;
 mod audit;
 mod backups;
 
@@ -30,6 +31,8 @@ pub(crate) fn vault_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + Co
 pub struct Vault {
     conn: Connection,
     path: PathBuf,
+    /// The audit trail's checkpoint outside the vault file.
+    anchor: anchor::Anchor,
 }
 
 impl Vault {
@@ -69,6 +72,7 @@ impl Vault {
         let mut v = Vault {
             conn,
             path: path.to_path_buf(),
+            anchor: anchor::Anchor::for_vault(path),
         };
         v.migrate()?;
         Ok(v)

@@ -229,6 +229,24 @@ pub struct RestoreRequest {
     pub target_card: String,
     /// Hex, from the target card's GET RESTORE CHALLENGE.
     pub challenge: String,
+    /// Hex DER, the target card's certificate (GET DATA `BF21`), which the
+    /// issuer verifies before it signs.
+    #[serde(default)]
+    pub target_certificate: String,
+    /// Hex, [`cardvault_proto::backup::chain_hash`] of the chain to restore
+    /// (its headers, full backup first); the signature covers it and the
+    /// card checks it at RESTORE COMPLETE.
+    #[serde(default)]
+    pub chain_hash: String,
+}
+
+/// The chain hash of `chain` (rows of the vault, full backup first).
+pub fn chain_hash_of(vault: &Vault, chain: &[BackupRow]) -> Result<[u8; 32]> {
+    let mut headers = Vec::with_capacity(chain.len());
+    for row in chain {
+        headers.push(vault.load_backup(row.id)?.header);
+    }
+    Ok(bk::chain_hash(headers.iter().map(|h| &h[..])))
 }
 
 /// The issuer's authorization: the request plus an ECDSA P-256 signature (hex r||s).
@@ -245,8 +263,16 @@ pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result
         .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
     let key = cardvault_proto::crypto::KeyPair::from_private(issuer_private)
         .map_err(|e| Error::Usage(format!("issuer key: {e}")))?;
-    let msg =
-        cardvault_proto::backup::authorization_message(&req.source_card, req.counter, &req.target_card, &challenge);
+    let chain = cardvault_proto::from_hex(&req.chain_hash)
+        .filter(|c| c.len() == bk::CHAIN_HASH_LEN)
+        .ok_or_else(|| Error::Usage("the request's chain hash is not 32 bytes of hex".into()))?;
+    let msg = cardvault_proto::backup::authorization_message(
+        &req.source_card,
+        req.counter,
+        &req.target_card,
+        &challenge,
+        &chain,
+    );
     let sig = cardvault_proto::crypto::sign_p256(&key, &msg).map_err(|e| Error::Data(e.to_string()))?;
     Ok(RestoreAuthorization {
         request: req.clone(),
@@ -354,9 +380,13 @@ pub fn restore(
                     let sig = cardvault_proto::from_hex(&a.signature)
                         .filter(|s| s.len() == bk::AUTHORIZATION_SIGNATURE_LEN)
                         .ok_or_else(|| Error::Data("the authorization's signature is not 64 bytes of hex".into()))?;
+                    let chain_hash = cardvault_proto::from_hex(&a.request.chain_hash)
+                        .filter(|c| c.len() == bk::CHAIN_HASH_LEN)
+                        .ok_or_else(|| Error::Data("the authorization's chain hash is not 32 bytes of hex".into()))?;
                     let d = bk::AuthorizedRestore {
                         header: &b.header,
                         counter: a.request.counter,
+                        chain_hash: &chain_hash,
                         signature: &sig,
                     }
                     .encode();
@@ -490,6 +520,18 @@ pub enum RestoreRefusal {
     },
     #[error("restoring card {source_card}'s backup onto card {target} needs an issuer authorization")]
     NeedsAuthorization { source_card: String, target: String },
+    #[error("the request names backup #{counter} of card {card}, but the newest complete backup in the vault is {}", newest.map_or("none".to_string(), |n| format!("#{n}")))]
+    NotNewestComplete {
+        card: String,
+        counter: u32,
+        newest: Option<u32>,
+    },
+    #[error("the request's chain hash is not that of the vault's chain to backup #{counter} of card {card}")]
+    ChainMismatch { card: String, counter: u32 },
+    #[error("card {0} is not revoked; the issuer authorizes a restore from a card only once it is reported lost")]
+    SourceNotRevoked(String),
+    #[error("the target card {target}'s certificate does not verify: {why}")]
+    TargetCertificate { target: String, why: String },
 }
 
 /// Choose the backup chain, check the authorization against the card and
@@ -537,12 +579,16 @@ pub fn run_restore(
     }
     if job.request_only {
         let ch = card.restore_challenge()?;
+        let certificate = card.card_certificate()?.unwrap_or_default();
+        let chain = chain_hash_of(vault, &vault.chain_to(&last)?)?;
         return Ok(RestoreOutcome::Requested(RestoreRequest {
             version: 1,
             source_card: source,
             counter: last.counter,
             target_card: target,
             challenge: cardvault_proto::to_hex(&ch),
+            target_certificate: cardvault_proto::to_hex(&certificate),
+            chain_hash: cardvault_proto::to_hex(&chain),
         }));
     }
     if let Some(au) = job.authorization {

@@ -1,6 +1,7 @@
 //! Workflows: the operator's jobs, built from card-client calls, with every
 //! response checked and every step recorded where the job says so.
 
+pub mod authorize;
 pub mod backup;
 pub mod duplicate;
 pub mod files;

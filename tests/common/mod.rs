@@ -11,6 +11,17 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 pub const ADMIN_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// The test issuer's signing key (restore and load authorizations), trusted
+/// by the built-in profiles.
+pub const ISSUER_KEY_HEX: &str = include_str!("../../fixtures/issuer/issuer-private.hex");
+/// The first page after the purse (pages 0-3 of the built-in profiles, a
+/// value application that no holder command writes).
+pub const FIRST_DATA_PAGE: u16 = 4;
+
+/// The test issuer's signing key, raw.
+pub fn issuer_key() -> Vec<u8> {
+    cardvault_proto::from_hex(ISSUER_KEY_HEX.trim()).expect("fixtures/issuer/issuer-private.hex")
+}
 
 /// A fresh directory for one test, removed when dropped. A test that fails
 /// keeps it (the path is printed) so that it can be looked at;
