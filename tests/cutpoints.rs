@@ -182,7 +182,7 @@ fn duplicate_survives_a_pull_at_every_apdu() {
         );
         assert!(m.export.confirmed);
         // No second duplicate towards another card.
-        let third = state(dir, "third").card_number.clone();
+        let third = state(dir, "third").certificate.clone();
         let sw = with_one(dir, "main", &PullSchedule::counting(), |c| {
             c.verify_pin(PIN)?;
             Ok(c.transmit(&Command::take_out_key(&third))?.sw)
