@@ -465,6 +465,42 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
         message: "missing or invalid authorization",
     },
     RefusedRestore {
+        case: "an authorization signed for another certificate of the target card number (the card checks it)",
+        setup: |s| {
+            let req = s.home.join("req-othercert.json");
+            let mut c = cv(&s.home);
+            c.args([
+                "-r",
+                "sim:t",
+                "restore",
+                "--from-card",
+                &s.source,
+                "--pin",
+                "env:P",
+                "--request",
+            ])
+            .arg(&req);
+            ok_plain(run(&mut c));
+            // The issuer signs for the same number but another registration
+            // certificate (a card that is not this one, or no longer is).
+            let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&req).unwrap()).unwrap();
+            v["target_certificate"] = "ab".repeat(32).into();
+            std::fs::write(&req, v.to_string()).unwrap();
+            let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer/issuer-private.hex");
+            let auth = s.home.join("othercert-auth.json");
+            ok_plain(run(cv(&s.home)
+                .args(["authorize-restore", "--request"])
+                .arg(&req)
+                .arg("--issuer-key")
+                .arg(format!("file:{}", key.display()))
+                .arg("-o")
+                .arg(&auth)));
+            s.onto_t(&["--authorization", &auth.display().to_string()])
+        },
+        exit_code: 4,
+        message: "missing or invalid authorization",
+    },
+    RefusedRestore {
         case: "an authorization for the newest backup, presented with an older chain",
         setup: |s| {
             let auth = s.authorization("t", |_| {});

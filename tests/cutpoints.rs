@@ -364,10 +364,11 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
     })
     .unwrap();
     let req = wb::RestoreRequest {
-        version: 1,
+        version: wb::REQUEST_VERSION,
         source_card: source.into(),
         counter,
         target_card: target,
+        target_certificate: cardvault_proto::to_hex(&cardvault_proto::crypto::sha256(&state(dir, "repl").certificate)),
         challenge: cardvault_proto::to_hex(&ch),
     };
     wb::sign_authorization(&req, &from_hex(ISSUER_KEY.trim()).unwrap()).unwrap()

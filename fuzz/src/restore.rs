@@ -256,7 +256,8 @@ fn login(card: &mut Card, admin: bool, check: bool) {
 /// `card`, over the challenge `card` holds now.
 pub fn authorization(card: &Card, counter: u32) -> Vec<u8> {
     let st = card.state();
-    let msg = authorization_message(crate::MAIN_NUMBER, counter, &st.card_number, &st.restore_challenge);
+    let cert = cardvault_proto::crypto::sha256(&st.certificate);
+    let msg = authorization_message(crate::MAIN_NUMBER, counter, &st.card_number, &cert, &st.restore_challenge);
     let sig = cardvault_proto::crypto::sign_p256(issuer_key(), &msg).expect("sign");
     let mut v = counter.to_be_bytes().to_vec();
     v.extend_from_slice(&[0, 64]);

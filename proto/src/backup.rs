@@ -16,7 +16,7 @@ pub const UNIQUE_WRAP_LABEL: &[u8] = b"cardvault unique key wrap v1";
 pub const CONTROL_LABEL: &[u8] = b"cardvault control v1";
 pub const RECORD_LABEL: &[u8] = b"cardvault record v1";
 pub const TRAILER_LABEL: &[u8] = b"cardvault trailer v1";
-pub const AUTHORIZATION_LABEL: &[u8] = b"cardvault restore authorization v1";
+pub const AUTHORIZATION_LABEL: &[u8] = b"cardvault restore authorization v2";
 /// RESTORE P1 values.
 pub const RESTORE_SAME_CARD: u8 = 0x00;
 pub const RESTORE_OTHER_CARD: u8 = 0x01;
@@ -275,12 +275,22 @@ pub fn lv(s: &str) -> Vec<u8> {
     v
 }
 
-/// The message an issuer signs to authorize a restore onto another card.
-pub fn authorization_message(source: &str, counter: u32, target: &str, challenge: &[u8]) -> Vec<u8> {
+/// The message an issuer signs to authorize a restore onto another card:
+/// it names the target card by number and by the SHA-256 of its
+/// registration certificate (the DER certificate GET DATA `BF21` returns
+/// last), so the authorization is for that one certified card.
+pub fn authorization_message(
+    source: &str,
+    counter: u32,
+    target: &str,
+    target_certificate_sha256: &[u8; 32],
+    challenge: &[u8],
+) -> Vec<u8> {
     let mut m = AUTHORIZATION_LABEL.to_vec();
     m.extend_from_slice(&lv(source));
     m.extend_from_slice(&counter.to_be_bytes());
     m.extend_from_slice(&lv(target));
+    m.extend_from_slice(target_certificate_sha256);
     m.extend_from_slice(challenge);
     m
 }

@@ -604,6 +604,24 @@ impl CardClient<'_> {
             })
     }
 
+    /// SHA-256 of the card's registration certificate (the last certificate
+    /// of its verified chain): what a restore authorization names it by.
+    pub fn registration_certificate_sha256(&mut self) -> Result<[u8; 32]> {
+        let chain = self.certified_chain()?;
+        let certs = proto::cert::split_certificates(&chain).map_err(|e| Error::Malformed {
+            command: "GET DATA",
+            reason: format!("certificate store: {e}"),
+        })?;
+        let leaf = certs
+            .last()
+            .and_then(|c| c.to_der().ok())
+            .ok_or_else(|| Error::Malformed {
+                command: "GET DATA",
+                reason: "no certificate".into(),
+            })?;
+        Ok(proto::crypto::sha256(&leaf))
+    }
+
     /// TAKE OUT KEY towards the card with the certificate chain
     /// `target_chain` (see [`CardClient::certified_chain`]); returns the
     /// take-out blob, wrapped to that card's certified key.

@@ -347,11 +347,13 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
     target.verify_pin(DEMO_PIN)?;
     let target_number = target.card_number()?;
     let challenge = target.restore_challenge()?;
+    let target_certificate = cardvault_proto::to_hex(&target.registration_certificate_sha256()?);
     let req = wb::RestoreRequest {
-        version: 1,
+        version: wb::REQUEST_VERSION,
         source_card: number.clone(),
         counter: diff.counter,
         target_card: target_number.clone(),
+        target_certificate,
         challenge: cardvault_proto::to_hex(&challenge),
     };
     let key = zeroize::Zeroizing::new(

@@ -220,6 +220,9 @@ impl RecordBounds {
     }
 }
 
+/// Version of [`RestoreRequest`]: 2 names the target's certificate.
+pub const REQUEST_VERSION: u32 = 2;
+
 /// A request for an other-card restore authorization (help desk → issuer).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RestoreRequest {
@@ -227,6 +230,9 @@ pub struct RestoreRequest {
     pub source_card: String,
     pub counter: u32,
     pub target_card: String,
+    /// Hex SHA-256 of the target card's registration certificate (the
+    /// certificate its secure channel was opened with).
+    pub target_certificate: String,
     /// Hex, from the target card's GET RESTORE CHALLENGE.
     pub challenge: String,
 }
@@ -245,8 +251,22 @@ pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result
         .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
     let key = cardvault_proto::crypto::KeyPair::from_private(issuer_private)
         .map_err(|e| Error::Usage(format!("issuer key: {e}")))?;
-    let msg =
-        cardvault_proto::backup::authorization_message(&req.source_card, req.counter, &req.target_card, &challenge);
+    let target_certificate: [u8; 32] = cardvault_proto::from_hex(&req.target_certificate)
+        .and_then(|c| c.try_into().ok())
+        .ok_or_else(|| Error::Usage("the request's target_certificate is not a SHA-256 in hex".into()))?;
+    if req.version != REQUEST_VERSION {
+        return Err(Error::Usage(format!(
+            "restore request version {} (this cardvault signs version {REQUEST_VERSION})",
+            req.version
+        )));
+    }
+    let msg = cardvault_proto::backup::authorization_message(
+        &req.source_card,
+        req.counter,
+        &req.target_card,
+        &target_certificate,
+        &challenge,
+    );
     let sig = cardvault_proto::crypto::sign_p256(&key, &msg).map_err(|e| Error::Data(e.to_string()))?;
     Ok(RestoreAuthorization {
         request: req.clone(),
@@ -537,11 +557,13 @@ pub fn run_restore(
     }
     if job.request_only {
         let ch = card.restore_challenge()?;
+        let target_certificate = cardvault_proto::to_hex(&card.registration_certificate_sha256()?);
         return Ok(RestoreOutcome::Requested(RestoreRequest {
-            version: 1,
+            version: REQUEST_VERSION,
             source_card: source,
             counter: last.counter,
             target_card: target,
+            target_certificate,
             challenge: cardvault_proto::to_hex(&ch),
         }));
     }
