@@ -477,6 +477,44 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
         message: "missing or invalid authorization",
     },
     RefusedRestore {
+        case: "an authorization signed for another certificate of the target card number (the card checks it)",
+        setup: |s| {
+            let req = s.home.join("req-othercert.json");
+            let mut c = cv(&s.home);
+            c.args([
+                "-r",
+                "sim:t",
+                "restore",
+                "--from-card",
+                &s.source,
+                "--pin",
+                "env:P",
+                "--request",
+            ])
+            .arg(&req);
+            ok_plain(run(&mut c));
+            // The issuer signs for the same number but another registration
+            // certificate (a genuine one under its root, for a card that is not
+            // this one): signed here directly, the card's check is the subject.
+            let mut req: cardvault::workflow::backup::RestoreRequest =
+                serde_json::from_str(&std::fs::read_to_string(&req).unwrap()).unwrap();
+            let other = cardvault_proto::crypto::KeyPair::generate().unwrap();
+            let subject = cardvault_proto::cert::CardSubject {
+                card_number: state(&s.home, "t").card_number.clone(),
+                role: "replacement".into(),
+                member_number: None,
+            };
+            req.target_certificate =
+                cardvault_proto::to_hex(&applet_sim::test_issuer::certify_card(&other.public_bytes(), &subject));
+            let signed = cardvault::workflow::backup::sign_authorization(&req, &issuer_key()).unwrap();
+            let auth = s.home.join("othercert-auth.json");
+            std::fs::write(&auth, serde_json::to_string(&signed).unwrap()).unwrap();
+            s.onto_t(&["--authorization", &auth.display().to_string()])
+        },
+        exit_code: 4,
+        message: "missing or invalid authorization",
+    },
+    RefusedRestore {
         case: "an authorization for the newest backup, presented with an older chain",
         setup: |s| {
             let auth = s.authorization("t", |_| {});

@@ -182,7 +182,7 @@ fn duplicate_survives_a_pull_at_every_apdu() {
         );
         assert!(m.export.confirmed);
         // No second duplicate towards another card.
-        let third = state(dir, "third").card_number.clone();
+        let third = state(dir, "third").certificate.clone();
         let sw = with_one(dir, "main", &PullSchedule::counting(), |c| {
             c.verify_pin(PIN)?;
             Ok(c.transmit(&Command::take_out_key(&third))?.sw)
@@ -365,12 +365,12 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
     })
     .unwrap();
     let req = wb::RestoreRequest {
-        version: 1,
+        version: wb::REQUEST_VERSION,
         source_card: source.into(),
         counter,
         target_card: target,
         challenge: cardvault_proto::to_hex(&ch),
-        target_certificate: String::new(),
+        target_certificate: cardvault_proto::to_hex(&state(dir, "repl").certificate),
         chain_hash: {
             let v = vault(dir);
             let last = v.latest_backup(source).unwrap().unwrap();

@@ -68,6 +68,11 @@ fn send(home: &Path, name: &str, verify: bool, cmd: &Command) -> (Vec<u8>, Statu
     (resp.data, resp.sw)
 }
 
+/// The card's certificate chain as GET DATA `BF21` returns it (TAKE OUT KEY data).
+fn chain(home: &Path, name: &str) -> Vec<u8> {
+    state(home, name).certificate.clone()
+}
+
 fn card_number(home: &Path, name: &str) -> String {
     state(home, name).card_number.clone()
 }
@@ -196,8 +201,12 @@ fn a_backup_card_with_another_key_group_is_refused_and_stores_nothing() {
     // addressed to mallory's card, is not imported.
     let (pubkey, sw) = send(&home, "a-alice-main", true, &Command::generate_key_pair());
     assert!(sw.is_ok() && pubkey.len() == 65);
-    let target = card_number(&home, "m-mallory-backup");
-    let (blob, sw) = send(&home, "a-alice-main", true, &Command::take_out_key(&target));
+    let (blob, sw) = send(
+        &home,
+        "a-alice-main",
+        true,
+        &Command::take_out_key(&chain(&home, "m-mallory-backup")),
+    );
     assert!(sw.is_ok());
     let before = state(&home, "m-mallory-backup");
     let (_, sw) = send(&home, "m-mallory-backup", true, &Command::import_key(&blob, false));
@@ -215,8 +224,12 @@ fn one_duplicate_only_backup_never_exports_and_blobs_are_bound() {
 
     // A second take-out towards a different card is refused and changes nothing.
     let main_before = state(&home, "d-alice-main");
-    let other = card_number(&home, "x-bob-backup");
-    let (_, sw) = send(&home, "d-alice-main", true, &Command::take_out_key(&other));
+    let (_, sw) = send(
+        &home,
+        "d-alice-main",
+        true,
+        &Command::take_out_key(&chain(&home, "x-bob-backup")),
+    );
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
     assert_eq!(state(&home, "d-alice-main"), main_before);
     let o = duplicate(&home, "d-alice-main", "x-bob-backup");
@@ -231,13 +244,22 @@ fn one_duplicate_only_backup_never_exports_and_blobs_are_bound() {
 
     // A backup card never exports.
     let backup_before = state(&home, "d-alice-backup");
-    let main_number = card_number(&home, "d-alice-main");
-    let (_, sw) = send(&home, "d-alice-backup", true, &Command::take_out_key(&main_number));
+    let (_, sw) = send(
+        &home,
+        "d-alice-backup",
+        true,
+        &Command::take_out_key(&chain(&home, "d-alice-main")),
+    );
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);
     assert_eq!(state(&home, "d-alice-backup"), backup_before);
 
     // Before the PIN: 6982, nothing changes.
-    let (_, sw) = send(&home, "d-alice-main", false, &Command::take_out_key(&other));
+    let (_, sw) = send(
+        &home,
+        "d-alice-main",
+        false,
+        &Command::take_out_key(&chain(&home, "x-bob-backup")),
+    );
     assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied);
     let (_, sw) = send(&home, "d-alice-main", false, &Command::generate_key_pair());
     assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied);
@@ -261,8 +283,12 @@ fn tampered_truncated_or_misaddressed_take_outs_are_refused() {
         }
     }
     send(&home, "t-alice-main", true, &Command::generate_key_pair());
-    let target = card_number(&home, "t-alice-backup");
-    let (blob, sw) = send(&home, "t-alice-main", true, &Command::take_out_key(&target));
+    let (blob, sw) = send(
+        &home,
+        "t-alice-main",
+        true,
+        &Command::take_out_key(&chain(&home, "t-alice-backup")),
+    );
     assert!(sw.is_ok());
     let before = state(&home, "t-alice-backup");
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
@@ -299,8 +325,12 @@ fn an_interrupted_import_is_retried_onto_the_same_backup_card() {
         }
     }
     send(&home, "r-alice-main", true, &Command::generate_key_pair());
-    let target = card_number(&home, "r-alice-backup");
-    let (_, sw) = send(&home, "r-alice-main", true, &Command::take_out_key(&target));
+    let (_, sw) = send(
+        &home,
+        "r-alice-main",
+        true,
+        &Command::take_out_key(&chain(&home, "r-alice-backup")),
+    );
     assert!(sw.is_ok());
     let o = duplicate(&home, "r-alice-main", "r-alice-backup");
     assert!(o.status.success(), "retry after a lost import: {}", stderr(&o));
@@ -318,8 +348,12 @@ fn an_interrupted_import_is_retried_onto_the_same_backup_card() {
         }
     }
     send(&home, "r-bob-main", true, &Command::generate_key_pair());
-    let target = card_number(&home, "r-bob-backup");
-    let (blob, _) = send(&home, "r-bob-main", true, &Command::take_out_key(&target));
+    let (blob, _) = send(
+        &home,
+        "r-bob-main",
+        true,
+        &Command::take_out_key(&chain(&home, "r-bob-backup")),
+    );
     let (_, sw) = send(&home, "r-bob-backup", true, &Command::import_key(&blob, false));
     assert!(sw.is_ok());
     assert!(!state(&home, "r-bob-main").export.confirmed);
@@ -627,7 +661,12 @@ fn a_lost_backup_card_is_replaced_by_rotating_the_main_key_never_by_a_bare_relea
     write_elements(&home, "l-alice-main");
     send(&home, "l-alice-main", true, &Command::generate_key_pair());
     let lost = card_number(&home, "l-alice-backup");
-    let (_, sw) = send(&home, "l-alice-main", true, &Command::take_out_key(&lost));
+    let (_, sw) = send(
+        &home,
+        "l-alice-main",
+        true,
+        &Command::take_out_key(&chain(&home, "l-alice-backup")),
+    );
     assert!(sw.is_ok());
     // One duplicate only: another backup card is refused while the take-out is pending.
     let before = state(&home, "l-bob-backup");
@@ -690,9 +729,8 @@ fn b_imported_then_released_leaves_one_duplicate() {
     write_elements(&home, main);
     write_elements(&home, b);
     send(&home, main, true, &Command::generate_key_pair());
-    let b_number = card_number(&home, b);
     let main_number = card_number(&home, main);
-    let (blob, sw) = send(&home, main, true, &Command::take_out_key(&b_number));
+    let (blob, sw) = send(&home, main, true, &Command::take_out_key(&chain(&home, b)));
     assert!(sw.is_ok());
     // B imports; the receipt never reaches the main card.
     let (_, sw) = send(&home, b, true, &Command::import_key(&blob, false));
@@ -798,4 +836,140 @@ fn encrypt_to_a_public_key_file_needs_no_card_and_the_card_decrypts() {
         .arg(&out));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!out.exists());
+}
+
+/// Write elements 2 and 3 on both cards and generate the main key, as
+/// duplicate does before its take-out.
+fn ready_pair(home: &Path, main: &str, backup: &str) {
+    for card in [main, backup] {
+        for (i, e) in [E2, E3].iter().enumerate() {
+            let element = from_hex(e).unwrap();
+            let (_, sw) = send(home, card, true, &Command::write_key_element(i as u8 + 2, &element));
+            assert!(sw.is_ok());
+        }
+    }
+    let (_, sw) = send(home, main, true, &Command::generate_key_pair());
+    assert!(sw.is_ok());
+}
+
+/// A certificate for `public` naming `number` and `role`, from the test issuer.
+fn test_issuer_certificate(public: &[u8], number: &str, role: &str) -> Vec<u8> {
+    applet_sim::test_issuer::certify_card(
+        public,
+        &cardvault_proto::cert::CardSubject {
+            card_number: number.into(),
+            role: role.into(),
+            member_number: None,
+        },
+    )
+}
+
+#[test]
+fn a_take_out_goes_only_to_a_card_certified_under_the_installed_root() {
+    use cardvault_proto::cert::{issue_card_certificate, issue_root, CardSubject};
+    use cardvault_proto::crypto::KeyPair;
+    let home = temp_dir("certified-target");
+    issue(&home, "c", "pair", "alice,2468,M-1,2030-01,\n");
+    let (main, backup) = ("c-alice-main", "c-alice-backup");
+    ready_pair(&home, main, backup);
+    let number = card_number(&home, backup);
+    let before = state(&home, main);
+
+    // A second issuer, with a root the main card does not have installed,
+    // certifying a key under the backup card's own number and role.
+    let other_root_key = KeyPair::generate().unwrap();
+    let other_root = issue_root(&other_root_key, "other issuer", "20250101000000Z", "20500101000000Z").unwrap();
+    let software = KeyPair::generate().unwrap();
+    let subject = CardSubject {
+        card_number: number.clone(),
+        role: "backup".into(),
+        member_number: None,
+    };
+    let foreign = issue_card_certificate(&other_root_key, &other_root, &software.public_bytes(), &subject, 365)
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let foreign_chain = [other_root.to_der().unwrap(), foreign.clone()].concat();
+    let refused: Vec<(&str, Vec<u8>, StatusWord)> = vec![
+        ("no certificate", vec![], StatusWord::WrongLength),
+        ("not a certificate", number.as_bytes().to_vec(), StatusWord::WrongData),
+        (
+            "a chain under another root",
+            foreign_chain,
+            StatusWord::ReferenceDataNotUsable,
+        ),
+        ("a leaf under another root", foreign, StatusWord::ReferenceDataNotUsable),
+        (
+            "a main card's certificate",
+            test_issuer_certificate(&software.public_bytes(), &number, "main"),
+            StatusWord::ReferenceDataNotUsable,
+        ),
+        (
+            "the issuer root itself",
+            applet_sim::test_issuer::root_der(),
+            StatusWord::ReferenceDataNotUsable,
+        ),
+    ];
+    for (what, data, want) in refused {
+        let (blob, sw) = send(&home, main, true, &Command::take_out_key(&data));
+        assert_eq!(sw, want, "{what}");
+        assert!(blob.is_empty(), "{what}: a blob left the card");
+        assert_eq!(state(&home, main), before, "{what}: the main card changed");
+    }
+
+    // The genuine backup card's certificate: the blob is wrapped to its key.
+    let (blob, sw) = send(&home, main, true, &Command::take_out_key(&chain(&home, backup)));
+    assert!(sw.is_ok());
+    let genuine = state(&home, backup);
+
+    // A card that knows everything but the certified key the blob was
+    // wrapped to (same number, role, key group, PIN; its own key, even
+    // certified, in place of the card's) cannot open the blob, and stores
+    // nothing.
+    let card_file = card_path(&home, backup);
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&card_file).unwrap()).unwrap();
+    doc["ecka_private"] = serde_json::Value::String(to_hex(&software.private_bytes()));
+    let software_cert = test_issuer_certificate(&software.public_bytes(), &number, "backup");
+    doc["certificate"] = serde_json::Value::String(to_hex(&software_cert));
+    std::fs::write(&card_file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let impostor = state(&home, backup);
+    let (_, sw) = send(&home, backup, true, &Command::import_key(&blob, false));
+    assert_eq!(sw, StatusWord::WrongData);
+    assert_eq!(state(&home, backup), impostor);
+    // Nor does the key group alone open it, whatever ECDH secret is guessed.
+    let t = cardvault_proto::takeout::parse_takeout(&blob).unwrap();
+    let group = genuine.key_group.secret().unwrap();
+    for z in [vec![], vec![0u8; 32], software.ecdh(t.ephemeral).unwrap().to_vec()] {
+        let kek = cardvault_proto::takeout::export_kek(&group[..], &z, t.aad).unwrap();
+        assert!(cardvault_proto::crypto::open(&kek, t.nonce, t.aad, t.sealed).is_err());
+    }
+
+    // The genuine card, with its certified key back, imports.
+    doc["ecka_private"] = serde_json::Value::String(to_hex(&genuine.ecka_private));
+    doc["certificate"] = serde_json::Value::String(to_hex(&genuine.certificate));
+    std::fs::write(&card_file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let (receipt, sw) = send(&home, backup, true, &Command::import_key(&blob, false));
+    assert!(sw.is_ok() && receipt.len() == 36);
+}
+
+#[test]
+fn a_take_out_to_another_certified_card_is_not_imported_here() {
+    let home = temp_dir("other-target");
+    issue(&home, "o", "pair", "alice,2468,M-1,2030-01,\n");
+    let (main, backup) = ("o-alice-main", "o-alice-backup");
+    ready_pair(&home, main, backup);
+    // A genuine certificate for another card number: the take-out goes to that
+    // card (and binds it), and the backup card here refuses the blob.
+    let elsewhere = cardvault_proto::crypto::KeyPair::generate().unwrap();
+    let cert = test_issuer_certificate(&elsewhere.public_bytes(), "9999000011112222", "backup");
+    let (blob, sw) = send(&home, main, true, &Command::take_out_key(&cert));
+    assert!(sw.is_ok());
+    assert_eq!(state(&home, main).export.target, "9999000011112222");
+    let before = state(&home, backup);
+    let (_, sw) = send(&home, backup, true, &Command::import_key(&blob, false));
+    assert_eq!(sw, StatusWord::WrongData);
+    assert_eq!(state(&home, backup), before);
+    // The duplicate workflow to the card here is refused: another target is bound.
+    let o = duplicate(&home, main, backup);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
 }

@@ -381,7 +381,18 @@ fn keygroup_release_and_the_rollback_override_take_the_issuer_operator() {
         c.write_key_element(2, &[0x22; 32]).unwrap();
         c.write_key_element(3, &[0x33; 32]).unwrap();
         c.generate_key_pair().unwrap();
-        c.take_out_key("1234567890123456").unwrap();
+        // A backup card certified by the test issuer (its key is not needed here).
+        let backup_key = cardvault_proto::crypto::KeyPair::generate().unwrap();
+        let subject = cardvault_proto::cert::CardSubject {
+            card_number: "1234567890123456".into(),
+            role: "backup".into(),
+            member_number: None,
+        };
+        c.take_out_key(&applet_sim::test_issuer::certify_card(
+            &backup_key.public_bytes(),
+            &subject,
+        ))
+        .unwrap();
     }
     assert_eq!(state_json(&home, "m")["export"]["target"], "1234567890123456");
     // The operator's SCP11a session is an admin session: the card goes on to

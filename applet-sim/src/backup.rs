@@ -493,11 +493,23 @@ impl Applet {
                     let challenge = std::mem::take(&mut self.state.restore_challenge);
                     self.mark_dirty();
                     let (counter, chain_hash, sig) = auth.expect("other-card data has an authorization");
-                    if challenge.is_empty() || self.state.issuer_public_key.is_empty() || counter < h.counter {
+                    // A card without a registration certificate is no restore target.
+                    if challenge.is_empty()
+                        || self.state.issuer_public_key.is_empty()
+                        || self.state.certificate.is_empty()
+                        || counter < h.counter
+                    {
                         return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
                     }
-                    let msg =
-                        authorization_message(&h.card_number, counter, &self.state.card_number, &challenge, chain_hash);
+                    let own_certificate = crypto::sha256(&self.state.certificate);
+                    let msg = authorization_message(
+                        &h.card_number,
+                        counter,
+                        &self.state.card_number,
+                        &own_certificate,
+                        &challenge,
+                        chain_hash,
+                    );
                     if !crypto::verify_p256(&self.state.issuer_public_key, &msg, sig).unwrap_or(false) {
                         return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
                     }

@@ -6,16 +6,21 @@
 //! - The main key pair ("first key") is generated on the card, imported from
 //!   a main card under the key group, or set by a key service.
 //! - TAKE OUT KEY encrypts the private key under a key derived from the whole
-//!   group, bound to source card, target card, group check value and counter.
+//!   group and to the target card's certified ECKA key (ECDH with an
+//!   ephemeral key), bound to source card, target card, group check value and
+//!   counter. The target's certificate chain must verify under the issuer root
+//!   installed on the main card.
 //!   The first take-out fixes the one target a duplicate may go to; retries to
 //!   that target work until the target's receipt confirms the import.
 
 use crate::applet::{Applet, HandlerResult};
 use crate::state::{HexBytes, KeyGroupState, KeyOrigin, MainKey};
 use cardvault_proto::apdu::CommandApdu;
+use cardvault_proto::cert;
 use cardvault_proto::crypto::{self, KeyPair};
 use cardvault_proto::takeout::{self, parse_takeout};
 use cardvault_proto::{sw, tag};
+use openssl::x509::X509;
 use zeroize::Zeroizing;
 
 /// Roles that may hold an exportable main key.
@@ -220,11 +225,32 @@ impl Applet {
         Ok(public)
     }
 
-    fn export_kek(&self, aad: &[u8]) -> Result<Zeroizing<[u8; 32]>, u16> {
+    fn export_kek(&self, ecdh_secret: &[u8], aad: &[u8]) -> Result<Zeroizing<[u8; 32]>, u16> {
         let secret = self.state.key_group.secret().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
-        let mut info = takeout::EXPORT_INFO.to_vec();
-        info.extend_from_slice(aad);
-        crypto::hkdf(&secret[..], takeout::GROUP_SALT, &info).map_err(|_| sw::UNKNOWN)
+        takeout::export_kek(&secret[..], ecdh_secret, aad).map_err(|_| sw::UNKNOWN)
+    }
+
+    /// The take-out target named by a certificate chain (TAKE OUT KEY data):
+    /// the chain must verify under the issuer root installed on this card,
+    /// and its leaf must certify a key agreement key of a card whose
+    /// certificate may name a take-out target (`backup`, or the factory
+    /// certificate `blank` of a card issued since).
+    /// Returns the target's card number and its certified ECKA public key.
+    fn take_out_target(&self, data: &[u8]) -> Result<(String, Vec<u8>), u16> {
+        let chain = cert::split_certificates(data).map_err(|_| sw::WRONG_DATA)?;
+        if chain.is_empty() || chain.len() > takeout::MAX_TARGET_CHAIN {
+            return Err(sw::WRONG_LENGTH);
+        }
+        let anchor = X509::from_der(&self.state.trust_anchor).map_err(|_| sw::REF_DATA_NOT_USABLE)?;
+        let (leaf, key) = cert::verify_ecka_chain(&[anchor], &chain).map_err(|_| sw::REF_DATA_NOT_USABLE)?;
+        let subject = cert::card_subject(&leaf).ok_or(sw::REF_DATA_NOT_USABLE)?;
+        if !takeout::TARGET_ROLES.contains(&subject.role.as_str())
+            || subject.card_number.is_empty()
+            || subject.card_number.len() > 32
+        {
+            return Err(sw::REF_DATA_NOT_USABLE);
+        }
+        Ok((subject.card_number, key))
     }
 
     fn receipt(&self, source: &str, target: &str, counter: u32, public: &[u8]) -> Result<[u8; 32], u16> {
@@ -246,13 +272,14 @@ impl Applet {
         .map_err(|_| sw::UNKNOWN)
     }
 
-    /// TAKE OUT KEY, data = target card number. Returns the take-out blob.
+    /// TAKE OUT KEY, data = the target card's certificate chain (DER
+    /// certificates, leaf last). Returns the take-out blob, sealed to the key
+    /// group and to the target's certified ECKA key.
     pub(crate) fn take_out_key(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
         }
-        let target = std::str::from_utf8(&c.data).map_err(|_| sw::WRONG_DATA)?.to_string();
-        if target.is_empty() || target.len() > 32 {
+        if c.data.is_empty() {
             return Err(sw::WRONG_LENGTH);
         }
         self.require_issued()?;
@@ -262,6 +289,7 @@ impl Applet {
         if !is_main_role(&self.state.role) || key.origin == KeyOrigin::Imported {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
+        let (target, target_key) = self.take_out_target(&c.data)?;
         if target == self.state.card_number {
             return Err(sw::WRONG_DATA);
         }
@@ -284,7 +312,10 @@ impl Applet {
             counter,
         }
         .encode_aad();
-        let kek = self.export_kek(&blob)?;
+        let ephemeral = KeyPair::generate().map_err(|_| sw::UNKNOWN)?;
+        let z = ephemeral.ecdh(&target_key).map_err(|_| sw::UNKNOWN)?;
+        blob.extend_from_slice(&ephemeral.public_bytes());
+        let kek = self.export_kek(&z, &blob)?;
         let nonce = crypto::random::<{ crypto::GCM_NONCE_LEN }>();
         let mut plain = Zeroizing::new(key.private.clone());
         plain.extend_from_slice(&key.public);
@@ -323,7 +354,10 @@ impl Applet {
             // A different key group: nothing is stored.
             return Err(sw::REF_DATA_NOT_USABLE);
         }
-        let kek = self.export_kek(t.aad)?;
+        // Only the certified card holds the ECKA key the blob is wrapped to.
+        let ecka = self.state.ecka_key().ok_or(sw::WRONG_DATA)?;
+        let z = ecka.ecdh(t.ephemeral).map_err(|_| sw::WRONG_DATA)?;
+        let kek = self.export_kek(&z, t.aad)?;
         let plain = crypto::open(&kek, t.nonce, t.aad, t.sealed).map_err(|_| sw::WRONG_DATA)?;
         let (d, q) = plain.split_at(crypto::PRIVATE_KEY_LEN);
         let kp = KeyPair::from_private(d).map_err(|_| sw::WRONG_DATA)?;

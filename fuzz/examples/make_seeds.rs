@@ -256,7 +256,15 @@ fn takeout_blob() -> Vec<(&'static str, Vec<u8>)> {
     let mut main = ready_card("main");
     complete_key_group(&mut main);
     assert_eq!(tx(&mut main, &apdu(0x80, 0x46, 0, 0, &[], 256)).1, 0x9000);
-    let (other_blob, s) = tx(&mut main, &apdu(0x80, 0xE4, 0, 0, b"FUZZ-OTHER-0009", 256));
+    let other = applet_sim::test_issuer::certify_card(
+        &cardvault_proto::crypto::KeyPair::generate().unwrap().public_bytes(),
+        &cardvault_proto::cert::CardSubject {
+            card_number: "FUZZ-OTHER-0009".into(),
+            role: "backup".into(),
+            member_number: None,
+        },
+    );
+    let (other_blob, s) = tx(&mut main, &apdu(0x80, 0xE4, 0, 0, &other, 256));
     assert_eq!(s, 0x9000);
     let fx = takeout::Fixture::new();
     let sealed_at = fx.aad_len() + 12;

@@ -45,7 +45,7 @@ pub fn prelude(flags: u8) -> Card {
         tx(&mut card, &apdu(0x80, 0x46, 0, 0, &[], 256));
     }
     if flags & PRELUDE_TAKEOUT != 0 {
-        tx(&mut card, &apdu(0x80, 0xE4, 0, 0, crate::BACKUP_NUMBER.as_bytes(), 256));
+        tx(&mut card, &apdu(0x80, 0xE4, 0, 0, &crate::backup_certificate(), 256));
     }
     card
 }

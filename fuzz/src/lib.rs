@@ -39,6 +39,14 @@ pub const BACKUP_NUMBER: &str = "FUZZ-BACKUP-0002";
 pub const REPLACEMENT_NUMBER: &str = "FUZZ-REPL-0003";
 pub const BLANK_NUMBER: &str = "FUZZ-BLANK-0004";
 
+/// The registration certificate of a "backup" card (GET DATA `BF21`): what
+/// TAKE OUT KEY names its target by. One card, made once per process.
+pub fn backup_certificate() -> Vec<u8> {
+    static CERT: OnceLock<Vec<u8>> = OnceLock::new();
+    CERT.get_or_init(|| ready_card("backup").state().certificate.clone())
+        .clone()
+}
+
 /// SELECT by the cardvault AID, Le = 00.
 pub const SELECT: &[u8] = &[0x00, 0xA4, 0x04, 0x00, 0x06, 0xF0, 0x43, 0x56, 0x4C, 0x54, 0x01, 0x00];
 /// VERIFY "123456".

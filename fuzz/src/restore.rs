@@ -259,10 +259,12 @@ fn login(card: &mut Card, admin: bool, check: bool) {
 pub fn authorization(card: &Card, counter: u32, headers: &[&[u8]]) -> Vec<u8> {
     let st = card.state();
     let chain = cardvault_proto::backup::chain_hash(headers.iter().copied());
+    let cert = cardvault_proto::crypto::sha256(&st.certificate);
     let msg = authorization_message(
         crate::MAIN_NUMBER,
         counter,
         &st.card_number,
+        &cert,
         &st.restore_challenge,
         &chain,
     );

@@ -3,13 +3,15 @@
 //! Fixture (once per process): a main card and a backup card of the built-in
 //! profiles with the same complete key group (element 1 from the profile,
 //! elements 2 and 3 written), PIN verified; the main card generated its key
-//! and took it out to the backup card: the genuine blob `B`.
+//! and took it out to the backup card (named by its test-issuer certificate):
+//! the genuine blob `B`.
 //!
 //! Input: a mode byte, then mode data.
 //! - mode & 3 == 0: the rest is the blob;
 //! - 1: `B` with edits: 4-byte records (kind, offset (2), value): xor a byte
 //!   (value 0 flips bit 0), truncate, insert a byte, append a byte;
-//! - 2: `B`'s clear part, sealed afresh under the right take-out key with the
+//! - 2: `B`'s clear part, sealed afresh under the right take-out key (key
+//!   group and the backup card's ECKA key) with the
 //!   rest of the input as plaintext (padded/cut to d (32) || Q (65)): a blob
 //!   whose encryption is valid but whose key is not (d out of range, Q not
 //!   d·G; a consistent pair would be a genuine take-out and is skipped);
@@ -44,7 +46,9 @@ impl Fixture {
         assert_eq!(s, 0x9000, "GENERATE KEY PAIR");
         let mut backup = ready_card("backup");
         crate::complete_key_group(&mut backup);
-        let (blob, s) = tx(&mut main, &apdu(0x80, 0xE4, 0, 0, crate::BACKUP_NUMBER.as_bytes(), 256));
+        // TAKE OUT KEY names the target by its certificate (GET DATA BF21).
+        let chain = backup.state().certificate.clone();
+        let (blob, s) = tx(&mut main, &apdu(0x80, 0xE4, 0, 0, &chain, 256));
         assert_eq!(s, 0x9000, "TAKE OUT KEY");
         assert!(takeout_info(&blob).is_some());
         Fixture { main, backup, blob }
@@ -87,12 +91,14 @@ pub fn edit(blob: &[u8], input: &mut Input) -> Vec<u8> {
     b
 }
 
-/// The take-out key for associated data `aad` under the backup card's group.
+/// The take-out key for associated data `aad` (ending with the main card's
+/// ephemeral key) under the backup card's group and certified ECKA key.
 fn export_kek(backup: &Card, aad: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
-    let secret = backup.state().key_group.secret().expect("complete group");
-    let mut info = takeout::EXPORT_INFO.to_vec();
-    info.extend_from_slice(aad);
-    crypto::hkdf(&secret[..], takeout::GROUP_SALT, &info).expect("hkdf")
+    let state = backup.state();
+    let secret = state.key_group.secret().expect("complete group");
+    let ephemeral = &aad[aad.len() - PUBLIC_KEY_LEN..];
+    let z = state.ecka_key().expect("certified card").ecdh(ephemeral).expect("ecdh");
+    takeout::export_kek(&secret[..], &z, aad).expect("hkdf")
 }
 
 fn check_info(blob: &[u8]) {
@@ -104,6 +110,8 @@ fn check_info(blob: &[u8]) {
     clear.extend_from_slice(info.target.as_bytes());
     clear.extend_from_slice(&info.kcv);
     clear.extend_from_slice(&info.counter.to_be_bytes());
+    let ephemeral = takeout::parse_takeout(blob).expect("parses").ephemeral;
+    clear.extend_from_slice(ephemeral);
     assert!(
         blob.starts_with(&clear),
         "takeout_info does not re-encode {}",

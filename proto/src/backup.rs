@@ -293,13 +293,24 @@ pub fn lv(s: &str) -> Vec<u8> {
     v
 }
 
-/// The message an issuer signs to authorize a restore onto another card.
-/// The chain hash ([`chain_hash`]) names the exact backups to be restored.
-pub fn authorization_message(source: &str, counter: u32, target: &str, challenge: &[u8], chain: &[u8]) -> Vec<u8> {
+/// The message an issuer signs to authorize a restore onto another card:
+/// it names the target card by number and by the SHA-256 of its
+/// registration certificate (the DER certificate GET DATA `BF21` returns
+/// last), so the authorization is for that one certified card; the chain
+/// hash ([`chain_hash`]) names the exact backups to be restored.
+pub fn authorization_message(
+    source: &str,
+    counter: u32,
+    target: &str,
+    target_certificate_sha256: &[u8; 32],
+    challenge: &[u8],
+    chain: &[u8],
+) -> Vec<u8> {
     let mut m = AUTHORIZATION_LABEL.to_vec();
     m.extend_from_slice(&lv(source));
     m.extend_from_slice(&counter.to_be_bytes());
     m.extend_from_slice(&lv(target));
+    m.extend_from_slice(target_certificate_sha256);
     m.extend_from_slice(challenge);
     m.extend_from_slice(chain);
     m

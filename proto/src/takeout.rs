@@ -1,6 +1,9 @@
 //! Key take-out blob (TAKE OUT KEY → IMPORT KEY), see docs/FORMATS.md.
 
-pub const VERSION: u8 = 1;
+/// Version 2: the main key is wrapped to the target card's certified ECKA
+/// key as well as to the key group (an ephemeral P-256 public key follows the
+/// counter in the clear part).
+pub const VERSION: u8 = 2;
 /// Key slot of the main decryption key.
 pub const SLOT_MAIN: u8 = 0x01;
 /// Key type: EC P-256 private scalar (plaintext = d (32) || Q (65)).
@@ -12,7 +15,15 @@ pub const GROUP_SALT: &[u8] = b"cardvault key group v1";
 /// HMAC label of the key group check value.
 pub const KCV_LABEL: &[u8] = b"cardvault key group check value";
 /// HKDF info of the take-out encryption key.
-pub const EXPORT_INFO: &[u8] = b"cardvault key export v1";
+pub const EXPORT_INFO: &[u8] = b"cardvault key export v2";
+/// Largest target certificate chain TAKE OUT KEY accepts (certificates).
+pub const MAX_TARGET_CHAIN: usize = 4;
+/// Roles a take-out target's certificate may name: `backup`, or `blank` for
+/// the factory certificate a card keeps when issuance does not replace it
+/// (the certified key is what the blob is wrapped to; the target card
+/// itself refuses IMPORT KEY unless it is an issued backup card). A
+/// `main` or `replacement` card is never a target.
+pub const TARGET_ROLES: &[&str] = &["backup", "blank"];
 /// HMAC label of the import receipt.
 pub const RECEIPT_LABEL: &[u8] = b"cardvault duplicate receipt v1";
 /// Label of the DESTROY KEY receipt MAC (a backup card's proof that it holds
@@ -69,6 +80,8 @@ pub struct TakeOut<'a> {
     pub target: &'a str,
     pub kcv: &'a [u8],
     pub counter: u32,
+    /// The main card's ephemeral ECKA public key (65 bytes).
+    pub ephemeral: &'a [u8],
     pub nonce: &'a [u8],
     pub sealed: &'a [u8],
 }
@@ -90,6 +103,10 @@ pub fn parse_takeout(b: &[u8]) -> Option<TakeOut<'_>> {
     let target = std::str::from_utf8(take(&mut i, tl)?).ok()?;
     let kcv = take(&mut i, KCV_LEN)?;
     let counter = u32::from_be_bytes(take(&mut i, 4)?.try_into().ok()?);
+    let ephemeral = take(&mut i, crate::crypto::PUBLIC_KEY_LEN)?;
+    if ephemeral[0] != 0x04 {
+        return None;
+    }
     let aad_end = i;
     let nonce = take(&mut i, crate::crypto::GCM_NONCE_LEN)?;
     let sealed = &b[i..];
@@ -102,6 +119,7 @@ pub fn parse_takeout(b: &[u8]) -> Option<TakeOut<'_>> {
         target,
         kcv,
         counter,
+        ephemeral,
         nonce,
         sealed,
     })
@@ -119,7 +137,7 @@ pub struct TakeOutInfo {
 impl TakeOutInfo {
     /// The clear, authenticated part of a blob for these bindings: version,
     /// slot, key type, source and target card numbers, check value, counter.
-    /// The card appends the nonce and the sealed key.
+    /// The card appends its ephemeral public key, the nonce and the sealed key.
     pub fn encode_aad(&self) -> Vec<u8> {
         let mut b = vec![VERSION, SLOT_MAIN, TYPE_P256];
         b.push(self.source.len() as u8);
@@ -161,6 +179,22 @@ impl Receipt {
     }
 }
 
+/// The key that seals a take-out blob: HKDF over the key group secret and
+/// the ECDH secret between the main card's ephemeral key and the target
+/// card's certified ECKA key, with the blob's clear part (`aad`, ephemeral
+/// key included) in the info. Neither secret alone opens the blob.
+pub fn export_kek(
+    group_secret: &[u8],
+    ecdh_secret: &[u8],
+    aad: &[u8],
+) -> crate::crypto::Result<zeroize::Zeroizing<[u8; 32]>> {
+    let mut ikm = zeroize::Zeroizing::new(group_secret.to_vec());
+    ikm.extend_from_slice(ecdh_secret);
+    let mut info = EXPORT_INFO.to_vec();
+    info.extend_from_slice(aad);
+    crate::crypto::hkdf(&ikm, GROUP_SALT, &info)
+}
+
 /// Parse a take-out blob's bindings (it is not decrypted).
 pub fn takeout_info(blob: &[u8]) -> Option<TakeOutInfo> {
     parse_takeout(blob).map(|t| TakeOutInfo {
@@ -185,6 +219,8 @@ mod tests {
             counter: 2,
         };
         let mut blob = info.encode_aad();
+        blob.push(0x04);
+        blob.extend_from_slice(&[7; PUBLIC_KEY_LEN - 1]);
         let aad_len = blob.len();
         blob.extend_from_slice(&[1; GCM_NONCE_LEN]);
         blob.extend_from_slice(&[2; PRIVATE_KEY_LEN + PUBLIC_KEY_LEN + GCM_TAG_LEN]);
@@ -201,5 +237,38 @@ mod tests {
             assert_eq!(o.to_string().parse::<KeyOrigin>(), Ok(o));
         }
         assert_eq!(KeyOrigin::KeyService.as_str(), "key-service");
+    }
+
+    /// The take-out vector of docs/FORMATS.md (computed independently with
+    /// Python `cryptography`): the target's ECKA key and the key group open it.
+    #[test]
+    fn formats_take_out_vector_opens_with_the_target_key_and_group() {
+        use crate::crypto::{open, KeyPair};
+        use crate::from_hex;
+        let blob = from_hex("020101103132333435363738393031323334353610363534333231303938373635343332313f3312a72208955900000001040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b80282d4ed194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c65306e57944f9e20b32c24fd837e9946b223cd36b87205a6479fb2adce3f434f07d4ab79a71b9d6f2437403a0cb7f1337ce298109cf43f2349adbb2218179929e8159e0b8d435c49c226a7d405c65965706c88f17e2b7bc4b31a6063050b0451cf3978aa1447481583dd2a9e3452569c6e822c6c023551b9c1dccb1f04c6be7d0661").unwrap();
+        let s = from_hex("0f21ee4f14070809211578f72267dd5a960bf0416b746514fd123753c4bf2c47").unwrap();
+        let t = parse_takeout(&blob).unwrap();
+        assert_eq!(
+            (t.source, t.target, t.counter),
+            ("1234567890123456", "6543210987654321", 1)
+        );
+        let target = KeyPair::from_private(&[0x22; 32]).unwrap();
+        let z = target.ecdh(t.ephemeral).unwrap();
+        let kek = export_kek(&s, &z, t.aad).unwrap();
+        assert_eq!(
+            crate::to_hex(&kek[..]),
+            "3a109fc7acb5d23eda4000508da1f198a0bd013005651dc5bd59c59b9c1a83dc"
+        );
+        let plain = open(&kek, t.nonce, t.aad, t.sealed).unwrap();
+        assert_eq!(
+            crate::to_hex(&plain[..32]),
+            "ffed43c7b1ada73e7108a00289e96b4cdc351d55329e5837f0088bca615d99c4"
+        );
+        // The key group alone, or another card's key, does not open it.
+        let other = KeyPair::from_private(&[0x33; 32]).unwrap().ecdh(t.ephemeral).unwrap();
+        for z in [&[][..], &other[..]] {
+            let kek = export_kek(&s, z, t.aad).unwrap();
+            assert!(open(&kek, t.nonce, t.aad, t.sealed).is_err());
+        }
     }
 }

@@ -106,9 +106,11 @@ impl Command {
         Command::of(cla::PROPRIETARY, Ins::GenerateKeyPair, 0, 0).expect(65)
     }
 
-    pub fn take_out_key(target_card: &str) -> Command {
+    /// TAKE OUT KEY to the card whose certificate chain (DER certificates,
+    /// leaf last, as GET DATA `BF21` returns it) is `target_chain`.
+    pub fn take_out_key(target_chain: &[u8]) -> Command {
         Command::of(cla::PROPRIETARY, Ins::TakeOutKey, 0, 0)
-            .with_data(target_card.as_bytes())
+            .with_data(target_chain)
             .expect_max()
     }
 

@@ -587,11 +587,49 @@ impl CardClient<'_> {
         }
     }
 
-    /// TAKE OUT KEY towards `target`; returns the take-out blob.
-    pub fn take_out_key(&mut self, target: &str) -> Result<Vec<u8>> {
-        let r = self.transmit(&Command::take_out_key(target))?;
+    /// The card's certificate chain (DER, leaf last), verified under the
+    /// trusted roots: from the open secure session, else read (GET DATA
+    /// `BF21`) and verified now. A card that is not certified gets
+    /// [`Error::UntrustedCard`].
+    pub fn certified_chain(&mut self) -> Result<Vec<u8>> {
+        if let Some(sc) = &self.secure {
+            return Ok(sc.identity.chain_der.clone());
+        }
+        let chain = self.certificates()?;
+        secure::verify(&self.trust, &chain)
+            .map(|id| id.chain_der)
+            .map_err(|reason| Error::UntrustedCard {
+                reader: self.ch.reader().to_string(),
+                reason,
+            })
+    }
+
+    /// SHA-256 of the card's registration certificate (the last certificate
+    /// of its verified chain): what a restore authorization names it by.
+    pub fn registration_certificate_sha256(&mut self) -> Result<[u8; 32]> {
+        let chain = self.certified_chain()?;
+        let certs = proto::cert::split_certificates(&chain).map_err(|e| Error::Malformed {
+            command: "GET DATA",
+            reason: format!("certificate store: {e}"),
+        })?;
+        let leaf = certs
+            .last()
+            .and_then(|c| c.to_der().ok())
+            .ok_or_else(|| Error::Malformed {
+                command: "GET DATA",
+                reason: "no certificate".into(),
+            })?;
+        Ok(proto::crypto::sha256(&leaf))
+    }
+
+    /// TAKE OUT KEY towards the card with the certificate chain
+    /// `target_chain` (see [`CardClient::certified_chain`]); returns the
+    /// take-out blob, wrapped to that card's certified key.
+    pub fn take_out_key(&mut self, target_chain: &[u8]) -> Result<Vec<u8>> {
+        let r = self.transmit(&Command::take_out_key(target_chain))?;
         match r.sw {
             StatusWord::Ok => Ok(r.data),
+            StatusWord::ReferenceDataNotUsable => Err(Refusal::TakeOutTargetNotCertified.into()),
             StatusWord::ConditionsNotSatisfied => Err(Refusal::TakeOutNotAllowed.into()),
             StatusWord::ReferenceDataNotFound => Err(Refusal::NoMainKey.into()),
             sw => Err(Error::Card {

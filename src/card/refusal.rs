@@ -23,6 +23,12 @@ pub enum Refusal {
          makes one duplicate only (to the card its first take-out named)"
     )]
     TakeOutNotAllowed,
+    /// TAKE OUT KEY `6984`.
+    #[error(
+        "the card refused the take-out target: its certificate chain does not verify under the issuer \
+         root installed on the main card, or it does not certify a backup card's key agreement key"
+    )]
+    TakeOutTargetNotCertified,
     /// TAKE OUT KEY `6A88`.
     #[error("the card holds no main key to take out")]
     NoMainKey,

@@ -108,6 +108,9 @@ pub struct CardIdentity {
     pub subject: CardSubject,
     /// PK.SD.ECKA, the certified key agreement key (65 bytes).
     pub public_key: Vec<u8>,
+    /// The verified chain as the card returned it (DER certificates, leaf
+    /// last): what TAKE OUT KEY names a target card by.
+    pub chain_der: Vec<u8>,
 }
 
 /// Verify a certificate store answer under `trust`: the identity, or why not.
@@ -122,7 +125,15 @@ pub fn verify(trust: &Trust, chain: &[X509]) -> std::result::Result<CardIdentity
     }
     let (leaf, public_key) = cert::verify_ecka_chain(trust.roots(), chain).map_err(|e| e.to_string())?;
     let subject = cert::card_subject(&leaf).ok_or("the card certificate names no card number")?;
-    Ok(CardIdentity { subject, public_key })
+    let mut chain_der = Vec::new();
+    for c in chain {
+        chain_der.extend_from_slice(&c.to_der().map_err(|e| e.to_string())?);
+    }
+    Ok(CardIdentity {
+        subject,
+        public_key,
+        chain_der,
+    })
 }
 
 /// An open SCP11b session.

@@ -231,10 +231,11 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
         std::fs::read_to_string(&a.request).map_err(|e| Error::io(format!("reading {}", a.request.display()), e))?;
     let req: RestoreRequest =
         serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", a.request.display())))?;
-    if req.version != 1 {
+    if req.version != backup::REQUEST_VERSION {
         return Err(Error::Usage(format!(
-            "request version {} is not supported",
-            req.version
+            "request version {} is not supported (version {} names the target card's certificate; make the request again)",
+            req.version,
+            backup::REQUEST_VERSION
         )));
     }
     let pem =

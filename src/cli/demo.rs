@@ -358,7 +358,7 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
         .latest_backup(&number)?
         .ok_or_else(|| Error::Data("the demo backup is missing from the vault".into()))?;
     let req = wb::RestoreRequest {
-        version: 1,
+        version: wb::REQUEST_VERSION,
         source_card: number.clone(),
         counter: diff.counter,
         target_card: target_number.clone(),

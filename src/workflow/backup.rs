@@ -220,6 +220,9 @@ impl RecordBounds {
     }
 }
 
+/// Version of [`RestoreRequest`]: 2 names the target's certificate.
+pub const REQUEST_VERSION: u32 = 2;
+
 /// A request for an other-card restore authorization (help desk → issuer).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RestoreRequest {
@@ -229,15 +232,24 @@ pub struct RestoreRequest {
     pub target_card: String,
     /// Hex, from the target card's GET RESTORE CHALLENGE.
     pub challenge: String,
-    /// Hex DER, the target card's certificate (GET DATA `BF21`), which the
-    /// issuer verifies before it signs.
-    #[serde(default)]
+    /// Hex DER, the target card's certificate chain (GET DATA `BF21`), which
+    /// the issuer verifies before it signs; the signature names its
+    /// registration certificate (the last one) by SHA-256.
     pub target_certificate: String,
     /// Hex, [`cardvault_proto::backup::chain_hash`] of the chain to restore
     /// (its headers, full backup first); the signature covers it and the
     /// card checks it at RESTORE COMPLETE.
     #[serde(default)]
     pub chain_hash: String,
+}
+
+/// SHA-256 of the registration certificate (the last DER certificate) of a
+/// hex certificate store, as the card hashes its own.
+pub fn leaf_certificate_sha256(store_hex: &str) -> Option<[u8; 32]> {
+    let store = cardvault_proto::from_hex(store_hex)?;
+    let certs = cardvault_proto::cert::split_certificates(&store).ok()?;
+    let leaf = certs.last()?.to_der().ok()?;
+    Some(cardvault_proto::crypto::sha256(&leaf))
 }
 
 /// The chain hash of `chain` (rows of the vault, full backup first).
@@ -266,10 +278,19 @@ pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result
     let chain = cardvault_proto::from_hex(&req.chain_hash)
         .filter(|c| c.len() == bk::CHAIN_HASH_LEN)
         .ok_or_else(|| Error::Usage("the request's chain hash is not 32 bytes of hex".into()))?;
+    if req.version != REQUEST_VERSION {
+        return Err(Error::Usage(format!(
+            "restore request version {} (this cardvault signs version {REQUEST_VERSION})",
+            req.version
+        )));
+    }
+    let target_certificate = leaf_certificate_sha256(&req.target_certificate)
+        .ok_or_else(|| Error::Usage("the request's target_certificate is not a certificate chain in hex".into()))?;
     let msg = cardvault_proto::backup::authorization_message(
         &req.source_card,
         req.counter,
         &req.target_card,
+        &target_certificate,
         &challenge,
         &chain,
     );
@@ -582,7 +603,7 @@ pub fn run_restore(
         let certificate = card.card_certificate()?.unwrap_or_default();
         let chain = chain_hash_of(vault, &vault.chain_to(&last)?)?;
         return Ok(RestoreOutcome::Requested(RestoreRequest {
-            version: 1,
+            version: REQUEST_VERSION,
             source_card: source,
             counter: last.counter,
             target_card: target,

@@ -231,7 +231,9 @@ fn take_out_import_confirm(
     mkcv: &[u8],
     kcv_hex: &str,
 ) -> Result<u32> {
-    let blob = match main.take_out_key(backup_number) {
+    // The main card wraps the key to the backup card's certified key: it gets
+    // the backup card's certificate chain (from its secure session).
+    let blob = match backup.certified_chain().and_then(|chain| main.take_out_key(&chain)) {
         Ok(b) => b,
         Err(e) => {
             audit(
