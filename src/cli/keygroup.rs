@@ -1,8 +1,9 @@
-//! `cardvault keygroup status | reset | release | public-key`
+//! `cardvault keygroup status | reset | release | destroy | set-key | public-key`
 
 use super::{print_json, Ctx};
 use crate::error::{Error, Result};
 use crate::secret::SecretSource;
+use crate::workflow::keygroup;
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -127,12 +128,8 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                 ));
             }
             let pin = pin.read("PIN")?;
-            let number = ctx.with_card(|card| {
-                card.verify_pin(&pin)?;
-                card.reset_key_group()?;
-                card.card_number()
-            })?;
-            audit(ctx, "key-group-reset", &number)?;
+            let mut vault = ctx.vault()?;
+            ctx.with_card(|card| keygroup::reset(card, &mut vault, &pin))?;
             report(ctx, "key group reset; main keys destroyed")
         }
         KeygroupCommand::Release {
@@ -141,28 +138,9 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             receipt,
         } => {
             let auth = super::pin::issuer_auth(issuer.as_deref(), admin_key.as_ref())?;
-            let receipt = match &receipt {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-                    let v: serde_json::Value =
-                        serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
-                    let r = v["receipt"]
-                        .as_str()
-                        .and_then(cardvault_proto::from_hex)
-                        .filter(|r| r.len() == cardvault_proto::takeout::Receipt::LEN)
-                        .ok_or_else(|| Error::Usage(format!("{}: no 36-byte receipt", path.display())))?;
-                    Some(r)
-                }
-                None => None,
-            };
-            let number = ctx.with_card(|card| {
-                let n = card.card_number()?;
-                card.issuer_authenticate(&auth, &n)?;
-                card.release_duplicate(receipt.as_deref())?;
-                Ok(n)
-            })?;
-            audit(ctx, "duplicate-released", &number)?;
+            let receipt = receipt.as_deref().map(read_receipt).transpose()?;
+            let mut vault = ctx.vault()?;
+            ctx.with_card(|card| keygroup::release(card, &mut vault, &auth, receipt.as_deref()))?;
             report(ctx, "pending duplicate released")
         }
         KeygroupCommand::Destroy {
@@ -175,21 +153,25 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             if output.exists() {
                 return Err(Error::Usage(format!("{} already exists", output.display())));
             }
-            let (number, receipt) = ctx.with_card(|card| {
-                card.verify_pin(&pin)?;
-                let n = card.card_number()?;
-                Ok((n, card.destroy_key(&source, counter)?))
-            })?;
+            let mut vault = ctx.vault()?;
+            let done = ctx.with_card(|card| keygroup::destroy(card, &mut vault, &pin, &source, counter))?;
             let v = serde_json::json!({
                 "version": 1,
-                "backup_card": number,
+                "backup_card": done.backup_card,
                 "source_card": source,
                 "counter": counter,
-                "receipt": cardvault_proto::to_hex(&receipt),
+                "receipt": cardvault_proto::to_hex(&done.receipt),
             });
-            std::fs::write(&output, serde_json::to_string_pretty(&v).expect("json"))
+            // The key is gone from the card now: the receipt must not be lost
+            // half-written, nor replace a file that appeared meanwhile.
+            let f = cardvault_proto::fsutil::AtomicFile::create(&output)
                 .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
-            audit(ctx, "duplicate-key-destroyed", &number)?;
+            std::io::Write::write_all(
+                &mut f.file(),
+                serde_json::to_string_pretty(&v).expect("json").as_bytes(),
+            )
+            .and_then(|_| f.commit_new())
+            .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
             report(
                 ctx,
                 &format!(
@@ -207,13 +189,8 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                 .filter(|k| k.len() == 32)
                 .map(zeroize::Zeroizing::new)
                 .ok_or_else(|| Error::Usage("the key must be a 32-byte P-256 private key in hex".into()))?;
-            let (number, public) = ctx.with_card(|card| {
-                let n = card.card_number()?;
-                card.admin_authenticate(&admin, &n)?;
-                let p = card.set_service_key(&admin, &n, &d)?;
-                Ok((n, p))
-            })?;
-            audit(ctx, "key-service-set", &number)?;
+            let mut vault = ctx.vault()?;
+            let (_, public) = ctx.with_card(|card| keygroup::set_service_key(card, &mut vault, &admin, &d))?;
             report(
                 ctx,
                 &format!("main key set; encryption key {}", cardvault_proto::to_hex(&public)),
@@ -229,16 +206,16 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
     }
 }
 
-fn audit(ctx: &Ctx, event: &str, card: &str) -> Result<()> {
-    ctx.vault()?
-        .audit(crate::vault::AuditEvent {
-            event,
-            card,
-            peer: None,
-            result: "ok",
-            details: serde_json::json!({}),
-        })
-        .map(|_| ())
+/// The receipt of a `keygroup destroy` file.
+fn read_receipt(path: &std::path::Path) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    v["receipt"]
+        .as_str()
+        .and_then(cardvault_proto::from_hex)
+        .filter(|r| r.len() == cardvault_proto::takeout::Receipt::LEN)
+        .ok_or_else(|| Error::Usage(format!("{}: no 36-byte receipt", path.display())))
 }
 
 fn report(ctx: &Ctx, msg: &str) -> Result<()> {

@@ -6,5 +6,6 @@ pub mod backup;
 pub mod duplicate;
 pub mod files;
 pub mod issue;
+pub mod keygroup;
 pub mod purse;
 pub mod station;
