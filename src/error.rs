@@ -88,6 +88,9 @@ pub enum Error {
         #[source]
         source: Option<rusqlite::Error>,
     },
+    /// A command that reads the vault was pointed at a path with none.
+    #[error("no vault at {}", .0.display())]
+    NoVault(PathBuf),
     #[error("the card answered {command} with a malformed response: {reason}")]
     Malformed { command: &'static str, reason: String },
     /// The embedded card's state could not be used (the simulated chip failed).
@@ -140,7 +143,7 @@ impl Error {
                 RefusalClass::Integrity => exit::DATA,
             },
             Issue(_) => exit::CARD,
-            Vault { .. } => exit::VAULT,
+            Vault { .. } | NoVault(_) => exit::VAULT,
             WrongPin { .. } | PinBlocked | AdminAuthFailed | IssuerRefused(_) => exit::AUTH,
             Malformed { .. } => exit::DATA,
             EmbeddedBusy(_) => exit::READER,
@@ -175,7 +178,7 @@ impl Error {
                 RefusalClass::Integrity => "data_integrity",
             },
             Issue(_) => "refused",
-            Vault { .. } => "vault",
+            Vault { .. } | NoVault(_) => "vault",
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",
             AdminAuthFailed => "admin_auth_failed",

@@ -95,7 +95,7 @@ fn bar(ctx: &Ctx, what: &str) -> indicatif::ProgressBar {
 
 pub fn run_backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
     let pin = a.pin.read("PIN")?;
-    let mut vault = ctx.vault()?;
+    let mut vault = ctx.vault_or_create()?;
     let mut reader = ctx.open_reader()?;
     let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
     card.verify_pin(&pin)?;
@@ -250,7 +250,10 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
 }
 
 pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
-    let mut vault = ctx.vault()?;
+    let mut vault = match c {
+        VaultCommand::Import { .. } => ctx.vault_or_create()?,
+        _ => ctx.vault()?,
+    };
     match c {
         VaultCommand::List { card } => {
             let rows = vault.list_backups(card.as_deref())?;

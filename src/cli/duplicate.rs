@@ -107,7 +107,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .backup_pin
         .unwrap_or(SecretSource::Prompt)
         .read("PIN of the backup card")?;
-    let mut vault = ctx.vault()?;
+    let mut vault = ctx.vault_or_create()?;
     let done = duplicate::duplicate_pair(
         &mut main,
         &mut backup,
@@ -174,7 +174,7 @@ fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
     let bar = super::progress(ctx, holders.len() as u64, "holders");
     let events = super::station_events(ctx, &bar);
     let records = duplicate::duplicate_batch(
-        &super::station_env(ctx, &events),
+        &super::station_env(ctx, &ctx.opts, &events),
         &stations,
         &holders,
         &elements,

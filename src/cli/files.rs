@@ -171,7 +171,7 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
         indicatif::ProgressBar::new(a.files.len() as u64)
     };
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}").expect("template"));
-    let mut vault = ctx.vault()?;
+    let mut vault = ctx.vault_or_create()?;
     let mut done = Vec::new();
     let mut failed = None;
     for path in &a.files {

@@ -143,7 +143,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
 }
 
 fn audit(ctx: &Ctx, event: &str, card: &str) -> Result<()> {
-    ctx.vault()?
+    ctx.vault_or_create()?
         .audit(crate::vault::AuditEvent {
             event,
             card,

@@ -59,6 +59,10 @@ pub struct Cli {
     /// Vault file (default: vault.sqlite in the data directory).
     #[arg(long, global = true, env = "CARDVAULT_VAULT", value_name = "PATH")]
     pub vault: Option<PathBuf>,
+    /// Create a missing vault or embedded sim: card instead of refusing it (a
+    /// typo otherwise stops with the closest names). Also CARDVAULT_CREATE=1.
+    #[arg(long, global = true, env = "CARDVAULT_CREATE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub create: bool,
     /// Extended-length APDUs: auto (from the ATR), always, or never (short APDUs with
     /// chaining and GET RESPONSE).
     #[arg(long, global = true, value_enum, value_name = "MODE")]
@@ -119,6 +123,8 @@ pub enum Command {
 pub struct Ctx {
     pub reader: Option<String>,
     pub vault_path: PathBuf,
+    /// `--create`: a missing vault or embedded card is made, not refused.
+    pub create: bool,
     pub trace: bool,
     pub json: bool,
     /// Trusted card issuer roots.
@@ -149,6 +155,7 @@ impl Ctx {
         Ok(Ctx {
             reader: cli.reader.clone().or_else(|| config.reader.clone()),
             vault_path,
+            create: cli.create,
             trace: cli.trace,
             json: cli.json,
             trust,
@@ -157,6 +164,7 @@ impl Ctx {
                 config,
                 extended_flag: cli.extended_length,
                 wait: cli.wait.map(Duration::from_secs),
+                create_cards: cli.create,
             },
         })
     }
@@ -171,8 +179,19 @@ impl Ctx {
         crate::reader::open(Some(spec), &self.opts)
     }
 
-    /// Open the vault.
+    /// Open the vault, which must exist unless `--create` was given: a
+    /// command that reads the vault never makes an empty one from a typo.
     pub fn vault(&self) -> Result<crate::vault::Vault> {
+        if !self.create && !self.vault_path.exists() {
+            return Err(Error::NoVault(self.vault_path.clone()));
+        }
+        crate::vault::Vault::open(&self.vault_path)
+    }
+
+    /// Open the vault, creating it if it does not exist: for the commands that
+    /// record what they did to a card (`backup`, `issue`, `duplicate`,
+    /// `keygroup`, `recover`, `vault import`).
+    pub fn vault_or_create(&self) -> Result<crate::vault::Vault> {
         crate::vault::Vault::open(&self.vault_path)
     }
 
@@ -225,11 +244,16 @@ fn station_events<'a>(ctx: &'a Ctx, bar: &'a indicatif::ProgressBar) -> impl Fn(
     }
 }
 
-/// How a batch's stations reach readers and the vault; a PC/SC station waits
-/// `--wait` seconds (default 60) for the next card.
-fn station_env<'a>(ctx: &'a Ctx, events: &'a (dyn Fn(StationEvent<'_>) + Sync)) -> StationEnv<'a> {
+/// How a batch's stations reach readers (`readers`: the run's options, or
+/// `issue`'s, which makes blank embedded cards) and the vault; a PC/SC
+/// station waits `--wait` seconds (default 60) for the next card.
+fn station_env<'a>(
+    ctx: &'a Ctx,
+    readers: &'a ReaderOptions,
+    events: &'a (dyn Fn(StationEvent<'_>) + Sync),
+) -> StationEnv<'a> {
     StationEnv {
-        readers: &ctx.opts,
+        readers,
         session: ctx.session(),
         vault: &ctx.vault_path,
         wait: ctx.opts.wait.unwrap_or(Duration::from_secs(60)),
@@ -262,12 +286,14 @@ pub fn error_message(e: &Error) -> String {
             N::ManyCards { count, readers } => {
                 format!("{count} readers have a card; choose one with -r INDEX, -r NAME or CARDVAULT_READER:{readers}")
             }
+            N::NoSuchSimCard { .. } => format!("{n} (--create makes a new embedded card; cardvault readers lists them)"),
         };
     }
     let hint = match e {
         Error::NoPcsc(_) => ", or use an embedded card with -r sim:NAME",
         Error::NoCard(_) => "; insert a card or use --wait",
         Error::PinBlocked => " (cardvault pin unblock)",
+        Error::NoVault(_) => "; check --vault, or create one with cardvault backup or --create",
         _ => "",
     };
     format!("{e}{hint}")

@@ -182,7 +182,9 @@ fn sim_name(prefix: &str, holder: &str, role: Role) -> String {
 }
 
 fn sim_reader(env: &StationEnv<'_>, prefix: &str, holder: &str, role: Role) -> Result<SimReader> {
-    SimReader::open(&env.readers.data_dir, &sim_name(prefix, holder, role), "blank", None)
+    let name = sim_name(prefix, holder, role);
+    crate::reader::check_sim_exists(env.readers, &name)?;
+    SimReader::open(&env.readers.data_dir, &name, "blank", None)
 }
 
 /// What one look at a PC/SC reader found.

@@ -74,10 +74,21 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
-/// `cardvault` with an isolated home and no user configuration.
+/// `cardvault` with an isolated home and no user configuration. The tests'
+/// cards and vaults are made on first use (`CARDVAULT_CREATE=1`, as `--create`);
+/// [`cardvault_strict`] is the operator's default, which refuses a missing one.
 pub fn cardvault(home: &Path) -> Command {
+    let mut c = cardvault_strict(home);
+    c.env("CARDVAULT_CREATE", "1");
+    c
+}
+
+/// `cardvault` with an isolated home, no user configuration, and nothing
+/// made on first use: a missing vault or `sim:` card is refused.
+pub fn cardvault_strict(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cardvault"));
     c.env("CARDVAULT_HOME", home)
+        .env_remove("CARDVAULT_CREATE")
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env_remove("CARDVAULT_READER")
         .env_remove("CARDVAULT_CONFIG")
