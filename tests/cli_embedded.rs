@@ -622,3 +622,37 @@ fn a_mistyped_vault_path_is_refused_and_no_vault_is_made() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(other.exists());
 }
+
+#[test]
+fn a_secret_typed_on_the_command_line_is_refused_without_being_repeated() {
+    let home = temp_dir("echo");
+    run(cardvault(&home).args(["-r", "sim:c", "status"]));
+    let before = state(&home, "c");
+    let key = ADMIN_KEY;
+    for args in [
+        vec!["pin", "unblock", "--admin-key", key],
+        vec!["pin", "unblock", &format!("--admin-key={key}")],
+        vec!["pin", "verify", "--pin", "123456"],
+        vec!["pin", "verify", "123456"],
+        vec!["keygroup", "release", "--admin-key", key],
+        vec!["keygroup", "set-key", "--admin-key", "env:ADMIN", "--key", key],
+        vec!["--json", "pin", "unblock", "--admin-key", key],
+        vec!["--json", "pin", "verify", "654321"],
+    ] {
+        let mut cmd = cardvault(&home);
+        cmd.args(["-r", "sim:c"]).args(&args);
+        let o = run(&mut cmd);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        for secret in [key, "123456", "654321", &key[..12]] {
+            assert!(!all.contains(secret), "{args:?} repeated the secret:\n{all}");
+        }
+        assert!(all.contains("not shown"), "{args:?}: {all}");
+    }
+    assert_eq!(state(&home, "c"), before);
+    // The harness's scan sees the secrets of a command like these.
+    let mut cmd = cardvault(&home);
+    cmd.env("K", key)
+        .args(["pin", "unblock", "--admin-key", "env:K", "--pin", "999999"]);
+    assert_eq!(secrets_passed(&cmd), [key, "999999"]);
+}
