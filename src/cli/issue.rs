@@ -106,7 +106,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     };
     let total = (holders.len() * a.profile.roles().len()) as u64;
     let bar = super::progress(ctx, total, "cards");
-    let events = super::station_events(ctx, &bar);
+    let events = super::station_events(ctx, &bar, &|_| {});
     // Issuing makes the blank embedded cards of a sim: feeder.
     let readers = crate::reader::ReaderOptions {
         create_cards: true,

@@ -226,8 +226,13 @@ fn progress(ctx: &Ctx, len: u64, unit: &str) -> indicatif::ProgressBar {
 }
 
 /// What a batch's stations report: progress on `bar`, notices for the
-/// operator on stderr (not with --json).
-fn station_events<'a>(ctx: &'a Ctx, bar: &'a indicatif::ProgressBar) -> impl Fn(StationEvent<'_>) + Sync + 'a {
+/// operator on stderr (not with --json), and each finished holder's
+/// duplication to `holder_done` the moment it is finished.
+fn station_events<'a>(
+    ctx: &'a Ctx,
+    bar: &'a indicatif::ProgressBar,
+    holder_done: &'a (dyn Fn(&crate::workflow::duplicate::HolderDuplication) + Sync),
+) -> impl Fn(StationEvent<'_>) + Sync + 'a {
     let json = ctx.json;
     move |e| match e {
         StationEvent::Started {
@@ -236,11 +241,30 @@ fn station_events<'a>(ctx: &'a Ctx, bar: &'a indicatif::ProgressBar) -> impl Fn(
         } => bar.set_message(format!("{holder} ({role})")),
         StationEvent::Started { holder, role: None } => bar.set_message(holder.to_string()),
         StationEvent::Finished => bar.inc(1),
+        StationEvent::Duplicated(record) => {
+            holder_done(record);
+            bar.inc(1);
+        }
         StationEvent::Notice(n) => {
             if !json {
-                eprintln!("{n}");
+                bar.suspend(|| eprintln!("{n}"));
             }
         }
+    }
+}
+
+/// Stop batches after their current holder on SIGINT and SIGTERM (instead
+/// of dying mid-card), so that the report so far is printed.
+fn stop_batches_on_signals() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        crate::workflow::station::interrupt();
+    }
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic (async-signal-safe);
+    // signal() with a valid function pointer has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
     }
 }
 

@@ -521,15 +521,13 @@ pub fn duplicate_batch(
                 }
                 Err(e) => DuplicationOutcome::Failed { reason: e.to_string() },
             };
-            env.emit(StationEvent::Finished);
-            Ok(Some((
-                i,
-                HolderDuplication {
-                    holder: h.id.clone(),
-                    station: Some(number),
-                    outcome,
-                },
-            )))
+            let record = HolderDuplication {
+                holder: h.id.clone(),
+                station: Some(number),
+                outcome,
+            };
+            env.emit(StationEvent::Duplicated(&record));
+            Ok(Some((i, record)))
         })
     })?;
     Ok(outcomes
@@ -541,7 +539,11 @@ pub fn duplicate_batch(
                 holder: h.id.clone(),
                 station: None,
                 outcome: DuplicationOutcome::Failed {
-                    reason: format!("the holder's cards were not presented within {} s", env.wait.as_secs()),
+                    reason: if crate::workflow::station::interrupted() {
+                        "not started: the run was interrupted".to_string()
+                    } else {
+                        format!("the holder's cards were not presented within {} s", env.wait.as_secs())
+                    },
                 },
             })
         })
