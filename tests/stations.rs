@@ -117,10 +117,10 @@ fn json_lines(o: &std::process::Output) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn an_interrupted_batch_reports_what_it_finished_and_keeps_every_generated_element() {
+fn an_interrupted_batch_reports_what_it_finished_and_a_rerun_finishes_each_holder_once() {
     use std::io::BufRead;
     let home = temp_dir("interrupt");
-    let seed = seed("an_interrupted_batch_reports_what_it_finished_and_keeps_every_generated_element");
+    let seed = seed("an_interrupted_batch_reports_what_it_finished_and_a_rerun_finishes_each_holder_once");
     let csv = home.join("h.csv");
     let mut rows = String::from("holder,pin,member_number,expiry\n");
     for i in 0..12 {
@@ -201,6 +201,49 @@ fn an_interrupted_batch_reports_what_it_finished_and_keeps_every_generated_eleme
     let text = std::fs::read_to_string(&elements_out).unwrap();
     let in_file: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(in_file, done);
+    // The rerun skips the holders done and duplicates the rest: every
+    // holder once, every holder's elements in the file once.
+    let o = run(cardvault(&home)
+        .args([
+            "--json",
+            "duplicate",
+            "--elements",
+            "generate",
+            "--main",
+            "sim:d",
+            "--backup",
+            "sim:d",
+        ])
+        .arg("--holders")
+        .arg(&csv)
+        .arg("--elements-out")
+        .arg(&elements_out));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let rerun = json_lines(&o);
+    let (summary, rows) = rerun.split_last().unwrap();
+    assert_eq!(summary["skipped"], done.len(), "{summary}");
+    assert_eq!(summary["duplicated"], 12 - done.len(), "{summary}");
+    for r in rows {
+        let holder = r["holder"].as_str().unwrap();
+        let expect = if done.contains(&holder) {
+            "skipped"
+        } else {
+            "duplicated"
+        };
+        assert_eq!(r["result"], expect, "{r}");
+    }
+    let text = std::fs::read_to_string(&elements_out).unwrap();
+    let mut in_file: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    in_file.sort();
+    let mut all: Vec<String> = (0..12).map(|i| format!("h{i}")).collect();
+    all.sort();
+    assert_eq!(in_file, all);
+    // One confirmed duplication per holder, no key group reset.
+    let o = run(cardvault(&home).args(["--json", "audit"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let audit = stdout(&o);
+    assert_eq!(audit.matches("\"confirm-duplicate\"").count(), 12, "{audit}");
+    assert!(!audit.contains("reset"), "{audit}");
     let o = run(cardvault(&home).args(["audit", "--verify"]));
     assert!(o.status.success(), "{}", stderr(&o));
 }

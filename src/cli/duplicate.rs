@@ -203,6 +203,10 @@ fn holder_line(r: &HolderDuplication, elements_out: Option<&std::path::Path>) ->
             r.holder, rep.main_card, rep.backup_card, rep.check_value
         ),
         DuplicationOutcome::Failed { reason } => format!("failed     {:<16} {reason}", r.holder),
+        DuplicationOutcome::AlreadyDuplicated { main_card, backup_card } => format!(
+            "skipped    {:<16} already duplicated (main {main_card} backup {backup_card}), skipped",
+            r.holder
+        ),
     };
     if let (Some(e), Some(path)) = (r.generated_elements_hex(), elements_out) {
         line.push_str(&format!(
@@ -286,8 +290,12 @@ fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
     if let Some(e) = lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
         return Err(e);
     }
-    let done = records.iter().filter(|r| r.is_duplicated()).count();
-    let failed = records.len() - done;
+    let skipped = records
+        .iter()
+        .filter(|r| matches!(r.outcome, DuplicationOutcome::AlreadyDuplicated { .. }))
+        .count();
+    let failed = records.iter().filter(|r| !r.is_duplicated()).count();
+    let done = records.len() - failed - skipped;
     let interrupted = crate::workflow::station::interrupted();
     // Holders no station reached were not reported as they finished.
     for r in records.iter().filter(|r| r.station.is_none()) {
@@ -300,7 +308,7 @@ fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
     if ctx.json {
         println!(
             "{}",
-            serde_json::json!({ "duplicated": done, "failed": failed, "interrupted": interrupted })
+            serde_json::json!({ "duplicated": done, "skipped": skipped, "failed": failed, "interrupted": interrupted })
         );
     } else {
         println!(
