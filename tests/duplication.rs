@@ -141,6 +141,61 @@ fn operator_story_issue_duplicate_encrypt_break_recover_decrypt() {
     let o = run(&mut cmd);
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // A rerun with a missing and a foreign file among them: every file is
+    // tried and named, the done ones say so (no "0 bytes"), exit code 8.
+    let foreign = files.join("foreign.cve");
+    std::fs::write(&foreign, "not an encrypted file").unwrap();
+    let mut cmd = cv(&home);
+    cmd.args([
+        "--json",
+        "recover",
+        "--backup",
+        "sim:desk-alice-backup",
+        "--new",
+        "sim:new-alice-main",
+        "--backup-pin",
+        "env:P",
+        "--new-pin",
+        "env:P",
+    ]);
+    cmd.arg(files.join("missing.cve"));
+    for n in names {
+        cmd.arg(files.join(format!("{n}.cve")));
+    }
+    cmd.arg(&foreign);
+    let o = run(&mut cmd);
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    let v = json(&o);
+    let rows = v["files"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{v}");
+    assert_eq!(v["failed"], 2);
+    assert_eq!(rows[0]["result"], "failed");
+    assert!(rows[0]["path"].as_str().unwrap().ends_with("missing.cve"));
+    for r in &rows[1..4] {
+        assert_eq!(r["result"], "already_recovered", "{r}");
+    }
+    assert_eq!(rows[4]["result"], "failed");
+    assert!(rows[4]["path"].as_str().unwrap().ends_with("foreign.cve"));
+    assert!(rows[4]["error"]["message"].as_str().is_some(), "{v}");
+    let mut cmd = cv(&home);
+    cmd.args([
+        "recover",
+        "--backup",
+        "sim:desk-alice-backup",
+        "--new",
+        "sim:new-alice-main",
+        "--backup-pin",
+        "env:P",
+        "--new-pin",
+        "env:P",
+    ]);
+    cmd.arg(&foreign).arg(files.join("a.txt.cve"));
+    let o = run(&mut cmd);
+    assert_eq!(o.status.code(), Some(8));
+    let out = stdout(&o);
+    assert!(out.contains("foreign.cve") && out.contains("a.txt.cve"), "{out}");
+    assert!(!out.contains("0 bytes"), "{out}");
+
     // Every file decrypts with the new card and equals the original.
     for n in names {
         let out = files.join(format!("{n}.out"));

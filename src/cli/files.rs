@@ -172,8 +172,9 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
     };
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}").expect("template"));
     let mut vault = ctx.vault_or_create()?;
-    let mut done = Vec::new();
-    let mut failed = None;
+    // Every file is tried; each is reported by name, a failure included.
+    let mut rows = Vec::new();
+    let mut failed = 0;
     for path in &a.files {
         bar.set_message(path.display().to_string());
         let r = files::recover_file(&mut backup, &mut new_main, &public, path);
@@ -190,38 +191,52 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
             details: serde_json::json!({ "file": path }),
         })?;
         bar.inc(1);
-        match r {
-            Ok(rec) => done.push(files::RecoveredFile {
-                path: path.clone(),
-                bytes: match rec {
-                    files::Recovery::Reencrypted(n) => n,
-                    files::Recovery::AlreadyRecovered => 0,
-                },
-                result,
-            }),
+        let (line, row) = match r {
+            Ok(files::Recovery::Reencrypted(n)) => (
+                format!("re-encrypted   {} ({n} bytes)", path.display()),
+                serde_json::json!({ "path": path, "result": "ok", "bytes": n }),
+            ),
+            Ok(files::Recovery::AlreadyRecovered) => (
+                format!("unchanged      {} (already encrypted to the new card)", path.display()),
+                serde_json::json!({ "path": path, "result": "already_recovered" }),
+            ),
             Err(e) => {
-                failed = Some(e);
-                break;
+                failed += 1;
+                let message = super::error_message(&e);
+                (
+                    format!("failed         {}: {message}", path.display()),
+                    serde_json::json!({ "path": path, "result": "failed", "error": {
+                        "kind": e.kind(), "message": message, "exit_code": e.exit_code() } }),
+                )
             }
+        };
+        if !ctx.json {
+            bar.suspend(|| println!("{line}"));
         }
+        rows.push(row);
     }
     bar.finish_and_clear();
     if ctx.json {
-        print_json(
-            &serde_json::json!({ "new_main_card": ns.card_number, "backup_card": bs.card_number, "files": done }),
-        );
+        print_json(&serde_json::json!({
+            "new_main_card": ns.card_number,
+            "backup_card": bs.card_number,
+            "files": rows,
+            "failed": failed,
+        }));
     } else {
-        for f in &done {
-            println!(
-                "re-encrypted to card {}: {} ({} bytes)",
-                ns.card_number,
-                f.path.display(),
-                f.bytes
-            );
-        }
+        println!(
+            "new main card {}: {} of {} files done, {failed} failed",
+            ns.card_number,
+            a.files.len() - failed,
+            a.files.len()
+        );
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if failed > 0 {
+        return Err(Error::SomeFailed {
+            failed,
+            total: a.files.len(),
+            what: "files",
+        });
     }
+    Ok(())
 }
