@@ -613,6 +613,18 @@ fn a_mistyped_vault_path_is_refused_and_no_vault_is_made() {
         .arg(&typo)
         .args(["vault", "verify"]));
     assert!(o.status.success(), "{}", stderr(&o));
+    // Shown for people, not as a Rust debug dump.
+    let o = run(cardvault_strict(&home)
+        .arg("--vault")
+        .arg(&typo)
+        .args(["vault", "show", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("kind             full") && out.contains("restores as      #"),
+        "{out}"
+    );
+    assert!(!out.contains("BackupRow") && !out.contains('{'), "{out}");
     // So does --create, for a command that only reads it.
     let other = home.join("other.sqlite");
     let o = run(cardvault_strict(&home)

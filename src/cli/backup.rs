@@ -279,11 +279,31 @@ pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
             if ctx.json {
                 print_json(&serde_json::json!({ "backup": row, "chain": chain }));
             } else {
-                println!("{row:#?}");
+                println!("backup           {}", row.id);
+                println!("card             {}", row.card_number);
+                println!("counter          {}", row.counter);
+                println!("created          {}", row.created_at);
+                if row.kind == cardvault_proto::backup::BackupKind::Differential {
+                    println!(
+                        "kind             {} (changes since backup #{})",
+                        row.kind, row.base_counter
+                    );
+                } else {
+                    println!("kind             {}", row.kind);
+                }
                 println!(
-                    "restores as chain: {:?}",
-                    chain.iter().map(|b| b.counter).collect::<Vec<_>>()
+                    "pages            {} of {} ({} bytes each), {} records",
+                    row.pages, row.page_count, row.page_size, row.record_count
                 );
+                println!(
+                    "state            {}",
+                    match row.state {
+                        crate::vault::BackupState::Completed => "completed (the card acknowledged it)",
+                        crate::vault::BackupState::Stored => "stored (the card has not acknowledged it)",
+                    }
+                );
+                let counters: Vec<String> = chain.iter().map(|b| format!("#{}", b.counter)).collect();
+                println!("restores as      {}", counters.join(" + "));
             }
         }
         VaultCommand::Verify => {

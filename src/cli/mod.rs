@@ -304,9 +304,14 @@ pub fn error_message(e: &Error) -> String {
             N::Ambiguous { name, count, readers } => {
                 format!("'{name}' matches {count} readers; pick one with -r INDEX or a longer name:{readers}")
             }
-            N::NoCardAnywhere(readers) => format!(
-                "no reader has a card; insert one, use --wait, or use -r sim:NAME for an embedded card; readers:{readers}"
-            ),
+            N::NoCardAnywhere(readers) => match waited() {
+                Some(secs) => format!(
+                    "no reader has a card after waiting {secs} s; insert one, or use -r sim:NAME for an embedded card; readers:{readers}"
+                ),
+                None => format!(
+                    "no reader has a card; insert one, use --wait, or use -r sim:NAME for an embedded card; readers:{readers}"
+                ),
+            },
             N::ManyCards { count, readers } => {
                 format!("{count} readers have a card; choose one with -r INDEX, -r NAME or CARDVAULT_READER:{readers}")
             }
@@ -315,12 +320,27 @@ pub fn error_message(e: &Error) -> String {
     }
     let hint = match e {
         Error::NoPcsc(_) => ", or use an embedded card with -r sim:NAME",
+        Error::NoCard(_) if waited().is_some() => {
+            return format!("{e} after waiting {} s; insert a card", waited().unwrap_or_default())
+        }
         Error::NoCard(_) => "; insert a card or use --wait",
         Error::PinBlocked => " (cardvault pin unblock)",
         Error::NoVault(_) => "; check --vault, or create one with cardvault backup or --create",
         _ => "",
     };
     format!("{e}{hint}")
+}
+
+/// `--wait SECS` of this run, so that an error's advice is true for it
+/// ("use --wait" only when the run did not wait). 0: not given.
+static WAITED_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long this run waited for a card (`--wait`), if it did.
+fn waited() -> Option<u64> {
+    match WAITED_SECS.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        n => Some(n),
+    }
 }
 
 /// Whether this run already printed its JSON report (an error then goes to stderr only).
@@ -330,6 +350,9 @@ pub fn json_printed() -> bool {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(secs) = cli.wait {
+        WAITED_SECS.store(secs, std::sync::atomic::Ordering::SeqCst);
+    }
     let ctx = Ctx::from_cli(&cli)?;
     match cli.command {
         Command::Readers(a) => readers::run(&ctx, a),
