@@ -470,12 +470,17 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
         "{e}"
     );
     assert!(!home.join("cards").exists(), "cards were created");
-    // A wrong admin key rejects the card with the reason, and the card stays blank.
+    // A wrong admin key rejects the card with the reason, and the card stays
+    // blank; the batch stops there instead of trying every other card.
     let csv = home.join("good.csv");
-    std::fs::write(&csv, "holder,pin,member_number,expiry\ncarol,1234,M-1,2030-01\n").unwrap();
+    std::fs::write(
+        &csv,
+        "holder,pin,member_number,expiry\ncarol,1234,M-1,2030-01\ndave,1234,M-2,2030-01\nerin,1234,M-3,2030-01\n",
+    )
+    .unwrap();
     let o = run(cardvault(&home)
         .env("ADMIN", "ab".repeat(32))
-        .args(["--json", "-r", "sim:z", "issue", "--profile", "main", "--holders"])
+        .args(["--json", "-r", "sim:z", "issue", "--profile", "pair", "--holders"])
         .arg(&csv)
         .args(["--admin-key", "env:ADMIN"]));
     assert_eq!(o.status.code(), Some(4));
@@ -483,8 +488,16 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
     let v = json(&o);
     assert_eq!(v["rejected"], 1);
     assert!(v["cards"][0]["reason"].as_str().unwrap().contains("admin"), "{v}");
+    assert!(
+        v["cards"][0]["reason"].as_str().unwrap().contains("batch stopped"),
+        "{v}"
+    );
+    assert_eq!(v["cards"].as_array().unwrap().len(), 1, "{v}");
     let st = state(&home, "z-carol-main");
     assert!(!st.issued && st.role == "blank");
+    for untouched in ["z-carol-backup", "z-dave-main", "z-erin-main"] {
+        assert!(!card_path(&home, untouched).exists(), "{untouched} was tried");
+    }
 }
 
 #[test]

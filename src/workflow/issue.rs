@@ -399,8 +399,12 @@ pub fn issue_batch(
                 if let CardOutcome::Issued { card_number } = &card.outcome {
                     vault.note_card(card_number, role.as_str())?;
                 }
+                let stop_here = !card.is_issued() && batch.stopped();
                 cards.push(card);
                 env.emit(StationEvent::Finished);
+                if stop_here {
+                    break;
+                }
             }
             Ok(Some((i, cards)))
         })
@@ -446,6 +450,15 @@ fn issue_card(
     });
     card.outcome = match personalized {
         Ok(card_number) => CardOutcome::Issued { card_number },
+        // A wrong admin key (or issuer) fails every card of the batch alike:
+        // the batch stops after this card instead of trying them all.
+        Err(e @ (Error::AdminAuthFailed | Error::IssuerRefused(_))) => {
+            batch.stop();
+            CardOutcome::Rejected {
+                card_number: seen,
+                reason: format!("{e}; the batch stopped here, every other card would refuse it too"),
+            }
+        }
         Err(e) => CardOutcome::Rejected {
             card_number: seen,
             reason: e.to_string(),

@@ -378,7 +378,9 @@ impl Batch {
         self.stop.load(Ordering::SeqCst) || interrupted()
     }
 
-    fn stop(&self) {
+    /// Stop the batch: every station finishes its current holder and takes
+    /// no other (a failure every later card would meet too).
+    pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst)
     }
 }
