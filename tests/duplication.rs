@@ -772,3 +772,25 @@ fn encrypt_to_a_public_key_file_needs_no_card_and_the_card_decrypts() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!out.exists());
 }
+
+#[test]
+fn a_member_number_given_twice_is_refused_naming_both_lines() {
+    let home = temp_dir("members");
+    let csv = home.join("h.csv");
+    std::fs::write(
+        &csv,
+        "holder,pin,member_number,expiry\nalice,1234,M-1,2030-01\nbob,1234,M-2,2030-01\ncarol,1234,M-1,2030-01\n",
+    )
+    .unwrap();
+    let o = run(cv(&home)
+        .args(["-r", "sim:m", "issue", "--profile", "main", "--holders"])
+        .arg(&csv)
+        .args(["--admin-key", "env:ADMIN"]));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("member number 'M-1' is also on line 2 (lines 2 and 4)"),
+        "{e}"
+    );
+    assert!(!home.join("cards").exists(), "cards were created");
+}
