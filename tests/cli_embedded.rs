@@ -668,3 +668,57 @@ fn a_secret_typed_on_the_command_line_is_refused_without_being_repeated() {
         .args(["pin", "unblock", "--admin-key", "env:K", "--pin", "999999"]);
     assert_eq!(secrets_passed(&cmd), [key, "999999"]);
 }
+
+#[test]
+fn dash_as_output_means_standard_output_and_no_file_named_dash() {
+    let home = temp_dir("dash");
+    // A main card with its key: issued and duplicated.
+    let holders = home.join("h.csv");
+    std::fs::write(&holders, "holder,pin,member_number,expiry\nc,123456,M1,2030-12\n").unwrap();
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:d",
+            "issue",
+            "--profile",
+            "pair",
+            "--admin-key",
+            "env:ADMIN",
+            "--holders",
+        ])
+        .arg(&holders));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cv(&home)
+        .env("E", format!("{} {}", "11".repeat(32), "22".repeat(32)))
+        .args(["duplicate", "--main", "sim:d-c-main", "--backup", "sim:d-c-backup"])
+        .args(["--pin", "env:P", "--backup-pin", "env:P", "--elements", "env:E"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(home.join("in.txt"), "quarterly figures").unwrap();
+    let o = run(cardvault(&home)
+        .args(["encrypt", "--to", "sim:d-c-main", "in.txt", "-o", "-"])
+        .current_dir(&*home));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!home.join("-").exists(), "a file named '-' was made");
+    assert!(stderr(&o).contains("standard output"), "{}", stderr(&o));
+    std::fs::write(home.join("in.cve"), &o.stdout).unwrap();
+    let o = run(cv(&home)
+        .args(["-r", "sim:d-c-main", "decrypt", "--pin", "env:P", "in.cve", "-o", "-"])
+        .current_dir(&*home));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "quarterly figures");
+    assert!(!home.join("-").exists());
+    let o = run(cv(&home)
+        .args([
+            "--json",
+            "-r",
+            "sim:d-c-main",
+            "decrypt",
+            "--pin",
+            "env:P",
+            "in.cve",
+            "-o",
+            "-",
+        ])
+        .current_dir(&*home));
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -33,6 +33,7 @@ pub struct EncryptArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
+    /// Output file; `-` for standard output.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     #[arg(value_name = "IN")]
@@ -45,6 +46,7 @@ pub struct DecryptArgs {
     pin: SecretSource,
     #[arg(long)]
     force: bool,
+    /// Output file; `-` for standard output.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     #[arg(value_name = "IN")]
@@ -87,7 +89,23 @@ fn parse_public_key(bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(key)
 }
 
+/// `-o -`: the output is standard output (the report then goes to stderr).
+fn is_stdout(output: &std::path::Path) -> bool {
+    output.as_os_str() == "-"
+}
+
+/// `-o -` writes the data to standard output, where a JSON report cannot go too.
+fn check_stdout_output(ctx: &Ctx, output: &std::path::Path) -> Result<()> {
+    if is_stdout(output) && ctx.json {
+        return Err(Error::Usage(
+            "-o - writes the data to standard output; --json cannot go there too".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
+    check_stdout_output(ctx, &a.output)?;
     let public = match (&a.to, &a.recipient) {
         (_, Some(path)) => parse_public_key(&files::read_small(path, 4096)?)?,
         (Some(spec), None) => {
@@ -97,8 +115,15 @@ pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let n = fileenc::encrypt_file(&a.input, &a.output, &public, a.force).map_err(|e| file_error(&a.output, e))?;
     let key_id = to_hex(&cardvault_proto::crypto::key_id(&public));
+    if is_stdout(&a.output) {
+        let src = std::fs::File::open(&a.input).map_err(|e| Error::io(format!("opening {}", a.input.display()), e))?;
+        let n = fileenc::encrypt(&public, fileenc::DEFAULT_CHUNK_EXP, src, std::io::stdout().lock())
+            .map_err(|e| file_error(&a.input, e))?;
+        eprintln!("{n} bytes encrypted to key {key_id} -> standard output");
+        return Ok(());
+    }
+    let n = fileenc::encrypt_file(&a.input, &a.output, &public, a.force).map_err(|e| file_error(&a.output, e))?;
     if ctx.json {
         print_json(&serde_json::json!({ "output": a.output, "bytes": n, "recipient_key_id": key_id }));
     } else {
@@ -108,11 +133,21 @@ pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
 }
 
 pub fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<()> {
+    check_stdout_output(ctx, &a.output)?;
     let pin = a.pin.read("PIN")?;
     let mut r = ctx.open_reader()?;
     let mut card = CardClient::open(r.as_mut(), ctx.session())?;
     card.verify_pin(&pin)?;
     let key_id = card.public_key()?.map(|p| cardvault_proto::crypto::key_id(&p));
+    if is_stdout(&a.output) {
+        // Each chunk is written once it authenticated; a damaged file stops
+        // with an error after the chunks before the damage.
+        let src = std::fs::File::open(&a.input).map_err(|e| Error::io(format!("opening {}", a.input.display()), e))?;
+        let n = fileenc::decrypt(src, std::io::stdout().lock(), key_id, card_unwrapper(&mut card))
+            .map_err(|e| file_error(&a.input, e))?;
+        eprintln!("{n} bytes decrypted -> standard output");
+        return Ok(());
+    }
     let n = fileenc::decrypt_file(&a.input, &a.output, a.force, key_id, card_unwrapper(&mut card))
         .map_err(|e| file_error(&a.input, e))?;
     if ctx.json {
