@@ -20,6 +20,11 @@ pub mod exit {
     pub const DATA: u8 = 6;
     /// The vault could not be opened, read or written.
     pub const VAULT: u8 = 7;
+    /// Some items of a batch (holders, files) failed; each is named in the report.
+    pub const SOME_FAILED: u8 = 8;
+    /// Interrupted (SIGINT/SIGTERM): stopped after the current item; the
+    /// report so far was printed.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +93,9 @@ pub enum Error {
         #[source]
         source: Option<rusqlite::Error>,
     },
+    /// A command that reads the vault was pointed at a path with none.
+    #[error("no vault at {}", .0.display())]
+    NoVault(PathBuf),
     #[error("the card answered {command} with a malformed response: {reason}")]
     Malformed { command: &'static str, reason: String },
     /// The embedded card's state could not be used (the simulated chip failed).
@@ -110,6 +118,20 @@ pub enum Error {
     OutputExists(PathBuf),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// Some items of a batch failed (each is named in the report).
+    #[error("{failed} of {total} {what} failed; each is named in the report")]
+    SomeFailed {
+        failed: usize,
+        total: usize,
+        what: &'static str,
+    },
+    /// The operator stopped the run; `done` items were finished first.
+    #[error("interrupted: stopped after {done} of {total} {what}; the report above is complete up to there")]
+    Interrupted {
+        done: usize,
+        total: usize,
+        what: &'static str,
+    },
     /// A fault in cardvault itself (a worker thread panicked): nothing the
     /// user did, and not a promise that no card was touched.
     #[error("internal error: {0}")]
@@ -140,11 +162,13 @@ impl Error {
                 RefusalClass::Integrity => exit::DATA,
             },
             Issue(_) => exit::CARD,
-            Vault { .. } => exit::VAULT,
+            Vault { .. } | NoVault(_) => exit::VAULT,
             WrongPin { .. } | PinBlocked | AdminAuthFailed | IssuerRefused(_) => exit::AUTH,
             Malformed { .. } => exit::DATA,
             EmbeddedBusy(_) => exit::READER,
             Embedded(_) | Io { .. } | Internal(_) => exit::FAILURE,
+            SomeFailed { .. } => exit::SOME_FAILED,
+            Interrupted { .. } => exit::INTERRUPTED,
         }
     }
 
@@ -175,7 +199,7 @@ impl Error {
                 RefusalClass::Integrity => "data_integrity",
             },
             Issue(_) => "refused",
-            Vault { .. } => "vault",
+            Vault { .. } | NoVault(_) => "vault",
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",
             AdminAuthFailed => "admin_auth_failed",
@@ -184,6 +208,8 @@ impl Error {
             Embedded(_) | EmbeddedBusy(_) => "embedded_card",
             Io { .. } => "io",
             Internal(_) => "internal",
+            SomeFailed { .. } => "some_failed",
+            Interrupted { .. } => "interrupted",
         }
     }
 

@@ -31,13 +31,32 @@ fn print_json_error(kind: &str, message: &str, code: u8) {
 /// A command line clap refused: under `--json` the documented error object
 /// on stdout as for any other error (exit code 2, kind `usage`), and clap's
 /// own text on stderr. `--help` and `--version` print as usual.
-fn argument_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
+fn argument_error(mut e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
     if matches!(
         e.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         e.exit();
+    }
+    // A stray word where no value belongs may be a secret typed in the wrong
+    // place (`pin verify 123456`): it is not repeated. Options (`--foo`) are.
+    if e.kind() == ErrorKind::UnknownArgument {
+        if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+            if !arg.starts_with('-') {
+                e.insert(
+                    ContextKind::InvalidArg,
+                    ContextValue::String("(a value, not shown: it may be a secret)".into()),
+                );
+                e.insert(
+                    ContextKind::Suggested,
+                    ContextValue::StyledStrs(vec![
+                        "secrets are read from 'prompt', 'env:VAR' or 'file:PATH', never given on the command line"
+                            .into(),
+                    ]),
+                );
+            }
+        }
     }
     // Before a `--` separator only: after it, "--json" would be a value.
     let json = std::env::args_os()

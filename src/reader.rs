@@ -40,6 +40,9 @@ pub struct ReaderOptions {
     pub extended_flag: Option<crate::config::ExtendedMode>,
     /// `--wait`: how long to wait for a card.
     pub wait: Option<Duration>,
+    /// Whether a `sim:NAME` that does not exist is made (`issue`, `--create`);
+    /// otherwise it is refused with the closest existing names.
+    pub create_cards: bool,
 }
 
 impl ReaderOptions {
@@ -108,6 +111,61 @@ pub enum NoReaderChosen {
     NoCardAnywhere(String),
     #[error("{count} readers have a card:{readers}")]
     ManyCards { count: usize, readers: String },
+    /// `sim:NAME` names no embedded card; `closest` are existing names that
+    /// look like it (a typo, most likely).
+    #[error("no embedded card 'sim:{name}'{}", did_you_mean(closest))]
+    NoSuchSimCard { name: String, closest: Vec<String> },
+}
+
+fn did_you_mean(closest: &[String]) -> String {
+    if closest.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = closest.iter().map(|n| format!("sim:{n}")).collect();
+        format!("; did you mean {}?", names.join(" or "))
+    }
+}
+
+/// Levenshtein distance between two names (byte-wise; names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Existing embedded card names close to `name`: at most three, nearest first,
+/// within a third of the name's length (at least two edits).
+pub fn closest_sim_names(data_dir: &std::path::Path, name: &str) -> Vec<String> {
+    let limit = (name.len() / 3).max(2);
+    let mut near: Vec<(usize, String)> = crate::transport::sim::list(data_dir)
+        .into_iter()
+        .map(|n| (edit_distance(name, &n), n))
+        .filter(|(d, _)| *d <= limit)
+        .collect();
+    near.sort();
+    near.into_iter().take(3).map(|(_, n)| n).collect()
+}
+
+/// Refuse `sim:NAME` for a card that does not exist unless cards may be made.
+pub fn check_sim_exists(opts: &ReaderOptions, name: &str) -> Result<()> {
+    if opts.create_cards
+        || !crate::transport::sim::valid_name(name)
+        || crate::transport::sim::card_path(&opts.data_dir, name).exists()
+    {
+        return Ok(());
+    }
+    Err(NoReaderChosen::NoSuchSimCard {
+        name: name.to_string(),
+        closest: closest_sim_names(&opts.data_dir, name),
+    }
+    .into())
 }
 
 fn describe(list: &[PcscReaderInfo]) -> String {
@@ -127,6 +185,7 @@ fn describe(list: &[PcscReaderInfo]) -> String {
 pub fn open(spec: Option<&str>, opts: &ReaderOptions) -> Result<Box<dyn Reader>> {
     let spec = spec.map(ReaderSpec::parse);
     if let Some(ReaderSpec::Sim(name)) = &spec {
+        check_sim_exists(opts, name)?;
         let ext = opts.extended_for(&format!("sim:{name}"));
         return Ok(Box::new(SimReader::open(
             &opts.data_dir,

@@ -34,6 +34,45 @@ impl std::str::FromStr for SecretSource {
     }
 }
 
+/// The command line's parser of a secret source. A refused value is never
+/// repeated in the error (clap's own message would quote it, and a secret
+/// typed in its place would land in logs): the error names the option only.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretSourceParser;
+
+impl clap::builder::TypedValueParser for SecretSourceParser {
+    type Value = SecretSource;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> std::result::Result<SecretSource, clap::Error> {
+        let refused = |reason: &str| {
+            let option = arg.map(|a| format!(" for '{a}'")).unwrap_or_default();
+            let mut cmd = cmd.clone();
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value{option} (not shown: it may be a secret): {reason}\n"),
+            )
+            .format(&mut cmd)
+        };
+        value
+            .to_str()
+            .ok_or_else(|| refused("not UTF-8"))?
+            .parse()
+            .map_err(|reason: String| refused(&reason))
+    }
+}
+
+impl clap::builder::ValueParserFactory for SecretSource {
+    type Parser = SecretSourceParser;
+    fn value_parser() -> SecretSourceParser {
+        SecretSourceParser
+    }
+}
+
 impl SecretSource {
     /// Read a secret that may span lines (key group elements): the whole file or
     /// variable; a prompt still reads one line.

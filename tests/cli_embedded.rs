@@ -538,3 +538,198 @@ fn extended_length_always_sends_extended_apdus_even_when_the_atr_does_not_announ
     assert!(extended_apdus(&stderr(&o)) >= 2, "{}", stderr(&o));
     assert!(!stderr(&o).contains("> 00C0"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_mistyped_card_name_is_refused_with_the_closest_names_and_no_card_is_made() {
+    let home = temp_dir("simtypo");
+    let holders = home.join("h.csv");
+    std::fs::write(
+        &holders,
+        "holder,pin,member_number,expiry,key1\nalice,123456,M1,2030-12,00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let o = run(cv(&home)
+        .args(["-r", "sim:desk", "issue", "--profile", "pair", "--holders"])
+        .arg(&holders)
+        .args(["--admin-key", "env:ADMIN"]));
+    assert!(o.status.success(), "issue makes its blank cards: {}", stderr(&o));
+    let o = run(cardvault_strict(&home).args(["-r", "sim:desk-alice-mian", "status"]));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("no embedded card 'sim:desk-alice-mian'"), "{e}");
+    assert!(e.contains("did you mean sim:desk-alice-main?"), "{e}");
+    assert!(!card_path(&home, "desk-alice-mian").exists());
+    let o = run(cardvault_strict(&home).args(["--json", "-r", "sim:desk-alice-mian", "status"]));
+    json_error(&o, 3, "reader", "did you mean sim:desk-alice-main?");
+    // Far from every name: no suggestion, still refused.
+    let o = run(cardvault_strict(&home).args(["-r", "sim:zzzzzzzzzzzz", "status"]));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(!stderr(&o).contains("did you mean"), "{}", stderr(&o));
+    // A card named by another option is checked the same way.
+    std::fs::write(home.join("x.txt"), "x").unwrap();
+    let o = run(cardvault_strict(&home)
+        .args(["encrypt", "--to", "sim:desk-alice-mian", "x.txt", "-o", "x.cve"])
+        .current_dir(&*home));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did you mean sim:desk-alice-main?"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!card_path(&home, "desk-alice-mian").exists());
+    // --create makes it.
+    let o = run(cardvault_strict(&home).args(["--create", "-r", "sim:fresh", "status"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(card_path(&home, "fresh").exists());
+    assert!(run(cardvault_strict(&home).args(["-r", "sim:fresh", "status"]))
+        .status
+        .success());
+}
+
+#[test]
+fn a_mistyped_vault_path_is_refused_and_no_vault_is_made() {
+    let home = temp_dir("vaulttypo");
+    let typo = home.join("vaultt.sqlite");
+    for args in [
+        &["audit", "--verify"][..],
+        &["vault", "verify"],
+        &["vault", "list"],
+        &["vault", "show", "1"],
+    ] {
+        let o = run(cardvault_strict(&home).arg("--vault").arg(&typo).args(args));
+        assert_eq!(o.status.code(), Some(7), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("no vault at {}", typo.display())),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(!typo.exists(), "{args:?} made a vault");
+    }
+    let o = run(cardvault_strict(&home)
+        .arg("--vault")
+        .arg(&typo)
+        .args(["--json", "audit", "--verify"]));
+    json_error(&o, 7, "vault", "no vault at");
+    // The first backup makes one.
+    run(cardvault(&home).args(["-r", "sim:c", "status"]));
+    let o = run(cv(&home)
+        .env_remove("CARDVAULT_CREATE")
+        .arg("--vault")
+        .arg(&typo)
+        .args(["-r", "sim:c", "backup", "--pin", "env:P"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(typo.exists());
+    let o = run(cardvault_strict(&home)
+        .arg("--vault")
+        .arg(&typo)
+        .args(["vault", "verify"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Shown for people, not as a Rust debug dump.
+    let o = run(cardvault_strict(&home)
+        .arg("--vault")
+        .arg(&typo)
+        .args(["vault", "show", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("kind             full") && out.contains("restores as      #"),
+        "{out}"
+    );
+    assert!(!out.contains("BackupRow") && !out.contains('{'), "{out}");
+    // So does --create, for a command that only reads it.
+    let other = home.join("other.sqlite");
+    let o = run(cardvault_strict(&home)
+        .arg("--vault")
+        .arg(&other)
+        .args(["--create", "audit", "--verify"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(other.exists());
+}
+
+#[test]
+fn a_secret_typed_on_the_command_line_is_refused_without_being_repeated() {
+    let home = temp_dir("echo");
+    run(cardvault(&home).args(["-r", "sim:c", "status"]));
+    let before = state(&home, "c");
+    let key = ADMIN_KEY;
+    for args in [
+        vec!["pin", "unblock", "--admin-key", key],
+        vec!["pin", "unblock", &format!("--admin-key={key}")],
+        vec!["pin", "verify", "--pin", "123456"],
+        vec!["pin", "verify", "123456"],
+        vec!["keygroup", "release", "--admin-key", key],
+        vec!["keygroup", "set-key", "--admin-key", "env:ADMIN", "--key", key],
+        vec!["--json", "pin", "unblock", "--admin-key", key],
+        vec!["--json", "pin", "verify", "654321"],
+    ] {
+        let mut cmd = cardvault(&home);
+        cmd.args(["-r", "sim:c"]).args(&args);
+        let o = run(&mut cmd);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        for secret in [key, "123456", "654321", &key[..12]] {
+            assert!(!all.contains(secret), "{args:?} repeated the secret:\n{all}");
+        }
+        assert!(all.contains("not shown"), "{args:?}: {all}");
+    }
+    assert_eq!(state(&home, "c"), before);
+    // The harness's scan sees the secrets of a command like these.
+    let mut cmd = cardvault(&home);
+    cmd.env("K", key)
+        .args(["pin", "unblock", "--admin-key", "env:K", "--pin", "999999"]);
+    assert_eq!(secrets_passed(&cmd), [key, "999999"]);
+}
+
+#[test]
+fn dash_as_output_means_standard_output_and_no_file_named_dash() {
+    let home = temp_dir("dash");
+    // A main card with its key: issued and duplicated.
+    let holders = home.join("h.csv");
+    std::fs::write(&holders, "holder,pin,member_number,expiry\nc,123456,M1,2030-12\n").unwrap();
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:d",
+            "issue",
+            "--profile",
+            "pair",
+            "--admin-key",
+            "env:ADMIN",
+            "--holders",
+        ])
+        .arg(&holders));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cv(&home)
+        .env("E", format!("{} {}", "11".repeat(32), "22".repeat(32)))
+        .args(["duplicate", "--main", "sim:d-c-main", "--backup", "sim:d-c-backup"])
+        .args(["--pin", "env:P", "--backup-pin", "env:P", "--elements", "env:E"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(home.join("in.txt"), "quarterly figures").unwrap();
+    let o = run(cardvault(&home)
+        .args(["encrypt", "--to", "sim:d-c-main", "in.txt", "-o", "-"])
+        .current_dir(&*home));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!home.join("-").exists(), "a file named '-' was made");
+    assert!(stderr(&o).contains("standard output"), "{}", stderr(&o));
+    std::fs::write(home.join("in.cve"), &o.stdout).unwrap();
+    let o = run(cv(&home)
+        .args(["-r", "sim:d-c-main", "decrypt", "--pin", "env:P", "in.cve", "-o", "-"])
+        .current_dir(&*home));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "quarterly figures");
+    assert!(!home.join("-").exists());
+    let o = run(cv(&home)
+        .args([
+            "--json",
+            "-r",
+            "sim:d-c-main",
+            "decrypt",
+            "--pin",
+            "env:P",
+            "in.cve",
+            "-o",
+            "-",
+        ])
+        .current_dir(&*home));
+    assert_eq!(o.status.code(), Some(2));
+}

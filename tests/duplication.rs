@@ -146,6 +146,61 @@ fn operator_story_issue_duplicate_encrypt_break_recover_decrypt() {
     let o = run(&mut cmd);
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // A rerun with a missing and a foreign file among them: every file is
+    // tried and named, the done ones say so (no "0 bytes"), exit code 8.
+    let foreign = files.join("foreign.cve");
+    std::fs::write(&foreign, "not an encrypted file").unwrap();
+    let mut cmd = cv(&home);
+    cmd.args([
+        "--json",
+        "recover",
+        "--backup",
+        "sim:desk-alice-backup",
+        "--new",
+        "sim:new-alice-main",
+        "--backup-pin",
+        "env:P",
+        "--new-pin",
+        "env:P",
+    ]);
+    cmd.arg(files.join("missing.cve"));
+    for n in names {
+        cmd.arg(files.join(format!("{n}.cve")));
+    }
+    cmd.arg(&foreign);
+    let o = run(&mut cmd);
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    let v = json(&o);
+    let rows = v["files"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{v}");
+    assert_eq!(v["failed"], 2);
+    assert_eq!(rows[0]["result"], "failed");
+    assert!(rows[0]["path"].as_str().unwrap().ends_with("missing.cve"));
+    for r in &rows[1..4] {
+        assert_eq!(r["result"], "already_recovered", "{r}");
+    }
+    assert_eq!(rows[4]["result"], "failed");
+    assert!(rows[4]["path"].as_str().unwrap().ends_with("foreign.cve"));
+    assert!(rows[4]["error"]["message"].as_str().is_some(), "{v}");
+    let mut cmd = cv(&home);
+    cmd.args([
+        "recover",
+        "--backup",
+        "sim:desk-alice-backup",
+        "--new",
+        "sim:new-alice-main",
+        "--backup-pin",
+        "env:P",
+        "--new-pin",
+        "env:P",
+    ]);
+    cmd.arg(&foreign).arg(files.join("a.txt.cve"));
+    let o = run(&mut cmd);
+    assert_eq!(o.status.code(), Some(8));
+    let out = stdout(&o);
+    assert!(out.contains("foreign.cve") && out.contains("a.txt.cve"), "{out}");
+    assert!(!out.contains("0 bytes"), "{out}");
+
     // Every file decrypts with the new card and equals the original.
     for n in names {
         let out = files.join(format!("{n}.out"));
@@ -449,12 +504,17 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
         "{e}"
     );
     assert!(!home.join("cards").exists(), "cards were created");
-    // A wrong admin key rejects the card with the reason, and the card stays blank.
+    // A wrong admin key rejects the card with the reason, and the card stays
+    // blank; the batch stops there instead of trying every other card.
     let csv = home.join("good.csv");
-    std::fs::write(&csv, "holder,pin,member_number,expiry\ncarol,1234,M-1,2030-01\n").unwrap();
+    std::fs::write(
+        &csv,
+        "holder,pin,member_number,expiry\ncarol,1234,M-1,2030-01\ndave,1234,M-2,2030-01\nerin,1234,M-3,2030-01\n",
+    )
+    .unwrap();
     let o = run(cardvault(&home)
         .env("ADMIN", "ab".repeat(32))
-        .args(["--json", "-r", "sim:z", "issue", "--profile", "main", "--holders"])
+        .args(["--json", "-r", "sim:z", "issue", "--profile", "pair", "--holders"])
         .arg(&csv)
         .args(["--admin-key", "env:ADMIN"]));
     assert_eq!(o.status.code(), Some(4));
@@ -462,8 +522,16 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
     let v = json(&o);
     assert_eq!(v["rejected"], 1);
     assert!(v["cards"][0]["reason"].as_str().unwrap().contains("admin"), "{v}");
+    assert!(
+        v["cards"][0]["reason"].as_str().unwrap().contains("batch stopped"),
+        "{v}"
+    );
+    assert_eq!(v["cards"].as_array().unwrap().len(), 1, "{v}");
     let st = state(&home, "z-carol-main");
     assert!(!st.issued && st.role == "blank");
+    for untouched in ["z-carol-backup", "z-dave-main", "z-erin-main"] {
+        assert!(!card_path(&home, untouched).exists(), "{untouched} was tried");
+    }
 }
 
 #[test]
@@ -972,4 +1040,26 @@ fn a_take_out_to_another_certified_card_is_not_imported_here() {
     // The duplicate workflow to the card here is refused: another target is bound.
     let o = duplicate(&home, main, backup);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+}
+
+#[test]
+fn a_member_number_given_twice_is_refused_naming_both_lines() {
+    let home = temp_dir("members");
+    let csv = home.join("h.csv");
+    std::fs::write(
+        &csv,
+        "holder,pin,member_number,expiry\nalice,1234,M-1,2030-01\nbob,1234,M-2,2030-01\ncarol,1234,M-1,2030-01\n",
+    )
+    .unwrap();
+    let o = run(cv(&home)
+        .args(["-r", "sim:m", "issue", "--profile", "main", "--holders"])
+        .arg(&csv)
+        .args(["--admin-key", "env:ADMIN"]));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("member number 'M-1' is also on line 2 (lines 2 and 4)"),
+        "{e}"
+    );
+    assert!(!home.join("cards").exists(), "cards were created");
 }

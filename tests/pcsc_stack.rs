@@ -25,6 +25,7 @@ fn opts(home: &std::path::Path, ext: Option<ExtendedMode>) -> ReaderOptions {
         config: Config::default(),
         extended_flag: ext,
         wait: None,
+        create_cards: true,
     }
 }
 

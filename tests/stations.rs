@@ -38,18 +38,45 @@ fn two_stations_issue_and_duplicate_a_batch_in_parallel() {
         assert_eq!(c["holder"], format!("h{}", i / 2));
         assert_eq!(c["role"], if i % 2 == 0 { "main" } else { "backup" });
     }
+    let elements_out = home.join("elements.txt");
+    // Generated elements need a file to go to.
+    let o = run(cardvault(&home)
+        .args(["duplicate", "--elements", "generate", "--holders"])
+        .arg(&csv)
+        .args(stations));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--elements-out"), "{}", stderr(&o));
     let o = run(cardvault(&home)
         .args(["--json", "duplicate", "--elements", "generate", "--holders"])
         .arg(&csv)
+        .arg("--elements-out")
+        .arg(&elements_out)
         .args(stations));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let v = json(&o);
-    assert_eq!(v["duplicated"], 6);
-    for (i, h) in v["holders"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(h["holder"], format!("h{i}"));
+    // One JSON line per holder as it finished, then the summary.
+    let lines = json_lines(&o);
+    let (summary, rows) = lines.split_last().unwrap();
+    assert_eq!(summary["duplicated"], 6);
+    assert_eq!(summary["interrupted"], false);
+    let mut seen: Vec<String> = rows.iter().map(|h| h["holder"].as_str().unwrap().to_string()).collect();
+    seen.sort();
+    assert_eq!(seen, (0..6).map(|i| format!("h{i}")).collect::<Vec<_>>());
+    for h in rows {
         assert_eq!(h["end_to_end_check"], true);
-        assert_eq!(h["generated_elements"].as_array().unwrap().len(), 2);
+        assert!(
+            h.get("generated_elements").is_none(),
+            "elements go to the file only: {h}"
+        );
     }
+    // The elements file: mode 0600, one line per holder with two elements.
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&elements_out).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&elements_out).unwrap();
+    let mut holders_in_file: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    holders_in_file.sort();
+    assert_eq!(holders_in_file, ["h0", "h1", "h2", "h3", "h4", "h5"]);
+    assert!(text.lines().all(|l| l.split(' ').count() == 3), "{text}");
     // One hash-chained audit trail, written by both stations.
     let o = run(cardvault(&home).args(["audit", "--verify"]));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
@@ -57,14 +84,21 @@ fn two_stations_issue_and_duplicate_a_batch_in_parallel() {
     let o = run(cardvault(&home)
         .args(["--json", "duplicate", "--elements", "generate", "--holders"])
         .arg(&csv)
+        .arg("--elements-out")
+        .arg(home.join("none.txt"))
         .args(["--main", "sim:none", "--backup", "sim:none"]));
-    assert_eq!(o.status.code(), Some(4));
-    let v = json(&o);
-    assert_eq!(v["failed"], 6);
-    assert!(v["holders"][0]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("issue the holder's cards first"));
+    assert_eq!(o.status.code(), Some(8), "some holders failed: {}", stderr(&o));
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 6 + 1 + 1, "6 holders, the summary, the error");
+    assert_eq!(lines[6]["failed"], 6);
+    assert_eq!(lines[7]["error"]["kind"], "some_failed");
+    assert_eq!(lines[7]["error"]["exit_code"], 8);
+    for l in &lines[..6] {
+        assert!(
+            l["reason"].as_str().unwrap().contains("issue the holder's cards first"),
+            "{l}"
+        );
+    }
     // Several stations without a holder file, and unpaired readers, are refused.
     let o = run(cardvault(&home)
         .args(["duplicate", "--elements", "generate"])
@@ -72,4 +106,144 @@ fn two_stations_issue_and_duplicate_a_batch_in_parallel() {
     assert_eq!(o.status.code(), Some(2));
     let o = run(cardvault(&home).args(["duplicate", "--main", "sim:a", "--main", "sim:b", "--backup", "sim:c"]));
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// The JSON lines of a streamed report.
+fn json_lines(o: &std::process::Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn an_interrupted_batch_reports_what_it_finished_and_a_rerun_finishes_each_holder_once() {
+    use std::io::BufRead;
+    let home = temp_dir("interrupt");
+    let seed = seed("an_interrupted_batch_reports_what_it_finished_and_a_rerun_finishes_each_holder_once");
+    let csv = home.join("h.csv");
+    let mut rows = String::from("holder,pin,member_number,expiry\n");
+    for i in 0..12 {
+        rows.push_str(&format!("h{i},2468,M-{i},2030-01\n"));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let o = run(cardvault(&home)
+        .args([
+            "-r",
+            "sim:d",
+            "issue",
+            "--profile",
+            "pair",
+            "--admin-key",
+            "env:ADMIN",
+            "--holders",
+        ])
+        .arg(&csv)
+        .env("ADMIN", ADMIN_KEY));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let elements_out = home.join("elements.txt");
+    let mut child = cardvault(&home)
+        .args([
+            "--json",
+            "duplicate",
+            "--elements",
+            "generate",
+            "--main",
+            "sim:d",
+            "--backup",
+            "sim:d",
+        ])
+        .arg("--holders")
+        .arg(&csv)
+        .arg("--elements-out")
+        .arg(&elements_out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt after a random number (1 to 4) of finished holders.
+    let after = 1 + (seed % 4) as usize;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut streamed = Vec::new();
+    for _ in 0..after {
+        streamed.push(lines.next().unwrap().unwrap());
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    streamed.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_no_panic(err.as_bytes());
+    assert_eq!(status.code(), Some(130), "{err}");
+    let v: Vec<serde_json::Value> = streamed.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let error = v.last().unwrap();
+    assert_eq!(error["error"]["kind"], "interrupted", "{error}");
+    let summary = &v[v.len() - 2];
+    assert_eq!(summary["interrupted"], true);
+    let done: Vec<&str> = v
+        .iter()
+        .filter(|l| l["result"] == "duplicated")
+        .map(|l| l["holder"].as_str().unwrap())
+        .collect();
+    assert!(done.len() >= after && done.len() < 12, "{done:?}");
+    assert_eq!(summary["duplicated"], done.len());
+    // The others were not started, and say so.
+    let not_started: Vec<&serde_json::Value> = v.iter().filter(|l| l["result"] == "failed").collect();
+    assert_eq!(done.len() + not_started.len(), 12);
+    for l in not_started {
+        assert!(l["reason"].as_str().unwrap().contains("interrupted"), "{l}");
+    }
+    // Every duplicated holder's elements are in the file, written before its line.
+    let text = std::fs::read_to_string(&elements_out).unwrap();
+    let in_file: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(in_file, done);
+    // The rerun skips the holders done and duplicates the rest: every
+    // holder once, every holder's elements in the file once.
+    let o = run(cardvault(&home)
+        .args([
+            "--json",
+            "duplicate",
+            "--elements",
+            "generate",
+            "--main",
+            "sim:d",
+            "--backup",
+            "sim:d",
+        ])
+        .arg("--holders")
+        .arg(&csv)
+        .arg("--elements-out")
+        .arg(&elements_out));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let rerun = json_lines(&o);
+    let (summary, rows) = rerun.split_last().unwrap();
+    assert_eq!(summary["skipped"], done.len(), "{summary}");
+    assert_eq!(summary["duplicated"], 12 - done.len(), "{summary}");
+    for r in rows {
+        let holder = r["holder"].as_str().unwrap();
+        let expect = if done.contains(&holder) {
+            "skipped"
+        } else {
+            "duplicated"
+        };
+        assert_eq!(r["result"], expect, "{r}");
+    }
+    let text = std::fs::read_to_string(&elements_out).unwrap();
+    let mut in_file: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    in_file.sort();
+    let mut all: Vec<String> = (0..12).map(|i| format!("h{i}")).collect();
+    all.sort();
+    assert_eq!(in_file, all);
+    // One confirmed duplication per holder, no key group reset.
+    let o = run(cardvault(&home).args(["--json", "audit"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let audit = stdout(&o);
+    assert_eq!(audit.matches("\"confirm-duplicate\"").count(), 12, "{audit}");
+    assert!(!audit.contains("reset"), "{audit}");
+    let o = run(cardvault(&home).args(["audit", "--verify"]));
+    assert!(o.status.success(), "{}", stderr(&o));
 }

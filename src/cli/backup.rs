@@ -99,7 +99,7 @@ fn bar(ctx: &Ctx, what: &str) -> indicatif::ProgressBar {
 
 pub fn run_backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
     let pin = a.pin.read("PIN")?;
-    let mut vault = ctx.vault()?;
+    let mut vault = ctx.vault_or_create()?;
     let mut reader = ctx.open_reader()?;
     let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
     card.verify_pin(&pin)?;
@@ -268,7 +268,10 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
 }
 
 pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
-    let mut vault = ctx.vault()?;
+    let mut vault = match c {
+        VaultCommand::Import { .. } => ctx.vault_or_create()?,
+        _ => ctx.vault()?,
+    };
     match c {
         VaultCommand::List { card } => {
             let rows = vault.list_backups(card.as_deref())?;
@@ -294,11 +297,31 @@ pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
             if ctx.json {
                 print_json(&serde_json::json!({ "backup": row, "chain": chain }));
             } else {
-                println!("{row:#?}");
+                println!("backup           {}", row.id);
+                println!("card             {}", row.card_number);
+                println!("counter          {}", row.counter);
+                println!("created          {}", row.created_at);
+                if row.kind == cardvault_proto::backup::BackupKind::Differential {
+                    println!(
+                        "kind             {} (changes since backup #{})",
+                        row.kind, row.base_counter
+                    );
+                } else {
+                    println!("kind             {}", row.kind);
+                }
                 println!(
-                    "restores as chain: {:?}",
-                    chain.iter().map(|b| b.counter).collect::<Vec<_>>()
+                    "pages            {} of {} ({} bytes each), {} records",
+                    row.pages, row.page_count, row.page_size, row.record_count
                 );
+                println!(
+                    "state            {}",
+                    match row.state {
+                        crate::vault::BackupState::Completed => "completed (the card acknowledged it)",
+                        crate::vault::BackupState::Stored => "stored (the card has not acknowledged it)",
+                    }
+                );
+                let counters: Vec<String> = chain.iter().map(|b| format!("#{}", b.counter)).collect();
+                println!("restores as      {}", counters.join(" + "));
             }
         }
         VaultCommand::Verify => {

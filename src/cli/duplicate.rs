@@ -5,7 +5,7 @@ use super::{print_json, Ctx};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::{Secret, SecretSource};
-use crate::workflow::duplicate::{self, DuplicationOutcome, Elements};
+use crate::workflow::duplicate::{self, DuplicationOutcome, Elements, HolderDuplication};
 use crate::workflow::issue;
 use crate::workflow::station::{CardSource, Station};
 use cardvault_proto::{from_hex, to_hex};
@@ -28,7 +28,13 @@ station recognizes the holder by the main card's member number and waits for
 the next pair (up to --wait seconds, default 60). With sim:PREFIX the station
 takes the next holder and uses the embedded cards PREFIX-HOLDER-main and
 PREFIX-HOLDER-backup that `issue -r sim:PREFIX` made. With --elements generate,
-every holder gets fresh elements, shown once in the report.")]
+every holder gets fresh elements, appended to --elements-out FILE (one line per
+holder: HOLDER ELEMENT2 ELEMENT3 ...) before the holder is reported done.
+
+Each holder is reported the moment it is finished (with --json: one JSON line
+per holder, then a summary line). SIGINT or SIGTERM stops the batch after the
+holders being served, prints the report so far and exits with code 130; some
+holders failed: exit code 8.")]
 pub struct Args {
     /// Reader holding the main card (repeat with --backup for more stations; needs --holders).
     #[arg(long = "main", value_name = "READER", required = true)]
@@ -50,6 +56,10 @@ pub struct Args {
     /// and show them once. In a batch, given elements serve every holder.
     #[arg(long, value_name = "SOURCE|generate", default_value = "prompt")]
     elements: String,
+    /// Batch with --elements generate: append every holder's generated elements
+    /// to FILE (created mode 0600 before any card is touched; a rerun appends).
+    #[arg(long, value_name = "FILE", requires = "holders")]
+    elements_out: Option<PathBuf>,
     /// Also give the backup card the encryption key (FIG. 26/27 variant).
     #[arg(long)]
     backup_gets_public_key: bool,
@@ -107,7 +117,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .backup_pin
         .unwrap_or(SecretSource::Prompt)
         .read("PIN of the backup card")?;
-    let mut vault = ctx.vault()?;
+    let mut vault = ctx.vault_or_create()?;
     let done = duplicate::duplicate_pair(
         &mut main,
         &mut backup,
@@ -157,6 +167,57 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     Ok(())
 }
 
+/// Open (creating it mode 0600) the file a batch appends generated
+/// elements to: before any card is touched, so a batch never makes elements
+/// it has nowhere to keep.
+fn open_elements_out(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mode = f
+        .metadata()
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::Usage(format!(
+            "{} is readable by others (mode {:o}); key group elements go only to a file of mode 0600",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    f.sync_all()
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    Ok(f)
+}
+
+/// One holder's line of the streamed report.
+fn holder_line(r: &HolderDuplication, elements_out: Option<&std::path::Path>) -> String {
+    let mut line = match &r.outcome {
+        DuplicationOutcome::Duplicated { report: rep, .. } => format!(
+            "duplicated {:<16} main {} backup {} check value {}",
+            r.holder, rep.main_card, rep.backup_card, rep.check_value
+        ),
+        DuplicationOutcome::Failed { reason } => format!("failed     {:<16} {reason}", r.holder),
+        DuplicationOutcome::AlreadyDuplicated { main_card, backup_card } => format!(
+            "skipped    {:<16} already duplicated (main {main_card} backup {backup_card}), skipped",
+            r.holder
+        ),
+    };
+    if let (Some(e), Some(path)) = (r.generated_elements_hex(), elements_out) {
+        line.push_str(&format!(
+            "\n           key group elements 2..{} written to {}",
+            e.len() + 1,
+            path.display()
+        ));
+    }
+    line
+}
+
 fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
     let path = a.holders.as_ref().expect("batch mode");
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -171,10 +232,54 @@ fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
         .collect();
     let holders = issue::parse_holders(&text, duplicate::holder_profile(&stations))?;
     let elements = elements(&a.elements)?;
+    let elements_out = match (&elements, &a.elements_out) {
+        (Elements::Generate, None) => {
+            return Err(Error::Usage(
+                "a batch with --elements generate needs --elements-out FILE: every holder's elements are \
+                 written there before the holder is reported done"
+                    .into(),
+            ))
+        }
+        (Elements::Generate, Some(p)) => Some(std::sync::Mutex::new(open_elements_out(p)?)),
+        (_, Some(_)) => return Err(Error::Usage("--elements-out goes with --elements generate".into())),
+        (_, None) => None,
+    };
+    // Elements that could not be kept: the batch stops, and the error says so.
+    let lost: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    let out_path = a.elements_out.as_deref();
     let bar = super::progress(ctx, holders.len() as u64, "holders");
-    let events = super::station_events(ctx, &bar);
+    let holder_done = |r: &HolderDuplication| {
+        if let (Some(file), Some(e)) = (&elements_out, r.generated_elements_hex()) {
+            use std::io::Write;
+            let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let written = writeln!(f, "{} {}", r.holder, e.join(" ")).and_then(|()| f.sync_data());
+            if let Err(err) = written {
+                let path = out_path.expect("elements file").display();
+                *lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Error::io(
+                    format!(
+                        "writing the key group elements of holder {} to {path} (the holder's cards hold them; \
+                         its duplicate can be redone only with them)",
+                        r.holder
+                    ),
+                    err,
+                ));
+                crate::workflow::station::interrupt();
+            }
+        }
+        if ctx.json {
+            let mut v = serde_json::to_value(r).expect("serializable");
+            if let Some(o) = v.as_object_mut() {
+                o.remove("generated_elements");
+            }
+            println!("{v}");
+        } else {
+            bar.suspend(|| println!("{}", holder_line(r, out_path)));
+        }
+    };
+    let events = super::station_events(ctx, &bar, &holder_done);
+    super::stop_batches_on_signals();
     let records = duplicate::duplicate_batch(
-        &super::station_env(ctx, &events),
+        &super::station_env(ctx, &ctx.opts, &events),
         &stations,
         &holders,
         &elements,
@@ -182,33 +287,48 @@ fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
     );
     bar.finish_and_clear();
     let records = records?;
-    let done = records.iter().filter(|r| r.is_duplicated()).count();
-    let failed = records.len() - done;
-    if ctx.json {
-        print_json(&serde_json::json!({ "duplicated": done, "failed": failed, "holders": records }));
-    } else {
-        for r in &records {
-            match &r.outcome {
-                DuplicationOutcome::Duplicated { report: rep, .. } => println!(
-                    "duplicated {:<16} main {} backup {} check value {}",
-                    r.holder, rep.main_card, rep.backup_card, rep.check_value
-                ),
-                DuplicationOutcome::Failed { reason } => println!("failed     {:<16} {reason}", r.holder),
-            }
-            if let Some(e) = r.generated_elements_hex() {
-                println!(
-                    "           key group elements 2..{} (shown once): {}",
-                    e.len() + 1,
-                    e.join(" ")
-                );
-            }
+    if let Some(e) = lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        return Err(e);
+    }
+    let skipped = records
+        .iter()
+        .filter(|r| matches!(r.outcome, DuplicationOutcome::AlreadyDuplicated { .. }))
+        .count();
+    let failed = records.iter().filter(|r| !r.is_duplicated()).count();
+    let done = records.len() - failed - skipped;
+    let interrupted = crate::workflow::station::interrupted();
+    // Holders no station reached were not reported as they finished.
+    for r in records.iter().filter(|r| r.station.is_none()) {
+        if ctx.json {
+            println!("{}", serde_json::to_value(r).expect("serializable"));
+        } else {
+            println!("{}", holder_line(r, out_path));
         }
-        println!("{done} duplicated, {failed} failed");
+    }
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({ "duplicated": done, "skipped": skipped, "failed": failed, "interrupted": interrupted })
+        );
+    } else {
+        println!(
+            "{done} duplicated, {failed} failed{}",
+            if interrupted { " (interrupted)" } else { "" }
+        );
+    }
+    if interrupted {
+        return Err(Error::Interrupted {
+            done: records.iter().filter(|r| r.station.is_some()).count(),
+            total: records.len(),
+            what: "holders",
+        });
     }
     if failed > 0 {
-        return Err(Error::Refused(format!(
-            "{failed} holder(s) not duplicated; see the report"
-        )));
+        return Err(Error::SomeFailed {
+            failed,
+            total: records.len(),
+            what: "holders",
+        });
     }
     Ok(())
 }

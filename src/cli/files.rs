@@ -33,6 +33,7 @@ pub struct EncryptArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
+    /// Output file; `-` for standard output.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     #[arg(value_name = "IN")]
@@ -45,6 +46,7 @@ pub struct DecryptArgs {
     pin: SecretSource,
     #[arg(long)]
     force: bool,
+    /// Output file; `-` for standard output.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     #[arg(value_name = "IN")]
@@ -87,7 +89,23 @@ fn parse_public_key(bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(key)
 }
 
+/// `-o -`: the output is standard output (the report then goes to stderr).
+fn is_stdout(output: &std::path::Path) -> bool {
+    output.as_os_str() == "-"
+}
+
+/// `-o -` writes the data to standard output, where a JSON report cannot go too.
+fn check_stdout_output(ctx: &Ctx, output: &std::path::Path) -> Result<()> {
+    if is_stdout(output) && ctx.json {
+        return Err(Error::Usage(
+            "-o - writes the data to standard output; --json cannot go there too".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
+    check_stdout_output(ctx, &a.output)?;
     let public = match (&a.to, &a.recipient) {
         (_, Some(path)) => parse_public_key(&files::read_small(path, 4096)?)?,
         (Some(spec), None) => {
@@ -97,8 +115,15 @@ pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let n = fileenc::encrypt_file(&a.input, &a.output, &public, a.force).map_err(|e| file_error(&a.output, e))?;
     let key_id = to_hex(&cardvault_proto::crypto::key_id(&public));
+    if is_stdout(&a.output) {
+        let src = std::fs::File::open(&a.input).map_err(|e| Error::io(format!("opening {}", a.input.display()), e))?;
+        let n = fileenc::encrypt(&public, fileenc::DEFAULT_CHUNK_EXP, src, std::io::stdout().lock())
+            .map_err(|e| file_error(&a.input, e))?;
+        eprintln!("{n} bytes encrypted to key {key_id} -> standard output");
+        return Ok(());
+    }
+    let n = fileenc::encrypt_file(&a.input, &a.output, &public, a.force).map_err(|e| file_error(&a.output, e))?;
     if ctx.json {
         print_json(&serde_json::json!({ "output": a.output, "bytes": n, "recipient_key_id": key_id }));
     } else {
@@ -108,11 +133,21 @@ pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
 }
 
 pub fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<()> {
+    check_stdout_output(ctx, &a.output)?;
     let pin = a.pin.read("PIN")?;
     let mut r = ctx.open_reader()?;
     let mut card = CardClient::open(r.as_mut(), ctx.session())?;
     card.verify_pin(&pin)?;
     let key_id = card.public_key()?.map(|p| cardvault_proto::crypto::key_id(&p));
+    if is_stdout(&a.output) {
+        // Each chunk is written once it authenticated; a damaged file stops
+        // with an error after the chunks before the damage.
+        let src = std::fs::File::open(&a.input).map_err(|e| Error::io(format!("opening {}", a.input.display()), e))?;
+        let n = fileenc::decrypt(src, std::io::stdout().lock(), key_id, card_unwrapper(&mut card))
+            .map_err(|e| file_error(&a.input, e))?;
+        eprintln!("{n} bytes decrypted -> standard output");
+        return Ok(());
+    }
     let n = fileenc::decrypt_file(&a.input, &a.output, a.force, key_id, card_unwrapper(&mut card))
         .map_err(|e| file_error(&a.input, e))?;
     if ctx.json {
@@ -171,9 +206,10 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
         indicatif::ProgressBar::new(a.files.len() as u64)
     };
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}").expect("template"));
-    let mut vault = ctx.vault()?;
-    let mut done = Vec::new();
-    let mut failed = None;
+    let mut vault = ctx.vault_or_create()?;
+    // Every file is tried; each is reported by name, a failure included.
+    let mut rows = Vec::new();
+    let mut failed = 0;
     for path in &a.files {
         bar.set_message(path.display().to_string());
         let r = files::recover_file(&mut backup, &mut new_main, &public, path);
@@ -190,38 +226,52 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
             details: serde_json::json!({ "file": path }),
         })?;
         bar.inc(1);
-        match r {
-            Ok(rec) => done.push(files::RecoveredFile {
-                path: path.clone(),
-                bytes: match rec {
-                    files::Recovery::Reencrypted(n) => n,
-                    files::Recovery::AlreadyRecovered => 0,
-                },
-                result,
-            }),
+        let (line, row) = match r {
+            Ok(files::Recovery::Reencrypted(n)) => (
+                format!("re-encrypted   {} ({n} bytes)", path.display()),
+                serde_json::json!({ "path": path, "result": "ok", "bytes": n }),
+            ),
+            Ok(files::Recovery::AlreadyRecovered) => (
+                format!("unchanged      {} (already encrypted to the new card)", path.display()),
+                serde_json::json!({ "path": path, "result": "already_recovered" }),
+            ),
             Err(e) => {
-                failed = Some(e);
-                break;
+                failed += 1;
+                let message = super::error_message(&e);
+                (
+                    format!("failed         {}: {message}", path.display()),
+                    serde_json::json!({ "path": path, "result": "failed", "error": {
+                        "kind": e.kind(), "message": message, "exit_code": e.exit_code() } }),
+                )
             }
+        };
+        if !ctx.json {
+            bar.suspend(|| println!("{line}"));
         }
+        rows.push(row);
     }
     bar.finish_and_clear();
     if ctx.json {
-        print_json(
-            &serde_json::json!({ "new_main_card": ns.card_number, "backup_card": bs.card_number, "files": done }),
-        );
+        print_json(&serde_json::json!({
+            "new_main_card": ns.card_number,
+            "backup_card": bs.card_number,
+            "files": rows,
+            "failed": failed,
+        }));
     } else {
-        for f in &done {
-            println!(
-                "re-encrypted to card {}: {} ({} bytes)",
-                ns.card_number,
-                f.path.display(),
-                f.bytes
-            );
-        }
+        println!(
+            "new main card {}: {} of {} files done, {failed} failed",
+            ns.card_number,
+            a.files.len() - failed,
+            a.files.len()
+        );
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if failed > 0 {
+        return Err(Error::SomeFailed {
+            failed,
+            total: a.files.len(),
+            what: "files",
+        });
     }
+    Ok(())
 }

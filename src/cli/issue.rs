@@ -106,8 +106,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     };
     let total = (holders.len() * a.profile.roles().len()) as u64;
     let bar = super::progress(ctx, total, "cards");
-    let events = super::station_events(ctx, &bar);
-    let cards = issue::issue_batch(&super::station_env(ctx, &events), &stations, &holders, a.profile, &opts);
+    let events = super::station_events(ctx, &bar, &|_| {});
+    // Issuing makes the blank embedded cards of a sim: feeder.
+    let readers = crate::reader::ReaderOptions {
+        create_cards: true,
+        ..ctx.opts.clone()
+    };
+    let env = super::station_env(ctx, &readers, &events);
+    let cards = issue::issue_batch(&env, &stations, &holders, a.profile, &opts);
     bar.finish_and_clear();
     let cards = cards?;
     let issued = cards.iter().filter(|c| c.is_issued()).count();

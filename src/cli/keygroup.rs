@@ -128,7 +128,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                 ));
             }
             let pin = pin.read("PIN")?;
-            let mut vault = ctx.vault()?;
+            let mut vault = ctx.vault_or_create()?;
             ctx.with_card(|card| keygroup::reset(card, &mut vault, &pin))?;
             report(ctx, "key group reset; main keys destroyed")
         }
@@ -139,7 +139,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
         } => {
             let auth = super::pin::issuer_auth(issuer.as_deref(), admin_key.as_ref())?;
             let receipt = receipt.as_deref().map(read_receipt).transpose()?;
-            let mut vault = ctx.vault()?;
+            let mut vault = ctx.vault_or_create()?;
             ctx.with_card(|card| keygroup::release(card, &mut vault, &auth, receipt.as_deref()))?;
             report(ctx, "pending duplicate released")
         }
@@ -153,7 +153,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             if output.exists() {
                 return Err(Error::Usage(format!("{} already exists", output.display())));
             }
-            let mut vault = ctx.vault()?;
+            let mut vault = ctx.vault_or_create()?;
             let done = ctx.with_card(|card| keygroup::destroy(card, &mut vault, &pin, &source, counter))?;
             let v = serde_json::json!({
                 "version": 1,
@@ -189,7 +189,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                 .filter(|k| k.len() == 32)
                 .map(zeroize::Zeroizing::new)
                 .ok_or_else(|| Error::Usage("the key must be a 32-byte P-256 private key in hex".into()))?;
-            let mut vault = ctx.vault()?;
+            let mut vault = ctx.vault_or_create()?;
             let (_, public) = ctx.with_card(|card| keygroup::set_service_key(card, &mut vault, &admin, &d))?;
             report(
                 ctx,

@@ -61,6 +61,10 @@ pub struct Cli {
     /// Vault file (default: vault.sqlite in the data directory).
     #[arg(long, global = true, env = "CARDVAULT_VAULT", value_name = "PATH")]
     pub vault: Option<PathBuf>,
+    /// Create a missing vault or embedded sim: card instead of refusing it (a
+    /// typo otherwise stops with the closest names). Also CARDVAULT_CREATE=1.
+    #[arg(long, global = true, env = "CARDVAULT_CREATE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub create: bool,
     /// Extended-length APDUs: auto (from the ATR), always, or never (short APDUs with
     /// chaining and GET RESPONSE).
     #[arg(long, global = true, value_enum, value_name = "MODE")]
@@ -129,6 +133,8 @@ pub enum Command {
 pub struct Ctx {
     pub reader: Option<String>,
     pub vault_path: PathBuf,
+    /// `--create`: a missing vault or embedded card is made, not refused.
+    pub create: bool,
     pub trace: bool,
     pub json: bool,
     /// Trusted card issuer roots.
@@ -159,6 +165,7 @@ impl Ctx {
         Ok(Ctx {
             reader: cli.reader.clone().or_else(|| config.reader.clone()),
             vault_path,
+            create: cli.create,
             trace: cli.trace,
             json: cli.json,
             trust,
@@ -167,6 +174,7 @@ impl Ctx {
                 config,
                 extended_flag: cli.extended_length,
                 wait: cli.wait.map(Duration::from_secs),
+                create_cards: cli.create,
             },
         })
     }
@@ -181,8 +189,19 @@ impl Ctx {
         crate::reader::open(Some(spec), &self.opts)
     }
 
-    /// Open the vault.
+    /// Open the vault, which must exist unless `--create` was given: a
+    /// command that reads the vault never makes an empty one from a typo.
     pub fn vault(&self) -> Result<crate::vault::Vault> {
+        if !self.create && !self.vault_path.exists() {
+            return Err(Error::NoVault(self.vault_path.clone()));
+        }
+        crate::vault::Vault::open(&self.vault_path)
+    }
+
+    /// Open the vault, creating it if it does not exist: for the commands that
+    /// record what they did to a card (`backup`, `issue`, `duplicate`,
+    /// `keygroup`, `recover`, `vault import`).
+    pub fn vault_or_create(&self) -> Result<crate::vault::Vault> {
         crate::vault::Vault::open(&self.vault_path)
     }
 
@@ -217,8 +236,13 @@ fn progress(ctx: &Ctx, len: u64, unit: &str) -> indicatif::ProgressBar {
 }
 
 /// What a batch's stations report: progress on `bar`, notices for the
-/// operator on stderr (not with --json).
-fn station_events<'a>(ctx: &'a Ctx, bar: &'a indicatif::ProgressBar) -> impl Fn(StationEvent<'_>) + Sync + 'a {
+/// operator on stderr (not with --json), and each finished holder's
+/// duplication to `holder_done` the moment it is finished.
+fn station_events<'a>(
+    ctx: &'a Ctx,
+    bar: &'a indicatif::ProgressBar,
+    holder_done: &'a (dyn Fn(&crate::workflow::duplicate::HolderDuplication) + Sync),
+) -> impl Fn(StationEvent<'_>) + Sync + 'a {
     let json = ctx.json;
     move |e| match e {
         StationEvent::Started {
@@ -227,19 +251,43 @@ fn station_events<'a>(ctx: &'a Ctx, bar: &'a indicatif::ProgressBar) -> impl Fn(
         } => bar.set_message(format!("{holder} ({role})")),
         StationEvent::Started { holder, role: None } => bar.set_message(holder.to_string()),
         StationEvent::Finished => bar.inc(1),
+        StationEvent::Duplicated(record) => {
+            holder_done(record);
+            bar.inc(1);
+        }
         StationEvent::Notice(n) => {
             if !json {
-                eprintln!("{n}");
+                bar.suspend(|| eprintln!("{n}"));
             }
         }
     }
 }
 
-/// How a batch's stations reach readers and the vault; a PC/SC station waits
-/// `--wait` seconds (default 60) for the next card.
-fn station_env<'a>(ctx: &'a Ctx, events: &'a (dyn Fn(StationEvent<'_>) + Sync)) -> StationEnv<'a> {
+/// Stop batches after their current holder on SIGINT and SIGTERM (instead
+/// of dying mid-card), so that the report so far is printed.
+fn stop_batches_on_signals() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        crate::workflow::station::interrupt();
+    }
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic (async-signal-safe);
+    // signal() with a valid function pointer has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// How a batch's stations reach readers (`readers`: the run's options, or
+/// `issue`'s, which makes blank embedded cards) and the vault; a PC/SC
+/// station waits `--wait` seconds (default 60) for the next card.
+fn station_env<'a>(
+    ctx: &'a Ctx,
+    readers: &'a ReaderOptions,
+    events: &'a (dyn Fn(StationEvent<'_>) + Sync),
+) -> StationEnv<'a> {
     StationEnv {
-        readers: &ctx.opts,
+        readers,
         session: ctx.session(),
         vault: &ctx.vault_path,
         wait: ctx.opts.wait.unwrap_or(Duration::from_secs(60)),
@@ -266,21 +314,43 @@ pub fn error_message(e: &Error) -> String {
             N::Ambiguous { name, count, readers } => {
                 format!("'{name}' matches {count} readers; pick one with -r INDEX or a longer name:{readers}")
             }
-            N::NoCardAnywhere(readers) => format!(
-                "no reader has a card; insert one, use --wait, or use -r sim:NAME for an embedded card; readers:{readers}"
-            ),
+            N::NoCardAnywhere(readers) => match waited() {
+                Some(secs) => format!(
+                    "no reader has a card after waiting {secs} s; insert one, or use -r sim:NAME for an embedded card; readers:{readers}"
+                ),
+                None => format!(
+                    "no reader has a card; insert one, use --wait, or use -r sim:NAME for an embedded card; readers:{readers}"
+                ),
+            },
             N::ManyCards { count, readers } => {
                 format!("{count} readers have a card; choose one with -r INDEX, -r NAME or CARDVAULT_READER:{readers}")
             }
+            N::NoSuchSimCard { .. } => format!("{n} (--create makes a new embedded card; cardvault readers lists them)"),
         };
     }
     let hint = match e {
         Error::NoPcsc(_) => ", or use an embedded card with -r sim:NAME",
+        Error::NoCard(_) if waited().is_some() => {
+            return format!("{e} after waiting {} s; insert a card", waited().unwrap_or_default())
+        }
         Error::NoCard(_) => "; insert a card or use --wait",
         Error::PinBlocked => " (cardvault pin unblock)",
+        Error::NoVault(_) => "; check --vault, or create one with cardvault backup or --create",
         _ => "",
     };
     format!("{e}{hint}")
+}
+
+/// `--wait SECS` of this run, so that an error's advice is true for it
+/// ("use --wait" only when the run did not wait). 0: not given.
+static WAITED_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long this run waited for a card (`--wait`), if it did.
+fn waited() -> Option<u64> {
+    match WAITED_SECS.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        n => Some(n),
+    }
 }
 
 /// Whether this run already printed its JSON report (an error then goes to stderr only).
@@ -290,6 +360,9 @@ pub fn json_printed() -> bool {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(secs) = cli.wait {
+        WAITED_SECS.store(secs, std::sync::atomic::Ordering::SeqCst);
+    }
     let ctx = Ctx::from_cli(&cli)?;
     match cli.command {
         Command::Readers(a) => readers::run(&ctx, a),

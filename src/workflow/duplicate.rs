@@ -302,6 +302,14 @@ fn take_out_import_confirm(
     Ok(info.counter)
 }
 
+/// Whether the vault holds a confirmed duplication of `main` onto `backup`.
+fn already_duplicated(vault: &Vault, main: &str, backup: &str) -> Result<bool> {
+    Ok(vault
+        .audit_entries(Some(main))?
+        .iter()
+        .any(|e| e.event == "confirm-duplicate" && e.result == "ok" && e.peer.as_deref() == Some(backup)))
+}
+
 fn audit(
     vault: &mut Vault,
     event: &str,
@@ -382,6 +390,12 @@ pub enum DuplicationOutcome {
         report: DuplicateReport,
         generated_elements: Option<Vec<Secret>>,
     },
+    /// A rerun found this pair duplicated already (the vault holds its
+    /// confirmed take-out): nothing was sent to the cards.
+    AlreadyDuplicated {
+        main_card: String,
+        backup_card: String,
+    },
     Failed {
         reason: String,
     },
@@ -399,8 +413,12 @@ pub struct HolderDuplication {
 }
 
 impl HolderDuplication {
+    /// Duplicated now or by an earlier run: the holder needs nothing more.
     pub fn is_duplicated(&self) -> bool {
-        matches!(self.outcome, DuplicationOutcome::Duplicated { .. })
+        matches!(
+            self.outcome,
+            DuplicationOutcome::Duplicated { .. } | DuplicationOutcome::AlreadyDuplicated { .. }
+        )
     }
 
     /// The generated elements 2..n as hex, if this holder got fresh ones.
@@ -431,6 +449,7 @@ impl Serialize for HolderDuplication {
         let (result, reason, report) = match &self.outcome {
             DuplicationOutcome::Duplicated { report, .. } => ("duplicated", None, Some(report)),
             DuplicationOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None),
+            DuplicationOutcome::AlreadyDuplicated { .. } => ("skipped", Some("already duplicated, skipped"), None),
         };
         Row {
             holder: &self.holder,
@@ -523,15 +542,13 @@ pub fn duplicate_batch(
                 }
                 Err(e) => DuplicationOutcome::Failed { reason: e.to_string() },
             };
-            env.emit(StationEvent::Finished);
-            Ok(Some((
-                i,
-                HolderDuplication {
-                    holder: h.id.clone(),
-                    station: Some(number),
-                    outcome,
-                },
-            )))
+            let record = HolderDuplication {
+                holder: h.id.clone(),
+                station: Some(number),
+                outcome,
+            };
+            env.emit(StationEvent::Duplicated(&record));
+            Ok(Some((i, record)))
         })
     })?;
     Ok(outcomes
@@ -543,7 +560,11 @@ pub fn duplicate_batch(
                 holder: h.id.clone(),
                 station: None,
                 outcome: DuplicationOutcome::Failed {
-                    reason: format!("the holder's cards were not presented within {} s", env.wait.as_secs()),
+                    reason: if crate::workflow::station::interrupted() {
+                        "not started: the run was interrupted".to_string()
+                    } else {
+                        format!("the holder's cards were not presented within {} s", env.wait.as_secs())
+                    },
                 },
             })
         })
@@ -574,6 +595,12 @@ impl HolderJob<'_> {
         };
         let outcome = CardClient::open(main_reader, self.env.session.clone()).and_then(|mut main| {
             let mut backup = CardClient::open(backup_reader.as_mut(), self.env.session.clone())?;
+            // A rerun of an interrupted batch: a pair whose take-out the vault
+            // saw confirmed is done; trying again would only be refused.
+            let (main_card, backup_card) = (main.card_number()?, backup.card_number()?);
+            if already_duplicated(vault, &main_card, &backup_card)? {
+                return Ok(Err((main_card, backup_card)));
+            }
             let pins = (h.pin.clone(), h.pin.clone());
             duplicate_pair(
                 &mut main,
@@ -583,12 +610,18 @@ impl HolderJob<'_> {
                 self.backup_gets_public_key,
                 vault,
             )
+            .map(Ok)
         });
         match outcome {
-            Ok(PairDuplication {
+            Ok(Err((main_card, backup_card))) => {
+                self.batch.mark_handled(&main_card);
+                self.batch.mark_handled(&backup_card);
+                Ok(DuplicationOutcome::AlreadyDuplicated { main_card, backup_card })
+            }
+            Ok(Ok(PairDuplication {
                 report,
                 generated_elements,
-            }) => {
+            })) => {
                 self.batch.mark_handled(&report.main_card);
                 self.batch.mark_handled(&report.backup_card);
                 Ok(DuplicationOutcome::Duplicated {

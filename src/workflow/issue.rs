@@ -67,7 +67,9 @@ pub fn parse_holders(text: &str, profile: IssueProfile) -> Result<Vec<Holder>> {
     }
     let mut holders = Vec::new();
     let mut problems = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    // First line of each holder id and member number, to name both lines of a repeat.
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut members: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, line) in lines {
         let n = i + 1;
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -90,10 +92,11 @@ pub fn parse_holders(text: &str, profile: IssueProfile) -> Result<Vec<Holder>> {
             problems.push(format!("line {n}: holder id '{id}' is empty, too long or has '/'"));
             continue;
         }
-        if !seen.insert(id.to_string()) {
-            problems.push(format!("line {n}: holder '{id}' appears twice"));
+        if let Some(first) = seen.get(id) {
+            problems.push(format!("line {n}: holder '{id}' appears twice (lines {first} and {n})"));
             continue;
         }
+        seen.insert(id.to_string(), n);
         let pin = get("pin").unwrap_or("");
         if !(cardvault_proto::PIN_MIN_LEN..=cardvault_proto::PIN_MAX_LEN).contains(&pin.len())
             || !pin.bytes().all(|b| b.is_ascii_digit())
@@ -109,6 +112,18 @@ pub fn parse_holders(text: &str, profile: IssueProfile) -> Result<Vec<Holder>> {
                     problems.push(format!(
                         "line {n}: holder '{id}': {what} '{v}' is not 1 to 32 printable characters"
                     ));
+                }
+            }
+        }
+        if let Some(m) = &member {
+            // A station recognizes a holder's card by its member number: two
+            // holders with one number would take each other's cards.
+            match members.get(m) {
+                Some(first) => problems.push(format!(
+                    "line {n}: holder '{id}': member number '{m}' is also on line {first} (lines {first} and {n})"
+                )),
+                None => {
+                    members.insert(m.clone(), n);
                 }
             }
         }
@@ -399,8 +414,12 @@ pub fn issue_batch(
                 if let CardOutcome::Issued { card_number } = &card.outcome {
                     vault.note_card(card_number, role.as_str())?;
                 }
+                let stop_here = !card.is_issued() && batch.stopped();
                 cards.push(card);
                 env.emit(StationEvent::Finished);
+                if stop_here {
+                    break;
+                }
             }
             Ok(Some((i, cards)))
         })
@@ -446,6 +465,15 @@ fn issue_card(
     });
     card.outcome = match personalized {
         Ok(card_number) => CardOutcome::Issued { card_number },
+        // A wrong admin key (or issuer) fails every card of the batch alike:
+        // the batch stops after this card instead of trying them all.
+        Err(e @ (Error::AdminAuthFailed | Error::IssuerRefused(_))) => {
+            batch.stop();
+            CardOutcome::Rejected {
+                card_number: seen,
+                reason: format!("{e}; the batch stopped here, every other card would refuse it too"),
+            }
+        }
         Err(e) => CardOutcome::Rejected {
             card_number: seen,
             reason: e.to_string(),

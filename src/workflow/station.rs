@@ -182,7 +182,9 @@ fn sim_name(prefix: &str, holder: &str, role: Role) -> String {
 }
 
 fn sim_reader(env: &StationEnv<'_>, prefix: &str, holder: &str, role: Role) -> Result<SimReader> {
-    SimReader::open(&env.readers.data_dir, &sim_name(prefix, holder, role), "blank", None)
+    let name = sim_name(prefix, holder, role);
+    crate::reader::check_sim_exists(env.readers, &name)?;
+    SimReader::open(&env.readers.data_dir, &name, "blank", None)
 }
 
 /// What one look at a PC/SC reader found.
@@ -277,12 +279,15 @@ impl fmt::Display for Notice {
 }
 
 /// What the stations report while they work, from their own threads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StationEvent<'a> {
     /// A station starts on a holder's card (`role`) or on the holder's pair.
     Started { holder: &'a str, role: Option<Role> },
-    /// A station finished one step: a card when issuing, a holder when duplicating.
+    /// A station finished one step: a card when issuing.
     Finished,
+    /// A station finished a holder's duplication (whatever its outcome): the
+    /// caller reports it now, not only at the end of the batch.
+    Duplicated(&'a super::duplicate::HolderDuplication),
     /// The operator is needed at a PC/SC station.
     Notice(Notice),
 }
@@ -367,14 +372,33 @@ impl Batch {
         lock(&self.handled).insert(number.to_string());
     }
 
-    /// Whether a station failed and the batch is stopping.
+    /// Whether a station failed, or the operator interrupted the run, and
+    /// the batch is stopping (each station finishes the holder it serves).
     pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.load(Ordering::SeqCst) || interrupted()
     }
 
-    fn stop(&self) {
+    /// Stop the batch: every station finishes its current holder and takes
+    /// no other (a failure every later card would meet too).
+    pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst)
     }
+}
+
+/// Set when the operator asked the run to stop (the CLI's SIGINT/SIGTERM
+/// handler): batches finish the holder each station is serving and take no
+/// other.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ask every running batch to stop after its current holders. Only stores
+/// to an atomic, so a signal handler may call it.
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst)
+}
+
+/// Whether [`interrupt`] was called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// One station's work, made on the station's own thread (so it may hold a

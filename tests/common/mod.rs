@@ -85,10 +85,21 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
-/// `cardvault` with an isolated home and no user configuration.
+/// `cardvault` with an isolated home and no user configuration. The tests'
+/// cards and vaults are made on first use (`CARDVAULT_CREATE=1`, as `--create`);
+/// [`cardvault_strict`] is the operator's default, which refuses a missing one.
 pub fn cardvault(home: &Path) -> Command {
+    let mut c = cardvault_strict(home);
+    c.env("CARDVAULT_CREATE", "1");
+    c
+}
+
+/// `cardvault` with an isolated home, no user configuration, and nothing
+/// made on first use: a missing vault or `sim:` card is refused.
+pub fn cardvault_strict(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cardvault"));
     c.env("CARDVAULT_HOME", home)
+        .env_remove("CARDVAULT_CREATE")
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env_remove("CARDVAULT_READER")
         .env_remove("CARDVAULT_CONFIG")
@@ -121,10 +132,90 @@ pub fn state(home: &Path, name: &str) -> applet_sim::CardState {
 
 /// Run a command (cardvault, as every test does): its stderr must not show
 /// a Rust panic, whatever the input or the card's answers.
+/// Neither may it repeat a secret it was given (see [`assert_no_secret_echoed`]).
 pub fn run(cmd: &mut Command) -> Output {
     let o = cmd.output().expect("run cardvault");
     assert_no_panic(&o.stderr);
+    assert_no_secret_echoed(cmd, &o);
     o
+}
+
+/// Options whose value is a secret source (`prompt`, `env:VAR`, `file:PATH`).
+const SECRET_OPTIONS: &[&str] = &[
+    "--pin",
+    "--new-pin",
+    "--backup-pin",
+    "--admin-key",
+    "--issuer-key",
+    "--key",
+    "--elements",
+];
+
+/// The secrets a cardvault invocation was given: the values of the
+/// variables its `env:VAR` sources name, the words of its `file:PATH`
+/// sources, and any value typed after a secret option itself (refused, but
+/// it must not be repeated either).
+pub fn secrets_passed(cmd: &Command) -> Vec<String> {
+    let env: std::collections::HashMap<String, String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+        .collect();
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut values = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        let value = match a.split_once('=') {
+            Some((opt, v)) if SECRET_OPTIONS.contains(&opt) => v.to_string(),
+            _ if SECRET_OPTIONS.contains(&a.as_str()) => match args.get(i + 1) {
+                Some(v) => v.clone(),
+                None => continue,
+            },
+            _ => continue,
+        };
+        values.push(value);
+    }
+    let dir = cmd.get_current_dir().map(Path::to_path_buf);
+    let mut secrets = Vec::new();
+    for v in values {
+        if v == "prompt" || v == "generate" {
+            continue;
+        }
+        let text = if let Some(var) = v.strip_prefix("env:") {
+            env.get(var).cloned().unwrap_or_default()
+        } else if let Some(path) = v.strip_prefix("file:") {
+            let p = match &dir {
+                Some(d) => d.join(path),
+                None => PathBuf::from(path),
+            };
+            std::fs::read_to_string(p).unwrap_or_default()
+        } else {
+            v
+        };
+        secrets.extend(
+            text.split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|w| w.len() >= 6)
+                .map(str::to_string),
+        );
+    }
+    secrets
+}
+
+/// A secret given to cardvault never comes back in its error output:
+/// stderr of every run, and stdout of a run that failed (its JSON error).
+pub fn assert_no_secret_echoed(cmd: &Command, o: &Output) {
+    let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    let out = if o.status.success() {
+        String::new()
+    } else {
+        String::from_utf8_lossy(&o.stdout).to_lowercase()
+    };
+    for secret in secrets_passed(cmd) {
+        let s = secret.to_lowercase();
+        assert!(
+            !err.contains(&s) && !out.contains(&s),
+            "cardvault repeated a secret it was given ({} characters) in its error output:\n{err}{out}",
+            s.len()
+        );
+    }
 }
 
 /// A Rust panic printed by cardvault ("thread 'main' panicked at ..."): never,
