@@ -1,7 +1,8 @@
 //! The terminal against a hostile card, in process: a reader whose card
 //! turns hostile at a chosen APDU (`transport::hostile::HostileReader`) and
 //! then answers with one class of bad answer to everything. Every workflow
-//! (status, issue, duplicate, encrypt, decrypt, recover, backup, restore) is
+//! (status, issue, duplicate, encrypt, decrypt, recover, backup, restore,
+//! load, destroy) is
 //! run with every class from every APDU on; each run must end without a
 //! panic, with a one-line error of a documented exit code (or succeed where
 //! the bad answer is harmless), within bounded APDUs and bytes. The issue's
@@ -15,7 +16,7 @@ use cardvault::transport::hostile::{answers, Answer, HostileReader, Seen};
 use cardvault::transport::sim::SimReader;
 use cardvault::transport::Reader;
 use cardvault::vault::Vault;
-use cardvault::workflow::{backup as wb, duplicate, files, issue};
+use cardvault::workflow::{backup as wb, duplicate, files, issue, keygroup, purse};
 use cardvault_proto::{from_hex, ins};
 use common::claims::{
     HOSTILE_BYTES_PER_COMMAND, HOSTILE_CLASSES, HOSTILE_MAX_APDUS_OVER_CLEAN, HOSTILE_RUNS, HOSTILE_WORKFLOWS,
@@ -240,7 +241,31 @@ fn run_restore(r: &Run<'_>) -> cardvault::Result<()> {
     wb::restore(&mut c, &mut v, &plan, &|_, _| {}).map(|_| ())
 }
 
-const WORKFLOWS: [(&str, Workflow); 8] = [
+/// A value load: GET LOAD CHALLENGE, then CREDIT signed with the issuer key.
+fn run_load(r: &Run<'_>) -> cardvault::Result<()> {
+    let mut rd = r.reader("main", "main");
+    let mut c = client(rd.as_mut())?;
+    purse::credit_with_issuer_key(&mut c, PIN, 1, 700, &issuer_key()).map(|_| ())
+}
+
+/// DESTROY KEY on the backup card that imported the main card's key: the
+/// source card and the take-out counter from the cards' state.
+fn run_destroy(r: &Run<'_>) -> cardvault::Result<()> {
+    let peek = |name: &str| applet_sim::state::Store::peek(&cardvault::transport::sim::card_path(r.dir, name)).unwrap();
+    let source = peek("backup")
+        .main_key
+        .as_ref()
+        .expect("an imported key")
+        .source_card
+        .clone();
+    let counter = peek("main").export.counter;
+    let mut v = vault(r.dir);
+    let mut rd = r.reader("backup", "main");
+    let mut c = client(rd.as_mut())?;
+    keygroup::destroy(&mut c, &mut v, PIN, &source, counter).map(|_| ())
+}
+
+const WORKFLOWS: [(&str, Workflow); 10] = [
     ("status", run_status),
     ("issue", run_issue),
     ("duplicate", run_duplicate),
@@ -249,6 +274,8 @@ const WORKFLOWS: [(&str, Workflow); 8] = [
     ("recover", run_recover),
     ("backup", run_backup),
     ("restore", run_restore),
+    ("load", run_load),
+    ("destroy", run_destroy),
 ];
 
 /// Cards for every workflow: "main" (issued, duplicated onto "backup", with a
@@ -301,7 +328,7 @@ fn hostile_card(workflow: &str) -> &'static str {
     match workflow {
         "issue" => "blank",
         "duplicate" => "dm",
-        "recover" => "backup",
+        "recover" | "destroy" => "backup",
         _ => "main",
     }
 }

@@ -1,10 +1,11 @@
 //! Fuzz target `terminal_workflows`: the fuzzer plays the card to the
 //! terminal. One of the terminal's workflows (status, issue, duplicate,
-//! encrypt, decrypt, recover, backup, restore) runs against prepared
+//! encrypt, decrypt, recover, backup, restore, load, destroy) runs against
+//! prepared
 //! in-memory cards; the card the workflow's hostile side uses answers every
 //! command APDU from the input's script instead of (or by) the genuine card.
 //!
-//! Input: a workflow byte (`% 8`), then steps, one per command APDU the
+//! Input: a workflow byte (`% 10`), then steps, one per command APDU the
 //! hostile card receives:
 //! - `00`: the genuine card answers;
 //! - `01` L (2) bytes: the card answers these L bytes, whatever they are
@@ -14,9 +15,10 @@
 //! - `03` i n: the genuine answer with byte i (mod its length) xored with n;
 //!
 //! and, once the steps run out, the genuine card answers. The hostile card is
-//! the main card (status, encrypt, decrypt, backup, restore), the blank card
+//! the main card (status, encrypt, decrypt, backup, restore, load: GET LOAD
+//! CHALLENGE then CREDIT signed with the issuer key), the blank card
 //! (issue), the main card of the pair (duplicate) or the backup card
-//! (recover).
+//! (recover, destroy: DESTROY KEY of the key it imported from the main card).
 //!
 //! Checked: no panic; the workflow ends with Ok or with an error of exit code
 //! 4, 5 or 6 (or, for restore, the refusal to restore onto a card that names
@@ -33,13 +35,13 @@ use cardvault::card::{CardClient, SessionOptions};
 use cardvault::transport::hostile::{Answer, HostileReader, Seen};
 use cardvault::transport::{Caps, Reader, Transmit, TransportError};
 use cardvault::vault::Vault;
-use cardvault::workflow::{backup as wb, duplicate, files, issue};
+use cardvault::workflow::{backup as wb, duplicate, files, issue, keygroup, purse};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use zeroize::Zeroizing;
 
 /// Workflows, in the order of the input's first byte.
-pub const WORKFLOWS: [&str; 8] = [
+pub const WORKFLOWS: [&str; 10] = [
     "status",
     "issue",
     "duplicate",
@@ -48,6 +50,8 @@ pub const WORKFLOWS: [&str; 8] = [
     "recover",
     "backup",
     "restore",
+    "load",
+    "destroy",
 ];
 
 /// Most APDUs one run may exchange with all its cards.
@@ -358,6 +362,27 @@ fn run(
             c.verify_pin(PIN)?;
             let mut v = Vault::open(vault_path)?;
             wb::backup(&mut c, &mut v, true, &|_, _| {}).map(|_| ())
+        }
+        "load" => {
+            let issuer = cardvault_proto::from_hex(include_str!("../../fixtures/issuer/issuer-private.hex").trim())
+                .expect("issuer key hex");
+            let mut r = hostile("main", &p.main, script, seen);
+            let mut c = open(r.as_mut())?;
+            purse::credit_with_issuer_key(&mut c, PIN, 1, 700, &issuer).map(|_| ())
+        }
+        "destroy" => {
+            let source = p
+                .backup
+                .main_key
+                .as_ref()
+                .expect("the imported key")
+                .source_card
+                .clone();
+            let counter = p.main.export.counter;
+            let mut v = Vault::open(vault_path)?;
+            let mut r = hostile("backup", &p.backup, script, seen);
+            let mut c = open(r.as_mut())?;
+            keygroup::destroy(&mut c, &mut v, PIN, &source, counter).map(|_| ())
         }
         _ => {
             let mut v = Vault::open(vault_path)?;
