@@ -113,6 +113,17 @@ pub struct Config {
     /// the configuration file. `--trust` and `CARDVAULT_TRUST` replace them.
     #[serde(default)]
     pub trust: Vec<PathBuf>,
+    #[serde(default)]
+    pub pkcs11: Pkcs11Config,
+}
+
+/// `[pkcs11]`: the module that holds issuer keys named by `pkcs11:` URIs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The PKCS#11 module (shared library); `module-path=` in the URI and
+    /// `CARDVAULT_PKCS11_MODULE` override it.
+    pub module: Option<PathBuf>,
 }
 
 impl Config {

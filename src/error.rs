@@ -73,6 +73,9 @@ pub enum Error {
     PinBlocked,
     #[error("admin authentication failed: the admin key does not match this card")]
     AdminAuthFailed,
+    /// A PKCS#11 token refused its user PIN (or the PIN is locked).
+    #[error("{0}")]
+    TokenPin(String),
     /// The card refused the issuer operator's certificate chain (SCP11a).
     #[error("the card in '{0}' does not accept this issuer's operator certificate (its chain does not lead to the issuer root installed on the card, or it expired)")]
     IssuerRefused(String),
@@ -163,7 +166,7 @@ impl Error {
             },
             Issue(_) => exit::CARD,
             Vault { .. } | NoVault(_) => exit::VAULT,
-            WrongPin { .. } | PinBlocked | AdminAuthFailed | IssuerRefused(_) => exit::AUTH,
+            WrongPin { .. } | PinBlocked | AdminAuthFailed | IssuerRefused(_) | TokenPin(_) => exit::AUTH,
             Malformed { .. } => exit::DATA,
             EmbeddedBusy(_) => exit::READER,
             Embedded(_) | Io { .. } | Internal(_) => exit::FAILURE,
@@ -203,6 +206,7 @@ impl Error {
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",
             AdminAuthFailed => "admin_auth_failed",
+            TokenPin(_) => "token_pin",
             IssuerRefused(_) => "issuer_refused",
             Malformed { .. } => "malformed_response",
             Embedded(_) | EmbeddedBusy(_) => "embedded_card",

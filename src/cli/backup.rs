@@ -4,6 +4,7 @@ use super::{print_json, Ctx};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::SecretSource;
+use crate::signer::{IssuerKeySource, Signer};
 use crate::workflow::backup::{self, RestoreAuthorization, RestoreJob, RestoreOutcome, RestoreRefusal, RestoreRequest};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -52,9 +53,11 @@ pub struct AuthorizeArgs {
     /// The request file written by `restore --request`.
     #[arg(long, value_name = "FILE")]
     request: PathBuf,
-    /// Issuer signing key (hex P-256 private scalar): prompt, env:VAR or file:PATH.
-    #[arg(long, value_name = "SOURCE")]
-    issuer_key: SecretSource,
+    /// Issuer signing key: a hex P-256 private scalar from prompt, env:VAR or
+    /// file:PATH, or a key in a PKCS#11 token, pkcs11:token=LABEL;object=LABEL
+    /// (PIN from pin-source= in the URI or CARDVAULT_PKCS11_PIN).
+    #[arg(long, value_name = "SOURCE|URI")]
+    issuer_key: IssuerKeySource,
     /// The issuer root certificate(s) (PEM) the target card's certificate
     /// must verify under.
     #[arg(long, value_name = "FILE")]
@@ -215,15 +218,10 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     Ok(())
 }
 
-/// The issuer's P-256 private key (hex) from its secret source.
-pub(crate) fn read_issuer_key(source: &SecretSource) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    let key_hex = source.read("issuer signing key (hex)")?;
-    std::str::from_utf8(&key_hex)
-        .ok()
-        .and_then(|s| cardvault_proto::from_hex(s.trim()))
-        .filter(|k| k.len() == 32)
-        .map(zeroize::Zeroizing::new)
-        .ok_or_else(|| Error::Usage("the issuer key must be a 32-byte P-256 private key in hex".into()))
+/// The issuer's signing key: read from its secret source, or the token
+/// opened and logged in (module from the URI, the environment or config.toml).
+pub(crate) fn open_issuer_key(ctx: &Ctx, source: &IssuerKeySource) -> Result<Signer> {
+    source.open(ctx.opts.config.pkcs11.module.as_deref())
 }
 
 pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
@@ -246,8 +244,8 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
         .ok_or_else(|| Error::Usage(format!("{}: no PEM certificate", a.issuer_root.display())))?;
     // Check first (vault, revocation, target certificate), then sign.
     crate::workflow::authorize::check_restore_request(&ctx.vault()?, &req, &roots)?;
-    let key = read_issuer_key(&a.issuer_key)?;
-    let auth = backup::sign_authorization(&req, &key)?;
+    let signer = open_issuer_key(ctx, &a.issuer_key)?;
+    let auth = backup::sign_authorization_with(&req, &signer)?;
     if a.output.exists() {
         return Err(Error::Usage(format!("{} already exists", a.output.display())));
     }

@@ -3,6 +3,7 @@
 use super::{print_json, Ctx};
 use crate::error::{Error, Result};
 use crate::secret::SecretSource;
+use crate::signer::IssuerKeySource;
 use crate::workflow::purse::{self, LoadAuthorizationFile, LoadRequest};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
@@ -37,9 +38,10 @@ pub enum PurseCommand {
         /// The load authorization written by `cardvault authorize-load`.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["issuer_key", "amount"])]
         authorization: Option<PathBuf>,
-        /// Issuer signing key (hex P-256 private scalar): prompt, env:VAR or file:PATH.
-        #[arg(long, value_name = "SOURCE", required_unless_present = "authorization")]
-        issuer_key: Option<SecretSource>,
+        /// Issuer signing key: hex P-256 private scalar from prompt, env:VAR or
+        /// file:PATH, or pkcs11:token=LABEL;object=LABEL (a PKCS#11 token key).
+        #[arg(long, value_name = "SOURCE|URI", required_unless_present = "authorization")]
+        issuer_key: Option<IssuerKeySource>,
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
@@ -58,9 +60,10 @@ pub struct AuthorizeLoadArgs {
     /// The request file written by `purse challenge`.
     #[arg(long, value_name = "FILE")]
     request: PathBuf,
-    /// Issuer signing key (hex P-256 private scalar): prompt, env:VAR or file:PATH.
-    #[arg(long, value_name = "SOURCE")]
-    issuer_key: SecretSource,
+    /// Issuer signing key: hex P-256 private scalar from prompt, env:VAR or
+    /// file:PATH, or pkcs11:token=LABEL;object=LABEL (a PKCS#11 token key).
+    #[arg(long, value_name = "SOURCE|URI")]
+    issuer_key: IssuerKeySource,
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 }
@@ -117,9 +120,9 @@ pub fn run(ctx: &Ctx, c: PurseCommand) -> Result<()> {
                     ctx.with_card(|card| purse::credit(card, &pin, &auth))?
                 }
                 (None, Some(key), Some(amount)) => {
-                    let key = super::backup::read_issuer_key(&key)?;
+                    let signer = super::backup::open_issuer_key(ctx, &key)?;
                     let pin = pin.read("PIN")?;
-                    ctx.with_card(|card| purse::credit_with_issuer_key(card, &pin, app, amount, &key))?
+                    ctx.with_card(|card| purse::credit_with_signer(card, &pin, app, amount, &signer))?
                 }
                 _ => {
                     return Err(Error::Usage(
@@ -147,8 +150,8 @@ pub fn run(ctx: &Ctx, c: PurseCommand) -> Result<()> {
 
 pub fn run_authorize(ctx: &Ctx, a: AuthorizeLoadArgs) -> Result<()> {
     let req: LoadRequest = read_json(&a.request)?;
-    let key = super::backup::read_issuer_key(&a.issuer_key)?;
-    let auth = purse::sign_load(&req, &key)?;
+    let signer = super::backup::open_issuer_key(ctx, &a.issuer_key)?;
+    let auth = purse::sign_load_with(&req, &signer)?;
     write_new(&a.output, &serde_json::to_string_pretty(&auth).expect("json"))?;
     if ctx.json {
         print_json(&auth);

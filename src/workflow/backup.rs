@@ -269,12 +269,18 @@ pub struct RestoreAuthorization {
     pub signature: String,
 }
 
+/// Sign `req` with the issuer's raw P-256 private key (see [`sign_authorization_with`]).
 pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result<RestoreAuthorization> {
+    sign_authorization_with(req, &crate::signer::Signer::from_private(issuer_private)?)
+}
+
+/// Sign `req` with the issuer's key, in a file or in a PKCS#11 token. The
+/// request is checked for form here; the issuer's checks against its vault
+/// come first (`workflow::authorize::check_restore_request`).
+pub fn sign_authorization_with(req: &RestoreRequest, signer: &crate::signer::Signer) -> Result<RestoreAuthorization> {
     let challenge = cardvault_proto::from_hex(&req.challenge)
         .filter(|c| c.len() == 16)
         .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
-    let key = cardvault_proto::crypto::KeyPair::from_private(issuer_private)
-        .map_err(|e| Error::Usage(format!("issuer key: {e}")))?;
     let chain = cardvault_proto::from_hex(&req.chain_hash)
         .filter(|c| c.len() == bk::CHAIN_HASH_LEN)
         .ok_or_else(|| Error::Usage("the request's chain hash is not 32 bytes of hex".into()))?;
@@ -294,7 +300,7 @@ pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result
         &challenge,
         &chain,
     );
-    let sig = cardvault_proto::crypto::sign_p256(&key, &msg).map_err(|e| Error::Data(e.to_string()))?;
+    let sig = signer.sign(&msg)?;
     Ok(RestoreAuthorization {
         request: req.clone(),
         signature: cardvault_proto::to_hex(&sig),

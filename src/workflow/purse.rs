@@ -50,8 +50,13 @@ pub fn request_load(card: &mut CardClient<'_>, pin: &[u8], app: u8, amount: u32)
     })
 }
 
-/// The issuer signs a load request with its P-256 private key.
+/// The issuer signs a load request with its raw P-256 private key.
 pub fn sign_load(req: &LoadRequest, issuer_private: &[u8]) -> Result<LoadAuthorizationFile> {
+    sign_load_with(req, &crate::signer::Signer::from_private(issuer_private)?)
+}
+
+/// The issuer signs a load request with its key, in a file or in a PKCS#11 token.
+pub fn sign_load_with(req: &LoadRequest, signer: &crate::signer::Signer) -> Result<LoadAuthorizationFile> {
     if req.version != 1 {
         return Err(Error::Usage(format!(
             "load request version {} is not supported",
@@ -61,10 +66,8 @@ pub fn sign_load(req: &LoadRequest, issuer_private: &[u8]) -> Result<LoadAuthori
     let challenge = cardvault_proto::from_hex(&req.challenge)
         .filter(|c| c.len() == LOAD_CHALLENGE_LEN)
         .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
-    let key = cardvault_proto::crypto::KeyPair::from_private(issuer_private)
-        .map_err(|e| Error::Usage(format!("issuer key: {e}")))?;
     let msg = load_message(&req.card_number, req.app, req.amount, &challenge);
-    let sig = cardvault_proto::crypto::sign_p256(&key, &msg).map_err(|e| Error::Data(e.to_string()))?;
+    let sig = signer.sign(&msg)?;
     Ok(LoadAuthorizationFile {
         request: req.clone(),
         signature: cardvault_proto::to_hex(&sig),
@@ -101,8 +104,26 @@ pub fn credit_with_issuer_key(
     amount: u32,
     issuer_private: &[u8],
 ) -> Result<u32> {
+    credit_with_signer(
+        card,
+        pin,
+        app,
+        amount,
+        &crate::signer::Signer::from_private(issuer_private)?,
+    )
+}
+
+/// The issuer at hand with its key in a file or a token: request, sign and
+/// credit in one session.
+pub fn credit_with_signer(
+    card: &mut CardClient<'_>,
+    pin: &[u8],
+    app: u8,
+    amount: u32,
+    signer: &crate::signer::Signer,
+) -> Result<u32> {
     let req = request_load(card, pin, app, amount)?;
-    let auth = sign_load(&req, issuer_private)?;
+    let auth = sign_load_with(&req, signer)?;
     credit(card, pin, &auth)
 }
 

@@ -175,6 +175,25 @@ pub fn secrets_passed(cmd: &Command) -> Vec<String> {
     }
     let dir = cmd.get_current_dir().map(Path::to_path_buf);
     let mut secrets = Vec::new();
+    // A PKCS#11 URI names a token key (not a secret); its PIN comes from
+    // `pin-source=` or CARDVAULT_PKCS11_PIN, which are.
+    let values: Vec<String> = values
+        .into_iter()
+        .map(|v| match v.strip_prefix("pkcs11:") {
+            Some(uri) => uri
+                .split(['?', ';', '&'])
+                .find_map(|a| a.strip_prefix("pin-source="))
+                .map(|p| {
+                    if p.starts_with('/') {
+                        format!("file:{p}")
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .unwrap_or_else(|| "env:CARDVAULT_PKCS11_PIN".into()),
+            None => v,
+        })
+        .collect();
     for v in values {
         if v == "prompt" || v == "generate" {
             continue;
