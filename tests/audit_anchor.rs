@@ -2,7 +2,9 @@
 //! attacker who drops the triggers and rewrites, deletes or cuts off audit
 //! entries (rehashing the chain so that it is consistent again) is caught by
 //! `audit --verify`, because the head is anchored in a checkpoint file
-//! outside the vault, MACed with the operator key.
+//! outside the vault, MACed with the operator key, and each entry carries
+//! its own MAC under a key derived from it, which names the first entry
+//! that was rewritten.
 
 mod common;
 
@@ -94,25 +96,85 @@ fn vault_with_entries(tag: &str) -> common::TempDir {
 
 #[test]
 fn rewriting_deleting_or_cutting_audit_entries_is_detected() {
+    // (attack, SQL, what the anchor says, the first entry whose MAC fails)
     let cases = [
-        ("rewrite", "UPDATE audit SET card = '9999' WHERE id = 2", "rewritten"),
-        ("delete", "DELETE FROM audit WHERE id = 2", "deleted or cut off"),
-        ("truncate", "DELETE FROM audit WHERE id = 4", "deleted or cut off"),
+        (
+            "rewrite",
+            "UPDATE audit SET card = '9999' WHERE id = 2",
+            "rewritten",
+            Some(2),
+        ),
+        (
+            "delete",
+            "DELETE FROM audit WHERE id = 2",
+            "deleted or cut off",
+            Some(2),
+        ),
+        ("truncate", "DELETE FROM audit WHERE id = 4", "deleted or cut off", None),
         (
             "rewrite the newest",
             "UPDATE audit SET details = '{}' WHERE id = 4",
             "rewritten",
+            Some(4),
         ),
     ];
-    for (what, edit, words) in cases {
+    for (what, edit, words, bad_mac) in cases {
         let home = vault_with_entries(&format!("anchor-{}", what.replace(' ', "-")));
         let vault = home.join("vault.sqlite");
         tamper(&vault, edit);
-        // The chain inside the vault is consistent again: only the anchor tells.
+        // The chain inside the vault is consistent again: the anchor and the
+        // entry MACs tell.
         let o = verify(&home);
         assert_eq!(o.status.code(), Some(6), "{what}: {}{}", stdout(&o), stderr(&o));
         assert!(stdout(&o).contains(words), "{what}: {}", stdout(&o));
+        let v = json(&run(cv(&home).args(["--json", "audit", "--verify"])));
+        assert_eq!(v["first_bad_mac"].as_i64(), bad_mac, "{what}: {v}");
     }
+}
+
+#[test]
+fn an_entry_rewritten_and_rehashed_is_named_by_its_mac() {
+    let home = vault_with_entries("anchor-entry-mac");
+    let vault = home.join("vault.sqlite");
+    // The attacker changes why card 2222 was revoked and makes the hash
+    // chain consistent again; the MACs (and the checkpoint) are out of reach.
+    tamper(
+        &vault,
+        "UPDATE audit SET details = '{\"reason\":\"found again\"}' WHERE id = 2",
+    );
+    let o = verify(&home);
+    assert_eq!(o.status.code(), Some(6), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let first = out.lines().find(|l| l.contains("MAC")).unwrap_or_default();
+    assert!(first.contains("entry 2 fails its MAC"), "{out}");
+    // Entries 3 and 4 cover the rewritten entry's hash: they fail too, and
+    // are counted, not named as the rewritten one.
+    assert!(out.contains("2 later entries fail their MAC too"), "{out}");
+    // The hash chain alone no longer tells (it was rehashed).
+    assert!(!out.contains("hash mismatch") && !out.contains("chain broken"), "{out}");
+    let v = json(&run(cv(&home).args(["--json", "audit", "--verify"])));
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["first_bad_mac"], 2);
+    assert!(v["legacy_entries"].is_null(), "{v}");
+}
+
+#[test]
+fn an_intact_trail_verifies_with_every_entry_authenticated() {
+    let home = vault_with_entries("anchor-intact");
+    let v = json(&run(cv(&home).args(["--json", "audit", "--verify"])));
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["first_bad_mac"].is_null() && v["legacy_entries"].is_null(), "{v}");
+    // Every entry has a 32-byte MAC, and none of them is the operator key.
+    let c = rusqlite::Connection::open(home.join("vault.sqlite")).unwrap();
+    let macs: Vec<Option<Vec<u8>>> = c
+        .prepare("SELECT mac FROM audit ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(macs.len(), 4);
+    assert!(macs.iter().all(|m| m.as_ref().is_some_and(|m| m.len() == 32)));
 }
 
 #[test]

@@ -8,7 +8,8 @@ pub struct Args {
     /// Only entries about this card number.
     #[arg(long, value_name = "NUMBER")]
     card: Option<String>,
-    /// Check the hash chain and its checkpoint outside the vault instead of listing.
+    /// Check the hash chain, each entry's MAC and the checkpoint outside the
+    /// vault instead of listing.
     #[arg(long)]
     verify: bool,
 }
@@ -16,14 +17,30 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let vault = ctx.vault()?;
     if a.verify {
-        let problems = vault.verify_audit()?;
+        let report = vault.verify_audit_report()?;
+        let problems = &report.problems;
+        let legacy = report.legacy.map(|(first, last)| {
+            format!(
+                "entries {first} to {last} predate entry MACs (legacy: hash chained and anchored, not authenticated one by one)"
+            )
+        });
         if ctx.json {
-            print_json(&serde_json::json!({ "ok": problems.is_empty(), "problems": problems }));
-        } else if problems.is_empty() {
-            println!("audit trail intact");
+            print_json(&serde_json::json!({
+                "ok": problems.is_empty(),
+                "problems": problems,
+                "first_bad_mac": report.first_bad_mac,
+                "legacy_entries": report.legacy.map(|(first, last)| serde_json::json!({ "first": first, "last": last })),
+            }));
         } else {
-            for p in &problems {
-                println!("{p}");
+            if problems.is_empty() {
+                println!("audit trail intact");
+            } else {
+                for p in problems {
+                    println!("{p}");
+                }
+            }
+            if let Some(l) = &legacy {
+                println!("note: {l}");
             }
         }
         return if problems.is_empty() {

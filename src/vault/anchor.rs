@@ -11,13 +11,23 @@
 //! rewritten or deleted entry changes the head hash, a truncation leaves the
 //! checkpoint naming an entry that is gone, and forging a checkpoint needs
 //! the operator key. Threat model in RELIABILITY.md.
+//!
+//! The same key authenticates each entry: [`Anchor::entry_key`] derives the
+//! key of the per-entry MACs (`audit.mac`, schema version 3), and the
+//! checkpoint (version 2) records `macs_from`, the first entry written with
+//! a MAC, so that removing the MACs of later entries is seen too.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
-/// Domain separation label of the checkpoint MAC.
+/// Domain separation label of the checkpoint MAC (version 1 files).
 const LABEL: &[u8] = b"cardvault audit checkpoint v1";
+/// Domain separation label of the checkpoint MAC (version 2: with `macs_from`).
+const LABEL_V2: &[u8] = b"cardvault audit checkpoint v2";
+/// HKDF salt and info of the per-entry MAC key.
+const ENTRY_KEY_SALT: &[u8] = b"cardvault audit";
+const ENTRY_KEY_INFO: &[u8] = b"entry mac v1";
 /// The environment variable naming the operator key file.
 pub const OPERATOR_KEY_ENV: &str = "CARDVAULT_OPERATOR_KEY";
 
@@ -33,6 +43,10 @@ pub struct Anchor {
 pub struct Checkpoint {
     pub id: i64,
     pub head: Vec<u8>,
+    /// The first entry written with a per-entry MAC: every entry from it on
+    /// must carry one. `None` in a version 1 checkpoint (written before
+    /// entries had MACs).
+    pub macs_from: Option<i64>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -40,6 +54,8 @@ struct File {
     version: u32,
     id: i64,
     head: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    macs_from: Option<i64>,
     mac: String,
 }
 
@@ -89,20 +105,34 @@ impl Anchor {
         }
     }
 
-    fn mac(key: &[u8], id: i64, head: &[u8]) -> Result<[u8; 32]> {
-        cardvault_proto::crypto::hmac_sha256(key, &[LABEL, &id.to_be_bytes(), head])
-            .map_err(|e| Error::Data(e.to_string()))
+    fn mac(key: &[u8], id: i64, head: &[u8], macs_from: Option<i64>) -> Result<[u8; 32]> {
+        let r = match macs_from {
+            None => cardvault_proto::crypto::hmac_sha256(key, &[LABEL, &id.to_be_bytes(), head]),
+            Some(m) => {
+                cardvault_proto::crypto::hmac_sha256(key, &[LABEL_V2, &id.to_be_bytes(), head, &m.to_be_bytes()])
+            }
+        };
+        r.map_err(|e| Error::Data(e.to_string()))
     }
 
-    /// Record `id` and `head` as the newest entry (durably, through a
-    /// temporary file and rename).
-    pub fn write(&self, id: i64, head: &[u8]) -> Result<()> {
+    /// The key of the per-entry MACs: HKDF-SHA256 of the operator key
+    /// (made on first use when `create`). Distinct from the checkpoint's
+    /// key, so neither MAC can stand in for the other.
+    pub fn entry_key(&self, create: bool) -> Result<Zeroizing<[u8; 32]>> {
+        let key = self.key(create)?;
+        cardvault_proto::crypto::hkdf(&key, ENTRY_KEY_SALT, ENTRY_KEY_INFO).map_err(|e| Error::Data(e.to_string()))
+    }
+
+    /// Record `id` and `head` as the newest entry, and `macs_from` as the
+    /// first entry with a MAC (durably, through a temporary file and rename).
+    pub fn write(&self, id: i64, head: &[u8], macs_from: i64) -> Result<()> {
         let key = self.key(true)?;
         let f = File {
-            version: 1,
+            version: 2,
             id,
             head: cardvault_proto::to_hex(head),
-            mac: cardvault_proto::to_hex(&Self::mac(&key, id, head)?),
+            macs_from: Some(macs_from),
+            mac: cardvault_proto::to_hex(&Self::mac(&key, id, head, Some(macs_from))?),
         };
         let text = serde_json::to_vec(&f).expect("json");
         cardvault_proto::fsutil::atomic_write(&self.checkpoint, &text)
@@ -122,12 +152,22 @@ impl Anchor {
         let head = cardvault_proto::from_hex(&f.head).ok_or_else(|| format!("{name}: head is not hex"))?;
         let mac = cardvault_proto::from_hex(&f.mac).ok_or_else(|| format!("{name}: MAC is not hex"))?;
         let key = self.key(false).map_err(|e| e.to_string())?;
-        let expected = Self::mac(&key, f.id, &head).map_err(|e| e.to_string())?;
-        if f.version != 1 || !openssl::memcmp::eq(&expected, &mac) {
+        // Version 1 has no macs_from; version 2 must have one (the MAC covers it).
+        let macs_from = match (f.version, f.macs_from) {
+            (1, None) => None,
+            (2, Some(m)) => Some(m),
+            _ => return Err(format!("{name}: version {} checkpoint of the wrong form", f.version)),
+        };
+        let expected = Self::mac(&key, f.id, &head, macs_from).map_err(|e| e.to_string())?;
+        if mac.len() != expected.len() || !openssl::memcmp::eq(&expected, &mac) {
             return Err(format!(
                 "{name}: the checkpoint's MAC does not verify under the operator key"
             ));
         }
-        Ok(Some(Checkpoint { id: f.id, head }))
+        Ok(Some(Checkpoint {
+            id: f.id,
+            head,
+            macs_from,
+        }))
     }
 }

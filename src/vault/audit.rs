@@ -1,6 +1,14 @@
 //! The audit trail: append-only (triggers refuse UPDATE and DELETE) and hash
 //! chained, so an edited, removed or reordered row shows up in verification.
 //! It records what happened to which card; it never holds key material.
+//!
+//! Each entry also carries a MAC under a key derived from the operator key
+//! ([`super::anchor::Anchor::entry_key`]), which is not in the vault: whoever
+//! can write the vault file alone can rehash the chain, but cannot make an
+//! edited entry's MAC verify, so `audit --verify` names the first entry
+//! that was rewritten. Entries from before the MACs (schema version < 3)
+//! are "legacy": accepted, and reported, only before the first entry with a
+//! MAC and before the checkpoint's `macs_from`; never after them.
 
 use super::Vault;
 use crate::error::Result;
@@ -28,9 +36,10 @@ pub struct AuditEntry {
     pub details: serde_json::Value,
 }
 
-/// SHA-256(prev_hash || id || each field as u32 length + bytes). Fields:
-/// at, event, card, peer (NUL when absent), result, details.
-fn entry_hash(prev: &[u8], id: i64, fields: [&str; 6]) -> [u8; 32] {
+/// An entry's canonical bytes: prev_hash || id || each field as u32 length +
+/// bytes. Fields: at, event, card, peer (NUL when absent), result, details.
+/// The hash is SHA-256 of them, the MAC HMAC-SHA256 under the entry key.
+fn entry_bytes(prev: &[u8], id: i64, fields: [&str; 6]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(prev);
     buf.extend_from_slice(&id.to_be_bytes());
@@ -38,7 +47,27 @@ fn entry_hash(prev: &[u8], id: i64, fields: [&str; 6]) -> [u8; 32] {
         buf.extend_from_slice(&(f.len() as u32).to_be_bytes());
         buf.extend_from_slice(f.as_bytes());
     }
-    openssl::sha::sha256(&buf)
+    buf
+}
+
+fn entry_mac(key: &[u8; 32], bytes: &[u8]) -> Result<[u8; 32]> {
+    cardvault_proto::crypto::hmac_sha256(key, &[bytes]).map_err(|e| crate::error::Error::Data(e.to_string()))
+}
+
+/// Why an entry's MAC does not verify.
+const REWRITTEN: &str =
+    "fails its MAC under the operator key (rewritten, forged or renumbered by someone without the key)";
+
+/// What `audit --verify` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditVerification {
+    /// Every problem, one line each; empty when the trail is intact.
+    pub problems: Vec<String>,
+    /// The first entry whose MAC does not verify, or that lost its MAC.
+    pub first_bad_mac: Option<i64>,
+    /// Entries written before entry MACs existed (first, last): hash
+    /// chained and anchored, not authenticated one by one.
+    pub legacy: Option<(i64, i64)>,
 }
 
 impl Vault {
@@ -62,25 +91,48 @@ impl Vault {
             Some((id, h)) => (id + 1, h),
             None => (1, vec![0u8; 32]),
         };
-        let hash = entry_hash(
+        let bytes = entry_bytes(
             &prev,
             id,
             [&at, e.event, e.card, e.peer.unwrap_or("\u{0}"), e.result, &details],
         );
+        let hash = openssl::sha::sha256(&bytes);
+        let entry_key = self.anchor.entry_key(true)?;
+        let mac = entry_mac(&entry_key, &bytes)?;
+        // The first entry with a MAC: as the checkpoint recorded it, else
+        // as the vault shows it, else this one.
+        let macs_from = match self.anchor.read() {
+            Ok(Some(c)) if c.macs_from.is_some() => c.macs_from,
+            _ => tx
+                .query_row("SELECT min(id) FROM audit WHERE mac IS NOT NULL", [], |r| r.get(0))
+                .map_err(verr)?,
+        }
+        .unwrap_or(id);
         tx.execute(
-            "INSERT INTO audit (id, at, event, card, peer, result, details, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            rusqlite::params![id, at, e.event, e.card, e.peer, e.result, details, prev, hash.to_vec()],
+            "INSERT INTO audit (id, at, event, card, peer, result, details, prev_hash, hash, mac)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            rusqlite::params![
+                id,
+                at,
+                e.event,
+                e.card,
+                e.peer,
+                e.result,
+                details,
+                prev,
+                hash.to_vec(),
+                mac.to_vec()
+            ],
         )
         .map_err(verr)?;
         // The checkpoint moves while this transaction holds the vault's write
         // lock, so terminals side by side advance it in entry order. A crash
         // before the commit leaves it one entry ahead: `audit --verify` then
         // reports a truncation (an alarm, never silence).
-        self.anchor.write(id, &hash)?;
+        self.anchor.write(id, &hash, macs_from)?;
         if let Err(err) = tx.commit() {
             if id > 1 {
-                let _ = self.anchor.write(id - 1, &prev);
+                let _ = self.anchor.write(id - 1, &prev, macs_from);
             }
             return Err(verr(err));
         }
@@ -116,15 +168,33 @@ impl Vault {
     /// Check the hash chain and its checkpoint outside the vault (see
     /// [`super::anchor`]); returns a description of every problem found.
     pub fn verify_audit(&self) -> Result<Vec<String>> {
+        Ok(self.verify_audit_report()?.problems)
+    }
+
+    /// Check the hash chain, each entry's MAC and the checkpoint outside the
+    /// vault.
+    pub fn verify_audit_report(&self) -> Result<AuditVerification> {
         let mut st = self
             .conn
-            .prepare("SELECT id, at, event, card, peer, result, details, prev_hash, hash FROM audit ORDER BY id")
+            .prepare("SELECT id, at, event, card, peer, result, details, prev_hash, hash, mac FROM audit ORDER BY id")
             .map_err(|e| self.err(e))?;
         let mut rows = st.query([]).map_err(|e| self.err(e))?;
+        let checkpoint = self.anchor.read();
+        let macs_from = checkpoint
+            .as_ref()
+            .ok()
+            .and_then(|c| c.as_ref())
+            .and_then(|c| c.macs_from);
+        let entry_key = self.anchor.entry_key(false);
+        let mut report = AuditVerification::default();
         let mut problems = Vec::new();
         let mut prev = vec![0u8; 32];
         let mut expected_id = 1i64;
         let mut heads: Vec<(i64, Vec<u8>)> = Vec::new();
+        // MAC failures after the first one (reported as a count).
+        let mut later_bad_macs = 0usize;
+        let mut seen_mac = false;
+        let mut key_problem = None;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let id: i64 = r.get(0).map_err(|e| self.err(e))?;
             let get = |i| r.get::<_, String>(i);
@@ -132,6 +202,7 @@ impl Vault {
             let peer: Option<String> = r.get(4).map_err(|e| self.err(e))?;
             let prev_hash: Vec<u8> = r.get(7).map_err(|e| self.err(e))?;
             let hash: Vec<u8> = r.get(8).map_err(|e| self.err(e))?;
+            let mac: Option<Vec<u8>> = r.get(9).unwrap_or(Some(Vec::new()));
             if id != expected_id {
                 problems.push(format!("audit: entry {expected_id} is missing (next is {id})"));
             }
@@ -140,32 +211,82 @@ impl Vault {
                     "audit: entry {id} does not follow the entry before it (chain broken)"
                 ));
             }
-            match (at, event, card, result, details) {
-                (Ok(at), Ok(event), Ok(card), Ok(result), Ok(details)) => {
-                    let h = entry_hash(
-                        &prev_hash,
-                        id,
-                        [
-                            &at,
-                            &event,
-                            &card,
-                            peer.as_deref().unwrap_or("\u{0}"),
-                            &result,
-                            &details,
-                        ],
-                    );
-                    if h.as_slice() != hash.as_slice() {
-                        problems.push(format!("audit: entry {id} was altered (hash mismatch)"));
+            let bytes = match (at, event, card, result, details) {
+                (Ok(at), Ok(event), Ok(card), Ok(result), Ok(details)) => Some(entry_bytes(
+                    &prev_hash,
+                    id,
+                    [
+                        &at,
+                        &event,
+                        &card,
+                        peer.as_deref().unwrap_or("\u{0}"),
+                        &result,
+                        &details,
+                    ],
+                )),
+                _ => None,
+            };
+            match &bytes {
+                Some(b) if openssl::sha::sha256(b).as_slice() != hash.as_slice() => {
+                    problems.push(format!("audit: entry {id} was altered (hash mismatch)"))
+                }
+                Some(_) => {}
+                None => problems.push(format!("audit: entry {id} has fields of the wrong type")),
+            }
+            // The entry's MAC: present and verifying, or legacy (no MAC)
+            // only before the first entry with one.
+            let mac_failure = match (&mac, &bytes) {
+                (None, _) if seen_mac || macs_from.is_some_and(|m| id >= m) => Some(
+                    "carries no MAC, but an entry before it or the checkpoint has MACs from there on \
+                     (its MAC was removed)",
+                ),
+                (None, _) => {
+                    let (first, _) = report.legacy.unwrap_or((id, id));
+                    report.legacy = Some((first, id));
+                    None
+                }
+                (Some(m), b) => {
+                    seen_mac = true;
+                    match (&entry_key, b) {
+                        (Err(e), _) => {
+                            key_problem.get_or_insert_with(|| e.to_string());
+                            None
+                        }
+                        (Ok(k), Some(b)) => {
+                            let expected = entry_mac(k, b)?;
+                            (m.len() != expected.len() || !openssl::memcmp::eq(m, &expected)).then_some(REWRITTEN)
+                        }
+                        (Ok(_), None) => Some(REWRITTEN),
                     }
                 }
-                _ => problems.push(format!("audit: entry {id} has fields of the wrong type")),
+            };
+            if let Some(why) = mac_failure {
+                match report.first_bad_mac {
+                    None => {
+                        report.first_bad_mac = Some(id);
+                        problems.push(format!("audit: entry {id} {why}"));
+                    }
+                    Some(_) => later_bad_macs += 1,
+                }
             }
             heads.push((id, hash.clone()));
             prev = hash;
             expected_id = id + 1;
         }
+        if later_bad_macs > 0 {
+            problems.push(if later_bad_macs == 1 {
+                "audit: 1 later entry fails its MAC too (each MAC covers the entry before it)".to_string()
+            } else {
+                format!(
+                    "audit: {later_bad_macs} later entries fail their MAC too (each MAC covers the entry before it)"
+                )
+            });
+        }
+        if let Some(e) = key_problem {
+            problems.push(format!("audit: entry MACs not checked: {e}"));
+        }
         let name = self.anchor.checkpoint_path().display().to_string();
-        match (self.anchor.read(), heads.last()) {
+        match (checkpoint, heads.last()) {
             (Err(e), _) => problems.push(format!("audit: {e}")),
             (Ok(None), None) => {}
             (Ok(None), Some((last, _))) => problems.push(format!(
@@ -191,6 +312,7 @@ impl Vault {
                 }
             }
         }
-        Ok(problems)
+        report.problems = problems;
+        Ok(report)
     }
 }

@@ -7,7 +7,7 @@ pub mod anchor;
 mod audit;
 mod backups;
 
-pub use audit::{AuditEntry, AuditEvent};
+pub use audit::{AuditEntry, AuditEvent, AuditVerification};
 pub use backups::{BackupRow, BackupState, NewBackup, StoredBackup};
 
 use crate::error::{Error, Result};
@@ -19,6 +19,7 @@ use std::time::Duration;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_audit.sql"),
     include_str!("../../migrations/0002_backups.sql"),
+    include_str!("../../migrations/0003_audit_mac.sql"),
 ];
 
 /// Maps SQLite errors of the vault at `path` to [`Error::Vault`]; usable while
