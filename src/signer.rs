@@ -61,7 +61,7 @@ fn percent_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
             let hex = s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-encoding in '{s}'"))?;
+                .ok_or_else(|| "bad percent-encoding".to_string())?;
             out.push(hex);
             i += 3;
         } else {
@@ -90,14 +90,15 @@ impl std::str::FromStr for Pkcs11Uri {
         for (attr, in_query) in attrs {
             let (name, value) = attr
                 .split_once('=')
-                .ok_or_else(|| format!("'{attr}' is not name=value"))?;
-            let text = || String::from_utf8(percent_decode(value)?).map_err(|_| format!("{name}= is not UTF-8"));
+                .ok_or_else(|| "every attribute is name=value (separated by ';', query by '&')".to_string())?;
+            let decode = || percent_decode(value).map_err(|e| format!("{name}=: {e}"));
+            let text = || String::from_utf8(decode()?).map_err(|_| format!("{name}= is not UTF-8"));
             let dup = || format!("{name}= is given twice");
             match (name, in_query) {
                 ("token", false) => uri.token.replace(text()?).map_or(Ok(()), |_| Err(dup()))?,
                 ("object", false) => uri.object.replace(text()?).map_or(Ok(()), |_| Err(dup()))?,
                 ("serial", false) => uri.serial.replace(text()?).map_or(Ok(()), |_| Err(dup()))?,
-                ("id", false) => uri.id.replace(percent_decode(value)?).map_or(Ok(()), |_| Err(dup()))?,
+                ("id", false) => uri.id.replace(decode()?).map_or(Ok(()), |_| Err(dup()))?,
                 ("type", false) if value == "private" => {}
                 ("type", false) => return Err(format!("type={value}: the issuer key is a private key")),
                 // RFC 7512 puts module-path in the query; accepted in the path too.
@@ -181,20 +182,24 @@ impl std::str::FromStr for IssuerKeySource {
     }
 }
 
-/// The command line's parser: like [`crate::secret::SecretSourceParser`], a
-/// refused value is never repeated in the error (it may be a key).
+/// The command line's parser of an issuer key or a `pkcs11:` URI: like
+/// [`crate::secret::SecretSourceParser`], a refused value is never repeated
+/// in the error (it may be a key, or carry a `pin-value=`).
 #[derive(Debug, Clone, Copy)]
-pub struct IssuerKeySourceParser;
+pub struct QuietParser<T>(std::marker::PhantomData<fn() -> T>);
 
-impl clap::builder::TypedValueParser for IssuerKeySourceParser {
-    type Value = IssuerKeySource;
+impl<T> clap::builder::TypedValueParser for QuietParser<T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> std::result::Result<IssuerKeySource, clap::Error> {
+    ) -> std::result::Result<T, clap::Error> {
         let refused = |reason: &str| {
             let option = arg.map(|a| format!(" for '{a}'")).unwrap_or_default();
             let mut cmd = cmd.clone();
@@ -213,9 +218,16 @@ impl clap::builder::TypedValueParser for IssuerKeySourceParser {
 }
 
 impl clap::builder::ValueParserFactory for IssuerKeySource {
-    type Parser = IssuerKeySourceParser;
-    fn value_parser() -> IssuerKeySourceParser {
-        IssuerKeySourceParser
+    type Parser = QuietParser<IssuerKeySource>;
+    fn value_parser() -> Self::Parser {
+        QuietParser(std::marker::PhantomData)
+    }
+}
+
+impl clap::builder::ValueParserFactory for Pkcs11Uri {
+    type Parser = QuietParser<Pkcs11Uri>;
+    fn value_parser() -> Self::Parser {
+        QuietParser(std::marker::PhantomData)
     }
 }
 
@@ -236,25 +248,36 @@ impl IssuerKeySource {
                 Signer::from_private(&key)
             }
             IssuerKeySource::Pkcs11(uri) => {
-                let module = uri
-                    .module_path
-                    .clone()
-                    .or_else(|| {
-                        std::env::var_os(MODULE_ENV)
-                            .filter(|v| !v.is_empty())
-                            .map(PathBuf::from)
-                    })
-                    .or_else(|| configured_module.map(Path::to_path_buf))
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE));
-                let pin_source = match &uri.pin_source {
-                    Some(s) => s.clone(),
-                    None if std::env::var_os(PIN_ENV).is_some() => SecretSource::Env(PIN_ENV.into()),
-                    None => SecretSource::Prompt,
-                };
-                let pin = pin_source.read(&format!("user PIN of PKCS#11 token {uri}"))?;
-                TokenKey::open(&module, uri, &pin).map(Signer::Token)
+                let pin = uri.read_pin()?;
+                TokenKey::open(&uri.module(configured_module), uri, &pin).map(Signer::Token)
             }
         }
+    }
+}
+
+impl Pkcs11Uri {
+    /// The module: `module-path=`, else `CARDVAULT_PKCS11_MODULE`, else
+    /// `configured` (`[pkcs11] module`), else [`DEFAULT_MODULE`].
+    pub fn module(&self, configured: Option<&Path>) -> PathBuf {
+        self.module_path
+            .clone()
+            .or_else(|| {
+                std::env::var_os(MODULE_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .or_else(|| configured.map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE))
+    }
+
+    /// The token's user PIN: `pin-source=`, else `CARDVAULT_PKCS11_PIN`, else a prompt.
+    pub fn read_pin(&self) -> Result<Secret> {
+        let source = match &self.pin_source {
+            Some(s) => s.clone(),
+            None if std::env::var_os(PIN_ENV).is_some() => SecretSource::Env(PIN_ENV.into()),
+            None => SecretSource::Prompt,
+        };
+        source.read(&format!("user PIN of PKCS#11 token {self}"))
     }
 }
 
@@ -344,80 +367,151 @@ fn raw_signature(sig: &[u8]) -> Option<Vec<u8>> {
     Some([strip(r)?, strip(s)?].concat())
 }
 
-impl TokenKey {
-    /// Load `module`, find the one token and the one P-256 private key `uri`
-    /// names, and log in with `pin`.
-    pub fn open(module: &Path, uri: &Pkcs11Uri, pin: &Secret) -> Result<TokenKey> {
-        let ctx = Pkcs11::new(module).map_err(|e| {
+/// Load `module`, find the one token `uri` names, open a session
+/// (read-write when `rw`) and log in with `pin`.
+fn login(module: &Path, uri: &Pkcs11Uri, pin: &Secret, rw: bool) -> Result<Session> {
+    let ctx = Pkcs11::new(module).map_err(|e| {
             Error::Usage(format!(
                 "PKCS#11 module {}: {e} (name one with module-path= in the URI, {MODULE_ENV} or [pkcs11] module in config.toml)",
                 module.display()
             ))
         })?;
-        ctx.initialize(CInitializeArgs::OsThreads)
-            .map_err(|e| token_error(uri, "initializing the module", e))?;
-        let slots = ctx
-            .get_slots_with_initialized_token()
-            .map_err(|e| token_error(uri, "listing tokens", e))?;
-        let mut seen = Vec::new();
-        let mut matching = Vec::new();
-        for slot in slots {
-            let info = ctx
-                .get_token_info(slot)
-                .map_err(|e| token_error(uri, "reading token information", e))?;
-            let (label, serial) = (
-                info.label().trim_end().to_string(),
-                info.serial_number().trim_end().to_string(),
-            );
-            if uri.token.as_ref().is_none_or(|t| *t == label) && uri.serial.as_ref().is_none_or(|s| *s == serial) {
-                matching.push(slot);
-            }
-            seen.push(label);
+    ctx.initialize(CInitializeArgs::OsThreads)
+        .map_err(|e| token_error(uri, "initializing the module", e))?;
+    let slots = ctx
+        .get_slots_with_initialized_token()
+        .map_err(|e| token_error(uri, "listing tokens", e))?;
+    let mut seen = Vec::new();
+    let mut matching = Vec::new();
+    for slot in slots {
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| token_error(uri, "reading token information", e))?;
+        let (label, serial) = (
+            info.label().trim_end().to_string(),
+            info.serial_number().trim_end().to_string(),
+        );
+        if uri.token.as_ref().is_none_or(|t| *t == label) && uri.serial.as_ref().is_none_or(|s| *s == serial) {
+            matching.push(slot);
         }
-        let slot = match matching.as_slice() {
-            [slot] => *slot,
-            [] => {
-                return Err(Error::Usage(format!(
-                    "no PKCS#11 token matches {uri} in module {} (tokens: {})",
-                    module.display(),
-                    if seen.is_empty() {
-                        "none".into()
-                    } else {
-                        seen.join(", ")
-                    }
-                )))
-            }
-            _ => {
-                return Err(Error::Usage(format!(
-                    "{} tokens match {uri} (tokens: {}); name one with token= or serial=",
-                    matching.len(),
+        seen.push(label);
+    }
+    let slot = match matching.as_slice() {
+        [slot] => *slot,
+        [] => {
+            return Err(Error::Usage(format!(
+                "no PKCS#11 token matches {uri} in module {} (tokens: {})",
+                module.display(),
+                if seen.is_empty() {
+                    "none".into()
+                } else {
                     seen.join(", ")
-                )))
-            }
-        };
-        let session = ctx
-            .open_ro_session(slot)
-            .map_err(|e| token_error(uri, "opening a session", e))?;
-        let raw_pin = cryptoki::types::RawAuthPin::new(pin.to_vec());
-        session.login_with_raw(UserType::User, &raw_pin).map_err(|e| {
-            use cryptoki::error::{Error as P11, RvError};
-            match e {
-                P11::Pkcs11(RvError::PinIncorrect, _) => Error::TokenPin(format!(
-                    "PKCS#11 token {uri}: the token refused the PIN; nothing was signed"
-                )),
-                P11::Pkcs11(RvError::PinLocked, _) => Error::TokenPin(format!(
-                    "PKCS#11 token {uri}: the user PIN is locked; the token's security officer must reset it"
-                )),
-                e => token_error(uri, "logging in", e),
-            }
-        })?;
-        let mut template = vec![Attribute::KeyType(KeyType::EC)];
-        if let Some(o) = &uri.object {
-            template.push(Attribute::Label(o.as_bytes().to_vec()));
+                }
+            )))
         }
-        if let Some(id) = &uri.id {
-            template.push(Attribute::Id(id.clone()));
+        _ => {
+            return Err(Error::Usage(format!(
+                "{} tokens match {uri} (tokens: {}); name one with token= or serial=",
+                matching.len(),
+                seen.join(", ")
+            )))
         }
+    };
+    let session = if rw {
+        ctx.open_rw_session(slot)
+    } else {
+        ctx.open_ro_session(slot)
+    }
+    .map_err(|e| token_error(uri, "opening a session", e))?;
+    let raw_pin = cryptoki::types::RawAuthPin::new(pin.to_vec());
+    session.login_with_raw(UserType::User, &raw_pin).map_err(|e| {
+        use cryptoki::error::{Error as P11, RvError};
+        match e {
+            P11::Pkcs11(RvError::PinIncorrect, _) => Error::TokenPin(format!(
+                "PKCS#11 token {uri}: the token refused the user PIN; nothing was signed or made"
+            )),
+            P11::Pkcs11(RvError::PinLocked, _) => Error::TokenPin(format!(
+                "PKCS#11 token {uri}: the user PIN is locked; the token's security officer must reset it"
+            )),
+            e => token_error(uri, "logging in", e),
+        }
+    })?;
+    Ok(session)
+}
+
+/// The search template of the key `uri` names.
+fn key_template(uri: &Pkcs11Uri) -> Vec<Attribute> {
+    let mut template = vec![Attribute::KeyType(KeyType::EC)];
+    if let Some(o) = &uri.object {
+        template.push(Attribute::Label(o.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    template
+}
+
+/// Generate a P-256 key pair inside the token `uri` names, labelled
+/// `object=` (and `id=`, else 8 random bytes): the private key sensitive,
+/// never extractable, for signing only. Refused when a key of that label
+/// (and id) is already there. Returns the public point (uncompressed, 65
+/// bytes), which the cards' profiles take as `issuer_public_key`.
+pub fn generate_token_key(module: &Path, uri: &Pkcs11Uri, pin: &Secret) -> Result<Vec<u8>> {
+    let object = uri
+        .object
+        .as_ref()
+        .ok_or_else(|| Error::Usage(format!("{uri}: name the new key with object=LABEL")))?;
+    let session = login(module, uri, pin, true)?;
+    let existing = session
+        .find_objects(&key_template(uri))
+        .map_err(|e| token_error(uri, "finding keys", e))?;
+    if !existing.is_empty() {
+        return Err(Error::Usage(format!(
+            "PKCS#11 token {uri}: a key with that label is already there; choose another object= or remove it"
+        )));
+    }
+    let id = uri
+        .id
+        .clone()
+        .unwrap_or_else(|| cardvault_proto::crypto::random::<8>().to_vec());
+    let label = object.as_bytes().to_vec();
+    let public_template = [
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::EcParams(P256_PARAMS.to_vec()),
+        Attribute::Label(label.clone()),
+        Attribute::Id(id.clone()),
+    ];
+    let private_template = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Label(label),
+        Attribute::Id(id),
+    ];
+    let (public, _) = session
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template)
+        .map_err(|e| token_error(uri, "generating a P-256 key pair", e))?;
+    session
+        .get_attributes(public, &[AttributeType::EcPoint])
+        .map_err(|e| token_error(uri, "reading the new public key", e))?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::EcPoint(p) => ec_point(&p),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Data(format!("PKCS#11 token {uri}: the new public key is not a P-256 point")))
+}
+
+impl TokenKey {
+    /// Load `module`, find the one token and the one P-256 private key `uri`
+    /// names, and log in with `pin`.
+    pub fn open(module: &Path, uri: &Pkcs11Uri, pin: &Secret) -> Result<TokenKey> {
+        let session = login(module, uri, pin, false)?;
+        let template = key_template(uri);
         let find = |class: ObjectClass| {
             let mut t = template.clone();
             t.push(Attribute::Class(class));

@@ -34,6 +34,13 @@ impl Token {
     /// Initialize a token and import the issuer key; `None` when SoftHSM2 is
     /// missing and skipping is allowed (never under CI).
     fn new(test: &str) -> Option<Token> {
+        let t = Token::empty(test)?;
+        t.import_issuer_key();
+        Some(t)
+    }
+
+    /// Initialize an empty token.
+    fn empty(test: &str) -> Option<Token> {
         let module = std::env::var_os(cardvault::signer::MODULE_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(cardvault::signer::DEFAULT_MODULE));
@@ -61,15 +68,7 @@ impl Token {
         )
         .unwrap();
         let t = Token { dir, module };
-        let util = |args: &[&str]| {
-            let o = t.env(&mut Command::new("softhsm2-util")).args(args).output().unwrap();
-            assert!(
-                o.status.success(),
-                "softhsm2-util {args:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        };
-        util(&[
+        t.util(&[
             "--init-token",
             "--free",
             "--label",
@@ -79,12 +78,31 @@ impl Token {
             "--so-pin",
             "so-pin-12345678",
         ]);
+        Some(t)
+    }
+
+    fn util(&self, args: &[&str]) {
+        let o = self
+            .env(&mut Command::new("softhsm2-util"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "softhsm2-util {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Import the test issuer's key.
+    fn import_issuer_key(&self) {
+        let t = self;
         // The test issuer's key (the one the built-in profiles trust), as
         // PKCS#8 for the import; the file goes once the token holds the key.
         let key = cardvault_proto::crypto::KeyPair::from_private(&issuer_key()).unwrap();
         let pem = t.dir.join("issuer.p8");
         std::fs::write(&pem, key.to_pem().unwrap()).unwrap();
-        util(&[
+        t.util(&[
             "--import",
             pem.to_str().unwrap(),
             "--token",
@@ -97,7 +115,6 @@ impl Token {
             TOKEN_PIN,
         ]);
         std::fs::remove_file(&pem).unwrap();
-        Some(t)
     }
 
     /// Point a command at this token's SoftHSM2 configuration.
@@ -178,7 +195,7 @@ fn a_restore_authorized_with_a_token_key_is_accepted_and_a_wrong_token_pin_signs
     let bare = format!("pkcs11:token={TOKEN};object={OBJECT}");
     let (o, auth) = authorize_restore(&home, &token, &bare, &req, Some(WRONG_PIN));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert!(stderr(&o).contains("refused the PIN"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("refused the user PIN"), "{}", stderr(&o));
     assert!(!auth.exists());
     let wrong = token.pin_file("wrong-pin", WRONG_PIN);
     let o = run(token
@@ -309,4 +326,60 @@ fn a_value_load_signed_in_the_token_is_credited_and_a_wrong_pin_signs_nothing() 
     assert_eq!(after.memory, before.memory);
     ok(one_step(TOKEN_PIN));
     assert_eq!(balance(&home, "sim:a"), start + 350);
+}
+
+#[test]
+fn a_key_generated_in_the_token_signs_for_cards_that_trust_it_and_no_others() {
+    let Some(token) = Token::empty("pkcs11-keygen") else {
+        return;
+    };
+    let home = temp_dir("pkcs11-keygen-home");
+    let pin = token.pin_file("pin", TOKEN_PIN);
+    let uri = token.uri(&pin);
+    let o = ok(run(token.env(&mut cv(&home)).args([
+        "--json",
+        "issuer",
+        "token-keygen",
+        "--key",
+        &uri,
+    ])));
+    let public = json(&o)["public_key"].as_str().unwrap().to_string();
+    assert_eq!(public.len(), 130, "{public}");
+    assert_ne!(public, include_str!("../fixtures/issuer/issuer-public.hex").trim());
+    // A second key under the same label is refused.
+    let o = run(token
+        .env(&mut cv(&home))
+        .args(["issuer", "token-keygen", "--key", &uri]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already there"), "{}", stderr(&o));
+
+    // Cards made from a profile that trusts the new key (config.toml's [sim] profile).
+    let main = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/applet-sim/profiles/main.toml")).unwrap();
+    let test_issuer = include_str!("../fixtures/issuer/issuer-public.hex").trim();
+    assert!(main.contains(test_issuer));
+    let profile = home.join("token-issuer.toml");
+    std::fs::write(&profile, main.replace(test_issuer, &public)).unwrap();
+    let config = home.join("token-config.toml");
+    std::fs::write(
+        &config,
+        format!("[sim]\nprofile = {:?}\n", profile.display().to_string()),
+    )
+    .unwrap();
+    let credit = |card: &str, cfg: Option<&Path>| {
+        let mut c = cv(&home);
+        token.env(&mut c).env(cardvault::signer::PIN_ENV, TOKEN_PIN);
+        if let Some(cfg) = cfg {
+            c.arg("--config").arg(cfg);
+        }
+        run(c
+            .args(["-r", card, "purse", "credit", "40", "--pin", "env:P", "--issuer-key"])
+            .arg(format!("pkcs11:token={TOKEN};object={OBJECT}")))
+    };
+    ok(credit("sim:trusts-token", Some(&config)));
+    assert_eq!(balance(&home, "sim:trusts-token"), 40);
+    // A card of the built-in profile trusts the test issuer, not this key:
+    // the card refuses the load, and no value appears.
+    let o = credit("sim:trusts-fixture", None);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(balance(&home, "sim:trusts-fixture"), 0);
 }
