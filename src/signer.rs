@@ -123,7 +123,7 @@ impl std::str::FromStr for Pkcs11Uri {
                 }
                 _ => {
                     return Err(format!(
-                        "attribute '{name}' is not supported here (token, object, id, serial, type; \
+                        "attribute '{name}' is not supported there (path: token, object, id, serial, type; \
                          query: module-path, pin-source)"
                     ))
                 }
