@@ -109,16 +109,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             "several --main/--backup stations duplicate a batch: give the holder file with --holders".into(),
         ));
     }
-    let mut main_reader = ctx.open_named(&a.main[0])?;
-    let mut backup_reader = ctx.open_named(&a.backup[0])?;
-    let mut main = CardClient::open(main_reader.as_mut(), ctx.session())?;
-    let mut backup = CardClient::open(backup_reader.as_mut(), ctx.session())?;
+    if a.main[0] == a.backup[0] {
+        return Err(Error::Usage(format!(
+            "--main and --backup name the same card ({}): the duplicate goes onto another card",
+            a.main[0]
+        )));
+    }
+    // Inputs first: nothing is read from a card before they are all there.
     let elements = elements(&a.elements)?;
     let main_pin = a.pin.unwrap_or(SecretSource::Prompt).read("PIN of the main card")?;
     let backup_pin = a
         .backup_pin
         .unwrap_or(SecretSource::Prompt)
         .read("PIN of the backup card")?;
+    let mut main_reader = ctx.open_named(&a.main[0])?;
+    let mut backup_reader = ctx.open_named(&a.backup[0])?;
+    let mut main = CardClient::open(main_reader.as_mut(), ctx.session())?;
+    let mut backup = CardClient::open(backup_reader.as_mut(), ctx.session())?;
     let mut vault = ctx.vault_or_create()?;
     let done = duplicate::duplicate_pair(
         &mut main,
@@ -288,7 +295,7 @@ fn holder_line(r: &HolderDuplication, elements_out: Option<&std::path::Path>) ->
 
 fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
     let path = a.holders.as_ref().expect("batch mode");
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::input(format!("reading {}", path.display()), e))?;
     let stations: Vec<Station> = a
         .main
         .iter()
