@@ -121,6 +121,10 @@ pub enum Error {
     OutputExists(PathBuf),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// An input file named on the command line (or in a secret source) that
+    /// cannot be read: a usage error, found before any card is touched.
+    #[error("{what}: {source}")]
+    Input { what: String, source: std::io::Error },
     /// Some items of a batch failed (each is named in the report).
     #[error("{failed} of {total} {what} failed; each is named in the report")]
     SomeFailed {
@@ -146,7 +150,7 @@ impl Error {
         use crate::workflow::duplicate::RefusalClass;
         use Error::*;
         match self {
-            Usage(_) | Config { .. } | OutputExists(_) => exit::USAGE,
+            Usage(_) | Config { .. } | OutputExists(_) | Input { .. } => exit::USAGE,
             NoPcsc(_)
             | Reader(_)
             | NoReaderChosen(_)
@@ -189,7 +193,7 @@ impl Error {
             CardTimeout { .. } => "card_timeout",
             Pcsc { .. } => "pcsc",
             NotCardvault { .. } => "not_cardvault",
-            Card { .. } => "card_refused",
+            Card { .. } => "refused",
             UntrustedCard { .. } => "untrusted_card",
             SecureChannel { .. } => "secure_channel",
             CardRefusal(_) | Refused(_) => "refused",
@@ -211,6 +215,7 @@ impl Error {
             Malformed { .. } => "malformed_response",
             Embedded(_) | EmbeddedBusy(_) => "embedded_card",
             Io { .. } => "io",
+            Input { .. } => "input",
             Internal(_) => "internal",
             SomeFailed { .. } => "some_failed",
             Interrupted { .. } => "interrupted",
@@ -237,6 +242,14 @@ impl Error {
 
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// An input file the operator named could not be read (exit code 2).
+    pub fn input(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Input {
             what: what.into(),
             source,
         }

@@ -2,6 +2,13 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A reader that goes away (`cardvault ... | head`) ends the process as it
+    // ends any Unix filter, instead of a panic on the next print. Every card
+    // and vault write is atomic, and batches resume, so nothing is left half done.
+    // SAFETY: called first thing, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match cardvault::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),

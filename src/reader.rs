@@ -206,7 +206,9 @@ pub fn open(spec: Option<&str>, opts: &ReaderOptions) -> Result<Box<dyn Reader>>
                 return Ok(Box::new(PcscReader::connect(ctx, &name, ext)?.with_timeout(timeout)));
             }
             Choice::Wait(err) => match deadline {
-                Some(d) if Instant::now() < d => std::thread::sleep(Duration::from_millis(100)),
+                Some(d) if Instant::now() < d && !crate::util::interrupted() => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
                 _ => return Err(err),
             },
         }

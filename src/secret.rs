@@ -80,7 +80,7 @@ impl SecretSource {
         match self {
             SecretSource::File(path) => {
                 let bytes = Zeroizing::new(
-                    std::fs::read(path).map_err(|e| Error::io(format!("{what}: reading {}", path.display()), e))?,
+                    std::fs::read(path).map_err(|e| Error::input(format!("{what}: reading {}", path.display()), e))?,
                 );
                 if bytes.iter().all(|b| b.is_ascii_whitespace()) {
                     return Err(Error::Usage(format!("{what} is empty")));
@@ -101,7 +101,7 @@ impl SecretSource {
             }
             SecretSource::File(path) => {
                 let bytes = Zeroizing::new(
-                    std::fs::read(path).map_err(|e| Error::io(format!("{what}: reading {}", path.display()), e))?,
+                    std::fs::read(path).map_err(|e| Error::input(format!("{what}: reading {}", path.display()), e))?,
                 );
                 let line = bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
                 let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -50,6 +50,22 @@ pub fn format_utc(secs: u64) -> String {
     )
 }
 
+/// Set when the operator asked the run to stop (the CLI's SIGINT/SIGTERM
+/// handler): batches finish the holder each station is serving and take no
+/// other, and no wait for a card goes on.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ask every running batch and wait to stop. Only stores to an atomic, so a
+/// signal handler may call it.
+pub fn interrupt() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Whether [`interrupt`] was called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

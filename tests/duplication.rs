@@ -146,10 +146,16 @@ fn operator_story_issue_duplicate_encrypt_break_recover_decrypt() {
     let o = run(&mut cmd);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    // A rerun with a missing and a foreign file among them: every file is
-    // tried and named, the done ones say so (no "0 bytes"), exit code 8.
+    // A rerun with a missing file among them: refused before any card is
+    // touched (exit 2, the file named), nothing changed.
     let foreign = files.join("foreign.cve");
     std::fs::write(&foreign, "not an encrypted file").unwrap();
+    let audit_before = stdout(&run(cv(&home).args(["--json", "audit"])));
+    let contents: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(files.join(format!("{n}.cve"))).unwrap())
+        .collect();
+    let backup_before = std::fs::read(card_path(&home, "desk-alice-backup")).unwrap();
     let mut cmd = cv(&home);
     cmd.args([
         "--json",
@@ -167,21 +173,54 @@ fn operator_story_issue_duplicate_encrypt_break_recover_decrypt() {
     for n in names {
         cmd.arg(files.join(format!("{n}.cve")));
     }
+    let o = run(&mut cmd);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["error"]["kind"], "usage", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("missing.cve"), "{v}");
+    assert_eq!(stdout(&run(cv(&home).args(["--json", "audit"]))), audit_before);
+    for (n, c) in names.iter().zip(&contents) {
+        assert_eq!(&std::fs::read(files.join(format!("{n}.cve"))).unwrap(), c);
+    }
+    assert_eq!(
+        std::fs::read(card_path(&home, "desk-alice-backup")).unwrap(),
+        backup_before
+    );
+
+    // A rerun with a foreign file among them: every file is tried and named,
+    // the done ones say so (no "0 bytes"), exit code 8, and the report
+    // carries the run's error object.
+    let mut cmd = cv(&home);
+    cmd.args([
+        "--json",
+        "recover",
+        "--backup",
+        "sim:desk-alice-backup",
+        "--new",
+        "sim:new-alice-main",
+        "--backup-pin",
+        "env:P",
+        "--new-pin",
+        "env:P",
+    ]);
+    for n in names {
+        cmd.arg(files.join(format!("{n}.cve")));
+    }
     cmd.arg(&foreign);
     let o = run(&mut cmd);
     assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
     let v = json(&o);
     let rows = v["files"].as_array().unwrap();
-    assert_eq!(rows.len(), 5, "{v}");
-    assert_eq!(v["failed"], 2);
-    assert_eq!(rows[0]["result"], "failed");
-    assert!(rows[0]["path"].as_str().unwrap().ends_with("missing.cve"));
-    for r in &rows[1..4] {
+    assert_eq!(rows.len(), 4, "{v}");
+    assert_eq!(v["failed"], 1);
+    assert_eq!(v["error"]["kind"], "some_failed", "{v}");
+    assert_eq!(v["error"]["exit_code"], 8, "{v}");
+    for r in &rows[..3] {
         assert_eq!(r["result"], "already_recovered", "{r}");
     }
-    assert_eq!(rows[4]["result"], "failed");
-    assert!(rows[4]["path"].as_str().unwrap().ends_with("foreign.cve"));
-    assert!(rows[4]["error"]["message"].as_str().is_some(), "{v}");
+    assert_eq!(rows[3]["result"], "failed");
+    assert!(rows[3]["path"].as_str().unwrap().ends_with("foreign.cve"));
+    assert!(rows[3]["error"]["message"].as_str().is_some(), "{v}");
     let mut cmd = cv(&home);
     cmd.args([
         "recover",

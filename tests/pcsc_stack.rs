@@ -1272,3 +1272,73 @@ fn a_quickly_restarted_simulator_is_back_within_two_seconds_every_time() {
         "each restart must be back within {SIM_BACK_WITHIN:?}: {times:?}"
     );
 }
+
+#[test]
+fn sigint_while_a_pcsc_station_waits_for_cards_stops_the_batch_with_its_report() {
+    let Some(_stack) = PcscStack::start("sigint_while_a_pcsc_station_waits_for_cards_stops_the_batch_with_its_report")
+    else {
+        return;
+    };
+    wait_for("empty readers", Duration::from_secs(10), || !card_present(READER0));
+    let home = temp_dir("station-sigint");
+    let csv = home.join("h.csv");
+    std::fs::write(
+        &csv,
+        "holder,pin,member_number,expiry\nalice,2468,M-1,2030-01\nbob,1357,M-2,2030-01\n",
+    )
+    .unwrap();
+    // A station that would wait ten minutes for the holders' cards.
+    let mut child = cv_pcsc(&home)
+        .args([
+            "--json",
+            "--wait",
+            "600",
+            "duplicate",
+            "--elements",
+            "generate",
+            "--main",
+            "0",
+            "--backup",
+            "1",
+        ])
+        .arg("--holders")
+        .arg(&csv)
+        .arg("--elements-out")
+        .arg(home.join("el.txt"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    // It stops waiting: well before --wait (a hang fails the test here).
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < until,
+            "SIGINT did not stop the waiting station"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_no_panic(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{}{}", stdout(&o), stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let holders: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("holder").is_some()).collect();
+    assert_eq!(holders.len(), 2, "{lines:?}");
+    for h in holders {
+        assert_eq!(h["result"], "failed", "{h}");
+        assert!(h["reason"].as_str().unwrap().contains("interrupted"), "{h}");
+    }
+    assert_eq!(lines[lines.len() - 2]["interrupted"], true, "{lines:?}");
+    assert_eq!(lines[lines.len() - 1]["error"]["kind"], "interrupted", "{lines:?}");
+    // Nothing was written for anyone.
+    assert_eq!(std::fs::read_to_string(home.join("el.txt")).unwrap_or_default(), "");
+}

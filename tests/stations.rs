@@ -247,3 +247,192 @@ fn an_interrupted_batch_reports_what_it_finished_and_a_rerun_finishes_each_holde
     let o = run(cardvault(&home).args(["audit", "--verify"]));
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Issue a main and a backup card per holder of `csv` as `sim:PREFIX-HOLDER-ROLE`.
+fn issue_pairs(home: &std::path::Path, prefix: &str, csv: &std::path::Path) {
+    let o = run(cardvault(home)
+        .args([
+            "-r",
+            &format!("sim:{prefix}"),
+            "issue",
+            "--profile",
+            "pair",
+            "--admin-key",
+            "env:ADMIN",
+            "--holders",
+        ])
+        .arg(csv)
+        .env("ADMIN", ADMIN_KEY));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A 40-holder batch killed at random points, by SIGINT and by SIGKILL, and
+/// rerun until it finishes: every holder ends duplicated exactly once, with
+/// the elements the file kept for it; no key group is reset; what the runs
+/// streamed agrees with the audit trail.
+#[test]
+fn a_batch_killed_at_random_points_and_rerun_duplicates_every_holder_exactly_once() {
+    use std::io::BufRead;
+    const HOLDERS: usize = 40;
+    let home = temp_dir("killed-batch");
+    let mut rng = Rng::new(seed(
+        "a_batch_killed_at_random_points_and_rerun_duplicates_every_holder_exactly_once",
+    ));
+    let csv = home.join("h.csv");
+    let mut rows = String::from("holder,pin,member_number,expiry\n");
+    for i in 0..HOLDERS {
+        rows.push_str(&format!("h{i},2468,M-{i},2030-01\n"));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    issue_pairs(&home, "k", &csv);
+    let elements_out = home.join("elements.txt");
+    let batch = || {
+        let mut c = cardvault(&home);
+        c.args([
+            "--json",
+            "duplicate",
+            "--elements",
+            "generate",
+            "--main",
+            "sim:k",
+            "--backup",
+            "sim:k",
+        ])
+        .arg("--holders")
+        .arg(&csv)
+        .arg("--elements-out")
+        .arg(&elements_out);
+        c
+    };
+    let mut streamed: Vec<serde_json::Value> = Vec::new();
+    let mut kills = Vec::new();
+    // SIGKILL, SIGINT, and the reader of the report going away (`| head`).
+    for signal in ["-KILL", "-INT", "pipe", "-KILL", "-INT"] {
+        let mut child = batch()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Kill after 0 to 3 more holders, plus 0 to 250 ms (a holder takes about
+        // 200 ms here): mostly in the middle of one.
+        let after = rng.below(4) as usize;
+        let delay = std::time::Duration::from_millis(rng.below(250));
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut out = Vec::new();
+        for _ in 0..after {
+            match lines.next() {
+                Some(l) => out.push(l.unwrap()),
+                None => break,
+            }
+        }
+        std::thread::sleep(delay);
+        kills.push(format!("{signal} after {after} lines + {delay:?}"));
+        let killed = if signal == "pipe" {
+            drop(lines);
+            let status = child.wait().unwrap();
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert_no_panic(err.as_bytes());
+            // Ended by SIGPIPE like any filter, or finished before it wrote again.
+            use std::os::unix::process::ExitStatusExt;
+            assert!(
+                status.signal() == Some(13) || status.success(),
+                "{kills:?}: {status:?} {err}"
+            );
+            streamed.extend(
+                out.iter()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+            );
+            continue;
+        } else {
+            std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap()
+        };
+        out.extend(lines.map(|l| l.unwrap()));
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_no_panic(err.as_bytes());
+        if killed.success() && signal == "-KILL" {
+            assert_eq!(status.code(), None, "{err}");
+        } else if killed.success() {
+            assert!(
+                matches!(status.code(), Some(130) | Some(0)),
+                "{kills:?}: {status:?} {err}"
+            );
+        }
+        for l in &out {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{kills:?}: {e}: {l}"));
+            if v.get("holder").is_some() {
+                streamed.push(v);
+            }
+        }
+    }
+    // The last run finishes whatever is left.
+    let o = run(&mut batch());
+    assert!(o.status.success(), "{kills:?}: {}{}", stdout(&o), stderr(&o));
+    let last = json_lines(&o);
+    let (summary, rows) = last.split_last().unwrap();
+    assert_eq!(summary["failed"], 0, "{kills:?}: {summary}");
+    assert_eq!(rows.len(), HOLDERS);
+    streamed.extend(rows.iter().cloned());
+
+    // No holder was reported duplicated twice, and each ends duplicated or skipped.
+    let mut duplicated: std::collections::HashMap<String, &serde_json::Value> = Default::default();
+    for v in streamed.iter().filter(|v| v["result"] == "duplicated") {
+        let h = v["holder"].as_str().unwrap().to_string();
+        assert!(
+            duplicated.insert(h.clone(), v).is_none(),
+            "{kills:?}: {h} duplicated twice"
+        );
+    }
+    for r in rows {
+        assert!(
+            r["result"] == "duplicated" || r["result"] == "skipped",
+            "{kills:?}: {r}"
+        );
+    }
+    // The audit trail: one confirmed duplicate per holder's pair, no reset,
+    // and every streamed duplication is the one the trail recorded.
+    let o = run(cardvault(&home).args(["--json", "audit"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let audit = json(&o);
+    let entries = audit
+        .as_array()
+        .or_else(|| audit["entries"].as_array())
+        .expect("audit entries");
+    let confirms: Vec<&serde_json::Value> = entries.iter().filter(|e| e["event"] == "confirm-duplicate").collect();
+    assert_eq!(confirms.len(), HOLDERS, "{kills:?}");
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["event"].as_str().unwrap_or("").contains("reset")),
+        "{kills:?}"
+    );
+    for (h, v) in &duplicated {
+        let hit = confirms
+            .iter()
+            .find(|e| e["card"] == v["main_card"])
+            .unwrap_or_else(|| panic!("{h}: {v}"));
+        assert_eq!(hit["peer"], v["backup_card"], "{h}");
+        assert_eq!(hit["details"]["check_value"], v["check_value"], "{h}");
+    }
+    let mut mains: Vec<&str> = confirms.iter().map(|e| e["card"].as_str().unwrap()).collect();
+    mains.sort();
+    mains.dedup();
+    assert_eq!(mains.len(), HOLDERS);
+    for r in rows.iter().filter(|r| r["result"] == "skipped") {
+        assert!(mains.contains(&r["main_card"].as_str().unwrap()), "{r}");
+    }
+    // The elements file: every holder once.
+    let text = std::fs::read_to_string(&elements_out).unwrap();
+    let mut in_file: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(in_file.len(), HOLDERS, "{kills:?}: {text}");
+    in_file.sort();
+    in_file.dedup();
+    assert_eq!(in_file.len(), HOLDERS, "{kills:?}");
+    let o = run(cardvault(&home).args(["audit", "--verify"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}

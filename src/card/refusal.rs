@@ -8,13 +8,15 @@ pub enum Refusal {
     /// WRITE KEY ELEMENT `6985`.
     #[error(
         "key group element {0} is already written with a different value \
-         (elements are write-once; reset the key group to start over)"
+         (elements are write-once: give the elements the card was given, e.g. from the batch's \
+         --elements-out file; `keygroup reset` starts over but destroys the card's main keys)"
     )]
     ElementAlreadyWritten(u8),
     /// GENERATE KEY PAIR `6985`.
     #[error(
         "the card will not generate a key pair: it must be an issued main card with a complete key \
-         group and no key yet (reset the key group to replace a key)"
+         group and no key yet (`keygroup reset` replaces a key, and destroys the old one and every \
+         duplicate's use of it)"
     )]
     KeyGenerationNotAllowed,
     /// TAKE OUT KEY `6985`.
@@ -54,7 +56,10 @@ pub enum Refusal {
     #[error("the card holds no decryption key")]
     NoDecryptionKey,
     /// SET MAIN KEY `6985`.
-    #[error("the card refused the key: it must be a main card without a key (reset the key group first)")]
+    #[error(
+        "the card refused the key: it must be a main card without a key (`keygroup reset` clears one, \
+         destroying it)"
+    )]
     MainKeyNotAccepted,
     /// `6982` to a command that needs the holder PIN.
     #[error("{0}: verify the PIN first")]

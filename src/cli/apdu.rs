@@ -44,7 +44,7 @@ fn load_script(path: &PathBuf) -> Result<Vec<(usize, String)>> {
     let text = if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("reading the script from stdin", e))?
     } else {
-        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        std::fs::read_to_string(path).map_err(|e| Error::input(format!("reading {}", path.display()), e))?
     };
     Ok(text
         .lines()

@@ -138,7 +138,7 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     // Files first: a bad authorization file costs no PIN try.
     let auth: Option<RestoreAuthorization> = match &a.authorization {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            let text = std::fs::read_to_string(p).map_err(|e| Error::input(format!("reading {}", p.display()), e))?;
             Some(serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?)
         }
         None => None,
@@ -226,7 +226,7 @@ pub(crate) fn open_issuer_key(ctx: &Ctx, source: &IssuerKeySource) -> Result<Sig
 
 pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
     let text =
-        std::fs::read_to_string(&a.request).map_err(|e| Error::io(format!("reading {}", a.request.display()), e))?;
+        std::fs::read_to_string(&a.request).map_err(|e| Error::input(format!("reading {}", a.request.display()), e))?;
     let req: RestoreRequest =
         serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", a.request.display())))?;
     if req.version != backup::REQUEST_VERSION {
@@ -237,7 +237,7 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
         )));
     }
     let pem =
-        std::fs::read(&a.issuer_root).map_err(|e| Error::io(format!("reading {}", a.issuer_root.display()), e))?;
+        std::fs::read(&a.issuer_root).map_err(|e| Error::input(format!("reading {}", a.issuer_root.display()), e))?;
     let roots = openssl::x509::X509::stack_from_pem(&pem)
         .ok()
         .filter(|r| !r.is_empty())

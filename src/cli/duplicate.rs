@@ -29,7 +29,9 @@ the next pair (up to --wait seconds, default 60). With sim:PREFIX the station
 takes the next holder and uses the embedded cards PREFIX-HOLDER-main and
 PREFIX-HOLDER-backup that `issue -r sim:PREFIX` made. With --elements generate,
 every holder gets fresh elements, appended to --elements-out FILE (one line per
-holder: HOLDER ELEMENT2 ELEMENT3 ...) before the holder is reported done.
+holder: HOLDER ELEMENT2 ELEMENT3 ...) and synced before any card gets them; a
+rerun takes the elements the file holds for a holder, so a holder cut mid-way
+(even by SIGKILL or a power cut) resumes with the elements its cards hold.
 
 Each holder is reported the moment it is finished (with --json: one JSON line
 per holder, then a summary line). SIGINT or SIGTERM stops the batch after the
@@ -56,8 +58,8 @@ pub struct Args {
     /// and show them once. In a batch, given elements serve every holder.
     #[arg(long, value_name = "SOURCE|generate", default_value = "prompt")]
     elements: String,
-    /// Batch with --elements generate: append every holder's generated elements
-    /// to FILE (created mode 0600 before any card is touched; a rerun appends).
+    /// Batch with --elements generate: keep every holder's elements in FILE
+    /// (mode 0600, written before any card gets them; a rerun reuses them).
     #[arg(long, value_name = "FILE", requires = "holders")]
     elements_out: Option<PathBuf>,
     /// Also give the backup card the encryption key (FIG. 26/27 variant).
@@ -107,16 +109,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             "several --main/--backup stations duplicate a batch: give the holder file with --holders".into(),
         ));
     }
-    let mut main_reader = ctx.open_named(&a.main[0])?;
-    let mut backup_reader = ctx.open_named(&a.backup[0])?;
-    let mut main = CardClient::open(main_reader.as_mut(), ctx.session())?;
-    let mut backup = CardClient::open(backup_reader.as_mut(), ctx.session())?;
+    if a.main[0] == a.backup[0] {
+        return Err(Error::Usage(format!(
+            "--main and --backup name the same card ({}): the duplicate goes onto another card",
+            a.main[0]
+        )));
+    }
+    // Inputs first: nothing is read from a card before they are all there.
     let elements = elements(&a.elements)?;
     let main_pin = a.pin.unwrap_or(SecretSource::Prompt).read("PIN of the main card")?;
     let backup_pin = a
         .backup_pin
         .unwrap_or(SecretSource::Prompt)
         .read("PIN of the backup card")?;
+    let mut main_reader = ctx.open_named(&a.main[0])?;
+    let mut backup_reader = ctx.open_named(&a.backup[0])?;
+    let mut main = CardClient::open(main_reader.as_mut(), ctx.session())?;
+    let mut backup = CardClient::open(backup_reader.as_mut(), ctx.session())?;
     let mut vault = ctx.vault_or_create()?;
     let done = duplicate::duplicate_pair(
         &mut main,
@@ -167,32 +176,98 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Open (creating it mode 0600) the file a batch appends generated
-/// elements to: before any card is touched, so a batch never makes elements
-/// it has nowhere to keep.
-fn open_elements_out(path: &std::path::Path) -> Result<std::fs::File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let mode = f
-        .metadata()
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(Error::Usage(format!(
-            "{} is readable by others (mode {:o}); key group elements go only to a file of mode 0600",
-            path.display(),
-            mode & 0o777
-        )));
+/// The operator's `--elements-out` file: one line per holder
+/// (`HOLDER ELEMENT2 ELEMENT3 ...`), mode 0600. Opened and read before any
+/// card is touched; a holder's new elements are appended and synced before
+/// they go to its cards, and a rerun takes the elements kept for a holder, so
+/// a holder cut mid-way resumes with what its cards already hold.
+struct ElementsFile {
+    path: PathBuf,
+    file: std::sync::Mutex<std::fs::File>,
+    kept: std::collections::HashMap<String, Vec<Secret>>,
+    /// A write that failed: the batch stopped, and the run ends with this error.
+    failed: std::sync::Mutex<Option<Error>>,
+}
+
+impl ElementsFile {
+    fn open(path: &std::path::Path) -> Result<ElementsFile> {
+        use std::io::Read;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let mode = f
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::Usage(format!(
+                "{} is readable by others (mode {:o}); key group elements go only to a file of mode 0600",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+        let mut text = Zeroizing::new(String::new());
+        f.read_to_string(&mut text)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let mut kept = std::collections::HashMap::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let mut words = line.split_whitespace();
+            let holder = words.next().unwrap_or_default();
+            let rest = words.collect::<Vec<_>>().join(" ");
+            let elements = parse_elements(rest.as_bytes())
+                .map_err(|e| Error::Usage(format!("{} line {}: {e}", path.display(), i + 1)))?;
+            if elements.is_empty() || kept.insert(holder.to_string(), elements).is_some() {
+                return Err(Error::Usage(format!(
+                    "{} line {}: holder {holder} has no elements or appears twice; the file is not one \
+                     `duplicate --elements-out` wrote",
+                    path.display(),
+                    i + 1
+                )));
+            }
+        }
+        Ok(ElementsFile {
+            path: path.to_path_buf(),
+            file: std::sync::Mutex::new(f),
+            kept,
+            failed: std::sync::Mutex::new(None),
+        })
     }
-    f.sync_all()
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    Ok(f)
+}
+
+impl duplicate::ElementKeeper for ElementsFile {
+    fn kept(&self, holder: &str) -> Option<Vec<Secret>> {
+        self.kept.get(holder).cloned()
+    }
+
+    fn keep(&self, holder: &str, elements: &[Secret]) -> Result<()> {
+        use std::io::Write;
+        let mut line = Zeroizing::new(holder.to_string());
+        for e in elements {
+            line.push(' ');
+            line.push_str(&to_hex(e));
+        }
+        line.push('\n');
+        let mut f = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.write_all(line.as_bytes()).and_then(|()| f.sync_data()).map_err(|e| {
+            // Elements that cannot be kept go to no card, and the batch stops
+            // with this error.
+            let what = format!(
+                "keeping the key group elements of holder {holder} in {} (no card got them; the batch stopped)",
+                self.path.display()
+            );
+            *self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Error::io(what.clone(), std::io::Error::new(e.kind(), e.to_string())));
+            crate::workflow::station::interrupt();
+            Error::io(what, e)
+        })
+    }
 }
 
 /// One holder's line of the streamed report.
@@ -220,7 +295,7 @@ fn holder_line(r: &HolderDuplication, elements_out: Option<&std::path::Path>) ->
 
 fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
     let path = a.holders.as_ref().expect("batch mode");
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::input(format!("reading {}", path.display()), e))?;
     let stations: Vec<Station> = a
         .main
         .iter()
@@ -232,40 +307,26 @@ fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
         .collect();
     let holders = issue::parse_holders(&text, duplicate::holder_profile(&stations))?;
     let elements = elements(&a.elements)?;
-    let elements_out = match (&elements, &a.elements_out) {
+    let mut kept_in = None;
+    let elements = match (elements, &a.elements_out) {
         (Elements::Generate, None) => {
             return Err(Error::Usage(
                 "a batch with --elements generate needs --elements-out FILE: every holder's elements are \
-                 written there before the holder is reported done"
+                 kept there before any card gets them"
                     .into(),
             ))
         }
-        (Elements::Generate, Some(p)) => Some(std::sync::Mutex::new(open_elements_out(p)?)),
+        (Elements::Generate, Some(p)) => {
+            let file = std::sync::Arc::new(ElementsFile::open(p)?);
+            kept_in = Some(file.clone());
+            Elements::GenerateKept(file)
+        }
         (_, Some(_)) => return Err(Error::Usage("--elements-out goes with --elements generate".into())),
-        (_, None) => None,
+        (e, None) => e,
     };
-    // Elements that could not be kept: the batch stops, and the error says so.
-    let lost: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
     let out_path = a.elements_out.as_deref();
     let bar = super::progress(ctx, holders.len() as u64, "holders");
     let holder_done = |r: &HolderDuplication| {
-        if let (Some(file), Some(e)) = (&elements_out, r.generated_elements_hex()) {
-            use std::io::Write;
-            let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let written = writeln!(f, "{} {}", r.holder, e.join(" ")).and_then(|()| f.sync_data());
-            if let Err(err) = written {
-                let path = out_path.expect("elements file").display();
-                *lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Error::io(
-                    format!(
-                        "writing the key group elements of holder {} to {path} (the holder's cards hold them; \
-                         its duplicate can be redone only with them)",
-                        r.holder
-                    ),
-                    err,
-                ));
-                crate::workflow::station::interrupt();
-            }
-        }
         if ctx.json {
             let mut v = serde_json::to_value(r).expect("serializable");
             if let Some(o) = v.as_object_mut() {
@@ -287,7 +348,12 @@ fn run_batch(ctx: &Ctx, a: Args) -> Result<()> {
     );
     bar.finish_and_clear();
     let records = records?;
-    if let Some(e) = lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+    if let Some(e) = kept_in.and_then(|f| {
+        f.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }) {
         return Err(e);
     }
     let skipped = records

@@ -104,8 +104,17 @@ fn check_stdout_output(ctx: &Ctx, output: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// An input file named on the command line must open before any card is
+/// touched or any PIN tried (exit code 2 naming it otherwise).
+fn check_input(path: &std::path::Path) -> Result<()> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| Error::input(format!("opening {}", path.display()), e))
+}
+
 pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
     check_stdout_output(ctx, &a.output)?;
+    check_input(&a.input)?;
     let public = match (&a.to, &a.recipient) {
         (_, Some(path)) => parse_public_key(&files::read_small(path, 4096)?)?,
         (Some(spec), None) => {
@@ -134,6 +143,9 @@ pub fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<()> {
 
 pub fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<()> {
     check_stdout_output(ctx, &a.output)?;
+    // The file opens and its header parses before the PIN is asked for.
+    check_input(&a.input)?;
+    files::recipient_of(&a.input)?;
     let pin = a.pin.read("PIN")?;
     let mut r = ctx.open_reader()?;
     let mut card = CardClient::open(r.as_mut(), ctx.session())?;
@@ -159,6 +171,22 @@ pub fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<()> {
 }
 
 pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
+    // Every file named must open before any card is touched; what is in
+    // them is checked file by file (a foreign file is that file's failure).
+    let unreadable: Vec<String> = a
+        .files
+        .iter()
+        .filter_map(|p| check_input(p).err())
+        .map(|e| e.to_string())
+        .collect();
+    if !unreadable.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} of the {} files named cannot be read; nothing was done:\n  {}",
+            unreadable.len(),
+            a.files.len(),
+            unreadable.join("\n  ")
+        )));
+    }
     let backup_pin = a.backup_pin.read("PIN of the backup card")?;
     let new_pin = a.new_pin.read("PIN of the new main card")?;
     let mut br = ctx.open_named(&a.backup)?;
@@ -251,13 +279,25 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
         rows.push(row);
     }
     bar.finish_and_clear();
+    let some_failed = (failed > 0).then(|| Error::SomeFailed {
+        failed,
+        total: a.files.len(),
+        what: "files",
+    });
     if ctx.json {
-        print_json(&serde_json::json!({
+        // The report carries the run's error object too, as every failing
+        // run's JSON does.
+        let mut report = serde_json::json!({
             "new_main_card": ns.card_number,
             "backup_card": bs.card_number,
             "files": rows,
             "failed": failed,
-        }));
+        });
+        if let Some(e) = &some_failed {
+            report["error"] = serde_json::json!({
+                "kind": e.kind(), "message": super::error_message(e), "exit_code": e.exit_code() });
+        }
+        print_json(&report);
     } else {
         println!(
             "new main card {}: {} of {} files done, {failed} failed",
@@ -266,12 +306,8 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
             a.files.len()
         );
     }
-    if failed > 0 {
-        return Err(Error::SomeFailed {
-            failed,
-            total: a.files.len(),
-            what: "files",
-        });
+    match some_failed {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }

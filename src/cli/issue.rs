@@ -94,7 +94,7 @@ fn stations(ctx: &Ctx, a: &Args) -> Result<Vec<Station>> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let text =
-        std::fs::read_to_string(&a.holders).map_err(|e| Error::io(format!("reading {}", a.holders.display()), e))?;
+        std::fs::read_to_string(&a.holders).map_err(|e| Error::input(format!("reading {}", a.holders.display()), e))?;
     let holders = issue::parse_holders(&text, a.profile)?;
     let stations = stations(ctx, &a)?;
     issue::check_stations(&stations, a.profile)?;

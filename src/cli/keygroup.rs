@@ -208,7 +208,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
 
 /// The receipt of a `keygroup destroy` file.
 fn read_receipt(path: &std::path::Path) -> Result<Vec<u8>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::input(format!("reading {}", path.display()), e))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
     v["receipt"]

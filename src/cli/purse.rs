@@ -69,7 +69,7 @@ pub struct AuthorizeLoadArgs {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::input(format!("reading {}", path.display()), e))?;
     serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
 }
 

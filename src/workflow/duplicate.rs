@@ -187,6 +187,19 @@ pub fn duplicate(
     let done = &mk.export;
     let already = done.state == ExportState::Confirmed && done.target.as_deref() == Some(bs.card_number.as_str());
     let counter = if already {
+        // A run cut between CONFIRM DUPLICATE and its audit entry: the card
+        // reports the duplicate confirmed, and the trail must say so too.
+        if !already_duplicated(vault, &ms.card_number, &bs.card_number)? {
+            audit(
+                vault,
+                "confirm-duplicate",
+                &ms.card_number,
+                &bs.card_number,
+                "ok",
+                &kcv_hex,
+                Some(done.take_outs),
+            )?;
+        }
         done.take_outs
     } else {
         take_out_import_confirm(
@@ -343,6 +356,19 @@ pub enum Elements {
     Given(Vec<Secret>),
     /// Made here for the main card's group size, to be shown once.
     Generate,
+    /// Made here per holder and handed to the keeper, which stores them
+    /// durably before any card gets them; a rerun takes the kept ones, so a
+    /// holder cut mid-way is resumed with the elements its cards already hold.
+    GenerateKept(std::sync::Arc<dyn ElementKeeper>),
+}
+
+/// Where a batch keeps the elements it makes (the operator's
+/// `--elements-out` file).
+pub trait ElementKeeper: Send + Sync {
+    /// The elements kept for `holder` by an earlier run, if any.
+    fn kept(&self, holder: &str) -> Option<Vec<Secret>>;
+    /// Store `elements` for `holder` durably; they go to no card before this returns.
+    fn keep(&self, holder: &str, elements: &[Secret]) -> Result<()>;
 }
 
 /// One pair duplicated, with the elements made for it if they were generated here.
@@ -368,6 +394,11 @@ pub fn duplicate_pair(
         Elements::Generate => {
             let e = generate_elements(main.key_state()?.group_size);
             (e.clone(), Some(e))
+        }
+        Elements::GenerateKept(_) => {
+            return Err(Error::Internal(
+                "kept elements are resolved per holder by the batch".into(),
+            ))
         }
     };
     let opts = DuplicateOptions {
@@ -443,13 +474,24 @@ impl Serialize for HolderDuplication {
             reason: Option<&'a str>,
             #[serde(flatten)]
             report: Option<&'a DuplicateReport>,
+            #[serde(flatten)]
+            skipped: Option<Pair<'a>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             generated_elements: Option<Vec<String>>,
+        }
+        #[derive(Serialize)]
+        struct Pair<'a> {
+            main_card: &'a str,
+            backup_card: &'a str,
         }
         let (result, reason, report) = match &self.outcome {
             DuplicationOutcome::Duplicated { report, .. } => ("duplicated", None, Some(report)),
             DuplicationOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None),
             DuplicationOutcome::AlreadyDuplicated { .. } => ("skipped", Some("already duplicated, skipped"), None),
+        };
+        let skipped = match &self.outcome {
+            DuplicationOutcome::AlreadyDuplicated { main_card, backup_card } => Some(Pair { main_card, backup_card }),
+            _ => None,
         };
         Row {
             holder: &self.holder,
@@ -457,6 +499,7 @@ impl Serialize for HolderDuplication {
             result,
             reason,
             report,
+            skipped,
             generated_elements: self.generated_elements_hex(),
         }
         .serialize(s)
@@ -581,6 +624,35 @@ struct HolderJob<'a> {
 }
 
 impl HolderJob<'_> {
+    /// The elements for this holder's pair. With a keeper: the ones an earlier
+    /// run kept for the holder, or new ones, kept before any card sees them
+    /// (returned as made here).
+    fn elements_for(&self, main: &mut CardClient<'_>) -> Result<(Elements, Option<Vec<Secret>>)> {
+        let Elements::GenerateKept(keeper) = self.elements else {
+            return Ok((
+                match self.elements {
+                    Elements::Given(e) => Elements::Given(e.clone()),
+                    _ => Elements::Generate,
+                },
+                None,
+            ));
+        };
+        let need = main.key_state()?.group_size.saturating_sub(1) as usize;
+        if let Some(kept) = keeper.kept(&self.holder.id) {
+            if kept.len() != need {
+                return Err(Error::Usage(format!(
+                    "the elements file holds {} element(s) for holder {}, its card's key group needs {need}",
+                    kept.len(),
+                    self.holder.id
+                )));
+            }
+            return Ok((Elements::Given(kept), None));
+        }
+        let made = generate_elements(need as u8 + 1);
+        keeper.keep(&self.holder.id, &made)?;
+        Ok((Elements::Given(made.clone()), Some(made)))
+    }
+
     /// Find the backup card and duplicate; only a vault failure is an error.
     fn run(
         &self,
@@ -602,15 +674,19 @@ impl HolderJob<'_> {
                 return Ok(Err((main_card, backup_card)));
             }
             let pins = (h.pin.clone(), h.pin.clone());
-            duplicate_pair(
+            let (elements, made) = self.elements_for(&mut main)?;
+            let mut done = duplicate_pair(
                 &mut main,
                 &mut backup,
-                self.elements,
+                &elements,
                 pins,
                 self.backup_gets_public_key,
                 vault,
-            )
-            .map(Ok)
+            )?;
+            if made.is_some() {
+                done.generated_elements = made;
+            }
+            Ok(Ok(done))
         });
         match outcome {
             Ok(Err((main_card, backup_card))) => {

@@ -171,7 +171,7 @@ pub fn recipient_of(path: &Path) -> Result<[u8; 8]> {
 
 /// Read a whole small file (public keys).
 pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let f = File::open(path).map_err(|e| Error::input(format!("opening {}", path.display()), e))?;
     let mut v = Vec::new();
     f.take(limit)
         .read_to_end(&mut v)

@@ -44,14 +44,24 @@ fn valid_text(s: &str) -> bool {
 /// Parse and validate the holder file. Every bad row is reported (with its
 /// line number) before any card is touched.
 pub fn parse_holders(text: &str, profile: IssueProfile) -> Result<Vec<Holder>> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
-    let (_, header) = lines
+    // RFC 4180 through the csv crate: quoted fields, CRLF line ends and a
+    // UTF-8 byte order mark (as spreadsheets write them), `#` comment lines.
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(text.as_bytes());
+    let mut records = reader.records().filter(|r| match r {
+        Ok(r) => !r.iter().all(str::is_empty),
+        Err(_) => true,
+    });
+    let bad_csv = |e: csv::Error| Error::Usage(format!("holder file: not valid CSV: {e}"));
+    let header = records
         .next()
-        .ok_or_else(|| Error::Usage("the holder file is empty".into()))?;
-    let cols: Vec<String> = header.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+        .ok_or_else(|| Error::Usage("the holder file is empty".into()))?
+        .map_err(bad_csv)?;
+    let cols: Vec<String> = header.iter().map(|c| c.to_ascii_lowercase()).collect();
     for c in &cols {
         if !COLUMNS.contains(&c.as_str()) {
             return Err(Error::Usage(format!(
@@ -70,9 +80,10 @@ pub fn parse_holders(text: &str, profile: IssueProfile) -> Result<Vec<Holder>> {
     // First line of each holder id and member number, to name both lines of a repeat.
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut members: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (i, line) in lines {
-        let n = i + 1;
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+    for record in records {
+        let record = record.map_err(bad_csv)?;
+        let n = record.position().map_or(0, |p| p.line() as usize);
+        let fields: Vec<&str> = record.iter().collect();
         if fields.len() != cols.len() {
             problems.push(format!(
                 "line {n}: {} fields, the header has {}",
@@ -480,4 +491,52 @@ fn issue_card(
         },
     };
     card
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(h: &[Holder]) -> Vec<(&str, &[u8], Option<&str>)> {
+        h.iter()
+            .map(|h| (h.id.as_str(), &h.pin[..], h.member_number.as_deref()))
+            .collect()
+    }
+
+    #[test]
+    fn a_spreadsheet_export_with_bom_crlf_and_quotes_parses() {
+        let text = "\u{feff}holder,pin,member_number,expiry\r\n\
+                    \"alice smith\",\"2468\",\"M-1,001\",2030-01\r\n\
+                    # a comment line\r\n\
+                    \r\n\
+                    bob, 1357 ,M-1002,2031-12\r\n";
+        let h = parse_holders(text, IssueProfile::Pair).unwrap();
+        assert_eq!(
+            ids(&h),
+            [
+                ("alice smith", &b"2468"[..], Some("M-1,001")),
+                ("bob", &b"1357"[..], Some("M-1002"))
+            ]
+        );
+    }
+
+    #[test]
+    fn every_bad_row_is_named_by_its_line() {
+        let text = "holder,pin,member_number,expiry\n\
+                    a,2468,M-1,2030-01\n\
+                    b,12,M-2,2030-01\n\
+                    c,2468,M-1,2030-01\n\
+                    \"d,2468,M-4,2030-01\n";
+        let Err(e) = parse_holders(text, IssueProfile::Pair) else {
+            panic!("accepted")
+        };
+        let e = e.to_string();
+        assert!(e.contains("line 3: holder 'b': the PIN must be 4 to 16 digits"), "{e}");
+        assert!(
+            e.contains("member number 'M-1' is also on line 2 (lines 2 and 4)"),
+            "{e}"
+        );
+        assert!(e.contains("line 5: 1 fields, the header has 4"), "{e}");
+        assert!(e.contains("3 bad row(s); nothing was issued"), "{e}");
+    }
 }

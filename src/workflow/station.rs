@@ -208,6 +208,10 @@ fn poll<T>(env: &StationEnv<'_>, mut look: impl FnMut() -> Result<Poll<T>>) -> R
                 if Instant::now() > deadline {
                     return give_up;
                 }
+                // The operator stopped the run: no more waiting for cards.
+                if interrupted() {
+                    return give_up.map_err(|e| Error::Reader(format!("{e}: the run was interrupted while waiting")));
+                }
                 if let Some(n) = notice {
                     (env.events)(StationEvent::Notice(n));
                 }
@@ -385,21 +389,7 @@ impl Batch {
     }
 }
 
-/// Set when the operator asked the run to stop (the CLI's SIGINT/SIGTERM
-/// handler): batches finish the holder each station is serving and take no
-/// other.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Ask every running batch to stop after its current holders. Only stores
-/// to an atomic, so a signal handler may call it.
-pub fn interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst)
-}
-
-/// Whether [`interrupt`] was called.
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
+pub use crate::util::{interrupt, interrupted};
 
 /// One station's work, made on the station's own thread (so it may hold a
 /// vault connection). Each call takes a holder and serves it, returning the
