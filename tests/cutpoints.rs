@@ -134,6 +134,7 @@ fn issue_pair(dir: &Path) {
         issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
         key_group_size: 3,
         no_export_after_backup: false,
+        domain: None,
     };
     let key1 = [7u8; 32];
     for (name, role) in [
@@ -466,6 +467,7 @@ fn recovery_survives_a_pull_at_every_apdu() {
         issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
         key_group_size: 3,
         no_export_after_backup: false,
+        domain: None,
     };
     {
         let mut r = SimReader::open(&template, "new", "blank", None).unwrap();
