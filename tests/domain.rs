@@ -167,6 +167,15 @@ fn ceremony_3_of_5_two_fail_three_issue_and_cards_restore_only_within_their_doma
     assert!(!o.status.success());
     assert!(stderr(&o).contains("share 2: wrong passphrase"), "{}", stderr(&o));
     assert!(blank_cards().is_empty(), "a card was touched: {:?}", blank_cards());
+    // The key goes into cards only in the issuer's SCP11a session: --domain
+    // with the shared admin key instead of --issuer is refused.
+    let mut admin_only = domain_args(&d1, &pass, &[1, 2, 3]);
+    admin_only.drain(..2);
+    admin_only.extend(["--admin-key".to_string(), "env:ADMIN".to_string()]);
+    let o = issue_main(&home, "a", "alice", &admin_only);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--domain needs --issuer"), "{}", stderr(&o));
+    assert!(blank_cards().is_empty());
     // No --domain at all: refused, naming --domain.
     let o = issue_main(&home, "a", "alice", &[]);
     assert_eq!(o.status.code(), Some(2));
