@@ -375,6 +375,9 @@ fn domain_rotate_makes_a_new_generation_that_cards_and_backups_record() {
     let h = cardvault_proto::backup::parse_header(&vault.backup_header(last.id).unwrap()).unwrap();
     assert_eq!(h.domain, state(&home, "old-olga-main").domain());
     assert_eq!(h.domain.generation, 1);
+    let o = run(cv(&home).args(["--json", "vault", "show", &last.id.to_string()]));
+    assert_eq!(json(&o)["domain"]["generation"], 1, "{}", stdout(&o));
+    assert_eq!(json(&o)["domain"]["id"], g1["domain_id"]);
     let o = run(cv(&home)
         .args(["--json", "-r", "sim:new-nina-main", "restore", "--from-card", &olga])
         .args(["--pin", "env:P", "--request"])
