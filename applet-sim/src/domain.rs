@@ -26,14 +26,24 @@ impl Applet {
         if c.data.len() != LOAD_DATA_LEN {
             return Err(sw::WRONG_LENGTH);
         }
-        // Once per card, and only before issuance ends: a card never changes
-        // domain (a new generation means new cards).
-        if self.state.issued || self.state.has_domain_key() {
+        // Only before issuance ends, and one key per card: a card never
+        // changes domain (a new generation means new cards).
+        if self.state.issued {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         let load = DomainKeyLoad::parse(&c.data).ok_or(sw::WRONG_DATA)?;
         if !load.domain.is_some() || !load.check_value_matches() {
             return Err(sw::WRONG_DATA);
+        }
+        if self.state.has_domain_key() {
+            // The same key again succeeds and changes nothing (an issuance
+            // interrupted after this command is retried); another is refused.
+            let same = self.state.domain() == load.domain && openssl::memcmp::eq(&self.state.common_key, &load.key[..]);
+            return if same {
+                Ok(vec![])
+            } else {
+                Err(sw::CONDITIONS_NOT_SATISFIED)
+            };
         }
         self.state.common_key = load.key.to_vec();
         self.state.domain_id = load.domain.id.to_vec();

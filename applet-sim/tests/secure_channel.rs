@@ -442,11 +442,18 @@ fn the_domain_key_enters_a_blank_card_once_and_only_in_the_issuer_session() {
     let (d, sw) = stx(&mut card, &mut a, [0x00, 0xCA, 0xDF, 0x32], &[]);
     assert_eq!(sw, 0x9000);
     assert_eq!(&d[3..], &load.domain.encode()[..], "GET DATA DF32: id || generation");
-    // Once: a second load (even of another domain) is refused.
+    // Once: the same key again succeeds and changes nothing (a retried
+    // issuance); another domain's key, or another generation, is refused.
+    let loaded = card.state().clone();
+    assert_eq!(stx(&mut card, &mut a, header, &data).1, 0x9000);
+    assert_eq!(card.state(), &loaded);
     let mut other = data.to_vec();
     other[0] ^= 1;
     assert_eq!(stx(&mut card, &mut a, header, &other).1, 0x6985);
-    assert_eq!(card.state().domain(), load.domain);
+    let mut next_generation = data.to_vec();
+    next_generation[19] = 3;
+    assert_eq!(stx(&mut card, &mut a, header, &next_generation).1, 0x6985);
+    assert_eq!(card.state(), &loaded);
     // An issued card (pre-issued test card, its directory's test domain) takes none.
     let mut issued = main_card();
     let had = issued.state().domain();

@@ -75,7 +75,7 @@ pub enum Refusal {
     #[error("LOAD DOMAIN KEY refused: the domain key is loaded only in the issuer's SCP11a session")]
     DomainKeyNeedsIssuerSession,
     /// LOAD DOMAIN KEY `6985`.
-    #[error("LOAD DOMAIN KEY refused: the card is already issued or already holds a domain key")]
+    #[error("LOAD DOMAIN KEY refused: the card is already issued, or already holds another domain key")]
     DomainKeyNotAccepted,
     /// LOAD DOMAIN KEY `6A80`.
     #[error("LOAD DOMAIN KEY refused: the key does not match its check value")]
