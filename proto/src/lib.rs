@@ -165,6 +165,7 @@ mod tests {
                 ins::RESET_RETRY_COUNTER,
                 ins::EXTERNAL_AUTHENTICATE,
                 ins::WRITE_KEY_ELEMENT,
+                ins::LOAD_DOMAIN_KEY,
             ] {
                 assert!(command_data_is_secret(cla, ins), "CLA {cla:02X} INS {ins:02X}");
             }
@@ -178,6 +179,7 @@ mod tests {
     fn sensitive_commands_whatever_the_class_bits() {
         assert!(command_is_sensitive(0x04, ins::VERIFY));
         assert!(command_is_sensitive(0x94, ins::IMPORT_KEY));
+        assert!(command_is_sensitive(0x84, ins::LOAD_DOMAIN_KEY));
         assert!(!command_is_sensitive(0x00, ins::GET_DATA));
         assert!(!command_is_sensitive(0x00, ins::SELECT));
         assert!(!command_is_sensitive(0x80, ins::GET_BALANCE));
