@@ -357,8 +357,11 @@ fn domain_rotate_makes_a_new_generation_that_cards_and_backups_record() {
     // The old passphrase of custodian 2 no longer opens the current share.
     let o = issue_main(&home, "new", "nina", &domain_args(&d, &pass, &[1, 2]));
     assert!(stderr(&o).contains("share 2: wrong passphrase"), "{}", stderr(&o));
-    let o = issue_main(&home, "new", "nina", &domain_args(&d, &new, &[1, 2]));
+    let mut json_args = domain_args(&d, &new, &[1, 2]);
+    json_args.push("--json".into());
+    let o = issue_main(&home, "new", "nina", &json_args);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["domain"]["generation"], 2, "{}", stdout(&o));
     assert_eq!(state(&home, "old-olga-main").domain_generation, 1);
     assert_eq!(state(&home, "new-nina-main").domain_generation, 2);
     assert_eq!(

@@ -160,8 +160,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let cards = cards?;
     let issued = cards.iter().filter(|c| c.is_issued()).count();
     let rejected = cards.len() - issued;
+    // Which domain generation the issued cards carry (null: --no-domain).
+    let domain = opts.domain.as_ref().map(|d| &d.info);
     if ctx.json {
-        print_json(&serde_json::json!({ "issued": issued, "rejected": rejected, "cards": cards }));
+        let domain = domain.map(|d| serde_json::json!({ "id": d.domain_id, "generation": d.generation }));
+        print_json(&serde_json::json!({ "issued": issued, "rejected": rejected, "cards": cards, "domain": domain }));
     } else {
         for c in &cards {
             println!(
@@ -174,7 +177,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 c.reason().map(|x| format!("  ({x})")).unwrap_or_default()
             );
         }
-        println!("{issued} issued, {rejected} rejected");
+        match domain {
+            Some(d) => println!(
+                "{issued} issued, {rejected} rejected; domain {} generation {}",
+                d.domain_id, d.generation
+            ),
+            None => println!("{issued} issued, {rejected} rejected; no domain key (--no-domain)"),
+        }
     }
     if rejected > 0 {
         return Err(Error::Refused(format!("{rejected} card(s) rejected; see the report")));
