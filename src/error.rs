@@ -161,7 +161,10 @@ impl Error {
             NotCardvault { .. } | Card { .. } | CardRefusal(_) | Refused(_) | UntrustedCard { .. } => exit::CARD,
             SecureChannel { .. } => exit::DATA,
             Data(_) => exit::DATA,
-            Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => exit::CARD,
+            Restore(
+                crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }
+                | crate::workflow::backup::RestoreRefusal::OtherDomain { .. },
+            ) => exit::CARD,
             Restore(_) => exit::USAGE,
             Duplicate(d) => match d.class() {
                 RefusalClass::Usage => exit::USAGE,
@@ -198,7 +201,10 @@ impl Error {
             SecureChannel { .. } => "secure_channel",
             CardRefusal(_) | Refused(_) => "refused",
             Data(_) => "data_integrity",
-            Restore(crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }) => "refused",
+            Restore(
+                crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }
+                | crate::workflow::backup::RestoreRefusal::OtherDomain { .. },
+            ) => "refused",
             Restore(_) => "usage",
             Duplicate(d) => match d.class() {
                 RefusalClass::Usage => "usage",

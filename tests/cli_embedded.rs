@@ -551,7 +551,7 @@ fn a_mistyped_card_name_is_refused_with_the_closest_names_and_no_card_is_made() 
     let o = run(cv(&home)
         .args(["-r", "sim:desk", "issue", "--profile", "pair", "--holders"])
         .arg(&holders)
-        .args(["--admin-key", "env:ADMIN"]));
+        .args(["--no-domain", "--admin-key", "env:ADMIN"]));
     assert!(o.status.success(), "issue makes its blank cards: {}", stderr(&o));
     let o = run(cardvault_strict(&home).args(["-r", "sim:desk-alice-mian", "status"]));
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
@@ -693,6 +693,7 @@ fn dash_as_output_means_standard_output_and_no_file_named_dash() {
             "issue",
             "--profile",
             "pair",
+            "--no-domain",
             "--admin-key",
             "env:ADMIN",
             "--holders",

@@ -134,6 +134,7 @@ fn issue_pair(dir: &Path) {
         issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
         key_group_size: 3,
         no_export_after_backup: false,
+        domain: None,
     };
     let key1 = [7u8; 32];
     for (name, role) in [
@@ -466,6 +467,7 @@ fn recovery_survives_a_pull_at_every_apdu() {
         issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
         key_group_size: 3,
         no_export_after_backup: false,
+        domain: None,
     };
     {
         let mut r = SimReader::open(&template, "new", "blank", None).unwrap();
@@ -540,4 +542,65 @@ fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::R
             ..Default::default()
         },
     )
+}
+
+/// Issuance of a blank card with the issuer domain's key, in the issuer's
+/// SCP11a session: wherever the card is pulled, it is either not issued or
+/// issued with the domain's key, never issued without it or with another;
+/// a retried issuance finishes it (LOAD DOMAIN KEY takes the same key again).
+#[test]
+fn issuance_with_the_domain_key_survives_a_pull_at_every_apdu() {
+    let template = temp_dir("issue-domain-template");
+    drop(sim(&template, "fresh", "blank"));
+    let domain = test_domain_key();
+    let want = domain.domain();
+    let run = {
+        let domain = domain.clone();
+        move |dir: &Path, s: &Arc<PullSchedule>| -> cardvault::Result<()> {
+            let holder = issue::Holder {
+                id: "dora".into(),
+                pin: Zeroizing::new(PIN.to_vec()),
+                member_number: Some("M-7".into()),
+                expiry: Some("2031-01".into()),
+                key1: None,
+            };
+            let opts = issue::IssueOptions {
+                issuer: test_operator(),
+                key_group_size: 3,
+                no_export_after_backup: false,
+                domain: Some(domain.clone()),
+            };
+            with_one(dir, "fresh", s, |c| {
+                issue::personalize(c, &holder, issue::Role::Main, &[7u8; 32], &opts).map(|_| ())
+            })
+        }
+    };
+    let check_cut = |dir: &Path, k: u64, mode: PullMode| {
+        let s = state(dir, "fresh");
+        assert!(
+            s.domain() == want || (s.common_key.is_empty() && !s.issued),
+            "issue k={k} {mode:?}: issued {} with {}",
+            s.issued,
+            s.domain()
+        );
+    };
+    let retry = |dir: &Path| {
+        match run(dir, &PullSchedule::counting()) {
+            Ok(()) => {}
+            // Pulled after END PERSONALIZATION took effect: issued already.
+            Err(cardvault::Error::Issue(issue::IssueRefusal::AlreadyIssued { .. })) => {}
+            Err(e) => panic!("retried issuance: {e}"),
+        }
+        let s = state(dir, "fresh");
+        assert!(s.issued && s.role == "main");
+        assert_eq!(s.domain(), want);
+    };
+    cut_points(
+        "issue-domain",
+        "issue, main card with the domain key (SCP11a)",
+        &template,
+        &run,
+        &check_cut,
+        &retry,
+    );
 }

@@ -36,7 +36,7 @@ fn issue(home: &Path, prefix: &str, profile: &str, rows: &str) {
             "--holders",
         ])
         .arg(&csv)
-        .args(["--admin-key", "env:ADMIN"]));
+        .args(["--no-domain", "--admin-key", "env:ADMIN"]));
     assert!(o.status.success(), "issue failed: {}{}", stdout(&o), stderr(&o));
 }
 
@@ -535,7 +535,7 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
     let o = run(cv(&home)
         .args(["-r", "sim:z", "issue", "--profile", "main", "--holders"])
         .arg(&csv)
-        .args(["--admin-key", "env:ADMIN"]));
+        .args(["--no-domain", "--admin-key", "env:ADMIN"]));
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(
@@ -555,7 +555,7 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
         .env("ADMIN", "ab".repeat(32))
         .args(["--json", "-r", "sim:z", "issue", "--profile", "pair", "--holders"])
         .arg(&csv)
-        .args(["--admin-key", "env:ADMIN"]));
+        .args(["--no-domain", "--admin-key", "env:ADMIN"]));
     assert_eq!(o.status.code(), Some(4));
     // One JSON document: the report (the error is not printed a second time).
     let v = json(&o);
@@ -1093,7 +1093,7 @@ fn a_member_number_given_twice_is_refused_naming_both_lines() {
     let o = run(cv(&home)
         .args(["-r", "sim:m", "issue", "--profile", "main", "--holders"])
         .arg(&csv)
-        .args(["--admin-key", "env:ADMIN"]));
+        .args(["--no-domain", "--admin-key", "env:ADMIN"]));
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(

@@ -145,6 +145,7 @@ fn issue_opts() -> issue::IssueOptions {
         issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
         key_group_size: 3,
         no_export_after_backup: false,
+        domain: None,
     }
 }
 
@@ -285,6 +286,7 @@ const WORKFLOWS: [(&str, Workflow); 10] = [
 fn template() -> TempDir {
     let t = temp_dir("hostile-template");
     let plain = |name: &str, profile: &str| sim(&t, name, profile);
+    let domain = test_domain_key();
     for (name, role) in [
         ("main", issue::Role::Main),
         ("backup", issue::Role::Backup),
@@ -293,7 +295,13 @@ fn template() -> TempDir {
         ("db", issue::Role::Backup),
     ] {
         let mut r = SimReader::open(&t, name, "blank", None).unwrap();
-        issue::personalize(&mut client(&mut r).unwrap(), &holder(), role, &[7u8; 32], &issue_opts()).unwrap();
+        // In the issuer's SCP11a session, with a domain key: "main" makes backups.
+        let opts = issue::IssueOptions {
+            issuer: test_operator(),
+            domain: Some(domain.clone()),
+            ..issue_opts()
+        };
+        issue::personalize(&mut client(&mut r).unwrap(), &holder(), role, &[7u8; 32], &opts).unwrap();
     }
     plain("blank", "blank");
     {

@@ -350,7 +350,7 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
         "--holders",
     ])
     .arg(&csv)
-    .args(["--admin-key", "env:ADMIN"]);
+    .args(["--no-domain", "--admin-key", "env:ADMIN"]);
     let o = run(&mut c);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(json(&o)["issued"], 2);
@@ -385,7 +385,7 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     env(&mut c);
     c.args(["-r", "0", "issue", "--profile", "main", "--holders"])
         .arg(&csv)
-        .args(["--admin-key", "env:ADMIN"]);
+        .args(["--no-domain", "--admin-key", "env:ADMIN"]);
     assert!(run(&mut c).status.success());
     let mut c = cv_pcsc(&home);
     env(&mut c);
@@ -798,22 +798,22 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     .unwrap();
     let csv_s = csv.to_str().unwrap();
     let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    // The issuer domain's key ceremony: its key goes into every card in the
+    // issuer's SCP11a session.
+    std::fs::create_dir_all(&home).unwrap();
+    let domain = dir.join("domain");
+    let passphrases = domain_init(&home, &domain, 2, 3);
+    let with_domain = domain_args(&domain, &passphrases, &[2, 3]);
+    let issue = |extra: &[&str]| {
+        let mut a: Vec<&str> = vec!["-r", "0", "issue", "--holders", csv_s];
+        a.extend_from_slice(extra);
+        a.extend(with_domain.iter().map(String::as_str));
+        cv(&a)
+    };
 
     // Issue the pair from blank cards, duplicate, encrypt two files to the
     // main card and decrypt one, write memory and back it up.
-    cv(&[
-        "-r",
-        "0",
-        "issue",
-        "--profile",
-        "pair",
-        "--backup-reader",
-        "1",
-        "--holders",
-        csv_s,
-        "--admin-key",
-        "env:ADMIN",
-    ]);
+    issue(&["--profile", "pair", "--backup-reader", "1"]);
     cv(&[
         "duplicate",
         "--main",
@@ -867,17 +867,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     // are recovered onto it from the backup card.
     sim.kill();
     let _sim = stack.sim(&[(0, &new_card, "blank"), (1, &backup_card, "blank")]);
-    cv(&[
-        "-r",
-        "0",
-        "issue",
-        "--profile",
-        "main",
-        "--holders",
-        csv_s,
-        "--admin-key",
-        "env:ADMIN",
-    ]);
+    issue(&["--profile", "main"]);
     cv(&[
         "recover",
         "--backup",
@@ -968,6 +958,13 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         ("PIN".into(), PIN.as_bytes().to_vec()),
         ("admin key".into(), cardvault_proto::from_hex(ADMIN_KEY).unwrap()),
     ];
+    for (i, p) in passphrases.iter().enumerate() {
+        let text = std::fs::read_to_string(p).unwrap();
+        secrets.push((
+            format!("custodian {} passphrase", i + 1),
+            text.trim().as_bytes().to_vec(),
+        ));
+    }
     for (who, s) in [("old main", &old_main), ("backup", &backup), ("new main", &new_main)] {
         for (i, e) in s.key_group.elements.iter().enumerate() {
             secrets.push((format!("{who} key group element {}", i + 1), e.0.clone()));
@@ -1017,7 +1014,9 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     println!("{name}: {} distinct secrets checked", secrets.len());
     // PIN, admin key, 3 key group elements (the same on every card of the
     // holder), 2 main private keys, 3 ECKA keys, 3 card-unique keys, the
-    // domain's card-common key, 4 file keys (before and after recovery).
+    // domain's card-common key, 4 file keys (before and after recovery), and
+    // the 3 custodians' passphrases of the key ceremony (which never go to a
+    // card at all).
     let names: Vec<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
     for kind in [
         "PIN",
@@ -1028,10 +1027,11 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         "card-unique",
         "card-common",
         "file key 3",
+        "passphrase",
     ] {
         assert!(names.iter().any(|n| n.contains(kind)), "no {kind} among {names:?}");
     }
-    assert_eq!(secrets.len(), 19, "{names:?}");
+    assert_eq!(secrets.len(), 22, "{names:?}");
     assert!(leaked.is_empty(), "in pcscd's APDU log: {leaked:?}");
 }
 

@@ -252,6 +252,10 @@ fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
     let holders = home.join("h.csv");
     std::fs::write(&holders, "holder,pin,member_number,expiry\nalice,864213,M-1,2030-01\n").unwrap();
     let elements = "a1".repeat(32) + "\n" + &"b2".repeat(32);
+    // The cards get an issuer domain's key from a key ceremony.
+    let domain = home.join("domain");
+    let passphrases = domain_init(&home, &domain, 2, 3);
+    let issue_domain = domain_args(&domain, &passphrases, &[1, 3]);
     let mut logs = String::new();
     let mut step = |args: &[&str]| {
         let o = run(cv(&home)
@@ -264,7 +268,7 @@ fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
         logs.push_str(&stderr(&o));
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     };
-    step(&[
+    let mut issue = vec![
         "-r",
         "sim:h",
         "issue",
@@ -272,9 +276,9 @@ fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
         "pair",
         "--holders",
         holders.to_str().unwrap(),
-        "--admin-key",
-        "env:ADMIN",
-    ]);
+    ];
+    issue.extend(issue_domain.iter().map(String::as_str));
+    step(&issue);
     step(&[
         "duplicate",
         "--main",
@@ -327,6 +331,13 @@ fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
         }
     }
     secrets.push(("holder PIN".into(), b"864213".to_vec()));
+    for (i, p) in passphrases.iter().enumerate() {
+        let text = std::fs::read_to_string(p).unwrap();
+        secrets.push((
+            format!("custodian {} passphrase", i + 1),
+            text.trim().as_bytes().to_vec(),
+        ));
+    }
     let vault = std::fs::read(home.join("vault.sqlite")).unwrap();
     let wal = std::fs::read(home.join("vault.sqlite-wal")).unwrap_or_default();
     let logs_lower = logs.to_lowercase();
@@ -391,10 +402,7 @@ fn a_full_disk_for_the_vault_is_a_clear_error_and_loses_nothing() {
     let profile = home.join("small.toml");
     std::fs::write(
         &profile,
-        format!(
-            "role='main'\npin='{PIN}'\nadmin_key='{ADMIN_KEY}'\npage_size=256\npage_count=4\ncommon_key='{}'\n",
-            "11".repeat(32)
-        ),
+        format!("role='main'\npin='{PIN}'\nadmin_key='{ADMIN_KEY}'\npage_size=256\npage_count=4\nissued=true\n"),
     )
     .unwrap();
     let cfg = home.join("c.toml");

@@ -331,7 +331,7 @@ fn the_issuer_operator_works_without_the_admin_key_and_another_issuer_is_refused
     let csv = home.join("h.csv");
     std::fs::write(&csv, "holder,pin,member_number,expiry\nbob,86420975,M-5,2031-01\n").unwrap();
     let o = run(cardvault(&home)
-        .args(["--json", "issue", "--profile", "main", "--holders"])
+        .args(["--json", "issue", "--profile", "main", "--no-domain", "--holders"])
         .arg(&csv)
         .arg("--issuer")
         .arg(&fixtures)

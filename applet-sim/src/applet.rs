@@ -223,6 +223,7 @@ impl Applet {
             (cla::PROPRIETARY, Ins::ConfirmDuplicate) => self.confirm_duplicate(c),
             (cla::PROPRIETARY, Ins::ReleaseDuplicate) => self.release_duplicate(c),
             (cla::PROPRIETARY, Ins::DestroyKey) => self.destroy_key(c),
+            (cla::PROPRIETARY, Ins::LoadDomainKey) => self.load_domain_key(c),
             (cla::PROPRIETARY, Ins::UnwrapFileKey) => self.unwrap_file_key(c),
             (cla::PROPRIETARY, Ins::SetPeerKey) => self.set_peer_key(c),
             (cla::PROPRIETARY, Ins::RewrapToPeer) => self.rewrap_to_peer(c),
@@ -299,6 +300,7 @@ impl Applet {
                 v.extend_from_slice(&(changed as u16).to_be_bytes());
                 v
             }
+            proto::Tag::Domain if s.has_domain_key() => s.domain().encode().to_vec(),
             proto::Tag::MemberNumber if !s.member_number.is_empty() => s.member_number.as_bytes().to_vec(),
             proto::Tag::Expiry if !s.expiry.is_empty() => s.expiry.as_bytes().to_vec(),
             proto::Tag::KeyGroupStatus => {

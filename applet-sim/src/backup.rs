@@ -14,6 +14,7 @@ use cardvault_proto::backup::{
     HeaderInfo, Trailer,
 };
 use cardvault_proto::crypto;
+use cardvault_proto::domain::DomainRef;
 use cardvault_proto::load::{self, LoadAuthorization};
 use cardvault_proto::sw;
 use openssl::sha::Sha256;
@@ -102,10 +103,13 @@ fn backup_key(unique: &[u8], card: &str, counter: u32) -> Result<Zeroizing<[u8; 
     crypto::hkdf(unique, bk::BACKUP_SALT, &info).map_err(|_| sw::UNKNOWN)
 }
 
-fn unique_wrap_aad(card: &str, counter: u32) -> Vec<u8> {
+/// The wrapped unique key is bound to the card, the backup and the domain
+/// generation whose key wrapped it.
+fn unique_wrap_aad(card: &str, counter: u32, domain: &DomainRef) -> Vec<u8> {
     let mut aad = bk::UNIQUE_WRAP_LABEL.to_vec();
     aad.extend_from_slice(&lv(card));
     aad.extend_from_slice(&counter.to_be_bytes());
+    aad.extend_from_slice(&domain.encode());
     aad
 }
 
@@ -203,7 +207,8 @@ impl Applet {
         if !self.session.pin_verified {
             return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
         }
-        if self.session.restore.is_some() || self.state.common_key.len() != 32 {
+        // No card-common key (a card issued without a domain): no backup.
+        if self.session.restore.is_some() || !self.state.has_domain_key() {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         let base = self.state.backup.base;
@@ -230,14 +235,20 @@ impl Applet {
         self.mark_dirty();
 
         let card = self.state.card_number.clone();
+        let domain = self.state.domain();
         let key = backup_key(&self.state.unique_key, &card, counter)?;
         let mut ck = [0u8; 32];
         ck.copy_from_slice(&self.state.common_key);
         let nonce = crypto::random::<12>();
         let mut wrapped = nonce.to_vec();
         wrapped.extend(
-            crypto::seal(&ck, &nonce, &unique_wrap_aad(&card, counter), &self.state.unique_key)
-                .map_err(|_| sw::UNKNOWN)?,
+            crypto::seal(
+                &ck,
+                &nonce,
+                &unique_wrap_aad(&card, counter, &domain),
+                &self.state.unique_key,
+            )
+            .map_err(|_| sw::UNKNOWN)?,
         );
         zeroize::Zeroize::zeroize(&mut ck);
         let mut info = HeaderInfo::new(
@@ -248,6 +259,7 @@ impl Applet {
             self.state.page_count,
             pages.len() as u16,
             &card,
+            domain,
             wrapped,
         );
         let prefix = info.encode_prefix();
@@ -397,19 +409,37 @@ impl Applet {
         Ok(ch)
     }
 
+    /// Another card's backup opens only under this card's domain key: the
+    /// header must name this card's domain and generation. A card without a
+    /// domain key answers 6985, a backup of another domain or generation 6A88
+    /// (referenced data not found: this card does not hold that key).
+    fn check_backup_domain(&self, h: &HeaderInfo) -> Result<(), u16> {
+        if !self.state.has_domain_key() {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        if h.domain != self.state.domain() {
+            return Err(sw::REF_DATA_NOT_FOUND);
+        }
+        Ok(())
+    }
+
     /// Check a header against this card and derive its backup key.
     fn open_header(&self, h: &HeaderInfo, raw: &[u8], other_card: bool) -> Result<Zeroizing<[u8; 32]>, u16> {
         if h.page_size != self.state.page_size || h.page_count != self.state.page_count {
             return Err(sw::WRONG_DATA);
         }
         let unique: Zeroizing<Vec<u8>> = if other_card {
-            if self.state.common_key.len() != 32 {
-                return Err(sw::CONDITIONS_NOT_SATISFIED);
-            }
+            self.check_backup_domain(h)?;
             let mut ck = Zeroizing::new([0u8; 32]);
             ck.copy_from_slice(&self.state.common_key);
             let (nonce, sealed) = h.wrapped_unique_key.split_at(12);
-            crypto::open(&ck, nonce, &unique_wrap_aad(&h.card_number, h.counter), sealed).map_err(|_| sw::WRONG_DATA)?
+            crypto::open(
+                &ck,
+                nonce,
+                &unique_wrap_aad(&h.card_number, h.counter, &h.domain),
+                sealed,
+            )
+            .map_err(|_| sw::WRONG_DATA)?
         } else {
             if h.card_number != self.state.card_number {
                 return Err(sw::WRONG_DATA);
@@ -488,6 +518,9 @@ impl Applet {
                     if h.card_number == self.state.card_number {
                         return Err(sw::WRONG_DATA);
                     }
+                    // Before the challenge is used: a backup of another domain
+                    // changes nothing on this card.
+                    self.check_backup_domain(&h)?;
                     // Authorization: issuer signature naming source, backup, this card and
                     // the challenge this card handed out (used once, whatever the outcome).
                     let challenge = std::mem::take(&mut self.state.restore_challenge);

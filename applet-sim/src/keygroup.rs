@@ -110,6 +110,11 @@ impl Applet {
                     return Err(sw::WRONG_DATA);
                 }
                 if self.state.key_group.elements.iter().any(|e| !e.0.is_empty()) {
+                    // The same size again keeps the written elements (an
+                    // interrupted issuance is retried); another size is refused.
+                    if n == self.state.key_group.size {
+                        return Ok(vec![]);
+                    }
                     return Err(sw::CONDITIONS_NOT_SATISFIED);
                 }
                 self.state.key_group = KeyGroupState {

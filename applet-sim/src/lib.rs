@@ -7,6 +7,8 @@
 
 pub mod applet;
 pub mod backup;
+mod domain;
+pub mod factory;
 pub mod iso;
 pub mod keygroup;
 pub mod profile;

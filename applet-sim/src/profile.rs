@@ -40,9 +40,6 @@ pub struct Profile {
     /// Export policy: no key take-out at all once a backup exists.
     #[serde(default)]
     pub no_export_after_backup: bool,
-    /// Card-common key of the issuer domain (hex, 32 bytes) for pre-issued test
-    /// cards; blank cards receive it wrapped at issuance.
-    pub common_key: Option<String>,
     /// Issuer public key (hex, 65 bytes) trusted for restore authorizations.
     pub issuer_public_key: Option<String>,
     /// Whether the cardvault applet is installed. A card without it answers
@@ -81,6 +78,11 @@ fn default_true() -> bool {
     true
 }
 
+/// Why a profile with `common_key` is refused.
+pub const REFUSED_COMMON_KEY: &str = "common_key: a profile carries no card-common key (every card made from it \
+would share it); blank cards get their issuer domain's key at issuance (`cardvault issue --domain DIR`), \
+pre-issued test cards a random test domain of their simulator directory; remove the line";
+
 const BUILTIN: &[(&str, &str)] = &[
     ("main", include_str!("../profiles/main.toml")),
     ("backup", include_str!("../profiles/backup.toml")),
@@ -92,6 +94,13 @@ const BUILTIN: &[(&str, &str)] = &[
 impl Profile {
     /// Parse profile TOML.
     pub fn from_toml(text: &str) -> Result<Profile, String> {
+        // A key in a profile file is a key on every card made from it: the
+        // card-common key comes from the domain's key ceremony instead.
+        if let Ok(table) = text.parse::<toml::Table>() {
+            if table.contains_key("common_key") {
+                return Err(REFUSED_COMMON_KEY.into());
+            }
+        }
         let p: Profile = toml::from_str(text).map_err(|e| e.to_string())?;
         p.validate()?;
         Ok(p)
@@ -143,11 +152,6 @@ impl Profile {
                 return Err("key1 must be 32 bytes of hex".into());
             }
         }
-        if let Some(k) = &self.common_key {
-            if cardvault_proto::from_hex(k).map(|k| k.len()) != Some(32) {
-                return Err("common_key must be 32 bytes of hex".into());
-            }
-        }
         if let Some(k) = &self.issuer_public_key {
             let ok = cardvault_proto::from_hex(k)
                 .map(|k| cardvault_proto::crypto::public_key(&k).is_ok())
@@ -195,5 +199,23 @@ mod tests {
         assert!(Profile::from_toml("role='x'\npin='12'\nadmin_key='00'").is_err());
         assert!(Profile::from_toml("role='x'\npin='1234'\nadmin_key='00'\nbogus=1").is_err());
         assert_eq!(base.page_size, 256);
+        let e = Profile::from_toml(&format!(
+            "role='x'\npin='1234'\nadmin_key='{}'\ncommon_key='{}'",
+            "00".repeat(32),
+            "11".repeat(32)
+        ))
+        .unwrap_err();
+        assert!(e.contains("carries no card-common key"), "{e}");
+    }
+
+    #[test]
+    fn no_builtin_profile_carries_a_common_key() {
+        for name in Profile::builtin_names() {
+            let text = BUILTIN.iter().find(|(n, _)| *n == name).unwrap().1;
+            assert!(
+                !text.parse::<toml::Table>().unwrap().contains_key("common_key"),
+                "{name}"
+            );
+        }
     }
 }

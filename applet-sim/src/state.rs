@@ -4,7 +4,9 @@
 //! state file before the card answers, so a simulator killed at any point
 //! leaves the last committed state, like a card pulled from a reader.
 
+use crate::factory::TestDomain;
 use crate::profile::Profile;
+use cardvault_proto::domain::DomainRef;
 use cardvault_proto::{from_hex, fsutil};
 use openssl::sha::sha256;
 use serde::{Deserialize, Serialize};
@@ -100,9 +102,17 @@ pub struct CardState {
     /// Card-unique key (backup encryption), generated on the card.
     #[serde(default, with = "hexbytes")]
     pub unique_key: Vec<u8>,
-    /// Card-common key of the issuer domain (wraps the unique key in backups).
+    /// Card-common key of the issuer domain (wraps the unique key in backups):
+    /// loaded by LOAD DOMAIN KEY at issuance (empty until then), or from the
+    /// simulator directory's test domain for pre-issued test cards.
     #[serde(default, with = "hexbytes")]
     pub common_key: Vec<u8>,
+    /// The issuer domain of `common_key`: its id (16 bytes; empty without a key).
+    #[serde(default, with = "hexbytes")]
+    pub domain_id: Vec<u8>,
+    /// The domain's key generation (0 without a key).
+    #[serde(default)]
+    pub domain_generation: u32,
     /// Issuer's public key (P-256, uncompressed) that signs restore authorizations.
     #[serde(default, with = "hexbytes")]
     pub issuer_public_key: Vec<u8>,
@@ -260,8 +270,17 @@ impl Drop for CardState {
 }
 
 impl CardState {
-    /// A fresh card made from a profile.
+    /// A fresh card made from a profile, in memory: a pre-issued profile's
+    /// card gets the process's test domain ([`TestDomain::in_memory`]).
     pub fn from_profile(p: &Profile) -> CardState {
+        CardState::from_profile_in(p, Some(TestDomain::in_memory()))
+    }
+
+    /// A fresh card made from a profile. A pre-issued card (`issued = true`)
+    /// gets `test_domain`'s key, id and generation; a blank card gets no
+    /// domain key (LOAD DOMAIN KEY at issuance).
+    pub fn from_profile_in(p: &Profile, test_domain: Option<&TestDomain>) -> CardState {
+        let domain = test_domain.filter(|_| p.issued && p.applet_installed);
         let card_number = p.card_number.clone().unwrap_or_else(random_card_number);
         CardState {
             version: STATE_VERSION,
@@ -293,7 +312,9 @@ impl CardState {
             },
             destroyed: DestroyedImports::default(),
             unique_key: cardvault_proto::crypto::random::<32>().to_vec(),
-            common_key: p.common_key.as_deref().and_then(from_hex).unwrap_or_default(),
+            common_key: domain.map(|d| d.key.to_vec()).unwrap_or_default(),
+            domain_id: domain.map(|d| d.domain.id.to_vec()).unwrap_or_default(),
+            domain_generation: domain.map(|d| d.domain.generation).unwrap_or(0),
             issuer_public_key: p.issuer_public_key.as_deref().and_then(from_hex).unwrap_or_default(),
             applications: p.applications.clone(),
             change_flags: vec![0u8; (p.page_count as usize).div_ceil(8)],
@@ -329,6 +350,22 @@ impl CardState {
         self
     }
 
+    /// The card's issuer domain ([`DomainRef::NONE`] without a domain key).
+    pub fn domain(&self) -> DomainRef {
+        match <[u8; 16]>::try_from(&self.domain_id[..]) {
+            Ok(id) if self.has_domain_key() => DomainRef {
+                id,
+                generation: self.domain_generation,
+            },
+            _ => DomainRef::NONE,
+        }
+    }
+
+    /// Whether the card holds its domain's card-common key.
+    pub fn has_domain_key(&self) -> bool {
+        self.common_key.len() == 32
+    }
+
     /// The card's SCP11 key pair, when it has one.
     pub fn ecka_key(&self) -> Option<cardvault_proto::crypto::KeyPair> {
         if self.ecka_private.is_empty() {
@@ -356,6 +393,14 @@ impl CardState {
         }
         if self.change_flags.len() != (self.page_count as usize).div_ceil(8) || self.unique_key.len() != 32 {
             return Err("inconsistent backup fields".into());
+        }
+        let domain_ok = match self.common_key.len() {
+            0 => self.domain_id.is_empty() && self.domain_generation == 0,
+            32 => self.domain_id.len() == 16 && self.domain_generation != 0,
+            _ => false,
+        };
+        if !domain_ok {
+            return Err("inconsistent domain key, id or generation".into());
         }
         if !matches!(self.ecka_private.len(), 0 | 32) || (!self.ecka_private.is_empty() && self.certificate.is_empty())
         {
@@ -450,7 +495,17 @@ impl Store {
                 Ok((store, state, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let state = CardState::from_profile(profile);
+                // A pre-issued test card gets its directory's test domain.
+                let test_domain = if profile.issued && profile.applet_installed {
+                    let dir = path
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(Path::new("."));
+                    Some(TestDomain::of_dir(dir).map_err(io)?)
+                } else {
+                    None
+                };
+                let state = CardState::from_profile_in(profile, test_domain.as_ref());
                 store.commit(&state)?;
                 Ok((store, state, true))
             }

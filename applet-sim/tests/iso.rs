@@ -567,7 +567,7 @@ fn a_symlink_planted_beside_the_state_file_receives_nothing() {
     assert!(meta.file_type().is_file());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(Store::peek(&path).unwrap().memory[1024..1324], [0x5A; 300]);
-    // Nothing but the state file, its lock and the planted links.
+    // Nothing but the state file, its lock, the directory's test domain and the planted links.
     let mut names: Vec<String> = std::fs::read_dir(&dir.0)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -580,7 +580,7 @@ fn a_symlink_planted_beside_the_state_file_receives_nothing() {
         })
         .collect();
     names.sort();
-    assert_eq!(names, vec!["card.json", "card.json.lock", "victim"]);
+    assert_eq!(names, vec!["card.json", "card.json.lock", "test-domain.json", "victim"]);
 }
 
 #[test]

@@ -245,6 +245,7 @@ fn every_sensitive_command_sent_plain_gets_6982_and_changes_nothing() {
         (0x80, ins::RESTORE, 0x00, 0x00, &[0u8; 40]),
         (0x80, ins::RESTORE_DATA, 0x00, 0x00, &[0u8; 40]),
         (0x80, ins::RESTORE_COMPLETE, 0x00, 0x00, b""),
+        (0x80, ins::LOAD_DOMAIN_KEY, 0x00, 0x00, &[5u8; 60]),
     ];
     for (cla, ins_byte, _, _, _) in commands {
         assert!(cardvault_proto::command_is_sensitive(*cla, *ins_byte), "{ins_byte:02X}");
@@ -382,4 +383,82 @@ fn card_state_keeps_key_certificate_and_anchor_across_reopen() {
     assert_eq!(stx(&mut card, &mut ch, [0x00, 0xCA, 0x00, 0xE1], &[]).1, 0x9000);
     drop(card);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An SCP11a session of the built-in test issuer's operator.
+fn open_scp11a(card: &mut Card) -> ClientChannel {
+    let pk = card_key(card);
+    let oce_cert = X509::from_pem(applet_sim::test_issuer::OCE_PEM).unwrap();
+    let oce_key = KeyPair::from_pem(applet_sim::test_issuer::OCE_KEY_PEM).unwrap();
+    for c in scp11::oce_certificate_commands(scp11::KVN, scp11::KID_OCE, &[oce_cert.to_der().unwrap()]) {
+        assert_eq!(tx(card, &c.to_bytes()).1, 0x9000);
+    }
+    let hs = ClientHandshake::scp11a(scp11::KVN, &pk, oce_key).unwrap();
+    let (answer, sw) = tx(card, &hs.command().to_bytes());
+    assert_eq!(sw, 0x9000);
+    hs.finish(&answer).unwrap()
+}
+
+/// LOAD DOMAIN KEY: a blank card has no domain key until the issuer loads
+/// one, in an SCP11a session only, checked against its check value, once.
+#[test]
+fn the_domain_key_enters_a_blank_card_once_and_only_in_the_issuer_session() {
+    use cardvault_proto::domain::{check_value, DomainKeyLoad, DomainRef};
+    let key = zeroize::Zeroizing::new([0x3C; 32]);
+    let load = DomainKeyLoad {
+        domain: DomainRef {
+            id: [0xD0; 16],
+            generation: 2,
+        },
+        check_value: check_value(&key[..]).unwrap(),
+        key,
+    };
+    let data = load.encode();
+    let header = [0x80, 0xEE, 0x00, 0x00];
+    let mut card = card_with(&Profile::load("blank").unwrap());
+    assert!(card.state().common_key.is_empty());
+    assert_eq!(
+        tx(&mut card, &[0x00, 0xCA, 0xDF, 0x32, 0x00]).1,
+        0x6A88,
+        "no domain yet"
+    );
+    let before = card.state().clone();
+    // Plain, and in the holder's SCP11b session: refused, nothing kept.
+    let plain = CommandApdu::new(0x80, 0xEE, 0, 0, data.to_vec());
+    assert_eq!(tx(&mut card, &plain.to_bytes()).1, 0x6982);
+    let mut b = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut b, header, &data).1, 0x6982);
+    assert_eq!(card.state(), &before);
+    // In the issuer's session: a key that is not its check value's is refused.
+    assert_eq!(tx(&mut card, SELECT).1, 0x9000);
+    let mut a = open_scp11a(&mut card);
+    let mut wrong = data.to_vec();
+    wrong[20] ^= 1;
+    assert_eq!(stx(&mut card, &mut a, header, &wrong).1, 0x6A80);
+    assert_eq!(card.state().common_key, before.common_key);
+    assert_eq!(stx(&mut card, &mut a, header, &data).1, 0x9000);
+    assert_eq!(card.state().common_key, vec![0x3C; 32]);
+    assert_eq!(card.state().domain(), load.domain);
+    let (d, sw) = stx(&mut card, &mut a, [0x00, 0xCA, 0xDF, 0x32], &[]);
+    assert_eq!(sw, 0x9000);
+    assert_eq!(&d[3..], &load.domain.encode()[..], "GET DATA DF32: id || generation");
+    // Once: the same key again succeeds and changes nothing (a retried
+    // issuance); another domain's key, or another generation, is refused.
+    let loaded = card.state().clone();
+    assert_eq!(stx(&mut card, &mut a, header, &data).1, 0x9000);
+    assert_eq!(card.state(), &loaded);
+    let mut other = data.to_vec();
+    other[0] ^= 1;
+    assert_eq!(stx(&mut card, &mut a, header, &other).1, 0x6985);
+    let mut next_generation = data.to_vec();
+    next_generation[19] = 3;
+    assert_eq!(stx(&mut card, &mut a, header, &next_generation).1, 0x6985);
+    assert_eq!(card.state(), &loaded);
+    // An issued card (pre-issued test card, its directory's test domain) takes none.
+    let mut issued = main_card();
+    let had = issued.state().domain();
+    assert!(had.is_some());
+    let mut a = open_scp11a(&mut issued);
+    assert_eq!(stx(&mut issued, &mut a, header, &data).1, 0x6985);
+    assert_eq!(issued.state().domain(), had);
 }

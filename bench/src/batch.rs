@@ -60,7 +60,7 @@ pub fn issue_and_duplicate(
     let issue = run_child(
         cardvault(&cfg.exe, home)
             .env(ADMIN_ENV, &admin)
-            .args(["--json", "issue", "--profile", "pair", "--admin-key"])
+            .args(["--json", "issue", "--profile", "pair", "--no-domain", "--admin-key"])
             .arg(format!("env:{ADMIN_ENV}"))
             .arg("--holders")
             .arg(holders)

@@ -53,6 +53,7 @@ pub fn issue_options() -> Result<issue::IssueOptions> {
         issuer: cardvault::card::IssuerAuth::AdminKey(admin_key()?),
         key_group_size: 3,
         no_export_after_backup: false,
+        domain: None,
     })
 }
 
@@ -136,11 +137,10 @@ pub fn large_profile(dir: &Path, page_count: u16) -> Result<PathBuf> {
     let text = format!(
         "role = \"main\"\npin = \"{}\"\nadmin_key = \"{}\"\npage_size = 256\npage_count = {page_count}\n\
          issued = true\nkey_group_size = 3\nkey1 = \"{}\"\nmember_number = \"M-BENCH\"\nexpiry = \"2031-12\"\n\
-         common_key = \"{}\"\nissuer_public_key = \"{}\"\n",
+         issuer_public_key = \"{}\"\n",
         p.pin,
         p.admin_key,
         opt(&p.key1),
-        opt(&p.common_key),
         opt(&p.issuer_public_key)
     );
     let path = dir.join(format!("main-{page_count}-pages.toml"));

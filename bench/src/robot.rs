@@ -312,6 +312,7 @@ fn run_config(
                 "issue",
                 "--profile",
                 "pair",
+                "--no-domain",
                 "--admin-key",
                 "env:CV_ADMIN",
             ])

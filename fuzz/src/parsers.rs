@@ -11,14 +11,15 @@ use cardvault_proto::{backup as bk, to_hex};
 
 /// The header layout of docs/FORMATS.md: version (1) kind (1) counter (4)
 /// base (4) page size (2) page count (2) pages (2) card number (1 + n, UTF-8)
-/// wrapped unique key (60) control length (2) control. Nothing may follow.
+/// domain id (16) domain generation (4) wrapped unique key (60) control
+/// length (2) control. Nothing may follow.
 fn reference_accepts(h: &[u8]) -> bool {
     if h.len() < 17 {
         return false;
     }
     let cl = h[16] as usize;
     let Some(card) = h.get(17..17 + cl) else { return false };
-    let off = 17 + cl + bk::WRAPPED_UNIQUE_KEY_LEN;
+    let off = 17 + cl + 20 + bk::WRAPPED_UNIQUE_KEY_LEN;
     let Some(len) = h.get(off..off + 2) else { return false };
     let ctl = u16::from_be_bytes([len[0], len[1]]) as usize;
     h[0] == bk::VERSION
@@ -44,6 +45,8 @@ pub fn fuzz_backup_header(data: &[u8]) {
     v.extend_from_slice(&h.pages.to_be_bytes());
     v.push(h.card_number.len() as u8);
     v.extend_from_slice(h.card_number.as_bytes());
+    v.extend_from_slice(&h.domain.id);
+    v.extend_from_slice(&h.domain.generation.to_be_bytes());
     v.extend_from_slice(&h.wrapped_unique_key);
     v.extend_from_slice(&(h.control.len() as u16).to_be_bytes());
     v.extend_from_slice(&h.control);

@@ -137,6 +137,7 @@ fn issue_opts() -> issue::IssueOptions {
         issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(crate::admin_key())),
         key_group_size: 3,
         no_export_after_backup: false,
+        domain: None,
     }
 }
 

@@ -1,6 +1,10 @@
 //! Page backup blobs (BACKUP → vault → RESTORE), see docs/FORMATS.md.
 
-pub const VERSION: u8 = 1;
+use crate::domain::{DomainRef, DOMAIN_OBJECT_LEN};
+
+/// Header version 2: the header names the issuer domain and generation whose
+/// card-common key wraps the card-unique key (version 1 had no domain).
+pub const VERSION: u8 = 2;
 pub const TYPE_FULL: u8 = 0;
 pub const TYPE_DIFFERENTIAL: u8 = 1;
 /// BACKUP P1: differential when the card has a base, else full.
@@ -12,7 +16,7 @@ pub const MIN_BLOCK: usize = 1024;
 pub const WRAPPED_UNIQUE_KEY_LEN: usize = 60;
 pub const TRAILER_LEN: usize = 36;
 pub const BACKUP_SALT: &[u8] = b"cardvault backup v1";
-pub const UNIQUE_WRAP_LABEL: &[u8] = b"cardvault unique key wrap v1";
+pub const UNIQUE_WRAP_LABEL: &[u8] = b"cardvault unique key wrap v2";
 pub const CONTROL_LABEL: &[u8] = b"cardvault control v1";
 pub const RECORD_LABEL: &[u8] = b"cardvault record v1";
 pub const TRAILER_LABEL: &[u8] = b"cardvault trailer v1";
@@ -89,6 +93,9 @@ pub struct HeaderInfo {
     pub page_count: u16,
     pub pages: u16,
     pub card_number: String,
+    /// The domain (id and generation) whose card-common key wrapped the
+    /// card-unique key: only cards of that domain generation open it.
+    pub domain: DomainRef,
     pub wrapped_unique_key: Vec<u8>,
     pub control: Vec<u8>,
     /// Bytes of the header up to and including the wrapped key (control AAD).
@@ -108,6 +115,7 @@ impl HeaderInfo {
         page_count: u16,
         pages: u16,
         card_number: &str,
+        domain: DomainRef,
         wrapped_unique_key: Vec<u8>,
     ) -> HeaderInfo {
         HeaderInfo {
@@ -119,7 +127,8 @@ impl HeaderInfo {
             page_count,
             pages,
             card_number: card_number.to_string(),
-            prefix_len: 17 + card_number.len() + wrapped_unique_key.len(),
+            domain,
+            prefix_len: 17 + card_number.len() + DOMAIN_OBJECT_LEN + wrapped_unique_key.len(),
             wrapped_unique_key,
             control: Vec::new(),
         }
@@ -140,6 +149,7 @@ impl HeaderInfo {
         h.extend_from_slice(&self.page_count.to_be_bytes());
         h.extend_from_slice(&self.pages.to_be_bytes());
         h.extend_from_slice(&lv(&self.card_number));
+        h.extend_from_slice(&self.domain.encode());
         h.extend_from_slice(&self.wrapped_unique_key);
         h
     }
@@ -264,8 +274,9 @@ pub fn parse_header(h: &[u8]) -> Option<HeaderInfo> {
     let pages = u16::from_be_bytes(take(2)?.try_into().ok()?);
     let cl = take(1)?[0] as usize;
     let card_number = std::str::from_utf8(take(cl)?).ok()?.to_string();
+    let domain = DomainRef::parse(take(DOMAIN_OBJECT_LEN)?)?;
     let wrapped_unique_key = take(WRAPPED_UNIQUE_KEY_LEN)?.to_vec();
-    let prefix_len = 17 + cl + WRAPPED_UNIQUE_KEY_LEN;
+    let prefix_len = 17 + cl + DOMAIN_OBJECT_LEN + WRAPPED_UNIQUE_KEY_LEN;
     let ctl_len = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
     let control = take(ctl_len)?.to_vec();
     if version != VERSION || kind > TYPE_DIFFERENTIAL || h.len() != prefix_len + 2 + ctl_len {
@@ -280,6 +291,7 @@ pub fn parse_header(h: &[u8]) -> Option<HeaderInfo> {
         page_count,
         pages,
         card_number,
+        domain,
         wrapped_unique_key,
         control,
         prefix_len,
@@ -330,6 +342,10 @@ mod tests {
             256,
             3,
             "0401",
+            DomainRef {
+                id: [0x5D; 16],
+                generation: 3,
+            },
             vec![0xAB; WRAPPED_UNIQUE_KEY_LEN],
         );
         let prefix = h.encode_prefix();
@@ -338,6 +354,7 @@ mod tests {
         let raw = h.encode();
         assert_eq!(parse_header(&raw), Some(h.clone()));
         assert_eq!(parse_header(&raw).unwrap().backup_kind(), BackupKind::Differential);
+        assert_eq!(parse_header(&raw).unwrap().domain.generation, 3);
         assert!(parse_header(&raw[..raw.len() - 1]).is_none());
         for k in [BackupKind::Full, BackupKind::Differential] {
             assert_eq!(BackupKind::from_byte(k.byte()), Some(k));

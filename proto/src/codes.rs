@@ -86,6 +86,9 @@ instructions! {
     SetMainKey, SET_MAIN_KEY = 0xEC, "SET MAIN KEY";
     /// DESTROY KEY (backup card): destroy an imported key and answer a receipt.
     DestroyKey, DESTROY_KEY = 0xED, "DESTROY KEY";
+    /// LOAD DOMAIN KEY (issuer, SCP11a only, before END PERSONALIZATION):
+    /// the issuer domain's card-common key (proto::domain).
+    LoadDomainKey, LOAD_DOMAIN_KEY = 0xEE, "LOAD DOMAIN KEY";
     // Page backup and restore (CLA 80).
     Backup, BACKUP = 0xF0, "BACKUP";
     BackupData, BACKUP_DATA = 0xF1, "BACKUP DATA";
@@ -179,6 +182,9 @@ tags! {
     Applications, APPLICATIONS = 0xDF30;
     /// Backup counters: issued(4) base(4) newest_seen(4) changed_pages(2).
     BackupCounters, BACKUP_COUNTERS = 0xDF31;
+    /// The card's issuer domain: domain id(16) generation(4); absent before
+    /// LOAD DOMAIN KEY (proto::domain::DomainRef).
+    Domain, DOMAIN = 0xDF32;
     /// PUT DATA only: number of key group elements (1 byte, 1..8).
     KeyGroupSize, KEY_GROUP_SIZE = 0xDF22;
     /// PUT DATA only: export policy (1 byte, bit 0 = no take-out once a backup exists).

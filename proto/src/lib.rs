@@ -12,6 +12,7 @@ pub mod backup;
 pub mod cert;
 mod codes;
 pub mod crypto;
+pub mod domain;
 #[cfg(unix)]
 pub mod fsutil;
 pub mod load;
@@ -60,6 +61,7 @@ pub fn command_data_is_secret(_cla: u8, ins: u8) -> bool {
             | ins::RESET_RETRY_COUNTER
             | ins::EXTERNAL_AUTHENTICATE
             | ins::WRITE_KEY_ELEMENT
+            | ins::LOAD_DOMAIN_KEY
     )
 }
 
@@ -84,6 +86,7 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::REWRAP_TO_PEER
                 | ins::SET_MAIN_KEY
                 | ins::DESTROY_KEY
+                | ins::LOAD_DOMAIN_KEY
                 | ins::GET_TRANSPORT_KEY
                 | ins::GET_LOAD_CHALLENGE
                 | ins::CREDIT
@@ -162,6 +165,7 @@ mod tests {
                 ins::RESET_RETRY_COUNTER,
                 ins::EXTERNAL_AUTHENTICATE,
                 ins::WRITE_KEY_ELEMENT,
+                ins::LOAD_DOMAIN_KEY,
             ] {
                 assert!(command_data_is_secret(cla, ins), "CLA {cla:02X} INS {ins:02X}");
             }
@@ -175,6 +179,7 @@ mod tests {
     fn sensitive_commands_whatever_the_class_bits() {
         assert!(command_is_sensitive(0x04, ins::VERIFY));
         assert!(command_is_sensitive(0x94, ins::IMPORT_KEY));
+        assert!(command_is_sensitive(0x84, ins::LOAD_DOMAIN_KEY));
         assert!(!command_is_sensitive(0x00, ins::GET_DATA));
         assert!(!command_is_sensitive(0x00, ins::SELECT));
         assert!(!command_is_sensitive(0x80, ins::GET_BALANCE));

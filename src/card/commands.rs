@@ -88,6 +88,11 @@ impl Command {
         Command::of(cla::ISO, Ins::PutData, p1, p2).with_data(data)
     }
 
+    /// LOAD DOMAIN KEY: the issuer domain's card-common key (secret data).
+    pub fn load_domain_key(data: &[u8]) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::LoadDomainKey, 0, 0).with_data(data)
+    }
+
     pub fn end_personalization() -> Command {
         Command::of(cla::PROPRIETARY, Ins::EndPersonalization, 0, 0)
     }

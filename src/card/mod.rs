@@ -543,6 +543,39 @@ impl CardClient<'_> {
         self.exec(&Command::put_data(t, data)).map(|_| ())
     }
 
+    /// LOAD DOMAIN KEY, in the issuer's SCP11a session (see
+    /// [`CardClient::issuer_authenticate`]); the card checks the key against
+    /// the check value and keeps the domain id and generation with it.
+    pub fn load_domain_key(&mut self, load: &proto::domain::DomainKeyLoad) -> Result<()> {
+        let data = load.encode();
+        let r = self.transmit(&Command::load_domain_key(&data))?;
+        match r.sw {
+            StatusWord::Ok => Ok(()),
+            StatusWord::SecurityStatusNotSatisfied => Err(Refusal::DomainKeyNeedsIssuerSession.into()),
+            StatusWord::ConditionsNotSatisfied => Err(Refusal::DomainKeyNotAccepted.into()),
+            StatusWord::WrongData => Err(Refusal::DomainKeyRejected.into()),
+            sw => Err(Error::Card {
+                command: "LOAD DOMAIN KEY",
+                sw,
+            }),
+        }
+    }
+
+    /// GET DATA `DF32`: the card's issuer domain and generation, `None` when
+    /// the card holds no domain key.
+    pub fn domain(&mut self) -> Result<Option<proto::domain::DomainRef>> {
+        match self.data_object(tag::DOMAIN)? {
+            None => Ok(None),
+            Some(v) => proto::domain::DomainRef::parse(&v)
+                .filter(|d| d.is_some())
+                .map(Some)
+                .ok_or_else(|| Error::Malformed {
+                    command: "GET DATA",
+                    reason: format!("domain object of {} bytes", v.len()),
+                }),
+        }
+    }
+
     pub fn end_personalization(&mut self) -> Result<()> {
         self.exec(&Command::end_personalization()).map(|_| ())
     }

@@ -76,6 +76,20 @@ pub enum Refusal {
          or the card is busy; nothing was written"
     )]
     Rollback(&'static str),
+    /// LOAD DOMAIN KEY `6982`.
+    #[error("LOAD DOMAIN KEY refused: the domain key is loaded only in the issuer's SCP11a session")]
+    DomainKeyNeedsIssuerSession,
+    /// LOAD DOMAIN KEY `6985`.
+    #[error("LOAD DOMAIN KEY refused: the card is already issued, or already holds another domain key")]
+    DomainKeyNotAccepted,
+    /// LOAD DOMAIN KEY `6A80`.
+    #[error("LOAD DOMAIN KEY refused: the key does not match its check value")]
+    DomainKeyRejected,
+    /// RESTORE `6A88`.
+    #[error(
+        "{0} refused: the backup belongs to another issuer domain or generation than this card; nothing was written"
+    )]
+    OtherDomain(&'static str),
     /// RESTORE `6982`.
     #[error("{0} refused: missing or invalid authorization (or PIN); nothing was written")]
     RestoreNotAuthorized(&'static str),

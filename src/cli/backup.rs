@@ -292,8 +292,12 @@ pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
                 .backup_row(id)?
                 .ok_or_else(|| Error::Usage(format!("no backup {id} in the vault")))?;
             let chain = vault.chain_to(&row)?;
+            // The issuer domain generation whose cards open it (the header says).
+            let domain = cardvault_proto::backup::parse_header(&vault.backup_header(id)?).map(|h| h.domain);
             if ctx.json {
-                print_json(&serde_json::json!({ "backup": row, "chain": chain }));
+                let domain = domain
+                    .map(|d| serde_json::json!({ "id": cardvault_proto::to_hex(&d.id), "generation": d.generation }));
+                print_json(&serde_json::json!({ "backup": row, "chain": chain, "domain": domain }));
             } else {
                 println!("backup           {}", row.id);
                 println!("card             {}", row.card_number);
@@ -320,6 +324,9 @@ pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
                 );
                 let counters: Vec<String> = chain.iter().map(|b| format!("#{}", b.counter)).collect();
                 println!("restores as      {}", counters.join(" + "));
+                if let Some(d) = domain {
+                    println!("issuer domain    {d} (another card opens it only in this generation)");
+                }
             }
         }
         VaultCommand::Verify => {

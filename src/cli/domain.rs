@@ -1,4 +1,4 @@
-//! `cardvault domain init | verify`: the issuer domain's key ceremony.
+//! `cardvault domain init | verify | rotate`: the issuer domain's key ceremony.
 
 use super::{print_json, Ctx};
 use crate::domain;
@@ -24,6 +24,22 @@ pub enum DomainCommand {
         #[arg(long, value_name = "SOURCE")]
         passphrase: Vec<SecretSource>,
     },
+    /// Make a new generation of the domain: a quorum of the current
+    /// custodians opens their shares (--share I --passphrase SOURCE, as many
+    /// as the threshold), then a new key is split among the same number of
+    /// custodians, same threshold, under their new passphrases
+    /// (--new-passphrase, one per custodian in order; default: prompt each;
+    /// a custodian may give the same passphrase again). The current
+    /// generation's files move to DIR/generation-G.
+    Rotate {
+        dir: PathBuf,
+        #[arg(long, value_name = "INDEX")]
+        share: Vec<u8>,
+        #[arg(long, value_name = "SOURCE")]
+        passphrase: Vec<SecretSource>,
+        #[arg(long, value_name = "SOURCE")]
+        new_passphrase: Vec<SecretSource>,
+    },
     /// Check a domain's share files, and open the shares of the custodians
     /// present (--share I --passphrase SOURCE, repeated); never rebuilds the key.
     Verify {
@@ -33,6 +49,56 @@ pub enum DomainCommand {
         #[arg(long, value_name = "SOURCE")]
         passphrase: Vec<SecretSource>,
     },
+}
+
+/// The custodians present for a domain: `(share number, passphrase)` for
+/// each `--share`, passphrases from `--passphrase` in the same order
+/// (default: prompt). Without `--share`, the share numbers are asked on the
+/// terminal, as many as the domain's threshold.
+pub fn custodians_present(
+    dir: &std::path::Path,
+    share: &[u8],
+    passphrase: &[SecretSource],
+) -> Result<Vec<(u8, Secret)>> {
+    let d = domain::info(dir)?;
+    let indexes: Vec<u8> = if share.is_empty() {
+        (1..=d.threshold)
+            .map(|k| {
+                let what = format!(
+                    "share number (1 to {}) of custodian {k} of {} for domain {}",
+                    d.custodians, d.threshold, d.domain_id
+                );
+                let s = SecretSource::Prompt.read(&what).map_err(|_| {
+                    Error::Usage(format!(
+                        "domain {} needs {} custodians: give --share INDEX --passphrase SOURCE for each \
+                         (no terminal to ask on)",
+                        d.domain_id, d.threshold
+                    ))
+                })?;
+                std::str::from_utf8(&s)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .ok_or_else(|| Error::Usage(format!("{what}: not a number")))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        share.to_vec()
+    };
+    if !passphrase.is_empty() && passphrase.len() != indexes.len() {
+        return Err(Error::Usage(format!(
+            "give one --passphrase per --share ({} --share, {} --passphrase)",
+            indexes.len(),
+            passphrase.len()
+        )));
+    }
+    indexes
+        .iter()
+        .enumerate()
+        .map(|(k, i)| {
+            let src = passphrase.get(k).cloned().unwrap_or(SecretSource::Prompt);
+            Ok((*i, src.read(&format!("passphrase of custodian {i}"))?))
+        })
+        .collect()
 }
 
 pub fn run(ctx: &Ctx, c: DomainCommand) -> Result<()> {
@@ -71,6 +137,45 @@ pub fn run(ctx: &Ctx, c: DomainCommand) -> Result<()> {
                     d.custodians,
                     output.display(),
                     d.check_value
+                );
+            }
+            Ok(())
+        }
+        DomainCommand::Rotate {
+            dir,
+            share,
+            passphrase,
+            new_passphrase,
+        } => {
+            let old = domain::info(&dir)?;
+            let given = custodians_present(&dir, &share, &passphrase)?;
+            // The quorum first: no new passphrase is asked for a rotation
+            // the custodians present cannot make.
+            drop(domain::reconstruct(&dir, &given)?);
+            let sources = if new_passphrase.is_empty() {
+                vec![SecretSource::Prompt; old.custodians as usize]
+            } else {
+                new_passphrase
+            };
+            let new: Vec<Secret> = sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.read(&format!("new passphrase of custodian {}", i + 1)))
+                .collect::<Result<_>>()?;
+            let d = domain::rotate(&dir, &given, &new)?;
+            let archived = domain::generation_dir(&dir, old.generation);
+            if ctx.json {
+                print_json(&serde_json::json!({ "domain": d, "previous_generation": archived }));
+            } else {
+                println!(
+                    "domain {} generation {}: new key split {}-of-{} (check value {}); generation {} kept in {}",
+                    d.domain_id,
+                    d.generation,
+                    d.threshold,
+                    d.custodians,
+                    d.check_value,
+                    old.generation,
+                    archived.display()
                 );
             }
             Ok(())

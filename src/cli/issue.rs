@@ -36,6 +36,25 @@ pub struct Args {
     /// the issuer root installed on the cards.
     #[arg(long, value_name = "DIR")]
     issuer: Option<PathBuf>,
+    /// The issuer domain (`cardvault domain init`) whose card-common key
+    /// every card gets: rebuilt in memory from the shares of the custodians
+    /// present (--share, --passphrase) and loaded in the SCP11a session of
+    /// --issuer. Required unless --no-domain.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_domain")]
+    domain: Option<PathBuf>,
+    /// A custodian present for --domain: the number of their share (repeat
+    /// once per custodian, as many as the domain's threshold; default: asked
+    /// on the terminal).
+    #[arg(long, value_name = "INDEX", requires = "domain")]
+    share: Vec<u8>,
+    /// That custodian's passphrase, one per --share in order: prompt,
+    /// env:VAR or file:PATH (file:/dev/fd/N reads a descriptor). Default: prompt.
+    #[arg(long, value_name = "SOURCE", requires = "domain")]
+    passphrase: Vec<SecretSource>,
+    /// Issue cards without a domain key: they make no backups and restore
+    /// no other card's backups, ever (the key is loaded only at issuance).
+    #[arg(long)]
+    no_domain: bool,
     /// Number of key group elements (1 to 8).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
     key_group_size: u8,
@@ -98,11 +117,34 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let holders = issue::parse_holders(&text, a.profile)?;
     let stations = stations(ctx, &a)?;
     issue::check_stations(&stations, a.profile)?;
+    let domain = match (&a.domain, a.no_domain) {
+        (None, false) => {
+            return Err(Error::Usage(
+                "issue: cards get their issuer domain's card-common key at issuance; give --domain DIR \
+                 (from `cardvault domain init`) with the custodians' --share/--passphrase, or --no-domain \
+                 for cards that never make or take backups"
+                    .into(),
+            ))
+        }
+        (None, true) => None,
+        (Some(dir), _) => {
+            if a.issuer.is_none() {
+                return Err(Error::Usage(
+                    "--domain needs --issuer DIR: the domain key is loaded only in the issuer's SCP11a session".into(),
+                ));
+            }
+            // Rebuilt before any card is touched: too few shares or a wrong
+            // passphrase stop here, and no card gets anything.
+            let given = super::domain::custodians_present(dir, &a.share, &a.passphrase)?;
+            Some(std::sync::Arc::new(crate::domain::rebuild_key(dir, &given)?))
+        }
+    };
     let issuer = super::pin::issuer_auth(a.issuer.as_deref(), Some(&a.admin_key))?;
     let opts = IssueOptions {
         issuer,
         key_group_size: a.key_group_size,
         no_export_after_backup: a.no_export_after_backup,
+        domain,
     };
     let total = (holders.len() * a.profile.roles().len()) as u64;
     let bar = super::progress(ctx, total, "cards");
@@ -118,8 +160,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let cards = cards?;
     let issued = cards.iter().filter(|c| c.is_issued()).count();
     let rejected = cards.len() - issued;
+    // Which domain generation the issued cards carry (null: --no-domain).
+    let domain = opts.domain.as_ref().map(|d| &d.info);
     if ctx.json {
-        print_json(&serde_json::json!({ "issued": issued, "rejected": rejected, "cards": cards }));
+        let domain = domain.map(|d| serde_json::json!({ "id": d.domain_id, "generation": d.generation }));
+        print_json(&serde_json::json!({ "issued": issued, "rejected": rejected, "cards": cards, "domain": domain }));
     } else {
         for c in &cards {
             println!(
@@ -132,7 +177,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 c.reason().map(|x| format!("  ({x})")).unwrap_or_default()
             );
         }
-        println!("{issued} issued, {rejected} rejected");
+        match domain {
+            Some(d) => println!(
+                "{issued} issued, {rejected} rejected; domain {} generation {}",
+                d.domain_id, d.generation
+            ),
+            None => println!("{issued} issued, {rejected} rejected; no domain key (--no-domain)"),
+        }
     }
     if rejected > 0 {
         return Err(Error::Refused(format!("{rejected} card(s) rejected; see the report")));

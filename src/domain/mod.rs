@@ -18,7 +18,6 @@ use std::io::Write;
 use std::path::Path;
 use zeroize::Zeroizing;
 
-const CHECK_LABEL: &[u8] = b"cardvault domain check value v1";
 const SHARE_AAD_LABEL: &[u8] = b"cardvault domain share v1";
 /// scrypt cost: N = 2^15, r = 8, p = 1 (32 MiB, tens of milliseconds).
 const SCRYPT_N: u64 = 1 << 15;
@@ -61,10 +60,70 @@ pub struct Kdf {
     pub salt: String,
 }
 
-/// The domain's check value of `key`.
+/// The domain's check value of `key` (the card computes the same,
+/// `cardvault_proto::domain::check_value`, before it accepts the key).
 pub fn check_value(key: &[u8]) -> Result<[u8; 8]> {
-    let mac = cardvault_proto::crypto::hmac_sha256(key, &[CHECK_LABEL]).map_err(|e| Error::Data(e.to_string()))?;
-    Ok(mac[..8].try_into().expect("8 bytes"))
+    cardvault_proto::domain::check_value(key).map_err(|e| Error::Data(e.to_string()))
+}
+
+/// A domain's card-common key, rebuilt in memory from K shares
+/// ([`reconstruct`]) for loading into cards; zeroized when dropped.
+pub struct DomainKey {
+    pub info: DomainInfo,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for DomainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainKey")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DomainKey {
+    /// A key with its description (tests and the demo make their own; an
+    /// issuer rebuilds it from the custodians' shares with [`reconstruct`]).
+    pub fn new(info: DomainInfo, key: Zeroizing<[u8; 32]>) -> Result<DomainKey> {
+        if cardvault_proto::to_hex(&check_value(&key[..])?) != info.check_value {
+            return Err(Error::Data(format!(
+                "domain {}: the key does not match the domain's check value",
+                info.domain_id
+            )));
+        }
+        domain_ref(&info)?;
+        Ok(DomainKey { info, key })
+    }
+
+    /// Which domain and generation.
+    pub fn domain(&self) -> cardvault_proto::domain::DomainRef {
+        domain_ref(&self.info).expect("checked in DomainKey::new")
+    }
+
+    /// The LOAD DOMAIN KEY data for a card.
+    pub fn load(&self) -> cardvault_proto::domain::DomainKeyLoad {
+        cardvault_proto::domain::DomainKeyLoad {
+            domain: self.domain(),
+            key: self.key.clone(),
+            check_value: cardvault_proto::from_hex(&self.info.check_value)
+                .and_then(|c| c.try_into().ok())
+                .expect("checked in DomainKey::new"),
+        }
+    }
+}
+
+/// The wire form of a domain description's id and generation.
+pub fn domain_ref(d: &DomainInfo) -> Result<cardvault_proto::domain::DomainRef> {
+    let id = cardvault_proto::from_hex(&d.domain_id)
+        .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        .ok_or_else(|| Error::Data(format!("domain id '{}' is not 16 bytes of hex", d.domain_id)))?;
+    if d.generation == 0 {
+        return Err(Error::Data(format!("domain {}: generation 0", d.domain_id)));
+    }
+    Ok(cardvault_proto::domain::DomainRef {
+        id,
+        generation: d.generation,
+    })
 }
 
 fn share_aad(d: &DomainInfo, index: u8) -> Vec<u8> {
@@ -120,19 +179,29 @@ pub fn init(dir: &Path, threshold: u8, passphrases: &[Secret]) -> Result<DomainI
         return Err(Error::Usage(format!("{} exists and is not empty", dir.display())));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let id = cardvault_proto::to_hex(&cardvault_proto::crypto::random::<16>());
+    write_generation(dir, &id, 1, threshold, passphrases)
+}
+
+/// Generate the key of generation `generation` of domain `id` and write its
+/// description and shares into `dir` (files that must not exist yet).
+fn write_generation(
+    dir: &Path,
+    id: &str,
+    generation: u32,
+    threshold: u8,
+    passphrases: &[Secret],
+) -> Result<DomainInfo> {
+    let n = passphrases.len();
     let key = Zeroizing::new(cardvault_proto::crypto::random::<32>());
     let info = DomainInfo {
         version: 1,
-        domain_id: cardvault_proto::to_hex(&cardvault_proto::crypto::random::<16>()),
-        generation: 1,
+        domain_id: id.to_string(),
+        generation,
         threshold,
         custodians: n as u8,
         check_value: cardvault_proto::to_hex(&check_value(&key[..])?),
     };
-    write_new(
-        &dir.join("domain.json"),
-        serde_json::to_string_pretty(&info).expect("json").as_bytes(),
-    )?;
     for ((index, share), pass) in shamir::split(&key[..], threshold, n as u8).into_iter().zip(passphrases) {
         let salt = cardvault_proto::crypto::random::<16>();
         let kdf = Kdf {
@@ -158,6 +227,66 @@ pub fn init(dir: &Path, threshold: u8, passphrases: &[Secret]) -> Result<DomainI
             serde_json::to_string_pretty(&file).expect("json").as_bytes(),
         )?;
     }
+    // The description last: a directory with it is complete.
+    write_new(
+        &dir.join("domain.json"),
+        serde_json::to_string_pretty(&info).expect("json").as_bytes(),
+    )?;
+    Ok(info)
+}
+
+/// The directory `domain rotate` keeps generation `g`'s files in, inside the
+/// domain directory: itself a complete domain directory of that generation
+/// (`issue --domain DIR/generation-G` issues a card of the old generation,
+/// for instance a replacement card that must restore its backups).
+pub fn generation_dir(dir: &Path, generation: u32) -> std::path::PathBuf {
+    dir.join(format!("generation-{generation}"))
+}
+
+/// `domain rotate`: a new generation of the domain in `dir`. A quorum of
+/// the current generation's custodians (`given`) must open their shares (the
+/// old key is rebuilt and checked, then dropped); a new key is generated and
+/// split among the same number of custodians under `new_passphrases`, with
+/// the same threshold. The current generation's files move to
+/// [`generation_dir`]; the new generation's are written in their place.
+pub fn rotate(dir: &Path, given: &[(u8, Secret)], new_passphrases: &[Secret]) -> Result<DomainInfo> {
+    let (old, key) = reconstruct(dir, given)?;
+    drop(key);
+    if new_passphrases.len() != old.custodians as usize {
+        return Err(Error::Usage(format!(
+            "domain {}: {} custodians need {} new passphrases, got {}",
+            old.domain_id,
+            old.custodians,
+            old.custodians,
+            new_passphrases.len()
+        )));
+    }
+    let next = old
+        .generation
+        .checked_add(1)
+        .ok_or_else(|| Error::Usage("the domain's generation counter is exhausted".into()))?;
+    // The new generation is made complete beside the current one first.
+    let staging = dir.join(format!(".generation-{next}.new"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::io(format!("removing {}", staging.display()), e))?;
+    }
+    std::fs::create_dir(&staging).map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
+    let info = write_generation(&staging, &old.domain_id, next, old.threshold, new_passphrases)?;
+    // Archive the current generation (moved, never deleted), then move the new one in.
+    let archive = generation_dir(dir, old.generation);
+    std::fs::create_dir(&archive).map_err(|e| Error::io(format!("creating {}", archive.display()), e))?;
+    let mv = |from: std::path::PathBuf, to: std::path::PathBuf| {
+        std::fs::rename(&from, &to).map_err(|e| Error::io(format!("moving {} to {}", from.display(), to.display()), e))
+    };
+    mv(dir.join("domain.json"), archive.join("domain.json"))?;
+    for i in 1..=old.custodians {
+        mv(share_path(dir, i), share_path(&archive, i))?;
+    }
+    for i in 1..=info.custodians {
+        mv(share_path(&staging, i), share_path(dir, i))?;
+    }
+    mv(staging.join("domain.json"), dir.join("domain.json"))?;
+    std::fs::remove_dir(&staging).map_err(|e| Error::io(format!("removing {}", staging.display()), e))?;
     Ok(info)
 }
 
@@ -219,10 +348,18 @@ pub fn reconstruct(dir: &Path, given: &[(u8, Secret)]) -> Result<(DomainInfo, Ze
     let d = info(dir)?;
     if given.len() < d.threshold as usize {
         return Err(Error::Usage(format!(
-            "domain {}: {} custodian(s) present, {} needed",
+            "domain {} generation {}: {} custodian share(s) given, {} of {} needed; nothing was rebuilt",
             d.domain_id,
+            d.generation,
             given.len(),
-            d.threshold
+            d.threshold,
+            d.custodians
+        )));
+    }
+    if let Some((i, _)) = given.iter().find(|(i, _)| *i == 0 || *i > d.custodians) {
+        return Err(Error::Usage(format!(
+            "domain {}: there is no share {i} (shares 1 to {})",
+            d.domain_id, d.custodians
         )));
     }
     let mut shares = Vec::new();
@@ -241,6 +378,12 @@ pub fn reconstruct(dir: &Path, given: &[(u8, Secret)]) -> Result<(DomainInfo, Ze
     let mut k = Zeroizing::new([0u8; 32]);
     k.copy_from_slice(&key);
     Ok((d, k))
+}
+
+/// [`reconstruct`], as the key to load into cards.
+pub fn rebuild_key(dir: &Path, given: &[(u8, Secret)]) -> Result<DomainKey> {
+    let (d, k) = reconstruct(dir, given)?;
+    DomainKey::new(d, k)
 }
 
 #[cfg(test)]

@@ -222,6 +222,13 @@ impl Vault {
     }
 
     /// Load a whole backup, checking its record count and digest.
+    /// The raw header of backup `id` (without its records).
+    pub fn backup_header(&self, id: i64) -> Result<Vec<u8>> {
+        self.conn
+            .query_row("SELECT header FROM backups WHERE id = ?1", [id], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     pub fn load_backup(&self, id: i64) -> Result<StoredBackup> {
         let row = self
             .backup_row(id)?

@@ -368,8 +368,33 @@ fn restore_err(command: &'static str, sw: StatusWord) -> Error {
         StatusWord::WrongData => Refusal::BackupNotAuthentic(command).into(),
         StatusWord::ConditionsNotSatisfied => Refusal::Rollback(command).into(),
         StatusWord::SecurityStatusNotSatisfied => Refusal::RestoreNotAuthorized(command).into(),
+        StatusWord::ReferenceDataNotFound => Refusal::OtherDomain(command).into(),
         sw => Error::Card { command, sw },
     }
+}
+
+/// Another card's backups open only on a card of the same issuer domain
+/// generation (the card-common key that wrapped their unique key): checked
+/// before anything is asked of the card or written to the vault. The card
+/// checks it again (RESTORE `6A88`).
+fn check_domain(card: &mut CardClient<'_>, vault: &Vault, chain: &[BackupRow], target: &str) -> Result<()> {
+    let card_domain = card.domain()?;
+    for row in chain {
+        let header = vault.backup_header(row.id)?;
+        let h = bk::parse_header(&header)
+            .ok_or_else(|| Error::Data(format!("backup {}: the header does not parse", row.id)))?;
+        if card_domain != Some(h.domain) {
+            return Err(RestoreRefusal::OtherDomain {
+                source_card: row.card_number.clone(),
+                counter: row.counter,
+                backup_domain: h.domain.to_string(),
+                target: target.to_string(),
+                card_domain: card_domain.map_or("no domain key".to_string(), |d| d.to_string()),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Send a chain of backups to the card and commit it.
@@ -394,6 +419,9 @@ pub fn restore(
     } else {
         RestoreMode::SameCard
     };
+    if other {
+        check_domain(card, vault, &plan.chain, &target_card)?;
+    }
     let last = plan.chain.last().expect("non-empty");
     let restore_id = vault.start_restore(last.id, &target_card, mode.as_str())?;
     let before = card.stats();
@@ -557,6 +585,17 @@ pub enum RestoreRefusal {
     ChainMismatch { card: String, counter: u32 },
     #[error("card {0} is not revoked; the issuer authorizes a restore from a card only once it is reported lost")]
     SourceNotRevoked(String),
+    #[error(
+        "card {source_card}'s backup #{counter} is of {backup_domain}, but card {target} holds {card_domain}: \
+         only a card of the same issuer domain generation opens it; nothing was changed"
+    )]
+    OtherDomain {
+        source_card: String,
+        counter: u32,
+        backup_domain: String,
+        target: String,
+        card_domain: String,
+    },
     #[error("the target card {target}'s certificate does not verify: {why}")]
     TargetCertificate { target: String, why: String },
 }
@@ -605,6 +644,9 @@ pub fn run_restore(
         .into());
     }
     if job.request_only {
+        if source != target {
+            check_domain(card, vault, &vault.chain_to(&last)?, &target)?;
+        }
         let ch = card.restore_challenge()?;
         let certificate = card.card_certificate()?.unwrap_or_default();
         let chain = chain_hash_of(vault, &vault.chain_to(&last)?)?;

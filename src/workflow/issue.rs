@@ -190,6 +190,10 @@ pub struct IssueOptions {
     pub issuer: crate::card::IssuerAuth,
     pub key_group_size: u8,
     pub no_export_after_backup: bool,
+    /// The issuer domain's card-common key, loaded into each card (LOAD
+    /// DOMAIN KEY, in the issuer's SCP11a session). `None` issues cards
+    /// without one: they make no backups and take no other card's.
+    pub domain: Option<std::sync::Arc<crate::domain::DomainKey>>,
 }
 
 /// Why a card cannot be issued as asked: it goes to the reject bin.
@@ -232,6 +236,7 @@ pub fn personalize(
         card.put_data(tag::EXPORT_POLICY, &[opts.no_export_after_backup as u8])?;
     }
     card.write_key_element(1, key1)?;
+    load_domain_key(card, opts)?;
     card.end_personalization()?;
     // Read back what the card now says and check it against the profile.
     let after = card.status()?;
@@ -243,6 +248,22 @@ pub fn personalize(
         .into());
     }
     Ok(after.card_number)
+}
+
+/// Load the issuer domain's card-common key (when the batch has one) and
+/// read back that the card now names the domain and generation.
+fn load_domain_key(card: &mut CardClient<'_>, opts: &IssueOptions) -> Result<()> {
+    let Some(domain) = &opts.domain else {
+        return Ok(());
+    };
+    card.load_domain_key(&domain.load())?;
+    if card.domain()? != Some(domain.domain()) {
+        return Err(IssueRefusal::PersonalizationNotReported {
+            card: card.card_number()?,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The role a card is issued for.

@@ -149,6 +149,8 @@ const SECRET_OPTIONS: &[&str] = &[
     "--issuer-key",
     "--key",
     "--elements",
+    "--passphrase",
+    "--new-passphrase",
 ];
 
 /// The secrets a cardvault invocation was given: the values of the
@@ -312,4 +314,76 @@ pub fn repo_path(p: &str) -> PathBuf {
 /// tests pass it with `--trust`.
 pub fn test_root() -> PathBuf {
     repo_path("fixtures/issuer/test-root.pem")
+}
+
+/// A test issuer domain made with `cardvault domain init` in `dir`:
+/// `custodians` custodians, threshold `threshold`, each passphrase in a file
+/// beside the domain (test passphrases). Returns the passphrase files, in
+/// custodian order.
+pub fn domain_init(home: &Path, dir: &Path, threshold: u8, custodians: u8) -> Vec<PathBuf> {
+    let files: Vec<PathBuf> = (1..=custodians)
+        .map(|i| {
+            let f = home.join(format!("{}-pass-{i}", dir.file_name().unwrap().to_string_lossy()));
+            let word = format!(
+                "{:016x}",
+                cardvault_proto::crypto::random::<8>()
+                    .iter()
+                    .fold(0u64, |a, b| a << 8 | *b as u64)
+            );
+            std::fs::write(&f, format!("tp{i}-{word}\n")).unwrap();
+            f
+        })
+        .collect();
+    let mut c = cv(home);
+    c.args(["domain", "init", "--custodians", &custodians.to_string()])
+        .args(["--threshold", &threshold.to_string(), "-o"])
+        .arg(dir);
+    for f in &files {
+        c.arg("--passphrase").arg(format!("file:{}", f.display()));
+    }
+    let o = run(&mut c);
+    assert!(o.status.success(), "domain init: {}", stderr(&o));
+    files
+}
+
+/// `issue` options for domain `dir` with the custodians `shares` present
+/// (passphrases from `pass`) and the test issuer's operator (`--issuer`),
+/// whose SCP11a session the domain key is loaded in.
+pub fn domain_args(dir: &Path, pass: &[PathBuf], shares: &[u8]) -> Vec<String> {
+    let mut a = vec![
+        "--issuer".to_string(),
+        repo_path("fixtures/issuer").display().to_string(),
+        "--domain".to_string(),
+        dir.display().to_string(),
+    ];
+    for i in shares {
+        a.push("--share".into());
+        a.push(i.to_string());
+        a.push("--passphrase".into());
+        a.push(format!("file:{}", pass[*i as usize - 1].display()));
+    }
+    a
+}
+
+/// The built-in test issuer's operator (`fixtures/issuer`): the SCP11a
+/// issuer session that loads a domain key.
+pub fn test_operator() -> cardvault::card::IssuerAuth {
+    cardvault::card::IssuerAuth::Operator(std::sync::Arc::new(
+        cardvault::issuer::IssuerCredentials::load(&repo_path("fixtures/issuer")).unwrap(),
+    ))
+}
+
+/// A random issuer domain key for workflow-level tests (no ceremony: the
+/// tests of the ceremony are in tests/domain.rs).
+pub fn test_domain_key() -> std::sync::Arc<cardvault::domain::DomainKey> {
+    let key = zeroize::Zeroizing::new(cardvault_proto::crypto::random::<32>());
+    let info = cardvault::domain::DomainInfo {
+        version: 1,
+        domain_id: cardvault_proto::to_hex(&cardvault_proto::crypto::random::<16>()),
+        generation: 1,
+        threshold: 2,
+        custodians: 2,
+        check_value: cardvault_proto::to_hex(&cardvault::domain::check_value(&key[..]).unwrap()),
+    };
+    std::sync::Arc::new(cardvault::domain::DomainKey::new(info, key).unwrap())
 }
