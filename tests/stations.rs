@@ -259,6 +259,7 @@ fn issue_pairs(home: &std::path::Path, prefix: &str, csv: &std::path::Path) {
             "issue",
             "--profile",
             "pair",
+            "--no-domain",
             "--admin-key",
             "env:ADMIN",
             "--holders",
