@@ -1,5 +1,5 @@
 //! Vault schema migrations: a version 1 vault (audit trail only) is upgraded
-//! to version 2 in place, keeping its audit trail; a vault from a newer
+//! to the current version in place, keeping its audit trail; a vault from a newer
 //! cardvault is refused and left exactly as it was.
 
 mod common;
@@ -11,7 +11,7 @@ use common::temp_dir;
 const V1: &str = include_str!("../migrations/0001_audit.sql");
 
 #[test]
-fn a_version_1_vault_is_upgraded_to_version_2_and_keeps_its_audit_trail() {
+fn a_version_1_vault_is_upgraded_to_version_3_and_keeps_its_audit_trail() {
     let dir = temp_dir("migrate-v1");
     let path = dir.join("v1.sqlite");
     // A vault as a schema 1 cardvault left it: the audit tables only.
@@ -22,13 +22,14 @@ fn a_version_1_vault_is_upgraded_to_version_2_and_keeps_its_audit_trail() {
     }
     {
         let v = Vault::open(&path).unwrap();
-        assert_eq!(v.schema_version().unwrap(), 2);
+        assert_eq!(v.schema_version().unwrap(), 3);
     }
-    // The upgrade added the backup tables; the audit trail still verifies
+    // The upgrade added the backup and storing tables; the audit trail still verifies
     // and takes new entries.
     let mut v = Vault::open(&path).unwrap();
-    assert_eq!(v.schema_version().unwrap(), 2);
+    assert_eq!(v.schema_version().unwrap(), 3);
     assert!(v.list_backups(None).unwrap().is_empty());
+    assert!(v.list_storing(None).unwrap().is_empty());
     v.audit(AuditEvent {
         event: "test",
         card: "0000000000000001",

@@ -6,9 +6,11 @@
 pub mod anchor;
 mod audit;
 mod backups;
+mod storing;
 
 pub use audit::{AuditEntry, AuditEvent};
 pub use backups::{BackupRow, BackupState, NewBackup, StoredBackup};
+pub use storing::StoringRecord;
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;
@@ -19,6 +21,7 @@ use std::time::Duration;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_audit.sql"),
     include_str!("../../migrations/0002_backups.sql"),
+    include_str!("../../migrations/0003_storing.sql"),
 ];
 
 /// Maps SQLite errors of the vault at `path` to [`Error::Vault`]; usable while

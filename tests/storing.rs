@@ -1,0 +1,505 @@
+//! Storing authorization (SPEC 3.4, NTT 004): a provider's application on a
+//! `services` card is written only when the issuer and the provider both
+//! signed for this card, this data and the card's own challenge; everything
+//! else is refused with nothing changed on the card, and the vault's records
+//! match what the card holds.
+
+mod common;
+
+use applet_sim::test_registrars as reg;
+use cardvault::apdu::{Command, StatusWord};
+use cardvault::card::{CardClient, SessionOptions};
+use cardvault::transport::sim::SimReader;
+use cardvault::vault::Vault;
+use cardvault::workflow::storing::{self, PartyCredentials, StoringFile};
+use cardvault_proto::crypto::{sha256, KeyPair};
+use cardvault_proto::storing::{
+    issue_party_certificate, issue_registrar_root, Authorization, DataCertificate, Operation, Party, RegistrarRoots,
+    Sa, Sar, StoringDataInfo,
+};
+use common::*;
+use openssl::asn1::Asn1Time;
+use openssl::x509::X509;
+use std::path::Path;
+
+const MEDICAL: u8 = 4;
+const LOYALTY: u8 = 5;
+const ID_APP: u8 = 3;
+const PAGE: usize = 256;
+
+fn with_card<T>(home: &Path, name: &str, f: impl FnOnce(&mut CardClient<'_>) -> T) -> T {
+    let mut r = SimReader::open(home, name, "services", None).unwrap();
+    let mut c = CardClient::open(&mut r, SessionOptions::default()).unwrap();
+    f(&mut c)
+}
+
+fn issuer() -> PartyCredentials {
+    PartyCredentials::from_pem(Party::Issuer, reg::ISSUER_KEY_PEM, reg::ISSUER_PEM).unwrap()
+}
+
+fn provider() -> PartyCredentials {
+    PartyCredentials::from_pem(Party::Provider, reg::PROVIDER_KEY_PEM, reg::PROVIDER_PEM).unwrap()
+}
+
+fn roots() -> RegistrarRoots {
+    RegistrarRoots {
+        issuer_registrar: X509::from_pem(reg::ISSUER_REGISTRAR_PEM).unwrap(),
+        data_registrar: X509::from_pem(reg::DATA_REGISTRAR_PEM).unwrap(),
+    }
+}
+
+fn issuer_roots() -> Vec<X509> {
+    vec![applet_sim::test_issuer::root()]
+}
+
+fn party_key(pem: &[u8]) -> KeyPair {
+    KeyPair::from_pem(pem).unwrap()
+}
+
+/// The bytes of application `app` on card `name`.
+fn app_bytes(home: &Path, name: &str, app: u8) -> Vec<u8> {
+    let s = state(home, name);
+    let a = s.applications.iter().find(|a| a.id == app).unwrap();
+    let start = a.first_page as usize * PAGE;
+    s.memory[start..start + a.page_count as usize * PAGE].to_vec()
+}
+
+/// What must not change when the card refuses: memory and change flags.
+/// (A card that does not exist yet is made first.)
+fn card_data(home: &Path, name: &str) -> (Vec<u8>, Vec<u8>) {
+    with_card(home, name, |_| ());
+    let s = state(home, name);
+    (s.memory.clone(), s.change_flags.clone())
+}
+
+fn vault(home: &Path) -> Vault {
+    Vault::open(&home.join("vault.sqlite")).unwrap()
+}
+
+fn request(home: &Path, name: &str, sdi: &StoringDataInfo) -> StoringFile {
+    with_card(home, name, |c| storing::request(c, PIN.as_bytes(), sdi).unwrap())
+}
+
+/// The whole exchange through the workflow, `first` countersigning.
+fn authorize(req: &StoringFile, first: Party) -> StoringFile {
+    let (a, b) = match first {
+        Party::Issuer => (issuer(), provider()),
+        Party::Provider => (provider(), issuer()),
+    };
+    let sar = storing::countersign(req, &a, &issuer_roots()).unwrap();
+    storing::authorize(&sar, &b, &roots(), &issuer_roots()).unwrap()
+}
+
+fn apply(home: &Path, name: &str, sa: &StoringFile, data: Option<&[u8]>) -> cardvault::Result<()> {
+    let mut v = vault(home);
+    with_card(home, name, |c| {
+        storing::apply(c, PIN.as_bytes(), sa, data, &mut v).map(|_| ())
+    })
+}
+
+fn record(data: &[u8]) -> StoringDataInfo {
+    storing::store_info(MEDICAL, data, None).unwrap()
+}
+
+/// Present a raw authorization to the card (past the terminal's own
+/// checks): the card's verdict.
+fn present(home: &Path, name: &str, app: u8, auth: &Authorization, data: &[u8]) -> StatusWord {
+    with_card(home, name, |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.store_under_authorization(app, auth, data).unwrap()
+    })
+}
+
+/// A card request made directly (no workflow): the request and the card's certificate.
+fn card_request(home: &Path, name: &str, sdi: &StoringDataInfo) -> cardvault_proto::storing::StoringRequest {
+    with_card(home, name, |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.storing_request(sdi).unwrap().request
+    })
+}
+
+fn sa_of(req: cardvault_proto::storing::StoringRequest) -> Authorization {
+    let i = issuer();
+    let p = provider();
+    let sar = Sar::sign(req, Party::Issuer, i.certificate, &i.key).unwrap();
+    Authorization::Sa(Sa::sign(sar, Party::Provider, p.certificate, &p.key).unwrap())
+}
+
+fn expect_stored(home: &Path, name: &str, app: u8, data: &[u8]) {
+    let got = app_bytes(home, name, app);
+    assert_eq!(&got[..data.len()], data);
+    assert!(
+        got[data.len()..].iter().all(|b| *b == 0),
+        "the rest of the application is cleared"
+    );
+}
+
+/// The vault's latest record of each application matches what the card holds.
+fn records_match_card(home: &Path, name: &str) {
+    let number = state(home, name).card_number.clone();
+    for app in [ID_APP, MEDICAL, LOYALTY] {
+        let bytes = app_bytes(home, name, app);
+        match vault(home).latest_storing(&number, app).unwrap() {
+            Some(r) if r.operation == "store" => {
+                let n = r.data_size as usize;
+                assert_eq!(cardvault_proto::to_hex(&sha256(&bytes[..n])), r.data_hash, "app {app}");
+                assert!(bytes[n..].iter().all(|b| *b == 0), "app {app}");
+            }
+            _ => assert!(bytes.iter().all(|b| *b == 0), "app {app} holds data without a record"),
+        }
+    }
+}
+
+#[test]
+fn both_exchange_orders_store_data_and_the_vault_records_who_signed() {
+    let home = temp_dir("storing-orders");
+    for (first, data) in [
+        (Party::Issuer, b"blood type 0+, allergies: none".to_vec()),
+        (Party::Provider, vec![0x5A; 3 * PAGE + 17]),
+    ] {
+        let req = request(&home, "card", &record(&data));
+        let sa = authorize(&req, first);
+        assert_eq!(sa.signers.len(), 2);
+        apply(&home, "card", &sa, Some(&data)).unwrap();
+        expect_stored(&home, "card", MEDICAL, &data);
+        let r = vault(&home).latest_storing(&req.card_number, MEDICAL).unwrap().unwrap();
+        assert_eq!(r.first_party, first.as_str());
+        assert_eq!(
+            r.issuer.as_deref(),
+            Some("cardvault TEST issuer root - NOT FOR PRODUCTION")
+        );
+        assert_eq!(r.provider.as_deref(), Some(reg::PROVIDER_NAME));
+        assert_eq!(r.request_id, req.request_id().unwrap());
+        assert!(r.sa_id.is_some());
+        records_match_card(&home, "card");
+    }
+    assert_eq!(vault(&home).list_storing(None).unwrap().len(), 2);
+}
+
+#[test]
+fn delete_works_the_same_way_and_names_the_data_it_deletes() {
+    let home = temp_dir("storing-delete");
+    let data = b"vaccination record".to_vec();
+    let req = request(&home, "card", &record(&data));
+    apply(&home, "card", &authorize(&req, Party::Issuer), Some(&data)).unwrap();
+    let number = req.card_number.clone();
+
+    // A delete naming other data is refused by the card.
+    let wrong = storing::delete_info_for(MEDICAL, b"something else").unwrap();
+    let before = card_data(&home, "card");
+    let req = request(&home, "card", &wrong);
+    let e = apply(&home, "card", &authorize(&req, Party::Provider), None).unwrap_err();
+    assert!(e.to_string().contains("6A80"), "{e}");
+    assert_eq!(card_data(&home, "card"), before);
+
+    // The delete of what the vault says is there.
+    let del = storing::delete_info(&vault(&home), &number, MEDICAL).unwrap();
+    assert_eq!(del.op, Operation::Delete);
+    let req = request(&home, "card", &del);
+    apply(&home, "card", &authorize(&req, Party::Provider), None).unwrap();
+    assert!(app_bytes(&home, "card", MEDICAL).iter().all(|b| *b == 0));
+    let r = vault(&home).latest_storing(&number, MEDICAL).unwrap().unwrap();
+    assert_eq!(r.operation, "delete");
+    records_match_card(&home, "card");
+    // Nothing left to delete.
+    assert!(storing::delete_info(&vault(&home), &number, MEDICAL).is_err());
+}
+
+#[test]
+fn the_provider_alone_authorizes_only_where_the_application_allows_it() {
+    let home = temp_dir("storing-alone");
+    let data = b"loyalty points: 120".to_vec();
+    // Loyalty (provider_alone): the provider's SAR is enough.
+    let sdi = storing::store_info(LOYALTY, &data, None).unwrap();
+    let sar = storing::countersign(&request(&home, "card", &sdi), &provider(), &issuer_roots()).unwrap();
+    apply(&home, "card", &sar, Some(&data)).unwrap();
+    expect_stored(&home, "card", LOYALTY, &data);
+    let r = vault(&home).latest_storing(&sar.card_number, LOYALTY).unwrap().unwrap();
+    assert_eq!(
+        (r.provider.as_deref(), r.issuer.as_deref(), r.sa_id),
+        (Some(reg::PROVIDER_NAME), None, None)
+    );
+
+    // Medical record: the provider alone is not enough, and neither is the issuer alone.
+    for who in [provider(), issuer()] {
+        let before = card_data(&home, "card");
+        let sar = storing::countersign(&request(&home, "card", &record(&data)), &who, &issuer_roots()).unwrap();
+        let e = apply(&home, "card", &sar, Some(&data)).unwrap_err();
+        assert!(e.to_string().contains("6982"), "{e}");
+        assert_eq!(card_data(&home, "card"), before);
+    }
+    // The ID is the issuer's alone: the provider may not sign for it.
+    let sdi = storing::store_info(ID_APP, b"ID 42", None).unwrap();
+    let before = card_data(&home, "card");
+    let sa = authorize(&request(&home, "card", &sdi), Party::Issuer);
+    assert!(apply(&home, "card", &sa, Some(b"ID 42")).is_err());
+    assert_eq!(card_data(&home, "card"), before);
+    let sar = storing::countersign(&request(&home, "card", &sdi), &issuer(), &issuer_roots()).unwrap();
+    apply(&home, "card", &sar, Some(b"ID 42")).unwrap();
+    expect_stored(&home, "card", ID_APP, b"ID 42");
+    records_match_card(&home, "card");
+}
+
+#[test]
+fn holder_pin_write_memory_into_an_authorized_application_is_refused() {
+    let home = temp_dir("storing-write");
+    let before = card_data(&home, "card");
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        // The issue's APDU: 80 D6 00 44 04 DE AD BE EF (page 68, the medical record).
+        for (page, len) in [(68u16, 4usize), (36, 16), (196, 256), (33, 6 * PAGE)] {
+            let sw = c.transmit(&Command::write_memory(page, &vec![0xDE; len])).unwrap().sw;
+            assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied, "page {page}");
+        }
+        // The holder's own application is written as before.
+        c.write_memory(4, &[1; 300]).unwrap();
+    });
+    let after = card_data(&home, "card");
+    assert_eq!(after.0[..4 * PAGE], before.0[..4 * PAGE]);
+    assert_eq!(after.0[36 * PAGE..], before.0[36 * PAGE..]);
+}
+
+#[test]
+fn without_authorization_or_with_anothers_nothing_changes() {
+    let home = temp_dir("storing-refused");
+    let data = b"x-ray 2026-11-30".to_vec();
+    let other = b"x-ray 2026-12-01".to_vec();
+
+    // No authorization at all: garbage, and a request without an outstanding challenge.
+    let before = card_data(&home, "a");
+    let sw = with_card(&home, "a", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.transmit(&Command::store_data_under_authorization(MEDICAL, &[1, 2, 3], &data))
+            .unwrap()
+            .sw
+    });
+    assert_ne!(sw, StatusWord::Ok);
+    assert_eq!(card_data(&home, "a"), before);
+
+    // An SA for card b, presented to card a.
+    let req_b = request(&home, "b", &record(&data));
+    let sa_b = authorize(&req_b, Party::Issuer);
+    let _ = request(&home, "a", &record(&data));
+    let e = apply(&home, "a", &sa_b, Some(&data)).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!("for card {}", req_b.card_number)),
+        "{e}"
+    );
+    let raw_b = Authorization::parse(&cardvault_proto::from_hex(&sa_b.blob).unwrap()).unwrap();
+    assert_eq!(
+        present(&home, "a", MEDICAL, &raw_b, &data),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+    assert_eq!(card_data(&home, "a"), before);
+
+    // For another application: the medical record's SA sent for the loyalty application.
+    let auth = sa_of(card_request(&home, "a", &record(&data)));
+    assert_eq!(
+        present(&home, "a", LOYALTY, &auth, &data),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+    assert_eq!(card_data(&home, "a"), before);
+
+    // For another data hash: the terminal refuses, and so does the card.
+    let sa = authorize(&request(&home, "a", &record(&data)), Party::Provider);
+    let e = apply(&home, "a", &sa, Some(&other)).unwrap_err();
+    assert!(e.to_string().contains("not the data the authorization names"), "{e}");
+    let auth = sa_of(card_request(&home, "a", &record(&data)));
+    assert_eq!(present(&home, "a", MEDICAL, &auth, &other), StatusWord::WrongData);
+    assert_eq!(card_data(&home, "a"), before);
+
+    // A replayed SA: good once, then the challenge is gone.
+    let sa = authorize(&request(&home, "a", &record(&data)), Party::Issuer);
+    apply(&home, "a", &sa, Some(&data)).unwrap();
+    let stored = card_data(&home, "a");
+    let e = apply(&home, "a", &sa, Some(&data)).unwrap_err();
+    assert!(e.to_string().contains("6982"), "{e}");
+    // Also after a newer request: the old SA names the old challenge.
+    let _ = request(&home, "a", &record(&other));
+    assert!(apply(&home, "a", &sa, Some(&data)).is_err());
+    assert_eq!(card_data(&home, "a"), stored);
+    // A refused SA used the challenge: the right SA for it fails afterwards.
+    let req = card_request(&home, "a", &record(&other));
+    assert_eq!(
+        present(&home, "a", LOYALTY, &sa_of(req.clone()), &other),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+    assert_eq!(
+        present(&home, "a", MEDICAL, &sa_of(req), &other),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+    assert_eq!(card_data(&home, "a"), stored);
+    records_match_card(&home, "a");
+    assert_eq!(vault(&home).list_storing(None).unwrap().len(), 1);
+}
+
+#[test]
+fn forged_wrong_party_and_expired_signatures_are_refused() {
+    let home = temp_dir("storing-forged");
+    let data = b"prescription".to_vec();
+    let before = card_data(&home, "card");
+    let i = issuer();
+    let p = provider();
+    let now = Asn1Time::days_from_now(0).unwrap();
+
+    // A provider of the same name certified by another "data registrar".
+    let rogue_key = KeyPair::generate().unwrap();
+    let rogue_root = issue_registrar_root(&rogue_key, "rogue registrar", "20250101000000Z", "20500101000000Z").unwrap();
+    let rk = KeyPair::generate().unwrap();
+    let rogue_dpr = issue_party_certificate(
+        &rogue_key,
+        &rogue_root,
+        &rk.public_bytes(),
+        Party::Provider,
+        reg::PROVIDER_NAME,
+        &now,
+        30,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    let req = card_request(&home, "card", &record(&data));
+    let sar = Sar::sign(req, Party::Issuer, i.certificate.clone(), &i.key).unwrap();
+    let sa = Authorization::Sa(Sa::sign(sar, Party::Provider, rogue_dpr, &rk).unwrap());
+    assert_eq!(
+        present(&home, "card", MEDICAL, &sa, &data),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+    // The terminal of the issuer refuses that SAR too.
+    let req = request(&home, "card", &record(&data));
+    let rogue_dpr_pem = X509::from_der(
+        &issue_party_certificate(
+            &rogue_key,
+            &rogue_root,
+            &rk.public_bytes(),
+            Party::Provider,
+            "p",
+            &now,
+            30,
+        )
+        .unwrap()
+        .to_der()
+        .unwrap(),
+    )
+    .unwrap()
+    .to_pem()
+    .unwrap();
+    let rogue = PartyCredentials::from_pem(Party::Provider, &rk.to_pem().unwrap(), &rogue_dpr_pem).unwrap();
+    let rogue_sar = storing::countersign(&req, &rogue, &issuer_roots()).unwrap();
+    let e = storing::authorize(&rogue_sar, &i, &roots(), &issuer_roots()).unwrap_err();
+    assert!(e.to_string().contains("data registrar"), "{e}");
+
+    // An SAR signed by the wrong party: the provider's key under the issuer's certificate.
+    let req = card_request(&home, "card", &record(&data));
+    let sar = Sar::sign(req, Party::Issuer, i.certificate.clone(), &p.key).unwrap();
+    let sa = Authorization::Sa(Sa::sign(sar, Party::Provider, p.certificate.clone(), &p.key).unwrap());
+    assert_eq!(
+        present(&home, "card", MEDICAL, &sa, &data),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+    // ... and by another issuer (certified, but not this card's).
+    let ok = KeyPair::generate().unwrap();
+    let irk = party_key(reg::ISSUER_REGISTRAR_KEY_PEM);
+    let other_irc = issue_party_certificate(
+        &irk,
+        &roots().issuer_registrar,
+        &ok.public_bytes(),
+        Party::Issuer,
+        "another issuer",
+        &now,
+        30,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    let req = card_request(&home, "card", &record(&data));
+    let sar = Sar::sign(req, Party::Issuer, other_irc, &ok).unwrap();
+    let sa = Authorization::Sa(Sa::sign(sar, Party::Provider, p.certificate.clone(), &p.key).unwrap());
+    assert_eq!(
+        present(&home, "card", MEDICAL, &sa, &data),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+
+    // An expired DPR of the right registrar.
+    let drk = party_key(reg::DATA_REGISTRAR_KEY_PEM);
+    let long_ago = Asn1Time::from_unix(1_735_689_600).unwrap(); // 2025-01-01
+    let expired = issue_party_certificate(
+        &drk,
+        &roots().data_registrar,
+        &p.key.public_bytes(),
+        Party::Provider,
+        reg::PROVIDER_NAME,
+        &long_ago,
+        1,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    let req = card_request(&home, "card", &record(&data));
+    let sar = Sar::sign(req, Party::Provider, expired, &p.key).unwrap();
+    let sa = Authorization::Sa(Sa::sign(sar, Party::Issuer, i.certificate.clone(), &i.key).unwrap());
+    assert_eq!(
+        present(&home, "card", MEDICAL, &sa, &data),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+
+    assert_eq!(card_data(&home, "card"), before);
+    // And the genuine SA for the same data still works with a fresh request.
+    let req = card_request(&home, "card", &record(&data));
+    assert_eq!(present(&home, "card", MEDICAL, &sa_of(req), &data), StatusWord::Ok);
+    expect_stored(&home, "card", MEDICAL, &data);
+}
+
+#[test]
+fn data_must_match_its_data_certificate() {
+    let home = temp_dir("storing-sdci");
+    let drk = party_key(reg::DATA_REGISTRAR_KEY_PEM);
+    let registrar = roots().data_registrar;
+    let data = b"genome summary v1".to_vec();
+    let cert = DataCertificate::sign(&drk, "genome-1", reg::PROVIDER_NAME, &data).unwrap();
+    let sdi = storing::store_info(MEDICAL, &data, Some((&cert, &registrar))).unwrap();
+    assert_eq!(sdi.data_cert_id, "genome-1");
+    // Other data under that certificate, and a certificate not from the data registrar.
+    let e = storing::store_info(MEDICAL, b"genome summary v2", Some((&cert, &registrar))).unwrap_err();
+    assert!(
+        e.to_string().contains("does not match its data certificate 'genome-1'"),
+        "{e}"
+    );
+    let forged = DataCertificate::sign(&KeyPair::generate().unwrap(), "genome-1", reg::PROVIDER_NAME, &data).unwrap();
+    assert!(storing::store_info(MEDICAL, &data, Some((&forged, &registrar))).is_err());
+    // The certified data goes through, with its id in the record.
+    let req = request(&home, "card", &sdi);
+    apply(&home, "card", &authorize(&req, Party::Provider), Some(&data)).unwrap();
+    let r = vault(&home).latest_storing(&req.card_number, MEDICAL).unwrap().unwrap();
+    assert_eq!(r.data_cert_id.as_deref(), Some("genome-1"));
+}
+
+#[test]
+fn a_file_of_the_wrong_step_or_edited_is_refused_naming_what_does_not_match() {
+    let home = temp_dir("storing-files");
+    let data = b"abc".to_vec();
+    let req = request(&home, "card", &record(&data));
+    // authorize takes a SAR, not the card's request.
+    let e = storing::authorize(&req, &provider(), &roots(), &issuer_roots()).unwrap_err();
+    assert!(e.to_string().contains("this file is a card's storing request"), "{e}");
+    let sar = storing::countersign(&req, &issuer(), &issuer_roots()).unwrap();
+    // countersign takes the request, not a SAR; and the issuer cannot sign twice.
+    let e = storing::countersign(&sar, &provider(), &issuer_roots()).unwrap_err();
+    assert!(
+        e.to_string().contains("this file is a storing authorization request"),
+        "{e}"
+    );
+    let e = storing::authorize(&sar, &issuer(), &roots(), &issuer_roots()).unwrap_err();
+    assert!(e.to_string().contains("must be signed by the provider"), "{e}");
+    // An edited summary.
+    let mut edited = sar.clone();
+    edited.application = LOYALTY;
+    let e = storing::authorize(&edited, &provider(), &roots(), &issuer_roots()).unwrap_err();
+    assert!(e.to_string().contains("application 5"), "{e}");
+    // The JSON round trip keeps the file.
+    let json = serde_json::to_string(&sar).unwrap();
+    assert_eq!(serde_json::from_str::<StoringFile>(&json).unwrap(), sar);
+    // A card not of a trusted issuer: no trusted roots.
+    let e = storing::countersign(&req, &issuer(), &[]).unwrap_err();
+    assert!(e.to_string().contains("not from a trusted issuer"), "{e}");
+}
