@@ -503,3 +503,202 @@ fn a_file_of_the_wrong_step_or_edited_is_refused_naming_what_does_not_match() {
     let e = storing::countersign(&req, &issuer(), &[]).unwrap_err();
     assert!(e.to_string().contains("not from a trusted issuer"), "{e}");
 }
+
+/// The operator's story on the command line: two registrars, the issuer's
+/// and a provider's storing keys, certified; the holder's card requests, the
+/// provider countersigns, the issuer authorizes, the holder applies; `store
+/// list` and `status` show it. Every step in JSON.
+#[test]
+fn the_command_line_runs_the_exchange_and_lists_it() {
+    let home = temp_dir("storing-cli");
+    with_card(&home, "c", |_| ()); // a services card
+    let h = |p: &str| home.join(p).display().to_string();
+    let ok = |args: &[&str]| {
+        let o = run(cv(&home).args(args));
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        json(&o)
+    };
+    // The test issuer registrar, so that the card (which trusts it) accepts the IRC;
+    // a fresh data registrar would not be on the card, so the provider uses the test one.
+    std::fs::create_dir_all(home.join("ireg")).unwrap();
+    std::fs::write(home.join("ireg/root.pem"), reg::ISSUER_REGISTRAR_PEM).unwrap();
+    std::fs::write(home.join("ireg/root-key.pem"), reg::ISSUER_REGISTRAR_KEY_PEM).unwrap();
+    std::fs::write(home.join("ireg/registrar.json"), r#"{"kind":"issuer","name":"test"}"#).unwrap();
+    std::fs::create_dir_all(home.join("dreg")).unwrap();
+    std::fs::write(home.join("dreg/root.pem"), reg::DATA_REGISTRAR_PEM).unwrap();
+    std::fs::write(home.join("dreg/root-key.pem"), reg::DATA_REGISTRAR_KEY_PEM).unwrap();
+    std::fs::write(home.join("dreg/registrar.json"), r#"{"kind":"data","name":"test"}"#).unwrap();
+    // registrar init works on its own (a new root).
+    let r = ok(&["--json", "registrar", "init", "--kind", "data", "-o", &h("newreg")]);
+    assert_eq!(r["kind"], "data");
+
+    let issuer_name = "cardvault TEST issuer root - NOT FOR PRODUCTION";
+    ok(&[
+        "--json",
+        "provider",
+        "init",
+        "--as",
+        "issuer",
+        "--name",
+        issuer_name,
+        "-o",
+        &h("issuer"),
+    ]);
+    ok(&[
+        "--json",
+        "provider",
+        "init",
+        "--name",
+        reg::PROVIDER_NAME,
+        "-o",
+        &h("prov"),
+    ]);
+    // A data registrar does not certify issuers.
+    let o = run(cv(&home).args(["registrar", "certify", "--registrar", &h("dreg"), &h("issuer")]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("certifies only providers"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&[
+        "--json",
+        "registrar",
+        "certify",
+        "--registrar",
+        &h("ireg"),
+        &h("issuer"),
+    ]);
+    ok(&["--json", "registrar", "certify", "--registrar", &h("dreg"), &h("prov")]);
+    // Both parties know both registrar roots.
+    std::fs::copy(home.join("dreg/root.pem"), home.join("issuer/data-registrar.pem")).unwrap();
+    std::fs::copy(home.join("ireg/root.pem"), home.join("prov/issuer-registrar.pem")).unwrap();
+
+    std::fs::write(home.join("record.txt"), b"allergy: penicillin").unwrap();
+    ok(&[
+        "--json",
+        "registrar",
+        "certify",
+        "--registrar",
+        &h("dreg"),
+        "--data",
+        &h("record.txt"),
+        "--id",
+        "rec-7",
+        "--provider",
+        reg::PROVIDER_NAME,
+        "-o",
+        &h("record.sdci"),
+    ]);
+    let trust = repo_path("fixtures/issuer/test-root.pem").display().to_string();
+    let req = ok(&[
+        "--json",
+        "-r",
+        "sim:c",
+        "store",
+        "request",
+        "--app",
+        "4",
+        "--op",
+        "store",
+        "--data",
+        &h("record.txt"),
+        "--data-cert",
+        &h("record.sdci"),
+        "--data-registrar",
+        &h("dreg/root.pem"),
+        "--pin",
+        "env:P",
+        "-o",
+        &h("req.json"),
+    ]);
+    assert_eq!(
+        (req["step"].as_str(), req["data_cert_id"].as_str()),
+        (Some("request"), Some("rec-7"))
+    );
+    // The wrong step: authorize takes a SAR.
+    let o = run(cv(&home).args([
+        "--trust",
+        &trust,
+        "store",
+        "authorize",
+        "--as",
+        "issuer",
+        "--key",
+        &h("issuer"),
+        &h("req.json"),
+        "-o",
+        &h("x.json"),
+    ]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("this file is a card's storing request"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&[
+        "--json",
+        "--trust",
+        &trust,
+        "store",
+        "countersign",
+        "--as",
+        "provider",
+        "--key",
+        &h("prov"),
+        &h("req.json"),
+        "-o",
+        &h("sar.json"),
+    ]);
+    let sa = ok(&[
+        "--json",
+        "--trust",
+        &trust,
+        "store",
+        "authorize",
+        "--as",
+        "issuer",
+        "--key",
+        &h("issuer"),
+        &h("sar.json"),
+        "-o",
+        &h("sa.json"),
+    ]);
+    assert_eq!(sa["signers"].as_array().unwrap().len(), 2);
+    let applied = ok(&[
+        "--json",
+        "-r",
+        "sim:c",
+        "store",
+        "apply",
+        "--authorization",
+        &h("sa.json"),
+        "--data",
+        &h("record.txt"),
+        "--pin",
+        "env:P",
+    ]);
+    assert_eq!(applied["record"]["data_cert_id"], "rec-7");
+    expect_stored(&home, "c", MEDICAL, b"allergy: penicillin");
+    records_match_card(&home, "c");
+    let list = ok(&[
+        "--json",
+        "store",
+        "list",
+        "--card",
+        applied["card_number"].as_str().unwrap(),
+    ]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["provider"], reg::PROVIDER_NAME);
+    let text = stdout(&run(cv(&home).args(["-r", "sim:c", "store", "list"])));
+    assert!(text.contains("signed by issuer") && text.contains("rec-7"), "{text}");
+    // status shows each application's owner and rule.
+    let st = ok(&["--json", "-r", "sim:c", "status"]);
+    let apps = st["applications"].as_array().unwrap();
+    assert_eq!(apps[3]["owner"], reg::PROVIDER_NAME);
+    assert_eq!(apps[3]["rule"], "authorized");
+    assert_eq!(apps[2]["rule"], "issuer-only");
+    let text = stdout(&run(cv(&home).args(["-r", "sim:c", "status"])));
+    assert!(
+        text.contains("application  5: owner cardvault TEST provider, authorized, the provider alone may authorize"),
+        "{text}"
+    );
+}
