@@ -702,3 +702,103 @@ fn the_command_line_runs_the_exchange_and_lists_it() {
         "{text}"
     );
 }
+
+/// Through pcscd + vpcd + applet-sim: both exchange orders store data, delete
+/// works the same way, the provider alone only where the application allows
+/// it, an SA for the other card is refused; the card files and the vault agree.
+#[test]
+fn through_pcscd_both_orders_delete_and_provider_alone() {
+    use common::stack::*;
+    let test = "through_pcscd_both_orders_delete_and_provider_alone";
+    let Some(stack) = PcscStack::start(test) else {
+        return;
+    };
+    let dir = temp_dir("storing-pcsc");
+    let (a, b) = (dir.join("a.card"), dir.join("b.card"));
+    let _sim = stack.sim(&[(0, &a, "services"), (1, &b, "services")]);
+    let opts = cardvault::reader::ReaderOptions {
+        data_dir: dir.to_path_buf(),
+        config: cardvault::config::Config::default(),
+        extended_flag: None,
+        wait: None,
+        create_cards: false,
+    };
+    let mut v = Vault::open(&dir.join("vault.sqlite")).unwrap();
+    let on = |reader: &str, f: &mut dyn FnMut(&mut CardClient<'_>) -> cardvault::Result<StoringFile>| {
+        let mut r = cardvault::reader::open(Some(reader), &opts).unwrap();
+        let trust = cardvault::trust::Trust::from_files(&[test_root()]).unwrap();
+        let mut c = CardClient::open(r.as_mut(), SessionOptions { trace: false, trust }).unwrap();
+        f(&mut c)
+    };
+    let mem = |path: &Path, app: u8| {
+        let s = applet_sim::state::Store::peek(path).unwrap();
+        let a = s.applications.iter().find(|x| x.id == app).unwrap();
+        let start = a.first_page as usize * PAGE;
+        s.memory[start..start + a.page_count as usize * PAGE].to_vec()
+    };
+
+    for (first, data) in [(Party::Issuer, vec![0x11; 2000]), (Party::Provider, vec![0x22; 5000])] {
+        let sdi = record(&data);
+        let req = on(READER0, &mut |c| storing::request(c, PIN.as_bytes(), &sdi)).unwrap();
+        let sa = authorize(&req, first);
+        let mut r = cardvault::reader::open(Some(READER0), &opts).unwrap();
+        let trust = cardvault::trust::Trust::from_files(&[test_root()]).unwrap();
+        let mut c = CardClient::open(r.as_mut(), SessionOptions { trace: false, trust }).unwrap();
+        storing::apply(&mut c, PIN.as_bytes(), &sa, Some(&data), &mut v).unwrap();
+        drop(c);
+        let got = mem(&a, MEDICAL);
+        assert_eq!(&got[..data.len()], &data[..]);
+        assert!(got[data.len()..].iter().all(|x| *x == 0));
+    }
+    let number = applet_sim::state::Store::peek(&a).unwrap().card_number.clone();
+    let latest = v.latest_storing(&number, MEDICAL).unwrap().unwrap();
+    assert_eq!((latest.first_party.as_str(), latest.data_size), ("provider", 5000));
+
+    // The SA of card a, on card b: refused, card b unchanged.
+    let before_b = applet_sim::state::Store::peek(&b).unwrap().memory.clone();
+    let data = vec![0x33; 100];
+    let sdi = record(&data);
+    let req = on(READER0, &mut |c| storing::request(c, PIN.as_bytes(), &sdi)).unwrap();
+    let sa = authorize(&req, Party::Issuer);
+    on(READER1, &mut |c| storing::request(c, PIN.as_bytes(), &sdi)).unwrap();
+    let mut r = cardvault::reader::open(Some(READER1), &opts).unwrap();
+    let trust = cardvault::trust::Trust::from_files(&[test_root()]).unwrap();
+    let mut c = CardClient::open(r.as_mut(), SessionOptions { trace: false, trust }).unwrap();
+    let e = storing::apply(&mut c, PIN.as_bytes(), &sa, Some(&data), &mut v).unwrap_err();
+    assert!(e.to_string().contains(&format!("for card {number}")), "{e}");
+    drop(c);
+    drop(r);
+    assert_eq!(applet_sim::state::Store::peek(&b).unwrap().memory, before_b);
+
+    // Delete what the vault says card a holds.
+    let del = storing::delete_info(&v, &number, MEDICAL).unwrap();
+    let req = on(READER0, &mut |c| storing::request(c, PIN.as_bytes(), &del)).unwrap();
+    let sa = authorize(&req, Party::Provider);
+    let mut r = cardvault::reader::open(Some(READER0), &opts).unwrap();
+    let trust = cardvault::trust::Trust::from_files(&[test_root()]).unwrap();
+    let mut c = CardClient::open(r.as_mut(), SessionOptions { trace: false, trust }).unwrap();
+    storing::apply(&mut c, PIN.as_bytes(), &sa, None, &mut v).unwrap();
+    // The provider alone: loyalty yes, the medical record no.
+    for (app, allowed) in [(LOYALTY, true), (MEDICAL, false)] {
+        let data = b"points: 7".to_vec();
+        let sdi = storing::store_info(app, &data, None).unwrap();
+        let req = storing::request(&mut c, PIN.as_bytes(), &sdi).unwrap();
+        let sar = storing::countersign(&req, &provider(), &issuer_roots()).unwrap();
+        let r = storing::apply(&mut c, PIN.as_bytes(), &sar, Some(&data), &mut v);
+        assert_eq!(r.is_ok(), allowed, "app {app}: {r:?}");
+    }
+    drop(c);
+    assert!(mem(&a, MEDICAL).iter().all(|x| *x == 0));
+    assert_eq!(&mem(&a, LOYALTY)[..9], b"points: 7");
+    let rows = v.list_storing(Some(&number)).unwrap();
+    let ops: Vec<(u8, &str)> = rows.iter().map(|r| (r.application, r.operation.as_str())).collect();
+    assert_eq!(
+        ops,
+        [
+            (MEDICAL, "store"),
+            (MEDICAL, "store"),
+            (MEDICAL, "delete"),
+            (LOYALTY, "store")
+        ]
+    );
+}
