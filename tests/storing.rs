@@ -802,3 +802,94 @@ fn through_pcscd_both_orders_delete_and_provider_alone() {
         ]
     );
 }
+
+/// The card pulled at every APDU of store and of delete (the APDU processed
+/// and its answer lost, or never delivered): the application holds the old
+/// data or the new, never a mix; a retry with a fresh request completes, and
+/// then the vault's records match the card.
+#[test]
+fn a_card_pulled_at_every_apdu_of_store_and_delete_holds_old_or_new() {
+    use cardvault::transport::fault::{FaultyReader, PullMode, PullSchedule};
+    use std::sync::Arc;
+
+    let old = vec![0xA1; 700];
+    let new = vec![0xB2; 1500];
+    // One run of the whole exchange on `dir`'s card under `sched`.
+    let run = |dir: &Path,
+               sdi_of: &dyn Fn(&Vault, &str) -> StoringDataInfo,
+               data: Option<&[u8]>,
+               sched: &Arc<PullSchedule>| {
+        let mut r = FaultyReader::new(SimReader::open(dir, "card", "services", None).unwrap(), sched.clone());
+        let mut c = CardClient::open(&mut r, SessionOptions::default())?;
+        let mut v = vault(dir);
+        let number = c.card_number()?;
+        let req = storing::request(&mut c, PIN.as_bytes(), &sdi_of(&v, &number))?;
+        let sa = authorize(&req, Party::Issuer);
+        storing::apply(&mut c, PIN.as_bytes(), &sa, data, &mut v).map(|_| ())
+    };
+    let store_new = |_: &Vault, _: &str| record(&new);
+    let delete = |v: &Vault, n: &str| storing::delete_info(v, n, MEDICAL).unwrap();
+    for (op, sdi_of, data, before, after) in [
+        (
+            "store",
+            &store_new as &dyn Fn(&Vault, &str) -> StoringDataInfo,
+            Some(&new[..]),
+            &old,
+            &new,
+        ),
+        ("delete", &delete, None, &old, &vec![]),
+    ] {
+        // The template: a card holding `old`, recorded.
+        let template = temp_dir(&format!("storing-cut-{op}"));
+        let req = request(&template, "card", &record(&old));
+        apply(&template, "card", &authorize(&req, Party::Provider), Some(&old)).unwrap();
+        let counting = PullSchedule::counting();
+        {
+            let dir = temp_dir("storing-cut-count");
+            copy_dir(&template, &dir);
+            run(&dir, sdi_of, data, &counting).unwrap();
+        }
+        let n = counting.delivered();
+        assert!(n >= 8, "{op}: {n} APDUs");
+        for k in 1..=n {
+            for mode in [PullMode::AnswerLost, PullMode::NotDelivered] {
+                let dir = temp_dir("storing-cut");
+                copy_dir(&template, &dir);
+                let sched = PullSchedule::new(k, mode);
+                let r = run(&dir, sdi_of, data, &sched);
+                assert!(r.is_err(), "{op} cut at {k} ({mode:?}) completed");
+                let held = app_bytes(&dir, "card", MEDICAL);
+                let is = |d: &[u8]| held[..d.len()] == *d && held[d.len()..].iter().all(|b| *b == 0);
+                assert!(is(before) || is(after), "{op} cut at {k} ({mode:?}): a mix");
+                // The retry, with a fresh request, completes.
+                run(&dir, sdi_of, data, &PullSchedule::counting())
+                    .unwrap_or_else(|e| panic!("{op} cut at {k} ({mode:?}): retry: {e}"));
+                assert!(
+                    is_exactly(&app_bytes(&dir, "card", MEDICAL), after),
+                    "{op} cut at {k} ({mode:?})"
+                );
+                records_match_card(&dir, "card");
+            }
+        }
+    }
+}
+
+fn is_exactly(held: &[u8], d: &[u8]) -> bool {
+    held[..d.len()] == *d && held[d.len()..].iter().all(|b| *b == 0)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".lock") {
+            continue;
+        }
+        if p.is_dir() {
+            copy_dir(&p, &to.join(&name));
+        } else {
+            std::fs::copy(&p, to.join(&name)).unwrap();
+        }
+    }
+}
