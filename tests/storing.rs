@@ -893,3 +893,41 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A restore never writes an `authorized` application: a record deleted
+/// under authorization stays deleted when an older backup is restored, while
+/// the holder's own application comes back; the vault still matches the card.
+#[test]
+fn a_restore_leaves_authorized_applications_as_they_are() {
+    use cardvault::workflow::backup as wb;
+    let home = temp_dir("storing-restore");
+    let record_data = b"record before the backup".to_vec();
+    let req = request(&home, "card", &record(&record_data));
+    apply(&home, "card", &authorize(&req, Party::Issuer), Some(&record_data)).unwrap();
+    let number = req.card_number.clone();
+    let mut v = vault(&home);
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.write_memory(4, &[0x44; 512]).unwrap();
+        wb::backup(c, &mut v, true, &|_, _| {}).unwrap();
+    });
+    let del = storing::delete_info(&v, &number, MEDICAL).unwrap();
+    let req = request(&home, "card", &del);
+    apply(&home, "card", &authorize(&req, Party::Provider), None).unwrap();
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.write_memory(4, &[0x55; 512]).unwrap();
+        let last = v.latest_backup(&number).unwrap().unwrap();
+        let plan = wb::RestorePlan {
+            chain: v.chain_to(&last).unwrap(),
+            authorization: None,
+            override_rollback: false,
+        };
+        let rep = wb::restore(c, &mut v, &plan, &|_, _| {}).unwrap();
+        // 256 pages less the purse (4), the ID (32), the medical record (128), loyalty (60).
+        assert_eq!(rep.pages_written, 256 - 4 - 32 - 128 - 60);
+    });
+    assert_eq!(&app_bytes(&home, "card", 2)[..512], &[0x44; 512][..]);
+    assert!(app_bytes(&home, "card", MEDICAL).iter().all(|b| *b == 0));
+    records_match_card(&home, "card");
+}

@@ -126,6 +126,16 @@ impl Applet {
         })
     }
 
+    /// Page ranges of the applications that only storing authorizations write.
+    pub(crate) fn authorized_page_ranges(&self) -> Vec<Range<u16>> {
+        self.state
+            .applications
+            .iter()
+            .filter(|a| a.storing.rule != StorageRule::Holder)
+            .map(|a| a.first_page..a.first_page.saturating_add(a.page_count))
+            .collect()
+    }
+
     /// The storage rules data object (tag DF32).
     pub(crate) fn application_rules(&self) -> Vec<u8> {
         let mut v = Vec::new();
