@@ -297,12 +297,9 @@ pub fn load_party(dir: &Path) -> Result<crate::workflow::storing::PartyCredentia
 /// The registrar roots, from explicit files or a party directory's copies.
 pub fn load_roots(issuer_registrar: &Path, data_registrar: &Path) -> Result<RegistrarRoots> {
     let load = |p: &Path, what: &str| -> Result<X509> {
-        X509::from_pem(&read(p).map_err(|_| {
-            Error::Usage(format!(
-                "the {what} registrar root {} is not readable (give it with --{what}-registrar)",
-                p.display()
-            ))
-        })?)
+        X509::from_pem(
+            &read(p).map_err(|_| Error::Usage(format!("the {what} registrar root {} is not readable", p.display())))?,
+        )
         .map_err(data_err)
     };
     Ok(RegistrarRoots {

@@ -228,10 +228,19 @@ pub fn run(ctx: &Ctx, c: StoreCommand) -> Result<()> {
             output,
         } => {
             let me = credentials(&key, party)?;
-            let roots = registrar::load_roots(
-                &issuer_registrar.unwrap_or_else(|| key.join("issuer-registrar.pem")),
-                &data_registrar.unwrap_or_else(|| key.join("data-registrar.pem")),
-            )?;
+            let (ir, dr) = (
+                issuer_registrar.unwrap_or_else(|| key.join("issuer-registrar.pem")),
+                data_registrar.unwrap_or_else(|| key.join("data-registrar.pem")),
+            );
+            for (p, opt) in [(&ir, "--issuer-registrar"), (&dr, "--data-registrar")] {
+                if !p.exists() {
+                    return Err(Error::Usage(format!(
+                        "no registrar root at {}: give it with {opt} ROOT.pem",
+                        p.display()
+                    )));
+                }
+            }
+            let roots = registrar::load_roots(&ir, &dr)?;
             let f = storing::authorize(&read_file(&input)?, &me, &roots, &trusted(ctx)?)?;
             write_new(&output, &f)?;
             written(ctx, &f, &output, "the holder runs `cardvault store apply`");

@@ -52,9 +52,9 @@ pub enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Step::Request => "a card's storing request (made by `store request`)",
-            Step::Sar => "a storing authorization request, SAR (made by `store countersign`)",
-            Step::Sa => "a storing authorization, SA (made by `store authorize`)",
+            Step::Request => "a card's storing request (step 1)",
+            Step::Sar => "a storing authorization request, SAR (step 2: countersigned)",
+            Step::Sa => "a storing authorization, SA (step 3: signed by both parties)",
         })
     }
 }
@@ -163,7 +163,7 @@ pub fn delete_info(vault: &Vault, card: &str, app: u8) -> Result<StoringDataInfo
             data_cert_id: r.data_cert_id.unwrap_or_default(),
         }),
         _ => Err(Error::Usage(format!(
-            "the vault records no data stored in application {app} of card {card}: nothing to delete (give the data with --data)"
+            "the vault records no data stored in application {app} of card {card}: nothing to delete unless the data to delete is given"
         ))),
     }
 }
@@ -411,7 +411,9 @@ pub fn apply(
     };
     let sdi = c.request.sdi.clone();
     let data = match sdi.op {
-        Operation::Store => data.ok_or_else(|| Error::Usage("storing needs the data (--data)".into()))?,
+        Operation::Store => {
+            data.ok_or_else(|| Error::Usage("storing needs the data the authorization names".into()))?
+        }
         Operation::Delete => &[][..],
     };
     if sdi.op == Operation::Store && (data.len() as u64 != sdi.size as u64 || sha256(data) != sdi.hash) {
