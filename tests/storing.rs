@@ -931,3 +931,27 @@ fn a_restore_leaves_authorized_applications_as_they_are() {
     assert!(app_bytes(&home, "card", MEDICAL).iter().all(|b| *b == 0));
     records_match_card(&home, "card");
 }
+
+/// Short APDUs only: the request's answer comes by GET RESPONSE and a 20 KiB
+/// record goes by command chaining under SCP11, and lands whole.
+#[test]
+fn short_apdus_only_store_a_large_record_by_chaining() {
+    let home = temp_dir("storing-short");
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let mut v = vault(&home);
+    let mut r = SimReader::open(&home, "card", "services", Some(false)).unwrap();
+    let mut c = CardClient::open(&mut r, SessionOptions::default()).unwrap();
+    let req = storing::request(&mut c, PIN.as_bytes(), &record(&data)).unwrap();
+    let sa = authorize(&req, Party::Provider);
+    let before = c.stats().apdus;
+    storing::apply(&mut c, PIN.as_bytes(), &sa, Some(&data), &mut v).unwrap();
+    assert!(
+        c.stats().apdus - before > 80,
+        "chained: {} APDUs",
+        c.stats().apdus - before
+    );
+    drop(c);
+    drop(r);
+    expect_stored(&home, "card", MEDICAL, &data);
+    records_match_card(&home, "card");
+}
