@@ -553,6 +553,20 @@ fn the_command_line_runs_the_exchange_and_lists_it() {
         "-o",
         &h("prov"),
     ]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for key in ["prov/key.pem", "newreg/root-key.pem"] {
+            let mode = std::fs::metadata(home.join(key)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+        // Never replaced without --force.
+        let o = run(cv(&home).args(["provider", "init", "--name", "x", "-o", &h("prov")]));
+        assert!(
+            !o.status.success() && stderr(&o).contains("use --force"),
+            "{}",
+            stderr(&o)
+        );
+    }
     // A data registrar does not certify issuers.
     let o = run(cv(&home).args(["registrar", "certify", "--registrar", &h("dreg"), &h("issuer")]));
     assert!(
