@@ -14,6 +14,7 @@ pub mod error;
 pub mod fileenc;
 pub mod issuer;
 pub mod reader;
+pub mod registrar;
 pub mod secret;
 pub mod signer;
 pub mod transport;

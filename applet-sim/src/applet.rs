@@ -247,6 +247,8 @@ impl Applet {
             }
             (cla::PROPRIETARY, Ins::Credit) => self.credit_debit(c, true),
             (cla::PROPRIETARY, Ins::Debit) => self.credit_debit(c, false),
+            (cla::PROPRIETARY, Ins::StoringRequest) => self.storing_request(c),
+            (cla::PROPRIETARY, Ins::StoreDataUnderAuthorization) => self.store_data_under_authorization(c),
             _ => Err(sw::INS_NOT_SUPPORTED),
         }
     }
@@ -301,6 +303,8 @@ impl Applet {
                 v
             }
             proto::Tag::Domain if s.has_domain_key() => s.domain().encode().to_vec(),
+            proto::Tag::ApplicationRules => self.application_rules(),
+            proto::Tag::StoringCertificate if !s.storing.certificate.is_empty() => s.storing.certificate.clone(),
             proto::Tag::MemberNumber if !s.member_number.is_empty() => s.member_number.as_bytes().to_vec(),
             proto::Tag::Expiry if !s.expiry.is_empty() => s.expiry.as_bytes().to_vec(),
             proto::Tag::KeyGroupStatus => {
@@ -568,6 +572,10 @@ impl Applet {
         }
         let r = self.page_range(c, c.data.len())?;
         if self.touches_value_application(&r) {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        // Authorized and issuer-only applications: STORE DATA UNDER AUTHORIZATION only.
+        if self.touches_authorized_application(&r) {
             return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
         }
         self.reset_restored_values(&r);

@@ -682,7 +682,10 @@ impl Applet {
         // value is reset (FIG. 20) and stays reset, so a restore cannot bring
         // back spent value nor carry value written into a backup.
         let value_pages: Vec<Range<u16>> = self.value_page_ranges();
-        let in_value = |p: &u16| value_pages.iter().any(|v| v.contains(p));
+        // Nor an `authorized` or `issuer-only` application's: those change only
+        // by STORE DATA UNDER AUTHORIZATION, with their owner's agreement.
+        let authorized_pages: Vec<Range<u16>> = self.authorized_page_ranges();
+        let in_value = |p: &u16| value_pages.iter().chain(&authorized_pages).any(|v| v.contains(p));
         let mut written = 0u16;
         for (p, content) in r.staged.iter().filter(|(p, _)| !in_value(p)) {
             let range = self.page_bytes(*p);

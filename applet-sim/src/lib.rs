@@ -14,7 +14,9 @@ pub mod keygroup;
 pub mod profile;
 pub mod secure;
 pub mod state;
+pub mod storing;
 pub mod test_issuer;
+pub mod test_registrars;
 pub mod vpcd;
 
 pub use iso::Card;

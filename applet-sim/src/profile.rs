@@ -89,6 +89,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("replacement", include_str!("../profiles/replacement.toml")),
     ("blank", include_str!("../profiles/blank.toml")),
     ("foreign", include_str!("../profiles/foreign.toml")),
+    ("services", include_str!("../profiles/services.toml")),
 ];
 
 impl Profile {

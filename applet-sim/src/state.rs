@@ -149,6 +149,10 @@ pub struct CardState {
     /// Sensitive commands are refused (6982) unless they arrive under SCP11.
     #[serde(default)]
     pub require_secure_channel: bool,
+    /// Storing authorization (proto::storing): the card's storing key, its
+    /// certificate, the registrar roots and the outstanding challenge.
+    #[serde(default)]
+    pub storing: crate::storing::StoringState,
 }
 
 /// An application in the application area.
@@ -163,6 +167,9 @@ pub struct Application {
     /// Set by RESTORE COMPLETE when the application's pages were restored.
     #[serde(default)]
     pub restored: bool,
+    /// Owner and storage rule (storing authorization).
+    #[serde(default, flatten)]
+    pub storing: crate::storing::StoragePolicy,
 }
 
 /// Backup and restore counters (system area).
@@ -266,6 +273,7 @@ impl Drop for CardState {
         self.unique_key.zeroize();
         self.common_key.zeroize();
         self.ecka_private.zeroize();
+        self.storing.private_key.zeroize();
     }
 }
 
@@ -326,8 +334,10 @@ impl CardState {
             certificate: Vec::new(),
             trust_anchor: Vec::new(),
             require_secure_channel: p.require_secure_channel,
+            storing: Default::default(),
         }
         .with_identity(p)
+        .with_storing_identity(p)
     }
 
     /// Give a new card its SCP11 identity: an ECKA key pair generated on the

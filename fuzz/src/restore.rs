@@ -94,6 +94,7 @@ fn small(name: &str) -> Profile {
             page_count: 4,
             value: true,
             restored: false,
+            storing: Default::default(),
         },
         Application {
             id: 2,
@@ -102,6 +103,7 @@ fn small(name: &str) -> Profile {
             page_count: PAGES - 4,
             value: false,
             restored: false,
+            storing: Default::default(),
         },
     ];
     p

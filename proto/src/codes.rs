@@ -109,6 +109,11 @@ instructions! {
     PerformSecurityOperation, PERFORM_SECURITY_OPERATION = 0x2A, "PERFORM SECURITY OPERATION";
     /// INTERNAL AUTHENTICATE (SCP11b).
     InternalAuthenticate, INTERNAL_AUTHENTICATE = 0x88, "INTERNAL AUTHENTICATE";
+    // Storing authorization (CLA 80, proto::storing).
+    /// STORING REQUEST: the card signs a storing request with a fresh challenge.
+    StoringRequest, STORING_REQUEST = 0x76, "STORING REQUEST";
+    /// STORE DATA UNDER AUTHORIZATION: an SA (or SAR) and the data.
+    StoreDataUnderAuthorization, STORE_DATA_UNDER_AUTHORIZATION = 0x78, "STORE DATA UNDER AUTHORIZATION";
 }
 
 impl Ins {
@@ -185,6 +190,11 @@ tags! {
     /// The card's issuer domain: domain id(16) generation(4); absent before
     /// LOAD DOMAIN KEY (proto::domain::DomainRef).
     Domain, DOMAIN = 0xDF32;
+    /// Storage rules: per application id(1) rule(1: 0 holder, 1 authorized,
+    /// 2 issuer-only) flags(1: bit 0 provider alone) owner_len(1) owner.
+    ApplicationRules, APPLICATION_RULES = 0xDF34;
+    /// The card's storing key certificate (DER X.509, proto::storing).
+    StoringCertificate, STORING_CERTIFICATE = 0xDF35;
     /// PUT DATA only: number of key group elements (1 byte, 1..8).
     KeyGroupSize, KEY_GROUP_SIZE = 0xDF22;
     /// PUT DATA only: export policy (1 byte, bit 0 = no take-out once a backup exists).

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod fsutil;
 pub mod load;
 pub mod scp11;
+pub mod storing;
 pub mod takeout;
 
 pub use codes::{ins, sw, tag, Ins, Tag};
@@ -98,6 +99,8 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::RESTORE
                 | ins::RESTORE_DATA
                 | ins::RESTORE_COMPLETE
+                | ins::STORING_REQUEST
+                | ins::STORE_DATA_UNDER_AUTHORIZATION
         ),
         _ => false,
     }

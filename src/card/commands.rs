@@ -249,6 +249,22 @@ impl Command {
             .expect(4)
     }
 
+    /// STORING REQUEST for application `app`: the card signs the SDI with a
+    /// fresh challenge (proto::storing).
+    pub fn storing_request(app: u8, sdi: &cardvault_proto::storing::StoringDataInfo) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::StoringRequest, app, 0)
+            .with_data(&sdi.encode())
+            .expect_max()
+    }
+
+    /// STORE DATA UNDER AUTHORIZATION: len (2) || authorization || data.
+    pub fn store_data_under_authorization(app: u8, authorization: &[u8], data: &[u8]) -> Command {
+        let mut d = (authorization.len() as u16).to_be_bytes().to_vec();
+        d.extend_from_slice(authorization);
+        d.extend_from_slice(data);
+        Command::of(cla::PROPRIETARY, Ins::StoreDataUnderAuthorization, app, 0).with_data(&d)
+    }
+
     pub fn debit(app: u8, amount: u32) -> Command {
         Command::of(cla::PROPRIETARY, Ins::Debit, app, 0)
             .with_data(&amount.to_be_bytes())

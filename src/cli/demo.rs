@@ -157,6 +157,7 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
 
     duplication_story(ctx, &mut d, dir)?;
     backup_story(ctx, &mut d, dir, &mut main)?;
+    storing_story(ctx, &mut d, dir)?;
 
     if d.json {
         print_json(&d.report);
@@ -472,6 +473,61 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
     d.step(
         "purse on the replacement after restore",
         format!("{} (value reset, FIG. 20: restored value is never spendable)", balance),
+    );
+    Ok(())
+}
+
+/// The test registrars' parties (fixtures/registrars/, test-only keys).
+const DEMO_IRC: &[u8] = include_bytes!("../../fixtures/registrars/test-issuer.pem");
+const DEMO_IRC_KEY: &[u8] = include_bytes!("../../fixtures/registrars/test-issuer-key.pem");
+const DEMO_DPR: &[u8] = include_bytes!("../../fixtures/registrars/test-provider.pem");
+const DEMO_DPR_KEY: &[u8] = include_bytes!("../../fixtures/registrars/test-provider-key.pem");
+const DEMO_ISSUER_REGISTRAR: &[u8] = include_bytes!("../../fixtures/registrars/test-issuer-registrar.pem");
+const DEMO_DATA_REGISTRAR: &[u8] = include_bytes!("../../fixtures/registrars/test-data-registrar.pem");
+
+/// A provider's medical record stored with both signatures (SPEC 3.4), and
+/// the holder's PIN alone refused.
+fn storing_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
+    use crate::workflow::storing::{self, PartyCredentials};
+    use cardvault_proto::storing::{Party, RegistrarRoots};
+    use openssl::x509::X509;
+    let pem = |b: &[u8]| X509::from_pem(b).map_err(|e| Error::Data(e.to_string()));
+    let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
+    let mut card = SimReader::open(dir, "demo-services", "services", None)?;
+    let mut c = CardClient::open(&mut card, ctx.session())?;
+
+    d.heading("10. Storing authorization: a provider's medical record");
+    let record = b"blood type 0+; allergies: none (demo record)".to_vec();
+    let sdi = storing::store_info(4, &record, None)?;
+    let req = storing::request(&mut c, DEMO_PIN, &sdi)?;
+    d.step(
+        "the card signs a storing request (application 4)",
+        format!("card {}, fresh challenge", req.card_number),
+    );
+    let provider = PartyCredentials::from_pem(Party::Provider, DEMO_DPR_KEY, DEMO_DPR)?;
+    let issuer = PartyCredentials::from_pem(Party::Issuer, DEMO_IRC_KEY, DEMO_IRC)?;
+    let roots = RegistrarRoots {
+        issuer_registrar: pem(DEMO_ISSUER_REGISTRAR)?,
+        data_registrar: pem(DEMO_DATA_REGISTRAR)?,
+    };
+    let trusted = [pem(DEMO_ISSUER_ROOT)?];
+    let sar = storing::countersign(&req, &provider, &trusted)?;
+    let sa = storing::authorize(&sar, &issuer, &roots, &trusted)?;
+    d.step(
+        "the provider countersigns (SAR), the issuer signs (SA)",
+        "both under their registrars",
+    );
+    let rep = storing::apply(&mut c, DEMO_PIN, &sa, Some(&record), &mut vault)?;
+    d.step(
+        "the card checks the chain and stores the record",
+        format!("{} bytes, recorded as storing {}", rep.data_size, rep.record.id),
+    );
+    let sw = c
+        .transmit(&crate::apdu::Command::write_memory(68, &[0xDE, 0xAD, 0xBE, 0xEF]))?
+        .sw;
+    d.step(
+        "80 D6 00 44 04 DE AD BE EF (holder PIN, no authorization)",
+        sw.to_string(),
     );
     Ok(())
 }

@@ -15,8 +15,10 @@ mod keygroup;
 mod pin;
 mod purse;
 mod readers;
+mod registrar;
 mod revoke;
 mod status;
+mod store;
 
 use crate::card::{CardClient, SessionOptions};
 use crate::config::{Config, ExtendedMode};
@@ -127,6 +129,16 @@ pub enum Command {
     Purse(purse::PurseCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
+    /// Storing authorization: a card's request, the issuer's and the
+    /// provider's signatures, applying it, and what is stored where.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+    /// Registrars of issuers and of data providers: init, certify.
+    #[command(subcommand)]
+    Registrar(registrar::RegistrarCommand),
+    /// Data providers (and issuers) as storing parties: init.
+    #[command(subcommand)]
+    Provider(registrar::ProviderCommand),
 }
 
 /// Resolved settings shared by every command.
@@ -387,6 +399,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
+        Command::Store(c) => store::run(&ctx, c),
+        Command::Registrar(c) => registrar::run_registrar(&ctx, c),
+        Command::Provider(c) => registrar::run_provider(&ctx, c),
     }
 }
 

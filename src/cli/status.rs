@@ -14,6 +14,8 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
     let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
     let st = card.status()?;
     let cert = card.certificate_report()?;
+    // Each application's owner and storage rule (storing authorization).
+    let rules = card.application_rules()?;
     // The certificate must name the card that answers.
     let certified_number = cert.chain.last().and_then(|c| c.card_number.clone());
     let (verified, reason) = match (&cert.reason, &certified_number) {
@@ -38,6 +40,7 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
             "issuer": cert.chain.last().map(|c| c.issuer.clone()),
             "not_after": cert.chain.last().map(|c| c.not_after.clone()),
         });
+        v["applications"] = serde_json::to_value(&rules).expect("rules serialize");
         print_json(&v);
         return Ok(());
     }
@@ -65,5 +68,13 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
             "short only"
         }
     );
+    for r in &rules {
+        let alone = if r.provider_alone {
+            ", the provider alone may authorize"
+        } else {
+            ""
+        };
+        println!("application  {}: owner {}, {}{alone}", r.id, r.owner, r.rule);
+    }
     Ok(())
 }

@@ -6,9 +6,11 @@
 pub mod anchor;
 mod audit;
 mod backups;
+mod storing;
 
 pub use audit::{AuditEntry, AuditEvent, AuditVerification};
 pub use backups::{BackupRow, BackupState, NewBackup, StoredBackup};
+pub use storing::StoringRecord;
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;
@@ -20,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_audit.sql"),
     include_str!("../../migrations/0002_backups.sql"),
     include_str!("../../migrations/0003_audit_mac.sql"),
+    include_str!("../../migrations/0004_storing.sql"),
 ];
 
 /// Maps SQLite errors of the vault at `path` to [`Error::Vault`]; usable while

@@ -9,3 +9,4 @@ pub mod issue;
 pub mod keygroup;
 pub mod purse;
 pub mod station;
+pub mod storing;
