@@ -14,6 +14,7 @@ pub struct BackupArgs {
     /// Make a full backup (default: differential once a completed full backup exists).
     #[arg(long)]
     full: bool,
+    /// Where the PIN comes from: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     pin: SecretSource,
 }
@@ -39,11 +40,13 @@ pub struct RestoreArgs {
     /// --admin-key or --issuer.
     #[arg(long)]
     allow_rollback: bool,
+    /// Issuer admin key (prompt, env:VAR or file:PATH) for --allow-rollback.
     #[arg(long, value_name = "SOURCE")]
     admin_key: Option<SecretSource>,
     /// Issuer operator credentials (`cardvault issuer init`): SCP11a instead of the admin key.
     #[arg(long, value_name = "DIR", conflicts_with = "admin_key")]
     issuer: Option<PathBuf>,
+    /// Where the PIN comes from: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     pin: SecretSource,
 }
@@ -62,6 +65,7 @@ pub struct AuthorizeArgs {
     /// must verify under.
     #[arg(long, value_name = "FILE")]
     issuer_root: PathBuf,
+    /// File to write the signed restore authorization to.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 }
@@ -70,22 +74,31 @@ pub struct AuthorizeArgs {
 pub enum VaultCommand {
     /// List backups.
     List {
+        /// Only the backups of this card number.
         #[arg(long, value_name = "NUMBER")]
         card: Option<String>,
     },
     /// Show one backup and the chain that restores it.
-    Show { id: i64 },
+    Show {
+        /// The backup's id (`vault list`).
+        id: i64,
+    },
     /// Check structure, blobs, record counts, chains and the audit hash chain.
     Verify,
     /// Copy backups into a new vault file (all, or one card's).
     Export {
+        /// Only the backups of this card number.
         #[arg(long, value_name = "NUMBER")]
         card: Option<String>,
+        /// File to write the exported backups to.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
     /// Add the backups of an exported vault file that this vault lacks.
-    Import { file: PathBuf },
+    Import {
+        /// A file written by `vault export`.
+        file: PathBuf,
+    },
 }
 
 fn bar(ctx: &Ctx, what: &str) -> indicatif::ProgressBar {

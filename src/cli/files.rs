@@ -36,19 +36,23 @@ pub struct EncryptArgs {
     /// Output file; `-` for standard output.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
+    /// The file to encrypt.
     #[arg(value_name = "IN")]
     input: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct DecryptArgs {
+    /// Where the PIN comes from: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     pin: SecretSource,
+    /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
     /// Output file; `-` for standard output.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
+    /// The encrypted file (.cve) to decrypt.
     #[arg(value_name = "IN")]
     input: PathBuf,
 }

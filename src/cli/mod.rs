@@ -12,6 +12,7 @@ mod files;
 mod issue;
 mod issuer;
 mod keygroup;
+mod manual;
 mod pin;
 mod purse;
 mod readers;
@@ -127,6 +128,10 @@ pub enum Command {
     Purse(purse::PurseCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
+    /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
+    Completions(manual::CompletionsArgs),
+    /// Write the man pages (cardvault.1 and one per subcommand) to a directory.
+    Man(manual::ManArgs),
 }
 
 /// Resolved settings shared by every command.
@@ -360,6 +365,10 @@ pub fn json_printed() -> bool {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // Completions need no configuration, reader or vault.
+    if let Command::Completions(a) = cli.command {
+        return manual::completions(a);
+    }
     if let Some(secs) = cli.wait {
         WAITED_SECS.store(secs, std::sync::atomic::Ordering::SeqCst);
     }
@@ -387,6 +396,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
+        Command::Man(a) => manual::man(&ctx, a),
+        Command::Completions(_) => unreachable!("handled before the configuration is read"),
     }
 }
 
