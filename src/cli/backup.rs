@@ -20,6 +20,7 @@ pub struct BackupArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").args(["from_card", "holder"])))]
 pub struct RestoreArgs {
     /// Restore the chain ending at this vault backup id.
     #[arg(long, value_name = "ID", conflicts_with = "latest")]
@@ -30,11 +31,15 @@ pub struct RestoreArgs {
     /// Restore another card's backup onto this one (replacement card).
     #[arg(long, value_name = "NUMBER")]
     from_card: Option<String>,
-    /// The issuer's authorization file for --from-card.
-    #[arg(long, value_name = "FILE", requires = "from_card", conflicts_with = "request")]
+    /// As --from-card, for the holder's (lost) main card: member number,
+    /// holder name or card number (`cardvault holder show`).
+    #[arg(long, value_name = "HOLDER")]
+    holder: Option<String>,
+    /// The issuer's authorization file for --from-card or --holder.
+    #[arg(long, value_name = "FILE", requires = "source", conflicts_with = "request")]
     authorization: Option<PathBuf>,
     /// Write an authorization request for the issuer (with a fresh challenge from this card) and stop.
-    #[arg(long, value_name = "FILE", requires = "from_card")]
+    #[arg(long, value_name = "FILE", requires = "source")]
     request: Option<PathBuf>,
     /// Issuer override of the rollback check (restoring an older backup); needs
     /// --admin-key or --issuer.
@@ -75,8 +80,11 @@ pub enum VaultCommand {
     /// List backups.
     List {
         /// Only the backups of this card number.
-        #[arg(long, value_name = "NUMBER")]
+        #[arg(long, value_name = "NUMBER", conflicts_with = "holder")]
         card: Option<String>,
+        /// Only the backups of this holder's cards (member number, name or card number).
+        #[arg(long, value_name = "HOLDER")]
+        holder: Option<String>,
     },
     /// Show one backup and the chain that restores it.
     Show {
@@ -161,12 +169,31 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         (true, issuer, admin) => Some(super::pin::issuer_auth(issuer, admin.as_ref())?),
         (false, _, _) => None,
     };
+    // The source card: given, or the holder's newest main card.
+    let from_card = match &a.holder {
+        Some(h) => {
+            let holder = crate::workflow::holders::find(&ctx.vault()?, h)?;
+            let card = holder
+                .cards
+                .iter()
+                .rev()
+                .find(|c| c.role == "main" && c.state == "lost")
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                    "holder {} has no lost main card to restore from; mark it lost first (cardvault holder lost {h})",
+                    holder.holder
+                ))
+                })?;
+            Some(card.card_number.clone())
+        }
+        None => a.from_card.clone(),
+    };
     let pin = a.pin.read("PIN")?;
     let mut vault = ctx.vault()?;
     let mut reader = ctx.open_reader()?;
     let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
     let job = RestoreJob {
-        from_card: a.from_card.as_deref(),
+        from_card: from_card.as_deref(),
         backup_id: a.backup,
         authorization: auth.as_ref(),
         request_only: a.request.is_some(),
@@ -284,8 +311,18 @@ pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
         _ => ctx.vault()?,
     };
     match c {
-        VaultCommand::List { card } => {
-            let rows = vault.list_backups(card.as_deref())?;
+        VaultCommand::List { card, holder } => {
+            let rows = match holder {
+                Some(h) => {
+                    let h = crate::workflow::holders::find(&vault, &h)?;
+                    let mut rows = Vec::new();
+                    for c in &h.cards {
+                        rows.extend(vault.list_backups(Some(&c.card_number))?);
+                    }
+                    rows
+                }
+                None => vault.list_backups(card.as_deref())?,
+            };
             if ctx.json {
                 print_json(&serde_json::json!({ "backups": rows }));
             } else {

@@ -9,6 +9,7 @@ mod demo;
 mod domain;
 mod duplicate;
 mod files;
+mod holder;
 mod issue;
 mod issuer;
 mod keygroup;
@@ -115,6 +116,9 @@ pub enum Command {
     /// Issuer: the domain key ceremony (init, verify).
     #[command(subcommand)]
     Domain(domain::DomainCommand),
+    /// Holders the vault issued cards to: list, show, mark a main card lost.
+    #[command(subcommand)]
+    Holder(holder::HolderCommand),
     /// Issuer: card records (revoke a lost card).
     #[command(subcommand)]
     Card(revoke::CardCommand),
@@ -392,6 +396,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => backup::run_restore(&ctx, a),
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
         Command::Card(c) => revoke::run(&ctx, c),
+        Command::Holder(c) => holder::run(&ctx, c),
         Command::Domain(c) => domain::run(&ctx, c),
         Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
