@@ -110,15 +110,7 @@ pub enum VaultCommand {
 }
 
 fn bar(ctx: &Ctx, what: &str) -> indicatif::ProgressBar {
-    let b = if ctx.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0)
-    };
-    b.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what}")).expect("template"),
-    );
-    b
+    super::progress(ctx, 0, what)
 }
 
 pub fn run_backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {

@@ -232,12 +232,7 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
             new_main.generate_key_pair()?
         }
     };
-    let bar = if ctx.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(a.files.len() as u64)
-    };
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}").expect("template"));
+    let bar = super::progress(ctx, a.files.len() as u64, "files");
     let mut vault = ctx.vault_or_create()?;
     // Every file is tried; each is reported by name, a failure included.
     let mut rows = Vec::new();

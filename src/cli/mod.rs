@@ -51,6 +51,10 @@ pub struct Cli {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// No progress bars on stderr (errors still go there). Bars are also
+    /// hidden under --json and when stderr is not a terminal.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     /// Trust card issuers under this root certificate (PEM); repeatable. Also
     /// CARDVAULT_TRUST (a path list) or `trust = [...]` in config.toml. A card
     /// gets a PIN or a secret only once its certificate chain verifies under a
@@ -146,6 +150,8 @@ pub struct Ctx {
     pub create: bool,
     pub trace: bool,
     pub json: bool,
+    /// `--quiet`: no progress bars.
+    pub quiet: bool,
     /// Trusted card issuer roots.
     pub trust: crate::trust::Trust,
     pub opts: ReaderOptions,
@@ -177,6 +183,7 @@ impl Ctx {
             create: cli.create,
             trace: cli.trace,
             json: cli.json,
+            quiet: cli.quiet,
             trust,
             opts: ReaderOptions {
                 data_dir,
@@ -230,9 +237,10 @@ impl Ctx {
     }
 }
 
-/// A progress bar for a batch of `len` `unit`s (hidden with --json).
+/// A progress bar for `len` `unit`s on stderr: hidden with --json or
+/// --quiet, and by indicatif itself when stderr is not a terminal.
 fn progress(ctx: &Ctx, len: u64, unit: &str) -> indicatif::ProgressBar {
-    let bar = if ctx.json {
+    let bar = if ctx.json || ctx.quiet {
         indicatif::ProgressBar::hidden()
     } else {
         indicatif::ProgressBar::new(len)
