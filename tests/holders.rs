@@ -93,11 +93,7 @@ fn a_holder_is_found_by_member_number_name_or_card_and_a_lost_card_leads_to_its_
     assert!(stdout(&o).contains("member       M-1001"), "{}", stdout(&o));
     let o = run(cv(&home).args(["audit"]));
     let text = stdout(&o);
-    let issue_lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(" issue "))
-        .map(str::trim)
-        .collect();
+    let issue_lines: Vec<&str> = text.lines().filter(|l| l.contains(" issue ")).map(str::trim).collect();
     assert_eq!(issue_lines.len(), 4, "{}", stdout(&o));
     assert!(
         issue_lines.iter().any(|l| l.contains(&main) && l.contains("M-1001")),

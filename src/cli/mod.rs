@@ -19,6 +19,7 @@ mod purse;
 mod readers;
 mod revoke;
 mod status;
+mod watch;
 
 use crate::card::{CardClient, SessionOptions};
 use crate::config::{Config, ExtendedMode};
@@ -136,6 +137,8 @@ pub enum Command {
     Purse(purse::PurseCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
+    /// Wait for cards in PC/SC readers and back each one up as it is inserted.
+    Watch(watch::Args),
     /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
     Completions(manual::CompletionsArgs),
     /// Write the man pages (cardvault.1 and one per subcommand) to a directory.
@@ -314,6 +317,13 @@ fn station_env<'a>(
 
 static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Print a value as one JSON line on stdout (streamed reports: one line per
+/// item as it finishes, then a summary line).
+pub fn print_json_line<T: serde::Serialize>(v: &T) {
+    JSON_PRINTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    println!("{}", serde_json::to_string(v).expect("serializable output"));
+}
+
 /// Print a value as pretty JSON on stdout. Each run prints one JSON document.
 pub fn print_json<T: serde::Serialize>(v: &T) {
     JSON_PRINTED.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -410,6 +420,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
         Command::Man(a) => manual::man(&ctx, a),
+        Command::Watch(a) => watch::run(&ctx, a),
         Command::Completions(_) => unreachable!("handled before the configuration is read"),
     }
 }
