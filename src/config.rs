@@ -115,6 +115,37 @@ pub struct Config {
     pub trust: Vec<PathBuf>,
     #[serde(default)]
     pub pkcs11: Pkcs11Config,
+    #[serde(default)]
+    pub watch: WatchConfig,
+}
+
+/// `[watch]`: what `cardvault watch` does with each card inserted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Actions per card, in order. `backup`: a backup into the vault
+    /// (differential once a full one exists: only the pages changed since).
+    #[serde(default = "default_watch_actions")]
+    pub actions: Vec<WatchAction>,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            actions: default_watch_actions(),
+        }
+    }
+}
+
+/// One action of `cardvault watch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchAction {
+    Backup,
+}
+
+fn default_watch_actions() -> Vec<WatchAction> {
+    vec![WatchAction::Backup]
 }
 
 /// `[pkcs11]`: the module that holds issuer keys named by `pkcs11:` URIs.

@@ -1342,3 +1342,58 @@ fn sigint_while_a_pcsc_station_waits_for_cards_stops_the_batch_with_its_report()
     // Nothing was written for anyone.
     assert_eq!(std::fs::read_to_string(home.join("el.txt")).unwrap_or_default(), "");
 }
+
+#[test]
+fn watch_backs_up_each_card_as_it_is_inserted_and_stops_on_sigint() {
+    let Some(stack) = PcscStack::start("watch_backs_up_each_card_as_it_is_inserted_and_stops_on_sigint") else {
+        return;
+    };
+    wait_for("empty readers", Duration::from_secs(10), || !card_present(READER0));
+    let dir = temp_dir("watch");
+    let home = dir.join("home");
+    let card = dir.join("watched.card");
+    let mut child = cv_pcsc(&home)
+        .env("P", "123456")
+        .args(["--json", "watch", "0", "--pin", "env:P"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut next = || -> serde_json::Value {
+        let l = lines.next().expect("a line from watch").unwrap();
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"))
+    };
+    // Inserted: a full backup. Removed and inserted again: a differential one.
+    let sim = stack.one(&card, "main");
+    let first = next();
+    assert_eq!(first["result"], "ok", "{first}");
+    assert_eq!(first["backup"]["kind"], "full", "{first}");
+    let number = card_number_of(&card);
+    assert_eq!(first["card_number"], number.as_str());
+    drop(sim);
+    wait_for("the card to go", Duration::from_secs(10), || !card_present(READER0));
+    let sim = stack.one(&card, "main");
+    let second = next();
+    assert_eq!(second["result"], "ok", "{second}");
+    assert_eq!(second["backup"]["kind"], "differential", "{second}");
+    // Ctrl-C: a summary line and exit 0.
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let summary = next();
+    assert_eq!(summary["cards"], 2, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["stopped"], true, "{summary}");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(sim);
+    // The vault holds both, a chain the card restores from.
+    let o = run(cv_pcsc(&home).args(["--json", "vault", "list", "--card", &number]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = json(&o)["backups"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r["state"] == "completed"), "{rows:?}");
+}

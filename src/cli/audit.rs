@@ -56,13 +56,22 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     if ctx.json {
         print_json(&serde_json::json!({ "entries": entries }));
     } else {
+        // Each card's holder (member number, else the holder column), from the issuances.
+        let mut holder_of = std::collections::HashMap::new();
+        for h in crate::workflow::holders::holders(&vault)? {
+            let name = h.member_number.clone().unwrap_or_else(|| h.holder.clone());
+            for c in &h.cards {
+                holder_of.insert(c.card_number.clone(), name.clone());
+            }
+        }
         for e in &entries {
             println!(
-                "{:>5} {} {:<18} {:<18} {:<18} {}",
+                "{:>5} {} {:<18} {:<18} {:<12} {:<18} {}",
                 e.id,
                 e.at,
                 e.event,
                 e.card,
+                holder_of.get(&e.card).map_or("-", String::as_str),
                 e.peer.as_deref().unwrap_or("-"),
                 e.result
             );

@@ -14,11 +14,13 @@ pub struct BackupArgs {
     /// Make a full backup (default: differential once a completed full backup exists).
     #[arg(long)]
     full: bool,
+    /// Where the PIN comes from: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     pin: SecretSource,
 }
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").args(["from_card", "holder"])))]
 pub struct RestoreArgs {
     /// Restore the chain ending at this vault backup id.
     #[arg(long, value_name = "ID", conflicts_with = "latest")]
@@ -29,21 +31,27 @@ pub struct RestoreArgs {
     /// Restore another card's backup onto this one (replacement card).
     #[arg(long, value_name = "NUMBER")]
     from_card: Option<String>,
-    /// The issuer's authorization file for --from-card.
-    #[arg(long, value_name = "FILE", requires = "from_card", conflicts_with = "request")]
+    /// As --from-card, for the holder's (lost) main card: member number,
+    /// holder name or card number (`cardvault holder show`).
+    #[arg(long, value_name = "HOLDER")]
+    holder: Option<String>,
+    /// The issuer's authorization file for --from-card or --holder.
+    #[arg(long, value_name = "FILE", requires = "source", conflicts_with = "request")]
     authorization: Option<PathBuf>,
     /// Write an authorization request for the issuer (with a fresh challenge from this card) and stop.
-    #[arg(long, value_name = "FILE", requires = "from_card")]
+    #[arg(long, value_name = "FILE", requires = "source")]
     request: Option<PathBuf>,
     /// Issuer override of the rollback check (restoring an older backup); needs
     /// --admin-key or --issuer.
     #[arg(long)]
     allow_rollback: bool,
+    /// Issuer admin key (prompt, env:VAR or file:PATH) for --allow-rollback.
     #[arg(long, value_name = "SOURCE")]
     admin_key: Option<SecretSource>,
     /// Issuer operator credentials (`cardvault issuer init`): SCP11a instead of the admin key.
     #[arg(long, value_name = "DIR", conflicts_with = "admin_key")]
     issuer: Option<PathBuf>,
+    /// Where the PIN comes from: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     pin: SecretSource,
 }
@@ -62,6 +70,7 @@ pub struct AuthorizeArgs {
     /// must verify under.
     #[arg(long, value_name = "FILE")]
     issuer_root: PathBuf,
+    /// File to write the signed restore authorization to.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 }
@@ -70,34 +79,38 @@ pub struct AuthorizeArgs {
 pub enum VaultCommand {
     /// List backups.
     List {
-        #[arg(long, value_name = "NUMBER")]
+        /// Only the backups of this card number.
+        #[arg(long, value_name = "NUMBER", conflicts_with = "holder")]
         card: Option<String>,
+        /// Only the backups of this holder's cards (member number, name or card number).
+        #[arg(long, value_name = "HOLDER")]
+        holder: Option<String>,
     },
     /// Show one backup and the chain that restores it.
-    Show { id: i64 },
+    Show {
+        /// The backup's id (`vault list`).
+        id: i64,
+    },
     /// Check structure, blobs, record counts, chains and the audit hash chain.
     Verify,
     /// Copy backups into a new vault file (all, or one card's).
     Export {
+        /// Only the backups of this card number.
         #[arg(long, value_name = "NUMBER")]
         card: Option<String>,
+        /// File to write the exported backups to.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
     /// Add the backups of an exported vault file that this vault lacks.
-    Import { file: PathBuf },
+    Import {
+        /// A file written by `vault export`.
+        file: PathBuf,
+    },
 }
 
 fn bar(ctx: &Ctx, what: &str) -> indicatif::ProgressBar {
-    let b = if ctx.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0)
-    };
-    b.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what}")).expect("template"),
-    );
-    b
+    super::progress(ctx, 0, what)
 }
 
 pub fn run_backup(ctx: &Ctx, a: BackupArgs) -> Result<()> {
@@ -148,12 +161,31 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         (true, issuer, admin) => Some(super::pin::issuer_auth(issuer, admin.as_ref())?),
         (false, _, _) => None,
     };
+    // The source card: given, or the holder's newest main card.
+    let from_card = match &a.holder {
+        Some(h) => {
+            let holder = crate::workflow::holders::find(&ctx.vault()?, h)?;
+            let card = holder
+                .cards
+                .iter()
+                .rev()
+                .find(|c| c.role == "main" && c.state == "lost")
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                    "holder {} has no lost main card to restore from; mark it lost first (cardvault holder lost {h})",
+                    holder.holder
+                ))
+                })?;
+            Some(card.card_number.clone())
+        }
+        None => a.from_card.clone(),
+    };
     let pin = a.pin.read("PIN")?;
     let mut vault = ctx.vault()?;
     let mut reader = ctx.open_reader()?;
     let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
     let job = RestoreJob {
-        from_card: a.from_card.as_deref(),
+        from_card: from_card.as_deref(),
         backup_id: a.backup,
         authorization: auth.as_ref(),
         request_only: a.request.is_some(),
@@ -271,8 +303,18 @@ pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
         _ => ctx.vault()?,
     };
     match c {
-        VaultCommand::List { card } => {
-            let rows = vault.list_backups(card.as_deref())?;
+        VaultCommand::List { card, holder } => {
+            let rows = match holder {
+                Some(h) => {
+                    let h = crate::workflow::holders::find(&vault, &h)?;
+                    let mut rows = Vec::new();
+                    for c in &h.cards {
+                        rows.extend(vault.list_backups(Some(&c.card_number))?);
+                    }
+                    rows
+                }
+                None => vault.list_backups(card.as_deref())?,
+            };
             if ctx.json {
                 print_json(&serde_json::json!({ "backups": rows }));
             } else {

@@ -12,8 +12,10 @@ pub enum DomainCommand {
     /// Generate a domain's card-common key and split it K-of-N among
     /// custodians, each share encrypted under its custodian's passphrase.
     Init {
+        /// Number of custodians N: one passphrase-protected share each.
         #[arg(long)]
         custodians: u8,
+        /// Number of custodians K needed to rebuild the key (2 to N).
         #[arg(long)]
         threshold: u8,
         /// The new domain directory (must not exist, or be empty).
@@ -32,20 +34,27 @@ pub enum DomainCommand {
     /// a custodian may give the same passphrase again). The current
     /// generation's files move to DIR/generation-G.
     Rotate {
+        /// The domain directory (`domain init`).
         dir: PathBuf,
+        /// A custodian's share number; repeat for each custodian present.
         #[arg(long, value_name = "INDEX")]
         share: Vec<u8>,
+        /// That custodian's passphrase (prompt, env:VAR or file:PATH), one per --share.
         #[arg(long, value_name = "SOURCE")]
         passphrase: Vec<SecretSource>,
+        /// The new generation's passphrase per custodian (default: asked for each).
         #[arg(long, value_name = "SOURCE")]
         new_passphrase: Vec<SecretSource>,
     },
     /// Check a domain's share files, and open the shares of the custodians
     /// present (--share I --passphrase SOURCE, repeated); never rebuilds the key.
     Verify {
+        /// The domain directory (`domain init`).
         dir: PathBuf,
+        /// A custodian's share number to check; repeat for each.
         #[arg(long, value_name = "INDEX")]
         share: Vec<u8>,
+        /// That custodian's passphrase (prompt, env:VAR or file:PATH), one per --share.
         #[arg(long, value_name = "SOURCE")]
         passphrase: Vec<SecretSource>,
     },

@@ -36,19 +36,23 @@ pub struct EncryptArgs {
     /// Output file; `-` for standard output.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
+    /// The file to encrypt.
     #[arg(value_name = "IN")]
     input: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct DecryptArgs {
+    /// Where the PIN comes from: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     pin: SecretSource,
+    /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
     /// Output file; `-` for standard output.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
+    /// The encrypted file (.cve) to decrypt.
     #[arg(value_name = "IN")]
     input: PathBuf,
 }
@@ -228,12 +232,7 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
             new_main.generate_key_pair()?
         }
     };
-    let bar = if ctx.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(a.files.len() as u64)
-    };
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}").expect("template"));
+    let bar = super::progress(ctx, a.files.len() as u64, "files");
     let mut vault = ctx.vault_or_create()?;
     // Every file is tried; each is reported by name, a failure included.
     let mut rows = Vec::new();

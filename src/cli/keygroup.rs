@@ -17,6 +17,7 @@ pub enum KeygroupCommand {
     },
     /// Clear elements 2..n; this destroys the card's main keys with them.
     Reset {
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
         /// Confirm that the main keys on the card are to be destroyed.
@@ -28,6 +29,7 @@ pub enum KeygroupCommand {
     /// on the backup card); for a lost backup card, rotate the main key
     /// (`keygroup reset`) instead.
     Release {
+        /// Issuer admin key: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", required_unless_present = "issuer")]
         admin_key: Option<SecretSource>,
         /// Issuer operator credentials (`cardvault issuer init`): SCP11a instead of the admin key.
@@ -46,14 +48,17 @@ pub enum KeygroupCommand {
         /// The main card's take-out count (`keygroup status` on it).
         #[arg(long)]
         counter: u32,
+        /// File to write the card's destruction receipt to (for `keygroup release --receipt`).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
     /// Key service variant: set a main key made outside the card (hex P-256 private
     /// key), sent wrapped to a transport key the card authenticates with the admin key.
     SetKey {
+        /// Issuer admin key: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE")]
         admin_key: SecretSource,
         /// The key service's private key (hex): prompt, env:VAR or file:PATH.
@@ -62,6 +67,7 @@ pub enum KeygroupCommand {
     },
     /// Write the card's encryption (public) key to a file, for `encrypt --recipient`.
     PublicKey {
+        /// File to write the public key to (hex, one line).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },

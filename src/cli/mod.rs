@@ -9,9 +9,11 @@ mod demo;
 mod domain;
 mod duplicate;
 mod files;
+mod holder;
 mod issue;
 mod issuer;
 mod keygroup;
+mod manual;
 mod pin;
 mod purse;
 mod readers;
@@ -19,6 +21,7 @@ mod registrar;
 mod revoke;
 mod status;
 mod store;
+mod watch;
 
 use crate::card::{CardClient, SessionOptions};
 use crate::config::{Config, ExtendedMode};
@@ -51,6 +54,10 @@ pub struct Cli {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// No progress bars on stderr (errors still go there). Bars are also
+    /// hidden under --json and when stderr is not a terminal.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     /// Trust card issuers under this root certificate (PEM); repeatable. Also
     /// CARDVAULT_TRUST (a path list) or `trust = [...]` in config.toml. A card
     /// gets a PIN or a secret only once its certificate chain verifies under a
@@ -116,6 +123,9 @@ pub enum Command {
     /// Issuer: the domain key ceremony (init, verify).
     #[command(subcommand)]
     Domain(domain::DomainCommand),
+    /// Holders the vault issued cards to: list, show, mark a main card lost.
+    #[command(subcommand)]
+    Holder(holder::HolderCommand),
     /// Issuer: card records (revoke a lost card).
     #[command(subcommand)]
     Card(revoke::CardCommand),
@@ -139,6 +149,12 @@ pub enum Command {
     /// Data providers (and issuers) as storing parties: init.
     #[command(subcommand)]
     Provider(registrar::ProviderCommand),
+    /// Wait for cards in PC/SC readers and back each one up as it is inserted.
+    Watch(watch::Args),
+    /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
+    Completions(manual::CompletionsArgs),
+    /// Write the man pages (cardvault.1 and one per subcommand) to a directory.
+    Man(manual::ManArgs),
 }
 
 /// Resolved settings shared by every command.
@@ -149,6 +165,8 @@ pub struct Ctx {
     pub create: bool,
     pub trace: bool,
     pub json: bool,
+    /// `--quiet`: no progress bars.
+    pub quiet: bool,
     /// Trusted card issuer roots.
     pub trust: crate::trust::Trust,
     pub opts: ReaderOptions,
@@ -180,6 +198,7 @@ impl Ctx {
             create: cli.create,
             trace: cli.trace,
             json: cli.json,
+            quiet: cli.quiet,
             trust,
             opts: ReaderOptions {
                 data_dir,
@@ -233,9 +252,10 @@ impl Ctx {
     }
 }
 
-/// A progress bar for a batch of `len` `unit`s (hidden with --json).
+/// A progress bar for `len` `unit`s on stderr: hidden with --json or
+/// --quiet, and by indicatif itself when stderr is not a terminal.
 fn progress(ctx: &Ctx, len: u64, unit: &str) -> indicatif::ProgressBar {
-    let bar = if ctx.json {
+    let bar = if ctx.json || ctx.quiet {
         indicatif::ProgressBar::hidden()
     } else {
         indicatif::ProgressBar::new(len)
@@ -309,6 +329,13 @@ fn station_env<'a>(
 
 static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Print a value as one JSON line on stdout (streamed reports: one line per
+/// item as it finishes, then a summary line).
+pub fn print_json_line<T: serde::Serialize>(v: &T) {
+    JSON_PRINTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    println!("{}", serde_json::to_string(v).expect("serializable output"));
+}
+
 /// Print a value as pretty JSON on stdout. Each run prints one JSON document.
 pub fn print_json<T: serde::Serialize>(v: &T) {
     JSON_PRINTED.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -372,6 +399,10 @@ pub fn json_printed() -> bool {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // Completions need no configuration, reader or vault.
+    if let Command::Completions(a) = cli.command {
+        return manual::completions(a);
+    }
     if let Some(secs) = cli.wait {
         WAITED_SECS.store(secs, std::sync::atomic::Ordering::SeqCst);
     }
@@ -395,6 +426,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => backup::run_restore(&ctx, a),
         Command::AuthorizeRestore(a) => backup::run_authorize(&ctx, a),
         Command::Card(c) => revoke::run(&ctx, c),
+        Command::Holder(c) => holder::run(&ctx, c),
         Command::Domain(c) => domain::run(&ctx, c),
         Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
@@ -402,6 +434,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Store(c) => store::run(&ctx, c),
         Command::Registrar(c) => registrar::run_registrar(&ctx, c),
         Command::Provider(c) => registrar::run_provider(&ctx, c),
+        Command::Man(a) => manual::man(&ctx, a),
+        Command::Watch(a) => watch::run(&ctx, a),
+        Command::Completions(_) => unreachable!("handled before the configuration is read"),
     }
 }
 

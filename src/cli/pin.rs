@@ -17,8 +17,10 @@ pub enum PinCommand {
     },
     /// Change the holder PIN.
     Change {
+        /// Where the current PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
+        /// Where the new PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         new_pin: SecretSource,
     },

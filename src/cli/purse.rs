@@ -12,24 +12,29 @@ use std::path::{Path, PathBuf};
 pub enum PurseCommand {
     /// Show the balance of a value application.
     Balance {
+        /// Value application id in the card's application table.
         #[arg(long, default_value_t = 1)]
         app: u8,
     },
     /// Ask the card for a load challenge and write the request the issuer
     /// signs with `cardvault authorize-load`.
     Challenge {
+        /// Value application id in the card's application table.
         #[arg(long, default_value_t = 1)]
         app: u8,
+        /// Amount in the purse's units.
         amount: u32,
         /// Where to write the load request (JSON).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
     /// Add value: with the issuer's load authorization (`--authorization`),
     /// or in one step when the issuer key is at hand (`--issuer-key`, AMOUNT).
     Credit {
+        /// Value application id in the card's application table.
         #[arg(long, default_value_t = 1)]
         app: u8,
         /// The amount (one-step load with --issuer-key).
@@ -42,14 +47,18 @@ pub enum PurseCommand {
         /// file:PATH, or pkcs11:token=LABEL;object=LABEL (a PKCS#11 token key).
         #[arg(long, value_name = "SOURCE|URI", required_unless_present = "authorization")]
         issuer_key: Option<IssuerKeySource>,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
     /// Take value.
     Debit {
+        /// Value application id in the card's application table.
         #[arg(long, default_value_t = 1)]
         app: u8,
+        /// Amount in the purse's units.
         amount: u32,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
@@ -64,6 +73,7 @@ pub struct AuthorizeLoadArgs {
     /// file:PATH, or pkcs11:token=LABEL;object=LABEL (a PKCS#11 token key).
     #[arg(long, value_name = "SOURCE|URI")]
     issuer_key: IssuerKeySource,
+    /// File to write the signed load authorization to.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 }

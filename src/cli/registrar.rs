@@ -12,6 +12,7 @@ pub enum RegistrarCommand {
     /// Make a registrar root: of issuers (--kind issuer, certifies IRCs) or of
     /// data providers and their data (--kind data, certifies DPRs and SDCIs).
     Init {
+        /// Which registrar: of issuers or of data providers.
         #[arg(long, value_enum)]
         kind: RegistrarKind,
         /// Directory for registrar.json, root.pem, root-key.pem (0600).
@@ -20,6 +21,7 @@ pub enum RegistrarCommand {
         /// The registrar's name (its root's common name).
         #[arg(long)]
         name: Option<String>,
+        /// Replace an existing registrar in DIR.
         #[arg(long)]
         force: bool,
     },
@@ -48,6 +50,7 @@ pub enum RegistrarCommand {
         /// Where to write the data certificate (JSON).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Replace an existing certificate.
         #[arg(long)]
         force: bool,
     },
@@ -58,14 +61,17 @@ pub enum ProviderCommand {
     /// Make a party's storing key (a data provider's, or with --as issuer the
     /// issuer's): party.json, key.pem (0600), public.hex for its registrar.
     Init {
+        /// Directory for the party's key (0600) and public key.
         #[arg(short, long, value_name = "DIR")]
         output: PathBuf,
         /// The party's name, as its registration certificate will carry it
         /// (an issuer's: the common name of its issuer root).
         #[arg(long)]
         name: String,
+        /// The party: a data provider, or an issuer.
         #[arg(long = "as", value_name = "PARTY", default_value = "provider")]
         party: Party,
+        /// Replace an existing party in DIR.
         #[arg(long)]
         force: bool,
     },

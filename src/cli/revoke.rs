@@ -13,6 +13,7 @@ pub enum CardCommand {
     Revoke {
         /// The card number.
         number: String,
+        /// Why the card is revoked (lost, stolen, broken...), kept in the audit trail.
         #[arg(long, default_value = "lost")]
         reason: String,
     },

@@ -47,7 +47,17 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
     println!("reader       {name}");
     println!("ATR          {atr}");
     println!("card number  {}", st.card_number);
-    println!("role         {}", st.role);
+    println!(
+        "role         {}{}",
+        st.role,
+        if st.issued { "" } else { " (not issued)" }
+    );
+    if let Some(m) = &st.member_number {
+        println!("member       {m}");
+    }
+    if let Some(x) = &st.expiry {
+        println!("expiry       {x}");
+    }
     match (&reason, cert.chain.last()) {
         (None, Some(c)) => println!("certificate  verified (issuer {}, valid to {})", c.issuer, c.not_after),
         (Some(why), _) => println!("certificate  NOT verified: {why}"),

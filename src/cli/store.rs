@@ -19,6 +19,7 @@ pub enum StoreCommand {
         /// The application id.
         #[arg(long)]
         app: u8,
+        /// Store or delete.
         #[arg(long, value_name = "OP")]
         op: Operation,
         /// The data to store (for a delete: the data to delete, when the vault
@@ -32,14 +33,17 @@ pub enum StoreCommand {
         /// The data registrar root that signed --data-cert.
         #[arg(long, value_name = "ROOT.pem")]
         data_registrar: Option<PathBuf>,
+        /// Where to write the request (JSON).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
     /// The first party checks the card's request and countersigns it (SAR).
     /// The card's certificate must be under a trusted issuer root (--trust).
     Countersign {
+        /// Who countersigns: issuer or provider.
         #[arg(long = "as", value_name = "PARTY")]
         party: Party,
         /// The party's directory (`provider init`, certified by its registrar).
@@ -48,13 +52,16 @@ pub enum StoreCommand {
         /// The request file (`store request`).
         #[arg(value_name = "REQUEST")]
         input: PathBuf,
+        /// Where to write the SAR (JSON).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
     /// The other party checks the SAR and signs the storing authorization (SA).
     Authorize {
+        /// Who signs the authorization: the party that did not countersign.
         #[arg(long = "as", value_name = "PARTY")]
         party: Party,
+        /// The party's directory (`provider init`, certified by its registrar).
         #[arg(long, value_name = "DIR")]
         key: PathBuf,
         /// The issuer registrar root (default: issuer-registrar.pem in --key DIR).
@@ -66,17 +73,20 @@ pub enum StoreCommand {
         /// The SAR file (`store countersign`).
         #[arg(value_name = "SAR")]
         input: PathBuf,
+        /// Where to write the storing authorization (JSON).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
     /// Present the authorization (SA, or a provider's SAR where the
     /// application allows the provider alone) to the card, and record it.
     Apply {
+        /// The storing authorization (SA), or the provider's SAR where it alone may authorize.
         #[arg(long, value_name = "FILE")]
         authorization: PathBuf,
         /// The data to store.
         #[arg(long, value_name = "FILE")]
         data: Option<PathBuf>,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },

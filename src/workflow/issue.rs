@@ -441,7 +441,12 @@ pub fn issue_batch(
                         .map(|r| format!("rejected: {r}"))
                         .as_deref()
                         .unwrap_or("issued"),
-                    details: serde_json::json!({ "holder": h.id, "role": role }),
+                    details: serde_json::json!({
+                        "holder": h.id,
+                        "role": role,
+                        "member_number": h.member_number,
+                        "expiry": h.expiry,
+                    }),
                 })?;
                 if let CardOutcome::Issued { card_number } = &card.outcome {
                     vault.note_card(card_number, role.as_str())?;

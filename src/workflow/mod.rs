@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod backup;
 pub mod duplicate;
 pub mod files;
+pub mod holders;
 pub mod issue;
 pub mod keygroup;
 pub mod purse;

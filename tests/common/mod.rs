@@ -247,9 +247,8 @@ fn repeats(text: &str, secret: &str) -> bool {
         return text.contains(secret);
     }
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    text.match_indices(secret).any(|(i, _)| {
-        !alnum(text[..i].chars().next_back()) && !alnum(text[i + secret.len()..].chars().next())
-    })
+    text.match_indices(secret)
+        .any(|(i, _)| !alnum(text[..i].chars().next_back()) && !alnum(text[i + secret.len()..].chars().next()))
 }
 
 /// A Rust panic printed by cardvault ("thread 'main' panicked at ..."): never,
