@@ -71,8 +71,6 @@ pub enum Error {
     WrongPin { tries_left: u8 },
     #[error("the PIN is blocked; the issuer must unblock it")]
     PinBlocked,
-    #[error("admin authentication failed: the admin key does not match this card")]
-    AdminAuthFailed,
     /// The card refused the issuer operator's certificate chain (SCP11a).
     #[error("the card in '{0}' does not accept this issuer's operator certificate (its chain does not lead to the issuer root installed on the card, or it expired)")]
     IssuerRefused(String),
@@ -163,7 +161,7 @@ impl Error {
             },
             Issue(_) => exit::CARD,
             Vault { .. } | NoVault(_) => exit::VAULT,
-            WrongPin { .. } | PinBlocked | AdminAuthFailed | IssuerRefused(_) => exit::AUTH,
+            WrongPin { .. } | PinBlocked | IssuerRefused(_) => exit::AUTH,
             Malformed { .. } => exit::DATA,
             EmbeddedBusy(_) => exit::READER,
             Embedded(_) | Io { .. } | Internal(_) => exit::FAILURE,
@@ -202,7 +200,6 @@ impl Error {
             Vault { .. } | NoVault(_) => "vault",
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",
-            AdminAuthFailed => "admin_auth_failed",
             IssuerRefused(_) => "issuer_refused",
             Malformed { .. } => "malformed_response",
             Embedded(_) | EmbeddedBusy(_) => "embedded_card",

@@ -12,14 +12,12 @@ use cardvault::transport::fault::{FaultyReader, PullMode, PullSchedule};
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
 use cardvault::workflow::{backup as wb, duplicate, files, issue};
-use cardvault_proto::from_hex;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
 const PIN: &[u8] = b"123456";
-const ISSUER_KEY: &str = include_str!("../fixtures/issuer/issuer-private.hex");
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -131,7 +129,8 @@ fn issue_pair(dir: &Path) {
         key1: None,
     };
     let opts = issue::IssueOptions {
-        issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
+        issuer: None,
+        factory_issuer: None,
         key_group_size: 3,
         no_export_after_backup: false,
     };
@@ -300,7 +299,7 @@ fn restore_template(name: &str, diffs: usize) -> (TempDir, Vec<u8>, Vec<u8>) {
     let t = temp_dir(name);
     sim(&t, "card", "main");
     with_one(&t, "card", &PullSchedule::counting(), |c| {
-        cardvault::workflow::purse::credit_with_issuer_key(c, PIN, 1, 700, &issuer_key()).map(|_| ())
+        cardvault::workflow::purse::credit_with_issuer_key(c, PIN, 1, 700, &issuer_signer()).map(|_| ())
     })
     .unwrap();
     fill(&t, "card", 10, 0x44, 4096);
@@ -377,7 +376,7 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
             cardvault_proto::to_hex(&wb::chain_hash_of(&v, &v.chain_to(&last).unwrap()).unwrap())
         },
     };
-    wb::sign_authorization(&req, &from_hex(ISSUER_KEY.trim()).unwrap()).unwrap()
+    wb::sign_authorization(&req, &issuer_signer()).unwrap()
 }
 
 fn run_other_card(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()> {
@@ -463,7 +462,8 @@ fn recovery_survives_a_pull_at_every_apdu() {
         key1: None,
     };
     let opts = issue::IssueOptions {
-        issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
+        issuer: None,
+        factory_issuer: None,
         key_group_size: 3,
         no_export_after_backup: false,
     };

@@ -163,11 +163,7 @@ fn a_4k_response_arrives_whole_extended_and_through_get_response() {
     let dir = temp_dir("4k");
     let home = dir.join("home");
     let short_profile = dir.join("short.toml");
-    std::fs::write(
-        &short_profile,
-        format!("role='main'\npin='123456'\nadmin_key='{ADMIN_KEY}'\nextended_length=false\n"),
-    )
-    .unwrap();
+    std::fs::write(&short_profile, "role='main'\npin='123456'\nextended_length=false\n").unwrap();
     let (a, b) = (dir.join("ext.card"), dir.join("short.card"));
     let _sim = stack.sim(&[(0, &a, "main"), (1, &b, short_profile.to_str().unwrap())]);
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 253) as u8 ^ 0x5A).collect();
@@ -230,24 +226,21 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
     assert_eq!(v["pin_tries_left"], 0);
     assert_eq!(verify("123456").status.code(), Some(5));
 
-    // A wrong admin key does not unblock, and changes nothing.
-    let bad = "ff".repeat(32);
+    // Another issuer's operator does not unblock, and changes nothing.
+    let other = dir.join("other-issuer");
+    assert!(run(cv_pcsc(&home).args(["issuer", "init", "-o"]).arg(&other))
+        .status
+        .success());
     let o = run(cv_pcsc(&home)
-        .env("ADMIN", &bad)
-        .args(["-r", "0", "pin", "unblock", "--admin-key", "env:ADMIN"]));
+        .args(["-r", "0", "pin", "unblock", "--issuer"])
+        .arg(&other));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 0);
-    // The issuer's admin key unblocks and sets a new PIN.
-    let o = run(cv_pcsc(&home).env("ADMIN", ADMIN_KEY).env("NEWPIN", "24680").args([
-        "-r",
-        "0",
-        "pin",
-        "unblock",
-        "--admin-key",
-        "env:ADMIN",
-        "--new-pin",
-        "env:NEWPIN",
-    ]));
+    // The issuer's operator (SCP11a) unblocks and sets a new PIN.
+    let o = run(cv_pcsc(&home)
+        .env("NEWPIN", "24680")
+        .args(["-r", "0", "pin", "unblock", "--new-pin", "env:NEWPIN", "--issuer"])
+        .arg(common::test_issuer_dir()));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(verify("24680").status.success());
 }
@@ -328,8 +321,7 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     let (main_card, backup_card) = (dir.join("main.card"), dir.join("backup.card"));
     let mut sim = stack.sim(&[(0, &main_card, "blank"), (1, &backup_card, "blank")]);
     let env = |c: &mut Command| {
-        c.env("ADMIN", ADMIN_KEY)
-            .env("P", "2468")
+        c.env("P", "2468")
             .env("E", format!("{}\n{}", "ab".repeat(32), "cd".repeat(32)));
     };
     let csv = dir.join("h.csv");
@@ -350,7 +342,10 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
         "--holders",
     ])
     .arg(&csv)
-    .args(["--admin-key", "env:ADMIN"]);
+    .arg("--issuer")
+    .arg(common::test_issuer_dir())
+    .arg("--factory-trust")
+    .arg(common::test_factory_ca());
     let o = run(&mut c);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(json(&o)["issued"], 2);
@@ -385,7 +380,10 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     env(&mut c);
     c.args(["-r", "0", "issue", "--profile", "main", "--holders"])
         .arg(&csv)
-        .args(["--admin-key", "env:ADMIN"]);
+        .arg("--issuer")
+        .arg(common::test_issuer_dir())
+        .arg("--factory-trust")
+        .arg(common::test_factory_ca());
     assert!(run(&mut c).status.success());
     let mut c = cv_pcsc(&home);
     env(&mut c);
@@ -490,6 +488,8 @@ fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
         req.to_str().unwrap(),
         "--issuer-key",
         &format!("file:{}", key.display()),
+        "--signer-cert",
+        common::test_signer_cert().to_str().unwrap(),
         "--issuer-root",
         test_root().to_str().unwrap(),
         "-o",
@@ -615,18 +615,20 @@ fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
     // Every backup stored during the runs restores exactly that run's memory.
     let _sim = stack.one(&card, "main");
     for (id, memory) in &expected {
-        let o = run(cv_pcsc(&home).env("P", "123456").env("ADMIN", ADMIN_KEY).args([
-            "-r",
-            "0",
-            "restore",
-            "--backup",
-            &id.to_string(),
-            "--pin",
-            "env:P",
-            "--allow-rollback",
-            "--admin-key",
-            "env:ADMIN",
-        ]));
+        let o = run(cv_pcsc(&home)
+            .env("P", "123456")
+            .args([
+                "-r",
+                "0",
+                "restore",
+                "--backup",
+                &id.to_string(),
+                "--pin",
+                "env:P",
+                "--allow-rollback",
+                "--issuer",
+            ])
+            .arg(common::test_issuer_dir()));
         assert!(o.status.success(), "restore of backup {id}: {}", stderr(&o));
         let now = applet_sim::state::Store::peek(&card).unwrap().memory.clone();
         assert_eq!(now[..32768], memory[..32768], "backup {id} restored other content");
@@ -709,7 +711,14 @@ fn with_selected<T>(
     f: impl FnOnce(&mut cardvault::card::CardClient<'_>) -> cardvault::Result<T>,
 ) -> cardvault::Result<T> {
     let trust = cardvault::trust::Trust::from_files(&[common::repo_path("fixtures/issuer/test-root.pem")])?;
-    let mut c = cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace, trust })?;
+    let mut c = cardvault::card::CardClient::open(
+        r,
+        cardvault::card::SessionOptions {
+            trace,
+            trust,
+            factory_trust: cardvault::trust::Trust::none(),
+        },
+    )?;
     f(&mut c)
 }
 
@@ -765,7 +774,8 @@ fn a_pcsc_card_gets_a_pin_only_under_a_root_it_was_told_to_trust() {
 /// through pcscd with its APDU log on, as an attacker on the same host would
 /// run it, and not one secret in that log: PIN, key group elements, file
 /// keys, main private keys (what a take-out carries), card ECKA private
-/// keys, card-unique and card-common keys, the admin key. The secrets come
+/// keys, card-unique and card-common keys, the issuer's root and operator
+/// private keys. The secrets come
 /// from the cards' state files and the test's inputs.
 #[test]
 fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
@@ -782,10 +792,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     let mut sim = stack.sim(&[(0, &main_card, "blank"), (1, &backup_card, "blank")]);
     let cv = |args: &[&str]| {
         let mut c = cv_pcsc(&home);
-        c.env("ADMIN", ADMIN_KEY)
-            .env("P", PIN)
-            .env("E", format!("{e2}\n{e3}"))
-            .args(args);
+        c.env("P", PIN).env("E", format!("{e2}\n{e3}")).args(args);
         let o = run(&mut c);
         assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
         o
@@ -798,6 +805,8 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     .unwrap();
     let csv_s = csv.to_str().unwrap();
     let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let (issuer_dir, factory_ca) = (common::test_issuer_dir(), common::test_factory_ca());
+    let (issuer_dir, factory_ca) = (issuer_dir.to_str().unwrap(), factory_ca.to_str().unwrap());
 
     // Issue the pair from blank cards, duplicate, encrypt two files to the
     // main card and decrypt one, write memory and back it up.
@@ -811,8 +820,10 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         "1",
         "--holders",
         csv_s,
-        "--admin-key",
-        "env:ADMIN",
+        "--issuer",
+        issuer_dir,
+        "--factory-trust",
+        factory_ca,
     ]);
     cv(&[
         "duplicate",
@@ -875,8 +886,10 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         "main",
         "--holders",
         csv_s,
-        "--admin-key",
-        "env:ADMIN",
+        "--issuer",
+        issuer_dir,
+        "--factory-trust",
+        factory_ca,
     ]);
     cv(&[
         "recover",
@@ -927,6 +940,8 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         &req,
         "--issuer-key",
         &format!("file:{}", key.display()),
+        "--signer-cert",
+        common::test_signer_cert().to_str().unwrap(),
         "--issuer-root",
         test_root().to_str().unwrap(),
         "-o",
@@ -966,7 +981,14 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     // Every secret, as the bytes that would cross PC/SC.
     let mut secrets: Vec<(String, Vec<u8>)> = vec![
         ("PIN".into(), PIN.as_bytes().to_vec()),
-        ("admin key".into(), cardvault_proto::from_hex(ADMIN_KEY).unwrap()),
+        (
+            "issuer root key".into(),
+            pem_scalar(applet_sim::test_issuer::ROOT_KEY_PEM),
+        ),
+        (
+            "issuer operator key".into(),
+            pem_scalar(applet_sim::test_issuer::OCE_KEY_PEM),
+        ),
     ];
     for (who, s) in [("old main", &old_main), ("backup", &backup), ("new main", &new_main)] {
         for (i, e) in s.key_group.elements.iter().enumerate() {
@@ -1015,13 +1037,13 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         .map(|(what, _)| what.as_str())
         .collect();
     println!("{name}: {} distinct secrets checked", secrets.len());
-    // PIN, admin key, 3 key group elements (the same on every card of the
+    // PIN, issuer root and operator keys, 3 key group elements (the same on every card of the
     // holder), 2 main private keys, 3 ECKA keys, 3 card-unique keys, the
     // domain's card-common key, 4 file keys (before and after recovery).
     let names: Vec<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
     for kind in [
         "PIN",
-        "admin key",
+        "issuer root key",
         "element 3",
         "take-out plaintext",
         "ECKA",
@@ -1271,4 +1293,12 @@ fn a_quickly_restarted_simulator_is_back_within_two_seconds_every_time() {
         times.iter().all(|t| *t < SIM_BACK_WITHIN),
         "each restart must be back within {SIM_BACK_WITHIN:?}: {times:?}"
     );
+}
+
+/// The private scalar of a PEM key (what would cross PC/SC if it leaked).
+fn pem_scalar(pem: &[u8]) -> Vec<u8> {
+    cardvault_proto::crypto::KeyPair::from_pem(pem)
+        .unwrap()
+        .private_bytes()
+        .to_vec()
 }

@@ -269,10 +269,14 @@ pub fn authorization(card: &Card, counter: u32, headers: &[&[u8]]) -> Vec<u8> {
         &chain,
     );
     let sig = cardvault_proto::crypto::sign_p256(issuer_key(), &msg).expect("sign");
+    let signer = crate::issuer_signer();
+    let cert = signer.certificate_der();
     let mut v = counter.to_be_bytes().to_vec();
     v.extend_from_slice(&chain);
     v.extend_from_slice(&[0, 64]);
     v.extend_from_slice(&sig);
+    v.extend_from_slice(cert);
+    v.extend_from_slice(&(cert.len() as u16).to_be_bytes());
     v
 }
 

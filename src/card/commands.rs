@@ -60,10 +60,6 @@ impl Command {
         Command::of(cla::ISO, Ins::GetChallenge, 0, 0).expect(proto::CHALLENGE_LEN)
     }
 
-    pub fn external_authenticate(cryptogram: &[u8]) -> Command {
-        Command::of(cla::ISO, Ins::ExternalAuthenticate, 0, proto::ADMIN_KEY_REF).with_data(cryptogram)
-    }
-
     // --- cardvault proprietary commands (CLA 80) ------------------------------
 
     /// READ MEMORY of `len` bytes (1..=65535): the length travels in the data
@@ -86,6 +82,12 @@ impl Command {
     pub fn put_data(tag: u16, data: &[u8]) -> Command {
         let [p1, p2] = tag.to_be_bytes();
         Command::of(cla::ISO, Ins::PutData, p1, p2).with_data(data)
+    }
+
+    /// GENERATE ECKA KEY: a new SCP11 key pair for the registration
+    /// certificate (issuer session); the answer is its public key.
+    pub fn generate_ecka_key() -> Command {
+        Command::of(cla::PROPRIETARY, Ins::GenerateEckaKey, 0, 0).expect(65)
     }
 
     pub fn end_personalization() -> Command {

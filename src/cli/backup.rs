@@ -35,13 +35,12 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "FILE", requires = "from_card")]
     request: Option<PathBuf>,
     /// Issuer override of the rollback check (restoring an older backup); needs
-    /// --admin-key or --issuer.
+    /// --issuer.
     #[arg(long)]
     allow_rollback: bool,
-    #[arg(long, value_name = "SOURCE")]
-    admin_key: Option<SecretSource>,
-    /// Issuer operator credentials (`cardvault issuer init`): SCP11a instead of the admin key.
-    #[arg(long, value_name = "DIR", conflicts_with = "admin_key")]
+    /// Issuer operator credentials (`cardvault issuer init`): the SCP11a
+    /// issuer session of --allow-rollback.
+    #[arg(long, value_name = "DIR")]
     issuer: Option<PathBuf>,
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     pin: SecretSource,
@@ -55,6 +54,10 @@ pub struct AuthorizeArgs {
     /// Issuer signing key (hex P-256 private scalar): prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE")]
     issuer_key: SecretSource,
+    /// The signer certificate (PEM) of --issuer-key, under the issuer root
+    /// installed on the cards (`signer.pem` of `cardvault issuer init`).
+    #[arg(long, value_name = "FILE")]
+    signer_cert: PathBuf,
     /// The issuer root certificate(s) (PEM) the target card's certificate
     /// must verify under.
     #[arg(long, value_name = "FILE")]
@@ -140,10 +143,10 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
         None => None,
     };
-    let rollback_issuer = match (a.allow_rollback, a.issuer.as_deref(), &a.admin_key) {
-        (true, None, None) => return Err(Error::Usage("--allow-rollback needs --admin-key or --issuer".into())),
-        (true, issuer, admin) => Some(super::pin::issuer_auth(issuer, admin.as_ref())?),
-        (false, _, _) => None,
+    let rollback_issuer = match (a.allow_rollback, a.issuer.as_deref()) {
+        (true, None) => return Err(Error::Usage("--allow-rollback needs --issuer DIR".into())),
+        (true, Some(issuer)) => Some(super::pin::issuer_auth(issuer)?),
+        (false, _) => None,
     };
     let pin = a.pin.read("PIN")?;
     let mut vault = ctx.vault()?;
@@ -215,15 +218,18 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     Ok(())
 }
 
-/// The issuer's P-256 private key (hex) from its secret source.
-pub(crate) fn read_issuer_key(source: &SecretSource) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+/// The issuer's authorization signer: its P-256 private key (hex) from its
+/// secret source and its certificate (PEM) from `cert`.
+pub(crate) fn read_issuer_signer(source: &SecretSource, cert: &std::path::Path) -> Result<crate::issuer::IssuerSigner> {
+    let pem = std::fs::read(cert).map_err(|e| Error::io(format!("reading {}", cert.display()), e))?;
     let key_hex = source.read("issuer signing key (hex)")?;
-    std::str::from_utf8(&key_hex)
+    let key = std::str::from_utf8(&key_hex)
         .ok()
         .and_then(|s| cardvault_proto::from_hex(s.trim()))
         .filter(|k| k.len() == 32)
         .map(zeroize::Zeroizing::new)
-        .ok_or_else(|| Error::Usage("the issuer key must be a 32-byte P-256 private key in hex".into()))
+        .ok_or_else(|| Error::Usage("the issuer key must be a 32-byte P-256 private key in hex".into()))?;
+    crate::issuer::IssuerSigner::new(&key, &pem)
 }
 
 pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
@@ -246,8 +252,8 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
         .ok_or_else(|| Error::Usage(format!("{}: no PEM certificate", a.issuer_root.display())))?;
     // Check first (vault, revocation, target certificate), then sign.
     crate::workflow::authorize::check_restore_request(&ctx.vault()?, &req, &roots)?;
-    let key = read_issuer_key(&a.issuer_key)?;
-    let auth = backup::sign_authorization(&req, &key)?;
+    let signer = read_issuer_signer(&a.issuer_key, &a.signer_cert)?;
+    let auth = backup::sign_authorization(&req, &signer)?;
     if a.output.exists() {
         return Err(Error::Usage(format!("{} already exists", a.output.display())));
     }

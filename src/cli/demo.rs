@@ -166,14 +166,10 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The demo issuer's admin key (the built-in blank profile's test key).
-const DEMO_ADMIN_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-
 /// Issue a main/backup pair, duplicate, encrypt files, break the main card,
 /// recover onto a new main card, decrypt with it (FIG. 11, 15, 19).
 fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
     use crate::workflow::{duplicate, files, issue};
-    use cardvault_proto::from_hex;
     use zeroize::Zeroizing;
 
     let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
@@ -185,7 +181,11 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
         key1: None,
     };
     let opts = issue::IssueOptions {
-        issuer: crate::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(DEMO_ADMIN_KEY).expect("hex"))),
+        // The built-in test issuer: its operator opens the SCP11a session on
+        // the embedded blank cards and its root signs their registration
+        // certificates.
+        issuer: None,
+        factory_issuer: None,
         key_group_size: 3,
         no_export_after_backup: false,
     };
@@ -307,9 +307,19 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
     Ok(())
 }
 
-/// The test issuer's restore-authorization key (fixtures/issuer), trusted by
-/// the built-in simulator profiles. Demo and tests only.
+/// The test issuer's authorization key (fixtures/issuer) and its signer
+/// certificate under the test root, which the simulator's cards have
+/// installed. Demo and tests only.
 const DEMO_ISSUER_KEY: &str = include_str!("../../fixtures/issuer/issuer-private.hex");
+const DEMO_SIGNER_CERT: &[u8] = include_bytes!("../../fixtures/issuer/test-signer.pem");
+
+/// The demo's authorization signer (the test issuer's).
+fn demo_signer() -> Result<crate::issuer::IssuerSigner> {
+    let key = cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim())
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| Error::Data("demo issuer key".into()))?;
+    crate::issuer::IssuerSigner::new(&key, DEMO_SIGNER_CERT)
+}
 /// The test issuer root that certifies the simulator's cards. Demo only.
 const DEMO_ISSUER_ROOT: &[u8] = include_bytes!("../../fixtures/issuer/test-root.pem");
 
@@ -324,10 +334,7 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
     let (full, diff, number) = {
         let mut c = CardClient::open(src, ctx.session())?;
         c.verify_pin(DEMO_PIN)?;
-        let issuer = cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim())
-            .map(zeroize::Zeroizing::new)
-            .ok_or_else(|| Error::Data("demo issuer key".into()))?;
-        crate::workflow::purse::credit_with_issuer_key(&mut c, DEMO_PIN, 1, 5000, &issuer)?;
+        crate::workflow::purse::credit_with_issuer_key(&mut c, DEMO_PIN, 1, 5000, &demo_signer()?)?;
         let full = wb::backup(&mut c, &mut vault, true, &|_, _| {})?;
         c.write_memory(40, &[0x42; 600])?;
         let diff = wb::backup(&mut c, &mut vault, false, &|_, _| {})?;
@@ -366,15 +373,12 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
         target_certificate: cardvault_proto::to_hex(&target.card_certificate()?.unwrap_or_default()),
         chain_hash: cardvault_proto::to_hex(&wb::chain_hash_of(&vault, &vault.chain_to(&last)?)?),
     };
-    let key = zeroize::Zeroizing::new(
-        cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim()).ok_or_else(|| Error::Data("demo issuer key".into()))?,
-    );
     // The issuer signs only for a source card reported lost, the newest
     // complete backup, and a target whose certificate verifies.
     crate::workflow::authorize::revoke_card(&mut vault, &number, "demo: the card is reported broken")?;
     let root = openssl::x509::X509::from_pem(DEMO_ISSUER_ROOT).map_err(|e| Error::Data(e.to_string()))?;
     crate::workflow::authorize::check_restore_request(&vault, &req, &[root])?;
-    let auth = wb::sign_authorization(&req, &key)?;
+    let auth = wb::sign_authorization(&req, &demo_signer()?)?;
     d.step(
         "issuer checks and signs the request",
         format!(

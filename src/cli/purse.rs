@@ -38,8 +38,17 @@ pub enum PurseCommand {
         #[arg(long, value_name = "FILE", conflicts_with_all = ["issuer_key", "amount"])]
         authorization: Option<PathBuf>,
         /// Issuer signing key (hex P-256 private scalar): prompt, env:VAR or file:PATH.
-        #[arg(long, value_name = "SOURCE", required_unless_present = "authorization")]
+        #[arg(
+            long,
+            value_name = "SOURCE",
+            required_unless_present = "authorization",
+            requires = "signer_cert"
+        )]
         issuer_key: Option<SecretSource>,
+        /// The signer certificate (PEM) of --issuer-key, under the issuer root
+        /// installed on the card.
+        #[arg(long, value_name = "FILE", requires = "issuer_key")]
+        signer_cert: Option<PathBuf>,
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
@@ -61,6 +70,10 @@ pub struct AuthorizeLoadArgs {
     /// Issuer signing key (hex P-256 private scalar): prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE")]
     issuer_key: SecretSource,
+    /// The signer certificate (PEM) of --issuer-key, under the issuer root
+    /// installed on the cards (`signer.pem` of `cardvault issuer init`).
+    #[arg(long, value_name = "FILE")]
+    signer_cert: PathBuf,
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 }
@@ -108,18 +121,19 @@ pub fn run(ctx: &Ctx, c: PurseCommand) -> Result<()> {
             amount,
             authorization,
             issuer_key,
+            signer_cert,
             pin,
         } => {
-            let v = match (authorization, issuer_key, amount) {
+            let v = match (authorization, issuer_key.zip(signer_cert), amount) {
                 (Some(path), _, _) => {
                     let auth: LoadAuthorizationFile = read_json(&path)?;
                     let pin = pin.read("PIN")?;
                     ctx.with_card(|card| purse::credit(card, &pin, &auth))?
                 }
-                (None, Some(key), Some(amount)) => {
-                    let key = super::backup::read_issuer_key(&key)?;
+                (None, Some((key, cert)), Some(amount)) => {
+                    let signer = super::backup::read_issuer_signer(&key, &cert)?;
                     let pin = pin.read("PIN")?;
-                    ctx.with_card(|card| purse::credit_with_issuer_key(card, &pin, app, amount, &key))?
+                    ctx.with_card(|card| purse::credit_with_issuer_key(card, &pin, app, amount, &signer))?
                 }
                 _ => {
                     return Err(Error::Usage(
@@ -147,8 +161,8 @@ pub fn run(ctx: &Ctx, c: PurseCommand) -> Result<()> {
 
 pub fn run_authorize(ctx: &Ctx, a: AuthorizeLoadArgs) -> Result<()> {
     let req: LoadRequest = read_json(&a.request)?;
-    let key = super::backup::read_issuer_key(&a.issuer_key)?;
-    let auth = purse::sign_load(&req, &key)?;
+    let signer = super::backup::read_issuer_signer(&a.issuer_key, &a.signer_cert)?;
+    let auth = purse::sign_load(&req, &signer)?;
     write_new(&a.output, &serde_json::to_string_pretty(&auth).expect("json"))?;
     if ctx.json {
         print_json(&auth);

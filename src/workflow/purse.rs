@@ -9,6 +9,7 @@
 
 use crate::card::CardClient;
 use crate::error::{Error, Result};
+use crate::issuer::IssuerSigner;
 use cardvault_proto::load::{load_message, LoadAuthorization, LOAD_CHALLENGE_LEN};
 use serde::{Deserialize, Serialize};
 
@@ -28,13 +29,15 @@ pub struct LoadRequest {
     pub challenge: String,
 }
 
-/// The issuer's load authorization: the request and an ECDSA P-256
-/// signature (hex r||s) over `cardvault_proto::load::load_message`.
+/// The issuer's load authorization: the request, an ECDSA P-256 signature
+/// (hex r||s) over `cardvault_proto::load::load_message`, and the signer's
+/// certificate (hex DER) under the issuer root.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LoadAuthorizationFile {
     #[serde(flatten)]
     pub request: LoadRequest,
     pub signature: String,
+    pub signer_certificate: String,
 }
 
 /// Verify the PIN and ask the card for a load challenge for `amount` on `app`.
@@ -50,8 +53,8 @@ pub fn request_load(card: &mut CardClient<'_>, pin: &[u8], app: u8, amount: u32)
     })
 }
 
-/// The issuer signs a load request with its P-256 private key.
-pub fn sign_load(req: &LoadRequest, issuer_private: &[u8]) -> Result<LoadAuthorizationFile> {
+/// The issuer signs a load request with its authorization signer.
+pub fn sign_load(req: &LoadRequest, signer: &IssuerSigner) -> Result<LoadAuthorizationFile> {
     if req.version != 1 {
         return Err(Error::Usage(format!(
             "load request version {} is not supported",
@@ -61,13 +64,12 @@ pub fn sign_load(req: &LoadRequest, issuer_private: &[u8]) -> Result<LoadAuthori
     let challenge = cardvault_proto::from_hex(&req.challenge)
         .filter(|c| c.len() == LOAD_CHALLENGE_LEN)
         .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
-    let key = cardvault_proto::crypto::KeyPair::from_private(issuer_private)
-        .map_err(|e| Error::Usage(format!("issuer key: {e}")))?;
     let msg = load_message(&req.card_number, req.app, req.amount, &challenge);
-    let sig = cardvault_proto::crypto::sign_p256(&key, &msg).map_err(|e| Error::Data(e.to_string()))?;
+    let sig = signer.sign(&msg)?;
     Ok(LoadAuthorizationFile {
         request: req.clone(),
         signature: cardvault_proto::to_hex(&sig),
+        signer_certificate: cardvault_proto::to_hex(signer.certificate_der()),
     })
 }
 
@@ -78,6 +80,9 @@ pub fn credit(card: &mut CardClient<'_>, pin: &[u8], auth: &LoadAuthorizationFil
     let signature: [u8; 64] = cardvault_proto::from_hex(&auth.signature)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| Error::Usage("the authorization's signature is not 64 bytes of hex".into()))?;
+    let signer_certificate = cardvault_proto::from_hex(&auth.signer_certificate)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Error::Usage("the authorization's signer certificate is not hex DER".into()))?;
     card.verify_pin(pin)?;
     let number = card.card_number()?;
     if number != auth.request.card_number {
@@ -89,6 +94,7 @@ pub fn credit(card: &mut CardClient<'_>, pin: &[u8], auth: &LoadAuthorizationFil
     let a = LoadAuthorization {
         amount: auth.request.amount,
         signature,
+        signer_certificate,
     };
     card.credit(auth.request.app, &a)
 }
@@ -99,10 +105,10 @@ pub fn credit_with_issuer_key(
     pin: &[u8],
     app: u8,
     amount: u32,
-    issuer_private: &[u8],
+    signer: &IssuerSigner,
 ) -> Result<u32> {
     let req = request_load(card, pin, app, amount)?;
-    let auth = sign_load(&req, issuer_private)?;
+    let auth = sign_load(&req, signer)?;
     credit(card, pin, &auth)
 }
 
