@@ -1053,7 +1053,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     ] {
         assert!(names.iter().any(|n| n.contains(kind)), "no {kind} among {names:?}");
     }
-    assert_eq!(secrets.len(), 19, "{names:?}");
+    assert_eq!(secrets.len(), 20, "{names:?}");
     assert!(leaked.is_empty(), "in pcscd's APDU log: {leaked:?}");
 }
 
@@ -1301,4 +1301,103 @@ fn pem_scalar(pem: &[u8]) -> Vec<u8> {
         .unwrap()
         .private_bytes()
         .to_vec()
+}
+
+/// Issuance through pcscd: a blank PC/SC card's factory certificate is
+/// trusted only when told (`--factory-trust`); without it the card is
+/// rejected before anything is sent to it and stays as it was. Told, a new
+/// issuer (`issuer init`) issues it (the test issuer, whose root the
+/// simulator's factory installed, opens the session as `--factory-issuer`
+/// and installs the new root), and that issuer's operator then unblocks
+/// the card's PIN.
+#[test]
+fn a_pcsc_blank_card_is_issued_under_a_trusted_factory_and_unblocked_by_its_issuer() {
+    let Some(stack) =
+        PcscStack::start("a_pcsc_blank_card_is_issued_under_a_trusted_factory_and_unblocked_by_its_issuer")
+    else {
+        return;
+    };
+    let dir = temp_dir("pcsc-issue");
+    let home = dir.join("home");
+    let card = dir.join("blank.card");
+    let _sim = stack.one(&card, "blank");
+    let issuer = dir.join("issuer");
+    assert!(run(cv_pcsc(&home).args(["issuer", "init", "-o"]).arg(&issuer))
+        .status
+        .success());
+    let csv = dir.join("h.csv");
+    std::fs::write(&csv, "holder,pin,member_number,expiry\ndora,86420975,M-8,2031-01\n").unwrap();
+    let issue = |factory_trust: bool| {
+        let mut c = cv_pcsc(&home);
+        c.args([
+            "--json",
+            "--trace",
+            "-r",
+            "0",
+            "issue",
+            "--profile",
+            "main",
+            "--holders",
+        ])
+        .arg(&csv)
+        .arg("--issuer")
+        .arg(&issuer)
+        .arg("--factory-issuer")
+        .arg(common::test_issuer_dir());
+        if factory_trust {
+            c.arg("--factory-trust").arg(common::test_factory_ca());
+        }
+        run(&mut c)
+    };
+
+    let before = applet_sim::state::Store::peek(&card).unwrap();
+    let o = issue(false);
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    let reason = json(&o)["cards"][0]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("factory"), "{reason}");
+    let trace = stderr(&o);
+    for sent in ["> 802A", "> 8082", "> 042C", "> 04DA"] {
+        assert!(!trace.contains(sent), "{sent} sent to an untrusted blank card: {trace}");
+    }
+    assert_eq!(
+        applet_sim::state::Store::peek(&card).unwrap(),
+        before,
+        "the card is unchanged"
+    );
+
+    let o = issue(true);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let st = applet_sim::state::Store::peek(&card).unwrap();
+    assert!(st.issued);
+    let root = openssl::x509::X509::from_pem(&std::fs::read(issuer.join("root.pem")).unwrap()).unwrap();
+    assert_eq!(st.trust_anchor, root.to_der().unwrap());
+    let cert = openssl::x509::X509::from_der(&st.certificate).unwrap();
+    let subject = cardvault_proto::cert::card_subject(&cert).unwrap();
+    assert_eq!(
+        (
+            subject.card_number.as_str(),
+            subject.role.as_str(),
+            subject.member_number.as_deref()
+        ),
+        (st.card_number.as_str(), "main", Some("M-8"))
+    );
+
+    // Blocked, then unblocked by the new issuer's operator, the card
+    // trusted under the new root.
+    let trust = issuer.join("root.pem");
+    for _ in 0..3 {
+        run(cardvault(&home)
+            .env("P", "000000")
+            .arg("--trust")
+            .arg(&trust)
+            .args(["-r", "0", "pin", "verify", "--pin", "env:P"]));
+    }
+    assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 0);
+    let o = run(cardvault(&home)
+        .arg("--trust")
+        .arg(&trust)
+        .args(["-r", "0", "pin", "unblock", "--issuer"])
+        .arg(&issuer));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 3);
 }
