@@ -145,6 +145,85 @@ fn issue_pair(dir: &Path) {
     }
 }
 
+fn issue_opts() -> issue::IssueOptions {
+    issue::IssueOptions {
+        issuer: None,
+        factory_issuer: None,
+        key_group_size: 3,
+        no_export_after_backup: false,
+    }
+}
+
+fn alice() -> issue::Holder {
+    issue::Holder {
+        id: "alice".into(),
+        pin: Zeroizing::new(PIN.to_vec()),
+        member_number: Some("M-1".into()),
+        expiry: Some("2030-01".into()),
+        key1: None,
+    }
+}
+
+/// Issue the blank card "blank" as alice's main card.
+fn run_issue(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()> {
+    let mut r = FaultyReader::new(sim(dir, "blank", "blank"), s.clone());
+    let mut c = client(&mut r, false)?;
+    issue::personalize(&mut c, &alice(), issue::Role::Main, &[7u8; 32], &issue_opts()).map(|_| ())
+}
+
+/// Whether the card's certificate is a registration certificate for its
+/// own key (not the factory certificate).
+fn registered(st: &applet_sim::CardState) -> bool {
+    let cert = openssl::x509::X509::from_der(&st.certificate).unwrap();
+    let subject = cardvault_proto::cert::card_subject(&cert).unwrap();
+    let key = cardvault_proto::crypto::KeyPair::from_private(&st.ecka_private).unwrap();
+    assert_eq!(
+        cardvault_proto::cert::ecka_public_key(&cert).unwrap(),
+        key.public_bytes(),
+        "the certificate and the key the card holds always go together"
+    );
+    subject.role != "blank"
+}
+
+/// Issuance under SCP11a with the registration certificate: a card pulled
+/// at any APDU is either still blank (factory certificate, or already its
+/// registration certificate) or issued with its registration certificate,
+/// never issued with a factory certificate; issuing it again finishes it.
+#[test]
+fn issuance_survives_a_pull_at_every_apdu() {
+    let template = temp_dir("issue-template");
+    drop(sim(&template, "blank", "blank"));
+    let check_cut = |dir: &Path, k: u64, mode: PullMode| {
+        let st = state(dir, "blank");
+        let reg = registered(&st);
+        assert!(
+            !st.issued || reg,
+            "issue k={k} {mode:?}: issued with the factory certificate"
+        );
+    };
+    let retry = |dir: &Path| {
+        if !state(dir, "blank").issued {
+            run_issue(dir, &PullSchedule::counting()).expect("retried issuance");
+        }
+        let st = state(dir, "blank");
+        assert!(st.issued && registered(&st));
+        let cert = openssl::x509::X509::from_der(&st.certificate).unwrap();
+        let subject = cardvault_proto::cert::card_subject(&cert).unwrap();
+        assert_eq!(
+            (subject.role.as_str(), subject.member_number.as_deref()),
+            ("main", Some("M-1"))
+        );
+    };
+    cut_points(
+        "issue",
+        "issue (one blank card)",
+        &template,
+        &run_issue,
+        &check_cut,
+        &retry,
+    );
+}
+
 fn dup_opts() -> duplicate::DuplicateOptions {
     duplicate::DuplicateOptions {
         main_pin: Zeroizing::new(PIN.to_vec()),

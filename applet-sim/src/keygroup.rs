@@ -114,6 +114,12 @@ impl Applet {
                 if !(1..=8).contains(&n) {
                     return Err(sw::WRONG_DATA);
                 }
+                // The size the group already has is accepted as it is (an
+                // issuance retried after the card was pulled); another size
+                // only while no element is written.
+                if n == self.state.key_group.size {
+                    return Ok(vec![]);
+                }
                 if self.state.key_group.elements.iter().any(|e| !e.0.is_empty()) {
                     return Err(sw::CONDITIONS_NOT_SATISFIED);
                 }

@@ -5,6 +5,7 @@
 /// "Card pulled at every APDU": (workflow as the table names it, APDUs of
 /// the uninterrupted run). Cut points tried = passed = 2 x APDUs.
 pub const CUT_POINTS: &[(&str, u64)] = &[
+    ("issue (one blank card)", 21),
     ("duplicate (two cards)", 19),
     ("backup, full", 7),
     ("backup, differential", 6),
