@@ -60,6 +60,13 @@ fn issuance_replaces_the_factory_certificate_by_a_registration_certificate() {
         assert!(cardvault_proto::cert::verify_chain(&[test_root_cert()], std::slice::from_ref(&cert)).is_err());
         factory_keys.push(state(&home, card).ecka_private.clone());
     }
+    // `cert show` says what the blank card carries: not an issuer's
+    // certificate (no holder session), a factory certificate for issuance.
+    let o = run(cardvault(&home).args(["--json", "-r", "sim:r-alice-main", "cert", "show"]));
+    let v = json(&o);
+    assert_eq!(v["verified"], false, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("factory certificate"), "{v}");
+    assert_eq!(v["chain"][0]["role"], "blank");
     let o = issue(&home, "r", "pair", "alice,2468,M-77,2031-01\n", &[]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(json(&o)["issued"], 2);

@@ -280,13 +280,31 @@ impl<'a> CardClient<'a> {
     }
 
     /// Read the card's certificate chain and verify it under the trusted roots.
+    /// A blank card's factory certificate is not verified (it opens no
+    /// holder session); the reason says whether a trusted factory CA
+    /// certifies it, which is what issuance needs.
     pub fn certificate_report(&mut self) -> Result<CertificateReport> {
         let chain = self.certificates()?;
         let result = secure::verify(&self.trust, &chain);
+        let factory = result.is_err()
+            && chain
+                .last()
+                .and_then(proto::cert::card_subject)
+                .is_some_and(|s| s.role == proto::cert::FACTORY_ROLE)
+            && !self.factory.is_empty()
+            && secure::verify(&self.factory, &chain).is_ok();
+        let reason = match result {
+            Ok(_) => None,
+            Err(_) if factory => Some(format!(
+                "a blank card's factory certificate, verified under the trusted factory CA ({}): for issuance only",
+                self.factory.sources().join(", ")
+            )),
+            Err(why) => Some(why),
+        };
         Ok(CertificateReport {
             chain: chain.iter().map(CertificateInfo::of).collect(),
-            verified: result.is_ok(),
-            reason: result.err(),
+            verified: reason.is_none(),
+            reason,
             trusted_roots: self.trust.sources().to_vec(),
         })
     }
