@@ -166,7 +166,7 @@ impl Command {
     }
 
     pub fn get_transport_key() -> Command {
-        Command::of(cla::PROPRIETARY, Ins::GetTransportKey, 0, 0).expect(97)
+        Command::of(cla::PROPRIETARY, Ins::GetTransportKey, 0, 0).expect(65)
     }
 
     pub fn set_main_key(wrapped: &[u8]) -> Command {
