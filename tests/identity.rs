@@ -102,6 +102,10 @@ fn issuance_replaces_the_factory_certificate_by_a_registration_certificate() {
     assert_eq!(v["verified"], true, "{v}");
     assert_eq!(v["chain"][0]["role"], "main");
     assert_eq!(v["chain"][0]["member_number"], "M-77");
+    assert!(
+        v["chain"][0]["profile"].as_str().unwrap().starts_with("profile=main;"),
+        "{v}"
+    );
 }
 
 /// A blank card whose factory certificate is under a factory CA the

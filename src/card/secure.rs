@@ -60,6 +60,9 @@ pub struct CertificateInfo {
     pub card_number: Option<String>,
     pub role: Option<String>,
     pub member_number: Option<String>,
+    /// The card profile extension of a registration certificate
+    /// (`profile=main;key_group_size=3;...`), when it has one.
+    pub profile: Option<String>,
     /// SHA-256 of the DER certificate, hex.
     pub sha256: String,
     #[serde(skip)]
@@ -95,6 +98,7 @@ impl CertificateInfo {
             card_number: subject.as_ref().map(|s| s.card_number.clone()),
             role: subject.as_ref().map(|s| s.role.clone()),
             member_number: subject.and_then(|s| s.member_number),
+            profile: cert::card_profile(c),
             sha256: cardvault_proto::to_hex(&openssl::sha::sha256(&der)),
             der,
         }
