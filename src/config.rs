@@ -113,6 +113,11 @@ pub struct Config {
     /// the configuration file. `--trust` and `CARDVAULT_TRUST` replace them.
     #[serde(default)]
     pub trust: Vec<PathBuf>,
+    /// Trusted factory CAs (PEM files) for blank cards' factory certificates
+    /// at issuance; relative paths as for `trust`. `--factory-trust` and
+    /// `CARDVAULT_FACTORY_TRUST` replace them.
+    #[serde(default)]
+    pub factory_trust: Vec<PathBuf>,
     #[serde(default)]
     pub pkcs11: Pkcs11Config,
     #[serde(default)]

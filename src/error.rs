@@ -71,8 +71,6 @@ pub enum Error {
     WrongPin { tries_left: u8 },
     #[error("the PIN is blocked; the issuer must unblock it")]
     PinBlocked,
-    #[error("admin authentication failed: the admin key does not match this card")]
-    AdminAuthFailed,
     /// A PKCS#11 token refused its user PIN (or the PIN is locked).
     #[error("{0}")]
     TokenPin(String),
@@ -173,7 +171,7 @@ impl Error {
             },
             Issue(_) => exit::CARD,
             Vault { .. } | NoVault(_) => exit::VAULT,
-            WrongPin { .. } | PinBlocked | AdminAuthFailed | IssuerRefused(_) | TokenPin(_) => exit::AUTH,
+            WrongPin { .. } | PinBlocked | IssuerRefused(_) | TokenPin(_) => exit::AUTH,
             Malformed { .. } => exit::DATA,
             EmbeddedBusy(_) => exit::READER,
             Embedded(_) | Io { .. } | Internal(_) => exit::FAILURE,
@@ -215,7 +213,6 @@ impl Error {
             Vault { .. } | NoVault(_) => "vault",
             WrongPin { .. } => "wrong_pin",
             PinBlocked => "pin_blocked",
-            AdminAuthFailed => "admin_auth_failed",
             TokenPin(_) => "token_pin",
             IssuerRefused(_) => "issuer_refused",
             Malformed { .. } => "malformed_response",

@@ -1,7 +1,9 @@
 //! Issuer credentials for SCP11a: the issuer root and an operator (OCE) key
 //! with its certificate under that root. A card whose installed trust anchor
 //! is the root accepts the operator's SCP11a session as an issuer session
-//! (docs/PROTOCOL.md §10.3), in place of the shared admin key.
+//! (docs/PROTOCOL.md §10.3): the only way to an issuer session (there is no
+//! shared admin key). With the root's key, the issuer also signs cards'
+//! registration certificates at issuance.
 //!
 //! A directory made by `cardvault issuer init -o DIR` holds:
 //!
@@ -11,12 +13,14 @@
 //! | `root-key.pem` | its private key (mode 0600) |
 //! | `oce.pem` | the operator certificate (keyAgreement), signed by the root |
 //! | `oce-key.pem` | the operator's ECKA private key (mode 0600) |
+//! | `signer.pem` | the authorization signer's certificate (digitalSignature), signed by the root |
+//! | `signer-key.hex` | the signer's private scalar, hex (mode 0600): `--issuer-key file:DIR/signer-key.hex` |
 //!
 //! `fixtures/issuer/` is such a directory for the built-in **test** issuer
 //! (its files carry a `test-` prefix, which the loader also accepts).
 
 use crate::error::{Error, Result};
-use cardvault_proto::cert::{ecka_public_key, issue_oce_certificate, issue_root};
+use cardvault_proto::cert::{ecka_public_key, issue_oce_certificate, issue_root, issue_signer_certificate};
 use cardvault_proto::crypto::KeyPair;
 use openssl::x509::X509;
 use std::io::Write;
@@ -29,6 +33,9 @@ pub struct IssuerCredentials {
     pub chain: Vec<X509>,
     /// The operator's private key, PEM (parsed for each session).
     key_pem: Zeroizing<Vec<u8>>,
+    /// The root's private key, PEM, when the directory holds it: it signs
+    /// registration certificates at issuance.
+    root_key_pem: Option<Zeroizing<Vec<u8>>>,
     pub dir: PathBuf,
 }
 
@@ -73,11 +80,71 @@ impl IssuerCredentials {
             chain.push(X509::from_pem(&read(&root_path)?).map_err(|e| bad(&root_path, e.to_string()))?);
         }
         chain.push(oce);
+        let root_key_pem = match find(dir, &["root-key.pem", "test-root-key.pem"]) {
+            Some(p) => {
+                let pem = Zeroizing::new(read(&p)?);
+                KeyPair::from_pem(&pem).map_err(|e| bad(&p, e.to_string()))?;
+                Some(pem)
+            }
+            None => None,
+        };
         Ok(IssuerCredentials {
             chain,
             key_pem,
+            root_key_pem,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Credentials from PEM documents (a reader's built-in test issuer).
+    pub fn from_built_in(b: &crate::transport::BuiltInIssuer) -> Result<IssuerCredentials> {
+        let bad = |what: &str, e: String| Error::Data(format!("built-in issuer {what}: {e}"));
+        let root = X509::from_pem(b.root).map_err(|e| bad("root", e.to_string()))?;
+        let oce = X509::from_pem(b.oce).map_err(|e| bad("operator certificate", e.to_string()))?;
+        Ok(IssuerCredentials {
+            chain: vec![root, oce],
+            key_pem: Zeroizing::new(b.oce_key.to_vec()),
+            root_key_pem: Some(Zeroizing::new(b.root_key.to_vec())),
+            dir: PathBuf::from("(built-in test issuer)"),
+        })
+    }
+
+    /// The issuer root certificate, when the credentials have it (first of
+    /// the chain, self-signed).
+    pub fn root(&self) -> Option<&X509> {
+        self.chain
+            .first()
+            .filter(|c| self.chain.len() > 1 && cardvault_proto::cert::is_root(c))
+    }
+
+    /// Sign a card's registration certificate over `card_public` (its new
+    /// ECKA key), with the card profile extension `profile`, under the root.
+    /// Returns the DER certificate.
+    pub fn certify_card(
+        &self,
+        card_public: &[u8],
+        subject: &cardvault_proto::cert::CardSubject,
+        profile: &str,
+    ) -> Result<Vec<u8>> {
+        let no_root = || {
+            Error::Usage(format!(
+                "{}: no root.pem and root-key.pem to sign registration certificates with",
+                self.dir.display()
+            ))
+        };
+        let root = self.root().ok_or_else(no_root)?;
+        let pem = self.root_key_pem.as_ref().ok_or_else(no_root)?;
+        let key = KeyPair::from_pem(pem).map_err(|e| Error::Usage(format!("issuer root key: {e}")))?;
+        cardvault_proto::cert::issue_registration_certificate(
+            &key,
+            root,
+            card_public,
+            subject,
+            Some(profile),
+            REGISTRATION_CERTIFICATE_DAYS,
+        )
+        .and_then(|c| Ok(c.to_der()?))
+        .map_err(|e| Error::Data(format!("signing the registration certificate: {e}")))
     }
 
     /// The operator's key for one SCP11a handshake.
@@ -94,12 +161,73 @@ impl IssuerCredentials {
     }
 }
 
+/// The issuer key that signs restore and load authorizations, with its
+/// signer certificate under the issuer root: the card checks the
+/// certificate under its installed root, then the signature with the key
+/// it certifies (docs/FORMATS.md, "Restore authorization", "Load
+/// authorization").
+pub struct IssuerSigner {
+    /// The key: in memory, or in a PKCS#11 token (only signatures leave it).
+    signer: crate::signer::Signer,
+    certificate: Vec<u8>,
+}
+
+impl std::fmt::Debug for IssuerSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerSigner").finish_non_exhaustive()
+    }
+}
+
+impl IssuerSigner {
+    /// The private scalar (32 bytes) and its certificate (PEM or DER), which
+    /// must certify that key for digitalSignature.
+    pub fn new(private: &[u8], certificate: &[u8]) -> Result<IssuerSigner> {
+        let key = KeyPair::from_private(private).map_err(|e| Error::Usage(format!("issuer signer: key: {e}")))?;
+        IssuerSigner::with_signer(crate::signer::Signer::Key(key), certificate)
+    }
+
+    /// A key in memory or in a PKCS#11 token, and its certificate (PEM or
+    /// DER), which must certify that key for digitalSignature.
+    pub fn with_signer(signer: crate::signer::Signer, certificate: &[u8]) -> Result<IssuerSigner> {
+        let bad = |why: String| Error::Usage(format!("issuer signer: {why}"));
+        let cert = X509::from_pem(certificate)
+            .or_else(|_| X509::from_der(certificate))
+            .map_err(|_| bad("the signer certificate is neither PEM nor DER".into()))?;
+        match cert.key_usage() {
+            Some(ku) if ku.contains(openssl::x509::X509KeyUsage::DIGITAL_SIGNATURE) => {}
+            _ => return Err(bad("the signer certificate is not for digitalSignature".into())),
+        }
+        let certified = ecka_public_key(&cert).map_err(|e| bad(e.to_string()))?;
+        if signer.public_key().is_some_and(|p| p != certified) {
+            return Err(bad("the signer certificate does not certify this key".into()));
+        }
+        Ok(IssuerSigner {
+            signer,
+            certificate: cert.to_der().map_err(|e| Error::Data(e.to_string()))?,
+        })
+    }
+
+    /// ECDSA P-256 / SHA-256 over `msg`, raw r || s (64 bytes).
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
+        self.signer.sign(msg).map(|s| s.to_vec())
+    }
+
+    /// The signer certificate, DER.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.certificate
+    }
+}
+
+/// Validity of a registration certificate, in days (never beyond the root).
+pub const REGISTRATION_CERTIFICATE_DAYS: u32 = 3650;
+
 /// What `issuer init` wrote.
 #[derive(Debug, serde::Serialize)]
 pub struct InitReport {
     pub dir: PathBuf,
     pub root: PathBuf,
     pub operator: PathBuf,
+    pub signer: PathBuf,
     pub not_after: String,
 }
 
@@ -108,7 +236,14 @@ pub struct InitReport {
 /// files are refused unless `force`. Keys are written with mode 0600.
 pub fn init(dir: &Path, name: &str, force: bool) -> Result<InitReport> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let names = ["root.pem", "root-key.pem", "oce.pem", "oce-key.pem"];
+    let names = [
+        "root.pem",
+        "root-key.pem",
+        "oce.pem",
+        "oce-key.pem",
+        "signer.pem",
+        "signer-key.hex",
+    ];
     if !force {
         if let Some(p) = names.iter().map(|n| dir.join(n)).find(|p| p.exists()) {
             return Err(Error::OutputExists(p));
@@ -129,12 +264,24 @@ pub fn init(dir: &Path, name: &str, force: bool) -> Result<InitReport> {
         730,
     )
     .map_err(data)?;
+    let signer_key = KeyPair::generate().map_err(crypto)?;
+    let signer = issue_signer_certificate(
+        &root_key,
+        &root,
+        &signer_key.public_bytes(),
+        &format!("{name} authorization signer"),
+        730,
+    )
+    .map_err(data)?;
     let pem = |c: &X509| c.to_pem().map_err(|e| Error::Data(e.to_string()));
-    let files: [(&str, Zeroizing<Vec<u8>>, u32); 4] = [
+    let signer_hex = Zeroizing::new(format!("{}\n", cardvault_proto::to_hex(&signer_key.private_bytes())).into_bytes());
+    let files: [(&str, Zeroizing<Vec<u8>>, u32); 6] = [
         ("root-key.pem", root_key.to_pem().map_err(crypto)?, 0o600),
         ("oce-key.pem", oce_key.to_pem().map_err(crypto)?, 0o600),
+        ("signer-key.hex", signer_hex, 0o600),
         ("root.pem", Zeroizing::new(pem(&root)?), 0o644),
         ("oce.pem", Zeroizing::new(pem(&oce)?), 0o644),
+        ("signer.pem", Zeroizing::new(pem(&signer)?), 0o644),
     ];
     for (n, bytes, mode) in &files {
         let target = dir.join(n);
@@ -151,6 +298,7 @@ pub fn init(dir: &Path, name: &str, force: bool) -> Result<InitReport> {
         dir: dir.to_path_buf(),
         root: dir.join("root.pem"),
         operator: dir.join("oce.pem"),
+        signer: dir.join("signer.pem"),
         not_after: root.not_after().to_string(),
     })
 }
@@ -170,6 +318,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let c = IssuerCredentials::load(&dir).unwrap();
         assert_eq!(c.chain.len(), 2);
+        assert!(c.root().is_some() && c.root_key_pem.is_some());
         cardvault_proto::cert::verify_ecka_chain(&c.chain[..1], &c.chain).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issuer");

@@ -306,6 +306,15 @@ impl Signer {
             .map_err(|e| Error::Usage(format!("issuer key: {e}")))
     }
 
+    /// The public key (65 bytes, uncompressed), when known: always for a
+    /// key in memory, for a token key when the token holds its public half.
+    pub fn public_key(&self) -> Option<Vec<u8>> {
+        match self {
+            Signer::Key(k) => Some(k.public_bytes()),
+            Signer::Token(t) => t.public_key().map(<[u8]>::to_vec),
+        }
+    }
+
     /// Sign `msg` (hashed here with SHA-256); raw `r || s`.
     pub fn sign(&self, msg: &[u8]) -> Result<[u8; 64]> {
         let sig = match self {

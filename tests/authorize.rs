@@ -39,6 +39,8 @@ fn authorize(home: &Path, req: &Path) -> (std::process::Output, PathBuf) {
         .env("ISSUER", ISSUER_KEY_HEX.trim())
         .args(["authorize-restore", "--issuer-key", "env:ISSUER", "--request"])
         .arg(req)
+        .arg("--signer-cert")
+        .arg(test_signer_cert())
         .arg("--issuer-root")
         .arg(test_root())
         .arg("-o")
@@ -117,7 +119,7 @@ fn the_issuer_signs_only_after_its_checks() {
     // Signed over another chain all the same (a careless signer): the card
     // checks the chain it received against the signed hash and writes nothing.
     let req_v: cardvault::workflow::backup::RestoreRequest = serde_json::from_value(r).unwrap();
-    let forged = cardvault::workflow::backup::sign_authorization(&req_v, &issuer_key()).unwrap();
+    let forged = cardvault::workflow::backup::sign_authorization(&req_v, &issuer_signer()).unwrap();
     let forged_path = home.join("forged-auth.json");
     std::fs::write(&forged_path, serde_json::to_string(&forged).unwrap()).unwrap();
     let before = state(&home, "repl");

@@ -105,6 +105,8 @@ fn request_and_authorize(home: &Path, target: &str, source_number: &str, extra: 
         .arg(&req)
         .arg("--issuer-key")
         .arg(format!("file:{}", key.display()))
+        .arg("--signer-cert")
+        .arg(test_signer_cert())
         .arg("--issuer-root")
         .arg(test_root())
         .arg("-o")
@@ -442,7 +444,7 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
         message: "missing or invalid authorization",
     },
     RefusedRestore {
-        case: "an authorization signed by a key the card does not trust",
+        case: "an authorization signed by a key whose certificate is not under the card's root",
         setup: |s| {
             let req = s.home.join("req-rogue.json");
             let mut c = cv(&s.home);
@@ -458,15 +460,19 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
             ])
             .arg(&req);
             ok_plain(run(&mut c));
-            let rogue = s.home.join("rogue.hex");
-            std::fs::write(&rogue, "7".repeat(64)).unwrap();
+            // Another issuer (`issuer init`): its signer is certified by its
+            // own root, which the card does not have installed.
+            let rogue = s.home.join("rogue-issuer");
+            ok_plain(run(cv(&s.home).args(["issuer", "init", "-o"]).arg(&rogue)));
             let auth = s.home.join("rogue-auth.json");
             ok_plain(run(cv(&s.home).args(["card", "revoke", &s.source])));
             ok_plain(run(cv(&s.home)
                 .args(["authorize-restore", "--request"])
                 .arg(&req)
                 .arg("--issuer-key")
-                .arg(format!("file:{}", rogue.display()))
+                .arg(format!("file:{}", rogue.join("signer-key.hex").display()))
+                .arg("--signer-cert")
+                .arg(rogue.join("signer.pem"))
                 .arg("--issuer-root")
                 .arg(test_root())
                 .arg("-o")
@@ -506,7 +512,7 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
             };
             req.target_certificate =
                 cardvault_proto::to_hex(&applet_sim::test_issuer::certify_card(&other.public_bytes(), &subject));
-            let signed = cardvault::workflow::backup::sign_authorization(&req, &issuer_key()).unwrap();
+            let signed = cardvault::workflow::backup::sign_authorization(&req, &issuer_signer()).unwrap();
             let auth = s.home.join("othercert-auth.json");
             std::fs::write(&auth, serde_json::to_string(&signed).unwrap()).unwrap();
             s.onto_t(&["--authorization", &auth.display().to_string()])
@@ -597,18 +603,19 @@ fn rollback_is_allowed_when_the_issuer_overrides_and_the_override_is_audited() {
     write(&home, "r", FIRST_DATA_PAGE, &[2; 256]);
     backup(&home, "r", true);
     let id = first["backup_id"].as_i64().unwrap().to_string();
-    let o = run(cv(&home).env("ADMIN", ADMIN_KEY).args([
-        "-r",
-        "sim:r",
-        "restore",
-        "--backup",
-        &id,
-        "--pin",
-        "env:P",
-        "--allow-rollback",
-        "--admin-key",
-        "env:ADMIN",
-    ]));
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:r",
+            "restore",
+            "--backup",
+            &id,
+            "--pin",
+            "env:P",
+            "--allow-rollback",
+            "--issuer",
+        ])
+        .arg(test_issuer_dir()));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(memory(&home, "r")[1024..1280], [1; 256]);
     let o = run(cv(&home).args(["--json", "audit"]));
@@ -625,7 +632,7 @@ fn a_card_pulled_mid_restore_is_unchanged_and_the_purse_resets_after_a_restore()
         let mut r = SimReader::open(&home, "p", "main", None).unwrap();
         let mut c = client(&mut r, false).unwrap();
         c.verify_pin(PIN.as_bytes()).unwrap();
-        cardvault::workflow::purse::credit_with_issuer_key(&mut c, PIN.as_bytes(), 1, 1000, &issuer_key()).unwrap();
+        cardvault::workflow::purse::credit_with_issuer_key(&mut c, PIN.as_bytes(), 1, 1000, &issuer_signer()).unwrap();
         c.write_memory(100, &pattern(11, 4096)).unwrap();
     }
     backup(&home, "p", true);
@@ -788,6 +795,7 @@ fn application_writes_are_refused_while_a_backup_is_in_progress() {
     let auth = cardvault_proto::load::LoadAuthorization {
         amount: 10,
         signature: [0; 64],
+        signer_certificate: issuer_signer().certificate_der().to_vec(),
     };
     let sw = c.transmit(&Command::credit(1, &auth)).unwrap().sw;
     assert_eq!(sw, StatusWord::ConditionsNotSatisfied);

@@ -12,14 +12,12 @@ use cardvault::transport::fault::{FaultyReader, PullMode, PullSchedule};
 use cardvault::transport::sim::SimReader;
 use cardvault::vault::Vault;
 use cardvault::workflow::{backup as wb, duplicate, files, issue};
-use cardvault_proto::from_hex;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
 const PIN: &[u8] = b"123456";
-const ISSUER_KEY: &str = include_str!("../fixtures/issuer/issuer-private.hex");
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -131,7 +129,8 @@ fn issue_pair(dir: &Path) {
         key1: None,
     };
     let opts = issue::IssueOptions {
-        issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
+        issuer: None,
+        factory_issuer: None,
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
@@ -145,6 +144,86 @@ fn issue_pair(dir: &Path) {
         let mut r = SimReader::open(dir, name, "blank", None).unwrap();
         issue::personalize(&mut client(&mut r, false).unwrap(), &holder, role, &key1, &opts).unwrap();
     }
+}
+
+fn issue_opts() -> issue::IssueOptions {
+    issue::IssueOptions {
+        issuer: None,
+        factory_issuer: None,
+        key_group_size: 3,
+        no_export_after_backup: false,
+        domain: None,
+    }
+}
+
+fn alice() -> issue::Holder {
+    issue::Holder {
+        id: "alice".into(),
+        pin: Zeroizing::new(PIN.to_vec()),
+        member_number: Some("M-1".into()),
+        expiry: Some("2030-01".into()),
+        key1: None,
+    }
+}
+
+/// Issue the blank card "blank" as alice's main card.
+fn run_issue(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()> {
+    let mut r = FaultyReader::new(sim(dir, "blank", "blank"), s.clone());
+    let mut c = client(&mut r, false)?;
+    issue::personalize(&mut c, &alice(), issue::Role::Main, &[7u8; 32], &issue_opts()).map(|_| ())
+}
+
+/// Whether the card's certificate is a registration certificate for its
+/// own key (not the factory certificate).
+fn registered(st: &applet_sim::CardState) -> bool {
+    let cert = openssl::x509::X509::from_der(&st.certificate).unwrap();
+    let subject = cardvault_proto::cert::card_subject(&cert).unwrap();
+    let key = cardvault_proto::crypto::KeyPair::from_private(&st.ecka_private).unwrap();
+    assert_eq!(
+        cardvault_proto::cert::ecka_public_key(&cert).unwrap(),
+        key.public_bytes(),
+        "the certificate and the key the card holds always go together"
+    );
+    subject.role != "blank"
+}
+
+/// Issuance under SCP11a with the registration certificate: a card pulled
+/// at any APDU is either still blank (factory certificate, or already its
+/// registration certificate) or issued with its registration certificate,
+/// never issued with a factory certificate; issuing it again finishes it.
+#[test]
+fn issuance_survives_a_pull_at_every_apdu() {
+    let template = temp_dir("issue-template");
+    drop(sim(&template, "blank", "blank"));
+    let check_cut = |dir: &Path, k: u64, mode: PullMode| {
+        let st = state(dir, "blank");
+        let reg = registered(&st);
+        assert!(
+            !st.issued || reg,
+            "issue k={k} {mode:?}: issued with the factory certificate"
+        );
+    };
+    let retry = |dir: &Path| {
+        if !state(dir, "blank").issued {
+            run_issue(dir, &PullSchedule::counting()).expect("retried issuance");
+        }
+        let st = state(dir, "blank");
+        assert!(st.issued && registered(&st));
+        let cert = openssl::x509::X509::from_der(&st.certificate).unwrap();
+        let subject = cardvault_proto::cert::card_subject(&cert).unwrap();
+        assert_eq!(
+            (subject.role.as_str(), subject.member_number.as_deref()),
+            ("main", Some("M-1"))
+        );
+    };
+    cut_points(
+        "issue",
+        "issue (one blank card)",
+        &template,
+        &run_issue,
+        &check_cut,
+        &retry,
+    );
 }
 
 fn dup_opts() -> duplicate::DuplicateOptions {
@@ -301,7 +380,7 @@ fn restore_template(name: &str, diffs: usize) -> (TempDir, Vec<u8>, Vec<u8>) {
     let t = temp_dir(name);
     sim(&t, "card", "main");
     with_one(&t, "card", &PullSchedule::counting(), |c| {
-        cardvault::workflow::purse::credit_with_issuer_key(c, PIN, 1, 700, &issuer_key()).map(|_| ())
+        cardvault::workflow::purse::credit_with_issuer_key(c, PIN, 1, 700, &issuer_signer()).map(|_| ())
     })
     .unwrap();
     fill(&t, "card", 10, 0x44, 4096);
@@ -378,7 +457,7 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
             cardvault_proto::to_hex(&wb::chain_hash_of(&v, &v.chain_to(&last).unwrap()).unwrap())
         },
     };
-    wb::sign_authorization(&req, &from_hex(ISSUER_KEY.trim()).unwrap()).unwrap()
+    wb::sign_authorization(&req, &issuer_signer()).unwrap()
 }
 
 fn run_other_card(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()> {
@@ -464,7 +543,8 @@ fn recovery_survives_a_pull_at_every_apdu() {
         key1: None,
     };
     let opts = issue::IssueOptions {
-        issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
+        issuer: None,
+        factory_issuer: None,
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
@@ -565,7 +645,8 @@ fn issuance_with_the_domain_key_survives_a_pull_at_every_apdu() {
                 key1: None,
             };
             let opts = issue::IssueOptions {
-                issuer: test_operator(),
+                issuer: Some(test_operator()),
+                factory_issuer: None,
                 key_group_size: 3,
                 no_export_after_backup: false,
                 domain: Some(domain.clone()),

@@ -167,15 +167,6 @@ fn ceremony_3_of_5_two_fail_three_issue_and_cards_restore_only_within_their_doma
     assert!(!o.status.success());
     assert!(stderr(&o).contains("share 2: wrong passphrase"), "{}", stderr(&o));
     assert!(blank_cards().is_empty(), "a card was touched: {:?}", blank_cards());
-    // The key goes into cards only in the issuer's SCP11a session: --domain
-    // with the shared admin key instead of --issuer is refused.
-    let mut admin_only = domain_args(&d1, &pass, &[1, 2, 3]);
-    admin_only.drain(..2);
-    admin_only.extend(["--admin-key".to_string(), "env:ADMIN".to_string()]);
-    let o = issue_main(&home, "a", "alice", &admin_only);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--domain needs --issuer"), "{}", stderr(&o));
-    assert!(blank_cards().is_empty());
     // No --domain at all: refused, naming --domain.
     let o = issue_main(&home, "a", "alice", &[]);
     assert_eq!(o.status.code(), Some(2));
@@ -281,11 +272,13 @@ fn ceremony_3_of_5_two_fail_three_issue_and_cards_restore_only_within_their_doma
         let mut cl = client(&mut r).unwrap();
         cl.verify_pin(PIN.as_bytes()).unwrap();
         let header = vault.backup_header(chain[0].id).unwrap();
+        let signer = issuer_signer();
         let data = cardvault_proto::backup::AuthorizedRestore {
             header: &header,
             counter: last.counter,
             chain_hash: &[0; 32],
             signature: &[0; 64],
+            signer_certificate: signer.certificate_der(),
         }
         .encode();
         let sw = cl
@@ -416,7 +409,7 @@ fn no_profile_key_and_the_old_public_key_opens_no_backup() {
     let profile = h1.join("keyed.toml");
     std::fs::write(
         &profile,
-        format!("role='main'\npin='{PIN}'\nadmin_key='{ADMIN_KEY}'\ncommon_key='{OLD_PUBLIC_KEY}'\n"),
+        format!("role='main'\npin='{PIN}'\ncommon_key='{OLD_PUBLIC_KEY}'\n"),
     )
     .unwrap();
     let cfg = h1.join("c.toml");

@@ -7,6 +7,7 @@ use cardvault::apdu::{Command, StatusWord};
 use cardvault::transport::sim::SimReader;
 use cardvault_proto::{from_hex, to_hex};
 use common::*;
+use openssl::x509::X509;
 use std::path::Path;
 
 const PIN: &str = "2468";
@@ -36,7 +37,7 @@ fn issue(home: &Path, prefix: &str, profile: &str, rows: &str) {
             "--holders",
         ])
         .arg(&csv)
-        .args(["--no-domain", "--admin-key", "env:ADMIN"]));
+        .arg("--no-domain"));
     assert!(o.status.success(), "issue failed: {}{}", stdout(&o), stderr(&o));
 }
 
@@ -535,7 +536,7 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
     let o = run(cv(&home)
         .args(["-r", "sim:z", "issue", "--profile", "main", "--holders"])
         .arg(&csv)
-        .args(["--no-domain", "--admin-key", "env:ADMIN"]));
+        .arg("--no-domain"));
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(
@@ -543,8 +544,10 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
         "{e}"
     );
     assert!(!home.join("cards").exists(), "cards were created");
-    // A wrong admin key rejects the card with the reason, and the card stays
+    // An issuer whose root the blank cards do not have (nor the factory
+    // issuer named) rejects the card with the reason, and the card stays
     // blank; the batch stops there instead of trying every other card.
+    let (other, other_factory) = (new_issuer(&home, "other"), new_issuer(&home, "other-factory"));
     let csv = home.join("good.csv");
     std::fs::write(
         &csv,
@@ -552,15 +555,24 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
     )
     .unwrap();
     let o = run(cardvault(&home)
-        .env("ADMIN", "ab".repeat(32))
         .args(["--json", "-r", "sim:z", "issue", "--profile", "pair", "--holders"])
         .arg(&csv)
-        .args(["--no-domain", "--admin-key", "env:ADMIN"]));
+        .arg("--no-domain")
+        .arg("--issuer")
+        .arg(&other)
+        .arg("--factory-issuer")
+        .arg(&other_factory));
     assert_eq!(o.status.code(), Some(4));
     // One JSON document: the report (the error is not printed a second time).
     let v = json(&o);
     assert_eq!(v["rejected"], 1);
-    assert!(v["cards"][0]["reason"].as_str().unwrap().contains("admin"), "{v}");
+    assert!(
+        v["cards"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("operator certificate"),
+        "{v}"
+    );
     assert!(
         v["cards"][0]["reason"].as_str().unwrap().contains("batch stopped"),
         "{v}"
@@ -568,6 +580,8 @@ fn bad_holder_files_are_refused_before_any_card_is_touched() {
     assert_eq!(v["cards"].as_array().unwrap().len(), 1, "{v}");
     let st = state(&home, "z-carol-main");
     assert!(!st.issued && st.role == "blank");
+    let factory = X509::from_der(&st.certificate).unwrap();
+    assert_eq!(cardvault_proto::cert::card_subject(&factory).unwrap().role, "blank");
     for untouched in ["z-carol-backup", "z-dave-main", "z-erin-main"] {
         assert!(!card_path(&home, untouched).exists(), "{untouched} was tried");
     }
@@ -581,33 +595,19 @@ fn key_service_sets_main_keys_wrapped_never_in_the_clear() {
     let keyfile = home.join("service.hex");
     std::fs::write(&keyfile, &d).unwrap();
     let before = state(&home, "k-alice-main");
-    // A wrong admin key: refused, nothing changes.
+    // Another issuer's operator: refused, nothing changes.
+    let other = new_issuer(&home, "other");
     let o = run(cardvault(&home)
-        .env("ADMIN", "ee".repeat(32))
-        .args([
-            "--trace",
-            "-r",
-            "sim:k-alice-main",
-            "keygroup",
-            "set-key",
-            "--admin-key",
-            "env:ADMIN",
-            "--key",
-        ])
+        .args(["--trace", "-r", "sim:k-alice-main", "keygroup", "set-key", "--issuer"])
+        .arg(&other)
+        .arg("--key")
         .arg(format!("file:{}", keyfile.display())));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(state(&home, "k-alice-main"), before);
     let o = run(cv(&home)
-        .args([
-            "--trace",
-            "-r",
-            "sim:k-alice-main",
-            "keygroup",
-            "set-key",
-            "--admin-key",
-            "env:ADMIN",
-            "--key",
-        ])
+        .args(["--trace", "-r", "sim:k-alice-main", "keygroup", "set-key", "--issuer"])
+        .arg(test_issuer_dir())
+        .arg("--key")
         .arg(format!("file:{}", keyfile.display())));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -719,14 +719,8 @@ fn write_elements(home: &Path, name: &str) {
 
 fn release(home: &Path, card: &str, receipt: Option<&Path>) -> std::process::Output {
     let mut c = cv(home);
-    c.args([
-        "-r",
-        &format!("sim:{card}"),
-        "keygroup",
-        "release",
-        "--admin-key",
-        "env:ADMIN",
-    ]);
+    c.args(["-r", &format!("sim:{card}"), "keygroup", "release", "--issuer"]);
+    c.arg(test_issuer_dir());
     if let Some(r) = receipt {
         c.arg("--receipt").arg(r);
     }
@@ -780,15 +774,11 @@ fn a_lost_backup_card_is_replaced_by_rotating_the_main_key_never_by_a_bare_relea
     let o = duplicate(&home, "l-alice-main", "l-bob-backup");
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert_eq!(state(&home, "l-bob-backup").main_key, before.main_key);
-    // Without the admin key nothing is released.
-    let o = run(cv(&home).env("ADMIN", OTHER_KEY1).args([
-        "-r",
-        "sim:l-alice-main",
-        "keygroup",
-        "release",
-        "--admin-key",
-        "env:ADMIN",
-    ]));
+    // Without the issuer's operator nothing is released.
+    let other = new_issuer(&home, "other");
+    let o = run(cv(&home)
+        .args(["-r", "sim:l-alice-main", "keygroup", "release", "--issuer"])
+        .arg(&other));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(state(&home, "l-alice-main").export.target, lost);
     // With it, but without the backup card's receipt: refused, nothing changes.
@@ -812,7 +802,7 @@ fn a_lost_backup_card_is_replaced_by_rotating_the_main_key_never_by_a_bare_relea
     assert!(main.export.confirmed);
     assert_eq!(main.export.target, card_number(&home, "l-bob-backup"));
     // A confirmed duplicate is not released without a receipt either: refused
-    // after the admin authentication succeeded, exit 4, the card keeps its confirmation.
+    // after the issuer session opened, exit 4, the card keeps its confirmation.
     let o = release(&home, "l-alice-main", None);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert_eq!(state(&home, "l-alice-main"), main);
@@ -1093,7 +1083,7 @@ fn a_member_number_given_twice_is_refused_naming_both_lines() {
     let o = run(cv(&home)
         .args(["-r", "sim:m", "issue", "--profile", "main", "--holders"])
         .arg(&csv)
-        .args(["--no-domain", "--admin-key", "env:ADMIN"]));
+        .arg("--no-domain"));
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(
@@ -1101,4 +1091,12 @@ fn a_member_number_given_twice_is_refused_naming_both_lines() {
         "{e}"
     );
     assert!(!home.join("cards").exists(), "cards were created");
+}
+
+/// A new issuer (`issuer init`) under `home`: not the one the cards know.
+fn new_issuer(home: &Path, name: &str) -> std::path::PathBuf {
+    let dir = home.join(name);
+    let o = run(cardvault(home).args(["issuer", "init", "-o"]).arg(&dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    dir
 }

@@ -17,7 +17,7 @@ use cardvault::transport::sim::SimReader;
 use cardvault::transport::Reader;
 use cardvault::vault::Vault;
 use cardvault::workflow::{backup as wb, duplicate, files, issue, keygroup, purse};
-use cardvault_proto::{from_hex, ins};
+use cardvault_proto::ins;
 use common::claims::{
     HOSTILE_BYTES_PER_COMMAND, HOSTILE_CLASSES, HOSTILE_MAX_APDUS_OVER_CLEAN, HOSTILE_RUNS, HOSTILE_WORKFLOWS,
 };
@@ -142,7 +142,8 @@ fn holder() -> issue::Holder {
 
 fn issue_opts() -> issue::IssueOptions {
     issue::IssueOptions {
-        issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(from_hex(ADMIN_KEY).unwrap())),
+        issuer: None,
+        factory_issuer: None,
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
@@ -246,7 +247,7 @@ fn run_restore(r: &Run<'_>) -> cardvault::Result<()> {
 fn run_load(r: &Run<'_>) -> cardvault::Result<()> {
     let mut rd = r.reader("main", "main");
     let mut c = client(rd.as_mut())?;
-    purse::credit_with_issuer_key(&mut c, PIN, 1, 700, &issuer_key()).map(|_| ())
+    purse::credit_with_issuer_key(&mut c, PIN, 1, 700, &issuer_signer()).map(|_| ())
 }
 
 /// DESTROY KEY on the backup card that imported the main card's key: the
@@ -297,7 +298,7 @@ fn template() -> TempDir {
         let mut r = SimReader::open(&t, name, "blank", None).unwrap();
         // In the issuer's SCP11a session, with a domain key: "main" makes backups.
         let opts = issue::IssueOptions {
-            issuer: test_operator(),
+            issuer: Some(test_operator()),
             domain: Some(domain.clone()),
             ..issue_opts()
         };

@@ -163,11 +163,7 @@ fn a_4k_response_arrives_whole_extended_and_through_get_response() {
     let dir = temp_dir("4k");
     let home = dir.join("home");
     let short_profile = dir.join("short.toml");
-    std::fs::write(
-        &short_profile,
-        format!("role='main'\npin='123456'\nadmin_key='{ADMIN_KEY}'\nextended_length=false\n"),
-    )
-    .unwrap();
+    std::fs::write(&short_profile, "role='main'\npin='123456'\nextended_length=false\n").unwrap();
     let (a, b) = (dir.join("ext.card"), dir.join("short.card"));
     let _sim = stack.sim(&[(0, &a, "main"), (1, &b, short_profile.to_str().unwrap())]);
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 253) as u8 ^ 0x5A).collect();
@@ -230,24 +226,21 @@ fn three_wrong_pins_block_and_the_block_survives_a_restart() {
     assert_eq!(v["pin_tries_left"], 0);
     assert_eq!(verify("123456").status.code(), Some(5));
 
-    // A wrong admin key does not unblock, and changes nothing.
-    let bad = "ff".repeat(32);
+    // Another issuer's operator does not unblock, and changes nothing.
+    let other = dir.join("other-issuer");
+    assert!(run(cv_pcsc(&home).args(["issuer", "init", "-o"]).arg(&other))
+        .status
+        .success());
     let o = run(cv_pcsc(&home)
-        .env("ADMIN", &bad)
-        .args(["-r", "0", "pin", "unblock", "--admin-key", "env:ADMIN"]));
+        .args(["-r", "0", "pin", "unblock", "--issuer"])
+        .arg(&other));
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 0);
-    // The issuer's admin key unblocks and sets a new PIN.
-    let o = run(cv_pcsc(&home).env("ADMIN", ADMIN_KEY).env("NEWPIN", "24680").args([
-        "-r",
-        "0",
-        "pin",
-        "unblock",
-        "--admin-key",
-        "env:ADMIN",
-        "--new-pin",
-        "env:NEWPIN",
-    ]));
+    // The issuer's operator (SCP11a) unblocks and sets a new PIN.
+    let o = run(cv_pcsc(&home)
+        .env("NEWPIN", "24680")
+        .args(["-r", "0", "pin", "unblock", "--new-pin", "env:NEWPIN", "--issuer"])
+        .arg(common::test_issuer_dir()));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(verify("24680").status.success());
 }
@@ -328,8 +321,7 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     let (main_card, backup_card) = (dir.join("main.card"), dir.join("backup.card"));
     let mut sim = stack.sim(&[(0, &main_card, "blank"), (1, &backup_card, "blank")]);
     let env = |c: &mut Command| {
-        c.env("ADMIN", ADMIN_KEY)
-            .env("P", "2468")
+        c.env("P", "2468")
             .env("E", format!("{}\n{}", "ab".repeat(32), "cd".repeat(32)));
     };
     let csv = dir.join("h.csv");
@@ -350,7 +342,11 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
         "--holders",
     ])
     .arg(&csv)
-    .args(["--no-domain", "--admin-key", "env:ADMIN"]);
+    .arg("--no-domain")
+    .arg("--issuer")
+    .arg(common::test_issuer_dir())
+    .arg("--factory-trust")
+    .arg(common::test_factory_ca());
     let o = run(&mut c);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(json(&o)["issued"], 2);
@@ -385,7 +381,11 @@ fn two_readers_issue_duplicate_break_and_recover_through_pcscd() {
     env(&mut c);
     c.args(["-r", "0", "issue", "--profile", "main", "--holders"])
         .arg(&csv)
-        .args(["--no-domain", "--admin-key", "env:ADMIN"]);
+        .arg("--no-domain")
+        .arg("--issuer")
+        .arg(common::test_issuer_dir())
+        .arg("--factory-trust")
+        .arg(common::test_factory_ca());
     assert!(run(&mut c).status.success());
     let mut c = cv_pcsc(&home);
     env(&mut c);
@@ -490,6 +490,8 @@ fn backup_and_restore_onto_the_same_and_a_replacement_card_through_pcscd() {
         req.to_str().unwrap(),
         "--issuer-key",
         &format!("file:{}", key.display()),
+        "--signer-cert",
+        common::test_signer_cert().to_str().unwrap(),
         "--issuer-root",
         test_root().to_str().unwrap(),
         "-o",
@@ -615,18 +617,20 @@ fn sigkill_of_the_simulator_during_workflows_through_pcscd() {
     // Every backup stored during the runs restores exactly that run's memory.
     let _sim = stack.one(&card, "main");
     for (id, memory) in &expected {
-        let o = run(cv_pcsc(&home).env("P", "123456").env("ADMIN", ADMIN_KEY).args([
-            "-r",
-            "0",
-            "restore",
-            "--backup",
-            &id.to_string(),
-            "--pin",
-            "env:P",
-            "--allow-rollback",
-            "--admin-key",
-            "env:ADMIN",
-        ]));
+        let o = run(cv_pcsc(&home)
+            .env("P", "123456")
+            .args([
+                "-r",
+                "0",
+                "restore",
+                "--backup",
+                &id.to_string(),
+                "--pin",
+                "env:P",
+                "--allow-rollback",
+                "--issuer",
+            ])
+            .arg(common::test_issuer_dir()));
         assert!(o.status.success(), "restore of backup {id}: {}", stderr(&o));
         let now = applet_sim::state::Store::peek(&card).unwrap().memory.clone();
         assert_eq!(now[..32768], memory[..32768], "backup {id} restored other content");
@@ -709,7 +713,14 @@ fn with_selected<T>(
     f: impl FnOnce(&mut cardvault::card::CardClient<'_>) -> cardvault::Result<T>,
 ) -> cardvault::Result<T> {
     let trust = cardvault::trust::Trust::from_files(&[common::repo_path("fixtures/issuer/test-root.pem")])?;
-    let mut c = cardvault::card::CardClient::open(r, cardvault::card::SessionOptions { trace, trust })?;
+    let mut c = cardvault::card::CardClient::open(
+        r,
+        cardvault::card::SessionOptions {
+            trace,
+            trust,
+            factory_trust: cardvault::trust::Trust::none(),
+        },
+    )?;
     f(&mut c)
 }
 
@@ -765,7 +776,8 @@ fn a_pcsc_card_gets_a_pin_only_under_a_root_it_was_told_to_trust() {
 /// through pcscd with its APDU log on, as an attacker on the same host would
 /// run it, and not one secret in that log: PIN, key group elements, file
 /// keys, main private keys (what a take-out carries), card ECKA private
-/// keys, card-unique and card-common keys, the admin key. The secrets come
+/// keys, card-unique and card-common keys, the issuer's root and operator
+/// private keys. The secrets come
 /// from the cards' state files and the test's inputs.
 #[test]
 fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
@@ -782,10 +794,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     let mut sim = stack.sim(&[(0, &main_card, "blank"), (1, &backup_card, "blank")]);
     let cv = |args: &[&str]| {
         let mut c = cv_pcsc(&home);
-        c.env("ADMIN", ADMIN_KEY)
-            .env("P", PIN)
-            .env("E", format!("{e2}\n{e3}"))
-            .args(args);
+        c.env("P", PIN).env("E", format!("{e2}\n{e3}")).args(args);
         let o = run(&mut c);
         assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
         o
@@ -804,10 +813,13 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     let domain = dir.join("domain");
     let passphrases = domain_init(&home, &domain, 2, 3);
     let with_domain = domain_args(&domain, &passphrases, &[2, 3]);
+    let factory_ca = common::test_factory_ca();
+    let factory_ca = factory_ca.to_str().unwrap();
     let issue = |extra: &[&str]| {
         let mut a: Vec<&str> = vec!["-r", "0", "issue", "--holders", csv_s];
         a.extend_from_slice(extra);
         a.extend(with_domain.iter().map(String::as_str));
+        a.extend(["--factory-trust", factory_ca]);
         cv(&a)
     };
 
@@ -917,6 +929,8 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         &req,
         "--issuer-key",
         &format!("file:{}", key.display()),
+        "--signer-cert",
+        common::test_signer_cert().to_str().unwrap(),
         "--issuer-root",
         test_root().to_str().unwrap(),
         "-o",
@@ -956,7 +970,14 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     // Every secret, as the bytes that would cross PC/SC.
     let mut secrets: Vec<(String, Vec<u8>)> = vec![
         ("PIN".into(), PIN.as_bytes().to_vec()),
-        ("admin key".into(), cardvault_proto::from_hex(ADMIN_KEY).unwrap()),
+        (
+            "issuer root key".into(),
+            pem_scalar(applet_sim::test_issuer::ROOT_KEY_PEM),
+        ),
+        (
+            "issuer operator key".into(),
+            pem_scalar(applet_sim::test_issuer::OCE_KEY_PEM),
+        ),
     ];
     for (i, p) in passphrases.iter().enumerate() {
         let text = std::fs::read_to_string(p).unwrap();
@@ -1012,7 +1033,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         .map(|(what, _)| what.as_str())
         .collect();
     println!("{name}: {} distinct secrets checked", secrets.len());
-    // PIN, admin key, 3 key group elements (the same on every card of the
+    // PIN, issuer root and operator keys, 3 key group elements (the same on every card of the
     // holder), 2 main private keys, 3 ECKA keys, 3 card-unique keys, the
     // domain's card-common key, 4 file keys (before and after recovery), and
     // the 3 custodians' passphrases of the key ceremony (which never go to a
@@ -1020,7 +1041,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     let names: Vec<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
     for kind in [
         "PIN",
-        "admin key",
+        "issuer root key",
         "element 3",
         "take-out plaintext",
         "ECKA",
@@ -1396,4 +1417,111 @@ fn watch_backs_up_each_card_as_it_is_inserted_and_stops_on_sigint() {
     let rows = json(&o)["backups"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(rows.iter().all(|r| r["state"] == "completed"), "{rows:?}");
+}
+
+/// The private scalar of a PEM key (what would cross PC/SC if it leaked).
+fn pem_scalar(pem: &[u8]) -> Vec<u8> {
+    cardvault_proto::crypto::KeyPair::from_pem(pem)
+        .unwrap()
+        .private_bytes()
+        .to_vec()
+}
+
+/// Issuance through pcscd: a blank PC/SC card's factory certificate is
+/// trusted only when told (`--factory-trust`); without it the card is
+/// rejected before anything is sent to it and stays as it was. Told, a new
+/// issuer (`issuer init`) issues it (the test issuer, whose root the
+/// simulator's factory installed, opens the session as `--factory-issuer`
+/// and installs the new root), and that issuer's operator then unblocks
+/// the card's PIN.
+#[test]
+fn a_pcsc_blank_card_is_issued_under_a_trusted_factory_and_unblocked_by_its_issuer() {
+    let Some(stack) =
+        PcscStack::start("a_pcsc_blank_card_is_issued_under_a_trusted_factory_and_unblocked_by_its_issuer")
+    else {
+        return;
+    };
+    let dir = temp_dir("pcsc-issue");
+    let home = dir.join("home");
+    let card = dir.join("blank.card");
+    let _sim = stack.one(&card, "blank");
+    let issuer = dir.join("issuer");
+    assert!(run(cv_pcsc(&home).args(["issuer", "init", "-o"]).arg(&issuer))
+        .status
+        .success());
+    let csv = dir.join("h.csv");
+    std::fs::write(&csv, "holder,pin,member_number,expiry\ndora,86420975,M-8,2031-01\n").unwrap();
+    let issue = |factory_trust: bool| {
+        let mut c = cv_pcsc(&home);
+        c.args([
+            "--json",
+            "--trace",
+            "-r",
+            "0",
+            "issue",
+            "--profile",
+            "main",
+            "--holders",
+        ])
+        .arg(&csv)
+        .arg("--issuer")
+        .arg(&issuer)
+        .arg("--factory-issuer")
+        .arg(common::test_issuer_dir());
+        if factory_trust {
+            c.arg("--factory-trust").arg(common::test_factory_ca());
+        }
+        run(&mut c)
+    };
+
+    let before = applet_sim::state::Store::peek(&card).unwrap();
+    let o = issue(false);
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    let reason = json(&o)["cards"][0]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("factory"), "{reason}");
+    let trace = stderr(&o);
+    for sent in ["> 802A", "> 8082", "> 042C", "> 04DA"] {
+        assert!(!trace.contains(sent), "{sent} sent to an untrusted blank card: {trace}");
+    }
+    assert_eq!(
+        applet_sim::state::Store::peek(&card).unwrap(),
+        before,
+        "the card is unchanged"
+    );
+
+    let o = issue(true);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let st = applet_sim::state::Store::peek(&card).unwrap();
+    assert!(st.issued);
+    let root = openssl::x509::X509::from_pem(&std::fs::read(issuer.join("root.pem")).unwrap()).unwrap();
+    assert_eq!(st.trust_anchor, root.to_der().unwrap());
+    let cert = openssl::x509::X509::from_der(&st.certificate).unwrap();
+    let subject = cardvault_proto::cert::card_subject(&cert).unwrap();
+    assert_eq!(
+        (
+            subject.card_number.as_str(),
+            subject.role.as_str(),
+            subject.member_number.as_deref()
+        ),
+        (st.card_number.as_str(), "main", Some("M-8"))
+    );
+
+    // Blocked, then unblocked by the new issuer's operator, the card
+    // trusted under the new root.
+    let trust = issuer.join("root.pem");
+    for _ in 0..3 {
+        run(cardvault(&home)
+            .env("P", "000000")
+            .arg("--trust")
+            .arg(&trust)
+            .args(["-r", "0", "pin", "verify", "--pin", "env:P"]));
+    }
+    assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 0);
+    let o = run(cardvault(&home)
+        .arg("--trust")
+        .arg(&trust)
+        .args(["-r", "0", "pin", "unblock", "--issuer"])
+        .arg(&issuer));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(applet_sim::state::Store::peek(&card).unwrap().pin.tries_left, 3);
 }

@@ -259,7 +259,6 @@ fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
     let mut logs = String::new();
     let mut step = |args: &[&str]| {
         let o = run(cv(&home)
-            .env("ADMIN", ADMIN_KEY)
             .env("HP", "864213")
             .env("E", &elements)
             .arg("--trace")
@@ -314,12 +313,20 @@ fn no_key_or_pin_appears_in_traces_logs_or_the_vault() {
     ]);
     step(&["-r", "sim:h-alice-main", "backup", "--pin", "env:HP"]);
     step(&["-r", "sim:h-alice-main", "restore", "--latest", "--pin", "env:HP"]);
-    step(&["-r", "sim:h-alice-main", "pin", "unblock", "--admin-key", "env:ADMIN"]);
+    let issuer_dir = test_issuer_dir();
+    step(&[
+        "-r",
+        "sim:h-alice-main",
+        "pin",
+        "unblock",
+        "--issuer",
+        issuer_dir.to_str().unwrap(),
+    ]);
     // Every secret the simulator holds.
     let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
     for name in ["h-alice-main", "h-alice-backup"] {
         let s = state(&home, name);
-        secrets.push((format!("{name} admin key"), s.admin_key.clone()));
+        secrets.push((format!("{name} ECKA key"), s.ecka_private.clone()));
         secrets.push((format!("{name} unique key"), s.unique_key.clone()));
         secrets.push((format!("{name} common key"), s.common_key.clone()));
         secrets.push((format!("{name} PIN hash"), s.pin.hash.clone()));
@@ -402,7 +409,7 @@ fn a_full_disk_for_the_vault_is_a_clear_error_and_loses_nothing() {
     let profile = home.join("small.toml");
     std::fs::write(
         &profile,
-        format!("role='main'\npin='{PIN}'\nadmin_key='{ADMIN_KEY}'\npage_size=256\npage_count=4\nissued=true\n"),
+        format!("role='main'\npin='{PIN}'\npage_size=256\npage_count=4\nissued=true\n"),
     )
     .unwrap();
     let cfg = home.join("c.toml");

@@ -17,17 +17,7 @@ fn two_stations_issue_and_duplicate_a_batch_in_parallel() {
         "--main", "sim:d", "--backup", "sim:d", "--main", "sim:d", "--backup", "sim:d",
     ];
     let o = run(cardvault(&home)
-        .env("ADMIN", ADMIN_KEY)
-        .args([
-            "--json",
-            "issue",
-            "--profile",
-            "pair",
-            "--no-domain",
-            "--admin-key",
-            "env:ADMIN",
-            "--holders",
-        ])
+        .args(["--json", "issue", "--profile", "pair", "--no-domain", "--holders"])
         .arg(&csv)
         .args(stations));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
@@ -129,19 +119,8 @@ fn an_interrupted_batch_reports_what_it_finished_and_a_rerun_finishes_each_holde
     }
     std::fs::write(&csv, rows).unwrap();
     let o = run(cardvault(&home)
-        .args([
-            "-r",
-            "sim:d",
-            "issue",
-            "--profile",
-            "pair",
-            "--no-domain",
-            "--admin-key",
-            "env:ADMIN",
-            "--holders",
-        ])
-        .arg(&csv)
-        .env("ADMIN", ADMIN_KEY));
+        .args(["-r", "sim:d", "issue", "--profile", "pair", "--no-domain", "--holders"])
+        .arg(&csv));
     assert!(o.status.success(), "{}", stderr(&o));
     let elements_out = home.join("elements.txt");
     let mut child = cardvault(&home)
@@ -260,12 +239,9 @@ fn issue_pairs(home: &std::path::Path, prefix: &str, csv: &std::path::Path) {
             "--profile",
             "pair",
             "--no-domain",
-            "--admin-key",
-            "env:ADMIN",
             "--holders",
         ])
-        .arg(csv)
-        .env("ADMIN", ADMIN_KEY));
+        .arg(csv));
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

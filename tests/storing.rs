@@ -741,7 +741,7 @@ fn through_pcscd_both_orders_delete_and_provider_alone() {
     let on = |reader: &str, f: &mut dyn FnMut(&mut CardClient<'_>) -> cardvault::Result<StoringFile>| {
         let mut r = cardvault::reader::open(Some(reader), &opts).unwrap();
         let trust = cardvault::trust::Trust::from_files(&[test_root()]).unwrap();
-        let mut c = CardClient::open(r.as_mut(), SessionOptions { trace: false, trust }).unwrap();
+        let mut c = CardClient::open(r.as_mut(), SessionOptions::trusting(trust)).unwrap();
         f(&mut c)
     };
     let mem = |path: &Path, app: u8| {
@@ -757,7 +757,7 @@ fn through_pcscd_both_orders_delete_and_provider_alone() {
         let sa = authorize(&req, first);
         let mut r = cardvault::reader::open(Some(READER0), &opts).unwrap();
         let trust = cardvault::trust::Trust::from_files(&[test_root()]).unwrap();
-        let mut c = CardClient::open(r.as_mut(), SessionOptions { trace: false, trust }).unwrap();
+        let mut c = CardClient::open(r.as_mut(), SessionOptions::trusting(trust)).unwrap();
         storing::apply(&mut c, PIN.as_bytes(), &sa, Some(&data), &mut v).unwrap();
         drop(c);
         let got = mem(&a, MEDICAL);
@@ -777,7 +777,7 @@ fn through_pcscd_both_orders_delete_and_provider_alone() {
     on(READER1, &mut |c| storing::request(c, PIN.as_bytes(), &sdi)).unwrap();
     let mut r = cardvault::reader::open(Some(READER1), &opts).unwrap();
     let trust = cardvault::trust::Trust::from_files(&[test_root()]).unwrap();
-    let mut c = CardClient::open(r.as_mut(), SessionOptions { trace: false, trust }).unwrap();
+    let mut c = CardClient::open(r.as_mut(), SessionOptions::trusting(trust)).unwrap();
     let e = storing::apply(&mut c, PIN.as_bytes(), &sa, Some(&data), &mut v).unwrap_err();
     assert!(e.to_string().contains(&format!("for card {number}")), "{e}");
     drop(c);
@@ -790,7 +790,7 @@ fn through_pcscd_both_orders_delete_and_provider_alone() {
     let sa = authorize(&req, Party::Provider);
     let mut r = cardvault::reader::open(Some(READER0), &opts).unwrap();
     let trust = cardvault::trust::Trust::from_files(&[test_root()]).unwrap();
-    let mut c = CardClient::open(r.as_mut(), SessionOptions { trace: false, trust }).unwrap();
+    let mut c = CardClient::open(r.as_mut(), SessionOptions::trusting(trust)).unwrap();
     storing::apply(&mut c, PIN.as_bytes(), &sa, None, &mut v).unwrap();
     // The provider alone: loyalty yes, the medical record no.
     for (app, allowed) in [(LOYALTY, true), (MEDICAL, false)] {

@@ -28,7 +28,7 @@ fn balance(home: &Path, name: &str) -> u32 {
 
 fn load(home: &Path, name: &str, amount: u32) -> u32 {
     with_card(home, name, |c| {
-        purse::credit_with_issuer_key(c, PIN.as_bytes(), 1, amount, &issuer_key()).unwrap()
+        purse::credit_with_issuer_key(c, PIN.as_bytes(), 1, amount, &issuer_signer()).unwrap()
     })
 }
 
@@ -92,7 +92,25 @@ fn credit_without_an_issuer_authorization_is_refused_and_changes_nothing() {
         let sig = cardvault_proto::crypto::sign_p256(&forger, &msg).unwrap();
         let auth = LoadAuthorization {
             amount: 1_000_000,
+            signature: sig.clone().try_into().unwrap(),
+            signer_certificate: issuer_signer().certificate_der().to_vec(),
+        };
+        let sw = c.transmit(&Command::credit(1, &auth)).unwrap().sw;
+        assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied);
+        // The same forger with a signer certificate of its own root (not the
+        // card's): the card checks the certificate under its root first.
+        let ch = c.load_challenge(1).unwrap();
+        let msg = cardvault_proto::load::load_message(&number, 1, 1_000_000, &ch);
+        let sig = cardvault_proto::crypto::sign_p256(&forger, &msg).unwrap();
+        let rogue_root =
+            cardvault_proto::cert::issue_root(&forger, "rogue", "20250101000000Z", "20500101000000Z").unwrap();
+        let rogue_signer =
+            cardvault_proto::cert::issue_signer_certificate(&forger, &rogue_root, &forger.public_bytes(), "rogue", 30)
+                .unwrap();
+        let auth = LoadAuthorization {
+            amount: 1_000_000,
             signature: sig.try_into().unwrap(),
+            signer_certificate: rogue_signer.to_der().unwrap(),
         };
         let sw = c.transmit(&Command::credit(1, &auth)).unwrap().sw;
         assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied);
@@ -104,6 +122,7 @@ fn credit_without_an_issuer_authorization_is_refused_and_changes_nothing() {
         let auth = LoadAuthorization {
             amount: 1_000_000,
             signature: sig.try_into().unwrap(),
+            signer_certificate: issuer_signer().certificate_der().to_vec(),
         };
         let sw = c.transmit(&Command::credit(1, &auth)).unwrap().sw;
         assert_eq!(sw, StatusWord::SecurityStatusNotSatisfied);
@@ -129,6 +148,8 @@ fn a_load_authorization_is_good_for_one_credit_on_one_card() {
         .env(issuer.0, issuer.1)
         .args(["authorize-load", "--issuer-key", "env:ISSUER", "--request"])
         .arg(&req)
+        .arg("--signer-cert")
+        .arg(test_signer_cert())
         .arg("-o")
         .arg(&auth));
     assert!(o.status.success(), "{}", stderr(&o));

@@ -6,7 +6,6 @@
 //! marks it dirty; the state is committed before the response leaves.
 
 use crate::state::{CardState, PinState, Store};
-use cardvault_proto::admin::admin_cryptogram;
 use cardvault_proto::apdu::CommandApdu;
 use cardvault_proto::{self as proto, cert, cla, scp11, sw, tag, Ins};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
@@ -28,6 +27,9 @@ pub struct Session {
     pub secure: Option<crate::secure::SecureSession>,
     /// SCP11a: the OCE certificate chain received so far, and its verified key.
     pub oce: crate::secure::OceState,
+    /// Issuance: the ECKA key pair of GENERATE ECKA KEY, waiting for its
+    /// registration certificate (PUT DATA `BF21`) in this session.
+    pub pending_ecka: Option<cardvault_proto::crypto::KeyPair>,
 }
 
 /// What the volatile session has gained so far, seen from outside the card:
@@ -210,7 +212,6 @@ impl Applet {
             (cla::ISO, Ins::ChangeReferenceData) => self.change_pin(c),
             (cla::ISO, Ins::ResetRetryCounter) => self.reset_retry_counter(c),
             (cla::ISO, Ins::GetChallenge) => self.get_challenge(c),
-            (cla::ISO, Ins::ExternalAuthenticate) => self.external_authenticate(c),
             (cla::PROPRIETARY, Ins::ReadMemory) => self.read_memory(c),
             (cla::PROPRIETARY, Ins::WriteMemory) => self.write_memory(c),
             (cla::ISO, Ins::PutData) => self.put_data(c),
@@ -224,6 +225,7 @@ impl Applet {
             (cla::PROPRIETARY, Ins::ReleaseDuplicate) => self.release_duplicate(c),
             (cla::PROPRIETARY, Ins::DestroyKey) => self.destroy_key(c),
             (cla::PROPRIETARY, Ins::LoadDomainKey) => self.load_domain_key(c),
+            (cla::PROPRIETARY, Ins::GenerateEckaKey) => self.generate_ecka_key(c),
             (cla::PROPRIETARY, Ins::UnwrapFileKey) => self.unwrap_file_key(c),
             (cla::PROPRIETARY, Ins::SetPeerKey) => self.set_peer_key(c),
             (cla::PROPRIETARY, Ins::RewrapToPeer) => self.rewrap_to_peer(c),
@@ -458,7 +460,7 @@ impl Applet {
         Ok(vec![])
     }
 
-    /// RESET RETRY COUNTER: needs the issuer admin authentication of this session.
+    /// RESET RETRY COUNTER: needs the issuer session (SCP11a).
     /// P1=03 resets the counter; P1=02 also sets a new PIN (data).
     fn reset_retry_counter(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p2 != proto::PIN_REF || !matches!(c.p1, 0x02 | 0x03) {
@@ -491,28 +493,6 @@ impl Applet {
         openssl::rand::rand_bytes(&mut ch).map_err(|_| sw::UNKNOWN)?;
         self.session.challenge = Some(ch);
         Ok(ch.to_vec())
-    }
-
-    /// EXTERNAL AUTHENTICATE with the issuer admin key:
-    /// data = HMAC-SHA256(admin key, label || challenge || card number).
-    /// The challenge is single-use whatever the outcome.
-    fn external_authenticate(&mut self, c: &CommandApdu) -> HandlerResult {
-        if c.p1 != 0 || c.p2 != proto::ADMIN_KEY_REF {
-            return Err(sw::WRONG_P1P2);
-        }
-        let challenge = self.session.challenge.take().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
-        if c.data.len() != 32 {
-            return Err(sw::WRONG_LENGTH);
-        }
-        let expected =
-            admin_cryptogram(&self.state.admin_key, &challenge, &self.state.card_number).map_err(|_| sw::UNKNOWN)?;
-        if openssl::memcmp::eq(&expected, &c.data) {
-            self.session.admin_authenticated = true;
-            Ok(vec![])
-        } else {
-            self.session.admin_authenticated = false;
-            Err(sw::SECURITY_STATUS_NOT_SATISFIED)
-        }
     }
 
     fn page_range(&self, c: &CommandApdu, len: usize) -> Result<std::ops::Range<usize>, u16> {

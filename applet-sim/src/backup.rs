@@ -483,7 +483,10 @@ impl Applet {
                 AuthorizedRestoreError::TooShort => sw::WRONG_LENGTH,
                 AuthorizedRestoreError::BadSignatureLength => sw::WRONG_DATA,
             })?;
-            (a.header, Some((a.counter, a.chain_hash, a.signature)))
+            (
+                a.header,
+                Some((a.counter, a.chain_hash, a.signature, a.signer_certificate)),
+            )
         } else {
             (&c.data[..], None)
         };
@@ -525,13 +528,9 @@ impl Applet {
                     // the challenge this card handed out (used once, whatever the outcome).
                     let challenge = std::mem::take(&mut self.state.restore_challenge);
                     self.mark_dirty();
-                    let (counter, chain_hash, sig) = auth.expect("other-card data has an authorization");
+                    let (counter, chain_hash, sig, signer) = auth.expect("other-card data has an authorization");
                     // A card without a registration certificate is no restore target.
-                    if challenge.is_empty()
-                        || self.state.issuer_public_key.is_empty()
-                        || self.state.certificate.is_empty()
-                        || counter < h.counter
-                    {
+                    if challenge.is_empty() || self.state.certificate.is_empty() || counter < h.counter {
                         return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
                     }
                     let own_certificate = crypto::sha256(&self.state.certificate);
@@ -543,7 +542,8 @@ impl Applet {
                         &challenge,
                         chain_hash,
                     );
-                    if !crypto::verify_p256(&self.state.issuer_public_key, &msg, sig).unwrap_or(false) {
+                    // The signer's certificate under the installed issuer root, then the signature.
+                    if !self.issuer_signature_verifies(signer, &msg, sig) {
                         return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
                     }
                     authorized_counter = Some(counter);
@@ -780,7 +780,7 @@ impl Applet {
             match c.data.len() {
                 // An amount alone: no authorization presented.
                 4 => return Err(sw::SECURITY_STATUS_NOT_SATISFIED),
-                load::CREDIT_DATA_LEN => {}
+                n if n > load::CREDIT_DATA_LEN => {}
                 _ => return Err(sw::WRONG_LENGTH),
             }
             LoadAuthorization::parse(&c.data).ok_or(sw::WRONG_LENGTH)?.amount
@@ -805,8 +805,7 @@ impl Applet {
             let auth = LoadAuthorization::parse(&c.data).ok_or(sw::WRONG_LENGTH)?;
             let msg = load::load_message(&self.state.card_number, c.p1, amount, &challenge);
             if challenge.len() != load::LOAD_CHALLENGE_LEN
-                || self.state.issuer_public_key.is_empty()
-                || !crypto::verify_p256(&self.state.issuer_public_key, &msg, &auth.signature).unwrap_or(false)
+                || !self.issuer_signature_verifies(&auth.signer_certificate, &msg, &auth.signature)
             {
                 return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
             }

@@ -55,7 +55,7 @@ impl Applet {
         }
     }
 
-    fn require_admin(&self) -> Result<(), u16> {
+    pub(crate) fn require_admin(&self) -> Result<(), u16> {
         if self.session.admin_authenticated {
             Ok(())
         } else {
@@ -87,6 +87,11 @@ impl Applet {
         if self.state.issued {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
+        match u16::from_be_bytes([c.p1, c.p2]) {
+            cert::TAG_CERTIFICATE_STORE => return self.store_registration_certificate(c),
+            cert::TAG_TRUST_ANCHOR => return self.install_trust_anchor(c),
+            _ => {}
+        }
         let text = |d: &[u8]| -> Result<String, u16> {
             let s = std::str::from_utf8(d).map_err(|_| sw::WRONG_DATA)?;
             if s.is_empty() || s.len() > 32 || s.chars().any(|ch| ch.is_control()) {
@@ -108,6 +113,12 @@ impl Applet {
                 let [n] = c.data[..] else { return Err(sw::WRONG_LENGTH) };
                 if !(1..=8).contains(&n) {
                     return Err(sw::WRONG_DATA);
+                }
+                // The size the group already has is accepted as it is (an
+                // issuance retried after the card was pulled); another size
+                // only while no element is written.
+                if n == self.state.key_group.size {
+                    return Ok(vec![]);
                 }
                 if self.state.key_group.elements.iter().any(|e| !e.0.is_empty()) {
                     // The same size again keeps the written elements (an
@@ -135,7 +146,9 @@ impl Applet {
         Ok(vec![])
     }
 
-    /// END PERSONALIZATION: freezes issuer data. Needs a role and key element 1.
+    /// END PERSONALIZATION: freezes issuer data. Needs a role, key element 1
+    /// and a registration certificate naming that role (the factory
+    /// certificate, role `blank`, must have been replaced).
     pub(crate) fn end_personalization(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
@@ -146,6 +159,9 @@ impl Applet {
         }
         let kg = &self.state.key_group;
         if self.state.role == "blank" || kg.elements.first().map(|e| e.0.is_empty()).unwrap_or(true) {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        if self.certified_role().as_deref() != Some(self.state.role.as_str()) {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         self.state.issued = true;
@@ -582,24 +598,18 @@ impl Applet {
         crypto::wrap_key(&self.state.peer_key, &key, aad).map_err(|_| sw::UNKNOWN)
     }
 
-    /// GET TRANSPORT KEY (key service variant, issuer): a fresh ephemeral key
-    /// pair for this session. Returns its public key (65) and
-    /// HMAC-SHA256(admin key, label || lv(card number) || public key) (32), so the
-    /// key service knows the key really comes from this card.
+    /// GET TRANSPORT KEY (key service variant, issuer session): a fresh
+    /// ephemeral key pair for this session. Returns its public key (65). The
+    /// answer travels under the SCP11a session, whose receipt proved the
+    /// card's certified key and whose R-MAC authenticates every answer, so
+    /// the key service knows the key really comes from this card.
     pub(crate) fn get_transport_key(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
         }
         self.require_admin()?;
         let kp = KeyPair::generate().map_err(|_| sw::UNKNOWN)?;
-        let mut out = kp.public_bytes();
-        let n = self.state.card_number.as_bytes();
-        let mac = crypto::hmac_sha256(
-            &self.state.admin_key,
-            &[takeout::TRANSPORT_KEY_LABEL, &[n.len() as u8], n, &out],
-        )
-        .map_err(|_| sw::UNKNOWN)?;
-        out.extend_from_slice(&mac);
+        let out = kp.public_bytes();
         self.session.transport_key = Some(kp);
         Ok(out)
     }

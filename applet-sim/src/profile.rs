@@ -17,8 +17,6 @@ pub struct Profile {
     pub pin: String,
     #[serde(default = "default_tries")]
     pub pin_max_tries: u8,
-    /// Issuer admin key (hex, 32 bytes) that unblocks the PIN.
-    pub admin_key: String,
     #[serde(default = "default_page_size")]
     pub page_size: u16,
     #[serde(default = "default_page_count")]
@@ -40,8 +38,6 @@ pub struct Profile {
     /// Export policy: no key take-out at all once a backup exists.
     #[serde(default)]
     pub no_export_after_backup: bool,
-    /// Issuer public key (hex, 65 bytes) trusted for restore authorizations.
-    pub issuer_public_key: Option<String>,
     /// Whether the cardvault applet is installed. A card without it answers
     /// 6A82 to SELECT, like any other card in a reader (tests of foreign cards).
     #[serde(default = "default_true")]
@@ -50,6 +46,13 @@ pub struct Profile {
     /// **test** issuer (fixtures/issuer/), with that issuer's root as trust anchor.
     #[serde(default = "default_true")]
     pub test_issuer_certificate: bool,
+    /// The card leaves the **test factory** (`blank` profile): its ECKA key is
+    /// certified by the test factory CA (fixtures/factory/) as role `blank`
+    /// instead of by the test issuer; the test issuer root is still installed
+    /// as trust anchor, so that issuance runs under SCP11a and replaces the
+    /// factory certificate by a registration certificate.
+    #[serde(default)]
+    pub factory_certificate: bool,
     /// Sensitive commands are refused (6982) unless they arrive under SCP11
     /// (docs/PROTOCOL.md, "Secure channel"). On unless a profile turns it off
     /// (`require_secure_channel = false`, for conformance tests of something
@@ -138,10 +141,6 @@ impl Profile {
         if !(1..=15).contains(&self.pin_max_tries) {
             return Err("pin_max_tries must be 1 to 15".into());
         }
-        match cardvault_proto::from_hex(&self.admin_key) {
-            Some(k) if k.len() == 32 => {}
-            _ => return Err("admin_key must be 32 bytes of hex".into()),
-        }
         if !(16..=4096).contains(&self.page_size) || self.page_count == 0 {
             return Err("page_size must be 16 to 4096 and page_count at least 1".into());
         }
@@ -151,14 +150,6 @@ impl Profile {
         if let Some(k) = &self.key1 {
             if cardvault_proto::from_hex(k).map(|k| k.len()) != Some(32) {
                 return Err("key1 must be 32 bytes of hex".into());
-            }
-        }
-        if let Some(k) = &self.issuer_public_key {
-            let ok = cardvault_proto::from_hex(k)
-                .map(|k| cardvault_proto::crypto::public_key(&k).is_ok())
-                .unwrap_or(false);
-            if !ok {
-                return Err("issuer_public_key must be a 65-byte P-256 public key in hex".into());
             }
         }
         let mut used = vec![false; self.page_count as usize];
@@ -197,15 +188,14 @@ mod tests {
     #[test]
     fn bad_profiles_are_refused() {
         let base = Profile::load("main").unwrap();
-        assert!(Profile::from_toml("role='x'\npin='12'\nadmin_key='00'").is_err());
-        assert!(Profile::from_toml("role='x'\npin='1234'\nadmin_key='00'\nbogus=1").is_err());
+        assert!(Profile::from_toml("role='x'\npin='12'").is_err());
+        assert!(Profile::from_toml("role='x'\npin='1234'\nbogus=1").is_err());
+        // The shared admin key is gone: a profile that still names one is refused.
+        let old = "role='x'\npin='1234'\nadmin_key='000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'";
+        assert!(Profile::from_toml(old).unwrap_err().contains("admin_key"));
+        assert!(Profile::from_toml("role='x'\npin='1234'").is_ok());
         assert_eq!(base.page_size, 256);
-        let e = Profile::from_toml(&format!(
-            "role='x'\npin='1234'\nadmin_key='{}'\ncommon_key='{}'",
-            "00".repeat(32),
-            "11".repeat(32)
-        ))
-        .unwrap_err();
+        let e = Profile::from_toml(&format!("role='x'\npin='1234'\ncommon_key='{}'", "11".repeat(32))).unwrap_err();
         assert!(e.contains("carries no card-common key"), "{e}");
     }
 

@@ -70,9 +70,6 @@ pub struct CardState {
     pub card_number: String,
     pub role: String,
     pub pin: PinState,
-    /// Issuer admin key (unblocks the PIN). Never readable from outside the card.
-    #[serde(with = "hexbytes")]
-    pub admin_key: Vec<u8>,
     pub page_size: u16,
     pub page_count: u16,
     pub extended_length: bool,
@@ -113,9 +110,6 @@ pub struct CardState {
     /// The domain's key generation (0 without a key).
     #[serde(default)]
     pub domain_generation: u32,
-    /// Issuer's public key (P-256, uncompressed) that signs restore authorizations.
-    #[serde(default, with = "hexbytes")]
-    pub issuer_public_key: Vec<u8>,
     /// The application table.
     #[serde(default)]
     pub applications: Vec<Application>,
@@ -139,11 +133,14 @@ pub struct CardState {
     #[serde(default, with = "hexbytes")]
     pub ecka_private: Vec<u8>,
     /// The card certificate over the ECKA public key (DER X.509), returned by
-    /// GET DATA `BF21`.
+    /// GET DATA `BF21`: the factory certificate (role `blank`) until issuance
+    /// stores the registration certificate (PUT DATA `BF21`).
     #[serde(default, with = "hexbytes")]
     pub certificate: Vec<u8>,
     /// The issuer root certificate (DER X.509) installed as the trust anchor
-    /// for OCE certificate chains (SCP11a).
+    /// for OCE certificate chains (SCP11a), registration certificates and the
+    /// signers of restore and load authorizations. Installed at the factory;
+    /// replaced at issuance by PUT DATA `BF22`.
     #[serde(default, with = "hexbytes")]
     pub trust_anchor: Vec<u8>,
     /// Sensitive commands are refused (6982) unless they arrive under SCP11.
@@ -269,7 +266,6 @@ impl<'de> Deserialize<'de> for HexBytes {
 
 impl Drop for CardState {
     fn drop(&mut self) {
-        self.admin_key.zeroize();
         self.unique_key.zeroize();
         self.common_key.zeroize();
         self.ecka_private.zeroize();
@@ -295,7 +291,6 @@ impl CardState {
             card_number,
             role: p.role.clone(),
             pin: PinState::new(p.pin.as_bytes(), p.pin_max_tries),
-            admin_key: from_hex(&p.admin_key).expect("validated profile"),
             page_size: p.page_size,
             page_count: p.page_count,
             extended_length: p.extended_length,
@@ -323,7 +318,6 @@ impl CardState {
             common_key: domain.map(|d| d.key.to_vec()).unwrap_or_default(),
             domain_id: domain.map(|d| d.domain.id.to_vec()).unwrap_or_default(),
             domain_generation: domain.map(|d| d.domain.generation).unwrap_or(0),
-            issuer_public_key: p.issuer_public_key.as_deref().and_then(from_hex).unwrap_or_default(),
             applications: p.applications.clone(),
             change_flags: vec![0u8; (p.page_count as usize).div_ceil(8)],
             backup: BackupCounters::default(),
@@ -341,8 +335,10 @@ impl CardState {
     }
 
     /// Give a new card its SCP11 identity: an ECKA key pair generated on the
-    /// card, a certificate from the test issuer and the issuer root as trust
-    /// anchor (profiles with `test_issuer_certificate`, the default).
+    /// card, a certificate from the test issuer (or, for `factory_certificate`
+    /// profiles, a factory certificate from the test factory CA) and the test
+    /// issuer root as trust anchor (profiles with `test_issuer_certificate`,
+    /// the default).
     fn with_identity(mut self, p: &Profile) -> CardState {
         if !p.test_issuer_certificate {
             return self;
@@ -353,7 +349,11 @@ impl CardState {
             role: self.role.clone(),
             member_number: Some(self.member_number.clone()).filter(|m| !m.is_empty()),
         };
-        let cert = crate::test_issuer::certify_card(&key.public_bytes(), &subject);
+        let cert = if p.factory_certificate {
+            crate::test_issuer::certify_blank_card(&key.public_bytes(), &self.card_number)
+        } else {
+            crate::test_issuer::certify_card(&key.public_bytes(), &subject)
+        };
         self.ecka_private = key.private_bytes().to_vec();
         self.certificate = cert;
         self.trust_anchor = crate::test_issuer::root_der();
@@ -391,7 +391,7 @@ impl CardState {
         if self.memory.len() != self.page_size as usize * self.page_count as usize {
             return Err("memory size does not match page size and count".into());
         }
-        if self.pin.tries_left > self.pin.max_tries || self.admin_key.len() != 32 {
+        if self.pin.tries_left > self.pin.max_tries {
             return Err("inconsistent PIN or key fields".into());
         }
         let kg = &self.key_group;

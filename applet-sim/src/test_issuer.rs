@@ -4,6 +4,9 @@
 //! the built-in profiles carry a certificate from it, so that embedded cards,
 //! the demo and the tests run SCP11 against a known root. Never use it for
 //! real cards: its private key is public.
+//!
+//! The test **factory** CA (fixtures/factory/) stands for the card factory:
+//! blank cards carry a factory certificate from it until issuance.
 
 use cardvault_proto::cert::{issue_card_certificate, CardSubject};
 use cardvault_proto::crypto::KeyPair;
@@ -37,4 +40,26 @@ pub fn certify_card(card_public: &[u8], subject: &CardSubject) -> Vec<u8> {
     issue_card_certificate(&key, &root(), card_public, subject, CARD_CERTIFICATE_DAYS)
         .and_then(|c| Ok(c.to_der()?))
         .expect("certify card key")
+}
+
+/// The **test** factory CA (PEM): certifies blank cards' ECKA keys before
+/// issuance (fixtures/factory/, made by the same example). Never use it for
+/// real cards: its private key is public.
+pub const FACTORY_CA_PEM: &[u8] = include_bytes!("../../fixtures/factory/test-factory-ca.pem");
+/// The test factory CA's private key (PEM).
+pub const FACTORY_CA_KEY_PEM: &[u8] = include_bytes!("../../fixtures/factory/test-factory-ca-key.pem");
+
+/// Certify a blank card's ECKA public key at the test factory: DER X.509
+/// signed by the test factory CA, naming role `blank`.
+pub fn certify_blank_card(card_public: &[u8], card_number: &str) -> Vec<u8> {
+    let key = KeyPair::from_pem(FACTORY_CA_KEY_PEM).expect("fixtures/factory/test-factory-ca-key.pem");
+    let ca = X509::from_pem(FACTORY_CA_PEM).expect("fixtures/factory/test-factory-ca.pem");
+    let subject = CardSubject {
+        card_number: card_number.to_string(),
+        role: cardvault_proto::cert::FACTORY_ROLE.to_string(),
+        member_number: None,
+    };
+    issue_card_certificate(&key, &ca, card_public, &subject, CARD_CERTIFICATE_DAYS)
+        .and_then(|c| Ok(c.to_der()?))
+        .expect("certify blank card key")
 }

@@ -3,7 +3,6 @@
 
 use applet_sim::state::Store;
 use applet_sim::{Card, Profile, StoreError};
-use cardvault_proto::admin::admin_cryptogram;
 use cardvault_proto::{self as proto, tag};
 use iso7816_tlv::ber::{Tag, Tlv, Value};
 use std::io::{Read, Write};
@@ -108,16 +107,6 @@ fn block_pin(card: &mut Card) {
         verify(card, b"000000");
     }
     assert_eq!(verify(card, PIN), 0x6983);
-}
-
-/// GET CHALLENGE then EXTERNAL AUTHENTICATE with the built-in profile admin key.
-fn admin_authenticate(card: &mut Card) -> u16 {
-    let (challenge, s) = tx(card, &[0x00, 0x84, 0x00, 0x00, 0x10]);
-    assert_eq!(s, 0x9000);
-    let key: Vec<u8> = (0u8..32).collect();
-    let number = card.state().card_number.clone();
-    let mac = admin_cryptogram(&key, &challenge, &number).unwrap();
-    sw(card, &apdu([0x00, 0x82, 0x00, 0x01], &mac, None))
 }
 
 /// A temporary directory removed when dropped.
@@ -317,9 +306,6 @@ fn wrong_length_returns_6700() {
     assert_eq!(sw(&mut c, &apdu([0x00, 0x20, 0x00, 0x81], b"12", None)), 0x6700);
     // GET DATA with a data field.
     assert_eq!(sw(&mut c, &apdu([0x00, 0xCA, 0xDF, 0x01], &[1], Some(0))), 0x6700);
-    // EXTERNAL AUTHENTICATE with a 31-byte cryptogram.
-    assert_eq!(sw(&mut c, &[0x00, 0x84, 0x00, 0x00, 0x10]), 0x9000);
-    assert_eq!(sw(&mut c, &apdu([0x00, 0x82, 0x00, 0x01], &[0; 31], None)), 0x6700);
 }
 
 #[test]
@@ -409,7 +395,6 @@ fn read_memory_without_length_short_le_00_reads_256_bytes() {
 #[test]
 fn extended_apdu_to_card_without_extended_length_returns_6700_and_atr_lacks_0x40() {
     let text = "role = \"main\"\npin = \"123456\"\n\
-                admin_key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n\
                 extended_length = false\nrequire_secure_channel = false\n";
     let short_only = Profile::from_toml(text).unwrap();
     let mut c = Card::in_memory(&short_only);
@@ -715,70 +700,23 @@ fn reset_retry_counter_without_admin_auth_returns_6982_and_pin_stays_blocked() {
     assert_eq!(verify(&mut c, PIN), 0x6983);
 }
 
+/// The shared admin key is gone: its EXTERNAL AUTHENTICATE (CLA 00, INS 82,
+/// P2 = the old key reference) is no instruction of the card any more, with
+/// a challenge or without, and RESET RETRY COUNTER stays refused.
 #[test]
-fn admin_auth_then_reset_retry_counter_sets_new_pin_and_unblocks() {
+fn the_former_admin_key_apdus_are_refused_and_the_pin_stays_blocked() {
     let mut c = selected_card();
     block_pin(&mut c);
-    assert_eq!(admin_authenticate(&mut c), 0x9000);
-    assert_eq!(sw(&mut c, &apdu([0x00, 0x2C, 0x02, 0x81], b"654321", None)), 0x9000);
-    assert_eq!(tries_left(&mut c), 3);
-    assert_eq!(verify(&mut c, PIN), 0x63C2);
-    assert_eq!(verify(&mut c, b"654321"), 0x9000);
-    assert_eq!(tries_left(&mut c), 3);
-}
-
-#[test]
-fn admin_auth_then_reset_retry_counter_p1_03_unblocks_old_pin() {
-    let mut c = selected_card();
-    block_pin(&mut c);
-    assert_eq!(admin_authenticate(&mut c), 0x9000);
-    assert_eq!(sw(&mut c, &[0x00, 0x2C, 0x03, 0x81]), 0x9000);
-    assert_eq!(tries_left(&mut c), 3);
-    assert_eq!(verify(&mut c, PIN), 0x9000);
-}
-
-#[test]
-fn wrong_admin_cryptogram_returns_6982() {
-    let mut c = selected_card();
-    block_pin(&mut c);
-    let (challenge, s) = tx(&mut c, &[0x00, 0x84, 0x00, 0x00, 0x10]);
-    assert_eq!(s, 0x9000);
-    let wrong_key = [0x55u8; 32];
-    let number = c.state().card_number.clone();
-    let mac = admin_cryptogram(&wrong_key, &challenge, &number).unwrap();
-    assert_eq!(sw(&mut c, &apdu([0x00, 0x82, 0x00, 0x01], &mac, None)), 0x6982);
+    let before = c.state().clone();
+    let cryptogram = [0x33u8; 32];
+    assert_eq!(sw(&mut c, &apdu([0x00, 0x82, 0x00, 0x01], &cryptogram, None)), 0x6D00);
+    assert_eq!(sw(&mut c, &[0x00, 0x84, 0x00, 0x00, 0x10]), 0x9000);
+    assert_eq!(sw(&mut c, &apdu([0x00, 0x82, 0x00, 0x01], &cryptogram, None)), 0x6D00);
     assert_eq!(sw(&mut c, &apdu([0x00, 0x2C, 0x02, 0x81], b"654321", None)), 0x6982);
-    assert_eq!(tries_left(&mut c), 0);
-}
-
-#[test]
-fn reused_challenge_returns_6985() {
-    let mut c = selected_card();
-    let (challenge, s) = tx(&mut c, &[0x00, 0x84, 0x00, 0x00, 0x10]);
-    assert_eq!(s, 0x9000);
-    assert_eq!(challenge.len(), 16);
-    let key: Vec<u8> = (0u8..32).collect();
-    let number = c.state().card_number.clone();
-    let mac = admin_cryptogram(&key, &challenge, &number).unwrap();
-    let auth = apdu([0x00, 0x82, 0x00, 0x01], &mac, None);
-    assert_eq!(sw(&mut c, &auth), 0x9000);
-    assert_eq!(sw(&mut c, &auth), 0x6985);
-    // Without any challenge at all, too.
-    let mut fresh = selected_card();
-    assert_eq!(sw(&mut fresh, &auth), 0x6985);
-}
-
-#[test]
-fn admin_cryptogram_is_hmac_sha256_over_label_challenge_and_card_number() {
-    // Known answer, computed independently: HMAC-SHA256(key 00..1F,
-    // "cardvault admin auth v1" || challenge 00..0F || "1234567890123456").
-    let key: Vec<u8> = (0u8..32).collect();
-    let challenge: Vec<u8> = (0u8..16).collect();
-    let mac = admin_cryptogram(&key, &challenge, "1234567890123456").unwrap();
-    assert_eq!(
-        proto::to_hex(&mac),
-        "33f9a9b1b3b7d2e8f89240a406c264c10f5fd73f38fa42af95fdf471f4dc1d0d"
-    );
+    assert_eq!(sw(&mut c, &[0x00, 0x2C, 0x03, 0x81]), 0x6982);
+    assert!(!c.session().admin_authenticated);
+    assert_eq!(c.state(), &before, "nothing changed");
+    assert_eq!(verify(&mut c, PIN), 0x6983);
 }
 
 #[test]

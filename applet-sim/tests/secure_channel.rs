@@ -57,7 +57,7 @@ fn card_key(card: &mut Card) -> Vec<u8> {
 }
 
 fn open_scp11b(card: &mut Card) -> ClientChannel {
-    let pk = card_key(card);
+    let pk = card_key_under(card, &[test_root(), factory_ca()]);
     let hs = ClientHandshake::scp11b(scp11::KVN, &pk).unwrap();
     let (answer, sw) = tx(card, &hs.command().to_bytes());
     assert_eq!(sw, 0x9000);
@@ -385,9 +385,9 @@ fn card_state_keeps_key_certificate_and_anchor_across_reopen() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// An SCP11a session of the built-in test issuer's operator.
+/// SCP11a with the test issuer's operator: the issuer session.
 fn open_scp11a(card: &mut Card) -> ClientChannel {
-    let pk = card_key(card);
+    let pk = card_key_under(card, &[test_root(), factory_ca()]);
     let oce_cert = X509::from_pem(applet_sim::test_issuer::OCE_PEM).unwrap();
     let oce_key = KeyPair::from_pem(applet_sim::test_issuer::OCE_KEY_PEM).unwrap();
     for c in scp11::oce_certificate_commands(scp11::KVN, scp11::KID_OCE, &[oce_cert.to_der().unwrap()]) {
@@ -461,4 +461,121 @@ fn the_domain_key_enters_a_blank_card_once_and_only_in_the_issuer_session() {
     let mut a = open_scp11a(&mut issued);
     assert_eq!(stx(&mut issued, &mut a, header, &data).1, 0x6985);
     assert_eq!(issued.state().domain(), had);
+}
+
+fn factory_ca() -> X509 {
+    X509::from_pem(applet_sim::test_issuer::FACTORY_CA_PEM).unwrap()
+}
+
+/// GET DATA BF21, the chain checked under `roots`: PK.SD.ECKA.
+fn card_key_under(card: &mut Card, roots: &[X509]) -> Vec<u8> {
+    let (der, sw) = tx(card, &[0x00, 0xCA, 0xBF, 0x21, 0x00]);
+    assert_eq!(sw, 0x9000);
+    let chain = split_certificates(&der).unwrap();
+    ecka_public_key(&verify_chain(roots, &chain).unwrap()).unwrap()
+}
+
+/// A registration certificate over `public` for the card, signed by `key` under `root`.
+fn registration(key: &KeyPair, root: &X509, public: &[u8], number: &str, role: &str) -> Vec<u8> {
+    let subject = cardvault_proto::cert::CardSubject {
+        card_number: number.into(),
+        role: role.into(),
+        member_number: None,
+    };
+    cardvault_proto::cert::issue_registration_certificate(key, root, public, &subject, Some("profile=backup"), 30)
+        .unwrap()
+        .to_der()
+        .unwrap()
+}
+
+/// The factory step: a blank card carries a factory certificate (role
+/// blank, under the test factory CA, not the issuer root) and the test
+/// issuer root as trust anchor.
+#[test]
+fn a_blank_card_leaves_the_factory_with_a_factory_certificate_and_the_issuer_root() {
+    let mut card = card_with(&Profile::load("blank").unwrap());
+    let (der, sw) = tx(&mut card, &[0x00, 0xCA, 0xBF, 0x21, 0x00]);
+    assert_eq!(sw, 0x9000);
+    let cert = X509::from_der(&der).unwrap();
+    assert_eq!(cardvault_proto::cert::card_subject(&cert).unwrap().role, "blank");
+    assert!(verify_chain(&[factory_ca()], std::slice::from_ref(&cert)).is_ok());
+    assert!(verify_chain(&[test_root()], std::slice::from_ref(&cert)).is_err());
+    assert_eq!(card.state().trust_anchor, test_root().to_der().unwrap());
+}
+
+/// Issuance under SCP11a: GENERATE ECKA KEY, then PUT DATA BF21. A
+/// certificate from another issuer (6982), for another key or card (6A80),
+/// or before PUT DATA set a role, changes nothing; END PERSONALIZATION waits
+/// for the registration certificate; the right one replaces key and
+/// certificate together.
+#[test]
+fn issuance_stores_only_a_registration_certificate_under_the_installed_root() {
+    let mut card = card_with(&Profile::load("blank").unwrap());
+    let number = card.state().card_number.clone();
+    let mut ch = open_scp11a(&mut card);
+    let (public, sw) = stx(&mut card, &mut ch, [0x80, 0xEF, 0x00, 0x00], &[]);
+    assert_eq!(sw, 0x9000);
+    assert_eq!(public.len(), 65);
+    let root_key = KeyPair::from_pem(applet_sim::test_issuer::ROOT_KEY_PEM).unwrap();
+    // Role first, key element 1, then the certificate.
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xDF, 0x02], b"backup").1, 0x9000);
+    assert_eq!(stx(&mut card, &mut ch, [0x80, 0xE1, 0x01, 0x00], &[7; 32]).1, 0x9000);
+    assert_eq!(
+        stx(&mut card, &mut ch, [0x80, 0xE0, 0x00, 0x00], &[]).1,
+        0x6985,
+        "factory certificate still"
+    );
+    let before = card.state().clone();
+
+    let other_key = KeyPair::generate().unwrap();
+    let other_root =
+        cardvault_proto::cert::issue_root(&other_key, "other", "20250101000000Z", "20500101000000Z").unwrap();
+    let foreign = registration(&other_key, &other_root, &public, &number, "backup");
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x21], &foreign).1, 0x6982);
+    let not_its_key = registration(
+        &root_key,
+        &test_root(),
+        &KeyPair::generate().unwrap().public_bytes(),
+        &number,
+        "backup",
+    );
+    assert_eq!(
+        stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x21], &not_its_key).1,
+        0x6A80
+    );
+    let other_card = registration(&root_key, &test_root(), &public, "1111222233334444", "backup");
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x21], &other_card).1, 0x6A80);
+    let other_role = registration(&root_key, &test_root(), &public, &number, "main");
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x21], &other_role).1, 0x6A80);
+    assert_eq!(card.state(), &before, "refused certificates change nothing");
+
+    let good = registration(&root_key, &test_root(), &public, &number, "backup");
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x21], &good).1, 0x9000);
+    assert_eq!(card.state().certificate, good);
+    assert_eq!(
+        KeyPair::from_private(&card.state().ecka_private)
+            .unwrap()
+            .public_bytes(),
+        public
+    );
+    assert_eq!(stx(&mut card, &mut ch, [0x80, 0xE0, 0x00, 0x00], &[]).1, 0x9000);
+    // Issued: no more keys, certificates or roots.
+    assert_eq!(stx(&mut card, &mut ch, [0x80, 0xEF, 0x00, 0x00], &[]).1, 0x6985);
+    let root_der = test_root().to_der().unwrap();
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x22], &root_der).1, 0x6985);
+    // The new key opens sessions under the issuer root.
+    assert_eq!(tx(&mut card, SELECT).1, 0x9000);
+    assert_eq!(card_key_under(&mut card, &[test_root()]), public);
+}
+
+/// GENERATE ECKA KEY and the identity PUT DATA need the issuer session.
+#[test]
+fn identity_commands_need_the_issuer_session() {
+    let mut card = card_with(&Profile::load("blank").unwrap());
+    let before = card.state().clone();
+    let mut ch = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut ch, [0x80, 0xEF, 0x00, 0x00], &[]).1, 0x6982);
+    let root_der = test_root().to_der().unwrap();
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x22], &root_der).1, 0x6982);
+    assert_eq!(card.state(), &before);
 }

@@ -136,14 +136,19 @@ fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
         issue::personalize(&mut c, &h, role, &key1, &opts)?;
         total = add(total, stats(&mut c));
     }
+    // Per card: the issuer's SCP11a session (GET DATA BF21, the operator's
+    // root and certificate, MUTUAL AUTHENTICATE), the registration
+    // certificate, and a second SCP11a session with the card's new key,
+    // which proves the card holds it and accepts the issuer under its root.
     let min = Minimum::default()
         .add(2, "SELECT")
         .add(2, "status")
-        .add(HANDSHAKE * 2, "SCP11b handshake")
-        .add(4, "GET CHALLENGE/EXTERNAL AUTHENTICATE")
+        .add(8, "SCP11a session")
         .add(2, "RESET RETRY COUNTER")
         .add(7, "PUT DATA (5 main, 2 backup)")
         .add(2, "WRITE KEY ELEMENT 1")
+        .add(4, "GENERATE ECKA KEY + PUT DATA BF21 (registration certificate)")
+        .add(8, "SCP11a session with the new key")
         .add(2, "END PERSONALIZATION")
         .add(2, "read-back status");
     s.row(row("issue a main + backup card", total, &min, None));

@@ -17,9 +17,6 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 const TITLE: &str = "Batch issuance + duplication of holder pairs, 2 reader pairs against 1";
-/// Issuer admin key of the built-in blank cards.
-const ADMIN_ENV: &str = "CV_ADMIN";
-
 /// A holder file of `n` holders (PIN 2468, member numbers M-h0001...).
 pub fn holder_file(dir: &Path, n: usize) -> Result<PathBuf> {
     let mut text = String::from("holder,pin,member_number,expiry\n");
@@ -49,7 +46,6 @@ pub fn issue_and_duplicate(
     stations: &[(String, String)],
 ) -> Result<BatchRun> {
     let _ = std::fs::remove_dir_all(home);
-    let admin = cardvault_proto::to_hex(&super::cards::admin_key()?);
     let station_args: Vec<String> = stations
         .iter()
         .flat_map(|(m, b)| ["--main".to_string(), m.clone(), "--backup".to_string(), b.clone()])
@@ -59,9 +55,8 @@ pub fn issue_and_duplicate(
     };
     let issue = run_child(
         cardvault(&cfg.exe, home)
-            .env(ADMIN_ENV, &admin)
-            .args(["--json", "issue", "--profile", "pair", "--no-domain", "--admin-key"])
-            .arg(format!("env:{ADMIN_ENV}"))
+            .args(["--json", "issue", "--profile", "pair", "--no-domain", "--issuer"])
+            .arg(super::proc::test_issuer_dir(home)?)
             .arg("--holders")
             .arg(holders)
             .args(&station_args),

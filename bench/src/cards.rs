@@ -22,14 +22,6 @@ pub fn open(dir: &Path, name: &str, profile: &str) -> Result<SimReader> {
     SimReader::open(dir, name, profile, None)
 }
 
-/// The issuer admin key of the built-in blank cards.
-pub fn admin_key() -> Result<Secret> {
-    let p = Profile::load("blank").map_err(Error::Usage)?;
-    cardvault_proto::from_hex(&p.admin_key)
-        .map(Zeroizing::new)
-        .ok_or_else(|| Error::Data("the blank profile's admin key is not hex".into()))
-}
-
 /// A holder record as the holder file would give it.
 pub fn holder(id: &str) -> issue::Holder {
     issue::Holder {
@@ -49,8 +41,11 @@ pub fn elements(n: usize) -> Vec<Secret> {
 }
 
 pub fn issue_options() -> Result<issue::IssueOptions> {
+    // The embedded cards' built-in test issuer opens the SCP11a sessions and
+    // signs the registration certificates.
     Ok(issue::IssueOptions {
-        issuer: cardvault::card::IssuerAuth::AdminKey(admin_key()?),
+        issuer: None,
+        factory_issuer: None,
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
@@ -135,13 +130,10 @@ pub fn large_profile(dir: &Path, page_count: u16) -> Result<PathBuf> {
     let p = Profile::load("main").map_err(Error::Usage)?;
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let text = format!(
-        "role = \"main\"\npin = \"{}\"\nadmin_key = \"{}\"\npage_size = 256\npage_count = {page_count}\n\
-         issued = true\nkey_group_size = 3\nkey1 = \"{}\"\nmember_number = \"M-BENCH\"\nexpiry = \"2031-12\"\n\
-         issuer_public_key = \"{}\"\n",
+        "role = \"main\"\npin = \"{}\"\npage_size = 256\npage_count = {page_count}\n\
+         issued = true\nkey_group_size = 3\nkey1 = \"{}\"\nmember_number = \"M-BENCH\"\nexpiry = \"2031-12\"\n",
         p.pin,
-        p.admin_key,
         opt(&p.key1),
-        opt(&p.issuer_public_key)
     );
     let path = dir.join(format!("main-{page_count}-pages.toml"));
     super::write_file(&path, text.as_bytes())?;

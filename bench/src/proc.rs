@@ -145,21 +145,43 @@ pub fn have_tool(tool: &str) -> bool {
 /// its own data directory, no configuration file, no default reader. The
 /// cards the benchmark serves through pcscd are the simulator's, certified
 /// by the test issuer: the run trusts that root (`CARDVAULT_TRUST`), as an
-/// operator would trust their issuer's.
+/// operator would trust their issuer's, and blank cards' factory
+/// certificates under the test factory CA (`CARDVAULT_FACTORY_TRUST`).
 pub fn cardvault(exe: &Path, home: &Path) -> Command {
     let root = home.join("trusted-test-root.pem");
-    if !root.exists() {
+    let factory = home.join("trusted-test-factory-ca.pem");
+    if !root.exists() || !factory.exists() {
         let _ = std::fs::create_dir_all(home);
         let _ = std::fs::write(&root, applet_sim::test_issuer::ROOT_PEM);
+        let _ = std::fs::write(&factory, applet_sim::test_issuer::FACTORY_CA_PEM);
     }
     let mut c = Command::new(exe);
     c.env("CARDVAULT_TRUST", &root)
+        .env("CARDVAULT_FACTORY_TRUST", &factory)
         .env("CARDVAULT_HOME", home)
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env_remove("CARDVAULT_READER")
         .env_remove("CARDVAULT_CONFIG")
         .env_remove("CARDVAULT_VAULT");
     c
+}
+
+/// The test issuer's directory (root and operator, keys included) under
+/// `home`, written on first use: `--issuer` of the benchmark's issuance, as
+/// an operator would name their issuer's.
+pub fn test_issuer_dir(home: &Path) -> cardvault::Result<std::path::PathBuf> {
+    use applet_sim::test_issuer as t;
+    let dir = home.join("test-issuer");
+    std::fs::create_dir_all(&dir).map_err(|e| cardvault::error::Error::io(format!("creating {}", dir.display()), e))?;
+    for (name, pem) in [
+        ("root.pem", t::ROOT_PEM),
+        ("root-key.pem", t::ROOT_KEY_PEM),
+        ("oce.pem", t::OCE_PEM),
+        ("oce-key.pem", t::OCE_KEY_PEM),
+    ] {
+        super::write_file(&dir.join(name), pem)?;
+    }
+    Ok(dir)
 }
 
 /// Samples of one measurement (seconds, µs, ... as the caller decides).

@@ -297,14 +297,12 @@ fn run_config(
         .collect();
 
     let robot = Robot::start(stations.iter().cloned().zip(readers.iter().copied()).collect())?;
-    let admin = cardvault_proto::to_hex(&super::cards::admin_key()?);
     // CPU of the whole system under test: the CLI, the card robot (this
     // process) and pcscd.
     let others = || stack::own_cpu_seconds() + p.cpu_seconds();
     let before = others();
     let issue = run_child(
         cardvault(&cfg.exe, &home)
-            .env("CV_ADMIN", &admin)
             .args([
                 "--json",
                 "--wait",
@@ -313,9 +311,9 @@ fn run_config(
                 "--profile",
                 "pair",
                 "--no-domain",
-                "--admin-key",
-                "env:CV_ADMIN",
+                "--issuer",
             ])
+            .arg(super::proc::test_issuer_dir(&home)?)
             .arg("--holders")
             .arg(holders)
             .args(&station_args),

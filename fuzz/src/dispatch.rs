@@ -9,7 +9,8 @@
 //! - bits 0-1: profile: 0 main, 1 backup, 2 blank (not personalized), 3 replacement;
 //! - bit 2: SELECT the applet;
 //! - bit 3: VERIFY "123456";
-//! - bit 4: issuer admin authentication (GET CHALLENGE + EXTERNAL AUTHENTICATE);
+//! - bit 4: the issuer session (SCP11a with the test operator; a plain
+//!   sensitive APDU ends it, see [`admin_authenticate`](crate::admin_authenticate));
 //! - bit 5: write key group elements 2 and 3 (the group is then complete);
 //! - bit 6: GENERATE KEY PAIR;
 //! - bit 7: TAKE OUT KEY to the backup card's number.

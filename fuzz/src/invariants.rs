@@ -43,7 +43,9 @@ pub fn needs(class: u8, ins: Ins, p1: u8) -> Needs {
     use Ins::*;
     match (class, ins) {
         (cla::ISO, PutData | ResetRetryCounter) => Needs::Admin,
-        (cla::PROPRIETARY, EndPersonalization | ReleaseDuplicate | GetTransportKey | SetMainKey) => Needs::Admin,
+        (cla::PROPRIETARY, EndPersonalization | ReleaseDuplicate | GetTransportKey | SetMainKey | GenerateEckaKey) => {
+            Needs::Admin
+        }
         (cla::PROPRIETARY, WriteKeyElement) if p1 == 1 => Needs::Admin,
         (cla::PROPRIETARY, WriteKeyElement) => Needs::PinOrAdmin,
         (

@@ -11,7 +11,6 @@
 //! no check depends on their values).
 
 use applet_sim::{CardState, Profile};
-use cardvault_proto::admin::admin_cryptogram;
 use cardvault_proto::apdu::CommandApdu;
 use cardvault_proto::{from_hex, to_hex};
 use std::collections::HashMap;
@@ -84,9 +83,11 @@ pub fn profile(name: &str) -> &'static Profile {
     cache.get(name).expect("known profile")
 }
 
-/// Issuer admin key of the built-in profiles (00 01 .. 1F).
-pub fn admin_key() -> Vec<u8> {
-    (0u8..32).collect()
+/// The test issuer's authorization signer (key and certificate under the
+/// test root, fixtures/issuer/), which restore and load authorizations carry.
+pub fn issuer_signer() -> cardvault::issuer::IssuerSigner {
+    let d = from_hex(include_str!("../../fixtures/issuer/issuer-private.hex")).expect("hex");
+    cardvault::issuer::IssuerSigner::new(&d, include_bytes!("../../fixtures/issuer/test-signer.pem")).expect("signer")
 }
 
 /// The test issuer's restore-authorization key (fixtures/issuer/).
@@ -143,15 +144,52 @@ pub fn is_success(sw: u16) -> bool {
     sw == 0x9000 || sw >> 8 == 0x61 || sw == 0x6310
 }
 
-/// GET CHALLENGE then EXTERNAL AUTHENTICATE with the profiles' admin key.
+/// The issuer session: SCP11a with the test issuer's operator (the OCE
+/// certificate with PERFORM SECURITY OPERATION, then MUTUAL AUTHENTICATE),
+/// the only way to the card's admin commands. Returns the status word of
+/// the last step. The targets send their APDUs plain afterwards: commands
+/// that are not sensitive keep the issuer session (END PERSONALIZATION,
+/// RELEASE DUPLICATE...), a plain sensitive one ends it (6987).
 pub fn admin_authenticate(card: &mut Card) -> u16 {
-    let (challenge, s) = tx(card, &[0x00, 0x84, 0x00, 0x00, 0x10]);
+    use applet_sim::test_issuer as t;
+    use cardvault_proto::scp11::{self, ClientHandshake};
+    let (der, s) = tx_whole(card, &[0x00, 0xCA, 0xBF, 0x21, 0x00]);
     if s != 0x9000 {
         return s;
     }
-    let number = card.state().card_number.clone();
-    let mac = admin_cryptogram(&admin_key(), &challenge, &number).expect("hmac");
-    tx(card, &apdu(0x00, 0x82, 0x00, 0x01, &mac, 0)).1
+    let Some(pk) = cardvault_proto::cert::split_certificates(&der)
+        .ok()
+        .and_then(|c| c.last().and_then(|l| cardvault_proto::cert::ecka_public_key(l).ok()))
+    else {
+        return 0x6A80;
+    };
+    let issuer = cardvault::issuer::IssuerCredentials::from_built_in(&cardvault::transport::BuiltInIssuer {
+        root: t::ROOT_PEM,
+        root_key: t::ROOT_KEY_PEM,
+        oce: t::OCE_PEM,
+        oce_key: t::OCE_KEY_PEM,
+    })
+    .expect("the test issuer");
+    let chain = issuer.chain_der().expect("DER");
+    for c in scp11::oce_certificate_commands(scp11::KVN, scp11::KID_OCE, &chain) {
+        let s = tx(card, &c.to_bytes()).1;
+        if s != 0x9000 {
+            return s;
+        }
+    }
+    let hs = ClientHandshake::scp11a(scp11::KVN, &pk, issuer.key().expect("key")).expect("handshake");
+    tx_whole(card, &hs.command().to_bytes()).1
+}
+
+/// Send one APDU and fetch the rest of its answer with GET RESPONSE.
+fn tx_whole(card: &mut Card, raw: &[u8]) -> (Vec<u8>, u16) {
+    let (mut data, mut s) = tx(card, raw);
+    while s >> 8 == 0x61 {
+        let (more, next) = tx(card, &[0x00, 0xC0, 0x00, 0x00, s as u8]);
+        data.extend_from_slice(&more);
+        s = next;
+    }
+    (data, s)
 }
 
 /// Write key group elements 2 and 3 (PIN verified): the group is then complete.

@@ -12,7 +12,10 @@
 //! does not leak into the next input.
 //!
 //! Input: a flags byte (bit 0: restore onto R, the other card, instead of A;
-//! bit 1: issuer admin authentication, which allows the rollback override),
+//! bit 1: the issuer's SCP11a session after VERIFY; the target's APDUs go
+//! plain, so the first RESTORE ends that session (6987) and the programs
+//! with this bit explore the refusals; the rollback override itself is
+//! tested in tests/backup_restore.rs, under SCP11a),
 //! then a program of at most [`MAX_STEPS`](crate::MAX_STEPS) operations:
 //!
 //! | op % 10 | arguments | sends |
@@ -25,7 +28,7 @@
 //! | 5 | offset (2), value | (nothing) xor the next data field's byte at offset (modulo its length) with value (0 flips bit 0) |
 //! | 6 | offset (2) | (nothing) cut the next data field at offset (modulo length + 1) |
 //! | 7 | | GET RESTORE CHALLENGE |
-//! | 8 | | warm reset, then SELECT, VERIFY (and admin authentication per the flags) |
+//! | 8 | | warm reset, then SELECT, VERIFY (and the issuer session per the flags) |
 //! | 9 | 2-byte length, bytes | that raw APDU |
 //!
 //! Checked: every APDU as in [`checked_tx`](crate::checked_tx) (a refused
@@ -244,7 +247,7 @@ impl Drop for Fixture {
     }
 }
 
-/// SELECT, VERIFY and (with `admin`) admin authentication. Checked only
+/// SELECT, VERIFY and (with `admin`) the issuer's SCP11a session. Checked only
 /// when `check`: after a reset, the input may have blocked the PIN.
 fn login(card: &mut Card, admin: bool, check: bool) {
     let sws = [
@@ -271,10 +274,14 @@ pub fn authorization(card: &Card, counter: u32, headers: &[&[u8]]) -> Vec<u8> {
         &chain,
     );
     let sig = cardvault_proto::crypto::sign_p256(issuer_key(), &msg).expect("sign");
+    let signer = crate::issuer_signer();
+    let cert = signer.certificate_der();
     let mut v = counter.to_be_bytes().to_vec();
     v.extend_from_slice(&chain);
     v.extend_from_slice(&[0, 64]);
     v.extend_from_slice(&sig);
+    v.extend_from_slice(cert);
+    v.extend_from_slice(&(cert.len() as u16).to_be_bytes());
     v
 }
 

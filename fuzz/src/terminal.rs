@@ -134,7 +134,8 @@ fn holder() -> issue::Holder {
 
 fn issue_opts() -> issue::IssueOptions {
     issue::IssueOptions {
-        issuer: cardvault::card::IssuerAuth::AdminKey(Zeroizing::new(crate::admin_key())),
+        issuer: None,
+        factory_issuer: None,
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
@@ -365,8 +366,7 @@ fn run(
             wb::backup(&mut c, &mut v, true, &|_, _| {}).map(|_| ())
         }
         "load" => {
-            let issuer = cardvault_proto::from_hex(include_str!("../../fixtures/issuer/issuer-private.hex").trim())
-                .expect("issuer key hex");
+            let issuer = crate::issuer_signer();
             let mut r = hostile("main", &p.main, script, seen);
             let mut c = open(r.as_mut())?;
             purse::credit_with_issuer_key(&mut c, PIN, 1, 700, &issuer).map(|_| ())

@@ -208,14 +208,16 @@ pub fn chain_hash<'h>(headers: impl IntoIterator<Item = &'h [u8]>) -> [u8; CHAIN
 
 /// The data of RESTORE P1 = 01 (onto another card): the backup header, then
 /// the issuer's authorization: the authorized counter (4), the chain hash
-/// (32), the signature's length (2, always 64) and the signature over
-/// [`authorization_message`].
+/// (32), the signature's length (2, always 64), the signature over
+/// [`authorization_message`], the signer's certificate (DER, under the
+/// issuer root installed on the card) and that certificate's length (2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizedRestore<'a> {
     pub header: &'a [u8],
     pub counter: u32,
     pub chain_hash: &'a [u8],
     pub signature: &'a [u8],
+    pub signer_certificate: &'a [u8],
 }
 
 /// Why RESTORE P1 = 01 data does not parse.
@@ -236,13 +238,20 @@ impl<'a> AuthorizedRestore<'a> {
         d.extend_from_slice(self.chain_hash);
         d.extend_from_slice(&(self.signature.len() as u16).to_be_bytes());
         d.extend_from_slice(self.signature);
+        d.extend_from_slice(self.signer_certificate);
+        d.extend_from_slice(&(self.signer_certificate.len() as u16).to_be_bytes());
         d
     }
 
     pub fn parse(data: &'a [u8]) -> Result<AuthorizedRestore<'a>, AuthorizedRestoreError> {
-        if data.len() < Self::TAIL {
+        let Some((rest, len)) = data.split_last_chunk::<2>() else {
+            return Err(AuthorizedRestoreError::TooShort);
+        };
+        let cert_len = u16::from_be_bytes(*len) as usize;
+        if cert_len == 0 || rest.len() < Self::TAIL + cert_len {
             return Err(AuthorizedRestoreError::TooShort);
         }
+        let (data, signer_certificate) = rest.split_at(rest.len() - cert_len);
         let (header, tail) = data.split_at(data.len() - Self::TAIL);
         let at = 4 + CHAIN_HASH_LEN;
         if tail[at..at + 2] != (AUTHORIZATION_SIGNATURE_LEN as u16).to_be_bytes() {
@@ -253,6 +262,7 @@ impl<'a> AuthorizedRestore<'a> {
             counter: u32::from_be_bytes(tail[..4].try_into().expect("4 bytes")),
             chain_hash: &tail[4..at],
             signature: &tail[at + 2..],
+            signer_certificate,
         })
     }
 }
@@ -373,11 +383,13 @@ mod tests {
         let header = [1u8, 2, 3];
         let sig = [7u8; 64];
         let chain = [5u8; 32];
+        let cert = [0x30, 0x01, 0x00];
         let a = AuthorizedRestore {
             header: &header,
             counter: 42,
             chain_hash: &chain,
             signature: &sig,
+            signer_certificate: &cert,
         };
         let data = a.encode();
         assert_eq!(AuthorizedRestore::parse(&data), Ok(a));
@@ -386,6 +398,14 @@ mod tests {
             AuthorizedRestore::parse(&data[4..]),
             Err(AuthorizedRestoreError::TooShort)
         );
+        // No certificate, or a length that reaches into the signature.
+        let mut none = data[..data.len() - 5].to_vec();
+        none.extend_from_slice(&[0, 0]);
+        assert_eq!(AuthorizedRestore::parse(&none), Err(AuthorizedRestoreError::TooShort));
+        let mut long = data.clone();
+        let n = long.len();
+        long[n - 2..].copy_from_slice(&(data.len() as u16).to_be_bytes());
+        assert_eq!(AuthorizedRestore::parse(&long), Err(AuthorizedRestoreError::TooShort));
         let mut bad = data.clone();
         bad[header.len() + 4 + 32 + 1] = 65;
         assert_eq!(

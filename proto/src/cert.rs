@@ -11,7 +11,7 @@
 //! The profile of each is in docs/FORMATS.md ("Certificates").
 
 use crate::crypto::{CryptoError, KeyPair, PUBLIC_KEY_LEN};
-use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::asn1::{Asn1Integer, Asn1Object, Asn1OctetString, Asn1Time};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::PointConversionForm;
 use openssl::hash::MessageDigest;
@@ -19,10 +19,24 @@ use openssl::nid::Nid;
 use openssl::stack::Stack;
 use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier};
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509Builder, X509KeyUsage, X509NameBuilder, X509StoreContext, X509};
+use openssl::x509::{X509Builder, X509Extension, X509KeyUsage, X509NameBuilder, X509StoreContext, X509};
 
 /// Tag of the certificate store data object (GET DATA P1P2, GlobalPlatform).
+/// PUT DATA `BF21` (issuer session, before END PERSONALIZATION) stores the
+/// registration certificate over the key of GENERATE ECKA KEY.
 pub const TAG_CERTIFICATE_STORE: u16 = 0xBF21;
+/// Tag of the installed trust anchor (PUT DATA P1P2, issuer session, before
+/// END PERSONALIZATION): the issuer root the card checks OCE chains,
+/// registration certificates and authorizations under.
+pub const TAG_TRUST_ANCHOR: u16 = 0xBF22;
+
+/// Role a factory certificate names: the card is blank, not yet issued.
+pub const FACTORY_ROLE: &str = "blank";
+
+/// OID of the card profile extension of a registration certificate (under
+/// the UUID arc 2.25, which needs no registration): a non-critical extension
+/// whose value is a UTF8String `key=value;key=value` (docs/FORMATS.md).
+pub const PROFILE_EXTENSION_OID: &str = "2.25.216883449611302883395364040451931633930";
 
 /// Why a certificate or chain was refused.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +114,29 @@ fn issue_ecka_leaf(
     subject: &[(Nid, &str)],
     days: u32,
 ) -> Result<X509> {
+    issue_leaf(issuer_key, issuer, public, subject, days, LeafUse::KeyAgreement, None)
+}
+
+/// What a leaf key is for.
+#[derive(Clone, Copy)]
+enum LeafUse {
+    /// SCP11 ECKA keys (cards, operators).
+    KeyAgreement,
+    /// Issuer signers of restore and load authorizations.
+    Signature,
+}
+
+/// A leaf certificate signed by `issuer`, with the key usage of `usage` and
+/// optionally a card profile extension.
+fn issue_leaf(
+    issuer_key: &KeyPair,
+    issuer: &X509,
+    public: &[u8],
+    subject: &[(Nid, &str)],
+    days: u32,
+    usage: LeafUse,
+    profile: Option<&str>,
+) -> Result<X509> {
     let pk = crate::crypto::public_key(public)?;
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
@@ -118,7 +155,14 @@ fn issue_ecka_leaf(
         b.set_not_after(&after)?;
     }
     b.append_extension(BasicConstraints::new().critical().build()?)?;
-    b.append_extension(KeyUsage::new().critical().key_agreement().build()?)?;
+    let ku = match usage {
+        LeafUse::KeyAgreement => KeyUsage::new().critical().key_agreement().build()?,
+        LeafUse::Signature => KeyUsage::new().critical().digital_signature().build()?,
+    };
+    b.append_extension(ku)?;
+    if let Some(text) = profile {
+        b.append_extension(profile_extension(text)?)?;
+    }
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(issuer), None))?;
     b.append_extension(ski)?;
     let aki = AuthorityKeyIdentifier::new()
@@ -130,14 +174,58 @@ fn issue_ecka_leaf(
     Ok(b.build())
 }
 
+/// The card profile extension: a UTF8String in a non-critical extension.
+fn profile_extension(text: &str) -> Result<X509Extension> {
+    if text.len() > 127 {
+        return Err(CertError::Malformed("card profile text over 127 bytes"));
+    }
+    let mut der = vec![0x0C, text.len() as u8];
+    der.extend_from_slice(text.as_bytes());
+    let oid = Asn1Object::from_str(PROFILE_EXTENSION_OID)?;
+    let value = Asn1OctetString::new_from_bytes(&der)?;
+    Ok(X509Extension::new_from_der(&oid, false, &value)?)
+}
+
+/// The card profile a registration certificate carries (the text of its
+/// profile extension), if any. Read from the DER: the extension is the OID
+/// followed by the OCTET STRING that wraps a short UTF8String.
+pub fn card_profile(cert: &X509) -> Option<String> {
+    let der = cert.to_der().ok()?;
+    let oid = Asn1Object::from_str(PROFILE_EXTENSION_OID).ok()?;
+    let body = oid.as_slice();
+    let mut needle = vec![0x06, body.len() as u8];
+    needle.extend_from_slice(body);
+    let at = der.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    match der.get(at..)? {
+        [0x04, n, 0x0C, m, rest @ ..] if *n as usize == *m as usize + 2 && rest.len() >= *m as usize => {
+            String::from_utf8(rest[..*m as usize].to_vec()).ok()
+        }
+        _ => None,
+    }
+}
+
 /// The card's registration certificate over its ECKA public key (65 bytes,
 /// uncompressed P-256). Subject: CN and serialNumber = card number, OU = role,
-/// UID = member number.
+/// UID = member number. No profile extension (see
+/// [`issue_registration_certificate`]).
 pub fn issue_card_certificate(
     issuer_key: &KeyPair,
     issuer: &X509,
     card_public: &[u8],
     subject: &CardSubject,
+    days: u32,
+) -> Result<X509> {
+    issue_registration_certificate(issuer_key, issuer, card_public, subject, None, days)
+}
+
+/// A card certificate as [`issue_card_certificate`] makes it, with the card
+/// profile extension when `profile` is given (issuance: `role=main;...`).
+pub fn issue_registration_certificate(
+    issuer_key: &KeyPair,
+    issuer: &X509,
+    card_public: &[u8],
+    subject: &CardSubject,
+    profile: Option<&str>,
     days: u32,
 ) -> Result<X509> {
     let mut entries = vec![
@@ -149,7 +237,63 @@ pub fn issue_card_certificate(
     if let Some(m) = subject.member_number.as_deref().filter(|m| !m.is_empty()) {
         entries.push((Nid::USERID, m));
     }
-    issue_ecka_leaf(issuer_key, issuer, card_public, &entries, days)
+    issue_leaf(
+        issuer_key,
+        issuer,
+        card_public,
+        &entries,
+        days,
+        LeafUse::KeyAgreement,
+        profile,
+    )
+}
+
+/// An issuer signer certificate: certifies the key that signs restore and
+/// load authorizations (keyUsage digitalSignature), under the issuer root.
+pub fn issue_signer_certificate(
+    issuer_key: &KeyPair,
+    issuer: &X509,
+    signer_public: &[u8],
+    common_name: &str,
+    days: u32,
+) -> Result<X509> {
+    let entries = [(Nid::ORGANIZATIONNAME, "cardvault"), (Nid::COMMONNAME, common_name)];
+    issue_leaf(
+        issuer_key,
+        issuer,
+        signer_public,
+        &entries,
+        days,
+        LeafUse::Signature,
+        None,
+    )
+}
+
+/// Verify an issuer signer's chain (an authorization's certificates, leaf
+/// last) under `trusted`: the chain verifies and the leaf is an end entity
+/// for digitalSignature on a P-256 key. Returns the signer's public key.
+pub fn verify_signer_chain(trusted: &[X509], chain: &[X509]) -> Result<Vec<u8>> {
+    let leaf = verify_chain(trusted, chain)?;
+    match leaf.key_usage() {
+        Some(ku) if ku.contains(X509KeyUsage::DIGITAL_SIGNATURE) => {}
+        _ => {
+            return Err(CertError::Untrusted(
+                "the signer certificate is not for signatures".into(),
+            ))
+        }
+    }
+    ecka_public_key(&leaf)
+}
+
+/// Whether `cert` can be installed as a card's trust anchor: a self-signed
+/// CA certificate (P-256) whose signature verifies with its own key.
+pub fn is_root(cert: &X509) -> bool {
+    let self_issued = cert.subject_name().to_der().ok() == cert.issuer_name().to_der().ok();
+    let signed = cert.public_key().and_then(|k| cert.verify(&k)).unwrap_or(false);
+    self_issued
+        && signed
+        && ecka_public_key(cert).is_ok()
+        && verify_chain(std::slice::from_ref(cert), std::slice::from_ref(cert)).is_ok()
 }
 
 /// An off-card entity (issuer operator) certificate for SCP11a.
@@ -301,6 +445,36 @@ mod tests {
         assert!(matches!(verify_chain(&[other], &chain), Err(CertError::Untrusted(_))));
         // A CA certificate (no keyAgreement) is no card certificate.
         assert!(verify_ecka_chain(std::slice::from_ref(&rc), std::slice::from_ref(&rc)).is_err());
+    }
+
+    #[test]
+    fn registration_certificate_carries_the_profile_and_signers_sign_only() {
+        let (rk, rc) = root();
+        let card = KeyPair::generate().unwrap();
+        let subject = CardSubject {
+            card_number: "42".into(),
+            role: "backup".into(),
+            member_number: None,
+        };
+        let text = "role=backup;key_group_size=3";
+        let cert = issue_registration_certificate(&rk, &rc, &card.public_bytes(), &subject, Some(text), 30).unwrap();
+        assert_eq!(card_profile(&cert).as_deref(), Some(text));
+        let back = X509::from_der(&cert.to_der().unwrap()).unwrap();
+        verify_ecka_chain(std::slice::from_ref(&rc), &[back]).unwrap();
+        let plain = issue_card_certificate(&rk, &rc, &card.public_bytes(), &subject, 30).unwrap();
+        assert_eq!(card_profile(&plain), None);
+
+        let signer = KeyPair::generate().unwrap();
+        let sc = issue_signer_certificate(&rk, &rc, &signer.public_bytes(), "signer", 30).unwrap();
+        assert_eq!(
+            verify_signer_chain(std::slice::from_ref(&rc), std::slice::from_ref(&sc)).unwrap(),
+            signer.public_bytes()
+        );
+        // A card (key agreement) certificate signs nothing; a signer is no card.
+        assert!(verify_signer_chain(std::slice::from_ref(&rc), std::slice::from_ref(&cert)).is_err());
+        assert!(verify_ecka_chain(std::slice::from_ref(&rc), std::slice::from_ref(&sc)).is_err());
+        assert!(is_root(&rc));
+        assert!(!is_root(&sc));
     }
 
     #[test]

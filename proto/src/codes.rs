@@ -60,9 +60,9 @@ instructions! {
     ChangeReferenceData, CHANGE_REFERENCE_DATA = 0x24, "CHANGE REFERENCE DATA";
     ResetRetryCounter, RESET_RETRY_COUNTER = 0x2C, "RESET RETRY COUNTER";
     GetChallenge, GET_CHALLENGE = 0x84, "GET CHALLENGE";
-    /// EXTERNAL AUTHENTICATE (CLA 00, the issuer admin cryptogram). ISO 7816-4
-    /// names INS 82 "EXTERNAL / MUTUAL AUTHENTICATE": under CLA 80 it is the
-    /// SCP11a/c handshake ([`Ins::MUTUAL_AUTHENTICATE`]).
+    /// ISO 7816-4 names INS 82 "EXTERNAL / MUTUAL AUTHENTICATE": under CLA 80
+    /// it is the SCP11a/c handshake ([`Ins::MUTUAL_AUTHENTICATE`]). Under CLA
+    /// 00 (the former shared admin key's cryptogram) the card answers 6D00.
     ExternalAuthenticate, EXTERNAL_AUTHENTICATE = 0x82, "EXTERNAL AUTHENTICATE";
     /// PUT DATA (CLA 00): issuer personalization data objects, admin only.
     PutData, PUT_DATA = 0xDA, "PUT DATA";
@@ -89,6 +89,9 @@ instructions! {
     /// LOAD DOMAIN KEY (issuer, SCP11a only, before END PERSONALIZATION):
     /// the issuer domain's card-common key (proto::domain).
     LoadDomainKey, LOAD_DOMAIN_KEY = 0xEE, "LOAD DOMAIN KEY";
+    /// GENERATE ECKA KEY (issuer session, before END PERSONALIZATION): a new
+    /// SCP11 key pair for the registration certificate; answers its public key.
+    GenerateEckaKey, GENERATE_ECKA_KEY = 0xEF, "GENERATE ECKA KEY";
     // Page backup and restore (CLA 80).
     Backup, BACKUP = 0xF0, "BACKUP";
     BackupData, BACKUP_DATA = 0xF1, "BACKUP DATA";

@@ -6,7 +6,6 @@
 //! Every constant that both sides must agree on lives here, so the two cannot
 //! drift apart. docs/PROTOCOL.md documents the same values for other tools.
 
-pub mod admin;
 pub mod apdu;
 pub mod backup;
 pub mod cert;
@@ -40,18 +39,14 @@ pub mod cla {
 
 /// P2 reference of the holder PIN (ISO 7816-4: specific reference data, number 1).
 pub const PIN_REF: u8 = 0x81;
-/// P2 reference of the issuer admin key for EXTERNAL AUTHENTICATE.
-pub const ADMIN_KEY_REF: u8 = 0x01;
 /// Minimum and maximum PIN length in bytes.
 pub const PIN_MIN_LEN: usize = 4;
 pub const PIN_MAX_LEN: usize = 16;
 /// Length of a card challenge (GET CHALLENGE).
 pub const CHALLENGE_LEN: usize = 16;
-/// Domain separation label for the admin authentication MAC.
-pub const ADMIN_AUTH_LABEL: &[u8] = b"cardvault admin auth v1";
 
 /// Whether the data field of a command carries a secret that must never be
-/// shown in a trace (PINs, admin cryptograms, key group elements). Decided by
+/// shown in a trace (PINs, key group elements). Decided by
 /// the instruction alone: a command sent with an unexpected class byte still
 /// reaches a card (and a trace) with its secret.
 pub fn command_data_is_secret(_cla: u8, ins: u8) -> bool {
@@ -88,6 +83,7 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::SET_MAIN_KEY
                 | ins::DESTROY_KEY
                 | ins::LOAD_DOMAIN_KEY
+                | ins::GENERATE_ECKA_KEY
                 | ins::GET_TRANSPORT_KEY
                 | ins::GET_LOAD_CHALLENGE
                 | ins::CREDIT

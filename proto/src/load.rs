@@ -2,10 +2,11 @@
 //!
 //! The card hands out a load challenge (GET LOAD CHALLENGE, kept across power
 //! cycles until a CREDIT uses it, whatever the outcome). The issuer signs
-//! [`load_message`] with the key whose public half the card holds
-//! (`issuer_public_key`, the same key that signs restore authorizations);
-//! CREDIT carries [`LoadAuthorization`] and the card verifies it against the
-//! card number, the application, the amount and its own challenge. WRITE
+//! [`load_message`] with its authorization signer key (the same that signs
+//! restore authorizations); CREDIT carries [`LoadAuthorization`] with the
+//! signer's certificate, and the card checks that certificate under its
+//! installed issuer root, then the signature against the card number, the
+//! application, the amount and its own challenge. WRITE
 //! MEMORY and RESTORE never write a value application's pages, so no holder
 //! command creates value.
 
@@ -17,7 +18,8 @@ pub const LOAD_LABEL: &[u8] = b"cardvault load authorization v1";
 pub const LOAD_CHALLENGE_LEN: usize = 16;
 /// Length of an ECDSA P-256 signature (r || s).
 pub const SIGNATURE_LEN: usize = 64;
-/// Length of the CREDIT data field: amount (4) || signature (64).
+/// Length of the CREDIT data field before the signer's certificate: amount
+/// (4) || signature (64).
 pub const CREDIT_DATA_LEN: usize = 4 + SIGNATURE_LEN;
 
 /// The message the issuer signs (ECDSA P-256, SHA-256):
@@ -32,31 +34,36 @@ pub fn load_message(card_number: &str, app: u8, amount: u32, challenge: &[u8]) -
     m
 }
 
-/// The CREDIT data field: the amount and the issuer's signature over
-/// [`load_message`]. Built by the terminal, read by the card.
+/// The CREDIT data field: the amount, the issuer's signature over
+/// [`load_message`] and the signer's certificate (DER, under the issuer
+/// root installed on the card). Built by the terminal, read by the card.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadAuthorization {
     pub amount: u32,
     pub signature: [u8; SIGNATURE_LEN],
+    pub signer_certificate: Vec<u8>,
 }
 
 impl LoadAuthorization {
     pub fn encode(&self) -> Vec<u8> {
         let mut v = self.amount.to_be_bytes().to_vec();
         v.extend_from_slice(&self.signature);
+        v.extend_from_slice(&self.signer_certificate);
         v
     }
 
-    /// Parse the CREDIT data field; `None` unless it is exactly
-    /// [`CREDIT_DATA_LEN`] bytes.
+    /// Parse the CREDIT data field; `None` unless it is longer than
+    /// [`CREDIT_DATA_LEN`] bytes (a certificate follows the signature).
     pub fn parse(data: &[u8]) -> Option<LoadAuthorization> {
-        if data.len() != CREDIT_DATA_LEN {
+        if data.len() <= CREDIT_DATA_LEN {
             return None;
         }
-        let (a, s) = data.split_at(4);
+        let (a, rest) = data.split_at(4);
+        let (s, cert) = rest.split_at(SIGNATURE_LEN);
         Some(LoadAuthorization {
             amount: u32::from_be_bytes(a.try_into().ok()?),
             signature: s.try_into().ok()?,
+            signer_certificate: cert.to_vec(),
         })
     }
 }
@@ -70,9 +77,11 @@ mod tests {
         let a = LoadAuthorization {
             amount: 0x01020304,
             signature: [7; 64],
+            signer_certificate: vec![0x30, 0x00],
         };
-        assert_eq!(LoadAuthorization::parse(&a.encode()), Some(a));
+        assert_eq!(LoadAuthorization::parse(&a.encode()), Some(a.clone()));
         assert_eq!(LoadAuthorization::parse(&[0, 0, 0, 1]), None);
+        assert_eq!(LoadAuthorization::parse(&a.encode()[..CREDIT_DATA_LEN]), None);
         let m = load_message("12", 1, 5, &[9; 16]);
         assert_eq!(&m[..LOAD_LABEL.len()], LOAD_LABEL);
         assert_eq!(

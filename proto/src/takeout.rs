@@ -18,19 +18,17 @@ pub const KCV_LABEL: &[u8] = b"cardvault key group check value";
 pub const EXPORT_INFO: &[u8] = b"cardvault key export v2";
 /// Largest target certificate chain TAKE OUT KEY accepts (certificates).
 pub const MAX_TARGET_CHAIN: usize = 4;
-/// Roles a take-out target's certificate may name: `backup`, or `blank` for
-/// the factory certificate a card keeps when issuance does not replace it
-/// (the certified key is what the blob is wrapped to; the target card
-/// itself refuses IMPORT KEY unless it is an issued backup card). A
-/// `main` or `replacement` card is never a target.
-pub const TARGET_ROLES: &[&str] = &["backup", "blank"];
+/// Roles a take-out target's certificate may name: `backup` only. Issuance
+/// replaces a blank card's factory certificate (role `blank`) by a
+/// registration certificate naming its role, so a card still certified as
+/// `blank` was never issued, and a `main` or `replacement` card is never a
+/// target.
+pub const TARGET_ROLES: &[&str] = &["backup"];
 /// HMAC label of the import receipt.
 pub const RECEIPT_LABEL: &[u8] = b"cardvault duplicate receipt v1";
 /// Label of the DESTROY KEY receipt MAC (a backup card's proof that it holds
 /// no key of a source card's take-outs up to a counter).
 pub const DESTROY_LABEL: &[u8] = b"cardvault destroy receipt v1";
-/// HMAC label authenticating the transport key (GET TRANSPORT KEY).
-pub const TRANSPORT_KEY_LABEL: &[u8] = b"cardvault transport key v1";
 /// Associated data label for SET MAIN KEY (key service variant).
 pub const KEY_SERVICE_LABEL: &[u8] = b"cardvault key service v1";
 

@@ -60,10 +60,6 @@ impl Command {
         Command::of(cla::ISO, Ins::GetChallenge, 0, 0).expect(proto::CHALLENGE_LEN)
     }
 
-    pub fn external_authenticate(cryptogram: &[u8]) -> Command {
-        Command::of(cla::ISO, Ins::ExternalAuthenticate, 0, proto::ADMIN_KEY_REF).with_data(cryptogram)
-    }
-
     // --- cardvault proprietary commands (CLA 80) ------------------------------
 
     /// READ MEMORY of `len` bytes (1..=65535): the length travels in the data
@@ -91,6 +87,12 @@ impl Command {
     /// LOAD DOMAIN KEY: the issuer domain's card-common key (secret data).
     pub fn load_domain_key(data: &[u8]) -> Command {
         Command::of(cla::PROPRIETARY, Ins::LoadDomainKey, 0, 0).with_data(data)
+    }
+
+    /// GENERATE ECKA KEY: a new SCP11 key pair for the registration
+    /// certificate (issuer session); the answer is its public key.
+    pub fn generate_ecka_key() -> Command {
+        Command::of(cla::PROPRIETARY, Ins::GenerateEckaKey, 0, 0).expect(65)
     }
 
     pub fn end_personalization() -> Command {
@@ -169,7 +171,7 @@ impl Command {
     }
 
     pub fn get_transport_key() -> Command {
-        Command::of(cla::PROPRIETARY, Ins::GetTransportKey, 0, 0).expect(97)
+        Command::of(cla::PROPRIETARY, Ins::GetTransportKey, 0, 0).expect(65)
     }
 
     pub fn set_main_key(wrapped: &[u8]) -> Command {

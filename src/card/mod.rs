@@ -51,17 +51,30 @@ pub struct CardClient<'a> {
     ch: Channel<'a>,
     /// Issuer roots this card must be certified under before it gets a secret.
     trust: Trust,
+    /// Factory CAs a blank card's factory certificate must verify under
+    /// before the issuer sends it anything (issuance only).
+    factory: Trust,
+    /// The reader's built-in (test) issuer, if any.
+    built_in_issuer: Option<crate::transport::BuiltInIssuer>,
     secure: Option<SecureChannel>,
 }
 
-/// How the terminal authenticates as the card's issuer for admin commands.
+/// How the terminal authenticates as the card's issuer for admin commands:
+/// SCP11a with an operator key certified under the issuer root that is
+/// installed on the card (`cardvault issuer init`, `--issuer DIR`). There is
+/// no shared admin key.
 #[derive(Debug, Clone)]
 pub enum IssuerAuth {
-    /// The shared symmetric admin key (GET CHALLENGE, EXTERNAL AUTHENTICATE).
-    AdminKey(crate::secret::Secret),
-    /// SCP11a with an operator key certified under the issuer root that is
-    /// installed on the card (`cardvault issuer init`, `--issuer DIR`).
     Operator(std::sync::Arc<IssuerCredentials>),
+}
+
+impl IssuerAuth {
+    /// The operator's credentials.
+    pub fn credentials(&self) -> &std::sync::Arc<IssuerCredentials> {
+        match self {
+            IssuerAuth::Operator(c) => c,
+        }
+    }
 }
 
 /// How a card session is opened.
@@ -71,12 +84,19 @@ pub struct SessionOptions {
     pub trace: bool,
     /// Trusted issuer roots (the reader's built-in root is added to them).
     pub trust: Trust,
+    /// Trusted factory CAs for blank cards' factory certificates (the
+    /// reader's built-in factory CA is added to them).
+    pub factory_trust: Trust,
 }
 
 impl SessionOptions {
     /// Default options trusting `trust`.
     pub fn trusting(trust: Trust) -> SessionOptions {
-        SessionOptions { trace: false, trust }
+        SessionOptions {
+            trace: false,
+            trust,
+            factory_trust: Trust::none(),
+        }
     }
 }
 
@@ -90,10 +110,17 @@ impl<'a> CardClient<'a> {
             Some(pem) => options.trust.with_pem(pem, "built-in test issuer")?,
             None => options.trust,
         };
+        let factory = match reader.built_in_factory_root() {
+            Some(pem) => options.factory_trust.with_pem(pem, "built-in test factory")?,
+            None => options.factory_trust,
+        };
+        let built_in_issuer = reader.built_in_issuer();
         let tx = reader.transaction().map_err(|_| Error::CardRemoved(name.clone()))?;
         let mut client = CardClient {
             ch: Channel::new(tx, caps, &name, options.trace),
             trust,
+            factory,
+            built_in_issuer,
             secure: None,
         };
         client.select()?;
@@ -106,8 +133,17 @@ impl<'a> CardClient<'a> {
         CardClient {
             ch,
             trust,
+            factory: Trust::none(),
+            built_in_issuer: None,
             secure: None,
         }
+    }
+
+    /// The reader's built-in (test) issuer: it certifies embedded cards when
+    /// no issuer is named, and its root is the one the test factory installs
+    /// on blank cards. `None` for PC/SC readers.
+    pub fn built_in_issuer(&self) -> Option<crate::transport::BuiltInIssuer> {
+        self.built_in_issuer
     }
 
     /// The channel itself, for conformance tests that send commands out of
@@ -246,13 +282,31 @@ impl<'a> CardClient<'a> {
     }
 
     /// Read the card's certificate chain and verify it under the trusted roots.
+    /// A blank card's factory certificate is not verified (it opens no
+    /// holder session); the reason says whether a trusted factory CA
+    /// certifies it, which is what issuance needs.
     pub fn certificate_report(&mut self) -> Result<CertificateReport> {
         let chain = self.certificates()?;
         let result = secure::verify(&self.trust, &chain);
+        let factory = result.is_err()
+            && chain
+                .last()
+                .and_then(proto::cert::card_subject)
+                .is_some_and(|s| s.role == proto::cert::FACTORY_ROLE)
+            && !self.factory.is_empty()
+            && secure::verify(&self.factory, &chain).is_ok();
+        let reason = match result {
+            Ok(_) => None,
+            Err(_) if factory => Some(format!(
+                "a blank card's factory certificate, verified under the trusted factory CA ({}): for issuance only",
+                self.factory.sources().join(", ")
+            )),
+            Err(why) => Some(why),
+        };
         Ok(CertificateReport {
             chain: chain.iter().map(CertificateInfo::of).collect(),
-            verified: result.is_ok(),
-            reason: result.err(),
+            verified: reason.is_none(),
+            reason,
             trusted_roots: self.trust.sources().to_vec(),
         })
     }
@@ -354,13 +408,6 @@ impl<'a> CardClient<'a> {
         pin_result("CHANGE REFERENCE DATA", r.sw)
     }
 
-    /// Authenticate as the issuer (GET CHALLENGE + EXTERNAL AUTHENTICATE), then
-    /// RESET RETRY COUNTER, optionally setting a new PIN.
-    pub fn unblock_pin(&mut self, admin_key: &[u8], card_number: &str, new_pin: Option<&[u8]>) -> Result<()> {
-        self.admin_authenticate(admin_key, card_number)?;
-        self.reset_retry_counter(new_pin)
-    }
-
     /// RESET RETRY COUNTER (admin session open): reset the PIN's tries and,
     /// with `new_pin`, set a new PIN.
     pub fn reset_retry_counter(&mut self, new_pin: Option<&[u8]>) -> Result<()> {
@@ -373,35 +420,16 @@ impl<'a> CardClient<'a> {
         self.ch.send_raw(raw, auto)
     }
 
-    /// Issuer authentication for this session: GET CHALLENGE, then EXTERNAL
-    /// AUTHENTICATE with HMAC-SHA256(admin key, label || challenge || card number).
-    pub fn admin_authenticate(&mut self, admin_key: &[u8], card_number: &str) -> Result<()> {
-        let challenge = self.exec(&Command::get_challenge())?;
-        let cryptogram = zeroize::Zeroizing::new(
-            cardvault_proto::admin::admin_cryptogram(admin_key, &challenge, card_number).map_err(|e| Error::Io {
-                what: "computing the admin cryptogram".into(),
-                source: std::io::Error::other(e),
-            })?,
-        );
-        let r = self.transmit(&Command::external_authenticate(&cryptogram))?;
-        match r.sw {
-            StatusWord::Ok => {}
-            StatusWord::SecurityStatusNotSatisfied => return Err(Error::AdminAuthFailed),
-            sw => {
-                return Err(Error::Card {
-                    command: "EXTERNAL AUTHENTICATE",
-                    sw,
-                })
-            }
-        }
-        Ok(())
-    }
-
     /// Open an SCP11a session as the issuer's operator: the card's chain
     /// verified as for SCP11b, the operator's certificate chain sent with
     /// PERFORM SECURITY OPERATION (the card checks it under its installed
     /// issuer root), then MUTUAL AUTHENTICATE. The card treats the session as
     /// an issuer (admin) session; every later command is protected.
+    ///
+    /// The card's chain may verify under the trusted roots or the issuer's
+    /// own root; a **blank** card (factory certificate, role `blank`) under a
+    /// trusted factory CA instead, since issuance is what gives it a
+    /// registration certificate. Nothing is sent before the chain verifies.
     pub fn open_issuer_session(&mut self, issuer: &IssuerCredentials) -> Result<&CardIdentity> {
         self.secure = None;
         let untrusted = |reader: &str, reason: String| Error::UntrustedCard {
@@ -409,7 +437,9 @@ impl<'a> CardClient<'a> {
             reason,
         };
         let chain = self.certificates()?;
-        let identity = secure::verify(&self.trust, &chain).map_err(|r| untrusted(self.ch.reader(), r))?;
+        let identity = self
+            .verify_for_issuer(issuer, &chain)
+            .map_err(|r| untrusted(self.ch.reader(), r))?;
         for c in scp11::oce_certificate_commands(scp11::KVN, scp11::KID_OCE, &issuer.chain_der()?) {
             let cmd = Command::new("PERFORM SECURITY OPERATION", c.cla, c.ins, c.p1, c.p2).with_data(&c.data);
             let r = self.ch.transmit(&cmd)?;
@@ -445,12 +475,93 @@ impl<'a> CardClient<'a> {
         Ok(&self.secure.insert(SecureChannel { channel, identity }).identity)
     }
 
-    /// Authenticate as the issuer for this session, by the operator's SCP11a
-    /// session or by the shared admin key (EXTERNAL AUTHENTICATE).
+    /// The identity of a card the issuer opens a session with: its chain
+    /// under the trusted roots plus the issuer's own root, else (a blank
+    /// card) its factory certificate under a trusted factory CA.
+    fn verify_for_issuer(
+        &self,
+        issuer: &IssuerCredentials,
+        chain: &[X509],
+    ) -> std::result::Result<CardIdentity, String> {
+        let trust = match issuer.root().and_then(|r| r.to_pem().ok()) {
+            Some(pem) => self
+                .trust
+                .with_pem(&pem, &issuer.dir.display().to_string())
+                .map_err(|e| e.to_string())?,
+            None => self.trust.clone(),
+        };
+        let as_issued = secure::verify(&trust, chain);
+        let Err(why) = as_issued else {
+            return as_issued;
+        };
+        let blank = chain
+            .last()
+            .and_then(proto::cert::card_subject)
+            .is_some_and(|s| s.role == proto::cert::FACTORY_ROLE);
+        if !blank {
+            return Err(why);
+        }
+        if self.factory.is_empty() {
+            return Err(
+                "a blank card's factory certificate needs a trusted factory CA (--factory-trust CA.pem,                  CARDVAULT_FACTORY_TRUST or factory_trust = [...] in config.toml)"
+                    .into(),
+            );
+        }
+        secure::verify(&self.factory, chain).map_err(|e| format!("factory certificate: {e}"))
+    }
+
+    /// Authenticate as the issuer for this session: the operator's SCP11a
+    /// session, with a card whose certificate names `card_number` (the
+    /// number the card reported; a card certified for another number is
+    /// refused before any secret is sent).
     pub fn issuer_authenticate(&mut self, auth: &IssuerAuth, card_number: &str) -> Result<()> {
-        match auth {
-            IssuerAuth::AdminKey(key) => self.admin_authenticate(key, card_number),
-            IssuerAuth::Operator(creds) => self.open_issuer_session(creds).map(|_| ()),
+        let reader = self.ch.reader().to_string();
+        let identity = self.open_issuer_session(auth.credentials())?;
+        if identity.subject.card_number != card_number {
+            let certified = identity.subject.card_number.clone();
+            self.secure = None;
+            return Err(Error::UntrustedCard {
+                reader,
+                reason: format!("the card reports number {card_number} but its certificate names {certified}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// PUT DATA `BF22` (issuer session, before END PERSONALIZATION): install
+    /// the issuer root `root_der` as the card's trust anchor.
+    pub fn install_trust_anchor(&mut self, root_der: &[u8]) -> Result<()> {
+        self.exec(&Command::put_data(proto::cert::TAG_TRUST_ANCHOR, root_der))
+            .map(|_| ())
+    }
+
+    /// GENERATE ECKA KEY (issuer session, before END PERSONALIZATION): the
+    /// card's new key agreement public key (65 bytes), for its registration
+    /// certificate.
+    pub fn generate_ecka_key(&mut self) -> Result<Vec<u8>> {
+        let public = self.exec(&Command::generate_ecka_key())?;
+        proto::crypto::public_key(&public).map_err(|_| Error::Malformed {
+            command: "GENERATE ECKA KEY",
+            reason: format!("{} bytes are not a P-256 public key", public.len()),
+        })?;
+        Ok(public)
+    }
+
+    /// PUT DATA `BF21` (issuer session, after GENERATE ECKA KEY): store the
+    /// registration certificate (DER). The card refuses a certificate not
+    /// under its installed root (6982) or not for its new key, number and
+    /// role (6A80): [`Refusal::RegistrationCertificateRefused`].
+    pub fn store_registration_certificate(&mut self, der: &[u8]) -> Result<()> {
+        let r = self.transmit(&Command::put_data(proto::cert::TAG_CERTIFICATE_STORE, der))?;
+        match r.sw {
+            StatusWord::Ok => Ok(()),
+            sw @ (StatusWord::SecurityStatusNotSatisfied | StatusWord::WrongData) => {
+                Err(Refusal::RegistrationCertificateRefused(sw.to_u16()).into())
+            }
+            sw => Err(Error::Card {
+                command: "PUT DATA",
+                sw,
+            }),
         }
     }
 
@@ -751,28 +862,24 @@ impl CardClient<'_> {
 
     /// Key service variant (FIG. 28/29): set main keys made outside the card.
     /// The private key travels only wrapped to a transport key that the card
-    /// made for this admin session and authenticated with the admin key.
-    /// Returns the card's encryption key.
-    pub fn set_service_key(&mut self, admin_key: &[u8], card_number: &str, private: &[u8]) -> Result<Vec<u8>> {
-        let r = self.exec(&Command::get_transport_key())?;
-        if r.len() != 97 {
-            return Err(Error::Malformed {
-                command: "GET TRANSPORT KEY",
-                reason: "answer is not 97 bytes".into(),
-            });
-        }
-        let (public, mac) = r.split_at(65);
-        let n = card_number.as_bytes();
-        let expected = cardvault_proto::crypto::hmac_sha256(
-            admin_key,
-            &[proto::takeout::TRANSPORT_KEY_LABEL, &[n.len() as u8], n, public],
-        )
-        .map_err(|e| Error::Data(e.to_string()))?;
-        if !openssl::memcmp::eq(&expected, mac) {
-            return Err(Error::Data(
-                "the transport key is not authenticated by this card's admin key; the key was not sent".into(),
+    /// made for this issuer session; the session must be an SCP11a issuer
+    /// session (see [`CardClient::issuer_authenticate`]), whose handshake
+    /// proved the card's certified key and whose R-MAC authenticates the
+    /// transport key. Returns the card's encryption key.
+    pub fn set_service_key(&mut self, card_number: &str, private: &[u8]) -> Result<Vec<u8>> {
+        if self.secure.is_none() {
+            return Err(Error::Usage(
+                "the key service's key goes only to a card in an issuer (SCP11a) session".into(),
             ));
         }
+        let public = self.exec(&Command::get_transport_key())?;
+        if public.len() != 65 || proto::crypto::public_key(&public).is_err() {
+            return Err(Error::Malformed {
+                command: "GET TRANSPORT KEY",
+                reason: "answer is not a 65-byte P-256 public key".into(),
+            });
+        }
+        let n = card_number.as_bytes();
         let mut d = zeroize::Zeroizing::new([0u8; 32]);
         if private.len() != 32 {
             return Err(Error::Usage("the key service's private key must be 32 bytes".into()));
@@ -780,7 +887,7 @@ impl CardClient<'_> {
         d.copy_from_slice(private);
         let mut aad = proto::takeout::KEY_SERVICE_LABEL.to_vec();
         aad.extend_from_slice(n);
-        let wrapped = cardvault_proto::crypto::wrap_key(public, &d, &aad).map_err(|e| Error::Data(e.to_string()))?;
+        let wrapped = cardvault_proto::crypto::wrap_key(&public, &d, &aad).map_err(|e| Error::Data(e.to_string()))?;
         let r = self.transmit(&Command::set_main_key(&wrapped))?;
         match r.sw {
             StatusWord::Ok => Ok(r.data),

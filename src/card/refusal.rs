@@ -90,6 +90,13 @@ pub enum Refusal {
         "{0} refused: the backup belongs to another issuer domain or generation than this card; nothing was written"
     )]
     OtherDomain(&'static str),
+    /// PUT DATA `BF21` `6982` / `6A80`.
+    #[error(
+        "the card refused the registration certificate ({0:04X}): it does not chain to the issuer root \
+         installed on the card, or does not certify the card's new key for its number and role; \
+         the card keeps its old certificate"
+    )]
+    RegistrationCertificateRefused(u16),
     /// RESTORE `6982`.
     #[error("{0} refused: missing or invalid authorization (or PIN); nothing was written")]
     RestoreNotAuthorized(&'static str),

@@ -22,17 +22,16 @@ use crate::apdu::{Command, StatusWord};
 use crate::error::{Error, Result};
 use crate::trust::Trust;
 use cardvault_proto::cert::{self, CardSubject};
-use cardvault_proto::{cla, ins, scp11};
+use cardvault_proto::scp11;
 use openssl::x509::X509;
 use serde::Serialize;
 
 /// Whether the terminal opens the secure session before sending `cmd`: every
-/// sensitive command (the card refuses it plain), and the issuer
-/// authentication commands, because the handshake starts a new card session
-/// and would forget an authentication made before it.
+/// sensitive command (the card refuses it plain). Issuer commands run in the
+/// issuer's SCP11a session, opened before them
+/// ([`super::CardClient::issuer_authenticate`]).
 pub fn needs_secure_session(cmd: &Command) -> bool {
     cardvault_proto::command_is_sensitive(cmd.cla, cmd.ins)
-        || (cmd.cla & !cla::CHAINING == cla::ISO && matches!(cmd.ins, ins::GET_CHALLENGE | ins::EXTERNAL_AUTHENTICATE))
 }
 
 /// The card's certificate chain as read from the card, and what the terminal
@@ -61,6 +60,9 @@ pub struct CertificateInfo {
     pub card_number: Option<String>,
     pub role: Option<String>,
     pub member_number: Option<String>,
+    /// The card profile extension of a registration certificate
+    /// (`profile=main;key_group_size=3;...`), when it has one.
+    pub profile: Option<String>,
     /// SHA-256 of the DER certificate, hex.
     pub sha256: String,
     #[serde(skip)]
@@ -96,6 +98,7 @@ impl CertificateInfo {
             card_number: subject.as_ref().map(|s| s.card_number.clone()),
             role: subject.as_ref().map(|s| s.role.clone()),
             member_number: subject.and_then(|s| s.member_number),
+            profile: cert::card_profile(c),
             sha256: cardvault_proto::to_hex(&openssl::sha::sha256(&der)),
             der,
         }

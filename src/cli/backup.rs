@@ -4,7 +4,7 @@ use super::{print_json, Ctx};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
 use crate::secret::SecretSource;
-use crate::signer::{IssuerKeySource, Signer};
+use crate::signer::IssuerKeySource;
 use crate::workflow::backup::{self, RestoreAuthorization, RestoreJob, RestoreOutcome, RestoreRefusal, RestoreRequest};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -42,14 +42,12 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "FILE", requires = "source")]
     request: Option<PathBuf>,
     /// Issuer override of the rollback check (restoring an older backup); needs
-    /// --admin-key or --issuer.
+    /// --issuer.
     #[arg(long)]
     allow_rollback: bool,
-    /// Issuer admin key (prompt, env:VAR or file:PATH) for --allow-rollback.
-    #[arg(long, value_name = "SOURCE")]
-    admin_key: Option<SecretSource>,
-    /// Issuer operator credentials (`cardvault issuer init`): SCP11a instead of the admin key.
-    #[arg(long, value_name = "DIR", conflicts_with = "admin_key")]
+    /// Issuer operator credentials (`cardvault issuer init`): the SCP11a
+    /// issuer session of --allow-rollback.
+    #[arg(long, value_name = "DIR")]
     issuer: Option<PathBuf>,
     /// Where the PIN comes from: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
@@ -66,6 +64,10 @@ pub struct AuthorizeArgs {
     /// (PIN from pin-source= in the URI or CARDVAULT_PKCS11_PIN).
     #[arg(long, value_name = "SOURCE|URI")]
     issuer_key: IssuerKeySource,
+    /// The signer certificate (PEM) of --issuer-key, under the issuer root
+    /// installed on the cards (`signer.pem` of `cardvault issuer init`).
+    #[arg(long, value_name = "FILE")]
+    signer_cert: PathBuf,
     /// The issuer root certificate(s) (PEM) the target card's certificate
     /// must verify under.
     #[arg(long, value_name = "FILE")]
@@ -156,10 +158,10 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
         None => None,
     };
-    let rollback_issuer = match (a.allow_rollback, a.issuer.as_deref(), &a.admin_key) {
-        (true, None, None) => return Err(Error::Usage("--allow-rollback needs --admin-key or --issuer".into())),
-        (true, issuer, admin) => Some(super::pin::issuer_auth(issuer, admin.as_ref())?),
-        (false, _, _) => None,
+    let rollback_issuer = match (a.allow_rollback, a.issuer.as_deref()) {
+        (true, None) => return Err(Error::Usage("--allow-rollback needs --issuer DIR".into())),
+        (true, Some(issuer)) => Some(super::pin::issuer_auth(issuer)?),
+        (false, _) => None,
     };
     // The source card: given, or the holder's newest main card.
     let from_card = match &a.holder {
@@ -250,10 +252,17 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     Ok(())
 }
 
-/// The issuer's signing key: read from its secret source, or the token
+/// The issuer's authorization signer: its certificate (PEM) read from
+/// `cert` first, then its key from its secret source or the PKCS#11 token
 /// opened and logged in (module from the URI, the environment or config.toml).
-pub(crate) fn open_issuer_key(ctx: &Ctx, source: &IssuerKeySource) -> Result<Signer> {
-    source.open(ctx.opts.config.pkcs11.module.as_deref())
+pub(crate) fn read_issuer_signer(
+    ctx: &Ctx,
+    source: &IssuerKeySource,
+    cert: &std::path::Path,
+) -> Result<crate::issuer::IssuerSigner> {
+    let pem = std::fs::read(cert).map_err(|e| Error::input(format!("reading {}", cert.display()), e))?;
+    let signer = source.open(ctx.opts.config.pkcs11.module.as_deref())?;
+    crate::issuer::IssuerSigner::with_signer(signer, &pem)
 }
 
 pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
@@ -276,8 +285,8 @@ pub fn run_authorize(ctx: &Ctx, a: AuthorizeArgs) -> Result<()> {
         .ok_or_else(|| Error::Usage(format!("{}: no PEM certificate", a.issuer_root.display())))?;
     // Check first (vault, revocation, target certificate), then sign.
     crate::workflow::authorize::check_restore_request(&ctx.vault()?, &req, &roots)?;
-    let signer = open_issuer_key(ctx, &a.issuer_key)?;
-    let auth = backup::sign_authorization_with(&req, &signer)?;
+    let signer = read_issuer_signer(ctx, &a.issuer_key, &a.signer_cert)?;
+    let auth = backup::sign_authorization(&req, &signer)?;
     if a.output.exists() {
         return Err(Error::Usage(format!("{} already exists", a.output.display())));
     }

@@ -57,6 +57,9 @@ fn show(ctx: &Ctx, r: &CertificateReport) -> Result<()> {
         if let Some(m) = &c.member_number {
             println!("  member       {m}");
         }
+        if let Some(p) = &c.profile {
+            println!("  profile      {p}");
+        }
         println!("  valid        {} to {}", c.not_before, c.not_after);
         println!("  serial       {}", c.serial);
         println!("  SHA-256      {}", c.sha256);

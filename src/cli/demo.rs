@@ -211,31 +211,6 @@ fn key_ceremony(d: &mut Demo, dir: &std::path::Path) -> Result<crate::domain::Do
     Ok(key)
 }
 
-/// The built-in **test** issuer's operator (fixtures/issuer), which the
-/// simulator's cards trust: written into the demo directory and loaded as
-/// `--issuer DIR` would be. Demo only.
-fn demo_issuer(dir: &std::path::Path) -> Result<crate::card::IssuerAuth> {
-    let issuer_dir = dir.join("test-issuer");
-    std::fs::create_dir_all(&issuer_dir).map_err(|e| Error::io("creating the demo issuer", e))?;
-    for (name, bytes) in [
-        (
-            "test-oce.pem",
-            &include_bytes!("../../fixtures/issuer/test-oce.pem")[..],
-        ),
-        (
-            "test-oce-key.pem",
-            &include_bytes!("../../fixtures/issuer/test-oce-key.pem")[..],
-        ),
-        ("test-root.pem", DEMO_ISSUER_ROOT),
-    ] {
-        cardvault_proto::fsutil::atomic_write(issuer_dir.join(name), bytes)
-            .map_err(|e| Error::io("writing the demo issuer", e))?;
-    }
-    Ok(crate::card::IssuerAuth::Operator(std::sync::Arc::new(
-        crate::issuer::IssuerCredentials::load(&issuer_dir)?,
-    )))
-}
-
 /// Issue a main/backup pair, duplicate, encrypt files, break the main card,
 /// recover onto a new main card, decrypt with it (FIG. 11, 15, 19).
 fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
@@ -252,7 +227,11 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
     };
     let domain = key_ceremony(d, dir)?;
     let opts = issue::IssueOptions {
-        issuer: demo_issuer(dir)?,
+        // The built-in test issuer: its operator opens the SCP11a session on
+        // the embedded blank cards and its root signs their registration
+        // certificates.
+        issuer: None,
+        factory_issuer: None,
         key_group_size: 3,
         no_export_after_backup: false,
         domain: Some(std::sync::Arc::new(domain)),
@@ -381,9 +360,19 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
     Ok(())
 }
 
-/// The test issuer's restore-authorization key (fixtures/issuer), trusted by
-/// the built-in simulator profiles. Demo and tests only.
+/// The test issuer's authorization key (fixtures/issuer) and its signer
+/// certificate under the test root, which the simulator's cards have
+/// installed. Demo and tests only.
 const DEMO_ISSUER_KEY: &str = include_str!("../../fixtures/issuer/issuer-private.hex");
+const DEMO_SIGNER_CERT: &[u8] = include_bytes!("../../fixtures/issuer/test-signer.pem");
+
+/// The demo's authorization signer (the test issuer's).
+fn demo_signer() -> Result<crate::issuer::IssuerSigner> {
+    let key = cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim())
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| Error::Data("demo issuer key".into()))?;
+    crate::issuer::IssuerSigner::new(&key, DEMO_SIGNER_CERT)
+}
 /// The test issuer root that certifies the simulator's cards. Demo only.
 const DEMO_ISSUER_ROOT: &[u8] = include_bytes!("../../fixtures/issuer/test-root.pem");
 
@@ -398,10 +387,7 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
     let (full, diff, number) = {
         let mut c = CardClient::open(src, ctx.session())?;
         c.verify_pin(DEMO_PIN)?;
-        let issuer = cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim())
-            .map(zeroize::Zeroizing::new)
-            .ok_or_else(|| Error::Data("demo issuer key".into()))?;
-        crate::workflow::purse::credit_with_issuer_key(&mut c, DEMO_PIN, 1, 5000, &issuer)?;
+        crate::workflow::purse::credit_with_issuer_key(&mut c, DEMO_PIN, 1, 5000, &demo_signer()?)?;
         let full = wb::backup(&mut c, &mut vault, true, &|_, _| {})?;
         c.write_memory(40, &[0x42; 600])?;
         let diff = wb::backup(&mut c, &mut vault, false, &|_, _| {})?;
@@ -440,15 +426,12 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
         target_certificate: cardvault_proto::to_hex(&target.card_certificate()?.unwrap_or_default()),
         chain_hash: cardvault_proto::to_hex(&wb::chain_hash_of(&vault, &vault.chain_to(&last)?)?),
     };
-    let key = zeroize::Zeroizing::new(
-        cardvault_proto::from_hex(DEMO_ISSUER_KEY.trim()).ok_or_else(|| Error::Data("demo issuer key".into()))?,
-    );
     // The issuer signs only for a source card reported lost, the newest
     // complete backup, and a target whose certificate verifies.
     crate::workflow::authorize::revoke_card(&mut vault, &number, "demo: the card is reported broken")?;
     let root = openssl::x509::X509::from_pem(DEMO_ISSUER_ROOT).map_err(|e| Error::Data(e.to_string()))?;
     crate::workflow::authorize::check_restore_request(&vault, &req, &[root])?;
-    let auth = wb::sign_authorization(&req, &key)?;
+    let auth = wb::sign_authorization(&req, &demo_signer()?)?;
     d.step(
         "issuer checks and signs the request",
         format!(

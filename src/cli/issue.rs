@@ -15,7 +15,7 @@ cards; default: the same reader). Several stations issue in parallel, each takin
 the next holder of the file: give one --main per station, and with --profile pair
 one --backup per station, in the same order:
 
-  cardvault issue --profile pair --holders h.csv --admin-key file:admin.hex \\
+  cardvault issue --profile pair --holders h.csv --issuer ./issuer \\
       --main 'Virtual PCD 00 00' --backup 'Virtual PCD 00 01' \\
       --main 'Virtual PCD 01 00' --backup 'Virtual PCD 01 01'
 
@@ -28,18 +28,16 @@ pub struct Args {
     /// Holder file (CSV with a header: holder,pin,member_number,expiry,key1).
     #[arg(long, value_name = "FILE.csv")]
     holders: PathBuf,
-    /// Issuer admin key (hex, 32 bytes) of the blank cards: prompt, env:VAR or file:PATH.
-    #[arg(long, value_name = "SOURCE", default_value = "prompt")]
-    admin_key: SecretSource,
-    /// Authenticate as the issuer with SCP11a instead of the admin key: the
-    /// operator key and certificate in DIR (`cardvault issuer init`), under
-    /// the issuer root installed on the cards.
+    /// The issuer (`cardvault issuer init`): its operator key opens the SCP11a
+    /// session on each blank card, its root key signs the cards' registration
+    /// certificates, and its root is installed on them. Default for embedded
+    /// sim: cards: the built-in test issuer.
     #[arg(long, value_name = "DIR")]
     issuer: Option<PathBuf>,
     /// The issuer domain (`cardvault domain init`) whose card-common key
     /// every card gets: rebuilt in memory from the shares of the custodians
-    /// present (--share, --passphrase) and loaded in the SCP11a session of
-    /// --issuer. Required unless --no-domain.
+    /// present (--share, --passphrase) and loaded in the issuer's SCP11a
+    /// session. Required unless --no-domain.
     #[arg(long, value_name = "DIR", conflicts_with = "no_domain")]
     domain: Option<PathBuf>,
     /// A custodian present for --domain: the number of their share (repeat
@@ -55,6 +53,11 @@ pub struct Args {
     /// no other card's backups, ever (the key is loaded only at issuance).
     #[arg(long)]
     no_domain: bool,
+    /// The issuer whose root the factory installed on the blank cards, when
+    /// it is not --issuer: it opens the session and installs --issuer's root.
+    /// Default for embedded sim: cards: the built-in test issuer.
+    #[arg(long, value_name = "DIR")]
+    factory_issuer: Option<PathBuf>,
     /// Number of key group elements (1 to 8).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
     key_group_size: u8,
@@ -128,20 +131,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }
         (None, true) => None,
         (Some(dir), _) => {
-            if a.issuer.is_none() {
-                return Err(Error::Usage(
-                    "--domain needs --issuer DIR: the domain key is loaded only in the issuer's SCP11a session".into(),
-                ));
-            }
             // Rebuilt before any card is touched: too few shares or a wrong
             // passphrase stop here, and no card gets anything.
             let given = super::domain::custodians_present(dir, &a.share, &a.passphrase)?;
             Some(std::sync::Arc::new(crate::domain::rebuild_key(dir, &given)?))
         }
     };
-    let issuer = super::pin::issuer_auth(a.issuer.as_deref(), Some(&a.admin_key))?;
+    let issuer = a.issuer.as_deref().map(super::pin::issuer_auth).transpose()?;
+    let factory_issuer = a.factory_issuer.as_deref().map(super::pin::issuer_auth).transpose()?;
     let opts = IssueOptions {
         issuer,
+        factory_issuer,
         key_group_size: a.key_group_size,
         no_export_after_backup: a.no_export_after_backup,
         domain,

@@ -29,12 +29,9 @@ pub enum KeygroupCommand {
     /// on the backup card); for a lost backup card, rotate the main key
     /// (`keygroup reset`) instead.
     Release {
-        /// Issuer admin key: prompt, env:VAR or file:PATH.
-        #[arg(long, value_name = "SOURCE", required_unless_present = "issuer")]
-        admin_key: Option<SecretSource>,
-        /// Issuer operator credentials (`cardvault issuer init`): SCP11a instead of the admin key.
-        #[arg(long, value_name = "DIR", conflicts_with = "admin_key")]
-        issuer: Option<PathBuf>,
+        /// Issuer operator credentials (`cardvault issuer init`): the SCP11a issuer session.
+        #[arg(long, value_name = "DIR")]
+        issuer: PathBuf,
         /// The backup card's DESTROY KEY receipt (written by `keygroup destroy`).
         #[arg(long, value_name = "FILE")]
         receipt: Option<PathBuf>,
@@ -56,11 +53,11 @@ pub enum KeygroupCommand {
         pin: SecretSource,
     },
     /// Key service variant: set a main key made outside the card (hex P-256 private
-    /// key), sent wrapped to a transport key the card authenticates with the admin key.
+    /// key), sent wrapped to a transport key the card makes in the issuer's SCP11a session.
     SetKey {
-        /// Issuer admin key: prompt, env:VAR or file:PATH.
-        #[arg(long, value_name = "SOURCE")]
-        admin_key: SecretSource,
+        /// Issuer operator credentials (`cardvault issuer init`): the SCP11a issuer session.
+        #[arg(long, value_name = "DIR")]
+        issuer: PathBuf,
         /// The key service's private key (hex): prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE")]
         key: SecretSource,
@@ -138,12 +135,8 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             ctx.with_card(|card| keygroup::reset(card, &mut vault, &pin))?;
             report(ctx, "key group reset; main keys destroyed")
         }
-        KeygroupCommand::Release {
-            admin_key,
-            issuer,
-            receipt,
-        } => {
-            let auth = super::pin::issuer_auth(issuer.as_deref(), admin_key.as_ref())?;
+        KeygroupCommand::Release { issuer, receipt } => {
+            let auth = super::pin::issuer_auth(&issuer)?;
             let receipt = receipt.as_deref().map(read_receipt).transpose()?;
             let mut vault = ctx.vault_or_create()?;
             ctx.with_card(|card| keygroup::release(card, &mut vault, &auth, receipt.as_deref()))?;
@@ -186,8 +179,8 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                 ),
             )
         }
-        KeygroupCommand::SetKey { admin_key, key } => {
-            let admin = super::pin::admin_key(&admin_key)?;
+        KeygroupCommand::SetKey { issuer, key } => {
+            let auth = super::pin::issuer_auth(&issuer)?;
             let hex = key.read("key service private key (hex)")?;
             let d = std::str::from_utf8(&hex)
                 .ok()
@@ -196,7 +189,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                 .map(zeroize::Zeroizing::new)
                 .ok_or_else(|| Error::Usage("the key must be a 32-byte P-256 private key in hex".into()))?;
             let mut vault = ctx.vault_or_create()?;
-            let (_, public) = ctx.with_card(|card| keygroup::set_service_key(card, &mut vault, &admin, &d))?;
+            let (_, public) = ctx.with_card(|card| keygroup::set_service_key(card, &mut vault, &auth, &d))?;
             report(
                 ctx,
                 &format!("main key set; encryption key {}", cardvault_proto::to_hex(&public)),

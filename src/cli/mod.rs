@@ -64,6 +64,12 @@ pub struct Cli {
     /// trusted root; embedded sim: cards trust the built-in test issuer.
     #[arg(long, global = true, value_name = "ROOT.pem")]
     pub trust: Vec<PathBuf>,
+    /// Trust blank cards' factory certificates under this factory CA (PEM)
+    /// for issuance; repeatable. Also CARDVAULT_FACTORY_TRUST (a path list)
+    /// or `factory_trust = [...]` in config.toml. Embedded sim: cards trust
+    /// the built-in test factory.
+    #[arg(long, global = true, value_name = "CA.pem")]
+    pub factory_trust: Vec<PathBuf>,
     /// Wait up to SECS seconds (default 30) for a card in the reader.
     #[arg(long, global = true, value_name = "SECS", num_args = 0..=1, default_missing_value = "30")]
     pub wait: Option<u64>,
@@ -169,6 +175,8 @@ pub struct Ctx {
     pub quiet: bool,
     /// Trusted card issuer roots.
     pub trust: crate::trust::Trust,
+    /// Trusted factory CAs (blank cards, issuance).
+    pub factory_trust: crate::trust::Trust,
     pub opts: ReaderOptions,
 }
 
@@ -182,6 +190,13 @@ impl Ctx {
             config_path.as_deref(),
         );
         let trust = crate::trust::Trust::from_files(&trust_paths)?;
+        let factory_paths = crate::trust::configured_paths(
+            &cli.factory_trust,
+            std::env::var_os("CARDVAULT_FACTORY_TRUST"),
+            &config.factory_trust,
+            config_path.as_deref(),
+        );
+        let factory_trust = crate::trust::Trust::from_files(&factory_paths)?;
         let data_dir = cli
             .data_dir
             .clone()
@@ -200,6 +215,7 @@ impl Ctx {
             json: cli.json,
             quiet: cli.quiet,
             trust,
+            factory_trust,
             opts: ReaderOptions {
                 data_dir,
                 config,
@@ -248,6 +264,7 @@ impl Ctx {
         SessionOptions {
             trace: self.trace,
             trust: self.trust.clone(),
+            factory_trust: self.factory_trust.clone(),
         }
     }
 }

@@ -45,9 +45,17 @@ pub enum PurseCommand {
         authorization: Option<PathBuf>,
         /// Issuer signing key: hex P-256 private scalar from prompt, env:VAR or
         /// file:PATH, or pkcs11:token=LABEL;object=LABEL (a PKCS#11 token key).
-        #[arg(long, value_name = "SOURCE|URI", required_unless_present = "authorization")]
+        #[arg(
+            long,
+            value_name = "SOURCE|URI",
+            required_unless_present = "authorization",
+            requires = "signer_cert"
+        )]
         issuer_key: Option<IssuerKeySource>,
-        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        /// The signer certificate (PEM) of --issuer-key, under the issuer root
+        /// installed on the card.
+        #[arg(long, value_name = "FILE", requires = "issuer_key")]
+        signer_cert: Option<PathBuf>,
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
@@ -73,7 +81,10 @@ pub struct AuthorizeLoadArgs {
     /// file:PATH, or pkcs11:token=LABEL;object=LABEL (a PKCS#11 token key).
     #[arg(long, value_name = "SOURCE|URI")]
     issuer_key: IssuerKeySource,
-    /// File to write the signed load authorization to.
+    /// The signer certificate (PEM) of --issuer-key, under the issuer root
+    /// installed on the cards (`signer.pem` of `cardvault issuer init`).
+    #[arg(long, value_name = "FILE")]
+    signer_cert: PathBuf,
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 }
@@ -121,18 +132,19 @@ pub fn run(ctx: &Ctx, c: PurseCommand) -> Result<()> {
             amount,
             authorization,
             issuer_key,
+            signer_cert,
             pin,
         } => {
-            let v = match (authorization, issuer_key, amount) {
+            let v = match (authorization, issuer_key.zip(signer_cert), amount) {
                 (Some(path), _, _) => {
                     let auth: LoadAuthorizationFile = read_json(&path)?;
                     let pin = pin.read("PIN")?;
                     ctx.with_card(|card| purse::credit(card, &pin, &auth))?
                 }
-                (None, Some(key), Some(amount)) => {
-                    let signer = super::backup::open_issuer_key(ctx, &key)?;
+                (None, Some((key, cert)), Some(amount)) => {
+                    let signer = super::backup::read_issuer_signer(ctx, &key, &cert)?;
                     let pin = pin.read("PIN")?;
-                    ctx.with_card(|card| purse::credit_with_signer(card, &pin, app, amount, &signer))?
+                    ctx.with_card(|card| purse::credit_with_issuer_key(card, &pin, app, amount, &signer))?
                 }
                 _ => {
                     return Err(Error::Usage(
@@ -160,8 +172,8 @@ pub fn run(ctx: &Ctx, c: PurseCommand) -> Result<()> {
 
 pub fn run_authorize(ctx: &Ctx, a: AuthorizeLoadArgs) -> Result<()> {
     let req: LoadRequest = read_json(&a.request)?;
-    let signer = super::backup::open_issuer_key(ctx, &a.issuer_key)?;
-    let auth = purse::sign_load_with(&req, &signer)?;
+    let signer = super::backup::read_issuer_signer(ctx, &a.issuer_key, &a.signer_cert)?;
+    let auth = purse::sign_load(&req, &signer)?;
     write_new(&a.output, &serde_json::to_string_pretty(&auth).expect("json"))?;
     if ctx.json {
         print_json(&auth);

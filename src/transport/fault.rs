@@ -83,6 +83,14 @@ impl<R: Reader> Reader for FaultyReader<R> {
         self.inner.built_in_root()
     }
 
+    fn built_in_factory_root(&self) -> Option<&'static [u8]> {
+        self.inner.built_in_factory_root()
+    }
+
+    fn built_in_issuer(&self) -> Option<super::BuiltInIssuer> {
+        self.inner.built_in_issuer()
+    }
+
     fn transaction(&mut self) -> Result<Box<dyn Transmit + '_>, TransportError> {
         if self.schedule.pulled() {
             return Err(TransportError::CardRemoved);

@@ -80,6 +80,14 @@ impl<R: Reader, F: FnMut(&[u8]) -> Answer> Reader for HostileReader<R, F> {
     fn built_in_root(&self) -> Option<&'static [u8]> {
         self.inner.built_in_root()
     }
+
+    fn built_in_factory_root(&self) -> Option<&'static [u8]> {
+        self.inner.built_in_factory_root()
+    }
+
+    fn built_in_issuer(&self) -> Option<super::BuiltInIssuer> {
+        self.inner.built_in_issuer()
+    }
     fn transaction(&mut self) -> Result<Box<dyn Transmit + '_>, TransportError> {
         let tx = self.inner.transaction()?;
         Ok(Box::new(HostileTransmit {

@@ -50,4 +50,26 @@ pub trait Reader {
     fn built_in_root(&self) -> Option<&'static [u8]> {
         None
     }
+    /// A factory CA (PEM) that blank cards in this reader are trusted under
+    /// for issuance without configuration: the built-in test factory for
+    /// embedded cards; none for PC/SC readers.
+    fn built_in_factory_root(&self) -> Option<&'static [u8]> {
+        None
+    }
+    /// The issuer that certifies cards in this reader without being named
+    /// (`issue` without `--issuer`, the factory-installed root of blank
+    /// cards): the built-in **test** issuer for embedded cards (root, root
+    /// key, operator certificate and key, PEM); none for PC/SC readers.
+    fn built_in_issuer(&self) -> Option<BuiltInIssuer> {
+        None
+    }
+}
+
+/// The PEM files of a built-in (test) issuer, see [`Reader::built_in_issuer`].
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltInIssuer {
+    pub root: &'static [u8],
+    pub root_key: &'static [u8],
+    pub oce: &'static [u8],
+    pub oce_key: &'static [u8],
 }

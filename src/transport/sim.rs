@@ -128,6 +128,25 @@ impl Reader for SimReader {
     fn built_in_root(&self) -> Option<&'static [u8]> {
         Some(applet_sim::test_issuer::ROOT_PEM)
     }
+
+    /// Embedded blank cards carry a factory certificate from the built-in
+    /// **test** factory CA (fixtures/factory/test-factory-ca.pem).
+    fn built_in_factory_root(&self) -> Option<&'static [u8]> {
+        Some(applet_sim::test_issuer::FACTORY_CA_PEM)
+    }
+
+    /// The built-in **test** issuer (fixtures/issuer/): its root is installed
+    /// on embedded blank cards, and it certifies them when `issue` names no
+    /// issuer.
+    fn built_in_issuer(&self) -> Option<super::BuiltInIssuer> {
+        use applet_sim::test_issuer as t;
+        Some(super::BuiltInIssuer {
+            root: t::ROOT_PEM,
+            root_key: t::ROOT_KEY_PEM,
+            oce: t::OCE_PEM,
+            oce_key: t::OCE_KEY_PEM,
+        })
+    }
 }
 
 struct SimTransaction<'a>(&'a mut Card);
@@ -149,10 +168,7 @@ mod tests {
         let p = Profile::load("main").unwrap();
         let card = Card::in_memory(&p);
         assert_eq!(card_capabilities(&card.atr()), Some((true, true)));
-        let short = Profile::from_toml(
-            "role='main'\npin='123456'\nadmin_key='000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'\nextended_length=false",
-        )
-        .unwrap();
+        let short = Profile::from_toml("role='main'\npin='123456'\nextended_length=false").unwrap();
         let card = Card::in_memory(&short);
         assert_eq!(card_capabilities(&card.atr()), Some((true, false)));
     }

@@ -261,23 +261,21 @@ pub fn chain_hash_of(vault: &Vault, chain: &[BackupRow]) -> Result<[u8; 32]> {
     Ok(bk::chain_hash(headers.iter().map(|h| &h[..])))
 }
 
-/// The issuer's authorization: the request plus an ECDSA P-256 signature (hex r||s).
+/// The issuer's authorization: the request plus an ECDSA P-256 signature (hex
+/// r||s) and the signer's certificate (hex DER) under the issuer root.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RestoreAuthorization {
     #[serde(flatten)]
     pub request: RestoreRequest,
     pub signature: String,
+    pub signer_certificate: String,
 }
 
-/// Sign `req` with the issuer's raw P-256 private key (see [`sign_authorization_with`]).
-pub fn sign_authorization(req: &RestoreRequest, issuer_private: &[u8]) -> Result<RestoreAuthorization> {
-    sign_authorization_with(req, &crate::signer::Signer::from_private(issuer_private)?)
-}
-
-/// Sign `req` with the issuer's key, in a file or in a PKCS#11 token. The
-/// request is checked for form here; the issuer's checks against its vault
-/// come first (`workflow::authorize::check_restore_request`).
-pub fn sign_authorization_with(req: &RestoreRequest, signer: &crate::signer::Signer) -> Result<RestoreAuthorization> {
+/// Sign `req` with the issuer's authorization signer (its key in a file or in
+/// a PKCS#11 token, and its certificate). The request is checked for form
+/// here; the issuer's checks against its vault come first
+/// (`workflow::authorize::check_restore_request`).
+pub fn sign_authorization(req: &RestoreRequest, signer: &crate::issuer::IssuerSigner) -> Result<RestoreAuthorization> {
     let challenge = cardvault_proto::from_hex(&req.challenge)
         .filter(|c| c.len() == 16)
         .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
@@ -304,6 +302,7 @@ pub fn sign_authorization_with(req: &RestoreRequest, signer: &crate::signer::Sig
     Ok(RestoreAuthorization {
         request: req.clone(),
         signature: cardvault_proto::to_hex(&sig),
+        signer_certificate: cardvault_proto::to_hex(signer.certificate_der()),
     })
 }
 
@@ -438,11 +437,15 @@ pub fn restore(
                     let chain_hash = cardvault_proto::from_hex(&a.request.chain_hash)
                         .filter(|c| c.len() == bk::CHAIN_HASH_LEN)
                         .ok_or_else(|| Error::Data("the authorization's chain hash is not 32 bytes of hex".into()))?;
+                    let signer = cardvault_proto::from_hex(&a.signer_certificate)
+                        .filter(|c| !c.is_empty() && c.len() <= u16::MAX as usize)
+                        .ok_or_else(|| Error::Data("the authorization's signer certificate is not hex DER".into()))?;
                     let d = bk::AuthorizedRestore {
                         header: &b.header,
                         counter: a.request.counter,
                         chain_hash: &chain_hash,
                         signature: &sig,
+                        signer_certificate: &signer,
                     }
                     .encode();
                     (bk::RESTORE_OTHER_CARD, d)
@@ -676,11 +679,9 @@ pub fn run_restore(
     }
     if let Some(auth) = job.rollback_issuer {
         card.issuer_authenticate(auth, &target)?;
-        if matches!(auth, crate::card::IssuerAuth::Operator(_)) {
-            // The SCP11a handshake started a new card session: the PIN
-            // verified before it is forgotten, so verify it in this one.
-            card.verify_pin(job.pin)?;
-        }
+        // The SCP11a handshake started a new card session: the PIN
+        // verified before it is forgotten, so verify it in this one.
+        card.verify_pin(job.pin)?;
     }
     let plan = RestorePlan {
         chain: vault.chain_to(&last)?,

@@ -1,14 +1,24 @@
 //! Batch issuance (FIG. 11): for each holder, take a blank card, personalize
 //! it with the profile's commands, check every response, and report the card
 //! as issued or rejected with the reason.
+//!
+//! Everything runs in the issuer's SCP11a session. A blank card is accepted
+//! by its factory certificate (under a trusted factory CA) and leaves with a
+//! registration certificate the issuer signed over a key the card generated
+//! (NTT's registration certificate, [`register_card`]); when the factory
+//! installed another issuer's root (the factory issuer), that issuer opens
+//! the session and the card leaves with the issuing issuer's root installed.
 
 use super::station::{run_stations, Batch, CardSource, Station, StationEnv, StationEvent};
-use crate::card::CardClient;
+use crate::card::{CardClient, IssuerAuth};
 use crate::error::{Error, Result};
+use crate::issuer::IssuerCredentials;
 use crate::secret::Secret;
 use crate::vault::AuditEvent;
+use cardvault_proto::cert::CardSubject;
 use cardvault_proto::{from_hex, tag};
 use serde::Serialize;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// Which cards to issue per holder.
@@ -185,9 +195,14 @@ pub fn parse_holders(text: &str, profile: IssueProfile) -> Result<Vec<Holder>> {
 
 /// Options shared by every card of a batch.
 pub struct IssueOptions {
-    /// How the issuer authenticates to each blank card: the operator's SCP11a
-    /// session, or the shared admin key.
-    pub issuer: crate::card::IssuerAuth,
+    /// The issuer: its operator opens the SCP11a session on each blank card,
+    /// its root signs the registration certificates and ends up installed on
+    /// the cards. `None`: the reader's built-in test issuer (embedded cards).
+    pub issuer: Option<crate::card::IssuerAuth>,
+    /// The issuer whose root the factory installed on the blank cards, when
+    /// that is not `issuer`: it opens the session, installs `issuer`'s root
+    /// and hands over. `None`: the reader's built-in test issuer, if any.
+    pub factory_issuer: Option<crate::card::IssuerAuth>,
     pub key_group_size: u8,
     pub no_export_after_backup: bool,
     /// The issuer domain's card-common key, loaded into each card (LOAD
@@ -204,6 +219,12 @@ pub enum IssueRefusal {
     /// Read back after END PERSONALIZATION, the card does not say what was written.
     #[error("card {card} does not report the personalization just written")]
     PersonalizationNotReported { card: String },
+    /// No issuer was named and the reader has no built-in one (PC/SC).
+    #[error("no issuer to certify the card: name the issuer's directory (made by issuer init)")]
+    NoIssuer,
+    /// The issuer's credentials have no root certificate to install.
+    #[error("the issuer's credentials hold no root certificate to install on the card")]
+    NoIssuerRoot,
 }
 
 /// Personalize one blank card as `role` for `holder`.
@@ -224,7 +245,7 @@ pub fn personalize(
         }
         .into());
     }
-    card.issuer_authenticate(&opts.issuer, &st.card_number)?;
+    let (issuer, via_factory) = open_issuance_session(card, opts, &st.card_number)?;
     card.reset_retry_counter(Some(&holder.pin))?;
     card.put_data(tag::ROLE, role.as_str().as_bytes())?;
     card.put_data(tag::KEY_GROUP_SIZE, &[opts.key_group_size])?;
@@ -237,6 +258,7 @@ pub fn personalize(
     }
     card.write_key_element(1, key1)?;
     load_domain_key(card, opts)?;
+    register_card(card, &issuer, holder, role, &st.card_number, via_factory, opts)?;
     card.end_personalization()?;
     // Read back what the card now says and check it against the profile.
     let after = card.status()?;
@@ -260,6 +282,105 @@ fn load_domain_key(card: &mut CardClient<'_>, opts: &IssueOptions) -> Result<()>
     if card.domain()? != Some(domain.domain()) {
         return Err(IssueRefusal::PersonalizationNotReported {
             card: card.card_number()?,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The issuer's credentials for this batch: the named issuer, else the
+/// reader's built-in test issuer.
+fn issuing_issuer(card: &CardClient<'_>, opts: &IssueOptions) -> Result<Arc<IssuerCredentials>> {
+    if let Some(i) = &opts.issuer {
+        return Ok(i.credentials().clone());
+    }
+    let b = card.built_in_issuer().ok_or(IssueRefusal::NoIssuer)?;
+    Ok(Arc::new(IssuerCredentials::from_built_in(&b)?))
+}
+
+/// Open the SCP11a issuance session on a blank card: with the issuer's own
+/// operator when the card has the issuer's root installed, else with the
+/// factory issuer's (whose root the factory installed). Returns the issuer
+/// and whether the factory issuer opened the session (so the issuer's root
+/// must be installed). The card's certificate is checked before anything is
+/// sent (factory certificate under a trusted factory CA).
+fn open_issuance_session(
+    card: &mut CardClient<'_>,
+    opts: &IssueOptions,
+    card_number: &str,
+) -> Result<(Arc<IssuerCredentials>, bool)> {
+    let issuer = issuing_issuer(card, opts)?;
+    let refused = match card.issuer_authenticate(&IssuerAuth::Operator(issuer.clone()), card_number) {
+        Ok(()) => return Ok((issuer, false)),
+        Err(e @ Error::IssuerRefused(_)) => e,
+        Err(e) => return Err(e),
+    };
+    let factory = match (&opts.factory_issuer, card.built_in_issuer()) {
+        (Some(f), _) => f.credentials().clone(),
+        (None, Some(b)) => Arc::new(IssuerCredentials::from_built_in(&b)?),
+        (None, None) => return Err(refused),
+    };
+    let same_root = |a: &IssuerCredentials, b: &IssuerCredentials| match (a.root(), b.root()) {
+        (Some(x), Some(y)) => x.to_der().ok() == y.to_der().ok(),
+        _ => false,
+    };
+    if same_root(&factory, &issuer) {
+        return Err(refused);
+    }
+    card.issuer_authenticate(&IssuerAuth::Operator(factory), card_number)?;
+    Ok((issuer, true))
+}
+
+/// The card profile extension of a registration certificate
+/// (docs/FORMATS.md, "Certificates").
+fn profile_text(holder: &Holder, role: Role, opts: &IssueOptions) -> String {
+    let mut t = format!("profile={role};key_group_size={}", opts.key_group_size);
+    if role == Role::Main {
+        if let Some(e) = &holder.expiry {
+            t.push_str(&format!(";expiry={e}"));
+        }
+        t.push_str(&format!(
+            ";no_export_after_backup={}",
+            opts.no_export_after_backup as u8
+        ));
+    }
+    t
+}
+
+/// The registration certificate (NTT, 004): install the issuer's root when
+/// the factory issuer opened the session, have the card generate a new ECKA
+/// key pair, sign the certificate over it (card number, role, member number,
+/// validity, profile) and store it; the card checks it chains to its root
+/// and certifies its new key. Then a new SCP11a session with the issuer's
+/// own operator proves the card holds the certified key, presents the new
+/// certificate and accepts the issuer.
+fn register_card(
+    card: &mut CardClient<'_>,
+    issuer: &Arc<IssuerCredentials>,
+    holder: &Holder,
+    role: Role,
+    card_number: &str,
+    install_root: bool,
+    opts: &IssueOptions,
+) -> Result<()> {
+    if install_root {
+        let root = issuer.root().ok_or(IssueRefusal::NoIssuerRoot)?;
+        let der = root.to_der().map_err(|e| Error::Data(e.to_string()))?;
+        card.install_trust_anchor(&der)?;
+    }
+    let public = card.generate_ecka_key()?;
+    let subject = CardSubject {
+        card_number: card_number.to_string(),
+        role: role.as_str().to_string(),
+        member_number: (role == Role::Main).then(|| holder.member_number.clone()).flatten(),
+    };
+    let der = issuer.certify_card(&public, &subject, &profile_text(holder, role, opts))?;
+    card.store_registration_certificate(&der)?;
+    card.issuer_authenticate(&IssuerAuth::Operator(issuer.clone()), card_number)?;
+    let certified = card.identity().map(|i| (i.subject.clone(), i.public_key.clone()));
+    if certified != Some((subject, public)) {
+        return Err(IssueRefusal::PersonalizationNotReported {
+            card: card_number.to_string(),
         }
         .into());
     }
@@ -502,9 +623,9 @@ fn issue_card(
     });
     card.outcome = match personalized {
         Ok(card_number) => CardOutcome::Issued { card_number },
-        // A wrong admin key (or issuer) fails every card of the batch alike:
-        // the batch stops after this card instead of trying them all.
-        Err(e @ (Error::AdminAuthFailed | Error::IssuerRefused(_))) => {
+        // A wrong issuer fails every card of the batch alike: the batch
+        // stops after this card instead of trying them all.
+        Err(e @ (Error::IssuerRefused(_) | Error::Issue(IssueRefusal::NoIssuer))) => {
             batch.stop();
             CardOutcome::Rejected {
                 card_number: seen,

@@ -5,7 +5,6 @@
 
 use crate::card::{CardClient, IssuerAuth};
 use crate::error::Result;
-use crate::secret::Secret;
 use crate::vault::{AuditEvent, Vault};
 
 fn audit(vault: &mut Vault, event: &str, card: &str, details: serde_json::Value) -> Result<()> {
@@ -31,8 +30,8 @@ pub fn reset(card: &mut CardClient<'_>, vault: &mut Vault, pin: &[u8]) -> Result
     Ok(number)
 }
 
-/// The issuer releases a main card's duplicate target: admin session
-/// (SCP11a operator or admin key), then RELEASE DUPLICATE with the backup
+/// The issuer releases a main card's duplicate target: issuer session
+/// (SCP11a operator), then RELEASE DUPLICATE with the backup
 /// card's DESTROY KEY receipt once a take-out has left the card. Returns the
 /// card number.
 pub fn release(
@@ -82,17 +81,18 @@ pub fn destroy(
 }
 
 /// Key-service variant: set a main key made outside the card, sent wrapped
-/// to the card's transport key (authenticated with the admin key). Returns
-/// the card number and the card's new encryption (public) key.
+/// to the card's transport key, in the issuer's SCP11a session (which
+/// authenticates the card and its transport key). Returns the card number
+/// and the card's new encryption (public) key.
 pub fn set_service_key(
     card: &mut CardClient<'_>,
     vault: &mut Vault,
-    admin_key: &Secret,
+    issuer: &IssuerAuth,
     private: &[u8],
 ) -> Result<(String, Vec<u8>)> {
     let number = card.card_number()?;
-    card.admin_authenticate(admin_key, &number)?;
-    let public = card.set_service_key(admin_key, &number, private)?;
+    card.issuer_authenticate(issuer, &number)?;
+    let public = card.set_service_key(&number, private)?;
     audit(vault, "key-service-set", &number, serde_json::json!({}))?;
     Ok((number, public))
 }

@@ -9,6 +9,7 @@
 
 use crate::card::CardClient;
 use crate::error::{Error, Result};
+use crate::issuer::IssuerSigner;
 use cardvault_proto::load::{load_message, LoadAuthorization, LOAD_CHALLENGE_LEN};
 use serde::{Deserialize, Serialize};
 
@@ -28,13 +29,15 @@ pub struct LoadRequest {
     pub challenge: String,
 }
 
-/// The issuer's load authorization: the request and an ECDSA P-256
-/// signature (hex r||s) over `cardvault_proto::load::load_message`.
+/// The issuer's load authorization: the request, an ECDSA P-256 signature
+/// (hex r||s) over `cardvault_proto::load::load_message`, and the signer's
+/// certificate (hex DER) under the issuer root.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LoadAuthorizationFile {
     #[serde(flatten)]
     pub request: LoadRequest,
     pub signature: String,
+    pub signer_certificate: String,
 }
 
 /// Verify the PIN and ask the card for a load challenge for `amount` on `app`.
@@ -50,13 +53,8 @@ pub fn request_load(card: &mut CardClient<'_>, pin: &[u8], app: u8, amount: u32)
     })
 }
 
-/// The issuer signs a load request with its raw P-256 private key.
-pub fn sign_load(req: &LoadRequest, issuer_private: &[u8]) -> Result<LoadAuthorizationFile> {
-    sign_load_with(req, &crate::signer::Signer::from_private(issuer_private)?)
-}
-
-/// The issuer signs a load request with its key, in a file or in a PKCS#11 token.
-pub fn sign_load_with(req: &LoadRequest, signer: &crate::signer::Signer) -> Result<LoadAuthorizationFile> {
+/// The issuer signs a load request with its authorization signer.
+pub fn sign_load(req: &LoadRequest, signer: &IssuerSigner) -> Result<LoadAuthorizationFile> {
     if req.version != 1 {
         return Err(Error::Usage(format!(
             "load request version {} is not supported",
@@ -71,6 +69,7 @@ pub fn sign_load_with(req: &LoadRequest, signer: &crate::signer::Signer) -> Resu
     Ok(LoadAuthorizationFile {
         request: req.clone(),
         signature: cardvault_proto::to_hex(&sig),
+        signer_certificate: cardvault_proto::to_hex(signer.certificate_der()),
     })
 }
 
@@ -81,6 +80,9 @@ pub fn credit(card: &mut CardClient<'_>, pin: &[u8], auth: &LoadAuthorizationFil
     let signature: [u8; 64] = cardvault_proto::from_hex(&auth.signature)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| Error::Usage("the authorization's signature is not 64 bytes of hex".into()))?;
+    let signer_certificate = cardvault_proto::from_hex(&auth.signer_certificate)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Error::Usage("the authorization's signer certificate is not hex DER".into()))?;
     card.verify_pin(pin)?;
     let number = card.card_number()?;
     if number != auth.request.card_number {
@@ -92,6 +94,7 @@ pub fn credit(card: &mut CardClient<'_>, pin: &[u8], auth: &LoadAuthorizationFil
     let a = LoadAuthorization {
         amount: auth.request.amount,
         signature,
+        signer_certificate,
     };
     card.credit(auth.request.app, &a)
 }
@@ -102,28 +105,10 @@ pub fn credit_with_issuer_key(
     pin: &[u8],
     app: u8,
     amount: u32,
-    issuer_private: &[u8],
-) -> Result<u32> {
-    credit_with_signer(
-        card,
-        pin,
-        app,
-        amount,
-        &crate::signer::Signer::from_private(issuer_private)?,
-    )
-}
-
-/// The issuer at hand with its key in a file or a token: request, sign and
-/// credit in one session.
-pub fn credit_with_signer(
-    card: &mut CardClient<'_>,
-    pin: &[u8],
-    app: u8,
-    amount: u32,
-    signer: &crate::signer::Signer,
+    signer: &IssuerSigner,
 ) -> Result<u32> {
     let req = request_load(card, pin, app, amount)?;
-    let auth = sign_load_with(&req, signer)?;
+    let auth = sign_load(&req, signer)?;
     credit(card, pin, &auth)
 }
 

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-pub const ADMIN_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 /// The test issuer's signing key (restore and load authorizations), trusted
 /// by the built-in profiles.
 pub const ISSUER_KEY_HEX: &str = include_str!("../../fixtures/issuer/issuer-private.hex");
@@ -21,6 +20,18 @@ pub const FIRST_DATA_PAGE: u16 = 4;
 /// The test issuer's signing key, raw.
 pub fn issuer_key() -> Vec<u8> {
     cardvault_proto::from_hex(ISSUER_KEY_HEX.trim()).expect("fixtures/issuer/issuer-private.hex")
+}
+
+/// The test issuer's authorization signer: its key and its certificate under
+/// the test root (fixtures/issuer/test-signer.pem).
+pub fn issuer_signer() -> cardvault::issuer::IssuerSigner {
+    cardvault::issuer::IssuerSigner::new(&issuer_key(), &std::fs::read(test_signer_cert()).unwrap()).unwrap()
+}
+
+/// The test issuer's signer certificate (PEM): `--signer-cert` with
+/// `--issuer-key env:ISSUER`.
+pub fn test_signer_cert() -> PathBuf {
+    repo_path("fixtures/issuer/test-signer.pem")
 }
 
 /// A fresh directory for one test, removed when dropped. A test that fails
@@ -110,11 +121,10 @@ pub fn cardvault_strict(home: &Path) -> Command {
 /// The PIN of the tests' cards, in `P` for `--pin env:P` (see [`cv`]).
 pub const PIN: &str = "123456";
 
-/// `cardvault` with an isolated home, [`PIN`] in `P` and the test issuer's
-/// admin key in `ADMIN` (for `env:P`, `env:ADMIN`).
+/// `cardvault` with an isolated home and [`PIN`] in `P` (for `env:P`).
 pub fn cv(home: &Path) -> Command {
     let mut c = cardvault(home);
-    c.env("P", PIN).env("ADMIN", ADMIN_KEY);
+    c.env("P", PIN);
     c
 }
 
@@ -145,7 +155,6 @@ const SECRET_OPTIONS: &[&str] = &[
     "--pin",
     "--new-pin",
     "--backup-pin",
-    "--admin-key",
     "--issuer-key",
     "--key",
     "--elements",
@@ -398,4 +407,16 @@ pub fn test_domain_key() -> std::sync::Arc<cardvault::domain::DomainKey> {
         check_value: cardvault_proto::to_hex(&cardvault::domain::check_value(&key[..]).unwrap()),
     };
     std::sync::Arc::new(cardvault::domain::DomainKey::new(info, key).unwrap())
+}
+
+/// The test issuer's directory (root, operator, signer): `--issuer` of the
+/// commands that need the issuer's SCP11a session.
+pub fn test_issuer_dir() -> PathBuf {
+    repo_path("fixtures/issuer")
+}
+
+/// The test factory CA that blank simulated cards' factory certificates are
+/// under; PC/SC tests pass it with `--factory-trust`.
+pub fn test_factory_ca() -> PathBuf {
+    repo_path("fixtures/factory/test-factory-ca.pem")
 }
