@@ -124,6 +124,8 @@ fn backup_and_authorize(home: &std::path::Path, source: &str, target: &str) -> s
     let o = run(cv(home)
         .args(["authorize-restore", "--request"])
         .arg(&req)
+        .arg("--signer-cert")
+        .arg(test_signer_cert())
         .arg("--issuer-key")
         .arg(format!(
             "file:{}",

@@ -35,6 +35,7 @@ fn issue(home: &Path, prefix: &str, profile: &str, rows: &str, extra: &[&str]) -
             "issue",
             "--profile",
             profile,
+            "--no-domain",
             "--holders",
         ])
         .arg(&csv)
@@ -140,6 +141,7 @@ fn a_blank_card_from_an_untrusted_factory_is_refused_before_any_secret() {
             "issue",
             "--profile",
             "main",
+            "--no-domain",
             "--holders",
         ])
         .arg(&csv));

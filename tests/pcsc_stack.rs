@@ -1052,7 +1052,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     ] {
         assert!(names.iter().any(|n| n.contains(kind)), "no {kind} among {names:?}");
     }
-    assert_eq!(secrets.len(), 22, "{names:?}");
+    assert_eq!(secrets.len(), 23, "{names:?}");
     assert!(leaked.is_empty(), "in pcscd's APDU log: {leaked:?}");
 }
 
@@ -1461,6 +1461,7 @@ fn a_pcsc_blank_card_is_issued_under_a_trusted_factory_and_unblocked_by_its_issu
             "issue",
             "--profile",
             "main",
+            "--no-domain",
             "--holders",
         ])
         .arg(&csv)

@@ -157,6 +157,8 @@ fn authorize_restore(
     let o = run(c
         .args(["authorize-restore", "--issuer-key", key, "--request"])
         .arg(req)
+        .arg("--signer-cert")
+        .arg(test_signer_cert())
         .arg("--issuer-root")
         .arg(test_root())
         .arg("-o")
@@ -208,6 +210,8 @@ fn a_restore_authorized_with_a_token_key_is_accepted_and_a_wrong_token_pin_signs
             "--request",
         ])
         .arg(&req)
+        .arg("--signer-cert")
+        .arg(test_signer_cert())
         .arg("--issuer-root")
         .arg(test_root())
         .arg("-o")
@@ -289,6 +293,8 @@ fn a_value_load_signed_in_the_token_is_credited_and_a_wrong_pin_signs_nothing() 
             .env(&mut cv(&home))
             .args(["authorize-load", "--issuer-key", &token.uri(pin), "--request"])
             .arg(&req)
+            .arg("--signer-cert")
+            .arg(test_signer_cert())
             .arg("-o")
             .arg(&auth))
     };
@@ -317,7 +323,9 @@ fn a_value_load_signed_in_the_token_is_credited_and_a_wrong_pin_signs_nothing() 
                 "env:P",
                 "--issuer-key",
             ])
-            .arg(format!("pkcs11:token={TOKEN};object={OBJECT}")))
+            .arg(format!("pkcs11:token={TOKEN};object={OBJECT}"))
+            .arg("--signer-cert")
+            .arg(test_signer_cert()))
     };
     let before = state(&home, "a");
     let o = one_step(WRONG_PIN);
@@ -329,7 +337,7 @@ fn a_value_load_signed_in_the_token_is_credited_and_a_wrong_pin_signs_nothing() 
 }
 
 #[test]
-fn a_key_generated_in_the_token_signs_for_cards_that_trust_it_and_no_others() {
+fn a_key_generated_in_the_token_signs_only_under_a_certificate_the_card_trusts() {
     let Some(token) = Token::empty("pkcs11-keygen") else {
         return;
     };
@@ -353,33 +361,41 @@ fn a_key_generated_in_the_token_signs_for_cards_that_trust_it_and_no_others() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("already there"), "{}", stderr(&o));
 
-    // Cards made from a profile that trusts the new key (config.toml's [sim] profile).
-    let main = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/applet-sim/profiles/main.toml")).unwrap();
-    let test_issuer = include_str!("../fixtures/issuer/issuer-public.hex").trim();
-    assert!(main.contains(test_issuer));
-    let profile = home.join("token-issuer.toml");
-    std::fs::write(&profile, main.replace(test_issuer, &public)).unwrap();
-    let config = home.join("token-config.toml");
-    std::fs::write(
-        &config,
-        format!("[sim]\nprofile = {:?}\n", profile.display().to_string()),
-    )
-    .unwrap();
-    let credit = |card: &str, cfg: Option<&Path>| {
+    // The token key signs for a card only under a signer certificate that
+    // chains to the card's installed issuer root: certified by the test
+    // issuer's root, the load is credited; certified by another root, the
+    // card refuses it and no value appears.
+    use cardvault_proto::crypto::KeyPair;
+    let public = cardvault_proto::from_hex(&public).unwrap();
+    let certify = |root_key: &KeyPair, root: &openssl::x509::X509, name: &str| {
+        let cert =
+            cardvault_proto::cert::issue_signer_certificate(root_key, root, &public, "token signer", 30).unwrap();
+        let path = home.join(format!("{name}-signer.pem"));
+        std::fs::write(&path, cert.to_pem().unwrap()).unwrap();
+        path
+    };
+    let test_root_key =
+        KeyPair::from_pem(&std::fs::read(repo_path("fixtures/issuer/test-root-key.pem")).unwrap()).unwrap();
+    let test_root_cert = openssl::x509::X509::from_pem(&std::fs::read(test_root()).unwrap()).unwrap();
+    let trusted = certify(&test_root_key, &test_root_cert, "trusted");
+    let other_key = KeyPair::generate().unwrap();
+    let other_root =
+        cardvault_proto::cert::issue_root(&other_key, "other issuer", "20250101000000Z", "20500101000000Z").unwrap();
+    let foreign = certify(&other_key, &other_root, "foreign");
+    let credit = |card: &str, cert: &Path| {
         let mut c = cv(&home);
         token.env(&mut c).env(cardvault::signer::PIN_ENV, TOKEN_PIN);
-        if let Some(cfg) = cfg {
-            c.arg("--config").arg(cfg);
-        }
         run(c
             .args(["-r", card, "purse", "credit", "40", "--pin", "env:P", "--issuer-key"])
-            .arg(format!("pkcs11:token={TOKEN};object={OBJECT}")))
+            .arg(format!("pkcs11:token={TOKEN};object={OBJECT}"))
+            .arg("--signer-cert")
+            .arg(cert))
     };
-    ok(credit("sim:trusts-token", Some(&config)));
+    ok(credit("sim:trusts-token", &trusted));
     assert_eq!(balance(&home, "sim:trusts-token"), 40);
-    // A card of the built-in profile trusts the test issuer, not this key:
-    // the card refuses the load, and no value appears.
-    let o = credit("sim:trusts-fixture", None);
+    let before = state(&home, "trusts-token");
+    let o = credit("sim:trusts-token", &foreign);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert_eq!(balance(&home, "sim:trusts-fixture"), 0);
+    assert_eq!(balance(&home, "sim:trusts-token"), 40);
+    assert_eq!(state(&home, "trusts-token").memory, before.memory);
 }

@@ -56,6 +56,7 @@ pub enum PurseCommand {
         /// installed on the card.
         #[arg(long, value_name = "FILE", requires = "issuer_key")]
         signer_cert: Option<PathBuf>,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
@@ -85,6 +86,7 @@ pub struct AuthorizeLoadArgs {
     /// installed on the cards (`signer.pem` of `cardvault issuer init`).
     #[arg(long, value_name = "FILE")]
     signer_cert: PathBuf,
+    /// File to write the signed load authorization to.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
 }

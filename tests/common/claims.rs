@@ -13,7 +13,7 @@ pub const CUT_POINTS: &[(&str, u64)] = &[
     ("restore, chain (full + 3 differentials)", 15),
     ("restore, other card (issuer-authorized)", 12),
     ("recover (three files, two cards)", 15),
-    ("issue, main card with the domain key (SCP11a)", 17),
+    ("issue, main card with the domain key (SCP11a)", 23),
 ];
 
 /// The APDU count claimed for a cut-point workflow.
