@@ -34,21 +34,36 @@ impl std::str::FromStr for SecretSource {
     }
 }
 
-/// The command line's parser of a secret source. A refused value is never
-/// repeated in the error (clap's own message would quote it, and a secret
-/// typed in its place would land in logs): the error names the option only.
+/// The command line's parser of a secret source (and of anything else that
+/// may carry a secret: an issuer key, a `pkcs11:` URI): a refused value is
+/// never repeated in the error, since it may be the secret itself.
 #[derive(Debug, Clone, Copy)]
-pub struct SecretSourceParser;
+pub struct QuietParser<T>(std::marker::PhantomData<fn() -> T>);
 
-impl clap::builder::TypedValueParser for SecretSourceParser {
-    type Value = SecretSource;
+impl<T> QuietParser<T> {
+    pub fn new() -> QuietParser<T> {
+        QuietParser(std::marker::PhantomData)
+    }
+}
+
+impl<T> Default for QuietParser<T> {
+    fn default() -> Self {
+        QuietParser::new()
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for QuietParser<T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> std::result::Result<SecretSource, clap::Error> {
+    ) -> std::result::Result<T, clap::Error> {
         let refused = |reason: &str| {
             let option = arg.map(|a| format!(" for '{a}'")).unwrap_or_default();
             let mut cmd = cmd.clone();
@@ -67,9 +82,9 @@ impl clap::builder::TypedValueParser for SecretSourceParser {
 }
 
 impl clap::builder::ValueParserFactory for SecretSource {
-    type Parser = SecretSourceParser;
-    fn value_parser() -> SecretSourceParser {
-        SecretSourceParser
+    type Parser = QuietParser<SecretSource>;
+    fn value_parser() -> Self::Parser {
+        QuietParser::new()
     }
 }
 

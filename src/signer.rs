@@ -182,52 +182,17 @@ impl std::str::FromStr for IssuerKeySource {
     }
 }
 
-/// The command line's parser of an issuer key or a `pkcs11:` URI: like
-/// [`crate::secret::SecretSourceParser`], a refused value is never repeated
-/// in the error (it may be a key, or carry a `pin-value=`).
-#[derive(Debug, Clone, Copy)]
-pub struct QuietParser<T>(std::marker::PhantomData<fn() -> T>);
-
-impl<T> clap::builder::TypedValueParser for QuietParser<T>
-where
-    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
-{
-    type Value = T;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> std::result::Result<T, clap::Error> {
-        let refused = |reason: &str| {
-            let option = arg.map(|a| format!(" for '{a}'")).unwrap_or_default();
-            let mut cmd = cmd.clone();
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("invalid value{option} (not shown: it may be a secret): {reason}\n"),
-            )
-            .format(&mut cmd)
-        };
-        value
-            .to_str()
-            .ok_or_else(|| refused("not UTF-8"))?
-            .parse()
-            .map_err(|reason: String| refused(&reason))
-    }
-}
-
 impl clap::builder::ValueParserFactory for IssuerKeySource {
-    type Parser = QuietParser<IssuerKeySource>;
+    type Parser = crate::secret::QuietParser<IssuerKeySource>;
     fn value_parser() -> Self::Parser {
-        QuietParser(std::marker::PhantomData)
+        crate::secret::QuietParser::new()
     }
 }
 
 impl clap::builder::ValueParserFactory for Pkcs11Uri {
-    type Parser = QuietParser<Pkcs11Uri>;
+    type Parser = crate::secret::QuietParser<Pkcs11Uri>;
     fn value_parser() -> Self::Parser {
-        QuietParser(std::marker::PhantomData)
+        crate::secret::QuietParser::new()
     }
 }
 
