@@ -134,6 +134,7 @@ fn issue_pair(dir: &Path) {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     };
     let key1 = [7u8; 32];
     for (name, role) in [
@@ -153,6 +154,7 @@ fn issue_opts() -> issue::IssueOptions {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     }
 }
 
@@ -548,6 +550,7 @@ fn recovery_survives_a_pull_at_every_apdu() {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     };
     {
         let mut r = SimReader::open(&template, "new", "blank", None).unwrap();
@@ -650,6 +653,7 @@ fn issuance_with_the_domain_key_survives_a_pull_at_every_apdu() {
                 key_group_size: 3,
                 no_export_after_backup: false,
                 domain: Some(domain.clone()),
+                registrars: None,
             };
             with_one(dir, "fresh", s, |c| {
                 issue::personalize(c, &holder, issue::Role::Main, &[7u8; 32], &opts).map(|_| ())

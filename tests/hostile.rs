@@ -147,6 +147,7 @@ fn issue_opts() -> issue::IssueOptions {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     }
 }
 
