@@ -941,10 +941,15 @@ fn release_refuses_every_proof_but_the_bound_backup_cards_signature_and_changes_
     assert!(e.contains("not the bound backup card's signature"), "{e}");
     // B's genuine receipt for another main card's take-out 2, relabelled.
     let elsewhere = home.join("b-other.json");
-    assert!(destroy(&home, b, &card_number(&home, "s-bob-main"), 2, &elsewhere).status.success());
+    assert!(destroy(&home, b, &card_number(&home, "s-bob-main"), 2, &elsewhere)
+        .status
+        .success());
     let mut v = receipt_json(&elsewhere);
     v["source_card"] = main_number.clone().into();
-    let e = refused(Some(&write_json(&home, "b-other-relabelled.json", &v)), "another main card's take-out");
+    let e = refused(
+        Some(&write_json(&home, "b-other-relabelled.json", &v)),
+        "another main card's take-out",
+    );
     assert!(e.contains("not the bound backup card's signature"), "{e}");
     // The terminal itself refuses a file naming another main card, before the card.
     let o = release(&home, main, Some(&elsewhere));
@@ -981,7 +986,10 @@ fn release_refuses_every_proof_but_the_bound_backup_cards_signature_and_changes_
         &state(&home, b).storing.certificate,
     )
     .unwrap();
-    assert_eq!((b_key.card_number.as_str(), b_key.role.as_str()), (card_number(&home, b).as_str(), "backup"));
+    assert_eq!(
+        (b_key.card_number.as_str(), b_key.role.as_str()),
+        (card_number(&home, b).as_str(), "backup")
+    );
     let rogue_key = cardvault_proto::crypto::KeyPair::generate().unwrap();
     let rogue_root =
         cardvault_proto::cert::issue_root(&rogue_key, "rogue root", "20250101000000Z", "20500101000000Z").unwrap();
@@ -999,7 +1007,10 @@ fn release_refuses_every_proof_but_the_bound_backup_cards_signature_and_changes_
     .unwrap();
     let mut v = receipt_json(&good);
     v["certificate"] = to_hex(&rogue_cert.to_der().unwrap()).into();
-    let e = refused(Some(&write_json(&home, "rogue.json", &v)), "a certificate not under the root");
+    let e = refused(
+        Some(&write_json(&home, "rogue.json", &v)),
+        "a certificate not under the root",
+    );
     assert!(e.contains("does not chain to the issuer root"), "{e}");
     // B's receipt for take-out 2 releases the main card; C takes the duplicate.
     let o = release(&home, main, Some(&good));

@@ -219,9 +219,21 @@ fn a_card_issued_from_blank_by_cardvault_issue_stores_data_under_authorization()
     assert!(blank.storing.private_key.is_empty() && blank.storing.certificate.is_empty());
     assert!(blank.storing.issuer_registrar_root.is_empty() && blank.storing.data_registrar_root.is_empty());
     let csv = home.join("holders.csv");
-    std::fs::write(&csv, format!("holder,pin,member_number,expiry\ndora,{PIN},M-9,2031-01\n")).unwrap();
+    std::fs::write(
+        &csv,
+        format!("holder,pin,member_number,expiry\ndora,{PIN},M-9,2031-01\n"),
+    )
+    .unwrap();
     let o = run(cv(&home)
-        .args(["-r", "sim:fresh", "issue", "--profile", "main", "--no-domain", "--holders"])
+        .args([
+            "-r",
+            "sim:fresh",
+            "issue",
+            "--profile",
+            "main",
+            "--no-domain",
+            "--holders",
+        ])
         .arg(&csv));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let issued = state(&home, name);
@@ -234,7 +246,9 @@ fn a_card_issued_from_blank_by_cardvault_issue_stores_data_under_authorization()
     );
     assert_eq!(
         signer.public_key,
-        KeyPair::from_private(&issued.storing.private_key).unwrap().public_bytes()
+        KeyPair::from_private(&issued.storing.private_key)
+            .unwrap()
+            .public_bytes()
     );
     assert_eq!(issued.storing.issuer_registrar_root, reg::issuer_registrar_der());
     assert_eq!(issued.storing.data_registrar_root, reg::data_registrar_der());

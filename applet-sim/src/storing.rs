@@ -345,7 +345,11 @@ impl Applet {
     /// for this card number and the role PUT DATA set. On success the key
     /// and certificate replace the old ones together.
     pub(crate) fn store_signing_certificate(&mut self, c: &CommandApdu) -> HandlerResult {
-        let pending = self.session.pending_signing.as_ref().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let pending = self
+            .session
+            .pending_signing
+            .as_ref()
+            .ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
         let anchor = X509::from_der(&self.state.trust_anchor).map_err(|_| sw::REF_DATA_NOT_FOUND)?;
         let signer =
             storing::verify_card_signing_key(&[anchor], &c.data).map_err(|_| sw::SECURITY_STATUS_NOT_SATISFIED)?;

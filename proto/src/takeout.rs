@@ -301,7 +301,8 @@ mod tests {
             signature: [9; crate::crypto::SIGNATURE_LEN],
         };
         assert_eq!(DestroyReceipt::parse(&d.encode()), Some(d.clone()));
-        let (back, cert) = parse_release(&encode_release(&d, &[0x30, 0x03])).unwrap();
+        let data = encode_release(&d, &[0x30, 0x03]);
+        let (back, cert) = parse_release(&data).unwrap();
         assert_eq!((back, cert), (d.clone(), &[0x30, 0x03][..]));
         assert!(parse_release(&d.encode()).is_none());
         assert_eq!(

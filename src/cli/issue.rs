@@ -151,7 +151,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let registrars = match (&a.issuer_registrar, &a.data_registrar) {
         (Some(i), Some(d)) => {
             let read = |p: &PathBuf| std::fs::read(p).map_err(|e| Error::input(format!("reading {}", p.display()), e));
-            Some(std::sync::Arc::new(issue::RegistrarRootsDer::from_pem(&read(i)?, &read(d)?)?))
+            Some(std::sync::Arc::new(issue::RegistrarRootsDer::from_pem(
+                &read(i)?,
+                &read(d)?,
+            )?))
         }
         _ => None,
     };

@@ -5,8 +5,8 @@
 
 use crate::card::{CardClient, IssuerAuth};
 use crate::error::{Error, Result};
-use cardvault_proto::takeout;
 use crate::vault::{AuditEvent, Vault};
+use cardvault_proto::takeout;
 
 fn audit(vault: &mut Vault, event: &str, card: &str, details: serde_json::Value) -> Result<()> {
     vault
