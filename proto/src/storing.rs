@@ -847,6 +847,24 @@ pub fn verify_card_signing_key(trusted: &[X509], der: &[u8]) -> cert::Result<Car
     })
 }
 
+/// What a card signing key certificate (one DER certificate) says, without
+/// checking who signed it: for a terminal that only relays it.
+pub fn card_signing_key_unchecked(der: &[u8]) -> Option<CardSigningKey> {
+    let c = match cert::split_certificates(der) {
+        Ok(mut v) if v.len() == 1 => v.remove(0),
+        _ => return None,
+    };
+    let n = c.subject_name();
+    if cert::name_entry(n, Nid::ORGANIZATIONALUNITNAME).as_deref() != Some(OU_CARD_SIGNING) {
+        return None;
+    }
+    Some(CardSigningKey {
+        card_number: cert::name_entry(n, Nid::SERIALNUMBER)?,
+        role: cert::name_entry(n, Nid::TITLE).unwrap_or_default(),
+        public_key: cert::ecka_public_key(&c).ok()?,
+    })
+}
+
 /// Verify a card's storing key certificate (DER) under the issuer roots the
 /// terminal trusts; returns the card number it names.
 pub fn verify_card_signing_certificate(trusted: &[X509], der: &[u8]) -> cert::Result<String> {

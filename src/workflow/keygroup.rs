@@ -77,7 +77,10 @@ pub struct DestroyReceipt {
 /// On a backup card, under the PIN: destroy the key imported from `source`
 /// (take-outs up to `counter`) and return the signed receipt with the
 /// card's signing certificate (read first: a card that cannot prove the
-/// destruction is not asked to destroy).
+/// destruction is not asked to destroy). The receipt is checked against the
+/// certificate's key and the group's check value (GET DATA `DF11`) before
+/// it is returned; whether the certificate is from the issuer is for the
+/// main card to decide.
 pub fn destroy(
     card: &mut CardClient<'_>,
     vault: &mut Vault,
@@ -94,6 +97,24 @@ pub fn destroy(
         ))
     })?;
     let receipt = card.destroy_key(source, counter)?;
+    // The card is untrusted: the receipt must be its signature, under the
+    // certificate it presented, over this destruction, or the file would
+    // release nothing.
+    let kcv = card.key_group_kcv()?.unwrap_or_default();
+    let msg = takeout::destroy_message(source, &number, counter, &kcv);
+    let signed = cardvault_proto::storing::card_signing_key_unchecked(&certificate)
+        .filter(|k| k.card_number == number)
+        .is_some_and(|k| {
+            cardvault_proto::crypto::verify_p256(&k.public_key, &msg, &receipt.signature).unwrap_or(false)
+        });
+    if !signed {
+        return Err(Error::Malformed {
+            command: "DESTROY KEY",
+            reason: format!(
+                "the receipt is not card {number}'s signature under its certificate (DF35) over this destruction"
+            ),
+        });
+    }
     audit(
         vault,
         "duplicate-key-destroyed",
