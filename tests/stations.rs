@@ -337,8 +337,14 @@ fn a_batch_killed_at_random_points_and_rerun_duplicates_every_holder_exactly_onc
         if killed.success() && signal == "-KILL" {
             assert_eq!(status.code(), None, "{err}");
         } else if killed.success() {
+            // A SIGINT that lands before the batch installs its handler (the
+            // process still reading its files; on a loaded machine that can
+            // outlast the delay) ends it the default way: no card touched,
+            // nothing reported.
+            use std::os::unix::process::ExitStatusExt;
+            let before_handler = status.signal() == Some(2) && out.is_empty();
             assert!(
-                matches!(status.code(), Some(130) | Some(0)),
+                matches!(status.code(), Some(130) | Some(0)) || before_handler,
                 "{kills:?}: {status:?} {err}"
             );
         }
