@@ -34,6 +34,13 @@ pub const PIN_BLOCK_RESTARTS: usize = 1;
 pub const SIM_RESTARTS: usize = 10;
 pub const SIM_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// "Interrupted batches": holders of the killed batch, the kinds of
+/// stop it tries in order (SIGKILL, SIGINT, the report's reader closing the
+/// pipe), and the holders of the SIGINT batch.
+pub const KILLED_BATCH_HOLDERS: usize = 40;
+pub const KILLED_BATCH_STOPS: &[&str] = &["-KILL", "-INT", "pipe", "-KILL", "-INT"];
+pub const SIGINT_BATCH_HOLDERS: usize = 12;
+
 /// "Vault tampering": rows of the table, the audit edit included.
 pub const TAMPER_CASES: usize = 10;
 
