@@ -15,7 +15,7 @@ pub use kinds::{CardRole, ExportState};
 pub use refusal::Refusal;
 pub use secure::{CardIdentity, CertificateInfo, CertificateReport};
 pub use storing::{ApplicationRule, CardStoringRequest};
-pub use value::{BackupBlock, BackupRequest, Completion};
+pub use value::{Application, BackupBlock, BackupRequest, Completion};
 
 use crate::apdu::{Channel, Command, Response, Stats, StatusWord};
 use crate::error::{Error, Result};

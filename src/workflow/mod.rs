@@ -9,5 +9,6 @@ pub mod holders;
 pub mod issue;
 pub mod keygroup;
 pub mod purse;
+pub mod replace;
 pub mod station;
 pub mod storing;

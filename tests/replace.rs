@@ -1,0 +1,462 @@
+//! The help desk's guided replacement: a holder is issued a pair of cards,
+//! backs up, loses the main card; `replace --holder M-... --new R` marks it
+//! lost, restores its pages onto the new card, recovers the holder's files
+//! with the backup card and reports what was and was not restored. The same
+//! story stopped at every step (waiting for the issuer, the card pulled at
+//! every APDU) and resumed ends the same way.
+
+mod common;
+
+use cardvault::card::CardClient;
+use cardvault::transport::fault::{FaultyReader, PullMode, PullSchedule};
+use cardvault::transport::sim::SimReader;
+use cardvault::vault::Vault;
+use cardvault::workflow::replace::{self, IssuerRights, ReplaceJob, StateFile, Step, StepState};
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// Issue `rows` (holder file rows) as cards `sim:PREFIX-HOLDER-ROLE` of the
+/// issuer domain `domain`, from the built-in `profile`.
+fn issue(home: &Path, prefix: &str, profile: &str, rows: &str, domain: &[String]) {
+    let csv = home.join(format!("{prefix}.csv"));
+    std::fs::write(&csv, format!("holder,pin,member_number,expiry\n{rows}")).unwrap();
+    let o = run(cv(home)
+        .args([
+            "-r",
+            &format!("sim:{prefix}"),
+            "issue",
+            "--profile",
+            profile,
+            "--holders",
+        ])
+        .arg(&csv)
+        .args(domain));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+fn memory(home: &Path, name: &str) -> Vec<u8> {
+    state(home, name).memory.clone()
+}
+
+/// The holder data pages (after the purse) of an embedded card.
+fn data_pages(home: &Path, name: &str) -> Vec<u8> {
+    let st = state(home, name);
+    st.memory[FIRST_DATA_PAGE as usize * st.page_size as usize..].to_vec()
+}
+
+fn write(home: &Path, name: &str, page: u16, data: &[u8]) {
+    let mut r = SimReader::open(home, name, "main", None).unwrap();
+    let mut c = client(&mut r, false).unwrap();
+    c.verify_pin(PIN.as_bytes()).unwrap();
+    c.write_memory(page, data).unwrap();
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// Alice (M-1001) with a main and a backup card, a backup of her main card
+/// with data in it, an encrypted file of hers, and a replacement main card
+/// `r-alice-main` issued after she reported the loss. Returns (lost card
+/// number, the file, its plaintext).
+fn story(home: &Path) -> (String, PathBuf, Vec<u8>) {
+    let dir = home.join("domain");
+    let pass = domain_init(home, &dir, 2, 3);
+    let domain = domain_args(&dir, &pass, &[1, 2]);
+    issue(home, "h", "pair", "alice,123456,M-1001,2030-01\n", &domain);
+    // Duplicate so that the backup card holds alice's key, and encrypt a file to it.
+    let o = run(cv(home)
+        .env("E", "11".repeat(32) + " " + &"22".repeat(32))
+        .args([
+            "duplicate",
+            "--main",
+            "sim:h-alice-main",
+            "--backup",
+            "sim:h-alice-backup",
+        ])
+        .args(["--pin", "env:P", "--backup-pin", "env:P", "--elements", "env:E"]));
+    assert!(o.status.success(), "duplicate: {}{}", stdout(&o), stderr(&o));
+    write(home, "h-alice-main", 10, &pattern(3000));
+    let o = run(cv(home).args(["--json", "-r", "sim:h-alice-main", "backup", "--pin", "env:P"]));
+    assert!(o.status.success(), "backup: {}", stderr(&o));
+    let plain = b"alice's medical record, encrypted to her card".to_vec();
+    std::fs::write(home.join("record.txt"), &plain).unwrap();
+    let file = home.join("record.cve");
+    let o = run(cv(home)
+        .args(["encrypt", "--to", "sim:h-alice-main"])
+        .arg(home.join("record.txt"))
+        .arg("-o")
+        .arg(&file));
+    assert!(o.status.success(), "encrypt: {}", stderr(&o));
+    issue(home, "r", "main", "alice,123456,M-1001,2030-01\n", &domain);
+    (state(home, "h-alice-main").card_number.clone(), file, plain)
+}
+
+fn issuer_args() -> Vec<String> {
+    vec![
+        "--issuer-key".into(),
+        format!("file:{}", repo_path("fixtures/issuer/issuer-private.hex").display()),
+        "--issuer".into(),
+        test_issuer_dir().display().to_string(),
+    ]
+}
+
+fn audit_count(home: &Path, event: &str) -> usize {
+    let o = run(cv(home).args(["--json", "audit"]));
+    let v = json(&o);
+    v.as_array()
+        .or_else(|| v["entries"].as_array())
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == event)
+        .count()
+}
+
+#[test]
+fn a_lost_card_is_replaced_from_the_holder_alone_waiting_for_the_issuer_in_between() {
+    let home = temp_dir("replace");
+    let (lost, file, plain) = story(&home);
+    let at_backup = data_pages(&home, "h-alice-main");
+    assert_ne!(data_pages(&home, "r-alice-main"), at_backup);
+
+    // The clerk has no issuer rights: the job stops at the authorization,
+    // the request written for the issuer.
+    let o = run(cv(&home).args([
+        "--json",
+        "replace",
+        "--holder",
+        "M-1001",
+        "--new",
+        "sim:r-alice-main",
+        "--pin",
+        "env:P",
+    ]));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["waiting"], true, "{r}");
+    assert_eq!(r["lost_card"], lost.as_str());
+    assert_eq!(r["finished"], false);
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["step"], "mark-lost");
+    assert_eq!(steps[0]["state"], "done");
+    assert_eq!(steps[2]["step"], "wallet");
+    assert_eq!(steps[2]["state"], "skipped");
+    assert!(
+        steps[2]["detail"].as_str().unwrap().contains("no safe configured"),
+        "{r}"
+    );
+    assert_eq!(steps[4]["state"], "waiting");
+    let req = PathBuf::from(r["request_file"].as_str().unwrap());
+    let state_file = PathBuf::from(r["state_file"].as_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&state_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Nothing restored yet; the lost card is revoked once.
+    assert_ne!(data_pages(&home, "r-alice-main"), at_backup);
+    assert_eq!(audit_count(&home, "card-revoked"), 1);
+    let h = run(cv(&home).args(["--json", "holder", "show", "M-1001"]));
+    assert_eq!(json(&h)["holder"]["state"], "replaced");
+
+    // Run again without the authorization: still waiting, nothing repeated.
+    let o = run(cv(&home).args([
+        "--json",
+        "replace",
+        "--resume",
+        "--new",
+        "sim:r-alice-main",
+        "--pin",
+        "env:P",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["waiting"], true);
+    assert_eq!(audit_count(&home, "card-revoked"), 1);
+
+    // The issuer signs the request; the clerk resumes with it and the backup card.
+    let auth = home.join("auth.json");
+    let o = run(cv(&home)
+        .args(["authorize-restore", "--request"])
+        .arg(&req)
+        .arg("--issuer-key")
+        .arg(format!(
+            "file:{}",
+            repo_path("fixtures/issuer/issuer-private.hex").display()
+        ))
+        .arg("--signer-cert")
+        .arg(test_signer_cert())
+        .arg("--issuer-root")
+        .arg(test_root())
+        .arg("-o")
+        .arg(&auth));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cv(&home)
+        .args([
+            "--json",
+            "replace",
+            "--resume",
+            "--new",
+            "sim:r-alice-main",
+            "--pin",
+            "env:P",
+        ])
+        .args(["--backup", "sim:h-alice-backup", "--backup-pin", "env:P", "--files"])
+        .arg(&file)
+        .env("E", "33".repeat(32) + " " + &"44".repeat(32))
+        .args(["--elements", "env:E", "--authorization"])
+        .arg(&auth));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["finished"], true, "{r}");
+    assert_eq!(r["waiting"], false);
+    assert!(r["restored"]["pages_written"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["files"][0]["result"], "ok", "{r}");
+    // The new card holds the pages; the purse is announced as not restored.
+    assert_eq!(data_pages(&home, "r-alice-main"), at_backup);
+    let not = r["not_restored"].as_array().unwrap();
+    assert!(
+        not.iter().any(|l| l.as_str().unwrap().contains("e-money purse")
+            && l.as_str().unwrap().contains("balance on the new card 0")),
+        "{r}"
+    );
+    assert!(not.iter().any(|l| l.as_str().unwrap().starts_with("wallet: ")), "{r}");
+    // The file now opens with the new card.
+    let out = home.join("record.out");
+    let o = run(cv(&home)
+        .args(["-r", "sim:r-alice-main", "decrypt", "--pin", "env:P"])
+        .arg(&file)
+        .arg("-o")
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), plain);
+
+    // Once more: the same report, no card or vault change.
+    let memory_before = memory(&home, "r-alice-main");
+    let trail = stdout(&run(cv(&home).args(["--json", "audit"])));
+    let o = run(cv(&home).args([
+        "replace",
+        "--holder",
+        "alice",
+        "--new",
+        "sim:r-alice-main",
+        "--pin",
+        "env:P",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("restored:"), "{}", stdout(&o));
+    assert_eq!(memory(&home, "r-alice-main"), memory_before);
+    assert_eq!(stdout(&run(cv(&home).args(["--json", "audit"]))), trail);
+    // --resume with nothing in progress is a clear error.
+    let o = run(cv(&home).args(["replace", "--resume", "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no replacement in progress"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_authorization_for_an_earlier_request_is_refused_before_the_card_sees_it() {
+    let home = temp_dir("replace-stale");
+    let (_lost, _file, _plain) = story(&home);
+    let o = run(cv(&home).args([
+        "--json",
+        "replace",
+        "--holder",
+        "M-1001",
+        "--new",
+        "sim:r-alice-main",
+        "--pin",
+        "env:P",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let req = PathBuf::from(json(&o)["request_file"].as_str().unwrap());
+    let auth = home.join("auth.json");
+    let o = run(cv(&home)
+        .args(["authorize-restore", "--request"])
+        .arg(&req)
+        .args(&issuer_args()[..2])
+        .arg("--signer-cert")
+        .arg(test_signer_cert())
+        .arg("--issuer-root")
+        .arg(test_root())
+        .arg("-o")
+        .arg(&auth));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A later request replaces the card's challenge: the authorization is stale.
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:r-alice-main",
+            "restore",
+            "--holder",
+            "M-1001",
+            "--pin",
+            "env:P",
+            "--request",
+        ])
+        .arg(home.join("other.json")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Make the replacement's own request the stale one: resume with an authorization
+    // for a different challenge (edit the request the issuer signed).
+    let mut a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&auth).unwrap()).unwrap();
+    a["challenge"] = serde_json::Value::String("00".repeat(16));
+    std::fs::write(&auth, a.to_string()).unwrap();
+    let before = memory(&home, "r-alice-main");
+    let o = run(cv(&home)
+        .args([
+            "replace",
+            "--resume",
+            "--new",
+            "sim:r-alice-main",
+            "--pin",
+            "env:P",
+            "--authorization",
+        ])
+        .arg(&auth));
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("an earlier request"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("replace --resume"), "{}", stderr(&o));
+    assert_eq!(memory(&home, "r-alice-main"), before);
+}
+
+/// The replacement in-process, with the issuer's signer at hand, on cards
+/// behind readers that share `sched`.
+fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault::Result<()> {
+    let mut vault = Vault::open(&home.join("vault.sqlite"))?;
+    let file = StateFile(home.join("replace-state.json"));
+    let mut nr = FaultyReader::new(SimReader::open(home, "r-alice-main", "main", None)?, sched.clone());
+    let mut br = FaultyReader::new(SimReader::open(home, "h-alice-backup", "backup", None)?, sched.clone());
+    let mut new = client(&mut nr, false)?;
+    let mut backup = client(&mut br, false)?;
+    let mut st = if file.path().exists() {
+        file.load()?
+    } else {
+        let number = new.card_number()?;
+        replace::start(&vault, "M-1001", &number, "lost")?
+    };
+    let signer = issuer_signer();
+    let roots = openssl::x509::X509::stack_from_pem(&std::fs::read(test_root()).unwrap()).unwrap();
+    let files = [home.join("record.cve")];
+    let elements = vec![
+        zeroize::Zeroizing::new(vec![0x33; 32]),
+        zeroize::Zeroizing::new(vec![0x44; 32]),
+    ];
+    let job = ReplaceJob {
+        pin: PIN.as_bytes(),
+        issuer: Some(IssuerRights {
+            signer: &signer,
+            roots: &roots,
+        }),
+        authorization: None,
+        files: Some(replace::FileRecovery {
+            backup_pin: PIN.as_bytes(),
+            files: &files,
+            elements: Some(&elements),
+        }),
+    };
+    replace::run(&mut new, Some(&mut backup), &mut vault, &mut st, &file, &job, &|_| {})
+}
+
+fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<CardClient<'_>> {
+    CardClient::open(
+        r,
+        cardvault::card::SessionOptions {
+            trace,
+            ..Default::default()
+        },
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let (p, name) = (e.path(), e.file_name());
+        if name.to_string_lossy().ends_with(".lock") {
+            continue;
+        }
+        if p.is_dir() {
+            copy_dir(&p, &to.join(&name));
+        } else {
+            std::fs::copy(&p, to.join(&name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
+    let template = temp_dir("replace-template");
+    let (_lost, _file, plain) = story(&template);
+    let at_backup = data_pages(&template, "h-alice-main");
+
+    // The uninterrupted run: the pages, the file, every step done.
+    let base = temp_dir("replace-count");
+    copy_dir(&template, &base);
+    let counting = PullSchedule::counting();
+    replace_once(&base, &counting).unwrap();
+    let n = counting.delivered();
+    let end = StateFile(base.join("replace-state.json")).load().unwrap();
+    assert!(end.finished);
+    for s in [
+        Step::MarkLost,
+        Step::Backups,
+        Step::Request,
+        Step::Authorize,
+        Step::Restore,
+        Step::Value,
+        Step::Files,
+    ] {
+        assert_eq!(end.step(s).state, StepState::Done, "{s}: {:?}", end.step(s));
+    }
+    assert_eq!(end.step(Step::Wallet).state, StepState::Skipped);
+    let check_end = |dir: &Path, what: &str| {
+        let st = StateFile(dir.join("replace-state.json")).load().unwrap();
+        assert!(st.finished, "{what}: {st:?}");
+        assert!(st.restored.is_some(), "{what}");
+        assert_eq!(data_pages(dir, "r-alice-main"), at_backup, "{what}: pages");
+        assert_eq!(st.files.len(), 1, "{what}");
+        assert_ne!(st.files[0].result, "failed", "{what}: {:?}", st.files[0]);
+        let v = Vault::open(&dir.join("vault.sqlite")).unwrap();
+        let revoked = v
+            .audit_entries(Some(&st.lost_card))
+            .unwrap()
+            .iter()
+            .filter(|e| e.event == "card-revoked")
+            .count();
+        assert_eq!(revoked, 1, "{what}: the lost card is revoked once");
+        assert!(v.verify().unwrap().is_empty(), "{what}: vault verify");
+        // The file opens with the new card.
+        let mut r = SimReader::open(dir, "r-alice-main", "main", None).unwrap();
+        let mut c = client(&mut r, false).unwrap();
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let src = std::fs::File::open(dir.join("record.cve")).unwrap();
+        let key_id = c.public_key().unwrap().map(|p| cardvault_proto::crypto::key_id(&p));
+        cardvault::fileenc::decrypt(
+            src,
+            &mut out,
+            key_id,
+            cardvault::workflow::files::card_unwrapper(&mut c),
+        )
+        .unwrap();
+        assert_eq!(out, plain, "{what}: file");
+    };
+    check_end(&base, "uninterrupted");
+    // Every APDU, both ways of pulling: the run fails as a removed card, and
+    // the resumed run ends where the uninterrupted one did.
+    let mut tried = 0;
+    for k in 1..=n {
+        for mode in [PullMode::AnswerLost, PullMode::NotDelivered] {
+            let dir = temp_dir(&format!("replace-cut-{k}"));
+            copy_dir(&template, &dir);
+            let sched = PullSchedule::new(k, mode);
+            match replace_once(&dir, &sched) {
+                Err(cardvault::Error::CardRemoved(_)) => {}
+                Err(e) => panic!("k={k} {mode:?}: the pull was reported as '{e}'"),
+                Ok(()) => panic!("k={k} {mode:?}: success with the card pulled"),
+            }
+            replace_once(&dir, &PullSchedule::counting()).unwrap_or_else(|e| panic!("k={k} {mode:?}: resume: {e}"));
+            check_end(&dir, &format!("k={k} {mode:?}"));
+            tried += 1;
+        }
+    }
+    assert_eq!(tried, 2 * n);
+    println!("replace cut points: {tried} ({n} APDUs x 2 pull modes)");
+}
