@@ -460,3 +460,151 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
     assert_eq!(tried, 2 * n);
     println!("replace cut points: {tried} ({n} APDUs x 2 pull modes)");
 }
+
+/// `replace` through pcscd + vpcd for the story of `template`: the
+/// replacement card in reader 0, the backup card in reader 1, the issuer's
+/// signer at hand.
+fn replace_pcsc(home: &Path, resume: bool, trace: bool) -> std::process::Command {
+    use common::stack::{READER0, READER1};
+    let mut c = cv(home);
+    c.arg("--trust").arg(test_root());
+    if trace {
+        c.arg("--trace");
+    }
+    c.args([
+        "replace",
+        "--new",
+        READER0,
+        "--backup",
+        READER1,
+        "--pin",
+        "env:P",
+        "--backup-pin",
+        "env:P",
+    ])
+    .arg("--files")
+    .arg(home.join("record.cve"))
+    .env("E", "33".repeat(32) + " " + &"44".repeat(32))
+    .args(["--elements", "env:E"])
+    .args(issuer_args());
+    if resume {
+        c.arg("--resume");
+    } else {
+        c.args(["--holder", "M-1001"]);
+    }
+    c
+}
+
+#[test]
+fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_resumed() {
+    use common::stack::PcscStack;
+    use std::io::BufRead;
+    let Some(stack) =
+        PcscStack::start("the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_resumed")
+    else {
+        return;
+    };
+    // Issued, duplicated, backed up and encrypted on embedded cards; the
+    // replacement and the backup card are then served by applet-sim.
+    let template = temp_dir("replace-pcsc");
+    let (lost, _file, plain) = story(&template);
+    let at_backup = data_pages(&template, "h-alice-main");
+    let serve = |home: &Path| {
+        stack.sim(&[
+            (0, &card_path(home, "r-alice-main"), "main"),
+            (1, &card_path(home, "h-alice-backup"), "backup"),
+        ])
+    };
+    let check_end = |home: &Path, what: &str| {
+        assert_eq!(data_pages(home, "r-alice-main"), at_backup, "{what}: pages");
+        let v = Vault::open(&home.join("vault.sqlite")).unwrap();
+        let revoked = v
+            .audit_entries(Some(&lost))
+            .unwrap()
+            .iter()
+            .filter(|e| e.event == "card-revoked")
+            .count();
+        assert_eq!(revoked, 1, "{what}");
+        assert!(v.verify().unwrap().is_empty(), "{what}: vault verify");
+        let st = StateFile(home.join("replace/M-1001.json")).load().unwrap();
+        assert!(st.finished, "{what}");
+        assert_ne!(st.files[0].result, "failed", "{what}: {:?}", st.files);
+    };
+
+    // Uninterrupted, counting its APDUs.
+    let home = temp_dir("replace-pcsc-whole");
+    copy_dir(&template, &home);
+    let apdus = {
+        let _sim = serve(&home);
+        let o = run(replace_pcsc(&home, false, true).arg("--json"));
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        let r = json(&o);
+        assert_eq!(r["finished"], true, "{r}");
+        assert_eq!(r["files"][0]["result"], "ok", "{r}");
+        // The file opens with the new card, through pcscd.
+        let out = home.join("record.out");
+        let d = run(cv(&home)
+            .arg("--trust")
+            .arg(test_root())
+            .args(["-r", common::stack::READER0, "decrypt", "--pin", "env:P"])
+            .arg(home.join("record.cve"))
+            .arg("-o")
+            .arg(&out));
+        assert!(d.status.success(), "{}", stderr(&d));
+        assert_eq!(std::fs::read(&out).unwrap(), plain);
+        stderr(&o).lines().filter(|l| l.starts_with("> ")).count()
+    };
+    check_end(&home, "uninterrupted");
+    assert!(apdus >= 20, "the replacement took {apdus} APDUs");
+
+    // The simulator killed when the k-th APDU goes out, at points spread
+    // over the whole job; the resumed job ends the same.
+    let mut interrupted = 0;
+    for part in 1..=5 {
+        let k = part * apdus / 6;
+        let home = temp_dir(&format!("replace-pcsc-{k}"));
+        copy_dir(&template, &home);
+        let mut sim = serve(&home);
+        let mut child = replace_pcsc(&home, false, true)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = String::new();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut sent = 0;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            sent += line.starts_with("> ") as usize;
+            err.push_str(&line);
+            err.push('\n');
+            if sent == k {
+                break;
+            }
+        }
+        assert_eq!(sent, k, "the replacement ended before its APDU {k}: {err}");
+        sim.kill();
+        for line in lines {
+            err.push_str(&line.unwrap());
+            err.push('\n');
+        }
+        let status = child.wait().unwrap();
+        assert_no_panic(err.as_bytes());
+        if !status.success() {
+            interrupted += 1;
+            assert_eq!(status.code(), Some(3), "killed at APDU {k}: {err}");
+            assert!(err.contains("replace --resume"), "killed at APDU {k}: {err}");
+        }
+        let _sim = serve(&home);
+        let o = run(replace_pcsc(&home, true, false).arg("--json"));
+        assert!(
+            o.status.success(),
+            "resumed after APDU {k}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert_eq!(json(&o)["finished"], true);
+        check_end(&home, &format!("killed at APDU {k}"));
+    }
+    assert!(interrupted >= 4, "only {interrupted} of 5 runs were interrupted");
+}
