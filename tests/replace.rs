@@ -56,9 +56,9 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 /// Alice (M-1001) with a main and a backup card, a backup of her main card
-/// with data in it, an encrypted file of hers, and a replacement main card
-/// `r-alice-main` issued after she reported the loss. Returns (lost card
-/// number, the file, its plaintext).
+/// with data in it, an encrypted file of hers, and a replacement pair
+/// `r-alice-main`, `r-alice-backup` issued after she reported the loss.
+/// Returns (lost card number, the file, its plaintext).
 fn story(home: &Path) -> (String, PathBuf, Vec<u8>) {
     let dir = home.join("domain");
     let pass = domain_init(home, &dir, 2, 3);
@@ -88,7 +88,7 @@ fn story(home: &Path) -> (String, PathBuf, Vec<u8>) {
         .arg("-o")
         .arg(&file));
     assert!(o.status.success(), "encrypt: {}", stderr(&o));
-    issue(home, "r", "main", "alice,123456,M-1001,2030-01\n", &domain);
+    issue(home, "r", "pair", "alice,123456,M-1001,2030-01\n", &domain);
     (state(home, "h-alice-main").card_number.clone(), file, plain)
 }
 
@@ -203,7 +203,15 @@ fn a_lost_card_is_replaced_from_the_holder_alone_waiting_for_the_issuer_in_betwe
         .args(["--backup", "sim:h-alice-backup", "--backup-pin", "env:P", "--files"])
         .arg(&file)
         .env("E", "33".repeat(32) + " " + &"44".repeat(32))
-        .args(["--elements", "env:E", "--authorization"])
+        .args([
+            "--elements",
+            "env:E",
+            "--new-backup",
+            "sim:r-alice-backup",
+            "--new-backup-pin",
+            "env:P",
+        ])
+        .arg("--authorization")
         .arg(&auth));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let r = json(&o);
@@ -211,6 +219,11 @@ fn a_lost_card_is_replaced_from_the_holder_alone_waiting_for_the_issuer_in_betwe
     assert_eq!(r["waiting"], false);
     assert!(r["restored"]["pages_written"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["files"][0]["result"], "ok", "{r}");
+    assert_eq!(
+        r["new_backup"],
+        state(&home, "r-alice-backup").card_number.as_str(),
+        "{r}"
+    );
     // The new card holds the pages; the purse is announced as not restored.
     assert_eq!(data_pages(&home, "r-alice-main"), at_backup);
     let not = r["not_restored"].as_array().unwrap();
@@ -229,6 +242,14 @@ fn a_lost_card_is_replaced_from_the_holder_alone_waiting_for_the_issuer_in_betwe
         .arg(&out));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&out).unwrap(), plain);
+    // And so does the fresh backup card: a working pair again.
+    let o = run(cv(&home)
+        .args(["-r", "sim:r-alice-backup", "decrypt", "--pin", "env:P"])
+        .arg(&file)
+        .arg("-o")
+        .arg(home.join("record.backup.out")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(home.join("record.backup.out")).unwrap(), plain);
 
     // Once more: the same report, no card or vault change.
     let memory_before = memory(&home, "r-alice-main");
@@ -322,11 +343,13 @@ fn an_authorization_for_an_earlier_request_is_refused_before_the_card_sees_it() 
 fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault::Result<()> {
     let mut vault = Vault::open(&home.join("vault.sqlite"))?;
     let file = StateFile(home.join("replace-state.json"));
+    let mut nbr = FaultyReader::new(SimReader::open(home, "r-alice-backup", "backup", None)?, sched.clone());
     let mut nr = FaultyReader::new(SimReader::open(home, "r-alice-main", "main", None)?, sched.clone());
     let mut br = FaultyReader::new(SimReader::open(home, "h-alice-backup", "backup", None)?, sched.clone());
     let mut new = client(&mut nr, false)?;
     let mut backup = client(&mut br, false)?;
-    let mut st = if file.path().exists() {
+    let mut new_backup = client(&mut nbr, false)?;
+    let st = if file.path().exists() {
         file.load()?
     } else {
         let number = new.card_number()?;
@@ -351,8 +374,21 @@ fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault:
             files: &files,
             elements: Some(&elements),
         }),
+        new_backup: Some(replace::NewBackup {
+            backup_pin: PIN.as_bytes(),
+            elements: &elements,
+        }),
     };
-    replace::run(&mut new, Some(&mut backup), &mut vault, &mut st, &file, &job, &|_| {})
+    let mut r = replace::Replacement { state: st, file };
+    replace::run(
+        &mut new,
+        Some(&mut backup),
+        Some(&mut new_backup),
+        &mut vault,
+        &mut r,
+        &job,
+        &|_| {},
+    )
 }
 
 fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<CardClient<'_>> {
@@ -406,6 +442,7 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
         assert_eq!(end.step(s).state, StepState::Done, "{s}: {:?}", end.step(s));
     }
     assert_eq!(end.step(Step::Wallet).state, StepState::Skipped);
+    assert_eq!(end.step(Step::NewBackup).state, StepState::Done);
     let check_end = |dir: &Path, what: &str| {
         let st = StateFile(dir.join("replace-state.json")).load().unwrap();
         assert!(st.finished, "{what}: {st:?}");
@@ -413,6 +450,11 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
         assert_eq!(data_pages(dir, "r-alice-main"), at_backup, "{what}: pages");
         assert_eq!(st.files.len(), 1, "{what}");
         assert_ne!(st.files[0].result, "failed", "{what}: {:?}", st.files[0]);
+        assert_eq!(
+            st.new_backup.as_deref(),
+            Some(state(dir, "r-alice-backup").card_number.as_str()),
+            "{what}"
+        );
         let v = Vault::open(&dir.join("vault.sqlite")).unwrap();
         let revoked = v
             .audit_entries(Some(&st.lost_card))

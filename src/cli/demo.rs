@@ -575,8 +575,10 @@ fn helpdesk_story(
     }
     drop(old_r);
     d.step("the issuer issues bob a new main card", format!("card {new_number}"));
-    let file = replace::StateFile(dir.join("replace").join("M-0002.json"));
-    let mut state = replace::start(&vault, "M-0002", &new_number, "lost (demo)")?;
+    let mut r = replace::Replacement {
+        state: replace::start(&vault, "M-0002", &new_number, "lost (demo)")?,
+        file: replace::StateFile(dir.join("replace").join("M-0002.json")),
+    };
     let signer = demo_signer()?;
     let roots = [openssl::x509::X509::from_pem(DEMO_ISSUER_ROOT).map_err(|e| Error::Data(e.to_string()))?];
     let job = replace::ReplaceJob {
@@ -587,15 +589,17 @@ fn helpdesk_story(
         }),
         authorization: None,
         files: None,
+        new_backup: None,
     };
     {
         let mut new = CardClient::open(&mut new_r, ctx.session())?;
-        replace::run(&mut new, None, &mut vault, &mut state, &file, &job, &|_| {})?;
+        replace::run(&mut new, None, None, &mut vault, &mut r, &job, &|_| {})?;
         new.verify_pin(DEMO_PIN)?;
         if new.read_memory(36, record.len())? != record {
             return Err(Error::Data("the replacement card does not hold bob's pages".into()));
         }
     }
+    let state = &r.state;
     for r in &state.steps {
         let s = match r.state {
             replace::StepState::Done => "done",

@@ -69,10 +69,19 @@ pub struct Args {
     /// card with the backup card.
     #[arg(long, value_name = "FILE", num_args = 1.., requires = "backup")]
     files: Vec<PathBuf>,
-    /// Key group elements 2..n (hex) for a replacement card that has no key
-    /// yet: prompt, env:VAR or file:PATH.
+    /// Key group elements 2..n (hex, 32 bytes each) the replacement card
+    /// gets when it has no key yet (file recovery, --new-backup): prompt,
+    /// env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE")]
     elements: Option<SecretSource>,
+    /// Reader of a fresh backup card for the replacement card (issued with
+    /// its key 1): the job ends by duplicating onto it, so the holder has a
+    /// working pair again. Needs --elements.
+    #[arg(long, value_name = "READER", requires = "elements")]
+    new_backup: Option<String>,
+    /// Where the fresh backup card's PIN comes from: prompt, env:VAR or file:PATH.
+    #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+    new_backup_pin: SecretSource,
 }
 
 /// A state file name from the holder's member number or name.
@@ -189,6 +198,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         Some(_) => Some(a.backup_pin.read("PIN of the backup card")?),
         None => None,
     };
+    let new_backup_pin = match &a.new_backup {
+        Some(_) => Some(a.new_backup_pin.read("PIN of the new backup card")?),
+        None => None,
+    };
     let elements = match &a.elements {
         Some(src) => Some(super::duplicate::parse_elements(
             &src.read_all("key group elements 2..n (hex)")?,
@@ -201,7 +214,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     };
     let mut new = CardClient::open(nr.as_mut(), ctx.session())?;
     let number = new.card_number()?;
-    let mut state = match existing {
+    let state = match existing {
         // The same card again after the end: report, change nothing.
         Some(s) if !s.finished || s.new_card == number => s,
         _ => {
@@ -219,6 +232,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         Some(r) => Some(CardClient::open(r.as_mut(), ctx.session())?),
         None => None,
     };
+    let mut nbr = match &a.new_backup {
+        Some(spec) => Some(ctx.open_named(spec)?),
+        None => None,
+    };
+    let mut new_backup = match nbr.as_mut() {
+        Some(r) => Some(CardClient::open(r.as_mut(), ctx.session())?),
+        None => None,
+    };
     let job = ReplaceJob {
         pin: &pin,
         issuer: issuer.as_ref().map(|(signer, roots)| IssuerRights { signer, roots }),
@@ -228,6 +249,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             files: &a.files,
             elements: elements.as_deref(),
         }),
+        new_backup: match (&new_backup_pin, &elements) {
+            (Some(pin), Some(el)) => Some(replace::NewBackup {
+                backup_pin: pin,
+                elements: el,
+            }),
+            _ => None,
+        },
     };
     let bar = super::progress(ctx, replace::Step::ALL.len() as u64, "steps");
     let events = |e: Event<'_>| match e {
@@ -238,7 +266,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         Event::Restore(n, t) => bar.set_message(format!("restore {n}/{t} blocks")),
         Event::File(p) => bar.set_message(format!("files: {}", p.display())),
     };
-    let result = replace::run(&mut new, backup.as_mut(), &mut vault, &mut state, &file, &job, &events);
+    let mut r = replace::Replacement { state, file };
+    let result = replace::run(
+        &mut new,
+        backup.as_mut(),
+        new_backup.as_mut(),
+        &mut vault,
+        &mut r,
+        &job,
+        &events,
+    );
+    let replace::Replacement { state, file } = r;
     bar.finish_and_clear();
     if let Err(e) = result {
         if !ctx.json {

@@ -21,6 +21,9 @@
 //!    value back (FIG. 20), so its balance is reported with the amount.
 //! 8. `files`: the holder's encrypted files re-encrypted from the backup card
 //!    to the new card (`workflow::files::recover_file`), when files are named.
+//! 9. `new-backup`: a fresh backup card (issued with the new card's key 1)
+//!    duplicated from the new card (`workflow::duplicate`), so the holder
+//!    has a working pair again, when one is presented.
 //!
 //! Commit order and resuming: the state file is written (atomically, 0600)
 //! after every step and before the restore sends the authorization, so a
@@ -57,10 +60,11 @@ pub enum Step {
     Restore,
     Value,
     Files,
+    NewBackup,
 }
 
 impl Step {
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::MarkLost,
         Step::Backups,
         Step::Wallet,
@@ -69,6 +73,7 @@ impl Step {
         Step::Restore,
         Step::Value,
         Step::Files,
+        Step::NewBackup,
     ];
 
     /// As the state file and the JSON output say it.
@@ -82,6 +87,7 @@ impl Step {
             Step::Restore => "restore",
             Step::Value => "value",
             Step::Files => "files",
+            Step::NewBackup => "new-backup",
         }
     }
 }
@@ -180,6 +186,9 @@ pub struct ReplaceState {
     pub restored: Option<RestoredPages>,
     pub values: Vec<ValueNote>,
     pub files: Vec<FileNote>,
+    /// The backup card duplicated from the new card, once it is.
+    #[serde(default)]
+    pub new_backup: Option<String>,
     pub finished: bool,
 }
 
@@ -235,6 +244,11 @@ impl ReplaceState {
         if ok > 0 {
             out.push(format!("files: {ok} encrypted to the new card"));
         }
+        if let Some(b) = &self.new_backup {
+            out.push(format!(
+                "backup card: card {b} duplicated from the new card (a working pair again)"
+            ));
+        }
         out
     }
 
@@ -266,6 +280,9 @@ impl ReplaceState {
         }
         if self.step(Step::Files).state == StepState::Skipped {
             out.push(format!("encrypted files: {}", self.step(Step::Files).detail));
+        }
+        if self.step(Step::NewBackup).state == StepState::Skipped {
+            out.push(format!("backup card: {}", self.step(Step::NewBackup).detail));
         }
         out
     }
@@ -308,6 +325,13 @@ impl StateFile {
         cardvault_proto::fsutil::atomic_write(&self.0, text.as_bytes())
             .map_err(|e| Error::io(format!("writing {}", self.0.display()), e))
     }
+}
+
+/// A replacement and the file it is kept in.
+#[derive(Debug, Clone)]
+pub struct Replacement {
+    pub state: ReplaceState,
+    pub file: StateFile,
 }
 
 /// Begin the replacement of `holder`'s main card by the card `new_card`:
@@ -359,6 +383,7 @@ pub fn start(vault: &Vault, holder: &str, new_card: &str, reason: &str) -> Resul
         restored: None,
         values: Vec::new(),
         files: Vec::new(),
+        new_backup: None,
         finished: false,
     })
 }
@@ -378,6 +403,13 @@ pub struct FileRecovery<'a> {
     pub elements: Option<&'a [Secret]>,
 }
 
+/// A fresh backup card for the new card: its PIN, and the key group
+/// elements 2..n both cards get.
+pub struct NewBackup<'a> {
+    pub backup_pin: &'a [u8],
+    pub elements: &'a [Secret],
+}
+
 /// What the clerk brings to this run of the job.
 pub struct ReplaceJob<'a> {
     /// The new card's holder PIN.
@@ -386,6 +418,7 @@ pub struct ReplaceJob<'a> {
     /// The authorization the issuer signed for this replacement's request.
     pub authorization: Option<&'a RestoreAuthorization>,
     pub files: Option<FileRecovery<'a>>,
+    pub new_backup: Option<NewBackup<'a>>,
 }
 
 /// What the job reports while it runs.
@@ -418,12 +451,13 @@ fn restore_recorded(vault: &Vault, target: &str, source: &str, backup_id: i64) -
 pub fn run(
     new: &mut CardClient<'_>,
     mut backup: Option<&mut CardClient<'_>>,
+    mut new_backup: Option<&mut CardClient<'_>>,
     vault: &mut Vault,
-    state: &mut ReplaceState,
-    file: &StateFile,
+    r: &mut Replacement,
     job: &ReplaceJob<'_>,
     events: &dyn Fn(Event<'_>),
 ) -> Result<()> {
+    let Replacement { state, file } = r;
     let number = new.card_number()?;
     if number != state.new_card {
         return Err(Error::Usage(format!(
@@ -670,6 +704,31 @@ pub fn run(
                     step,
                     StepState::Skipped,
                     "none named (recovery needs the backup card and the files)",
+                ),
+            },
+            Step::NewBackup => match (&job.new_backup, new_backup.as_deref_mut()) {
+                (Some(nb), Some(bc)) => {
+                    let opts = super::duplicate::DuplicateOptions {
+                        main_pin: zeroize::Zeroizing::new(job.pin.to_vec()),
+                        backup_pin: zeroize::Zeroizing::new(nb.backup_pin.to_vec()),
+                        elements: nb.elements.to_vec(),
+                        backup_gets_public_key: false,
+                    };
+                    let rep = super::duplicate::duplicate(new, bc, &opts, vault)?;
+                    state.set(
+                        step,
+                        StepState::Done,
+                        format!(
+                            "card {} duplicated from card {} (check value {}, end-to-end check passed)",
+                            rep.backup_card, rep.main_card, rep.check_value
+                        ),
+                    );
+                    state.new_backup = Some(rep.backup_card);
+                }
+                _ => state.set(
+                    step,
+                    StepState::Skipped,
+                    "no new backup card presented; the holder has no working backup card until one is duplicated",
                 ),
             },
         }
