@@ -650,3 +650,225 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
     }
     assert!(interrupted >= 4, "only {interrupted} of 5 runs were interrupted");
 }
+
+/// Issue holder file `rows` with a key1 column (cards `sim:PREFIX-HOLDER-ROLE`).
+fn issue_with_key1(home: &Path, prefix: &str, profile: &str, rows: &str, domain: &[String]) {
+    let csv = home.join(format!("{prefix}.csv"));
+    std::fs::write(&csv, format!("holder,pin,member_number,expiry,key1\n{rows}")).unwrap();
+    let o = run(cv(home)
+        .args([
+            "-r",
+            &format!("sim:{prefix}"),
+            "issue",
+            "--profile",
+            profile,
+            "--holders",
+        ])
+        .arg(&csv)
+        .args(domain));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+/// Alice's pair duplicated (elements [`ELEMENTS`]), her backup card lost,
+/// a new backup card `nb-alice-backup` issued with her key 1.
+fn lost_backup_story(home: &Path) {
+    let dir = home.join("domain");
+    let pass = domain_init(home, &dir, 2, 3);
+    let domain = domain_args(&dir, &pass, &[1, 2]);
+    let key1 = "5a".repeat(32);
+    issue_with_key1(
+        home,
+        "h",
+        "pair",
+        &format!("alice,123456,M-1001,2030-01,{key1}\n"),
+        &domain,
+    );
+    let o = run(cv(home)
+        .env("E", "11".repeat(32) + " " + &"22".repeat(32))
+        .args([
+            "duplicate",
+            "--main",
+            "sim:h-alice-main",
+            "--backup",
+            "sim:h-alice-backup",
+        ])
+        .args(["--pin", "env:P", "--backup-pin", "env:P", "--elements", "env:E"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    issue_with_key1(
+        home,
+        "nb",
+        "backup",
+        &format!("alice,123456,M-1001,2030-01,{key1}\n"),
+        &domain,
+    );
+}
+
+#[test]
+fn a_lost_backup_card_replacement_pulled_at_every_apdu_and_run_again_ends_the_same() {
+    use cardvault::workflow::duplicate;
+    let template = temp_dir("replace-backup-template");
+    lost_backup_story(&template);
+    let lost = state(&template, "h-alice-backup").card_number.clone();
+    let old_key = main_public(&template);
+    let once = |home: &Path, sched: &std::sync::Arc<PullSchedule>| -> cardvault::Result<()> {
+        let mut vault = Vault::open(&home.join("vault.sqlite"))?;
+        let mut mr = FaultyReader::new(SimReader::open(home, "h-alice-main", "main", None)?, sched.clone());
+        let mut br = FaultyReader::new(SimReader::open(home, "nb-alice-backup", "backup", None)?, sched.clone());
+        let mut main = client(&mut mr, false)?;
+        let mut backup = client(&mut br, false)?;
+        let opts = duplicate::DuplicateOptions {
+            main_pin: zeroize::Zeroizing::new(PIN.as_bytes().to_vec()),
+            backup_pin: zeroize::Zeroizing::new(PIN.as_bytes().to_vec()),
+            elements: vec![
+                zeroize::Zeroizing::new(vec![0x11; 32]),
+                zeroize::Zeroizing::new(vec![0x22; 32]),
+            ],
+            backup_gets_public_key: false,
+        };
+        duplicate::replace_backup(&mut main, &mut backup, &lost, &test_operator(), &opts, &mut vault).map(|_| ())
+    };
+    let check = |home: &Path, what: &str| {
+        let key = main_public(home);
+        assert_ne!(key, old_key, "{what}: not rotated");
+        let v = Vault::open(&home.join("vault.sqlite")).unwrap();
+        let revoked = v
+            .audit_entries(Some(&lost))
+            .unwrap()
+            .iter()
+            .filter(|e| e.event == "card-revoked")
+            .count();
+        assert_eq!(revoked, 1, "{what}");
+        assert!(v.verify().unwrap().is_empty(), "{what}: vault verify");
+        // The new backup card opens what is encrypted to the main card's key.
+        let probe = [7u8; 32];
+        let wrapped = cardvault_proto::crypto::wrap_key(&key, &probe, b"probe").unwrap();
+        let mut r = SimReader::open(home, "nb-alice-backup", "backup", None).unwrap();
+        let mut c = client(&mut r, false).unwrap();
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        assert_eq!(
+            &c.unwrap_file_key(b"probe", &wrapped).unwrap()[..],
+            &probe[..],
+            "{what}"
+        );
+    };
+    let base = temp_dir("replace-backup-count");
+    copy_dir(&template, &base);
+    let counting = PullSchedule::counting();
+    once(&base, &counting).unwrap();
+    check(&base, "uninterrupted");
+    let n = counting.delivered();
+    for k in 1..=n {
+        for mode in [PullMode::AnswerLost, PullMode::NotDelivered] {
+            let dir = temp_dir(&format!("replace-backup-cut-{k}"));
+            copy_dir(&template, &dir);
+            let sched = PullSchedule::new(k, mode);
+            match once(&dir, &sched) {
+                Err(cardvault::Error::CardRemoved(_)) => {}
+                Err(e) => panic!("k={k} {mode:?}: the pull was reported as '{e}'"),
+                Ok(()) => panic!("k={k} {mode:?}: success with the card pulled"),
+            }
+            once(&dir, &PullSchedule::counting()).unwrap_or_else(|e| panic!("k={k} {mode:?}: run again: {e}"));
+            check(&dir, &format!("k={k} {mode:?}"));
+        }
+    }
+    println!("replace-backup cut points: {} ({n} APDUs x 2 pull modes)", 2 * n);
+}
+
+#[test]
+fn a_lost_backup_card_is_revoked_the_main_key_rotated_and_a_new_backup_card_duplicated() {
+    let home = temp_dir("replace-backup");
+    lost_backup_story(&home);
+    let elements = "11".repeat(32) + " " + &"22".repeat(32);
+    let dup = |backup: &str, extra: &[&str]| {
+        run(cv(&home)
+            .env("E", &elements)
+            .args(["--json", "duplicate", "--main", "sim:h-alice-main", "--backup", backup])
+            .args(["--pin", "env:P", "--backup-pin", "env:P", "--elements", "env:E"])
+            .args(extra))
+    };
+    let lost = state(&home, "h-alice-backup").card_number.clone();
+    let old_key = main_public(&home);
+    // The old rule stands: a plain duplicate onto the new card is refused.
+    let o = dup("sim:nb-alice-backup", &[]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+
+    // Wrong lost card named: refused, nothing changed on the card or in the trail.
+    let trail = stdout(&run(cv(&home).args(["--json", "audit"])));
+    let issuer = test_issuer_dir();
+    let o = dup(
+        "sim:nb-alice-backup",
+        &[
+            "--replace-backup",
+            "9999000011112222",
+            "--issuer",
+            issuer.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("duplicated onto card {lost}, not card 9999000011112222")),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(main_public(&home), old_key);
+    assert_eq!(stdout(&run(cv(&home).args(["--json", "audit"]))), trail);
+    // Without the issuer: refused by the command line.
+    let o = dup("sim:nb-alice-backup", &["--replace-backup", &lost]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(main_public(&home), old_key);
+
+    // The lost card named, with the issuer: revoked, rotated, duplicated.
+    let o = dup(
+        "sim:nb-alice-backup",
+        &["--replace-backup", &lost, "--issuer", issuer.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["main_key_rotated"], true, "{r}");
+    assert_eq!(r["lost_backup"], lost.as_str());
+    assert_eq!(
+        r["duplicate"]["backup_card"],
+        state(&home, "nb-alice-backup").card_number.as_str()
+    );
+    let new_key = main_public(&home);
+    assert_ne!(new_key, old_key, "the main key was not rotated");
+    let o = run(cv(&home).args(["--json", "audit", "--card", &lost]));
+    assert!(stdout(&o).contains("card-revoked"), "{}", stdout(&o));
+    assert_eq!(
+        json(&run(cv(&home).args(["--json", "holder", "show", "M-1001"])))["holder"]["cards"][1]["state"],
+        "lost"
+    );
+    // What is encrypted to the main card now opens with the new backup card
+    // and not with the lost one.
+    std::fs::write(home.join("new.txt"), b"after the rotation").unwrap();
+    let o = run(cv(&home)
+        .args(["encrypt", "--to", "sim:h-alice-main"])
+        .arg(home.join("new.txt"))
+        .arg("-o")
+        .arg(home.join("new.cve")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let decrypt = |card: &str, out: &str| {
+        run(cv(&home)
+            .args(["-r", card, "decrypt", "--pin", "env:P"])
+            .arg(home.join("new.cve"))
+            .arg("-o")
+            .arg(home.join(out)))
+    };
+    assert!(decrypt("sim:nb-alice-backup", "by-new.txt").status.success());
+    assert_eq!(std::fs::read(home.join("by-new.txt")).unwrap(), b"after the rotation");
+    assert!(!decrypt("sim:h-alice-backup", "by-lost.txt").status.success());
+
+    // Again: nothing to rotate, the duplicate stands, the key stays.
+    let o = dup(
+        "sim:nb-alice-backup",
+        &["--replace-backup", &lost, "--issuer", issuer.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["main_key_rotated"], false);
+    assert_eq!(main_public(&home), new_key);
+}
+
+/// The public main key of alice's main card.
+fn main_public(home: &Path) -> Vec<u8> {
+    state(home, "h-alice-main").main_key.as_ref().unwrap().public.clone()
+}
