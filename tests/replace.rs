@@ -118,6 +118,19 @@ fn a_lost_card_is_replaced_from_the_holder_alone_waiting_for_the_issuer_in_betwe
     let (lost, file, plain) = story(&home);
     let at_backup = data_pages(&home, "h-alice-main");
     assert_ne!(data_pages(&home, "r-alice-main"), at_backup);
+    // Card triage: status shows the backup counters and the application table.
+    let st = json(&run(cv(&home).args(["--json", "-r", "sim:h-alice-main", "status"])));
+    assert_eq!(st["backup_counters"]["issued"], 1, "{st}");
+    assert_eq!(st["backup_counters"]["changed_pages"], 0, "{st}");
+    assert_eq!(st["applications"][0]["value"], true, "{st}");
+    assert_eq!(st["applications"][0]["name"], "e-money purse", "{st}");
+    assert_eq!(st["applications"][1]["first_page"], FIRST_DATA_PAGE, "{st}");
+    let text = stdout(&run(cv(&home).args(["-r", "sim:h-alice-main", "status"])));
+    assert!(text.contains("backups      last counter issued #1"), "{text}");
+    assert!(
+        text.contains("application  1 e-money purse    pages 0-3, value"),
+        "{text}"
+    );
 
     // The clerk has no issuer rights: the job stops at the authorization,
     // the request written for the issuer.
