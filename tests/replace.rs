@@ -264,6 +264,29 @@ fn a_lost_card_is_replaced_from_the_holder_alone_waiting_for_the_issuer_in_betwe
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(home.join("record.backup.out")).unwrap(), plain);
 
+    // The authorization again, by hand: its challenge is spent, and the
+    // terminal says so before the card sees it.
+    let before = memory(&home, "r-alice-main");
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:r-alice-main",
+            "restore",
+            "--holder",
+            "M-1001",
+            "--pin",
+            "env:P",
+            "--authorization",
+        ])
+        .arg(&auth));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("used challenge: an authorization with this challenge was sent"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(memory(&home, "r-alice-main"), before);
+
     // Once more: the same report, no card or vault change.
     let memory_before = memory(&home, "r-alice-main");
     let trail = stdout(&run(cv(&home).args(["--json", "audit"])));

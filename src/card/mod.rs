@@ -281,6 +281,12 @@ impl<'a> CardClient<'a> {
         }
     }
 
+    /// The issuer roots this session trusts (configured, and the reader's
+    /// built-in test root for embedded cards).
+    pub fn trusted_roots(&self) -> &[X509] {
+        self.trust.roots()
+    }
+
     /// Read the card's certificate chain and verify it under the trusted roots.
     /// A blank card's factory certificate is not verified (it opens no
     /// holder session); the reason says whether a trusted factory CA

@@ -10,5 +10,6 @@ pub mod issue;
 pub mod keygroup;
 pub mod purse;
 pub mod replace;
+pub mod restore_check;
 pub mod station;
 pub mod storing;
