@@ -427,6 +427,126 @@ fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault:
     )
 }
 
+/// As [`replace_once`], with `events` seeing each step as it starts.
+fn replace_with_events(home: &Path, events: &dyn Fn(replace::Event<'_>)) -> cardvault::Result<()> {
+    let mut vault = Vault::open(&home.join("vault.sqlite"))?;
+    let file = StateFile(home.join("replace-state.json"));
+    let mut nr = SimReader::open(home, "r-alice-main", "main", None)?;
+    let mut br = SimReader::open(home, "h-alice-backup", "backup", None)?;
+    let mut nbr = SimReader::open(home, "r-alice-backup", "backup", None)?;
+    let mut new = client(&mut nr, false)?;
+    let mut backup = client(&mut br, false)?;
+    let mut new_backup = client(&mut nbr, false)?;
+    let st = if file.path().exists() {
+        file.load()?
+    } else {
+        let number = new.card_number()?;
+        replace::start(&vault, "M-1001", &number, "lost")?
+    };
+    let signer = issuer_signer();
+    let roots = openssl::x509::X509::stack_from_pem(&std::fs::read(test_root()).unwrap()).unwrap();
+    let files = [home.join("record.cve")];
+    let elements = vec![
+        zeroize::Zeroizing::new(vec![0x33; 32]),
+        zeroize::Zeroizing::new(vec![0x44; 32]),
+    ];
+    let job = ReplaceJob {
+        pin: PIN.as_bytes(),
+        issuer: Some(IssuerRights {
+            signer: &signer,
+            roots: &roots,
+        }),
+        authorization: None,
+        files: Some(replace::FileRecovery {
+            backup_pin: PIN.as_bytes(),
+            files: &files,
+            elements: Some(&elements),
+        }),
+        new_backup: Some(replace::NewBackup {
+            backup_pin: PIN.as_bytes(),
+            elements: &elements,
+        }),
+    };
+    let mut r = replace::Replacement { state: st, file };
+    replace::run(
+        &mut new,
+        Some(&mut backup),
+        Some(&mut new_backup),
+        &mut vault,
+        &mut r,
+        &job,
+        events,
+    )
+}
+
+/// The job stopped at the start of each step (the process dies there: the
+/// state file says every step before it is done) and run again: it resumes
+/// at that step and ends as an uninterrupted run.
+#[test]
+fn the_replacement_stopped_at_each_step_and_resumed_ends_the_same() {
+    let template = temp_dir("replace-steps");
+    let (lost, _file, _plain) = story(&template);
+    let at_backup = data_pages(&template, "h-alice-main");
+    for stop in Step::ALL {
+        let home = temp_dir(&format!("replace-step-{stop}"));
+        copy_dir(&template, &home);
+        // The stop: the run ends where step `stop` would begin.
+        let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            replace_with_events(&home, &|e| {
+                if let replace::Event::Step(s, _) = e {
+                    if s == stop {
+                        std::panic::panic_any("stopped");
+                    }
+                }
+            })
+        }));
+        assert!(stopped.is_err(), "{stop}: the run did not reach the step");
+        let st = StateFile(home.join("replace-state.json")).load().unwrap();
+        let at = Step::ALL.iter().position(|s| *s == stop).unwrap();
+        for s in &Step::ALL[..at] {
+            assert_ne!(
+                st.step(*s).state,
+                StepState::Pending,
+                "{stop}: step {s} is not recorded as done"
+            );
+        }
+        assert!(!st.finished);
+        // Resumed: every step after the stop runs, and it ends the same.
+        let seen = std::sync::Mutex::new(Vec::new());
+        replace_with_events(&home, &|e| {
+            if let replace::Event::Step(s, _) = e {
+                seen.lock().unwrap().push(s);
+            }
+        })
+        .unwrap_or_else(|e| panic!("{stop}: resume: {e}"));
+        assert_eq!(
+            seen.lock().unwrap().first(),
+            Some(&stop),
+            "{stop}: the resume began elsewhere"
+        );
+        let st = StateFile(home.join("replace-state.json")).load().unwrap();
+        assert!(st.finished, "{stop}");
+        assert_eq!(data_pages(&home, "r-alice-main"), at_backup, "{stop}: pages");
+        assert_eq!(st.files[0].result, "ok", "{stop}: {:?}", st.files);
+        assert!(st.new_backup.is_some(), "{stop}");
+        let v = Vault::open(&home.join("vault.sqlite")).unwrap();
+        let revoked = v
+            .audit_entries(Some(&lost))
+            .unwrap()
+            .iter()
+            .filter(|e| e.event == "card-revoked")
+            .count();
+        assert_eq!(revoked, 1, "{stop}");
+        let replaced = v
+            .audit_entries(Some(&lost))
+            .unwrap()
+            .iter()
+            .filter(|e| e.event == "replace")
+            .count();
+        assert_eq!(replaced, 1, "{stop}");
+    }
+}
+
 fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::Result<CardClient<'_>> {
     CardClient::open(
         r,

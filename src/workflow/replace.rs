@@ -465,6 +465,11 @@ pub fn run(
             state.lost_card, state.new_card
         )));
     }
+    // Recorded before the first step: a stop anywhere leaves a replacement
+    // in progress that `--resume` finds.
+    if !file.path().exists() {
+        file.save(state)?;
+    }
     while let Some(step) = state.next_pending() {
         let index = Step::ALL.iter().position(|s| *s == step).expect("a step") + 1;
         events(Event::Step(step, index));
