@@ -1028,3 +1028,55 @@ fn a_lost_backup_card_is_revoked_the_main_key_rotated_and_a_new_backup_card_dupl
 fn main_public(home: &Path) -> Vec<u8> {
     state(home, "h-alice-main").main_key.as_ref().unwrap().public.clone()
 }
+
+#[test]
+fn a_holder_without_a_backup_is_told_that_no_page_could_be_restored() {
+    let home = temp_dir("replace-nobackup");
+    let dir = home.join("domain");
+    let pass = domain_init(&home, &dir, 2, 3);
+    let domain = domain_args(&dir, &pass, &[1, 2]);
+    issue(&home, "h", "main", "bob,123456,M-2002,2030-01\n", &domain);
+    issue(&home, "r", "main", "bob,123456,M-2002,2030-01\n", &domain);
+    let before = memory(&home, "r-bob-main");
+    let o = run(cv(&home)
+        .args([
+            "--json",
+            "replace",
+            "--holder",
+            "bob",
+            "--new",
+            "sim:r-bob-main",
+            "--pin",
+            "env:P",
+        ])
+        .args(issuer_args()));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["finished"], true, "{r}");
+    assert_eq!(r["restored"], serde_json::Value::Null);
+    for s in ["request", "authorize", "restore", "value"] {
+        let step = r["steps"].as_array().unwrap().iter().find(|x| x["step"] == s).unwrap();
+        assert_eq!(step["state"], "skipped", "{s}: {r}");
+    }
+    let not = r["not_restored"].as_array().unwrap();
+    assert!(
+        not.iter()
+            .any(|l| l.as_str().unwrap().contains("the vault has no complete backup of card")),
+        "{r}"
+    );
+    assert_eq!(
+        memory(&home, "r-bob-main"),
+        before,
+        "nothing was written to the new card"
+    );
+    let text = stdout(&run(cv(&home).args([
+        "replace",
+        "--holder",
+        "M-2002",
+        "--new",
+        "sim:r-bob-main",
+        "--pin",
+        "env:P",
+    ])));
+    assert!(text.contains("restored:\n  nothing"), "{text}");
+}

@@ -225,6 +225,11 @@ fn parse_applications(mut d: &[u8]) -> std::result::Result<Vec<Application>, Str
         };
         let n = *n as usize;
         let name = rest.get(..n).ok_or("application name cut short")?;
+        // Ids are one byte: a table that repeats one is not a table (and a
+        // hostile card gets no loop of GET BALANCE out of it).
+        if out.iter().any(|a: &Application| a.id == *id) {
+            return Err(format!("application {id} listed twice"));
+        }
         out.push(Application {
             id: *id,
             name: String::from_utf8_lossy(name).into_owned(),
@@ -252,5 +257,7 @@ mod application_table_tests {
         assert_eq!((apps[1].first_page, apps[1].page_count, apps[1].value), (4, 32, false));
         assert!(parse_applications(&t[..t.len() - 1]).is_err());
         assert!(parse_applications(&t[..9]).is_err());
+        let twice = [t.as_slice(), &t[..12]].concat();
+        assert!(parse_applications(&twice).unwrap_err().contains("twice"));
     }
 }

@@ -331,6 +331,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         };
         println!("  {:<10} {:<8} {}", r.step, s, r.detail);
     }
+    for b in &state.backups {
+        println!(
+            "  backup found   {:>4}  #{:<4} {:<12} {:>4} pages  {}  {}",
+            b.id, b.counter, b.kind, b.pages, b.created_at, b.state
+        );
+    }
     if let Some(p) = &request_file {
         println!(
             "waiting for the issuer: the restore request is in {}; the issuer signs it with \
