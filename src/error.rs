@@ -161,7 +161,15 @@ impl Error {
             Data(_) => exit::DATA,
             Restore(
                 crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }
-                | crate::workflow::backup::RestoreRefusal::OtherDomain { .. },
+                | crate::workflow::backup::RestoreRefusal::OtherDomain { .. }
+                | crate::workflow::backup::RestoreRefusal::OtherCertificate { .. }
+                | crate::workflow::backup::RestoreRefusal::ChallengeUsed { .. }
+                | crate::workflow::backup::RestoreRefusal::SignerNotTrusted { .. }
+                | crate::workflow::backup::RestoreRefusal::SignatureInvalid
+                | crate::workflow::backup::RestoreRefusal::ChallengeNotOutstanding { .. }
+                | crate::workflow::backup::RestoreRefusal::ChainNotAuthorized { .. }
+                | crate::workflow::backup::RestoreRefusal::AuthorizedChainDiffers { .. }
+                | crate::workflow::backup::RestoreRefusal::Rollback { .. },
             ) => exit::CARD,
             Restore(_) => exit::USAGE,
             Duplicate(d) => match d.class() {
@@ -201,7 +209,15 @@ impl Error {
             Data(_) => "data_integrity",
             Restore(
                 crate::workflow::backup::RestoreRefusal::AuthorizationMismatch { .. }
-                | crate::workflow::backup::RestoreRefusal::OtherDomain { .. },
+                | crate::workflow::backup::RestoreRefusal::OtherDomain { .. }
+                | crate::workflow::backup::RestoreRefusal::OtherCertificate { .. }
+                | crate::workflow::backup::RestoreRefusal::ChallengeUsed { .. }
+                | crate::workflow::backup::RestoreRefusal::SignerNotTrusted { .. }
+                | crate::workflow::backup::RestoreRefusal::SignatureInvalid
+                | crate::workflow::backup::RestoreRefusal::ChallengeNotOutstanding { .. }
+                | crate::workflow::backup::RestoreRefusal::ChainNotAuthorized { .. }
+                | crate::workflow::backup::RestoreRefusal::AuthorizedChainDiffers { .. }
+                | crate::workflow::backup::RestoreRefusal::Rollback { .. },
             ) => "refused",
             Restore(_) => "usage",
             Duplicate(d) => match d.class() {

@@ -434,17 +434,17 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
         message: "authorization is for",
     },
     RefusedRestore {
-        case: "an authorization whose target was edited (the card checks the signature)",
+        case: "an authorization whose target was edited (it still names the other card's certificate: wrong target)",
         setup: |s| {
             let t = state(&s.home, "t").card_number.clone();
             let auth = s.authorization("x", |v| v["target_card"] = t.into());
             s.onto_t(&["--authorization", &auth])
         },
         exit_code: 4,
-        message: "missing or invalid authorization",
+        message: "wrong target: the authorization names another certificate",
     },
     RefusedRestore {
-        case: "an authorization signed by a key whose certificate is not under the card's root",
+        case: "an authorization signed by a key whose certificate is not under the card's root (signer not trusted)",
         setup: |s| {
             let req = s.home.join("req-rogue.json");
             let mut c = cv(&s.home);
@@ -480,10 +480,10 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
             s.onto_t(&["--authorization", &auth.display().to_string()])
         },
         exit_code: 4,
-        message: "missing or invalid authorization",
+        message: "signer not trusted",
     },
     RefusedRestore {
-        case: "an authorization signed for another certificate of the target card number (the card checks it)",
+        case: "an authorization signed for another certificate of the target card number (wrong target)",
         setup: |s| {
             let req = s.home.join("req-othercert.json");
             let mut c = cv(&s.home);
@@ -518,7 +518,7 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
             s.onto_t(&["--authorization", &auth.display().to_string()])
         },
         exit_code: 4,
-        message: "missing or invalid authorization",
+        message: "wrong target: the authorization names another certificate",
     },
     RefusedRestore {
         case: "an authorization for the newest backup, presented with an older chain",
@@ -531,14 +531,14 @@ const REFUSED_RESTORES: &[RefusedRestore] = &[
         message: "authorization is for",
     },
     RefusedRestore {
-        case: "an authorization whose counter was edited to an older backup (the card checks the signature)",
+        case: "an authorization whose counter was edited to an older backup (its chain hash is another chain's)",
         setup: |s| {
             let older = s.newer_counter - 1;
             let auth = s.authorization("t", |v| v["counter"] = older.into());
             s.onto_t(&["--authorization", &auth])
         },
         exit_code: 4,
-        message: "missing or invalid authorization",
+        message: "counter mismatch",
     },
     RefusedRestore {
         case: "an authorization whose counter names no backup in the vault",
@@ -811,4 +811,110 @@ fn client(r: &mut dyn cardvault::transport::Reader, trace: bool) -> cardvault::R
             ..Default::default()
         },
     )
+}
+
+/// The terminal checks an authorization before RESTORE (`restore` names the
+/// check that fails); the card checks it again whatever the terminal does:
+/// forged authorizations sent straight to the card (no terminal checks)
+/// are refused and change nothing but the spent challenge.
+#[test]
+fn the_card_refuses_forged_authorizations_the_terminal_would_have_stopped() {
+    use cardvault::workflow::backup as wb;
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit); 3] = [
+        ("signature", |v| {
+            let s = v["signature"].as_str().unwrap().to_string();
+            v["signature"] = format!("{}{}", if &s[..2] == "00" { "01" } else { "00" }, &s[2..]).into();
+        }),
+        ("counter", |v| {
+            v["counter"] = (v["counter"].as_u64().unwrap() - 1).into()
+        }),
+        ("chain hash", |v| v["chain_hash"] = "00".repeat(32).into()),
+    ];
+    for (what, edit) in edits {
+        let scene = RestoreScene::new(&format!("card-checks-{}", what.replace(' ', "-")));
+        let home = &scene.home;
+        let path = scene.authorization("t", edit);
+        let auth: wb::RestoreAuthorization = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut vault = Vault::open(&home.join("vault.sqlite")).unwrap();
+        let last = vault
+            .list_backups(Some(&scene.source))
+            .unwrap()
+            .into_iter()
+            .find(|b| b.counter == auth.request.counter)
+            .unwrap();
+        let plan = wb::RestorePlan {
+            chain: vault.chain_to(&last).unwrap(),
+            authorization: Some(&auth),
+            override_rollback: false,
+        };
+        let before = state(home, "t");
+        let mut r = SimReader::open(home, "t", "main", None).unwrap();
+        let mut c = client(&mut r, false).unwrap();
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let e = wb::restore(&mut c, &mut vault, &plan, &|_, _| {}).expect_err(what);
+        assert!(
+            matches!(
+                e,
+                cardvault::Error::Restore(
+                    wb::RestoreRefusal::ChallengeNotOutstanding { .. } | wb::RestoreRefusal::ChainNotAuthorized { .. }
+                )
+            ),
+            "{what}: {e}"
+        );
+        drop(c);
+        drop(r);
+        let mut after = state(home, "t");
+        after.restore_challenge = before.restore_challenge.clone();
+        assert!(after == before, "{what}: card t changed");
+    }
+}
+
+/// `restore --dry-run` names the chain and the refusals it foresees, sends
+/// nothing but reads (no PIN, the card unchanged); a real restore announces
+/// the value the card resets, with the amount.
+#[test]
+fn a_dry_run_refuses_a_rollback_before_sending_and_a_restore_announces_the_value_reset() {
+    let home = temp_dir("dry-run");
+    {
+        let mut r = SimReader::open(&home, "d", "main", None).unwrap();
+        let mut c = client(&mut r, false).unwrap();
+        cardvault::workflow::purse::credit_with_issuer_key(&mut c, PIN.as_bytes(), 1, 500, &issuer_signer()).unwrap();
+    }
+    write(&home, "d", FIRST_DATA_PAGE, &[1; 512]);
+    let older = backup(&home, "d", true);
+    write(&home, "d", FIRST_DATA_PAGE, &[2; 512]);
+    backup(&home, "d", true);
+    let before = state(&home, "d");
+    let older_id = older["backup_id"].as_i64().unwrap().to_string();
+
+    // The older backup: a rollback, refused with nothing sent.
+    let o = run(cardvault(&home).args(["-r", "sim:d", "restore", "--dry-run", "--backup", &older_id]));
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("REFUSED: rollback: backup #1 is older than #2"),
+        "{}",
+        stdout(&o)
+    );
+    // The newest: accepted, with the chain and the value it would reset.
+    let o = run(cardvault(&home).args(["--json", "-r", "sim:d", "restore", "--dry-run"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = json(&o);
+    assert_eq!(p["refusals"].as_array().unwrap().len(), 0, "{p}");
+    assert_eq!(p["chain"][0]["counter"], 2, "{p}");
+    assert_eq!(p["mode"], "same-card");
+    assert_eq!(p["value_reset"][0]["balance"], 500, "{p}");
+    // No PIN was asked (stdin is closed) and the card is as it was.
+    assert!(state(&home, "d") == before, "a dry run changed the card");
+
+    // The real restore: the purse's 500 are announced as reset.
+    let o = run(cv(&home).args(["-r", "sim:d", "restore", "--latest", "--pin", "env:P"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("value reset: e-money purse (application 1) is never restored from a backup; the card reset it from 500 to 0"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(cardvault(&home).args(["--json", "-r", "sim:d", "purse", "balance"]));
+    assert_eq!(json(&o)["balance"], 0, "{}", stdout(&o));
 }

@@ -12,9 +12,18 @@ fn demo_runs_end_to_end() {
     let out = stdout(&o);
     assert!(out.contains("demo complete"), "{out}");
     assert!(out.contains("data identical"));
+    // It ends with the help desk's guided replacement of a lost card.
+    let tail = &out[out.find("12. The help desk").expect("the replacement is in the demo")..];
+    assert!(
+        tail.contains("replace: restore") && tail.contains("pages written onto card"),
+        "{out}"
+    );
+    assert!(tail.contains("not restored") && tail.contains("e-money purse"), "{out}");
     let o = run(cardvault(&home).args(["--json", "demo"]));
     let v = json(&o);
-    assert!(v["steps"].as_array().unwrap().len() >= 8, "{v}");
+    let steps = v["steps"].as_array().unwrap();
+    assert!(steps.len() >= 8, "{v}");
+    assert_eq!(steps.last().unwrap()["step"], "not restored", "{v}");
 }
 
 #[test]

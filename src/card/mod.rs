@@ -15,7 +15,7 @@ pub use kinds::{CardRole, ExportState};
 pub use refusal::Refusal;
 pub use secure::{CardIdentity, CertificateInfo, CertificateReport};
 pub use storing::{ApplicationRule, CardStoringRequest};
-pub use value::{BackupBlock, BackupRequest, Completion};
+pub use value::{Application, BackupBlock, BackupRequest, Completion};
 
 use crate::apdu::{Channel, Command, Response, Stats, StatusWord};
 use crate::error::{Error, Result};
@@ -279,6 +279,12 @@ impl<'a> CardClient<'a> {
                 sw,
             }),
         }
+    }
+
+    /// The issuer roots this session trusts (configured, and the reader's
+    /// built-in test root for embedded cards).
+    pub fn trusted_roots(&self) -> &[X509] {
+        self.trust.roots()
     }
 
     /// Read the card's certificate chain and verify it under the trusted roots.

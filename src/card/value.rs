@@ -186,3 +186,78 @@ fn amount(command: &'static str, raw: Vec<u8>) -> Result<u32> {
     })?;
     Ok(u32::from_be_bytes(bytes))
 }
+
+/// One application of the card's application table (GET DATA `DF30`): the
+/// page range it owns and whether it holds value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Application {
+    pub id: u8,
+    pub name: String,
+    pub first_page: u16,
+    pub page_count: u16,
+    /// A value application: its value is never restored from a backup.
+    pub value: bool,
+    /// Restored from a backup and not used since: the card resets its value
+    /// before the next use (FIG. 20).
+    pub restored: bool,
+}
+
+impl CardClient<'_> {
+    /// The card's application table (GET DATA `DF30`; empty when it has none).
+    pub fn applications(&mut self) -> Result<Vec<Application>> {
+        let Some(v) = self.data_object(cardvault_proto::tag::APPLICATIONS)? else {
+            return Ok(Vec::new());
+        };
+        parse_applications(&v).map_err(|reason| Error::Malformed {
+            command: "GET DATA",
+            reason,
+        })
+    }
+}
+
+/// Parse `DF30`: per application id (1) ‖ first page (2) ‖ page count (2) ‖
+/// flags (1) ‖ name length (1) ‖ name.
+fn parse_applications(mut d: &[u8]) -> std::result::Result<Vec<Application>, String> {
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        let [id, f0, f1, c0, c1, flags, n, rest @ ..] = d else {
+            return Err("application table cut short".into());
+        };
+        let n = *n as usize;
+        let name = rest.get(..n).ok_or("application name cut short")?;
+        // Ids are one byte: a table that repeats one is not a table (and a
+        // hostile card gets no loop of GET BALANCE out of it).
+        if out.iter().any(|a: &Application| a.id == *id) {
+            return Err(format!("application {id} listed twice"));
+        }
+        out.push(Application {
+            id: *id,
+            name: String::from_utf8_lossy(name).into_owned(),
+            first_page: u16::from_be_bytes([*f0, *f1]),
+            page_count: u16::from_be_bytes([*c0, *c1]),
+            value: flags & 1 != 0,
+            restored: flags & 2 != 0,
+        });
+        d = &rest[n..];
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod application_table_tests {
+    use super::parse_applications;
+
+    #[test]
+    fn the_application_table_parses_and_a_cut_one_is_refused() {
+        let t = [1, 0, 0, 0, 4, 3, 5, b'p', b'u', b'r', b's', b'e', 2, 0, 4, 0, 32, 0, 0];
+        let apps = parse_applications(&t).unwrap();
+        assert_eq!(apps.len(), 2);
+        assert_eq!((apps[0].id, apps[0].value, apps[0].restored), (1, true, true));
+        assert_eq!(apps[0].name, "purse");
+        assert_eq!((apps[1].first_page, apps[1].page_count, apps[1].value), (4, 32, false));
+        assert!(parse_applications(&t[..t.len() - 1]).is_err());
+        assert!(parse_applications(&t[..9]).is_err());
+        let twice = [t.as_slice(), &t[..12]].concat();
+        assert!(parse_applications(&twice).unwrap_err().contains("twice"));
+    }
+}

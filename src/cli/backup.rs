@@ -49,6 +49,11 @@ pub struct RestoreArgs {
     /// issuer session of --allow-rollback.
     #[arg(long, value_name = "DIR")]
     issuer: Option<PathBuf>,
+    /// Show what would be restored (chain, pages, values reset) and every
+    /// refusal the terminal foresees (rollback, domain, authorization), then
+    /// stop: no PIN, nothing sent to the card but reads.
+    #[arg(long, conflicts_with = "request")]
+    dry_run: bool,
     /// Where the PIN comes from: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     pin: SecretSource,
@@ -182,10 +187,22 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
         None => a.from_card.clone(),
     };
+    if a.dry_run {
+        return dry_run(ctx, &a, from_card.as_deref(), auth.as_ref());
+    }
     let pin = a.pin.read("PIN")?;
     let mut vault = ctx.vault()?;
     let mut reader = ctx.open_reader()?;
     let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
+    // The value applications and their balances, to announce a reset.
+    let values_before: Vec<(crate::card::Application, u32)> = {
+        let mut v = Vec::new();
+        for app in card.applications()?.into_iter().filter(|x| x.value && !x.restored) {
+            let balance = card.balance(app.id)?;
+            v.push((app, balance));
+        }
+        v
+    };
     let job = RestoreJob {
         from_card: from_card.as_deref(),
         backup_id: a.backup,
@@ -231,8 +248,22 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
         RestoreOutcome::Restored(rep) => rep,
     };
+    // Value applications the restore touched: the card reset their value.
+    let restored: Vec<u8> = card
+        .applications()?
+        .iter()
+        .filter(|x| x.value && x.restored)
+        .map(|x| x.id)
+        .collect();
+    let value_reset: Vec<serde_json::Value> = values_before
+        .iter()
+        .filter(|(app, _)| restored.contains(&app.id))
+        .map(|(app, before)| serde_json::json!({ "app": app.id, "name": app.name, "before": before, "after": 0 }))
+        .collect();
     if ctx.json {
-        print_json(&rep);
+        let mut v = serde_json::to_value(&rep).expect("report serializes");
+        v["value_reset"] = value_reset.into();
+        print_json(&v);
     } else {
         println!(
             "restored card {}'s backup chain {:?} onto card {} ({}): {} pages written, {} APDUs{}",
@@ -248,8 +279,68 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
                 ""
             }
         );
+        for (app, before) in values_before.iter().filter(|(app, _)| restored.contains(&app.id)) {
+            println!(
+                "value reset: {} (application {}) is never restored from a backup; the card reset it from {before} to 0 \
+                 (the issuer loads the holder's value again)",
+                app.name, app.id
+            );
+        }
     }
     Ok(())
+}
+
+/// `restore --dry-run`: what would be restored, and every refusal the
+/// terminal foresees; reads only, no PIN.
+fn dry_run(ctx: &Ctx, a: &RestoreArgs, from_card: Option<&str>, auth: Option<&RestoreAuthorization>) -> Result<()> {
+    let vault = ctx.vault()?;
+    let mut reader = ctx.open_reader()?;
+    let mut card = CardClient::open(reader.as_mut(), ctx.session())?;
+    let target = card.card_number()?;
+    let source = from_card.unwrap_or(&target).to_string();
+    let last = backup::choose_backup(&vault, &source, a.backup, auth)?;
+    let chain = vault.chain_to(&last)?;
+    let p = crate::workflow::restore_check::preview(&mut card, &vault, &chain, auth, a.allow_rollback)?;
+    if ctx.json {
+        print_json(&p);
+    } else {
+        let counters: Vec<String> = p.chain.iter().map(|b| format!("#{}", b.counter)).collect();
+        println!(
+            "would restore card {}'s backup {} onto card {} ({}): {} pages",
+            p.source_card,
+            counters.join(" + "),
+            p.target_card,
+            p.mode,
+            p.pages
+        );
+        for b in &p.chain {
+            println!(
+                "  backup {:>4}  #{:<4} {:<12} {:>4} pages  {}",
+                b.id, b.counter, b.kind, b.pages, b.created_at
+            );
+        }
+        for v in &p.value_reset {
+            println!(
+                "  value reset: {} (application {}) would go from {} to 0 (value is never restored)",
+                v.name, v.app, v.balance
+            );
+        }
+        if p.refusals.is_empty() {
+            println!("the card would accept it (dry run: nothing was sent)");
+        } else {
+            for r in &p.refusals {
+                println!("  REFUSED: {r}");
+            }
+        }
+    }
+    if p.refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "the restore would be refused ({} reason(s) above); nothing was sent",
+            p.refusals.len()
+        )))
+    }
 }
 
 /// The issuer's authorization signer: its certificate (PEM) read from

@@ -155,9 +155,10 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
     );
     d.step("00 99 00 00 (unknown instruction)", card_number.1.sw.to_string());
 
-    duplication_story(ctx, &mut d, dir)?;
+    let issue_opts = duplication_story(ctx, &mut d, dir)?;
     backup_story(ctx, &mut d, dir, &mut main)?;
     storing_story(ctx, &mut d, dir)?;
+    helpdesk_story(ctx, &mut d, dir, &issue_opts)?;
 
     if d.json {
         print_json(&d.report);
@@ -213,7 +214,7 @@ fn key_ceremony(d: &mut Demo, dir: &std::path::Path) -> Result<crate::domain::Do
 
 /// Issue a main/backup pair, duplicate, encrypt files, break the main card,
 /// recover onto a new main card, decrypt with it (FIG. 11, 15, 19).
-fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
+fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<crate::workflow::issue::IssueOptions> {
     use crate::workflow::{duplicate, files, issue};
     use zeroize::Zeroizing;
 
@@ -358,7 +359,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
             problems.join("; ")
         },
     );
-    Ok(())
+    Ok(opts)
 }
 
 /// The test issuer's authorization key (fixtures/issuer) and its signer
@@ -480,7 +481,7 @@ fn storing_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
     let mut card = SimReader::open(dir, "demo-services", "services", None)?;
     let mut c = CardClient::open(&mut card, ctx.session())?;
 
-    d.heading("10. Storing authorization: a provider's medical record");
+    d.heading("11. Storing authorization: a provider's medical record");
     let record = b"blood type 0+; allergies: none (demo record)".to_vec();
     let sdi = storing::store_info(4, &record, None)?;
     let req = storing::request(&mut c, DEMO_PIN, &sdi)?;
@@ -513,5 +514,107 @@ fn storing_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
         "80 D6 00 44 04 DE AD BE EF (holder PIN, no authorization)",
         sw.to_string(),
     );
+    Ok(())
+}
+
+/// The help desk: a holder walks in and says "I lost my card"; from the
+/// member number alone, `replace` marks the card lost, restores its newest
+/// backup onto a new card with the issuer's authorization (this terminal
+/// holds the test issuer's signer) and reports what was and was not restored.
+fn helpdesk_story(
+    ctx: &Ctx,
+    d: &mut Demo,
+    dir: &std::path::Path,
+    opts: &crate::workflow::issue::IssueOptions,
+) -> Result<()> {
+    use crate::workflow::{issue, replace};
+    use zeroize::Zeroizing;
+    let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
+    d.heading("12. The help desk: bob (M-0002) lost his card; cardvault replace --holder M-0002");
+    let bob = issue::Holder {
+        id: "bob".into(),
+        pin: Zeroizing::new(DEMO_PIN.to_vec()),
+        member_number: Some("M-0002".into()),
+        expiry: Some("2031-06".into()),
+        key1: None,
+    };
+    let key1 = Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec());
+    let mut issued = Vec::new();
+    for name in ["bob-main", "bob-new-main"] {
+        let mut r = SimReader::open(dir, name, "blank", None)?;
+        let n = issue::personalize(
+            &mut CardClient::open(&mut r, ctx.session())?,
+            &bob,
+            Role::Main,
+            &key1,
+            opts,
+        )?;
+        // The issuance record the holder lookup reads (as `issue` writes it).
+        vault.audit(crate::vault::AuditEvent {
+            event: "issue",
+            card: &n,
+            peer: None,
+            result: "issued",
+            details: serde_json::json!({
+                "holder": bob.id, "role": Role::Main, "member_number": bob.member_number, "expiry": bob.expiry,
+            }),
+        })?;
+        issued.push((r, n));
+    }
+    let (mut new_r, new_number) = issued.pop().expect("two cards");
+    let (mut old_r, old_number) = issued.pop().expect("two cards");
+    let record: Vec<u8> = (0..2048u32).map(|i| (i * 11 % 253) as u8).collect();
+    {
+        let mut c = CardClient::open(&mut old_r, ctx.session())?;
+        c.verify_pin(DEMO_PIN)?;
+        c.write_memory(36, &record)?;
+        let b = crate::workflow::backup::backup(&mut c, &mut vault, true, &|_, _| {})?;
+        d.step(
+            "bob's card is backed up, then lost",
+            format!("card {old_number}, backup #{} ({} pages)", b.counter, b.pages),
+        );
+    }
+    drop(old_r);
+    d.step("the issuer issues bob a new main card", format!("card {new_number}"));
+    let mut r = replace::Replacement {
+        state: replace::start(&vault, "M-0002", &new_number, "lost (demo)")?,
+        file: replace::StateFile(dir.join("replace").join("M-0002.json")),
+    };
+    let signer = demo_signer()?;
+    let roots = [openssl::x509::X509::from_pem(DEMO_ISSUER_ROOT).map_err(|e| Error::Data(e.to_string()))?];
+    let job = replace::ReplaceJob {
+        pin: DEMO_PIN,
+        issuer: Some(replace::IssuerRights {
+            signer: &signer,
+            roots: &roots,
+        }),
+        authorization: None,
+        files: None,
+        new_backup: None,
+    };
+    {
+        let mut new = CardClient::open(&mut new_r, ctx.session())?;
+        replace::run(&mut new, None, None, &mut vault, &mut r, &job, &|_| {})?;
+        new.verify_pin(DEMO_PIN)?;
+        if new.read_memory(36, record.len())? != record {
+            return Err(Error::Data("the replacement card does not hold bob's pages".into()));
+        }
+    }
+    let state = &r.state;
+    for r in &state.steps {
+        let s = match r.state {
+            replace::StepState::Done => "done",
+            replace::StepState::Skipped => "skipped",
+            replace::StepState::Waiting => "waiting",
+            replace::StepState::Pending => "pending",
+        };
+        d.step(&format!("replace: {}", r.step), format!("{s}: {}", r.detail));
+    }
+    for l in state.restored_summary() {
+        d.step("restored", l);
+    }
+    for l in state.not_restored() {
+        d.step("not restored", l);
+    }
     Ok(())
 }

@@ -65,6 +65,16 @@ pub struct Args {
     /// Also give the backup card the encryption key (FIG. 26/27 variant).
     #[arg(long)]
     backup_gets_public_key: bool,
+    /// The holder's backup card NUMBER is lost: record it revoked, rotate the
+    /// main key (the lost card may hold it; files encrypted to the old key
+    /// then open with neither card, so decrypt them first) and duplicate onto
+    /// the new backup card in --backup. Needs --issuer.
+    #[arg(long, value_name = "NUMBER", conflicts_with = "holders", requires = "issuer")]
+    replace_backup: Option<String>,
+    /// Issuer operator credentials (`cardvault issuer init`): the SCP11a
+    /// issuer session that authorizes --replace-backup on the main card.
+    #[arg(long, value_name = "DIR")]
+    issuer: Option<PathBuf>,
 }
 
 /// Parse key group elements: 32-byte hex values separated by whitespace or commas.
@@ -127,6 +137,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let mut main = CardClient::open(main_reader.as_mut(), ctx.session())?;
     let mut backup = CardClient::open(backup_reader.as_mut(), ctx.session())?;
     let mut vault = ctx.vault_or_create()?;
+    if let Some(lost) = &a.replace_backup {
+        return replace_backup(
+            ctx,
+            a.issuer.as_deref(),
+            lost,
+            (&mut main, &mut backup),
+            elements,
+            (main_pin, backup_pin),
+            &mut vault,
+        );
+    }
     let done = duplicate::duplicate_pair(
         &mut main,
         &mut backup,
@@ -172,6 +193,53 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 println!("  element {}: {e}", i + 2);
             }
         }
+    }
+    Ok(())
+}
+
+/// `--replace-backup`: the lost backup card revoked, the main key rotated,
+/// the duplicate made onto the new backup card.
+fn replace_backup(
+    ctx: &Ctx,
+    issuer: Option<&std::path::Path>,
+    lost: &str,
+    (main, backup): (&mut CardClient<'_>, &mut CardClient<'_>),
+    elements: Elements,
+    (main_pin, backup_pin): (Secret, Secret),
+    vault: &mut crate::vault::Vault,
+) -> Result<()> {
+    let issuer =
+        super::pin::issuer_auth(issuer.ok_or_else(|| Error::Usage("--replace-backup needs --issuer DIR".into()))?)?;
+    let elements = match elements {
+        Elements::Given(e) => e,
+        _ => {
+            return Err(Error::Usage(
+                "--replace-backup takes the holder's elements (prompt, env:VAR or file:PATH), not generate".into(),
+            ))
+        }
+    };
+    let opts = duplicate::DuplicateOptions {
+        main_pin,
+        backup_pin,
+        elements,
+        backup_gets_public_key: false,
+    };
+    let rep = duplicate::replace_backup(main, backup, lost, &issuer, &opts, vault)?;
+    if ctx.json {
+        print_json(&rep);
+    } else {
+        println!("lost backup card {} recorded as revoked", rep.lost_backup);
+        println!(
+            "main key         {}",
+            if rep.main_key_rotated {
+                "rotated: the old key is destroyed (files encrypted to it open with neither card)"
+            } else {
+                "not bound to the lost card (already rotated, or never duplicated onto it)"
+            }
+        );
+        println!("new backup card  {}", rep.duplicate.backup_card);
+        println!("key group check  {}", rep.duplicate.check_value);
+        println!("end-to-end check ok: the new backup card opens what is encrypted to the main card");
     }
     Ok(())
 }

@@ -208,30 +208,20 @@ pub fn recover(ctx: &Ctx, a: RecoverArgs) -> Result<()> {
     }
     backup.verify_pin(&backup_pin)?;
     new_main.verify_pin(&new_pin)?;
-    let public = match nk.public_key.as_deref().and_then(cardvault_proto::from_hex) {
-        Some(p) => p,
-        None => {
-            let src = a.elements.as_ref().ok_or_else(|| {
-                Error::Usage(format!(
-                    "the new main card {} has no key yet; give --elements so it can generate one",
-                    ns.card_number
-                ))
-            })?;
-            let elements = super::duplicate::parse_elements(&src.read_all("key group elements 2..n (hex)")?)?;
-            let size = nk.group_size as usize;
-            if elements.len() + 1 != size {
-                return Err(Error::Usage(format!(
-                    "the new main card's key group has {size} elements: give {} (elements 2..{size}), {} given",
-                    size - 1,
-                    elements.len()
-                )));
-            }
-            for (i, e) in elements.iter().enumerate() {
-                new_main.write_key_element(i as u8 + 2, e)?;
-            }
-            new_main.generate_key_pair()?
-        }
+    let elements = match (&a.elements, nk.public_key.is_some()) {
+        (Some(src), false) => Some(super::duplicate::parse_elements(
+            &src.read_all("key group elements 2..n (hex)")?,
+        )?),
+        _ => None,
     };
+    let public =
+        files::new_main_key(&mut new_main, &ns.card_number, &nk, elements.as_deref()).map_err(|e| match e {
+            Error::Usage(m) if m.contains("no key yet") => Error::Usage(format!(
+                "the new main card {} has no key yet; give --elements so it can generate one",
+                ns.card_number
+            )),
+            e => e,
+        })?;
     let bar = super::progress(ctx, a.files.len() as u64, "files");
     let mut vault = ctx.vault_or_create()?;
     // Every file is tried; each is reported by name, a failure included.

@@ -18,6 +18,7 @@ mod pin;
 mod purse;
 mod readers;
 mod registrar;
+mod replace;
 mod revoke;
 mod status;
 mod store;
@@ -155,6 +156,10 @@ pub enum Command {
     /// Data providers (and issuers) as storing parties: init.
     #[command(subcommand)]
     Provider(registrar::ProviderCommand),
+    /// Replace a holder's lost or broken main card, step by step: mark it
+    /// lost, restore its backup onto the new card, recover the holder's
+    /// files, and report what was restored and what was not (--resume).
+    Replace(Box<replace::Args>),
     /// Wait for cards in PC/SC readers and back each one up as it is inserted.
     Watch(watch::Args),
     /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
@@ -453,6 +458,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Provider(c) => registrar::run_provider(&ctx, c),
         Command::Man(a) => manual::man(&ctx, a),
         Command::Watch(a) => watch::run(&ctx, a),
+        Command::Replace(a) => replace::run(&ctx, *a),
         Command::Completions(_) => unreachable!("handled before the configuration is read"),
     }
 }

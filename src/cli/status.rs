@@ -16,6 +16,29 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
     let cert = card.certificate_report()?;
     // Each application's owner and storage rule (storing authorization).
     let rules = card.application_rules()?;
+    // The application table (page ranges, value and restored flags) and the
+    // backup counters: public reads, no PIN.
+    let table = card.applications()?;
+    let counters = crate::workflow::backup::counters(&mut card)?;
+    // One entry per application: the table's fields and its storage rule.
+    let applications: Vec<serde_json::Value> = table
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).expect("application serializes");
+            if let Some(r) = rules.iter().find(|r| r.id == a.id) {
+                v["owner"] = r.owner.clone().into();
+                v["rule"] = r.rule.to_string().into();
+                v["provider_alone"] = r.provider_alone.into();
+            }
+            v
+        })
+        .chain(
+            rules
+                .iter()
+                .filter(|r| !table.iter().any(|a| a.id == r.id))
+                .map(|r| serde_json::to_value(r).expect("rule serializes")),
+        )
+        .collect();
     // The certificate must name the card that answers.
     let certified_number = cert.chain.last().and_then(|c| c.card_number.clone());
     let (verified, reason) = match (&cert.reason, &certified_number) {
@@ -40,7 +63,8 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
             "issuer": cert.chain.last().map(|c| c.issuer.clone()),
             "not_after": cert.chain.last().map(|c| c.not_after.clone()),
         });
-        v["applications"] = serde_json::to_value(&rules).expect("rules serialize");
+        v["applications"] = applications.into();
+        v["backup_counters"] = serde_json::to_value(counters).expect("counters serialize");
         print_json(&v);
         return Ok(());
     }
@@ -78,7 +102,38 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
             "short only"
         }
     );
-    for r in &rules {
+    println!(
+        "backups      last counter issued #{}, base #{}, newest seen #{}, {} page(s) changed since",
+        counters.issued, counters.base, counters.newest_seen, counters.changed_pages
+    );
+    for a in &table {
+        let rule = rules.iter().find(|r| r.id == a.id);
+        println!(
+            "application  {} {:<16} pages {}-{}{}{}{}",
+            a.id,
+            a.name,
+            a.first_page,
+            a.first_page as u32 + a.page_count as u32 - 1,
+            if a.value { ", value" } else { "" },
+            if a.restored {
+                ", restored (value reset before next use)"
+            } else {
+                ""
+            },
+            rule.map(|r| format!(
+                ", owner {}, {}{}",
+                r.owner,
+                r.rule,
+                if r.provider_alone {
+                    ", the provider alone may authorize"
+                } else {
+                    ""
+                }
+            ))
+            .unwrap_or_default()
+        );
+    }
+    for r in rules.iter().filter(|r| !table.iter().any(|a| a.id == r.id)) {
         let alone = if r.provider_alone {
             ", the provider alone may authorize"
         } else {

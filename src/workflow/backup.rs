@@ -426,6 +426,8 @@ pub fn restore(
     let before = card.stats();
     let total: u64 = plan.chain.iter().map(|b| b.record_count as u64 + 1).sum();
     let mut done = 0u64;
+    // Whether the authorization went out (the card spends its challenge on it).
+    let mut authorization_sent = false;
     let result = (|| -> Result<u16> {
         for (i, row) in plan.chain.iter().enumerate() {
             let b = vault.load_backup(row.id)?;
@@ -453,8 +455,17 @@ pub fn restore(
                 (0, None) => (bk::RESTORE_SAME_CARD, b.header.clone()),
                 _ => (bk::RESTORE_NEXT_IN_CHAIN, b.header.clone()),
             };
+            authorization_sent |= p1 == bk::RESTORE_OTHER_CARD;
             let sw = card.restore_begin(p1, plan.override_rollback && i == 0, &data)?;
             data.clear();
+            if p1 == bk::RESTORE_OTHER_CARD && sw == StatusWord::SecurityStatusNotSatisfied {
+                // The terminal checked target, certificate, chain, signer and
+                // signature before: what is left is the card's challenge.
+                return Err(RestoreRefusal::ChallengeNotOutstanding {
+                    target: target_card.clone(),
+                }
+                .into());
+            }
             if !sw.is_ok() {
                 return Err(restore_err("RESTORE", sw));
             }
@@ -485,6 +496,12 @@ pub fn restore(
             progress(done, total);
         }
         let r = card.restore_complete()?;
+        if other && r.sw == StatusWord::SecurityStatusNotSatisfied {
+            return Err(RestoreRefusal::ChainNotAuthorized {
+                target: target_card.clone(),
+            }
+            .into());
+        }
         if !r.sw.is_ok() || r.data.len() != 2 {
             return Err(restore_err("RESTORE COMPLETE", r.sw));
         }
@@ -504,11 +521,19 @@ pub fn restore(
         card: &target_card,
         peer: Some(&first.card_number),
         result: &outcome,
-        details: serde_json::json!({
-            "mode": mode.as_str(),
-            "chain": plan.chain.iter().map(|b| b.counter).collect::<Vec<_>>(),
-            "backup_id": last.id,
-        }),
+        details: {
+            let mut d = serde_json::json!({
+                "mode": mode.as_str(),
+                "chain": plan.chain.iter().map(|b| b.counter).collect::<Vec<_>>(),
+                "backup_id": last.id,
+            });
+            // The challenge the card spent, so that the authorization is
+            // recognized if it comes again.
+            if let Some(a) = plan.authorization.filter(|_| authorization_sent) {
+                d[super::restore_check::CHALLENGE_DETAIL] = a.request.challenge.to_ascii_lowercase().into();
+            }
+            d
+        },
     })?;
     let written = result?;
     let after = card.stats();
@@ -601,6 +626,79 @@ pub enum RestoreRefusal {
     },
     #[error("the target card {target}'s certificate does not verify: {why}")]
     TargetCertificate { target: String, why: String },
+    #[error(
+        "wrong target: the authorization names another certificate of card {target} (the card's certificate \
+         changed since the request); nothing was sent"
+    )]
+    OtherCertificate { target: String },
+    #[error(
+        "used challenge: an authorization with this challenge was sent to card {target} at {at}, and the card \
+         spends its challenge on first use; make a new request (--request) for the issuer; nothing was sent"
+    )]
+    ChallengeUsed { target: String, at: String },
+    #[error(
+        "counter mismatch: the authorization covers another chain than the vault's chain to backup #{counter} of \
+         card {card} (its counter or chain was changed); nothing was sent"
+    )]
+    AuthorizedChainDiffers { card: String, counter: u32 },
+    #[error("signer not trusted: the authorization's signer certificate does not verify under the card's issuer root ({why}); nothing was sent")]
+    SignerNotTrusted { why: String },
+    #[error("the authorization's signature does not verify for this card, backup and challenge; nothing was sent")]
+    SignatureInvalid,
+    #[error(
+        "used or replaced challenge: card {target} refused the authorization (RESTORE 6982): its challenge was \
+         spent or replaced by a later request (the terminal's checks of target, certificate, chain, signer and \
+         signature come first when it restores from a request); make a new request (--request) for the issuer; \
+         nothing was written"
+    )]
+    ChallengeNotOutstanding { target: String },
+    #[error(
+        "counter mismatch: card {target} refused the chain at RESTORE COMPLETE (6982): it does not end at the \
+         authorized backup or is not the chain the issuer signed; nothing was written"
+    )]
+    ChainNotAuthorized { target: String },
+    #[error(
+        "rollback: backup #{counter} is older than #{newest_seen}, the newest backup card {card} has made or \
+         restored; the card refuses it unless the issuer overrides; nothing was sent"
+    )]
+    Rollback {
+        card: String,
+        counter: u32,
+        newest_seen: u32,
+    },
+}
+
+/// The last backup of the chain a restore of `source`'s backups sends: the
+/// one named by id, else the one the authorization names, else the newest.
+pub fn choose_backup(
+    vault: &Vault,
+    source: &str,
+    backup_id: Option<i64>,
+    authorization: Option<&RestoreAuthorization>,
+) -> Result<BackupRow> {
+    let last = match (backup_id, authorization) {
+        (Some(id), _) => vault.backup_row(id)?.ok_or(RestoreRefusal::NoSuchBackup(id))?,
+        (None, Some(au)) => vault
+            .list_backups(Some(source))?
+            .into_iter()
+            .find(|b| b.counter == au.request.counter)
+            .ok_or_else(|| RestoreRefusal::NoSuchCounter {
+                card: source.to_string(),
+                counter: au.request.counter,
+            })?,
+        (None, None) => vault
+            .latest_backup(source)?
+            .ok_or_else(|| RestoreRefusal::NoBackupOf(source.to_string()))?,
+    };
+    if last.card_number != source {
+        return Err(RestoreRefusal::OtherOwner {
+            id: last.id,
+            owner: last.card_number,
+            wanted: source.to_string(),
+        }
+        .into());
+    }
+    Ok(last)
 }
 
 /// Choose the backup chain, check the authorization against the card and
@@ -624,28 +722,7 @@ pub fn run_restore(
         .into());
     }
     card.verify_pin(job.pin)?;
-    let last = match (job.backup_id, job.authorization) {
-        (Some(id), _) => vault.backup_row(id)?.ok_or(RestoreRefusal::NoSuchBackup(id))?,
-        (None, Some(au)) => vault
-            .list_backups(Some(&source))?
-            .into_iter()
-            .find(|b| b.counter == au.request.counter)
-            .ok_or_else(|| RestoreRefusal::NoSuchCounter {
-                card: source.clone(),
-                counter: au.request.counter,
-            })?,
-        (None, None) => vault
-            .latest_backup(&source)?
-            .ok_or_else(|| RestoreRefusal::NoBackupOf(source.clone()))?,
-    };
-    if last.card_number != source {
-        return Err(RestoreRefusal::OtherOwner {
-            id: last.id,
-            owner: last.card_number,
-            wanted: source,
-        }
-        .into());
-    }
+    let last = choose_backup(vault, &source, job.backup_id, job.authorization)?;
     if job.request_only {
         if source != target {
             check_domain(card, vault, &vault.chain_to(&last)?, &target)?;
@@ -664,18 +741,8 @@ pub fn run_restore(
         }));
     }
     if let Some(au) = job.authorization {
-        let r = &au.request;
-        if r.target_card != target || r.source_card != source || r.counter != last.counter {
-            return Err(RestoreRefusal::AuthorizationMismatch {
-                auth_source: r.source_card.clone(),
-                auth_counter: r.counter,
-                auth_target: r.target_card.clone(),
-                source_card: source,
-                counter: last.counter,
-                target,
-            }
-            .into());
-        }
+        // Each check the card makes that the terminal can foresee, named.
+        super::restore_check::check_authorization(card, vault, &target, &vault.chain_to(&last)?, au)?;
     }
     if let Some(auth) = job.rollback_issuer {
         card.issuer_authenticate(auth, &target)?;

@@ -710,3 +710,86 @@ impl HolderJob<'_> {
         }
     }
 }
+
+/// What `duplicate --replace-backup` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReplacement {
+    /// The lost backup card, recorded as revoked.
+    pub lost_backup: String,
+    /// The main key was destroyed and a new one generated in this run (the
+    /// lost card may hold the old one).
+    pub main_key_rotated: bool,
+    /// The duplication onto the new backup card.
+    pub duplicate: DuplicateReport,
+}
+
+/// The audit event of a main key rotated because its backup card was lost.
+pub const MAIN_KEY_ROTATED: &str = "rotate-main-key";
+
+/// A lost backup card replaced by a new one (issue 11's safe release): the
+/// lost card cannot give the destroy receipt RELEASE DUPLICATE needs, so
+/// the main key it may hold is destroyed instead. Order: the issuer
+/// authenticates to the main card (SCP11a), the lost card is revoked in the
+/// vault, RESET KEY GROUP destroys the main key and clears the export state,
+/// its audit entry follows, then the ordinary duplication (FIG. 15) gives
+/// the main card a new key and the new backup card its copy.
+///
+/// Run again after any interruption: the main card's export state says
+/// where it stands (bound to the lost card: rotate; bound to the new card
+/// or to none: duplicate, which itself resumes).
+///
+/// Files encrypted to the old main key open with neither card afterwards:
+/// the holder decrypts them with the main card before.
+pub fn replace_backup(
+    main: &mut CardClient<'_>,
+    new_backup: &mut CardClient<'_>,
+    lost: &str,
+    issuer: &crate::card::IssuerAuth,
+    opts: &DuplicateOptions,
+    vault: &mut Vault,
+) -> Result<BackupReplacement> {
+    let (ms, mk) = main.overview()?;
+    let new_number = new_backup.card_number()?;
+    if new_number == lost {
+        return Err(DuplicateRefusal::SameCard.into());
+    }
+    let rotate = match mk.export.target.as_deref() {
+        Some(t) if t == lost => true,
+        None => false,
+        Some(t) if t == new_number => false,
+        Some(other) => {
+            return Err(Error::Refused(format!(
+                "main card {}'s key was duplicated onto card {other}, not card {lost}; nothing was changed",
+                ms.card_number
+            )))
+        }
+    };
+    if rotate {
+        main.issuer_authenticate(issuer, &ms.card_number)?;
+        // The issuer's session is a new card session: the PIN again.
+        main.verify_pin(&opts.main_pin)?;
+        if !super::authorize::is_revoked(vault, lost)? {
+            super::authorize::revoke_card(
+                vault,
+                lost,
+                &format!("backup card lost; main card {}'s key rotated", ms.card_number),
+            )?;
+        }
+        main.reset_key_group()?;
+        vault.audit(AuditEvent {
+            event: MAIN_KEY_ROTATED,
+            card: &ms.card_number,
+            peer: Some(lost),
+            result: "ok",
+            details: serde_json::json!({ "reason": "backup card lost", "new_backup": new_number }),
+        })?;
+    } else if !super::authorize::is_revoked(vault, lost)? {
+        super::authorize::revoke_card(vault, lost, "backup card lost; replaced")?;
+    }
+    let duplicate = duplicate(main, new_backup, opts, vault)?;
+    Ok(BackupReplacement {
+        lost_backup: lost.to_string(),
+        main_key_rotated: rotate,
+        duplicate,
+    })
+}

@@ -178,3 +178,36 @@ pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
         .map_err(|e| Error::io(path.display().to_string(), e))?;
     Ok(v)
 }
+
+/// The new main card's encryption key for a recovery: the one it holds, or,
+/// when it has none yet, one it generates once the holder's key group
+/// elements 2..n (`elements`) are written, as at duplication.
+/// `keys` is the card's key state as read (`CardClient::overview`).
+pub fn new_main_key(
+    card: &mut CardClient<'_>,
+    card_number: &str,
+    keys: &crate::card::KeyState,
+    elements: Option<&[crate::secret::Secret]>,
+) -> Result<Vec<u8>> {
+    if let Some(p) = keys.public_key.as_deref().and_then(cardvault_proto::from_hex) {
+        return Ok(p);
+    }
+    let elements = elements.ok_or_else(|| {
+        Error::Usage(format!(
+            "the new main card {} has no key yet; its key group elements 2..n are needed so it can generate one",
+            card_number
+        ))
+    })?;
+    let size = keys.group_size as usize;
+    if elements.len() + 1 != size {
+        return Err(Error::Usage(format!(
+            "the new main card's key group has {size} elements: give {} (elements 2..{size}), {} given",
+            size - 1,
+            elements.len()
+        )));
+    }
+    for (i, e) in elements.iter().enumerate() {
+        card.write_key_element(i as u8 + 2, e)?;
+    }
+    card.generate_key_pair()
+}

@@ -9,5 +9,7 @@ pub mod holders;
 pub mod issue;
 pub mod keygroup;
 pub mod purse;
+pub mod replace;
+pub mod restore_check;
 pub mod station;
 pub mod storing;
