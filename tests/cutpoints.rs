@@ -312,6 +312,7 @@ fn vault_restores_current_memory(dir: &Path) {
             chain,
             authorization: None,
             override_rollback: false,
+            agreements: &[],
         };
         wb::restore(c, &mut v, &plan, &|_, _| {})
     })
@@ -371,6 +372,7 @@ fn run_restore_latest(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()
             chain,
             authorization: None,
             override_rollback: false,
+            agreements: &[],
         };
         wb::restore(c, &mut v, &plan, &|_, _| {}).map(|_| ())
     })
@@ -456,6 +458,7 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
             let last = v.latest_backup(source).unwrap().unwrap();
             cardvault_proto::to_hex(&wb::chain_hash_of(&v, &v.chain_to(&last).unwrap()).unwrap())
         },
+        authorized_applications: Vec::new(),
     };
     wb::sign_authorization(&req, &issuer_signer()).unwrap()
 }
@@ -474,6 +477,7 @@ fn run_other_card(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()> {
         chain,
         authorization: Some(&auth),
         override_rollback: false,
+        agreements: &[],
     };
     wb::restore(&mut c, &mut v, &plan, &|_, _| {}).map(|_| ())
 }

@@ -936,6 +936,7 @@ fn a_restore_leaves_authorized_applications_as_they_are() {
             chain: v.chain_to(&last).unwrap(),
             authorization: None,
             override_rollback: false,
+            agreements: &[],
         };
         let rep = wb::restore(c, &mut v, &plan, &|_, _| {}).unwrap();
         // 256 pages less the purse (4), the ID (32), the medical record (128), loyalty (60).
@@ -968,4 +969,304 @@ fn short_apdus_only_store_a_large_record_by_chaining() {
     drop(r);
     expect_stored(&home, "card", MEDICAL, &data);
     records_match_card(&home, "card");
+}
+
+// ---- Restore under the same trust as storing ----
+
+/// The restore request of card `target` for `source`'s newest backup (a
+/// fresh restore challenge on `target`).
+fn restore_request(home: &Path, target: &str, source: &str) -> cardvault::workflow::backup::RestoreRequest {
+    use cardvault::workflow::backup as wb;
+    let mut v = vault(home);
+    with_card(home, target, |_| ());
+    let from = (source != state(home, target).card_number).then_some(source);
+    with_card(home, target, |c| {
+        let job = wb::RestoreJob {
+            from_card: from,
+            backup_id: None,
+            authorization: None,
+            agreements: &[],
+            request_only: true,
+            pin: PIN.as_bytes(),
+            rollback_issuer: None,
+        };
+        match wb::run_restore(c, &mut v, &job, &|_, _| {}).unwrap() {
+            wb::RestoreOutcome::Requested(r) => r,
+            other => panic!("{other:?}"),
+        }
+    })
+}
+
+/// Restore `source`'s newest backup onto `target` with the given
+/// authorization and agreements.
+fn restore_with(
+    home: &Path,
+    target: &str,
+    source: &str,
+    auth: Option<&cardvault::workflow::backup::RestoreAuthorization>,
+    agreements: &[cardvault::workflow::backup::RestoreAgreement],
+) -> cardvault::Result<cardvault::workflow::backup::RestoreReport> {
+    use cardvault::workflow::backup as wb;
+    let mut v = vault(home);
+    with_card(home, target, |_| ());
+    let from = (source != state(home, target).card_number).then_some(source);
+    with_card(home, target, |c| {
+        let job = wb::RestoreJob {
+            from_card: from,
+            backup_id: None,
+            authorization: auth,
+            agreements,
+            request_only: false,
+            pin: PIN.as_bytes(),
+            rollback_issuer: None,
+        };
+        match wb::run_restore(c, &mut v, &job, &|_, _| {})? {
+            wb::RestoreOutcome::Restored(r) => Ok(r),
+            other => panic!("{other:?}"),
+        }
+    })
+}
+
+/// A provider's credentials with the test provider's name, certified by
+/// `registrar` (key and root).
+fn provider_under(registrar_key: &KeyPair, registrar: &X509) -> PartyCredentials {
+    let key = KeyPair::generate().unwrap();
+    let now = Asn1Time::days_from_now(0).unwrap();
+    let cert = issue_party_certificate(
+        registrar_key,
+        registrar,
+        &key.public_bytes(),
+        Party::Provider,
+        reg::PROVIDER_NAME,
+        &now,
+        30,
+    )
+    .unwrap();
+    PartyCredentials::from_pem(
+        Party::Provider,
+        &key.pkey().unwrap().private_key_to_pem_pkcs8().unwrap(),
+        &cert.to_pem().unwrap(),
+    )
+    .unwrap()
+}
+
+/// Card `s` with a medical record stored under authorization, its holder
+/// application written, backed up, and reported lost. Returns its number
+/// and the record.
+fn lost_card_with_a_record(home: &Path) -> (String, Vec<u8>) {
+    let data = b"blood type AB-, pacemaker".to_vec();
+    let req = request(home, "s", &record(&data));
+    apply(home, "s", &authorize(&req, Party::Issuer), Some(&data)).unwrap();
+    let mut v = vault(home);
+    with_card(home, "s", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.write_memory(4, &[0x44; 512]).unwrap();
+        cardvault::workflow::backup::backup(c, &mut v, true, &|_, _| {}).unwrap();
+    });
+    cardvault::workflow::authorize::revoke_card(&mut v, &req.card_number, "lost").unwrap();
+    (req.card_number, data)
+}
+
+/// Onto another card: without the provider's agreement its applications
+/// are left out and named in the report; with it the medical record is
+/// written and recorded; an agreement the card does not accept (a provider
+/// of the same name under another data registrar, an agreement for an older
+/// challenge) leaves the application out with the card's refusal named, and
+/// the card ends exactly as without one.
+#[test]
+fn a_restore_writes_a_providers_application_only_with_its_agreement() {
+    use cardvault::workflow::backup as wb;
+    let home = temp_dir("storing-restore-agree");
+    let (source, data) = lost_card_with_a_record(&home);
+
+    // The request lists the providers' applications, not the issuer's ID.
+    let req = restore_request(&home, "t", &source);
+    let listed: Vec<(u8, &str)> = req
+        .authorized_applications
+        .iter()
+        .map(|a| (a.application, a.provider.as_str()))
+        .collect();
+    assert_eq!(listed, [(MEDICAL, reg::PROVIDER_NAME), (LOYALTY, reg::PROVIDER_NAME)]);
+    assert_eq!(req.authorized_applications[0].name, "medical record");
+
+    // No agreement: both left out, named with their provider.
+    let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+    let rep = restore_with(&home, "t", &source, Some(&auth), &[]).unwrap();
+    assert!(rep.agreed.is_empty());
+    let left: Vec<(u8, &str, &str)> = rep
+        .left_out
+        .iter()
+        .map(|a| (a.application, a.provider.as_str(), a.reason.as_str()))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (MEDICAL, reg::PROVIDER_NAME, "no agreement from its provider"),
+            (LOYALTY, reg::PROVIDER_NAME, "no agreement from its provider")
+        ]
+    );
+    assert_eq!(&app_bytes(&home, "t", 2)[..512], &[0x44; 512][..]);
+    assert!(app_bytes(&home, "t", MEDICAL).iter().all(|b| *b == 0));
+    records_match_card(&home, "t");
+    let without = state(&home, "t").memory.clone();
+
+    // With the provider's agreement for the medical record only.
+    let req = restore_request(&home, "u", &source);
+    let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+    let agreement = wb::sign_agreement(&req, &provider(), &[MEDICAL]).unwrap();
+    let rep = restore_with(&home, "u", &source, Some(&auth), std::slice::from_ref(&agreement)).unwrap();
+    assert_eq!(rep.agreed.iter().map(|a| a.application).collect::<Vec<_>>(), [MEDICAL]);
+    assert_eq!(
+        rep.left_out.iter().map(|a| a.application).collect::<Vec<_>>(),
+        [LOYALTY]
+    );
+    expect_stored(&home, "u", MEDICAL, &data);
+    let rec = vault(&home)
+        .latest_storing(&state(&home, "u").card_number, MEDICAL)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.provider.as_deref(), Some(reg::PROVIDER_NAME));
+    records_match_card(&home, "u");
+    // Only the medical record differs from the restore without agreement.
+    let with = state(&home, "u").memory.clone();
+    let m = (68 * PAGE)..(196 * PAGE);
+    assert_eq!(with[..m.start], without[..m.start]);
+    assert_eq!(with[m.end..], without[m.end..]);
+
+    // Refused by the card: a provider of the same name under another data
+    // registrar, and an agreement for an older challenge of the same card.
+    let rogue_key = KeyPair::generate().unwrap();
+    let rogue_root = issue_registrar_root(&rogue_key, "rogue registrar", "20250101000000Z", "20500101000000Z").unwrap();
+    let rogue = provider_under(&rogue_key, &rogue_root);
+    for case in ["rogue provider", "older challenge"] {
+        let card = if case == "rogue provider" { "v" } else { "w" };
+        let old = restore_request(&home, card, &source);
+        let req = restore_request(&home, card, &source);
+        let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+        let agreement = match case {
+            "rogue provider" => wb::sign_agreement(&req, &rogue, &[MEDICAL]).unwrap(),
+            _ => wb::sign_agreement(&old, &provider(), &[MEDICAL]).unwrap(),
+        };
+        let rep = restore_with(&home, card, &source, Some(&auth), &[agreement]).unwrap();
+        assert!(rep.agreed.is_empty(), "{case}");
+        assert_eq!(rep.left_out[0].application, MEDICAL, "{case}");
+        assert!(
+            rep.left_out[0].reason.contains("6982"),
+            "{case}: {}",
+            rep.left_out[0].reason
+        );
+        assert_eq!(state(&home, card).memory, without, "{case}");
+        records_match_card(&home, card);
+    }
+
+    // An agreement for another restore is refused before anything is sent.
+    let req = restore_request(&home, "x", &source);
+    let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+    let before = card_data(&home, "x");
+    let e = restore_with(&home, "x", &source, Some(&auth), &[agreement]).unwrap_err();
+    assert!(e.to_string().contains("restore agreement is for card"), "{e}");
+    assert_eq!(card_data(&home, "x"), before);
+    // A provider signs only for its own applications.
+    let e = wb::sign_agreement(&req, &issuer(), &[]).unwrap_err();
+    assert!(e.to_string().contains("data provider's"), "{e}");
+}
+
+/// Onto the same card: an older record comes back only with the provider's
+/// agreement for a restore request of this card, and the vault then records
+/// what the card holds.
+#[test]
+fn a_same_card_restore_brings_an_authorized_record_back_with_its_providers_agreement() {
+    use cardvault::workflow::backup as wb;
+    let home = temp_dir("storing-restore-same");
+    let old = b"record of 2025".to_vec();
+    let new = b"record of 2026, longer than the old one".to_vec();
+    let req = request(&home, "card", &record(&old));
+    let number = req.card_number.clone();
+    apply(&home, "card", &authorize(&req, Party::Issuer), Some(&old)).unwrap();
+    let mut v = vault(&home);
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        wb::backup(c, &mut v, true, &|_, _| {}).unwrap();
+    });
+    let req = request(&home, "card", &record(&new));
+    apply(&home, "card", &authorize(&req, Party::Provider), Some(&new)).unwrap();
+
+    let rreq = restore_request(&home, "card", &number);
+    assert_eq!(rreq.source_card, rreq.target_card);
+    let agreement = wb::sign_agreement(&rreq, &provider(), &[]).unwrap();
+    assert_eq!(agreement.agreements.len(), 2, "both of the provider's applications");
+    let rep = restore_with(&home, "card", &number, None, &[agreement]).unwrap();
+    assert_eq!(rep.agreed.len(), 2);
+    assert!(rep.left_out.is_empty());
+    expect_stored(&home, "card", MEDICAL, &old);
+    records_match_card(&home, "card");
+    // The challenge is used: the same agreement does not work twice.
+    let agreement = wb::sign_agreement(&rreq, &provider(), &[MEDICAL]).unwrap();
+    let req = request(&home, "card", &record(&new));
+    apply(&home, "card", &authorize(&req, Party::Provider), Some(&new)).unwrap();
+    let rep = restore_with(&home, "card", &number, None, &[agreement]).unwrap();
+    assert!(rep.left_out[0].reason.contains("6982"), "{:?}", rep.left_out);
+    expect_stored(&home, "card", MEDICAL, &new);
+    records_match_card(&home, "card");
+}
+
+/// The issuer's restore authorization verifies through the issuer
+/// registration certificate, as storing authorizations do: the IRC under
+/// the card's issuer registrar root naming the card's issuer; an IRC naming
+/// another issuer, or from another registrar, is refused with the target
+/// card unchanged.
+#[test]
+fn a_restore_authorization_signed_under_the_issuers_registration_certificate() {
+    use cardvault::workflow::backup as wb;
+    let home = temp_dir("storing-restore-irc");
+    let (source, _) = lost_card_with_a_record(&home);
+    let signer = |key: &KeyPair, cert: &X509| {
+        cardvault::issuer::IssuerSigner::new(key.private_bytes().as_ref(), &cert.to_pem().unwrap()).unwrap()
+    };
+    let ir_key = party_key(reg::ISSUER_REGISTRAR_KEY_PEM);
+    let ir_root = X509::from_pem(reg::ISSUER_REGISTRAR_PEM).unwrap();
+    let now = Asn1Time::days_from_now(0).unwrap();
+    let k = KeyPair::generate().unwrap();
+    let other_issuer = issue_party_certificate(
+        &ir_key,
+        &ir_root,
+        &k.public_bytes(),
+        Party::Issuer,
+        "another issuer",
+        &now,
+        30,
+    )
+    .unwrap();
+    let rogue_key = KeyPair::generate().unwrap();
+    let rogue_root = issue_registrar_root(&rogue_key, "rogue registrar", "20250101000000Z", "20500101000000Z").unwrap();
+    let issuer_name = "cardvault TEST issuer root - NOT FOR PRODUCTION";
+    let rogue_irc = issue_party_certificate(
+        &rogue_key,
+        &rogue_root,
+        &k.public_bytes(),
+        Party::Issuer,
+        issuer_name,
+        &now,
+        30,
+    )
+    .unwrap();
+    for (case, s) in [
+        ("another issuer", signer(&k, &other_issuer)),
+        ("another registrar", signer(&k, &rogue_irc)),
+    ] {
+        let req = restore_request(&home, "t", &source);
+        let auth = wb::sign_authorization(&req, &s).unwrap();
+        let before = card_data(&home, "t");
+        let e = restore_with(&home, "t", &source, Some(&auth), &[]).unwrap_err();
+        assert!(e.to_string().contains("invalid authorization"), "{case}: {e}");
+        assert_eq!(card_data(&home, "t"), before, "{case}");
+    }
+    // The test issuer's IRC (fixtures/registrars/test-issuer.pem).
+    let req = restore_request(&home, "t", &source);
+    let irc = X509::from_pem(reg::ISSUER_PEM).unwrap();
+    let auth = wb::sign_authorization(&req, &signer(&party_key(reg::ISSUER_KEY_PEM), &irc)).unwrap();
+    let rep = restore_with(&home, "t", &source, Some(&auth), &[]).unwrap();
+    assert_eq!(rep.mode, wb::RestoreMode::OtherCard);
+    assert_eq!(&app_bytes(&home, "t", 2)[..512], &[0x44; 512][..]);
+    records_match_card(&home, "t");
 }

@@ -85,6 +85,32 @@ impl Applet {
         }
     }
 
+    /// The signer of a restore authorization: an issuer signer under the
+    /// installed issuer root ([`Self::issuer_signature_verifies`]), or the
+    /// issuer's registration certificate (IRC) under the installed issuer
+    /// registrar root, naming this card's issuer (the CN of its issuer root),
+    /// the same trust a storing authorization goes through. `sig` must
+    /// verify over `msg` with the key the certificate certifies.
+    pub(crate) fn restore_signer_verifies(&self, cert: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+        if self.issuer_signature_verifies(cert, msg, sig) {
+            return true;
+        }
+        let Ok(root) = X509::from_der(&self.state.storing.issuer_registrar_root) else {
+            return false;
+        };
+        let Some(issuer) = self.issuer_name() else {
+            return false;
+        };
+        use cardvault_proto::storing::{verify_party_certificate, Party};
+        if verify_party_certificate(&root, cert, Party::Issuer).ok() != Some(issuer) {
+            return false;
+        }
+        X509::from_der(cert)
+            .ok()
+            .and_then(|c| cert::ecka_public_key(&c).ok())
+            .is_some_and(|key| cardvault_proto::crypto::verify_p256(&key, msg, sig).unwrap_or(false))
+    }
+
     /// GENERATE ECKA KEY `80 EF 00 00` (issuer session, not yet issued): a new
     /// P-256 key pair for the registration certificate. The card keeps it for
     /// this session only (a card pulled before PUT DATA `BF21` keeps its

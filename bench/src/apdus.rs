@@ -226,6 +226,7 @@ fn restore_latest(r: &mut SimReader, vault: &mut Vault) -> Result<(Stats, Vec<ca
         chain: chain.clone(),
         authorization: None,
         override_rollback: false,
+        agreements: &[],
     };
     wb::restore(&mut c, vault, &plan, &|_, _| {})?;
     Ok((stats(&mut c), chain))
