@@ -1270,3 +1270,143 @@ fn a_restore_authorization_signed_under_the_issuers_registration_certificate() {
     assert_eq!(&app_bytes(&home, "t", 2)[..512], &[0x44; 512][..]);
     records_match_card(&home, "t");
 }
+
+/// The help desk's story on the command line: the request names the
+/// provider's applications, the issuer signs with its IRC and storing key
+/// (`authorize-restore --issuer-key file:key.pem --signer-cert IRC`), the
+/// provider agrees to the medical record only (`provider authorize-restore`),
+/// and the restore says what it wrote and what it left out, in text and JSON.
+#[test]
+fn the_command_line_restores_with_a_providers_agreement_and_names_what_it_left_out() {
+    let home = temp_dir("storing-restore-cli");
+    let (source, data) = lost_card_with_a_record(&home);
+    let h = |p: &str| home.join(p).display().to_string();
+    std::fs::write(home.join("issuer-key.pem"), reg::ISSUER_KEY_PEM).unwrap();
+    std::fs::write(home.join("irc.pem"), reg::ISSUER_PEM).unwrap();
+    std::fs::create_dir_all(home.join("prov")).unwrap();
+    std::fs::write(
+        home.join("prov/party.json"),
+        format!(r#"{{"party":"provider","name":"{}"}}"#, reg::PROVIDER_NAME),
+    )
+    .unwrap();
+    std::fs::write(home.join("prov/key.pem"), reg::PROVIDER_KEY_PEM).unwrap();
+    std::fs::write(home.join("prov/certificate.pem"), reg::PROVIDER_PEM).unwrap();
+    let root = test_root().display().to_string();
+    let go = |args: &[&str]| {
+        let o = run(cv(&home).args(args));
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        o
+    };
+    for (card, agree) in [("t", true), ("u", false)] {
+        with_card(&home, card, |_| ()); // a services card
+        let req = h(&format!("req-{card}.json"));
+        let sim = format!("sim:{card}");
+        let text = stdout(&go(&[
+            "-r",
+            &sim,
+            "restore",
+            "--from-card",
+            &source,
+            "--pin",
+            "env:P",
+            "--request",
+            &req,
+        ]));
+        assert!(
+            text.contains("application 4 (medical record) is cardvault TEST provider's: written only if it agrees"),
+            "{text}"
+        );
+        let auth = h(&format!("auth-{card}.json"));
+        go(&[
+            "authorize-restore",
+            "--request",
+            &req,
+            "--issuer-key",
+            &format!("file:{}", h("issuer-key.pem")),
+            "--signer-cert",
+            &h("irc.pem"),
+            "--issuer-root",
+            &root,
+            "-o",
+            &auth,
+        ]);
+        let mut args = vec![
+            "-r".to_string(),
+            sim.clone(),
+            "restore".into(),
+            "--from-card".into(),
+            source.clone(),
+            "--pin".into(),
+            "env:P".into(),
+            "--authorization".into(),
+            auth,
+        ];
+        if agree {
+            let agr = h("agreement.json");
+            let a = json(&go(&[
+                "--json",
+                "--trust",
+                &root,
+                "provider",
+                "authorize-restore",
+                &req,
+                "--key",
+                &h("prov"),
+                "--app",
+                "4",
+                "-o",
+                &agr,
+            ]));
+            assert_eq!(a["agreements"].as_array().unwrap().len(), 1);
+            assert_eq!(a["provider"], reg::PROVIDER_NAME);
+            args.extend(["--agreement".into(), agr]);
+            let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            let text = stdout(&go(&args));
+            assert!(
+                text.contains("restored: application 4 (medical record) of cardvault TEST provider, with its provider's agreement"),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "left out: application 5 (loyalty) of cardvault TEST provider: no agreement from its provider"
+                ),
+                "{text}"
+            );
+            expect_stored(&home, card, MEDICAL, &data);
+        } else {
+            args.insert(0, "--json".into());
+            let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            let rep = json(&go(&args));
+            let left: Vec<(u64, &str, &str)> = rep["left_out"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    (
+                        a["application"].as_u64().unwrap(),
+                        a["provider"].as_str().unwrap(),
+                        a["name"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                left,
+                [
+                    (MEDICAL as u64, reg::PROVIDER_NAME, "medical record"),
+                    (LOYALTY as u64, reg::PROVIDER_NAME, "loyalty")
+                ]
+            );
+            assert!(app_bytes(&home, card, MEDICAL).iter().all(|b| *b == 0));
+        }
+        records_match_card(&home, card);
+    }
+    // A same-card request: no --from-card, no issuer authorization needed.
+    let same = h("same.json");
+    let text = stdout(&go(&["-r", "sim:s", "restore", "--pin", "env:P", "--request", &same]));
+    assert!(!text.contains("the issuer signs it"), "{text}");
+    let req: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&same).unwrap()).unwrap();
+    assert_eq!(
+        (req["source_card"].as_str(), req["target_card"].as_str()),
+        (Some(&source[..]), Some(&source[..]))
+    );
+}
