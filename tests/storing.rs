@@ -443,6 +443,28 @@ fn forged_wrong_party_and_expired_signatures_are_refused() {
         StatusWord::SecurityStatusNotSatisfied
     );
 
+    // An expired IRC of the right registrar, naming the card's issuer.
+    let irk = party_key(reg::ISSUER_REGISTRAR_KEY_PEM);
+    let expired_irc = issue_party_certificate(
+        &irk,
+        &roots().issuer_registrar,
+        &i.key.public_bytes(),
+        Party::Issuer,
+        "cardvault TEST issuer root - NOT FOR PRODUCTION",
+        &long_ago,
+        1,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    let req = card_request(&home, "card", &record(&data));
+    let sar = Sar::sign(req, Party::Issuer, expired_irc, &i.key).unwrap();
+    let sa = Authorization::Sa(Sa::sign(sar, Party::Provider, p.certificate.clone(), &p.key).unwrap());
+    assert_eq!(
+        present(&home, "card", MEDICAL, &sa, &data),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+
     assert_eq!(card_data(&home, "card"), before);
     // And the genuine SA for the same data still works with a fresh request.
     let req = card_request(&home, "card", &record(&data));
@@ -465,8 +487,46 @@ fn data_must_match_its_data_certificate() {
         e.to_string().contains("does not match its data certificate 'genome-1'"),
         "{e}"
     );
+    let before = card_data(&home, "card");
     let forged = DataCertificate::sign(&KeyPair::generate().unwrap(), "genome-1", reg::PROVIDER_NAME, &data).unwrap();
     assert!(storing::store_info(MEDICAL, &data, Some((&forged, &registrar))).is_err());
+    // On the command line: refused before the card is asked for anything.
+    std::fs::write(home.join("v2.bin"), b"genome summary v2").unwrap();
+    let sdci = cardvault::registrar::DataCertificateFile::from_certificate(&cert);
+    std::fs::write(home.join("genome.sdci"), serde_json::to_string(&sdci).unwrap()).unwrap();
+    std::fs::write(home.join("dreg.pem"), reg::DATA_REGISTRAR_PEM).unwrap();
+    let h = |p: &str| home.join(p).display().to_string();
+    let o = run(cv(&home).args([
+        "-r",
+        "sim:card",
+        "store",
+        "request",
+        "--app",
+        "4",
+        "--op",
+        "store",
+        "--data",
+        &h("v2.bin"),
+        "--data-cert",
+        &h("genome.sdci"),
+        "--data-registrar",
+        &h("dreg.pem"),
+        "--pin",
+        "env:P",
+        "-o",
+        &h("req.json"),
+    ]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("does not match its data certificate"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(card_data(&home, "card"), before);
+    assert!(
+        state(&home, "card").storing.challenge.is_empty(),
+        "no storing request was made"
+    );
+    assert!(vault(&home).list_storing(None).unwrap().is_empty());
     // The certified data goes through, with its id in the record.
     let req = request(&home, "card", &sdi);
     apply(&home, "card", &authorize(&req, Party::Provider), Some(&data)).unwrap();
@@ -1409,4 +1469,64 @@ fn the_command_line_restores_with_a_providers_agreement_and_names_what_it_left_o
         (req["source_card"].as_str(), req["target_card"].as_str()),
         (Some(&source[..]), Some(&source[..]))
     );
+}
+
+/// A restore with a provider's agreement, the target card pulled at every
+/// APDU (the answer lost, or the command never delivered): the card holds
+/// all of its old pages or all of the restored ones (the provider's
+/// application included), never a mix; a retry with a fresh request,
+/// authorization and agreement completes, and the vault then matches the card.
+#[test]
+fn a_restore_with_an_agreement_pulled_at_every_apdu_writes_all_or_nothing() {
+    use cardvault::transport::fault::{FaultyReader, PullMode, PullSchedule};
+    use cardvault::workflow::backup as wb;
+    use std::sync::Arc;
+
+    let template = temp_dir("storing-restore-cut");
+    let (source, data) = lost_card_with_a_record(&template);
+    with_card(&template, "t", |_| ());
+    let run = |dir: &Path, sched: &Arc<PullSchedule>| -> cardvault::Result<()> {
+        let req = restore_request(dir, "t", &source);
+        let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+        let agreement = wb::sign_agreement(&req, &provider(), &[MEDICAL]).unwrap();
+        let mut r = FaultyReader::new(SimReader::open(dir, "t", "services", None).unwrap(), sched.clone());
+        let mut c = CardClient::open(&mut r, SessionOptions::default())?;
+        let mut v = vault(dir);
+        let job = wb::RestoreJob {
+            from_card: Some(&source),
+            backup_id: None,
+            authorization: Some(&auth),
+            agreements: std::slice::from_ref(&agreement),
+            request_only: false,
+            pin: PIN.as_bytes(),
+            rollback_issuer: None,
+        };
+        wb::run_restore(&mut c, &mut v, &job, &|_, _| {}).map(|_| ())
+    };
+    let counting = PullSchedule::counting();
+    {
+        let dir = temp_dir("storing-restore-cut-count");
+        copy_dir(&template, &dir);
+        run(&dir, &counting).unwrap();
+    }
+    let n = counting.delivered();
+    assert!(n >= 6, "{n} APDUs");
+    let before = state(&template, "t").memory.clone();
+    for k in 1..=n {
+        for mode in [PullMode::AnswerLost, PullMode::NotDelivered] {
+            let dir = temp_dir("storing-restore-cut");
+            copy_dir(&template, &dir);
+            let r = run(&dir, &PullSchedule::new(k, mode));
+            assert!(r.is_err(), "cut at {k} ({mode:?}) completed");
+            let medical_new = is_exactly(&app_bytes(&dir, "t", MEDICAL), &data);
+            let holder_new = app_bytes(&dir, "t", 2)[..512] == [0x44; 512];
+            assert!(
+                (medical_new && holder_new) || state(&dir, "t").memory == before,
+                "cut at {k} ({mode:?}): a mix"
+            );
+            run(&dir, &PullSchedule::counting()).unwrap_or_else(|e| panic!("cut at {k} ({mode:?}): retry: {e}"));
+            expect_stored(&dir, "t", MEDICAL, &data);
+            records_match_card(&dir, "t");
+        }
+    }
 }
