@@ -968,9 +968,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A restore never writes an `authorized` application: a record deleted
-/// under authorization stays deleted when an older backup is restored, while
-/// the holder's own application comes back; the vault still matches the card.
+/// A restore never writes an `authorized` application without its
+/// provider's agreement: a record deleted under authorization stays deleted
+/// when an older backup is restored, while the holder's own application
+/// comes back; the vault still matches the card.
 #[test]
 fn a_restore_leaves_authorized_applications_as_they_are() {
     use cardvault::workflow::backup as wb;

@@ -68,7 +68,8 @@ impl Applet {
     /// DER certificate) must verify under the installed trust anchor as an
     /// issuer signer (keyUsage digitalSignature), and `sig` (raw r || s) must
     /// verify over `msg` with the key it certifies. The one check both
-    /// authorizations go through.
+    /// authorizations go through (a restore authorization may also come
+    /// through the issuer's IRC: [`Self::restore_signer_verifies`]).
     pub(crate) fn issuer_signature_verifies(&self, cert: &[u8], msg: &[u8], sig: &[u8]) -> bool {
         let Ok(anchor) = X509::from_der(&self.state.trust_anchor) else {
             return false;
