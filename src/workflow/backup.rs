@@ -541,7 +541,11 @@ pub fn restore(
     let last = plan.chain.last().expect("non-empty");
     // Each agreement must be for this restore (the card checks the
     // signature, the challenge and the provider).
-    let chain_hash = cardvault_proto::to_hex(&chain_hash_of(vault, &plan.chain)?);
+    let chain_hash = if plan.agreements.is_empty() {
+        String::new()
+    } else {
+        cardvault_proto::to_hex(&chain_hash_of(vault, &plan.chain)?)
+    };
     for a in plan.agreements {
         let r = &a.request;
         let what = if r.source_card != first.card_number || r.target_card != target_card || r.counter != last.counter {
@@ -562,10 +566,14 @@ pub fn restore(
             .into());
         }
     }
-    // The providers' applications: which the restore may write.
+    // The providers' applications: which the restore may write (their
+    // names only when there are some).
     let rules = card.application_rules()?;
-    let table = card.application_table()?;
-    let page_size = card.status()?.page_size as usize;
+    let table = if rules.iter().any(is_provider_application) {
+        card.application_table()?
+    } else {
+        Vec::new()
+    };
     let provider_apps: Vec<ProviderApplication> = provider_applications(&rules, &table);
     let restore_id = vault.start_restore(last.id, &target_card, mode.as_str())?;
     let before = card.stats();
@@ -692,6 +700,11 @@ pub fn restore(
             let der = cardvault_proto::from_hex(&a.signer_certificate)?;
             cardvault_proto::storing::common_name(&openssl::x509::X509::from_der(&der).ok()?)
         });
+        let page_size = if agreed_apps.is_empty() {
+            0
+        } else {
+            card.status()?.page_size as usize
+        };
         for app in &agreed_apps {
             let Some(t) = table.iter().find(|t| t.id == app.application) else {
                 continue;
@@ -703,9 +716,9 @@ pub fn restore(
                 .iter()
                 .flat_map(|a| a.agreements.iter())
                 .find(|g| g.application == app.application)
-                .map(|g| g.signature.clone())
+                .and_then(|g| cardvault_proto::from_hex(&g.signature))
                 .unwrap_or_default();
-            let id = cardvault_proto::to_hex(&cardvault_proto::crypto::sha256(agreement.as_bytes()));
+            let id = cardvault_proto::to_hex(&cardvault_proto::crypto::sha256(&agreement));
             vault.record_storing(&crate::vault::StoringRecord {
                 id: 0,
                 card_number: target_card.clone(),
@@ -756,14 +769,20 @@ pub fn restore(
     })
 }
 
-/// The `authorized` applications owned by a data provider (not the issuer).
+/// Whether a rule is that of an `authorized` application owned by a data
+/// provider (not the issuer).
+fn is_provider_application(r: &crate::card::ApplicationRule) -> bool {
+    r.rule == cardvault_proto::storing::StorageRule::Authorized && r.owner != "issuer"
+}
+
+/// The `authorized` applications owned by a data provider.
 fn provider_applications(
     rules: &[crate::card::ApplicationRule],
     table: &[crate::card::ApplicationEntry],
 ) -> Vec<ProviderApplication> {
     rules
         .iter()
-        .filter(|r| r.rule == cardvault_proto::storing::StorageRule::Authorized && r.owner != "issuer")
+        .filter(|r| is_provider_application(r))
         .map(|r| ProviderApplication {
             application: r.id,
             name: table
@@ -911,7 +930,11 @@ pub fn run_restore(
         let certificate = card.card_certificate()?.unwrap_or_default();
         let chain = chain_hash_of(vault, &vault.chain_to(&last)?)?;
         let rules = card.application_rules()?;
-        let table = card.application_table()?;
+        let table = if rules.iter().any(is_provider_application) {
+            card.application_table()?
+        } else {
+            Vec::new()
+        };
         return Ok(RestoreOutcome::Requested(RestoreRequest {
             authorized_applications: provider_applications(&rules, &table),
             version: REQUEST_VERSION,

@@ -9,9 +9,9 @@ pub const CUT_POINTS: &[(&str, u64)] = &[
     ("duplicate (two cards)", 19),
     ("backup, full", 7),
     ("backup, differential", 6),
-    ("restore, same card", 9),
-    ("restore, chain (full + 3 differentials)", 15),
-    ("restore, other card (issuer-authorized)", 12),
+    ("restore, same card", 10),
+    ("restore, chain (full + 3 differentials)", 16),
+    ("restore, other card (issuer-authorized)", 13),
     ("recover (three files, two cards)", 15),
     ("issue, main card with the domain key (SCP11a)", 23),
 ];
