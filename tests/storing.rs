@@ -1531,3 +1531,152 @@ fn a_restore_with_an_agreement_pulled_at_every_apdu_writes_all_or_nothing() {
         }
     }
 }
+
+/// RESTORE DATA P1 03 on the card itself: refused before the chain's trailer
+/// (6985), for an application that is not a provider's `authorized` one
+/// (the issuer's ID, the holder's own: 6A80), for a signature over another
+/// challenge (6982); accepted for the genuine agreement, and then RESTORE
+/// COMPLETE writes the medical record along with the holder's pages.
+#[test]
+fn the_card_takes_a_providers_agreement_only_for_its_application_and_this_restore() {
+    use cardvault_proto::backup as bk;
+    let home = temp_dir("storing-restore-raw");
+    let data = b"record in the backup".to_vec();
+    let req = request(&home, "card", &record(&data));
+    apply(&home, "card", &authorize(&req, Party::Issuer), Some(&data)).unwrap();
+    let number = req.card_number.clone();
+    let mut v = vault(&home);
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.write_memory(4, &[0x44; 512]).unwrap();
+        cardvault::workflow::backup::backup(c, &mut v, true, &|_, _| {}).unwrap();
+    });
+    let del = storing::delete_info(&v, &number, MEDICAL).unwrap();
+    let req = request(&home, "card", &del);
+    apply(&home, "card", &authorize(&req, Party::Provider), None).unwrap();
+    let b = v.load_backup(v.latest_backup(&number).unwrap().unwrap().id).unwrap();
+    let cert_hash = cardvault_proto::crypto::sha256(&state(&home, "card").certificate);
+    let chain = bk::chain_hash([&b.header[..]]);
+    let p = provider();
+    let agreement = |app: u8, challenge: &[u8]| {
+        let restore = bk::authorization_message(&number, b.row.counter, &number, &cert_hash, challenge, &chain);
+        let sig = cardvault_proto::crypto::sign_p256(&p.key, &bk::agreement_message(app, &p.name, &restore)).unwrap();
+        bk::RestoreAgreement {
+            app,
+            signature: &sig,
+            certificate: &p.certificate,
+        }
+        .encode()
+    };
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let challenge = c.restore_challenge().unwrap();
+        assert_eq!(
+            c.restore_begin(bk::RESTORE_SAME_CARD, false, &b.header).unwrap(),
+            StatusWord::Ok
+        );
+        assert_eq!(
+            c.restore_agreement(&agreement(MEDICAL, &challenge)).unwrap(),
+            StatusWord::ConditionsNotSatisfied,
+            "before the trailer"
+        );
+        let n = b.records.len();
+        for (i, r) in b.records.iter().enumerate() {
+            let t = (i + 1 == n).then_some(&b.trailer[..]);
+            assert_eq!(c.restore_record(r, t).unwrap(), StatusWord::Ok);
+        }
+        for app in [ID_APP, 2] {
+            assert_eq!(
+                c.restore_agreement(&agreement(app, &challenge)).unwrap(),
+                StatusWord::WrongData,
+                "application {app}"
+            );
+        }
+        assert_eq!(
+            c.restore_agreement(&agreement(MEDICAL, &[0x11; 16])).unwrap(),
+            StatusWord::SecurityStatusNotSatisfied
+        );
+        assert_eq!(
+            c.restore_agreement(&agreement(MEDICAL, &challenge)).unwrap(),
+            StatusWord::Ok
+        );
+        let r = c.restore_complete().unwrap();
+        assert!(r.sw.is_ok());
+        // 256 pages less the purse (4), the ID (32) and loyalty (60): the medical record is in.
+        assert_eq!(r.data, 160u16.to_be_bytes());
+    });
+    assert!(
+        state(&home, "card").restore_challenge.is_empty(),
+        "the challenge is used up"
+    );
+    expect_stored(&home, "card", MEDICAL, &data);
+    assert_eq!(&app_bytes(&home, "card", 2)[..512], &[0x44; 512][..]);
+}
+
+/// An agreement given before the chain's last backup is dropped by the next
+/// RESTORE P1 02: the medical record stays as it is.
+#[test]
+fn an_agreement_before_the_chains_last_backup_does_not_count() {
+    use cardvault_proto::backup as bk;
+    let home = temp_dir("storing-restore-chain");
+    let data = b"record in the full backup".to_vec();
+    let req = request(&home, "card", &record(&data));
+    apply(&home, "card", &authorize(&req, Party::Issuer), Some(&data)).unwrap();
+    let number = req.card_number.clone();
+    let mut v = vault(&home);
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        cardvault::workflow::backup::backup(c, &mut v, true, &|_, _| {}).unwrap();
+        c.write_memory(4, &[0x44; 512]).unwrap();
+        cardvault::workflow::backup::backup(c, &mut v, false, &|_, _| {}).unwrap();
+    });
+    let del = storing::delete_info(&v, &number, MEDICAL).unwrap();
+    let req = request(&home, "card", &del);
+    apply(&home, "card", &authorize(&req, Party::Provider), None).unwrap();
+    let chain = v.chain_to(&v.latest_backup(&number).unwrap().unwrap()).unwrap();
+    assert_eq!(chain.len(), 2);
+    let backups: Vec<_> = chain.iter().map(|r| v.load_backup(r.id).unwrap()).collect();
+    let cert_hash = cardvault_proto::crypto::sha256(&state(&home, "card").certificate);
+    let p = provider();
+    let before = card_data(&home, "card");
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let challenge = c.restore_challenge().unwrap();
+        for (i, b) in backups.iter().enumerate() {
+            let p1 = if i == 0 {
+                bk::RESTORE_SAME_CARD
+            } else {
+                bk::RESTORE_NEXT_IN_CHAIN
+            };
+            assert_eq!(c.restore_begin(p1, false, &b.header).unwrap(), StatusWord::Ok);
+            let n = b.records.len();
+            for (k, r) in b.records.iter().enumerate() {
+                assert_eq!(
+                    c.restore_record(r, (k + 1 == n).then_some(&b.trailer[..])).unwrap(),
+                    StatusWord::Ok
+                );
+            }
+            if i == 0 {
+                // The agreement for the chain so far (the full backup alone).
+                let chain = bk::chain_hash([&b.header[..]]);
+                let restore =
+                    bk::authorization_message(&number, b.row.counter, &number, &cert_hash, &challenge, &chain);
+                let sig =
+                    cardvault_proto::crypto::sign_p256(&p.key, &bk::agreement_message(MEDICAL, &p.name, &restore))
+                        .unwrap();
+                let a = bk::RestoreAgreement {
+                    app: MEDICAL,
+                    signature: &sig,
+                    certificate: &p.certificate,
+                };
+                assert_eq!(c.restore_agreement(&a.encode()).unwrap(), StatusWord::Ok);
+            }
+        }
+        assert!(c.restore_complete().unwrap().sw.is_ok());
+    });
+    assert!(app_bytes(&home, "card", MEDICAL).iter().all(|b| *b == 0));
+    assert_eq!(&app_bytes(&home, "card", 2)[..512], &[0x44; 512][..]);
+    let after = card_data(&home, "card");
+    assert_eq!(after.0[68 * PAGE..196 * PAGE], before.0[68 * PAGE..196 * PAGE]);
+    records_match_card(&home, "card");
+}
