@@ -393,6 +393,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_restore_agreement_round_trips_and_its_message_is_its_own() {
+        let sig = [7u8; AUTHORIZATION_SIGNATURE_LEN];
+        let a = RestoreAgreement {
+            app: 4,
+            signature: &sig,
+            certificate: &[0x30, 0x01, 0x00],
+        };
+        let d = a.encode();
+        assert_eq!(RestoreAgreement::parse(&d), Some(a));
+        assert_eq!(RestoreAgreement::parse(&d[..1 + AUTHORIZATION_SIGNATURE_LEN]), None);
+        let restore = authorization_message("0401", 3, "0402", &[1; 32], &[2; 16], &[3; 32]);
+        let m = agreement_message(4, "provider", &restore);
+        assert!(m.starts_with(AGREEMENT_LABEL) && m.ends_with(&restore));
+        assert_ne!(m, agreement_message(5, "provider", &restore));
+        assert_ne!(m, agreement_message(4, "another", &restore));
+    }
+
+    #[test]
     fn header_encodes_what_the_parser_reads() {
         let mut h = HeaderInfo::new(
             BackupKind::Differential,
