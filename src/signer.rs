@@ -161,7 +161,8 @@ impl std::fmt::Display for Pkcs11Uri {
 }
 
 /// Where the issuer's signing key is: a secret source holding the private
-/// scalar in hex (`prompt`, `env:VAR`, `file:PATH`), or a token key.
+/// scalar in hex or a PEM private key (`prompt`, `env:VAR`, `file:PATH`), or
+/// a token key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IssuerKeySource {
     Secret(SecretSource),
@@ -203,6 +204,16 @@ impl IssuerKeySource {
     pub fn open(&self, configured_module: Option<&Path>) -> Result<Signer> {
         match self {
             IssuerKeySource::Secret(src) => {
+                // A PEM private key file (a party's key.pem, `provider init
+                // --as issuer`, whose certificate is the issuer's IRC) is taken too.
+                if matches!(src, SecretSource::File(_)) {
+                    let all = src.read_all("issuer signing key")?;
+                    if all.starts_with(b"-----BEGIN") {
+                        let kp = cardvault_proto::crypto::KeyPair::from_pem(&all)
+                            .map_err(|_| Error::Usage("the issuer key PEM is not a P-256 private key".into()))?;
+                        return Signer::from_private(&kp.private_bytes());
+                    }
+                }
                 let key_hex = src.read("issuer signing key (hex)")?;
                 let key = std::str::from_utf8(&key_hex)
                     .ok()

@@ -847,6 +847,7 @@ fn the_card_refuses_forged_authorizations_the_terminal_would_have_stopped() {
             chain: vault.chain_to(&last).unwrap(),
             authorization: Some(&auth),
             override_rollback: false,
+            agreements: &[],
         };
         let before = state(home, "t");
         let mut r = SimReader::open(home, "t", "main", None).unwrap();

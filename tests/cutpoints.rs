@@ -347,6 +347,7 @@ fn vault_restores_current_memory(dir: &Path) {
             chain,
             authorization: None,
             override_rollback: false,
+            agreements: &[],
         };
         wb::restore(c, &mut v, &plan, &|_, _| {})
     })
@@ -406,6 +407,7 @@ fn run_restore_latest(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()
             chain,
             authorization: None,
             override_rollback: false,
+            agreements: &[],
         };
         wb::restore(c, &mut v, &plan, &|_, _| {}).map(|_| ())
     })
@@ -491,6 +493,7 @@ fn authorize(dir: &Path, source: &str, counter: u32) -> wb::RestoreAuthorization
             let last = v.latest_backup(source).unwrap().unwrap();
             cardvault_proto::to_hex(&wb::chain_hash_of(&v, &v.chain_to(&last).unwrap()).unwrap())
         },
+        authorized_applications: Vec::new(),
     };
     wb::sign_authorization(&req, &issuer_signer()).unwrap()
 }
@@ -509,6 +512,7 @@ fn run_other_card(dir: &Path, s: &Arc<PullSchedule>) -> cardvault::Result<()> {
         chain,
         authorization: Some(&auth),
         override_rollback: false,
+        agreements: &[],
     };
     wb::restore(&mut c, &mut v, &plan, &|_, _| {}).map(|_| ())
 }

@@ -261,6 +261,7 @@ fn ceremony_3_of_5_two_fail_three_issue_and_cards_restore_only_within_their_doma
             chain: chain.clone(),
             authorization: Some(&forged),
             override_rollback: false,
+            agreements: &[],
         };
         let e = cardvault::workflow::backup::restore(&mut cl, &mut vault, &plan, &|_, _| {}).unwrap_err();
         assert!(e.to_string().contains("same issuer domain generation"), "{e}");

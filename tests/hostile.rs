@@ -240,6 +240,7 @@ fn run_restore(r: &Run<'_>) -> cardvault::Result<()> {
         chain,
         authorization: None,
         override_rollback: false,
+        agreements: &[],
     };
     wb::restore(&mut c, &mut v, &plan, &|_, _| {}).map(|_| ())
 }

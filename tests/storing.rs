@@ -499,6 +499,28 @@ fn forged_wrong_party_and_expired_signatures_are_refused() {
         StatusWord::SecurityStatusNotSatisfied
     );
 
+    // An expired IRC of the right registrar, naming the card's issuer.
+    let irk = party_key(reg::ISSUER_REGISTRAR_KEY_PEM);
+    let expired_irc = issue_party_certificate(
+        &irk,
+        &roots().issuer_registrar,
+        &i.key.public_bytes(),
+        Party::Issuer,
+        "cardvault TEST issuer root - NOT FOR PRODUCTION",
+        &long_ago,
+        1,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    let req = card_request(&home, "card", &record(&data));
+    let sar = Sar::sign(req, Party::Issuer, expired_irc, &i.key).unwrap();
+    let sa = Authorization::Sa(Sa::sign(sar, Party::Provider, p.certificate.clone(), &p.key).unwrap());
+    assert_eq!(
+        present(&home, "card", MEDICAL, &sa, &data),
+        StatusWord::SecurityStatusNotSatisfied
+    );
+
     assert_eq!(card_data(&home, "card"), before);
     // And the genuine SA for the same data still works with a fresh request.
     let req = card_request(&home, "card", &record(&data));
@@ -521,8 +543,46 @@ fn data_must_match_its_data_certificate() {
         e.to_string().contains("does not match its data certificate 'genome-1'"),
         "{e}"
     );
+    let before = card_data(&home, "card");
     let forged = DataCertificate::sign(&KeyPair::generate().unwrap(), "genome-1", reg::PROVIDER_NAME, &data).unwrap();
     assert!(storing::store_info(MEDICAL, &data, Some((&forged, &registrar))).is_err());
+    // On the command line: refused before the card is asked for anything.
+    std::fs::write(home.join("v2.bin"), b"genome summary v2").unwrap();
+    let sdci = cardvault::registrar::DataCertificateFile::from_certificate(&cert);
+    std::fs::write(home.join("genome.sdci"), serde_json::to_string(&sdci).unwrap()).unwrap();
+    std::fs::write(home.join("dreg.pem"), reg::DATA_REGISTRAR_PEM).unwrap();
+    let h = |p: &str| home.join(p).display().to_string();
+    let o = run(cv(&home).args([
+        "-r",
+        "sim:card",
+        "store",
+        "request",
+        "--app",
+        "4",
+        "--op",
+        "store",
+        "--data",
+        &h("v2.bin"),
+        "--data-cert",
+        &h("genome.sdci"),
+        "--data-registrar",
+        &h("dreg.pem"),
+        "--pin",
+        "env:P",
+        "-o",
+        &h("req.json"),
+    ]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("does not match its data certificate"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(card_data(&home, "card"), before);
+    assert!(
+        state(&home, "card").storing.challenge.is_empty(),
+        "no storing request was made"
+    );
+    assert!(vault(&home).list_storing(None).unwrap().is_empty());
     // The certified data goes through, with its id in the record.
     let req = request(&home, "card", &sdi);
     apply(&home, "card", &authorize(&req, Party::Provider), Some(&data)).unwrap();
@@ -965,9 +1025,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A restore never writes an `authorized` application: a record deleted
-/// under authorization stays deleted when an older backup is restored, while
-/// the holder's own application comes back; the vault still matches the card.
+/// A restore never writes an `authorized` application without its
+/// provider's agreement: a record deleted under authorization stays deleted
+/// when an older backup is restored, while the holder's own application
+/// comes back; the vault still matches the card.
 #[test]
 fn a_restore_leaves_authorized_applications_as_they_are() {
     use cardvault::workflow::backup as wb;
@@ -993,6 +1054,7 @@ fn a_restore_leaves_authorized_applications_as_they_are() {
             chain: v.chain_to(&last).unwrap(),
             authorization: None,
             override_rollback: false,
+            agreements: &[],
         };
         let rep = wb::restore(c, &mut v, &plan, &|_, _| {}).unwrap();
         // 256 pages less the purse (4), the ID (32), the medical record (128), loyalty (60).
@@ -1024,5 +1086,662 @@ fn short_apdus_only_store_a_large_record_by_chaining() {
     drop(c);
     drop(r);
     expect_stored(&home, "card", MEDICAL, &data);
+    records_match_card(&home, "card");
+}
+
+// ---- Restore under the same trust as storing ----
+
+/// The restore request of card `target` for `source`'s newest backup (a
+/// fresh restore challenge on `target`).
+fn restore_request(home: &Path, target: &str, source: &str) -> cardvault::workflow::backup::RestoreRequest {
+    use cardvault::workflow::backup as wb;
+    let mut v = vault(home);
+    with_card(home, target, |_| ());
+    let from = (source != state(home, target).card_number).then_some(source);
+    with_card(home, target, |c| {
+        let job = wb::RestoreJob {
+            from_card: from,
+            backup_id: None,
+            authorization: None,
+            agreements: &[],
+            request_only: true,
+            pin: PIN.as_bytes(),
+            rollback_issuer: None,
+        };
+        match wb::run_restore(c, &mut v, &job, &|_, _| {}).unwrap() {
+            wb::RestoreOutcome::Requested(r) => r,
+            other => panic!("{other:?}"),
+        }
+    })
+}
+
+/// Restore `source`'s newest backup onto `target` with the given
+/// authorization and agreements.
+fn restore_with(
+    home: &Path,
+    target: &str,
+    source: &str,
+    auth: Option<&cardvault::workflow::backup::RestoreAuthorization>,
+    agreements: &[cardvault::workflow::backup::RestoreAgreement],
+) -> cardvault::Result<cardvault::workflow::backup::RestoreReport> {
+    use cardvault::workflow::backup as wb;
+    let mut v = vault(home);
+    with_card(home, target, |_| ());
+    let from = (source != state(home, target).card_number).then_some(source);
+    with_card(home, target, |c| {
+        let job = wb::RestoreJob {
+            from_card: from,
+            backup_id: None,
+            authorization: auth,
+            agreements,
+            request_only: false,
+            pin: PIN.as_bytes(),
+            rollback_issuer: None,
+        };
+        match wb::run_restore(c, &mut v, &job, &|_, _| {})? {
+            wb::RestoreOutcome::Restored(r) => Ok(r),
+            other => panic!("{other:?}"),
+        }
+    })
+}
+
+/// A provider's credentials with the test provider's name, certified by
+/// `registrar` (key and root).
+fn provider_under(registrar_key: &KeyPair, registrar: &X509) -> PartyCredentials {
+    let key = KeyPair::generate().unwrap();
+    let now = Asn1Time::days_from_now(0).unwrap();
+    let cert = issue_party_certificate(
+        registrar_key,
+        registrar,
+        &key.public_bytes(),
+        Party::Provider,
+        reg::PROVIDER_NAME,
+        &now,
+        30,
+    )
+    .unwrap();
+    PartyCredentials::from_pem(
+        Party::Provider,
+        &key.pkey().unwrap().private_key_to_pem_pkcs8().unwrap(),
+        &cert.to_pem().unwrap(),
+    )
+    .unwrap()
+}
+
+/// Card `s` with a medical record stored under authorization, its holder
+/// application written, backed up, and reported lost. Returns its number
+/// and the record.
+fn lost_card_with_a_record(home: &Path) -> (String, Vec<u8>) {
+    let data = b"blood type AB-, pacemaker".to_vec();
+    let req = request(home, "s", &record(&data));
+    apply(home, "s", &authorize(&req, Party::Issuer), Some(&data)).unwrap();
+    let mut v = vault(home);
+    with_card(home, "s", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.write_memory(4, &[0x44; 512]).unwrap();
+        cardvault::workflow::backup::backup(c, &mut v, true, &|_, _| {}).unwrap();
+    });
+    cardvault::workflow::authorize::revoke_card(&mut v, &req.card_number, "lost").unwrap();
+    (req.card_number, data)
+}
+
+/// Onto another card: without the provider's agreement its applications
+/// are left out and named in the report; with it the medical record is
+/// written and recorded; an agreement the card does not accept (a provider
+/// of the same name under another data registrar, an agreement for an older
+/// challenge) leaves the application out with the card's refusal named, and
+/// the card ends exactly as without one.
+#[test]
+fn a_restore_writes_a_providers_application_only_with_its_agreement() {
+    use cardvault::workflow::backup as wb;
+    let home = temp_dir("storing-restore-agree");
+    let (source, data) = lost_card_with_a_record(&home);
+
+    // The request lists the providers' applications, not the issuer's ID.
+    let req = restore_request(&home, "t", &source);
+    let listed: Vec<(u8, &str)> = req
+        .authorized_applications
+        .iter()
+        .map(|a| (a.application, a.provider.as_str()))
+        .collect();
+    assert_eq!(listed, [(MEDICAL, reg::PROVIDER_NAME), (LOYALTY, reg::PROVIDER_NAME)]);
+    assert_eq!(req.authorized_applications[0].name, "medical record");
+
+    // No agreement: both left out, named with their provider.
+    let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+    let rep = restore_with(&home, "t", &source, Some(&auth), &[]).unwrap();
+    assert!(rep.agreed.is_empty());
+    let left: Vec<(u8, &str, &str)> = rep
+        .left_out
+        .iter()
+        .map(|a| (a.application, a.provider.as_str(), a.reason.as_str()))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (MEDICAL, reg::PROVIDER_NAME, "no agreement from its provider"),
+            (LOYALTY, reg::PROVIDER_NAME, "no agreement from its provider")
+        ]
+    );
+    assert_eq!(&app_bytes(&home, "t", 2)[..512], &[0x44; 512][..]);
+    assert!(app_bytes(&home, "t", MEDICAL).iter().all(|b| *b == 0));
+    records_match_card(&home, "t");
+    let without = state(&home, "t").memory.clone();
+
+    // With the provider's agreement for the medical record only.
+    let req = restore_request(&home, "u", &source);
+    let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+    let agreement = wb::sign_agreement(&req, &provider(), &[MEDICAL]).unwrap();
+    let rep = restore_with(&home, "u", &source, Some(&auth), std::slice::from_ref(&agreement)).unwrap();
+    assert_eq!(rep.agreed.iter().map(|a| a.application).collect::<Vec<_>>(), [MEDICAL]);
+    assert_eq!(
+        rep.left_out.iter().map(|a| a.application).collect::<Vec<_>>(),
+        [LOYALTY]
+    );
+    expect_stored(&home, "u", MEDICAL, &data);
+    let rec = vault(&home)
+        .latest_storing(&state(&home, "u").card_number, MEDICAL)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.provider.as_deref(), Some(reg::PROVIDER_NAME));
+    records_match_card(&home, "u");
+    // Only the medical record differs from the restore without agreement.
+    let with = state(&home, "u").memory.clone();
+    let m = (68 * PAGE)..(196 * PAGE);
+    assert_eq!(with[..m.start], without[..m.start]);
+    assert_eq!(with[m.end..], without[m.end..]);
+
+    // Refused by the card: a provider of the same name under another data
+    // registrar, and an agreement for an older challenge of the same card.
+    let rogue_key = KeyPair::generate().unwrap();
+    let rogue_root = issue_registrar_root(&rogue_key, "rogue registrar", "20250101000000Z", "20500101000000Z").unwrap();
+    let rogue = provider_under(&rogue_key, &rogue_root);
+    for case in ["rogue provider", "older challenge"] {
+        let card = if case == "rogue provider" { "v" } else { "w" };
+        let old = restore_request(&home, card, &source);
+        let req = restore_request(&home, card, &source);
+        let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+        let agreement = match case {
+            "rogue provider" => wb::sign_agreement(&req, &rogue, &[MEDICAL]).unwrap(),
+            _ => wb::sign_agreement(&old, &provider(), &[MEDICAL]).unwrap(),
+        };
+        let rep = restore_with(&home, card, &source, Some(&auth), &[agreement]).unwrap();
+        assert!(rep.agreed.is_empty(), "{case}");
+        assert_eq!(rep.left_out[0].application, MEDICAL, "{case}");
+        assert!(
+            rep.left_out[0].reason.contains("6982"),
+            "{case}: {}",
+            rep.left_out[0].reason
+        );
+        assert_eq!(state(&home, card).memory, without, "{case}");
+        records_match_card(&home, card);
+    }
+
+    // An agreement for another restore is refused before anything is sent.
+    let req = restore_request(&home, "x", &source);
+    let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+    let before = card_data(&home, "x");
+    let e = restore_with(&home, "x", &source, Some(&auth), &[agreement]).unwrap_err();
+    assert!(e.to_string().contains("restore agreement is for card"), "{e}");
+    assert_eq!(card_data(&home, "x"), before);
+    // A provider signs only for its own applications.
+    let e = wb::sign_agreement(&req, &issuer(), &[]).unwrap_err();
+    assert!(e.to_string().contains("data provider's"), "{e}");
+}
+
+/// Onto the same card: an older record comes back only with the provider's
+/// agreement for a restore request of this card, and the vault then records
+/// what the card holds.
+#[test]
+fn a_same_card_restore_brings_an_authorized_record_back_with_its_providers_agreement() {
+    use cardvault::workflow::backup as wb;
+    let home = temp_dir("storing-restore-same");
+    let old = b"record of 2025".to_vec();
+    let new = b"record of 2026, longer than the old one".to_vec();
+    let req = request(&home, "card", &record(&old));
+    let number = req.card_number.clone();
+    apply(&home, "card", &authorize(&req, Party::Issuer), Some(&old)).unwrap();
+    let mut v = vault(&home);
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        wb::backup(c, &mut v, true, &|_, _| {}).unwrap();
+    });
+    let req = request(&home, "card", &record(&new));
+    apply(&home, "card", &authorize(&req, Party::Provider), Some(&new)).unwrap();
+
+    let rreq = restore_request(&home, "card", &number);
+    assert_eq!(rreq.source_card, rreq.target_card);
+    let agreement = wb::sign_agreement(&rreq, &provider(), &[]).unwrap();
+    assert_eq!(agreement.agreements.len(), 2, "both of the provider's applications");
+    let rep = restore_with(&home, "card", &number, None, &[agreement]).unwrap();
+    assert_eq!(rep.agreed.len(), 2);
+    assert!(rep.left_out.is_empty());
+    expect_stored(&home, "card", MEDICAL, &old);
+    records_match_card(&home, "card");
+    // The challenge is used: the same agreement does not work twice.
+    let agreement = wb::sign_agreement(&rreq, &provider(), &[MEDICAL]).unwrap();
+    let req = request(&home, "card", &record(&new));
+    apply(&home, "card", &authorize(&req, Party::Provider), Some(&new)).unwrap();
+    let rep = restore_with(&home, "card", &number, None, &[agreement]).unwrap();
+    assert!(rep.left_out[0].reason.contains("6982"), "{:?}", rep.left_out);
+    expect_stored(&home, "card", MEDICAL, &new);
+    records_match_card(&home, "card");
+}
+
+/// The issuer's restore authorization verifies through the issuer
+/// registration certificate, as storing authorizations do: the IRC under
+/// the card's issuer registrar root naming the card's issuer; an IRC naming
+/// another issuer, or from another registrar, is refused with the target
+/// card unchanged.
+#[test]
+fn a_restore_authorization_signed_under_the_issuers_registration_certificate() {
+    use cardvault::workflow::backup as wb;
+    let home = temp_dir("storing-restore-irc");
+    let (source, _) = lost_card_with_a_record(&home);
+    let signer = |key: &KeyPair, cert: &X509| {
+        cardvault::issuer::IssuerSigner::new(key.private_bytes().as_ref(), &cert.to_pem().unwrap()).unwrap()
+    };
+    let ir_key = party_key(reg::ISSUER_REGISTRAR_KEY_PEM);
+    let ir_root = X509::from_pem(reg::ISSUER_REGISTRAR_PEM).unwrap();
+    let now = Asn1Time::days_from_now(0).unwrap();
+    let k = KeyPair::generate().unwrap();
+    let other_issuer = issue_party_certificate(
+        &ir_key,
+        &ir_root,
+        &k.public_bytes(),
+        Party::Issuer,
+        "another issuer",
+        &now,
+        30,
+    )
+    .unwrap();
+    let rogue_key = KeyPair::generate().unwrap();
+    let rogue_root = issue_registrar_root(&rogue_key, "rogue registrar", "20250101000000Z", "20500101000000Z").unwrap();
+    let issuer_name = "cardvault TEST issuer root - NOT FOR PRODUCTION";
+    let rogue_irc = issue_party_certificate(
+        &rogue_key,
+        &rogue_root,
+        &k.public_bytes(),
+        Party::Issuer,
+        issuer_name,
+        &now,
+        30,
+    )
+    .unwrap();
+    for (case, s) in [
+        ("another issuer", signer(&k, &other_issuer)),
+        ("another registrar", signer(&k, &rogue_irc)),
+    ] {
+        let req = restore_request(&home, "t", &source);
+        let auth = wb::sign_authorization(&req, &s).unwrap();
+        let before = card_data(&home, "t");
+        let e = restore_with(&home, "t", &source, Some(&auth), &[]).unwrap_err();
+        // Another issuer's IRC is stopped by the terminal's own check (it
+        // names another issuer); the rogue registrar's by the card, which
+        // alone holds the issuer registrar root.
+        let why = if case == "another issuer" {
+            "signer not trusted"
+        } else {
+            "refused the authorization"
+        };
+        assert!(e.to_string().contains(why), "{case}: {e}");
+        assert_eq!(card_data(&home, "t"), before, "{case}");
+    }
+    // The test issuer's IRC (fixtures/registrars/test-issuer.pem).
+    let req = restore_request(&home, "t", &source);
+    let irc = X509::from_pem(reg::ISSUER_PEM).unwrap();
+    let auth = wb::sign_authorization(&req, &signer(&party_key(reg::ISSUER_KEY_PEM), &irc)).unwrap();
+    let rep = restore_with(&home, "t", &source, Some(&auth), &[]).unwrap();
+    assert_eq!(rep.mode, wb::RestoreMode::OtherCard);
+    assert_eq!(&app_bytes(&home, "t", 2)[..512], &[0x44; 512][..]);
+    records_match_card(&home, "t");
+}
+
+/// The help desk's story on the command line: the request names the
+/// provider's applications, the issuer signs with its IRC and storing key
+/// (`authorize-restore --issuer-key file:key.pem --signer-cert IRC`), the
+/// provider agrees to the medical record only (`provider authorize-restore`),
+/// and the restore says what it wrote and what it left out, in text and JSON.
+#[test]
+fn the_command_line_restores_with_a_providers_agreement_and_names_what_it_left_out() {
+    let home = temp_dir("storing-restore-cli");
+    let (source, data) = lost_card_with_a_record(&home);
+    let h = |p: &str| home.join(p).display().to_string();
+    std::fs::write(home.join("issuer-key.pem"), reg::ISSUER_KEY_PEM).unwrap();
+    std::fs::write(home.join("irc.pem"), reg::ISSUER_PEM).unwrap();
+    std::fs::create_dir_all(home.join("prov")).unwrap();
+    std::fs::write(
+        home.join("prov/party.json"),
+        format!(r#"{{"party":"provider","name":"{}"}}"#, reg::PROVIDER_NAME),
+    )
+    .unwrap();
+    std::fs::write(home.join("prov/key.pem"), reg::PROVIDER_KEY_PEM).unwrap();
+    std::fs::write(home.join("prov/certificate.pem"), reg::PROVIDER_PEM).unwrap();
+    let root = test_root().display().to_string();
+    let go = |args: &[&str]| {
+        let o = run(cv(&home).args(args));
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        o
+    };
+    for (card, agree) in [("t", true), ("u", false)] {
+        with_card(&home, card, |_| ()); // a services card
+        let req = h(&format!("req-{card}.json"));
+        let sim = format!("sim:{card}");
+        let text = stdout(&go(&[
+            "-r",
+            &sim,
+            "restore",
+            "--from-card",
+            &source,
+            "--pin",
+            "env:P",
+            "--request",
+            &req,
+        ]));
+        assert!(
+            text.contains("application 4 (medical record) is cardvault TEST provider's: written only if it agrees"),
+            "{text}"
+        );
+        let auth = h(&format!("auth-{card}.json"));
+        go(&[
+            "authorize-restore",
+            "--request",
+            &req,
+            "--issuer-key",
+            &format!("file:{}", h("issuer-key.pem")),
+            "--signer-cert",
+            &h("irc.pem"),
+            "--issuer-root",
+            &root,
+            "-o",
+            &auth,
+        ]);
+        let mut args = vec![
+            "-r".to_string(),
+            sim.clone(),
+            "restore".into(),
+            "--from-card".into(),
+            source.clone(),
+            "--pin".into(),
+            "env:P".into(),
+            "--authorization".into(),
+            auth,
+        ];
+        if agree {
+            let agr = h("agreement.json");
+            let a = json(&go(&[
+                "--json",
+                "--trust",
+                &root,
+                "provider",
+                "authorize-restore",
+                &req,
+                "--key",
+                &h("prov"),
+                "--app",
+                "4",
+                "-o",
+                &agr,
+            ]));
+            assert_eq!(a["agreements"].as_array().unwrap().len(), 1);
+            assert_eq!(a["provider"], reg::PROVIDER_NAME);
+            args.extend(["--agreement".into(), agr]);
+            let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            let text = stdout(&go(&args));
+            assert!(
+                text.contains("restored: application 4 (medical record) of cardvault TEST provider, with its provider's agreement"),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "left out: application 5 (loyalty) of cardvault TEST provider: no agreement from its provider"
+                ),
+                "{text}"
+            );
+            expect_stored(&home, card, MEDICAL, &data);
+        } else {
+            args.insert(0, "--json".into());
+            let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            let rep = json(&go(&args));
+            let left: Vec<(u64, &str, &str)> = rep["left_out"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    (
+                        a["application"].as_u64().unwrap(),
+                        a["provider"].as_str().unwrap(),
+                        a["name"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                left,
+                [
+                    (MEDICAL as u64, reg::PROVIDER_NAME, "medical record"),
+                    (LOYALTY as u64, reg::PROVIDER_NAME, "loyalty")
+                ]
+            );
+            assert!(app_bytes(&home, card, MEDICAL).iter().all(|b| *b == 0));
+        }
+        records_match_card(&home, card);
+    }
+    // A same-card request: no --from-card, no issuer authorization needed.
+    let same = h("same.json");
+    let text = stdout(&go(&["-r", "sim:s", "restore", "--pin", "env:P", "--request", &same]));
+    assert!(!text.contains("the issuer signs it"), "{text}");
+    let req: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&same).unwrap()).unwrap();
+    assert_eq!(
+        (req["source_card"].as_str(), req["target_card"].as_str()),
+        (Some(&source[..]), Some(&source[..]))
+    );
+}
+
+/// A restore with a provider's agreement, the target card pulled at every
+/// APDU (the answer lost, or the command never delivered): the card holds
+/// all of its old pages or all of the restored ones (the provider's
+/// application included), never a mix; a retry with a fresh request,
+/// authorization and agreement completes, and the vault then matches the card.
+#[test]
+fn a_restore_with_an_agreement_pulled_at_every_apdu_writes_all_or_nothing() {
+    use cardvault::transport::fault::{FaultyReader, PullMode, PullSchedule};
+    use cardvault::workflow::backup as wb;
+    use std::sync::Arc;
+
+    let template = temp_dir("storing-restore-cut");
+    let (source, data) = lost_card_with_a_record(&template);
+    with_card(&template, "t", |_| ());
+    let run = |dir: &Path, sched: &Arc<PullSchedule>| -> cardvault::Result<()> {
+        let req = restore_request(dir, "t", &source);
+        let auth = wb::sign_authorization(&req, &issuer_signer()).unwrap();
+        let agreement = wb::sign_agreement(&req, &provider(), &[MEDICAL]).unwrap();
+        let mut r = FaultyReader::new(SimReader::open(dir, "t", "services", None).unwrap(), sched.clone());
+        let mut c = CardClient::open(&mut r, SessionOptions::default())?;
+        let mut v = vault(dir);
+        let job = wb::RestoreJob {
+            from_card: Some(&source),
+            backup_id: None,
+            authorization: Some(&auth),
+            agreements: std::slice::from_ref(&agreement),
+            request_only: false,
+            pin: PIN.as_bytes(),
+            rollback_issuer: None,
+        };
+        wb::run_restore(&mut c, &mut v, &job, &|_, _| {}).map(|_| ())
+    };
+    let counting = PullSchedule::counting();
+    {
+        let dir = temp_dir("storing-restore-cut-count");
+        copy_dir(&template, &dir);
+        run(&dir, &counting).unwrap();
+    }
+    let n = counting.delivered();
+    assert!(n >= 6, "{n} APDUs");
+    let before = state(&template, "t").memory.clone();
+    for k in 1..=n {
+        for mode in [PullMode::AnswerLost, PullMode::NotDelivered] {
+            let dir = temp_dir("storing-restore-cut");
+            copy_dir(&template, &dir);
+            let r = run(&dir, &PullSchedule::new(k, mode));
+            assert!(r.is_err(), "cut at {k} ({mode:?}) completed");
+            let medical_new = is_exactly(&app_bytes(&dir, "t", MEDICAL), &data);
+            let holder_new = app_bytes(&dir, "t", 2)[..512] == [0x44; 512];
+            assert!(
+                (medical_new && holder_new) || state(&dir, "t").memory == before,
+                "cut at {k} ({mode:?}): a mix"
+            );
+            run(&dir, &PullSchedule::counting()).unwrap_or_else(|e| panic!("cut at {k} ({mode:?}): retry: {e}"));
+            expect_stored(&dir, "t", MEDICAL, &data);
+            records_match_card(&dir, "t");
+        }
+    }
+}
+
+/// RESTORE DATA P1 03 on the card itself: refused before the chain's trailer
+/// (6985), for an application that is not a provider's `authorized` one
+/// (the issuer's ID, the holder's own: 6A80), for a signature over another
+/// challenge (6982); accepted for the genuine agreement, and then RESTORE
+/// COMPLETE writes the medical record along with the holder's pages.
+#[test]
+fn the_card_takes_a_providers_agreement_only_for_its_application_and_this_restore() {
+    use cardvault_proto::backup as bk;
+    let home = temp_dir("storing-restore-raw");
+    let data = b"record in the backup".to_vec();
+    let req = request(&home, "card", &record(&data));
+    apply(&home, "card", &authorize(&req, Party::Issuer), Some(&data)).unwrap();
+    let number = req.card_number.clone();
+    let mut v = vault(&home);
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        c.write_memory(4, &[0x44; 512]).unwrap();
+        cardvault::workflow::backup::backup(c, &mut v, true, &|_, _| {}).unwrap();
+    });
+    let del = storing::delete_info(&v, &number, MEDICAL).unwrap();
+    let req = request(&home, "card", &del);
+    apply(&home, "card", &authorize(&req, Party::Provider), None).unwrap();
+    let b = v.load_backup(v.latest_backup(&number).unwrap().unwrap().id).unwrap();
+    let cert_hash = cardvault_proto::crypto::sha256(&state(&home, "card").certificate);
+    let chain = bk::chain_hash([&b.header[..]]);
+    let p = provider();
+    let agreement = |app: u8, challenge: &[u8]| {
+        let restore = bk::authorization_message(&number, b.row.counter, &number, &cert_hash, challenge, &chain);
+        let sig = cardvault_proto::crypto::sign_p256(&p.key, &bk::agreement_message(app, &p.name, &restore)).unwrap();
+        bk::RestoreAgreement {
+            app,
+            signature: &sig,
+            certificate: &p.certificate,
+        }
+        .encode()
+    };
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let challenge = c.restore_challenge().unwrap();
+        assert_eq!(
+            c.restore_begin(bk::RESTORE_SAME_CARD, false, &b.header).unwrap(),
+            StatusWord::Ok
+        );
+        assert_eq!(
+            c.restore_agreement(&agreement(MEDICAL, &challenge)).unwrap(),
+            StatusWord::ConditionsNotSatisfied,
+            "before the trailer"
+        );
+        let n = b.records.len();
+        for (i, r) in b.records.iter().enumerate() {
+            let t = (i + 1 == n).then_some(&b.trailer[..]);
+            assert_eq!(c.restore_record(r, t).unwrap(), StatusWord::Ok);
+        }
+        for app in [ID_APP, 2] {
+            assert_eq!(
+                c.restore_agreement(&agreement(app, &challenge)).unwrap(),
+                StatusWord::WrongData,
+                "application {app}"
+            );
+        }
+        assert_eq!(
+            c.restore_agreement(&agreement(MEDICAL, &[0x11; 16])).unwrap(),
+            StatusWord::SecurityStatusNotSatisfied
+        );
+        assert_eq!(
+            c.restore_agreement(&agreement(MEDICAL, &challenge)).unwrap(),
+            StatusWord::Ok
+        );
+        let r = c.restore_complete().unwrap();
+        assert!(r.sw.is_ok());
+        // 256 pages less the purse (4), the ID (32) and loyalty (60): the medical record is in.
+        assert_eq!(r.data, 160u16.to_be_bytes());
+    });
+    assert!(
+        state(&home, "card").restore_challenge.is_empty(),
+        "the challenge is used up"
+    );
+    expect_stored(&home, "card", MEDICAL, &data);
+    assert_eq!(&app_bytes(&home, "card", 2)[..512], &[0x44; 512][..]);
+}
+
+/// An agreement given before the chain's last backup is dropped by the next
+/// RESTORE P1 02: the medical record stays as it is.
+#[test]
+fn an_agreement_before_the_chains_last_backup_does_not_count() {
+    use cardvault_proto::backup as bk;
+    let home = temp_dir("storing-restore-chain");
+    let data = b"record in the full backup".to_vec();
+    let req = request(&home, "card", &record(&data));
+    apply(&home, "card", &authorize(&req, Party::Issuer), Some(&data)).unwrap();
+    let number = req.card_number.clone();
+    let mut v = vault(&home);
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        cardvault::workflow::backup::backup(c, &mut v, true, &|_, _| {}).unwrap();
+        c.write_memory(4, &[0x44; 512]).unwrap();
+        cardvault::workflow::backup::backup(c, &mut v, false, &|_, _| {}).unwrap();
+    });
+    let del = storing::delete_info(&v, &number, MEDICAL).unwrap();
+    let req = request(&home, "card", &del);
+    apply(&home, "card", &authorize(&req, Party::Provider), None).unwrap();
+    let chain = v.chain_to(&v.latest_backup(&number).unwrap().unwrap()).unwrap();
+    assert_eq!(chain.len(), 2);
+    let backups: Vec<_> = chain.iter().map(|r| v.load_backup(r.id).unwrap()).collect();
+    let cert_hash = cardvault_proto::crypto::sha256(&state(&home, "card").certificate);
+    let p = provider();
+    let before = card_data(&home, "card");
+    with_card(&home, "card", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let challenge = c.restore_challenge().unwrap();
+        for (i, b) in backups.iter().enumerate() {
+            let p1 = if i == 0 {
+                bk::RESTORE_SAME_CARD
+            } else {
+                bk::RESTORE_NEXT_IN_CHAIN
+            };
+            assert_eq!(c.restore_begin(p1, false, &b.header).unwrap(), StatusWord::Ok);
+            let n = b.records.len();
+            for (k, r) in b.records.iter().enumerate() {
+                assert_eq!(
+                    c.restore_record(r, (k + 1 == n).then_some(&b.trailer[..])).unwrap(),
+                    StatusWord::Ok
+                );
+            }
+            if i == 0 {
+                // The agreement for the chain so far (the full backup alone).
+                let chain = bk::chain_hash([&b.header[..]]);
+                let restore =
+                    bk::authorization_message(&number, b.row.counter, &number, &cert_hash, &challenge, &chain);
+                let sig =
+                    cardvault_proto::crypto::sign_p256(&p.key, &bk::agreement_message(MEDICAL, &p.name, &restore))
+                        .unwrap();
+                let a = bk::RestoreAgreement {
+                    app: MEDICAL,
+                    signature: &sig,
+                    certificate: &p.certificate,
+                };
+                assert_eq!(c.restore_agreement(&a.encode()).unwrap(), StatusWord::Ok);
+            }
+        }
+        assert!(c.restore_complete().unwrap().sw.is_ok());
+    });
+    assert!(app_bytes(&home, "card", MEDICAL).iter().all(|b| *b == 0));
+    assert_eq!(&app_bytes(&home, "card", 2)[..512], &[0x44; 512][..]);
+    let after = card_data(&home, "card");
+    assert_eq!(after.0[68 * PAGE..196 * PAGE], before.0[68 * PAGE..196 * PAGE]);
     records_match_card(&home, "card");
 }

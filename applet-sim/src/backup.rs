@@ -66,6 +66,12 @@ pub struct RestoreSession {
     authorized_chain: Option<[u8; 32]>,
     /// SHA-256 of each header received, in order.
     header_hashes: Vec<[u8; 32]>,
+    /// The restore challenge this restore uses: taken at RESTORE P1 01, or
+    /// at the first provider agreement of a same-card restore.
+    challenge: Option<Vec<u8>>,
+    /// Applications whose provider agreed (RESTORE DATA P1 03) to this very
+    /// chain: RESTORE COMPLETE writes their pages.
+    agreed: Vec<u8>,
     chain: Vec<u32>,
     current: Incoming,
     staged: BTreeMap<u16, Vec<u8>>,
@@ -505,6 +511,8 @@ impl Applet {
                 let other = r.other_card;
                 let key = self.open_header(&h, raw, other)?;
                 let r = self.session.restore.as_mut().expect("checked");
+                // Agreements name the chain so far: a longer chain needs new ones.
+                r.agreed.clear();
                 r.chain.push(h.counter);
                 r.header_hashes.push(crypto::sha256(raw));
                 r.current = incoming(&h, raw, key);
@@ -517,6 +525,7 @@ impl Applet {
                 }
                 let mut authorized_counter = None;
                 let mut authorized_chain = None;
+                let mut taken = None;
                 if other {
                     if h.card_number == self.state.card_number {
                         return Err(sw::WRONG_DATA);
@@ -543,9 +552,10 @@ impl Applet {
                         chain_hash,
                     );
                     // The signer's certificate under the installed issuer root, then the signature.
-                    if !self.issuer_signature_verifies(signer, &msg, sig) {
+                    if !self.restore_signer_verifies(signer, &msg, sig) {
                         return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
                     }
+                    taken = Some(challenge);
                     authorized_counter = Some(counter);
                     authorized_chain = Some(chain_hash.try_into().expect("32 bytes"));
                 }
@@ -556,6 +566,8 @@ impl Applet {
                     authorized_counter,
                     authorized_chain,
                     header_hashes: vec![crypto::sha256(raw)],
+                    challenge: taken,
+                    agreed: Vec::new(),
                     chain: vec![h.counter],
                     current: incoming(&h, raw, key),
                     staged: BTreeMap::new(),
@@ -568,8 +580,11 @@ impl Applet {
     /// RESTORE DATA: P1 = 00 a record, 01 the trailer of the current backup,
     /// 02 the last record followed by the trailer (one APDU less). P2 = 00.
     pub(crate) fn restore_data(&mut self, c: &CommandApdu) -> HandlerResult {
-        if c.p1 > 2 || c.p2 != 0 {
+        if c.p1 > bk::RESTORE_DATA_AGREEMENT || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
+        }
+        if c.p1 == bk::RESTORE_DATA_AGREEMENT {
+            return self.restore_agreement(&c.data);
         }
         let r = self.session.restore.as_ref().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
         if r.current.trailer_ok {
@@ -586,6 +601,81 @@ impl Applet {
                 self.take_record(record)?;
                 self.take_trailer(trailer)?;
             }
+        }
+        Ok(vec![])
+    }
+
+    /// RESTORE DATA P1 03: a data provider's agreement that this restore
+    /// writes its `authorized` application. Only once the chain's last
+    /// trailer is in (a later RESTORE P1 02 drops the agreements). The card
+    /// checks that the application is an `authorized` one owned by a
+    /// provider, that the certificate is a DPR under the data registrar root
+    /// naming that owner, and the signature over the agreement message for
+    /// this chain, this card and this restore's challenge. A refusal leaves
+    /// the restore in progress and the application out of it.
+    fn restore_agreement(&mut self, data: &[u8]) -> HandlerResult {
+        let r = self.session.restore.as_ref().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        if !r.current.trailer_ok {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let a = bk::RestoreAgreement::parse(data).ok_or(sw::WRONG_LENGTH)?;
+        let owner = self
+            .state
+            .applications
+            .iter()
+            .find(|x| x.id == a.app)
+            .filter(|x| {
+                !x.value
+                    && x.storing.rule == cardvault_proto::storing::StorageRule::Authorized
+                    && x.storing.owner != cardvault_proto::storing::Party::Issuer.as_str()
+            })
+            .map(|x| x.storing.owner.clone())
+            .ok_or(sw::WRONG_DATA)?;
+        // A same-card restore takes the outstanding challenge now (used once,
+        // whatever the outcome); an other-card restore took it at RESTORE.
+        if self.session.restore.as_ref().is_some_and(|r| r.challenge.is_none()) {
+            let ch = std::mem::take(&mut self.state.restore_challenge);
+            if !ch.is_empty() {
+                self.mark_dirty();
+            }
+            self.session.restore.as_mut().expect("checked").challenge = Some(ch);
+        }
+        let r = self.session.restore.as_ref().expect("checked");
+        let challenge = r.challenge.clone().unwrap_or_default();
+        if challenge.is_empty() || self.state.certificate.is_empty() {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        let Some(root) = openssl::x509::X509::from_der(&self.state.storing.data_registrar_root).ok() else {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        };
+        let named = cardvault_proto::storing::verify_party_certificate(
+            &root,
+            a.certificate,
+            cardvault_proto::storing::Party::Provider,
+        );
+        if named.as_deref() != Ok(owner.as_str()) {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        let key = openssl::x509::X509::from_der(a.certificate)
+            .ok()
+            .and_then(|c| cardvault_proto::cert::ecka_public_key(&c).ok())
+            .ok_or(sw::SECURITY_STATUS_NOT_SATISFIED)?;
+        let chain = crypto::sha256(&r.header_hashes.concat());
+        let restore = authorization_message(
+            &r.current.card,
+            r.current.counter,
+            &self.state.card_number,
+            &crypto::sha256(&self.state.certificate),
+            &challenge,
+            &chain,
+        );
+        let msg = bk::agreement_message(a.app, &owner, &restore);
+        if !crypto::verify_p256(&key, &msg, a.signature).unwrap_or(false) {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        let r = self.session.restore.as_mut().expect("checked");
+        if !r.agreed.contains(&a.app) {
+            r.agreed.push(a.app);
         }
         Ok(vec![])
     }
@@ -683,8 +773,9 @@ impl Applet {
         // back spent value nor carry value written into a backup.
         let value_pages: Vec<Range<u16>> = self.value_page_ranges();
         // Nor an `authorized` or `issuer-only` application's: those change only
-        // by STORE DATA UNDER AUTHORIZATION, with their owner's agreement.
-        let authorized_pages: Vec<Range<u16>> = self.authorized_page_ranges();
+        // by STORE DATA UNDER AUTHORIZATION, or by a restore their provider
+        // agreed to (RESTORE DATA P1 03).
+        let authorized_pages: Vec<Range<u16>> = self.authorized_page_ranges(&r.agreed);
         let in_value = |p: &u16| value_pages.iter().chain(&authorized_pages).any(|v| v.contains(p));
         let mut written = 0u16;
         for (p, content) in r.staged.iter().filter(|(p, _)| !in_value(p)) {

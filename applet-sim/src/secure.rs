@@ -68,7 +68,8 @@ impl Applet {
     /// DER certificate) must verify under the installed trust anchor as an
     /// issuer signer (keyUsage digitalSignature), and `sig` (raw r || s) must
     /// verify over `msg` with the key it certifies. The one check both
-    /// authorizations go through.
+    /// authorizations go through (a restore authorization may also come
+    /// through the issuer's IRC: [`Self::restore_signer_verifies`]).
     pub(crate) fn issuer_signature_verifies(&self, cert: &[u8], msg: &[u8], sig: &[u8]) -> bool {
         let Ok(anchor) = X509::from_der(&self.state.trust_anchor) else {
             return false;
@@ -83,6 +84,32 @@ impl Applet {
             Ok(key) => cardvault_proto::crypto::verify_p256(&key, msg, sig).unwrap_or(false),
             Err(_) => false,
         }
+    }
+
+    /// The signer of a restore authorization: an issuer signer under the
+    /// installed issuer root ([`Self::issuer_signature_verifies`]), or the
+    /// issuer's registration certificate (IRC) under the installed issuer
+    /// registrar root, naming this card's issuer (the CN of its issuer root),
+    /// the same trust a storing authorization goes through. `sig` must
+    /// verify over `msg` with the key the certificate certifies.
+    pub(crate) fn restore_signer_verifies(&self, cert: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+        if self.issuer_signature_verifies(cert, msg, sig) {
+            return true;
+        }
+        let Ok(root) = X509::from_der(&self.state.storing.issuer_registrar_root) else {
+            return false;
+        };
+        let Some(issuer) = self.issuer_name() else {
+            return false;
+        };
+        use cardvault_proto::storing::{verify_party_certificate, Party};
+        if verify_party_certificate(&root, cert, Party::Issuer).ok() != Some(issuer) {
+            return false;
+        }
+        X509::from_der(cert)
+            .ok()
+            .and_then(|c| cert::ecka_public_key(&c).ok())
+            .is_some_and(|key| cardvault_proto::crypto::verify_p256(&key, msg, sig).unwrap_or(false))
     }
 
     /// GENERATE ECKA KEY `80 EF 00 00` (issuer session, not yet issued): a new

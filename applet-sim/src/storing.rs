@@ -146,12 +146,13 @@ impl Applet {
         })
     }
 
-    /// Page ranges of the applications that only storing authorizations write.
-    pub(crate) fn authorized_page_ranges(&self) -> Vec<Range<u16>> {
+    /// Page ranges of the applications that only storing authorizations
+    /// write, less those of `except` (applications a restore may write).
+    pub(crate) fn authorized_page_ranges(&self, except: &[u8]) -> Vec<Range<u16>> {
         self.state
             .applications
             .iter()
-            .filter(|a| a.storing.rule != StorageRule::Holder)
+            .filter(|a| a.storing.rule != StorageRule::Holder && !except.contains(&a.id))
             .map(|a| a.first_page..a.first_page.saturating_add(a.page_count))
             .collect()
     }
@@ -399,7 +400,7 @@ impl Applet {
 
     /// The card's issuer by name: the CN of its issuer root (trust anchor),
     /// which the issuer's IRC must carry.
-    fn issuer_name(&self) -> Option<String> {
+    pub(crate) fn issuer_name(&self) -> Option<String> {
         storing::common_name(&X509::from_der(&self.state.trust_anchor).ok()?)
     }
 }

@@ -210,6 +210,7 @@ fn restore_minimum(vault: &Vault, chain: &[cardvault::vault::BackupRow]) -> Resu
         .add(1, "status")
         .add(HANDSHAKE, "SCP11b handshake")
         .add(1, "VERIFY")
+        .add(1, "GET DATA DF34 (storage rules)")
         .add(chain.len() as u64, "RESTORE (header)")
         .add(data_apdus, "RESTORE DATA (records + trailer)")
         .add(1, "RESTORE COMPLETE");
@@ -230,6 +231,7 @@ fn restore_latest(r: &mut SimReader, vault: &mut Vault) -> Result<(Stats, Vec<ca
         chain: chain.clone(),
         authorization: None,
         override_rollback: false,
+        agreements: &[],
     };
     wb::restore(&mut c, vault, &plan, &|_, _| {})?;
     Ok((stats(&mut c), chain))

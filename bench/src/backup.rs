@@ -41,6 +41,7 @@ fn restore(r: &mut SimReader, vault: &mut Vault) -> Result<(f64, u64)> {
         chain: vault.chain_to(&last)?,
         authorization: None,
         override_rollback: false,
+        agreements: &[],
     };
     let mut c = CardClient::open(r, SessionOptions::default())?;
     c.verify_pin(PROFILE_PIN)?;

@@ -476,6 +476,7 @@ fn run(
                 chain,
                 authorization: None,
                 override_rollback: false,
+                agreements: &[],
             };
             wb::restore(&mut c, &mut v, &plan, &|_, _| {}).map(|_| ())
         }

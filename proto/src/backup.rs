@@ -338,9 +338,77 @@ pub fn authorization_message(
     m
 }
 
+/// Label of a data provider's agreement to a restore of its application.
+pub const AGREEMENT_LABEL: &[u8] = b"cardvault restore agreement v1";
+
+/// RESTORE DATA P1 of a provider agreement.
+pub const RESTORE_DATA_AGREEMENT: u8 = 0x03;
+
+/// The message a data provider signs to agree that a restore writes its
+/// application `app` (which it owns as `owner`, the CN of its DPR): the label,
+/// the application and its owner, then the very restore the issuer's
+/// authorization names ([`authorization_message`], with the target card's
+/// restore challenge and the chain hash). For a same-card restore, source and
+/// target are the same card.
+pub fn agreement_message(app: u8, owner: &str, restore: &[u8]) -> Vec<u8> {
+    let mut m = AGREEMENT_LABEL.to_vec();
+    m.push(app);
+    m.extend_from_slice(&lv(owner));
+    m.extend_from_slice(restore);
+    m
+}
+
+/// The data of RESTORE DATA P1 = 03: application (1) || signature (64, r || s)
+/// || the provider's registration certificate (DPR, DER).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreAgreement<'a> {
+    pub app: u8,
+    pub signature: &'a [u8],
+    pub certificate: &'a [u8],
+}
+
+impl<'a> RestoreAgreement<'a> {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut d = vec![self.app];
+        d.extend_from_slice(self.signature);
+        d.extend_from_slice(self.certificate);
+        d
+    }
+
+    /// None when shorter than application, signature and one byte of certificate.
+    pub fn parse(data: &'a [u8]) -> Option<RestoreAgreement<'a>> {
+        if data.len() < 1 + AUTHORIZATION_SIGNATURE_LEN + 1 {
+            return None;
+        }
+        Some(RestoreAgreement {
+            app: data[0],
+            signature: &data[1..1 + AUTHORIZATION_SIGNATURE_LEN],
+            certificate: &data[1 + AUTHORIZATION_SIGNATURE_LEN..],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_agreement_round_trips_and_its_message_is_its_own() {
+        let sig = [7u8; AUTHORIZATION_SIGNATURE_LEN];
+        let a = RestoreAgreement {
+            app: 4,
+            signature: &sig,
+            certificate: &[0x30, 0x01, 0x00],
+        };
+        let d = a.encode();
+        assert_eq!(RestoreAgreement::parse(&d), Some(a));
+        assert_eq!(RestoreAgreement::parse(&d[..1 + AUTHORIZATION_SIGNATURE_LEN]), None);
+        let restore = authorization_message("0401", 3, "0402", &[1; 32], &[2; 16], &[3; 32]);
+        let m = agreement_message(4, "provider", &restore);
+        assert!(m.starts_with(AGREEMENT_LABEL) && m.ends_with(&restore));
+        assert_ne!(m, agreement_message(5, "provider", &restore));
+        assert_ne!(m, agreement_message(4, "another", &restore));
+    }
 
     #[test]
     fn header_encodes_what_the_parser_reads() {

@@ -230,6 +230,17 @@ impl Command {
         Command::of(cla::PROPRIETARY, Ins::RestoreData, 1, 0).with_data(trailer)
     }
 
+    /// A provider's agreement to the restore in progress (RESTORE DATA P1 = 03).
+    pub fn restore_agreement(data: &[u8]) -> Command {
+        Command::of(
+            cla::PROPRIETARY,
+            Ins::RestoreData,
+            cardvault_proto::backup::RESTORE_DATA_AGREEMENT,
+            0,
+        )
+        .with_data(data)
+    }
+
     pub fn restore_complete() -> Command {
         Command::of(cla::PROPRIETARY, Ins::RestoreComplete, 0, 0).expect(2)
     }

@@ -14,7 +14,7 @@ pub use cardvault_proto::takeout::KeyOrigin;
 pub use kinds::{CardRole, ExportState};
 pub use refusal::Refusal;
 pub use secure::{CardIdentity, CertificateInfo, CertificateReport};
-pub use storing::{ApplicationRule, CardStoringRequest};
+pub use storing::{ApplicationEntry, ApplicationRule, CardStoringRequest};
 pub use value::{Application, BackupBlock, BackupRequest, Completion};
 
 use crate::apdu::{Channel, Command, Response, Stats, StatusWord};

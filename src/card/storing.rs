@@ -29,6 +29,16 @@ pub struct ApplicationRule {
     pub provider_alone: bool,
 }
 
+/// One application of the card's table (DF30): its pages and name.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ApplicationEntry {
+    pub id: u8,
+    pub first_page: u16,
+    pub page_count: u16,
+    pub value: bool,
+    pub name: String,
+}
+
 fn malformed(command: &'static str, reason: &str) -> Error {
     Error::Malformed {
         command,
@@ -71,6 +81,41 @@ impl CardClient<'_> {
     /// The card's storing key certificate (DER), when it has one.
     pub fn storing_certificate(&mut self) -> Result<Option<Vec<u8>>> {
         self.data_object(tag::STORING_CERTIFICATE)
+    }
+
+    /// The card's application table (DF30).
+    pub fn application_table(&mut self) -> Result<Vec<ApplicationEntry>> {
+        let Some(v) = self.data_object(tag::APPLICATIONS)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut d = v.as_slice();
+        while !d.is_empty() {
+            let [id, f1, f2, c1, c2, flags, n, rest @ ..] = d else {
+                return Err(malformed("GET DATA", "application table cut short"));
+            };
+            let n = *n as usize;
+            if rest.len() < n {
+                return Err(malformed("GET DATA", "application name cut short"));
+            }
+            out.push(ApplicationEntry {
+                id: *id,
+                first_page: u16::from_be_bytes([*f1, *f2]),
+                page_count: u16::from_be_bytes([*c1, *c2]),
+                value: flags & 1 != 0,
+                name: String::from_utf8_lossy(&rest[..n]).into_owned(),
+            });
+            d = &rest[n..];
+        }
+        Ok(out)
+    }
+
+    /// RESTORE DATA P1 03: a data provider's agreement (application ||
+    /// signature || DPR) to the restore in progress. The status word is the
+    /// card's verdict (9000 agreed; 6982 not this provider, chain, card or
+    /// challenge; 6A80 not a provider's `authorized` application).
+    pub fn restore_agreement(&mut self, data: &[u8]) -> Result<StatusWord> {
+        Ok(self.transmit(&Command::restore_agreement(data))?.sw)
     }
 
     /// Each application's owner and storage rule (empty on cards without them).

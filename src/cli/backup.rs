@@ -38,9 +38,16 @@ pub struct RestoreArgs {
     /// The issuer's authorization file for --from-card or --holder.
     #[arg(long, value_name = "FILE", requires = "source", conflicts_with = "request")]
     authorization: Option<PathBuf>,
-    /// Write an authorization request for the issuer (with a fresh challenge from this card) and stop.
-    #[arg(long, value_name = "FILE", requires = "source")]
+    /// Write a restore request (with a fresh challenge from this card) for the
+    /// issuer (another card's backup) and for the data providers whose
+    /// `authorized` applications it lists, and stop.
+    #[arg(long, value_name = "FILE")]
     request: Option<PathBuf>,
+    /// A data provider's agreement (`cardvault provider authorize-restore`)
+    /// to write its applications; repeat for several providers. Without one,
+    /// a provider's `authorized` application is left out and reported.
+    #[arg(long, value_name = "FILE", conflicts_with = "request")]
+    agreement: Vec<PathBuf>,
     /// Issuer override of the rollback check (restoring an older backup); needs
     /// --issuer.
     #[arg(long)]
@@ -163,6 +170,11 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         }
         None => None,
     };
+    let mut agreements: Vec<backup::RestoreAgreement> = Vec::new();
+    for p in &a.agreement {
+        let text = std::fs::read_to_string(p).map_err(|e| Error::input(format!("reading {}", p.display()), e))?;
+        agreements.push(serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?);
+    }
     let rollback_issuer = match (a.allow_rollback, a.issuer.as_deref()) {
         (true, None) => return Err(Error::Usage("--allow-rollback needs --issuer DIR".into())),
         (true, Some(issuer)) => Some(super::pin::issuer_auth(issuer)?),
@@ -207,6 +219,7 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         from_card: from_card.as_deref(),
         backup_id: a.backup,
         authorization: auth.as_ref(),
+        agreements: &agreements,
         request_only: a.request.is_some(),
         pin: &pin,
         rollback_issuer: rollback_issuer.as_ref(),
@@ -236,13 +249,24 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
                 print_json(&req);
             } else {
                 println!(
-                    "authorization request written to {} (card {} backup #{} onto card {}); \
-                     the issuer signs it with `cardvault authorize-restore`",
+                    "restore request written to {} (card {} backup #{} onto card {}){}",
                     path.display(),
                     req.source_card,
                     req.counter,
-                    req.target_card
+                    req.target_card,
+                    if req.source_card != req.target_card {
+                        "; the issuer signs it with `cardvault authorize-restore`"
+                    } else {
+                        ""
+                    }
                 );
+                for app in &req.authorized_applications {
+                    println!(
+                        "application {} ({}) is {}'s: written only if it agrees \
+                         (`cardvault provider authorize-restore`), else left out",
+                        app.application, app.name, app.provider
+                    );
+                }
             }
             return Ok(());
         }
@@ -284,6 +308,18 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
                 "value reset: {} (application {}) is never restored from a backup; the card reset it from {before} to 0 \
                  (the issuer loads the holder's value again)",
                 app.name, app.id
+            );
+        }
+        for app in &rep.agreed {
+            println!(
+                "restored: application {} ({}) of {}, with its provider's agreement",
+                app.application, app.name, app.provider
+            );
+        }
+        for app in &rep.left_out {
+            println!(
+                "left out: application {} ({}) of {}: {}",
+                app.application, app.name, app.provider, app.reason
             );
         }
     }

@@ -427,6 +427,7 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
         challenge: cardvault_proto::to_hex(&challenge),
         target_certificate: cardvault_proto::to_hex(&target.card_certificate()?.unwrap_or_default()),
         chain_hash: cardvault_proto::to_hex(&wb::chain_hash_of(&vault, &vault.chain_to(&last)?)?),
+        authorized_applications: Vec::new(),
     };
     // The issuer signs only for a source card reported lost, the newest
     // complete backup, and a target whose certificate verifies.
@@ -445,6 +446,7 @@ fn backup_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path, src: &mut SimRea
         chain: vault.chain_to(&last)?,
         authorization: Some(&auth),
         override_rollback: false,
+        agreements: &[],
     };
     let rep = wb::restore(&mut target, &mut vault, &plan, &|_, _| {})?;
     d.step(

@@ -75,6 +75,23 @@ pub enum ProviderCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Agree, as a data provider, that a restore writes your `authorized`
+    /// applications: sign the restore request (`restore --request`) for the
+    /// applications it lists as yours. Checks the target card's certificate
+    /// under the issuer roots of --trust first.
+    AuthorizeRestore {
+        /// The restore request file.
+        request: PathBuf,
+        /// The provider's directory (`provider init`, certified by its data registrar).
+        #[arg(long, value_name = "DIR")]
+        key: PathBuf,
+        /// Only this application (repeat for several); default: every one the request lists as yours.
+        #[arg(long = "app", value_name = "ID")]
+        apps: Vec<u8>,
+        /// The agreement file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 fn exists(e: Error) -> Error {
@@ -169,6 +186,46 @@ pub fn run_provider(ctx: &Ctx, c: ProviderCommand) -> Result<()> {
                     "key.pem (mode 0600); next: its registrar runs `cardvault registrar certify {}`",
                     r.dir.display()
                 );
+            }
+            Ok(())
+        }
+        ProviderCommand::AuthorizeRestore {
+            request,
+            key,
+            apps,
+            output,
+        } => {
+            let text = std::fs::read_to_string(&request)
+                .map_err(|e| Error::input(format!("reading {}", request.display()), e))?;
+            let req: crate::workflow::backup::RestoreRequest =
+                serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", request.display())))?;
+            if output.exists() {
+                return Err(Error::Usage(format!("{} already exists", output.display())));
+            }
+            if ctx.trust.is_empty() {
+                return Err(Error::Usage(
+                    "no trusted issuer root to check the target card's certificate: give --trust ROOT.pem".into(),
+                ));
+            }
+            crate::workflow::authorize::check_target_certificate(&req, ctx.trust.roots())?;
+            let me = registrar::load_party(&key)?;
+            let agreement = crate::workflow::backup::sign_agreement(&req, &me, &apps)?;
+            std::fs::write(&output, serde_json::to_string_pretty(&agreement).expect("json"))
+                .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
+            if ctx.json {
+                print_json(&agreement);
+            } else {
+                for a in &agreement.agreements {
+                    println!(
+                        "{} agrees: application {} on card {} from card {} backup #{} -> {}",
+                        agreement.provider,
+                        a.application,
+                        req.target_card,
+                        req.source_card,
+                        req.counter,
+                        output.display()
+                    );
+                }
             }
             Ok(())
         }

@@ -67,6 +67,12 @@ pub fn check_restore_request(vault: &Vault, req: &RestoreRequest, roots: &[X509]
     if !is_revoked(vault, &req.source_card)? {
         return Err(RestoreRefusal::SourceNotRevoked(req.source_card.clone()).into());
     }
+    check_target_certificate(req, roots)
+}
+
+/// The request's target certificate verifies under `roots` and names the
+/// target card (the issuer's check, and a provider's before it agrees).
+pub fn check_target_certificate(req: &RestoreRequest, roots: &[X509]) -> Result<()> {
     let bad = |why: String| RestoreRefusal::TargetCertificate {
         target: req.target_card.clone(),
         why,

@@ -241,6 +241,138 @@ pub struct RestoreRequest {
     /// card checks it at RESTORE COMPLETE.
     #[serde(default)]
     pub chain_hash: String,
+    /// The `authorized` applications of data providers on the target card,
+    /// which the chain carries pages of: the restore writes each only with
+    /// its provider's agreement ([`RestoreAgreement`]), else leaves it out.
+    #[serde(default)]
+    pub authorized_applications: Vec<ProviderApplication>,
+}
+
+/// An `authorized` application owned by a data provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProviderApplication {
+    pub application: u8,
+    pub name: String,
+    /// The owner: the CN of the provider's registration certificate (DPR).
+    pub provider: String,
+}
+
+/// An application a restore left out, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LeftOutApplication {
+    pub application: u8,
+    pub name: String,
+    pub provider: String,
+    pub reason: String,
+}
+
+/// A data provider's agreement to a restore: the request it signed for, its
+/// registration certificate (hex DER) and, per application of its own that
+/// the request lists, its signature (hex r || s) over
+/// [`cardvault_proto::backup::agreement_message`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreAgreement {
+    #[serde(flatten)]
+    pub request: RestoreRequest,
+    pub provider: String,
+    pub provider_certificate: String,
+    pub agreements: Vec<AgreedApplication>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgreedApplication {
+    pub application: u8,
+    pub signature: String,
+}
+
+/// The restore a request names, as the message an issuer and each provider sign.
+fn restore_message(req: &RestoreRequest) -> Result<Vec<u8>> {
+    let challenge = cardvault_proto::from_hex(&req.challenge)
+        .filter(|c| c.len() == 16)
+        .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
+    let chain = cardvault_proto::from_hex(&req.chain_hash)
+        .filter(|c| c.len() == bk::CHAIN_HASH_LEN)
+        .ok_or_else(|| Error::Usage("the request's chain hash is not 32 bytes of hex".into()))?;
+    if req.version != REQUEST_VERSION {
+        return Err(Error::Usage(format!(
+            "restore request version {} (this cardvault signs version {REQUEST_VERSION})",
+            req.version
+        )));
+    }
+    let target_certificate = leaf_certificate_sha256(&req.target_certificate)
+        .ok_or_else(|| Error::Usage("the request's target_certificate is not a certificate chain in hex".into()))?;
+    Ok(cardvault_proto::backup::authorization_message(
+        &req.source_card,
+        req.counter,
+        &req.target_card,
+        &target_certificate,
+        &challenge,
+        &chain,
+    ))
+}
+
+/// A data provider agrees that the restore `req` names writes its
+/// applications (`only`: these of them; default: all the request lists as
+/// its own). The provider's own checks of the request (the target card's
+/// certificate) come first.
+pub fn sign_agreement(
+    req: &RestoreRequest,
+    me: &crate::workflow::storing::PartyCredentials,
+    only: &[u8],
+) -> Result<RestoreAgreement> {
+    if me.party != cardvault_proto::storing::Party::Provider {
+        return Err(Error::Usage(
+            "a restore agreement is a data provider's; this key is the issuer's".into(),
+        ));
+    }
+    let restore = restore_message(req)?;
+    let mine: Vec<&ProviderApplication> = req
+        .authorized_applications
+        .iter()
+        .filter(|a| a.provider == me.name)
+        .collect();
+    for app in only {
+        if !mine.iter().any(|a| a.application == *app) {
+            return Err(Error::Usage(format!(
+                "the request lists no application {app} of provider {}",
+                me.name
+            )));
+        }
+    }
+    let chosen: Vec<&&ProviderApplication> = mine
+        .iter()
+        .filter(|a| only.is_empty() || only.contains(&a.application))
+        .collect();
+    if chosen.is_empty() {
+        return Err(Error::Usage(format!(
+            "the request lists no application of provider {} (it lists: {})",
+            me.name,
+            if req.authorized_applications.is_empty() {
+                "none".to_string()
+            } else {
+                req.authorized_applications
+                    .iter()
+                    .map(|a| format!("{} of {}", a.application, a.provider))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )));
+    }
+    let mut agreements = Vec::new();
+    for a in chosen {
+        let msg = bk::agreement_message(a.application, &me.name, &restore);
+        let sig = cardvault_proto::crypto::sign_p256(&me.key, &msg).map_err(|e| Error::Data(e.to_string()))?;
+        agreements.push(AgreedApplication {
+            application: a.application,
+            signature: cardvault_proto::to_hex(&sig),
+        });
+    }
+    Ok(RestoreAgreement {
+        request: req.clone(),
+        provider: me.name.clone(),
+        provider_certificate: cardvault_proto::to_hex(&me.certificate),
+        agreements,
+    })
 }
 
 /// SHA-256 of the registration certificate (the last DER certificate) of a
@@ -276,28 +408,7 @@ pub struct RestoreAuthorization {
 /// here; the issuer's checks against its vault come first
 /// (`workflow::authorize::check_restore_request`).
 pub fn sign_authorization(req: &RestoreRequest, signer: &crate::issuer::IssuerSigner) -> Result<RestoreAuthorization> {
-    let challenge = cardvault_proto::from_hex(&req.challenge)
-        .filter(|c| c.len() == 16)
-        .ok_or_else(|| Error::Usage("the request's challenge is not 16 bytes of hex".into()))?;
-    let chain = cardvault_proto::from_hex(&req.chain_hash)
-        .filter(|c| c.len() == bk::CHAIN_HASH_LEN)
-        .ok_or_else(|| Error::Usage("the request's chain hash is not 32 bytes of hex".into()))?;
-    if req.version != REQUEST_VERSION {
-        return Err(Error::Usage(format!(
-            "restore request version {} (this cardvault signs version {REQUEST_VERSION})",
-            req.version
-        )));
-    }
-    let target_certificate = leaf_certificate_sha256(&req.target_certificate)
-        .ok_or_else(|| Error::Usage("the request's target_certificate is not a certificate chain in hex".into()))?;
-    let msg = cardvault_proto::backup::authorization_message(
-        &req.source_card,
-        req.counter,
-        &req.target_card,
-        &target_certificate,
-        &challenge,
-        &chain,
-    );
+    let msg = restore_message(req)?;
     let sig = signer.sign(&msg)?;
     Ok(RestoreAuthorization {
         request: req.clone(),
@@ -315,6 +426,10 @@ pub struct RestoreReport {
     pub pages_written: u16,
     pub apdus: u64,
     pub rollback_override: bool,
+    /// Providers' applications written with their provider's agreement.
+    pub agreed: Vec<ProviderApplication>,
+    /// Providers' applications left out (not written), and why.
+    pub left_out: Vec<LeftOutApplication>,
 }
 
 /// Onto which card a restore goes: the card the backup came from, or a
@@ -360,6 +475,8 @@ pub struct RestorePlan<'a> {
     pub authorization: Option<&'a RestoreAuthorization>,
     /// Issuer override of the anti-rollback check (admin session already open).
     pub override_rollback: bool,
+    /// Data providers' agreements for their `authorized` applications.
+    pub agreements: &'a [RestoreAgreement],
 }
 
 fn restore_err(command: &'static str, sw: StatusWord) -> Error {
@@ -422,12 +539,50 @@ pub fn restore(
         check_domain(card, vault, &plan.chain, &target_card)?;
     }
     let last = plan.chain.last().expect("non-empty");
+    // Each agreement must be for this restore (the card checks the
+    // signature, the challenge and the provider).
+    let chain_hash = if plan.agreements.is_empty() {
+        String::new()
+    } else {
+        cardvault_proto::to_hex(&chain_hash_of(vault, &plan.chain)?)
+    };
+    for a in plan.agreements {
+        let r = &a.request;
+        let what = if r.source_card != first.card_number || r.target_card != target_card || r.counter != last.counter {
+            Some(format!(
+                "card {} backup #{} onto card {}, not card {} #{} onto {target_card}",
+                r.source_card, r.counter, r.target_card, first.card_number, last.counter
+            ))
+        } else if r.chain_hash.to_ascii_lowercase() != chain_hash {
+            Some("another chain of backups".to_string())
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(RestoreRefusal::AgreementMismatch {
+                provider: a.provider.clone(),
+                what,
+            }
+            .into());
+        }
+    }
+    // The providers' applications: which the restore may write (their
+    // names only when there are some).
+    let rules = card.application_rules()?;
+    let table = if rules.iter().any(is_provider_application) {
+        card.application_table()?
+    } else {
+        Vec::new()
+    };
+    let provider_apps: Vec<ProviderApplication> = provider_applications(&rules, &table);
     let restore_id = vault.start_restore(last.id, &target_card, mode.as_str())?;
     let before = card.stats();
     let total: u64 = plan.chain.iter().map(|b| b.record_count as u64 + 1).sum();
     let mut done = 0u64;
     // Whether the authorization went out (the card spends its challenge on it).
     let mut authorization_sent = false;
+    let mut agreed: Vec<u8> = Vec::new();
+    let mut refused: Vec<(u8, StatusWord)> = Vec::new();
     let result = (|| -> Result<u16> {
         for (i, row) in plan.chain.iter().enumerate() {
             let b = vault.load_backup(row.id)?;
@@ -495,6 +650,32 @@ pub fn restore(
             done += 1;
             progress(done, total);
         }
+        // The providers' agreements, once the whole chain is in.
+        for a in plan.agreements {
+            let cert = cardvault_proto::from_hex(&a.provider_certificate)
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| Error::Data(format!("{}'s agreement: the certificate is not hex DER", a.provider)))?;
+            for g in &a.agreements {
+                let sig = cardvault_proto::from_hex(&g.signature)
+                    .filter(|s| s.len() == bk::AUTHORIZATION_SIGNATURE_LEN)
+                    .ok_or_else(|| {
+                        Error::Data(format!(
+                            "{}'s agreement: a signature is not 64 bytes of hex",
+                            a.provider
+                        ))
+                    })?;
+                let data = bk::RestoreAgreement {
+                    app: g.application,
+                    signature: &sig,
+                    certificate: &cert,
+                }
+                .encode();
+                match card.restore_agreement(&data)? {
+                    StatusWord::Ok => agreed.push(g.application),
+                    sw => refused.push((g.application, sw)),
+                }
+            }
+        }
         let r = card.restore_complete()?;
         if other && r.sw == StatusWord::SecurityStatusNotSatisfied {
             return Err(RestoreRefusal::ChainNotAuthorized {
@@ -512,6 +693,67 @@ pub fn restore(
         Err(e) => format!("failed: {e}"),
     };
     vault.finish_restore(restore_id, &outcome)?;
+    let agreed_apps: Vec<ProviderApplication> = provider_apps
+        .iter()
+        .filter(|a| agreed.contains(&a.application))
+        .cloned()
+        .collect();
+    let left_out: Vec<LeftOutApplication> = provider_apps
+        .iter()
+        .filter(|a| !agreed.contains(&a.application))
+        .map(|a| LeftOutApplication {
+            application: a.application,
+            name: a.name.clone(),
+            provider: a.provider.clone(),
+            reason: match refused.iter().find(|(id, _)| *id == a.application) {
+                Some((_, sw)) => format!("the card refused its provider's agreement ({sw})"),
+                None => "no agreement from its provider".into(),
+            },
+        })
+        .collect();
+    if result.is_ok() {
+        // What a provider's agreement wrote is recorded like a storing.
+        let issuer = plan.authorization.and_then(|a| {
+            let der = cardvault_proto::from_hex(&a.signer_certificate)?;
+            cardvault_proto::storing::common_name(&openssl::x509::X509::from_der(&der).ok()?)
+        });
+        let page_size = if agreed_apps.is_empty() {
+            0
+        } else {
+            card.status()?.page_size as usize
+        };
+        for app in &agreed_apps {
+            let Some(t) = table.iter().find(|t| t.id == app.application) else {
+                continue;
+            };
+            let bytes = card.read_memory(t.first_page, t.page_count as usize * page_size)?;
+            let size = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            let agreement = plan
+                .agreements
+                .iter()
+                .flat_map(|a| a.agreements.iter())
+                .find(|g| g.application == app.application)
+                .and_then(|g| cardvault_proto::from_hex(&g.signature))
+                .unwrap_or_default();
+            let id = cardvault_proto::to_hex(&cardvault_proto::crypto::sha256(&agreement));
+            vault.record_storing(&crate::vault::StoringRecord {
+                id: 0,
+                card_number: target_card.clone(),
+                application: app.application,
+                operation: if size == 0 { "delete" } else { "store" }.into(),
+                data_size: size as u32,
+                data_hash: cardvault_proto::to_hex(&cardvault_proto::crypto::sha256(&bytes[..size])),
+                data_cert_id: None,
+                request_id: format!("restore-{restore_id}-{}", app.application),
+                sar_id: id,
+                sa_id: None,
+                first_party: "provider".into(),
+                issuer: issuer.clone(),
+                provider: Some(app.provider.clone()),
+                applied_at: String::new(),
+            })?;
+        }
+    }
     vault.audit(AuditEvent {
         event: if plan.override_rollback {
             "restore-with-rollback-override"
@@ -526,6 +768,8 @@ pub fn restore(
                 "mode": mode.as_str(),
                 "chain": plan.chain.iter().map(|b| b.counter).collect::<Vec<_>>(),
                 "backup_id": last.id,
+                "agreed": agreed_apps.iter().map(|a| a.application).collect::<Vec<_>>(),
+                "left_out": left_out.iter().map(|a| a.application).collect::<Vec<_>>(),
             });
             // The challenge the card spent, so that the authorization is
             // recognized if it comes again.
@@ -545,7 +789,35 @@ pub fn restore(
         pages_written: written,
         apdus: after.apdus - before.apdus,
         rollback_override: plan.override_rollback,
+        agreed: agreed_apps,
+        left_out,
     })
+}
+
+/// Whether a rule is that of an `authorized` application owned by a data
+/// provider (not the issuer).
+fn is_provider_application(r: &crate::card::ApplicationRule) -> bool {
+    r.rule == cardvault_proto::storing::StorageRule::Authorized && r.owner != "issuer"
+}
+
+/// The `authorized` applications owned by a data provider.
+fn provider_applications(
+    rules: &[crate::card::ApplicationRule],
+    table: &[crate::card::ApplicationEntry],
+) -> Vec<ProviderApplication> {
+    rules
+        .iter()
+        .filter(|r| is_provider_application(r))
+        .map(|r| ProviderApplication {
+            application: r.id,
+            name: table
+                .iter()
+                .find(|t| t.id == r.id)
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            provider: r.owner.clone(),
+        })
+        .collect()
 }
 
 /// A restore as the holder or the help desk asks for it.
@@ -557,6 +829,8 @@ pub struct RestoreJob<'a> {
     pub backup_id: Option<i64>,
     /// The issuer's authorization, for another card's backup.
     pub authorization: Option<&'a RestoreAuthorization>,
+    /// Data providers' agreements for their `authorized` applications.
+    pub agreements: &'a [RestoreAgreement],
     /// Only make the authorization request (with a fresh card challenge).
     pub request_only: bool,
     /// The holder PIN of the target card.
@@ -647,9 +921,10 @@ pub enum RestoreRefusal {
     SignatureInvalid,
     #[error(
         "used or replaced challenge: card {target} refused the authorization (RESTORE 6982): its challenge was \
-         spent or replaced by a later request (the terminal's checks of target, certificate, chain, signer and \
-         signature come first when it restores from a request); make a new request (--request) for the issuer; \
-         nothing was written"
+         spent or replaced by a later request, or, for a signer under an issuer registration certificate (IRC), \
+         the IRC is not from the card's issuer registrar (a chain only the card can check; the terminal's checks of \
+         target, certificate, chain, signer and signature come first); make a new request (--request) for the \
+         issuer; nothing was written"
     )]
     ChallengeNotOutstanding { target: String },
     #[error(
@@ -666,6 +941,8 @@ pub enum RestoreRefusal {
         counter: u32,
         newest_seen: u32,
     },
+    #[error("{provider}'s restore agreement is for {what}")]
+    AgreementMismatch { provider: String, what: String },
 }
 
 /// The last backup of the chain a restore of `source`'s backups sends: the
@@ -730,7 +1007,14 @@ pub fn run_restore(
         let ch = card.restore_challenge()?;
         let certificate = card.card_certificate()?.unwrap_or_default();
         let chain = chain_hash_of(vault, &vault.chain_to(&last)?)?;
+        let rules = card.application_rules()?;
+        let table = if rules.iter().any(is_provider_application) {
+            card.application_table()?
+        } else {
+            Vec::new()
+        };
         return Ok(RestoreOutcome::Requested(RestoreRequest {
+            authorized_applications: provider_applications(&rules, &table),
             version: REQUEST_VERSION,
             source_card: source,
             counter: last.counter,
@@ -754,6 +1038,7 @@ pub fn run_restore(
         chain: vault.chain_to(&last)?,
         authorization: job.authorization,
         override_rollback: job.rollback_issuer.is_some(),
+        agreements: job.agreements,
     };
     restore(card, vault, &plan, progress).map(RestoreOutcome::Restored)
 }

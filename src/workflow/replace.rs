@@ -556,6 +556,7 @@ pub fn run(
                         request_only: true,
                         pin: job.pin,
                         rollback_issuer: None,
+                        agreements: &[],
                     };
                     let RestoreOutcome::Requested(req) = backup::run_restore(new, vault, &rj, &|_, _| {})? else {
                         unreachable!("a request-only job answers with a request")
@@ -647,6 +648,7 @@ pub fn run(
                         request_only: false,
                         pin: job.pin,
                         rollback_issuer: None,
+                        agreements: &[],
                     };
                     let out = backup::run_restore(new, vault, &rj, &|n, t| events(Event::Restore(n, t)))?;
                     let RestoreOutcome::Restored(rep) = out else {
@@ -660,7 +662,18 @@ pub fn run(
                     state.set(
                         step,
                         StepState::Done,
-                        format!("{} pages written onto card {}", rep.pages_written, state.new_card),
+                        format!(
+                            "{} pages written onto card {}{}",
+                            rep.pages_written,
+                            state.new_card,
+                            rep.left_out
+                                .iter()
+                                .map(|a| format!(
+                                    "; left out: application {} ({}) of {}: {}",
+                                    a.application, a.name, a.provider, a.reason
+                                ))
+                                .collect::<String>()
+                        ),
                     );
                 }
             }

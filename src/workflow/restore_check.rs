@@ -91,7 +91,14 @@ pub fn check_authorization(
     let signer = cardvault_proto::from_hex(&auth.signer_certificate)
         .and_then(|d| openssl::x509::X509::from_der(&d).ok())
         .ok_or_else(|| untrusted("the signer certificate is not DER".into()))?;
-    let key = cardvault_proto::cert::verify_signer_chain(&roots, &[signer]).map_err(|e| untrusted(e.to_string()))?;
+    let key = match cardvault_proto::cert::verify_signer_chain(&roots, std::slice::from_ref(&signer)) {
+        Ok(key) => key,
+        // The issuer's registration certificate (IRC): its chain goes to the
+        // issuer registrar root installed on the card, which the card does
+        // not answer; the terminal checks that it names the card's issuer
+        // and that its key made the signature, and the card checks the chain.
+        Err(e) => irc_key(&signer, &roots).ok_or_else(|| untrusted(e.to_string()))?,
+    };
     let challenge = cardvault_proto::from_hex(&r.challenge).unwrap_or_default();
     let msg = bk::authorization_message(source, r.counter, target, &own, &challenge, &chain_hash);
     let sig = cardvault_proto::from_hex(&auth.signature).unwrap_or_default();
@@ -99,6 +106,21 @@ pub fn check_authorization(
         return Err(RestoreRefusal::SignatureInvalid.into());
     }
     Ok(())
+}
+
+/// The key of an issuer registration certificate that names the issuer of
+/// one of `roots` (by common name, as the card compares them).
+fn irc_key(signer: &openssl::x509::X509, roots: &[openssl::x509::X509]) -> Option<Vec<u8>> {
+    use cardvault_proto::storing::{common_name, Party};
+    let unit = cardvault_proto::cert::name_entry(signer.subject_name(), openssl::nid::Nid::ORGANIZATIONALUNITNAME);
+    if unit.as_deref() != Some(Party::Issuer.unit()) {
+        return None;
+    }
+    let cn = common_name(signer)?;
+    if !roots.iter().any(|r| common_name(r).as_deref() == Some(cn.as_str())) {
+        return None;
+    }
+    cardvault_proto::cert::ecka_public_key(signer).ok()
 }
 
 /// When an earlier restore onto `target` sent an authorization with this
