@@ -251,6 +251,10 @@ impl Applet {
             (cla::PROPRIETARY, Ins::Debit) => self.credit_debit(c, false),
             (cla::PROPRIETARY, Ins::StoringRequest) => self.storing_request(c),
             (cla::PROPRIETARY, Ins::StoreDataUnderAuthorization) => self.store_data_under_authorization(c),
+            (cla::PROPRIETARY, Ins::GetWalletChallenge) => self.get_wallet_challenge(c),
+            (cla::PROPRIETARY, Ins::LoadItem) => self.load_item(c),
+            (cla::PROPRIETARY, Ins::ReadWallet) => self.read_wallet(c),
+            (cla::PROPRIETARY, Ins::Spend) => self.spend(c),
             _ => Err(sw::INS_NOT_SUPPORTED),
         }
     }

@@ -150,6 +150,9 @@ pub struct CardState {
     /// certificate, the registrar roots and the outstanding challenge.
     #[serde(default)]
     pub storing: crate::storing::StoringState,
+    /// The electronic wallet (items of electronic value).
+    #[serde(default)]
+    pub wallet: crate::wallet::WalletState,
 }
 
 /// An application in the application area.
@@ -329,6 +332,10 @@ impl CardState {
             trust_anchor: Vec::new(),
             require_secure_channel: p.require_secure_channel,
             storing: Default::default(),
+            wallet: crate::wallet::WalletState {
+                capacity: p.wallet_capacity,
+                ..Default::default()
+            },
         }
         .with_identity(p)
         .with_storing_identity(p)

@@ -117,6 +117,15 @@ instructions! {
     StoringRequest, STORING_REQUEST = 0x76, "STORING REQUEST";
     /// STORE DATA UNDER AUTHORIZATION: an SA (or SAR) and the data.
     StoreDataUnderAuthorization, STORE_DATA_UNDER_AUTHORIZATION = 0x78, "STORE DATA UNDER AUTHORIZATION";
+    // Electronic wallet (CLA 80, proto::wallet).
+    /// GET WALLET CHALLENGE: the challenge an item load must name.
+    GetWalletChallenge, GET_WALLET_CHALLENGE = 0x30, "GET WALLET CHALLENGE";
+    /// LOAD ITEM: an item and the issuer's signature over it.
+    LoadItem, LOAD_ITEM = 0x32, "LOAD ITEM";
+    /// READ WALLET: capacity and every item with its state.
+    ReadWallet, READ_WALLET = 0x34, "READ WALLET";
+    /// SPEND: take an amount from an item's remaining balance.
+    Spend, SPEND = 0x36, "SPEND";
 }
 
 impl Ins {

@@ -18,6 +18,7 @@ pub mod load;
 pub mod scp11;
 pub mod storing;
 pub mod takeout;
+pub mod wallet;
 
 pub use codes::{ins, sw, tag, Ins, Tag};
 
@@ -97,6 +98,9 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::RESTORE_COMPLETE
                 | ins::STORING_REQUEST
                 | ins::STORE_DATA_UNDER_AUTHORIZATION
+                | ins::GET_WALLET_CHALLENGE
+                | ins::LOAD_ITEM
+                | ins::SPEND
         ),
         _ => false,
     }

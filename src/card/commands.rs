@@ -272,4 +272,26 @@ impl Command {
             .with_data(&amount.to_be_bytes())
             .expect(4)
     }
+
+    /// GET WALLET CHALLENGE: the challenge an item load must name.
+    pub fn get_wallet_challenge() -> Command {
+        Command::of(cla::PROPRIETARY, Ins::GetWalletChallenge, 0, 0).expect(16)
+    }
+
+    /// LOAD ITEM with the issuer's signature (proto::wallet::ItemLoad).
+    pub fn load_item(load: &cardvault_proto::wallet::ItemLoad) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::LoadItem, 0, 0).with_data(&load.encode())
+    }
+
+    /// READ WALLET: capacity and every item with its state.
+    pub fn read_wallet() -> Command {
+        Command::of(cla::PROPRIETARY, Ins::ReadWallet, 0, 0).expect_max()
+    }
+
+    /// SPEND `amount` of item `id`.
+    pub fn spend(id: &[u8; cardvault_proto::wallet::ITEM_ID_LEN], amount: u32) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::Spend, 0, 0)
+            .with_data(&cardvault_proto::wallet::spend_data(id, amount))
+            .expect(4)
+    }
 }

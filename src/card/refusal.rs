@@ -100,4 +100,28 @@ pub enum Refusal {
     /// RESTORE `6982`.
     #[error("{0} refused: missing or invalid authorization (or PIN); nothing was written")]
     RestoreNotAuthorized(&'static str),
+    /// LOAD ITEM `6982`.
+    #[error(
+        "LOAD ITEM refused: the load is not signed by a signer under the card's issuer root for this card, \
+         this item and the card's outstanding challenge (a challenge is used once); nothing was stored"
+    )]
+    ItemLoadNotAuthorized,
+    /// LOAD ITEM `6A80`.
+    #[error(
+        "LOAD ITEM refused: the wallet already holds an item with this id, or the item's issuer is not \
+         the signer's name; nothing was stored"
+    )]
+    ItemRejected,
+    /// LOAD ITEM `6A84`.
+    #[error("the wallet is full: every one of its {0} item slots is taken; nothing was stored")]
+    WalletFull(u8),
+    /// SPEND `6A88`.
+    #[error("the wallet holds no item {0}")]
+    NoSuchItem(String),
+    /// SPEND `6985`.
+    #[error("item {0} is pending a deposit and cannot be spent until the deposit completes or is resolved")]
+    ItemPending(String),
+    /// SPEND `6A80`.
+    #[error("item {0} has a remaining balance of {1}: that amount cannot be spent (nor 0)")]
+    SpendTooMuch(String, u32),
 }

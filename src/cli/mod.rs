@@ -21,6 +21,7 @@ mod registrar;
 mod revoke;
 mod status;
 mod store;
+mod wallet;
 mod watch;
 
 use crate::card::{CardClient, SessionOptions};
@@ -143,6 +144,9 @@ pub enum Command {
     /// Value application (e-money purse): balance, load challenge, credit, debit.
     #[command(subcommand)]
     Purse(purse::PurseCommand),
+    /// Electronic wallet: items of value on the card (list, load, spend).
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
     /// Storing authorization: a card's request, the issuer's and the
@@ -448,6 +452,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
+        Command::Wallet(c) => wallet::run(&ctx, c),
         Command::Store(c) => store::run(&ctx, c),
         Command::Registrar(c) => registrar::run_registrar(&ctx, c),
         Command::Provider(c) => registrar::run_provider(&ctx, c),

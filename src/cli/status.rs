@@ -16,6 +16,12 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
     let cert = card.certificate_report()?;
     // Each application's owner and storage rule (storing authorization).
     let rules = card.application_rules()?;
+    // The electronic wallet in a few numbers (a card without one: none).
+    let wallet = match card.read_wallet() {
+        Ok(l) => Some(crate::workflow::wallet::summary(&l)),
+        Err(crate::error::Error::Card { .. }) => None,
+        Err(e) => return Err(e),
+    };
     // The certificate must name the card that answers.
     let certified_number = cert.chain.last().and_then(|c| c.card_number.clone());
     let (verified, reason) = match (&cert.reason, &certified_number) {
@@ -41,6 +47,7 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
             "not_after": cert.chain.last().map(|c| c.not_after.clone()),
         });
         v["applications"] = serde_json::to_value(&rules).expect("rules serialize");
+        v["wallet"] = serde_json::to_value(&wallet).expect("wallet serializes");
         print_json(&v);
         return Ok(());
     }
@@ -78,6 +85,17 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
             "short only"
         }
     );
+    if let Some(w) = &wallet {
+        let pending = if w.pending > 0 {
+            format!(", {} pending a deposit", w.pending)
+        } else {
+            String::new()
+        };
+        println!(
+            "wallet       {} of {} item slots used, cash balance {}{pending}",
+            w.items, w.capacity, w.cash_balance
+        );
+    }
     for r in &rules {
         let alone = if r.provider_alone {
             ", the provider alone may authorize"

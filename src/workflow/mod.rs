@@ -11,3 +11,4 @@ pub mod keygroup;
 pub mod purse;
 pub mod station;
 pub mod storing;
+pub mod wallet;

@@ -1,0 +1,296 @@
+//! `cardvault wallet list | challenge | authorize | load | spend`
+
+use super::{print_json, Ctx};
+use crate::error::{Error, Result};
+use crate::secret::SecretSource;
+use crate::signer::IssuerKeySource;
+use crate::workflow::wallet::{self, ItemLoadAuthorization, ItemLoadRequest, ItemSpec, ItemView};
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+/// An item's terms on the command line (or `--item FILE`, TOML).
+#[derive(clap::Args, Debug)]
+pub struct ItemArgs {
+    /// The item's terms as a TOML file (kind, name, unit_price, quantity,
+    /// place, valid_from, valid_until, remarks) instead of the flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kind", "name", "unit_price"])]
+    item: Option<PathBuf>,
+    /// Kind of value: cash, ticket, coupon or other.
+    #[arg(long)]
+    kind: Option<String>,
+    /// The item's name (at most 64 bytes).
+    #[arg(long)]
+    name: Option<String>,
+    /// Unit price, in the issuer's units.
+    #[arg(long)]
+    unit_price: Option<u32>,
+    /// Quantity (total = unit price x quantity).
+    #[arg(long, default_value_t = 1)]
+    quantity: u32,
+    /// Place of use.
+    #[arg(long, default_value = "")]
+    place: String,
+    /// First day of validity (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    valid_from: Option<String>,
+    /// Last day of validity (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    valid_until: Option<String>,
+    /// Remarks.
+    #[arg(long, default_value = "")]
+    remarks: String,
+}
+
+impl ItemArgs {
+    fn spec(self) -> Result<ItemSpec> {
+        if let Some(path) = self.item {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| Error::input(format!("reading {}", path.display()), e))?;
+            return toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())));
+        }
+        let (Some(kind), Some(name), Some(unit_price)) = (self.kind, self.name, self.unit_price) else {
+            return Err(Error::Usage(
+                "an item needs --kind, --name and --unit-price (or --item FILE)".into(),
+            ));
+        };
+        Ok(ItemSpec {
+            kind,
+            name,
+            unit_price,
+            quantity: self.quantity,
+            place: self.place,
+            valid_from: self.valid_from,
+            valid_until: self.valid_until,
+            remarks: self.remarks,
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WalletCommand {
+    /// List the items of electronic value on the card (no PIN needed).
+    List,
+    /// Ask the card for a wallet challenge and write the item load request
+    /// the value issuer signs with `cardvault wallet authorize`.
+    Challenge {
+        #[command(flatten)]
+        item: ItemArgs,
+        /// Where to write the load request (JSON).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+    /// Value issuer: sign an item load request (no card needed).
+    Authorize {
+        /// The request file written by `wallet challenge`.
+        #[arg(long, value_name = "FILE")]
+        request: PathBuf,
+        /// Issuer signing key: hex P-256 private scalar from prompt, env:VAR or
+        /// file:PATH, or pkcs11:token=LABEL;object=LABEL (a PKCS#11 token key).
+        #[arg(long, value_name = "SOURCE|URI")]
+        issuer_key: IssuerKeySource,
+        /// The signer certificate (PEM) of --issuer-key, under the issuer root
+        /// installed on the cards (`signer.pem` of `cardvault issuer init`).
+        #[arg(long, value_name = "FILE")]
+        signer_cert: PathBuf,
+        /// File to write the signed item load authorization to.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Load an item: with the issuer's authorization (`--authorization`), or
+    /// in one step when the issuer key is at hand (`--issuer-key` and the
+    /// item's terms).
+    Load {
+        /// The item load authorization written by `wallet authorize`.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["issuer_key", "item", "kind", "name"])]
+        authorization: Option<PathBuf>,
+        #[command(flatten)]
+        item: ItemArgs,
+        /// Issuer signing key: hex P-256 private scalar from prompt, env:VAR or
+        /// file:PATH, or pkcs11:token=LABEL;object=LABEL (a PKCS#11 token key).
+        #[arg(
+            long,
+            value_name = "SOURCE|URI",
+            required_unless_present = "authorization",
+            requires = "signer_cert"
+        )]
+        issuer_key: Option<IssuerKeySource>,
+        /// The signer certificate (PEM) of --issuer-key, under the issuer root
+        /// installed on the card.
+        #[arg(long, value_name = "FILE", requires = "issuer_key")]
+        signer_cert: Option<PathBuf>,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+    /// Spend an amount of an item's remaining balance (under the PIN).
+    Spend {
+        /// The item's id (hex, or a unique prefix of it, as `wallet list` shows).
+        item: String,
+        /// Amount, in the item's units.
+        amount: u32,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::input(format!("reading {}", path.display()), e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+}
+
+fn write_new(path: &Path, text: &str) -> Result<()> {
+    if path.exists() {
+        return Err(Error::OutputExists(path.to_path_buf()));
+    }
+    std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// One line per item: id, kind, name, balance of total, validity, state.
+pub(crate) fn item_line(v: &ItemView) -> String {
+    let validity = match (&v.valid_from, &v.valid_until) {
+        (None, None) => String::new(),
+        (f, u) => format!(
+            ", valid {} to {}",
+            f.as_deref().unwrap_or("-"),
+            u.as_deref().unwrap_or("-")
+        ),
+    };
+    let place = if v.place.is_empty() {
+        String::new()
+    } else {
+        format!(" at {}", v.place)
+    };
+    let state = match v.state.as_deref() {
+        Some("held") | None => String::new(),
+        Some(s) => format!(" [{s}]"),
+    };
+    format!(
+        "{}  {:<6} {}{place}: {} of {} left ({} x {}){validity}, issuer {}{state}",
+        &v.id, v.kind, v.name, v.balance, v.total, v.quantity, v.unit_price, v.issuer
+    )
+}
+
+pub fn run(ctx: &Ctx, c: WalletCommand) -> Result<()> {
+    match c {
+        WalletCommand::List => {
+            let listing = ctx.with_card(wallet::list)?;
+            let items: Vec<ItemView> = listing.items.iter().map(|(s, i)| ItemView::of(i, Some(*s))).collect();
+            if ctx.json {
+                print_json(&serde_json::json!({
+                    "capacity": listing.capacity,
+                    "items": items,
+                }));
+            } else {
+                println!("wallet: {} of {} item slots used", items.len(), listing.capacity);
+                for v in &items {
+                    println!("{}", item_line(v));
+                }
+            }
+        }
+        WalletCommand::Challenge { item, output, pin } => {
+            let spec = item.spec()?;
+            if output.exists() {
+                return Err(Error::OutputExists(output));
+            }
+            let pin = pin.read("PIN")?;
+            let req = ctx.with_card(|card| wallet::request_load(card, &pin, &spec))?;
+            write_new(&output, &serde_json::to_string_pretty(&req).expect("json"))?;
+            if ctx.json {
+                print_json(&req);
+            } else {
+                println!(
+                    "item load request written to {} (card {}, item {} {}); \
+                     the value issuer signs it with `cardvault wallet authorize`",
+                    output.display(),
+                    req.card_number,
+                    req.item.id,
+                    req.item.name
+                );
+            }
+        }
+        WalletCommand::Authorize {
+            request,
+            issuer_key,
+            signer_cert,
+            output,
+        } => {
+            let req: ItemLoadRequest = read_json(&request)?;
+            if output.exists() {
+                return Err(Error::OutputExists(output));
+            }
+            let signer = super::backup::read_issuer_signer(ctx, &issuer_key, &signer_cert)?;
+            let auth = wallet::sign_load(&req, &signer)?;
+            write_new(&output, &serde_json::to_string_pretty(&auth).expect("json"))?;
+            if ctx.json {
+                print_json(&auth);
+            } else {
+                println!(
+                    "authorized: item {} ({}) onto card {} -> {}",
+                    auth.request.item.id,
+                    auth.request.item.name,
+                    req.card_number,
+                    output.display()
+                );
+            }
+        }
+        WalletCommand::Load {
+            authorization,
+            item,
+            issuer_key,
+            signer_cert,
+            pin,
+        } => {
+            let report = match (authorization, issuer_key.zip(signer_cert)) {
+                (Some(path), _) => {
+                    let auth: ItemLoadAuthorization = read_json(&path)?;
+                    let pin = pin.read("PIN")?;
+                    ctx.with_card(|card| wallet::load(card, &pin, &auth))?
+                }
+                (None, Some((key, cert))) => {
+                    let spec = item.spec()?;
+                    let signer = super::backup::read_issuer_signer(ctx, &key, &cert)?;
+                    let pin = pin.read("PIN")?;
+                    ctx.with_card(|card| wallet::load_with_signer(card, &pin, &spec, &signer))?
+                }
+                _ => {
+                    return Err(Error::Usage(
+                        "wallet load needs --authorization FILE, or the item's terms with --issuer-key".into(),
+                    ))
+                }
+            };
+            if ctx.json {
+                print_json(&report);
+            } else {
+                let what = if report.already_loaded {
+                    "already on the card"
+                } else {
+                    "loaded"
+                };
+                println!("{what}: {}", item_line(&report.item));
+                println!("wallet: {} of {} item slots used", report.items, report.capacity);
+            }
+        }
+        WalletCommand::Spend { item, amount, pin } => {
+            let pin = pin.read("PIN")?;
+            let report = ctx.with_card(|card| wallet::spend(card, &pin, &item, amount))?;
+            if ctx.json {
+                print_json(&report);
+            } else if report.removed {
+                println!(
+                    "spent {} of item {}; nothing is left, the item left the wallet",
+                    report.spent, report.item
+                );
+            } else {
+                println!(
+                    "spent {} of item {}; {} left",
+                    report.spent, report.item, report.balance
+                );
+            }
+        }
+    }
+    Ok(())
+}
