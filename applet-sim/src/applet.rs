@@ -255,6 +255,10 @@ impl Applet {
             (cla::PROPRIETARY, Ins::LoadItem) => self.load_item(c),
             (cla::PROPRIETARY, Ins::ReadWallet) => self.read_wallet(c),
             (cla::PROPRIETARY, Ins::Spend) => self.spend(c),
+            (cla::PROPRIETARY, Ins::Deposit) => self.deposit(c),
+            (cla::PROPRIETARY, Ins::GetWithdrawChallenge) => self.get_withdraw_challenge(c),
+            (cla::PROPRIETARY, Ins::Withdraw) => self.withdraw(c),
+            (cla::PROPRIETARY, Ins::ReadSafeRecords) => self.read_safe_records(c),
             _ => Err(sw::INS_NOT_SUPPORTED),
         }
     }

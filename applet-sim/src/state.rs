@@ -273,6 +273,7 @@ impl Drop for CardState {
         self.common_key.zeroize();
         self.ecka_private.zeroize();
         self.storing.private_key.zeroize();
+        self.wallet.key.zeroize();
     }
 }
 

@@ -126,6 +126,16 @@ instructions! {
     ReadWallet, READ_WALLET = 0x34, "READ WALLET";
     /// SPEND: take an amount from an item's remaining balance.
     Spend, SPEND = 0x36, "SPEND";
+    /// DEPOSIT: P1 = 00 the card seals and signs an item for a safe (the
+    /// item becomes pending); P1 = 01 the safe's registration certificate,
+    /// after which the card keeps it and deletes the item.
+    Deposit, DEPOSIT = 0x38, "DEPOSIT";
+    /// GET WITHDRAW CHALLENGE: the challenge a safe's delivery must name.
+    GetWithdrawChallenge, GET_WITHDRAW_CHALLENGE = 0x3A, "GET WITHDRAW CHALLENGE";
+    /// WITHDRAW: a safe's delivery of a deposited item; answers a receipt.
+    Withdraw, WITHDRAW = 0x3C, "WITHDRAW";
+    /// READ SAFE RECORDS: P1 = 00 registration certificates, 01 receipts.
+    ReadSafeRecords, READ_SAFE_RECORDS = 0x3E, "READ SAFE RECORDS";
 }
 
 impl Ins {

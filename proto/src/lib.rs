@@ -15,6 +15,7 @@ pub mod domain;
 #[cfg(unix)]
 pub mod fsutil;
 pub mod load;
+pub mod safe;
 pub mod scp11;
 pub mod storing;
 pub mod takeout;
@@ -101,6 +102,9 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::GET_WALLET_CHALLENGE
                 | ins::LOAD_ITEM
                 | ins::SPEND
+                | ins::DEPOSIT
+                | ins::GET_WITHDRAW_CHALLENGE
+                | ins::WITHDRAW
         ),
         _ => false,
     }

@@ -294,4 +294,36 @@ impl Command {
             .with_data(&cardvault_proto::wallet::spend_data(id, amount))
             .expect(4)
     }
+
+    /// DEPOSIT P1 = 00: seal and sign item `id` for safe `safe_id`, with the
+    /// summary fields of `mask` (proto::safe::summary_field).
+    pub fn deposit_begin(id: &[u8; cardvault_proto::wallet::ITEM_ID_LEN], mask: u8, safe_id: &[u8; 16]) -> Command {
+        let mut d = id.to_vec();
+        d.push(mask);
+        d.extend_from_slice(safe_id);
+        Command::of(cla::PROPRIETARY, Ins::Deposit, 0, 0)
+            .with_data(&d)
+            .expect_max()
+    }
+
+    /// DEPOSIT P1 = 01: the safe's registration certificate and its certificate.
+    pub fn deposit_complete(data: &[u8]) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::Deposit, 1, 0).with_data(data)
+    }
+
+    pub fn get_withdraw_challenge() -> Command {
+        Command::of(cla::PROPRIETARY, Ins::GetWithdrawChallenge, 0, 0).expect(16)
+    }
+
+    /// WITHDRAW: a safe's delivery (proto::safe::WithdrawCommand).
+    pub fn withdraw(data: &[u8]) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::Withdraw, 0, 0)
+            .with_data(data)
+            .expect_max()
+    }
+
+    /// READ SAFE RECORDS: P1 = 00 certificates, 01 receipts.
+    pub fn read_safe_records(p1: u8) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::ReadSafeRecords, p1, 0).expect_max()
+    }
 }

@@ -124,4 +124,41 @@ pub enum Refusal {
     /// SPEND `6A80`.
     #[error("item {0} has a remaining balance of {1}: that amount cannot be spent (nor 0)")]
     SpendTooMuch(String, u32),
+    /// DEPOSIT `6985` (P1 = 00).
+    #[error(
+        "the card will not deposit item {0}: it is pending a deposit into another safe (settle it with \
+         `wallet resolve --safe` of that safe), or the card has no signing key"
+    )]
+    DepositNotStarted(String),
+    /// DEPOSIT `6982` (P1 = 01).
+    #[error(
+        "the card refused the safe's registration certificate: it is not signed by a safe certified \
+         under the card's issuer root; the item stays pending (`wallet resolve`)"
+    )]
+    SafeCertificateRefused,
+    /// DEPOSIT `6A80` (P1 = 01).
+    #[error(
+        "the card refused the registration certificate: it names another card, or does not match the \
+         deposited item (summary or stored hash); the item stays pending"
+    )]
+    SafeCertificateMismatch,
+    /// DEPOSIT `6A84` (P1 = 01).
+    #[error("the card's store of registration certificates is full; the item stays pending")]
+    CertificateStoreFull,
+    /// WITHDRAW `6982`.
+    #[error(
+        "the card refused the delivery: not signed by a safe under its issuer root, not for its \
+         outstanding withdraw challenge, or (onto another card) without a valid issuer authorization \
+         naming it; nothing was added"
+    )]
+    DeliveryNotAuthorized,
+    /// WITHDRAW `6A80`.
+    #[error(
+        "the card refused the delivery: it is for another card, or does not open with this card's keys \
+         (the item was deposited by another card of another domain, or altered); nothing was added"
+    )]
+    DeliveryRejected,
+    /// WITHDRAW `6985`.
+    #[error("the card already took this deposited item in another delivery (a replay); nothing was added")]
+    DeliveryReplayed,
 }

@@ -4,6 +4,7 @@
 use super::{CardClient, Refusal};
 use crate::apdu::{Command, StatusWord};
 use crate::error::{Error, Result};
+use cardvault_proto::safe::{Receipt, RegistrationCertificate, SignedDeposit, WithdrawCommand};
 use cardvault_proto::wallet::{ItemLoad, WalletListing, ITEM_ID_LEN, WALLET_CHALLENGE_LEN};
 
 impl CardClient<'_> {
@@ -64,5 +65,101 @@ impl CardClient<'_> {
             StatusWord::WrongData => Err(Refusal::SpendTooMuch(name(), balance).into()),
             sw => Err(Error::Card { command: "SPEND", sw }),
         }
+    }
+
+    /// DEPOSIT P1 = 00: the card seals and signs item `id` for safe
+    /// `safe_id` (the item becomes pending; a pending item answers the same
+    /// deposit again, for the same safe only).
+    pub fn deposit_begin(&mut self, id: &[u8; ITEM_ID_LEN], mask: u8, safe_id: &[u8; 16]) -> Result<SignedDeposit> {
+        let r = self.transmit(&Command::deposit_begin(id, mask, safe_id))?;
+        match r.sw {
+            StatusWord::Ok => SignedDeposit::parse(&r.data).ok_or_else(|| Error::Malformed {
+                command: "DEPOSIT",
+                reason: "the deposit does not parse".into(),
+            }),
+            StatusWord::SecurityStatusNotSatisfied => Err(Refusal::PinRequired("DEPOSIT").into()),
+            StatusWord::ReferenceDataNotFound => Err(Refusal::NoSuchItem(cardvault_proto::to_hex(id)).into()),
+            StatusWord::ConditionsNotSatisfied => Err(Refusal::DepositNotStarted(cardvault_proto::to_hex(id)).into()),
+            sw => Err(Error::Card { command: "DEPOSIT", sw }),
+        }
+    }
+
+    /// DEPOSIT P1 = 01: the card checks the safe's registration certificate,
+    /// keeps it and deletes the item.
+    pub fn deposit_complete(&mut self, cert: &RegistrationCertificate, safe_certificate: &[u8]) -> Result<()> {
+        let data = cardvault_proto::safe::completion_data(cert, safe_certificate);
+        let r = self.transmit(&Command::deposit_complete(&data))?;
+        match r.sw {
+            StatusWord::Ok => Ok(()),
+            StatusWord::SecurityStatusNotSatisfied => Err(Refusal::SafeCertificateRefused.into()),
+            StatusWord::WrongData => Err(Refusal::SafeCertificateMismatch.into()),
+            StatusWord::NotEnoughMemory => Err(Refusal::CertificateStoreFull.into()),
+            StatusWord::ReferenceDataNotFound => {
+                Err(Refusal::NoSuchItem(cardvault_proto::to_hex(&cert.item_id)).into())
+            }
+            sw => Err(Error::Card { command: "DEPOSIT", sw }),
+        }
+    }
+
+    /// GET WITHDRAW CHALLENGE: the challenge a safe's delivery must name.
+    pub fn withdraw_challenge(&mut self) -> Result<[u8; 16]> {
+        let ch = self.exec(&Command::get_withdraw_challenge())?;
+        ch.try_into().map_err(|c: Vec<u8>| Error::Malformed {
+            command: "GET WITHDRAW CHALLENGE",
+            reason: format!("the challenge is {} bytes, not 16", c.len()),
+        })
+    }
+
+    /// WITHDRAW: the card takes a safe's delivery and answers its receipt.
+    pub fn withdraw(&mut self, cmd: &WithdrawCommand, capacity: u8) -> Result<Receipt> {
+        let r = self.transmit(&Command::withdraw(&cmd.encode()))?;
+        match r.sw {
+            StatusWord::Ok => Receipt::parse(&r.data).ok_or_else(|| Error::Malformed {
+                command: "WITHDRAW",
+                reason: "the receipt does not parse".into(),
+            }),
+            StatusWord::SecurityStatusNotSatisfied => Err(Refusal::DeliveryNotAuthorized.into()),
+            StatusWord::WrongData => Err(Refusal::DeliveryRejected.into()),
+            StatusWord::ConditionsNotSatisfied => Err(Refusal::DeliveryReplayed.into()),
+            StatusWord::NotEnoughMemory => Err(Refusal::WalletFull(capacity).into()),
+            sw => Err(Error::Card {
+                command: "WITHDRAW",
+                sw,
+            }),
+        }
+    }
+
+    /// READ SAFE RECORDS P1 = 00: the registration certificates on the card.
+    pub fn safe_certificates(&mut self) -> Result<Vec<RegistrationCertificate>> {
+        self.safe_records(0)?
+            .iter()
+            .map(|c| {
+                RegistrationCertificate::parse(c).ok_or_else(|| Error::Malformed {
+                    command: "READ SAFE RECORDS",
+                    reason: "a certificate does not parse".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// READ SAFE RECORDS P1 = 01: the receipts of deliveries the card took.
+    pub fn safe_receipts(&mut self) -> Result<Vec<Receipt>> {
+        self.safe_records(1)?
+            .iter()
+            .map(|c| {
+                Receipt::parse(c).ok_or_else(|| Error::Malformed {
+                    command: "READ SAFE RECORDS",
+                    reason: "a receipt does not parse".into(),
+                })
+            })
+            .collect()
+    }
+
+    fn safe_records(&mut self, p1: u8) -> Result<Vec<Vec<u8>>> {
+        let raw = self.exec(&Command::read_safe_records(p1))?;
+        cardvault_proto::safe::parse_list(&raw, 64).ok_or_else(|| Error::Malformed {
+            command: "READ SAFE RECORDS",
+            reason: "the list does not parse".into(),
+        })
     }
 }

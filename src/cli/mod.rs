@@ -19,6 +19,7 @@ mod purse;
 mod readers;
 mod registrar;
 mod revoke;
+mod safe;
 mod status;
 mod store;
 mod wallet;
@@ -147,6 +148,9 @@ pub enum Command {
     /// Electronic wallet: items of value on the card (list, load, spend).
     #[command(subcommand)]
     Wallet(wallet::WalletCommand),
+    /// Electronic safe: init, serve over HTTP, list, verify.
+    #[command(subcommand)]
+    Safe(safe::SafeCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
     /// Storing authorization: a card's request, the issuer's and the
@@ -453,6 +457,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
         Command::Wallet(c) => wallet::run(&ctx, c),
+        Command::Safe(c) => safe::run(&ctx, c),
         Command::Store(c) => store::run(&ctx, c),
         Command::Registrar(c) => registrar::run_registrar(&ctx, c),
         Command::Provider(c) => registrar::run_provider(&ctx, c),

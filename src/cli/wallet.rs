@@ -2,8 +2,10 @@
 
 use super::{print_json, Ctx};
 use crate::error::{Error, Result};
+use crate::safe::{SafeAddress, SafeClient};
 use crate::secret::SecretSource;
 use crate::signer::IssuerKeySource;
+use crate::workflow::deposit::{self, CertificateSource, IssuerWithdrawal};
 use crate::workflow::wallet::{self, ItemLoadAuthorization, ItemLoadRequest, ItemSpec, ItemView};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
@@ -135,6 +137,58 @@ pub enum WalletCommand {
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
+    /// Deposit an item into a safe: the card seals and signs it, the safe
+    /// answers a registration certificate, the card keeps it and deletes
+    /// the item; the vault keeps a copy.
+    Deposit {
+        /// The item's id (hex, or a unique prefix).
+        item: String,
+        /// A safe directory (embedded) or an http:// address.
+        #[arg(long, value_name = "DIR|URL")]
+        safe: SafeAddress,
+        /// Summary fields the certificate's digest covers (kind, name,
+        /// validity, amount, place, issuer).
+        #[arg(long, value_name = "FIELDS", default_value = "kind,name,validity,amount")]
+        summary: String,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+    /// Withdraw a deposited item onto the card in the reader, by its
+    /// registration certificate (from the card, or the vault's copy with
+    /// --from-vault when the depositing card is lost).
+    Withdraw {
+        /// The item's id (hex, or a unique prefix).
+        item: String,
+        /// The safe that holds it: a directory or an http:// address.
+        #[arg(long, value_name = "DIR|URL")]
+        safe: SafeAddress,
+        /// Take the certificate from the vault instead of the card.
+        #[arg(long)]
+        from_vault: bool,
+        /// Onto another card than the depositor: the issuer's signing key
+        /// authorizes this card (prompt, env:VAR, file:PATH or pkcs11: URI).
+        #[arg(long, value_name = "SOURCE|URI", requires = "signer_cert")]
+        issuer_key: Option<IssuerKeySource>,
+        /// The signer certificate (PEM) of --issuer-key.
+        #[arg(long, value_name = "FILE", requires = "issuer_key")]
+        signer_cert: Option<PathBuf>,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+    /// Settle what is pending with a safe: complete pending deposits, send
+    /// the card's receipts of withdrawals.
+    Resolve {
+        /// The safe: a directory or an http:// address.
+        #[arg(long, value_name = "DIR|URL")]
+        safe: SafeAddress,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+    /// The registration certificates on the card (no PIN needed).
+    Certificates,
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -289,6 +343,112 @@ pub fn run(ctx: &Ctx, c: WalletCommand) -> Result<()> {
                     "spent {} of item {}; {} left",
                     report.spent, report.item, report.balance
                 );
+            }
+        }
+        WalletCommand::Deposit {
+            item,
+            safe,
+            summary,
+            pin,
+        } => {
+            let mask = deposit::summary_mask(&summary)?;
+            let mut client = SafeClient::connect(&safe)?;
+            let mut vault = ctx.vault_or_create()?;
+            let pin = pin.read("PIN")?;
+            let r = ctx.with_card(|card| deposit::deposit(card, &pin, &item, &safe, &mut client, &mut vault, mask))?;
+            if ctx.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "deposited item {} into safe {} (counter {}); the card keeps the registration certificate, \
+                     the vault a copy",
+                    r.item, r.safe, r.counter
+                );
+            }
+        }
+        WalletCommand::Withdraw {
+            item,
+            safe,
+            from_vault,
+            issuer_key,
+            signer_cert,
+            pin,
+        } => {
+            let signer = match issuer_key.zip(signer_cert) {
+                Some((k, c)) => Some(super::backup::read_issuer_signer(ctx, &k, &c)?),
+                None => None,
+            };
+            let mut client = SafeClient::connect(&safe)?;
+            let mut vault = ctx.vault_or_create()?;
+            let pin = pin.read("PIN")?;
+            let source = if from_vault {
+                CertificateSource::Vault(item)
+            } else {
+                CertificateSource::Card(item)
+            };
+            let r = ctx.with_card(|card| {
+                deposit::withdraw(
+                    card,
+                    &pin,
+                    &source,
+                    &mut client,
+                    &mut vault,
+                    signer.as_ref().map(|s| IssuerWithdrawal { signer: s }),
+                )
+            })?;
+            if ctx.json {
+                print_json(&r);
+            } else if r.settled {
+                println!(
+                    "withdrew item {} onto card {} (safe counter {})",
+                    r.item, r.card_number, r.counter
+                );
+            } else {
+                println!(
+                    "withdrew item {} onto card {}; the safe did not take the receipt yet: run `wallet resolve`",
+                    r.item, r.card_number
+                );
+            }
+        }
+        WalletCommand::Resolve { safe, pin } => {
+            let mut client = SafeClient::connect(&safe)?;
+            let mut vault = ctx.vault_or_create()?;
+            let pin = pin.read("PIN")?;
+            let r = ctx.with_card(|card| deposit::resolve(card, &pin, &safe, &mut client, &mut vault))?;
+            if ctx.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "settled: {} pending deposits completed, {} receipts accepted by the safe",
+                    r.deposits.len(),
+                    r.receipts.len()
+                );
+            }
+        }
+        WalletCommand::Certificates => {
+            let certs = ctx.with_card(|card| card.safe_certificates())?;
+            let rows: Vec<serde_json::Value> = certs
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "safe_id": cardvault_proto::to_hex(&c.safe_id),
+                        "counter": c.counter,
+                        "item": cardvault_proto::to_hex(&c.item_id),
+                        "card_number": c.card_number,
+                    })
+                })
+                .collect();
+            if ctx.json {
+                print_json(&rows);
+            } else {
+                for c in &certs {
+                    println!(
+                        "item {}  safe {}  counter {}",
+                        cardvault_proto::to_hex(&c.item_id),
+                        cardvault_proto::to_hex(&c.safe_id),
+                        c.counter
+                    );
+                }
             }
         }
     }

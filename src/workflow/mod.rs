@@ -3,6 +3,7 @@
 
 pub mod authorize;
 pub mod backup;
+pub mod deposit;
 pub mod duplicate;
 pub mod files;
 pub mod holders;

@@ -1,0 +1,465 @@
+//! The electronic safe: deposit by registration certificate and withdrawal
+//! exactly once, onto the same card with the PIN, onto a replacement card
+//! with the issuer's authorization; the refusals; safes as real `safe serve`
+//! processes on loopback.
+
+mod common;
+
+use cardvault::card::{CardClient, SessionOptions};
+use cardvault::safe::{SafeAddress, SafeClient, SafeRefusal};
+use cardvault::transport::sim::SimReader;
+use cardvault::vault::Vault;
+use cardvault::workflow::deposit as wd;
+use cardvault::workflow::wallet::{self as ww, ItemSpec};
+use cardvault_proto::safe::summary_field;
+use cardvault_proto::wallet::ItemState;
+use common::*;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+fn cash(amount: u32) -> ItemSpec {
+    ItemSpec {
+        kind: "cash".into(),
+        name: "Transit cash".into(),
+        unit_price: amount,
+        quantity: 1,
+        place: String::new(),
+        valid_from: None,
+        valid_until: None,
+        remarks: String::new(),
+    }
+}
+
+fn with_card<T>(home: &Path, name: &str, profile: &str, f: impl FnOnce(&mut CardClient<'_>) -> T) -> T {
+    let mut r = SimReader::open(home, name, profile, None).unwrap();
+    let mut c = CardClient::open(&mut r, SessionOptions::default()).unwrap();
+    f(&mut c)
+}
+
+/// Load an item of `amount` onto card `name`; returns its id (hex).
+fn load(home: &Path, name: &str, amount: u32) -> String {
+    with_card(home, name, "main", |c| {
+        ww::load_with_signer(c, PIN.as_bytes(), &cash(amount), &issuer_signer())
+            .unwrap()
+            .item
+            .id
+    })
+}
+
+fn init_safe(home: &Path, name: &str) -> PathBuf {
+    let dir = home.join(name);
+    let o = run(cv(home)
+        .args(["--json", "safe", "init", "--dir"])
+        .arg(&dir)
+        .arg("--issuer")
+        .arg(test_issuer_dir()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["safe_id"].as_str().unwrap().len(), 32);
+    dir
+}
+
+/// The wallet's total value: held and pending items on the card.
+fn card_value(home: &Path, name: &str) -> (u64, u64) {
+    with_card(home, name, "main", |c| {
+        let l = ww::list(c).unwrap();
+        let held = l
+            .items
+            .iter()
+            .filter(|(s, _)| *s == ItemState::Held)
+            .map(|(_, i)| i.balance as u64)
+            .sum();
+        let pending = l
+            .items
+            .iter()
+            .filter(|(s, _)| *s != ItemState::Held)
+            .map(|(_, i)| i.balance as u64)
+            .sum();
+        (held, pending)
+    })
+}
+
+/// The value the safe holds for nobody yet: items not withdrawn.
+fn safe_value(safe: &Path) -> u64 {
+    let s = cardvault::safe::Safe::open(safe).unwrap();
+    s.list()
+        .unwrap()
+        .iter()
+        .filter(|e| e.state != "withdrawn")
+        .map(|e| e.amount.unwrap_or(0) as u64)
+        .sum()
+}
+
+fn safe_rows(safe: &Path) -> Vec<cardvault::safe::LedgerEntry> {
+    cardvault::safe::Safe::open(safe).unwrap().list().unwrap()
+}
+
+#[test]
+fn deposit_and_withdraw_onto_the_same_card_through_the_cli_exactly_once() {
+    let home = temp_dir("safe-same-card");
+    let safe = init_safe(&home, "safe1");
+    let id = load(&home, "h", 700);
+    load(&home, "h", 50);
+    assert_eq!(card_value(&home, "h"), (750, 0));
+
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:h",
+            "--json",
+            "wallet",
+            "deposit",
+            &id[..10],
+            "--pin",
+            "env:P",
+            "--safe",
+        ])
+        .arg(&safe));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = json(&o);
+    assert_eq!(d["counter"], 1);
+    assert_eq!(d["item"], id.as_str());
+    // The value is in exactly one place: the safe.
+    assert_eq!(card_value(&home, "h"), (50, 0));
+    assert_eq!(safe_value(&safe), 700);
+    let rows = safe_rows(&safe);
+    assert_eq!((rows[0].state.as_str(), rows[0].amount), ("stored", Some(700)));
+    // The card keeps the certificate; the vault a copy.
+    let o = run(cv(&home).args(["-r", "sim:h", "--json", "wallet", "certificates"]));
+    assert_eq!(json(&o)[0]["item"], id.as_str());
+    let copies = Vault::open(&home.join("vault.sqlite"))
+        .unwrap()
+        .wallet_certificates(None)
+        .unwrap();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].amount, Some(700));
+    // A deposited item is not spendable.
+    let o = run(cv(&home).args(["-r", "sim:h", "wallet", "spend", &id, "1", "--pin", "env:P"]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:h",
+            "--json",
+            "wallet",
+            "withdraw",
+            &id[..10],
+            "--pin",
+            "env:P",
+            "--safe",
+        ])
+        .arg(&safe));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["settled"], true);
+    assert_eq!(card_value(&home, "h"), (750, 0));
+    assert_eq!(safe_value(&safe), 0);
+    assert_eq!(safe_rows(&safe)[0].state, "withdrawn");
+    let o = run(cv(&home).args(["-r", "sim:h", "--json", "wallet", "certificates"]));
+    assert_eq!(json(&o), serde_json::json!([]));
+
+    // A second withdrawal of the same certificate (the vault's copy): refused.
+    let before = state(&home, "h").wallet.clone();
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:h",
+            "--json",
+            "wallet",
+            "withdraw",
+            &id[..10],
+            "--from-vault",
+            "--pin",
+            "env:P",
+            "--safe",
+        ])
+        .arg(&safe));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no registration certificate"), "{}", stderr(&o));
+    let copy = &Vault::open(&home.join("vault.sqlite"))
+        .unwrap()
+        .wallet_certificates(None)
+        .unwrap()[0];
+    assert!(copy.withdrawn_at.is_some());
+    // Even past the vault's bookkeeping, the safe refuses it.
+    let cert = cardvault_proto::from_hex(&copy.certificate).unwrap();
+    let r = with_card(&home, "h", "main", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let ch = c.withdraw_challenge().unwrap();
+        let leaf = leaf_der(c);
+        let mut s = SafeClient::connect(&SafeAddress::Dir(safe.clone())).unwrap();
+        s.withdraw(&cardvault::safe::WithdrawRequest {
+            certificate: cardvault_proto::to_hex(&cert),
+            card_certificate: cardvault_proto::to_hex(&leaf),
+            challenge: cardvault_proto::to_hex(&ch),
+            authorization: None,
+        })
+        .unwrap()
+    });
+    assert_eq!(r, Err(SafeRefusal::AlreadyWithdrawn(1)));
+    assert_eq!(state(&home, "h").wallet.items, before.items);
+    assert_eq!(card_value(&home, "h"), (750, 0));
+}
+
+fn leaf_der(c: &mut CardClient<'_>) -> Vec<u8> {
+    let chain = c.certified_chain().unwrap();
+    cardvault_proto::cert::split_certificates(&chain)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .to_der()
+        .unwrap()
+}
+
+#[test]
+fn a_lost_card_s_item_comes_back_onto_a_replacement_only_with_the_issuer_s_authorization() {
+    let home = temp_dir("safe-replacement");
+    let safe = init_safe(&home, "safe1");
+    let id = load(&home, "lost", 900);
+    let o = run(cv(&home)
+        .args(["-r", "sim:lost", "wallet", "deposit", &id, "--pin", "env:P", "--safe"])
+        .arg(&safe));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The card is lost: its replacement withdraws by the vault's copy.
+    std::fs::remove_file(card_path(&home, "lost")).unwrap();
+    with_card(&home, "new", "replacement", |_| ());
+    let before = state(&home, "new").wallet.clone();
+    let withdraw = |extra: &[&str]| {
+        let mut c = cv(&home);
+        c.env("ISSUER", ISSUER_KEY_HEX.trim())
+            .args([
+                "-r",
+                "sim:new",
+                "--json",
+                "wallet",
+                "withdraw",
+                &id[..8],
+                "--from-vault",
+                "--pin",
+                "env:P",
+                "--safe",
+            ])
+            .arg(&safe)
+            .args(extra);
+        run(&mut c)
+    };
+    // Without the owner's authentication: refused, nothing changed.
+    let o = withdraw(&[]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("issuer authorization"), "{}", stderr(&o));
+    assert_eq!(json_err_kind(&o), "safe_refused");
+    assert_eq!(safe_rows(&safe)[0].state, "stored");
+    assert_eq!(state(&home, "new").wallet.items, before.items);
+    // With the issuer's authorization naming the replacement card.
+    let signer = test_signer_cert();
+    let o = withdraw(&["--issuer-key", "env:ISSUER", "--signer-cert", signer.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let items = with_card(&home, "new", "main", |c| ww::list(c).unwrap().items);
+    assert_eq!(items.len(), 1);
+    assert_eq!(cardvault_proto::to_hex(&items[0].1.id), id);
+    assert_eq!(items[0].1.balance, 900);
+    assert_eq!(safe_rows(&safe)[0].state, "withdrawn");
+    assert_eq!(
+        safe_rows(&safe)[0].target_card.as_deref(),
+        Some(state(&home, "new").card_number.as_str())
+    );
+}
+
+fn json_err_kind(o: &std::process::Output) -> String {
+    json(o)["error"]["kind"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn forged_certificates_replayed_deliveries_and_other_cards_are_refused() {
+    let home = temp_dir("safe-refusals");
+    let safe_dir = init_safe(&home, "safe1");
+    let addr = SafeAddress::Dir(safe_dir.clone());
+    let id = load(&home, "a", 300);
+    let mut vault = Vault::open(&home.join("vault.sqlite")).unwrap();
+    let mut safe = SafeClient::connect(&addr).unwrap();
+    let dep = with_card(&home, "a", "main", |c| {
+        wd::deposit(
+            c,
+            PIN.as_bytes(),
+            &id,
+            &addr,
+            &mut safe,
+            &mut vault,
+            summary_field::DEFAULT,
+        )
+        .unwrap()
+    });
+    let cert_hex = dep.certificate.clone();
+    let cert =
+        cardvault_proto::safe::RegistrationCertificate::parse(&cardvault_proto::from_hex(&cert_hex).unwrap()).unwrap();
+
+    let ask = |c: &mut CardClient<'_>, safe: &mut SafeClient, cert: &[u8]| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let ch = c.withdraw_challenge().unwrap();
+        let leaf = leaf_der(c);
+        (
+            ch,
+            safe.withdraw(&cardvault::safe::WithdrawRequest {
+                certificate: cardvault_proto::to_hex(cert),
+                card_certificate: cardvault_proto::to_hex(&leaf),
+                challenge: cardvault_proto::to_hex(&ch),
+                authorization: None,
+            })
+            .unwrap(),
+        )
+    };
+    // An edited certificate (the counter, the card) and a forged one.
+    for edit in [
+        |c: &mut cardvault_proto::safe::RegistrationCertificate| c.counter = 2,
+        |c: &mut cardvault_proto::safe::RegistrationCertificate| c.summary_digest[0] ^= 1,
+        |c: &mut cardvault_proto::safe::RegistrationCertificate| c.signature[5] ^= 1,
+    ] {
+        let mut e = cert.clone();
+        edit(&mut e);
+        let (_, r) = with_card(&home, "a", "main", |c| ask(c, &mut safe, &e.encode()));
+        assert_eq!(r, Err(SafeRefusal::ForgedCertificate));
+    }
+    // Another card presenting card a's certificate, without authorization.
+    let (_, r) = with_card(&home, "b", "main", |c| ask(c, &mut safe, &cert.encode()));
+    let b_number = state(&home, "b").card_number.clone();
+    assert_eq!(r, Err(SafeRefusal::OwnerAuthenticationNeeded(b_number)));
+    assert_eq!(safe_rows(&safe_dir)[0].state, "stored");
+
+    // A delivery: the same one twice answers the same receipt; a second
+    // delivery of the same deposit (another challenge) is refused by the card.
+    let (receipt1, receipt2, second) = with_card(&home, "a", "main", |c| {
+        let (_, r) = ask(c, &mut safe, &cert.encode());
+        let d = r.unwrap();
+        let cmd = cardvault_proto::safe::WithdrawCommand {
+            delivery: cardvault_proto::from_hex(&d.delivery).unwrap(),
+            safe_certificate: cardvault_proto::from_hex(&d.safe_certificate).unwrap(),
+            authorization: None,
+        };
+        let r1 = c.withdraw(&cmd, 8).unwrap();
+        let r2 = c.withdraw(&cmd, 8).unwrap();
+        // The safe is still delivering (no receipt yet): a new delivery to
+        // the same card for a new challenge, which the card refuses.
+        let (_, r) = ask(c, &mut safe, &cert.encode());
+        let d = r.unwrap();
+        let cmd2 = cardvault_proto::safe::WithdrawCommand {
+            delivery: cardvault_proto::from_hex(&d.delivery).unwrap(),
+            safe_certificate: cardvault_proto::from_hex(&d.safe_certificate).unwrap(),
+            authorization: None,
+        };
+        (r1, r2, c.withdraw(&cmd2, 8))
+    });
+    assert_eq!(receipt1, receipt2);
+    assert!(
+        matches!(
+            second,
+            Err(cardvault::Error::CardRefusal(
+                cardvault::card::Refusal::DeliveryReplayed
+            ))
+        ),
+        "{second:?}"
+    );
+    let items = with_card(&home, "a", "main", |c| ww::list(c).unwrap().items);
+    assert_eq!(items.len(), 1, "the item is on the card once");
+    // While delivering to card a, card b is refused even with an authorization.
+    let (_, r) = with_card(&home, "b", "main", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let ch = c.withdraw_challenge().unwrap();
+        let leaf = leaf_der(c);
+        let number = c.card_number().unwrap();
+        let msg = cardvault_proto::safe::withdraw_authorization_message(&number, &cert.hash());
+        let sig = issuer_signer().sign(&msg).unwrap();
+        (
+            ch,
+            safe.withdraw(&cardvault::safe::WithdrawRequest {
+                certificate: cardvault_proto::to_hex(&cert.encode()),
+                card_certificate: cardvault_proto::to_hex(&leaf),
+                challenge: cardvault_proto::to_hex(&ch),
+                authorization: Some(cardvault::safe::WithdrawAuthorization {
+                    signature: cardvault_proto::to_hex(&sig),
+                    signer_certificate: cardvault_proto::to_hex(issuer_signer().certificate_der()),
+                }),
+            })
+            .unwrap(),
+        )
+    });
+    assert!(matches!(r, Err(SafeRefusal::DeliveringElsewhere(1, _))), "{r:?}");
+    // `wallet resolve` sends card a's receipt: withdrawn.
+    let o = run(cv(&home)
+        .args(["-r", "sim:a", "--json", "wallet", "resolve", "--pin", "env:P", "--safe"])
+        .arg(&safe_dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["receipts"], serde_json::json!([1]));
+    assert_eq!(safe_rows(&safe_dir)[0].state, "withdrawn");
+    let o = run(cardvault_strict(&home).args(["safe", "verify", "--dir"]).arg(&safe_dir));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+/// `cardvault safe serve` on a free loopback port; returns the process and
+/// its http:// address.
+fn serve(home: &Path, dir: &Path) -> (Child, String) {
+    let mut child = cardvault(home)
+        .args(["safe", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    (child, format!("http://{addr}"))
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn two_safes_served_on_loopback_each_keep_their_own_deposits() {
+    let home = temp_dir("safe-two-servers");
+    let (d1, d2) = (init_safe(&home, "safe1"), init_safe(&home, "safe2"));
+    let (p1, u1) = serve(&home, &d1);
+    let _s1 = Server(p1);
+    let (p2, u2) = serve(&home, &d2);
+    let _s2 = Server(p2);
+    let a = load(&home, "h", 100);
+    let b = load(&home, "h", 200);
+    for (item, url) in [(&a, &u1), (&b, &u2)] {
+        let o = run(cv(&home).args([
+            "-r", "sim:h", "--json", "wallet", "deposit", item, "--pin", "env:P", "--safe", url,
+        ]));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    for (url, amount) in [(&u1, 100), (&u2, 200)] {
+        let o = run(cv(&home).args(["--json", "safe", "list", "--safe", url]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let rows = json(&o);
+        assert_eq!(rows.as_array().unwrap().len(), 1);
+        assert_eq!(rows[0]["amount"], amount);
+    }
+    // An item deposited into safe 1 cannot be withdrawn from safe 2.
+    let o = run(cv(&home).args([
+        "-r", "sim:h", "--json", "wallet", "withdraw", &a, "--pin", "env:P", "--safe", &u2,
+    ]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(json_err_kind(&o), "safe_refused");
+    // From safe 1 over HTTP: back on the card.
+    let o = run(cv(&home).args([
+        "-r", "sim:h", "--json", "wallet", "withdraw", &a, "--pin", "env:P", "--safe", &u1,
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(card_value(&home, "h"), (100, 0));
+    assert_eq!(safe_value(&d1), 0);
+    assert_eq!(safe_value(&d2), 200);
+}
