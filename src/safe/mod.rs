@@ -16,6 +16,7 @@
 //! what it committed: the same certificate for the same deposit, a new
 //! delivery to the same card, the receipt accepted again.
 
+pub mod fault;
 pub mod http;
 
 use crate::error::{Error, Result};
@@ -696,14 +697,37 @@ impl std::fmt::Display for SafeAddress {
     }
 }
 
-/// A connection to a safe, embedded or over HTTP: the same four requests.
+/// A connection to a safe, embedded or over HTTP: the same requests. The
+/// `Faulty` variant fails one request per its schedule (tests).
 pub enum SafeClient {
     Embedded(Box<Safe>),
     Remote(http::Client),
+    Faulty {
+        inner: Box<SafeClient>,
+        schedule: std::sync::Arc<fault::SafeFaultSchedule>,
+    },
 }
 
 /// A safe's answer: its value, or the safe's refusal.
 pub type SafeResult<T> = Result<std::result::Result<T, SafeRefusal>>;
+
+/// One request, per request kind.
+enum Request<'a> {
+    Info,
+    Deposit(&'a [u8]),
+    Withdraw(&'a WithdrawRequest),
+    Receipt(&'a ReceiptRequest),
+    List,
+}
+
+/// One answer.
+enum Answer {
+    Info(SafeInfo),
+    Deposit(DepositAnswer),
+    Withdraw(DeliveryAnswer),
+    Receipt(LedgerEntry),
+    List(Vec<LedgerEntry>),
+}
 
 impl SafeClient {
     pub fn connect(a: &SafeAddress) -> Result<SafeClient> {
@@ -713,38 +737,94 @@ impl SafeClient {
         })
     }
 
-    pub fn info(&mut self) -> SafeResult<SafeInfo> {
+    /// This client, failing one request per `schedule`.
+    pub fn faulty(self, schedule: std::sync::Arc<fault::SafeFaultSchedule>) -> SafeClient {
+        SafeClient::Faulty {
+            inner: Box::new(self),
+            schedule,
+        }
+    }
+
+    fn request(&mut self, r: Request<'_>) -> SafeResult<Answer> {
+        fn map<T>(r: SafeResult<T>, f: impl FnOnce(T) -> Answer) -> SafeResult<Answer> {
+            r.map(|x| x.map(f))
+        }
         match self {
-            SafeClient::Embedded(s) => Ok(Ok(s.info())),
-            SafeClient::Remote(c) => c.get("/v1/info"),
+            SafeClient::Faulty { inner, schedule } => {
+                let lost = || Error::SafeUnreachable {
+                    address: "(fault injection)".into(),
+                    reason: "the safe went away".into(),
+                };
+                match schedule.next() {
+                    None => inner.request(r),
+                    Some(fault::SafeFault::RequestLost) => {
+                        schedule.run_hook();
+                        Err(lost())
+                    }
+                    Some(fault::SafeFault::AnswerLost) => {
+                        let _ = inner.request(r);
+                        schedule.run_hook();
+                        Err(lost())
+                    }
+                }
+            }
+            SafeClient::Embedded(s) => match r {
+                Request::Info => Ok(Ok(Answer::Info(s.info()))),
+                Request::Deposit(d) => map(s.deposit(&to_hex(d)), Answer::Deposit),
+                Request::Withdraw(w) => map(s.withdraw(w), Answer::Withdraw),
+                Request::Receipt(q) => map(s.receipt(q), Answer::Receipt),
+                Request::List => s.list().map(|l| Ok(Answer::List(l))),
+            },
+            SafeClient::Remote(c) => match r {
+                Request::Info => map(c.get("/v1/info"), Answer::Info),
+                Request::Deposit(d) => map(
+                    c.post("/v1/deposit", &serde_json::json!({ "deposit": to_hex(d) })),
+                    Answer::Deposit,
+                ),
+                Request::Withdraw(w) => map(c.post("/v1/withdraw", w), Answer::Withdraw),
+                Request::Receipt(q) => map(c.post("/v1/receipt", q), Answer::Receipt),
+                Request::List => map(c.get("/v1/items"), Answer::List),
+            },
+        }
+    }
+
+    pub fn info(&mut self) -> SafeResult<SafeInfo> {
+        match self.request(Request::Info)? {
+            Ok(Answer::Info(i)) => Ok(Ok(i)),
+            Ok(_) => unreachable!("an info request answers info"),
+            Err(r) => Ok(Err(r)),
         }
     }
 
     pub fn deposit(&mut self, signed: &[u8]) -> SafeResult<DepositAnswer> {
-        match self {
-            SafeClient::Embedded(s) => s.deposit(&to_hex(signed)),
-            SafeClient::Remote(c) => c.post("/v1/deposit", &serde_json::json!({ "deposit": to_hex(signed) })),
+        match self.request(Request::Deposit(signed))? {
+            Ok(Answer::Deposit(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("a deposit answers a certificate"),
+            Err(r) => Ok(Err(r)),
         }
     }
 
     pub fn withdraw(&mut self, req: &WithdrawRequest) -> SafeResult<DeliveryAnswer> {
-        match self {
-            SafeClient::Embedded(s) => s.withdraw(req),
-            SafeClient::Remote(c) => c.post("/v1/withdraw", req),
+        match self.request(Request::Withdraw(req))? {
+            Ok(Answer::Withdraw(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("a withdrawal answers a delivery"),
+            Err(r) => Ok(Err(r)),
         }
     }
 
     pub fn receipt(&mut self, req: &ReceiptRequest) -> SafeResult<LedgerEntry> {
-        match self {
-            SafeClient::Embedded(s) => s.receipt(req),
-            SafeClient::Remote(c) => c.post("/v1/receipt", req),
+        match self.request(Request::Receipt(req))? {
+            Ok(Answer::Receipt(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("a receipt answers the ledger row"),
+            Err(r) => Ok(Err(r)),
         }
     }
 
     pub fn list(&mut self) -> SafeResult<Vec<LedgerEntry>> {
-        match self {
-            SafeClient::Embedded(s) => s.list().map(Ok),
-            SafeClient::Remote(c) => c.get("/v1/items"),
+        match self.request(Request::List)? {
+            Ok(Answer::List(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("a list request answers the ledger"),
+            Err(r) => Ok(Err(r)),
         }
     }
 }
