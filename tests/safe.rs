@@ -463,3 +463,141 @@ fn two_safes_served_on_loopback_each_keep_their_own_deposits() {
     assert_eq!(safe_value(&d1), 0);
     assert_eq!(safe_value(&d2), 200);
 }
+
+/// A `safe serve` process killed with SIGKILL at a request of the exchange:
+/// before it (the request never arrives) or after it committed (its answer
+/// never leaves). Restarted on the same directory, the retry or `wallet
+/// resolve` finishes the exchange and nothing is lost or doubled.
+#[test]
+fn a_safe_server_killed_mid_deposit_and_mid_withdraw_loses_nothing() {
+    use cardvault::safe::fault::{SafeFault, SafeFaultSchedule};
+    let killer = |pid: u32| {
+        move || {
+            // SAFETY: kill(2) on the pid of a child this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    };
+    // (request to kill at, how, the exchange): deposit makes 2 requests
+    // (info, deposit), withdraw 2 (withdraw, receipt).
+    let cases = [
+        (2, SafeFault::RequestLost, true),
+        (2, SafeFault::AnswerLost, true),
+        (1, SafeFault::RequestLost, false),
+        (1, SafeFault::AnswerLost, false),
+        (2, SafeFault::RequestLost, false),
+        (2, SafeFault::AnswerLost, false),
+    ];
+    for (at, mode, deposit) in cases {
+        let what = format!(
+            "{} killed at request {at} ({mode:?})",
+            if deposit { "deposit" } else { "withdraw" }
+        );
+        let home = temp_dir("safe-sigkill");
+        let dir = init_safe(&home, "safe1");
+        let id = load(&home, "h", 400);
+        let mut vault = Vault::open(&home.join("vault.sqlite")).unwrap();
+        if !deposit {
+            let a = SafeAddress::Dir(dir.clone());
+            let mut s = SafeClient::connect(&a).unwrap();
+            with_card(&home, "h", "main", |c| {
+                wd::deposit(c, PIN.as_bytes(), &id, &a, &mut s, &mut vault, summary_field::DEFAULT).unwrap()
+            });
+        }
+        let (mut child, url) = serve(&home, &dir);
+        let addr = SafeAddress::Http(url);
+        let sched = SafeFaultSchedule::with_hook(at, mode, killer(child.id()));
+        let mut safe = SafeClient::connect(&addr).unwrap().faulty(sched.clone());
+        let r = with_card(&home, "h", "main", |c| {
+            if deposit {
+                wd::deposit(
+                    c,
+                    PIN.as_bytes(),
+                    &id,
+                    &addr,
+                    &mut safe,
+                    &mut vault,
+                    summary_field::DEFAULT,
+                )
+                .map(|_| ())
+            } else {
+                wd::withdraw(
+                    c,
+                    PIN.as_bytes(),
+                    &wd::CertificateSource::Card(id.clone()),
+                    &mut safe,
+                    &mut vault,
+                    None,
+                )
+                .map(|_| ())
+            }
+        });
+        assert!(sched.fired(), "{what}: never fired");
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "{what}: the server was not killed"
+        );
+        assert!(
+            matches!(r, Ok(()) | Err(cardvault::Error::SafeUnreachable { .. })),
+            "{what}: {r:?}"
+        );
+        // While the safe is down nothing is lost: the item is on the card
+        // (held or pending), or committed in the safe (an item delivering
+        // to the card that already took it counts once).
+        let (held, pending) = card_value(&home, "h");
+        let in_safe = if held == 400 { 0 } else { safe_value(&dir) };
+        assert_eq!(
+            held + pending.max(in_safe),
+            400,
+            "{what}: card {held}+{pending}, safe {in_safe}"
+        );
+        // Restarted, on another port: the retry converges.
+        let (child, url) = serve(&home, &dir);
+        let _server = Server(child);
+        let addr = SafeAddress::Http(url);
+        let mut safe = SafeClient::connect(&addr).unwrap();
+        with_card(&home, "h", "main", |c| {
+            wd::resolve(c, PIN.as_bytes(), &addr, &mut safe, &mut vault).unwrap();
+            let on = ww::list(c)
+                .unwrap()
+                .items
+                .iter()
+                .any(|(_, i)| cardvault_proto::to_hex(&i.id) == id);
+            if deposit && on {
+                wd::deposit(
+                    c,
+                    PIN.as_bytes(),
+                    &id,
+                    &addr,
+                    &mut safe,
+                    &mut vault,
+                    summary_field::DEFAULT,
+                )
+                .unwrap();
+            }
+            if !deposit && !on {
+                wd::withdraw(
+                    c,
+                    PIN.as_bytes(),
+                    &wd::CertificateSource::Card(id.clone()),
+                    &mut safe,
+                    &mut vault,
+                    None,
+                )
+                .unwrap();
+            }
+        });
+        let rows = safe_rows(&dir);
+        assert_eq!(rows.len(), 1, "{what}: {rows:?}");
+        if deposit {
+            assert_eq!(card_value(&home, "h"), (0, 0), "{what}");
+            assert_eq!(rows[0].state, "stored", "{what}");
+        } else {
+            assert_eq!(card_value(&home, "h"), (400, 0), "{what}");
+            assert_eq!(rows[0].state, "withdrawn", "{what}");
+        }
+        let o = run(cardvault_strict(&home).args(["safe", "verify", "--dir"]).arg(&dir));
+        assert!(o.status.success(), "{what}: {}{}", stdout(&o), stderr(&o));
+    }
+}
