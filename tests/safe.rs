@@ -14,9 +14,7 @@ use cardvault::workflow::wallet::{self as ww, ItemSpec};
 use cardvault_proto::safe::summary_field;
 use cardvault_proto::wallet::ItemState;
 use common::*;
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 
 fn cash(amount: u32) -> ItemSpec {
     ItemSpec {
@@ -45,18 +43,6 @@ fn load(home: &Path, name: &str, amount: u32) -> String {
             .item
             .id
     })
-}
-
-fn init_safe(home: &Path, name: &str) -> PathBuf {
-    let dir = home.join(name);
-    let o = run(cv(home)
-        .args(["--json", "safe", "init", "--dir"])
-        .arg(&dir)
-        .arg("--issuer")
-        .arg(test_issuer_dir()));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(json(&o)["safe_id"].as_str().unwrap().len(), 32);
-    dir
 }
 
 /// The wallet's total value: held and pending items on the card.
@@ -394,45 +380,13 @@ fn forged_certificates_replayed_deliveries_and_other_cards_are_refused() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
 
-/// `cardvault safe serve` on a free loopback port; returns the process and
-/// its http:// address.
-fn serve(home: &Path, dir: &Path) -> (Child, String) {
-    let mut child = cardvault(home)
-        .args(["safe", "serve", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
-    (child, format!("http://{addr}"))
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn two_safes_served_on_loopback_each_keep_their_own_deposits() {
     let home = temp_dir("safe-two-servers");
     let (d1, d2) = (init_safe(&home, "safe1"), init_safe(&home, "safe2"));
-    let (p1, u1) = serve(&home, &d1);
-    let _s1 = Server(p1);
-    let (p2, u2) = serve(&home, &d2);
-    let _s2 = Server(p2);
+    let s1 = SafeServer::start(&home, &d1);
+    let s2 = SafeServer::start(&home, &d2);
+    let (u1, u2) = (s1.url.clone(), s2.url.clone());
     let a = load(&home, "h", 100);
     let b = load(&home, "h", 200);
     for (item, url) in [(&a, &u1), (&b, &u2)] {
@@ -503,9 +457,9 @@ fn a_safe_server_killed_mid_deposit_and_mid_withdraw_loses_nothing() {
                 wd::deposit(c, PIN.as_bytes(), &id, &a, &mut s, &mut vault, summary_field::DEFAULT).unwrap()
             });
         }
-        let (mut child, url) = serve(&home, &dir);
-        let addr = SafeAddress::Http(url);
-        let sched = SafeFaultSchedule::with_hook(at, mode, killer(child.id()));
+        let mut server = SafeServer::start(&home, &dir);
+        let addr = SafeAddress::Http(server.url.clone());
+        let sched = SafeFaultSchedule::with_hook(at, mode, killer(server.pid()));
         let mut safe = SafeClient::connect(&addr).unwrap().faulty(sched.clone());
         let r = with_card(&home, "h", "main", |c| {
             if deposit {
@@ -532,7 +486,7 @@ fn a_safe_server_killed_mid_deposit_and_mid_withdraw_loses_nothing() {
             }
         });
         assert!(sched.fired(), "{what}: never fired");
-        let status = child.wait().unwrap();
+        let status = server.wait();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(libc::SIGKILL),
@@ -553,9 +507,8 @@ fn a_safe_server_killed_mid_deposit_and_mid_withdraw_loses_nothing() {
             "{what}: card {held}+{pending}, safe {in_safe}"
         );
         // Restarted, on another port: the retry converges.
-        let (child, url) = serve(&home, &dir);
-        let _server = Server(child);
-        let addr = SafeAddress::Http(url);
+        let server = SafeServer::start(&home, &dir);
+        let addr = SafeAddress::Http(server.url.clone());
         let mut safe = SafeClient::connect(&addr).unwrap();
         with_card(&home, "h", "main", |c| {
             wd::resolve(c, PIN.as_bytes(), &addr, &mut safe, &mut vault).unwrap();
