@@ -554,3 +554,78 @@ fn a_safe_server_killed_mid_deposit_and_mid_withdraw_loses_nothing() {
         assert!(o.status.success(), "{what}: {}{}", stdout(&o), stderr(&o));
     }
 }
+
+/// A safe whose store was replaced by an older copy (taken before an item
+/// was withdrawn) would pay that item out again. Its checkpoint beside the
+/// directory (counter and withdrawn items, signed by the safe) is ahead of
+/// the copy, so the safe refuses to open it: embedded, `safe serve` and
+/// `safe verify` alike; the card keeps the item once.
+#[test]
+fn a_safe_restored_from_an_older_copy_refuses_to_serve_and_pays_nothing_twice() {
+    let home = temp_dir("safe-older-copy");
+    let dir = init_safe(&home, "safe1");
+    let id = load(&home, "h", 600);
+    let addr = SafeAddress::Dir(dir.clone());
+    let run_cv = |args: &[&str]| run(cv(&home).args(args));
+    let o = run_cv(&[
+        "-r",
+        "sim:h",
+        "wallet",
+        "deposit",
+        &id,
+        "--pin",
+        "env:P",
+        "--safe",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The operator's copy of the store while the item is in it.
+    let old = home.join("old-copy");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in std::fs::read_dir(&dir).unwrap().flatten() {
+        std::fs::copy(f.path(), old.join(f.file_name())).unwrap();
+    }
+    let o = run_cv(&[
+        "-r",
+        "sim:h",
+        "wallet",
+        "withdraw",
+        &id,
+        "--pin",
+        "env:P",
+        "--safe",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(card_value(&home, "h"), (600, 0));
+    // The store is replaced by the older copy.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::rename(&old, &dir).unwrap();
+    let e = cardvault::safe::Safe::open(&dir).unwrap_err();
+    assert!(e.to_string().contains("older copy"), "{e}");
+    assert!(e.to_string().contains("item 1 is withdrawn by its checkpoint"), "{e}");
+    let o = run(cardvault_strict(&home)
+        .args(["--json", "safe", "verify", "--dir"])
+        .arg(&dir));
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert_eq!(json(&o)["error"]["kind"], "data_integrity");
+    let o = run(cardvault(&home)
+        .args(["safe", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&dir));
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(stderr(&o).contains("older copy"), "{}", stderr(&o));
+    // Nothing reaches the card: the withdrawal fails before a delivery.
+    let before = state(&home, "h").wallet.clone();
+    let r = SafeClient::connect(&addr);
+    assert!(matches!(r, Err(cardvault::Error::Data(_))), "the older copy opened");
+    assert_eq!(state(&home, "h").wallet, before);
+    assert_eq!(card_value(&home, "h"), (600, 0));
+    // A checkpoint that is not the safe's (edited) is refused too.
+    let cp = cardvault::safe::checkpoint_path(&dir);
+    let text = std::fs::read_to_string(&cp)
+        .unwrap()
+        .replace("\"counter\":1", "\"counter\":0");
+    std::fs::write(&cp, text).unwrap();
+    let e = cardvault::safe::Safe::open(&dir).unwrap_err();
+    assert!(e.to_string().contains("is not this safe's"), "{e}");
+}

@@ -7,7 +7,9 @@
 //! issuer root, so that cards check its signatures under their installed
 //! root) and `issuer-root.pem` (the root it checks cards under). It is used
 //! in-process ([`Safe::open`], the embedded safe) or served over HTTP
-//! ([`http::serve`]); [`SafeClient`] reaches either.
+//! ([`http::serve`]); [`SafeClient`] reaches either. Beside the directory,
+//! `<dir>.checkpoint` ([`checkpoint_path`]) tells an older copy of the store
+//! from the store.
 //!
 //! The ledger's states of an item: `stored` → `delivering` (a delivery was
 //! made to one card, its receipt not yet back) → `withdrawn` (the card's
@@ -233,6 +235,18 @@ pub fn init(dir: &Path, issuer: &Path) -> Result<InitReport> {
         params![to_hex(&id)],
     )
     .map_err(|e| Error::vault(&dir.join(DB_FILE), e))?;
+    let sig =
+        crypto::sign_p256(&key, &Checkpoint::message(&to_hex(&id), 0, &[])).map_err(|e| Error::Data(e.to_string()))?;
+    let cp = Checkpoint {
+        version: 1,
+        safe_id: to_hex(&id),
+        counter: 0,
+        withdrawn: Vec::new(),
+        signature: to_hex(&sig),
+    };
+    let cp_path = checkpoint_path(dir);
+    cardvault_proto::fsutil::atomic_write(&cp_path, serde_json::to_string(&cp).expect("json").as_bytes())
+        .map_err(|e| Error::io(format!("writing {}", cp_path.display()), e))?;
     Ok(InitReport {
         dir: dir.to_path_buf(),
         safe_id: to_hex(&id),
@@ -253,7 +267,128 @@ fn open_db(dir: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// The safe's checkpoint beside its directory (`<dir>.checkpoint`), outside
+/// the store: the counter handed out and the counters withdrawn, signed by
+/// the safe. A store replaced by an older copy is behind it (a lower
+/// counter, or an item withdrawn in the checkpoint that is not withdrawn in
+/// the store), and the safe refuses to open it, so it never pays an item out
+/// twice. A store ahead of its checkpoint is the normal state after a crash
+/// between the commit and the checkpoint write; opening catches up.
+pub fn checkpoint_path(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "safe".into());
+    dir.with_file_name(format!("{name}.checkpoint"))
+}
+
+const CHECKPOINT_LABEL: &[u8] = b"cardvault safe checkpoint v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Checkpoint {
+    version: u32,
+    safe_id: String,
+    counter: u64,
+    withdrawn: Vec<u64>,
+    signature: String,
+}
+
+impl Checkpoint {
+    fn message(safe_id: &str, counter: u64, withdrawn: &[u64]) -> Vec<u8> {
+        let mut m = CHECKPOINT_LABEL.to_vec();
+        m.extend_from_slice(safe_id.as_bytes());
+        m.extend_from_slice(&counter.to_be_bytes());
+        for w in withdrawn {
+            m.extend_from_slice(&w.to_be_bytes());
+        }
+        m
+    }
+}
+
 impl Safe {
+    /// The counter and the withdrawn counters of the store.
+    fn ledger_head(&self) -> Result<(u64, Vec<u64>)> {
+        let counter: u64 = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'counter'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|e| self.db_err(e))?
+            .parse()
+            .map_err(|_| Error::Data("the safe counter is not a number".into()))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT counter FROM items WHERE state = 'withdrawn' ORDER BY counter")
+            .map_err(|e| self.db_err(e))?;
+        let withdrawn = st
+            .query_map([], |r| r.get::<_, i64>(0).map(|n| n as u64))
+            .map_err(|e| self.db_err(e))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.db_err(e))?;
+        Ok((counter, withdrawn))
+    }
+
+    /// Write the checkpoint of the store as it is now.
+    fn write_checkpoint(&self) -> Result<()> {
+        let (counter, withdrawn) = self.ledger_head()?;
+        let id = to_hex(&self.id);
+        let sig = self.sign(&Checkpoint::message(&id, counter, &withdrawn))?;
+        let cp = Checkpoint {
+            version: 1,
+            safe_id: id,
+            counter,
+            withdrawn,
+            signature: to_hex(&sig),
+        };
+        let path = checkpoint_path(&self.dir);
+        cardvault_proto::fsutil::atomic_write(&path, serde_json::to_string(&cp).expect("json").as_bytes())
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    /// Refuse a store that is behind its checkpoint (an older copy).
+    fn check_checkpoint(&self) -> Result<()> {
+        let path = checkpoint_path(&self.dir);
+        let refuse = |why: String| {
+            Err(Error::Data(format!(
+                "safe {}: {why}; the store was replaced by an older copy or altered, and the safe will not \
+                 serve it (it could pay an item out twice)",
+                self.dir.display()
+            )))
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return refuse(format!("its checkpoint {} is missing", path.display()))
+            }
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        let Ok(cp) = serde_json::from_str::<Checkpoint>(&text) else {
+            return refuse(format!("its checkpoint {} does not parse", path.display()));
+        };
+        let signed = cardvault_proto::from_hex(&cp.signature).is_some_and(|sig| {
+            crypto::verify_p256(
+                &self.key.public_bytes(),
+                &Checkpoint::message(&cp.safe_id, cp.counter, &cp.withdrawn),
+                &sig,
+            )
+            .unwrap_or(false)
+        });
+        if !signed || cp.safe_id != to_hex(&self.id) {
+            return refuse(format!("its checkpoint {} is not this safe's", path.display()));
+        }
+        let (counter, withdrawn) = self.ledger_head()?;
+        if counter < cp.counter {
+            return refuse(format!(
+                "the store's counter is {counter}, its checkpoint says {}",
+                cp.counter
+            ));
+        }
+        if let Some(w) = cp.withdrawn.iter().find(|w| !withdrawn.contains(w)) {
+            return refuse(format!("item {w} is withdrawn by its checkpoint but not in the store"));
+        }
+        Ok(())
+    }
+
     /// Open the safe in `dir` (made by [`init`]).
     pub fn open(dir: &Path) -> Result<Safe> {
         if !dir.join(DB_FILE).exists() {
@@ -282,14 +417,17 @@ impl Safe {
         let id = cardvault_proto::from_hex(&id)
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| bad(DB_FILE, "the safe id is not 16 bytes of hex".into()))?;
-        Ok(Safe {
+        let safe = Safe {
             dir: dir.to_path_buf(),
             conn,
             key,
             cert_der: cert.to_der().map_err(|e| Error::Data(e.to_string()))?,
             root,
             id,
-        })
+        };
+        safe.check_checkpoint()?;
+        safe.write_checkpoint()?;
+        Ok(safe)
     }
 
     pub fn id(&self) -> [u8; sf::SAFE_ID_LEN] {
@@ -412,6 +550,7 @@ impl Safe {
         })
         .and_then(|_| tx.commit())
         .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
+        self.write_checkpoint()?;
         Ok(Ok(DepositAnswer {
             certificate: to_hex(&encoded),
             safe_certificate: to_hex(&self.cert_der),
@@ -591,6 +730,7 @@ impl Safe {
             Some(_) => return Ok(Err(SafeRefusal::ReceiptMismatch)),
         }
         tx.commit().map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
+        self.write_checkpoint()?;
         Ok(self.entry(r.counter)?.ok_or(SafeRefusal::UnknownItem(r.counter)))
     }
 
