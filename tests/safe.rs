@@ -179,6 +179,7 @@ fn deposit_and_withdraw_onto_the_same_card_through_the_cli_exactly_once() {
             card_certificate: cardvault_proto::to_hex(&leaf),
             challenge: cardvault_proto::to_hex(&ch),
             authorization: None,
+            owner_proof: None,
         })
         .unwrap()
     });
@@ -290,6 +291,7 @@ fn forged_certificates_replayed_deliveries_and_other_cards_are_refused() {
                 card_certificate: cardvault_proto::to_hex(&leaf),
                 challenge: cardvault_proto::to_hex(&ch),
                 authorization: None,
+                owner_proof: None,
             })
             .unwrap(),
         )
@@ -364,6 +366,7 @@ fn forged_certificates_replayed_deliveries_and_other_cards_are_refused() {
                     signature: cardvault_proto::to_hex(&sig),
                     signer_certificate: cardvault_proto::to_hex(issuer_signer().certificate_der()),
                 }),
+                owner_proof: None,
             })
             .unwrap(),
         )

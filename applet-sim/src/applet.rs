@@ -259,6 +259,7 @@ impl Applet {
             (cla::PROPRIETARY, Ins::GetWithdrawChallenge) => self.get_withdraw_challenge(c),
             (cla::PROPRIETARY, Ins::Withdraw) => self.withdraw(c),
             (cla::PROPRIETARY, Ins::ReadSafeRecords) => self.read_safe_records(c),
+            (cla::PROPRIETARY, Ins::Escrow) => self.escrow(c),
             _ => Err(sw::INS_NOT_SUPPORTED),
         }
     }

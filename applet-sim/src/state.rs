@@ -274,6 +274,12 @@ impl Drop for CardState {
         self.ecka_private.zeroize();
         self.storing.private_key.zeroize();
         self.wallet.key.zeroize();
+        for k in &mut self.wallet.old_keys {
+            k.0.zeroize();
+        }
+        for r in &mut self.wallet.recovered {
+            r.key.zeroize();
+        }
     }
 }
 

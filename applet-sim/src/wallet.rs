@@ -44,6 +44,22 @@ pub struct WalletState {
     /// The outstanding GET WITHDRAW CHALLENGE (empty: none).
     #[serde(default, with = "hex")]
     pub withdraw_challenge: Vec<u8>,
+    /// Wallet keys replaced by ESCROW P1 = 02 (re-keying): they still open
+    /// this card's older deposits; new deposits use the new key.
+    #[serde(default)]
+    pub old_keys: Vec<Hex>,
+    /// Wallet keys of other cards, rebuilt from escrowed parts (ESCROW P1 =
+    /// 01): they open those cards' deposits on this card.
+    #[serde(default)]
+    pub recovered: Vec<RecoveredKey>,
+}
+
+/// A lost card's wallet key, rebuilt on this card from its escrow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecoveredKey {
+    pub card_number: String,
+    #[serde(with = "hex")]
+    pub key: Vec<u8>,
 }
 
 /// Most registration certificates and remembered deliveries a card keeps.
@@ -76,6 +92,8 @@ impl Default for WalletState {
             certificates: Vec::new(),
             received: Vec::new(),
             withdraw_challenge: Vec::new(),
+            old_keys: Vec::new(),
+            recovered: Vec::new(),
         }
     }
 }
@@ -436,8 +454,23 @@ impl Applet {
         {
             return Err(sw::WRONG_DATA);
         }
-        let wallet_key: zeroize::Zeroizing<[u8; 32]> = if deposit.card_number == self.state.card_number {
-            zeroize::Zeroizing::new(self.state.wallet.key[..].try_into().map_err(|_| sw::WRONG_DATA)?)
+        let w = &self.state.wallet;
+        let keys: Vec<zeroize::Zeroizing<Vec<u8>>> = if deposit.card_number == self.state.card_number {
+            std::iter::once(&w.key)
+                .chain(w.old_keys.iter().map(|h| &h.0))
+                .map(|k| zeroize::Zeroizing::new(k.clone()))
+                .collect()
+        } else {
+            w.recovered
+                .iter()
+                .filter(|r| r.card_number == deposit.card_number)
+                .map(|r| zeroize::Zeroizing::new(r.key.clone()))
+                .collect()
+        };
+        let wallet_keys: Vec<zeroize::Zeroizing<[u8; 32]>> = if !keys.is_empty() {
+            keys.iter()
+                .filter_map(|k| <[u8; 32]>::try_from(&k[..]).ok().map(zeroize::Zeroizing::new))
+                .collect()
         } else {
             // Onto another card: the issuer names this card and this certificate.
             let (sig, signer) = cmd.authorization.as_ref().ok_or(sw::SECURITY_STATUS_NOT_SATISFIED)?;
@@ -448,10 +481,13 @@ impl Applet {
             let common: [u8; 32] = self.state.common_key[..].try_into().map_err(|_| sw::WRONG_DATA)?;
             let aad = safe::Deposit::aad(safe::WALLET_KEY_LABEL, &deposit.card_number, &deposit.item_id);
             let k = open_sealed(&common, &aad, &deposit.wrapped_wallet_key)?;
-            zeroize::Zeroizing::new(k[..].try_into().map_err(|_| sw::WRONG_DATA)?)
+            vec![zeroize::Zeroizing::new(k[..].try_into().map_err(|_| sw::WRONG_DATA)?)]
         };
         let aad = safe::Deposit::aad(safe::ITEM_SEAL_LABEL, &deposit.card_number, &deposit.item_id);
-        let raw = open_sealed(&wallet_key, &aad, &deposit.sealed_item)?;
+        let raw = wallet_keys
+            .iter()
+            .find_map(|k| open_sealed(k, &aad, &deposit.sealed_item).ok())
+            .ok_or(sw::WRONG_DATA)?;
         let item = WalletItem::parse(&raw).map_err(|_| sw::WRONG_DATA)?;
         if item.id != cert.item_id || safe::summary(&item, deposit.summary[0]) != deposit.summary {
             return Err(sw::WRONG_DATA);
@@ -514,6 +550,129 @@ impl Applet {
             _ => return Err(sw::WRONG_P1P2),
         };
         Ok(safe::encode_list(&entries))
+    }
+}
+
+/// Wallet key escrow and re-keying (docs/PROTOCOL.md 2.48).
+impl Applet {
+    /// ESCROW `80 31`: P1 = 00 export (data: escrow key (32) ‖ count (1));
+    /// P1 = 01 import (proto::safe::escrow_import_data); P1 = 02 re-key (no
+    /// data). PIN; under SCP11.
+    pub(crate) fn escrow(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p2 != 0 || c.p1 > 2 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if !self.session.pin_verified {
+            return Err(sw::SECURITY_STATUS_NOT_SATISFIED);
+        }
+        match c.p1 {
+            0 => self.escrow_export(c),
+            1 => self.escrow_import(c),
+            _ => {
+                if !c.data.is_empty() {
+                    return Err(sw::WRONG_LENGTH);
+                }
+                let old = std::mem::take(&mut self.state.wallet.key);
+                if old.len() == 32 {
+                    self.state.wallet.old_keys.push(Hex(old));
+                }
+                let key = self.wallet_key()?;
+                self.mark_dirty();
+                Ok(safe::wallet_key_check(&key).to_vec())
+            }
+        }
+    }
+
+    fn escrow_export(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.data.len() != 33 {
+            return Err(sw::WRONG_LENGTH);
+        }
+        let escrow_key: zeroize::Zeroizing<[u8; 32]> =
+            zeroize::Zeroizing::new(c.data[..32].try_into().expect("32 bytes"));
+        let count = c.data[32];
+        if count == 0 || count > safe::MAX_ESCROW_PARTS {
+            return Err(sw::WRONG_DATA);
+        }
+        let (signer, _) = self.card_signing_key().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let key = zeroize::Zeroizing::new(self.wallet_key()?);
+        let check = safe::wallet_key_check(&key[..]);
+        let pad = zeroize::Zeroizing::new(crypto::random::<32>());
+        let parts: Vec<zeroize::Zeroizing<[u8; 32]>> = match count {
+            1 => vec![key.clone()],
+            _ => {
+                let mut second = [0u8; 32];
+                for (i, b) in second.iter_mut().enumerate() {
+                    *b = key[i] ^ pad[i];
+                }
+                vec![pad.clone(), zeroize::Zeroizing::new(second)]
+            }
+        };
+        let number = self.state.card_number.clone();
+        let mut out = vec![count];
+        for (i, part) in parts.iter().enumerate() {
+            let index = i as u8 + 1;
+            let nonce = crypto::random::<{ crypto::GCM_NONCE_LEN }>();
+            let aad = safe::EscrowPart::aad(&number, index, count, &check);
+            let mut sealed = nonce.to_vec();
+            sealed.extend_from_slice(&crypto::seal(&escrow_key, &nonce, &aad, &part[..]).map_err(|_| sw::UNKNOWN)?);
+            let mut p = safe::EscrowPart {
+                card_number: number.clone(),
+                index,
+                count,
+                key_check: check,
+                sealed,
+                signature: [0; 64],
+            };
+            let sig = crypto::sign_p256(&signer, &p.message()).map_err(|_| sw::UNKNOWN)?;
+            p.signature = sig.try_into().map_err(|_| sw::UNKNOWN)?;
+            let e = p.encode();
+            out.extend_from_slice(&(e.len() as u16).to_be_bytes());
+            out.extend_from_slice(&e);
+        }
+        Ok(out)
+    }
+
+    fn escrow_import(&mut self, c: &CommandApdu) -> HandlerResult {
+        let (escrow_key, parts) = safe::parse_escrow_import(&c.data).ok_or(sw::WRONG_DATA)?;
+        let escrow_key = zeroize::Zeroizing::new(escrow_key);
+        let first = &parts[0];
+        let complete = parts.len() == first.count as usize
+            && parts.iter().enumerate().all(|(i, p)| {
+                p.index as usize == i + 1
+                    && p.count == first.count
+                    && p.card_number == first.card_number
+                    && p.key_check == first.key_check
+            });
+        if !complete {
+            return Err(sw::WRONG_DATA);
+        }
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        for p in &parts {
+            let aad = safe::EscrowPart::aad(&p.card_number, p.index, p.count, &p.key_check);
+            let part = open_sealed(&escrow_key, &aad, &p.sealed).map_err(|_| sw::SECURITY_STATUS_NOT_SATISFIED)?;
+            if part.len() != 32 {
+                return Err(sw::WRONG_DATA);
+            }
+            for (k, b) in key.iter_mut().zip(part.iter()) {
+                *k ^= b;
+            }
+        }
+        if safe::wallet_key_check(&key[..]) != first.key_check {
+            return Err(sw::WRONG_DATA);
+        }
+        let w = &mut self.state.wallet;
+        if !w
+            .recovered
+            .iter()
+            .any(|r| r.card_number == first.card_number && r.key[..] == key[..])
+        {
+            w.recovered.push(RecoveredKey {
+                card_number: first.card_number.clone(),
+                key: key.to_vec(),
+            });
+        }
+        self.mark_dirty();
+        Ok(Vec::new())
     }
 }
 

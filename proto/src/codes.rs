@@ -136,6 +136,10 @@ instructions! {
     Withdraw, WITHDRAW = 0x3C, "WITHDRAW";
     /// READ SAFE RECORDS: P1 = 00 registration certificates, 01 receipts.
     ReadSafeRecords, READ_SAFE_RECORDS = 0x3E, "READ SAFE RECORDS";
+    /// ESCROW: P1 = 00 the card splits its wallet key into parts sealed
+    /// under the owner's escrow key; P1 = 01 a replacement card takes the
+    /// parts back for the card that escrowed them; P1 = 02 a new wallet key.
+    Escrow, ESCROW = 0x31, "ESCROW";
 }
 
 impl Ins {

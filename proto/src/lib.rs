@@ -55,6 +55,7 @@ pub fn command_data_is_secret(_cla: u8, ins: u8) -> bool {
     matches!(
         ins,
         ins::VERIFY
+            | ins::ESCROW
             | ins::CHANGE_REFERENCE_DATA
             | ins::RESET_RETRY_COUNTER
             | ins::EXTERNAL_AUTHENTICATE
@@ -105,6 +106,7 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::DEPOSIT
                 | ins::GET_WITHDRAW_CHALLENGE
                 | ins::WITHDRAW
+                | ins::ESCROW
         ),
         _ => false,
     }

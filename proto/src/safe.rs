@@ -533,6 +533,100 @@ pub fn parse_list(data: &[u8], max: usize) -> Option<Vec<Vec<u8>>> {
     c.rest().is_empty().then_some(out)
 }
 
+/// Wallet key escrow (Matsushita 000's second to fourth embodiments, 001's
+/// key manager): the card splits its wallet key into `count` parts (1, or 2
+/// by XOR with a random pad, so that one part alone says nothing), each
+/// sealed under the owner's escrow key (derived from the owner's password by
+/// the terminal) and signed by the card; each part goes to its own safe.
+pub const ESCROW_PART_LABEL: &[u8] = b"cardvault escrow part v1";
+pub const WALLET_KCV_LABEL: &[u8] = b"cardvault wallet key check v1";
+/// Most parts a wallet key is split into.
+pub const MAX_ESCROW_PARTS: u8 = 2;
+
+/// The check value of a wallet key: SHA-256(label ‖ key), first 8 bytes.
+pub fn wallet_key_check(key: &[u8]) -> [u8; 8] {
+    crypto::sha256(&[WALLET_KCV_LABEL, key].concat())[..8]
+        .try_into()
+        .expect("8 bytes")
+}
+
+/// One escrowed part of a wallet key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscrowPart {
+    pub card_number: String,
+    /// 1-based index and the number of parts.
+    pub index: u8,
+    pub count: u8,
+    pub key_check: [u8; 8],
+    /// nonce (12) ‖ AES-256-GCM(escrow key, part (32); AAD [`EscrowPart::aad`]).
+    pub sealed: Vec<u8>,
+    /// The card's signature over label ‖ [`EscrowPart::body`].
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl EscrowPart {
+    pub fn aad(card_number: &str, index: u8, count: u8, key_check: &[u8; 8]) -> Vec<u8> {
+        [ESCROW_PART_LABEL, &lv(card_number), &[index, count], key_check].concat()
+    }
+
+    /// lv(card number) ‖ index (1) ‖ count (1) ‖ key check (8) ‖ l2(sealed).
+    pub fn body(&self) -> Vec<u8> {
+        let mut v = lv(&self.card_number);
+        v.push(self.index);
+        v.push(self.count);
+        v.extend_from_slice(&self.key_check);
+        put_l2(&mut v, &self.sealed);
+        v
+    }
+
+    pub fn message(&self) -> Vec<u8> {
+        [ESCROW_PART_LABEL, &self.body()].concat()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = self.body();
+        v.extend_from_slice(&self.signature);
+        v
+    }
+
+    pub fn parse(data: &[u8]) -> Option<EscrowPart> {
+        let mut c = Cursor(data);
+        let p = EscrowPart {
+            card_number: c.lv_str()?,
+            index: c.u8()?,
+            count: c.u8()?,
+            key_check: c.arr()?,
+            sealed: c.l2()?.to_vec(),
+            signature: c.arr()?,
+        };
+        (c.rest().is_empty() && (1..=p.count).contains(&p.index) && p.count <= MAX_ESCROW_PARTS).then_some(p)
+    }
+}
+
+/// ESCROW P1 = 01 (import) data: escrow key (32) ‖ count (1) ‖ per part l2(part).
+pub fn escrow_import_data(escrow_key: &[u8; 32], parts: &[EscrowPart]) -> Vec<u8> {
+    let mut v = escrow_key.to_vec();
+    v.push(parts.len() as u8);
+    for p in parts {
+        put_l2(&mut v, &p.encode());
+    }
+    v
+}
+
+pub fn parse_escrow_import(data: &[u8]) -> Option<([u8; 32], Vec<EscrowPart>)> {
+    let mut c = Cursor(data);
+    let key = c.arr()?;
+    let n = c.u8()?;
+    if n == 0 || n > MAX_ESCROW_PARTS {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for _ in 0..n {
+        parts.push(EscrowPart::parse(c.l2()?)?);
+    }
+    c.rest().is_empty().then_some((key, parts))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

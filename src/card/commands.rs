@@ -326,4 +326,15 @@ impl Command {
     pub fn read_safe_records(p1: u8) -> Command {
         Command::of(cla::PROPRIETARY, Ins::ReadSafeRecords, p1, 0).expect_max()
     }
+
+    /// ESCROW P1 = 00 (export `count` parts under `escrow_key`), 01 (import
+    /// parts), 02 (a new wallet key).
+    pub fn escrow(p1: u8, data: &[u8]) -> Command {
+        let c = Command::of(cla::PROPRIETARY, Ins::Escrow, p1, 0).expect_max();
+        if data.is_empty() {
+            c
+        } else {
+            c.with_data(data)
+        }
+    }
 }

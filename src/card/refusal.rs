@@ -161,4 +161,16 @@ pub enum Refusal {
     /// WITHDRAW `6985`.
     #[error("the card already took this deposited item in another delivery (a replay); nothing was added")]
     DeliveryReplayed,
+    /// ESCROW `6982` (P1 = 01).
+    #[error(
+        "the card could not open the escrowed parts: the owner password is not the one the wallet key \
+         was escrowed under; nothing changed"
+    )]
+    EscrowPasswordWrong,
+    /// ESCROW `6A80` (P1 = 01).
+    #[error(
+        "the card refused the escrowed parts: they are not all the parts of one wallet key (a key split \
+         across two safes needs both), or they do not rebuild it; nothing changed"
+    )]
+    EscrowIncomplete,
 }

@@ -4,7 +4,7 @@
 use super::{CardClient, Refusal};
 use crate::apdu::{Command, StatusWord};
 use crate::error::{Error, Result};
-use cardvault_proto::safe::{Receipt, RegistrationCertificate, SignedDeposit, WithdrawCommand};
+use cardvault_proto::safe::{EscrowPart, Receipt, RegistrationCertificate, SignedDeposit, WithdrawCommand};
 use cardvault_proto::wallet::{ItemLoad, WalletListing, ITEM_ID_LEN, WALLET_CHALLENGE_LEN};
 
 impl CardClient<'_> {
@@ -160,6 +160,53 @@ impl CardClient<'_> {
         cardvault_proto::safe::parse_list(&raw, 64).ok_or_else(|| Error::Malformed {
             command: "READ SAFE RECORDS",
             reason: "the list does not parse".into(),
+        })
+    }
+
+    /// ESCROW P1 = 00: the wallet key in `count` parts sealed under `escrow_key`.
+    pub fn escrow_export(&mut self, escrow_key: &[u8; 32], count: u8) -> Result<Vec<EscrowPart>> {
+        let mut data = zeroize::Zeroizing::new(escrow_key.to_vec());
+        data.push(count);
+        let raw = self.exec(&Command::escrow(0, &data))?;
+        let bad = || Error::Malformed {
+            command: "ESCROW",
+            reason: "the parts do not parse".into(),
+        };
+        let (&n, mut rest) = raw.split_first().ok_or_else(bad)?;
+        let mut parts = Vec::new();
+        for _ in 0..n.min(cardvault_proto::safe::MAX_ESCROW_PARTS) {
+            let (len, r) = rest.split_first_chunk::<2>().ok_or_else(bad)?;
+            let len = u16::from_be_bytes(*len) as usize;
+            if r.len() < len {
+                return Err(bad());
+            }
+            parts.push(EscrowPart::parse(&r[..len]).ok_or_else(bad)?);
+            rest = &r[len..];
+        }
+        if parts.len() != count as usize || !rest.is_empty() {
+            return Err(bad());
+        }
+        Ok(parts)
+    }
+
+    /// ESCROW P1 = 01: rebuild another card's wallet key from its parts.
+    pub fn escrow_import(&mut self, escrow_key: &[u8; 32], parts: &[EscrowPart]) -> Result<()> {
+        let data = zeroize::Zeroizing::new(cardvault_proto::safe::escrow_import_data(escrow_key, parts));
+        let r = self.transmit(&Command::escrow(1, &data))?;
+        match r.sw {
+            StatusWord::Ok => Ok(()),
+            StatusWord::SecurityStatusNotSatisfied => Err(Refusal::EscrowPasswordWrong.into()),
+            StatusWord::WrongData => Err(Refusal::EscrowIncomplete.into()),
+            sw => Err(Error::Card { command: "ESCROW", sw }),
+        }
+    }
+
+    /// ESCROW P1 = 02: a new wallet key; answers its check value.
+    pub fn rekey(&mut self) -> Result<[u8; 8]> {
+        let raw = self.exec(&Command::escrow(2, &[]))?;
+        raw.try_into().map_err(|_| Error::Malformed {
+            command: "ESCROW",
+            reason: "the key check value is not 8 bytes".into(),
         })
     }
 }

@@ -6,6 +6,7 @@ use crate::safe::{SafeAddress, SafeClient};
 use crate::secret::SecretSource;
 use crate::signer::IssuerKeySource;
 use crate::workflow::deposit::{self, CertificateSource, IssuerWithdrawal};
+use crate::workflow::escrow;
 use crate::workflow::wallet::{self, ItemLoadAuthorization, ItemLoadRequest, ItemSpec, ItemView};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
@@ -189,6 +190,50 @@ pub enum WalletCommand {
     },
     /// The registration certificates on the card (no PIN needed).
     Certificates,
+    /// Escrow the wallet key under the owner's password: whole into one
+    /// safe, or split across two (--safe twice) so that neither alone can
+    /// recover it.
+    Escrow {
+        /// A safe (a directory or an http:// address); twice to split the key.
+        #[arg(long, value_name = "DIR|URL", required = true)]
+        safe: Vec<SafeAddress>,
+        /// The owner's password: prompt, env:VAR or file:PATH (never argv).
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        password: SecretSource,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+    /// Rebuild a lost card's wallet key on the replacement card in the
+    /// reader from its escrow (the owner's password), and withdraw the lost
+    /// card's items the vault holds certificates for in these safes.
+    Recover {
+        /// Every safe that holds a part of the key (the items' safes too).
+        #[arg(long, value_name = "DIR|URL", required = true)]
+        safe: Vec<SafeAddress>,
+        /// The lost card's number.
+        #[arg(long, value_name = "CARD")]
+        from_card: String,
+        /// The replacement card's reader (default: -r).
+        #[arg(long, value_name = "READER")]
+        new: Option<String>,
+        /// The owner's password: prompt, env:VAR or file:PATH (never argv).
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        password: SecretSource,
+        /// The replacement card's PIN: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
+    /// Move to a new wallet key and deposit again under it what the card
+    /// has in the safe, so that an escrowed old key opens nothing new.
+    Rekey {
+        /// The safe whose items are deposited again.
+        #[arg(long, value_name = "DIR|URL")]
+        safe: SafeAddress,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -422,6 +467,68 @@ pub fn run(ctx: &Ctx, c: WalletCommand) -> Result<()> {
                     "settled: {} pending deposits completed, {} receipts accepted by the safe",
                     r.deposits.len(),
                     r.receipts.len()
+                );
+            }
+        }
+        WalletCommand::Escrow { safe, password, pin } => {
+            let mut clients = safe.iter().map(SafeClient::connect).collect::<Result<Vec<_>>>()?;
+            let password = password.read("owner password")?;
+            let pin = pin.read("PIN")?;
+            let r = ctx.with_card(|card| escrow::escrow(card, &pin, &password, &mut clients))?;
+            if ctx.json {
+                print_json(&r);
+            } else {
+                for (id, index) in &r.parts {
+                    println!("wallet key part {index} of {} escrowed in safe {id}", r.parts.len());
+                }
+            }
+        }
+        WalletCommand::Recover {
+            safe,
+            from_card,
+            new,
+            password,
+            pin,
+        } => {
+            let mut clients = safe
+                .iter()
+                .map(|a| SafeClient::connect(a).map(|c| (a.clone(), c)))
+                .collect::<Result<Vec<_>>>()?;
+            let mut vault = ctx.vault()?;
+            let password = password.read("owner password")?;
+            let pin = pin.read("PIN")?;
+            let mut reader = match &new {
+                Some(r) => ctx.open_named(r)?,
+                None => ctx.open_reader()?,
+            };
+            let mut card = crate::card::CardClient::open(reader.as_mut(), ctx.session())?;
+            let r = escrow::recover(&mut card, &pin, &password, &from_card, &mut clients, &mut vault)?;
+            if ctx.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "card {}'s wallet key rebuilt on card {}; {} items withdrawn",
+                    r.lost_card,
+                    r.new_card,
+                    r.withdrawn.len()
+                );
+                for w in &r.withdrawn {
+                    println!("  item {} (safe counter {})", w.item, w.counter);
+                }
+            }
+        }
+        WalletCommand::Rekey { safe, pin } => {
+            let mut client = SafeClient::connect(&safe)?;
+            let mut vault = ctx.vault_or_create()?;
+            let pin = pin.read("PIN")?;
+            let r = ctx.with_card(|card| escrow::rekey(card, &pin, &safe, &mut client, &mut vault))?;
+            if ctx.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "new wallet key (check {}); {} items deposited again under it; escrow the new key with `wallet escrow`",
+                    r.key_check,
+                    r.redeposited.len()
                 );
             }
         }

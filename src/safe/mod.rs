@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS items (
     withdrawn_at INTEGER,
     UNIQUE (card_number, item_id, stored_hash)
 );
+CREATE TABLE IF NOT EXISTS escrow (
+    card_number  TEXT PRIMARY KEY,
+    part         BLOB NOT NULL,
+    verifier     TEXT NOT NULL,
+    escrowed_at  INTEGER NOT NULL
+);
 ";
 
 /// Why a safe refused a request: typed, so that the terminal can tell a
@@ -84,6 +90,10 @@ pub enum SafeRefusal {
     ReceiptMismatch,
     #[error("the deposit is for safe {0}, not this one")]
     OtherSafe(String),
+    #[error("this safe holds no escrowed wallet key part of card {0}")]
+    NoEscrow(String),
+    #[error("the owner password does not match the one card {0}'s wallet key was escrowed under")]
+    WrongOwnerPassword(String),
 }
 
 /// One row of the safe's ledger (`safe list`).
@@ -118,6 +128,36 @@ pub struct WithdrawRequest {
     pub challenge: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<WithdrawAuthorization>,
+    /// The owner's proof for this safe (hex, derived from the escrow
+    /// password): onto another card without the issuer, for a card whose
+    /// wallet key this safe holds in escrow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_proof: Option<String>,
+}
+
+/// A wallet key part to keep (terminal → safe).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EscrowRequest {
+    /// Hex of proto::safe::EscrowPart, signed by the card.
+    pub part: String,
+    /// Hex DER of the card's signing certificate (GET DATA `DF35`).
+    pub card_certificate: String,
+    /// Hex SHA-256 of the owner's proof for this safe.
+    pub verifier: String,
+}
+
+/// A request for a kept part (terminal → safe), with the owner's proof.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EscrowFetch {
+    pub card_number: String,
+    pub owner_proof: String,
+}
+
+/// A kept part (safe → terminal).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EscrowAnswer {
+    pub card_number: String,
+    pub part: String,
 }
 
 /// The issuer's authorization to withdraw onto another card.
@@ -599,11 +639,18 @@ impl Safe {
             return Ok(Err(SafeRefusal::CardNotTrusted("the certificate names no card".into())));
         };
         if target != cert.card_number {
-            let Some(a) = &req.authorization else {
-                return Ok(Err(SafeRefusal::OwnerAuthenticationNeeded(target)));
-            };
-            if !self.authorization_verifies(a, &target, &cert) {
-                return Ok(Err(SafeRefusal::AuthorizationInvalid(target)));
+            match (&req.authorization, &req.owner_proof) {
+                (Some(a), _) => {
+                    if !self.authorization_verifies(a, &target, &cert) {
+                        return Ok(Err(SafeRefusal::AuthorizationInvalid(target)));
+                    }
+                }
+                (None, Some(proof)) => {
+                    if let Err(r) = self.check_owner(&cert.card_number, proof)? {
+                        return Ok(Err(r));
+                    }
+                }
+                (None, None) => return Ok(Err(SafeRefusal::OwnerAuthenticationNeeded(target))),
             }
         }
         let row: Option<DeliveryRow> = self
@@ -656,6 +703,83 @@ impl Safe {
             delivery: to_hex(&d.encode()),
             safe_certificate: to_hex(&self.cert_der),
         }))
+    }
+
+    /// The owner's proof against the verifier kept with `card`'s escrow.
+    fn check_owner(&self, card: &str, proof_hex: &str) -> SafeResult<Vec<u8>> {
+        let row: Option<(Vec<u8>, String)> = self
+            .conn
+            .query_row(
+                "SELECT part, verifier FROM escrow WHERE card_number = ?1",
+                params![card],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        let Some((part, verifier)) = row else {
+            return Ok(Err(SafeRefusal::NoEscrow(card.to_string())));
+        };
+        let ok = cardvault_proto::from_hex(proof_hex)
+            .is_some_and(|p| openssl::memcmp::eq(to_hex(&crypto::sha256(&p)).as_bytes(), verifier.as_bytes()));
+        Ok(if ok {
+            Ok(part)
+        } else {
+            Err(SafeRefusal::WrongOwnerPassword(card.to_string()))
+        })
+    }
+
+    /// Keep a card's wallet key part (replacing an earlier one of that card).
+    pub fn escrow(&mut self, req: &EscrowRequest) -> SafeResult<EscrowAnswer> {
+        let (raw, der) = match (
+            hex_field(&req.part, "the part"),
+            hex_field(&req.card_certificate, "the card certificate"),
+        ) {
+            (Ok(r), Ok(d)) => (r, d),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+        };
+        let Some(part) = sf::EscrowPart::parse(&raw) else {
+            return Ok(Err(SafeRefusal::Malformed("the part does not parse".into())));
+        };
+        let card =
+            match cardvault_proto::storing::verify_card_signing_certificate(std::slice::from_ref(&self.root), &der) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(SafeRefusal::CardNotTrusted(e.to_string()))),
+            };
+        let key = X509::from_der(&der)
+            .ok()
+            .and_then(|c| cert::ecka_public_key(&c).ok())
+            .unwrap_or_default();
+        if part.card_number != card || !crypto::verify_p256(&key, &part.message(), &part.signature).unwrap_or(false) {
+            return Ok(Err(SafeRefusal::CardNotTrusted(
+                "the part's signature does not verify".into(),
+            )));
+        }
+        if cardvault_proto::from_hex(&req.verifier).map(|v| v.len()) != Some(32) {
+            return Ok(Err(SafeRefusal::Malformed(
+                "the verifier is not 32 bytes of hex".into(),
+            )));
+        }
+        self.conn
+            .execute(
+                "INSERT INTO escrow (card_number, part, verifier, escrowed_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(card_number) DO UPDATE SET part = ?2, verifier = ?3, escrowed_at = ?4",
+                params![card, raw, req.verifier.to_ascii_lowercase(), now()],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(Ok(EscrowAnswer {
+            card_number: card,
+            part: to_hex(&raw),
+        }))
+    }
+
+    /// Hand a kept part to its owner (the proof matches the verifier).
+    pub fn escrow_fetch(&mut self, req: &EscrowFetch) -> SafeResult<EscrowAnswer> {
+        Ok(self
+            .check_owner(&req.card_number, &req.owner_proof)?
+            .map(|part| EscrowAnswer {
+                card_number: req.card_number.clone(),
+                part: to_hex(&part),
+            }))
     }
 
     fn authorization_verifies(&self, a: &WithdrawAuthorization, target: &str, cert: &RegistrationCertificate) -> bool {
@@ -858,6 +982,8 @@ enum Request<'a> {
     Withdraw(&'a WithdrawRequest),
     Receipt(&'a ReceiptRequest),
     List,
+    Escrow(&'a EscrowRequest),
+    EscrowFetch(&'a EscrowFetch),
 }
 
 /// One answer.
@@ -867,6 +993,7 @@ enum Answer {
     Withdraw(DeliveryAnswer),
     Receipt(LedgerEntry),
     List(Vec<LedgerEntry>),
+    Escrow(EscrowAnswer),
 }
 
 impl SafeClient {
@@ -914,6 +1041,8 @@ impl SafeClient {
                 Request::Withdraw(w) => map(s.withdraw(w), Answer::Withdraw),
                 Request::Receipt(q) => map(s.receipt(q), Answer::Receipt),
                 Request::List => s.list().map(|l| Ok(Answer::List(l))),
+                Request::Escrow(e) => map(s.escrow(e), Answer::Escrow),
+                Request::EscrowFetch(f) => map(s.escrow_fetch(f), Answer::Escrow),
             },
             SafeClient::Remote(c) => match r {
                 Request::Info => map(c.get("/v1/info"), Answer::Info),
@@ -924,6 +1053,8 @@ impl SafeClient {
                 Request::Withdraw(w) => map(c.post("/v1/withdraw", w), Answer::Withdraw),
                 Request::Receipt(q) => map(c.post("/v1/receipt", q), Answer::Receipt),
                 Request::List => map(c.get("/v1/items"), Answer::List),
+                Request::Escrow(e) => map(c.post("/v1/escrow", e), Answer::Escrow),
+                Request::EscrowFetch(f) => map(c.post("/v1/escrow/fetch", f), Answer::Escrow),
             },
         }
     }
@@ -964,6 +1095,22 @@ impl SafeClient {
         match self.request(Request::List)? {
             Ok(Answer::List(a)) => Ok(Ok(a)),
             Ok(_) => unreachable!("a list request answers the ledger"),
+            Err(r) => Ok(Err(r)),
+        }
+    }
+
+    pub fn escrow(&mut self, req: &EscrowRequest) -> SafeResult<EscrowAnswer> {
+        match self.request(Request::Escrow(req))? {
+            Ok(Answer::Escrow(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("an escrow request answers the part"),
+            Err(r) => Ok(Err(r)),
+        }
+    }
+
+    pub fn escrow_fetch(&mut self, req: &EscrowFetch) -> SafeResult<EscrowAnswer> {
+        match self.request(Request::EscrowFetch(req))? {
+            Ok(Answer::Escrow(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("an escrow fetch answers the part"),
             Err(r) => Ok(Err(r)),
         }
     }

@@ -211,6 +211,20 @@ pub fn withdraw(
 ) -> Result<WithdrawReport> {
     card.verify_pin(pin)?;
     let cert = certificate_from(card, vault, source)?;
+    withdraw_certificate(card, &cert, safe, vault, issuer, None)
+}
+
+/// Withdraw the item of `cert` (PIN verified): onto another card than the
+/// depositor with the issuer's signer, or with the owner's escrow proof for
+/// this safe.
+pub(crate) fn withdraw_certificate(
+    card: &mut CardClient<'_>,
+    cert: &RegistrationCertificate,
+    safe: &mut SafeClient,
+    vault: &mut Vault,
+    issuer: Option<IssuerWithdrawal<'_>>,
+    owner_proof: Option<String>,
+) -> Result<WithdrawReport> {
     let number = card.card_number()?;
     let listing = card.read_wallet()?;
     let chain = card.certified_chain()?;
@@ -239,6 +253,7 @@ pub fn withdraw(
             signature: to_hex(s),
             signer_certificate: to_hex(c),
         }),
+        owner_proof,
     })?)?;
     let bad = || Error::Data("the safe's delivery is not hex".into());
     let cmd = WithdrawCommand {

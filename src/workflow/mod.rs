@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod backup;
 pub mod deposit;
 pub mod duplicate;
+pub mod escrow;
 pub mod files;
 pub mod holders;
 pub mod issue;
