@@ -283,3 +283,190 @@ fn withdraw_cut_at_every_apdu_and_every_safe_request_conserves_value_and_converg
     assert!(n >= 4 && m == 2, "{n} APDUs, {m} safe requests");
     assert_eq!(tried, 2 * (n + m));
 }
+
+/// One run of an exchange under a card pull and a safe fault schedule.
+type Run<'a> = dyn Fn(&Path, &Arc<PullSchedule>, &Arc<SafeFaultSchedule>) -> cardvault::Result<()> + 'a;
+
+/// The generic loop: count an uninterrupted run, then cut it at every APDU
+/// and every safe request, check the cut, retry and check the end.
+fn cut_loop(
+    name: &str,
+    template: &Path,
+    run: &Run<'_>,
+    check_cut: &dyn Fn(&Path, &str),
+    retry_and_check: &dyn Fn(&Path, &str),
+) -> (u64, u64, u64) {
+    let base = temp_dir(&format!("{name}-count"));
+    copy_dir(template, &base);
+    let (pull, fail) = (PullSchedule::counting(), SafeFaultSchedule::counting());
+    run(&base, &pull, &fail).unwrap();
+    retry_and_check(&base, &format!("{name} uninterrupted"));
+    let (n, m) = (pull.delivered(), fail.calls());
+    let mut tried = 0;
+    for k in 1..=n {
+        for mode in [PullMode::AnswerLost, PullMode::NotDelivered] {
+            tried += 1;
+            let what = format!("{name} card pulled at APDU {k} ({mode:?})");
+            let dir = temp_dir(&format!("{name}-apdu-{k}"));
+            copy_dir(template, &dir);
+            let sched = PullSchedule::new(k, mode);
+            let r = run(&dir, &sched, &SafeFaultSchedule::counting());
+            assert!(sched.pulled(), "{what}: never fired");
+            assert!(matches!(r, Err(cardvault::Error::CardRemoved(_))), "{what}: {r:?}");
+            check_cut(&dir, &what);
+            retry_and_check(&dir, &what);
+        }
+    }
+    for j in 1..=m {
+        for mode in [SafeFault::RequestLost, SafeFault::AnswerLost] {
+            tried += 1;
+            let what = format!("{name} safe failed at request {j} ({mode:?})");
+            let dir = temp_dir(&format!("{name}-safe-{j}"));
+            copy_dir(template, &dir);
+            let sched = SafeFaultSchedule::new(j, mode);
+            let r = run(&dir, &PullSchedule::counting(), &sched);
+            assert!(sched.fired(), "{what}: never fired");
+            assert!(
+                matches!(r, Ok(()) | Err(cardvault::Error::SafeUnreachable { .. })),
+                "{what}: {r:?}"
+            );
+            check_cut(&dir, &what);
+            retry_and_check(&dir, &what);
+        }
+    }
+    println!(
+        "cut points {name}: {n} APDUs x 2 pull modes + {m} safe requests x 2 fault modes = {tried} tried, all converged"
+    );
+    (n, m, tried)
+}
+
+const OWNER: &[u8] = b"owner password";
+
+/// Card `c` with its 300 item in `safe`, its 50 item held, a second safe.
+fn escrow_template(tag: &str) -> (TempDir, String) {
+    let (home, id) = template(tag);
+    cardvault::safe::init(&home.join("safe2"), &test_issuer_dir()).unwrap();
+    retry(&home, &id, true);
+    (home, id)
+}
+
+fn two_safes(home: &Path, fail: &Arc<SafeFaultSchedule>) -> Vec<(SafeAddress, SafeClient)> {
+    ["safe", "safe2"]
+        .iter()
+        .map(|n| {
+            let a = SafeAddress::Dir(home.join(n));
+            let c = SafeClient::connect(&a).unwrap().faulty(fail.clone());
+            (a, c)
+        })
+        .collect()
+}
+
+fn escrow_rows(home: &Path) -> Vec<Option<Vec<u8>>> {
+    ["safe", "safe2"]
+        .iter()
+        .map(|n| {
+            let db = rusqlite::Connection::open(home.join(n).join("safe.sqlite")).unwrap();
+            db.query_row("SELECT part FROM escrow", [], |r| r.get(0)).ok()
+        })
+        .collect()
+}
+
+#[test]
+fn escrow_cut_at_every_apdu_and_every_safe_request_converges() {
+    let (home, id) = escrow_template("cut-escrow");
+    let run = |dir: &Path, pull: &Arc<PullSchedule>, fail: &Arc<SafeFaultSchedule>| -> cardvault::Result<()> {
+        let mut r = FaultyReader::new(SimReader::open(dir, "c", "main", None).unwrap(), pull.clone());
+        let mut safes: Vec<SafeClient> = two_safes(dir, fail).into_iter().map(|(_, c)| c).collect();
+        let mut c = CardClient::open(&mut r, SessionOptions::default())?;
+        cardvault::workflow::escrow::escrow(&mut c, PIN.as_bytes(), OWNER, &mut safes).map(|_| ())
+    };
+    let check_cut = |dir: &Path, what: &str| {
+        // Escrow moves no value: the wallet and the safe are as they were.
+        check_conserved(dir, what);
+        check_end(dir, &id, true, what);
+    };
+    let retry_and_check = |dir: &Path, what: &str| {
+        run(dir, &PullSchedule::counting(), &SafeFaultSchedule::counting())
+            .unwrap_or_else(|e| panic!("{what}: retry: {e}"));
+        let key = state(dir, "c").wallet.key.clone();
+        let check = cardvault_proto::safe::wallet_key_check(&key);
+        let parts: Vec<cardvault_proto::safe::EscrowPart> = escrow_rows(dir)
+            .into_iter()
+            .map(|p| cardvault_proto::safe::EscrowPart::parse(&p.expect("a part in each safe")).unwrap())
+            .collect();
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| (p.index, p.count, p.key_check))
+                .collect::<Vec<_>>(),
+            vec![(1, 2, check), (2, 2, check)],
+            "{what}"
+        );
+    };
+    let (n, m, tried) = cut_loop("escrow", &home, &run, &check_cut, &retry_and_check);
+    assert_eq!((m, tried), (4, 2 * (n + 4)));
+}
+
+#[test]
+fn recover_cut_at_every_apdu_and_every_safe_request_moves_the_item_once() {
+    let (home, id) = escrow_template("cut-recover");
+    {
+        let mut r = SimReader::open(&home, "c", "main", None).unwrap();
+        let mut c = CardClient::open(&mut r, SessionOptions::default()).unwrap();
+        let mut safes: Vec<SafeClient> = two_safes(&home, &SafeFaultSchedule::counting())
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        cardvault::workflow::escrow::escrow(&mut c, PIN.as_bytes(), OWNER, &mut safes).unwrap();
+    }
+    let lost = state(&home, "c").card_number.clone();
+    // The replacement card, made before the cuts so that each copy has it.
+    drop(SimReader::open(&home, "n", "replacement", None).unwrap());
+    let run = |dir: &Path, pull: &Arc<PullSchedule>, fail: &Arc<SafeFaultSchedule>| -> cardvault::Result<()> {
+        let mut r = FaultyReader::new(SimReader::open(dir, "n", "main", None).unwrap(), pull.clone());
+        let mut safes = two_safes(dir, fail);
+        let mut vault = Vault::open(&dir.join("vault.sqlite")).unwrap();
+        let mut c = CardClient::open(&mut r, SessionOptions::default())?;
+        cardvault::workflow::escrow::recover(&mut c, PIN.as_bytes(), OWNER, &lost, &mut safes, &mut vault).map(|_| ())
+    };
+    let on_n = |dir: &Path| -> Vec<String> {
+        state(dir, "n")
+            .wallet
+            .items
+            .iter()
+            .map(|h| to_hex(&cardvault_proto::wallet::WalletItem::parse(&h.item).unwrap().id))
+            .collect()
+    };
+    let check_cut = |dir: &Path, what: &str| {
+        let rows = cardvault::safe::Safe::open(&dir.join("safe")).unwrap().list().unwrap();
+        let received: Vec<u64> = state(dir, "n").wallet.received.iter().map(|r| r.counter).collect();
+        let in_safe = rows
+            .iter()
+            .filter(|r| r.state == "stored" || (r.state == "delivering" && !received.contains(&r.counter)))
+            .count();
+        let on_card = on_n(dir).iter().filter(|i| **i == id).count();
+        assert_eq!(
+            in_safe + on_card,
+            1,
+            "{what}: the item is in {in_safe} safes and {on_card} times on the card"
+        );
+    };
+    let retry_and_check = |dir: &Path, what: &str| {
+        run(dir, &PullSchedule::counting(), &SafeFaultSchedule::counting())
+            .unwrap_or_else(|e| panic!("{what}: retry: {e}"));
+        assert_eq!(on_n(dir), vec![id.clone()], "{what}");
+        let rows = cardvault::safe::Safe::open(&dir.join("safe")).unwrap().list().unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(),
+            ["withdrawn"],
+            "{what}"
+        );
+        let copies = Vault::open(&dir.join("vault.sqlite"))
+            .unwrap()
+            .wallet_certificates(None)
+            .unwrap();
+        assert!(copies.iter().all(|c| c.withdrawn_at.is_some()), "{what}");
+    };
+    let (n, m, tried) = cut_loop("recover", &home, &run, &check_cut, &retry_and_check);
+    assert_eq!(tried, 2 * (n + m));
+}

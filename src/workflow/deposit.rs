@@ -274,7 +274,7 @@ pub(crate) fn withdraw_certificate(
 
 /// Send one receipt to the safe; an unreachable safe leaves it for
 /// `resolve` (false).
-fn send_receipt(
+pub(crate) fn send_receipt(
     card: &mut CardClient<'_>,
     safe: &mut SafeClient,
     vault: &mut Vault,
