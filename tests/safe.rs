@@ -632,3 +632,140 @@ fn a_safe_restored_from_an_older_copy_refuses_to_serve_and_pays_nothing_twice() 
     let e = cardvault::safe::Safe::open(&dir).unwrap_err();
     assert!(e.to_string().contains("is not this safe's"), "{e}");
 }
+
+fn item(kind: &str, name: &str, price: u32, until: Option<&str>) -> ItemSpec {
+    ItemSpec {
+        kind: kind.into(),
+        name: name.into(),
+        unit_price: price,
+        quantity: 1,
+        place: String::new(),
+        valid_from: None,
+        valid_until: until.map(Into::into),
+        remarks: String::new(),
+    }
+}
+
+fn load_spec(home: &Path, name: &str, profile: &str, spec: &ItemSpec) -> String {
+    with_card(home, name, profile, |c| {
+        ww::load_with_signer(c, PIN.as_bytes(), spec, &issuer_signer())
+            .unwrap()
+            .item
+            .id
+    })
+}
+
+#[test]
+fn backup_by_conditions_lists_then_deposits_the_matching_items() {
+    let home = temp_dir("safe-conditions");
+    let safe = init_safe(&home, "safe1");
+    let ticket = load_spec(&home, "h", "main", &item("ticket", "Museum", 1200, Some("2026-06-30")));
+    let coupon = load_spec(&home, "h", "main", &item("coupon", "10% off", 1, Some("2028-01-01")));
+    load_spec(&home, "h", "main", &item("cash", "Cash", 500, None));
+    let conds = home.join("conditions.toml");
+    std::fs::write(
+        &conds,
+        format!(
+            "kinds = [\"ticket\", \"coupon\"]\nvalid_until_before = \"2027-01-01\"\nsafe = \"{}\"\n",
+            safe.display()
+        ),
+    )
+    .unwrap();
+    let before = state(&home, "h").wallet.clone();
+    let o = run(cv(&home)
+        .args(["-r", "sim:h", "--json", "wallet", "backup", "--dry-run", "--conditions"])
+        .arg(&conds));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["matched"], serde_json::json!([ticket.clone()]));
+    assert_eq!(state(&home, "h").wallet, before, "a dry run changed the card");
+    assert!(safe_rows(&safe).is_empty());
+    // Without the date condition: the ticket and the coupon, in holding order.
+    std::fs::write(
+        &conds,
+        format!("kinds = [\"ticket\", \"coupon\"]\nsafe = \"{}\"\n", safe.display()),
+    )
+    .unwrap();
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:h",
+            "--json",
+            "wallet",
+            "backup",
+            "--pin",
+            "env:P",
+            "--conditions",
+        ])
+        .arg(&conds));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["matched"], serde_json::json!([ticket, coupon]));
+    assert_eq!(json(&o)["deposited"].as_array().unwrap().len(), 2);
+    let left = with_card(&home, "h", "main", |c| ww::list(c).unwrap().items);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1.name, "Cash");
+    assert_eq!(safe_rows(&safe).len(), 2);
+    // A conditions file that does not parse: a usage error before any card.
+    std::fs::write(&conds, "kinds = [\"gold\"]\n").unwrap();
+    let o = run(cv(&home)
+        .args(["-r", "sim:h", "wallet", "backup", "--dry-run", "--safe"])
+        .arg(&safe)
+        .arg("--conditions")
+        .arg(&conds));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unknown item kind"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_load_that_does_not_fit_deposits_by_conditions_first_or_fails_clearly() {
+    let home = temp_dir("safe-make-room");
+    let safe = init_safe(&home, "safe1");
+    let text = std::fs::read_to_string(repo_path("applet-sim/profiles/main.toml")).unwrap();
+    let profile = home.join("small.toml");
+    std::fs::write(&profile, text.replacen("wallet_capacity = 8", "wallet_capacity = 2", 1)).unwrap();
+    let profile = profile.to_str().unwrap();
+    let ticket = load_spec(&home, "s", profile, &item("ticket", "Old ticket", 900, None));
+    load_spec(&home, "s", profile, &item("cash", "Cash", 100, None));
+    let conds = home.join("conditions.toml");
+    std::fs::write(&conds, "kinds = [\"ticket\"]\nheld_longest = 1\n").unwrap();
+    let load = |name: &str| {
+        run(cv(&home)
+            .env("ISSUER", ISSUER_KEY_HEX.trim())
+            .args([
+                "-r",
+                "sim:s",
+                "--json",
+                "wallet",
+                "load",
+                "--pin",
+                "env:P",
+                "--issuer-key",
+                "env:ISSUER",
+            ])
+            .arg("--signer-cert")
+            .arg(test_signer_cert())
+            .args(["--kind", "coupon", "--name", name, "--unit-price", "5", "--safe"])
+            .arg(&safe)
+            .arg("--conditions")
+            .arg(&conds))
+    };
+    let o = load("New coupon");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<String> = with_card(&home, "s", "main", |c| ww::list(c).unwrap().items)
+        .into_iter()
+        .map(|(_, i)| i.name)
+        .collect();
+    assert_eq!(names, ["Cash", "New coupon"]);
+    let rows = safe_rows(&safe);
+    assert_eq!((rows.len(), rows[0].item_id.as_str()), (1, ticket.as_str()));
+    // Full again, and no ticket left to deposit: refused, nothing changed.
+    let before = state(&home, "s").wallet.items.clone();
+    let o = load("One more");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no item matches the backup conditions"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(state(&home, "s").wallet.items, before);
+    assert_eq!(safe_rows(&safe).len(), 1);
+}

@@ -77,7 +77,7 @@ pub enum WalletCommand {
     /// the value issuer signs with `cardvault wallet authorize`.
     Challenge {
         #[command(flatten)]
-        item: ItemArgs,
+        item: Box<ItemArgs>,
         /// Where to write the load request (JSON).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
@@ -110,7 +110,7 @@ pub enum WalletCommand {
         #[arg(long, value_name = "FILE", conflicts_with_all = ["issuer_key", "item", "kind", "name"])]
         authorization: Option<PathBuf>,
         #[command(flatten)]
-        item: ItemArgs,
+        item: Box<ItemArgs>,
         /// Issuer signing key: hex P-256 private scalar from prompt, env:VAR or
         /// file:PATH, or pkcs11:token=LABEL;object=LABEL (a PKCS#11 token key).
         #[arg(
@@ -124,6 +124,13 @@ pub enum WalletCommand {
         /// installed on the card.
         #[arg(long, value_name = "FILE", requires = "issuer_key")]
         signer_cert: Option<PathBuf>,
+        /// When the wallet is full, first deposit into this safe an item the
+        /// backup conditions select (default: the conditions' `safe`).
+        #[arg(long, value_name = "DIR|URL")]
+        safe: Option<SafeAddress>,
+        /// The backup conditions (TOML); default: `[wallet.backup]` of config.toml.
+        #[arg(long, value_name = "FILE")]
+        conditions: Option<PathBuf>,
         /// Where the PIN comes from: prompt, env:VAR or file:PATH.
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
@@ -188,6 +195,24 @@ pub enum WalletCommand {
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
+    /// Backup by conditions: list the held items that match the conditions
+    /// (TOML: kinds, min_size, free_slots_below, valid_until_before,
+    /// held_longest, safe; default `[wallet.backup]` in config.toml) and
+    /// deposit each.
+    Backup {
+        /// The conditions file (TOML); default: `[wallet.backup]` of config.toml.
+        #[arg(long, value_name = "FILE")]
+        conditions: Option<PathBuf>,
+        /// The safe (default: the conditions' `safe`).
+        #[arg(long, value_name = "DIR|URL")]
+        safe: Option<SafeAddress>,
+        /// Only list the matching items.
+        #[arg(long)]
+        dry_run: bool,
+        /// Where the PIN comes from: prompt, env:VAR or file:PATH.
+        #[arg(long, value_name = "SOURCE", default_value = "prompt")]
+        pin: SecretSource,
+    },
     /// The registration certificates on the card (no PIN needed).
     Certificates,
     /// Escrow the wallet key under the owner's password: whole into one
@@ -234,6 +259,30 @@ pub enum WalletCommand {
         #[arg(long, value_name = "SOURCE", default_value = "prompt")]
         pin: SecretSource,
     },
+}
+
+/// The backup conditions: the file given, else `[wallet.backup]` of config.toml.
+fn read_conditions(ctx: &Ctx, path: Option<&Path>) -> Result<wallet::BackupConditions> {
+    let Some(path) = path else {
+        return Ok(ctx.opts.config.wallet.backup.clone());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::input(format!("reading {}", path.display()), e))?;
+    let c: wallet::BackupConditions =
+        toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    // Check the conditions before any card is touched.
+    c.select(
+        &cardvault_proto::wallet::WalletListing {
+            capacity: 1,
+            items: Vec::new(),
+        },
+        true,
+    )
+    .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    Ok(c)
+}
+
+fn conds_safe(c: &wallet::BackupConditions) -> Result<Option<SafeAddress>> {
+    c.safe.as_deref().map(|s| s.parse().map_err(Error::Usage)).transpose()
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -341,19 +390,39 @@ pub fn run(ctx: &Ctx, c: WalletCommand) -> Result<()> {
             item,
             issuer_key,
             signer_cert,
+            safe,
+            conditions,
             pin,
         } => {
+            let conds = read_conditions(ctx, conditions.as_deref())?;
+            let room = match safe.or(conds_safe(&conds)?) {
+                Some(a) => Some((SafeClient::connect(&a)?, a, ctx.vault_or_create()?)),
+                None => None,
+            };
+            let mut room = room;
+            let mut make_room = |card: &mut crate::card::CardClient<'_>, pin: &[u8]| -> Result<()> {
+                if let Some((client, addr, vault)) = room.as_mut() {
+                    deposit::make_room(card, pin, &conds, addr, client, vault)?;
+                }
+                Ok(())
+            };
             let report = match (authorization, issuer_key.zip(signer_cert)) {
                 (Some(path), _) => {
                     let auth: ItemLoadAuthorization = read_json(&path)?;
                     let pin = pin.read("PIN")?;
-                    ctx.with_card(|card| wallet::load(card, &pin, &auth))?
+                    ctx.with_card(|card| {
+                        make_room(card, &pin)?;
+                        wallet::load(card, &pin, &auth)
+                    })?
                 }
                 (None, Some((key, cert))) => {
                     let spec = item.spec()?;
                     let signer = super::backup::read_issuer_signer(ctx, &key, &cert)?;
                     let pin = pin.read("PIN")?;
-                    ctx.with_card(|card| wallet::load_with_signer(card, &pin, &spec, &signer))?
+                    ctx.with_card(|card| {
+                        make_room(card, &pin)?;
+                        wallet::load_with_signer(card, &pin, &spec, &signer)
+                    })?
                 }
                 _ => {
                     return Err(Error::Usage(
@@ -530,6 +599,43 @@ pub fn run(ctx: &Ctx, c: WalletCommand) -> Result<()> {
                     r.key_check,
                     r.redeposited.len()
                 );
+            }
+        }
+        WalletCommand::Backup {
+            conditions,
+            safe,
+            dry_run,
+            pin,
+        } => {
+            let conds = read_conditions(ctx, conditions.as_deref())?;
+            let addr = safe
+                .or(conds_safe(&conds)?)
+                .ok_or_else(|| Error::Usage("wallet backup needs --safe, or `safe` in the conditions".into()))?;
+            let mut client = SafeClient::connect(&addr)?;
+            let mut vault = ctx.vault_or_create()?;
+            let pin = if dry_run { None } else { Some(pin.read("PIN")?) };
+            let r = ctx.with_card(|card| {
+                deposit::backup_by_conditions(
+                    card,
+                    pin.as_deref().map(|p| &p[..]).unwrap_or(b""),
+                    &conds,
+                    &addr,
+                    &mut client,
+                    &mut vault,
+                    dry_run,
+                )
+            })?;
+            if ctx.json {
+                print_json(&r);
+            } else {
+                for id in &r.matched {
+                    println!("matches  {id}");
+                }
+                if dry_run {
+                    println!("{} items match (dry run: nothing deposited)", r.matched.len());
+                } else {
+                    println!("{} items deposited into {addr}", r.deposited.len());
+                }
             }
         }
         WalletCommand::Certificates => {

@@ -90,9 +90,14 @@ pub fn deposit(
     mask: u8,
 ) -> Result<DepositReport> {
     card.verify_pin(pin)?;
-    let listing = card.read_wallet()?;
-    let (_, item) = find_item(&listing, id)?;
-    deposit_item(card, &item.id, address, safe, vault, mask)
+    // A whole id needs no READ WALLET: DEPOSIT itself says when the card
+    // holds no such item.
+    let full: Option<[u8; 16]> = cardvault_proto::from_hex(id).and_then(|v| v.try_into().ok());
+    let item_id = match full {
+        Some(i) => i,
+        None => find_item(&card.read_wallet()?, id)?.1.id,
+    };
+    deposit_item(card, &item_id, address, safe, vault, mask)
 }
 
 fn deposit_item(
@@ -339,4 +344,72 @@ pub fn resolve(
         }
     }
     Ok(report)
+}
+
+/// What a backup by conditions did (or, dry, would do).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConditionsReport {
+    /// The matching items (hex ids), in holding order.
+    pub matched: Vec<String>,
+    /// Their deposits (empty on a dry run).
+    pub deposited: Vec<DepositReport>,
+}
+
+/// Backup by conditions (FIG. 19/20): list the held items that match
+/// `conditions` and, unless `dry_run`, deposit each into `safe`.
+pub fn backup_by_conditions(
+    card: &mut CardClient<'_>,
+    pin: &[u8],
+    conditions: &crate::workflow::wallet::BackupConditions,
+    address: &SafeAddress,
+    safe: &mut SafeClient,
+    vault: &mut Vault,
+    dry_run: bool,
+) -> Result<ConditionsReport> {
+    let listing = card.read_wallet()?;
+    let matched = conditions.select(&listing, false)?;
+    let mut report = ConditionsReport {
+        matched: matched.iter().map(|i| to_hex(&i.id)).collect(),
+        deposited: Vec::new(),
+    };
+    if dry_run || matched.is_empty() {
+        return Ok(report);
+    }
+    card.verify_pin(pin)?;
+    for item in &matched {
+        report.deposited.push(deposit_item(
+            card,
+            &item.id,
+            address,
+            safe,
+            vault,
+            summary_field::DEFAULT,
+        )?);
+    }
+    Ok(report)
+}
+
+/// Before a load: when the wallet is full, deposit the first item the
+/// conditions select (the free-slot condition aside); a full wallet with no
+/// matching item is refused, and nothing is loaded.
+pub fn make_room(
+    card: &mut CardClient<'_>,
+    pin: &[u8],
+    conditions: &crate::workflow::wallet::BackupConditions,
+    address: &SafeAddress,
+    safe: &mut SafeClient,
+    vault: &mut Vault,
+) -> Result<Option<DepositReport>> {
+    let listing = card.read_wallet()?;
+    if listing.items.len() < listing.capacity as usize {
+        return Ok(None);
+    }
+    let Some(item) = conditions.select(&listing, true)?.into_iter().next() else {
+        return Err(Error::Refused(format!(
+            "the wallet is full ({} items) and no item matches the backup conditions to deposit first; nothing was loaded",
+            listing.capacity
+        )));
+    };
+    card.verify_pin(pin)?;
+    deposit_item(card, &item.id, address, safe, vault, summary_field::DEFAULT).map(Some)
 }

@@ -383,6 +383,69 @@ pub fn summary(listing: &WalletListing) -> WalletSummary {
     }
 }
 
+/// Backup by conditions (Matsushita 000, eleventh embodiment, FIG. 19/20):
+/// which held items `wallet backup` deposits, and which a load that does not
+/// fit deposits first. A TOML file (`wallet backup --conditions F`) or
+/// `[wallet.backup]` in config.toml. Every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConditions {
+    /// Kinds of value (cash, ticket, coupon, other); empty: every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Items whose encoding is at least this many bytes.
+    #[serde(default)]
+    pub min_size: Option<usize>,
+    /// Only when fewer item slots than this are free (on request; a load
+    /// that does not fit ignores it: it needs a slot).
+    #[serde(default)]
+    pub free_slots_below: Option<u8>,
+    /// Items whose validity ends before this date (YYYY-MM-DD); items
+    /// without an end never match it.
+    #[serde(default)]
+    pub valid_until_before: Option<String>,
+    /// The items held longest (the card keeps them in load order): at most
+    /// this many, oldest first.
+    #[serde(default)]
+    pub held_longest: Option<usize>,
+    /// The safe to deposit into (a directory or an http:// address), when
+    /// the command names none.
+    #[serde(default)]
+    pub safe: Option<String>,
+}
+
+impl BackupConditions {
+    /// The held items these conditions select, in holding order (oldest
+    /// first). `need_slot`: a load needs room, whatever the free-slot
+    /// condition says.
+    pub fn select(&self, listing: &WalletListing, need_slot: bool) -> Result<Vec<WalletItem>> {
+        let kinds = self
+            .kinds
+            .iter()
+            .map(|k| k.parse::<ItemKind>().map_err(Error::Usage))
+            .collect::<Result<Vec<_>>>()?;
+        let before = self.valid_until_before.as_deref().map(parse_date).transpose()?;
+        let free = (listing.capacity as usize).saturating_sub(listing.items.len());
+        if !need_slot && self.free_slots_below.is_some_and(|n| free >= n as usize) {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<WalletItem> = listing
+            .items
+            .iter()
+            .filter(|(s, _)| *s == ItemState::Held)
+            .map(|(_, i)| i)
+            .filter(|i| kinds.is_empty() || kinds.contains(&i.kind))
+            .filter(|i| self.min_size.is_none_or(|n| i.encode().len() >= n))
+            .filter(|i| before.is_none_or(|b| i.valid_until != 0 && i.valid_until < b))
+            .cloned()
+            .collect();
+        if let Some(n) = self.held_longest {
+            out.truncate(n);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
