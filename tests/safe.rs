@@ -323,8 +323,8 @@ fn forged_certificates_replayed_deliveries_and_other_cards_are_refused() {
             safe_certificate: cardvault_proto::from_hex(&d.safe_certificate).unwrap(),
             authorization: None,
         };
-        let r1 = c.withdraw(&cmd, 8).unwrap();
-        let r2 = c.withdraw(&cmd, 8).unwrap();
+        let r1 = c.withdraw(&cmd).unwrap();
+        let r2 = c.withdraw(&cmd).unwrap();
         // The safe is still delivering (no receipt yet): a new delivery to
         // the same card for a new challenge, which the card refuses.
         let (_, r) = ask(c, &mut safe, &cert.encode());
@@ -334,7 +334,7 @@ fn forged_certificates_replayed_deliveries_and_other_cards_are_refused() {
             safe_certificate: cardvault_proto::from_hex(&d.safe_certificate).unwrap(),
             authorization: None,
         };
-        (r1, r2, c.withdraw(&cmd2, 8))
+        (r1, r2, c.withdraw(&cmd2))
     });
     assert_eq!(receipt1, receipt2);
     assert!(

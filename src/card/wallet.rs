@@ -111,7 +111,7 @@ impl CardClient<'_> {
     }
 
     /// WITHDRAW: the card takes a safe's delivery and answers its receipt.
-    pub fn withdraw(&mut self, cmd: &WithdrawCommand, capacity: u8) -> Result<Receipt> {
+    pub fn withdraw(&mut self, cmd: &WithdrawCommand) -> Result<Receipt> {
         let r = self.transmit(&Command::withdraw(&cmd.encode()))?;
         match r.sw {
             StatusWord::Ok => Receipt::parse(&r.data).ok_or_else(|| Error::Malformed {
@@ -121,7 +121,10 @@ impl CardClient<'_> {
             StatusWord::SecurityStatusNotSatisfied => Err(Refusal::DeliveryNotAuthorized.into()),
             StatusWord::WrongData => Err(Refusal::DeliveryRejected.into()),
             StatusWord::ConditionsNotSatisfied => Err(Refusal::DeliveryReplayed.into()),
-            StatusWord::NotEnoughMemory => Err(Refusal::WalletFull(capacity).into()),
+            StatusWord::NotEnoughMemory => {
+                let capacity = self.read_wallet()?.capacity;
+                Err(Refusal::WalletFull(capacity).into())
+            }
             sw => Err(Error::Card {
                 command: "WITHDRAW",
                 sw,

@@ -230,8 +230,11 @@ pub(crate) fn withdraw_certificate(
     issuer: Option<IssuerWithdrawal<'_>>,
     owner_proof: Option<String>,
 ) -> Result<WithdrawReport> {
-    let number = card.card_number()?;
-    let listing = card.read_wallet()?;
+    // The session's verified identity names the card (no GET DATA needed).
+    let number = match card.identity() {
+        Some(id) => id.subject.card_number.clone(),
+        None => card.card_number()?,
+    };
     let chain = card.certified_chain()?;
     let leaf = cardvault_proto::cert::split_certificates(&chain)
         .ok()
@@ -266,7 +269,7 @@ pub(crate) fn withdraw_certificate(
         safe_certificate: cardvault_proto::from_hex(&answer.safe_certificate).ok_or_else(bad)?,
         authorization,
     };
-    let receipt = card.withdraw(&cmd, listing.capacity)?;
+    let receipt = card.withdraw(&cmd)?;
     let settled = send_receipt(card, safe, vault, &receipt)?;
     Ok(WithdrawReport {
         card_number: number,
