@@ -165,6 +165,35 @@ impl IssuerCredentials {
             .map_err(|e| Error::Data(format!("signing the certificate: {e}")))
     }
 
+    /// Sign a card's signing key certificate over `card_public` (the key of
+    /// GENERATE SIGNING KEY) under the root: card number, role, member
+    /// number, digitalSignature (`storing::issue_card_signing_certificate`).
+    /// Returns the DER certificate.
+    pub fn certify_card_signing_key(
+        &self,
+        card_public: &[u8],
+        subject: &cardvault_proto::cert::CardSubject,
+    ) -> Result<Vec<u8>> {
+        let no_root = || {
+            Error::Usage(format!(
+                "{}: no root.pem and root-key.pem to sign card certificates with",
+                self.dir.display()
+            ))
+        };
+        let root = self.root().ok_or_else(no_root)?;
+        let pem = self.root_key_pem.as_ref().ok_or_else(no_root)?;
+        let key = KeyPair::from_pem(pem).map_err(|e| Error::Usage(format!("issuer root key: {e}")))?;
+        cardvault_proto::storing::issue_card_signing_certificate(
+            &key,
+            root,
+            card_public,
+            subject,
+            REGISTRATION_CERTIFICATE_DAYS,
+        )
+        .and_then(|c| Ok(c.to_der()?))
+        .map_err(|e| Error::Data(format!("signing the card's signing key certificate: {e}")))
+    }
+
     /// The operator's key for one SCP11a handshake.
     pub fn key(&self) -> Result<KeyPair> {
         KeyPair::from_pem(&self.key_pem).map_err(|e| Error::Usage(format!("issuer key: {e}")))

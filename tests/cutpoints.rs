@@ -134,6 +134,7 @@ fn issue_pair(dir: &Path) {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     };
     let key1 = [7u8; 32];
     for (name, role) in [
@@ -153,6 +154,7 @@ fn issue_opts() -> issue::IssueOptions {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     }
 }
 
@@ -187,6 +189,34 @@ fn registered(st: &applet_sim::CardState) -> bool {
     subject.role != "blank"
 }
 
+/// Whether the card has a certified signing key: the certificate (under the
+/// test issuer root, for this card and role) and the key it holds always go
+/// together.
+fn can_sign(st: &applet_sim::CardState) -> bool {
+    if st.storing.certificate.is_empty() {
+        assert!(
+            st.storing.private_key.is_empty(),
+            "a signing key without its certificate"
+        );
+        return false;
+    }
+    let signer =
+        cardvault_proto::storing::verify_card_signing_key(&[applet_sim::test_issuer::root()], &st.storing.certificate)
+            .unwrap();
+    assert_eq!(
+        signer.public_key,
+        cardvault_proto::crypto::KeyPair::from_private(&st.storing.private_key)
+            .unwrap()
+            .public_bytes(),
+        "the signing certificate and the key the card holds always go together"
+    );
+    assert_eq!(
+        (signer.card_number.as_str(), signer.role.as_str()),
+        (st.card_number.as_str(), st.role.as_str())
+    );
+    true
+}
+
 /// Issuance under SCP11a with the registration certificate: a card pulled
 /// at any APDU is either still blank (factory certificate, or already its
 /// registration certificate) or issued with its registration certificate,
@@ -202,13 +232,18 @@ fn issuance_survives_a_pull_at_every_apdu() {
             !st.issued || reg,
             "issue k={k} {mode:?}: issued with the factory certificate"
         );
+        let signs = can_sign(&st);
+        assert!(
+            !st.issued || signs,
+            "issue k={k} {mode:?}: issued without a signing key"
+        );
     };
     let retry = |dir: &Path| {
         if !state(dir, "blank").issued {
             run_issue(dir, &PullSchedule::counting()).expect("retried issuance");
         }
         let st = state(dir, "blank");
-        assert!(st.issued && registered(&st));
+        assert!(st.issued && registered(&st) && can_sign(&st));
         let cert = openssl::x509::X509::from_der(&st.certificate).unwrap();
         let subject = cardvault_proto::cert::card_subject(&cert).unwrap();
         assert_eq!(
@@ -548,6 +583,7 @@ fn recovery_survives_a_pull_at_every_apdu() {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     };
     {
         let mut r = SimReader::open(&template, "new", "blank", None).unwrap();
@@ -650,6 +686,7 @@ fn issuance_with_the_domain_key_survives_a_pull_at_every_apdu() {
                 key_group_size: 3,
                 no_export_after_backup: false,
                 domain: Some(domain.clone()),
+                registrars: None,
             };
             with_one(dir, "fresh", s, |c| {
                 issue::personalize(c, &holder, issue::Role::Main, &[7u8; 32], &opts).map(|_| ())

@@ -90,6 +90,34 @@ fn the_tampering_table_says_what_tests_reliability_asserts() {
 }
 
 #[test]
+fn the_interrupted_batch_rows_say_what_the_tests_do() {
+    let doc = reliability();
+    let rows = table(section(&doc, "Interrupted batches"));
+    let killed = &rows[0];
+    assert!(
+        killed[0].starts_with(&format!(
+            "a {KILLED_BATCH_HOLDERS}-holder `duplicate --holders --elements generate` batch killed"
+        )),
+        "{killed:?}"
+    );
+    let stops = KILLED_BATCH_STOPS.len();
+    let words = ["no", "one", "two", "three", "four", "five", "six", "seven"];
+    assert!(killed[0].contains(&format!("{} times", words[stops])), "{killed:?}");
+    assert!(killed[1].starts_with(&format!("{stops} kills per run")), "{killed:?}");
+    assert!(
+        KILLED_BATCH_STOPS.contains(&"-KILL")
+            && KILLED_BATCH_STOPS.contains(&"-INT")
+            && KILLED_BATCH_STOPS.contains(&"pipe"),
+        "the row names SIGKILL, SIGINT and the closed pipe"
+    );
+    let sigint = &rows[1];
+    assert!(
+        sigint[0].contains(&format!("of a {SIGINT_BATCH_HOLDERS}-holder batch")),
+        "{sigint:?}"
+    );
+}
+
+#[test]
 fn the_side_by_side_and_hygiene_rows_say_what_the_tests_assert() {
     let doc = reliability();
     let rows = table(section(&doc, "Terminals side by side"));

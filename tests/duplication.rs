@@ -786,7 +786,7 @@ fn a_lost_backup_card_is_replaced_by_rotating_the_main_key_never_by_a_bare_relea
     let o = release(&home, "l-alice-main", None);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("RELEASE DUPLICATE refused by the card: 6985"),
+        stderr(&o).contains("signed receipt that it destroyed the key is needed"),
         "{}",
         stderr(&o)
     );
@@ -848,7 +848,7 @@ fn b_imported_then_released_leaves_one_duplicate() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(state(&home, b).main_key.is_none(), "DESTROY KEY left B's copy");
     let mut forged: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stale).unwrap()).unwrap();
-    forged["receipt"] = format!("00000001{}", "ab".repeat(32)).into();
+    forged["receipt"] = format!("00000001{}", "ab".repeat(64)).into();
     let forged_path = home.join("forged.json");
     std::fs::write(&forged_path, forged.to_string()).unwrap();
     let o = release(&home, main, Some(&forged_path));
@@ -883,6 +883,143 @@ fn b_imported_then_released_leaves_one_duplicate() {
         events.contains(&"duplicate-key-destroyed") && events.contains(&"duplicate-released"),
         "{audit}"
     );
+}
+
+/// A `keygroup destroy` receipt file, to edit.
+fn receipt_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn write_json(home: &Path, name: &str, v: &serde_json::Value) -> std::path::PathBuf {
+    let p = home.join(name);
+    std::fs::write(&p, v.to_string()).unwrap();
+    p
+}
+
+/// RELEASE DUPLICATE takes only the bound backup card's signature, under a
+/// signing certificate from the main card's issuer root, over the latest
+/// take-out: each other proof is refused by the main card (exit 4, its
+/// reason on stderr) and the main card's state stays as it was; then B's
+/// own receipt releases it and C gets the one duplicate.
+#[test]
+fn release_refuses_every_proof_but_the_bound_backup_cards_signature_and_changes_nothing() {
+    let home = temp_dir("release-proofs");
+    let key1 = "55".repeat(32);
+    issue(
+        &home,
+        "s",
+        "pair",
+        &format!("alice,2468,M-1,2030-01,{key1}\nbob,2468,M-2,2030-02,{key1}\n"),
+    );
+    let (main, b, c) = ("s-alice-main", "s-alice-backup", "s-bob-backup");
+    for card in [main, b, c] {
+        write_elements(&home, card);
+    }
+    send(&home, main, true, &Command::generate_key_pair());
+    let main_number = card_number(&home, main);
+    // Two take-outs to B (the counter is 2); B imports the second.
+    send(&home, main, true, &Command::take_out_key(&chain(&home, b)));
+    let (blob, sw) = send(&home, main, true, &Command::take_out_key(&chain(&home, b)));
+    assert!(sw.is_ok());
+    let (_, sw) = send(&home, b, true, &Command::import_key(&blob, false));
+    assert!(sw.is_ok(), "{sw:?}");
+    let before = state(&home, main);
+    assert_eq!(before.export.counter, 2);
+    let refused = |proof: Option<&Path>, why: &str| {
+        let o = release(&home, main, proof);
+        assert_eq!(o.status.code(), Some(4), "{why}: {}", stderr(&o));
+        assert_eq!(state(&home, main), before, "{why}: the main card changed");
+        stderr(&o)
+    };
+    // No receipt.
+    let e = refused(None, "no receipt");
+    assert!(e.contains("signed receipt that it destroyed the key is needed"), "{e}");
+    // B's genuine receipt for take-out 1, not the latest.
+    let old = home.join("b-1.json");
+    assert!(destroy(&home, b, &main_number, 1, &old).status.success());
+    let e = refused(Some(&old), "a receipt for another take-out");
+    assert!(e.contains("not the bound backup card's signature"), "{e}");
+    // B's genuine receipt for another main card's take-out 2, relabelled.
+    let elsewhere = home.join("b-other.json");
+    assert!(destroy(&home, b, &card_number(&home, "s-bob-main"), 2, &elsewhere)
+        .status
+        .success());
+    let mut v = receipt_json(&elsewhere);
+    v["source_card"] = main_number.clone().into();
+    let e = refused(
+        Some(&write_json(&home, "b-other-relabelled.json", &v)),
+        "another main card's take-out",
+    );
+    assert!(e.contains("not the bound backup card's signature"), "{e}");
+    // The terminal itself refuses a file naming another main card, before the card.
+    let o = release(&home, main, Some(&elsewhere));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the receipt is for main card"), "{}", stderr(&o));
+    assert_eq!(state(&home, main), before);
+    // C (same key group) signs a receipt for this main card's take-out 2:
+    // under its own certificate it names C, not the bound target; under B's
+    // certificate its signature does not verify.
+    let by_c = home.join("c-2.json");
+    assert!(destroy(&home, c, &main_number, 2, &by_c).status.success());
+    let e = refused(Some(&by_c), "a receipt signed by another card");
+    assert!(e.contains("not the bound backup card's signature"), "{e}");
+    let b_cert = to_hex(&state(&home, b).storing.certificate);
+    let mut v = receipt_json(&by_c);
+    v["certificate"] = b_cert.clone().into();
+    v["backup_card"] = card_number(&home, b).into();
+    let e = refused(
+        Some(&write_json(&home, "c-as-b.json", &v)),
+        "another card's signature under B's certificate",
+    );
+    assert!(e.contains("not the bound backup card's signature"), "{e}");
+    // B's genuine receipt for take-out 2, and two alterations of it.
+    let good = home.join("b-2.json");
+    assert!(destroy(&home, b, &main_number, 2, &good).status.success());
+    assert!(state(&home, b).main_key.is_none(), "DESTROY KEY left B's copy");
+    let mut v = receipt_json(&good);
+    v["receipt"] = format!("00000002{}", "ab".repeat(64)).into();
+    let e = refused(Some(&write_json(&home, "forged.json", &v)), "a forged signature");
+    assert!(e.contains("not the bound backup card's signature"), "{e}");
+    // B's own signing key, certified by a root that is not the main card's.
+    let b_key = cardvault_proto::storing::verify_card_signing_key(
+        &[applet_sim::test_issuer::root()],
+        &state(&home, b).storing.certificate,
+    )
+    .unwrap();
+    assert_eq!(
+        (b_key.card_number.as_str(), b_key.role.as_str()),
+        (card_number(&home, b).as_str(), "backup")
+    );
+    let rogue_key = cardvault_proto::crypto::KeyPair::generate().unwrap();
+    let rogue_root =
+        cardvault_proto::cert::issue_root(&rogue_key, "rogue root", "20250101000000Z", "20500101000000Z").unwrap();
+    let rogue_cert = cardvault_proto::storing::issue_card_signing_certificate(
+        &rogue_key,
+        &rogue_root,
+        &b_key.public_key,
+        &cardvault_proto::cert::CardSubject {
+            card_number: b_key.card_number.clone(),
+            role: "backup".into(),
+            member_number: None,
+        },
+        365,
+    )
+    .unwrap();
+    let mut v = receipt_json(&good);
+    v["certificate"] = to_hex(&rogue_cert.to_der().unwrap()).into();
+    let e = refused(
+        Some(&write_json(&home, "rogue.json", &v)),
+        "a certificate not under the root",
+    );
+    assert!(e.contains("does not chain to the issuer root"), "{e}");
+    // B's receipt for take-out 2 releases the main card; C takes the duplicate.
+    let o = release(&home, main, Some(&good));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state(&home, main).export.target, "");
+    let o = duplicate(&home, main, c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(state(&home, c).main_key.is_some());
+    assert!(state(&home, b).main_key.is_none());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! turns hostile at a chosen APDU (`transport::hostile::HostileReader`) and
 //! then answers with one class of bad answer to everything. Every workflow
 //! (status, issue, duplicate, encrypt, decrypt, recover, backup, restore,
-//! load, destroy) is
+//! load, destroy, release, store) is
 //! run with every class from every APDU on; each run must end without a
 //! panic, with a one-line error of a documented exit code (or succeed where
 //! the bad answer is harmless), within bounded APDUs and bytes. The issue's
@@ -147,6 +147,7 @@ fn issue_opts() -> issue::IssueOptions {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     }
 }
 
@@ -267,7 +268,53 @@ fn run_destroy(r: &Run<'_>) -> cardvault::Result<()> {
     keygroup::destroy(&mut c, &mut v, PIN, &source, counter).map(|_| ())
 }
 
-const WORKFLOWS: [(&str, Workflow); 10] = [
+/// RELEASE DUPLICATE on the main card "rm" with the signed receipt its
+/// backup card "rb" answered to DESTROY KEY (made with the template).
+fn run_release(r: &Run<'_>) -> cardvault::Result<()> {
+    let proof = release_proof(r.dir);
+    let mut v = vault(r.dir);
+    let mut rd = r.reader("rm", "main");
+    let mut c = client(rd.as_mut())?;
+    keygroup::release(&mut c, &mut v, &test_operator(), Some(&proof)).map(|_| ())
+}
+
+/// The receipt file of the template's DESTROY KEY on "rb".
+fn release_proof(dir: &Path) -> keygroup::DestroyReceipt {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("rb-receipt.json")).unwrap()).unwrap();
+    let hex = |k: &str| cardvault_proto::from_hex(v[k].as_str().unwrap()).unwrap();
+    keygroup::DestroyReceipt {
+        backup_card: v["backup_card"].as_str().unwrap().into(),
+        source_card: v["source_card"].as_str().unwrap().into(),
+        receipt: cardvault_proto::takeout::DestroyReceipt::parse(&hex("receipt")).unwrap(),
+        certificate: hex("certificate"),
+    }
+}
+
+/// The storing exchange on the services card "svc": STORING REQUEST, the
+/// test issuer and provider sign, STORE DATA UNDER AUTHORIZATION.
+fn run_store(r: &Run<'_>) -> cardvault::Result<()> {
+    use applet_sim::test_registrars as reg;
+    use cardvault::workflow::storing::{self, PartyCredentials};
+    use cardvault_proto::storing::{Party, RegistrarRoots};
+    let data = b"a record for the medical application";
+    let sdi = storing::store_info(4, data, None)?;
+    let mut v = vault(r.dir);
+    let mut rd = r.reader("svc", "services");
+    let mut c = client(rd.as_mut())?;
+    let req = storing::request(&mut c, PIN, &sdi)?;
+    let issuer = PartyCredentials::from_pem(Party::Issuer, reg::ISSUER_KEY_PEM, reg::ISSUER_PEM)?;
+    let provider = PartyCredentials::from_pem(Party::Provider, reg::PROVIDER_KEY_PEM, reg::PROVIDER_PEM)?;
+    let issuer_roots = [applet_sim::test_issuer::root()];
+    let roots = RegistrarRoots {
+        issuer_registrar: openssl::x509::X509::from_pem(reg::ISSUER_REGISTRAR_PEM).unwrap(),
+        data_registrar: openssl::x509::X509::from_pem(reg::DATA_REGISTRAR_PEM).unwrap(),
+    };
+    let sar = storing::countersign(&req, &issuer, &issuer_roots)?;
+    let sa = storing::authorize(&sar, &provider, &roots, &issuer_roots)?;
+    storing::apply(&mut c, PIN, &sa, Some(data), &mut v).map(|_| ())
+}
+
+const WORKFLOWS: [(&str, Workflow); 12] = [
     ("status", run_status),
     ("issue", run_issue),
     ("duplicate", run_duplicate),
@@ -278,12 +325,15 @@ const WORKFLOWS: [(&str, Workflow); 10] = [
     ("restore", run_restore),
     ("load", run_load),
     ("destroy", run_destroy),
+    ("release", run_release),
+    ("store", run_store),
 ];
 
 /// Cards for every workflow: "main" (issued, duplicated onto "backup", with a
 /// file encrypted to it and a backup in the vault), "new" (a replacement
-/// main card with its own key), "blank", and "dm"/"db" (issued, not yet
-/// duplicated).
+/// main card with its own key), "blank", "dm"/"db" (issued, not yet
+/// duplicated), "rm"/"rb" (a take-out from "rm" imported by "rb", which then
+/// destroyed it and signed the receipt), "svc" (a services card).
 fn template() -> TempDir {
     let t = temp_dir("hostile-template");
     let plain = |name: &str, profile: &str| sim(&t, name, profile);
@@ -294,6 +344,8 @@ fn template() -> TempDir {
         ("new", issue::Role::Main),
         ("dm", issue::Role::Main),
         ("db", issue::Role::Backup),
+        ("rm", issue::Role::Main),
+        ("rb", issue::Role::Backup),
     ] {
         let mut r = SimReader::open(&t, name, "blank", None).unwrap();
         // In the issuer's SCP11a session, with a domain key: "main" makes backups.
@@ -322,6 +374,29 @@ fn template() -> TempDir {
         wb::backup(&mut c, &mut vault(&t), true, &|_, _| {}).unwrap();
     }
     {
+        let (mut m, mut b) = (plain("rm", "main"), plain("rb", "main"));
+        let (mut m, mut b) = (client(&mut m).unwrap(), client(&mut b).unwrap());
+        for c in [&mut m, &mut b] {
+            c.verify_pin(PIN).unwrap();
+            c.write_key_element(2, &[2u8; 32]).unwrap();
+            c.write_key_element(3, &[3u8; 32]).unwrap();
+        }
+        m.generate_key_pair().unwrap();
+        let blob = m.take_out_key(&state(&t, "rb").certificate).unwrap();
+        b.import_key(&blob, false).unwrap();
+        let source = m.card_number().unwrap();
+        let counter = state(&t, "rm").export.counter;
+        let p = keygroup::destroy(&mut b, &mut vault(&t), PIN, &source, counter).unwrap();
+        let v = serde_json::json!({
+            "backup_card": p.backup_card,
+            "source_card": p.source_card,
+            "receipt": cardvault_proto::to_hex(&p.receipt.encode()),
+            "certificate": cardvault_proto::to_hex(&p.certificate),
+        });
+        std::fs::write(t.join("rb-receipt.json"), v.to_string()).unwrap();
+    }
+    plain("svc", "services");
+    {
         let mut n = plain("new", "main");
         let mut c = client(&mut n).unwrap();
         c.verify_pin(PIN).unwrap();
@@ -338,6 +413,8 @@ fn hostile_card(workflow: &str) -> &'static str {
         "issue" => "blank",
         "duplicate" => "dm",
         "recover" | "destroy" => "backup",
+        "release" => "rm",
+        "store" => "svc",
         _ => "main",
     }
 }

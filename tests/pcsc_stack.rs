@@ -791,7 +791,8 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     let (main_card, backup_card, new_card) = (dir.join("main.card"), dir.join("backup.card"), dir.join("new.card"));
     const PIN: &str = "86420975";
     let (e2, e3) = ("5e".repeat(32), "c3".repeat(32));
-    let mut sim = stack.sim(&[(0, &main_card, "blank"), (1, &backup_card, "blank")]);
+    // The backup card has applications that only storing authorizations write.
+    let mut sim = stack.sim(&[(0, &main_card, "blank"), (1, &backup_card, "blank-services")]);
     let cv = |args: &[&str]| {
         let mut c = cv_pcsc(&home);
         c.env("P", PIN).env("E", format!("{e2}\n{e3}")).args(args);
@@ -823,9 +824,25 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         cv(&a)
     };
 
-    // Issue the pair from blank cards, duplicate, encrypt two files to the
-    // main card and decrypt one, write memory and back it up.
-    issue(&["--profile", "pair", "--backup-reader", "1"]);
+    // Issue the pair from blank cards (each generates its signing key, which
+    // the issuer certifies; both get the test registrar roots), duplicate,
+    // encrypt two files to the main card and decrypt one, write memory and
+    // back it up.
+    let registrars = [
+        common::repo_path("fixtures/registrars/test-issuer-registrar.pem"),
+        common::repo_path("fixtures/registrars/test-data-registrar.pem"),
+    ];
+    let (ir, dr) = (registrars[0].to_str().unwrap(), registrars[1].to_str().unwrap());
+    issue(&[
+        "--profile",
+        "pair",
+        "--backup-reader",
+        "1",
+        "--issuer-registrar",
+        ir,
+        "--data-registrar",
+        dr,
+    ]);
     cv(&[
         "duplicate",
         "--main",
@@ -878,7 +895,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     // The main card breaks: a new blank card is issued as main, the files
     // are recovered onto it from the backup card.
     sim.kill();
-    let _sim = stack.sim(&[(0, &new_card, "blank"), (1, &backup_card, "blank")]);
+    let mut sim = stack.sim(&[(0, &new_card, "blank"), (1, &backup_card, "blank")]);
     issue(&["--profile", "main"]);
     cv(&[
         "recover",
@@ -949,7 +966,72 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     ]);
     let new_main = Store::peek(&new_card).unwrap();
     assert_eq!(new_main.memory[1024..1024 + 2048], [0x77; 2048]);
+
+    // A record stored on the backup card under the test issuer's and the
+    // test provider's authorization (STORING REQUEST, STORE DATA UNDER
+    // AUTHORIZATION), in the card's secure session.
+    let record = b"stored under authorization, through pcscd";
+    {
+        use applet_sim::test_registrars as reg;
+        use cardvault::workflow::storing::{self, PartyCredentials};
+        use cardvault_proto::storing::{Party, RegistrarRoots};
+        let sdi = storing::store_info(4, record, None).unwrap();
+        let mut r = reader::open(Some(READER1), &opts(&home, None)).unwrap();
+        let req = with_selected(r.as_mut(), false, |c| storing::request(c, PIN.as_bytes(), &sdi)).unwrap();
+        let issuer = PartyCredentials::from_pem(Party::Issuer, reg::ISSUER_KEY_PEM, reg::ISSUER_PEM).unwrap();
+        let provider = PartyCredentials::from_pem(Party::Provider, reg::PROVIDER_KEY_PEM, reg::PROVIDER_PEM).unwrap();
+        let roots = RegistrarRoots {
+            issuer_registrar: openssl::x509::X509::from_pem(reg::ISSUER_REGISTRAR_PEM).unwrap(),
+            data_registrar: openssl::x509::X509::from_pem(reg::DATA_REGISTRAR_PEM).unwrap(),
+        };
+        let issuer_roots = [applet_sim::test_issuer::root()];
+        let sar = storing::countersign(&req, &issuer, &issuer_roots).unwrap();
+        let sa = storing::authorize(&sar, &provider, &roots, &issuer_roots).unwrap();
+        let mut v = cardvault::vault::Vault::open(&dir.join("store.sqlite")).unwrap();
+        with_selected(r.as_mut(), false, |c| {
+            storing::apply(c, PIN.as_bytes(), &sa, Some(record), &mut v)
+        })
+        .unwrap();
+    }
     let backup = Store::peek(&backup_card).unwrap();
+    let app = backup.applications.iter().find(|a| a.id == 4).unwrap();
+    let at = app.first_page as usize * backup.page_size as usize;
+    assert_eq!(&backup.memory[at..at + record.len()], record);
+
+    // The old main card comes back: the backup card destroys the key it
+    // imported from it and signs the receipt (DESTROY KEY; its signing
+    // certificate read from DF35), which releases the old main card's
+    // duplicate (RELEASE DUPLICATE, the issuer's SCP11a session).
+    sim.kill();
+    let _sim = stack.sim(&[(0, &main_card, "blank"), (1, &backup_card, "blank")]);
+    let counter = old_main.export.counter.to_string();
+    cv(&[
+        "-r",
+        "1",
+        "keygroup",
+        "destroy",
+        "--source",
+        &old_main.card_number,
+        "--counter",
+        &counter,
+        "--pin",
+        "env:P",
+        "-o",
+        &f("destroyed.json"),
+    ]);
+    let issuer_dir = common::repo_path("fixtures/issuer");
+    cv(&[
+        "-r",
+        "0",
+        "keygroup",
+        "release",
+        "--issuer",
+        issuer_dir.to_str().unwrap(),
+        "--receipt",
+        &f("destroyed.json"),
+    ]);
+    assert_eq!(Store::peek(&main_card).unwrap().export.target, "");
+    assert!(Store::peek(&backup_card).unwrap().main_key.is_none());
     let file_keys_new: Vec<Vec<u8>> = (0..2)
         .map(|i| file_key(&f(&format!("doc{i}.cve")), &new_main))
         .collect();
@@ -997,6 +1079,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
             ));
         }
         secrets.push((format!("{who} ECKA private key"), s.ecka_private.clone()));
+        secrets.push((format!("{who} signing private key"), s.storing.private_key.clone()));
         secrets.push((format!("{who} card-unique key"), s.unique_key.clone()));
         secrets.push((format!("{who} card-common key"), s.common_key.clone()));
     }
@@ -1012,7 +1095,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     let apdu_lines = log.lines().filter(|l| l.contains(" APDU: ")).count();
     let answer_lines = log.lines().filter(|l| l.contains(" SW: ")).count();
     println!("{name}: pcscd logged {apdu_lines} commands and {answer_lines} answers");
-    // The flow takes about 130 APDUs (the handshakes included).
+    // The flow takes about 200 APDUs (the handshakes included).
     assert!(
         apdu_lines >= 100,
         "the log holds too few APDUs: {}",
@@ -1034,7 +1117,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         .collect();
     println!("{name}: {} distinct secrets checked", secrets.len());
     // PIN, issuer root and operator keys, 3 key group elements (the same on every card of the
-    // holder), 2 main private keys, 3 ECKA keys, 3 card-unique keys, the
+    // holder), 2 main private keys, 3 ECKA keys, 3 signing keys, 3 card-unique keys, the
     // domain's card-common key, 4 file keys (before and after recovery), and
     // the 3 custodians' passphrases of the key ceremony (which never go to a
     // card at all).
@@ -1045,6 +1128,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
         "element 3",
         "take-out plaintext",
         "ECKA",
+        "signing",
         "card-unique",
         "card-common",
         "file key 3",
@@ -1052,7 +1136,7 @@ fn the_whole_flow_through_pcscd_leaves_no_secret_in_its_apdu_log() {
     ] {
         assert!(names.iter().any(|n| n.contains(kind)), "no {kind} among {names:?}");
     }
-    assert_eq!(secrets.len(), 23, "{names:?}");
+    assert_eq!(secrets.len(), 26, "{names:?}");
     assert!(leaked.is_empty(), "in pcscd's APDU log: {leaked:?}");
 }
 

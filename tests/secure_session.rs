@@ -407,7 +407,7 @@ fn keygroup_release_and_the_rollback_override_take_the_issuer_operator() {
         json(&o)["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("RELEASE DUPLICATE refused by the card: 6985"),
+            .contains("signed receipt that it destroyed the key is needed"),
         "{}",
         stdout(&o)
     );

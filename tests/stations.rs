@@ -114,7 +114,7 @@ fn an_interrupted_batch_reports_what_it_finished_and_a_rerun_finishes_each_holde
     let seed = seed("an_interrupted_batch_reports_what_it_finished_and_a_rerun_finishes_each_holder_once");
     let csv = home.join("h.csv");
     let mut rows = String::from("holder,pin,member_number,expiry\n");
-    for i in 0..12 {
+    for i in 0..claims::SIGINT_BATCH_HOLDERS {
         rows.push_str(&format!("h{i},2468,M-{i},2030-01\n"));
     }
     std::fs::write(&csv, rows).unwrap();
@@ -216,7 +216,7 @@ fn an_interrupted_batch_reports_what_it_finished_and_a_rerun_finishes_each_holde
     let text = std::fs::read_to_string(&elements_out).unwrap();
     let mut in_file: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
     in_file.sort();
-    let mut all: Vec<String> = (0..12).map(|i| format!("h{i}")).collect();
+    let mut all: Vec<String> = (0..claims::SIGINT_BATCH_HOLDERS).map(|i| format!("h{i}")).collect();
     all.sort();
     assert_eq!(in_file, all);
     // One confirmed duplication per holder, no key group reset.
@@ -252,7 +252,7 @@ fn issue_pairs(home: &std::path::Path, prefix: &str, csv: &std::path::Path) {
 #[test]
 fn a_batch_killed_at_random_points_and_rerun_duplicates_every_holder_exactly_once() {
     use std::io::BufRead;
-    const HOLDERS: usize = 40;
+    const HOLDERS: usize = claims::KILLED_BATCH_HOLDERS;
     let home = temp_dir("killed-batch");
     let mut rng = Rng::new(seed(
         "a_batch_killed_at_random_points_and_rerun_duplicates_every_holder_exactly_once",
@@ -286,7 +286,7 @@ fn a_batch_killed_at_random_points_and_rerun_duplicates_every_holder_exactly_onc
     let mut streamed: Vec<serde_json::Value> = Vec::new();
     let mut kills = Vec::new();
     // SIGKILL, SIGINT, and the reader of the report going away (`| head`).
-    for signal in ["-KILL", "-INT", "pipe", "-KILL", "-INT"] {
+    for &signal in claims::KILLED_BATCH_STOPS {
         let mut child = batch()
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -337,8 +337,14 @@ fn a_batch_killed_at_random_points_and_rerun_duplicates_every_holder_exactly_onc
         if killed.success() && signal == "-KILL" {
             assert_eq!(status.code(), None, "{err}");
         } else if killed.success() {
+            // A SIGINT that lands before the batch installs its handler (the
+            // process still reading its files; on a loaded machine that can
+            // outlast the delay) ends it the default way: no card touched,
+            // nothing reported.
+            use std::os::unix::process::ExitStatusExt;
+            let before_handler = status.signal() == Some(2) && out.is_empty();
             assert!(
-                matches!(status.code(), Some(130) | Some(0)),
+                matches!(status.code(), Some(130) | Some(0)) || before_handler,
                 "{kills:?}: {status:?} {err}"
             );
         }

@@ -205,6 +205,62 @@ fn delete_works_the_same_way_and_names_the_data_it_deletes() {
     assert!(storing::delete_info(&vault(&home), &number, MEDICAL).is_err());
 }
 
+/// A blank card leaves the factory with no signing key and no registrar
+/// roots; `cardvault issue` has it generate its signing key, certifies it
+/// (card number, role) and installs the registrar roots with the issuer
+/// root, and the issued card then stores data under authorization.
+#[test]
+fn a_card_issued_from_blank_by_cardvault_issue_stores_data_under_authorization() {
+    let home = temp_dir("storing-issued");
+    let name = "fresh-dora-main";
+    // The blank card in the feeder: the services application table.
+    drop(SimReader::open(&home, name, "blank-services", None).unwrap());
+    let blank = state(&home, name);
+    assert!(blank.storing.private_key.is_empty() && blank.storing.certificate.is_empty());
+    assert!(blank.storing.issuer_registrar_root.is_empty() && blank.storing.data_registrar_root.is_empty());
+    let csv = home.join("holders.csv");
+    std::fs::write(
+        &csv,
+        format!("holder,pin,member_number,expiry\ndora,{PIN},M-9,2031-01\n"),
+    )
+    .unwrap();
+    let o = run(cv(&home)
+        .args([
+            "-r",
+            "sim:fresh",
+            "issue",
+            "--profile",
+            "main",
+            "--no-domain",
+            "--holders",
+        ])
+        .arg(&csv));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let issued = state(&home, name);
+    assert!(issued.issued);
+    let signer = cardvault_proto::storing::verify_card_signing_key(&issuer_roots(), &issued.storing.certificate)
+        .expect("the signing certificate verifies under the issuer root");
+    assert_eq!(
+        (signer.card_number.as_str(), signer.role.as_str()),
+        (issued.card_number.as_str(), "main")
+    );
+    assert_eq!(
+        signer.public_key,
+        KeyPair::from_private(&issued.storing.private_key)
+            .unwrap()
+            .public_bytes()
+    );
+    assert_eq!(issued.storing.issuer_registrar_root, reg::issuer_registrar_der());
+    assert_eq!(issued.storing.data_registrar_root, reg::data_registrar_der());
+    // The exchange, the issuer countersigning first.
+    let data = b"blood group 0+; issued from blank";
+    let req = request(&home, name, &record(data));
+    let sa = authorize(&req, Party::Issuer);
+    apply(&home, name, &sa, Some(data)).unwrap();
+    expect_stored(&home, name, MEDICAL, data);
+    records_match_card(&home, name);
+}
+
 #[test]
 fn the_provider_alone_authorizes_only_where_the_application_allows_it() {
     let home = temp_dir("storing-alone");

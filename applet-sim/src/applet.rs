@@ -30,6 +30,9 @@ pub struct Session {
     /// Issuance: the ECKA key pair of GENERATE ECKA KEY, waiting for its
     /// registration certificate (PUT DATA `BF21`) in this session.
     pub pending_ecka: Option<cardvault_proto::crypto::KeyPair>,
+    /// Issuance: the signing key pair of GENERATE SIGNING KEY, waiting for
+    /// its certificate (PUT DATA `DF35`) in this session.
+    pub pending_signing: Option<cardvault_proto::crypto::KeyPair>,
 }
 
 /// What the volatile session has gained so far, seen from outside the card:
@@ -226,6 +229,7 @@ impl Applet {
             (cla::PROPRIETARY, Ins::DestroyKey) => self.destroy_key(c),
             (cla::PROPRIETARY, Ins::LoadDomainKey) => self.load_domain_key(c),
             (cla::PROPRIETARY, Ins::GenerateEckaKey) => self.generate_ecka_key(c),
+            (cla::PROPRIETARY, Ins::GenerateSigningKey) => self.generate_signing_key(c),
             (cla::PROPRIETARY, Ins::UnwrapFileKey) => self.unwrap_file_key(c),
             (cla::PROPRIETARY, Ins::SetPeerKey) => self.set_peer_key(c),
             (cla::PROPRIETARY, Ins::RewrapToPeer) => self.rewrap_to_peer(c),

@@ -90,6 +90,8 @@ impl Applet {
         match u16::from_be_bytes([c.p1, c.p2]) {
             cert::TAG_CERTIFICATE_STORE => return self.store_registration_certificate(c),
             cert::TAG_TRUST_ANCHOR => return self.install_trust_anchor(c),
+            tag::STORING_CERTIFICATE => return self.store_signing_certificate(c),
+            tag::ISSUER_REGISTRAR_ROOT | tag::DATA_REGISTRAR_ROOT => return self.install_registrar_root(c),
             _ => {}
         }
         let text = |d: &[u8]| -> Result<String, u16> {
@@ -148,7 +150,8 @@ impl Applet {
 
     /// END PERSONALIZATION: freezes issuer data. Needs a role, key element 1
     /// and a registration certificate naming that role (the factory
-    /// certificate, role `blank`, must have been replaced).
+    /// certificate, role `blank`, must have been replaced), and a certified
+    /// signing key (PUT DATA `DF35`).
     pub(crate) fn end_personalization(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
@@ -162,6 +165,10 @@ impl Applet {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         if self.certified_role().as_deref() != Some(self.state.role.as_str()) {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        // Every issued card can sign (storing requests, DESTROY KEY receipts).
+        if self.state.storing.private_key.is_empty() || self.state.storing.certificate.is_empty() {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         }
         self.state.issued = true;
@@ -440,30 +447,12 @@ impl Applet {
         Ok(vec![])
     }
 
-    /// The DESTROY KEY receipt: MAC under the key group secret over source,
-    /// backup card, the take-out counter it covers and the group check value.
-    fn destroy_receipt(&self, source: &str, target: &str, counter: u32) -> Result<[u8; 32], u16> {
-        let secret = self.state.key_group.secret().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
-        let kcv = self.key_group_kcv()?;
-        crypto::hmac_sha256(
-            &secret[..],
-            &[
-                takeout::DESTROY_LABEL,
-                &[source.len() as u8],
-                source.as_bytes(),
-                &[target.len() as u8],
-                target.as_bytes(),
-                &counter.to_be_bytes(),
-                &kcv,
-            ],
-        )
-        .map_err(|_| sw::UNKNOWN)
-    }
-
     /// DESTROY KEY (backup card), data = counter (4) || source card number:
     /// destroy the key imported from `source` (if any), refuse that source's
     /// take-outs numbered `counter` or lower from now on, and answer
-    /// counter (4) || receipt (32) for the source card's RELEASE DUPLICATE.
+    /// counter (4) || signature (64) for the source card's RELEASE DUPLICATE:
+    /// this card's signing key signs `takeout::destroy_message` (source,
+    /// this card, counter, the key group's check value).
     pub(crate) fn destroy_key(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
@@ -483,6 +472,9 @@ impl Applet {
         if counter == 0 || source == self.state.card_number {
             return Err(sw::WRONG_DATA);
         }
+        // A card that cannot sign the receipt destroys nothing.
+        let (key, _) = self.state.storing.signing_key().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let kcv = self.key_group_kcv()?;
         if self
             .state
             .main_key
@@ -500,42 +492,54 @@ impl Applet {
             };
             self.mark_dirty();
         }
-        Ok(takeout::Receipt {
+        let msg = takeout::destroy_message(&source, &self.state.card_number, counter, &kcv);
+        let signature = crypto::sign_p256(&key, &msg).map_err(|_| sw::UNKNOWN)?;
+        Ok(takeout::DestroyReceipt {
             counter,
-            mac: self.destroy_receipt(&source, &self.state.card_number, counter)?,
+            signature: signature.try_into().map_err(|_| sw::UNKNOWN)?,
         }
         .encode())
     }
 
-    /// RELEASE DUPLICATE (issuer), data = none or a DESTROY KEY receipt
-    /// (counter (4) || MAC (32)) from the bound target card. Once a take-out
-    /// has left the card (a target is bound) the target is forgotten only on
-    /// the target's receipt for the latest take-out: a backup card that
-    /// imported the key keeps no copy beside a second duplicate. Without the
-    /// receipt (a lost backup card), the holder rotates the main key (RESET
-    /// KEY GROUP, which clears the export state with the key).
+    /// RELEASE DUPLICATE (issuer), data = none, or a DESTROY KEY receipt
+    /// (counter (4) || signature (64)) followed by the signing certificate of
+    /// the card that signed it. Once a take-out has left the card (a target
+    /// is bound) the target is forgotten only on that target's signed proof
+    /// that it destroyed the key, for the latest take-out: the certificate
+    /// chains to the issuer root installed here and names the bound target
+    /// (a backup card), and its key signed this card's number, the target's,
+    /// the counter and this card's key group check value. A backup card that
+    /// imported the key so keeps no copy beside a second duplicate. Without
+    /// the receipt (a lost backup card), the holder rotates the main key
+    /// (RESET KEY GROUP, which clears the export state with the key).
     pub(crate) fn release_duplicate(&mut self, c: &CommandApdu) -> HandlerResult {
         if c.p1 != 0 || c.p2 != 0 {
             return Err(sw::WRONG_P1P2);
         }
-        let receipt = match c.data.len() {
+        let proof = match c.data.len() {
             0 => None,
-            takeout::Receipt::LEN => takeout::Receipt::parse(&c.data),
-            _ => return Err(sw::WRONG_LENGTH),
+            _ => Some(takeout::parse_release(&c.data).ok_or(sw::WRONG_LENGTH)?),
         };
         self.require_admin()?;
         let e = &self.state.export;
         if e.target.is_empty() {
             return Ok(vec![]);
         }
-        let Some(receipt) = receipt else {
+        let Some((receipt, certificate)) = proof else {
             return Err(sw::CONDITIONS_NOT_SATISFIED);
         };
         if receipt.counter != e.counter {
             return Err(sw::WRONG_DATA);
         }
-        let expected = self.destroy_receipt(&self.state.card_number, &e.target, e.counter)?;
-        if !openssl::memcmp::eq(&expected, &receipt.mac) {
+        let anchor = X509::from_der(&self.state.trust_anchor).map_err(|_| sw::REF_DATA_NOT_USABLE)?;
+        let signer = cardvault_proto::storing::verify_card_signing_key(&[anchor], certificate)
+            .map_err(|_| sw::REF_DATA_NOT_USABLE)?;
+        if signer.card_number != e.target || !takeout::TARGET_ROLES.contains(&signer.role.as_str()) {
+            return Err(sw::WRONG_DATA);
+        }
+        let kcv = self.key_group_kcv().map_err(|_| sw::CONDITIONS_NOT_SATISFIED)?;
+        let msg = takeout::destroy_message(&self.state.card_number, &e.target, e.counter, &kcv);
+        if !crypto::verify_p256(&signer.public_key, &msg, &receipt.signature).unwrap_or(false) {
             return Err(sw::WRONG_DATA);
         }
         self.state.export.target.clear();

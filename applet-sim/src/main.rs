@@ -22,7 +22,8 @@ struct Args {
     #[arg(long, value_name = "PATH", required = true)]
     card: Vec<PathBuf>,
     /// Profile for cards that do not exist yet: a built-in name (main, backup,
-    /// replacement, blank) or a TOML file. Give one for all cards or one per card.
+    /// replacement, blank, foreign, services, blank-services) or a TOML file.
+    /// Give one for all cards or one per card.
     #[arg(long, value_name = "NAME|FILE", default_value = "main")]
     profile: Vec<String>,
     /// Print nothing but errors.

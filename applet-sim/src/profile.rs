@@ -1,7 +1,8 @@
 //! Card profiles: what a fresh card looks like when the simulator creates it.
 //!
 //! A profile is a TOML file (see fixtures/profiles/). The built-in names `main`,
-//! `backup`, `replacement` and `blank` are compiled in.
+//! `backup`, `replacement`, `blank`, `foreign`, `services` and
+//! `blank-services` are compiled in.
 
 use serde::Deserialize;
 
@@ -100,6 +101,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("blank", include_str!("../profiles/blank.toml")),
     ("foreign", include_str!("../profiles/foreign.toml")),
     ("services", include_str!("../profiles/services.toml")),
+    ("blank-services", include_str!("../profiles/blank-services.toml")),
 ];
 
 impl Profile {

@@ -30,13 +30,18 @@ use std::ops::Range;
 /// Validity of a card's storing key certificate, in days.
 pub const STORING_CERTIFICATE_DAYS: u32 = 3650;
 
-/// The card's storing authorization state (system area).
+/// The card's storing authorization state (system area), and the card's
+/// signing key: the one ECDSA key of the card, which signs storing requests
+/// and DESTROY KEY receipts. It is generated on the card at issuance
+/// (GENERATE SIGNING KEY) and certified by the issuer (PUT DATA `DF35`);
+/// pre-issued test cards get one certified by the test issuer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoringState {
-    /// The storing (ECDSA signing) private key, P-256 scalar; never readable.
+    /// The card's signing key (storing key), P-256 scalar; never readable.
     #[serde(default, with = "hex")]
     pub private_key: Vec<u8>,
-    /// Its certificate from the card's issuer (DER X.509).
+    /// The signing key's certificate from the card's issuer (DER X.509,
+    /// GET DATA `DF35`).
     #[serde(default, with = "hex")]
     pub certificate: Vec<u8>,
     /// The issuer registrar root (DER X.509), installed at issuance.
@@ -79,12 +84,27 @@ impl Default for StoragePolicy {
     }
 }
 
+impl StoringState {
+    /// The card's signing key and its certificate, when the card has them.
+    /// The key is the storing key (`private_key`); the accessor exists so
+    /// that code signing for the card reads as what it is.
+    pub fn signing_key(&self) -> Option<(KeyPair, &[u8])> {
+        if self.certificate.is_empty() {
+            return None;
+        }
+        Some((KeyPair::from_private(&self.private_key).ok()?, &self.certificate))
+    }
+}
+
 impl CardState {
-    /// Give a new card its storing identity: a storing key pair generated on
-    /// the card, certified by the test issuer, and the test registrar roots
-    /// (profiles with `test_issuer_certificate`, the default).
+    /// Give a new pre-issued card its storing identity: a signing key pair
+    /// generated on the card, certified by the test issuer, and the test
+    /// registrar roots (profiles with `test_issuer_certificate`, the
+    /// default). A blank card (`factory_certificate`) gets nothing: the
+    /// factory holds no issuer key, and issuance brings the signing key's
+    /// certificate and the registrar roots.
     pub(crate) fn with_storing_identity(mut self, p: &Profile) -> CardState {
-        if !p.test_issuer_certificate {
+        if !p.test_issuer_certificate || p.factory_certificate {
             return self;
         }
         let key = KeyPair::generate().expect("card RNG");
@@ -186,8 +206,8 @@ impl Applet {
         if sdi.app != c.p1 || sdi.size as usize > range.len() {
             return Err(sw::WRONG_DATA);
         }
-        let key = KeyPair::from_private(&self.state.storing.private_key).map_err(|_| sw::CONDITIONS_NOT_SATISFIED)?;
-        let cert_hash = crypto::sha256(&self.state.storing.certificate);
+        let (key, certificate) = self.state.storing.signing_key().ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let cert_hash = crypto::sha256(certificate);
         let challenge = crypto::random::<{ storing::CHALLENGE_LEN }>();
         let sig =
             crypto::sign_p256(&key, &StoringRequest::message(&cert_hash, &sdi, &challenge)).map_err(|_| sw::UNKNOWN)?;
@@ -293,6 +313,80 @@ impl Applet {
             self.flag_changed(&range);
         }
         self.mark_dirty();
+        Ok(vec![])
+    }
+
+    /// GENERATE SIGNING KEY `80 48 00 00` (issuer session, not yet issued):
+    /// a new P-256 signing key pair, kept for this session only until PUT
+    /// DATA `DF35` certifies it (a card pulled before keeps what it had).
+    /// Answers the public key (65 bytes).
+    pub(crate) fn generate_signing_key(&mut self, c: &CommandApdu) -> HandlerResult {
+        if c.p1 != 0 || c.p2 != 0 {
+            return Err(sw::WRONG_P1P2);
+        }
+        if !c.data.is_empty() {
+            return Err(sw::WRONG_LENGTH);
+        }
+        self.require_admin()?;
+        if self.state.issued {
+            return Err(sw::CONDITIONS_NOT_SATISFIED);
+        }
+        let kp = KeyPair::generate().map_err(|_| sw::UNKNOWN)?;
+        let public = kp.public_bytes();
+        self.session.pending_signing = Some(kp);
+        Ok(public)
+    }
+
+    /// PUT DATA `DF35` (issuer session, not yet issued; routed by
+    /// `put_data`): the signing key's certificate (one DER certificate) over
+    /// the key of GENERATE SIGNING KEY. 6985 without a generated key; 6982
+    /// unless it is a card signing key certificate (OU, digitalSignature)
+    /// under the installed trust anchor; 6A80 unless it certifies that key
+    /// for this card number and the role PUT DATA set. On success the key
+    /// and certificate replace the old ones together.
+    pub(crate) fn store_signing_certificate(&mut self, c: &CommandApdu) -> HandlerResult {
+        let pending = self
+            .session
+            .pending_signing
+            .as_ref()
+            .ok_or(sw::CONDITIONS_NOT_SATISFIED)?;
+        let anchor = X509::from_der(&self.state.trust_anchor).map_err(|_| sw::REF_DATA_NOT_FOUND)?;
+        let signer =
+            storing::verify_card_signing_key(&[anchor], &c.data).map_err(|_| sw::SECURITY_STATUS_NOT_SATISFIED)?;
+        if signer.public_key != pending.public_bytes()
+            || signer.card_number != self.state.card_number
+            || signer.role != self.state.role
+        {
+            return Err(sw::WRONG_DATA);
+        }
+        let kp = self.session.pending_signing.take().expect("checked");
+        self.state.storing.private_key = kp.private_bytes().to_vec();
+        self.state.storing.certificate = c.data.clone();
+        self.mark_dirty();
+        Ok(vec![])
+    }
+
+    /// PUT DATA `BF23` / `BF24` (issuer session, not yet issued; routed by
+    /// `put_data`): install the issuer registrar root / the data registrar
+    /// root, the trust anchors of storing authorizations. 6A80 unless one
+    /// self-signed P-256 CA certificate.
+    pub(crate) fn install_registrar_root(&mut self, c: &CommandApdu) -> HandlerResult {
+        let root = match cardvault_proto::cert::split_certificates(&c.data) {
+            Ok(mut v) if v.len() == 1 => v.remove(0),
+            _ => return Err(sw::WRONG_DATA),
+        };
+        if !cardvault_proto::cert::is_root(&root) {
+            return Err(sw::WRONG_DATA);
+        }
+        let slot = if u16::from_be_bytes([c.p1, c.p2]) == cardvault_proto::tag::ISSUER_REGISTRAR_ROOT {
+            &mut self.state.storing.issuer_registrar_root
+        } else {
+            &mut self.state.storing.data_registrar_root
+        };
+        if *slot != c.data {
+            *slot = c.data.clone();
+            self.mark_dirty();
+        }
         Ok(vec![])
     }
 

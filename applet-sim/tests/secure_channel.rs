@@ -558,14 +558,139 @@ fn issuance_stores_only_a_registration_certificate_under_the_installed_root() {
             .public_bytes(),
         public
     );
+    assert_eq!(
+        stx(&mut card, &mut ch, [0x80, 0xE0, 0x00, 0x00], &[]).1,
+        0x6985,
+        "no signing key yet"
+    );
+    certify_signing_key(&mut card, &mut ch, &number, "backup");
     assert_eq!(stx(&mut card, &mut ch, [0x80, 0xE0, 0x00, 0x00], &[]).1, 0x9000);
     // Issued: no more keys, certificates or roots.
     assert_eq!(stx(&mut card, &mut ch, [0x80, 0xEF, 0x00, 0x00], &[]).1, 0x6985);
+    assert_eq!(stx(&mut card, &mut ch, [0x80, 0x48, 0x00, 0x00], &[]).1, 0x6985);
     let root_der = test_root().to_der().unwrap();
     assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x22], &root_der).1, 0x6985);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x23], &root_der).1, 0x6985);
     // The new key opens sessions under the issuer root.
     assert_eq!(tx(&mut card, SELECT).1, 0x9000);
     assert_eq!(card_key_under(&mut card, &[test_root()]), public);
+}
+
+/// A card signing key certificate over `public`, signed by `key` under `root`.
+fn signing_certificate(key: &KeyPair, root: &X509, public: &[u8], number: &str, role: &str) -> Vec<u8> {
+    let subject = cardvault_proto::cert::CardSubject {
+        card_number: number.into(),
+        role: role.into(),
+        member_number: None,
+    };
+    cardvault_proto::storing::issue_card_signing_certificate(key, root, public, &subject, 30)
+        .unwrap()
+        .to_der()
+        .unwrap()
+}
+
+/// GENERATE SIGNING KEY and PUT DATA DF35 under the test root, in an open
+/// issuer session.
+fn certify_signing_key(card: &mut Card, ch: &mut ClientChannel, number: &str, role: &str) -> Vec<u8> {
+    let (public, sw) = stx(card, ch, [0x80, 0x48, 0x00, 0x00], &[]);
+    assert_eq!(sw, 0x9000);
+    let root_key = KeyPair::from_pem(applet_sim::test_issuer::ROOT_KEY_PEM).unwrap();
+    let der = signing_certificate(&root_key, &test_root(), &public, number, role);
+    assert_eq!(stx(card, ch, [0x00, 0xDA, 0xDF, 0x35], &der).1, 0x9000);
+    der
+}
+
+/// Issuance of the card's signing key: GENERATE SIGNING KEY, then PUT DATA
+/// DF35. Without a generated key (6985), a certificate from another root
+/// (6982), of a registration (not signing) certificate (6982), for another
+/// key, card or role (6A80): nothing changes. The right one stores key and
+/// certificate together, readable by GET DATA DF35 (the key never is);
+/// the registrar roots (BF23, BF24) take only self-signed roots; none of it
+/// once the card is issued, nor outside the issuer session.
+#[test]
+fn issuance_stores_only_a_signing_certificate_under_the_installed_root_for_the_new_key() {
+    let mut card = card_with(&Profile::load("blank").unwrap());
+    assert!(
+        card.state().storing.certificate.is_empty(),
+        "a blank card has no signing key"
+    );
+    let number = card.state().card_number.clone();
+    let mut ch = open_scp11a(&mut card);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xDF, 0x02], b"main").1, 0x9000);
+    let root_key = KeyPair::from_pem(applet_sim::test_issuer::ROOT_KEY_PEM).unwrap();
+    let some_key = KeyPair::generate().unwrap().public_bytes();
+    let early = signing_certificate(&root_key, &test_root(), &some_key, &number, "main");
+    let before = card.state().clone();
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xDF, 0x35], &early).1, 0x6985);
+    let (public, sw) = stx(&mut card, &mut ch, [0x80, 0x48, 0x00, 0x00], &[]);
+    assert_eq!((public.len(), sw), (65, 0x9000));
+    assert_eq!(stx(&mut card, &mut ch, [0x80, 0x48, 0x01, 0x00], &[]).1, 0x6A86);
+    let other_key = KeyPair::generate().unwrap();
+    let other_root =
+        cardvault_proto::cert::issue_root(&other_key, "other", "20250101000000Z", "20500101000000Z").unwrap();
+    let refusals = [
+        (
+            signing_certificate(&other_key, &other_root, &public, &number, "main"),
+            0x6982,
+            "another root",
+        ),
+        (
+            registration(&root_key, &test_root(), &public, &number, "main"),
+            0x6982,
+            "not a signing certificate",
+        ),
+        (early.clone(), 0x6A80, "another key"),
+        (
+            signing_certificate(&root_key, &test_root(), &public, "1111222233334444", "main"),
+            0x6A80,
+            "another card",
+        ),
+        (
+            signing_certificate(&root_key, &test_root(), &public, &number, "backup"),
+            0x6A80,
+            "another role",
+        ),
+        (vec![0x30, 0x00], 0x6982, "not a certificate"),
+    ];
+    for (der, want, why) in refusals {
+        assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xDF, 0x35], &der).1, want, "{why}");
+    }
+    let leaf = X509::from_der(&early).unwrap().to_der().unwrap();
+    for tag in [[0xBF, 0x23], [0xBF, 0x24]] {
+        assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, tag[0], tag[1]], &leaf).1, 0x6A80);
+    }
+    assert_eq!(card.state(), &before, "refusals change nothing");
+    let good = signing_certificate(&root_key, &test_root(), &public, &number, "main");
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xDF, 0x35], &good).1, 0x9000);
+    assert_eq!(card.state().storing.certificate, good);
+    assert_eq!(
+        KeyPair::from_private(&card.state().storing.private_key)
+            .unwrap()
+            .public_bytes(),
+        public
+    );
+    let ir = applet_sim::test_registrars::issuer_registrar_der();
+    let dr = applet_sim::test_registrars::data_registrar_der();
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x23], &ir).1, 0x9000);
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xBF, 0x24], &dr).1, 0x9000);
+    assert_eq!(
+        (
+            &card.state().storing.issuer_registrar_root,
+            &card.state().storing.data_registrar_root
+        ),
+        (&ir, &dr)
+    );
+    let (read, sw) = stx(&mut card, &mut ch, [0x00, 0xCA, 0xDF, 0x35], &[]);
+    assert_eq!(sw, 0x9000);
+    assert!(read.ends_with(&good), "GET DATA DF35 answers the certificate");
+    // The key is used once: a second certificate needs a new key.
+    assert_eq!(stx(&mut card, &mut ch, [0x00, 0xDA, 0xDF, 0x35], &good).1, 0x6985);
+    // Outside the issuer session, nothing.
+    let before = card.state().clone();
+    let mut b = open_scp11b(&mut card);
+    assert_eq!(stx(&mut card, &mut b, [0x80, 0x48, 0x00, 0x00], &[]).1, 0x6982);
+    assert_eq!(stx(&mut card, &mut b, [0x00, 0xDA, 0xBF, 0x23], &ir).1, 0x6982);
+    assert_eq!(card.state(), &before);
 }
 
 /// GENERATE ECKA KEY and the identity PUT DATA need the issuer session.

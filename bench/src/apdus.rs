@@ -138,8 +138,10 @@ fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
     }
     // Per card: the issuer's SCP11a session (GET DATA BF21, the operator's
     // root and certificate, MUTUAL AUTHENTICATE), the registration
-    // certificate, and a second SCP11a session with the card's new key,
-    // which proves the card holds it and accepts the issuer under its root.
+    // certificate, a second SCP11a session with the card's new key, which
+    // proves the card holds it and accepts the issuer under its root, the
+    // signing key and its certificate, and the registrar roots. (The
+    // terminal also reads the signing certificate back: not in the minimum.)
     let min = Minimum::default()
         .add(2, "SELECT")
         .add(2, "status")
@@ -149,6 +151,8 @@ fn issue_pair(dir: &Path, s: &mut Section) -> Result<()> {
         .add(2, "WRITE KEY ELEMENT 1")
         .add(4, "GENERATE ECKA KEY + PUT DATA BF21 (registration certificate)")
         .add(8, "SCP11a session with the new key")
+        .add(4, "GENERATE SIGNING KEY + PUT DATA DF35 (signing key certificate)")
+        .add(4, "PUT DATA BF23 + BF24 (registrar roots)")
         .add(2, "END PERSONALIZATION")
         .add(2, "read-back status");
     s.row(row("issue a main + backup card", total, &min, None));

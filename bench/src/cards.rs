@@ -49,6 +49,7 @@ pub fn issue_options() -> Result<issue::IssueOptions> {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     })
 }
 

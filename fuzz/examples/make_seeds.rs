@@ -41,6 +41,43 @@ fn apdu_dispatch() -> Vec<(&'static str, Vec<u8>)> {
     unwrap.extend_from_slice(&file::VECTOR[..14]);
     unwrap.extend_from_slice(wrapped);
     let issuer_pub = cardvault_proto::from_hex(include_str!("../../fixtures/issuer/issuer-public.hex")).unwrap();
+    // A card signing key certificate under the test root for the blank card
+    // (over a key of its own: the card's GENERATE SIGNING KEY makes another,
+    // so PUT DATA DF35 refuses it), the test registrar roots, an SDI.
+    let signing_cert = {
+        use applet_sim::test_issuer as t;
+        let root_key = cardvault_proto::crypto::KeyPair::from_pem(t::ROOT_KEY_PEM).unwrap();
+        let key = cardvault_proto::crypto::KeyPair::generate().unwrap();
+        let subject = cardvault_proto::cert::CardSubject {
+            card_number: BLANK_NUMBER.into(),
+            role: "main".into(),
+            member_number: None,
+        };
+        cardvault_proto::storing::issue_card_signing_certificate(
+            &root_key,
+            &t::root(),
+            &key.public_bytes(),
+            &subject,
+            30,
+        )
+        .unwrap()
+        .to_der()
+        .unwrap()
+    };
+    let (issuer_registrar, data_registrar) = (
+        applet_sim::test_registrars::issuer_registrar_der(),
+        applet_sim::test_registrars::data_registrar_der(),
+    );
+    let sdi = cardvault_proto::storing::StoringDataInfo {
+        app: 4,
+        op: cardvault_proto::storing::Operation::Store,
+        size: 4,
+        hash: cardvault_proto::crypto::sha256(b"data"),
+        data_cert_id: String::new(),
+    }
+    .encode();
+    let mut release = [&1u32.to_be_bytes()[..], &[0x11; 64]].concat();
+    release.extend_from_slice(&signing_cert);
     vec![
         (
             "pin-and-select",
@@ -141,6 +178,10 @@ fn apdu_dispatch() -> Vec<(&'static str, Vec<u8>)> {
                     a(0x00, 0xDA, 0xDF, 0x22, &[2], 0),
                     a(0x00, 0xDA, 0xDF, 0x23, &[1], 0),
                     a(0x80, 0xE1, 0x01, 0x00, &[0x11; 32], 0),
+                    a(0x80, 0x48, 0x00, 0x00, &[], 256),
+                    a(0x00, 0xDA, 0xDF, 0x35, &signing_cert, 0),
+                    a(0x00, 0xDA, 0xBF, 0x23, &issuer_registrar, 0),
+                    a(0x00, 0xDA, 0xBF, 0x24, &data_registrar, 0),
                     a(0x80, 0xE0, 0x00, 0x00, &[], 0),
                     a(0x00, 0x2C, 0x02, 0x81, b"999999", 0),
                     a(0x00, 0x2C, 0x03, 0x81, &[], 0),
@@ -156,6 +197,7 @@ fn apdu_dispatch() -> Vec<(&'static str, Vec<u8>)> {
                     a(0x80, 0xEB, 0x00, 0x00, &[], 256),
                     a(0x80, 0xEC, 0x00, 0x00, &[0x04; 125], 256),
                     a(0x80, 0xE7, 0x00, 0x00, &[], 0),
+                    a(0x80, 0xE7, 0x00, 0x00, &release, 0),
                     a(0x00, 0x84, 0x00, 0x00, &[], 16),
                     a(0x00, 0x82, 0x00, 0x01, &[0; 32], 0),
                 ],
@@ -169,6 +211,37 @@ fn apdu_dispatch() -> Vec<(&'static str, Vec<u8>)> {
                     a(0x00, 0xCA, 0xDF, 0x11, &[], 256),
                     a(0x80, 0xE5, 0x00, 0x00, &[1, 1, 1, 0], 256),
                     a(0x80, 0xE5, 0x01, 0x00, &[0x55; 300], 256),
+                ],
+            ),
+        ),
+        (
+            // A backup card signs a DESTROY KEY receipt with its signing key
+            // (GET DATA DF35 certifies it); storing commands on an
+            // application the holder writes are refused.
+            "destroy-and-storing",
+            dispatch_seed(
+                1 | sv | PRELUDE_GROUP,
+                &[
+                    a(0x00, 0xCA, 0xDF, 0x35, &[], 65536),
+                    a(
+                        0x80,
+                        0xED,
+                        0x00,
+                        0x00,
+                        &[&1u32.to_be_bytes()[..], MAIN_NUMBER.as_bytes()].concat(),
+                        256,
+                    ),
+                    a(
+                        0x80,
+                        0xED,
+                        0x00,
+                        0x00,
+                        &[&2u32.to_be_bytes()[..], MAIN_NUMBER.as_bytes()].concat(),
+                        68,
+                    ),
+                    a(0x80, 0x76, 0x04, 0x00, &sdi, 65536),
+                    a(0x80, 0x78, 0x04, 0x00, &[0x00, 0x02, 0x02, 0x00, 0xAA], 0),
+                    a(0x80, 0x48, 0x00, 0x00, &[], 256),
                 ],
             ),
         ),
@@ -489,11 +562,28 @@ fn write<S: AsRef<str>>(target: &str, seeds: Vec<(S, Vec<u8>)>, check: fn(&[u8])
 }
 
 fn main() {
-    write("apdu_dispatch", apdu_dispatch(), dispatch::fuzz_apdu_dispatch);
-    write("vpcd_framing", vpcd_framing(), vpcd::fuzz_vpcd_framing);
-    write("takeout_blob", takeout_blob(), takeout::fuzz_takeout_blob);
-    write("backup_header", backup_header(), parsers::fuzz_backup_header);
-    write("restore_records", restore_records(), restore::fuzz_restore_records);
-    write("file_header", file_header(), file::fuzz_file_header);
-    write("terminal_workflows", terminal_workflows(), terminal::fuzz_terminal);
+    // The targets named on the command line, or every target.
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let wanted = |t: &str| only.is_empty() || only.iter().any(|o| o == t);
+    if wanted("apdu_dispatch") {
+        write("apdu_dispatch", apdu_dispatch(), dispatch::fuzz_apdu_dispatch);
+    }
+    if wanted("vpcd_framing") {
+        write("vpcd_framing", vpcd_framing(), vpcd::fuzz_vpcd_framing);
+    }
+    if wanted("takeout_blob") {
+        write("takeout_blob", takeout_blob(), takeout::fuzz_takeout_blob);
+    }
+    if wanted("backup_header") {
+        write("backup_header", backup_header(), parsers::fuzz_backup_header);
+    }
+    if wanted("restore_records") {
+        write("restore_records", restore_records(), restore::fuzz_restore_records);
+    }
+    if wanted("file_header") {
+        write("file_header", file_header(), file::fuzz_file_header);
+    }
+    if wanted("terminal_workflows") {
+        write("terminal_workflows", terminal_workflows(), terminal::fuzz_terminal);
+    }
 }

@@ -43,16 +43,32 @@ pub fn needs(class: u8, ins: Ins, p1: u8) -> Needs {
     use Ins::*;
     match (class, ins) {
         (cla::ISO, PutData | ResetRetryCounter) => Needs::Admin,
-        (cla::PROPRIETARY, EndPersonalization | ReleaseDuplicate | GetTransportKey | SetMainKey | GenerateEckaKey) => {
-            Needs::Admin
-        }
+        (
+            cla::PROPRIETARY,
+            EndPersonalization | ReleaseDuplicate | GetTransportKey | SetMainKey | GenerateEckaKey | GenerateSigningKey,
+        ) => Needs::Admin,
         (cla::PROPRIETARY, WriteKeyElement) if p1 == 1 => Needs::Admin,
         (cla::PROPRIETARY, WriteKeyElement) => Needs::PinOrAdmin,
         (
             cla::PROPRIETARY,
-            ReadMemory | WriteMemory | ResetKeyGroup | GenerateKeyPair | TakeOutKey | ImportKey | ConfirmDuplicate
-            | UnwrapFileKey | SetPeerKey | RewrapToPeer | Backup | GetRestoreChallenge | GetLoadChallenge | DestroyKey
-            | Credit | Debit,
+            ReadMemory
+            | WriteMemory
+            | ResetKeyGroup
+            | GenerateKeyPair
+            | TakeOutKey
+            | ImportKey
+            | ConfirmDuplicate
+            | UnwrapFileKey
+            | SetPeerKey
+            | RewrapToPeer
+            | Backup
+            | GetRestoreChallenge
+            | GetLoadChallenge
+            | DestroyKey
+            | Credit
+            | Debit
+            | StoringRequest
+            | StoreDataUnderAuthorization,
         ) => Needs::Pin,
         (cla::PROPRIETARY, Restore) => Needs::PinAndAdminForOverride,
         (cla::PROPRIETARY, BackupData | BackupComplete) => Needs::BackupInProgress,

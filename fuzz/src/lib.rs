@@ -168,6 +168,8 @@ pub fn admin_authenticate(card: &mut Card) -> u16 {
         root_key: t::ROOT_KEY_PEM,
         oce: t::OCE_PEM,
         oce_key: t::OCE_KEY_PEM,
+        issuer_registrar: applet_sim::test_registrars::ISSUER_REGISTRAR_PEM,
+        data_registrar: applet_sim::test_registrars::DATA_REGISTRAR_PEM,
     })
     .expect("the test issuer");
     let chain = issuer.chain_der().expect("DER");

@@ -1,11 +1,12 @@
 //! Fuzz target `terminal_workflows`: the fuzzer plays the card to the
 //! terminal. One of the terminal's workflows (status, issue, duplicate,
-//! encrypt, decrypt, recover, backup, restore, load, destroy) runs against
+//! encrypt, decrypt, recover, backup, restore, load, destroy, release,
+//! store) runs against
 //! prepared
 //! in-memory cards; the card the workflow's hostile side uses answers every
 //! command APDU from the input's script instead of (or by) the genuine card.
 //!
-//! Input: a workflow byte (`% 10`), then steps, one per command APDU the
+//! Input: a workflow byte (`% 12`), then steps, one per command APDU the
 //! hostile card receives:
 //! - `00`: the genuine card answers;
 //! - `01` L (2) bytes: the card answers these L bytes, whatever they are
@@ -18,7 +19,11 @@
 //! the main card (status, encrypt, decrypt, backup, restore, load: GET LOAD
 //! CHALLENGE then CREDIT signed with the issuer key), the blank card
 //! (issue), the main card of the pair (duplicate) or the backup card
-//! (recover, destroy: DESTROY KEY of the key it imported from the main card).
+//! (recover, destroy: DESTROY KEY of the key it imported from the main card),
+//! the main card again for release (RELEASE DUPLICATE in the test issuer's
+//! SCP11a session, with the backup card's signed DESTROY KEY receipt and its
+//! signing certificate), and a `services` card for store (STORING REQUEST,
+//! the test issuer and provider sign, STORE DATA UNDER AUTHORIZATION).
 //!
 //! Checked: no panic; the workflow ends with Ok or with an error of exit code
 //! 4, 5 or 6 (or, for restore, the refusal to restore onto a card that names
@@ -41,7 +46,7 @@ use std::sync::{Arc, OnceLock};
 use zeroize::Zeroizing;
 
 /// Workflows, in the order of the input's first byte.
-pub const WORKFLOWS: [&str; 10] = [
+pub const WORKFLOWS: [&str; 12] = [
     "status",
     "issue",
     "duplicate",
@@ -52,6 +57,8 @@ pub const WORKFLOWS: [&str; 10] = [
     "restore",
     "load",
     "destroy",
+    "release",
+    "store",
 ];
 
 /// Most APDUs one run may exchange with all its cards.
@@ -116,6 +123,11 @@ pub struct Prepared {
     blank: CardState,
     pair_main: CardState,
     pair_backup: CardState,
+    /// A pre-issued `services` card (storing authorization).
+    services: CardState,
+    /// What `backup` answers to DESTROY KEY of `main`'s key (made on a
+    /// copy of it), for RELEASE DUPLICATE on `main`.
+    release_proof: keygroup::DestroyReceipt,
     encrypted: Vec<u8>,
     /// A vault holding one full backup of `main`.
     vault: Vec<u8>,
@@ -139,6 +151,7 @@ fn issue_opts() -> issue::IssueOptions {
         key_group_size: 3,
         no_export_after_backup: false,
         domain: None,
+        registrars: None,
     }
 }
 
@@ -152,6 +165,26 @@ fn dup_opts() -> duplicate::DuplicateOptions {
         ],
         backup_gets_public_key: false,
     }
+}
+
+/// The test issuer's operator (fixtures/issuer/): the SCP11a issuer session.
+fn test_operator() -> cardvault::card::IssuerAuth {
+    static OP: OnceLock<Arc<cardvault::issuer::IssuerCredentials>> = OnceLock::new();
+    let c = OP.get_or_init(|| {
+        use applet_sim::test_issuer as t;
+        Arc::new(
+            cardvault::issuer::IssuerCredentials::from_built_in(&cardvault::transport::BuiltInIssuer {
+                root: t::ROOT_PEM,
+                root_key: t::ROOT_KEY_PEM,
+                oce: t::OCE_PEM,
+                oce_key: t::OCE_KEY_PEM,
+                issuer_registrar: applet_sim::test_registrars::ISSUER_REGISTRAR_PEM,
+                data_registrar: applet_sim::test_registrars::DATA_REGISTRAR_PEM,
+            })
+            .expect("the test issuer"),
+        )
+    });
+    cardvault::card::IssuerAuth::Operator(c.clone())
 }
 
 fn open(r: &mut dyn Reader) -> cardvault::Result<CardClient<'_>> {
@@ -206,7 +239,22 @@ pub fn prepared() -> &'static Prepared {
             c.write_key_element(3, &[5u8; 32]).expect("element 3");
             c.generate_key_pair().expect("key pair");
         }
+        let release_proof = {
+            let mut copy = MemReader::new("backup", b.state());
+            let _ = std::fs::remove_file(dir.join("destroy.sqlite"));
+            let mut v = Vault::open(&dir.join("destroy.sqlite")).expect("vault");
+            let (number, counter) = (m.state().card_number.clone(), m.state().export.counter);
+            let mut c = open(&mut copy).expect("backup");
+            keygroup::destroy(&mut c, &mut v, PIN, &number, counter).expect("DESTROY KEY")
+        };
+        let services = {
+            let mut sp = applet_sim::Profile::load("services").expect("built-in profile");
+            sp.card_number = Some("5555666677778888".into());
+            Card::in_memory(&sp).state().clone()
+        };
         Prepared {
+            services,
+            release_proof,
             main: m.state().clone(),
             backup: b.state().clone(),
             new_main: n.state().clone(),
@@ -385,6 +433,38 @@ fn run(
             let mut c = open(r.as_mut())?;
             keygroup::destroy(&mut c, &mut v, PIN, &source, counter).map(|_| ())
         }
+        "release" => {
+            let mut v = Vault::open(vault_path)?;
+            let mut r = hostile("main", &p.main, script, seen);
+            let mut c = open(r.as_mut())?;
+            keygroup::release(&mut c, &mut v, &test_operator(), Some(&p.release_proof)).map(|_| ())
+        }
+        "store" => {
+            use applet_sim::test_registrars as reg;
+            use cardvault::workflow::storing::{self, PartyCredentials};
+            use cardvault_proto::storing::{Party, RegistrarRoots};
+            let data = b"a record for the medical application";
+            let sdi = storing::store_info(4, data, None)?;
+            let mut v = Vault::open(vault_path)?;
+            let mut r = hostile("services", &p.services, script, seen);
+            let mut c = open(r.as_mut())?;
+            let req = storing::request(&mut c, PIN, &sdi)?;
+            let issuer = PartyCredentials::from_pem(Party::Issuer, reg::ISSUER_KEY_PEM, reg::ISSUER_PEM)?;
+            let provider = PartyCredentials::from_pem(Party::Provider, reg::PROVIDER_KEY_PEM, reg::PROVIDER_PEM)?;
+            let issuer_roots = [applet_sim::test_issuer::root()];
+            let root = |der: Vec<u8>| {
+                cardvault_proto::cert::split_certificates(&der)
+                    .expect("a test registrar root")
+                    .remove(0)
+            };
+            let roots = RegistrarRoots {
+                issuer_registrar: root(reg::issuer_registrar_der()),
+                data_registrar: root(reg::data_registrar_der()),
+            };
+            let sar = storing::countersign(&req, &issuer, &issuer_roots)?;
+            let sa = storing::authorize(&sar, &provider, &roots, &issuer_roots)?;
+            storing::apply(&mut c, PIN, &sa, Some(data), &mut v).map(|_| ())
+        }
         _ => {
             let mut v = Vault::open(vault_path)?;
             let last = v.latest_backup(&p.main.card_number)?.expect("the prepared backup");
@@ -398,6 +478,27 @@ fn run(
                 override_rollback: false,
             };
             wb::restore(&mut c, &mut v, &plan, &|_, _| {}).map(|_| ())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With the genuine card answering everything, release and store succeed:
+    /// the hostile runs start from a workflow that works.
+    #[test]
+    fn genuine_release_and_store_succeed() {
+        let p = prepared();
+        for workflow in ["release", "store"] {
+            let script = std::cell::RefCell::new(Script { input: Input::new(&[]) });
+            let seen = Seen::new();
+            let vault_path = p.dir.join(format!("genuine-{workflow}.sqlite"));
+            let _ = std::fs::remove_file(&vault_path);
+            std::fs::write(&vault_path, &p.vault).expect("vault copy");
+            run(workflow, p, &script, &seen, &vault_path).unwrap_or_else(|e| panic!("{workflow}: {e}"));
+            assert!(seen.apdus() > 0);
         }
     }
 }

@@ -92,6 +92,9 @@ instructions! {
     /// GENERATE ECKA KEY (issuer session, before END PERSONALIZATION): a new
     /// SCP11 key pair for the registration certificate; answers its public key.
     GenerateEckaKey, GENERATE_ECKA_KEY = 0xEF, "GENERATE ECKA KEY";
+    /// Issuance: the card's signing key (its storing key), certified by the
+    /// issuer into PUT DATA `DF35`.
+    GenerateSigningKey, GENERATE_SIGNING_KEY = 0x48, "GENERATE SIGNING KEY";
     // Page backup and restore (CLA 80).
     Backup, BACKUP = 0xF0, "BACKUP";
     BackupData, BACKUP_DATA = 0xF1, "BACKUP DATA";
@@ -220,7 +223,13 @@ tags! {
     /// 2 issuer-only) flags(1: bit 0 provider alone) owner_len(1) owner.
     ApplicationRules, APPLICATION_RULES = 0xDF34;
     /// The card's storing key certificate (DER X.509, proto::storing).
+    /// The card's signing key certificate (its storing key): GET DATA, and
+    /// PUT DATA at issuance.
     StoringCertificate, STORING_CERTIFICATE = 0xDF35;
+    /// PUT DATA at issuance: the issuer registrar root (storing authorization).
+    IssuerRegistrarRoot, ISSUER_REGISTRAR_ROOT = 0xBF23;
+    /// PUT DATA at issuance: the data registrar root (storing authorization).
+    DataRegistrarRoot, DATA_REGISTRAR_ROOT = 0xBF24;
     /// PUT DATA only: number of key group elements (1 byte, 1..8).
     KeyGroupSize, KEY_GROUP_SIZE = 0xDF22;
     /// PUT DATA only: export policy (1 byte, bit 0 = no take-out once a backup exists).

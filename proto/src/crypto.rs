@@ -17,6 +17,8 @@ pub const PUBLIC_KEY_LEN: usize = 65;
 /// P-256 private scalar length.
 pub const PRIVATE_KEY_LEN: usize = 32;
 pub const GCM_NONCE_LEN: usize = 12;
+/// A raw ECDSA P-256 signature, `r ‖ s`.
+pub const SIGNATURE_LEN: usize = 64;
 pub const GCM_TAG_LEN: usize = 16;
 /// A wrapped 32-byte key: ephemeral public key || nonce || ciphertext || tag.
 pub const WRAPPED_KEY_LEN: usize = PUBLIC_KEY_LEN + GCM_NONCE_LEN + 32 + GCM_TAG_LEN;

@@ -87,6 +87,7 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::DESTROY_KEY
                 | ins::LOAD_DOMAIN_KEY
                 | ins::GENERATE_ECKA_KEY
+                | ins::GENERATE_SIGNING_KEY
                 | ins::GET_TRANSPORT_KEY
                 | ins::GET_LOAD_CHALLENGE
                 | ins::CREDIT

@@ -800,6 +800,9 @@ pub fn issue_card_signing_certificate(
         (Nid::SERIALNUMBER, subject.card_number.as_str()),
         (Nid::COMMONNAME, subject.card_number.as_str()),
     ];
+    if !subject.role.is_empty() {
+        entries.push((Nid::TITLE, subject.role.as_str()));
+    }
     if let Some(m) = subject.member_number.as_deref().filter(|m| !m.is_empty()) {
         entries.push((Nid::USERID, m));
     }
@@ -808,20 +811,64 @@ pub fn issue_card_signing_certificate(
     issue_signing_leaf(issuer_key, issuer, card_public, &entries, &now, &after)
 }
 
-/// Verify a card's storing key certificate (DER) under the issuer roots the
-/// terminal trusts; returns the card number it names.
-pub fn verify_card_signing_certificate(trusted: &[X509], der: &[u8]) -> cert::Result<String> {
-    let c = X509::from_der(der).map_err(|_| CertError::Malformed("not a DER certificate"))?;
+/// A card's signing key as its certificate states it (the card's storing
+/// key: it signs storing requests and DESTROY KEY receipts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardSigningKey {
+    /// The card number (serialNumber).
+    pub card_number: String,
+    /// The card's role (title; empty in a certificate without one).
+    pub role: String,
+    /// The certified P-256 public key (65 bytes).
+    pub public_key: Vec<u8>,
+}
+
+/// Verify a card's signing key certificate (one DER certificate) under
+/// `trusted` issuer roots: chain and validity, OU [`OU_CARD_SIGNING`], key
+/// usage digitalSignature, a card number. Returns what it certifies.
+pub fn verify_card_signing_key(trusted: &[X509], der: &[u8]) -> cert::Result<CardSigningKey> {
+    let c = match cert::split_certificates(der) {
+        Ok(mut v) if v.len() == 1 => v.remove(0),
+        _ => return Err(CertError::Malformed("not one DER certificate")),
+    };
     cert::verify_chain(trusted, std::slice::from_ref(&c))?;
     let n = c.subject_name();
     if cert::name_entry(n, Nid::ORGANIZATIONALUNITNAME).as_deref() != Some(OU_CARD_SIGNING) {
-        return Err(CertError::Untrusted("not a card storing key certificate".into()));
+        return Err(CertError::Untrusted("not a card signing key certificate".into()));
     }
     match c.key_usage() {
         Some(ku) if ku.contains(X509KeyUsage::DIGITAL_SIGNATURE) => {}
         _ => return Err(CertError::Untrusted("not a signing certificate".into())),
     }
-    cert::name_entry(n, Nid::SERIALNUMBER).ok_or(CertError::Malformed("no card number"))
+    Ok(CardSigningKey {
+        card_number: cert::name_entry(n, Nid::SERIALNUMBER).ok_or(CertError::Malformed("no card number"))?,
+        role: cert::name_entry(n, Nid::TITLE).unwrap_or_default(),
+        public_key: cert::ecka_public_key(&c)?,
+    })
+}
+
+/// What a card signing key certificate (one DER certificate) says, without
+/// checking who signed it: for a terminal that only relays it.
+pub fn card_signing_key_unchecked(der: &[u8]) -> Option<CardSigningKey> {
+    let c = match cert::split_certificates(der) {
+        Ok(mut v) if v.len() == 1 => v.remove(0),
+        _ => return None,
+    };
+    let n = c.subject_name();
+    if cert::name_entry(n, Nid::ORGANIZATIONALUNITNAME).as_deref() != Some(OU_CARD_SIGNING) {
+        return None;
+    }
+    Some(CardSigningKey {
+        card_number: cert::name_entry(n, Nid::SERIALNUMBER)?,
+        role: cert::name_entry(n, Nid::TITLE).unwrap_or_default(),
+        public_key: cert::ecka_public_key(&c).ok()?,
+    })
+}
+
+/// Verify a card's storing key certificate (DER) under the issuer roots the
+/// terminal trusts; returns the card number it names.
+pub fn verify_card_signing_certificate(trusted: &[X509], der: &[u8]) -> cert::Result<String> {
+    verify_card_signing_key(trusted, der).map(|k| k.card_number)
 }
 
 /// The CN of a certificate's subject (a party's or a root's name).

@@ -26,9 +26,11 @@ pub const MAX_TARGET_CHAIN: usize = 4;
 pub const TARGET_ROLES: &[&str] = &["backup"];
 /// HMAC label of the import receipt.
 pub const RECEIPT_LABEL: &[u8] = b"cardvault duplicate receipt v1";
-/// Label of the DESTROY KEY receipt MAC (a backup card's proof that it holds
-/// no key of a source card's take-outs up to a counter).
-pub const DESTROY_LABEL: &[u8] = b"cardvault destroy receipt v1";
+/// Label of the DESTROY KEY receipt signature (a backup card's proof that it
+/// holds no key of a source card's take-outs up to a counter). Version 2: an
+/// ECDSA signature by the backup card's signing key; version 1 was a MAC
+/// under the key group, which any card of the group could compute.
+pub const DESTROY_LABEL: &[u8] = b"cardvault destroy receipt v2";
 /// Associated data label for SET MAIN KEY (key service variant).
 pub const KEY_SERVICE_LABEL: &[u8] = b"cardvault key service v1";
 
@@ -177,6 +179,69 @@ impl Receipt {
     }
 }
 
+/// The backup card's answer to DESTROY KEY: the take-out counter it covers
+/// and its ECDSA signature (raw `r ‖ s`) over [`destroy_message`], made with
+/// the backup card's signing key (GET DATA `DF35` certifies it). The issuer
+/// presents it, with that certificate, to the main card's RELEASE DUPLICATE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestroyReceipt {
+    pub counter: u32,
+    pub signature: [u8; crate::crypto::SIGNATURE_LEN],
+}
+
+impl DestroyReceipt {
+    pub const LEN: usize = 4 + crate::crypto::SIGNATURE_LEN;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut r = self.counter.to_be_bytes().to_vec();
+        r.extend_from_slice(&self.signature);
+        r
+    }
+
+    pub fn parse(r: &[u8]) -> Option<DestroyReceipt> {
+        if r.len() != Self::LEN {
+            return None;
+        }
+        Some(DestroyReceipt {
+            counter: u32::from_be_bytes(r[..4].try_into().ok()?),
+            signature: r[4..].try_into().ok()?,
+        })
+    }
+}
+
+/// What a DESTROY KEY receipt signs: the label, the main (source) card's
+/// number, the backup card's number, the take-out counter and the key
+/// group's check value, each string with a length byte in front.
+pub fn destroy_message(source: &str, backup: &str, counter: u32, kcv: &[u8]) -> Vec<u8> {
+    let mut m = DESTROY_LABEL.to_vec();
+    m.push(source.len() as u8);
+    m.extend_from_slice(source.as_bytes());
+    m.push(backup.len() as u8);
+    m.extend_from_slice(backup.as_bytes());
+    m.extend_from_slice(&counter.to_be_bytes());
+    m.extend_from_slice(kcv);
+    m
+}
+
+/// RELEASE DUPLICATE's data once a take-out has left the card: the bound
+/// target's DESTROY KEY receipt followed by that card's signing certificate
+/// (one DER certificate).
+pub fn encode_release(receipt: &DestroyReceipt, certificate: &[u8]) -> Vec<u8> {
+    let mut d = receipt.encode();
+    d.extend_from_slice(certificate);
+    d
+}
+
+/// Split RELEASE DUPLICATE's data into the receipt and the certificate
+/// bytes (not yet parsed); `None` when too short to hold both.
+pub fn parse_release(data: &[u8]) -> Option<(DestroyReceipt, &[u8])> {
+    if data.len() <= DestroyReceipt::LEN {
+        return None;
+    }
+    let (r, c) = data.split_at(DestroyReceipt::LEN);
+    Some((DestroyReceipt::parse(r)?, c))
+}
+
 /// The key that seals a take-out blob: HKDF over the key group secret and
 /// the ECDH secret between the main card's ephemeral key and the target
 /// card's certified ECKA key, with the blob's clear part (`aad`, ephemeral
@@ -231,6 +296,19 @@ mod tests {
         };
         assert_eq!(Receipt::parse(&r.encode()), Some(r));
         assert_eq!(Receipt::parse(&[0; 35]), None);
+        let d = DestroyReceipt {
+            counter: 3,
+            signature: [9; crate::crypto::SIGNATURE_LEN],
+        };
+        assert_eq!(DestroyReceipt::parse(&d.encode()), Some(d.clone()));
+        let data = encode_release(&d, &[0x30, 0x03]);
+        let (back, cert) = parse_release(&data).unwrap();
+        assert_eq!((back, cert), (d.clone(), &[0x30, 0x03][..]));
+        assert!(parse_release(&d.encode()).is_none());
+        assert_eq!(
+            destroy_message("01", "2", 1, &[7; KCV_LEN]),
+            [DESTROY_LABEL, &[2], b"01", &[1], b"2", &[0, 0, 0, 1], &[7; KCV_LEN]].concat()
+        );
         for o in [KeyOrigin::Generated, KeyOrigin::Imported, KeyOrigin::KeyService] {
             assert_eq!(o.to_string().parse::<KeyOrigin>(), Ok(o));
         }

@@ -95,6 +95,12 @@ impl Command {
         Command::of(cla::PROPRIETARY, Ins::GenerateEckaKey, 0, 0).expect(65)
     }
 
+    /// GENERATE SIGNING KEY: a new signing key pair for the card's signing
+    /// key certificate (issuer session); the answer is its public key.
+    pub fn generate_signing_key() -> Command {
+        Command::of(cla::PROPRIETARY, Ins::GenerateSigningKey, 0, 0).expect(65)
+    }
+
     pub fn end_personalization() -> Command {
         Command::of(cla::PROPRIETARY, Ins::EndPersonalization, 0, 0)
     }
@@ -131,12 +137,12 @@ impl Command {
         Command::of(cla::PROPRIETARY, Ins::ConfirmDuplicate, 0, 0).with_data(receipt)
     }
 
-    /// RELEASE DUPLICATE, with the bound target's DESTROY KEY receipt when a
-    /// take-out has left the card.
-    pub fn release_duplicate(receipt: Option<&[u8]>) -> Command {
+    /// RELEASE DUPLICATE, with the bound target's DESTROY KEY receipt and
+    /// that card's signing certificate when a take-out has left the card.
+    pub fn release_duplicate(proof: Option<(&cardvault_proto::takeout::DestroyReceipt, &[u8])>) -> Command {
         let c = Command::of(cla::PROPRIETARY, Ins::ReleaseDuplicate, 0, 0);
-        match receipt {
-            Some(r) => c.with_data(r),
+        match proof {
+            Some((r, certificate)) => c.with_data(&cardvault_proto::takeout::encode_release(r, certificate)),
             None => c,
         }
     }
@@ -147,7 +153,7 @@ impl Command {
         data.extend_from_slice(source.as_bytes());
         Command::of(cla::PROPRIETARY, Ins::DestroyKey, 0, 0)
             .with_data(&data)
-            .expect(cardvault_proto::takeout::Receipt::LEN)
+            .expect(cardvault_proto::takeout::DestroyReceipt::LEN)
     }
 
     fn with_aad_and_wrapped(ins: Ins, aad: &[u8], wrapped: &[u8], ne: usize) -> Command {

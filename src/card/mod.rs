@@ -548,6 +548,45 @@ impl<'a> CardClient<'a> {
         Ok(public)
     }
 
+    /// GENERATE SIGNING KEY (issuer session, before END PERSONALIZATION):
+    /// the card's new signing key (65-byte public key), for its signing
+    /// key certificate.
+    pub fn generate_signing_key(&mut self) -> Result<Vec<u8>> {
+        let public = self.exec(&Command::generate_signing_key())?;
+        proto::crypto::public_key(&public).map_err(|_| Error::Malformed {
+            command: "GENERATE SIGNING KEY",
+            reason: format!("{} bytes are not a P-256 public key", public.len()),
+        })?;
+        Ok(public)
+    }
+
+    /// PUT DATA `DF35` (issuer session, after GENERATE SIGNING KEY): store
+    /// the signing key's certificate (DER). The card refuses one not under
+    /// its installed root (6982) or not for its new key, number and role
+    /// (6A80): [`Refusal::SigningCertificateRefused`].
+    pub fn store_signing_certificate(&mut self, der: &[u8]) -> Result<()> {
+        let r = self.transmit(&Command::put_data(proto::tag::STORING_CERTIFICATE, der))?;
+        match r.sw {
+            StatusWord::Ok => Ok(()),
+            sw @ (StatusWord::SecurityStatusNotSatisfied | StatusWord::WrongData) => {
+                Err(Refusal::SigningCertificateRefused(sw.to_u16()).into())
+            }
+            sw => Err(Error::Card {
+                command: "PUT DATA",
+                sw,
+            }),
+        }
+    }
+
+    /// PUT DATA `BF23` and `BF24` (issuer session, before END
+    /// PERSONALIZATION): install the issuer registrar root and the data
+    /// registrar root (DER), the trust anchors of storing authorizations.
+    pub fn install_registrar_roots(&mut self, issuer_registrar: &[u8], data_registrar: &[u8]) -> Result<()> {
+        self.exec(&Command::put_data(proto::tag::ISSUER_REGISTRAR_ROOT, issuer_registrar))?;
+        self.exec(&Command::put_data(proto::tag::DATA_REGISTRAR_ROOT, data_registrar))
+            .map(|_| ())
+    }
+
     /// PUT DATA `BF21` (issuer session, after GENERATE ECKA KEY): store the
     /// registration certificate (DER). The card refuses a certificate not
     /// under its installed root (6982) or not for its new key, number and
@@ -810,27 +849,41 @@ impl CardClient<'_> {
     }
 
     /// RELEASE DUPLICATE (admin session), with the target's DESTROY KEY
-    /// receipt once a take-out has left the card (6985 without it).
-    pub fn release_duplicate(&mut self, receipt: Option<&[u8]>) -> Result<()> {
-        self.exec(&Command::release_duplicate(receipt)).map(|_| ())
+    /// receipt and its signing certificate once a take-out has left the
+    /// card: `6985` without them, `6984` when the certificate does not chain
+    /// to the card's issuer root, `6A80` when the receipt is not the bound
+    /// target's signature over the latest take-out.
+    pub fn release_duplicate(&mut self, proof: Option<(&proto::takeout::DestroyReceipt, &[u8])>) -> Result<()> {
+        let r = self.transmit(&Command::release_duplicate(proof))?;
+        match r.sw {
+            StatusWord::Ok => Ok(()),
+            StatusWord::ConditionsNotSatisfied => Err(Refusal::DestroyReceiptNeeded.into()),
+            StatusWord::ReferenceDataNotUsable => Err(Refusal::DestroyReceiptNotCertified.into()),
+            StatusWord::WrongData => Err(Refusal::DestroyReceiptRejected.into()),
+            sw => Err(Error::Card {
+                command: "RELEASE DUPLICATE",
+                sw,
+            }),
+        }
     }
 
     /// DESTROY KEY on a backup card: destroy the key imported from `source`
     /// and refuse its take-outs up to `counter`; returns the receipt
-    /// (counter (4) || MAC (32)) for the source card's RELEASE DUPLICATE.
-    pub fn destroy_key(&mut self, source: &str, counter: u32) -> Result<Vec<u8>> {
+    /// (counter (4) || signature (64) by the card's signing key) for the
+    /// source card's RELEASE DUPLICATE.
+    pub fn destroy_key(&mut self, source: &str, counter: u32) -> Result<proto::takeout::DestroyReceipt> {
         let r = self.exec(&Command::destroy_key(source, counter))?;
-        if cardvault_proto::takeout::Receipt::parse(&r).is_none() {
-            return Err(Error::Malformed {
+        match proto::takeout::DestroyReceipt::parse(&r) {
+            Some(receipt) if receipt.counter == counter => Ok(receipt),
+            _ => Err(Error::Malformed {
                 command: "DESTROY KEY",
                 reason: format!(
-                    "a receipt is {} bytes, the card sent {}",
-                    cardvault_proto::takeout::Receipt::LEN,
+                    "a receipt for take-out {counter} is {} bytes starting with that counter; the card sent {} bytes",
+                    proto::takeout::DestroyReceipt::LEN,
                     r.len()
                 ),
-            });
+            }),
         }
-        Ok(r)
     }
 
     /// UNWRAP FILE KEY: the card opens a wrapped file key with its private key.

@@ -97,6 +97,30 @@ pub enum Refusal {
          the card keeps its old certificate"
     )]
     RegistrationCertificateRefused(u16),
+    /// PUT DATA `DF35` `6982` / `6A80`.
+    #[error(
+        "the card refused its signing key certificate ({0:04X}): it does not chain to the issuer root \
+         installed on the card, or does not certify the card's new signing key for its number and role"
+    )]
+    SigningCertificateRefused(u16),
+    /// RELEASE DUPLICATE `6985`.
+    #[error(
+        "release refused: a take-out has left the card, so the bound backup card's signed receipt that \
+         it destroyed the key is needed (or rotate the main key); nothing changed"
+    )]
+    DestroyReceiptNeeded,
+    /// RELEASE DUPLICATE `6984`.
+    #[error(
+        "release refused: the receipt's signing certificate does not chain to the issuer root installed \
+         on the main card; nothing changed"
+    )]
+    DestroyReceiptNotCertified,
+    /// RELEASE DUPLICATE `6A80`.
+    #[error(
+        "release refused: the receipt is not the bound backup card's signature over this card's latest \
+         take-out (another card, another take-out, or altered); nothing changed"
+    )]
+    DestroyReceiptRejected,
     /// RESTORE `6982`.
     #[error("{0} refused: missing or invalid authorization (or PIN); nothing was written")]
     RestoreNotAuthorized(&'static str),

@@ -236,6 +236,7 @@ fn duplication_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<(
         key_group_size: 3,
         no_export_after_backup: false,
         domain: Some(std::sync::Arc::new(domain)),
+        registrars: None,
     };
     let key1 = Zeroizing::new(cardvault_proto::crypto::random::<32>().to_vec());
 

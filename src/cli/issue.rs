@@ -58,6 +58,15 @@ pub struct Args {
     /// Default for embedded sim: cards: the built-in test issuer.
     #[arg(long, value_name = "DIR")]
     factory_issuer: Option<PathBuf>,
+    /// The issuer registrar root (PEM) the cards trust for storing
+    /// authorizations (`cardvault registrar init --kind issuer`), installed
+    /// with --data-registrar. Default for embedded sim: cards: the built-in
+    /// test registrars; PC/SC cards get none without these options.
+    #[arg(long, value_name = "FILE.pem", requires = "data_registrar")]
+    issuer_registrar: Option<PathBuf>,
+    /// The data registrar root (PEM), installed with --issuer-registrar.
+    #[arg(long, value_name = "FILE.pem", requires = "issuer_registrar")]
+    data_registrar: Option<PathBuf>,
     /// Number of key group elements (1 to 8).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
     key_group_size: u8,
@@ -139,7 +148,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     };
     let issuer = a.issuer.as_deref().map(super::pin::issuer_auth).transpose()?;
     let factory_issuer = a.factory_issuer.as_deref().map(super::pin::issuer_auth).transpose()?;
+    let registrars = match (&a.issuer_registrar, &a.data_registrar) {
+        (Some(i), Some(d)) => {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| Error::input(format!("reading {}", p.display()), e));
+            Some(std::sync::Arc::new(issue::RegistrarRootsDer::from_pem(
+                &read(i)?,
+                &read(d)?,
+            )?))
+        }
+        _ => None,
+    };
     let opts = IssueOptions {
+        registrars,
         issuer,
         factory_issuer,
         key_group_size: a.key_group_size,

@@ -32,7 +32,8 @@ pub enum KeygroupCommand {
         /// Issuer operator credentials (`cardvault issuer init`): the SCP11a issuer session.
         #[arg(long, value_name = "DIR")]
         issuer: PathBuf,
-        /// The backup card's DESTROY KEY receipt (written by `keygroup destroy`).
+        /// The backup card's signed DESTROY KEY receipt with its signing
+        /// certificate (the file `keygroup destroy` wrote).
         #[arg(long, value_name = "FILE")]
         receipt: Option<PathBuf>,
     },
@@ -139,7 +140,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             let auth = super::pin::issuer_auth(&issuer)?;
             let receipt = receipt.as_deref().map(read_receipt).transpose()?;
             let mut vault = ctx.vault_or_create()?;
-            ctx.with_card(|card| keygroup::release(card, &mut vault, &auth, receipt.as_deref()))?;
+            ctx.with_card(|card| keygroup::release(card, &mut vault, &auth, receipt.as_ref()))?;
             report(ctx, "pending duplicate released")
         }
         KeygroupCommand::Destroy {
@@ -155,11 +156,12 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
             let mut vault = ctx.vault_or_create()?;
             let done = ctx.with_card(|card| keygroup::destroy(card, &mut vault, &pin, &source, counter))?;
             let v = serde_json::json!({
-                "version": 1,
+                "version": RECEIPT_FILE_VERSION,
                 "backup_card": done.backup_card,
-                "source_card": source,
-                "counter": counter,
-                "receipt": cardvault_proto::to_hex(&done.receipt),
+                "source_card": done.source_card,
+                "counter": done.receipt.counter,
+                "receipt": cardvault_proto::to_hex(&done.receipt.encode()),
+                "certificate": cardvault_proto::to_hex(&done.certificate),
             });
             // The key is gone from the card now: the receipt must not be lost
             // half-written, nor replace a file that appeared meanwhile.
@@ -205,16 +207,47 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
     }
 }
 
-/// The receipt of a `keygroup destroy` file.
-fn read_receipt(path: &std::path::Path) -> Result<Vec<u8>> {
+/// Version of the `keygroup destroy` receipt file (docs/FORMATS.md).
+const RECEIPT_FILE_VERSION: u64 = 2;
+
+/// The receipt and certificate of a `keygroup destroy` file.
+fn read_receipt(path: &std::path::Path) -> Result<keygroup::DestroyReceipt> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::input(format!("reading {}", path.display()), e))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
-    v["receipt"]
+    let bad = |what: &str| Error::Usage(format!("{}: {what}", path.display()));
+    if v["version"].as_u64() != Some(RECEIPT_FILE_VERSION) {
+        return Err(bad(&format!(
+            "not a version {RECEIPT_FILE_VERSION} destroy receipt (written by `keygroup destroy`)"
+        )));
+    }
+    let text_field = |k: &str| {
+        v[k].as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| bad(&format!("no {k}")))
+    };
+    let receipt = v["receipt"]
         .as_str()
         .and_then(cardvault_proto::from_hex)
-        .filter(|r| r.len() == cardvault_proto::takeout::Receipt::LEN)
-        .ok_or_else(|| Error::Usage(format!("{}: no 36-byte receipt", path.display())))
+        .and_then(|r| cardvault_proto::takeout::DestroyReceipt::parse(&r))
+        .ok_or_else(|| {
+            bad(&format!(
+                "no {}-byte receipt",
+                cardvault_proto::takeout::DestroyReceipt::LEN
+            ))
+        })?;
+    let certificate = v["certificate"]
+        .as_str()
+        .and_then(cardvault_proto::from_hex)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| bad("no certificate"))?;
+    Ok(keygroup::DestroyReceipt {
+        backup_card: text_field("backup_card")?,
+        source_card: text_field("source_card")?,
+        receipt,
+        certificate,
+    })
 }
 
 fn report(ctx: &Ctx, msg: &str) -> Result<()> {

@@ -72,4 +72,9 @@ pub struct BuiltInIssuer {
     pub root_key: &'static [u8],
     pub oce: &'static [u8],
     pub oce_key: &'static [u8],
+    /// The registrar roots its cards trust for storing authorizations
+    /// (issuer registrar, data registrar), installed at issuance unless
+    /// `issue` names others.
+    pub issuer_registrar: &'static [u8],
+    pub data_registrar: &'static [u8],
 }

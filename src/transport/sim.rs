@@ -137,7 +137,7 @@ impl Reader for SimReader {
 
     /// The built-in **test** issuer (fixtures/issuer/): its root is installed
     /// on embedded blank cards, and it certifies them when `issue` names no
-    /// issuer.
+    /// issuer; with the **test** registrar roots (fixtures/registrars/).
     fn built_in_issuer(&self) -> Option<super::BuiltInIssuer> {
         use applet_sim::test_issuer as t;
         Some(super::BuiltInIssuer {
@@ -145,6 +145,8 @@ impl Reader for SimReader {
             root_key: t::ROOT_KEY_PEM,
             oce: t::OCE_PEM,
             oce_key: t::OCE_KEY_PEM,
+            issuer_registrar: applet_sim::test_registrars::ISSUER_REGISTRAR_PEM,
+            data_registrar: applet_sim::test_registrars::DATA_REGISTRAR_PEM,
         })
     }
 }

@@ -8,6 +8,9 @@
 //! (NTT's registration certificate, [`register_card`]); when the factory
 //! installed another issuer's root (the factory issuer), that issuer opens
 //! the session and the card leaves with the issuing issuer's root installed.
+//! The card also generates its signing key, which the issuer certifies
+//! ([`certify_signing_key`]), and gets the registrar roots of storing
+//! authorizations.
 
 use super::station::{run_stations, Batch, CardSource, Station, StationEnv, StationEvent};
 use crate::card::{CardClient, IssuerAuth};
@@ -209,6 +212,39 @@ pub struct IssueOptions {
     /// DOMAIN KEY, in the issuer's SCP11a session). `None` issues cards
     /// without one: they make no backups and take no other card's.
     pub domain: Option<std::sync::Arc<crate::domain::DomainKey>>,
+    /// The registrar roots installed on each card (storing authorization).
+    /// `None`: the reader's built-in test registrars (embedded cards), else
+    /// none (such cards take no storing authorization).
+    pub registrars: Option<std::sync::Arc<RegistrarRootsDer>>,
+}
+
+/// The two registrar roots a card trusts for storing authorizations (DER),
+/// installed at issuance (PUT DATA `BF23`, `BF24`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarRootsDer {
+    pub issuer_registrar: Vec<u8>,
+    pub data_registrar: Vec<u8>,
+}
+
+impl RegistrarRootsDer {
+    /// From PEM (or DER) files; each must be one self-signed P-256 CA.
+    pub fn from_pem(issuer_registrar: &[u8], data_registrar: &[u8]) -> Result<RegistrarRootsDer> {
+        let one = |what: &str, b: &[u8]| -> Result<Vec<u8>> {
+            let c = openssl::x509::X509::from_pem(b)
+                .or_else(|_| openssl::x509::X509::from_der(b))
+                .map_err(|e| Error::Usage(format!("{what}: not a certificate: {e}")))?;
+            if !cardvault_proto::cert::is_root(&c) {
+                return Err(Error::Usage(format!(
+                    "{what}: not a registrar root (a self-signed P-256 CA certificate)"
+                )));
+            }
+            c.to_der().map_err(|e| Error::Data(e.to_string()))
+        };
+        Ok(RegistrarRootsDer {
+            issuer_registrar: one("issuer registrar root", issuer_registrar)?,
+            data_registrar: one("data registrar root", data_registrar)?,
+        })
+    }
 }
 
 /// Why a card cannot be issued as asked: it goes to the reject bin.
@@ -259,6 +295,8 @@ pub fn personalize(
     card.write_key_element(1, key1)?;
     load_domain_key(card, opts)?;
     register_card(card, &issuer, holder, role, &st.card_number, via_factory, opts)?;
+    certify_signing_key(card, &issuer, holder, role, &st.card_number)?;
+    install_registrars(card, opts)?;
     card.end_personalization()?;
     // Read back what the card now says and check it against the profile.
     let after = card.status()?;
@@ -385,6 +423,46 @@ fn register_card(
         .into());
     }
     Ok(())
+}
+
+/// The card's signing key (its storing key: it signs storing requests and
+/// DESTROY KEY receipts): the card generates it (GENERATE SIGNING KEY), the
+/// issuer's root certifies it for the card's number and role, the card
+/// checks the certificate under its root and for its new key (PUT DATA
+/// `DF35`), and the certificate read back must be the one signed.
+fn certify_signing_key(
+    card: &mut CardClient<'_>,
+    issuer: &Arc<IssuerCredentials>,
+    holder: &Holder,
+    role: Role,
+    card_number: &str,
+) -> Result<()> {
+    let public = card.generate_signing_key()?;
+    let subject = CardSubject {
+        card_number: card_number.to_string(),
+        role: role.as_str().to_string(),
+        member_number: (role == Role::Main).then(|| holder.member_number.clone()).flatten(),
+    };
+    let der = issuer.certify_card_signing_key(&public, &subject)?;
+    card.store_signing_certificate(&der)?;
+    if card.storing_certificate()?.as_deref() != Some(&der[..]) {
+        return Err(IssueRefusal::PersonalizationNotReported {
+            card: card_number.to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Install the registrar roots (issue 13: both go onto the card with the
+/// issuer root): the batch's, else the reader's built-in test registrars.
+fn install_registrars(card: &mut CardClient<'_>, opts: &IssueOptions) -> Result<()> {
+    let roots = match (&opts.registrars, card.built_in_issuer()) {
+        (Some(r), _) => r.as_ref().clone(),
+        (None, Some(b)) => RegistrarRootsDer::from_pem(b.issuer_registrar, b.data_registrar)?,
+        (None, None) => return Ok(()),
+    };
+    card.install_registrar_roots(&roots.issuer_registrar, &roots.data_registrar)
 }
 
 /// The role a card is issued for.

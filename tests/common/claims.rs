@@ -5,7 +5,7 @@
 /// "Card pulled at every APDU": (workflow as the table names it, APDUs of
 /// the uninterrupted run). Cut points tried = passed = 2 x APDUs.
 pub const CUT_POINTS: &[(&str, u64)] = &[
-    ("issue (one blank card)", 21),
+    ("issue (one blank card)", 26),
     ("duplicate (two cards)", 19),
     ("backup, full", 7),
     ("backup, differential", 6),
@@ -13,7 +13,7 @@ pub const CUT_POINTS: &[(&str, u64)] = &[
     ("restore, chain (full + 3 differentials)", 15),
     ("restore, other card (issuer-authorized)", 12),
     ("recover (three files, two cards)", 15),
-    ("issue, main card with the domain key (SCP11a)", 23),
+    ("issue, main card with the domain key (SCP11a)", 28),
 ];
 
 /// The APDU count claimed for a cut-point workflow.
@@ -34,6 +34,13 @@ pub const PIN_BLOCK_RESTARTS: usize = 1;
 pub const SIM_RESTARTS: usize = 10;
 pub const SIM_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// "Interrupted batches": holders of the killed batch, the kinds of
+/// stop it tries in order (SIGKILL, SIGINT, the report's reader closing the
+/// pipe), and the holders of the SIGINT batch.
+pub const KILLED_BATCH_HOLDERS: usize = 40;
+pub const KILLED_BATCH_STOPS: &[&str] = &["-KILL", "-INT", "pipe", "-KILL", "-INT"];
+pub const SIGINT_BATCH_HOLDERS: usize = 12;
+
 /// "Vault tampering": rows of the table, the audit edit included.
 pub const TAMPER_CASES: usize = 10;
 
@@ -47,9 +54,9 @@ pub const SECRETS_CHECKED: usize = 20;
 /// the clean run's (one command's GET RESPONSE rounds and 6Cxx re-send), and
 /// response bytes received per command of the clean run (one whole answer
 /// of at most 65 560 bytes and the status words of its rounds).
-pub const HOSTILE_WORKFLOWS: usize = 10;
+pub const HOSTILE_WORKFLOWS: usize = 12;
 /// Runs: for each workflow and class, one per APDU of the clean run.
-pub const HOSTILE_RUNS: u64 = 608;
+pub const HOSTILE_RUNS: u64 = 800;
 pub const HOSTILE_CLASSES: usize = 8;
 pub const HOSTILE_MAX_APDUS_OVER_CLEAN: u64 = 262;
 pub const HOSTILE_BYTES_PER_COMMAND: u64 = 65560 + 2 * 262;
