@@ -122,6 +122,18 @@ pub struct Config {
     pub pkcs11: Pkcs11Config,
     #[serde(default)]
     pub watch: WatchConfig,
+    #[serde(default)]
+    pub wallet: WalletConfig,
+}
+
+/// `[wallet]`: the electronic wallet's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletConfig {
+    /// `[wallet.backup]`: the default conditions of `wallet backup` and of
+    /// the deposit a load that does not fit makes first.
+    #[serde(default)]
+    pub backup: crate::workflow::wallet::BackupConditions,
 }
 
 /// `[watch]`: what `cardvault watch` does with each card inserted.

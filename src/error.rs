@@ -137,6 +137,13 @@ pub enum Error {
         total: usize,
         what: &'static str,
     },
+    /// An electronic safe refused the request (nothing changed there).
+    #[error("{0}")]
+    SafeRefused(#[from] crate::safe::SafeRefusal),
+    /// An electronic safe could not be reached or did not answer: the
+    /// operation can be retried (`wallet resolve` settles what is pending).
+    #[error("the safe at {address} did not answer ({reason}); retry, or settle with `wallet resolve`")]
+    SafeUnreachable { address: String, reason: String },
     /// A fault in cardvault itself (a worker thread panicked): nothing the
     /// user did, and not a promise that no card was touched.
     #[error("internal error: {0}")]
@@ -183,6 +190,8 @@ impl Error {
             Malformed { .. } => exit::DATA,
             EmbeddedBusy(_) => exit::READER,
             Embedded(_) | Io { .. } | Internal(_) => exit::FAILURE,
+            SafeRefused(_) => exit::CARD,
+            SafeUnreachable { .. } => exit::READER,
             SomeFailed { .. } => exit::SOME_FAILED,
             Interrupted { .. } => exit::INTERRUPTED,
         }
@@ -236,6 +245,8 @@ impl Error {
             Io { .. } => "io",
             Input { .. } => "input",
             Internal(_) => "internal",
+            SafeRefused(_) => "safe_refused",
+            SafeUnreachable { .. } => "safe_unreachable",
             SomeFailed { .. } => "some_failed",
             Interrupted { .. } => "interrupted",
         }

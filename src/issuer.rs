@@ -147,6 +147,24 @@ impl IssuerCredentials {
         .map_err(|e| Error::Data(format!("signing the registration certificate: {e}")))
     }
 
+    /// Sign a signer certificate (digitalSignature, under the root) over
+    /// `public`: an electronic safe's key, whose signatures cards then check
+    /// under their installed root. Returns the DER certificate.
+    pub fn certify_signer(&self, public: &[u8], common_name: &str, days: u32) -> Result<Vec<u8>> {
+        let no_root = || {
+            Error::Usage(format!(
+                "{}: no root.pem and root-key.pem to sign with",
+                self.dir.display()
+            ))
+        };
+        let root = self.root().ok_or_else(no_root)?;
+        let pem = self.root_key_pem.as_ref().ok_or_else(no_root)?;
+        let key = KeyPair::from_pem(pem).map_err(|e| Error::Usage(format!("issuer root key: {e}")))?;
+        cardvault_proto::cert::issue_signer_certificate(&key, root, public, common_name, days)
+            .and_then(|c| Ok(c.to_der()?))
+            .map_err(|e| Error::Data(format!("signing the certificate: {e}")))
+    }
+
     /// Sign a card's signing key certificate over `card_public` (the key of
     /// GENERATE SIGNING KEY) under the root: card number, role, member
     /// number, digitalSignature (`storing::issue_card_signing_certificate`).

@@ -15,6 +15,7 @@ pub mod fileenc;
 pub mod issuer;
 pub mod reader;
 pub mod registrar;
+pub mod safe;
 pub mod secret;
 pub mod signer;
 pub mod transport;

@@ -13,7 +13,7 @@ fn demo_runs_end_to_end() {
     assert!(out.contains("demo complete"), "{out}");
     assert!(out.contains("data identical"));
     // It ends with the help desk's guided replacement of a lost card.
-    let tail = &out[out.find("12. The help desk").expect("the replacement is in the demo")..];
+    let tail = &out[out.find("13. The help desk").expect("the replacement is in the demo")..];
     assert!(
         tail.contains("replace: restore") && tail.contains("pages written onto card"),
         "{out}"

@@ -224,6 +224,44 @@ fn cases() -> Vec<Case> {
             "refused",
             "6A80",
         ),
+        // wallet and safe
+        case(
+            "wallet",
+            &[
+                "-r",
+                "sim:m",
+                "wallet",
+                "load",
+                "--authorization",
+                "nope.json",
+                "--pin",
+                "env:P",
+            ],
+            2,
+            "input",
+            "nope.json",
+        ),
+        case(
+            "wallet",
+            &["-r", "sim:m", "wallet", "spend", "00ff", "1", "--pin", "env:P"],
+            4,
+            "refused",
+            "holds no item",
+        ),
+        case(
+            "safe",
+            &["safe", "list", "--safe", "http://127.0.0.1:9"],
+            3,
+            "safe_unreachable",
+            "did not answer",
+        ),
+        case(
+            "safe",
+            &["safe", "verify", "--dir", "nosafe"],
+            2,
+            "usage",
+            "no safe here",
+        ),
         // key group
         case(
             "keygroup",

@@ -13,7 +13,7 @@ use common::temp_dir;
 const V1: &str = include_str!("../migrations/0001_audit.sql");
 const V2: &str = include_str!("../migrations/0002_backups.sql");
 /// The schema version this cardvault writes.
-const CURRENT: i64 = 4;
+const CURRENT: i64 = 5;
 
 #[test]
 fn a_version_1_vault_is_upgraded_to_the_current_version_and_keeps_its_audit_trail() {
@@ -35,6 +35,7 @@ fn a_version_1_vault_is_upgraded_to_the_current_version_and_keeps_its_audit_trai
     assert_eq!(v.schema_version().unwrap(), CURRENT);
     assert!(v.list_backups(None).unwrap().is_empty());
     assert!(v.list_storing(None).unwrap().is_empty());
+    assert!(v.wallet_certificates(None).unwrap().is_empty());
     v.audit(AuditEvent {
         event: "test",
         card: "0000000000000001",

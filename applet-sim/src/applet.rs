@@ -255,6 +255,15 @@ impl Applet {
             (cla::PROPRIETARY, Ins::Debit) => self.credit_debit(c, false),
             (cla::PROPRIETARY, Ins::StoringRequest) => self.storing_request(c),
             (cla::PROPRIETARY, Ins::StoreDataUnderAuthorization) => self.store_data_under_authorization(c),
+            (cla::PROPRIETARY, Ins::GetWalletChallenge) => self.get_wallet_challenge(c),
+            (cla::PROPRIETARY, Ins::LoadItem) => self.load_item(c),
+            (cla::PROPRIETARY, Ins::ReadWallet) => self.read_wallet(c),
+            (cla::PROPRIETARY, Ins::Spend) => self.spend(c),
+            (cla::PROPRIETARY, Ins::Deposit) => self.deposit(c),
+            (cla::PROPRIETARY, Ins::GetWithdrawChallenge) => self.get_withdraw_challenge(c),
+            (cla::PROPRIETARY, Ins::Withdraw) => self.withdraw(c),
+            (cla::PROPRIETARY, Ins::ReadSafeRecords) => self.read_safe_records(c),
+            (cla::PROPRIETARY, Ins::Escrow) => self.escrow(c),
             _ => Err(sw::INS_NOT_SUPPORTED),
         }
     }

@@ -18,6 +18,7 @@ pub mod storing;
 pub mod test_issuer;
 pub mod test_registrars;
 pub mod vpcd;
+pub mod wallet;
 
 pub use iso::Card;
 pub use profile::Profile;

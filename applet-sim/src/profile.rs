@@ -60,9 +60,16 @@ pub struct Profile {
     /// else than the secure channel).
     #[serde(default = "default_true")]
     pub require_secure_channel: bool,
+    /// How many items the electronic wallet holds (1 to 32).
+    #[serde(default = "default_wallet_capacity")]
+    pub wallet_capacity: u8,
     /// The application table.
     #[serde(default, rename = "application")]
     pub applications: Vec<crate::state::Application>,
+}
+
+fn default_wallet_capacity() -> u8 {
+    crate::wallet::DEFAULT_CAPACITY
 }
 
 fn default_group_size() -> u8 {
@@ -148,6 +155,12 @@ impl Profile {
         }
         if !(1..=8).contains(&self.key_group_size) {
             return Err("key_group_size must be 1 to 8".into());
+        }
+        if !(1..=cardvault_proto::wallet::MAX_CAPACITY).contains(&self.wallet_capacity) {
+            return Err(format!(
+                "wallet_capacity must be 1 to {}",
+                cardvault_proto::wallet::MAX_CAPACITY
+            ));
         }
         if let Some(k) = &self.key1 {
             if cardvault_proto::from_hex(k).map(|k| k.len()) != Some(32) {

@@ -150,6 +150,9 @@ pub struct CardState {
     /// certificate, the registrar roots and the outstanding challenge.
     #[serde(default)]
     pub storing: crate::storing::StoringState,
+    /// The electronic wallet (items of electronic value).
+    #[serde(default)]
+    pub wallet: crate::wallet::WalletState,
 }
 
 /// An application in the application area.
@@ -270,6 +273,13 @@ impl Drop for CardState {
         self.common_key.zeroize();
         self.ecka_private.zeroize();
         self.storing.private_key.zeroize();
+        self.wallet.key.zeroize();
+        for k in &mut self.wallet.old_keys {
+            k.0.zeroize();
+        }
+        for r in &mut self.wallet.recovered {
+            r.key.zeroize();
+        }
     }
 }
 
@@ -329,6 +339,10 @@ impl CardState {
             trust_anchor: Vec::new(),
             require_secure_channel: p.require_secure_channel,
             storing: Default::default(),
+            wallet: crate::wallet::WalletState {
+                capacity: p.wallet_capacity,
+                ..Default::default()
+            },
         }
         .with_identity(p)
         .with_storing_identity(p)

@@ -30,6 +30,7 @@ pub mod roundtrip;
 pub mod secure;
 pub mod stack;
 pub mod vault;
+pub mod wallet;
 
 pub use report::{Goal, Machine, Op, Part, Report, Row, Section, Unit};
 
@@ -125,6 +126,7 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
             Part::Batch => batch::run(cfg, stack.as_ref(), progress),
             Part::Vault => vault::run(cfg, progress),
             Part::Secure => secure::run(cfg, progress),
+            Part::Wallet => wallet::run(cfg, progress),
         };
         sections.push(s.unwrap_or_else(|e| {
             let mut s = Section::skipped(*part, format!("{part:?}"), format!("failed: {e}"));

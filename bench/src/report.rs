@@ -243,6 +243,9 @@ pub enum Part {
     /// The secure channel: handshake APDUs and time, secure messaging per APDU.
     #[value(alias = "scp11")]
     Secure,
+    /// The electronic wallet and safe: deposit and withdraw APDUs, deposits per second.
+    #[value(alias = "safe")]
+    Wallet,
 }
 
 impl Part {
@@ -255,6 +258,7 @@ impl Part {
             Part::Batch,
             Part::Vault,
             Part::Secure,
+            Part::Wallet,
         ]
     }
 }

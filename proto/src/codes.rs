@@ -120,6 +120,29 @@ instructions! {
     StoringRequest, STORING_REQUEST = 0x76, "STORING REQUEST";
     /// STORE DATA UNDER AUTHORIZATION: an SA (or SAR) and the data.
     StoreDataUnderAuthorization, STORE_DATA_UNDER_AUTHORIZATION = 0x78, "STORE DATA UNDER AUTHORIZATION";
+    // Electronic wallet (CLA 80, proto::wallet).
+    /// GET WALLET CHALLENGE: the challenge an item load must name.
+    GetWalletChallenge, GET_WALLET_CHALLENGE = 0x30, "GET WALLET CHALLENGE";
+    /// LOAD ITEM: an item and the issuer's signature over it.
+    LoadItem, LOAD_ITEM = 0x32, "LOAD ITEM";
+    /// READ WALLET: capacity and every item with its state.
+    ReadWallet, READ_WALLET = 0x34, "READ WALLET";
+    /// SPEND: take an amount from an item's remaining balance.
+    Spend, SPEND = 0x36, "SPEND";
+    /// DEPOSIT: P1 = 00 the card seals and signs an item for a safe (the
+    /// item becomes pending); P1 = 01 the safe's registration certificate,
+    /// after which the card keeps it and deletes the item.
+    Deposit, DEPOSIT = 0x38, "DEPOSIT";
+    /// GET WITHDRAW CHALLENGE: the challenge a safe's delivery must name.
+    GetWithdrawChallenge, GET_WITHDRAW_CHALLENGE = 0x3A, "GET WITHDRAW CHALLENGE";
+    /// WITHDRAW: a safe's delivery of a deposited item; answers a receipt.
+    Withdraw, WITHDRAW = 0x3C, "WITHDRAW";
+    /// READ SAFE RECORDS: P1 = 00 registration certificates, 01 receipts.
+    ReadSafeRecords, READ_SAFE_RECORDS = 0x3E, "READ SAFE RECORDS";
+    /// ESCROW: P1 = 00 the card splits its wallet key into parts sealed
+    /// under the owner's escrow key; P1 = 01 a replacement card takes the
+    /// parts back for the card that escrowed them; P1 = 02 a new wallet key.
+    Escrow, ESCROW = 0x31, "ESCROW";
 }
 
 impl Ins {

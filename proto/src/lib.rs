@@ -15,9 +15,11 @@ pub mod domain;
 #[cfg(unix)]
 pub mod fsutil;
 pub mod load;
+pub mod safe;
 pub mod scp11;
 pub mod storing;
 pub mod takeout;
+pub mod wallet;
 
 pub use codes::{ins, sw, tag, Ins, Tag};
 
@@ -53,6 +55,7 @@ pub fn command_data_is_secret(_cla: u8, ins: u8) -> bool {
     matches!(
         ins,
         ins::VERIFY
+            | ins::ESCROW
             | ins::CHANGE_REFERENCE_DATA
             | ins::RESET_RETRY_COUNTER
             | ins::EXTERNAL_AUTHENTICATE
@@ -98,6 +101,13 @@ pub fn command_is_sensitive(cla: u8, ins: u8) -> bool {
                 | ins::RESTORE_COMPLETE
                 | ins::STORING_REQUEST
                 | ins::STORE_DATA_UNDER_AUTHORIZATION
+                | ins::GET_WALLET_CHALLENGE
+                | ins::LOAD_ITEM
+                | ins::SPEND
+                | ins::DEPOSIT
+                | ins::GET_WITHDRAW_CHALLENGE
+                | ins::WITHDRAW
+                | ins::ESCROW
         ),
         _ => false,
     }

@@ -289,4 +289,69 @@ impl Command {
             .with_data(&amount.to_be_bytes())
             .expect(4)
     }
+
+    /// GET WALLET CHALLENGE: the challenge an item load must name.
+    pub fn get_wallet_challenge() -> Command {
+        Command::of(cla::PROPRIETARY, Ins::GetWalletChallenge, 0, 0).expect(16)
+    }
+
+    /// LOAD ITEM with the issuer's signature (proto::wallet::ItemLoad).
+    pub fn load_item(load: &cardvault_proto::wallet::ItemLoad) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::LoadItem, 0, 0).with_data(&load.encode())
+    }
+
+    /// READ WALLET: capacity and every item with its state.
+    pub fn read_wallet() -> Command {
+        Command::of(cla::PROPRIETARY, Ins::ReadWallet, 0, 0).expect_max()
+    }
+
+    /// SPEND `amount` of item `id`.
+    pub fn spend(id: &[u8; cardvault_proto::wallet::ITEM_ID_LEN], amount: u32) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::Spend, 0, 0)
+            .with_data(&cardvault_proto::wallet::spend_data(id, amount))
+            .expect(4)
+    }
+
+    /// DEPOSIT P1 = 00: seal and sign item `id` for safe `safe_id`, with the
+    /// summary fields of `mask` (proto::safe::summary_field).
+    pub fn deposit_begin(id: &[u8; cardvault_proto::wallet::ITEM_ID_LEN], mask: u8, safe_id: &[u8; 16]) -> Command {
+        let mut d = id.to_vec();
+        d.push(mask);
+        d.extend_from_slice(safe_id);
+        Command::of(cla::PROPRIETARY, Ins::Deposit, 0, 0)
+            .with_data(&d)
+            .expect_max()
+    }
+
+    /// DEPOSIT P1 = 01: the safe's registration certificate and its certificate.
+    pub fn deposit_complete(data: &[u8]) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::Deposit, 1, 0).with_data(data)
+    }
+
+    pub fn get_withdraw_challenge() -> Command {
+        Command::of(cla::PROPRIETARY, Ins::GetWithdrawChallenge, 0, 0).expect(16)
+    }
+
+    /// WITHDRAW: a safe's delivery (proto::safe::WithdrawCommand).
+    pub fn withdraw(data: &[u8]) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::Withdraw, 0, 0)
+            .with_data(data)
+            .expect_max()
+    }
+
+    /// READ SAFE RECORDS: P1 = 00 certificates, 01 receipts.
+    pub fn read_safe_records(p1: u8) -> Command {
+        Command::of(cla::PROPRIETARY, Ins::ReadSafeRecords, p1, 0).expect_max()
+    }
+
+    /// ESCROW P1 = 00 (export `count` parts under `escrow_key`), 01 (import
+    /// parts), 02 (a new wallet key).
+    pub fn escrow(p1: u8, data: &[u8]) -> Command {
+        let c = Command::of(cla::PROPRIETARY, Ins::Escrow, p1, 0).expect_max();
+        if data.is_empty() {
+            c
+        } else {
+            c.with_data(data)
+        }
+    }
 }

@@ -9,6 +9,7 @@ mod refusal;
 pub mod secure;
 mod storing;
 mod value;
+mod wallet;
 
 pub use cardvault_proto::takeout::KeyOrigin;
 pub use kinds::{CardRole, ExportState};

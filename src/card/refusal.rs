@@ -124,4 +124,77 @@ pub enum Refusal {
     /// RESTORE `6982`.
     #[error("{0} refused: missing or invalid authorization (or PIN); nothing was written")]
     RestoreNotAuthorized(&'static str),
+    /// LOAD ITEM `6982`.
+    #[error(
+        "LOAD ITEM refused: the load is not signed by a signer under the card's issuer root for this card, \
+         this item and the card's outstanding challenge (a challenge is used once); nothing was stored"
+    )]
+    ItemLoadNotAuthorized,
+    /// LOAD ITEM `6A80`.
+    #[error(
+        "LOAD ITEM refused: the wallet already holds an item with this id, or the item's issuer is not \
+         the signer's name; nothing was stored"
+    )]
+    ItemRejected,
+    /// LOAD ITEM `6A84`.
+    #[error("the wallet is full: every one of its {0} item slots is taken; nothing was stored")]
+    WalletFull(u8),
+    /// SPEND `6A88`.
+    #[error("the wallet holds no item {0}")]
+    NoSuchItem(String),
+    /// SPEND `6985`.
+    #[error("item {0} is pending a deposit and cannot be spent until the deposit completes or is resolved")]
+    ItemPending(String),
+    /// SPEND `6A80`.
+    #[error("item {0} has a remaining balance of {1}: that amount cannot be spent (nor 0)")]
+    SpendTooMuch(String, u32),
+    /// DEPOSIT `6985` (P1 = 00).
+    #[error(
+        "the card will not deposit item {0}: it is pending a deposit into another safe (settle it with \
+         `wallet resolve --safe` of that safe), or the card has no signing key"
+    )]
+    DepositNotStarted(String),
+    /// DEPOSIT `6982` (P1 = 01).
+    #[error(
+        "the card refused the safe's registration certificate: it is not signed by a safe certified \
+         under the card's issuer root; the item stays pending (`wallet resolve`)"
+    )]
+    SafeCertificateRefused,
+    /// DEPOSIT `6A80` (P1 = 01).
+    #[error(
+        "the card refused the registration certificate: it names another card, or does not match the \
+         deposited item (summary or stored hash); the item stays pending"
+    )]
+    SafeCertificateMismatch,
+    /// DEPOSIT `6A84` (P1 = 01).
+    #[error("the card's store of registration certificates is full; the item stays pending")]
+    CertificateStoreFull,
+    /// WITHDRAW `6982`.
+    #[error(
+        "the card refused the delivery: not signed by a safe under its issuer root, not for its \
+         outstanding withdraw challenge, or (onto another card) without a valid issuer authorization \
+         naming it; nothing was added"
+    )]
+    DeliveryNotAuthorized,
+    /// WITHDRAW `6A80`.
+    #[error(
+        "the card refused the delivery: it is for another card, or does not open with this card's keys \
+         (the item was deposited by another card of another domain, or altered); nothing was added"
+    )]
+    DeliveryRejected,
+    /// WITHDRAW `6985`.
+    #[error("the card already took this deposited item in another delivery (a replay); nothing was added")]
+    DeliveryReplayed,
+    /// ESCROW `6982` (P1 = 01).
+    #[error(
+        "the card could not open the escrowed parts: the owner password is not the one the wallet key \
+         was escrowed under; nothing changed"
+    )]
+    EscrowPasswordWrong,
+    /// ESCROW `6A80` (P1 = 01).
+    #[error(
+        "the card refused the escrowed parts: they are not all the parts of one wallet key (a key split \
+         across two safes needs both), or they do not rebuild it; nothing changed"
+    )]
+    EscrowIncomplete,
 }

@@ -158,6 +158,7 @@ fn run_in(ctx: &Ctx, dir: &std::path::Path) -> Result<()> {
     let issue_opts = duplication_story(ctx, &mut d, dir)?;
     backup_story(ctx, &mut d, dir, &mut main)?;
     storing_story(ctx, &mut d, dir)?;
+    wallet_story(ctx, &mut d, dir)?;
     helpdesk_story(ctx, &mut d, dir, &issue_opts)?;
 
     if d.json {
@@ -519,6 +520,124 @@ fn storing_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The electronic wallet and safe (Matsushita): items loaded under the
+/// issuer's signature, a deposit by registration certificate, the wallet key
+/// escrowed across two safes, the card lost, its items back on a
+/// replacement card through the escrow split.
+fn wallet_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
+    use crate::safe::{SafeAddress, SafeClient};
+    use crate::workflow::{deposit as wd, escrow, wallet as ww};
+    d.heading("12. Electronic wallet and safe: deposit, the card lost, withdrawal onto a replacement");
+    let issuer = dir.join("demo-issuer");
+    std::fs::create_dir_all(&issuer).map_err(|e| Error::io(format!("creating {}", issuer.display()), e))?;
+    for (name, pem) in [
+        ("test-root.pem", DEMO_ISSUER_ROOT),
+        (
+            "test-root-key.pem",
+            &include_bytes!("../../fixtures/issuer/test-root-key.pem")[..],
+        ),
+        (
+            "test-oce.pem",
+            &include_bytes!("../../fixtures/issuer/test-oce.pem")[..],
+        ),
+        (
+            "test-oce-key.pem",
+            &include_bytes!("../../fixtures/issuer/test-oce-key.pem")[..],
+        ),
+    ] {
+        std::fs::write(issuer.join(name), pem).map_err(|e| Error::io(format!("writing {name}"), e))?;
+    }
+    let addrs = [
+        SafeAddress::Dir(dir.join("demo-safe-1")),
+        SafeAddress::Dir(dir.join("demo-safe-2")),
+    ];
+    for a in &addrs {
+        if let SafeAddress::Dir(p) = a {
+            crate::safe::init(p, &issuer)?;
+        }
+    }
+    d.step("two safes, certified by the (test) issuer", "demo-safe-1, demo-safe-2");
+    let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
+    let password = b"demo owner password (test only)";
+    let (lost, ticket) = {
+        let mut r = SimReader::open(dir, "demo-wallet", "main", None)?;
+        let mut c = CardClient::open(&mut r, ctx.session())?;
+        let spec = ww::ItemSpec {
+            kind: "ticket".into(),
+            name: "Museum day pass".into(),
+            unit_price: 1200,
+            quantity: 2,
+            place: "City museum".into(),
+            valid_from: None,
+            valid_until: Some("2030-12-31".into()),
+            remarks: String::new(),
+        };
+        let loaded = ww::load_with_signer(&mut c, DEMO_PIN, &spec, &demo_signer()?)?;
+        d.step(
+            "load a ticket (issuer-signed for this card and challenge)",
+            format!(
+                "item {}, {} of {}",
+                &loaded.item.id[..8],
+                loaded.item.balance,
+                loaded.item.total
+            ),
+        );
+        let mut s1 = SafeClient::connect(&addrs[0])?;
+        let dep = wd::deposit(
+            &mut c,
+            DEMO_PIN,
+            &loaded.item.id,
+            &addrs[0],
+            &mut s1,
+            &mut vault,
+            cardvault_proto::safe::summary_field::DEFAULT,
+        )?;
+        d.step(
+            "deposit it into demo-safe-1",
+            format!(
+                "registration certificate, safe counter {}; the item left the card",
+                dep.counter
+            ),
+        );
+        let mut both = vec![SafeClient::connect(&addrs[0])?, SafeClient::connect(&addrs[1])?];
+        escrow::escrow(&mut c, DEMO_PIN, password, &mut both)?;
+        d.step(
+            "escrow the wallet key, split across both safes",
+            "one part each; neither alone opens it",
+        );
+        (c.card_number()?, loaded.item.id)
+    };
+    std::fs::remove_file(crate::transport::sim::card_path(dir, "demo-wallet"))
+        .map_err(|e| Error::io("removing the demo wallet card", e))?;
+    d.step("the card is lost", format!("card {lost} is gone"));
+    let mut r = SimReader::open(dir, "demo-wallet-new", "replacement", None)?;
+    let mut c = CardClient::open(&mut r, ctx.session())?;
+    let mut both = addrs
+        .iter()
+        .map(|a| SafeClient::connect(a).map(|c| (a.clone(), c)))
+        .collect::<Result<Vec<_>>>()?;
+    let rec = escrow::recover(&mut c, DEMO_PIN, password, &lost, &mut both, &mut vault)?;
+    d.step(
+        "recover onto a replacement card (owner password, both safes)",
+        format!("{} item withdrawn onto card {}", rec.withdrawn.len(), rec.new_card),
+    );
+    let back = ww::list(&mut c)?;
+    let ok = back
+        .items
+        .iter()
+        .any(|(_, i)| cardvault_proto::to_hex(&i.id) == ticket && i.balance == 2400);
+    d.step(
+        "the ticket is on the replacement card",
+        if ok { "once, balance 2400 of 2400" } else { "MISSING" },
+    );
+    if !ok {
+        return Err(Error::Internal(
+            "the demo's withdrawal did not bring the ticket back".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The help desk: a holder walks in and says "I lost my card"; from the
 /// member number alone, `replace` marks the card lost, restores its newest
 /// backup onto a new card with the issuer's authorization (this terminal
@@ -532,7 +651,7 @@ fn helpdesk_story(
     use crate::workflow::{issue, replace};
     use zeroize::Zeroizing;
     let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
-    d.heading("12. The help desk: bob (M-0002) lost his card; cardvault replace --holder M-0002");
+    d.heading("13. The help desk: bob (M-0002) lost his card; cardvault replace --holder M-0002");
     let bob = issue::Holder {
         id: "bob".into(),
         pin: Zeroizing::new(DEMO_PIN.to_vec()),

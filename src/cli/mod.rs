@@ -20,8 +20,10 @@ mod readers;
 mod registrar;
 mod replace;
 mod revoke;
+mod safe;
 mod status;
 mod store;
+mod wallet;
 mod watch;
 
 use crate::card::{CardClient, SessionOptions};
@@ -144,6 +146,12 @@ pub enum Command {
     /// Value application (e-money purse): balance, load challenge, credit, debit.
     #[command(subcommand)]
     Purse(purse::PurseCommand),
+    /// Electronic wallet: items of value on the card (list, load, spend).
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
+    /// Electronic safe: init, serve over HTTP, list, verify.
+    #[command(subcommand)]
+    Safe(safe::SafeCommand),
     /// Run the end-to-end demonstration on embedded simulated cards.
     Demo(demo::Args),
     /// Storing authorization: a card's request, the issuer's and the
@@ -453,6 +461,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::AuthorizeLoad(a) => purse::run_authorize(&ctx, a),
         Command::Vault(c) => backup::run_vault(&ctx, c),
         Command::Purse(c) => purse::run(&ctx, c),
+        Command::Wallet(c) => wallet::run(&ctx, c),
+        Command::Safe(c) => safe::run(&ctx, c),
         Command::Store(c) => store::run(&ctx, c),
         Command::Registrar(c) => registrar::run_registrar(&ctx, c),
         Command::Provider(c) => registrar::run_provider(&ctx, c),

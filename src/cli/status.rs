@@ -39,6 +39,12 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
                 .map(|r| serde_json::to_value(r).expect("rule serializes")),
         )
         .collect();
+    // The electronic wallet in a few numbers (a card without one: none).
+    let wallet = match card.read_wallet() {
+        Ok(l) => Some(crate::workflow::wallet::summary(&l)),
+        Err(crate::error::Error::Card { .. }) => None,
+        Err(e) => return Err(e),
+    };
     // The certificate must name the card that answers.
     let certified_number = cert.chain.last().and_then(|c| c.card_number.clone());
     let (verified, reason) = match (&cert.reason, &certified_number) {
@@ -65,6 +71,7 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
         });
         v["applications"] = applications.into();
         v["backup_counters"] = serde_json::to_value(counters).expect("counters serialize");
+        v["wallet"] = serde_json::to_value(&wallet).expect("wallet serializes");
         print_json(&v);
         return Ok(());
     }
@@ -131,6 +138,17 @@ pub fn run(ctx: &Ctx, _a: Args) -> Result<()> {
                 }
             ))
             .unwrap_or_default()
+        );
+    }
+    if let Some(w) = &wallet {
+        let pending = if w.pending > 0 {
+            format!(", {} pending a deposit", w.pending)
+        } else {
+            String::new()
+        };
+        println!(
+            "wallet       {} of {} item slots used, cash balance {}{pending}",
+            w.items, w.capacity, w.cash_balance
         );
     }
     for r in rules.iter().filter(|r| !table.iter().any(|a| a.id == r.id)) {

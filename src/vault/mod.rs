@@ -7,10 +7,12 @@ pub mod anchor;
 mod audit;
 mod backups;
 mod storing;
+mod wallet;
 
 pub use audit::{AuditEntry, AuditEvent, AuditVerification};
 pub use backups::{BackupRow, BackupState, NewBackup, StoredBackup};
 pub use storing::StoringRecord;
+pub use wallet::CertificateCopy;
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;
@@ -23,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_backups.sql"),
     include_str!("../../migrations/0003_audit_mac.sql"),
     include_str!("../../migrations/0004_storing.sql"),
+    include_str!("../../migrations/0005_wallet.sql"),
 ];
 
 /// Maps SQLite errors of the vault at `path` to [`Error::Vault`]; usable while

@@ -3,7 +3,9 @@
 
 pub mod authorize;
 pub mod backup;
+pub mod deposit;
 pub mod duplicate;
+pub mod escrow;
 pub mod files;
 pub mod holders;
 pub mod issue;
@@ -13,3 +15,4 @@ pub mod replace;
 pub mod restore_check;
 pub mod station;
 pub mod storing;
+pub mod wallet;

@@ -420,3 +420,66 @@ pub fn test_issuer_dir() -> PathBuf {
 pub fn test_factory_ca() -> PathBuf {
     repo_path("fixtures/factory/test-factory-ca.pem")
 }
+
+/// A real `cardvault safe serve` process on a free loopback port, stopped
+/// (SIGKILL) when dropped.
+pub struct SafeServer {
+    child: std::process::Child,
+    /// Its `http://127.0.0.1:PORT` address.
+    pub url: String,
+}
+
+impl SafeServer {
+    /// Serve the safe in `dir`; returns once it listens.
+    pub fn start(home: &Path, dir: &Path) -> SafeServer {
+        use std::io::BufRead;
+        let mut child = cardvault(home)
+            .args(["safe", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("safe serve said {line:?}"))
+            .to_string();
+        SafeServer {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the process to end (after a kill).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for SafeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `cardvault safe init` of a safe in `home/name` under the test issuer.
+pub fn init_safe(home: &Path, name: &str) -> PathBuf {
+    let dir = home.join(name);
+    let o = run(cardvault(home)
+        .args(["--json", "safe", "init", "--dir"])
+        .arg(&dir)
+        .arg("--issuer")
+        .arg(test_issuer_dir()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    dir
+}

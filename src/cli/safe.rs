@@ -1,0 +1,111 @@
+//! `cardvault safe init | serve | list | verify`: the electronic safe.
+
+use super::{print_json, Ctx};
+use crate::error::{Error, Result};
+use crate::safe::{self, Safe, SafeAddress, SafeClient};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SafeCommand {
+    /// Make a safe in a directory: its store (SQLite, WAL), its signing key
+    /// (0600) and its certificate signed by the issuer root, so that cards
+    /// of that issuer trust its registration certificates.
+    Init {
+        /// Directory of the new safe.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The issuer directory (`cardvault issuer init`): root.pem and root-key.pem.
+        #[arg(long, value_name = "DIR")]
+        issuer: PathBuf,
+    },
+    /// Serve a safe over HTTP until stopped; prints `listening on ADDR`.
+    Serve {
+        /// The safe's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Address to listen on (127.0.0.1:0 picks a free port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7800")]
+        listen: String,
+    },
+    /// The safe's ledger: every deposit by counter, with its state.
+    List {
+        /// A safe directory or an http:// address.
+        #[arg(long, value_name = "DIR|URL")]
+        safe: SafeAddress,
+    },
+    /// Check every ledger row: certificates, stored deposits, receipts, counter.
+    Verify {
+        /// The safe's directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+pub fn run(ctx: &Ctx, c: SafeCommand) -> Result<()> {
+    match c {
+        SafeCommand::Init { dir, issuer } => {
+            let r = safe::init(&dir, &issuer)?;
+            if ctx.json {
+                print_json(&r);
+            } else {
+                println!("safe {} in {}", r.safe_id, r.dir.display());
+                println!("certificate {} (signed by the issuer root)", r.certificate.display());
+            }
+        }
+        SafeCommand::Serve { dir, listen } => {
+            let s = Safe::open(&dir)?;
+            let json = ctx.json;
+            safe::http::serve(s, &listen, |addr| {
+                if json {
+                    print_json(&serde_json::json!({ "listening": addr.to_string() }));
+                } else {
+                    println!("listening on {addr}");
+                }
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            })?;
+        }
+        SafeCommand::List { safe } => {
+            let mut client = SafeClient::connect(&safe)?;
+            let rows = client.list()?.map_err(Error::SafeRefused)?;
+            if ctx.json {
+                print_json(&rows);
+            } else {
+                for r in &rows {
+                    let to = r.target_card.as_deref().map(|t| format!(" to {t}")).unwrap_or_default();
+                    println!(
+                        "{:>6}  card {}  item {}  {} {} {}  {}{to}",
+                        r.counter,
+                        r.card_number,
+                        r.item_id,
+                        r.kind.as_deref().unwrap_or("-"),
+                        r.name.as_deref().unwrap_or("-"),
+                        r.amount.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                        r.state
+                    );
+                }
+                println!("{} items", rows.len());
+            }
+        }
+        SafeCommand::Verify { dir } => {
+            let s = Safe::open(&dir)?;
+            let problems = s.verify()?;
+            if ctx.json {
+                print_json(&serde_json::json!({ "ok": problems.is_empty(), "problems": problems }));
+            } else if problems.is_empty() {
+                println!(
+                    "safe {} verified: every certificate, deposit and receipt checks",
+                    dir.display()
+                );
+            } else {
+                for p in &problems {
+                    println!("{p}");
+                }
+            }
+            if !problems.is_empty() {
+                return Err(Error::Data(format!("the safe has {} problems", problems.len())));
+            }
+        }
+    }
+    Ok(())
+}
