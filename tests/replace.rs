@@ -414,6 +414,7 @@ fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault:
             backup_pin: PIN.as_bytes(),
             elements: &elements,
         }),
+        safes: &[],
     };
     let mut r = replace::Replacement { state: st, file };
     replace::run(
@@ -466,6 +467,7 @@ fn replace_with_events(home: &Path, events: &dyn Fn(replace::Event<'_>)) -> card
             backup_pin: PIN.as_bytes(),
             elements: &elements,
         }),
+        safes: &[],
     };
     let mut r = replace::Replacement { state: st, file };
     replace::run(
@@ -1079,4 +1081,117 @@ fn a_holder_without_a_backup_is_told_that_no_page_could_be_restored() {
         "env:P",
     ])));
     assert!(text.contains("restored:\n  nothing"), "{text}");
+}
+
+/// Load an item of `name` worth `price` onto the card at `reader` (the
+/// issuer's signer at hand) and deposit it into `safe`; returns its id.
+fn deposit_item(home: &Path, reader: &str, name: &str, price: u32, safe: &str) -> String {
+    let o = run(cv(home)
+        .env("ISSUER", ISSUER_KEY_HEX.trim())
+        .args(["--json", "-r", reader, "wallet", "load", "--pin", "env:P"])
+        .args(["--issuer-key", "env:ISSUER", "--signer-cert"])
+        .arg(test_signer_cert())
+        .args(["--kind", "ticket", "--name", name, "--unit-price", &price.to_string()]));
+    assert!(o.status.success(), "load: {}", stderr(&o));
+    let id = json(&o)["item"]["id"].as_str().unwrap().to_string();
+    let o = run(cv(home).args(["-r", reader, "wallet", "deposit", &id, "--pin", "env:P", "--safe", safe]));
+    assert!(o.status.success(), "deposit: {}", stderr(&o));
+    id
+}
+
+/// The ids of the items in the wallet of the card at `reader`.
+fn wallet_ids(home: &Path, reader: &str) -> Vec<String> {
+    let o = run(cv(home).args(["--json", "-r", reader, "wallet", "list"]));
+    assert!(o.status.success(), "wallet list: {}", stderr(&o));
+    json(&o)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ledger(safe: &Path) -> Vec<(String, String, Option<String>)> {
+    cardvault::safe::Safe::open(safe)
+        .unwrap()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.item_id, e.state, e.target_card))
+        .collect()
+}
+
+#[test]
+fn the_replacement_withdraws_the_lost_card_s_wallet_items_from_its_safes_once() {
+    let home = temp_dir("replace-wallet");
+    let (lost, _file, _plain) = story(&home);
+    let at_backup = data_pages(&home, "h-alice-main");
+    let safe1 = init_safe(&home, "safe1");
+    let safe2 = init_safe(&home, "safe2");
+    let s1 = safe1.to_str().unwrap();
+    let ticket = deposit_item(&home, "sim:h-alice-main", "Museum day pass", 1200, s1);
+    let other = deposit_item(&home, "sim:h-alice-main", "Concert", 3000, safe2.to_str().unwrap());
+    assert!(wallet_ids(&home, "sim:h-alice-main").is_empty());
+    assert!(wallet_ids(&home, "sim:r-alice-main").is_empty());
+    let replace = || {
+        run(cv(&home)
+            .args(["--json", "replace", "--holder", "M-1001", "--new", "sim:r-alice-main"])
+            .args(["--pin", "env:P", "--safe", s1])
+            .args(issuer_args()))
+    };
+    let o = replace();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["finished"], true, "{r}");
+    assert_eq!(r["steps"][2]["step"], "wallet");
+    assert_eq!(r["steps"][2]["state"], "done", "{r}");
+    assert_eq!(data_pages(&home, "r-alice-main"), at_backup);
+    // The item of the safe given is on the new card, withdrawn in the
+    // safe's ledger to it; the other safe's item is reported, with why.
+    let new_card = r["new_card"].as_str().unwrap().to_string();
+    assert_eq!(wallet_ids(&home, "sim:r-alice-main"), std::slice::from_ref(&ticket));
+    assert_eq!(
+        ledger(&safe1),
+        [(ticket.clone(), "withdrawn".to_string(), Some(new_card.clone()))]
+    );
+    assert_eq!(ledger(&safe2)[0].1, "stored");
+    let w = r["wallet"].as_array().unwrap();
+    assert_eq!(w.len(), 2, "{r}");
+    assert_eq!(
+        (w[0]["item"].as_str(), w[0]["result"].as_str()),
+        (Some(ticket.as_str()), Some("withdrawn"))
+    );
+    assert_eq!(
+        (w[1]["item"].as_str(), w[1]["result"].as_str()),
+        (Some(other.as_str()), Some("not_withdrawn"))
+    );
+    assert!(
+        w[1]["reason"].as_str().unwrap().contains("was not given (--safe)"),
+        "{r}"
+    );
+    let said = |key: &str, what: &str| {
+        r[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("wallet: ") && l.as_str().unwrap().contains(what))
+    };
+    assert!(said("restored_summary", &ticket), "{r}");
+    assert!(said("not_restored", &other), "{r}");
+    let v = Vault::open(&home.join("vault.sqlite")).unwrap();
+    let copies = v.wallet_certificates(Some(&lost)).unwrap();
+    assert_eq!(copies[0].withdrawn_to.as_deref(), Some(new_card.as_str()));
+    assert_eq!(copies[1].withdrawn_to, None);
+    drop(v);
+
+    // Run again: nothing changes (card, safes, vault), the same report.
+    let card_before = state(&home, "r-alice-main");
+    let (l1, l2) = (ledger(&safe1), ledger(&safe2));
+    let o = replace();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(json(&o)["wallet"], r["wallet"]);
+    assert_eq!(state(&home, "r-alice-main").memory, card_before.memory);
+    assert_eq!(state(&home, "r-alice-main").wallet.items, card_before.wallet.items);
+    assert_eq!((ledger(&safe1), ledger(&safe2)), (l1, l2));
+    assert_eq!(wallet_ids(&home, "sim:r-alice-main"), [ticket]);
 }

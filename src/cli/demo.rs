@@ -712,6 +712,7 @@ fn helpdesk_story(
         authorization: None,
         files: None,
         new_backup: None,
+        safes: &[],
     };
     {
         let mut new = CardClient::open(&mut new_r, ctx.session())?;
