@@ -663,8 +663,8 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
 
 /// `replace` through pcscd + vpcd for the story of `template`: the
 /// replacement card in reader 0, the backup card in reader 1, the issuer's
-/// signer at hand.
-fn replace_pcsc(home: &Path, resume: bool, trace: bool) -> std::process::Command {
+/// signer at hand, the lost card's wallet item in the safe served at `safe`.
+fn replace_pcsc(home: &Path, safe: &str, resume: bool, trace: bool) -> std::process::Command {
     use common::stack::{READER0, READER1};
     let mut c = cv(home);
     c.arg("--trust").arg(test_root());
@@ -685,7 +685,7 @@ fn replace_pcsc(home: &Path, resume: bool, trace: bool) -> std::process::Command
     .arg("--files")
     .arg(home.join("record.cve"))
     .env("E", "33".repeat(32) + " " + &"44".repeat(32))
-    .args(["--elements", "env:E"])
+    .args(["--elements", "env:E", "--safe", safe])
     .args(issuer_args());
     if resume {
         c.arg("--resume");
@@ -709,6 +709,13 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
     let template = temp_dir("replace-pcsc");
     let (lost, _file, plain) = story(&template);
     let at_backup = data_pages(&template, "h-alice-main");
+    // A wallet item of the lost card, deposited into a safe served on loopback.
+    let safe_dir = init_safe(&template, "safe1");
+    let item = {
+        let server = SafeServer::start(&template, &safe_dir);
+        deposit_item(&template, "sim:h-alice-main", "Museum day pass", 1200, &server.url)
+    };
+    let serve_safe = |home: &Path| SafeServer::start(home, &home.join("safe1"));
     let serve = |home: &Path| {
         stack.sim(&[
             (0, &card_path(home, "r-alice-main"), "main"),
@@ -729,6 +736,26 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
         let st = StateFile(home.join("replace/M-1001.json")).load().unwrap();
         assert!(st.finished, "{what}");
         assert_ne!(st.files[0].result, "failed", "{what}: {:?}", st.files);
+        // The item is on the new card, once, and nowhere else.
+        let held: Vec<String> = state(home, "r-alice-main")
+            .wallet
+            .items
+            .iter()
+            .map(|h| cardvault_proto::to_hex(&cardvault_proto::wallet::WalletItem::parse(&h.item).unwrap().id))
+            .collect();
+        assert_eq!(held, std::slice::from_ref(&item), "{what}: the new card's wallet");
+        assert_eq!(st.wallet.len(), 1, "{what}: {:?}", st.wallet);
+        assert_ne!(st.wallet[0].result, "not_withdrawn", "{what}: {:?}", st.wallet);
+        assert_eq!(
+            v.wallet_certificates(Some(&lost)).unwrap()[0].withdrawn_to.as_deref(),
+            Some(st.new_card.as_str()),
+            "{what}: the vault's copy"
+        );
+        assert_eq!(
+            ledger(&home.join("safe1")),
+            [(item.clone(), "withdrawn".to_string(), Some(st.new_card.clone()))],
+            "{what}: the safe's ledger"
+        );
     };
 
     // Uninterrupted, counting its APDUs.
@@ -736,11 +763,13 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
     copy_dir(&template, &home);
     let apdus = {
         let _sim = serve(&home);
-        let o = run(replace_pcsc(&home, false, true).arg("--json"));
+        let safe = serve_safe(&home);
+        let o = run(replace_pcsc(&home, &safe.url, false, true).arg("--json"));
         assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
         let r = json(&o);
         assert_eq!(r["finished"], true, "{r}");
         assert_eq!(r["files"][0]["result"], "ok", "{r}");
+        assert_eq!(r["wallet"][0]["result"], "withdrawn", "{r}");
         // The file opens with the new card, through pcscd.
         let out = home.join("record.out");
         let d = run(cv(&home)
@@ -765,7 +794,8 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
         let home = temp_dir(&format!("replace-pcsc-{k}"));
         copy_dir(&template, &home);
         let mut sim = serve(&home);
-        let mut child = replace_pcsc(&home, false, true)
+        let safe = serve_safe(&home);
+        let mut child = replace_pcsc(&home, &safe.url, false, true)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -796,7 +826,7 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
             assert!(err.contains("replace --resume"), "killed at APDU {k}: {err}");
         }
         let _sim = serve(&home);
-        let o = run(replace_pcsc(&home, true, false).arg("--json"));
+        let o = run(replace_pcsc(&home, &safe.url, true, false).arg("--json"));
         assert!(
             o.status.success(),
             "resumed after APDU {k}: {}{}",
