@@ -334,11 +334,15 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
                 );
             } else {
                 println!(
-                    "wallet: {} items deposited from card {} are in their safes; they come back by \
-                     `cardvault wallet withdraw ITEM --from-vault --safe S` (onto another card, with the issuer's \
-                     authorization) or `cardvault replace --safe S`:",
+                    "wallet: {} items deposited from card {} are in their safes; they come back by {}:",
                     in_safes.len(),
-                    rep.source_card
+                    rep.source_card,
+                    if rep.source_card == rep.target_card {
+                        "`cardvault wallet withdraw ITEM --safe S`"
+                    } else {
+                        "`cardvault wallet withdraw ITEM --from-vault --safe S` (onto another card, with the issuer's \
+                         authorization) or `cardvault replace --safe S`"
+                    }
                 );
                 for c in &in_safes {
                     println!("  item {} in safe {}", c.item_id, c.safe_address);
