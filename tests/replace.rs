@@ -374,6 +374,57 @@ fn an_authorization_for_an_earlier_request_is_refused_before_the_card_sees_it() 
     assert_eq!(memory(&home, "r-alice-main"), before);
 }
 
+/// The safe of [`deposit_story`], when the story has one.
+fn wallet_safes(home: &Path) -> Vec<cardvault::safe::SafeAddress> {
+    let dir = home.join("safe1");
+    if dir.exists() {
+        vec![cardvault::safe::SafeAddress::Dir(dir)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The story, and a wallet item of the lost card deposited into the
+/// embedded safe `safe1`; returns the item's id.
+fn deposit_story(home: &Path) -> String {
+    let safe = init_safe(home, "safe1");
+    deposit_item(
+        home,
+        "sim:h-alice-main",
+        "Museum day pass",
+        1200,
+        safe.to_str().unwrap(),
+    )
+}
+
+/// The item `item` is on the new card once, and the safe's ledger and the
+/// vault's copy record its withdrawal onto it.
+fn check_withdrawn(home: &Path, item: &str, what: &str) {
+    let st = StateFile(home.join("replace-state.json")).load().unwrap();
+    let held: Vec<String> = state(home, "r-alice-main")
+        .wallet
+        .items
+        .iter()
+        .map(|h| cardvault_proto::to_hex(&cardvault_proto::wallet::WalletItem::parse(&h.item).unwrap().id))
+        .collect();
+    assert_eq!(held, [item.to_string()], "{what}: the new card's wallet");
+    assert_eq!(st.wallet.len(), 1, "{what}: {:?}", st.wallet);
+    assert_ne!(st.wallet[0].result, "not_withdrawn", "{what}: {:?}", st.wallet);
+    assert_eq!(
+        ledger(&home.join("safe1")),
+        [(item.to_string(), "withdrawn".to_string(), Some(st.new_card.clone()))],
+        "{what}: the safe's ledger"
+    );
+    let v = Vault::open(&home.join("vault.sqlite")).unwrap();
+    assert_eq!(
+        v.wallet_certificates(Some(&st.lost_card)).unwrap()[0]
+            .withdrawn_to
+            .as_deref(),
+        Some(st.new_card.as_str()),
+        "{what}: the vault's copy"
+    );
+}
+
 /// The replacement in-process, with the issuer's signer at hand, on cards
 /// behind readers that share `sched`.
 fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault::Result<()> {
@@ -414,7 +465,7 @@ fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault:
             backup_pin: PIN.as_bytes(),
             elements: &elements,
         }),
-        safes: &[],
+        safes: &wallet_safes(home),
     };
     let mut r = replace::Replacement { state: st, file };
     replace::run(
@@ -467,7 +518,7 @@ fn replace_with_events(home: &Path, events: &dyn Fn(replace::Event<'_>)) -> card
             backup_pin: PIN.as_bytes(),
             elements: &elements,
         }),
-        safes: &[],
+        safes: &wallet_safes(home),
     };
     let mut r = replace::Replacement { state: st, file };
     replace::run(
@@ -489,6 +540,7 @@ fn the_replacement_stopped_at_each_step_and_resumed_ends_the_same() {
     let template = temp_dir("replace-steps");
     let (lost, _file, _plain) = story(&template);
     let at_backup = data_pages(&template, "h-alice-main");
+    let item = deposit_story(&template);
     for stop in Step::ALL {
         let home = temp_dir(&format!("replace-step-{stop}"));
         copy_dir(&template, &home);
@@ -531,6 +583,7 @@ fn the_replacement_stopped_at_each_step_and_resumed_ends_the_same() {
         assert_eq!(data_pages(&home, "r-alice-main"), at_backup, "{stop}: pages");
         assert_eq!(st.files[0].result, "ok", "{stop}: {:?}", st.files);
         assert!(st.new_backup.is_some(), "{stop}");
+        check_withdrawn(&home, &item, &stop.to_string());
         let v = Vault::open(&home.join("vault.sqlite")).unwrap();
         let revoked = v
             .audit_entries(Some(&lost))
@@ -579,6 +632,7 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
     let template = temp_dir("replace-template");
     let (_lost, _file, plain) = story(&template);
     let at_backup = data_pages(&template, "h-alice-main");
+    let item = deposit_story(&template);
 
     // The uninterrupted run: the pages, the file, every step done.
     let base = temp_dir("replace-count");
@@ -596,10 +650,10 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
         Step::Restore,
         Step::Value,
         Step::Files,
+        Step::Wallet,
     ] {
         assert_eq!(end.step(s).state, StepState::Done, "{s}: {:?}", end.step(s));
     }
-    assert_eq!(end.step(Step::Wallet).state, StepState::Skipped);
     assert_eq!(end.step(Step::NewBackup).state, StepState::Done);
     let check_end = |dir: &Path, what: &str| {
         let st = StateFile(dir.join("replace-state.json")).load().unwrap();
@@ -637,6 +691,8 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
         )
         .unwrap();
         assert_eq!(out, plain, "{what}: file");
+        drop(c);
+        check_withdrawn(dir, &item, what);
     };
     check_end(&base, "uninterrupted");
     // Every APDU, both ways of pulling: the run fails as a removed card, and
