@@ -908,11 +908,37 @@ fn a_dry_run_refuses_a_rollback_before_sending_and_a_restore_announces_the_value
     // No PIN was asked (stdin is closed) and the card is as it was.
     assert!(state(&home, "d") == before, "a dry run changed the card");
 
-    // The real restore: the purse's 500 are announced as reset.
+    // A wallet item of the card deposited into a safe: no backup holds it.
+    let safe = init_safe(&home, "safe1");
+    let o = run(cv(&home)
+        .env("ISSUER", ISSUER_KEY_HEX.trim())
+        .args(["--json", "-r", "sim:d", "wallet", "load", "--pin", "env:P"])
+        .args(["--issuer-key", "env:ISSUER", "--signer-cert"])
+        .arg(test_signer_cert())
+        .args(["--kind", "ticket", "--name", "Museum day pass", "--unit-price", "1200"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let item = json(&o)["item"]["id"].as_str().unwrap().to_string();
+    let o = run(cv(&home)
+        .args(["-r", "sim:d", "wallet", "deposit", &item, "--pin", "env:P", "--safe"])
+        .arg(&safe));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The real restore: the purse's 500 are announced as reset, and the
+    // withdrawal of the item in the safe is offered.
     let o = run(cv(&home).args(["-r", "sim:d", "restore", "--latest", "--pin", "env:P"]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("value reset: e-money purse (application 1) is never restored from a backup; the card reset it from 500 to 0"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("come back by `cardvault wallet withdraw ITEM --safe S`"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains(&format!("  item {item} in safe {}", safe.display())),
         "{}",
         stdout(&o)
     );

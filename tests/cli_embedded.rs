@@ -19,6 +19,11 @@ fn demo_runs_end_to_end() {
         "{out}"
     );
     assert!(tail.contains("not restored") && tail.contains("e-money purse"), "{out}");
+    // The voucher bob deposited comes back from the safe onto the new card.
+    assert!(
+        tail.contains("replace: wallet") && tail.contains("\"Bookshop voucher\" 500) withdrawn from safe"),
+        "{out}"
+    );
     let o = run(cardvault(&home).args(["--json", "demo"]));
     let v = json(&o);
     let steps = v["steps"].as_array().unwrap();

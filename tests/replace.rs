@@ -374,6 +374,57 @@ fn an_authorization_for_an_earlier_request_is_refused_before_the_card_sees_it() 
     assert_eq!(memory(&home, "r-alice-main"), before);
 }
 
+/// The safe of [`deposit_story`], when the story has one.
+fn wallet_safes(home: &Path) -> Vec<cardvault::safe::SafeAddress> {
+    let dir = home.join("safe1");
+    if dir.exists() {
+        vec![cardvault::safe::SafeAddress::Dir(dir)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The story, and a wallet item of the lost card deposited into the
+/// embedded safe `safe1`; returns the item's id.
+fn deposit_story(home: &Path) -> String {
+    let safe = init_safe(home, "safe1");
+    deposit_item(
+        home,
+        "sim:h-alice-main",
+        "Museum day pass",
+        1200,
+        safe.to_str().unwrap(),
+    )
+}
+
+/// The item `item` is on the new card once, and the safe's ledger and the
+/// vault's copy record its withdrawal onto it.
+fn check_withdrawn(home: &Path, item: &str, what: &str) {
+    let st = StateFile(home.join("replace-state.json")).load().unwrap();
+    let held: Vec<String> = state(home, "r-alice-main")
+        .wallet
+        .items
+        .iter()
+        .map(|h| cardvault_proto::to_hex(&cardvault_proto::wallet::WalletItem::parse(&h.item).unwrap().id))
+        .collect();
+    assert_eq!(held, [item.to_string()], "{what}: the new card's wallet");
+    assert_eq!(st.wallet.len(), 1, "{what}: {:?}", st.wallet);
+    assert_ne!(st.wallet[0].result, "not_withdrawn", "{what}: {:?}", st.wallet);
+    assert_eq!(
+        ledger(&home.join("safe1")),
+        [(item.to_string(), "withdrawn".to_string(), Some(st.new_card.clone()))],
+        "{what}: the safe's ledger"
+    );
+    let v = Vault::open(&home.join("vault.sqlite")).unwrap();
+    assert_eq!(
+        v.wallet_certificates(Some(&st.lost_card)).unwrap()[0]
+            .withdrawn_to
+            .as_deref(),
+        Some(st.new_card.as_str()),
+        "{what}: the vault's copy"
+    );
+}
+
 /// The replacement in-process, with the issuer's signer at hand, on cards
 /// behind readers that share `sched`.
 fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault::Result<()> {
@@ -414,6 +465,7 @@ fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault:
             backup_pin: PIN.as_bytes(),
             elements: &elements,
         }),
+        safes: &wallet_safes(home),
     };
     let mut r = replace::Replacement { state: st, file };
     replace::run(
@@ -466,6 +518,7 @@ fn replace_with_events(home: &Path, events: &dyn Fn(replace::Event<'_>)) -> card
             backup_pin: PIN.as_bytes(),
             elements: &elements,
         }),
+        safes: &wallet_safes(home),
     };
     let mut r = replace::Replacement { state: st, file };
     replace::run(
@@ -487,6 +540,7 @@ fn the_replacement_stopped_at_each_step_and_resumed_ends_the_same() {
     let template = temp_dir("replace-steps");
     let (lost, _file, _plain) = story(&template);
     let at_backup = data_pages(&template, "h-alice-main");
+    let item = deposit_story(&template);
     for stop in Step::ALL {
         let home = temp_dir(&format!("replace-step-{stop}"));
         copy_dir(&template, &home);
@@ -529,6 +583,7 @@ fn the_replacement_stopped_at_each_step_and_resumed_ends_the_same() {
         assert_eq!(data_pages(&home, "r-alice-main"), at_backup, "{stop}: pages");
         assert_eq!(st.files[0].result, "ok", "{stop}: {:?}", st.files);
         assert!(st.new_backup.is_some(), "{stop}");
+        check_withdrawn(&home, &item, &stop.to_string());
         let v = Vault::open(&home.join("vault.sqlite")).unwrap();
         let revoked = v
             .audit_entries(Some(&lost))
@@ -577,6 +632,7 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
     let template = temp_dir("replace-template");
     let (_lost, _file, plain) = story(&template);
     let at_backup = data_pages(&template, "h-alice-main");
+    let item = deposit_story(&template);
 
     // The uninterrupted run: the pages, the file, every step done.
     let base = temp_dir("replace-count");
@@ -594,10 +650,10 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
         Step::Restore,
         Step::Value,
         Step::Files,
+        Step::Wallet,
     ] {
         assert_eq!(end.step(s).state, StepState::Done, "{s}: {:?}", end.step(s));
     }
-    assert_eq!(end.step(Step::Wallet).state, StepState::Skipped);
     assert_eq!(end.step(Step::NewBackup).state, StepState::Done);
     let check_end = |dir: &Path, what: &str| {
         let st = StateFile(dir.join("replace-state.json")).load().unwrap();
@@ -635,6 +691,8 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
         )
         .unwrap();
         assert_eq!(out, plain, "{what}: file");
+        drop(c);
+        check_withdrawn(dir, &item, what);
     };
     check_end(&base, "uninterrupted");
     // Every APDU, both ways of pulling: the run fails as a removed card, and
@@ -661,8 +719,8 @@ fn the_replacement_pulled_at_every_apdu_and_resumed_ends_the_same() {
 
 /// `replace` through pcscd + vpcd for the story of `template`: the
 /// replacement card in reader 0, the backup card in reader 1, the issuer's
-/// signer at hand.
-fn replace_pcsc(home: &Path, resume: bool, trace: bool) -> std::process::Command {
+/// signer at hand, the lost card's wallet item in the safe served at `safe`.
+fn replace_pcsc(home: &Path, safe: &str, resume: bool, trace: bool) -> std::process::Command {
     use common::stack::{READER0, READER1};
     let mut c = cv(home);
     c.arg("--trust").arg(test_root());
@@ -683,7 +741,7 @@ fn replace_pcsc(home: &Path, resume: bool, trace: bool) -> std::process::Command
     .arg("--files")
     .arg(home.join("record.cve"))
     .env("E", "33".repeat(32) + " " + &"44".repeat(32))
-    .args(["--elements", "env:E"])
+    .args(["--elements", "env:E", "--safe", safe])
     .args(issuer_args());
     if resume {
         c.arg("--resume");
@@ -707,6 +765,13 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
     let template = temp_dir("replace-pcsc");
     let (lost, _file, plain) = story(&template);
     let at_backup = data_pages(&template, "h-alice-main");
+    // A wallet item of the lost card, deposited into a safe served on loopback.
+    let safe_dir = init_safe(&template, "safe1");
+    let item = {
+        let server = SafeServer::start(&template, &safe_dir);
+        deposit_item(&template, "sim:h-alice-main", "Museum day pass", 1200, &server.url)
+    };
+    let serve_safe = |home: &Path| SafeServer::start(home, &home.join("safe1"));
     let serve = |home: &Path| {
         stack.sim(&[
             (0, &card_path(home, "r-alice-main"), "main"),
@@ -727,6 +792,26 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
         let st = StateFile(home.join("replace/M-1001.json")).load().unwrap();
         assert!(st.finished, "{what}");
         assert_ne!(st.files[0].result, "failed", "{what}: {:?}", st.files);
+        // The item is on the new card, once, and nowhere else.
+        let held: Vec<String> = state(home, "r-alice-main")
+            .wallet
+            .items
+            .iter()
+            .map(|h| cardvault_proto::to_hex(&cardvault_proto::wallet::WalletItem::parse(&h.item).unwrap().id))
+            .collect();
+        assert_eq!(held, std::slice::from_ref(&item), "{what}: the new card's wallet");
+        assert_eq!(st.wallet.len(), 1, "{what}: {:?}", st.wallet);
+        assert_ne!(st.wallet[0].result, "not_withdrawn", "{what}: {:?}", st.wallet);
+        assert_eq!(
+            v.wallet_certificates(Some(&lost)).unwrap()[0].withdrawn_to.as_deref(),
+            Some(st.new_card.as_str()),
+            "{what}: the vault's copy"
+        );
+        assert_eq!(
+            ledger(&home.join("safe1")),
+            [(item.clone(), "withdrawn".to_string(), Some(st.new_card.clone()))],
+            "{what}: the safe's ledger"
+        );
     };
 
     // Uninterrupted, counting its APDUs.
@@ -734,11 +819,13 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
     copy_dir(&template, &home);
     let apdus = {
         let _sim = serve(&home);
-        let o = run(replace_pcsc(&home, false, true).arg("--json"));
+        let safe = serve_safe(&home);
+        let o = run(replace_pcsc(&home, &safe.url, false, true).arg("--json"));
         assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
         let r = json(&o);
         assert_eq!(r["finished"], true, "{r}");
         assert_eq!(r["files"][0]["result"], "ok", "{r}");
+        assert_eq!(r["wallet"][0]["result"], "withdrawn", "{r}");
         // The file opens with the new card, through pcscd.
         let out = home.join("record.out");
         let d = run(cv(&home)
@@ -763,7 +850,8 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
         let home = temp_dir(&format!("replace-pcsc-{k}"));
         copy_dir(&template, &home);
         let mut sim = serve(&home);
-        let mut child = replace_pcsc(&home, false, true)
+        let safe = serve_safe(&home);
+        let mut child = replace_pcsc(&home, &safe.url, false, true)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -794,7 +882,7 @@ fn the_story_through_pcscd_and_the_simulator_killed_during_the_replacement_then_
             assert!(err.contains("replace --resume"), "killed at APDU {k}: {err}");
         }
         let _sim = serve(&home);
-        let o = run(replace_pcsc(&home, true, false).arg("--json"));
+        let o = run(replace_pcsc(&home, &safe.url, true, false).arg("--json"));
         assert!(
             o.status.success(),
             "resumed after APDU {k}: {}{}",
@@ -1079,4 +1167,117 @@ fn a_holder_without_a_backup_is_told_that_no_page_could_be_restored() {
         "env:P",
     ])));
     assert!(text.contains("restored:\n  nothing"), "{text}");
+}
+
+/// Load an item of `name` worth `price` onto the card at `reader` (the
+/// issuer's signer at hand) and deposit it into `safe`; returns its id.
+fn deposit_item(home: &Path, reader: &str, name: &str, price: u32, safe: &str) -> String {
+    let o = run(cv(home)
+        .env("ISSUER", ISSUER_KEY_HEX.trim())
+        .args(["--json", "-r", reader, "wallet", "load", "--pin", "env:P"])
+        .args(["--issuer-key", "env:ISSUER", "--signer-cert"])
+        .arg(test_signer_cert())
+        .args(["--kind", "ticket", "--name", name, "--unit-price", &price.to_string()]));
+    assert!(o.status.success(), "load: {}", stderr(&o));
+    let id = json(&o)["item"]["id"].as_str().unwrap().to_string();
+    let o = run(cv(home).args(["-r", reader, "wallet", "deposit", &id, "--pin", "env:P", "--safe", safe]));
+    assert!(o.status.success(), "deposit: {}", stderr(&o));
+    id
+}
+
+/// The ids of the items in the wallet of the card at `reader`.
+fn wallet_ids(home: &Path, reader: &str) -> Vec<String> {
+    let o = run(cv(home).args(["--json", "-r", reader, "wallet", "list"]));
+    assert!(o.status.success(), "wallet list: {}", stderr(&o));
+    json(&o)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ledger(safe: &Path) -> Vec<(String, String, Option<String>)> {
+    cardvault::safe::Safe::open(safe)
+        .unwrap()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.item_id, e.state, e.target_card))
+        .collect()
+}
+
+#[test]
+fn the_replacement_withdraws_the_lost_card_s_wallet_items_from_its_safes_once() {
+    let home = temp_dir("replace-wallet");
+    let (lost, _file, _plain) = story(&home);
+    let at_backup = data_pages(&home, "h-alice-main");
+    let safe1 = init_safe(&home, "safe1");
+    let safe2 = init_safe(&home, "safe2");
+    let s1 = safe1.to_str().unwrap();
+    let ticket = deposit_item(&home, "sim:h-alice-main", "Museum day pass", 1200, s1);
+    let other = deposit_item(&home, "sim:h-alice-main", "Concert", 3000, safe2.to_str().unwrap());
+    assert!(wallet_ids(&home, "sim:h-alice-main").is_empty());
+    assert!(wallet_ids(&home, "sim:r-alice-main").is_empty());
+    let replace = || {
+        run(cv(&home)
+            .args(["--json", "replace", "--holder", "M-1001", "--new", "sim:r-alice-main"])
+            .args(["--pin", "env:P", "--safe", s1])
+            .args(issuer_args()))
+    };
+    let o = replace();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["finished"], true, "{r}");
+    assert_eq!(r["steps"][2]["step"], "wallet");
+    assert_eq!(r["steps"][2]["state"], "done", "{r}");
+    assert_eq!(data_pages(&home, "r-alice-main"), at_backup);
+    // The item of the safe given is on the new card, withdrawn in the
+    // safe's ledger to it; the other safe's item is reported, with why.
+    let new_card = r["new_card"].as_str().unwrap().to_string();
+    assert_eq!(wallet_ids(&home, "sim:r-alice-main"), std::slice::from_ref(&ticket));
+    assert_eq!(
+        ledger(&safe1),
+        [(ticket.clone(), "withdrawn".to_string(), Some(new_card.clone()))]
+    );
+    assert_eq!(ledger(&safe2)[0].1, "stored");
+    let w = r["wallet"].as_array().unwrap();
+    assert_eq!(w.len(), 2, "{r}");
+    assert_eq!(
+        (w[0]["item"].as_str(), w[0]["result"].as_str()),
+        (Some(ticket.as_str()), Some("withdrawn"))
+    );
+    assert_eq!(
+        (w[1]["item"].as_str(), w[1]["result"].as_str()),
+        (Some(other.as_str()), Some("not_withdrawn"))
+    );
+    assert!(
+        w[1]["reason"].as_str().unwrap().contains("was not given (--safe)"),
+        "{r}"
+    );
+    let said = |key: &str, what: &str| {
+        r[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("wallet: ") && l.as_str().unwrap().contains(what))
+    };
+    assert!(said("restored_summary", &ticket), "{r}");
+    assert!(said("not_restored", &other), "{r}");
+    let v = Vault::open(&home.join("vault.sqlite")).unwrap();
+    let copies = v.wallet_certificates(Some(&lost)).unwrap();
+    assert_eq!(copies[0].withdrawn_to.as_deref(), Some(new_card.as_str()));
+    assert_eq!(copies[1].withdrawn_to, None);
+    drop(v);
+
+    // Run again: nothing changes (card, safes, vault), the same report.
+    let card_before = state(&home, "r-alice-main");
+    let (l1, l2) = (ledger(&safe1), ledger(&safe2));
+    let o = replace();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(json(&o)["wallet"], r["wallet"]);
+    assert_eq!(state(&home, "r-alice-main").memory, card_before.memory);
+    assert_eq!(state(&home, "r-alice-main").wallet.items, card_before.wallet.items);
+    assert_eq!((ledger(&safe1), ledger(&safe2)), (l1, l2));
+    assert_eq!(wallet_ids(&home, "sim:r-alice-main"), [ticket]);
 }

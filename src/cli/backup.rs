@@ -284,9 +284,25 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
         .filter(|(app, _)| restored.contains(&app.id))
         .map(|(app, before)| serde_json::json!({ "app": app.id, "name": app.name, "before": before, "after": 0 }))
         .collect();
+    // Wallet items are never in a backup either: the source card's deposited
+    // items come back from their safes by a withdrawal.
+    let in_safes: Vec<crate::vault::CertificateCopy> = if value_reset.is_empty() {
+        Vec::new()
+    } else {
+        vault
+            .wallet_certificates(Some(&rep.source_card))?
+            .into_iter()
+            .filter(|c| c.withdrawn_at.is_none())
+            .collect()
+    };
     if ctx.json {
         let mut v = serde_json::to_value(&rep).expect("report serializes");
         v["value_reset"] = value_reset.into();
+        v["wallet_in_safes"] = in_safes
+            .iter()
+            .map(|c| serde_json::json!({ "item": c.item_id, "safe": c.safe_address }))
+            .collect::<Vec<_>>()
+            .into();
         print_json(&v);
     } else {
         println!(
@@ -309,6 +325,29 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
                  (the issuer loads the holder's value again)",
                 app.name, app.id
             );
+        }
+        if !value_reset.is_empty() {
+            if in_safes.is_empty() {
+                println!(
+                    "wallet: items are not restored from a backup either; items deposited into a safe come back \
+                     by `cardvault wallet withdraw ITEM --from-vault --safe S`"
+                );
+            } else {
+                println!(
+                    "wallet: {} items deposited from card {} are in their safes; they come back by {}:",
+                    in_safes.len(),
+                    rep.source_card,
+                    if rep.source_card == rep.target_card {
+                        "`cardvault wallet withdraw ITEM --safe S`"
+                    } else {
+                        "`cardvault wallet withdraw ITEM --from-vault --safe S` (onto another card, with the issuer's \
+                         authorization) or `cardvault replace --safe S`"
+                    }
+                );
+                for c in &in_safes {
+                    println!("  item {} in safe {}", c.item_id, c.safe_address);
+                }
+            }
         }
         for app in &rep.agreed {
             println!(

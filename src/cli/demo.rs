@@ -641,7 +641,8 @@ fn wallet_story(ctx: &Ctx, d: &mut Demo, dir: &std::path::Path) -> Result<()> {
 /// The help desk: a holder walks in and says "I lost my card"; from the
 /// member number alone, `replace` marks the card lost, restores its newest
 /// backup onto a new card with the issuer's authorization (this terminal
-/// holds the test issuer's signer) and reports what was and was not restored.
+/// holds the test issuer's signer), withdraws his deposited voucher from the
+/// wallet story's safe and reports what was and was not restored.
 fn helpdesk_story(
     ctx: &Ctx,
     d: &mut Demo,
@@ -651,6 +652,8 @@ fn helpdesk_story(
     use crate::workflow::{issue, replace};
     use zeroize::Zeroizing;
     let mut vault = crate::vault::Vault::open(&dir.join("vault.sqlite"))?;
+    // The safes of the wallet story (section 12).
+    let safes = [crate::safe::SafeAddress::Dir(dir.join("demo-safe-1"))];
     d.heading("13. The help desk: bob (M-0002) lost his card; cardvault replace --holder M-0002");
     let bob = issue::Holder {
         id: "bob".into(),
@@ -691,8 +694,32 @@ fn helpdesk_story(
         c.write_memory(36, &record)?;
         let b = crate::workflow::backup::backup(&mut c, &mut vault, true, &|_, _| {})?;
         d.step(
-            "bob's card is backed up, then lost",
+            "bob's card is backed up",
             format!("card {old_number}, backup #{} ({} pages)", b.counter, b.pages),
+        );
+        let spec = crate::workflow::wallet::ItemSpec {
+            kind: "coupon".into(),
+            name: "Bookshop voucher".into(),
+            unit_price: 500,
+            quantity: 1,
+            place: String::new(),
+            valid_from: None,
+            valid_until: None,
+            remarks: String::new(),
+        };
+        let loaded = crate::workflow::wallet::load_with_signer(&mut c, DEMO_PIN, &spec, &demo_signer()?)?;
+        let dep = crate::workflow::deposit::deposit(
+            &mut c,
+            DEMO_PIN,
+            &loaded.item.id,
+            &safes[0],
+            &mut crate::safe::SafeClient::connect(&safes[0])?,
+            &mut vault,
+            cardvault_proto::safe::summary_field::DEFAULT,
+        )?;
+        d.step(
+            "bob deposits a voucher into demo-safe-1, then loses his card",
+            format!("item {}, safe counter {}", &dep.item[..8], dep.counter),
         );
     }
     drop(old_r);
@@ -712,6 +739,7 @@ fn helpdesk_story(
         authorization: None,
         files: None,
         new_backup: None,
+        safes: &safes,
     };
     {
         let mut new = CardClient::open(&mut new_r, ctx.session())?;
@@ -719,6 +747,9 @@ fn helpdesk_story(
         new.verify_pin(DEMO_PIN)?;
         if new.read_memory(36, record.len())? != record {
             return Err(Error::Data("the replacement card does not hold bob's pages".into()));
+        }
+        if new.read_wallet()?.items.len() != 1 {
+            return Err(Error::Data("the replacement card does not hold bob's voucher".into()));
         }
     }
     let state = &r.state;

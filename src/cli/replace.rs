@@ -4,6 +4,7 @@
 use super::{print_json, Ctx};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
+use crate::safe::SafeAddress;
 use crate::secret::SecretSource;
 use crate::signer::IssuerKeySource;
 use crate::workflow::backup::RestoreAuthorization;
@@ -82,6 +83,11 @@ pub struct Args {
     /// Where the fresh backup card's PIN comes from: prompt, env:VAR or file:PATH.
     #[arg(long, value_name = "SOURCE", default_value = "prompt")]
     new_backup_pin: SecretSource,
+    /// A safe holding the lost card's deposited wallet items (a directory or
+    /// an http:// address; repeat for several): they are withdrawn onto the
+    /// replacement card (default: the `safe` of `[wallet.backup]` in config.toml).
+    #[arg(long, value_name = "DIR|URL")]
+    safe: Vec<SafeAddress>,
 }
 
 /// A state file name from the holder's member number or name.
@@ -193,6 +199,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             a.holder.as_deref().unwrap_or_default()
         )));
     }
+    let safes: Vec<SafeAddress> = if a.safe.is_empty() {
+        ctx.opts
+            .config
+            .wallet
+            .backup
+            .safe
+            .as_deref()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| Error::Usage(format!("config.toml [wallet.backup] safe: {e}")))
+            })
+            .transpose()?
+            .into_iter()
+            .collect()
+    } else {
+        a.safe.clone()
+    };
     let pin = a.pin.read("PIN of the replacement card")?;
     let backup_pin = match &a.backup {
         Some(_) => Some(a.backup_pin.read("PIN of the backup card")?),
@@ -256,6 +279,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             }),
             _ => None,
         },
+        safes: &safes,
     };
     let bar = super::progress(ctx, replace::Step::ALL.len() as u64, "steps");
     let events = |e: Event<'_>| match e {

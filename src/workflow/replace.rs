@@ -9,8 +9,14 @@
 //!    restore from it.
 //! 2. `backups`: the old card's backups in the vault; the newest complete one
 //!    (with its chain) is the one restored.
-//! 3. `wallet`: withdrawing wallet items from the safes onto the new card.
-//!    This terminal has no safe, so the step says so and moves on.
+//! 3. `wallet`: the lost card's deposited wallet items (the vault's copies
+//!    of their registration certificates) withdrawn from the safes given
+//!    (`--safe`) onto the new card, with the issuer's authorization naming
+//!    the new card when the terminal holds the issuer's signer
+//!    (`workflow::deposit`). Without a safe the step says so and moves on.
+//!    Resumed, the card's receipts are first sent to their safes (a
+//!    withdrawal cut after the card took the item) and items the card holds
+//!    are not asked for again: nothing is withdrawn twice.
 //! 4. `request`: the new card's restore request (a fresh card challenge).
 //! 5. `authorize`: the issuer's authorization: signed here when the terminal
 //!    holds the issuer's signer, or read from the file the issuer signed;
@@ -40,6 +46,7 @@ use super::backup::{self, RestoreAuthorization, RestoreJob, RestoreOutcome, Rest
 use super::{files, holders};
 use crate::card::CardClient;
 use crate::error::{Error, Result};
+use crate::safe::{SafeAddress, SafeClient};
 use crate::secret::Secret;
 use crate::vault::{AuditEvent, BackupState, Vault};
 use serde::{Deserialize, Serialize};
@@ -163,6 +170,59 @@ pub struct FileNote {
     pub error: Option<String>,
 }
 
+/// A wallet item deposited from the lost card (a registration certificate
+/// the vault keeps) and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletNote {
+    /// Hex item id.
+    pub item: String,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub amount: Option<u32>,
+    /// Where it was deposited (a directory or an http:// address).
+    pub safe: String,
+    /// Hex safe id.
+    pub safe_id: String,
+    pub counter: u64,
+    /// `withdrawn` (by this run), `already_withdrawn` (on the new card from
+    /// an earlier run) or `not_withdrawn`.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl WalletNote {
+    fn of(c: &crate::vault::CertificateCopy, result: &str, reason: Option<String>) -> WalletNote {
+        WalletNote {
+            item: c.item_id.clone(),
+            kind: c.kind.clone(),
+            name: c.name.clone(),
+            amount: c.amount,
+            safe: c.safe_address.clone(),
+            safe_id: c.safe_id.clone(),
+            counter: c.safe_counter,
+            result: result.to_string(),
+            reason,
+        }
+    }
+
+    fn label(&self) -> String {
+        let mut what = Vec::new();
+        what.extend(self.kind.clone());
+        what.extend(self.name.as_ref().map(|n| format!("{n:?}")));
+        what.extend(self.amount.map(|a| a.to_string()));
+        format!(
+            "item {}{}",
+            self.item,
+            if what.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", what.join(" "))
+            }
+        )
+    }
+}
+
 /// A replacement in progress or finished: what its state file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplaceState {
@@ -186,6 +246,9 @@ pub struct ReplaceState {
     pub restored: Option<RestoredPages>,
     pub values: Vec<ValueNote>,
     pub files: Vec<FileNote>,
+    /// The lost card's deposited wallet items, once the wallet step ran.
+    #[serde(default)]
+    pub wallet: Vec<WalletNote>,
     /// The backup card duplicated from the new card, once it is.
     #[serde(default)]
     pub new_backup: Option<String>,
@@ -240,6 +303,18 @@ impl ReplaceState {
                 ),
             });
         }
+        for w in self.wallet.iter().filter(|w| w.result != "not_withdrawn") {
+            out.push(format!(
+                "wallet: {} withdrawn from safe {} onto the new card{}",
+                w.label(),
+                w.safe,
+                if w.result == "already_withdrawn" {
+                    " (by an earlier run)"
+                } else {
+                    ""
+                }
+            ));
+        }
         let ok = self.files.iter().filter(|f| f.result != "failed").count();
         if ok > 0 {
             out.push(format!("files: {ok} encrypted to the new card"));
@@ -270,6 +345,14 @@ impl ReplaceState {
         let w = self.step(Step::Wallet);
         if w.state == StepState::Skipped {
             out.push(format!("wallet: {}", w.detail));
+        }
+        for w in self.wallet.iter().filter(|w| w.result == "not_withdrawn") {
+            out.push(format!(
+                "wallet: {} in safe {}: {}",
+                w.label(),
+                w.safe,
+                w.reason.as_deref().unwrap_or("not withdrawn")
+            ));
         }
         for f in self.files.iter().filter(|f| f.result == "failed") {
             out.push(format!(
@@ -383,6 +466,7 @@ pub fn start(vault: &Vault, holder: &str, new_card: &str, reason: &str) -> Resul
         restored: None,
         values: Vec::new(),
         files: Vec::new(),
+        wallet: Vec::new(),
         new_backup: None,
         finished: false,
     })
@@ -419,6 +503,9 @@ pub struct ReplaceJob<'a> {
     pub authorization: Option<&'a RestoreAuthorization>,
     pub files: Option<FileRecovery<'a>>,
     pub new_backup: Option<NewBackup<'a>>,
+    /// The safes the lost card's wallet items are withdrawn from (none: the
+    /// wallet step is skipped).
+    pub safes: &'a [SafeAddress],
 }
 
 /// What the job reports while it runs.
@@ -539,13 +626,45 @@ pub fn run(
                 }
             }
             Step::Wallet => {
-                // The wallet withdrawal plugs in here: items deposited from
-                // the lost card, withdrawn from their safes onto the new card.
-                state.set(
-                    step,
-                    StepState::Skipped,
-                    "no safe configured on this terminal; no wallet items were withdrawn",
-                );
+                let copies = vault.wallet_certificates(Some(&state.lost_card))?;
+                if job.safes.is_empty() {
+                    let reason = "no safe given (--safe)".to_string();
+                    state.wallet = copies
+                        .iter()
+                        .filter(|c| c.withdrawn_at.is_none())
+                        .map(|c| WalletNote::of(c, "not_withdrawn", Some(reason.clone())))
+                        .collect();
+                    state.set(
+                        step,
+                        StepState::Skipped,
+                        format!(
+                            "no safe configured on this terminal; no wallet items were withdrawn{}",
+                            match state.wallet.len() {
+                                0 => String::new(),
+                                n => format!(
+                                    " ({n} deposited from card {} stay in their safes: `replace --safe S`)",
+                                    state.lost_card
+                                ),
+                            }
+                        ),
+                    );
+                } else {
+                    withdraw_wallet(new, vault, state, job)?;
+                    let total = state.wallet.len();
+                    let on_card = state.wallet.iter().filter(|w| w.result != "not_withdrawn").count();
+                    state.set(
+                        step,
+                        StepState::Done,
+                        if total == 0 {
+                            format!("the vault holds no wallet item deposited from card {}", state.lost_card)
+                        } else {
+                            format!(
+                                "{on_card} of {total} wallet items of card {} on card {}",
+                                state.lost_card, state.new_card
+                            )
+                        },
+                    );
+                }
             }
             Step::Request => {
                 if state.request.is_none() {
@@ -793,6 +912,99 @@ fn check_matches(req: &RestoreRequest, a: &RestoreAuthorization) -> Result<()> {
             req.target_card
         )));
     }
+    Ok(())
+}
+
+/// Withdraw the lost card's deposited items from `job.safes` onto the new
+/// card: first the new card's receipts go to their safes (a withdrawal an
+/// earlier run cut short after the card took the item), then every item
+/// neither on the card nor withdrawn elsewhere is withdrawn, once each.
+/// A safe's or the card's refusal is that item's reason; a pulled card or an
+/// unreachable safe stops the job (resumed later).
+fn withdraw_wallet(
+    new: &mut CardClient<'_>,
+    vault: &mut Vault,
+    state: &mut ReplaceState,
+    job: &ReplaceJob<'_>,
+) -> Result<()> {
+    use super::deposit::{self, IssuerWithdrawal};
+    use cardvault_proto::safe::RegistrationCertificate;
+    use cardvault_proto::to_hex;
+    new.verify_pin(job.pin)?;
+    let mut safes: Vec<(SafeClient, String)> = Vec::new();
+    for a in job.safes {
+        let mut c = SafeClient::connect(a)?;
+        let id = c.info()?.map_err(Error::SafeRefused)?.safe_id;
+        safes.push((c, id));
+    }
+    let receipts = new.safe_receipts()?;
+    for (c, id) in safes.iter_mut() {
+        for r in receipts.iter().filter(|r| to_hex(&r.safe_id) == *id) {
+            deposit::send_receipt(new, c, vault, r)?;
+        }
+    }
+    let held: Vec<String> = new.read_wallet()?.items.iter().map(|(_, i)| to_hex(&i.id)).collect();
+    let mut notes = Vec::new();
+    for copy in vault.wallet_certificates(Some(&state.lost_card))? {
+        let note = if held.contains(&copy.item_id) || copy.withdrawn_to.as_deref() == Some(state.new_card.as_str()) {
+            WalletNote::of(&copy, "already_withdrawn", None)
+        } else if let Some(at) = &copy.withdrawn_at {
+            WalletNote::of(
+                &copy,
+                "not_withdrawn",
+                Some(format!(
+                    "withdrawn onto card {} at {at}",
+                    copy.withdrawn_to.as_deref().unwrap_or("?")
+                )),
+            )
+        } else if let Some((safe, _)) = safes.iter_mut().find(|(_, id)| *id == copy.safe_id) {
+            match &job.issuer {
+                None => WalletNote::of(
+                    &copy,
+                    "not_withdrawn",
+                    Some(
+                        "onto another card than the depositor it needs the issuer's authorization                          (--issuer-key), or the owner's password (`wallet recover`)"
+                            .into(),
+                    ),
+                ),
+                Some(issuer) => {
+                    let cert = cardvault_proto::from_hex(&copy.certificate)
+                        .and_then(|c| RegistrationCertificate::parse(&c))
+                        .ok_or_else(|| {
+                            Error::Data(format!(
+                                "the vault's certificate of item {} does not parse",
+                                copy.item_id
+                            ))
+                        })?;
+                    let auth = Some(IssuerWithdrawal { signer: issuer.signer });
+                    match deposit::withdraw_certificate(new, &cert, safe, vault, auth, None) {
+                        Ok(rep) => WalletNote::of(
+                            &copy,
+                            "withdrawn",
+                            (!rep.settled).then(|| {
+                                "on the card; the safe has not taken its receipt yet (`wallet resolve`)".to_string()
+                            }),
+                        ),
+                        Err(Error::SafeRefused(r)) => WalletNote::of(&copy, "not_withdrawn", Some(r.to_string())),
+                        Err(Error::CardRefusal(r)) => WalletNote::of(&copy, "not_withdrawn", Some(r.to_string())),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        } else {
+            WalletNote::of(
+                &copy,
+                "not_withdrawn",
+                Some(format!(
+                    "its safe ({}, id {}) was not given (--safe)",
+                    copy.safe_address,
+                    &copy.safe_id[..16.min(copy.safe_id.len())]
+                )),
+            )
+        };
+        notes.push(note);
+    }
+    state.wallet = notes;
     Ok(())
 }
 
