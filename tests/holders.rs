@@ -162,3 +162,72 @@ fn a_holder_is_found_by_member_number_name_or_card_and_a_lost_card_leads_to_its_
     assert!(stderr(&o).contains("holder lost bob"), "{}", stderr(&o));
     assert!(!home.join("bob.json").exists());
 }
+
+/// `--holder` where a card number is taken: `audit`, `vault export` and
+/// `store list` keep the holder's cards only, and an unknown holder is a
+/// clear error.
+#[test]
+fn audit_vault_export_and_store_list_take_a_holder() {
+    let home = temp_dir("holders-filters");
+    let dir = home.join("domain");
+    let pass = domain_init(&home, &dir, 2, 3);
+    let domain = domain_args(&dir, &pass, &[1, 2]);
+    issue(
+        &home,
+        "f",
+        "pair",
+        "alice,2468,M-2001,2030-01\nbob,1357,M-2002,2031-06\n",
+        &domain,
+    );
+    let cards = |h: &str| -> Vec<String> {
+        holder_json(&home, h)["holder"]["cards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["card_number"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (alice, bob) = (cards("M-2001"), cards("bob"));
+    for (who, pin) in [("alice", "2468"), ("bob", "1357")] {
+        let o = run(cv(&home)
+            .env("P", pin)
+            .args(["-r", &format!("sim:f-{who}-main"), "backup", "--pin", "env:P"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // audit: only entries about alice's cards, and some of them.
+    let o = run(cv(&home).args(["--json", "audit", "--holder", "M-2001"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let entries = json(&o)["entries"].as_array().unwrap().clone();
+    assert!(!entries.is_empty());
+    for e in &entries {
+        assert!(alice.contains(&e["card"].as_str().unwrap().to_string()), "{e}");
+    }
+    let all = json(&run(cv(&home).args(["--json", "audit"])))["entries"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(entries.len() < all, "the filter kept every entry");
+    // vault export: bob's one backup.
+    let out = home.join("bob.sqlite");
+    let o = run(cv(&home)
+        .args(["--json", "vault", "export", "--holder", "bob", "-o"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["exported"], 1);
+    let o = run(cv(&home).arg("--vault").arg(&out).args(["--json", "vault", "list"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let rows = v.as_array().or_else(|| v["backups"].as_array()).unwrap().clone();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert!(
+        bob.contains(&rows[0]["card_number"].as_str().unwrap().to_string()),
+        "{v}"
+    );
+    // store list: nothing stored for alice yet; an unknown holder is an error.
+    let o = run(cv(&home).args(["--json", "store", "list", "--holder", "alice"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o), serde_json::json!([]));
+    let o = run(cv(&home).args(["audit", "--holder", "M-9999"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("M-9999"), "{}", stderr(&o));
+}

@@ -6,8 +6,12 @@ use crate::error::{Error, Result};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Only entries about this card number.
-    #[arg(long, value_name = "NUMBER")]
+    #[arg(long, value_name = "NUMBER", conflicts_with = "holder")]
     card: Option<String>,
+    /// Only entries about this holder's cards (member number, name or card
+    /// number; `cardvault holder show`).
+    #[arg(long, value_name = "HOLDER")]
+    holder: Option<String>,
     /// Check the hash chain, each entry's MAC and the checkpoint outside the
     /// vault instead of listing.
     #[arg(long)]
@@ -52,7 +56,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             )))
         };
     }
-    let entries = vault.audit_entries(a.card.as_deref())?;
+    let entries = match &a.holder {
+        Some(h) => {
+            let cards = crate::workflow::holders::card_numbers(&vault, h)?;
+            let mut entries = vault.audit_entries(None)?;
+            entries.retain(|e| cards.contains(&e.card));
+            entries
+        }
+        None => vault.audit_entries(a.card.as_deref())?,
+    };
     if ctx.json {
         print_json(&serde_json::json!({ "entries": entries }));
     } else {

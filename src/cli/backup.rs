@@ -110,8 +110,11 @@ pub enum VaultCommand {
     /// Copy backups into a new vault file (all, or one card's).
     Export {
         /// Only the backups of this card number.
-        #[arg(long, value_name = "NUMBER")]
+        #[arg(long, value_name = "NUMBER", conflicts_with = "holder")]
         card: Option<String>,
+        /// Only the backups of this holder's cards (member number, name or card number).
+        #[arg(long, value_name = "HOLDER")]
+        holder: Option<String>,
         /// File to write the exported backups to.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
@@ -561,8 +564,16 @@ pub fn run_vault(ctx: &Ctx, c: VaultCommand) -> Result<()> {
                 return Err(Error::Data(format!("the vault has {} problem(s)", problems.len())));
             }
         }
-        VaultCommand::Export { card, output } => {
-            let ids: Vec<i64> = vault.list_backups(card.as_deref())?.iter().map(|b| b.id).collect();
+        VaultCommand::Export { card, holder, output } => {
+            let cards = holder
+                .map(|h| crate::workflow::holders::card_numbers(&vault, &h))
+                .transpose()?;
+            let ids: Vec<i64> = vault
+                .list_backups(card.as_deref())?
+                .iter()
+                .filter(|b| cards.as_ref().is_none_or(|c| c.contains(&b.card_number)))
+                .map(|b| b.id)
+                .collect();
             let n = vault.export(&output, &ids)?;
             if ctx.json {
                 print_json(&serde_json::json!({ "exported": n, "file": output }));

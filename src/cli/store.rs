@@ -93,8 +93,11 @@ pub enum StoreCommand {
     /// What is stored on which card, by whom, under which authorization.
     List {
         /// Only this card (default with -r: the card in the reader).
-        #[arg(long, value_name = "NUMBER")]
+        #[arg(long, value_name = "NUMBER", conflicts_with = "holder")]
         card: Option<String>,
+        /// Only this holder's cards (member number, name or card number).
+        #[arg(long, value_name = "HOLDER")]
+        holder: Option<String>,
     },
 }
 
@@ -276,13 +279,21 @@ pub fn run(ctx: &Ctx, c: StoreCommand) -> Result<()> {
             }
             Ok(())
         }
-        StoreCommand::List { card } => {
-            let card = match (card, &ctx.reader) {
-                (Some(c), _) => Some(c),
-                (None, Some(_)) => Some(ctx.with_card(|c| c.card_number())?),
-                (None, None) => None,
+        StoreCommand::List { card, holder } => {
+            let rows = if let Some(h) = holder {
+                let vault = ctx.vault()?;
+                let cards = crate::workflow::holders::card_numbers(&vault, &h)?;
+                let mut rows = vault.list_storing(None)?;
+                rows.retain(|r| cards.contains(&r.card_number));
+                rows
+            } else {
+                let card = match (card, &ctx.reader) {
+                    (Some(c), _) => Some(c),
+                    (None, Some(_)) => Some(ctx.with_card(|c| c.card_number())?),
+                    (None, None) => None,
+                };
+                ctx.vault()?.list_storing(card.as_deref())?
             };
-            let rows = ctx.vault()?.list_storing(card.as_deref())?;
             if ctx.json {
                 print_json(&rows);
                 return Ok(());

@@ -123,6 +123,12 @@ pub fn holders(vault: &Vault) -> Result<Vec<Holder>> {
 }
 
 /// The one holder `h` names (member number, holder column or card number).
+/// The card numbers of holder `h` (member number, name or card number), for
+/// the commands that take `--holder` where they take a card number.
+pub fn card_numbers(vault: &Vault, h: &str) -> Result<Vec<String>> {
+    Ok(find(vault, h)?.cards.into_iter().map(|c| c.card_number).collect())
+}
+
 pub fn find(vault: &Vault, h: &str) -> Result<Holder> {
     let all = holders(vault)?;
     let mut found: Vec<Holder> = all.iter().filter(|x| x.is_named_by(h)).cloned().collect();
