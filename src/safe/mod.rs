@@ -94,6 +94,8 @@ pub enum SafeRefusal {
     NoEscrow(String),
     #[error("the owner password does not match the one card {0}'s wallet key was escrowed under")]
     WrongOwnerPassword(String),
+    #[error("the owner's answer is not to a challenge this safe has open (each challenge answers once)")]
+    StaleOwnerChallenge,
 }
 
 /// One row of the safe's ledger (`safe list`).
@@ -132,7 +134,73 @@ pub struct WithdrawRequest {
     /// password): onto another card without the issuer, for a card whose
     /// wallet key this safe holds in escrow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_proof: Option<String>,
+    pub owner_proof: Option<OwnerProof>,
+}
+
+/// The owner's answer to a safe's challenge: an Ed25519 signature, under the
+/// key derived from the owner's password for this safe, over
+/// [`owner_proof_message`] (the nonce, the safe, the card and the request).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnerProof {
+    /// Hex, the nonce of `POST /v1/owner/challenge`.
+    pub nonce: String,
+    /// Hex, 64 bytes.
+    pub signature: String,
+}
+
+impl std::fmt::Debug for OwnerProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerProof").finish_non_exhaustive()
+    }
+}
+
+/// A request for a fresh owner challenge (terminal → safe).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnerChallengeRequest {
+    pub card_number: String,
+}
+
+/// A fresh single-use owner challenge (safe → terminal).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnerChallenge {
+    /// Hex, 16 random bytes.
+    pub nonce: String,
+}
+
+/// Length of an owner challenge's nonce.
+pub const OWNER_NONCE_LEN: usize = 16;
+/// Most owner challenges a safe keeps open at once (the oldest go first).
+const MAX_OPEN_CHALLENGES: usize = 256;
+
+/// What the owner signs: `"cardvault owner proof v2" 00 safe-id-hex 00
+/// card-number 00 nonce(16) SHA-256(request)`.
+pub fn owner_proof_message(safe_id: &str, card_number: &str, nonce: &[u8], request: &[u8]) -> Vec<u8> {
+    let mut m = b"cardvault owner proof v2\0".to_vec();
+    m.extend_from_slice(safe_id.to_ascii_lowercase().as_bytes());
+    m.push(0);
+    m.extend_from_slice(card_number.as_bytes());
+    m.push(0);
+    m.extend_from_slice(nonce);
+    m.extend_from_slice(&crypto::sha256(request));
+    m
+}
+
+/// The request an owner's proof of a fetch binds: `"escrow-fetch"`.
+pub const OWNER_FETCH_REQUEST: &[u8] = b"escrow-fetch";
+
+/// The request an owner's proof of a withdrawal binds: `"withdraw" 00
+/// certificate-hex 00 card-certificate-hex 00 challenge-hex` (lower-case hex
+/// as sent).
+pub fn owner_withdraw_request(certificate: &str, card_certificate: &str, challenge: &str) -> Vec<u8> {
+    [
+        &b"withdraw\0"[..],
+        certificate.to_ascii_lowercase().as_bytes(),
+        b"\0",
+        card_certificate.to_ascii_lowercase().as_bytes(),
+        b"\0",
+        challenge.to_ascii_lowercase().as_bytes(),
+    ]
+    .concat()
 }
 
 /// A wallet key part to keep (terminal → safe).
@@ -142,7 +210,9 @@ pub struct EscrowRequest {
     pub part: String,
     /// Hex DER of the card's signing certificate (GET DATA `DF35`).
     pub card_certificate: String,
-    /// Hex SHA-256 of the owner's proof for this safe.
+    /// Hex, 32 bytes: the Ed25519 public key derived from the owner's
+    /// password for this safe (it verifies the owner's answers; it opens
+    /// nothing).
     pub verifier: String,
 }
 
@@ -150,7 +220,7 @@ pub struct EscrowRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EscrowFetch {
     pub card_number: String,
-    pub owner_proof: String,
+    pub owner_proof: OwnerProof,
 }
 
 /// A kept part (safe → terminal).
@@ -194,6 +264,16 @@ type DeliveryRow = (Vec<u8>, Vec<u8>, String, Option<String>);
 /// counter, certificate, deposit, state, receipt.
 type VerifyRow = (i64, Vec<u8>, Vec<u8>, String, Option<Vec<u8>>);
 
+/// An Ed25519 signature by the raw public key `public` (32 bytes).
+pub fn verify_ed25519(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    let Ok(key) = openssl::pkey::PKey::public_key_from_raw_bytes(public, openssl::pkey::Id::ED25519) else {
+        return false;
+    };
+    openssl::sign::Verifier::new_without_digest(&key)
+        .and_then(|mut v| v.verify_oneshot(sig, msg))
+        .unwrap_or(false)
+}
+
 fn hex_field(s: &str, what: &str) -> std::result::Result<Vec<u8>, SafeRefusal> {
     cardvault_proto::from_hex(s).ok_or_else(|| SafeRefusal::Malformed(format!("{what} is not hex")))
 }
@@ -213,6 +293,8 @@ pub struct Safe {
     cert_der: Vec<u8>,
     root: X509,
     id: [u8; sf::SAFE_ID_LEN],
+    /// Open owner challenges: nonce and the card it is for, oldest first.
+    challenges: std::collections::VecDeque<([u8; OWNER_NONCE_LEN], String)>,
 }
 
 impl std::fmt::Debug for Safe {
@@ -464,6 +546,7 @@ impl Safe {
             cert_der: cert.to_der().map_err(|e| Error::Data(e.to_string()))?,
             root,
             id,
+            challenges: Default::default(),
         };
         safe.check_checkpoint()?;
         safe.write_checkpoint()?;
@@ -646,7 +729,8 @@ impl Safe {
                     }
                 }
                 (None, Some(proof)) => {
-                    if let Err(r) = self.check_owner(&cert.card_number, proof)? {
+                    let request = owner_withdraw_request(&req.certificate, &req.card_certificate, &req.challenge);
+                    if let Err(r) = self.check_owner(&cert.card_number, proof, &request)? {
                         return Ok(Err(r));
                     }
                 }
@@ -705,8 +789,40 @@ impl Safe {
         }))
     }
 
-    /// The owner's proof against the verifier kept with `card`'s escrow.
-    fn check_owner(&self, card: &str, proof_hex: &str) -> SafeResult<Vec<u8>> {
+    /// A fresh single-use challenge for the owner of `card`'s escrow.
+    pub fn owner_challenge(&mut self, req: &OwnerChallengeRequest) -> SafeResult<OwnerChallenge> {
+        let kept: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM escrow WHERE card_number = ?1",
+                params![req.card_number],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        if kept.is_none() {
+            return Ok(Err(SafeRefusal::NoEscrow(req.card_number.clone())));
+        }
+        let nonce = crypto::random::<OWNER_NONCE_LEN>();
+        if self.challenges.len() >= MAX_OPEN_CHALLENGES {
+            self.challenges.pop_front();
+        }
+        self.challenges.push_back((nonce, req.card_number.clone()));
+        Ok(Ok(OwnerChallenge { nonce: to_hex(&nonce) }))
+    }
+
+    /// The owner's answer to an open challenge (used up whatever the
+    /// outcome), checked against the verifier kept with `card`'s escrow.
+    fn check_owner(&mut self, card: &str, proof: &OwnerProof, request: &[u8]) -> SafeResult<Vec<u8>> {
+        let nonce = cardvault_proto::from_hex(&proof.nonce).unwrap_or_default();
+        let Some(at) = self
+            .challenges
+            .iter()
+            .position(|(n, c)| openssl::memcmp::eq(n, &nonce) && c == card)
+        else {
+            return Ok(Err(SafeRefusal::StaleOwnerChallenge));
+        };
+        self.challenges.remove(at);
         let row: Option<(Vec<u8>, String)> = self
             .conn
             .query_row(
@@ -719,8 +835,14 @@ impl Safe {
         let Some((part, verifier)) = row else {
             return Ok(Err(SafeRefusal::NoEscrow(card.to_string())));
         };
-        let ok = cardvault_proto::from_hex(proof_hex)
-            .is_some_and(|p| openssl::memcmp::eq(to_hex(&crypto::sha256(&p)).as_bytes(), verifier.as_bytes()));
+        let msg = owner_proof_message(&to_hex(&self.id), card, &nonce, request);
+        let ok = match (
+            cardvault_proto::from_hex(&verifier),
+            cardvault_proto::from_hex(&proof.signature),
+        ) {
+            (Some(v), Some(sig)) => verify_ed25519(&v, &msg, &sig),
+            _ => false,
+        };
         Ok(if ok {
             Ok(part)
         } else {
@@ -775,7 +897,7 @@ impl Safe {
     /// Hand a kept part to its owner (the proof matches the verifier).
     pub fn escrow_fetch(&mut self, req: &EscrowFetch) -> SafeResult<EscrowAnswer> {
         Ok(self
-            .check_owner(&req.card_number, &req.owner_proof)?
+            .check_owner(&req.card_number, &req.owner_proof, OWNER_FETCH_REQUEST)?
             .map(|part| EscrowAnswer {
                 card_number: req.card_number.clone(),
                 part: to_hex(&part),
@@ -984,6 +1106,7 @@ enum Request<'a> {
     List,
     Escrow(&'a EscrowRequest),
     EscrowFetch(&'a EscrowFetch),
+    OwnerChallenge(&'a OwnerChallengeRequest),
 }
 
 /// One answer.
@@ -994,6 +1117,7 @@ enum Answer {
     Receipt(LedgerEntry),
     List(Vec<LedgerEntry>),
     Escrow(EscrowAnswer),
+    OwnerChallenge(OwnerChallenge),
 }
 
 impl SafeClient {
@@ -1043,6 +1167,7 @@ impl SafeClient {
                 Request::List => s.list().map(|l| Ok(Answer::List(l))),
                 Request::Escrow(e) => map(s.escrow(e), Answer::Escrow),
                 Request::EscrowFetch(f) => map(s.escrow_fetch(f), Answer::Escrow),
+                Request::OwnerChallenge(c) => map(s.owner_challenge(c), Answer::OwnerChallenge),
             },
             SafeClient::Remote(c) => match r {
                 Request::Info => map(c.get("/v1/info"), Answer::Info),
@@ -1055,6 +1180,7 @@ impl SafeClient {
                 Request::List => map(c.get("/v1/items"), Answer::List),
                 Request::Escrow(e) => map(c.post("/v1/escrow", e), Answer::Escrow),
                 Request::EscrowFetch(f) => map(c.post("/v1/escrow/fetch", f), Answer::Escrow),
+                Request::OwnerChallenge(q) => map(c.post("/v1/owner/challenge", q), Answer::OwnerChallenge),
             },
         }
     }
@@ -1111,6 +1237,14 @@ impl SafeClient {
         match self.request(Request::EscrowFetch(req))? {
             Ok(Answer::Escrow(a)) => Ok(Ok(a)),
             Ok(_) => unreachable!("an escrow fetch answers the part"),
+            Err(r) => Ok(Err(r)),
+        }
+    }
+
+    pub fn owner_challenge(&mut self, req: &OwnerChallengeRequest) -> SafeResult<OwnerChallenge> {
+        match self.request(Request::OwnerChallenge(req))? {
+            Ok(Answer::OwnerChallenge(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("an owner challenge request answers a nonce"),
             Err(r) => Ok(Err(r)),
         }
     }
