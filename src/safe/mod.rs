@@ -55,6 +55,18 @@ CREATE TABLE IF NOT EXISTS items (
     withdrawn_at INTEGER,
     UNIQUE (card_number, item_id, stored_hash)
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    counter      INTEGER PRIMARY KEY,
+    target_card  TEXT NOT NULL,
+    challenge    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS releases (
+    counter      INTEGER NOT NULL,
+    card_number  TEXT NOT NULL,
+    challenge    TEXT NOT NULL,
+    released_at  INTEGER NOT NULL,
+    PRIMARY KEY (counter, card_number, challenge)
+);
 CREATE TABLE IF NOT EXISTS escrow (
     card_number  TEXT PRIMARY KEY,
     part         BLOB NOT NULL,
@@ -96,6 +108,12 @@ pub enum SafeRefusal {
     WrongOwnerPassword(String),
     #[error("the owner's answer is not to a challenge this safe has open (each challenge answers once)")]
     StaleOwnerChallenge,
+    #[error("the item of counter {0} has no open delivery to card {1} with that challenge")]
+    NotDelivering(u64, String),
+    #[error("the issuer's release does not verify for that delivery")]
+    ReleaseInvalid,
+    #[error("that delivery to card {1} of the item of counter {0} was released by the issuer: its receipt is refused")]
+    DeliveryReleased(u64, String),
 }
 
 /// One row of the safe's ledger (`safe list`).
@@ -109,6 +127,36 @@ pub struct LedgerEntry {
     pub kind: Option<String>,
     pub name: Option<String>,
     pub amount: Option<u32>,
+    /// Hex, the challenge of the open delivery (state `delivering`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+}
+
+/// The issuer's release of a delivery that its card never accepted
+/// (terminal → safe), signed over [`release_message`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseRequest {
+    pub counter: u64,
+    /// The card the stuck delivery is addressed to.
+    pub card_number: String,
+    /// Hex, that delivery's challenge.
+    pub challenge: String,
+    /// Hex, ECDSA P-256 (r ‖ s) by the issuer's signer.
+    pub signature: String,
+    /// Hex DER of the signer certificate (under the safe's issuer root).
+    pub signer_certificate: String,
+}
+
+/// What the issuer signs to release a delivery: `"cardvault delivery
+/// release v1" ‖ safe id (16) ‖ counter (8) ‖ lv(card number) ‖ challenge (16)`.
+pub fn release_message(safe_id: &[u8], counter: u64, card_number: &str, challenge: &[u8]) -> Vec<u8> {
+    let mut m = b"cardvault delivery release v1".to_vec();
+    m.extend_from_slice(safe_id);
+    m.extend_from_slice(&counter.to_be_bytes());
+    m.push(card_number.len() as u8);
+    m.extend_from_slice(card_number.as_bytes());
+    m.extend_from_slice(challenge);
+    m
 }
 
 /// What the safe answers a deposit.
@@ -777,12 +825,22 @@ impl Safe {
             signature: [0; 64],
         };
         d.signature = self.sign(&d.message())?;
-        self.conn
-            .execute(
-                "UPDATE items SET state = 'delivering', target_card = ?1 WHERE counter = ?2 AND state != 'withdrawn'",
-                params![target, cert.counter as i64],
-            )
-            .map_err(|e| self.db_err(e))?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
+        let db = |e| Error::vault(&self.dir.join(DB_FILE), e);
+        tx.execute(
+            "UPDATE items SET state = 'delivering', target_card = ?1 WHERE counter = ?2 AND state != 'withdrawn'",
+            params![target, cert.counter as i64],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO deliveries (counter, target_card, challenge) VALUES (?1, ?2, ?3)",
+            params![cert.counter as i64, target, to_hex(&challenge)],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
         Ok(Ok(DeliveryAnswer {
             delivery: to_hex(&d.encode()),
             safe_certificate: to_hex(&self.cert_der),
@@ -923,6 +981,62 @@ impl Safe {
         }
     }
 
+    /// The issuer's release of a delivery its card never accepted: the item
+    /// is stored again (another card may withdraw it) and that delivery's
+    /// receipt is refused for good.
+    pub fn release(&mut self, req: &ReleaseRequest) -> SafeResult<LedgerEntry> {
+        let (challenge, sig, der) = match (
+            hex_field(&req.challenge, "the challenge"),
+            hex_field(&req.signature, "the signature"),
+            hex_field(&req.signer_certificate, "the signer certificate"),
+        ) {
+            (Ok(c), Ok(s), Ok(d)) => (c, s, d),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Ok(Err(e)),
+        };
+        let verified = X509::from_der(&der)
+            .ok()
+            .and_then(|c| cert::verify_signer_chain(std::slice::from_ref(&self.root), &[c]).ok())
+            .is_some_and(|key| {
+                let msg = release_message(&self.id, req.counter, &req.card_number, &challenge);
+                crypto::verify_p256(&key, &msg, &sig).unwrap_or(false)
+            });
+        if !verified {
+            return Ok(Err(SafeRefusal::ReleaseInvalid));
+        }
+        let db = |e| Error::vault(&self.dir.join(DB_FILE), e);
+        let tx = self.conn.transaction().map_err(db)?;
+        let open: Option<(String, Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT i.state, i.target_card, d.challenge FROM items i
+                 LEFT JOIN deliveries d ON d.counter = i.counter AND d.target_card = i.target_card
+                 WHERE i.counter = ?1",
+                params![req.counter as i64],
+                |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let challenge_hex = to_hex(&challenge);
+        match open {
+            None => return Ok(Err(SafeRefusal::UnknownItem(req.counter))),
+            Some((s, Some(t), Some(c))) if s == "delivering" && t == req.card_number && c == challenge_hex => {}
+            Some(_) => return Ok(Err(SafeRefusal::NotDelivering(req.counter, req.card_number.clone()))),
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO releases (counter, card_number, challenge, released_at) VALUES (?1, ?2, ?3, ?4)",
+            params![req.counter as i64, req.card_number, challenge_hex, now()],
+        )
+        .map_err(db)?;
+        tx.execute("DELETE FROM deliveries WHERE counter = ?1", params![req.counter as i64])
+            .map_err(db)?;
+        tx.execute(
+            "UPDATE items SET state = 'stored', target_card = NULL WHERE counter = ?1 AND state = 'delivering'",
+            params![req.counter as i64],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(self.entry(req.counter)?.ok_or(SafeRefusal::UnknownItem(req.counter)))
+    }
+
     /// A card's receipt for a delivery: the item is withdrawn. The same
     /// receipt again is accepted and changes nothing.
     pub fn receipt(&mut self, req: &ReceiptRequest) -> Result<std::result::Result<LedgerEntry, SafeRefusal>> {
@@ -967,13 +1081,38 @@ impl Safe {
             None => return Ok(Err(SafeRefusal::UnknownItem(r.counter))),
             Some((s, _, Some(prev))) if s == "withdrawn" && prev == raw => {}
             Some((s, Some(t), _)) if s == "delivering" && t == card => {
+                let released: Option<i64> = tx
+                    .query_row(
+                        "SELECT 1 FROM releases WHERE counter = ?1 AND card_number = ?2 AND challenge = ?3",
+                        params![r.counter as i64, card, to_hex(&r.challenge)],
+                        |x| x.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
+                if released.is_some() {
+                    return Ok(Err(SafeRefusal::DeliveryReleased(r.counter, card)));
+                }
                 tx.execute(
                     "UPDATE items SET state = 'withdrawn', receipt = ?1, withdrawn_at = ?2 WHERE counter = ?3",
                     params![raw, now(), r.counter as i64],
                 )
                 .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
             }
-            Some(_) => return Ok(Err(SafeRefusal::ReceiptMismatch)),
+            Some(_) => {
+                let released: Option<i64> = tx
+                    .query_row(
+                        "SELECT 1 FROM releases WHERE counter = ?1 AND card_number = ?2 AND challenge = ?3",
+                        params![r.counter as i64, card, to_hex(&r.challenge)],
+                        |x| x.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
+                return Ok(Err(if released.is_some() {
+                    SafeRefusal::DeliveryReleased(r.counter, card)
+                } else {
+                    SafeRefusal::ReceiptMismatch
+                }));
+            }
         }
         tx.commit().map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
         self.write_checkpoint()?;
@@ -988,21 +1127,27 @@ impl Safe {
     pub fn list(&self) -> Result<Vec<LedgerEntry>> {
         let mut st = self
             .conn
-            .prepare("SELECT counter, card_number, item_id, state, target_card, summary FROM items ORDER BY counter")
+            .prepare(
+                "SELECT i.counter, i.card_number, i.item_id, i.state, i.target_card, i.summary, d.challenge
+                 FROM items i LEFT JOIN deliveries d ON d.counter = i.counter AND d.target_card = i.target_card
+                 ORDER BY i.counter",
+            )
             .map_err(|e| self.db_err(e))?;
         let rows = st
             .query_map([], |r| {
                 let summary: Vec<u8> = r.get(5)?;
                 let f = sf::SummaryFields::parse(&summary).unwrap_or_default();
+                let state: String = r.get(3)?;
                 Ok(LedgerEntry {
                     counter: r.get::<_, i64>(0)? as u64,
                     card_number: r.get(1)?,
                     item_id: r.get(2)?,
-                    state: r.get(3)?,
+                    state: state.clone(),
                     target_card: r.get(4)?,
                     kind: f.kind.map(|k| k.to_string()),
                     name: f.name,
                     amount: f.amount,
+                    challenge: r.get::<_, Option<String>>(6)?.filter(|_| state == "delivering"),
                 })
             })
             .map_err(|e| self.db_err(e))?;
@@ -1107,6 +1252,7 @@ enum Request<'a> {
     Escrow(&'a EscrowRequest),
     EscrowFetch(&'a EscrowFetch),
     OwnerChallenge(&'a OwnerChallengeRequest),
+    Release(&'a ReleaseRequest),
 }
 
 /// One answer.
@@ -1168,6 +1314,7 @@ impl SafeClient {
                 Request::Escrow(e) => map(s.escrow(e), Answer::Escrow),
                 Request::EscrowFetch(f) => map(s.escrow_fetch(f), Answer::Escrow),
                 Request::OwnerChallenge(c) => map(s.owner_challenge(c), Answer::OwnerChallenge),
+                Request::Release(q) => map(s.release(q), Answer::Receipt),
             },
             SafeClient::Remote(c) => match r {
                 Request::Info => map(c.get("/v1/info"), Answer::Info),
@@ -1181,6 +1328,7 @@ impl SafeClient {
                 Request::Escrow(e) => map(c.post("/v1/escrow", e), Answer::Escrow),
                 Request::EscrowFetch(f) => map(c.post("/v1/escrow/fetch", f), Answer::Escrow),
                 Request::OwnerChallenge(q) => map(c.post("/v1/owner/challenge", q), Answer::OwnerChallenge),
+                Request::Release(q) => map(c.post("/v1/release", q), Answer::Receipt),
             },
         }
     }
@@ -1245,6 +1393,15 @@ impl SafeClient {
         match self.request(Request::OwnerChallenge(req))? {
             Ok(Answer::OwnerChallenge(a)) => Ok(Ok(a)),
             Ok(_) => unreachable!("an owner challenge request answers a nonce"),
+            Err(r) => Ok(Err(r)),
+        }
+    }
+
+    /// The issuer's release of a stuck delivery; answers the ledger row.
+    pub fn release(&mut self, req: &ReleaseRequest) -> SafeResult<LedgerEntry> {
+        match self.request(Request::Release(req))? {
+            Ok(Answer::Receipt(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("a release answers the ledger row"),
             Err(r) => Ok(Err(r)),
         }
     }
