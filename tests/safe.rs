@@ -924,3 +924,48 @@ fn an_issuer_release_frees_a_delivery_stuck_on_a_lost_card_and_its_late_receipt_
     );
     assert_eq!(safe_rows(&dir), withdrawn);
 }
+
+/// A plain http:// safe off loopback is refused before anything is sent
+/// (no connection is tried: the address is a documentation address) unless
+/// the operator acknowledges it; loopback needs no acknowledgement.
+#[test]
+fn a_plain_http_safe_off_loopback_is_refused_without_the_acknowledgement() {
+    let home = temp_dir("safe-plain-http");
+    let id = load(&home, "a", 100);
+    let before = card_value(&home, "a");
+    let wallet_before = state(&home, "a").wallet.clone();
+    for args in [
+        vec![
+            "-r",
+            "sim:a",
+            "--json",
+            "wallet",
+            "deposit",
+            &id,
+            "--pin",
+            "env:P",
+            "--safe",
+            "http://192.0.2.1:7800",
+        ],
+        vec!["--json", "safe", "list", "--safe", "http://192.0.2.1:7800"],
+    ] {
+        let o = run(cv(&home).args(&args));
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(json_err_kind(&o), "usage");
+        let msg = json(&o)["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains("--plain-http-safe"), "{msg}");
+    }
+    assert_eq!(card_value(&home, "a"), before);
+    assert_eq!(state(&home, "a").wallet, wallet_before);
+    let vault = Vault::open(&home.join("vault.sqlite")).unwrap();
+    assert!(vault.wallet_certificates(None).unwrap().is_empty());
+    // Loopback: no acknowledgement needed.
+    let dir = init_safe(&home, "safe1");
+    let server = SafeServer::start(&home, &dir);
+    let localhost = server.url.replace("127.0.0.1", "localhost");
+    let o = run(cv(&home).args([
+        "-r", "sim:a", "wallet", "deposit", &id, "--pin", "env:P", "--safe", &localhost,
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(safe_rows(&dir).len(), 1);
+}

@@ -1266,11 +1266,47 @@ enum Answer {
     OwnerChallenge(OwnerChallenge),
 }
 
+static PLAIN_HTTP_ACKNOWLEDGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The operator accepts plain `http://` safes off loopback (`--plain-http-safe`).
+pub fn acknowledge_plain_http(yes: bool) {
+    PLAIN_HTTP_ACKNOWLEDGED.store(yes, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether the host of an `http://` address is loopback (127.0.0.0/8,
+/// `::1`, `localhost`).
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A plain `http://` safe off loopback is refused unless acknowledged.
+pub fn check_plain_http(url: &str, acknowledged: bool) -> Result<()> {
+    if acknowledged || is_loopback_url(url) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{url}: a safe over plain http:// off this machine shows who deposits and withdraws what, and \
+         the path can drop or delay requests (the messages themselves are protected end to end); \
+         pass --plain-http-safe to accept that"
+    )))
+}
+
 impl SafeClient {
     pub fn connect(a: &SafeAddress) -> Result<SafeClient> {
         Ok(match a {
             SafeAddress::Dir(d) => SafeClient::Embedded(Box::new(Safe::open(d)?)),
-            SafeAddress::Http(u) => SafeClient::Remote(http::Client::new(u)),
+            SafeAddress::Http(u) => {
+                check_plain_http(u, PLAIN_HTTP_ACKNOWLEDGED.load(std::sync::atomic::Ordering::SeqCst))?;
+                SafeClient::Remote(http::Client::new(u))
+            }
         })
     }
 
@@ -1403,6 +1439,40 @@ impl SafeClient {
             Ok(Answer::Receipt(a)) => Ok(Ok(a)),
             Ok(_) => unreachable!("a release answers the ledger row"),
             Err(r) => Ok(Err(r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_off_loopback_needs_the_acknowledgement() {
+        for ok in [
+            "http://127.0.0.1:7800",
+            "http://127.8.9.10",
+            "http://localhost:7800/",
+            "http://LOCALHOST",
+            "http://[::1]:7800",
+        ] {
+            assert!(is_loopback_url(ok), "{ok}");
+            assert!(check_plain_http(ok, false).is_ok(), "{ok}");
+        }
+        for off in [
+            "http://192.0.2.1:7800",
+            "http://safe.example",
+            "http://127.0.0.1.example:80",
+            "http://[2001:db8::1]:7800",
+            "http://localhost@192.0.2.1/",
+        ] {
+            assert!(!is_loopback_url(off), "{off}");
+            let e = check_plain_http(off, false).unwrap_err();
+            assert!(
+                matches!(e, Error::Usage(ref m) if m.contains("--plain-http-safe")),
+                "{e}"
+            );
+            assert!(check_plain_http(off, true).is_ok(), "{off}");
         }
     }
 }
