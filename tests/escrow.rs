@@ -271,6 +271,7 @@ fn a_captured_owner_answer_cannot_be_replayed_and_no_secret_crosses_to_the_safe(
     c.args([
         "-r",
         "sim:lost",
+        "--trace",
         "wallet",
         "escrow",
         "--safe",
@@ -285,6 +286,16 @@ fn a_captured_owner_answer_cannot_be_replayed_and_no_secret_crosses_to_the_safe(
     assert_no_secret_echoed(&c, &o);
     let lost = state(&home, "lost").card_number.clone();
     let owner = OwnerSecret::derive(OWNER.as_bytes(), &lost).unwrap();
+    // The trace shows the ESCROW exchange, masked: neither the escrow key
+    // nor the wallet key appears.
+    let trace = stderr(&o).to_lowercase();
+    assert!(trace.contains("[scp11]"), "{trace}");
+    for secret in [&owner.escrow_key().unwrap()[..], &state(&home, "lost").wallet.key[..]] {
+        assert!(
+            !trace.contains(&cardvault_proto::to_hex(secret)),
+            "a secret in the trace"
+        );
+    }
     let mut safe = SafeClient::connect(&s.url.parse().unwrap()).unwrap();
     let id = safe.info().unwrap().unwrap().safe_id;
     let db = rusqlite::Connection::open(d.join("safe.sqlite")).unwrap();

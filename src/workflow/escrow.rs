@@ -55,7 +55,8 @@ impl OwnerSecret {
         Ok(OwnerSecret { master })
     }
 
-    fn escrow_key(&self) -> Result<Zeroizing<[u8; 32]>> {
+    /// The key the card seals the escrowed parts under.
+    pub fn escrow_key(&self) -> Result<Zeroizing<[u8; 32]>> {
         cardvault_proto::crypto::hkdf(&self.master[..], b"", b"cardvault escrow key v1")
             .map_err(|e| Error::Data(e.to_string()))
     }
