@@ -254,3 +254,117 @@ fn after_rekey_an_escrowed_old_key_opens_nothing_deposited_since() {
     );
     assert_eq!(wallet_items(&home, "n").len(), 1);
 }
+
+/// What crosses the terminal-safe path can be read: a captured owner answer
+/// replayed is refused (each challenge answers once), an answer for one
+/// request does not serve another, the verifier the safe keeps is a public
+/// key that opens nothing, and the requests carry no secret.
+#[test]
+fn a_captured_owner_answer_cannot_be_replayed_and_no_secret_crosses_to_the_safe() {
+    use cardvault::safe::{EscrowFetch, OwnerChallengeRequest, SafeClient, SafeRefusal, OWNER_FETCH_REQUEST};
+    use cardvault::workflow::escrow::OwnerSecret;
+    let home = temp_dir("escrow-replay");
+    let d = init_safe(&home, "safe1");
+    let s = SafeServer::start(&home, &d);
+    let _ = load(&home, "lost", 50);
+    let mut c = cv_owner(&home, OWNER);
+    c.args([
+        "-r",
+        "sim:lost",
+        "--trace",
+        "wallet",
+        "escrow",
+        "--safe",
+        &s.url,
+        "--password",
+        "env:OWNER",
+        "--pin",
+        "env:P",
+    ]);
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_no_secret_echoed(&c, &o);
+    let lost = state(&home, "lost").card_number.clone();
+    let owner = OwnerSecret::derive(OWNER.as_bytes(), &lost).unwrap();
+    // The trace shows the ESCROW exchange, masked: neither the escrow key
+    // nor the wallet key appears.
+    let trace = stderr(&o).to_lowercase();
+    assert!(trace.contains("[scp11]"), "{trace}");
+    for secret in [&owner.escrow_key().unwrap()[..], &state(&home, "lost").wallet.key[..]] {
+        assert!(
+            !trace.contains(&cardvault_proto::to_hex(secret)),
+            "a secret in the trace"
+        );
+    }
+    let mut safe = SafeClient::connect(&s.url.parse().unwrap()).unwrap();
+    let id = safe.info().unwrap().unwrap().safe_id;
+    let db = rusqlite::Connection::open(d.join("safe.sqlite")).unwrap();
+    let (verifier, part): (String, Vec<u8>) = db
+        .query_row(
+            "SELECT verifier, part FROM escrow WHERE card_number = ?1",
+            [&lost],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        verifier,
+        owner.verifier(&id).unwrap(),
+        "the safe keeps the owner key's public half"
+    );
+    // An honest fetch: one challenge, one answer.
+    let fetch = EscrowFetch {
+        card_number: lost.clone(),
+        owner_proof: owner.prove(&mut safe, &id, &lost, OWNER_FETCH_REQUEST).unwrap(),
+    };
+    let body = serde_json::to_string(&fetch).unwrap();
+    assert!(!body.contains(OWNER) && !body.contains(&cardvault_proto::to_hex(OWNER.as_bytes())));
+    assert_eq!(
+        safe.escrow_fetch(&fetch).unwrap().unwrap().part,
+        cardvault_proto::to_hex(&part)
+    );
+    // The same answer replayed, over the wire or embedded, is refused.
+    assert_eq!(
+        safe.escrow_fetch(&fetch).unwrap(),
+        Err(SafeRefusal::StaleOwnerChallenge)
+    );
+    // An answer signed for another request (a withdrawal) does not fetch.
+    let c = safe
+        .owner_challenge(&OwnerChallengeRequest {
+            card_number: lost.clone(),
+        })
+        .unwrap()
+        .unwrap();
+    let other = EscrowFetch {
+        card_number: lost.clone(),
+        owner_proof: owner.answer(&id, &lost, &c.nonce, b"withdraw\0something else").unwrap(),
+    };
+    assert_eq!(
+        safe.escrow_fetch(&other).unwrap(),
+        Err(SafeRefusal::WrongOwnerPassword(lost.clone()))
+    );
+    // ... nor, having been tried, does the right answer to that challenge.
+    let late = EscrowFetch {
+        card_number: lost.clone(),
+        owner_proof: owner.answer(&id, &lost, &c.nonce, OWNER_FETCH_REQUEST).unwrap(),
+    };
+    assert_eq!(safe.escrow_fetch(&late).unwrap(), Err(SafeRefusal::StaleOwnerChallenge));
+    // A wrong password answers a fresh challenge wrongly.
+    let wrong = OwnerSecret::derive(b"wrong password", &lost).unwrap();
+    let w = EscrowFetch {
+        card_number: lost.clone(),
+        owner_proof: wrong.prove(&mut safe, &id, &lost, OWNER_FETCH_REQUEST).unwrap(),
+    };
+    assert_eq!(
+        safe.escrow_fetch(&w).unwrap(),
+        Err(SafeRefusal::WrongOwnerPassword(lost.clone()))
+    );
+    // The escrow row is unchanged by all of it.
+    let after: (String, Vec<u8>) = db
+        .query_row(
+            "SELECT verifier, part FROM escrow WHERE card_number = ?1",
+            [&lost],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(after, (verifier, part));
+}

@@ -769,3 +769,203 @@ fn a_load_that_does_not_fit_deposits_by_conditions_first_or_fails_clearly() {
     assert_eq!(state(&home, "s").wallet.items, before);
     assert_eq!(safe_rows(&safe).len(), 1);
 }
+
+/// A delivery addressed to a card lost before it accepted it: the issuer's
+/// release (`safe release`) lets another card withdraw the item, and the
+/// lost card's receipt of the old delivery, should it come back, is refused:
+/// the safe pays the item once.
+#[test]
+fn an_issuer_release_frees_a_delivery_stuck_on_a_lost_card_and_its_late_receipt_is_refused() {
+    let home = temp_dir("safe-release");
+    let dir = init_safe(&home, "safe1");
+    let server = SafeServer::start(&home, &dir);
+    let id = load(&home, "lost", 700);
+    let o = run(cv(&home).args([
+        "-r",
+        "sim:lost",
+        "wallet",
+        "deposit",
+        &id,
+        "--pin",
+        "env:P",
+        "--safe",
+        &server.url,
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lost_number = state(&home, "lost").card_number.clone();
+    // The safe delivers to the card, which is lost before it accepts.
+    let mut safe = SafeClient::connect(&server.url.parse().unwrap()).unwrap();
+    let cert_hex = Vault::open(&home.join("vault.sqlite"))
+        .unwrap()
+        .wallet_certificates(Some(&lost_number))
+        .unwrap()[0]
+        .certificate
+        .clone();
+    let (challenge, delivery) = with_card(&home, "lost", "main", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let ch = c.withdraw_challenge().unwrap();
+        let leaf = leaf_der(c);
+        let d = safe
+            .withdraw(&cardvault::safe::WithdrawRequest {
+                certificate: cert_hex.clone(),
+                card_certificate: cardvault_proto::to_hex(&leaf),
+                challenge: cardvault_proto::to_hex(&ch),
+                authorization: None,
+                owner_proof: None,
+            })
+            .unwrap()
+            .unwrap();
+        (ch, d)
+    });
+    let lost_file = card_path(&home, "lost");
+    let kept = home.join("lost-card-found-later");
+    std::fs::rename(&lost_file, &kept).unwrap();
+    assert_eq!(safe_rows(&dir)[0].state, "delivering");
+    with_card(&home, "new", "replacement", |_| ());
+    let signer = test_signer_cert();
+    let withdraw_new = || {
+        let mut c = cv(&home);
+        c.env("ISSUER", ISSUER_KEY_HEX.trim()).args([
+            "-r",
+            "sim:new",
+            "--json",
+            "wallet",
+            "withdraw",
+            &id[..8],
+            "--from-vault",
+            "--pin",
+            "env:P",
+            "--safe",
+            &server.url,
+            "--issuer-key",
+            "env:ISSUER",
+            "--signer-cert",
+            signer.to_str().unwrap(),
+        ]);
+        run(&mut c)
+    };
+    // Stuck: even the issuer's withdrawal authorization does not move it.
+    let before = state(&home, "new").wallet.clone();
+    let o = withdraw_new();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("being delivered to card"), "{}", stderr(&o));
+    assert_eq!(state(&home, "new").wallet.items, before.items);
+    let release = |card: &str, key: &str| {
+        let mut c = cv(&home);
+        c.env("ISSUER", key).args([
+            "--json",
+            "safe",
+            "release",
+            "--safe",
+            &server.url,
+            "--counter",
+            "1",
+            "--card",
+            card,
+            "--issuer-key",
+            "env:ISSUER",
+            "--signer-cert",
+            signer.to_str().unwrap(),
+        ]);
+        let o = run(&mut c);
+        assert_no_secret_echoed(&c, &o);
+        o
+    };
+    let rows = safe_rows(&dir);
+    assert_eq!(
+        rows[0].challenge.as_deref(),
+        Some(cardvault_proto::to_hex(&challenge).as_str())
+    );
+    // A release naming another card, or signed by another key: refused, nothing changed.
+    let new_number = state(&home, "new").card_number.clone();
+    let o = release(&new_number, ISSUER_KEY_HEX.trim());
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(safe_rows(&dir), rows);
+    let o = release(&lost_number, &"11".repeat(32));
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(safe_rows(&dir), rows);
+    // The issuer's release: stored again.
+    let o = release(&lost_number, ISSUER_KEY_HEX.trim());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["state"], "stored");
+    assert_eq!(safe_rows(&dir)[0].state, "stored");
+    // Released once, there is nothing left to release.
+    let o = release(&lost_number, ISSUER_KEY_HEX.trim());
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    // The replacement withdraws it.
+    let o = withdraw_new();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let items = with_card(&home, "new", "main", |c| ww::list(c).unwrap().items);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].1.balance, 700);
+    let withdrawn = safe_rows(&dir);
+    assert_eq!(withdrawn[0].state, "withdrawn");
+    assert_eq!(withdrawn[0].target_card.as_deref(), Some(new_number.as_str()));
+    // The lost card comes back and accepts the old delivery: the safe
+    // refuses its receipt, and the ledger still pays the item once.
+    std::fs::rename(&kept, &lost_file).unwrap();
+    let receipt = with_card(&home, "lost", "main", |c| {
+        c.verify_pin(PIN.as_bytes()).unwrap();
+        let cmd = cardvault_proto::safe::WithdrawCommand {
+            delivery: cardvault_proto::from_hex(&delivery.delivery).unwrap(),
+            safe_certificate: cardvault_proto::from_hex(&delivery.safe_certificate).unwrap(),
+            authorization: None,
+        };
+        let r = c.withdraw(&cmd).unwrap();
+        let signing = c.storing_certificate().unwrap().unwrap();
+        cardvault::safe::ReceiptRequest {
+            receipt: cardvault_proto::to_hex(&r.encode()),
+            card_certificate: cardvault_proto::to_hex(&signing),
+        }
+    });
+    assert_eq!(
+        safe.receipt(&receipt).unwrap(),
+        Err(SafeRefusal::DeliveryReleased(1, lost_number.clone()))
+    );
+    assert_eq!(safe_rows(&dir), withdrawn);
+}
+
+/// A plain http:// safe off loopback is refused before anything is sent
+/// (no connection is tried: the address is a documentation address) unless
+/// the operator acknowledges it; loopback needs no acknowledgement.
+#[test]
+fn a_plain_http_safe_off_loopback_is_refused_without_the_acknowledgement() {
+    let home = temp_dir("safe-plain-http");
+    let id = load(&home, "a", 100);
+    let before = card_value(&home, "a");
+    let wallet_before = state(&home, "a").wallet.clone();
+    for args in [
+        vec![
+            "-r",
+            "sim:a",
+            "--json",
+            "wallet",
+            "deposit",
+            &id,
+            "--pin",
+            "env:P",
+            "--safe",
+            "http://192.0.2.1:7800",
+        ],
+        vec!["--json", "safe", "list", "--safe", "http://192.0.2.1:7800"],
+    ] {
+        let o = run(cv(&home).args(&args));
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(json_err_kind(&o), "usage");
+        let msg = json(&o)["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains("--plain-http-safe"), "{msg}");
+    }
+    assert_eq!(card_value(&home, "a"), before);
+    assert_eq!(state(&home, "a").wallet, wallet_before);
+    let vault = Vault::open(&home.join("vault.sqlite")).unwrap();
+    assert!(vault.wallet_certificates(None).unwrap().is_empty());
+    // Loopback: no acknowledgement needed.
+    let dir = init_safe(&home, "safe1");
+    let server = SafeServer::start(&home, &dir);
+    let localhost = server.url.replace("127.0.0.1", "localhost");
+    let o = run(cv(&home).args([
+        "-r", "sim:a", "wallet", "deposit", &id, "--pin", "env:P", "--safe", &localhost,
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(safe_rows(&dir).len(), 1);
+}

@@ -32,7 +32,7 @@ fn ticket() -> ItemSpec {
         quantity: 2,
         place: "City museum".into(),
         valid_from: Some("2026-01-01".into()),
-        valid_until: Some("2027-12-31".into()),
+        valid_until: Some("2099-12-31".into()),
         remarks: "adults".into(),
     }
 }
@@ -117,7 +117,7 @@ fn load_list_spend_and_status_through_the_cli() {
         "--place",
         "City museum",
         "--valid-until",
-        "2027-12-31",
+        "2099-12-31",
     ]);
     assert_eq!(t["already_loaded"], false);
     assert_eq!(t["item"]["total"], 2400);
@@ -143,7 +143,7 @@ fn load_list_spend_and_status_through_the_cli() {
         ("balance", 2400.into()),
         ("place", "City museum".into()),
         ("valid_from", serde_json::Value::Null),
-        ("valid_until", "2027-12-31".into()),
+        ("valid_until", "2099-12-31".into()),
         ("remarks", "".into()),
         ("state", "held".into()),
     ] {
@@ -593,4 +593,43 @@ fn copy_card(from: &Path, to: &Path) {
             std::fs::copy(e.path(), to.join(&name)).unwrap();
         }
     }
+}
+
+/// The card has no clock: the terminal refuses to spend an item outside its
+/// validity by its own date, with a clear error, and the card is unchanged.
+#[test]
+fn an_item_outside_its_validity_is_refused_at_spend_and_the_card_is_unchanged() {
+    let home = temp_dir("wallet-validity");
+    let spec = |from: Option<&str>, until: Option<&str>| ItemSpec {
+        valid_from: from.map(Into::into),
+        valid_until: until.map(Into::into),
+        ..cash(300)
+    };
+    let load = |s: &ItemSpec| {
+        with_card(&home, "v", |c| {
+            ww::load_with_signer(c, PIN.as_bytes(), s, &issuer_signer())
+                .unwrap()
+                .item
+                .id
+        })
+    };
+    let expired = load(&spec(Some("2020-01-01"), Some("2020-12-31")));
+    let future = load(&spec(Some("2999-01-01"), None));
+    let current = load(&spec(Some("2020-01-01"), Some("2999-12-31")));
+    let before = held(&home, "v");
+    for (id, period) in [
+        (&expired, "from 2020-01-01 until 2020-12-31"),
+        (&future, "from 2999-01-01 until no end"),
+    ] {
+        let o = run(cv(&home).args(["-r", "sim:v", "--json", "wallet", "spend", id, "10", "--pin", "env:P"]));
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        let msg = json(&o)["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains(period) && msg.contains("outside"), "{msg}");
+        assert_eq!(json(&o)["error"]["kind"], "refused");
+        assert_eq!(held(&home, "v"), before, "a refused spend changed the card");
+    }
+    let o = run(cv(&home).args(["-r", "sim:v", "wallet", "spend", &current, "10", "--pin", "env:P"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let left: Vec<u32> = items(&home, "v").iter().map(|(_, i)| i.balance).collect();
+    assert_eq!(left, vec![300, 300, 290]);
 }

@@ -145,6 +145,10 @@ pub enum Refusal {
     /// SPEND `6985`.
     #[error("item {0} is pending a deposit and cannot be spent until the deposit completes or is resolved")]
     ItemPending(String),
+    /// Terminal-side before SPEND (the card has no clock): the terminal's
+    /// date is outside the item's validity.
+    #[error("item {0} is valid {1}; today ({2}, this terminal's clock) is outside it: nothing was spent")]
+    ItemOutsideValidity(String, String, String),
     /// SPEND `6A80`.
     #[error("item {0} has a remaining balance of {1}: that amount cannot be spent (nor 0)")]
     SpendTooMuch(String, u32),

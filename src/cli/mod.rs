@@ -87,6 +87,13 @@ pub struct Cli {
     /// chaining and GET RESPONSE).
     #[arg(long, global = true, value_enum, value_name = "MODE")]
     pub extended_length: Option<ExtendedMode>,
+    /// Accept an http:// safe address that is not loopback. The safe's
+    /// messages protect their content end to end (signed, wrapped to the
+    /// card, owner answers single-use), but plain HTTP shows who deposits
+    /// and withdraws what, when, and lets the path drop or delay requests:
+    /// say so knowingly.
+    #[arg(long, global = true)]
+    pub plain_http_safe: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -436,6 +443,7 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Some(secs) = cli.wait {
         WAITED_SECS.store(secs, std::sync::atomic::Ordering::SeqCst);
     }
+    crate::safe::acknowledge_plain_http(cli.plain_http_safe);
     let ctx = Ctx::from_cli(&cli)?;
     match cli.command {
         Command::Readers(a) => readers::run(&ctx, a),

@@ -1,4 +1,4 @@
-//! `cardvault safe init | serve | list | verify`: the electronic safe.
+//! `cardvault safe init | serve | list | release | verify`: the electronic safe.
 
 use super::{print_json, Ctx};
 use crate::error::{Error, Result};
@@ -33,6 +33,27 @@ pub enum SafeCommand {
         #[arg(long, value_name = "DIR|URL")]
         safe: SafeAddress,
     },
+    /// Release a delivery its card never accepted (the card was lost
+    /// first): the issuer signs a cancellation naming the item (the safe's
+    /// counter), the card and the delivery's challenge; the safe stores the
+    /// item again for another card, and refuses that delivery's receipt.
+    Release {
+        /// A safe directory or an http:// address.
+        #[arg(long, value_name = "DIR|URL")]
+        safe: SafeAddress,
+        /// The item's counter in the safe's ledger (`safe list`).
+        #[arg(long, value_name = "N")]
+        counter: u64,
+        /// The card the stuck delivery is addressed to (must match the ledger).
+        #[arg(long, value_name = "CARD")]
+        card: String,
+        /// The issuer's signing key (prompt, env:VAR, file:PATH or pkcs11: URI).
+        #[arg(long, value_name = "SOURCE|URI")]
+        issuer_key: crate::signer::IssuerKeySource,
+        /// The signer certificate (PEM) of --issuer-key.
+        #[arg(long, value_name = "FILE")]
+        signer_cert: PathBuf,
+    },
     /// Check every ledger row: certificates, stored deposits, receipts, counter.
     Verify {
         /// The safe's directory.
@@ -43,6 +64,52 @@ pub enum SafeCommand {
 
 pub fn run(ctx: &Ctx, c: SafeCommand) -> Result<()> {
     match c {
+        SafeCommand::Release {
+            safe,
+            counter,
+            card,
+            issuer_key,
+            signer_cert,
+        } => {
+            let signer = super::backup::read_issuer_signer(ctx, &issuer_key, &signer_cert)?;
+            let mut client = SafeClient::connect(&safe)?;
+            let refused = |r| Error::SafeRefused(r);
+            let info = client.info()?.map_err(refused)?;
+            let rows = client.list()?.map_err(refused)?;
+            let row = rows
+                .iter()
+                .find(|r| r.counter == counter)
+                .ok_or(Error::SafeRefused(safe::SafeRefusal::UnknownItem(counter)))?;
+            let challenge = match (&row.state[..], &row.target_card, &row.challenge) {
+                ("delivering", Some(t), Some(c)) if *t == card => c.clone(),
+                _ => return Err(Error::SafeRefused(safe::SafeRefusal::NotDelivering(counter, card))),
+            };
+            let (id, ch) = match (
+                cardvault_proto::from_hex(&info.safe_id),
+                cardvault_proto::from_hex(&challenge),
+            ) {
+                (Some(i), Some(c)) => (i, c),
+                _ => return Err(Error::Data("the safe's id or challenge is not hex".into())),
+            };
+            let sig = signer.sign(&safe::release_message(&id, counter, &card, &ch))?;
+            let entry = client
+                .release(&safe::ReleaseRequest {
+                    counter,
+                    card_number: card,
+                    challenge,
+                    signature: cardvault_proto::to_hex(&sig),
+                    signer_certificate: cardvault_proto::to_hex(signer.certificate_der()),
+                })?
+                .map_err(refused)?;
+            if ctx.json {
+                print_json(&entry);
+            } else {
+                println!(
+                    "item {} (counter {}) is {} again",
+                    entry.item_id, entry.counter, entry.state
+                );
+            }
+        }
         SafeCommand::Init { dir, issuer } => {
             let r = safe::init(&dir, &issuer)?;
             if ctx.json {

@@ -4,7 +4,10 @@
 //! safe"): 200 with the answer, 409 with a [`SafeRefusal`], 400 for a request
 //! that does not parse, 500 when the safe itself failed (nothing committed).
 
-use super::{EscrowFetch, EscrowRequest, ReceiptRequest, Safe, SafeRefusal, WithdrawRequest};
+use super::{
+    EscrowFetch, EscrowRequest, OwnerChallengeRequest, ReceiptRequest, ReleaseRequest, Safe, SafeRefusal,
+    WithdrawRequest,
+};
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -79,6 +82,14 @@ pub fn serve(mut safe: Safe, listen: &str, ready: impl FnOnce(std::net::SocketAd
             },
             (_, tiny_http::Method::Post, "/v1/escrow/fetch") => match parse::<EscrowFetch>(&body) {
                 Ok(w) => answer(safe.escrow_fetch(&w)),
+                Err(r) => r,
+            },
+            (_, tiny_http::Method::Post, "/v1/owner/challenge") => match parse::<OwnerChallengeRequest>(&body) {
+                Ok(w) => answer(safe.owner_challenge(&w)),
+                Err(r) => r,
+            },
+            (_, tiny_http::Method::Post, "/v1/release") => match parse::<ReleaseRequest>(&body) {
+                Ok(w) => answer(safe.release(&w)),
                 Err(r) => r,
             },
             _ => json_response(404, &serde_json::json!({ "error": format!("no {method} {url}") })),

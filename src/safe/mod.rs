@@ -55,6 +55,18 @@ CREATE TABLE IF NOT EXISTS items (
     withdrawn_at INTEGER,
     UNIQUE (card_number, item_id, stored_hash)
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    counter      INTEGER PRIMARY KEY,
+    target_card  TEXT NOT NULL,
+    challenge    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS releases (
+    counter      INTEGER NOT NULL,
+    card_number  TEXT NOT NULL,
+    challenge    TEXT NOT NULL,
+    released_at  INTEGER NOT NULL,
+    PRIMARY KEY (counter, card_number, challenge)
+);
 CREATE TABLE IF NOT EXISTS escrow (
     card_number  TEXT PRIMARY KEY,
     part         BLOB NOT NULL,
@@ -94,6 +106,14 @@ pub enum SafeRefusal {
     NoEscrow(String),
     #[error("the owner password does not match the one card {0}'s wallet key was escrowed under")]
     WrongOwnerPassword(String),
+    #[error("the owner's answer is not to a challenge this safe has open (each challenge answers once)")]
+    StaleOwnerChallenge,
+    #[error("the item of counter {0} has no open delivery to card {1} with that challenge")]
+    NotDelivering(u64, String),
+    #[error("the issuer's release does not verify for that delivery")]
+    ReleaseInvalid,
+    #[error("that delivery to card {1} of the item of counter {0} was released by the issuer: its receipt is refused")]
+    DeliveryReleased(u64, String),
 }
 
 /// One row of the safe's ledger (`safe list`).
@@ -107,6 +127,36 @@ pub struct LedgerEntry {
     pub kind: Option<String>,
     pub name: Option<String>,
     pub amount: Option<u32>,
+    /// Hex, the challenge of the open delivery (state `delivering`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+}
+
+/// The issuer's release of a delivery that its card never accepted
+/// (terminal → safe), signed over [`release_message`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseRequest {
+    pub counter: u64,
+    /// The card the stuck delivery is addressed to.
+    pub card_number: String,
+    /// Hex, that delivery's challenge.
+    pub challenge: String,
+    /// Hex, ECDSA P-256 (r ‖ s) by the issuer's signer.
+    pub signature: String,
+    /// Hex DER of the signer certificate (under the safe's issuer root).
+    pub signer_certificate: String,
+}
+
+/// What the issuer signs to release a delivery: `"cardvault delivery
+/// release v1" ‖ safe id (16) ‖ counter (8) ‖ lv(card number) ‖ challenge (16)`.
+pub fn release_message(safe_id: &[u8], counter: u64, card_number: &str, challenge: &[u8]) -> Vec<u8> {
+    let mut m = b"cardvault delivery release v1".to_vec();
+    m.extend_from_slice(safe_id);
+    m.extend_from_slice(&counter.to_be_bytes());
+    m.push(card_number.len() as u8);
+    m.extend_from_slice(card_number.as_bytes());
+    m.extend_from_slice(challenge);
+    m
 }
 
 /// What the safe answers a deposit.
@@ -132,7 +182,73 @@ pub struct WithdrawRequest {
     /// password): onto another card without the issuer, for a card whose
     /// wallet key this safe holds in escrow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_proof: Option<String>,
+    pub owner_proof: Option<OwnerProof>,
+}
+
+/// The owner's answer to a safe's challenge: an Ed25519 signature, under the
+/// key derived from the owner's password for this safe, over
+/// [`owner_proof_message`] (the nonce, the safe, the card and the request).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnerProof {
+    /// Hex, the nonce of `POST /v1/owner/challenge`.
+    pub nonce: String,
+    /// Hex, 64 bytes.
+    pub signature: String,
+}
+
+impl std::fmt::Debug for OwnerProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerProof").finish_non_exhaustive()
+    }
+}
+
+/// A request for a fresh owner challenge (terminal → safe).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnerChallengeRequest {
+    pub card_number: String,
+}
+
+/// A fresh single-use owner challenge (safe → terminal).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnerChallenge {
+    /// Hex, 16 random bytes.
+    pub nonce: String,
+}
+
+/// Length of an owner challenge's nonce.
+pub const OWNER_NONCE_LEN: usize = 16;
+/// Most owner challenges a safe keeps open at once (the oldest go first).
+const MAX_OPEN_CHALLENGES: usize = 256;
+
+/// What the owner signs: `"cardvault owner proof v2" 00 safe-id-hex 00
+/// card-number 00 nonce(16) SHA-256(request)`.
+pub fn owner_proof_message(safe_id: &str, card_number: &str, nonce: &[u8], request: &[u8]) -> Vec<u8> {
+    let mut m = b"cardvault owner proof v2\0".to_vec();
+    m.extend_from_slice(safe_id.to_ascii_lowercase().as_bytes());
+    m.push(0);
+    m.extend_from_slice(card_number.as_bytes());
+    m.push(0);
+    m.extend_from_slice(nonce);
+    m.extend_from_slice(&crypto::sha256(request));
+    m
+}
+
+/// The request an owner's proof of a fetch binds: `"escrow-fetch"`.
+pub const OWNER_FETCH_REQUEST: &[u8] = b"escrow-fetch";
+
+/// The request an owner's proof of a withdrawal binds: `"withdraw" 00
+/// certificate-hex 00 card-certificate-hex 00 challenge-hex` (lower-case hex
+/// as sent).
+pub fn owner_withdraw_request(certificate: &str, card_certificate: &str, challenge: &str) -> Vec<u8> {
+    [
+        &b"withdraw\0"[..],
+        certificate.to_ascii_lowercase().as_bytes(),
+        b"\0",
+        card_certificate.to_ascii_lowercase().as_bytes(),
+        b"\0",
+        challenge.to_ascii_lowercase().as_bytes(),
+    ]
+    .concat()
 }
 
 /// A wallet key part to keep (terminal → safe).
@@ -142,7 +258,9 @@ pub struct EscrowRequest {
     pub part: String,
     /// Hex DER of the card's signing certificate (GET DATA `DF35`).
     pub card_certificate: String,
-    /// Hex SHA-256 of the owner's proof for this safe.
+    /// Hex, 32 bytes: the Ed25519 public key derived from the owner's
+    /// password for this safe (it verifies the owner's answers; it opens
+    /// nothing).
     pub verifier: String,
 }
 
@@ -150,7 +268,7 @@ pub struct EscrowRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EscrowFetch {
     pub card_number: String,
-    pub owner_proof: String,
+    pub owner_proof: OwnerProof,
 }
 
 /// A kept part (safe → terminal).
@@ -194,6 +312,16 @@ type DeliveryRow = (Vec<u8>, Vec<u8>, String, Option<String>);
 /// counter, certificate, deposit, state, receipt.
 type VerifyRow = (i64, Vec<u8>, Vec<u8>, String, Option<Vec<u8>>);
 
+/// An Ed25519 signature by the raw public key `public` (32 bytes).
+pub fn verify_ed25519(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    let Ok(key) = openssl::pkey::PKey::public_key_from_raw_bytes(public, openssl::pkey::Id::ED25519) else {
+        return false;
+    };
+    openssl::sign::Verifier::new_without_digest(&key)
+        .and_then(|mut v| v.verify_oneshot(sig, msg))
+        .unwrap_or(false)
+}
+
 fn hex_field(s: &str, what: &str) -> std::result::Result<Vec<u8>, SafeRefusal> {
     cardvault_proto::from_hex(s).ok_or_else(|| SafeRefusal::Malformed(format!("{what} is not hex")))
 }
@@ -213,6 +341,8 @@ pub struct Safe {
     cert_der: Vec<u8>,
     root: X509,
     id: [u8; sf::SAFE_ID_LEN],
+    /// Open owner challenges: nonce and the card it is for, oldest first.
+    challenges: std::collections::VecDeque<([u8; OWNER_NONCE_LEN], String)>,
 }
 
 impl std::fmt::Debug for Safe {
@@ -464,6 +594,7 @@ impl Safe {
             cert_der: cert.to_der().map_err(|e| Error::Data(e.to_string()))?,
             root,
             id,
+            challenges: Default::default(),
         };
         safe.check_checkpoint()?;
         safe.write_checkpoint()?;
@@ -646,7 +777,8 @@ impl Safe {
                     }
                 }
                 (None, Some(proof)) => {
-                    if let Err(r) = self.check_owner(&cert.card_number, proof)? {
+                    let request = owner_withdraw_request(&req.certificate, &req.card_certificate, &req.challenge);
+                    if let Err(r) = self.check_owner(&cert.card_number, proof, &request)? {
                         return Ok(Err(r));
                     }
                 }
@@ -693,20 +825,62 @@ impl Safe {
             signature: [0; 64],
         };
         d.signature = self.sign(&d.message())?;
-        self.conn
-            .execute(
-                "UPDATE items SET state = 'delivering', target_card = ?1 WHERE counter = ?2 AND state != 'withdrawn'",
-                params![target, cert.counter as i64],
-            )
-            .map_err(|e| self.db_err(e))?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
+        let db = |e| Error::vault(&self.dir.join(DB_FILE), e);
+        tx.execute(
+            "UPDATE items SET state = 'delivering', target_card = ?1 WHERE counter = ?2 AND state != 'withdrawn'",
+            params![target, cert.counter as i64],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO deliveries (counter, target_card, challenge) VALUES (?1, ?2, ?3)",
+            params![cert.counter as i64, target, to_hex(&challenge)],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
         Ok(Ok(DeliveryAnswer {
             delivery: to_hex(&d.encode()),
             safe_certificate: to_hex(&self.cert_der),
         }))
     }
 
-    /// The owner's proof against the verifier kept with `card`'s escrow.
-    fn check_owner(&self, card: &str, proof_hex: &str) -> SafeResult<Vec<u8>> {
+    /// A fresh single-use challenge for the owner of `card`'s escrow.
+    pub fn owner_challenge(&mut self, req: &OwnerChallengeRequest) -> SafeResult<OwnerChallenge> {
+        let kept: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM escrow WHERE card_number = ?1",
+                params![req.card_number],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        if kept.is_none() {
+            return Ok(Err(SafeRefusal::NoEscrow(req.card_number.clone())));
+        }
+        let nonce = crypto::random::<OWNER_NONCE_LEN>();
+        if self.challenges.len() >= MAX_OPEN_CHALLENGES {
+            self.challenges.pop_front();
+        }
+        self.challenges.push_back((nonce, req.card_number.clone()));
+        Ok(Ok(OwnerChallenge { nonce: to_hex(&nonce) }))
+    }
+
+    /// The owner's answer to an open challenge (used up whatever the
+    /// outcome), checked against the verifier kept with `card`'s escrow.
+    fn check_owner(&mut self, card: &str, proof: &OwnerProof, request: &[u8]) -> SafeResult<Vec<u8>> {
+        let nonce = cardvault_proto::from_hex(&proof.nonce).unwrap_or_default();
+        let Some(at) = self
+            .challenges
+            .iter()
+            .position(|(n, c)| openssl::memcmp::eq(n, &nonce) && c == card)
+        else {
+            return Ok(Err(SafeRefusal::StaleOwnerChallenge));
+        };
+        self.challenges.remove(at);
         let row: Option<(Vec<u8>, String)> = self
             .conn
             .query_row(
@@ -719,8 +893,14 @@ impl Safe {
         let Some((part, verifier)) = row else {
             return Ok(Err(SafeRefusal::NoEscrow(card.to_string())));
         };
-        let ok = cardvault_proto::from_hex(proof_hex)
-            .is_some_and(|p| openssl::memcmp::eq(to_hex(&crypto::sha256(&p)).as_bytes(), verifier.as_bytes()));
+        let msg = owner_proof_message(&to_hex(&self.id), card, &nonce, request);
+        let ok = match (
+            cardvault_proto::from_hex(&verifier),
+            cardvault_proto::from_hex(&proof.signature),
+        ) {
+            (Some(v), Some(sig)) => verify_ed25519(&v, &msg, &sig),
+            _ => false,
+        };
         Ok(if ok {
             Ok(part)
         } else {
@@ -775,7 +955,7 @@ impl Safe {
     /// Hand a kept part to its owner (the proof matches the verifier).
     pub fn escrow_fetch(&mut self, req: &EscrowFetch) -> SafeResult<EscrowAnswer> {
         Ok(self
-            .check_owner(&req.card_number, &req.owner_proof)?
+            .check_owner(&req.card_number, &req.owner_proof, OWNER_FETCH_REQUEST)?
             .map(|part| EscrowAnswer {
                 card_number: req.card_number.clone(),
                 part: to_hex(&part),
@@ -799,6 +979,62 @@ impl Safe {
             }
             Err(_) => false,
         }
+    }
+
+    /// The issuer's release of a delivery its card never accepted: the item
+    /// is stored again (another card may withdraw it) and that delivery's
+    /// receipt is refused for good.
+    pub fn release(&mut self, req: &ReleaseRequest) -> SafeResult<LedgerEntry> {
+        let (challenge, sig, der) = match (
+            hex_field(&req.challenge, "the challenge"),
+            hex_field(&req.signature, "the signature"),
+            hex_field(&req.signer_certificate, "the signer certificate"),
+        ) {
+            (Ok(c), Ok(s), Ok(d)) => (c, s, d),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Ok(Err(e)),
+        };
+        let verified = X509::from_der(&der)
+            .ok()
+            .and_then(|c| cert::verify_signer_chain(std::slice::from_ref(&self.root), &[c]).ok())
+            .is_some_and(|key| {
+                let msg = release_message(&self.id, req.counter, &req.card_number, &challenge);
+                crypto::verify_p256(&key, &msg, &sig).unwrap_or(false)
+            });
+        if !verified {
+            return Ok(Err(SafeRefusal::ReleaseInvalid));
+        }
+        let db = |e| Error::vault(&self.dir.join(DB_FILE), e);
+        let tx = self.conn.transaction().map_err(db)?;
+        let open: Option<(String, Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT i.state, i.target_card, d.challenge FROM items i
+                 LEFT JOIN deliveries d ON d.counter = i.counter AND d.target_card = i.target_card
+                 WHERE i.counter = ?1",
+                params![req.counter as i64],
+                |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let challenge_hex = to_hex(&challenge);
+        match open {
+            None => return Ok(Err(SafeRefusal::UnknownItem(req.counter))),
+            Some((s, Some(t), Some(c))) if s == "delivering" && t == req.card_number && c == challenge_hex => {}
+            Some(_) => return Ok(Err(SafeRefusal::NotDelivering(req.counter, req.card_number.clone()))),
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO releases (counter, card_number, challenge, released_at) VALUES (?1, ?2, ?3, ?4)",
+            params![req.counter as i64, req.card_number, challenge_hex, now()],
+        )
+        .map_err(db)?;
+        tx.execute("DELETE FROM deliveries WHERE counter = ?1", params![req.counter as i64])
+            .map_err(db)?;
+        tx.execute(
+            "UPDATE items SET state = 'stored', target_card = NULL WHERE counter = ?1 AND state = 'delivering'",
+            params![req.counter as i64],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(self.entry(req.counter)?.ok_or(SafeRefusal::UnknownItem(req.counter)))
     }
 
     /// A card's receipt for a delivery: the item is withdrawn. The same
@@ -845,13 +1081,38 @@ impl Safe {
             None => return Ok(Err(SafeRefusal::UnknownItem(r.counter))),
             Some((s, _, Some(prev))) if s == "withdrawn" && prev == raw => {}
             Some((s, Some(t), _)) if s == "delivering" && t == card => {
+                let released: Option<i64> = tx
+                    .query_row(
+                        "SELECT 1 FROM releases WHERE counter = ?1 AND card_number = ?2 AND challenge = ?3",
+                        params![r.counter as i64, card, to_hex(&r.challenge)],
+                        |x| x.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
+                if released.is_some() {
+                    return Ok(Err(SafeRefusal::DeliveryReleased(r.counter, card)));
+                }
                 tx.execute(
                     "UPDATE items SET state = 'withdrawn', receipt = ?1, withdrawn_at = ?2 WHERE counter = ?3",
                     params![raw, now(), r.counter as i64],
                 )
                 .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
             }
-            Some(_) => return Ok(Err(SafeRefusal::ReceiptMismatch)),
+            Some(_) => {
+                let released: Option<i64> = tx
+                    .query_row(
+                        "SELECT 1 FROM releases WHERE counter = ?1 AND card_number = ?2 AND challenge = ?3",
+                        params![r.counter as i64, card, to_hex(&r.challenge)],
+                        |x| x.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
+                return Ok(Err(if released.is_some() {
+                    SafeRefusal::DeliveryReleased(r.counter, card)
+                } else {
+                    SafeRefusal::ReceiptMismatch
+                }));
+            }
         }
         tx.commit().map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
         self.write_checkpoint()?;
@@ -866,21 +1127,27 @@ impl Safe {
     pub fn list(&self) -> Result<Vec<LedgerEntry>> {
         let mut st = self
             .conn
-            .prepare("SELECT counter, card_number, item_id, state, target_card, summary FROM items ORDER BY counter")
+            .prepare(
+                "SELECT i.counter, i.card_number, i.item_id, i.state, i.target_card, i.summary, d.challenge
+                 FROM items i LEFT JOIN deliveries d ON d.counter = i.counter AND d.target_card = i.target_card
+                 ORDER BY i.counter",
+            )
             .map_err(|e| self.db_err(e))?;
         let rows = st
             .query_map([], |r| {
                 let summary: Vec<u8> = r.get(5)?;
                 let f = sf::SummaryFields::parse(&summary).unwrap_or_default();
+                let state: String = r.get(3)?;
                 Ok(LedgerEntry {
                     counter: r.get::<_, i64>(0)? as u64,
                     card_number: r.get(1)?,
                     item_id: r.get(2)?,
-                    state: r.get(3)?,
+                    state: state.clone(),
                     target_card: r.get(4)?,
                     kind: f.kind.map(|k| k.to_string()),
                     name: f.name,
                     amount: f.amount,
+                    challenge: r.get::<_, Option<String>>(6)?.filter(|_| state == "delivering"),
                 })
             })
             .map_err(|e| self.db_err(e))?;
@@ -984,6 +1251,8 @@ enum Request<'a> {
     List,
     Escrow(&'a EscrowRequest),
     EscrowFetch(&'a EscrowFetch),
+    OwnerChallenge(&'a OwnerChallengeRequest),
+    Release(&'a ReleaseRequest),
 }
 
 /// One answer.
@@ -994,13 +1263,50 @@ enum Answer {
     Receipt(LedgerEntry),
     List(Vec<LedgerEntry>),
     Escrow(EscrowAnswer),
+    OwnerChallenge(OwnerChallenge),
+}
+
+static PLAIN_HTTP_ACKNOWLEDGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The operator accepts plain `http://` safes off loopback (`--plain-http-safe`).
+pub fn acknowledge_plain_http(yes: bool) {
+    PLAIN_HTTP_ACKNOWLEDGED.store(yes, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether the host of an `http://` address is loopback (127.0.0.0/8,
+/// `::1`, `localhost`).
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A plain `http://` safe off loopback is refused unless acknowledged.
+pub fn check_plain_http(url: &str, acknowledged: bool) -> Result<()> {
+    if acknowledged || is_loopback_url(url) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{url}: a safe over plain http:// off this machine shows who deposits and withdraws what, and \
+         the path can drop or delay requests (the messages themselves are protected end to end); \
+         pass --plain-http-safe to accept that"
+    )))
 }
 
 impl SafeClient {
     pub fn connect(a: &SafeAddress) -> Result<SafeClient> {
         Ok(match a {
             SafeAddress::Dir(d) => SafeClient::Embedded(Box::new(Safe::open(d)?)),
-            SafeAddress::Http(u) => SafeClient::Remote(http::Client::new(u)),
+            SafeAddress::Http(u) => {
+                check_plain_http(u, PLAIN_HTTP_ACKNOWLEDGED.load(std::sync::atomic::Ordering::SeqCst))?;
+                SafeClient::Remote(http::Client::new(u))
+            }
         })
     }
 
@@ -1043,6 +1349,8 @@ impl SafeClient {
                 Request::List => s.list().map(|l| Ok(Answer::List(l))),
                 Request::Escrow(e) => map(s.escrow(e), Answer::Escrow),
                 Request::EscrowFetch(f) => map(s.escrow_fetch(f), Answer::Escrow),
+                Request::OwnerChallenge(c) => map(s.owner_challenge(c), Answer::OwnerChallenge),
+                Request::Release(q) => map(s.release(q), Answer::Receipt),
             },
             SafeClient::Remote(c) => match r {
                 Request::Info => map(c.get("/v1/info"), Answer::Info),
@@ -1055,6 +1363,8 @@ impl SafeClient {
                 Request::List => map(c.get("/v1/items"), Answer::List),
                 Request::Escrow(e) => map(c.post("/v1/escrow", e), Answer::Escrow),
                 Request::EscrowFetch(f) => map(c.post("/v1/escrow/fetch", f), Answer::Escrow),
+                Request::OwnerChallenge(q) => map(c.post("/v1/owner/challenge", q), Answer::OwnerChallenge),
+                Request::Release(q) => map(c.post("/v1/release", q), Answer::Receipt),
             },
         }
     }
@@ -1112,6 +1422,57 @@ impl SafeClient {
             Ok(Answer::Escrow(a)) => Ok(Ok(a)),
             Ok(_) => unreachable!("an escrow fetch answers the part"),
             Err(r) => Ok(Err(r)),
+        }
+    }
+
+    pub fn owner_challenge(&mut self, req: &OwnerChallengeRequest) -> SafeResult<OwnerChallenge> {
+        match self.request(Request::OwnerChallenge(req))? {
+            Ok(Answer::OwnerChallenge(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("an owner challenge request answers a nonce"),
+            Err(r) => Ok(Err(r)),
+        }
+    }
+
+    /// The issuer's release of a stuck delivery; answers the ledger row.
+    pub fn release(&mut self, req: &ReleaseRequest) -> SafeResult<LedgerEntry> {
+        match self.request(Request::Release(req))? {
+            Ok(Answer::Receipt(a)) => Ok(Ok(a)),
+            Ok(_) => unreachable!("a release answers the ledger row"),
+            Err(r) => Ok(Err(r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_off_loopback_needs_the_acknowledgement() {
+        for ok in [
+            "http://127.0.0.1:7800",
+            "http://127.8.9.10",
+            "http://localhost:7800/",
+            "http://LOCALHOST",
+            "http://[::1]:7800",
+        ] {
+            assert!(is_loopback_url(ok), "{ok}");
+            assert!(check_plain_http(ok, false).is_ok(), "{ok}");
+        }
+        for off in [
+            "http://192.0.2.1:7800",
+            "http://safe.example",
+            "http://127.0.0.1.example:80",
+            "http://[2001:db8::1]:7800",
+            "http://localhost@192.0.2.1/",
+        ] {
+            assert!(!is_loopback_url(off), "{off}");
+            let e = check_plain_http(off, false).unwrap_err();
+            assert!(
+                matches!(e, Error::Usage(ref m) if m.contains("--plain-http-safe")),
+                "{e}"
+            );
+            assert!(check_plain_http(off, true).is_ok(), "{off}");
         }
     }
 }

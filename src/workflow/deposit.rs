@@ -228,7 +228,7 @@ pub(crate) fn withdraw_certificate(
     safe: &mut SafeClient,
     vault: &mut Vault,
     issuer: Option<IssuerWithdrawal<'_>>,
-    owner_proof: Option<String>,
+    owner: Option<(&crate::workflow::escrow::OwnerSecret, &str)>,
 ) -> Result<WithdrawReport> {
     // The session's verified identity names the card (no GET DATA needed).
     let number = match card.identity() {
@@ -253,10 +253,21 @@ pub(crate) fn withdraw_certificate(
         _ => None,
     };
     let challenge = card.withdraw_challenge()?;
+    let (certificate, card_certificate, challenge_hex) = (to_hex(&cert.encode()), to_hex(&leaf), to_hex(&challenge));
+    // The owner answers the safe's fresh challenge for exactly this request.
+    let owner_proof = match owner {
+        Some((o, safe_id)) if authorization.is_none() => Some(o.prove(
+            safe,
+            safe_id,
+            &cert.card_number,
+            &crate::safe::owner_withdraw_request(&certificate, &card_certificate, &challenge_hex),
+        )?),
+        _ => None,
+    };
     let answer = refused(safe.withdraw(&WithdrawRequest {
-        certificate: to_hex(&cert.encode()),
-        card_certificate: to_hex(&leaf),
-        challenge: to_hex(&challenge),
+        certificate,
+        card_certificate,
+        challenge: challenge_hex,
         authorization: authorization.as_ref().map(|(s, c)| WithdrawAuthorization {
             signature: to_hex(s),
             signer_certificate: to_hex(c),

@@ -4,15 +4,20 @@
 //! The owner's password never reaches a card or a safe: the terminal derives
 //! from it (scrypt, salted with the card number) a master secret, and from
 //! that the escrow key (the card seals the key parts under it, inside the
-//! SCP11 session) and one owner proof per safe (the safe keeps only its
-//! SHA-256, and hands a part back, or pays a lost card's item to another
-//! card, only against the proof). With two safes the card splits the key by
+//! SCP11 session) and one Ed25519 owner key per safe. A safe keeps only
+//! that key's public half (the verifier: it opens nothing), and hands a part
+//! back, or pays a lost card's item to another card, only against a
+//! signature over a fresh single-use nonce of its own, its id, the card and
+//! the request: what crosses the network cannot be replayed. With two safes the card splits the key by
 //! XOR with a random pad: one safe's part, even with the password, is the
 //! pad or the key masked by it, and says nothing about the key.
 
 use crate::card::CardClient;
 use crate::error::{Error, Result};
-use crate::safe::{EscrowFetch, EscrowRequest, SafeAddress, SafeClient};
+use crate::safe::{
+    owner_proof_message, EscrowFetch, EscrowRequest, OwnerChallengeRequest, OwnerProof, SafeAddress, SafeClient,
+    OWNER_FETCH_REQUEST, OWNER_NONCE_LEN,
+};
 use crate::vault::Vault;
 use crate::workflow::deposit::{self, WithdrawReport};
 use cardvault_proto::safe::{summary_field, EscrowPart, RegistrationCertificate};
@@ -50,16 +55,56 @@ impl OwnerSecret {
         Ok(OwnerSecret { master })
     }
 
-    fn escrow_key(&self) -> Result<Zeroizing<[u8; 32]>> {
+    /// The key the card seals the escrowed parts under.
+    pub fn escrow_key(&self) -> Result<Zeroizing<[u8; 32]>> {
         cardvault_proto::crypto::hkdf(&self.master[..], b"", b"cardvault escrow key v1")
             .map_err(|e| Error::Data(e.to_string()))
     }
 
-    /// The owner's proof for the safe `safe_id` (hex).
-    pub fn proof(&self, safe_id: &str) -> Result<String> {
-        cardvault_proto::crypto::hkdf(&self.master[..], safe_id.as_bytes(), b"cardvault escrow owner proof v1")
-            .map(|p| to_hex(&p[..]))
-            .map_err(|e| Error::Data(e.to_string()))
+    /// The owner's key for the safe `safe_id` (hex).
+    fn owner_key(&self, safe_id: &str) -> Result<openssl::pkey::PKey<openssl::pkey::Private>> {
+        let seed = cardvault_proto::crypto::hkdf(
+            &self.master[..],
+            safe_id.to_ascii_lowercase().as_bytes(),
+            b"cardvault escrow owner key v2",
+        )
+        .map_err(|e| Error::Data(e.to_string()))?;
+        openssl::pkey::PKey::private_key_from_raw_bytes(&seed[..], openssl::pkey::Id::ED25519)
+            .map_err(|e| Error::Data(format!("owner key: {e}")))
+    }
+
+    /// The verifier the safe `safe_id` keeps: the owner key's public half (hex).
+    pub fn verifier(&self, safe_id: &str) -> Result<String> {
+        self.owner_key(safe_id)?
+            .raw_public_key()
+            .map(|k| to_hex(&k))
+            .map_err(|e| Error::Data(format!("owner key: {e}")))
+    }
+
+    /// Answer a fresh challenge of the safe `safe_id` for `request` about
+    /// the escrow of `card_number`.
+    pub fn answer(&self, safe_id: &str, card_number: &str, nonce_hex: &str, request: &[u8]) -> Result<OwnerProof> {
+        let nonce = cardvault_proto::from_hex(nonce_hex)
+            .filter(|n| n.len() == OWNER_NONCE_LEN)
+            .ok_or_else(|| Error::Data("the safe's owner challenge is not 16 bytes of hex".into()))?;
+        let msg = owner_proof_message(safe_id, card_number, &nonce, request);
+        let key = self.owner_key(safe_id)?;
+        let sig = openssl::sign::Signer::new_without_digest(&key)
+            .and_then(|mut s| s.sign_oneshot_to_vec(&msg))
+            .map_err(|e| Error::Data(format!("owner signature: {e}")))?;
+        Ok(OwnerProof {
+            nonce: to_hex(&nonce),
+            signature: to_hex(&sig),
+        })
+    }
+
+    /// Ask `safe` (id `safe_id`) for a challenge about `card_number`'s
+    /// escrow and answer it for `request`.
+    pub fn prove(&self, safe: &mut SafeClient, safe_id: &str, card_number: &str, request: &[u8]) -> Result<OwnerProof> {
+        let c = refused(safe.owner_challenge(&OwnerChallengeRequest {
+            card_number: card_number.to_string(),
+        })?)?;
+        self.answer(safe_id, card_number, &c.nonce, request)
     }
 }
 
@@ -108,11 +153,10 @@ pub fn escrow(
         key_check: to_hex(&parts[0].key_check),
     };
     for ((safe, id), part) in safes.iter_mut().zip(&ids).zip(&parts) {
-        let proof = cardvault_proto::from_hex(&owner.proof(id)?).expect("hex");
         refused(safe.escrow(&EscrowRequest {
             part: to_hex(&part.encode()),
             card_certificate: to_hex(&signing),
-            verifier: to_hex(&cardvault_proto::crypto::sha256(&proof)),
+            verifier: owner.verifier(id)?,
         })?)?;
         report.parts.push((id.clone(), part.index));
     }
@@ -144,9 +188,10 @@ pub fn recover(
     let mut parts: Vec<EscrowPart> = Vec::new();
     for (_, safe) in safes.iter_mut() {
         let id = refused(safe.info()?)?.safe_id;
+        let owner_proof = owner.prove(safe, &id, lost_card, OWNER_FETCH_REQUEST)?;
         let got = refused(safe.escrow_fetch(&EscrowFetch {
             card_number: lost_card.to_string(),
-            owner_proof: owner.proof(&id)?,
+            owner_proof,
         })?)?;
         let part = cardvault_proto::from_hex(&got.part)
             .and_then(|p| EscrowPart::parse(&p))
@@ -195,14 +240,13 @@ pub fn recover(
                     copy.item_id
                 ))
             })?;
-        let proof = owner.proof(&ids[i])?;
         withdrawn.push(deposit::withdraw_certificate(
             card,
             &cert,
             &mut safes[i].1,
             vault,
             None,
-            Some(proof),
+            Some((&owner, ids[i].as_str())),
         )?);
     }
     Ok(RecoverReport {

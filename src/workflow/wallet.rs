@@ -347,6 +347,16 @@ pub fn spend(card: &mut CardClient<'_>, pin: &[u8], id: &str, amount: u32) -> Re
     if *state != ItemState::Held {
         return Err(Refusal::ItemPending(name).into());
     }
+    // The card has no clock: validity is the terminal's check, by its clock.
+    let today = parse_date(&crate::util::now_utc()[..10])?;
+    if (item.valid_from != 0 && today < item.valid_from) || (item.valid_until != 0 && today > item.valid_until) {
+        let period = format!(
+            "from {} until {}",
+            show_date(item.valid_from).unwrap_or_else(|| "the start".into()),
+            show_date(item.valid_until).unwrap_or_else(|| "no end".into())
+        );
+        return Err(Refusal::ItemOutsideValidity(name, period, show_date(today).unwrap_or_default()).into());
+    }
     if amount == 0 || amount > item.balance {
         return Err(Refusal::SpendTooMuch(name, item.balance).into());
     }
