@@ -1,15 +1,17 @@
 //! Persistent card state (the card's EEPROM) and its crash-safe storage.
 //!
-//! The state is two files (docs/FORMATS.md, "Card state file"): `PATH`, the
-//! small JSON state without the memory, replaced atomically (temporary file,
-//! fsync, rename, directory fsync), and `PATH.pages`, the application memory,
-//! whose changed pages are written in place under a write-ahead journal
-//! (`PATH.journal`: the new JSON and the changed pages, fsynced before any
-//! page is overwritten). Every change is durable before the card answers and
-//! a simulator killed at any point leaves the last committed state, like a
-//! card pulled from a reader; a write costs what it changed, not the size of
-//! the memory. A version 1 file (one JSON file with the memory in hex) is
-//! converted when it is opened.
+//! A card is three files (docs/FORMATS.md, "Card state file"): `PATH`, the
+//! small JSON state without the memory; `PATH.pages`, the application
+//! memory, written in place; and a write-ahead journal of two slots
+//! (`PATH.journal0`, `PATH.journal1`). Every commit is one journal record —
+//! the new JSON state and the memory pages that changed — fsynced before the
+//! card answers; the pages are then written in place. Opening the card
+//! applies the records newer than `PATH` and brings `PATH` up to date
+//! (atomic replacement: temporary file, fsync, rename, directory fsync). A
+//! simulator killed at any point leaves the last committed state, like a
+//! card pulled from a reader, and a write costs what it changed, not the
+//! size of the memory. A version 1 file (one JSON file with the memory in
+//! hex) is converted when it is opened.
 
 use crate::factory::TestDomain;
 use crate::profile::Profile;
@@ -21,7 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 use zeroize::Zeroize;
 
@@ -477,7 +479,7 @@ pub enum JournalFault {
     None = 0,
     /// After the journal record is durable, before any page is written in place.
     AfterJournal = 1,
-    /// After the pages are written in place and synced, before the JSON state.
+    /// After the pages are written in place (not yet synced).
     AfterPages = 2,
 }
 
@@ -485,13 +487,25 @@ pub enum JournalFault {
 #[derive(Debug)]
 pub struct PageFiles {
     pages: File,
-    journal: File,
+    /// The two journal slots: record `s` goes to slot `s % 2`.
+    journals: [File; 2],
     page_size: usize,
-    /// The memory as last committed: a commit writes the pages that differ.
-    committed: Mutex<Vec<u8>>,
-    /// Commit sequence number of the stored JSON state.
-    seq: AtomicU64,
+    inner: Mutex<PageState>,
     fault: AtomicU8,
+}
+
+#[derive(Debug)]
+struct PageState {
+    /// The memory as last committed: a commit writes the pages that differ.
+    committed: Vec<u8>,
+    /// Sequence number of the last commit.
+    seq: u64,
+    /// The oldest commit whose pages were written in place but not synced
+    /// (0: none). Its journal record must not be overwritten before they are.
+    oldest_unsynced: u64,
+    /// A commit failed after its record reached the journal: the page file
+    /// may hold pages `committed` does not, so the next record carries all.
+    all_pages_next: bool,
 }
 
 /// Where the state lives: a file (real simulator and embedded reader) or nowhere (unit tests).
@@ -522,9 +536,10 @@ pub fn pages_path(path: &Path) -> PathBuf {
     suffixed(path, ".pages")
 }
 
-/// `PATH.journal`: the write-ahead record of the last change to the memory.
-pub fn journal_path(path: &Path) -> PathBuf {
-    suffixed(path, ".journal")
+/// `PATH.journal0` and `PATH.journal1`: the journal's two slots, holding
+/// the records of the last two commits.
+pub fn journal_paths(path: &Path) -> [PathBuf; 2] {
+    [suffixed(path, ".journal0"), suffixed(path, ".journal1")]
 }
 
 fn suffixed(path: &Path, suffix: &str) -> PathBuf {
@@ -623,7 +638,16 @@ impl Serialize for Hex<'_> {
     }
 }
 
-type Loaded = (CardState, u32, u64, Option<JournalRecord>);
+type Loaded = (CardState, u32, u64, Vec<JournalRecord>);
+
+/// Both journal slots' contents (empty for a missing slot).
+fn read_journals(path: &Path) -> std::io::Result<[Vec<u8>; 2]> {
+    let [a, b] = journal_paths(path);
+    Ok([
+        read_optional(&a)?.unwrap_or_default(),
+        read_optional(&b)?.unwrap_or_default(),
+    ])
+}
 
 #[derive(Deserialize)]
 struct Seq {
@@ -719,15 +743,16 @@ impl Store {
         fsutil::remove_stale_temps(&pages_path(path)).map_err(io)?;
         let (state, seq, created) = match read_optional(path).map_err(io)? {
             Some(bytes) => {
-                let (state, version, seq, replayed) = Self::load(path, &bytes)?;
+                let journals = read_journals(path).map_err(io)?;
+                let (state, version, seq, replayed) = Self::load(path, &bytes, &journals)?;
                 if version == 1 && layout == Layout::Paged {
                     // Convert: page file, no journal, then the version 2 JSON.
                     write_whole_paged(path, &state).map_err(io)?;
                     (state, 0, false)
                 } else {
-                    if let Some(rec) = replayed.filter(|_| layout == Layout::Paged) {
-                        // Complete the change the journal holds (load applied it).
-                        Self::recover(path, &rec).map_err(io)?;
+                    if layout == Layout::Paged && !replayed.is_empty() {
+                        // Checkpoint the commits the journal holds (load applied them).
+                        Self::checkpoint(path, &replayed).map_err(io)?;
                     }
                     (state, seq, false)
                 }
@@ -758,14 +783,21 @@ impl Store {
         };
         let paged = match layout {
             Layout::WholeFile => None,
-            Layout::Paged => Some(Box::new(PageFiles {
-                pages: open_rw(&pages_path(path), false).map_err(io)?,
-                journal: open_rw(&journal_path(path), true).map_err(io)?,
-                page_size: state.page_size as usize,
-                committed: Mutex::new(state.memory.clone()),
-                seq: AtomicU64::new(seq),
-                fault: AtomicU8::new(0),
-            })),
+            Layout::Paged => {
+                let [j0, j1] = journal_paths(path);
+                Some(Box::new(PageFiles {
+                    pages: open_rw(&pages_path(path), false).map_err(io)?,
+                    journals: [open_rw(&j0, true).map_err(io)?, open_rw(&j1, true).map_err(io)?],
+                    page_size: state.page_size as usize,
+                    inner: Mutex::new(PageState {
+                        committed: state.memory.clone(),
+                        seq,
+                        oldest_unsynced: 0,
+                        all_pages_next: false,
+                    }),
+                    fault: AtomicU8::new(0),
+                }))
+            }
         };
         let store = Store::File {
             path: path.to_path_buf(),
@@ -775,23 +807,29 @@ impl Store {
         Ok((store, state, created))
     }
 
-    /// After [`Store::load`] applied a journal record newer than the JSON
-    /// state (a crash between journal and JSON): write its pages in place,
-    /// sync them and store its JSON state.
-    fn recover(path: &Path, rec: &JournalRecord) -> std::io::Result<()> {
+    /// After [`Store::load`] applied journal records newer than the JSON
+    /// state (commits since the card was last opened, or a crash): write
+    /// their pages in place in order, sync the page file and store the
+    /// newest record's JSON state.
+    fn checkpoint(path: &Path, records: &[JournalRecord]) -> std::io::Result<()> {
         let pages = open_rw(&pages_path(path), false)?;
-        for (i, page) in &rec.pages {
-            pages.write_all_at(page, (i * page.len()) as u64)?;
+        for rec in records {
+            for (i, page) in &rec.pages {
+                pages.write_all_at(page, (i * page.len()) as u64)?;
+            }
         }
         pages.sync_data()?;
-        fsutil::atomic_write(path, &rec.json)
+        match records.last() {
+            Some(newest) => fsutil::atomic_write(path, &newest.json),
+            None => Ok(()),
+        }
     }
 
-    /// Parse a state file (and for version 2 its page file and journal,
-    /// applying a newer journal record in memory). Returns the state, the
-    /// file's version, the state's commit sequence number and the journal
-    /// record applied, if any.
-    fn load(path: &Path, bytes: &[u8]) -> Result<Loaded, StoreError> {
+    /// Parse a state file (and for version 2 its page file and the journal
+    /// slots' contents, applying the records newer than the JSON state in
+    /// memory, oldest first). Returns the state, the file's version, the
+    /// sequence number of the state and the journal records applied.
+    fn load(path: &Path, bytes: &[u8], journals: &[Vec<u8>; 2]) -> Result<Loaded, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             path: path.to_path_buf(),
             reason,
@@ -806,7 +844,7 @@ impl Store {
             1 => {
                 state.version = STATE_VERSION;
                 state.check().map_err(corrupt)?;
-                return Ok((state, 1, 0, None));
+                return Ok((state, 1, 0, Vec::new()));
             }
             STATE_VERSION if state.memory.is_empty() => {}
             STATE_VERSION => return Err(corrupt("a version 2 state carries its memory in the JSON".into())),
@@ -821,26 +859,31 @@ impl Store {
         if state.memory.len() != memory_len {
             return Err(corrupt("memory size does not match page size and count".into()));
         }
-        let journal = read_optional(&journal_path(path)).map_err(io)?.unwrap_or_default();
-        if let Some(rec) = decode_journal(&journal, state.page_size as usize, memory_len) {
-            if rec.seq > seq {
-                let mut memory = std::mem::take(&mut state.memory);
-                let (newer, _) = Self::parse(path, &rec.json)?;
-                state = newer;
-                for (i, page) in &rec.pages {
-                    memory[i * page.len()..(i + 1) * page.len()].copy_from_slice(page);
-                }
-                state.memory = memory;
-                if state.version != STATE_VERSION || state.memory.len() != memory_len {
-                    return Err(corrupt("the journal does not fit the card".into()));
-                }
-                state.check().map_err(corrupt)?;
-                let seq = rec.seq;
-                return Ok((state, version, seq, Some(rec)));
+        let mut records: Vec<JournalRecord> = journals
+            .iter()
+            .filter_map(|j| decode_journal(j, state.page_size as usize, memory_len))
+            .filter(|r| r.seq > seq)
+            .collect();
+        records.sort_by_key(|r| r.seq);
+        let Some(newest) = records.last() else {
+            state.check().map_err(corrupt)?;
+            return Ok((state, version, seq, records));
+        };
+        let mut memory = std::mem::take(&mut state.memory);
+        for rec in &records {
+            for (i, page) in &rec.pages {
+                memory[i * page.len()..(i + 1) * page.len()].copy_from_slice(page);
             }
         }
-        state.check().map_err(corrupt)?;
-        Ok((state, version, seq, None))
+        let (mut newer, _) = Self::parse(path, &newest.json)?;
+        newer.memory = memory;
+        if newer.version != STATE_VERSION || newer.page_size != state.page_size || newer.page_count != state.page_count
+        {
+            return Err(corrupt("the journal does not fit the card".into()));
+        }
+        newer.check().map_err(corrupt)?;
+        let seq = newest.seq;
+        Ok((newer, version, seq, records))
     }
 
     fn parse(path: &Path, bytes: &[u8]) -> Result<(CardState, u64), StoreError> {
@@ -854,8 +897,8 @@ impl Store {
     }
 
     /// Read a card's state without locking it (inspection and tests), also
-    /// while its simulator writes: a read that overlapped a commit of the
-    /// JSON state is repeated.
+    /// while its simulator writes: a read that overlapped a journal write
+    /// (or the JSON state's replacement) is repeated.
     pub fn peek(path: &Path) -> Result<CardState, StoreError> {
         let io = |source| StoreError::Io {
             path: path.to_path_buf(),
@@ -864,14 +907,15 @@ impl Store {
         let mut tries = 0;
         loop {
             let bytes = std::fs::read(path).map_err(io)?;
-            let loaded = Self::load(path, &bytes);
-            // The JSON state is replaced by rename and names its commit: if
-            // it is unchanged after the page file and journal were read, the
-            // pages read were those of that commit or of the next one, whose
-            // journal record (written before any page) was read after them.
-            let again = std::fs::read(path).map_err(io)?;
+            let journals = read_journals(path).map_err(io)?;
+            let loaded = Self::load(path, &bytes, &journals);
+            // Pages are written in place only after their record is in the
+            // journal: if neither the journal nor the JSON state changed
+            // while the page file was read, every page read that is newer
+            // than the JSON state is in a record read, and applied over it.
             tries += 1;
-            if again == bytes || tries >= 100 {
+            let same = std::fs::read(path).map_err(io)? == bytes && read_journals(path).map_err(io)? == journals;
+            if same || tries >= 100 {
                 return loaded.map(|(s, ..)| s);
             }
         }
@@ -885,13 +929,13 @@ impl Store {
         }
     }
 
-    /// Durably store `state` before the card answers. Version 2: the memory
-    /// pages that changed since the last commit go to the journal with the
-    /// new JSON state (fsync), then in place into the page file (fsync), then
-    /// the JSON state is replaced through [`fsutil::atomic_write`]
-    /// (temporary file, mode 0600, fsync, rename, directory fsync); without
-    /// changed pages only the JSON state is replaced. Version 1: the whole
-    /// file, memory included, through [`fsutil::atomic_write`].
+    /// Durably store `state` before the card answers. Version 2: one
+    /// journal record (the new JSON state and the memory pages that changed
+    /// since the last commit) into slot `seq % 2`, fdatasync'ed: the commit
+    /// point; then the changed pages are written in place, synced before
+    /// their record's slot is reused (two commits later). The JSON state
+    /// file is brought up to date when the card is next opened. Version 1:
+    /// the whole file, memory included, through [`fsutil::atomic_write`].
     pub fn commit(&self, state: &CardState) -> Result<(), StoreError> {
         let Store::File { path, paged, .. } = self else {
             return Ok(());
@@ -906,46 +950,56 @@ impl Store {
             bytes.zeroize();
             return result.map_err(io);
         };
-        let mut committed = p.committed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = p.inner.lock().unwrap_or_else(|e| e.into_inner());
         let ps = p.page_size;
-        if state.memory.len() != committed.len() || ps == 0 {
+        if state.memory.len() != g.committed.len() || ps == 0 {
             return Err(io(std::io::Error::other("the memory changed size")));
         }
         let changed: Vec<(usize, &[u8])> = state
             .memory
             .chunks(ps)
-            .zip(committed.chunks(ps))
+            .zip(g.committed.chunks(ps))
             .enumerate()
-            .filter(|(_, (new, old))| new != old)
+            .filter(|(_, (new, old))| g.all_pages_next || new != old)
             .map(|(i, (new, _))| (i, new))
             .collect();
-        let seq = p.seq.load(Ordering::Relaxed) + 1;
+        let seq = g.seq + 1;
         let mut json = encode_json(state, Layout::Paged, seq);
         let result = (|| {
-            if !changed.is_empty() {
-                let mut rec = encode_journal(seq, &json, ps, &changed);
-                let written = p.journal.write_all_at(&rec, 0).and_then(|()| p.journal.sync_data());
-                rec.zeroize();
-                written?;
-                if p.fault.load(Ordering::Relaxed) == JournalFault::AfterJournal as u8 {
-                    return Err(std::io::Error::other("stopped after the journal (fault injection)"));
-                }
-                for (i, page) in &changed {
-                    p.pages.write_all_at(page, (i * ps) as u64)?;
-                }
+            // The slot holds record seq - 2: its pages must be durable first.
+            if g.oldest_unsynced != 0 && g.oldest_unsynced + 2 <= seq {
                 p.pages.sync_data()?;
-                if p.fault.load(Ordering::Relaxed) == JournalFault::AfterPages as u8 {
-                    return Err(std::io::Error::other("stopped after the pages (fault injection)"));
-                }
+                g.oldest_unsynced = 0;
             }
-            fsutil::atomic_write(path, &json)
+            let mut rec = encode_journal(seq, &json, ps, &changed);
+            let slot = &p.journals[(seq % 2) as usize];
+            let written = slot.write_all_at(&rec, 0).and_then(|()| slot.sync_data());
+            rec.zeroize();
+            written?;
+            if p.fault.load(Ordering::Relaxed) == JournalFault::AfterJournal as u8 {
+                return Err(std::io::Error::other("stopped after the journal (fault injection)"));
+            }
+            for (i, page) in &changed {
+                if g.oldest_unsynced == 0 {
+                    g.oldest_unsynced = seq;
+                }
+                p.pages.write_all_at(page, (i * ps) as u64)?;
+            }
+            if p.fault.load(Ordering::Relaxed) == JournalFault::AfterPages as u8 {
+                return Err(std::io::Error::other("stopped after the pages (fault injection)"));
+            }
+            Ok(())
         })();
         json.zeroize();
-        result.map_err(io)?;
-        for (i, page) in &changed {
-            committed[i * ps..(i + 1) * ps].copy_from_slice(page);
+        if let Err(e) = result {
+            g.all_pages_next = true;
+            return Err(io(e));
         }
-        p.seq.store(seq, Ordering::Relaxed);
+        for (i, page) in &changed {
+            g.committed[i * ps..(i + 1) * ps].copy_from_slice(page);
+        }
+        g.seq = seq;
+        g.all_pages_next = false;
         Ok(())
     }
 }
@@ -955,9 +1009,11 @@ impl Store {
 /// leaves the previous (version 1, or no) state file, so this is redone.
 fn write_whole_paged(path: &Path, state: &CardState) -> std::io::Result<()> {
     fsutil::atomic_write(pages_path(path), &state.memory)?;
-    match std::fs::remove_file(journal_path(path)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    for journal in journal_paths(path) {
+        match std::fs::remove_file(journal) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     let mut json = encode_json(state, Layout::Paged, 0);
     let r = fsutil::atomic_write(path, &json);
@@ -1051,8 +1107,14 @@ mod tests {
         assert!(matches!(Store::peek(&path), Err(StoreError::Corrupt { .. })));
     }
 
+    fn json_seq(path: &Path) -> u64 {
+        serde_json::from_slice::<Seq>(&std::fs::read(path).unwrap())
+            .unwrap()
+            .store_seq
+    }
+
     #[test]
-    fn the_json_state_holds_no_memory_and_a_page_write_touches_only_its_page() {
+    fn the_json_state_holds_no_memory_and_a_page_write_journals_only_its_page() {
         let dir = Dir::new("paged");
         let path = dir.0.join("a.card");
         let (store, mut st, _) = Store::open(&path, &main_profile()).unwrap();
@@ -1063,27 +1125,45 @@ mod tests {
         let ps = st.page_size as usize;
         st.memory[5 * ps..6 * ps].fill(0xA5);
         store.commit(&st).unwrap();
-        // The journal holds the new JSON state and exactly the one changed page.
-        let journal = std::fs::read(journal_path(&path)).unwrap();
-        let rec = decode_journal(&journal, ps, st.memory.len()).unwrap();
-        assert_eq!(rec.seq, 1);
-        assert_eq!(rec.pages.len(), 1);
-        assert_eq!(rec.pages[0].0, 5);
-        assert_eq!(rec.json, std::fs::read(&path).unwrap());
+        // Commit 1 is one record in slot 1: the new JSON state and exactly the
+        // one changed page; the page is also in place.
+        let [j0, j1] = journal_paths(&path);
+        let rec = decode_journal(&std::fs::read(&j1).unwrap(), ps, st.memory.len()).unwrap();
+        assert_eq!((rec.seq, rec.pages.len(), rec.pages[0].0), (1, 1, 5));
+        let (parsed, seq) = Store::parse(&path, &rec.json).unwrap();
+        assert_eq!(seq, 1);
+        assert!(parsed.memory.is_empty() && parsed.backup == st.backup && parsed.pin == st.pin);
         assert_eq!(std::fs::read(pages_path(&path)).unwrap(), st.memory);
-        // A commit without a memory change leaves the journal as it was.
+        // A commit without a memory change is a record without pages, in slot 0.
         st.pin.tries_left -= 1;
         store.commit(&st).unwrap();
-        assert_eq!(std::fs::read(journal_path(&path)).unwrap(), journal);
+        let rec = decode_journal(&std::fs::read(&j0).unwrap(), ps, st.memory.len()).unwrap();
+        assert_eq!((rec.seq, rec.pages.len()), (2, 0));
+        // The JSON state file is brought up to date when the card is opened.
+        assert_eq!(json_seq(&path), 0);
         assert_eq!(Store::peek(&path).unwrap(), st);
-        // The older journal record (seq 1) is not applied over the newer state (seq 2).
         drop(store);
         let (_s, again, _) = Store::open(&path, &main_profile()).unwrap();
         assert_eq!(again, st);
+        assert_eq!(json_seq(&path), 2);
+        // The records (seq 1 and 2) are not applied again over the newer state.
+        drop(_s);
+        let mut json = std::fs::read_to_string(&path).unwrap();
+        json = json.replace("\"store_seq\":2", "\"store_seq\":3");
+        std::fs::write(&path, json).unwrap();
+        let mut page = st.memory[5 * ps..6 * ps].to_vec();
+        page.fill(0x01);
+        let pages = open_rw(&pages_path(&path), false).unwrap();
+        pages.write_all_at(&page, 5 * ps as u64).unwrap();
+        assert_eq!(
+            Store::peek(&path).unwrap().memory[5 * ps],
+            0x01,
+            "an old record was applied"
+        );
     }
 
-    /// A crash between the journal and the in-place write (and between the
-    /// pages and the JSON state): the next open completes the change.
+    /// A crash between the journal and the in-place write (and after the
+    /// in-place write): the next open completes the change.
     #[test]
     fn a_crash_after_the_journal_is_recovered_on_open() {
         for fault in [JournalFault::AfterJournal, JournalFault::AfterPages] {
@@ -1100,8 +1180,8 @@ mod tests {
             st.backup.issued += 1;
             store.inject_journal_fault(fault);
             assert!(store.commit(&st).is_err(), "{fault:?}");
-            // The JSON state is still the old one; the pages are old (after the
-            // journal) or new (after the pages).
+            // The JSON state file is untouched; the pages are old (after the
+            // journal) or new (after the in-place write).
             assert_eq!(std::fs::read(&path).unwrap(), before_json);
             let on_disk = std::fs::read(pages_path(&path)).unwrap();
             match fault {
@@ -1111,13 +1191,44 @@ mod tests {
             // An inspection meanwhile sees the committed change.
             assert_eq!(Store::peek(&path).unwrap(), st, "{fault:?}");
             drop(store);
-            let (_s, recovered, _) = Store::open(&path, &main_profile()).unwrap();
+            let (store, recovered, _) = Store::open(&path, &main_profile()).unwrap();
             assert_eq!(recovered, st, "{fault:?}");
-            // Recovery wrote the files: they hold the change without the journal.
+            // Opening wrote the files: they hold the change without the journal.
             assert_eq!(std::fs::read(pages_path(&path)).unwrap(), st.memory);
-            std::fs::remove_file(journal_path(&path)).unwrap();
+            assert_eq!(json_seq(&path), 2);
+            drop(store);
+            for j in journal_paths(&path) {
+                std::fs::remove_file(j).unwrap();
+            }
             assert_eq!(Store::peek(&path).unwrap(), st);
         }
+    }
+
+    /// A commit that failed after its record and in-place pages, then a
+    /// commit that changes a page back: the page file is not trusted, the
+    /// next record carries every page.
+    #[test]
+    fn after_a_failed_commit_the_next_record_carries_every_page() {
+        let dir = Dir::new("failed");
+        let path = dir.0.join("a.card");
+        let (store, mut st, _) = Store::open(&path, &main_profile()).unwrap();
+        let old = st.clone();
+        let ps = st.page_size as usize;
+        st.memory[0..ps].fill(0x77);
+        store.inject_journal_fault(JournalFault::AfterPages);
+        assert!(store.commit(&old_with(&st)).is_err());
+        store.inject_journal_fault(JournalFault::None);
+        // Back to the old memory, with another change elsewhere.
+        let mut back = old.clone();
+        back.pin.tries_left -= 1;
+        store.commit(&back).unwrap();
+        assert_eq!(Store::peek(&path).unwrap(), back);
+        drop(store);
+        assert_eq!(Store::open(&path, &main_profile()).unwrap().1, back);
+    }
+
+    fn old_with(s: &CardState) -> CardState {
+        s.clone()
     }
 
     /// A journal record torn by a crash while it was written is ignored: the
@@ -1133,14 +1244,15 @@ mod tests {
         store.inject_journal_fault(JournalFault::AfterJournal);
         assert!(store.commit(&st).is_err());
         drop(store);
-        let journal = std::fs::read(journal_path(&path)).unwrap();
+        let slot = journal_paths(&path)[1].clone();
+        let journal = std::fs::read(&slot).unwrap();
         for cut in [journal.len() - 1, journal.len() / 2, 10] {
-            std::fs::write(journal_path(&path), &journal[..cut]).unwrap();
+            std::fs::write(&slot, &journal[..cut]).unwrap();
             assert_eq!(Store::peek(&path).unwrap(), old, "cut at {cut}");
         }
         let mut flipped = journal.clone();
         flipped[JOURNAL_HEADER + 3] ^= 1;
-        std::fs::write(journal_path(&path), &flipped).unwrap();
+        std::fs::write(&slot, &flipped).unwrap();
         let (_s, reopened, _) = Store::open(&path, &main_profile()).unwrap();
         assert_eq!(reopened, old);
     }
@@ -1169,7 +1281,10 @@ mod tests {
         let json = std::fs::read_to_string(&path).unwrap();
         assert!(json.starts_with("{\"version\":2,") && !json.contains("\"memory\""));
         assert_eq!(std::fs::read(pages_path(&path)).unwrap(), v1.memory);
-        assert!(!journal_path(&path).exists() || std::fs::read(journal_path(&path)).unwrap().is_empty());
+        // The old journal was removed (opening creates empty slots).
+        assert!(journal_paths(&path)
+            .iter()
+            .all(|j| std::fs::read(j).unwrap().is_empty()));
         drop(_s);
         assert_eq!(Store::open(&path, &main_profile()).unwrap().1, v1);
     }

@@ -570,14 +570,15 @@ fn a_symlink_planted_beside_the_state_file_receives_nothing() {
         names,
         vec![
             "card.json",
-            "card.json.journal",
+            "card.json.journal0",
+            "card.json.journal1",
             "card.json.lock",
             "card.json.pages",
             "test-domain.json",
             "victim"
         ]
     );
-    for f in ["card.json.journal", "card.json.pages"] {
+    for f in ["card.json.journal0", "card.json.journal1", "card.json.pages"] {
         let meta = std::fs::symlink_metadata(dir.0.join(f)).unwrap();
         assert!(meta.file_type().is_file());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
