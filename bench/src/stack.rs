@@ -238,13 +238,48 @@ impl PrivatePcscd {
     }
 }
 
-/// The system pcscd's pid, from its pid file.
-pub fn system_pcscd_pid() -> Option<u32> {
-    std::fs::read_to_string("/run/pcscd/pcscd.pid")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// The pid of the pcscd this process talks to: the peer of a connection to
+/// its client socket (`$PCSCLITE_CSOCK_NAME`, default
+/// `/run/pcscd/pcscd.comm`; `SO_PEERCRED` names the process that listens),
+/// else the pid file. The error says why neither gave a pid whose CPU time
+/// is readable.
+pub fn system_pcscd_pid() -> std::result::Result<u32, String> {
+    use std::os::unix::io::AsRawFd;
+    let socket = std::env::var_os(SOCKET_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/run/pcscd/pcscd.comm".into());
+    let peer = match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(conn) => {
+            let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+            let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+            // SAFETY: getsockopt on a socket we own, into a ucred of the given size.
+            let rc = unsafe {
+                libc::getsockopt(
+                    conn.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_PEERCRED,
+                    (&mut cred as *mut libc::ucred).cast(),
+                    &mut len,
+                )
+            };
+            if rc == 0 && cred.pid > 0 {
+                Ok(cred.pid as u32)
+            } else {
+                Err(format!("SO_PEERCRED on {} gave no pid", socket.display()))
+            }
+        }
+        Err(e) => Err(format!("connecting to {}: {e}", socket.display())),
+    };
+    let pid = peer.or_else(|why| {
+        std::fs::read_to_string("/run/pcscd/pcscd.pid")
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .ok_or_else(|| format!("{why}, and no /run/pcscd/pcscd.pid"))
+    })?;
+    match process_cpu_seconds(pid) {
+        Some(_) => Ok(pid),
+        None => Err(format!("/proc/{pid}/stat (pcscd) is not readable")),
+    }
 }
 
 /// CPU seconds (user + system, all threads) a process has used so far, from
