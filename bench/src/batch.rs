@@ -28,6 +28,18 @@ pub fn holder_file(dir: &Path, n: usize) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The summary of a batch command's `--json` output: the whole output when it
+/// is one JSON document (`issue`), else its last line (`duplicate --holders`
+/// reports each holder on a line of its own as it finishes, then the totals).
+pub fn last_json_line(stdout: &[u8]) -> Result<serde_json::Value> {
+    if let Ok(v) = serde_json::from_slice(stdout) {
+        return Ok(v);
+    }
+    let text = String::from_utf8_lossy(stdout);
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(last).map_err(|e| Error::Data(format!("batch report is not JSON: {e}")))
+}
+
 /// One configuration's run: wall seconds and CPU seconds of issue and duplicate.
 #[derive(Default, Clone, Copy)]
 pub struct BatchRun {
@@ -50,9 +62,7 @@ pub fn issue_and_duplicate(
         .iter()
         .flat_map(|(m, b)| ["--main".to_string(), m.clone(), "--backup".to_string(), b.clone()])
         .collect();
-    let json = |r: &super::proc::ChildRun| -> Result<serde_json::Value> {
-        serde_json::from_slice(&r.stdout).map_err(|e| Error::Data(format!("batch report is not JSON: {e}")))
-    };
+    let json = |r: &super::proc::ChildRun| last_json_line(&r.stdout);
     let issue = run_child(
         cardvault(&cfg.exe, home)
             .args(["--json", "issue", "--profile", "pair", "--no-domain", "--issuer"])
@@ -68,6 +78,8 @@ pub fn issue_and_duplicate(
         cardvault(&cfg.exe, home)
             .args(["--json", "duplicate", "--elements", "generate", "--holders"])
             .arg(holders)
+            .arg("--elements-out")
+            .arg(home.join("elements.txt"))
             .args(&station_args),
     )?;
     if json(&dup)?["duplicated"] != n {

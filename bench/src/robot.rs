@@ -363,12 +363,13 @@ fn run_config(
                 "--holders",
             ])
             .arg(holders)
+            .arg("--elements-out")
+            .arg(home.join("elements.txt"))
             .args(&station_args),
     )?;
     let dup_others = others() - before;
     robot.finish()?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&dup.stdout).map_err(|e| Error::Data(format!("duplicate report: {e}")))?;
+    let v = super::batch::last_json_line(&dup.stdout)?;
     if v["duplicated"] != n {
         return Err(Error::Data(format!("duplicate through pcscd: {v}")));
     }
