@@ -5,9 +5,10 @@
 //! memory, written in place; and a write-ahead journal of two slots
 //! (`PATH.journal0`, `PATH.journal1`). Every commit is one journal record —
 //! the new JSON state and the memory pages that changed — fsynced before the
-//! card answers; the pages are then written in place. Opening the card
-//! applies the records newer than `PATH` and brings `PATH` up to date
-//! (atomic replacement: temporary file, fsync, rename, directory fsync). A
+//! card answers; the pages are then written in place. Closing the card
+//! brings `PATH` up to date (atomic replacement: temporary file, fsync,
+//! rename, directory fsync); opening it after a crash applies the records
+//! newer than `PATH` and does the same. A
 //! simulator killed at any point leaves the last committed state, like a
 //! card pulled from a reader, and a write costs what it changed, not the
 //! size of the memory. A version 1 file (one JSON file with the memory in
@@ -472,7 +473,7 @@ pub fn set_layout(layout: Layout) {
 
 /// Fault injection for the journal's crash tests: a commit stops (and
 /// reports an error) at the given point, leaving the files as a crash there
-/// would.
+/// would; closing the card then does not bring the state file up to date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum JournalFault {
@@ -486,6 +487,8 @@ pub enum JournalFault {
 /// The memory's files of a version 2 card.
 #[derive(Debug)]
 pub struct PageFiles {
+    /// The JSON state file, brought up to date when the card is closed.
+    path: PathBuf,
     pages: File,
     /// The two journal slots: record `s` goes to slot `s % 2`.
     journals: [File; 2],
@@ -506,6 +509,25 @@ struct PageState {
     /// A commit failed after its record reached the journal: the page file
     /// may hold pages `committed` does not, so the next record carries all.
     all_pages_next: bool,
+    /// The JSON state of the last commit since the card was opened (empty:
+    /// none): written to the state file when the card is closed.
+    last_json: Vec<u8>,
+}
+
+impl Drop for PageFiles {
+    /// Closing the card: sync the page file and replace the JSON state file
+    /// by the last commit's, so the files are whole without the journal
+    /// (a failure here leaves the journal, applied at the next open).
+    fn drop(&mut self) {
+        let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        // A store with an injected fault is closed as a crash would leave it.
+        let crashed = self.fault.load(Ordering::Relaxed) != JournalFault::None as u8;
+        if !crashed && !g.last_json.is_empty() && self.pages.sync_data().is_ok() {
+            g.oldest_unsynced = 0;
+            let _ = fsutil::atomic_write(&self.path, &g.last_json);
+        }
+        g.last_json.zeroize();
+    }
 }
 
 /// Where the state lives: a file (real simulator and embedded reader) or nowhere (unit tests).
@@ -786,6 +808,7 @@ impl Store {
             Layout::Paged => {
                 let [j0, j1] = journal_paths(path);
                 Some(Box::new(PageFiles {
+                    path: path.to_path_buf(),
                     pages: open_rw(&pages_path(path), false).map_err(io)?,
                     journals: [open_rw(&j0, true).map_err(io)?, open_rw(&j1, true).map_err(io)?],
                     page_size: state.page_size as usize,
@@ -794,6 +817,7 @@ impl Store {
                         seq,
                         oldest_unsynced: 0,
                         all_pages_next: false,
+                        last_json: Vec::new(),
                     }),
                     fault: AtomicU8::new(0),
                 }))
@@ -934,7 +958,8 @@ impl Store {
     /// since the last commit) into slot `seq % 2`, fdatasync'ed: the commit
     /// point; then the changed pages are written in place, synced before
     /// their record's slot is reused (two commits later). The JSON state
-    /// file is brought up to date when the card is next opened. Version 1:
+    /// file is brought up to date when the card is closed (or, after a
+    /// crash, when it is next opened). Version 1:
     /// the whole file, memory included, through [`fsutil::atomic_write`].
     pub fn commit(&self, state: &CardState) -> Result<(), StoreError> {
         let Store::File { path, paged, .. } = self else {
@@ -990,11 +1015,13 @@ impl Store {
             }
             Ok(())
         })();
-        json.zeroize();
         if let Err(e) = result {
+            json.zeroize();
             g.all_pages_next = true;
             return Err(io(e));
         }
+        g.last_json.zeroize();
+        g.last_json = json;
         for (i, page) in &changed {
             g.committed[i * ps..(i + 1) * ps].copy_from_slice(page);
         }
