@@ -39,6 +39,10 @@ pub struct Vault {
     anchor: anchor::Anchor,
 }
 
+/// Insert or refresh a card in `cards`: ?1 card number, ?2 role, ?3 now.
+pub(crate) const NOTE_CARD_SQL: &str = "INSERT INTO cards (card_number, role, first_seen, last_seen) \
+     VALUES (?1, ?2, ?3, ?3) ON CONFLICT(card_number) DO UPDATE SET role = ?2, last_seen = ?3";
+
 /// How long a statement waits for another connection's lock before it
 /// fails with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -152,14 +156,17 @@ impl Vault {
 
     /// Record that a card was seen with a role.
     pub fn note_card(&self, card_number: &str, role: &str) -> Result<()> {
+        self.note_cards(&[(card_number, role)])
+    }
+
+    /// Record that cards were seen with their roles, in one transaction.
+    pub fn note_cards(&self, cards: &[(&str, &str)]) -> Result<()> {
         let now = crate::util::now_utc();
-        self.conn
-            .execute(
-                "INSERT INTO cards (card_number, role, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT(card_number) DO UPDATE SET role = ?2, last_seen = ?3",
-                rusqlite::params![card_number, role, now],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        for (card_number, role) in cards {
+            tx.execute(NOTE_CARD_SQL, rusqlite::params![card_number, role, now])
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 }
