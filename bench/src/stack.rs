@@ -5,8 +5,8 @@
 //! By default the system's pcscd and its two vpcd readers ("Virtual PCD 00
 //! 00" and "00 01", ports 35963 and 35964) are used, and only when nothing
 //! else has a card in them. `--setup-readers` (root) instead starts a
-//! private pcscd for this run: two vpcd entries (channels 0x8C7D and
-//! 0x8C7F, ports 35965 to 35968, four readers) in a private mount namespace
+//! private pcscd for this run: four vpcd entries (channels 0x8C7D, 0x8C7F,
+//! 0x8C81 and 0x8C83, ports 35965 to 35972, eight readers) in a private mount namespace
 //! whose /run/pcscd is a scratch directory, so the system's pcscd, its
 //! socket, its pid file and /etc/reader.conf.d are never touched, and the
 //! tests that use the system's readers keep running undisturbed. The
@@ -19,7 +19,7 @@
 //! arrays indexed by slot number, so a second entry loading the same driver
 //! file shares the first one's state (the new "00 00" reader shows the card
 //! on port 35963 and the old one the card on 35965). The private pcscd loads
-//! a copy of the driver for its second entry.
+//! a copy of the driver for every entry after the first.
 
 use cardvault::error::{Error, Result};
 use std::ffi::CString;
@@ -220,7 +220,7 @@ fn vpcd_driver() -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// A pcscd of our own with four vpcd readers, on a private socket.
+/// A pcscd of our own with eight vpcd readers, on a private socket.
 pub struct PrivatePcscd {
     child: Child,
     pub socket: PathBuf,
@@ -315,7 +315,12 @@ pub fn own_cpu_seconds() -> f64 {
 }
 
 /// (friendly name, channel id); vpcd listens on ports channel and channel + 1.
-const PRIVATE_CHANNELS: [(&str, u16); 2] = [("CardVault Bench A", 0x8C7D), ("CardVault Bench B", 0x8C7F)];
+const PRIVATE_CHANNELS: [(&str, u16); 4] = [
+    ("CardVault Bench A", 0x8C7D),
+    ("CardVault Bench B", 0x8C7F),
+    ("CardVault Bench C", 0x8C81),
+    ("CardVault Bench D", 0x8C83),
+];
 
 impl PrivatePcscd {
     /// Start it (needs root for the mount namespace) and point this process's
@@ -348,10 +353,14 @@ impl PrivatePcscd {
         // number, so two entries loading the same driver file share it (both
         // "00 00" readers show the card of either port). A copy of the file is
         // a separate dlopen with state of its own.
-        let copy = dir.join("libifdvpcd-bench-b.so");
-        std::fs::copy(&driver, &copy).map_err(|e| Error::io(format!("copying {}", driver.display()), e))?;
+        let mut libs = vec![driver.clone()];
+        for tag in ["b", "c", "d"] {
+            let copy = dir.join(format!("libifdvpcd-bench-{tag}.so"));
+            std::fs::copy(&driver, &copy).map_err(|e| Error::io(format!("copying {}", driver.display()), e))?;
+            libs.push(copy);
+        }
         let mut text = String::new();
-        for ((name, ch), lib) in PRIVATE_CHANNELS.into_iter().zip([driver.as_path(), copy.as_path()]) {
+        for ((name, ch), lib) in PRIVATE_CHANNELS.into_iter().zip(&libs) {
             text.push_str(&format!(
                 "FRIENDLYNAME \"{name}\"\nDEVICENAME   /dev/null:0x{ch:04X}\nLIBPATH      {}\nCHANNELID    0x{ch:04X}\n\n",
                 lib.display()
@@ -384,7 +393,7 @@ impl PrivatePcscd {
         loop {
             if let Ok(names) = list_readers() {
                 let ours: Vec<&String> = names.iter().filter(|n| n.starts_with("CardVault Bench")).collect();
-                if ours.len() == 4 {
+                if ours.len() == 2 * PRIVATE_CHANNELS.len() {
                     p.readers = PRIVATE_CHANNELS
                         .iter()
                         .flat_map(|(name, ch)| {
