@@ -36,7 +36,21 @@ pub struct IssuerCredentials {
     /// The root's private key, PEM, when the directory holds it: it signs
     /// registration certificates at issuance.
     root_key_pem: Option<Zeroizing<Vec<u8>>>,
+    /// The two keys parsed once (a batch signs and opens sessions for every
+    /// card; parsing a PEM key costs more than the signature).
+    key_parsed: std::sync::OnceLock<KeyPair>,
+    root_key_parsed: std::sync::OnceLock<KeyPair>,
     pub dir: PathBuf,
+}
+
+/// `pem` parsed, the first time into `cache`.
+fn parsed_key(cache: &std::sync::OnceLock<KeyPair>, pem: &[u8]) -> std::result::Result<KeyPair, String> {
+    if let Some(k) = cache.get() {
+        return Ok(k.clone());
+    }
+    let k = KeyPair::from_pem(pem).map_err(|e| e.to_string())?;
+    let _ = cache.set(k.clone());
+    Ok(k)
 }
 
 impl std::fmt::Debug for IssuerCredentials {
@@ -92,6 +106,8 @@ impl IssuerCredentials {
             chain,
             key_pem,
             root_key_pem,
+            key_parsed: Default::default(),
+            root_key_parsed: Default::default(),
             dir: dir.to_path_buf(),
         })
     }
@@ -105,6 +121,8 @@ impl IssuerCredentials {
             chain: vec![root, oce],
             key_pem: Zeroizing::new(b.oce_key.to_vec()),
             root_key_pem: Some(Zeroizing::new(b.root_key.to_vec())),
+            key_parsed: Default::default(),
+            root_key_parsed: Default::default(),
             dir: PathBuf::from("(built-in test issuer)"),
         })
     }
@@ -134,7 +152,7 @@ impl IssuerCredentials {
         };
         let root = self.root().ok_or_else(no_root)?;
         let pem = self.root_key_pem.as_ref().ok_or_else(no_root)?;
-        let key = KeyPair::from_pem(pem).map_err(|e| Error::Usage(format!("issuer root key: {e}")))?;
+        let key = parsed_key(&self.root_key_parsed, pem).map_err(|e| Error::Usage(format!("issuer root key: {e}")))?;
         cardvault_proto::cert::issue_registration_certificate(
             &key,
             root,
@@ -182,7 +200,7 @@ impl IssuerCredentials {
         };
         let root = self.root().ok_or_else(no_root)?;
         let pem = self.root_key_pem.as_ref().ok_or_else(no_root)?;
-        let key = KeyPair::from_pem(pem).map_err(|e| Error::Usage(format!("issuer root key: {e}")))?;
+        let key = parsed_key(&self.root_key_parsed, pem).map_err(|e| Error::Usage(format!("issuer root key: {e}")))?;
         cardvault_proto::storing::issue_card_signing_certificate(
             &key,
             root,
@@ -196,7 +214,7 @@ impl IssuerCredentials {
 
     /// The operator's key for one SCP11a handshake.
     pub fn key(&self) -> Result<KeyPair> {
-        KeyPair::from_pem(&self.key_pem).map_err(|e| Error::Usage(format!("issuer key: {e}")))
+        parsed_key(&self.key_parsed, &self.key_pem).map_err(|e| Error::Usage(format!("issuer key: {e}")))
     }
 
     /// The chain as DER, root side first.

@@ -1178,7 +1178,9 @@ fn a_take_out_goes_only_to_a_card_certified_under_the_installed_root() {
         assert!(cardvault_proto::crypto::open(&kek, t.nonce, t.aad, t.sealed).is_err());
     }
 
-    // The genuine card, with its certified key back, imports.
+    // The genuine card, with its certified key back, imports (the file as
+    // the card left it: its journal records are newer than the copy above).
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&card_file).unwrap()).unwrap();
     doc["ecka_private"] = serde_json::Value::String(to_hex(&genuine.ecka_private));
     doc["certificate"] = serde_json::Value::String(to_hex(&genuine.certificate));
     std::fs::write(&card_file, serde_json::to_vec(&doc).unwrap()).unwrap();

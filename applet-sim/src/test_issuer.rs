@@ -11,6 +11,13 @@
 use cardvault_proto::cert::{issue_card_certificate, CardSubject};
 use cardvault_proto::crypto::KeyPair;
 use openssl::x509::X509;
+use std::sync::OnceLock;
+
+/// A fixture key or certificate, parsed once per process (every simulated
+/// card made is certified with them).
+fn once<T: Clone>(cell: &'static OnceLock<T>, make: impl FnOnce() -> T) -> T {
+    cell.get_or_init(make).clone()
+}
 
 /// The test issuer root certificate (PEM); the trust anchor of simulated cards.
 pub const ROOT_PEM: &[u8] = include_bytes!("../../fixtures/issuer/test-root.pem");
@@ -26,7 +33,10 @@ pub const CARD_CERTIFICATE_DAYS: u32 = 3650;
 
 /// The root certificate.
 pub fn root() -> X509 {
-    X509::from_pem(ROOT_PEM).expect("fixtures/issuer/test-root.pem")
+    static ROOT: OnceLock<X509> = OnceLock::new();
+    once(&ROOT, || {
+        X509::from_pem(ROOT_PEM).expect("fixtures/issuer/test-root.pem")
+    })
 }
 
 /// The root certificate, DER.
@@ -36,7 +46,10 @@ pub fn root_der() -> Vec<u8> {
 
 /// Certify a card's ECKA public key: DER X.509 signed by the test root.
 pub fn certify_card(card_public: &[u8], subject: &CardSubject) -> Vec<u8> {
-    let key = KeyPair::from_pem(ROOT_KEY_PEM).expect("fixtures/issuer/test-root-key.pem");
+    static KEY: OnceLock<KeyPair> = OnceLock::new();
+    let key = once(&KEY, || {
+        KeyPair::from_pem(ROOT_KEY_PEM).expect("fixtures/issuer/test-root-key.pem")
+    });
     issue_card_certificate(&key, &root(), card_public, subject, CARD_CERTIFICATE_DAYS)
         .and_then(|c| Ok(c.to_der()?))
         .expect("certify card key")
@@ -52,8 +65,14 @@ pub const FACTORY_CA_KEY_PEM: &[u8] = include_bytes!("../../fixtures/factory/tes
 /// Certify a blank card's ECKA public key at the test factory: DER X.509
 /// signed by the test factory CA, naming role `blank`.
 pub fn certify_blank_card(card_public: &[u8], card_number: &str) -> Vec<u8> {
-    let key = KeyPair::from_pem(FACTORY_CA_KEY_PEM).expect("fixtures/factory/test-factory-ca-key.pem");
-    let ca = X509::from_pem(FACTORY_CA_PEM).expect("fixtures/factory/test-factory-ca.pem");
+    static KEY: OnceLock<KeyPair> = OnceLock::new();
+    static CA: OnceLock<X509> = OnceLock::new();
+    let key = once(&KEY, || {
+        KeyPair::from_pem(FACTORY_CA_KEY_PEM).expect("fixtures/factory/test-factory-ca-key.pem")
+    });
+    let ca = once(&CA, || {
+        X509::from_pem(FACTORY_CA_PEM).expect("fixtures/factory/test-factory-ca.pem")
+    });
     let subject = CardSubject {
         card_number: card_number.to_string(),
         role: cardvault_proto::cert::FACTORY_ROLE.to_string(),

@@ -552,7 +552,8 @@ fn a_symlink_planted_beside_the_state_file_receives_nothing() {
     assert!(meta.file_type().is_file());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(Store::peek(&path).unwrap().memory[1024..1324], [0x5A; 300]);
-    // Nothing but the state file, its lock, the directory's test domain and the planted links.
+    // Nothing but the state file, its page file, journal and lock, the
+    // directory's test domain and the planted links.
     let mut names: Vec<String> = std::fs::read_dir(&dir.0)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -565,7 +566,23 @@ fn a_symlink_planted_beside_the_state_file_receives_nothing() {
         })
         .collect();
     names.sort();
-    assert_eq!(names, vec!["card.json", "card.json.lock", "test-domain.json", "victim"]);
+    assert_eq!(
+        names,
+        vec![
+            "card.json",
+            "card.json.journal0",
+            "card.json.journal1",
+            "card.json.lock",
+            "card.json.pages",
+            "test-domain.json",
+            "victim"
+        ]
+    );
+    for f in ["card.json.journal0", "card.json.journal1", "card.json.pages"] {
+        let meta = std::fs::symlink_metadata(dir.0.join(f)).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+    }
 }
 
 #[test]
@@ -732,7 +749,7 @@ fn get_challenge_returns_16_fresh_bytes() {
 // ---------------------------------------------------------------- persistence
 
 #[test]
-fn write_is_in_the_state_file_when_the_response_arrives_and_file_is_json() {
+fn write_is_in_the_state_files_when_the_response_arrives_and_state_is_json() {
     let dir = TempDir::new("write");
     let path = dir.card_path();
     let mut c = open(&path);
@@ -745,9 +762,14 @@ fn write_is_in_the_state_file_when_the_response_arrives_and_file_is_json() {
     assert_eq!(on_disk.memory[1792..2092], p[..]);
     assert_eq!(&on_disk, c.state());
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    assert_eq!(json["version"], 1);
+    assert_eq!(json["version"], 2);
     assert_eq!(json["card_number"], c.state().card_number.as_str());
-    assert_eq!(json["memory"].as_str().unwrap(), proto::to_hex(&c.state().memory));
+    // The memory is in the page file beside it, not in the JSON.
+    assert!(json.get("memory").is_none());
+    assert_eq!(
+        std::fs::read(applet_sim::state::pages_path(&path)).unwrap(),
+        c.state().memory
+    );
     // Wrong PIN attempts are committed too.
     assert_eq!(verify(&mut c, b"000000"), 0x63C2);
     assert_eq!(Store::peek(&path).unwrap().pin.tries_left, 2);

@@ -1,12 +1,13 @@
 //! Part 4: backup and restore throughput on embedded cards, end to end
 //! through the workflow (card crypto, APDUs, the vault in WAL mode with
-//! synchronous=FULL, the simulator's atomic state writes), for a 64 KiB and
-//! a 1 MiB card; a chain restore of many differentials; and the vault's
+//! synchronous=FULL, the simulator's state writes), for a 64 KiB and a 1 MiB
+//! card, with the card state in version 2 files against version 1; a chain restore of many differentials; and the vault's
 //! size against the raw ciphertext it holds.
 
 use super::cards::{self, PROFILE_PIN};
 use super::proc::{interleave, Samples};
-use super::{Config, Part, Row, Section, Unit};
+use super::{Config, Goal, Op, Part, Row, Section, Unit};
+use applet_sim::state::Layout;
 use cardvault::card::{CardClient, SessionOptions};
 use cardvault::error::{Error, Result};
 use cardvault::transport::sim::SimReader;
@@ -49,25 +50,20 @@ fn restore(r: &mut SimReader, vault: &mut Vault) -> Result<(f64, u64)> {
     Ok((secs_since(t), c.stats().apdus))
 }
 
-/// Median time of one simulator state write (a 1-page WRITE MEMORY), and of
-/// the JSON encoding of the card state that every state write starts with.
-fn state_write(r: &mut SimReader) -> Result<(f64, f64)> {
-    let mut encode = Samples::default();
-    for _ in 0..5 {
-        let t = Instant::now();
-        let bytes = serde_json::to_vec(r.card().state()).map_err(|e| Error::Data(e.to_string()))?;
-        encode.push(secs_since(t));
-        drop(bytes);
-    }
+/// Median time of a one-page WRITE MEMORY (one simulator state write:
+/// the page and the card's change flag) over `n` writes.
+fn one_page_write(r: &mut SimReader, n: usize) -> Result<Samples> {
     let mut c = CardClient::open(r, SessionOptions::default())?;
     c.verify_pin(PROFILE_PIN)?;
     let mut write = Samples::default();
-    for i in 0..5u8 {
+    for i in 0..n + 1 {
         let t = Instant::now();
-        c.write_memory(255, &[i; 256])?;
-        write.push(secs_since(t));
+        c.write_memory(255, &[i as u8 ^ 0x5A; 256])?;
+        if i > 0 {
+            write.push(secs_since(t));
+        }
     }
-    Ok((write.median(), encode.median()))
+    Ok(write)
 }
 
 /// (vault bytes on disk after a checkpoint, raw ciphertext bytes it holds).
@@ -103,65 +99,142 @@ fn overhead_row(s: &mut Section, what: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One card of the comparison: its reader, its vault, its state file.
+struct Bench {
+    r: SimReader,
+    vault: Vault,
+    vault_path: std::path::PathBuf,
+    state_path: std::path::PathBuf,
+}
+
+fn open_card(dir: &Path, name: &str, profile: &str, bytes: usize, layout: Layout) -> Result<Bench> {
+    let vault_path = dir.join(format!("{name}.sqlite"));
+    let vault = Vault::open(&vault_path)?;
+    // The layout is chosen when the card is opened; later cards are paged again.
+    applet_sim::state::set_layout(layout);
+    let r = cards::open(dir, name, profile);
+    applet_sim::state::set_layout(Layout::Paged);
+    let mut r = r?;
+    cards::fill_reader(&mut r, bytes)?;
+    Ok(Bench {
+        r,
+        vault,
+        vault_path,
+        state_path: cardvault::transport::sim::card_path(dir, name),
+    })
+}
+
+fn file_len(p: &Path) -> f64 {
+    std::fs::metadata(p).map(|m| m.len() as f64).unwrap_or(f64::NAN)
+}
+
 pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Section> {
     let dir = cfg.scratch("backup")?;
-    let mut s = Section::new(Part::Backup, format!("{TITLE}, median of {} rounds", cfg.rounds));
+    let mut s = Section::new(
+        Part::Backup,
+        format!(
+            "{TITLE}, median of {} rounds; the card state in version 2 files (JSON state + page file under a \
+             journal) against version 1 (one JSON file, memory in hex, written whole), interleaved",
+            cfg.rounds
+        ),
+    );
     let big_profile = cards::large_profile(&dir, 4096)?;
     let big = big_profile.to_str().expect("utf-8 path").to_string();
+    // (paged, whole file) one-page write samples per card size.
+    let mut writes = Vec::new();
     for (label, name, profile, bytes) in [
         ("64 KiB card", "card64k", "main", 65536usize),
         ("1 MiB card", "card1m", big.as_str(), 1 << 20),
     ] {
         progress(&format!("backup: {label}"));
-        let vault_path = dir.join(format!("{name}.sqlite"));
-        let mut vault = Vault::open(&vault_path)?;
-        let mut r = cards::open(&dir, name, profile)?;
-        cards::fill_reader(&mut r, bytes)?;
+        let new = std::cell::RefCell::new(open_card(&dir, name, profile, bytes, Layout::Paged)?);
+        let old = std::cell::RefCell::new(open_card(
+            &dir,
+            &format!("{name}-v1"),
+            profile,
+            bytes,
+            Layout::WholeFile,
+        )?);
         let apdus = std::cell::Cell::new((0, 0));
-        let (r_cell, v_cell) = (std::cell::RefCell::new(&mut r), std::cell::RefCell::new(&mut vault));
+        let run_backup = |b: &std::cell::RefCell<Bench>| -> Result<f64> {
+            let b = &mut *b.borrow_mut();
+            let (t, n) = backup(&mut b.r, &mut b.vault, true)?;
+            apdus.set((n, apdus.get().1));
+            Ok(t)
+        };
+        let run_restore = |b: &std::cell::RefCell<Bench>| -> Result<f64> {
+            let b = &mut *b.borrow_mut();
+            let (t, n) = restore(&mut b.r, &mut b.vault)?;
+            apdus.set((apdus.get().0, n));
+            Ok(t)
+        };
         let samples = interleave(
             cfg.rounds,
             &mut [
-                &mut || {
-                    let (t, n) = backup(&mut r_cell.borrow_mut(), &mut v_cell.borrow_mut(), true)?;
-                    apdus.set((n, apdus.get().1));
-                    Ok(t)
-                },
-                &mut || {
-                    let (t, n) = restore(&mut r_cell.borrow_mut(), &mut v_cell.borrow_mut())?;
-                    apdus.set((apdus.get().0, n));
-                    Ok(t)
-                },
+                &mut || run_backup(&new),
+                &mut || run_restore(&new),
+                &mut || run_backup(&old),
+                &mut || run_restore(&old),
             ],
         )?;
-        let commit = state_write(&mut r)?;
+        let (mut new, mut old) = (new.into_inner(), old.into_inner());
+        // One-page writes, interleaved in blocks of 5.
+        let (mut w_new, mut w_old) = (Samples::default(), Samples::default());
+        for _ in 0..4 {
+            w_new.0.extend(one_page_write(&mut new.r, 5)?.0);
+            w_old.0.extend(one_page_write(&mut old.r, 5)?.0);
+        }
         let mib = bytes as f64 / (1024.0 * 1024.0);
         for (i, what) in ["full backup", "restore"].into_iter().enumerate() {
             let n = if i == 0 { apdus.get().0 } else { apdus.get().1 };
-            s.row(
-                Row::new(format!("{what}, {label}"), mib / samples[i].median(), Unit::MibPerSec).detail(format!(
-                    "{} per {what} ({n} APDUs); {}",
-                    Unit::Millis.format(samples[i].median() * 1e3),
-                    samples[i].scaled(1e3).spread(Unit::Millis)
-                )),
-            );
+            let (t_new, t_old) = (samples[i].median(), samples[i + 2].median());
+            let mut row = Row::new(format!("{what}, {label}"), mib / t_new, Unit::MibPerSec)
+                .against("version 1 file", mib / t_old)
+                .detail(format!(
+                    "{} per {what} ({n} APDUs) against {}; {} against {}",
+                    Unit::Millis.format(t_new * 1e3),
+                    Unit::Millis.format(t_old * 1e3),
+                    samples[i].scaled(1e3).spread(Unit::Millis),
+                    samples[i + 2].scaled(1e3).spread(Unit::Millis)
+                ));
+            if i == 0 && bytes == 1 << 20 {
+                row = row.goal(Goal::ratio(Op::Ge, 2.0));
+            }
+            s.row(row);
         }
-        let state_len = serde_json::to_vec(r.card().state()).map(|v| v.len()).unwrap_or(0);
         s.note(format!(
-            "{label}: one simulator state write (the whole {} state file as JSON with the memory in hex, fsync, \
-             rename, directory fsync) takes {}, {} of it the JSON encoding; a backup makes 2 (BACKUP counter, \
-             BACKUP COMPLETE), a restore 1",
-            Unit::Bytes.format(state_len as f64),
-            Unit::Millis.format(commit.0 * 1e3),
-            Unit::Millis.format(commit.1 * 1e3)
+            "{label}: a one-page WRITE MEMORY (one state write) takes {} with version 2 files (one journal \
+             record: the {} JSON state and the page, fdatasync; then the page in place) and {} with a version 1 \
+             file (the whole {} rewritten, fsync, rename, directory fsync); a backup makes 2 state writes (BACKUP \
+             counter, BACKUP COMPLETE: records without pages), a restore 1 (every page in the record)",
+            Unit::Millis.format(w_new.median() * 1e3),
+            Unit::Bytes.format(file_len(&new.state_path)),
+            Unit::Millis.format(w_old.median() * 1e3),
+            Unit::Bytes.format(file_len(&old.state_path)),
         ));
-        drop(vault);
+        writes.push((w_new, w_old));
+        drop((new.r, old.r, old.vault));
+        drop(new.vault);
         overhead_row(
             &mut s,
             &format!("{label} ({} full backups)", cfg.rounds + 1),
-            &vault_path,
+            &new.vault_path,
         )?;
+        let _ = old.vault_path;
     }
+    let (small, large) = (&writes[0], &writes[1]);
+    s.row(
+        Row::new("one-page write, 1 MiB card", large.0.median() * 1e3, Unit::Millis)
+            .against("64 KiB card", small.0.median() * 1e3)
+            .goal(Goal::ratio(Op::Le, 1.5))
+            .detail(format!(
+                "WRITE MEMORY of 256 bytes through CardClient, median of {}; version 1 files: {} against {} ({:.2}x)",
+                large.0 .0.len(),
+                Unit::Millis.format(large.1.median() * 1e3),
+                Unit::Millis.format(small.1.median() * 1e3),
+                large.1.median() / small.1.median()
+            )),
+    );
     chain(cfg, &dir, &mut s, progress)?;
     Ok(s)
 }

@@ -6,8 +6,9 @@
 //! The stations are embedded-card feeders (sim:PREFIX), so the figure is
 //! cardvault's own throughput (card crypto, state files, the vault's audit
 //! trail) with no card handling in between. With `--setup-readers` the same
-//! batch also runs through pcscd on four virtual readers (see
-//! [`super::robot`]). Goal: 2 pairs give ≥ 1.8x the throughput of 1.
+//! batch also runs through pcscd on eight virtual readers, with 1, 2 and 4
+//! stations (see [`super::robot`]). Goal: 2 pairs give ≥ 1.8x the
+//! throughput of 1; 4 pairs are reported.
 
 use super::proc::{cardvault, interleave, run_child, Samples};
 use super::stack::PrivatePcscd;
@@ -26,6 +27,18 @@ pub fn holder_file(dir: &Path, n: usize) -> Result<PathBuf> {
     let path = dir.join(format!("holders-{n}.csv"));
     super::write_file(&path, text.as_bytes())?;
     Ok(path)
+}
+
+/// The summary of a batch command's `--json` output: the whole output when it
+/// is one JSON document (`issue`), else its last line (`duplicate --holders`
+/// reports each holder on a line of its own as it finishes, then the totals).
+pub fn last_json_line(stdout: &[u8]) -> Result<serde_json::Value> {
+    if let Ok(v) = serde_json::from_slice(stdout) {
+        return Ok(v);
+    }
+    let text = String::from_utf8_lossy(stdout);
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(last).map_err(|e| Error::Data(format!("batch report is not JSON: {e}")))
 }
 
 /// One configuration's run: wall seconds and CPU seconds of issue and duplicate.
@@ -50,9 +63,7 @@ pub fn issue_and_duplicate(
         .iter()
         .flat_map(|(m, b)| ["--main".to_string(), m.clone(), "--backup".to_string(), b.clone()])
         .collect();
-    let json = |r: &super::proc::ChildRun| -> Result<serde_json::Value> {
-        serde_json::from_slice(&r.stdout).map_err(|e| Error::Data(format!("batch report is not JSON: {e}")))
-    };
+    let json = |r: &super::proc::ChildRun| last_json_line(&r.stdout);
     let issue = run_child(
         cardvault(&cfg.exe, home)
             .args(["--json", "issue", "--profile", "pair", "--no-domain", "--issuer"])
@@ -68,6 +79,8 @@ pub fn issue_and_duplicate(
         cardvault(&cfg.exe, home)
             .args(["--json", "duplicate", "--elements", "generate", "--holders"])
             .arg(holders)
+            .arg("--elements-out")
+            .arg(home.join("elements.txt"))
             .args(&station_args),
     )?;
     if json(&dup)?["duplicated"] != n {
@@ -109,6 +122,27 @@ pub fn rows(s: &mut Section, label: &str, n: usize, one: &[BatchRun], two: &[Bat
         let (a, b) = (part(one, f), part(two, f));
         s.row(Row::new(format!("  {what} only, 2 pairs"), n as f64 / b, Unit::PerSec).against("1 pair", n as f64 / a));
     }
+}
+
+/// A row for `k` stations against 1 (no goal: reported).
+pub fn rows_k(s: &mut Section, label: &str, n: usize, one: &[BatchRun], many: &[BatchRun], k: usize) {
+    let total = |r: &[BatchRun]| Samples(r.iter().map(|x| x.issue + x.duplicate).collect()).median();
+    let part = |r: &[BatchRun], f: fn(&BatchRun) -> f64| Samples(r.iter().map(f).collect()).median();
+    let cores = |r: &[BatchRun]| Samples(r.iter().map(|x| x.cpu / (x.issue + x.duplicate)).collect()).median();
+    s.row(
+        Row::new(
+            format!("{label}: {n} holders, {k} pairs"),
+            n as f64 / total(many),
+            Unit::PerSec,
+        )
+        .against("1 pair", n as f64 / total(one))
+        .detail(format!(
+            "holders per second; {k} pairs: issue {:.2} s + duplicate {:.2} s using {:.2} cores",
+            part(many, |x| x.issue),
+            part(many, |x| x.duplicate),
+            cores(many),
+        )),
+    );
 }
 
 /// Removes a scratch directory outside the benchmark's own when dropped.
@@ -212,14 +246,15 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
             .detail("the scratch directory's file system; the ceiling for a batch that syncs every card change"),
     );
     s.note(
-        "every card change is an atomic state-file write (fsync, rename, directory fsync) and every audit row a \
-         synchronous vault commit, so on disk the batch is bound by how well the storage overlaps two writers' \
-         syncs; on tmpfs the same batch shows how the terminal's own work scales",
+        "every card change is one synced journal record of the card's state (its files are brought up to date \
+         when the card is closed) and every audit row a synchronous vault commit under the vault's write lock, \
+         so on disk the batch is bound by how well the storage overlaps two writers' syncs; on tmpfs the same \
+         batch shows how the terminal's own work scales",
     );
     let pcsc = match private {
         Some(p) => super::robot::pcsc_batch(cfg, p, &dir, &mut s, progress),
         None => {
-            s.note("through pcscd: needs four virtual readers, run with --setup-readers (root) for a private pcscd");
+            s.note("through pcscd: needs eight virtual readers, run with --setup-readers (root) for a private pcscd");
             Ok(())
         }
     };

@@ -53,7 +53,7 @@ pub struct Config {
     pub chain: usize,
     /// Backup rows of the large vault (the small one has 1% of them, at least 1000).
     pub vault_rows: u64,
-    /// Start a private pcscd with four vpcd readers (root; see [`stack`]).
+    /// Start a private pcscd with eight vpcd readers (root; see [`stack`]).
     pub setup_readers: bool,
     /// Scratch directory (removed afterwards unless `keep`).
     pub dir: PathBuf,
@@ -110,7 +110,7 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
     std::fs::create_dir_all(&cfg.dir).map_err(|e| Error::io(format!("creating {}", cfg.dir.display()), e))?;
     // A private pcscd, when asked for, serves every PC/SC part of this run.
     let stack = if cfg.setup_readers && cfg.parts.iter().any(|p| matches!(p, Part::Roundtrip | Part::Batch)) {
-        progress("starting a private pcscd with four vpcd readers");
+        progress("starting a private pcscd with eight vpcd readers");
         Some(stack::PrivatePcscd::start(&cfg.dir.join("pcscd"))?)
     } else {
         None

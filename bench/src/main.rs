@@ -44,7 +44,7 @@ struct Args {
     /// Backup rows of the large vault; the small one has 1% (at least 1000) [default: 100000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
     vault_rows: Option<u64>,
-    /// Root: run the PC/SC parts on a private pcscd with four vpcd readers
+    /// Root: run the PC/SC parts on a private pcscd with eight vpcd readers
     /// (ports 35965-35968) instead of the system's two; the system's pcscd and
     /// /etc/reader.conf.d are not touched. Adds the 4-reader batch measurement.
     #[arg(long)]

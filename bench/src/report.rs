@@ -163,6 +163,11 @@ pub struct Row {
     /// Whether the goal holds; `None` without a goal.
     pub met: Option<bool>,
     pub detail: Option<String>,
+    /// Why the figure could not be measured or computed (the value is then
+    /// meaningless and printed as "not measured"; its goal counts as neither
+    /// met nor missed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_measured: Option<String>,
 }
 
 impl Row {
@@ -175,7 +180,29 @@ impl Row {
             goal: None,
             met: None,
             detail: None,
+            not_measured: (!value.is_finite()).then(|| "the measurement gave no number".to_string()),
         }
+    }
+
+    /// A figure that could not be measured, and why.
+    pub fn unmeasured(measure: impl Into<String>, unit: Unit, why: impl Into<String>) -> Row {
+        Row {
+            not_measured: Some(why.into()),
+            ..Row::new(measure, f64::NAN, unit)
+        }
+    }
+
+    /// Mark the figure as not measured, and why (replaces a generic reason).
+    pub fn not_measured(mut self, why: impl Into<String>) -> Row {
+        self.not_measured = Some(why.into());
+        self.ratio = None;
+        self.met = None;
+        self
+    }
+
+    /// Whether the figure is a number.
+    pub fn measured(&self) -> bool {
+        self.not_measured.is_none()
     }
 
     /// Compare against `reference` (same unit); the ratio is value / reference.
@@ -184,7 +211,11 @@ impl Row {
             label: label.into(),
             quantity: Quantity::new(reference, self.value.unit),
         });
-        self.ratio = (reference != 0.0).then(|| self.value.value / reference);
+        self.ratio = (reference != 0.0 && reference.is_finite() && self.value.value.is_finite())
+            .then(|| self.value.value / reference);
+        if !reference.is_finite() && self.not_measured.is_none() {
+            self.not_measured = Some("its reference could not be measured".into());
+        }
         self
     }
 
@@ -194,13 +225,13 @@ impl Row {
             label: label.into(),
             quantity: reference,
         });
-        self.ratio = Some(ratio);
+        self.ratio = ratio.is_finite().then_some(ratio);
         self
     }
 
     /// Override the ratio (e.g. a throughput ratio where higher is better).
     pub fn ratio(mut self, ratio: f64) -> Row {
-        self.ratio = Some(ratio);
+        self.ratio = ratio.is_finite().then_some(ratio);
         self
     }
 
@@ -209,7 +240,9 @@ impl Row {
             GoalOn::Ratio => self.ratio,
             GoalOn::Value => Some(self.value.value),
         };
-        self.met = x.map(|x| goal.holds(x));
+        self.met = x
+            .filter(|x| x.is_finite() && self.not_measured.is_none())
+            .map(|x| goal.holds(x));
         self.goal = Some(goal);
         self
     }
@@ -361,18 +394,26 @@ pub struct Report {
     pub sections: Vec<Section>,
     pub goals_met: usize,
     pub goals_missed: usize,
+    /// Goals whose figure could not be measured (see each row's `not_measured`).
+    pub goals_not_measured: usize,
 }
 
 impl Report {
     pub fn new(machine: Machine, settings: serde_json::Value, sections: Vec<Section>) -> Report {
         let goals = sections.iter().flat_map(|s| &s.rows).filter_map(|r| r.met);
         let (met, missed) = goals.fold((0, 0), |(m, x), ok| if ok { (m + 1, x) } else { (m, x + 1) });
+        let not_measured = sections
+            .iter()
+            .flat_map(|s| &s.rows)
+            .filter(|r| r.goal.is_some() && r.met.is_none())
+            .count();
         Report {
             machine,
             settings,
             sections,
             goals_met: met,
             goals_missed: missed,
+            goals_not_measured: not_measured,
         }
     }
 
@@ -401,7 +442,11 @@ impl Report {
                 let _ = writeln!(out, "   - {n}");
             }
         }
-        let _ = writeln!(out, "\ngoals: {} met, {} missed", self.goals_met, self.goals_missed);
+        let _ = write!(out, "\ngoals: {} met, {} missed", self.goals_met, self.goals_missed);
+        if self.goals_not_measured > 0 {
+            let _ = write!(out, ", {} not measured", self.goals_not_measured);
+        }
+        out.push('\n');
         out
     }
 }
@@ -413,10 +458,20 @@ fn table(rows: &[Row]) -> String {
         .map(|r| {
             [
                 r.measure.clone(),
-                r.value.to_string(),
+                if r.measured() {
+                    r.value.to_string()
+                } else {
+                    "not measured".into()
+                },
                 r.reference
                     .as_ref()
-                    .map(|x| format!("{} {}", x.label, x.quantity))
+                    .map(|x| {
+                        if x.quantity.value.is_finite() {
+                            format!("{} {}", x.label, x.quantity)
+                        } else {
+                            format!("{} not measured", x.label)
+                        }
+                    })
                     .unwrap_or_default(),
                 r.ratio.map(|x| format!("{x:.2}")).unwrap_or_default(),
                 r.goal.map(|g| g.describe(r.value.unit)).unwrap_or_default(),
@@ -455,6 +510,9 @@ fn table(rows: &[Row]) -> String {
     let mut out = line(&header.map(String::from));
     for (c, r) in cells.iter().zip(rows) {
         out.push_str(&line(c));
+        if let Some(why) = &r.not_measured {
+            out.push_str(&format!("      not measured: {why}\n"));
+        }
         if let Some(d) = &r.detail {
             out.push_str(&format!("      {d}\n"));
         }
@@ -486,6 +544,35 @@ mod tests {
         assert_eq!((rep.goals_met, rep.goals_missed), (0, 1));
         let text = rep.to_text();
         assert!(text.contains("MISSED") && text.contains("< 64.0 MiB"), "{text}");
+    }
+
+    #[test]
+    fn a_figure_that_cannot_be_computed_says_not_measured_and_why() {
+        let rows = vec![
+            Row::new("cpu", f64::NAN, Unit::Micros),
+            Row::unmeasured("pcscd", Unit::Micros, "no pcscd process found").goal(Goal::value(Op::Lt, 1.0)),
+            Row::new("ratio", 5.0, Unit::Micros)
+                .against("nothing", f64::NAN)
+                .goal(Goal::ratio(Op::Le, 1.1)),
+        ];
+        assert!(rows.iter().all(|r| !r.measured() && r.met.is_none()));
+        let rep = Report::new(
+            Machine::detect(0.0),
+            serde_json::json!({}),
+            vec![Section {
+                rows,
+                ..Section::new(Part::Roundtrip, "rt")
+            }],
+        );
+        assert_eq!((rep.goals_met, rep.goals_missed, rep.goals_not_measured), (0, 0, 2));
+        let text = rep.to_text();
+        assert!(!text.contains("NaN") && !text.contains(" inf"), "{text}");
+        assert!(text.contains("not measured: no pcscd process found"), "{text}");
+        assert!(text.contains("not measured: the measurement gave no number"), "{text}");
+        assert!(text.contains("goals: 0 met, 0 missed, 2 not measured"), "{text}");
+        let json = serde_json::to_value(&rep).unwrap();
+        assert_eq!(json["goals_not_measured"], 2);
+        assert_eq!(json["sections"][0]["rows"][1]["not_measured"], "no pcscd process found");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The batch through pcscd: four virtual readers (two stations of a main and
+//! The batch through pcscd: eight virtual readers (up to four stations of a main and
 //! a backup reader) fed by a card robot in this process.
 //!
 //! Each reader's slot is a vpcd connection serving one simulated card at a
@@ -363,12 +363,13 @@ fn run_config(
                 "--holders",
             ])
             .arg(holders)
+            .arg("--elements-out")
+            .arg(home.join("elements.txt"))
             .args(&station_args),
     )?;
     let dup_others = others() - before;
     robot.finish()?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&dup.stdout).map_err(|e| Error::Data(format!("duplicate report: {e}")))?;
+    let v = super::batch::last_json_line(&dup.stdout)?;
     if v["duplicated"] != n {
         return Err(Error::Data(format!("duplicate through pcscd: {v}")));
     }
@@ -379,34 +380,40 @@ fn run_config(
     })
 }
 
-/// The batch through pcscd on the private stack's four readers, 1 station
-/// against 2, interleaved.
+/// The batch through pcscd on the private stack's readers: 1 station
+/// against 2, and 4, interleaved.
 pub fn pcsc_batch(cfg: &Config, p: &PrivatePcscd, dir: &Path, s: &mut Section, progress: &dyn Fn(&str)) -> Result<()> {
-    let n = cfg.pairs.max(2);
+    let n = cfg.pairs.max(4);
     let holders = holder_file(dir, n)?;
-    let (mut one, mut two) = (Vec::new(), Vec::new());
+    let mut runs: [Vec<BatchRun>; 3] = Default::default();
     let cards_base = super::batch::tmpfs_dir().unwrap_or_else(|| dir.to_path_buf());
+    let stations = [1usize, 2, 4];
+    let max = (p.readers.len() / 2).min(4);
     progress(&format!(
-        "batch: {n} holders through pcscd, 1 and 2 stations (interleaved)"
+        "batch: {n} holders through pcscd, 1, 2 and {max} stations (interleaved)"
     ));
     for round in 0..=cfg.rounds {
-        let order = if round % 2 == 0 { [1, 2] } else { [2, 1] };
-        for k in order {
+        let mut order: Vec<usize> = (0..stations.len()).filter(|&i| stations[i] <= max).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let k = stations[i];
             let cards = cards_base.join(format!("pcsc-{k}-cards"));
             let r = run_config(cfg, p, (&dir.join(format!("pcsc-{k}")), &cards), &holders, n, k);
             let _ = std::fs::remove_dir_all(&cards);
             let r = r?;
             // Round 0 is the warm-up.
             if round > 0 {
-                if k == 1 {
-                    one.push(r)
-                } else {
-                    two.push(r)
-                }
+                runs[i].push(r);
             }
         }
     }
-    super::batch::rows(s, "through pcscd, 4 readers", n, &one, &two);
+    let label = format!("through pcscd, {} readers", p.readers.len());
+    super::batch::rows(s, &label, n, &runs[0], &runs[1]);
+    if !runs[2].is_empty() {
+        super::batch::rows_k(s, &label, n, &runs[0], &runs[2], 4);
+    }
     s.note(format!(
         "through pcscd: readers {}; cards fed by an in-process robot that swaps the card at the first SELECT \
          after the terminal is done with it (no card handling time), the cards' state files on tmpfs (a card's \

@@ -162,11 +162,18 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
 
     progress("roundtrip: bare pcsc, channel, send_raw, responder, in-process (interleaved)");
     // CPU per component, summed over the slices: (this thread, pcscd, applet-sim).
-    let pcscd_pid = private.map(|p| p.pid()).or_else(stack::system_pcscd_pid);
+    let pcscd_pid = match private {
+        Some(p) => Ok(p.pid()),
+        None => stack::system_pcscd_pid(),
+    };
     let cpu_now = || {
         (
             stack::thread_cpu_seconds(),
-            pcscd_pid.and_then(stack::process_cpu_seconds).unwrap_or(f64::NAN),
+            pcscd_pid
+                .as_ref()
+                .ok()
+                .and_then(|p| stack::process_cpu_seconds(*p))
+                .unwrap_or(f64::NAN),
             stack::process_cpu_seconds(sim.pid()).unwrap_or(f64::NAN),
         )
     };
@@ -243,10 +250,12 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
         Row::new("  where it goes: cardvault above bare pcsc", chan - bare, Unit::Micros)
             .detail(format!("{:.0} %", pct(chan - bare))),
     );
-    s.row(
-        Row::new("  CPU per APDU: pcscd (all threads)", cpu_pcscd, Unit::Micros)
-            .detail("in the bare loop on applet-sim; from /proc, summed over every slice"),
-    );
+    let mut row = Row::new("  CPU per APDU: pcscd (all threads)", cpu_pcscd, Unit::Micros)
+        .detail("in the bare loop on applet-sim; from /proc, summed over every slice");
+    if let Err(why) = &pcscd_pid {
+        row = row.not_measured(format!("pcscd's process was not found ({why})"));
+    }
+    s.row(row);
     s.row(
         Row::new("  CPU per APDU: applet-sim", cpu_sim, Unit::Micros).detail(format!(
             "of it the applet's own work: {applet:.1} µs; the rest is its socket I/O (2 reads, 1 write, 3 setsockopt)"
@@ -274,6 +283,65 @@ pub fn run(cfg: &Config, private: Option<&PrivatePcscd>, progress: &dyn Fn(&str)
         "the responder answered {} APDUs",
         super::human_count(responder.answered())
     ));
+
+    // Secure messaging through the stack: the same GET DATA protected
+    // (SCP11b session opened by VERIFY) and plain, in one card session.
+    progress("roundtrip: protected against plain GET DATA through pcscd");
+    {
+        let mut r = ours.borrow_mut();
+        // applet-sim's cards are certified by the test issuer.
+        let root = applet_sim::test_issuer::root_der();
+        let root = openssl::x509::X509::from_der(&root)
+            .and_then(|c| c.to_pem())
+            .map_err(|e| Error::Internal(format!("test issuer root: {e}")))?;
+        let trust = cardvault::trust::Trust::none().with_pem(&root, "the test issuer root (applet-sim)")?;
+        let mut c = CardClient::open(&mut *r, SessionOptions::trusting(trust))?;
+        c.verify_pin(super::cards::PROFILE_PIN)?;
+        if !c.is_secure() {
+            return Err(Error::Internal("no secure session after VERIFY".into()));
+        }
+        let cmd = Command::get_data(tag::CARD_NUMBER);
+        let c = std::cell::RefCell::new(c);
+        let sm = interleave(
+            slices,
+            &mut [
+                &mut || {
+                    let mut c = c.borrow_mut();
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        c.exec(&cmd)?;
+                    }
+                    Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+                },
+                &mut || {
+                    let mut c = c.borrow_mut();
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        let r = c.channel().transmit(&cmd)?;
+                        if !r.sw.is_ok() {
+                            return Err(Error::Card {
+                                command: "GET DATA",
+                                sw: r.sw,
+                            });
+                        }
+                    }
+                    Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+                },
+            ],
+        )?;
+        let (p, q) = (sm[0].median(), sm[1].median());
+        s.row(
+            Row::new("GET DATA card number, protected (SCP11b)", p, Unit::Micros)
+                .against("plain", q)
+                .goal(Goal::ratio(Op::Le, 1.1))
+                .detail(format!(
+                    "+{:.1} µs per APDU for secure messaging, in one card session after VERIFY; {} against {}",
+                    p - q,
+                    sm[0].spread(Unit::Micros),
+                    sm[1].spread(Unit::Micros)
+                )),
+        );
+    }
     drop((bare_sim, bare_min, ours));
 
     script_vs_scriptor(cfg, &dir, &sim_r.name, &mut s, progress)?;

@@ -5,8 +5,8 @@
 //! By default the system's pcscd and its two vpcd readers ("Virtual PCD 00
 //! 00" and "00 01", ports 35963 and 35964) are used, and only when nothing
 //! else has a card in them. `--setup-readers` (root) instead starts a
-//! private pcscd for this run: two vpcd entries (channels 0x8C7D and
-//! 0x8C7F, ports 35965 to 35968, four readers) in a private mount namespace
+//! private pcscd for this run: four vpcd entries (channels 0x8C7D, 0x8C7F,
+//! 0x8C81 and 0x8C83, ports 35965 to 35972, eight readers) in a private mount namespace
 //! whose /run/pcscd is a scratch directory, so the system's pcscd, its
 //! socket, its pid file and /etc/reader.conf.d are never touched, and the
 //! tests that use the system's readers keep running undisturbed. The
@@ -19,7 +19,7 @@
 //! arrays indexed by slot number, so a second entry loading the same driver
 //! file shares the first one's state (the new "00 00" reader shows the card
 //! on port 35963 and the old one the card on 35965). The private pcscd loads
-//! a copy of the driver for its second entry.
+//! a copy of the driver for every entry after the first.
 
 use cardvault::error::{Error, Result};
 use std::ffi::CString;
@@ -220,7 +220,7 @@ fn vpcd_driver() -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// A pcscd of our own with four vpcd readers, on a private socket.
+/// A pcscd of our own with eight vpcd readers, on a private socket.
 pub struct PrivatePcscd {
     child: Child,
     pub socket: PathBuf,
@@ -238,13 +238,48 @@ impl PrivatePcscd {
     }
 }
 
-/// The system pcscd's pid, from its pid file.
-pub fn system_pcscd_pid() -> Option<u32> {
-    std::fs::read_to_string("/run/pcscd/pcscd.pid")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// The pid of the pcscd this process talks to: the peer of a connection to
+/// its client socket (`$PCSCLITE_CSOCK_NAME`, default
+/// `/run/pcscd/pcscd.comm`; `SO_PEERCRED` names the process that listens),
+/// else the pid file. The error says why neither gave a pid whose CPU time
+/// is readable.
+pub fn system_pcscd_pid() -> std::result::Result<u32, String> {
+    use std::os::unix::io::AsRawFd;
+    let socket = std::env::var_os(SOCKET_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/run/pcscd/pcscd.comm".into());
+    let peer = match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(conn) => {
+            let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+            let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+            // SAFETY: getsockopt on a socket we own, into a ucred of the given size.
+            let rc = unsafe {
+                libc::getsockopt(
+                    conn.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_PEERCRED,
+                    (&mut cred as *mut libc::ucred).cast(),
+                    &mut len,
+                )
+            };
+            if rc == 0 && cred.pid > 0 {
+                Ok(cred.pid as u32)
+            } else {
+                Err(format!("SO_PEERCRED on {} gave no pid", socket.display()))
+            }
+        }
+        Err(e) => Err(format!("connecting to {}: {e}", socket.display())),
+    };
+    let pid = peer.or_else(|why| {
+        std::fs::read_to_string("/run/pcscd/pcscd.pid")
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .ok_or_else(|| format!("{why}, and no /run/pcscd/pcscd.pid"))
+    })?;
+    match process_cpu_seconds(pid) {
+        Some(_) => Ok(pid),
+        None => Err(format!("/proc/{pid}/stat (pcscd) is not readable")),
+    }
 }
 
 /// CPU seconds (user + system, all threads) a process has used so far, from
@@ -280,7 +315,12 @@ pub fn own_cpu_seconds() -> f64 {
 }
 
 /// (friendly name, channel id); vpcd listens on ports channel and channel + 1.
-const PRIVATE_CHANNELS: [(&str, u16); 2] = [("CardVault Bench A", 0x8C7D), ("CardVault Bench B", 0x8C7F)];
+const PRIVATE_CHANNELS: [(&str, u16); 4] = [
+    ("CardVault Bench A", 0x8C7D),
+    ("CardVault Bench B", 0x8C7F),
+    ("CardVault Bench C", 0x8C81),
+    ("CardVault Bench D", 0x8C83),
+];
 
 impl PrivatePcscd {
     /// Start it (needs root for the mount namespace) and point this process's
@@ -313,10 +353,14 @@ impl PrivatePcscd {
         // number, so two entries loading the same driver file share it (both
         // "00 00" readers show the card of either port). A copy of the file is
         // a separate dlopen with state of its own.
-        let copy = dir.join("libifdvpcd-bench-b.so");
-        std::fs::copy(&driver, &copy).map_err(|e| Error::io(format!("copying {}", driver.display()), e))?;
+        let mut libs = vec![driver.clone()];
+        for tag in ["b", "c", "d"] {
+            let copy = dir.join(format!("libifdvpcd-bench-{tag}.so"));
+            std::fs::copy(&driver, &copy).map_err(|e| Error::io(format!("copying {}", driver.display()), e))?;
+            libs.push(copy);
+        }
         let mut text = String::new();
-        for ((name, ch), lib) in PRIVATE_CHANNELS.into_iter().zip([driver.as_path(), copy.as_path()]) {
+        for ((name, ch), lib) in PRIVATE_CHANNELS.into_iter().zip(&libs) {
             text.push_str(&format!(
                 "FRIENDLYNAME \"{name}\"\nDEVICENAME   /dev/null:0x{ch:04X}\nLIBPATH      {}\nCHANNELID    0x{ch:04X}\n\n",
                 lib.display()
@@ -349,7 +393,7 @@ impl PrivatePcscd {
         loop {
             if let Ok(names) = list_readers() {
                 let ours: Vec<&String> = names.iter().filter(|n| n.starts_with("CardVault Bench")).collect();
-                if ours.len() == 4 {
+                if ours.len() == 2 * PRIVATE_CHANNELS.len() {
                     p.readers = PRIVATE_CHANNELS
                         .iter()
                         .flat_map(|(name, ch)| {

@@ -224,19 +224,19 @@ pub fn state_diff(before: &CardState, after: &CardState) -> String {
         }
     };
     let mut out = Vec::new();
+    // The memory is not serialized (it lives in the card's page file).
+    let (ma, mb) = (&before.memory, &after.memory);
+    if ma != mb {
+        let first = ma.iter().zip(mb.iter()).position(|(x, y)| x != y);
+        out.push(format!(
+            "memory: {} bytes differ, first at offset {:?}",
+            ma.iter().zip(mb.iter()).filter(|(x, y)| x != y).count(),
+            first
+        ));
+    }
     for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
         if a.get(k) != b.get(k) {
-            if k == "memory" {
-                let (ma, mb) = (&before.memory, &after.memory);
-                let first = ma.iter().zip(mb.iter()).position(|(x, y)| x != y);
-                out.push(format!(
-                    "memory: {} bytes differ, first at offset {:?}",
-                    ma.iter().zip(mb.iter()).filter(|(x, y)| x != y).count(),
-                    first
-                ));
-            } else {
-                out.push(format!("{k}: {} -> {}", short(a.get(k)), short(b.get(k))));
-            }
+            out.push(format!("{k}: {} -> {}", short(a.get(k)), short(b.get(k))));
         }
     }
     out.join("; ")

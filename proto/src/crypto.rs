@@ -97,7 +97,9 @@ pub fn open(key: &[u8; 32], nonce: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Z
         .map_err(|_| CryptoError::Auth)
 }
 
-/// A P-256 key pair held by a card.
+/// A P-256 key pair held by a card. A clone shares the same OpenSSL key
+/// (reference counted): no further copy of the private scalar is made.
+#[derive(Clone)]
 pub struct KeyPair {
     key: EcKey<Private>,
 }

@@ -73,6 +73,13 @@ pub struct AuditVerification {
 impl Vault {
     /// Append one audit entry (its own transaction).
     pub fn audit(&mut self, e: AuditEvent<'_>) -> Result<i64> {
+        self.audit_noting(e, None)
+    }
+
+    /// Append one audit entry and, in the same transaction (one commit),
+    /// record that the card `(card_number, role)` was seen, as
+    /// [`Vault::note_card`] does.
+    pub fn audit_noting(&mut self, e: AuditEvent<'_>, card: Option<(&str, &str)>) -> Result<i64> {
         let at = crate::util::now_utc();
         let details = e.details.to_string();
         let path = self.path.clone();
@@ -125,6 +132,10 @@ impl Vault {
             ],
         )
         .map_err(verr)?;
+        if let Some((number, role)) = card {
+            tx.execute(super::NOTE_CARD_SQL, rusqlite::params![number, role, at])
+                .map_err(verr)?;
+        }
         // The checkpoint moves while this transaction holds the vault's write
         // lock, so terminals side by side advance it in entry order. A crash
         // before the commit leaves it one entry ahead: `audit --verify` then

@@ -42,6 +42,31 @@ pub struct Vault {
     anchor: anchor::Anchor,
 }
 
+/// Insert or refresh a card in `cards`: ?1 card number, ?2 role, ?3 now.
+pub(crate) const NOTE_CARD_SQL: &str = "INSERT INTO cards (card_number, role, first_seen, last_seen) \
+     VALUES (?1, ?2, ?3, ?3) ON CONFLICT(card_number) DO UPDATE SET role = ?2, last_seen = ?3";
+
+/// How long a statement waits for another connection's lock before it
+/// fails with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SQLite busy handler: called with the number of times it was called for
+/// this lock; sleep 50 µs, doubling up to 1 ms, for [`BUSY_TIMEOUT`] in all.
+fn busy_wait(attempt: i32) -> bool {
+    let step = |n: i32| Duration::from_micros(50u64 << n.clamp(0, 4)).min(Duration::from_millis(1));
+    // Time slept before this call: 50+100+200+400+800 µs, then 1 ms each.
+    let slept = if attempt <= 5 {
+        (0..attempt).map(step).sum()
+    } else {
+        Duration::from_micros(1550) + Duration::from_millis(attempt as u64 - 5)
+    };
+    if slept >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(step(attempt));
+    true
+}
+
 impl Vault {
     /// Open (creating if needed) the vault at `path`, apply migrations.
     pub fn open(path: &Path) -> Result<Vault> {
@@ -66,8 +91,11 @@ impl Vault {
             }
         }
         let conn = Connection::open(path).map_err(|e| Error::vault(path, e))?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(|e| Error::vault(path, e))?;
+        // Terminals side by side (batch stations) meet on the write lock for
+        // the length of one commit: wait in short steps, so the lock is taken
+        // soon after it is released, rather than SQLite's default 1, 2, 5,
+        // 10 ms sleeps.
+        conn.busy_handler(Some(busy_wait)).map_err(|e| Error::vault(path, e))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(|e| err(format!("not a vault (or damaged): {e}")))?;
@@ -131,14 +159,17 @@ impl Vault {
 
     /// Record that a card was seen with a role.
     pub fn note_card(&self, card_number: &str, role: &str) -> Result<()> {
+        self.note_cards(&[(card_number, role)])
+    }
+
+    /// Record that cards were seen with their roles, in one transaction.
+    pub fn note_cards(&self, cards: &[(&str, &str)]) -> Result<()> {
         let now = crate::util::now_utc();
-        self.conn
-            .execute(
-                "INSERT INTO cards (card_number, role, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT(card_number) DO UPDATE SET role = ?2, last_seen = ?3",
-                rusqlite::params![card_number, role, now],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        for (card_number, role) in cards {
+            tx.execute(NOTE_CARD_SQL, rusqlite::params![card_number, role, now])
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 }

@@ -220,8 +220,7 @@ pub fn duplicate(
     if opened[..] != probe[..] {
         return Err(DuplicateRefusal::EndToEndCheckFailed.into());
     }
-    vault.note_card(&ms.card_number, ms.role.as_str())?;
-    vault.note_card(&bs.card_number, bs.role.as_str())?;
+    vault.note_cards(&[(&ms.card_number, ms.role.as_str()), (&bs.card_number, bs.role.as_str())])?;
     Ok(DuplicateReport {
         main_card: ms.card_number,
         backup_card: bs.card_number,

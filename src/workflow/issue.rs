@@ -631,25 +631,30 @@ pub fn issue_batch(
                 if let Some(n) = card.card_number() {
                     batch.mark_handled(n);
                 }
-                vault.audit(AuditEvent {
-                    event: "issue",
-                    card: card.card_number().unwrap_or("-"),
-                    peer: None,
-                    result: card
-                        .reason()
-                        .map(|r| format!("rejected: {r}"))
-                        .as_deref()
-                        .unwrap_or("issued"),
-                    details: serde_json::json!({
-                        "holder": h.id,
-                        "role": role,
-                        "member_number": h.member_number,
-                        "expiry": h.expiry,
-                    }),
-                })?;
-                if let CardOutcome::Issued { card_number } = &card.outcome {
-                    vault.note_card(card_number, role.as_str())?;
-                }
+                // An issued card is recorded in the same commit as its audit entry.
+                let issued = match &card.outcome {
+                    CardOutcome::Issued { card_number } => Some((card_number.as_str(), role.as_str())),
+                    _ => None,
+                };
+                vault.audit_noting(
+                    AuditEvent {
+                        event: "issue",
+                        card: card.card_number().unwrap_or("-"),
+                        peer: None,
+                        result: card
+                            .reason()
+                            .map(|r| format!("rejected: {r}"))
+                            .as_deref()
+                            .unwrap_or("issued"),
+                        details: serde_json::json!({
+                            "holder": h.id,
+                            "role": role,
+                            "member_number": h.member_number,
+                            "expiry": h.expiry,
+                        }),
+                    },
+                    issued,
+                )?;
                 let stop_here = !card.is_issued() && batch.stopped();
                 cards.push(card);
                 env.emit(StationEvent::Finished);
