@@ -29,10 +29,13 @@ pub fn cut_point_apdus(workflow: &str) -> u64 {
 pub const WRITE_KILL_ROUNDS: usize = 12;
 pub const BACKUP_KILL_RUNS: usize = 6;
 pub const PIN_BLOCK_RESTARTS: usize = 1;
-/// Quick restarts of applet-sim on the same vpcd port, and how soon the card
-/// must be back after each.
+/// Quick restarts of applet-sim on the same vpcd port, and the bound the card
+/// must be back within after each: well under the 30 s and more it stayed
+/// absent before the simulator showed vpcd an empty slot first, and loose
+/// enough that a loaded machine does not trip it (a liveness bound, not a
+/// speed figure; the test prints the times it saw).
 pub const SIM_RESTARTS: usize = 10;
-pub const SIM_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+pub const SIM_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// "Interrupted batches": holders of the killed batch, the kinds of
 /// stop it tries in order (SIGKILL, SIGINT, the report's reader closing the
