@@ -182,7 +182,14 @@ impl Fixture {
         std::fs::create_dir_all(&dir).expect("fixture dir");
         Fixture {
             golden_a: a.state().clone(),
-            golden_a_json: serde_json::to_vec(a.state()).expect("json"),
+            golden_a_json: {
+                // A version 1 state file (one JSON with the memory in hex),
+                // which the card converts when it is opened.
+                let mut v = serde_json::to_value(a.state()).expect("json");
+                v["version"] = 1.into();
+                v["memory"] = cardvault_proto::to_hex(&a.state().memory).into();
+                serde_json::to_vec(&v).expect("json")
+            },
             a: RefCell::new(None),
             profile_a,
             profile_r,
@@ -208,6 +215,13 @@ impl Fixture {
                 stale => {
                     drop(stale); // releases the state file's lock
                     let path = self.dir.join("a.card");
+                    // The golden state alone: no page file or journal of the
+                    // changed card may be carried over into it.
+                    for p in std::iter::once(applet_sim::state::pages_path(&path))
+                        .chain(applet_sim::state::journal_paths(&path))
+                    {
+                        let _ = std::fs::remove_file(p);
+                    }
                     std::fs::write(&path, &self.golden_a_json).expect("write card state");
                     let (a, created) = Card::open(&path, &self.profile_a).expect("open card state");
                     assert!(!created);
