@@ -231,3 +231,47 @@ fn audit_vault_export_and_store_list_take_a_holder() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("M-9999"), "{}", stderr(&o));
 }
+
+/// `wallet recover --holder`: the holder's lost main card is the source;
+/// a holder without one is told to mark it lost first, and nothing is asked
+/// of the safe or the card.
+#[test]
+fn wallet_recover_takes_the_holders_lost_main_card() {
+    let home = temp_dir("holders-recover");
+    issue(
+        &home,
+        "w",
+        "pair",
+        "carol,2468,M-3001,2030-01\n",
+        &["--no-domain".to_string()],
+    );
+    let safe = init_safe(&home, "safe");
+    let recover = || {
+        let mut c = cv(&home);
+        c.env("OWNER", "owner password")
+            .env("P", PIN)
+            .args(["-r", "sim:w-new", "wallet", "recover", "--holder", "M-3001", "--safe"])
+            .arg(&safe)
+            .args(["--password", "env:OWNER", "--pin", "env:P"]);
+        run(&mut c)
+    };
+    let o = recover();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no lost main card"), "{}", stderr(&o));
+    assert!(!card_path(&home, "w-new").exists(), "the new card was touched");
+    let main = holder_json(&home, "M-3001")["holder"]["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["role"] == "main")
+        .unwrap()["card_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = run(cv(&home).args(["holder", "lost", "M-3001", "--reason", "lost"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Now the lost card is the source: the safe holds no escrow of it.
+    let o = recover();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(&main), "{}", stderr(&o));
+}

@@ -185,21 +185,7 @@ pub fn run_restore(ctx: &Ctx, a: RestoreArgs) -> Result<()> {
     };
     // The source card: given, or the holder's newest main card.
     let from_card = match &a.holder {
-        Some(h) => {
-            let holder = crate::workflow::holders::find(&ctx.vault()?, h)?;
-            let card = holder
-                .cards
-                .iter()
-                .rev()
-                .find(|c| c.role == "main" && c.state == "lost")
-                .ok_or_else(|| {
-                    Error::Usage(format!(
-                    "holder {} has no lost main card to restore from; mark it lost first (cardvault holder lost {h})",
-                    holder.holder
-                ))
-                })?;
-            Some(card.card_number.clone())
-        }
+        Some(h) => Some(crate::workflow::holders::lost_main_card(&ctx.vault()?, h)?),
         None => a.from_card.clone(),
     };
     if a.dry_run {

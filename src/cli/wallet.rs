@@ -237,8 +237,17 @@ pub enum WalletCommand {
         #[arg(long, value_name = "DIR|URL", required = true)]
         safe: Vec<SafeAddress>,
         /// The lost card's number.
-        #[arg(long, value_name = "CARD")]
-        from_card: String,
+        #[arg(
+            long,
+            value_name = "CARD",
+            required_unless_present = "holder",
+            conflicts_with = "holder"
+        )]
+        from_card: Option<String>,
+        /// As --from-card, for the holder's lost main card (member number,
+        /// name or card number; `cardvault holder lost` marks it).
+        #[arg(long, value_name = "HOLDER")]
+        holder: Option<String>,
         /// The replacement card's reader (default: -r).
         #[arg(long, value_name = "READER")]
         new: Option<String>,
@@ -555,6 +564,7 @@ pub fn run(ctx: &Ctx, c: WalletCommand) -> Result<()> {
         WalletCommand::Recover {
             safe,
             from_card,
+            holder,
             new,
             password,
             pin,
@@ -564,6 +574,11 @@ pub fn run(ctx: &Ctx, c: WalletCommand) -> Result<()> {
                 .map(|a| SafeClient::connect(a).map(|c| (a.clone(), c)))
                 .collect::<Result<Vec<_>>>()?;
             let mut vault = ctx.vault()?;
+            let from_card = match (from_card, holder) {
+                (Some(c), _) => c,
+                (None, Some(h)) => crate::workflow::holders::lost_main_card(&vault, &h)?,
+                (None, None) => unreachable!("clap requires one"),
+            };
             let password = password.read("owner password")?;
             let pin = pin.read("PIN")?;
             let mut reader = match &new {

@@ -123,6 +123,24 @@ pub fn holders(vault: &Vault) -> Result<Vec<Holder>> {
 }
 
 /// The one holder `h` names (member number, holder column or card number).
+/// The newest lost main card of holder `h`: what a restore or a wallet
+/// recovery for the holder starts from.
+pub fn lost_main_card(vault: &Vault, h: &str) -> Result<String> {
+    let holder = find(vault, h)?;
+    holder
+        .cards
+        .iter()
+        .rev()
+        .find(|c| c.role == "main" && c.state == "lost")
+        .map(|c| c.card_number.clone())
+        .ok_or_else(|| {
+            crate::error::Error::Usage(format!(
+                "holder {} has no lost main card; mark it lost first (cardvault holder lost {h})",
+                holder.holder
+            ))
+        })
+}
+
 /// The card numbers of holder `h` (member number, name or card number), for
 /// the commands that take `--holder` where they take a card number.
 pub fn card_numbers(vault: &Vault, h: &str) -> Result<Vec<String>> {
