@@ -275,3 +275,53 @@ fn wallet_recover_takes_the_holders_lost_main_card() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains(&main), "{}", stderr(&o));
 }
+
+/// `keygroup destroy --holder` and `safe release --holder` resolve the
+/// holder before anything else: an unknown holder, or one without a lost
+/// main card, is a clear error and no card or safe is asked anything.
+#[test]
+fn issuer_side_commands_take_a_holder() {
+    let home = temp_dir("holders-issuer-side");
+    issue(
+        &home,
+        "i",
+        "pair",
+        "dave,2468,M-4001,2030-01\n",
+        &["--no-domain".to_string()],
+    );
+    let o = run(cv(&home)
+        .env("P", "2468")
+        .args([
+            "-r",
+            "sim:i-dave-backup",
+            "keygroup",
+            "destroy",
+            "--holder",
+            "M-4999",
+            "--counter",
+            "1",
+            "--pin",
+            "env:P",
+            "-o",
+        ])
+        .arg(home.join("receipt.json")));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("M-4999"), "{}", stderr(&o));
+    assert!(!home.join("receipt.json").exists());
+    let o = run(cv(&home).args([
+        "safe",
+        "release",
+        "--safe",
+        "http://127.0.0.1:9",
+        "--counter",
+        "1",
+        "--holder",
+        "M-4001",
+        "--issuer-key",
+        "env:NOPE",
+        "--signer-cert",
+        "nope.pem",
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no lost main card"), "{}", stderr(&o));
+}

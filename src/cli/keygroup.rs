@@ -41,8 +41,17 @@ pub enum KeygroupCommand {
     /// receipt the issuer presents to release that main card's duplicate.
     Destroy {
         /// The main card whose key goes.
-        #[arg(long, value_name = "NUMBER")]
-        source: String,
+        #[arg(
+            long,
+            value_name = "NUMBER",
+            required_unless_present = "holder",
+            conflicts_with = "holder"
+        )]
+        source: Option<String>,
+        /// As --source, for the holder's newest main card (member number,
+        /// name or card number).
+        #[arg(long, value_name = "HOLDER")]
+        holder: Option<String>,
         /// The main card's take-out count (`keygroup status` on it).
         #[arg(long)]
         counter: u32,
@@ -145,6 +154,7 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
         }
         KeygroupCommand::Destroy {
             source,
+            holder,
             counter,
             output,
             pin,
@@ -154,6 +164,11 @@ pub fn run(ctx: &Ctx, c: KeygroupCommand) -> Result<()> {
                 return Err(Error::Usage(format!("{} already exists", output.display())));
             }
             let mut vault = ctx.vault_or_create()?;
+            let source = match (source, holder) {
+                (Some(s), _) => s,
+                (None, Some(h)) => crate::workflow::holders::newest_card(&vault, &h, "main")?,
+                (None, None) => unreachable!("clap requires one"),
+            };
             let done = ctx.with_card(|card| keygroup::destroy(card, &mut vault, &pin, &source, counter))?;
             let v = serde_json::json!({
                 "version": RECEIPT_FILE_VERSION,

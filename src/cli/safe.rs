@@ -6,6 +6,9 @@ use crate::safe::{self, Safe, SafeAddress, SafeClient};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
+// One command per run: the size of the largest variant (release's
+// options) does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum SafeCommand {
     /// Make a safe in a directory: its store (SQLite, WAL), its signing key
     /// (0600) and its certificate signed by the issuer root, so that cards
@@ -45,8 +48,17 @@ pub enum SafeCommand {
         #[arg(long, value_name = "N")]
         counter: u64,
         /// The card the stuck delivery is addressed to (must match the ledger).
-        #[arg(long, value_name = "CARD")]
-        card: String,
+        #[arg(
+            long,
+            value_name = "CARD",
+            required_unless_present = "holder",
+            conflicts_with = "holder"
+        )]
+        card: Option<String>,
+        /// As --card, for the holder's newest lost main card (member number,
+        /// name or card number; the vault's holder records).
+        #[arg(long, value_name = "HOLDER")]
+        holder: Option<String>,
         /// The issuer's signing key (prompt, env:VAR, file:PATH or pkcs11: URI).
         #[arg(long, value_name = "SOURCE|URI")]
         issuer_key: crate::signer::IssuerKeySource,
@@ -68,9 +80,15 @@ pub fn run(ctx: &Ctx, c: SafeCommand) -> Result<()> {
             safe,
             counter,
             card,
+            holder,
             issuer_key,
             signer_cert,
         } => {
+            let card = match (card, holder) {
+                (Some(c), _) => c,
+                (None, Some(h)) => crate::workflow::holders::lost_main_card(&ctx.vault()?, &h)?,
+                (None, None) => unreachable!("clap requires one"),
+            };
             let signer = super::backup::read_issuer_signer(ctx, &issuer_key, &signer_cert)?;
             let mut client = SafeClient::connect(&safe)?;
             let refused = |r| Error::SafeRefused(r);

@@ -141,6 +141,19 @@ pub fn lost_main_card(vault: &Vault, h: &str) -> Result<String> {
         })
 }
 
+/// The newest card with `role` of holder `h` (member number, name or card
+/// number), strictly: an unknown holder is an error.
+pub fn newest_card(vault: &Vault, h: &str, role: &str) -> Result<String> {
+    let holder = find(vault, h)?;
+    holder
+        .cards
+        .iter()
+        .rev()
+        .find(|c| c.role == role)
+        .map(|c| c.card_number.clone())
+        .ok_or_else(|| crate::error::Error::Usage(format!("holder {} has no {role} card", holder.holder)))
+}
+
 /// The card numbers of holder `h` (member number, name or card number), for
 /// the commands that take `--holder` where they take a card number.
 pub fn card_numbers(vault: &Vault, h: &str) -> Result<Vec<String>> {
