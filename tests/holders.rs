@@ -7,25 +7,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-/// Issue `rows` (holder file rows) as main/backup pairs `sim:PREFIX-HOLDER-ROLE`
-/// of the issuer domain `domain`.
-fn issue(home: &Path, prefix: &str, profile: &str, rows: &str, domain: &[String]) {
-    let csv = home.join(format!("{prefix}.csv"));
-    std::fs::write(&csv, format!("holder,pin,member_number,expiry\n{rows}")).unwrap();
-    let o = run(cv(home)
-        .args([
-            "-r",
-            &format!("sim:{prefix}"),
-            "issue",
-            "--profile",
-            profile,
-            "--holders",
-        ])
-        .arg(&csv)
-        .args(domain));
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-}
-
 fn holder_json(home: &Path, h: &str) -> serde_json::Value {
     let o = run(cv(home).args(["--json", "holder", "show", h]));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -38,7 +19,7 @@ fn a_holder_is_found_by_member_number_name_or_card_and_a_lost_card_leads_to_its_
     let dir = home.join("domain");
     let pass = domain_init(&home, &dir, 2, 3);
     let domain = domain_args(&dir, &pass, &[1, 2]);
-    issue(
+    issue_holders(
         &home,
         "h",
         "pair",
@@ -123,7 +104,7 @@ fn a_holder_is_found_by_member_number_name_or_card_and_a_lost_card_leads_to_its_
 
     // A replacement main card for alice: she is "replaced", and the restore
     // request made from her member number names the lost card.
-    issue(&home, "r", "main", "alice,2468,M-1001,2030-01\n", &domain);
+    issue_holders(&home, "r", "main", "alice,2468,M-1001,2030-01\n", &domain);
     let h = holder_json(&home, "M-1001");
     assert_eq!(h["holder"]["state"], "replaced", "{h}");
     assert_eq!(h["holder"]["cards"].as_array().unwrap().len(), 3);
@@ -172,7 +153,7 @@ fn audit_vault_export_and_store_list_take_a_holder() {
     let dir = home.join("domain");
     let pass = domain_init(&home, &dir, 2, 3);
     let domain = domain_args(&dir, &pass, &[1, 2]);
-    issue(
+    issue_holders(
         &home,
         "f",
         "pair",
@@ -238,7 +219,7 @@ fn audit_vault_export_and_store_list_take_a_holder() {
 #[test]
 fn wallet_recover_takes_the_holders_lost_main_card() {
     let home = temp_dir("holders-recover");
-    issue(
+    issue_holders(
         &home,
         "w",
         "pair",
@@ -282,7 +263,7 @@ fn wallet_recover_takes_the_holders_lost_main_card() {
 #[test]
 fn issuer_side_commands_take_a_holder() {
     let home = temp_dir("holders-issuer-side");
-    issue(
+    issue_holders(
         &home,
         "i",
         "pair",

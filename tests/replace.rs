@@ -15,25 +15,6 @@ use cardvault::workflow::replace::{self, IssuerRights, ReplaceJob, StateFile, St
 use common::*;
 use std::path::{Path, PathBuf};
 
-/// Issue `rows` (holder file rows) as cards `sim:PREFIX-HOLDER-ROLE` of the
-/// issuer domain `domain`, from the built-in `profile`.
-fn issue(home: &Path, prefix: &str, profile: &str, rows: &str, domain: &[String]) {
-    let csv = home.join(format!("{prefix}.csv"));
-    std::fs::write(&csv, format!("holder,pin,member_number,expiry\n{rows}")).unwrap();
-    let o = run(cv(home)
-        .args([
-            "-r",
-            &format!("sim:{prefix}"),
-            "issue",
-            "--profile",
-            profile,
-            "--holders",
-        ])
-        .arg(&csv)
-        .args(domain));
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-}
-
 fn memory(home: &Path, name: &str) -> Vec<u8> {
     state(home, name).memory.clone()
 }
@@ -63,7 +44,7 @@ fn story(home: &Path) -> (String, PathBuf, Vec<u8>) {
     let dir = home.join("domain");
     let pass = domain_init(home, &dir, 2, 3);
     let domain = domain_args(&dir, &pass, &[1, 2]);
-    issue(home, "h", "pair", "alice,123456,M-1001,2030-01\n", &domain);
+    issue_holders(home, "h", "pair", "alice,123456,M-1001,2030-01\n", &domain);
     // Duplicate so that the backup card holds alice's key, and encrypt a file to it.
     let o = run(cv(home)
         .env("E", "11".repeat(32) + " " + &"22".repeat(32))
@@ -88,7 +69,7 @@ fn story(home: &Path) -> (String, PathBuf, Vec<u8>) {
         .arg("-o")
         .arg(&file));
     assert!(o.status.success(), "encrypt: {}", stderr(&o));
-    issue(home, "r", "pair", "alice,123456,M-1001,2030-01\n", &domain);
+    issue_holders(home, "r", "pair", "alice,123456,M-1001,2030-01\n", &domain);
     (state(home, "h-alice-main").card_number.clone(), file, plain)
 }
 
@@ -428,64 +409,25 @@ fn check_withdrawn(home: &Path, item: &str, what: &str) {
 /// The replacement in-process, with the issuer's signer at hand, on cards
 /// behind readers that share `sched`.
 fn replace_once(home: &Path, sched: &std::sync::Arc<PullSchedule>) -> cardvault::Result<()> {
+    replace_in(home, sched, &|_| {})
+}
+
+/// As [`replace_once`] with no card pulled, `events` seeing each step as it
+/// starts.
+fn replace_with_events(home: &Path, events: &dyn Fn(replace::Event<'_>)) -> cardvault::Result<()> {
+    replace_in(home, &PullSchedule::counting(), events)
+}
+
+fn replace_in(
+    home: &Path,
+    sched: &std::sync::Arc<PullSchedule>,
+    events: &dyn Fn(replace::Event<'_>),
+) -> cardvault::Result<()> {
     let mut vault = Vault::open(&home.join("vault.sqlite"))?;
     let file = StateFile(home.join("replace-state.json"));
     let mut nbr = FaultyReader::new(SimReader::open(home, "r-alice-backup", "backup", None)?, sched.clone());
     let mut nr = FaultyReader::new(SimReader::open(home, "r-alice-main", "main", None)?, sched.clone());
     let mut br = FaultyReader::new(SimReader::open(home, "h-alice-backup", "backup", None)?, sched.clone());
-    let mut new = client(&mut nr, false)?;
-    let mut backup = client(&mut br, false)?;
-    let mut new_backup = client(&mut nbr, false)?;
-    let st = if file.path().exists() {
-        file.load()?
-    } else {
-        let number = new.card_number()?;
-        replace::start(&vault, "M-1001", &number, "lost")?
-    };
-    let signer = issuer_signer();
-    let roots = openssl::x509::X509::stack_from_pem(&std::fs::read(test_root()).unwrap()).unwrap();
-    let files = [home.join("record.cve")];
-    let elements = vec![
-        zeroize::Zeroizing::new(vec![0x33; 32]),
-        zeroize::Zeroizing::new(vec![0x44; 32]),
-    ];
-    let job = ReplaceJob {
-        pin: PIN.as_bytes(),
-        issuer: Some(IssuerRights {
-            signer: &signer,
-            roots: &roots,
-        }),
-        authorization: None,
-        files: Some(replace::FileRecovery {
-            backup_pin: PIN.as_bytes(),
-            files: &files,
-            elements: Some(&elements),
-        }),
-        new_backup: Some(replace::NewBackup {
-            backup_pin: PIN.as_bytes(),
-            elements: &elements,
-        }),
-        safes: &wallet_safes(home),
-    };
-    let mut r = replace::Replacement { state: st, file };
-    replace::run(
-        &mut new,
-        Some(&mut backup),
-        Some(&mut new_backup),
-        &mut vault,
-        &mut r,
-        &job,
-        &|_| {},
-    )
-}
-
-/// As [`replace_once`], with `events` seeing each step as it starts.
-fn replace_with_events(home: &Path, events: &dyn Fn(replace::Event<'_>)) -> cardvault::Result<()> {
-    let mut vault = Vault::open(&home.join("vault.sqlite"))?;
-    let file = StateFile(home.join("replace-state.json"));
-    let mut nr = SimReader::open(home, "r-alice-main", "main", None)?;
-    let mut br = SimReader::open(home, "h-alice-backup", "backup", None)?;
-    let mut nbr = SimReader::open(home, "r-alice-backup", "backup", None)?;
     let mut new = client(&mut nr, false)?;
     let mut backup = client(&mut br, false)?;
     let mut new_backup = client(&mut nbr, false)?;
@@ -1123,8 +1065,8 @@ fn a_holder_without_a_backup_is_told_that_no_page_could_be_restored() {
     let dir = home.join("domain");
     let pass = domain_init(&home, &dir, 2, 3);
     let domain = domain_args(&dir, &pass, &[1, 2]);
-    issue(&home, "h", "main", "bob,123456,M-2002,2030-01\n", &domain);
-    issue(&home, "r", "main", "bob,123456,M-2002,2030-01\n", &domain);
+    issue_holders(&home, "h", "main", "bob,123456,M-2002,2030-01\n", &domain);
+    issue_holders(&home, "r", "main", "bob,123456,M-2002,2030-01\n", &domain);
     let before = memory(&home, "r-bob-main");
     let o = run(cv(&home)
         .args([

@@ -18,6 +18,26 @@ pub const ISSUER_KEY_HEX: &str = include_str!("../../fixtures/issuer/issuer-priv
 pub const FIRST_DATA_PAGE: u16 = 4;
 
 /// The test issuer's signing key, raw.
+/// Issue `rows` (holder file rows) with `cardvault issue` as cards
+/// `sim:PREFIX-HOLDER-ROLE` of the issuer domain `domain` (or
+/// `--no-domain`), from the built-in `profile`.
+pub fn issue_holders(home: &Path, prefix: &str, profile: &str, rows: &str, domain: &[String]) {
+    let csv = home.join(format!("{prefix}.csv"));
+    std::fs::write(&csv, format!("holder,pin,member_number,expiry\n{rows}")).unwrap();
+    let o = run(cv(home)
+        .args([
+            "-r",
+            &format!("sim:{prefix}"),
+            "issue",
+            "--profile",
+            profile,
+            "--holders",
+        ])
+        .arg(&csv)
+        .args(domain));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
 pub fn issuer_key() -> Vec<u8> {
     cardvault_proto::from_hex(ISSUER_KEY_HEX.trim()).expect("fixtures/issuer/issuer-private.hex")
 }
