@@ -21,10 +21,12 @@
 
 use crate::apdu::CommandApdu;
 use crate::crypto::{CryptoError, KeyPair, PUBLIC_KEY_LEN};
+use openssl::cipher::Cipher as EvpCipher;
+use openssl::cipher_ctx::CipherCtx;
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
-use openssl::symm::{Cipher, Crypter, Mode};
+use openssl::symm::{Cipher, Mode};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Key identifier (P2 of the handshake) of the SCP11a key set.
@@ -482,49 +484,111 @@ pub fn card_handshake(
 
 // ---------------------------------------------------------------- channels
 
-/// One AES-128 key, set up once for raw block operations. Creating an
-/// OpenSSL context costs far more than an AES block; a session keeps its
-/// contexts for every APDU. OpenSSL cleanses the key schedule when the
-/// context is freed.
-struct AesBlock {
-    enc: Crypter,
-    dec: Crypter,
+/// One AES-128 key, set up once. Creating an OpenSSL context (and
+/// expanding the key) costs far more than a few AES blocks, and so does
+/// re-initializing one for a new IV; each call into OpenSSL costs about as
+/// much as a block. So a session keeps two contexts for every APDU and
+/// hands OpenSSL whole buffers (a 1 KiB answer is one call, not 64):
+/// - an AES-128-CBC encryption context that is never re-initialized. It
+///   chains from the last ciphertext block it produced (`chained`), so an
+///   operation under another IV starts by XORing `iv ^ chained` into its
+///   first block: the context then encrypts `P1 ^ iv`, as CBC under `iv`
+///   does. A single block (ECB) is the same with a zero IV.
+/// - an AES-128-ECB decryption context: CBC decryption is ECB decryption of
+///   every block, each XORed with the block before it (the IV for the first).
+///
+/// OpenSSL cleanses the key schedules when the contexts are freed.
+struct Aes {
+    enc: CipherCtx,
+    chained: [u8; 16],
+    dec: CipherCtx,
 }
 
-impl AesBlock {
-    fn new(key: &[u8; KEY_LEN]) -> Result<AesBlock> {
-        let mut enc = Crypter::new(Cipher::aes_128_ecb(), Mode::Encrypt, key, None)?;
-        enc.pad(false);
-        let mut dec = Crypter::new(Cipher::aes_128_ecb(), Mode::Decrypt, key, None)?;
-        dec.pad(false);
-        Ok(AesBlock { enc, dec })
+fn xor16(a: &mut [u8], b: &[u8]) {
+    for (x, y) in a[..16].iter_mut().zip(b[..16].iter()) {
+        *x ^= y;
+    }
+}
+
+impl Aes {
+    fn new(key: &[u8; KEY_LEN]) -> Result<Aes> {
+        let mut enc = CipherCtx::new()?;
+        enc.encrypt_init(Some(EvpCipher::aes_128_cbc()), Some(key), Some(&[0u8; 16]))?;
+        enc.set_padding(false);
+        let mut dec = CipherCtx::new()?;
+        dec.decrypt_init(Some(EvpCipher::aes_128_ecb()), Some(key), None)?;
+        dec.set_padding(false);
+        Ok(Aes {
+            enc,
+            chained: [0u8; 16],
+            dec,
+        })
     }
 
-    fn run(c: &mut Crypter, block: &mut [u8; 16]) -> Result<()> {
-        let mut out = [0u8; 32];
-        let n = c.update(block, &mut out)?;
-        if n != 16 {
-            return Err(Scp11Error::Malformed("AES block operation"));
+    /// AES-128-CBC of `input` (whole blocks) under `iv`, into `out`.
+    fn cbc_into(&mut self, mode: Mode, iv: &[u8; 16], input: &[u8], out: &mut Zeroizing<Vec<u8>>) -> Result<()> {
+        if !input.len().is_multiple_of(16) {
+            return Err(Scp11Error::Padding);
         }
-        block.copy_from_slice(&out[..16]);
-        out.zeroize();
+        out.clear();
+        if input.is_empty() {
+            return Ok(());
+        }
+        // OpenSSL asks for a block of room beyond the input.
+        out.resize(input.len() + 16, 0);
+        match mode {
+            Mode::Encrypt => {
+                out[..input.len()].copy_from_slice(input);
+                xor16(&mut out[..16], iv);
+                xor16(&mut out[..16], &self.chained);
+                let n = self.enc.cipher_update_inplace(&mut out[..], input.len())?;
+                if n != input.len() {
+                    // The chaining value is lost: no later operation may use it.
+                    return Err(Scp11Error::Malformed("AES-CBC operation"));
+                }
+                self.chained.copy_from_slice(&out[n - 16..n]);
+            }
+            Mode::Decrypt => {
+                let n = self.dec.cipher_update(input, Some(&mut out[..]))?;
+                if n != input.len() {
+                    return Err(Scp11Error::Malformed("AES-CBC operation"));
+                }
+                xor16(&mut out[..16], iv);
+                for i in 1..n / 16 {
+                    xor16(&mut out[i * 16..], &input[(i - 1) * 16..]);
+                }
+            }
+        }
+        out.truncate(input.len());
         Ok(())
     }
 
-    fn encrypt(&mut self, block: &mut [u8; 16]) -> Result<()> {
-        Self::run(&mut self.enc, block)
-    }
-
-    fn decrypt(&mut self, block: &mut [u8; 16]) -> Result<()> {
-        Self::run(&mut self.dec, block)
+    /// One block encrypted in place (ECB).
+    fn encrypt_block(&mut self, block: &mut [u8; 16]) -> Result<()> {
+        let mut buf = [0u8; 32];
+        buf[..16].copy_from_slice(block);
+        xor16(&mut buf, &self.chained);
+        let n = self.enc.cipher_update_inplace(&mut buf, 16)?;
+        if n != 16 {
+            return Err(Scp11Error::Malformed("AES block operation"));
+        }
+        block.copy_from_slice(&buf[..16]);
+        self.chained.copy_from_slice(&buf[..16]);
+        buf.zeroize();
+        Ok(())
     }
 }
 
-/// AES-128-CMAC (RFC 4493) with its key and subkeys set up once.
+/// AES-128-CMAC (RFC 4493) with its key and subkeys set up once: CBC-MAC
+/// of all blocks but the last in one call, then the last block with its
+/// subkey.
 struct Cmac {
-    aes: AesBlock,
+    aes: Aes,
     k1: Zeroizing<[u8; 16]>,
     k2: Zeroizing<[u8; 16]>,
+    /// The message and the CBC output, kept between calls.
+    message: Zeroizing<Vec<u8>>,
+    scratch: Zeroizing<Vec<u8>>,
 }
 
 fn dbl(b: &[u8; 16]) -> [u8; 16] {
@@ -540,19 +604,29 @@ fn dbl(b: &[u8; 16]) -> [u8; 16] {
 
 impl Cmac {
     fn new(key: &[u8; KEY_LEN]) -> Result<Cmac> {
-        let mut aes = AesBlock::new(key)?;
+        let mut aes = Aes::new(key)?;
         let mut l = Zeroizing::new([0u8; 16]);
-        aes.encrypt(&mut l)?;
+        aes.encrypt_block(&mut l)?;
         let k1 = Zeroizing::new(dbl(&l));
         let k2 = Zeroizing::new(dbl(&k1));
-        Ok(Cmac { aes, k1, k2 })
+        Ok(Cmac {
+            aes,
+            k1,
+            k2,
+            message: Zeroizing::new(Vec::new()),
+            scratch: Zeroizing::new(Vec::new()),
+        })
     }
 
     /// CMAC over the concatenation of `parts`.
     fn mac(&mut self, parts: &[&[u8]]) -> Result<[u8; 16]> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        // Blocks before the last are chained as they come; the last (complete
-        // or not) gets K1 or K2.
+        self.message.clear();
+        for p in parts {
+            self.message.extend_from_slice(p);
+        }
+        let total = self.message.len();
+        // The last block (complete or not) gets K1 or K2; the blocks before
+        // it are chained as plain CBC-MAC with a zero IV.
         let last_len = match total {
             0 => 0,
             n if n % 16 == 0 => 16,
@@ -560,43 +634,27 @@ impl Cmac {
         };
         let before_last = total - last_len;
         let mut x = [0u8; 16];
-        let mut block = [0u8; 16];
-        let mut fill = 0;
-        let mut done = 0;
-        let mut last = [0u8; 16];
-        for p in parts {
-            for &b in p.iter() {
-                if done < before_last {
-                    block[fill] = b;
-                    fill += 1;
-                    done += 1;
-                    if fill == 16 {
-                        for (xi, bi) in x.iter_mut().zip(block.iter()) {
-                            *xi ^= bi;
-                        }
-                        self.aes.encrypt(&mut x)?;
-                        fill = 0;
-                    }
-                } else {
-                    last[done - before_last] = b;
-                    done += 1;
-                }
-            }
+        if before_last > 0 {
+            self.aes.cbc_into(
+                Mode::Encrypt,
+                &[0u8; 16],
+                &self.message[..before_last],
+                &mut self.scratch,
+            )?;
+            x.copy_from_slice(&self.scratch[before_last - 16..before_last]);
         }
+        let mut last = [0u8; 16];
+        last[..last_len].copy_from_slice(&self.message[before_last..]);
         let subkey = if last_len == 16 {
             &self.k1
         } else {
             last[last_len] = 0x80;
             &self.k2
         };
-        for (l, k) in last.iter_mut().zip(subkey.iter()) {
-            *l ^= k;
+        for ((xi, li), k) in x.iter_mut().zip(last.iter()).zip(subkey.iter()) {
+            *xi ^= li ^ k;
         }
-        for (xi, li) in x.iter_mut().zip(last.iter()) {
-            *xi ^= li;
-        }
-        self.aes.encrypt(&mut x)?;
-        block.zeroize();
+        self.aes.encrypt_block(&mut x)?;
         last.zeroize();
         Ok(x)
     }
@@ -606,7 +664,7 @@ impl Cmac {
 /// contexts), MAC chaining value, encryption counter.
 struct ChannelState {
     keys: SessionKeys,
-    enc: AesBlock,
+    enc: Aes,
     cmac: Cmac,
     rmac: Cmac,
     chain: [u8; 16],
@@ -622,7 +680,7 @@ impl Drop for ChannelState {
 impl ChannelState {
     fn new(keys: SessionKeys, receipt: [u8; 16]) -> Result<ChannelState> {
         Ok(ChannelState {
-            enc: AesBlock::new(&keys.s_enc)?,
+            enc: Aes::new(&keys.s_enc)?,
             cmac: Cmac::new(&keys.s_mac)?,
             rmac: Cmac::new(&keys.s_rmac)?,
             keys,
@@ -638,39 +696,14 @@ impl ChannelState {
         if response {
             block[0] = 0x80;
         }
-        self.enc.encrypt(&mut block)?;
+        self.enc.encrypt_block(&mut block)?;
         Ok(block)
     }
 
     /// AES-128-CBC without padding under S-ENC.
     fn cbc(&mut self, mode: Mode, iv: &[u8; 16], input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        if !input.len().is_multiple_of(16) {
-            return Err(Scp11Error::Padding);
-        }
-        let mut out = Zeroizing::new(Vec::with_capacity(input.len()));
-        let mut prev = *iv;
-        let mut block = [0u8; 16];
-        for chunk in input.chunks_exact(16) {
-            block.copy_from_slice(chunk);
-            match mode {
-                Mode::Encrypt => {
-                    for (b, p) in block.iter_mut().zip(prev.iter()) {
-                        *b ^= p;
-                    }
-                    self.enc.encrypt(&mut block)?;
-                    prev = block;
-                }
-                Mode::Decrypt => {
-                    self.enc.decrypt(&mut block)?;
-                    for (b, p) in block.iter_mut().zip(prev.iter()) {
-                        *b ^= p;
-                    }
-                    prev.copy_from_slice(chunk);
-                }
-            }
-            out.extend_from_slice(&block);
-        }
-        block.zeroize();
+        let mut out = Zeroizing::new(Vec::new());
+        self.enc.cbc_into(mode, iv, input, &mut out)?;
         Ok(out)
     }
 
@@ -883,6 +916,7 @@ impl CardChannel {
 mod tests {
     use super::*;
     use crate::{from_hex, to_hex};
+    use openssl::symm::Crypter;
 
     fn key16(hex: &str) -> [u8; 16] {
         from_hex(hex).unwrap().try_into().unwrap()
@@ -933,15 +967,31 @@ mod tests {
             s_dek: [3; 16],
         };
         let mut st = ChannelState::new(keys, [0; 16]).unwrap();
-        let iv = key16("000102030405060708090a0b0c0d0e0f");
-        let data: Vec<u8> = (0..96u8).collect();
-        let enc = st.cbc(Mode::Encrypt, &iv, &data).unwrap();
-        let mut c = Crypter::new(Cipher::aes_128_cbc(), Mode::Encrypt, &st.keys.s_enc, Some(&iv)).unwrap();
-        c.pad(false);
-        let mut out = vec![0u8; 96 + 16];
-        let n = c.update(&data, &mut out).unwrap();
-        assert_eq!(&enc[..], &out[..n]);
-        assert_eq!(&st.cbc(Mode::Decrypt, &iv, &enc).unwrap()[..], &data[..]);
+        let data: Vec<u8> = (0..=255u8).cycle().take(1040).collect();
+        // The session's context chains across operations; every operation,
+        // under its own IV and length, interleaved with single blocks, must
+        // still be plain CBC under that IV.
+        for (round, len) in [96usize, 16, 0, 1040, 32, 48].into_iter().enumerate() {
+            let iv: [u8; 16] = std::array::from_fn(|i| (i * 7 + round * 31) as u8);
+            let enc = st.cbc(Mode::Encrypt, &iv, &data[..len]).unwrap();
+            let mut c = Crypter::new(Cipher::aes_128_cbc(), Mode::Encrypt, &st.keys.s_enc, Some(&iv)).unwrap();
+            c.pad(false);
+            let mut out = vec![0u8; len + 16];
+            let n = c.update(&data[..len], &mut out).unwrap();
+            assert_eq!(&enc[..], &out[..n], "{len} bytes, round {round}");
+            assert_eq!(&st.cbc(Mode::Decrypt, &iv, &enc).unwrap()[..], &data[..len]);
+            let mut block = iv;
+            st.enc.encrypt_block(&mut block).unwrap();
+            let mut e = Crypter::new(Cipher::aes_128_ecb(), Mode::Encrypt, &st.keys.s_enc, None).unwrap();
+            e.pad(false);
+            let mut out = [0u8; 32];
+            e.update(&iv, &mut out).unwrap();
+            assert_eq!(block, out[..16], "single block, round {round}");
+        }
+        assert!(matches!(
+            st.cbc(Mode::Encrypt, &[0; 16], &data[..15]),
+            Err(Scp11Error::Padding)
+        ));
     }
 
     #[test]
