@@ -1152,6 +1152,312 @@ fn file_key(path: &str, card: &applet_sim::CardState) -> Vec<u8> {
     k.to_vec()
 }
 
+/// The electronic wallet through pcscd with its APDU log on: items loaded
+/// onto one card, deposited into two safes (real `safe serve` processes),
+/// withdrawn onto the same card, re-keyed, the wallet key escrowed under the
+/// owner's password split across both safes, an item withdrawn onto the
+/// replacement card under the issuer's authorization, and the rest
+/// recovered onto it from the escrow. Not one secret in pcscd's log: PIN,
+/// owner password, the escrow key derived from it and the two key parts the
+/// card seals under it, the wallet keys (current, replaced, recovered),
+/// the transport keys of every delivery (each wrapped to a card's ECKA
+/// key), the cards' ECKA, signing, card-unique and card-common keys, the
+/// safes' signing keys, and the issuer's signing, root and operator keys.
+/// The secrets come from the cards' state files, the safes' files, the
+/// test's inputs, and the deliveries the terminal's `--trace` shows inside
+/// the SCP11 session.
+#[test]
+fn the_wallet_through_pcscd_leaves_no_secret_in_its_apdu_log() {
+    use applet_sim::state::Store;
+    use cardvault_proto::{crypto, safe as sf, to_hex};
+    let name = "the_wallet_through_pcscd_leaves_no_secret_in_its_apdu_log";
+    let Some(stack) = PcscStack::start_logging_apdus(name) else {
+        return;
+    };
+    let dir = temp_dir("wallet-apdulog");
+    let home = dir.join("home");
+    let (a, b) = (dir.join("a.card"), dir.join("b.card"));
+    const OWNER: &str = "owner's passphrase for the wallet escrow";
+    let _sim = stack.sim(&[(0, &a, "main"), (1, &b, "replacement")]);
+    let (d1, d2) = (init_safe(&home, "safe1"), init_safe(&home, "safe2"));
+    let (s1, s2) = (SafeServer::start(&home, &d1), SafeServer::start(&home, &d2));
+    let signer = test_signer_cert();
+    let signer = signer.to_str().unwrap();
+    // Every run traces its exchanges (stderr): the WITHDRAW commands in the
+    // session show the deliveries whose transport keys are searched for.
+    let traces = std::cell::RefCell::new(String::new());
+    let cv = |args: &[&str]| {
+        let mut c = cv_pcsc(&home);
+        c.env("P", PIN)
+            .env("OWNER", OWNER)
+            .env("ISSUER", ISSUER_KEY_HEX.trim())
+            .args(["--trace", "--json"])
+            .args(args);
+        let o = run(&mut c);
+        assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        traces.borrow_mut().push_str(&stderr(&o));
+        json(&o)
+    };
+    // `wallet` on the card in `reader`, under the PIN.
+    let wallet = |reader: &str, args: &[&str]| {
+        let mut a = vec!["-r", reader, "wallet"];
+        a.extend_from_slice(args);
+        a.extend(["--pin", "env:P"]);
+        cv(&a)
+    };
+    let load = |item: &str, price: &str| {
+        wallet(
+            "0",
+            &[
+                "load",
+                "--issuer-key",
+                "env:ISSUER",
+                "--signer-cert",
+                signer,
+                "--kind",
+                "ticket",
+                "--name",
+                item,
+                "--unit-price",
+                price,
+                "--valid-until",
+                "2027-06-30",
+            ],
+        )["item"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (x, y, z) = (load("Concert", "8000"), load("Museum", "1200"), load("Ferry", "450"));
+    let (u1, u2) = (s1.url.as_str(), s2.url.as_str());
+
+    // Card a deposits an item and withdraws it again (the delivery wrapped
+    // to its own ECKA key, opened with its own wallet key), deposits it
+    // again and moves to a new wallet key (ESCROW P1 = 02), which withdraws
+    // the item and deposits it once more under the new key.
+    wallet("0", &["deposit", &z, "--safe", u1]);
+    let w = wallet("0", &["withdraw", &z, "--safe", u1]);
+    assert_eq!(w["settled"], true, "{w}");
+    wallet("0", &["deposit", &z, "--safe", u1]);
+    let r = wallet("0", &["rekey", "--safe", u1]);
+    assert_eq!(r["redeposited"], serde_json::json!([z.clone()]), "{r}");
+    // The other two items go to one safe each, and the wallet key is
+    // escrowed split across both under the owner's password.
+    wallet("0", &["deposit", &x, "--safe", u1]);
+    wallet("0", &["deposit", &y, "--safe", u2]);
+    let e = wallet("0", &["escrow", "--safe", u1, "--safe", u2, "--password", "env:OWNER"]);
+    assert_eq!(e["parts"].as_array().unwrap().len(), 2, "{e}");
+    let card_a = Store::peek(&a).unwrap();
+    assert!(card_a.wallet.items.is_empty());
+
+    // Card a is lost. Card b takes one item by the vault's copy under the
+    // issuer's authorization (the wallet key wrapped under the card-common
+    // key), and the other two from the escrow (ESCROW P1 = 01, then the
+    // deliveries the owner's answers release).
+    let w = wallet(
+        "1",
+        &[
+            "withdraw",
+            &x,
+            "--from-vault",
+            "--safe",
+            u1,
+            "--issuer-key",
+            "env:ISSUER",
+            "--signer-cert",
+            signer,
+        ],
+    );
+    assert_eq!(w["settled"], true, "{w}");
+    let lost = card_a.card_number.as_str();
+    let rec = wallet(
+        "1",
+        &[
+            "recover",
+            "--from-card",
+            lost,
+            "--safe",
+            u1,
+            "--safe",
+            u2,
+            "--password",
+            "env:OWNER",
+        ],
+    );
+    assert_eq!(rec["withdrawn"].as_array().unwrap().len(), 2, "{rec}");
+    let card_b = Store::peek(&b).unwrap();
+    let mut held: Vec<String> = card_b
+        .wallet
+        .items
+        .iter()
+        .map(|h| to_hex(&cardvault_proto::wallet::WalletItem::parse(&h.item).unwrap().id))
+        .collect();
+    held.sort();
+    let mut want = vec![x.clone(), y.clone(), z.clone()];
+    want.sort();
+    assert_eq!(held, want);
+    assert_eq!(card_b.wallet.recovered[0].key, card_a.wallet.key);
+    assert_eq!(card_a.wallet.old_keys.len(), 1);
+
+    // A decoy secret sent in clear on purpose (the card refuses a plain
+    // VERIFY, 6982): the log check must find it, or it finds nothing.
+    let decoy = "d3c0ded3c0de5ec2e7";
+    let o = cv(&[
+        "-r",
+        "0",
+        "apdu",
+        "00A4040006F043564C5401",
+        &format!("0020008109{decoy}"),
+    ]);
+    assert_eq!(o["exchanges"][1]["sw"], "6982");
+
+    // Every secret, as the bytes that would cross PC/SC.
+    let mut secrets: Vec<(String, Vec<u8>)> = vec![
+        ("PIN".into(), PIN.as_bytes().to_vec()),
+        ("owner password".into(), OWNER.as_bytes().to_vec()),
+        ("issuer signing key".into(), issuer_key()),
+        (
+            "issuer root key".into(),
+            pem_scalar(applet_sim::test_issuer::ROOT_KEY_PEM),
+        ),
+        (
+            "issuer operator key".into(),
+            pem_scalar(applet_sim::test_issuer::OCE_KEY_PEM),
+        ),
+    ];
+    let owner = cardvault::workflow::escrow::OwnerSecret::derive(OWNER.as_bytes(), &card_a.card_number).unwrap();
+    let escrow_key = owner.escrow_key().unwrap();
+    secrets.push(("escrow key".into(), escrow_key.to_vec()));
+    for (i, d) in [&d1, &d2].into_iter().enumerate() {
+        let key = std::fs::read(d.join(cardvault::safe::KEY_FILE)).unwrap();
+        secrets.push((format!("safe {} signing key", i + 1), pem_scalar(&key)));
+        // The key part this safe keeps, opened: the pad or the key masked by it.
+        let db = rusqlite::Connection::open(d.join("safe.sqlite")).unwrap();
+        let part: Vec<u8> = db
+            .query_row("SELECT part FROM escrow WHERE card_number = ?1", [lost], |r| r.get(0))
+            .unwrap();
+        let p = sf::EscrowPart::parse(&part).unwrap();
+        let aad = sf::EscrowPart::aad(&p.card_number, p.index, p.count, &p.key_check);
+        let (nonce, ct) = p.sealed.split_at(crypto::GCM_NONCE_LEN);
+        let plain = crypto::open(&escrow_key, nonce, &aad, ct).unwrap();
+        secrets.push((format!("escrowed key part {}", p.index), plain.to_vec()));
+    }
+    for (who, s) in [("card a", &card_a), ("card b", &card_b)] {
+        let w = &s.wallet;
+        secrets.push((format!("{who} wallet key"), w.key.clone()));
+        for (i, k) in w.old_keys.iter().enumerate() {
+            secrets.push((format!("{who} replaced wallet key {}", i + 1), k.0.clone()));
+        }
+        for r in &w.recovered {
+            secrets.push((
+                format!("{who} recovered wallet key of {}", r.card_number),
+                r.key.clone(),
+            ));
+        }
+        for (i, e) in s.key_group.elements.iter().enumerate() {
+            secrets.push((format!("{who} key group element {}", i + 1), e.0.clone()));
+        }
+        if let Some(k) = &s.main_key {
+            secrets.push((format!("{who} main private key"), k.private.clone()));
+        }
+        secrets.push((format!("{who} ECKA private key"), s.ecka_private.clone()));
+        secrets.push((format!("{who} signing private key"), s.storing.private_key.clone()));
+        secrets.push((format!("{who} card-unique key"), s.unique_key.clone()));
+        secrets.push((format!("{who} card-common key"), s.common_key.clone()));
+    }
+    // The deliveries (WITHDRAW, inside the session): each transport key,
+    // unwrapped with the target card's ECKA key.
+    let withdraws: Vec<sf::WithdrawCommand> = traces
+        .borrow()
+        .lines()
+        .filter_map(|l| l.strip_prefix("> [SCP11] 803C0000"))
+        .map(|l| {
+            let raw = cardvault_proto::from_hex(&format!("803C0000{l}")).unwrap();
+            let c = cardvault_proto::apdu::CommandApdu::parse(&raw).unwrap();
+            sf::WithdrawCommand::parse(&c.data).unwrap()
+        })
+        .collect();
+    for (i, cmd) in withdraws.iter().enumerate() {
+        let d = sf::Delivery::parse(&cmd.delivery).unwrap();
+        let card = [&card_a, &card_b]
+            .into_iter()
+            .find(|c| c.card_number == d.target_card)
+            .unwrap();
+        let me = crypto::KeyPair::from_private(&card.ecka_private).unwrap();
+        let aad = sf::Delivery::aad(&d.certificate, &d.target_card, &d.challenge);
+        let tk = crypto::unwrap_key(&me, &d.wrapped_transport_key, &aad).unwrap();
+        secrets.push((format!("delivery {} transport key", i + 1), tk.to_vec()));
+    }
+    secrets.retain(|(_, s)| !s.is_empty());
+    secrets.sort_by(|a, b| a.1.cmp(&b.1));
+    secrets.dedup_by(|a, b| a.1 == b.1);
+
+    let log = stack.log();
+    let hay: String = log.to_lowercase().chars().filter(|c| !c.is_whitespace()).collect();
+    let apdu_lines = log.lines().filter(|l| l.contains(" APDU: ")).count();
+    let answer_lines = log.lines().filter(|l| l.contains(" SW: ")).count();
+    println!("{name}: pcscd logged {apdu_lines} commands and {answer_lines} answers");
+    assert!(apdu_lines > 0, "no APDU in the log: {}", &log[..log.len().min(2000)]);
+    assert_eq!(answer_lines, apdu_lines, "every answer is logged too");
+    // The log shows APDUs as the hex this check searches: the plain SELECT,
+    // every wallet command of the flow in the session (CLA 84): 3 LOAD ITEM,
+    // 5 deposits of two DEPOSITs each, 5 WITHDRAWs (the deliveries above),
+    // 3 ESCROWs (export, re-key, import); and the decoy in clear.
+    assert!(hay.contains("00a4040006f043564c5401"), "no SELECT in the log");
+    assert_eq!(withdraws.len(), 5, "the deliveries in the trace");
+    for (what, ins, n) in [
+        ("LOAD ITEM", "32", 3),
+        ("DEPOSIT", "38", 10),
+        ("WITHDRAW", "3c", 5),
+        ("ESCROW", "31", 3),
+    ] {
+        assert_eq!(
+            hay.matches(&format!("apdu:84{ins}")).count(),
+            n,
+            "protected {what} commands in the log"
+        );
+    }
+    assert!(
+        hay.contains(decoy),
+        "the decoy sent in clear is not found: the check would be vacuous"
+    );
+    let leaked: Vec<&str> = secrets
+        .iter()
+        .filter(|(_, s)| hay.contains(&to_hex(s)))
+        .map(|(what, _)| what.as_str())
+        .collect();
+    // The password is text: not as text either.
+    let password_text: String = OWNER.to_lowercase().chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(
+        !hay.contains(&password_text),
+        "the owner password as text in pcscd's log"
+    );
+    println!("{name}: {} distinct secrets checked", secrets.len());
+    let names: Vec<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
+    for kind in [
+        "PIN",
+        "owner password",
+        "escrow key",
+        "escrowed key part 1",
+        "escrowed key part 2",
+        "card a wallet key",
+        "replaced wallet key",
+        "delivery 5 transport key",
+        "safe 2 signing key",
+        "issuer signing key",
+        "card b ECKA",
+    ] {
+        assert!(names.iter().any(|n| n.contains(kind)), "no {kind} among {names:?}");
+    }
+    // PIN, owner password, escrow key, 2 key parts, the issuer's signing,
+    // root and operator keys, 2 safe keys, card a's wallet key (which card b
+    // recovered) and the one it replaced, 5 transport keys, 2 ECKA keys, 2
+    // signing keys, 2 card-unique keys, the card-common key (one for both
+    // cards) and card a's key group element (card b has none).
+    assert_eq!(secrets.len(), 25, "{names:?}");
+    assert!(leaked.is_empty(), "in pcscd's APDU log: {leaked:?}");
+}
+
 #[test]
 fn a_card_that_stops_answering_is_an_error_after_the_apdu_timeout() {
     let test = "a_card_that_stops_answering_is_an_error_after_the_apdu_timeout";
