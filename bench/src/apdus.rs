@@ -29,22 +29,22 @@ use std::path::Path;
 
 /// The SCP11b handshake of a card session: GET DATA `BF21` (the card
 /// certificate in one extended answer) and INTERNAL AUTHENTICATE.
-const HANDSHAKE: u64 = 2;
+pub(crate) const HANDSHAKE: u64 = 2;
 /// The same with short APDUs only: the certificate (about 550 bytes) comes in
 /// three answers (GET DATA and two GET RESPONSE).
 const HANDSHAKE_SHORT: u64 = 4;
 
 /// Largest command data field (extended Lc).
-const MAX_COMMAND_DATA: u64 = 65535;
+pub(crate) const MAX_COMMAND_DATA: u64 = 65535;
 /// Largest response data field: a vpcd frame (65535 bytes) minus the status word.
 const MAX_RESPONSE_DATA: u64 = bk::MAX_BLOCK as u64;
 
 /// The fixed commands and data APDUs a workflow cannot do without.
 #[derive(Default)]
-struct Minimum(Vec<(u64, String)>);
+pub(crate) struct Minimum(Vec<(u64, String)>);
 
 impl Minimum {
-    fn add(mut self, n: u64, what: &str) -> Minimum {
+    pub(crate) fn add(mut self, n: u64, what: &str) -> Minimum {
         if n > 0 {
             self.0.push((n, what.to_string()));
         }
@@ -52,15 +52,15 @@ impl Minimum {
     }
 
     /// `bytes` of data in APDUs of at most `max` bytes each.
-    fn data(self, bytes: u64, max: u64, what: &str) -> Minimum {
+    pub(crate) fn data(self, bytes: u64, max: u64, what: &str) -> Minimum {
         self.add(bytes.div_ceil(max).max(1), what)
     }
 
-    fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.iter().map(|(n, _)| n).sum()
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.0
             .iter()
             .map(|(n, w)| format!("{n} {w}"))
@@ -69,7 +69,7 @@ impl Minimum {
     }
 }
 
-fn add(a: Stats, b: Stats) -> Stats {
+pub(crate) fn add(a: Stats, b: Stats) -> Stats {
     Stats {
         apdus: a.apdus + b.apdus,
         bytes_out: a.bytes_out + b.bytes_out,
@@ -77,7 +77,7 @@ fn add(a: Stats, b: Stats) -> Stats {
     }
 }
 
-fn row(name: &str, actual: Stats, min: &Minimum, payload: Option<u64>) -> Row {
+pub(crate) fn row(name: &str, actual: Stats, min: &Minimum, payload: Option<u64>) -> Row {
     let bytes = match payload {
         Some(p) => format!(
             "; {} B out + {} B in for {} B of data",

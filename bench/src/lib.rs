@@ -12,7 +12,11 @@
 //! 4. [`backup`]: backup and restore throughput (64 KiB and 1 MiB cards), a
 //!    chain restore of many differentials, the vault's size overhead;
 //! 5. [`batch`]: batch issuance plus duplication with 2 reader pairs against 1;
-//! 6. [`vault`]: backup listing and latest-chain lookups at 1k and 100k rows.
+//! 6. [`vault`]: backup listing and latest-chain lookups at 1k and 100k rows;
+//! 7. [`secure`]: the secure channel's handshake and its cost per APDU;
+//! 8. [`wallet`]: the wallet, safe, storing and replacement exchanges' APDUs
+//!    against their minimum, and deposits per second into one safe from 1
+//!    and 4 terminals.
 //!
 //! These machines are noisy, so side-by-side comparisons run interleaved in
 //! one process and the report gives medians. Nothing here asserts a timing.

@@ -276,7 +276,8 @@ pub enum Part {
     /// The secure channel: handshake APDUs and time, secure messaging per APDU.
     #[value(alias = "scp11")]
     Secure,
-    /// The electronic wallet and safe: deposit and withdraw APDUs, deposits per second.
+    /// The wallet, safe, storing and replacement exchanges: APDUs against the
+    /// minimum; deposits per second from 1 and 4 terminals.
     #[value(alias = "safe")]
     Wallet,
 }

@@ -197,3 +197,46 @@ fn the_secure_part_reports_the_handshake_and_the_cost_per_apdu() {
     }
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn the_wallet_part_counts_every_exchange_against_its_minimum_and_compares_1_and_4_terminals() {
+    let home = temp_dir("bench-wallet");
+    let o = run(bench(&home)
+        .args(["--json", "--only", "wallet", "--quick", "--rounds", "1", "--dir"])
+        .arg(home.join("scratch")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let s = &v["sections"][0];
+    assert!(s["skipped"].is_null(), "{s}");
+    let rows = s["rows"].as_array().unwrap();
+    let row = |prefix: &str| {
+        rows.iter()
+            .find(|r| r["measure"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}: {rows:?}"))
+    };
+    // Every exchange: its count, the minimum and what the minimum is made of.
+    for prefix in [
+        "deposit one item",
+        "withdraw one item",
+        "escrow recover",
+        "store 30 B, issuer first",
+        "store 785 B, provider first",
+        "delete",
+        "replace: new card",
+        "replace: old backup card",
+        "replace: new backup card",
+        "replace: all three cards",
+    ] {
+        let r = row(prefix);
+        assert_eq!(r["unit"], "apdus", "{r}");
+        assert_eq!(r["reference"]["label"], "min", "{r}");
+        assert!(r["ratio"].is_number() && r["goal"].is_object(), "{r}");
+        assert!(r["detail"].as_str().unwrap().starts_with("minimum: "), "{r}");
+    }
+    // The rate from 4 terminals, against 1 terminal in the same run.
+    let r = row("deposits into one safe, 4 terminals");
+    assert_eq!(r["unit"], "per_sec", "{r}");
+    assert_eq!(r["reference"]["label"], "1 terminal", "{r}");
+    assert!(r["ratio"].is_number() && r["goal"].is_object(), "{r}");
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -343,6 +343,9 @@ pub struct Safe {
     id: [u8; sf::SAFE_ID_LEN],
     /// Open owner challenges: nonce and the card it is for, oldest first.
     challenges: std::collections::VecDeque<([u8; OWNER_NONCE_LEN], String)>,
+    /// The checkpoint after a deposit or a receipt is written by the caller
+    /// ([`Checkpointer`], `safe serve`) before it answers, not here.
+    deferred_checkpoints: bool,
 }
 
 impl std::fmt::Debug for Safe {
@@ -475,44 +478,105 @@ impl Checkpoint {
     }
 }
 
+/// The counter and the withdrawn counters of the store on `conn`.
+fn ledger_head_in(conn: &Connection, dir: &Path) -> Result<(u64, Vec<u64>)> {
+    let db = |e| Error::vault(&dir.join(DB_FILE), e);
+    let counter: u64 = conn
+        .query_row("SELECT value FROM meta WHERE key = 'counter'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(db)?
+        .parse()
+        .map_err(|_| Error::Data("the safe counter is not a number".into()))?;
+    let mut st = conn
+        .prepare("SELECT counter FROM items WHERE state = 'withdrawn' ORDER BY counter")
+        .map_err(db)?;
+    let withdrawn = st
+        .query_map([], |r| r.get::<_, i64>(0).map(|n| n as u64))
+        .map_err(db)?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(db)?;
+    Ok((counter, withdrawn))
+}
+
+/// Sign and write (atomically, synced) the checkpoint of `head`.
+fn write_checkpoint_of(dir: &Path, id: &[u8; sf::SAFE_ID_LEN], key: &KeyPair, head: &(u64, Vec<u64>)) -> Result<()> {
+    let (counter, withdrawn) = head;
+    let id = to_hex(id);
+    let sig = crypto::sign_p256(key, &Checkpoint::message(&id, *counter, withdrawn))
+        .map_err(|_| Error::Internal("the safe could not sign".into()))?;
+    let cp = Checkpoint {
+        version: 1,
+        safe_id: id,
+        counter: *counter,
+        withdrawn: withdrawn.clone(),
+        signature: to_hex(&sig),
+    };
+    let path = checkpoint_path(dir);
+    cardvault_proto::fsutil::atomic_write(&path, serde_json::to_string(&cp).expect("json").as_bytes())
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// Writes a safe's checkpoint for requests served side by side (group
+/// commit): after its ledger commit, each request that changed the head
+/// (a deposit, a receipt) calls [`Checkpointer::catch_up`] under one lock
+/// before it answers. The head read then includes every commit made so far,
+/// so one write covers every request that committed while the previous
+/// write was going on, and the ones waiting behind it find their commit
+/// covered and write nothing. As before, no answer leaves before a
+/// checkpoint that covers its commit is on disk, and the checkpoint is never
+/// ahead of the store.
+pub(crate) struct Checkpointer {
+    dir: PathBuf,
+    conn: Connection,
+    key: KeyPair,
+    id: [u8; sf::SAFE_ID_LEN],
+    /// The head of the last checkpoint this writer wrote.
+    written: Option<(u64, Vec<u64>)>,
+}
+
+impl Checkpointer {
+    /// Write the checkpoint of the store as it is now, unless the last one
+    /// written already says so.
+    pub(crate) fn catch_up(&mut self) -> Result<()> {
+        let head = ledger_head_in(&self.conn, &self.dir)?;
+        if self.written.as_ref() == Some(&head) {
+            return Ok(());
+        }
+        write_checkpoint_of(&self.dir, &self.id, &self.key, &head)?;
+        self.written = Some(head);
+        Ok(())
+    }
+}
+
 impl Safe {
     /// The counter and the withdrawn counters of the store.
     fn ledger_head(&self) -> Result<(u64, Vec<u64>)> {
-        let counter: u64 = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'counter'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(|e| self.db_err(e))?
-            .parse()
-            .map_err(|_| Error::Data("the safe counter is not a number".into()))?;
-        let mut st = self
-            .conn
-            .prepare("SELECT counter FROM items WHERE state = 'withdrawn' ORDER BY counter")
-            .map_err(|e| self.db_err(e))?;
-        let withdrawn = st
-            .query_map([], |r| r.get::<_, i64>(0).map(|n| n as u64))
-            .map_err(|e| self.db_err(e))?
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.db_err(e))?;
-        Ok((counter, withdrawn))
+        ledger_head_in(&self.conn, &self.dir)
     }
 
     /// Write the checkpoint of the store as it is now.
     fn write_checkpoint(&self) -> Result<()> {
-        let (counter, withdrawn) = self.ledger_head()?;
-        let id = to_hex(&self.id);
-        let sig = self.sign(&Checkpoint::message(&id, counter, &withdrawn))?;
-        let cp = Checkpoint {
-            version: 1,
-            safe_id: id,
-            counter,
-            withdrawn,
-            signature: to_hex(&sig),
-        };
-        let path = checkpoint_path(&self.dir);
-        cardvault_proto::fsutil::atomic_write(&path, serde_json::to_string(&cp).expect("json").as_bytes())
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        write_checkpoint_of(&self.dir, &self.id, &self.key, &self.ledger_head()?)
+    }
+
+    /// The checkpoint writer of this safe, on a connection of its own: for
+    /// a server whose requests run side by side ([`Safe::defer_checkpoints`]).
+    pub(crate) fn checkpointer(&self) -> Result<Checkpointer> {
+        Ok(Checkpointer {
+            dir: self.dir.clone(),
+            conn: open_db(&self.dir)?,
+            key: self.key.clone(),
+            id: self.id,
+            written: None,
+        })
+    }
+
+    /// From now on a deposit or a receipt commits without writing the
+    /// checkpoint: the caller runs [`Checkpointer::catch_up`] before it
+    /// answers.
+    pub(crate) fn defer_checkpoints(&mut self) {
+        self.deferred_checkpoints = true;
     }
 
     /// Refuse a store that is behind its checkpoint (an older copy).
@@ -595,6 +659,7 @@ impl Safe {
             root,
             id,
             challenges: Default::default(),
+            deferred_checkpoints: false,
         };
         safe.check_checkpoint()?;
         safe.write_checkpoint()?;
@@ -721,7 +786,9 @@ impl Safe {
         })
         .and_then(|_| tx.commit())
         .map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
-        self.write_checkpoint()?;
+        if !self.deferred_checkpoints {
+            self.write_checkpoint()?;
+        }
         Ok(Ok(DepositAnswer {
             certificate: to_hex(&encoded),
             safe_certificate: to_hex(&self.cert_der),
@@ -1115,7 +1182,9 @@ impl Safe {
             }
         }
         tx.commit().map_err(|e| Error::vault(&self.dir.join(DB_FILE), e))?;
-        self.write_checkpoint()?;
+        if !self.deferred_checkpoints {
+            self.write_checkpoint()?;
+        }
         Ok(self.entry(r.counter)?.ok_or(SafeRefusal::UnknownItem(r.counter)))
     }
 

@@ -986,7 +986,11 @@ pub fn run_restore(
     job: &RestoreJob<'_>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoreOutcome> {
-    let target = card.card_number()?;
+    // In an open secure session its verified identity names the card.
+    let target = match card.identity() {
+        Some(id) => id.subject.card_number.clone(),
+        None => card.card_number()?,
+    };
     let source = job.from_card.unwrap_or(&target).to_string();
     if job.from_card == Some(target.as_str()) {
         return Err(RestoreRefusal::SourceIsTarget.into());
@@ -1005,7 +1009,11 @@ pub fn run_restore(
             check_domain(card, vault, &vault.chain_to(&last)?, &target)?;
         }
         let ch = card.restore_challenge()?;
-        let certificate = card.card_certificate()?.unwrap_or_default();
+        // The chain the session verified (GET DATA BF21 at its start).
+        let certificate = match card.identity() {
+            Some(id) => id.chain_der.clone(),
+            None => card.card_certificate()?.unwrap_or_default(),
+        };
         let chain = chain_hash_of(vault, &vault.chain_to(&last)?)?;
         let rules = card.application_rules()?;
         let table = if rules.iter().any(is_provider_application) {

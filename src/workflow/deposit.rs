@@ -216,12 +216,13 @@ pub fn withdraw(
 ) -> Result<WithdrawReport> {
     card.verify_pin(pin)?;
     let cert = certificate_from(card, vault, source)?;
-    withdraw_certificate(card, &cert, safe, vault, issuer, None)
+    withdraw_certificate(card, &cert, safe, vault, issuer, None, &mut None)
 }
 
 /// Withdraw the item of `cert` (PIN verified): onto another card than the
 /// depositor with the issuer's signer, or with the owner's escrow proof for
-/// this safe.
+/// this safe. `signing` keeps the card's signing certificate for the
+/// receipts of the workflow's later items ([`signing_certificate`]).
 pub(crate) fn withdraw_certificate(
     card: &mut CardClient<'_>,
     cert: &RegistrationCertificate,
@@ -229,6 +230,7 @@ pub(crate) fn withdraw_certificate(
     vault: &mut Vault,
     issuer: Option<IssuerWithdrawal<'_>>,
     owner: Option<(&crate::workflow::escrow::OwnerSecret, &str)>,
+    signing: &mut Option<Vec<u8>>,
 ) -> Result<WithdrawReport> {
     // The session's verified identity names the card (no GET DATA needed).
     let number = match card.identity() {
@@ -281,7 +283,7 @@ pub(crate) fn withdraw_certificate(
         authorization,
     };
     let receipt = card.withdraw(&cmd)?;
-    let settled = send_receipt(card, safe, vault, &receipt)?;
+    let settled = send_receipt(card, safe, vault, &receipt, signing)?;
     Ok(WithdrawReport {
         card_number: number,
         item: to_hex(&cert.item_id),
@@ -291,20 +293,32 @@ pub(crate) fn withdraw_certificate(
     })
 }
 
+/// The card's signing certificate (GET DATA `DF35`), read once per
+/// workflow: `known` keeps it for the next receipt of the same session.
+pub(crate) fn signing_certificate<'k>(card: &mut CardClient<'_>, known: &'k mut Option<Vec<u8>>) -> Result<&'k [u8]> {
+    if known.is_none() {
+        *known = Some(
+            card.storing_certificate()?
+                .ok_or_else(|| Error::Data("the card has no signing certificate (GET DATA DF35)".into()))?,
+        );
+    }
+    Ok(known.as_deref().expect("read above"))
+}
+
 /// Send one receipt to the safe; an unreachable safe leaves it for
-/// `resolve` (false).
+/// `resolve` (false). `signing` is the card's signing certificate when the
+/// workflow has read it already (see [`signing_certificate`]).
 pub(crate) fn send_receipt(
     card: &mut CardClient<'_>,
     safe: &mut SafeClient,
     vault: &mut Vault,
     receipt: &cardvault_proto::safe::Receipt,
+    signing: &mut Option<Vec<u8>>,
 ) -> Result<bool> {
-    let signing = card
-        .storing_certificate()?
-        .ok_or_else(|| Error::Data("the card has no signing certificate (GET DATA DF35)".into()))?;
+    let signing = signing_certificate(card, signing)?;
     let req = ReceiptRequest {
         receipt: to_hex(&receipt.encode()),
-        card_certificate: to_hex(&signing),
+        card_certificate: to_hex(signing),
     };
     match safe.receipt(&req) {
         Ok(r) => {
@@ -352,8 +366,9 @@ pub fn resolve(
         }
     }
     let info = refused(safe.info()?)?;
+    let mut signing = None;
     for r in card.safe_receipts()? {
-        if to_hex(&r.safe_id) == info.safe_id && send_receipt(card, safe, vault, &r)? {
+        if to_hex(&r.safe_id) == info.safe_id && send_receipt(card, safe, vault, &r, &mut signing)? {
             report.receipts.push(r.counter);
         }
     }

@@ -213,13 +213,19 @@ pub fn recover(
         )));
     }
     card.escrow_import(&*owner.escrow_key()?, &parts)?;
-    let new_card = card.card_number()?;
+    // The session's verified identity names the card (no GET DATA needed).
+    let new_card = match card.identity() {
+        Some(id) => id.subject.card_number.clone(),
+        None => card.card_number()?,
+    };
     // A recovery cut short: the safes get the receipts the card holds, and
     // items already on the card are not asked for again.
     let receipts = card.safe_receipts()?;
+    // The card's signing certificate, read once for every receipt.
+    let mut signing = None;
     for (i, (_, safe)) in safes.iter_mut().enumerate() {
         for r in receipts.iter().filter(|r| to_hex(&r.safe_id) == ids[i]) {
-            deposit::send_receipt(card, safe, vault, r)?;
+            deposit::send_receipt(card, safe, vault, r, &mut signing)?;
         }
     }
     let held: Vec<String> = card.read_wallet()?.items.iter().map(|(_, i)| to_hex(&i.id)).collect();
@@ -247,6 +253,7 @@ pub fn recover(
             vault,
             None,
             Some((&owner, ids[i].as_str())),
+            &mut signing,
         )?);
     }
     Ok(RecoverReport {
@@ -283,8 +290,9 @@ pub fn rekey(
         .filter(|c| to_hex(&c.safe_id) == id)
         .collect();
     let mut redeposited = Vec::new();
+    let mut signing = None;
     for c in certs {
-        deposit::withdraw_certificate(card, &c, safe, vault, None, None)?;
+        deposit::withdraw_certificate(card, &c, safe, vault, None, None, &mut signing)?;
         let item = to_hex(&c.item_id);
         deposit::deposit(card, pin, &item, address, safe, vault, summary_field::DEFAULT)?;
         redeposited.push(item);

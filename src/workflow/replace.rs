@@ -938,9 +938,11 @@ fn withdraw_wallet(
         safes.push((c, id));
     }
     let receipts = new.safe_receipts()?;
+    // The new card's signing certificate, read once for every receipt.
+    let mut signing = None;
     for (c, id) in safes.iter_mut() {
         for r in receipts.iter().filter(|r| to_hex(&r.safe_id) == *id) {
-            deposit::send_receipt(new, c, vault, r)?;
+            deposit::send_receipt(new, c, vault, r, &mut signing)?;
         }
     }
     let held: Vec<String> = new.read_wallet()?.items.iter().map(|(_, i)| to_hex(&i.id)).collect();
@@ -977,7 +979,7 @@ fn withdraw_wallet(
                             ))
                         })?;
                     let auth = Some(IssuerWithdrawal { signer: issuer.signer });
-                    match deposit::withdraw_certificate(new, &cert, safe, vault, auth, None) {
+                    match deposit::withdraw_certificate(new, &cert, safe, vault, auth, None, &mut signing) {
                         Ok(rep) => WalletNote::of(
                             &copy,
                             "withdrawn",

@@ -176,6 +176,15 @@ pub fn delete_info_for(app: u8, data: &[u8]) -> Result<StoringDataInfo> {
     })
 }
 
+/// The card's number: from the secure session's verified identity (no GET
+/// DATA needed), else read.
+fn session_card_number(card: &mut CardClient<'_>) -> Result<String> {
+    match card.identity() {
+        Some(id) => Ok(id.subject.card_number.clone()),
+        None => card.card_number(),
+    }
+}
+
 /// Step 1: verify the PIN and have the card sign its storing request.
 pub fn request(card: &mut CardClient<'_>, pin: &[u8], sdi: &StoringDataInfo) -> Result<StoringFile> {
     if !sdi.valid() {
@@ -183,7 +192,7 @@ pub fn request(card: &mut CardClient<'_>, pin: &[u8], sdi: &StoringDataInfo) -> 
     }
     card.verify_pin(pin)?;
     let r = card.storing_request(sdi)?;
-    let card_number = card.card_number()?;
+    let card_number = session_card_number(card)?;
     Ok(StoringFile {
         version: FILE_VERSION,
         step: Step::Request,
@@ -428,7 +437,7 @@ pub fn apply(
         ));
     }
     card.verify_pin(pin)?;
-    let number = card.card_number()?;
+    let number = session_card_number(card)?;
     if number != file.card_number {
         return Err(Error::Refused(
             StoringRefusal::OtherCard {
