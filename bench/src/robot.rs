@@ -410,7 +410,7 @@ pub fn pcsc_batch(cfg: &Config, p: &PrivatePcscd, dir: &Path, s: &mut Section, p
         }
     }
     let label = format!("through pcscd, {} readers", p.readers.len());
-    super::batch::rows(s, &label, n, &runs[0], &runs[1]);
+    super::batch::rows(s, &label, n, &runs[0], &runs[1], true);
     if !runs[2].is_empty() {
         super::batch::rows_k(s, &label, n, &runs[0], &runs[2], 4);
     }
