@@ -1438,77 +1438,85 @@ impl SafeClient {
         }
     }
 
-    pub fn info(&mut self) -> SafeResult<SafeInfo> {
-        match self.request(Request::Info)? {
-            Ok(Answer::Info(i)) => Ok(Ok(i)),
-            Ok(_) => unreachable!("an info request answers info"),
+    /// One request whose answer `pick` takes apart: the answer of another
+    /// kind is an internal error (each request has one kind of answer).
+    fn ask<T>(&mut self, req: Request<'_>, what: &str, pick: fn(Answer) -> Option<T>) -> SafeResult<T> {
+        match self.request(req)? {
+            Ok(a) => pick(a)
+                .map(Ok)
+                .ok_or_else(|| Error::Internal(format!("the safe answered {what} with another kind of answer"))),
             Err(r) => Ok(Err(r)),
         }
+    }
+
+    pub fn info(&mut self) -> SafeResult<SafeInfo> {
+        self.ask(Request::Info, "an info request", |a| match a {
+            Answer::Info(i) => Some(i),
+            _ => None,
+        })
     }
 
     pub fn deposit(&mut self, signed: &[u8]) -> SafeResult<DepositAnswer> {
-        match self.request(Request::Deposit(signed))? {
-            Ok(Answer::Deposit(a)) => Ok(Ok(a)),
-            Ok(_) => unreachable!("a deposit answers a certificate"),
-            Err(r) => Ok(Err(r)),
-        }
+        self.ask(Request::Deposit(signed), "a deposit", |a| match a {
+            Answer::Deposit(d) => Some(d),
+            _ => None,
+        })
     }
 
     pub fn withdraw(&mut self, req: &WithdrawRequest) -> SafeResult<DeliveryAnswer> {
-        match self.request(Request::Withdraw(req))? {
-            Ok(Answer::Withdraw(a)) => Ok(Ok(a)),
-            Ok(_) => unreachable!("a withdrawal answers a delivery"),
-            Err(r) => Ok(Err(r)),
-        }
+        self.ask(Request::Withdraw(req), "a withdrawal", |a| match a {
+            Answer::Withdraw(d) => Some(d),
+            _ => None,
+        })
     }
 
     pub fn receipt(&mut self, req: &ReceiptRequest) -> SafeResult<LedgerEntry> {
-        match self.request(Request::Receipt(req))? {
-            Ok(Answer::Receipt(a)) => Ok(Ok(a)),
-            Ok(_) => unreachable!("a receipt answers the ledger row"),
-            Err(r) => Ok(Err(r)),
-        }
+        self.ask(Request::Receipt(req), "a receipt", ledger_row)
     }
 
     pub fn list(&mut self) -> SafeResult<Vec<LedgerEntry>> {
-        match self.request(Request::List)? {
-            Ok(Answer::List(a)) => Ok(Ok(a)),
-            Ok(_) => unreachable!("a list request answers the ledger"),
-            Err(r) => Ok(Err(r)),
-        }
+        self.ask(Request::List, "a list request", |a| match a {
+            Answer::List(l) => Some(l),
+            _ => None,
+        })
     }
 
     pub fn escrow(&mut self, req: &EscrowRequest) -> SafeResult<EscrowAnswer> {
-        match self.request(Request::Escrow(req))? {
-            Ok(Answer::Escrow(a)) => Ok(Ok(a)),
-            Ok(_) => unreachable!("an escrow request answers the part"),
-            Err(r) => Ok(Err(r)),
-        }
+        self.ask(Request::Escrow(req), "an escrow request", escrow_part)
     }
 
     pub fn escrow_fetch(&mut self, req: &EscrowFetch) -> SafeResult<EscrowAnswer> {
-        match self.request(Request::EscrowFetch(req))? {
-            Ok(Answer::Escrow(a)) => Ok(Ok(a)),
-            Ok(_) => unreachable!("an escrow fetch answers the part"),
-            Err(r) => Ok(Err(r)),
-        }
+        self.ask(Request::EscrowFetch(req), "an escrow fetch", escrow_part)
     }
 
     pub fn owner_challenge(&mut self, req: &OwnerChallengeRequest) -> SafeResult<OwnerChallenge> {
-        match self.request(Request::OwnerChallenge(req))? {
-            Ok(Answer::OwnerChallenge(a)) => Ok(Ok(a)),
-            Ok(_) => unreachable!("an owner challenge request answers a nonce"),
-            Err(r) => Ok(Err(r)),
-        }
+        self.ask(
+            Request::OwnerChallenge(req),
+            "an owner challenge request",
+            |a| match a {
+                Answer::OwnerChallenge(c) => Some(c),
+                _ => None,
+            },
+        )
     }
 
     /// The issuer's release of a stuck delivery; answers the ledger row.
     pub fn release(&mut self, req: &ReleaseRequest) -> SafeResult<LedgerEntry> {
-        match self.request(Request::Release(req))? {
-            Ok(Answer::Receipt(a)) => Ok(Ok(a)),
-            Ok(_) => unreachable!("a release answers the ledger row"),
-            Err(r) => Ok(Err(r)),
-        }
+        self.ask(Request::Release(req), "a release", ledger_row)
+    }
+}
+
+fn ledger_row(a: Answer) -> Option<LedgerEntry> {
+    match a {
+        Answer::Receipt(e) => Some(e),
+        _ => None,
+    }
+}
+
+fn escrow_part(a: Answer) -> Option<EscrowAnswer> {
+    match a {
+        Answer::Escrow(e) => Some(e),
+        _ => None,
     }
 }
 
