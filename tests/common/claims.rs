@@ -59,7 +59,7 @@ pub const SECRETS_CHECKED: usize = 20;
 /// of at most 65 560 bytes and the status words of its rounds).
 pub const HOSTILE_WORKFLOWS: usize = 12;
 /// Runs: for each workflow and class, one per APDU of the clean run.
-pub const HOSTILE_RUNS: u64 = 808;
+pub const HOSTILE_RUNS: u64 = 792;
 pub const HOSTILE_CLASSES: usize = 8;
 pub const HOSTILE_MAX_APDUS_OVER_CLEAN: u64 = 262;
 pub const HOSTILE_BYTES_PER_COMMAND: u64 = 65560 + 2 * 262;
