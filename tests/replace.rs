@@ -1223,3 +1223,45 @@ fn the_replacement_withdraws_the_lost_card_s_wallet_items_from_its_safes_once() 
     assert_eq!((ledger(&safe1), ledger(&safe2)), (l1, l2));
     assert_eq!(wallet_ids(&home, "sim:r-alice-main"), [ticket]);
 }
+
+/// What a job keeps between its steps on one card: a PIN verified in the
+/// open secure session is not sent again, a new session (the card's new
+/// session forgot it) verifies again, and facts that keep nothing send
+/// every VERIFY, as a standalone command does.
+#[test]
+fn a_verified_pin_is_kept_only_in_the_secure_session_it_was_verified_in() {
+    use cardvault::workflow::CardFacts;
+    let home = temp_dir("replace-facts");
+    let mut r = SimReader::open(&home, "facts", "main", None).unwrap();
+    let mut c = client(&mut r, false).unwrap();
+    let pin = PIN.as_bytes();
+    let mut facts = CardFacts::kept();
+    facts.verify_pin(&mut c, pin).unwrap();
+    let after_first = c.stats().apdus;
+    facts.verify_pin(&mut c, pin).unwrap();
+    assert_eq!(c.stats().apdus, after_first, "no second VERIFY in the same session");
+    c.write_memory(FIRST_DATA_PAGE, b"kept").unwrap();
+    // A new secure session: the card forgot the PIN, and so do the facts.
+    c.open_secure_session().unwrap();
+    let opened = c.stats().apdus;
+    facts.verify_pin(&mut c, pin).unwrap();
+    assert_eq!(c.stats().apdus, opened + 1, "VERIFY again in the new session");
+    c.write_memory(FIRST_DATA_PAGE, b"again").unwrap();
+    // Nothing kept: every VERIFY goes to the card.
+    let mut none = CardFacts::none();
+    let before = c.stats().apdus;
+    none.verify_pin(&mut c, pin).unwrap();
+    none.verify_pin(&mut c, pin).unwrap();
+    assert_eq!(c.stats().apdus, before + 2);
+    // A wrong PIN is never taken as verified.
+    let mut fresh = CardFacts::kept();
+    assert!(fresh.verify_pin(&mut c, b"999999").is_err());
+    let before = c.stats().apdus;
+    assert!(fresh.verify_pin(&mut c, b"999999").is_err());
+    assert_eq!(
+        c.stats().apdus,
+        before + 1,
+        "a refused PIN is sent again, not remembered"
+    );
+    fresh.verify_pin(&mut c, pin).unwrap();
+}

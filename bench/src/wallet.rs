@@ -666,16 +666,11 @@ fn replacement_rows(
         .add(2, "WRITE KEY ELEMENT 2..3")
         .add(1, "IMPORT KEY")
         .add(1, "UNWRAP FILE KEY (end-to-end check)");
-    // Why the new card is above its minimum: each step is a workflow of its
-    // own that a resumed job may start in a fresh process, and it
-    // re-establishes what it needs.
-    let why = "; above it: each step re-establishes what it needs, as it must when a resumed job starts \
-               there in a fresh process: VERIFY again in the restore request, the restore, the file \
-               recovery and the new backup (4), the card's number and status read again by the restore, the \
-               file recovery and the duplication (3), the card's certificate store read again by the \
-               restore's checks (1), DF32, DF34 and DF30 read again by the restore and the value step (3), \
-               key elements 2..3 written again by the duplication (2, the card answers 9000 and changes \
-               nothing)";
+    // How the new card stays at its minimum: one card session for the run.
+    let why = "; one card session for the whole run: the secure channel opened and the PIN verified once, the \
+               card's status, certificate store, domain, storage rules and application table read once and \
+               handed from step to step (a key group the file recovery completed is not written again by the \
+               duplication); a step resumed in a new process reads again what it needs";
     let r = apdus::row(
         "replace: new card (1 backup, 1 wallet item, 1 file)",
         sn,

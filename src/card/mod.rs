@@ -58,6 +58,8 @@ pub struct CardClient<'a> {
     /// The reader's built-in (test) issuer, if any.
     built_in_issuer: Option<crate::transport::BuiltInIssuer>,
     secure: Option<SecureChannel>,
+    /// Secure sessions opened so far on this client: names the open one.
+    sessions: u64,
 }
 
 /// How the terminal authenticates as the card's issuer for admin commands:
@@ -123,6 +125,7 @@ impl<'a> CardClient<'a> {
             factory,
             built_in_issuer,
             secure: None,
+            sessions: 0,
         };
         client.select()?;
         Ok(client)
@@ -137,6 +140,7 @@ impl<'a> CardClient<'a> {
             factory: Trust::none(),
             built_in_issuer: None,
             secure: None,
+            sessions: 0,
         }
     }
 
@@ -257,6 +261,13 @@ impl<'a> CardClient<'a> {
         self.secure.is_some()
     }
 
+    /// The open secure session, by a number no later session of this client
+    /// shares; `None` when none is open. What the card granted in a session
+    /// (a verified PIN) holds only while this stays the same.
+    pub fn secure_session(&self) -> Option<u64> {
+        self.secure.as_ref().map(|_| self.sessions)
+    }
+
     /// The verified identity of the card, once the secure channel is open.
     pub fn identity(&self) -> Option<&CardIdentity> {
         self.secure.as_ref().map(|s| &s.identity)
@@ -347,6 +358,7 @@ impl<'a> CardClient<'a> {
         let channel = hs
             .finish(&r.data)
             .map_err(|e| untrusted(self.ch.reader(), e.to_string()))?;
+        self.sessions += 1;
         Ok(&self.secure.insert(SecureChannel { channel, identity }).identity)
     }
 
@@ -479,6 +491,7 @@ impl<'a> CardClient<'a> {
         let channel = hs
             .finish(&r.data)
             .map_err(|e| untrusted(self.ch.reader(), e.to_string()))?;
+        self.sessions += 1;
         Ok(&self.secure.insert(SecureChannel { channel, identity }).identity)
     }
 

@@ -493,8 +493,14 @@ fn restore_err(command: &'static str, sw: StatusWord) -> Error {
 /// generation (the card-common key that wrapped their unique key): checked
 /// before anything is asked of the card or written to the vault. The card
 /// checks it again (RESTORE `6A88`).
-fn check_domain(card: &mut CardClient<'_>, vault: &Vault, chain: &[BackupRow], target: &str) -> Result<()> {
-    let card_domain = card.domain()?;
+fn check_domain(
+    card: &mut CardClient<'_>,
+    facts: &mut super::CardFacts,
+    vault: &Vault,
+    chain: &[BackupRow],
+    target: &str,
+) -> Result<()> {
+    let card_domain = facts.domain(card)?;
     for row in chain {
         let header = vault.backup_header(row.id)?;
         let h = bk::parse_header(&header)
@@ -520,7 +526,18 @@ pub fn restore(
     plan: &RestorePlan<'_>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoreReport> {
-    let target_card = card.card_number()?;
+    restore_with(card, &mut super::CardFacts::none(), vault, plan, progress)
+}
+
+/// [`restore`] with what the job already established on the card.
+pub fn restore_with(
+    card: &mut CardClient<'_>,
+    facts: &mut super::CardFacts,
+    vault: &mut Vault,
+    plan: &RestorePlan<'_>,
+    progress: &dyn Fn(u64, u64),
+) -> Result<RestoreReport> {
+    let target_card = facts.card_number(card)?;
     let first = plan.chain.first().ok_or(RestoreRefusal::NothingToRestore)?;
     let other = first.card_number != target_card;
     if other && plan.authorization.is_none() {
@@ -536,7 +553,7 @@ pub fn restore(
         RestoreMode::SameCard
     };
     if other {
-        check_domain(card, vault, &plan.chain, &target_card)?;
+        check_domain(card, facts, vault, &plan.chain, &target_card)?;
     }
     let last = plan.chain.last().expect("non-empty");
     // Each agreement must be for this restore (the card checks the
@@ -568,7 +585,7 @@ pub fn restore(
     }
     // The providers' applications: which the restore may write (their
     // names only when there are some).
-    let rules = card.application_rules()?;
+    let rules = facts.application_rules(card)?;
     let table = if rules.iter().any(is_provider_application) {
         card.application_table()?
     } else {
@@ -986,10 +1003,23 @@ pub fn run_restore(
     job: &RestoreJob<'_>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoreOutcome> {
+    run_restore_with(card, &mut super::CardFacts::none(), vault, job, progress)
+}
+
+/// [`run_restore`] with what the job already established on the card (a
+/// PIN verified in the open session, data read before): nothing of it is
+/// asked again.
+pub fn run_restore_with(
+    card: &mut CardClient<'_>,
+    facts: &mut super::CardFacts,
+    vault: &mut Vault,
+    job: &RestoreJob<'_>,
+    progress: &dyn Fn(u64, u64),
+) -> Result<RestoreOutcome> {
     // In an open secure session its verified identity names the card.
     let target = match card.identity() {
         Some(id) => id.subject.card_number.clone(),
-        None => card.card_number()?,
+        None => facts.card_number(card)?,
     };
     let source = job.from_card.unwrap_or(&target).to_string();
     if job.from_card == Some(target.as_str()) {
@@ -1002,11 +1032,11 @@ pub fn run_restore(
         }
         .into());
     }
-    card.verify_pin(job.pin)?;
+    facts.verify_pin(card, job.pin)?;
     let last = choose_backup(vault, &source, job.backup_id, job.authorization)?;
     if job.request_only {
         if source != target {
-            check_domain(card, vault, &vault.chain_to(&last)?, &target)?;
+            check_domain(card, facts, vault, &vault.chain_to(&last)?, &target)?;
         }
         let ch = card.restore_challenge()?;
         // The chain the session verified (GET DATA BF21 at its start).
@@ -1015,7 +1045,7 @@ pub fn run_restore(
             None => card.card_certificate()?.unwrap_or_default(),
         };
         let chain = chain_hash_of(vault, &vault.chain_to(&last)?)?;
-        let rules = card.application_rules()?;
+        let rules = facts.application_rules(card)?;
         let table = if rules.iter().any(is_provider_application) {
             card.application_table()?
         } else {
@@ -1034,13 +1064,13 @@ pub fn run_restore(
     }
     if let Some(au) = job.authorization {
         // Each check the card makes that the terminal can foresee, named.
-        super::restore_check::check_authorization(card, vault, &target, &vault.chain_to(&last)?, au)?;
+        super::restore_check::check_authorization_with(card, facts, vault, &target, &vault.chain_to(&last)?, au)?;
     }
     if let Some(auth) = job.rollback_issuer {
         card.issuer_authenticate(auth, &target)?;
         // The SCP11a handshake started a new card session: the PIN
         // verified before it is forgotten, so verify it in this one.
-        card.verify_pin(job.pin)?;
+        facts.verify_pin(card, job.pin)?;
     }
     let plan = RestorePlan {
         chain: vault.chain_to(&last)?,
@@ -1048,7 +1078,7 @@ pub fn run_restore(
         override_rollback: job.rollback_issuer.is_some(),
         agreements: job.agreements,
     };
-    restore(card, vault, &plan, progress).map(RestoreOutcome::Restored)
+    restore_with(card, facts, vault, &plan, progress).map(RestoreOutcome::Restored)
 }
 
 #[cfg(test)]

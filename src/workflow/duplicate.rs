@@ -108,8 +108,23 @@ pub fn duplicate(
     opts: &DuplicateOptions,
     vault: &mut Vault,
 ) -> Result<DuplicateReport> {
+    duplicate_with(main, &mut super::CardFacts::none(), backup, opts, vault)
+}
+
+/// [`duplicate`] with what the job already established on the main card
+/// (its status, the PIN verified in its open session, a complete key group
+/// it reported the check value of): nothing of it is asked or written again.
+pub fn duplicate_with(
+    main: &mut CardClient<'_>,
+    main_facts: &mut super::CardFacts,
+    backup: &mut CardClient<'_>,
+    opts: &DuplicateOptions,
+    vault: &mut Vault,
+) -> Result<DuplicateReport> {
     // One GET DATA per card tells role, issuance, key group and export state.
-    let (ms, mk) = main.overview()?;
+    let (ms, mk) = main_facts.overview(main)?;
+    // What follows changes the main card's key and export state.
+    main_facts.keys_changed(None);
     let (bs, bk) = backup.overview()?;
     if ms.card_number == bs.card_number {
         return Err(DuplicateRefusal::SameCard.into());
@@ -149,12 +164,22 @@ pub fn duplicate(
 
     // Step 1: PINs, then elements 2..n on both cards. The last write answers
     // with the group's check value.
-    main.verify_pin(&opts.main_pin)?;
+    main_facts.verify_pin(main, &opts.main_pin)?;
     backup.verify_pin(&opts.backup_pin)?;
-    let (mut mkcv, mut bkcv) = (None, None);
+    // A complete group keeps its elements (a write answers 9000 and its
+    // check value, changing nothing): one the job saw completed is not
+    // written again.
+    let known = mk
+        .check_value
+        .as_deref()
+        .filter(|_| main_facts.keeps() && mk.group_complete)
+        .and_then(cardvault_proto::from_hex);
+    let (mut mkcv, mut bkcv) = (known.clone(), None);
     for (i, e) in opts.elements.iter().enumerate() {
         let n = i as u8 + 2;
-        mkcv = main.write_key_element(n, e)?;
+        if known.is_none() {
+            mkcv = main.write_key_element(n, e)?;
+        }
         bkcv = backup.write_key_element(n, e)?;
     }
     if need == 0 {

@@ -189,8 +189,20 @@ pub fn new_main_key(
     keys: &crate::card::KeyState,
     elements: Option<&[crate::secret::Secret]>,
 ) -> Result<Vec<u8>> {
+    new_main_key_state(card, card_number, keys, elements).map(|(p, _)| p)
+}
+
+/// [`new_main_key`], with the card's key state after it when it changed
+/// (as the card reports it: the group complete with the check value the
+/// last element's write answered, the generated key).
+pub fn new_main_key_state(
+    card: &mut CardClient<'_>,
+    card_number: &str,
+    keys: &crate::card::KeyState,
+    elements: Option<&[crate::secret::Secret]>,
+) -> Result<(Vec<u8>, Option<crate::card::KeyState>)> {
     if let Some(p) = keys.public_key.as_deref().and_then(cardvault_proto::from_hex) {
-        return Ok(p);
+        return Ok((p, None));
     }
     let elements = elements.ok_or_else(|| {
         Error::Usage(format!(
@@ -206,8 +218,18 @@ pub fn new_main_key(
             elements.len()
         )));
     }
+    let mut kcv = None;
     for (i, e) in elements.iter().enumerate() {
-        card.write_key_element(i as u8 + 2, e)?;
+        kcv = card.write_key_element(i as u8 + 2, e)?;
     }
-    card.generate_key_pair()
+    let public = card.generate_key_pair()?;
+    let after = kcv.map(|kcv| crate::card::KeyState {
+        elements_written: (1..=keys.group_size).collect(),
+        group_complete: true,
+        check_value: Some(cardvault_proto::to_hex(&kcv)),
+        key_origin: Some(cardvault_proto::takeout::KeyOrigin::Generated),
+        public_key: Some(cardvault_proto::to_hex(&public)),
+        ..keys.clone()
+    });
+    Ok((public, after))
 }

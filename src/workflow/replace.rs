@@ -545,7 +545,13 @@ pub fn run(
     events: &dyn Fn(Event<'_>),
 ) -> Result<()> {
     let Replacement { state, file } = r;
-    let number = new.card_number()?;
+    // What this run establishes on the new card (its status, the PIN
+    // verified in its secure session, data read) serves every later step
+    // of the same run; a resumed run in a new process reads it again.
+    let mut facts = super::CardFacts::kept();
+    // The balances before the restore were read in this run's session.
+    let mut values_here = false;
+    let number = facts.overview(new)?.0.card_number;
     if number != state.new_card {
         return Err(Error::Usage(format!(
             "the card presented is card {number}; this replacement of card {} is onto card {}",
@@ -649,7 +655,7 @@ pub fn run(
                         ),
                     );
                 } else {
-                    withdraw_wallet(new, vault, state, job)?;
+                    withdraw_wallet(new, &mut facts, vault, state, job)?;
                     let total = state.wallet.len();
                     let on_card = state.wallet.iter().filter(|w| w.result != "not_withdrawn").count();
                     state.set(
@@ -677,7 +683,9 @@ pub fn run(
                         rollback_issuer: None,
                         agreements: &[],
                     };
-                    let RestoreOutcome::Requested(req) = backup::run_restore(new, vault, &rj, &|_, _| {})? else {
+                    let RestoreOutcome::Requested(req) =
+                        backup::run_restore_with(new, &mut facts, vault, &rj, &|_, _| {})?
+                    else {
                         unreachable!("a request-only job answers with a request")
                     };
                     state.request = Some(req);
@@ -758,6 +766,7 @@ pub fn run(
                     }
                 } else {
                     state.values = value_balances(new)?;
+                    values_here = true;
                     state.authorization_sent = true;
                     file.save(state)?;
                     let rj = RestoreJob {
@@ -769,7 +778,8 @@ pub fn run(
                         rollback_issuer: None,
                         agreements: &[],
                     };
-                    let out = backup::run_restore(new, vault, &rj, &|n, t| events(Event::Restore(n, t)))?;
+                    let out =
+                        backup::run_restore_with(new, &mut facts, vault, &rj, &|n, t| events(Event::Restore(n, t)))?;
                     let RestoreOutcome::Restored(rep) = out else {
                         unreachable!("a job with an authorization restores")
                     };
@@ -797,9 +807,11 @@ pub fn run(
                 }
             }
             Step::Value => {
-                let apps = new.applications()?;
+                // Read before the restore in this run, the list names only
+                // applications the card has (the restore keeps the table).
+                let apps = if values_here { Vec::new() } else { new.applications()? };
                 for v in &mut state.values {
-                    if apps.iter().any(|a| a.id == v.app) {
+                    if values_here || apps.iter().any(|a| a.id == v.app) {
                         v.after = Some(new.balance(v.app)?);
                     }
                 }
@@ -820,7 +832,7 @@ pub fn run(
             }
             Step::Files => match (&job.files, backup.as_deref_mut()) {
                 (Some(fr), Some(bc)) if !fr.files.is_empty() => {
-                    recover_files(new, bc, vault, state, fr, job.pin, events)?;
+                    recover_files(new, &mut facts, bc, vault, state, fr, job.pin, events)?;
                     let failed = state.files.iter().filter(|f| f.result == "failed").count();
                     state.set(
                         step,
@@ -851,7 +863,7 @@ pub fn run(
                         elements: nb.elements.to_vec(),
                         backup_gets_public_key: false,
                     };
-                    let rep = super::duplicate::duplicate(new, bc, &opts, vault)?;
+                    let rep = super::duplicate::duplicate_with(new, &mut facts, bc, &opts, vault)?;
                     state.set(
                         step,
                         StepState::Done,
@@ -923,6 +935,7 @@ fn check_matches(req: &RestoreRequest, a: &RestoreAuthorization) -> Result<()> {
 /// unreachable safe stops the job (resumed later).
 fn withdraw_wallet(
     new: &mut CardClient<'_>,
+    facts: &mut super::CardFacts,
     vault: &mut Vault,
     state: &mut ReplaceState,
     job: &ReplaceJob<'_>,
@@ -930,7 +943,7 @@ fn withdraw_wallet(
     use super::deposit::{self, IssuerWithdrawal};
     use cardvault_proto::safe::RegistrationCertificate;
     use cardvault_proto::to_hex;
-    new.verify_pin(job.pin)?;
+    facts.verify_pin(new, job.pin)?;
     let mut safes: Vec<(SafeClient, String)> = Vec::new();
     for a in job.safes {
         let mut c = SafeClient::connect(a)?;
@@ -1024,8 +1037,10 @@ fn value_balances(card: &mut CardClient<'_>) -> Result<Vec<ValueNote>> {
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn recover_files(
     new: &mut CardClient<'_>,
+    facts: &mut super::CardFacts,
     bc: &mut CardClient<'_>,
     vault: &mut Vault,
     state: &mut ReplaceState,
@@ -1038,9 +1053,12 @@ fn recover_files(
         return Err(Error::Refused(format!("card {} is not a backup card", bs.card_number)));
     }
     bc.verify_pin(fr.backup_pin)?;
-    new.verify_pin(pin)?;
-    let (ns, nk) = new.overview()?;
-    let public = files::new_main_key(new, &ns.card_number, &nk, fr.elements)?;
+    facts.verify_pin(new, pin)?;
+    let (ns, nk) = facts.overview(new)?;
+    let (public, after) = files::new_main_key_state(new, &ns.card_number, &nk, fr.elements)?;
+    if nk.public_key.is_none() {
+        facts.keys_changed(after);
+    }
     state.files.clear();
     for path in fr.files {
         events(Event::File(path));

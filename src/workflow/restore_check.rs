@@ -29,6 +29,19 @@ pub fn check_authorization(
     chain: &[BackupRow],
     auth: &RestoreAuthorization,
 ) -> Result<()> {
+    check_authorization_with(card, &mut super::CardFacts::none(), vault, target, chain, auth)
+}
+
+/// [`check_authorization`] with what the job already established on the
+/// card (the certificate store its secure session verified).
+pub fn check_authorization_with(
+    card: &mut CardClient<'_>,
+    facts: &mut super::CardFacts,
+    vault: &Vault,
+    target: &str,
+    chain: &[BackupRow],
+    auth: &RestoreAuthorization,
+) -> Result<()> {
     let r = &auth.request;
     let last = chain.last().ok_or(RestoreRefusal::NothingToRestore)?;
     let source = &chain[0].card_number;
@@ -45,7 +58,7 @@ pub fn check_authorization(
     }
     // One read of the card's certificate store: its registration
     // certificate (the last) and the issuer root it holds (self-signed).
-    let store = card.certificates()?;
+    let store = facts.certificates(card)?;
     let own = store
         .last()
         .and_then(|c| c.to_der().ok())
