@@ -86,14 +86,7 @@ impl CardFacts {
     /// Card status and key state (one GET DATA), as last read.
     pub fn overview(&mut self, card: &mut CardClient<'_>) -> Result<(CardStatus, KeyState)> {
         self.same_card(card);
-        if let Some(s) = self.status.as_ref().filter(|_| self.keep) {
-            return Ok(s.clone());
-        }
-        let s = card.overview()?;
-        if self.keep {
-            self.status = Some(s.clone());
-        }
-        Ok(s)
+        remember(self.keep, &mut self.status, || card.overview())
     }
 
     /// The card number: from the status read, else GET DATA.
@@ -117,27 +110,13 @@ impl CardFacts {
     /// GET DATA `DF32`, once.
     pub fn domain(&mut self, card: &mut CardClient<'_>) -> Result<Option<cardvault_proto::domain::DomainRef>> {
         self.same_card(card);
-        if let Some(d) = self.domain.filter(|_| self.keep) {
-            return Ok(d);
-        }
-        let d = card.domain()?;
-        if self.keep {
-            self.domain = Some(d);
-        }
-        Ok(d)
+        remember(self.keep, &mut self.domain, || card.domain())
     }
 
     /// GET DATA `DF34` (storage rules), once.
     pub fn application_rules(&mut self, card: &mut CardClient<'_>) -> Result<Vec<ApplicationRule>> {
         self.same_card(card);
-        if let Some(r) = self.rules.as_ref().filter(|_| self.keep) {
-            return Ok(r.clone());
-        }
-        let r = card.application_rules()?;
-        if self.keep {
-            self.rules = Some(r.clone());
-        }
-        Ok(r)
+        remember(self.keep, &mut self.rules, || card.application_rules())
     }
 
     /// The card's certificate store: what the open secure session verified
@@ -152,4 +131,17 @@ impl CardFacts {
         }
         card.certificates()
     }
+}
+
+/// What `slot` holds when facts are kept, else `read()` (kept in `slot`
+/// when facts are kept).
+fn remember<T: Clone>(keep: bool, slot: &mut Option<T>, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    if let Some(v) = slot.as_ref().filter(|_| keep) {
+        return Ok(v.clone());
+    }
+    let v = read()?;
+    if keep {
+        *slot = Some(v.clone());
+    }
+    Ok(v)
 }
